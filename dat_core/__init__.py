@@ -1,0 +1,14 @@
+"""dat_core: the DAT method — models, energies, the PGD engine, data, training, checkpoints.
+
+Never imports gradio (layering: app.py -> explain -> dat_core).
+"""
+
+from .energy import joint_energy, marginal_energy, probabilities
+from .models import KNOWN_ARCHS, Classifier, build_model, count_parameters
+from .pgd import L2, OBJECTIVES, Linf, PGDResult, ThreatModel, pgd, threat_model
+
+__all__ = [
+    "Classifier", "KNOWN_ARCHS", "build_model", "count_parameters",
+    "joint_energy", "marginal_energy", "probabilities",
+    "ThreatModel", "L2", "Linf", "threat_model", "pgd", "PGDResult", "OBJECTIVES",
+]

@@ -1,0 +1,203 @@
+"""The one PGD engine: training, evaluation, sampling and counterfactuals all call `pgd`.
+
+A threat model is an object with `step`, `project` and `random_perturb` (as in MadryLab's
+robustness `attack_steps`); the loop does not care which norm it runs. Step math is fp32 even
+when the forward/backward runs under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+OBJECTIVES = ("ce", "target_logit", "target_ce", "energy")
+
+
+def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """Norm ball of radius `eps` (may be inf) around the start image, walked with `step_size`."""
+
+    eps: float
+    step_size: float
+
+    def __post_init__(self) -> None:
+        if not (self.eps >= 0):  # also rejects NaN
+            raise ValueError(f"eps must be >= 0 (inf allowed), got {self.eps}")
+        if not (math.isfinite(self.step_size) and self.step_size >= 0):
+            raise ValueError(f"step_size must be finite and >= 0, got {self.step_size}")
+
+    norm = ""
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def random_perturb(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class L2(ThreatModel):
+    """Per-sample normalized-gradient steps; projection onto the L2 ball."""
+
+    norm = "L2"
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return x + self.step_size * grad / (_per_sample_norm(grad) + 1e-12)
+
+    def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        if math.isinf(self.eps):
+            return x
+        delta = x - x0
+        scale = (self.eps / (_per_sample_norm(delta) + 1e-12)).clamp(max=1.0)
+        return x0 + delta * scale
+
+    def random_perturb(self, x: torch.Tensor) -> torch.Tensor:
+        if math.isinf(self.eps):
+            raise ValueError("a random start needs a finite eps")
+        d = torch.randn_like(x)
+        d = d / (_per_sample_norm(d) + 1e-12)
+        r = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) ** (1.0 / x[0].numel())
+        return x + self.eps * r * d  # uniform in the ball
+
+
+class Linf(ThreatModel):
+    """Sign steps; projection onto the Linf box."""
+
+    norm = "Linf"
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return x + self.step_size * grad.sign()
+
+    def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        if math.isinf(self.eps):
+            return x
+        return torch.max(torch.min(x, x0 + self.eps), x0 - self.eps)
+
+    def random_perturb(self, x: torch.Tensor) -> torch.Tensor:
+        if math.isinf(self.eps):
+            raise ValueError("a random start needs a finite eps")
+        return x + torch.empty_like(x).uniform_(-self.eps, self.eps)
+
+
+def threat_model(norm: str, eps: float, step_size: float) -> ThreatModel:
+    """`threat_model("L2", 0.5, 0.1)`; norm is case-insensitive ("l2", "linf", "Linf")."""
+    kinds = {"l2": L2, "linf": Linf}
+    if norm.lower() not in kinds:
+        raise ValueError(f"unknown norm {norm!r}; use 'L2' or 'Linf'")
+    return kinds[norm.lower()](float(eps), float(step_size))
+
+
+@dataclass
+class PGDResult:
+    """Final images plus, when recorded, the trajectory x_0..x_T (every k-th step and the last)."""
+
+    x: torch.Tensor
+    steps: list[int] | None = None          # step index of each recorded frame
+    frames: torch.Tensor | None = None      # (F, N, C, H, W) on the input's device
+    logits: torch.Tensor | None = None      # (F, N, K) float32, logits of each recorded frame
+
+
+def objective_value(logits: torch.Tensor, y: torch.Tensor | None, objective: str) -> torch.Tensor:
+    """Per-sample quantity that PGD *ascends*."""
+    if objective == "energy":  # lower E(x) = raise logsumexp
+        return torch.logsumexp(logits, dim=1)
+    if y is None:
+        raise ValueError(f"objective {objective!r} needs labels y")
+    if objective == "ce":  # untargeted: move away from y
+        return F.cross_entropy(logits, y, reduction="none")
+    if objective == "target_logit":  # lower E(x, y)
+        return logits.gather(1, y.view(-1, 1)).squeeze(1)
+    if objective == "target_ce":
+        return -F.cross_entropy(logits, y, reduction="none")
+    raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
+
+
+@contextmanager
+def attack_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients for the attack; both restored afterwards."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, steps: int) -> None:
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"images must be a float NCHW tensor, got {tuple(x.shape)} {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError("images contain NaN or inf")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ValueError(f"images must lie in [0,1], got range [{lo:.3g}, {hi:.3g}]")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    if y is not None and (y.dim() != 1 or y.shape[0] != x.shape[0]):
+        raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: ThreatModel, steps: int,
+        objective: str = "ce", random_start: bool = False, record_every: int = 0,
+        autocast: bool = False) -> PGDResult:
+    """Run `steps` PGD steps that ascend `objective` inside `threat` around `x`, clamped to [0,1].
+
+    `record_every=k > 0` keeps frames x_0, x_k, ... and x_T with their logits; the logits come from
+    the forward each step needs anyway (one extra no-grad forward for x_T only).
+    `autocast=True` runs forward/backward in bf16 (CUDA or CPU) while the step math stays fp32.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
+    _check_inputs(x, y, steps)
+    if y is not None:
+        y = y.to(x.device).long()
+    x0 = x.detach().float()
+    xt = x0.clone()
+    if random_start and steps > 0 and threat.eps > 0:
+        xt = threat.project(threat.random_perturb(xt), x0).clamp_(0, 1)
+    record = record_every > 0
+    rec_steps: list[int] = []
+    rec_frames: list[torch.Tensor] = []
+    rec_logits: list[torch.Tensor] = []
+    device_type = x.device.type
+
+    with attack_mode(model):
+        for t in range(steps):
+            xt.requires_grad_(True)
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+                logits = model(xt)
+                value = objective_value(logits.float(), y, objective).sum()
+            (grad,) = torch.autograd.grad(value, xt)
+            xt = xt.detach()
+            if record and t % record_every == 0:
+                rec_steps.append(t)
+                rec_frames.append(xt.clone())
+                rec_logits.append(logits.detach().float())
+            xt = threat.project(threat.step(xt, grad.float()), x0).clamp_(0, 1)
+        if record:
+            with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+                logits = model(xt)
+            rec_steps.append(steps)
+            rec_frames.append(xt.clone())
+            rec_logits.append(logits.float())
+
+    if not record:
+        return PGDResult(x=xt)
+    return PGDResult(x=xt, steps=rec_steps, frames=torch.stack(rec_frames), logits=torch.stack(rec_logits))

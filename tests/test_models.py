@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from dat_core import build_model, count_parameters, joint_energy, marginal_energy, probabilities
+
+
+@pytest.mark.parametrize("arch,params", [
+    ("wrn-34-10", 46_160_474),   # the paper's CIFAR model: 46.16M
+    ("wrn-16-4", 2_748_890),
+    ("wrn-16-2", 691_674),
+    ("preact-resnet18", 11_172_170),
+])
+def test_parameter_counts(arch, params):
+    assert count_parameters(build_model(arch)) == params
+
+
+def test_imagenet_resnet50_matches_torchvision_count_and_keys():
+    m = build_model("resnet50", num_classes=1000)
+    assert count_parameters(m) == 25_557_032  # torchvision resnet50
+    keys = set(m.state_dict())
+    assert {"conv1.weight", "bn1.running_mean", "layer1.0.downsample.0.weight",
+            "layer4.2.conv3.weight", "fc.weight"} <= keys
+    assert m.config["image_size"] == 224 and m.config["mean"] == [0.485, 0.456, 0.406]
+
+
+def test_official_wrn_key_layout():
+    keys = set(build_model("wrn-34-10").state_dict())
+    assert "conv1.weight" in keys and "fc.bias" in keys and "bn1.running_var" in keys
+    assert "block1.layer.0.convShortcut.weight" in keys          # 16 -> 160 channels
+    assert "block1.layer.1.convShortcut.weight" not in keys      # equal in/out: no shortcut conv
+    assert "block3.layer.4.bn2.weight" in keys                   # 5 blocks per stage
+    assert not any(k.startswith(("mean", "std")) for k in keys)  # normalization is not in the state dict
+
+
+def test_normalization_is_inside_the_model():
+    m = build_model("wrn-10-1").eval()
+    x = torch.rand(2, 3, 32, 32)
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m.logits((x - mean) / std))
+
+
+def test_bn_freeze_keeps_running_stats_but_trains_affine():
+    torch.manual_seed(0)
+    m = build_model("wrn-10-1")
+    m.freeze_bn(True).train()
+    bns = [mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert m.training and not any(bn.training for bn in bns)
+    stats = {k: v.clone() for k, v in m.state_dict().items() if "running" in k or "num_batches" in k}
+    affine = bns[0].weight.detach().clone()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(m(torch.rand(8, 3, 32, 32)), torch.arange(8))
+    loss.backward()
+    opt.step()
+    for k, v in m.state_dict().items():
+        if k in stats:
+            assert torch.equal(v, stats[k]), k
+    assert bns[0].weight.grad is not None and not torch.equal(bns[0].weight, affine)
+    m.freeze_bn(False)
+    assert all(bn.training for bn in bns)  # switch off: BN follows the model mode again
+
+
+def test_unknown_arch_lists_known_ones():
+    with pytest.raises(ValueError, match="wrn-34-10"):
+        build_model("vgg16")
+    with pytest.raises(ValueError, match="6n\\+4"):
+        build_model("wrn-15-2")
+    with pytest.raises(ValueError, match="class names"):
+        build_model("wrn-10-1", num_classes=3, class_names=["a", "b"])
+
+
+def test_energies_match_definitions():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 5.0]])
+    y = torch.tensor([2, 0])
+    assert torch.equal(joint_energy(logits, y), torch.tensor([-3.0, 0.0]))
+    assert torch.equal(joint_energy(logits, 1), torch.tensor([-2.0, 1.0]))
+    torch.testing.assert_close(marginal_energy(logits), -torch.log(torch.exp(logits).sum(1)))
+    p = probabilities(logits)
+    torch.testing.assert_close(p.sum(1), torch.ones(2))
+    # E(x, y) - E(x) = -log p(y|x)
+    torch.testing.assert_close(joint_energy(logits, y) - marginal_energy(logits), -p[[0, 1], y].log())

@@ -1,0 +1,173 @@
+import math
+
+import pytest
+import torch
+
+from dat_core import build_model, joint_energy, marginal_energy, pgd, threat_model
+from dat_core.pgd import attack_mode
+
+
+def _norms(delta):
+    flat = delta.flatten(1)
+    return flat.norm(dim=1), flat.abs().max(dim=1).values
+
+
+@pytest.mark.parametrize("norm", ["L2", "Linf"])
+@pytest.mark.parametrize("objective", ["ce", "target_logit", "target_ce", "energy"])
+def test_projection_and_range_hold(tiny_model, norm, objective):
+    torch.manual_seed(1)
+    x = torch.rand(6, 3, 32, 32)
+    y = torch.randint(0, 10, (6,))
+    eps = 0.5 if norm == "L2" else 8 / 255
+    res = pgd(tiny_model, x, y, threat_model(norm, eps, eps / 2), steps=5, objective=objective,
+              random_start=True)
+    l2, linf = _norms(res.x - x)
+    dist = l2 if norm == "L2" else linf
+    assert (dist <= eps + 1e-6).all()
+    assert dist.max() > eps / 4  # it actually moved
+    assert res.x.min() >= 0 and res.x.max() <= 1
+
+
+def test_infinite_eps_only_clamps(tiny_model):
+    x = torch.rand(3, 3, 32, 32)
+    y = torch.tensor([0, 1, 2])
+    res = pgd(tiny_model, x, y, threat_model("L2", math.inf, 1.0), steps=4, objective="target_logit")
+    l2, _ = _norms(res.x - x)
+    assert (l2 > 1.0).all()  # unbounded: travels further than one step
+    assert res.x.min() >= 0 and res.x.max() <= 1
+
+
+@pytest.mark.parametrize("eps,steps", [(0.0, 5), (0.5, 0)])
+def test_zero_eps_or_zero_steps_returns_input(tiny_model, eps, steps):
+    x = torch.rand(2, 3, 32, 32)
+    res = pgd(tiny_model, x, torch.tensor([1, 2]), threat_model("L2", eps, 0.1), steps=steps,
+              random_start=True)
+    assert torch.equal(res.x, x)
+
+
+def test_target_logit_raises_target_logit(tiny_model):
+    torch.manual_seed(2)
+    x = torch.rand(8, 3, 32, 32)
+    y = torch.arange(8) % 10
+    with torch.no_grad():
+        before = -joint_energy(tiny_model(x), y)
+    res = pgd(tiny_model, x, y, threat_model("L2", 1.0, 0.2), steps=10, objective="target_logit")
+    with torch.no_grad():
+        after = -joint_energy(tiny_model(res.x), y)
+    assert (after > before).all()
+
+
+def test_energy_objective_lowers_marginal_energy(tiny_model):
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        before = marginal_energy(tiny_model(x))
+    res = pgd(tiny_model, x, None, threat_model("L2", 1.0, 0.2), steps=8, objective="energy")
+    with torch.no_grad():
+        after = marginal_energy(tiny_model(res.x))
+    assert (after < before).all()
+
+
+def test_ce_objective_raises_loss(tiny_model):
+    x = torch.rand(8, 3, 32, 32)
+    with torch.no_grad():
+        y = tiny_model(x).argmax(1)
+        before = torch.nn.functional.cross_entropy(tiny_model(x), y, reduction="none")
+    res = pgd(tiny_model, x, y, threat_model("Linf", 4 / 255, 1 / 255), steps=5, objective="ce")
+    with torch.no_grad():
+        after = torch.nn.functional.cross_entropy(tiny_model(res.x), y, reduction="none")
+    assert (after > before).all()
+
+
+def test_modes_and_requires_grad_restored_and_no_param_grads():
+    model = build_model("wrn-10-1")
+    model.train()
+    model.fc.weight.requires_grad_(False)  # a mixed state must come back exactly
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    x = torch.rand(2, 3, 32, 32)
+    seen = {}
+
+    def spy(module, inputs, output):
+        seen["training"] = module.training
+        seen["any_grad"] = any(p.requires_grad for p in module.parameters())
+
+    handle = model.register_forward_hook(spy)
+    pgd(model, x, torch.tensor([0, 1]), threat_model("L2", 0.5, 0.1), steps=2)
+    handle.remove()
+    assert seen == {"training": False, "any_grad": False}
+    assert model.training
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_modes_restored_after_error(tiny_model):
+    tiny_model.train()
+    with pytest.raises(RuntimeError):
+        with attack_mode(tiny_model):
+            raise RuntimeError("boom")
+    assert tiny_model.training
+    assert all(p.requires_grad for p in tiny_model.parameters())
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_recorded_trajectory_matches_fresh_forward(tiny_model, every):
+    x = torch.rand(3, 3, 32, 32)
+    y = torch.tensor([3, 4, 5])
+    steps = 7
+    res = pgd(tiny_model, x, y, threat_model("L2", 2.0, 0.3), steps=steps, objective="target_logit",
+              record_every=every)
+    expected_steps = sorted(set(range(0, steps, every)) | {steps})
+    assert res.steps == expected_steps
+    assert res.frames.shape == (len(expected_steps), 3, 3, 32, 32)
+    assert torch.equal(res.frames[0], x)
+    assert torch.equal(res.frames[-1], res.x)
+    with torch.no_grad():
+        fresh = torch.stack([tiny_model(f) for f in res.frames])
+    torch.testing.assert_close(res.logits, fresh, rtol=1e-4, atol=1e-4)
+
+
+def test_recording_does_not_change_the_path(tiny_model):
+    x = torch.rand(2, 3, 32, 32)
+    y = torch.tensor([1, 7])
+    tm = threat_model("L2", 1.0, 0.2)
+    a = pgd(tiny_model, x, y, tm, steps=5, objective="target_logit")
+    b = pgd(tiny_model, x, y, tm, steps=5, objective="target_logit", record_every=1)
+    assert torch.equal(a.x, b.x)
+
+
+def test_bf16_autocast_keeps_fp32_images_and_projection(tiny_model):
+    x = torch.rand(4, 3, 32, 32)
+    y = torch.tensor([0, 1, 2, 3])
+    res = pgd(tiny_model, x, y, threat_model("L2", 0.5, 0.2), steps=4, objective="target_logit",
+              autocast=True, record_every=2)
+    assert res.x.dtype == torch.float32 and res.logits.dtype == torch.float32
+    l2, _ = _norms(res.x - x)
+    assert (l2 <= 0.5 + 1e-6).all()
+    with torch.no_grad():
+        before = -joint_energy(tiny_model(x), y)
+        after = -joint_energy(tiny_model(res.x), y)
+    assert (after > before).all()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"x": torch.rand(2, 3, 32, 32) * 2}, r"\[0,1\]"),
+    ({"x": torch.full((2, 3, 32, 32), float("nan"))}, "NaN"),
+    ({"x": torch.rand(3, 32, 32)}, "NCHW"),
+    ({"steps": -1}, "steps"),
+    ({"steps": 2.5}, "steps"),
+    ({"y": torch.tensor([1, 2, 3])}, "labels"),
+    ({"objective": "foo"}, "objective"),
+    ({"y": None, "objective": "target_logit"}, "labels"),
+])
+def test_bad_inputs_are_rejected(tiny_model, kwargs, match):
+    args = dict(x=torch.rand(2, 3, 32, 32), y=torch.tensor([0, 1]), steps=2, objective="ce")
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        pgd(tiny_model, args["x"], args["y"], threat_model("L2", 0.5, 0.1), steps=args["steps"],
+            objective=args["objective"])
+
+
+@pytest.mark.parametrize("norm,eps,step", [("L2", -0.1, 0.1), ("L2", float("nan"), 0.1),
+                                           ("Linf", 0.1, float("inf")), ("L3", 0.1, 0.1)])
+def test_bad_threat_models_are_rejected(norm, eps, step):
+    with pytest.raises(ValueError):
+        threat_model(norm, eps, step)
