@@ -1,0 +1,90 @@
+"""Arguments and driver of `python -m train eval` (kept in dat_core so the CLI file stays thin)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import load_model
+from .evaluate import ROBUST_STRONG, evaluate
+from .data import noise_seeds
+from .training_data import load_dataset
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint: 'default', a dir, or a Hub repo id")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit sha)")
+    p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | class-folder dir or .tar(.gz)")
+    p.add_argument("--root", default="data", help="where the official CIFAR archives live")
+    p.add_argument("--split", default="test", help="split to evaluate (never tune on test)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--norm", default="L2", choices=["L2", "Linf"])
+    p.add_argument("--eps", type=float, default=0.5)
+    p.add_argument("--steps", type=int, default=20, help="PGD steps (0 skips the attack)")
+    p.add_argument("--step-size", type=float, default=0.1)
+    p.add_argument("--restarts", type=int, default=0, help="extra random-start restarts")
+    p.add_argument("--strong", action="store_true", help="also run 50 steps with 2 random restarts")
+    p.add_argument("--ood", action="append", default=[], metavar="SET",
+                   help="OOD set for the energy-score AUROC: 'uniform' or an image dir/archive (repeatable)")
+    p.add_argument("--ood-holdout", type=int, default=0,
+                   help="use only the N held-out images of an OOD archive (same split as training's "
+                        "data.ood_holdout with --seed)")
+    p.add_argument("--ood-limit", type=int, default=2000, help="at most this many OOD images per set")
+    p.add_argument("--judge", default=None, help="standard model that judges class-conditional samples")
+    p.add_argument("--samples", type=int, default=0, help="class-conditional samples from uniform noise")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="dir for reliability.png / samples.png")
+    p.add_argument("--json", default=None, help="write the report here")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--autocast", action="store_true", help="bf16 autocast for forwards and attacks")
+    p.add_argument("--cache-dir", default="", help="decoded-image cache for archives")
+
+
+def _ood_sets(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
+    from .data import load_image_folder, train_val_split
+
+    sets: dict[str, Any] = {}
+    for spec in args.ood:
+        if spec == "uniform":
+            sets[spec] = spec
+            continue
+        if spec == "lowfreq":
+            sets[spec] = noise_seeds(args.ood_limit, image_size, "lowfreq", seed=args.seed)
+            continue
+        ds = load_image_folder(spec, labeled=False, image_size=image_size, cache_dir=args.cache_dir or None)
+        if args.ood_holdout:
+            _, ds = train_val_split(ds, args.ood_holdout, seed=args.seed)
+        sets[Path(spec).name] = ds.images[: args.ood_limit]
+    return sets
+
+
+def run_eval(args: argparse.Namespace) -> dict[str, Any]:
+    for name in ("eps", "step_size"):
+        if not math.isfinite(getattr(args, name)) or getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be finite and >= 0")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model = load_model(args.model, revision=args.revision, device=device)
+    size = model.config["image_size"]
+    data = load_dataset(args.data, args.split, size, args.root, args.cache_dir)
+    if data.class_names and list(data.class_names) != list(model.config["class_names"]):
+        raise ValueError(f"the data's classes {data.class_names} differ from the model's {model.config['class_names']}")
+    if args.limit:
+        data = data.subset(list(range(min(args.limit, len(data)))))
+    judge = load_model(args.judge, device=device) if args.judge else None
+    robust = None if args.steps == 0 else {"norm": args.norm, "eps": args.eps, "steps": args.steps,
+                                            "step_size": args.step_size, "restarts": args.restarts}
+    report = evaluate(model, data, ood=_ood_sets(args, size) or None, robust=robust,
+                      robust_strong=ROBUST_STRONG if args.strong and robust else None, judge=judge,
+                      samples=args.samples, out_dir=args.out, autocast=args.autocast, seed=args.seed,
+                      batch_size=args.batch_size)
+    report.update(model=str(args.model), data=str(args.data), split=args.split)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,112 @@
+"""The data a training run draws from: train/validation split and the per-step batch streams.
+
+Stage 1 draws one classification stream; stage 2 draws three independent streams of the same
+batch size (METHOD §3.2): real EBM images, OOD seeds, classification images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .data import BatchStream, ImageDataset, load_cifar, load_image_folder, noise_seeds, train_val_split
+
+NOISE_KINDS = ("uniform", "lowfreq")
+
+
+def load_dataset(spec: str, split: str, image_size: int, root: str = "data", cache_dir: str = "") -> ImageDataset:
+    """`cifar10` / `cifar100` (official archives under `root`) or a class-folder dir / archive."""
+    if spec in ("cifar10", "cifar100"):
+        return load_cifar(spec, root, split)
+    return load_image_folder(spec, split=split or None, image_size=image_size, cache_dir=cache_dir or None)
+
+
+def load_train_val(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
+    d = cfg.data
+    full = load_dataset(d.dataset, d.train_split, d.image_size, d.root, d.cache_dir)
+    if full.images.shape[-1] != d.image_size:
+        raise ValueError(f"{d.dataset} has {full.images.shape[-1]}px images but data.image_size={d.image_size}")
+    return train_val_split(full, d.val_size, seed=cfg.seed) if d.val_size else (full, full.subset([]))
+
+
+def ood_split(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None]:
+    """(seeds, held-out) OOD images; the held-out part never serves as a contrastive seed."""
+    d = cfg.data
+    ood = load_image_folder(d.ood, labeled=False, image_size=d.image_size, cache_dir=d.cache_dir or None)
+    if not d.ood_holdout:
+        return ood, None
+    return train_val_split(ood, d.ood_holdout, seed=cfg.seed)
+
+
+class NoiseStream:
+    """Endless synthetic OOD seeds (uniform or low-frequency noise), resumable through its RNG."""
+
+    def __init__(self, kind: str, batch_size: int, image_size: int, seed: int, device: torch.device):
+        self.kind, self.batch_size, self.image_size, self.device = kind, batch_size, image_size, device
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __next__(self) -> torch.Tensor:
+        x = noise_seeds(self.batch_size, self.image_size, self.kind, generator=self.generator)
+        return x.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class ImagesOnly:
+    """An unlabeled BatchStream that yields images only."""
+
+    def __init__(self, stream: BatchStream):
+        self.stream = stream
+
+    def __next__(self) -> torch.Tensor:
+        return next(self.stream)[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)
+
+
+class ChannelsLast:
+    """Hands batches over in channels_last memory format (faster convolutions)."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def __next__(self) -> Any:
+        item = next(self.stream)
+        if isinstance(item, tuple):
+            return (item[0].contiguous(memory_format=torch.channels_last), *item[1:])
+        return item.contiguous(memory_format=torch.channels_last)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)
+
+
+def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.device, rank: int,
+                  world: int) -> dict[str, Any]:
+    """Per-rank streams; each holds batch_size // world images of the global batch."""
+    d, b = cfg.data, cfg.batch_size
+    common = dict(rank=rank, world_size=world, device=device, num_workers=1)
+    streams: dict[str, Any] = {"clf": BatchStream(train_set, b, seed=cfg.seed * 3 + 1, augment=d.clf_augment, **common)}
+    if cfg.stage == "stage2":
+        streams["real"] = BatchStream(train_set, b, seed=cfg.seed * 3 + 2, augment=d.gen_augment, **common)
+        if d.ood in NOISE_KINDS:
+            streams["ood"] = NoiseStream(d.ood, b // world, d.image_size, cfg.seed * 1000 + rank, device)
+        else:
+            seeds, _ = ood_split(cfg)
+            streams["ood"] = ImagesOnly(BatchStream(seeds, b, seed=cfg.seed * 3 + 3, augment=d.ood_augment, **common))
+    if cfg.channels_last:
+        streams = {k: ChannelsLast(s) for k, s in streams.items()}
+    return streams

@@ -1,0 +1,130 @@
+"""`python -m train {stage1,stage2,eval,push,import}` — see `python -m train COMMAND --help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXAMPLES = {
+    "stage1": "python -m train stage1 --config train/configs/cifar10-wrn16-4-cpu-stage1.toml\n"
+              "  python -m train stage1 --config CFG.toml steps=200 out_dir=runs/try optim.lr=0.05\n"
+              "  torchrun --nproc_per_node=8 -m train stage1 --config CFG.toml",
+    "stage2": "python -m train stage2 --config train/configs/cifar10-wrn34-10-gpu-stage2.toml model.init=runs/s1/final\n"
+              "  python -m train stage2 --config CFG.toml --resume",
+}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dat_core.config import load_config
+    from dat_core.trainer import train
+
+    cfg = load_config(args.config, args.overrides, stage=args.command)
+    final = train(cfg, resume=args.resume)
+    print(f"final EMA checkpoint: {final}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from dat_core.evaluate_cli import run_eval
+
+    result = run_eval(args)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from dat_core.checkpoint import model_card, read_config
+    from dat_core.hub import push, validate_repo_id
+    from dat_core.model_card import update_card
+
+    validate_repo_id(args.repo_id)
+    directory = Path(args.model)
+    config = read_config(directory / "config.json")
+    metrics = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
+    card = update_card(model_card(directory), config, metrics, repo_id=args.repo_id, dataset=args.dataset)
+    (directory / "README.md").write_text(card)
+    url = push(directory, args.repo_id, revision=args.revision, token=args.token, endpoint=args.endpoint,
+               private=args.private)
+    print(f"pushed {directory} to {args.repo_id}: {url}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from dat_core.checkpoint import import_official
+
+    import_official(args.checkpoint, arch=args.arch, num_classes=args.num_classes, out_dir=args.out)
+    print(f"imported {args.checkpoint} -> {args.out} (config.json + model.safetensors)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train", description="Train, evaluate, import and publish DAT models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for stage, what in (("stage1", "adversarial training (cross-entropy on PGD examples), BN active"),
+                        ("stage2", "Dual Adversarial Training from a stage-1 checkpoint, BN frozen")):
+        p = sub.add_parser(stage, help=what, description=f"Stage {stage[-1]}: {what}.",
+                           epilog="examples:\n  " + EXAMPLES[stage] + "\n\nAny config key can be overridden "
+                           "as key=value (dotted for tables: optim.lr=0.05, contrastive.max_steps=20). "
+                           "Unknown keys are rejected. The run directory (out_dir) gets state.pt (resumable, "
+                           "saved every ckpt_every steps and on SIGTERM/SIGINT), metrics.jsonl, eval.jsonl, "
+                           "samples/, curves.png, best/ and final/ (EMA weights).",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", help="TOML config (train/configs/*.toml); defaults apply without one")
+        p.add_argument("--resume", action="store_true", help="continue the run in out_dir from its state.pt")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+        p.set_defaults(func=_train)
+
+    from dat_core.evaluate_cli import add_eval_arguments
+    p = sub.add_parser("eval", help="clean/robust accuracy, calibration, OOD AUROC, samples",
+                       description="Evaluate a checkpoint; prints (and with --json writes) a JSON report "
+                                   "with clean_accuracy and robust_accuracy as fractions.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_eval_arguments(p)
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("push", help="update the model card and upload a checkpoint dir to the Hub",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Write the model card's Hub metadata (with metrics from an eval JSON) "
+                                   "and upload config.json, model.safetensors and README.md.")
+    p.add_argument("--model", required=True, help="checkpoint dir")
+    p.add_argument("--repo-id", required=True, help="owner/name")
+    p.add_argument("--revision", default=None, help="branch to push to (default: main)")
+    p.add_argument("--eval-json", default=None, help="metrics from `python -m train eval --json`")
+    p.add_argument("--dataset", default="cifar10", help="dataset name for the card metadata")
+    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN / cached login)")
+    p.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.set_defaults(func=_push)
+
+    p = sub.add_parser("import", help="convert an official DAT .pth checkpoint to our format",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Convert a released DAT/InNOutRobustness WRN state dict (.pth, loaded "
+                                   "with torch.load(weights_only=True)) into config.json + model.safetensors.")
+    p.add_argument("--checkpoint", required=True, help="path to the .pth file")
+    p.add_argument("--arch", default="wrn-34-10", help="architecture of the checkpoint")
+    p.add_argument("--num-classes", type=int, default=10, help="10 for CIFAR-10, 100 for CIFAR-100")
+    p.add_argument("--out", required=True, help="output checkpoint dir")
+    p.set_defaults(func=_import)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from dat_core.trainer import TrainingError
+
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:  # bad config, input or path: one clear line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
