@@ -178,7 +178,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
     rec_logits: list[torch.Tensor] = []
     device_type = x.device.type
 
-    with attack_mode(model):
+    with attack_mode(model), torch.enable_grad():  # works even when called under no_grad
         for t in range(steps):
             xt.requires_grad_(True)
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):

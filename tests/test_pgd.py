@@ -171,3 +171,12 @@ def test_bad_inputs_are_rejected(tiny_model, kwargs, match):
 def test_bad_threat_models_are_rejected(norm, eps, step):
     with pytest.raises(ValueError):
         threat_model(norm, eps, step)
+
+
+def test_works_under_no_grad(tiny_model):
+    x = torch.rand(2, 3, 32, 32)
+    y = torch.tensor([0, 1])
+    expected = pgd(tiny_model, x, y, threat_model("L2", 1.0, 0.2), steps=3, objective="target_logit").x
+    with torch.no_grad():
+        got = pgd(tiny_model, x, y, threat_model("L2", 1.0, 0.2), steps=3, objective="target_logit").x
+    assert torch.equal(got, expected)

@@ -1,0 +1,141 @@
+"""Hugging Face Hub: download a checkpoint dir into the HF cache, push one, validate repo ids.
+
+Downloads go through `huggingface_hub.snapshot_download`, so the standard cache, revision pinning,
+`HF_HUB_OFFLINE`, `HF_ENDPOINT` and `HF_TOKEN` all behave as in any Hub library. Client errors are
+re-raised with one clear sentence (the original stays as `__cause__`):
+not found (repo, revision, file, or offline and not cached) -> FileNotFoundError; other Hub or
+network failures -> OSError / ConnectionError.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from huggingface_hub import CommitInfo, HfApi, constants, snapshot_download
+from huggingface_hub import errors as hf_errors
+
+from .checkpoint import CARD_NAME, CHECKPOINT_FILES, read_config
+
+HUB_FILES = [*CHECKPOINT_FILES, CARD_NAME]
+"""What is downloaded and pushed: nothing else in a repo is ever fetched."""
+
+_REMOTE_ENTRY_NOT_FOUND = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)
+
+_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+_REPO_ID = re.compile(rf"{_PART}/{_PART}")
+MAX_REPO_ID_LENGTH = 96
+
+
+# ---------------------------------------------------------------- repo ids
+
+def repo_id_problem(repo_id: object) -> str | None:
+    """Why `repo_id` is not a valid `owner/name` Hub id (Hub naming rules), or None if it is."""
+    if not isinstance(repo_id, str):
+        return f"expected a string, got {type(repo_id).__name__}"
+    if repo_id.count("/") != 1:
+        return "it needs exactly one '/' between owner and name"
+    if len(repo_id) > MAX_REPO_ID_LENGTH:
+        return f"it is longer than {MAX_REPO_ID_LENGTH} characters"
+    if "--" in repo_id or ".." in repo_id:
+        return "'--' and '..' are not allowed"
+    if not _REPO_ID.fullmatch(repo_id):
+        return ("owner and name may only use letters, digits, '-', '_' and '.', and must start and end "
+                "with a letter, digit or '_'")
+    return None
+
+
+def is_repo_id(repo_id: object) -> bool:
+    return repo_id_problem(repo_id) is None
+
+
+def validate_repo_id(repo_id: object) -> str:
+    """Return `repo_id` if it is a valid `owner/name` Hub id, else raise ValueError saying why."""
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise ValueError(f"invalid Hub repo id {repo_id!r}: {problem} (expected 'owner/name')")
+    return repo_id
+
+
+# ---------------------------------------------------------------- download
+
+def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None,
+             endpoint: str | None = None, token: str | bool | None = None,
+             local_files_only: bool | None = None) -> Path:
+    """Download (or find in the HF cache) a checkpoint repo; returns the local snapshot dir.
+
+    Only config.json, model.safetensors and README.md are fetched. `revision` is a branch, tag or
+    commit sha (pin the sha for reproducibility); with `local_files_only=True` or `HF_HUB_OFFLINE=1`
+    only the cache is used.
+    """
+    validate_repo_id(repo_id)
+    where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+    hub_url = endpoint or constants.ENDPOINT
+    try:
+        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES, cache_dir=cache_dir,
+                                      endpoint=endpoint, token=token, local_files_only=bool(local_files_only)))
+    except hf_errors.LocalEntryNotFoundError as e:  # offline / unreachable, and not (fully) cached
+        offline = os.environ.get("HF_HUB_OFFLINE", "0")
+        raise FileNotFoundError(
+            f"could not reach the Hub and the model {where} is not in the cache "
+            f"{cache_dir or constants.HF_HUB_CACHE} (HF_HUB_OFFLINE={offline}, "
+            f"local_files_only={bool(local_files_only)}, endpoint {hub_url}); download it once while online, "
+            "or pass a local checkpoint directory") from e
+    except hf_errors.RepositoryNotFoundError as e:  # includes gated repos
+        raise FileNotFoundError(f"Hub repo {repo_id!r} not found on {hub_url} (or it is private or gated and "
+                                "no valid token was given; set HF_TOKEN or pass token=)") from e
+    except hf_errors.RevisionNotFoundError as e:
+        raise FileNotFoundError(f"revision {revision!r} does not exist in Hub repo {repo_id!r} on {hub_url} "
+                                "(expected a branch, a tag or a full commit sha)") from e
+    except _REMOTE_ENTRY_NOT_FOUND as e:
+        raise FileNotFoundError(f"a file of Hub repo {where} could not be found on {hub_url}: {e}") from e
+    except hf_errors.HfHubHTTPError as e:
+        raise OSError(f"the Hub at {hub_url} failed to serve {where}: {e}") from e
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"Hub repo {where} (commit {path.name}) has no {' and '.join(missing)}; "
+                                f"a checkpoint repo needs {' + '.join(CHECKPOINT_FILES)}")
+    return path
+
+
+# ---------------------------------------------------------------- push
+
+def push(directory: str | Path, repo_id: str, revision: str | None = None, *, token: str | bool | None = None,
+         endpoint: str | None = None, private: bool = False,
+         commit_message: str = "Upload DAT checkpoint") -> CommitInfo:
+    """Upload a checkpoint dir (config.json, model.safetensors, README.md) to a Hub model repo.
+
+    Creates the repo (and the branch `revision`, when given and not main) if needed. Returns the
+    `huggingface_hub.CommitInfo`: a str (the commit url) with `.oid` (the commit sha) and `.commit_url`.
+    """
+    validate_repo_id(repo_id)
+    directory = Path(directory)
+    missing = [name for name in CHECKPOINT_FILES if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"cannot push {directory}: it is missing {' and '.join(missing)}")
+    read_config(directory / CHECKPOINT_FILES[0])  # refuse to publish a config that cannot be loaded back
+    hub_url = endpoint or constants.ENDPOINT
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision and revision != constants.DEFAULT_REVISION:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        return api.upload_folder(folder_path=directory, repo_id=repo_id, revision=revision,
+                                 commit_message=commit_message, allow_patterns=HUB_FILES)
+    except hf_errors.HfHubHTTPError as e:
+        raise OSError(f"pushing {directory} to Hub repo {repo_id!r} on {hub_url} failed: {e}") from e
+    except _network_errors() as e:
+        raise ConnectionError(f"could not reach the Hub at {hub_url} to push {repo_id!r}: {e}") from e
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Transport-level exceptions of whichever HTTP stack this huggingface_hub uses."""
+    errors: list[type[BaseException]] = []
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests", "ConnectionError"), ("requests", "Timeout")):
+        try:
+            errors.append(getattr(__import__(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)

@@ -1,0 +1,173 @@
+"""Checkpoint dir format, loading errors, and import of official (DataParallel / EMA-wrapped) state dicts."""
+
+import argparse
+import json
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+from dat_core import checkpoint
+from dat_core.checkpoint import check_state_dict, import_official, load_model, model_card, save_model
+from dat_core.models import build_model
+
+X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def logits(model):
+    with torch.no_grad():
+        return model(X)
+
+
+def random_model(seed: int = 0, **config):
+    """A wrn-10-1 in eval mode whose BN statistics and affine parameters are all non-trivial (no training)."""
+    torch.manual_seed(seed)
+    model = build_model("wrn-10-1", **config)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.num_batches_tracked.fill_(seed + 7)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return random_model()
+
+
+def test_save_load_round_trip_keeps_logits_config_and_card(tmp_path):
+    model = random_model(1, num_classes=3, class_names=["a", "b", "c"], mean=(0.5, 0.4, 0.3),
+                         std=(0.2, 0.25, 0.3), energy_quantiles=[-3.5, 1.25])
+    card = "---\nlicense: mit\ntags: [adversarial-robustness]\n---\n# tiny\n"
+    out = save_model(model, tmp_path / "ckpt", card=card)
+
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]  # no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~umask}  # shareable, not 0600
+    assert json.loads((out / "config.json").read_text()) == model.config
+    loaded = load_model(str(out))
+    assert not loaded.training
+    assert loaded.config == model.config
+    assert torch.equal(logits(loaded), logits(model))  # weights, BN statistics and normalization all restored
+    assert model_card(out) == card
+    with pytest.raises(ValueError, match="only applies to Hub repo ids"):
+        load_model(out, revision="main")
+
+
+def test_save_overwrites_in_place_and_device_argument(tiny_model, tmp_path):
+    save_model(random_model(1), tmp_path)
+    save_model(tiny_model, tmp_path)
+    assert model_card(tmp_path) is None
+    assert torch.equal(logits(load_model(tmp_path, device="cpu")), logits(tiny_model))
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_missing_file_is_named(tiny_model, tmp_path, name):
+    save_model(tiny_model, tmp_path)
+    (tmp_path / name).unlink()
+    with pytest.raises(FileNotFoundError, match=f"missing {name}"):
+        load_model(tmp_path)
+
+
+def test_config_without_arch_is_rejected(tiny_model, tmp_path):
+    save_model(tiny_model, tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"num_classes": 10}))
+    with pytest.raises(ValueError, match="lacks arch"):
+        load_model(tmp_path)
+
+
+def test_mismatched_weights_name_keys_and_shapes(tiny_model, tmp_path):
+    save_model(tiny_model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_classes": 5, "class_names": list("abcde")}))
+    with pytest.raises(ValueError, match=r"2 shape mismatches \(fc\.weight checkpoint \(10, 64\) vs model \(5, 64\)"):
+        load_model(tmp_path)
+
+    (tmp_path / "config.json").write_text(json.dumps({**config, "arch": "wrn-16-1"}))
+    with pytest.raises(ValueError, match=r"missing keys \(block1\.layer\.1\.bn1\.weight.*more\)") as err:
+        load_model(tmp_path)
+    assert "unexpected" not in str(err.value)
+
+
+def test_check_state_dict_lists_missing_and_unexpected(tiny_model):
+    sd = dict(tiny_model.state_dict())
+    del sd["fc.bias"]
+    sd["extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError) as err:
+        check_state_dict(tiny_model, sd)
+    msg = str(err.value)
+    assert "1 missing key (fc.bias)" in msg and "1 unexpected key (extra.weight)" in msg
+    check_state_dict(tiny_model, tiny_model.state_dict())  # a matching one passes
+
+
+def _official(tiny_model, prefix, ema=True, wrap=None):
+    sd = {prefix + k: v.clone() for k, v in tiny_model.state_dict().items()}
+    if ema:
+        sd[prefix.replace("module.module.", "module.") + "n_averaged"] = torch.tensor(1234)
+    return {wrap: sd, "epoch": 100} if wrap else sd
+
+
+@pytest.mark.parametrize("prefix,wrap", [("", None), ("module.", None), ("module.module.", None),
+                                         ("module.", "state_dict"), ("module.module.", "ema")])
+def test_import_official_gives_identical_logits(tiny_model, tmp_path, prefix, wrap):
+    path = tmp_path / "official.pth"
+    torch.save(_official(tiny_model, prefix, wrap=wrap), path)
+    model = import_official(path, arch="wrn-10-1", out_dir=tmp_path / "ours")
+    assert not model.training
+    assert torch.equal(logits(model), logits(tiny_model))
+    assert torch.equal(logits(load_model(tmp_path / "ours")), logits(tiny_model))
+
+
+def test_import_drops_normalization_entries_with_a_warning(tiny_model, tmp_path):
+    sd = _official(tiny_model, "module.")
+    sd["module.mu"] = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    torch.save(sd, tmp_path / "official.pth")
+    with pytest.warns(UserWarning, match=r"module\.mu=\[0\.49"):
+        model = import_official(tmp_path / "official.pth", arch="wrn-10-1")
+    assert torch.equal(logits(model), logits(tiny_model))
+
+
+def test_import_rejects_wrong_arch_and_pickled_objects(tiny_model, tmp_path):
+    torch.save(_official(tiny_model, "module."), tmp_path / "official.pth")
+    with pytest.raises(ValueError, match=r"wrn-16-1 .*missing keys \(block1\.layer\.1"):
+        import_official(tmp_path / "official.pth", arch="wrn-16-1")
+
+    torch.save({"state_dict": tiny_model.state_dict(), "args": argparse.Namespace(lr=0.1)}, tmp_path / "pickle.pth")
+    with pytest.raises(ValueError, match="weights_only=True"):
+        import_official(tmp_path / "pickle.pth", arch="wrn-10-1")
+
+    torch.save({"net": tiny_model.state_dict(), "epoch": 3}, tmp_path / "odd.pth")
+    with pytest.raises(ValueError, match="top-level keys: net, epoch"):
+        import_official(tmp_path / "odd.pth", arch="wrn-10-1")
+
+
+def test_default_model(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no bundled model is available yet.*Hub repo id"):
+        load_model("default")
+    save_model(tiny_model, tmp_path / "dat-tiny")
+    assert torch.equal(logits(load_model()), logits(tiny_model))
+
+    (tmp_path / "DEFAULT").write_text("dat-other\n")
+    with pytest.raises(FileNotFoundError, match="names the default model 'dat-other'"):
+        load_model("default")
+    save_model(build_model("wrn-10-1", num_classes=2), tmp_path / "dat-other")
+    assert load_model("default").config["num_classes"] == 2
+
+
+@pytest.mark.parametrize("source", ["no such thing", "", "a/b/c"])
+def test_unknown_source_is_a_clear_error(source):
+    with pytest.raises(ValueError, match="neither an existing checkpoint directory nor a Hub repo id"):
+        load_model(source)
+
+
+def test_a_pth_file_is_not_a_checkpoint_dir(tiny_model, tmp_path):
+    torch.save(tiny_model.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(NotADirectoryError, match="import_official"):
+        load_model(tmp_path / "w.pth")

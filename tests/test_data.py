@@ -1,0 +1,354 @@
+"""Data layer: CIFAR archives, class-folder archives, splits, noise seeds, augmentations, batch streams."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import threading
+from dataclasses import replace
+from functools import partial
+from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dat_core import data
+from dat_core.augment import augment, cutout, hflip, random_crop, random_resized_crop
+from dat_core.data import (BatchStream, ImageDataset, load_cifar, load_image_folder, noise_dataset,
+                           noise_seeds, train_val_split)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def _cifar_batch(n: int, label_key: str, offset: int, protocol: int) -> bytes:
+    rng = np.random.default_rng(offset)
+    d = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+         label_key.encode(): [(offset + i) % 10 for i in range(n)], b"batch_label": b"x"}
+    return pickle.dumps(d, protocol=protocol)
+
+
+def _make_cifar(tmp_path, name: str = "cifar10", protocol: int = 2, evil: bytes | None = None):
+    src = data.CIFAR_SOURCES[name]
+    path = tmp_path / src.filename
+    folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+    with tarfile.open(path, "w:gz") as tar:
+        for i, m in enumerate(src.members["train"]):
+            _add(tar, f"{folder}/{m}", evil or _cifar_batch(4, src.label_key, 10 * i, protocol))
+        _add(tar, f"{folder}/{src.members['test'][0]}", _cifar_batch(3, src.label_key, 99, protocol))
+        names = [f"class{k}".encode() for k in range(10 if name == "cifar10" else 100)]
+        _add(tar, f"{folder}/{src.meta}", pickle.dumps({src.names_key.encode(): names}, protocol=protocol))
+    return path, hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _jpeg(color: tuple[int, int, int], size: int = 8) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+CLASSES = ["bird", "cat", "dog"]
+
+
+def _make_folder_tar(tmp_path, top: str = "toy_jpg", corrupt: bool = False):
+    """top/{train,test}/<class>/NNNN.jpg, class k colored (80k, 0, 0); plus a 16-bit and a palette PNG."""
+    path = tmp_path / "toy.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for split, n in (("train", 4), ("test", 2)):
+            for k, c in enumerate(CLASSES):
+                for i in range(n):
+                    _add(tar, f"{top}/{split}/{c}/{i:04d}.jpg", _jpeg((80 * k, 0, 0)))
+        buf = io.BytesIO()
+        Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16)).save(buf, "PNG")  # 16-bit gray: white
+        _add(tar, f"{top}/test/dog/9998.png", buf.getvalue())
+        buf = io.BytesIO()
+        Image.new("P", (8, 8), 0).save(buf, "PNG")
+        _add(tar, f"{top}/test/dog/9999.png", buf.getvalue())
+        if corrupt:
+            _add(tar, f"{top}/train/cat/broken.jpg", b"\xff\xd8 not really a jpeg")
+    return path
+
+
+# --------------------------------------------------------------------------- CIFAR archives
+
+@pytest.mark.parametrize("name,protocol", [("cifar10", 2), ("cifar100", pickle.HIGHEST_PROTOCOL)])
+def test_cifar_archive_loads_shapes_labels(tmp_path, name, protocol):
+    path, md5 = _make_cifar(tmp_path, name, protocol)
+    train = load_cifar(name, tmp_path, "train", download=False, md5=md5)  # directory holding the archive
+    test = load_cifar(name, path, "test", download=False, md5=md5)        # the archive itself
+    n_train = 4 * len(data.CIFAR_SOURCES[name].members["train"])
+    assert train.images.shape == (n_train, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert test.images.shape == (3, 3, 32, 32) and test.labels.dtype == torch.int64
+    assert test.labels.tolist() == [99 % 10, 100 % 10, 101 % 10]
+    assert len(train.class_names) == (10 if name == "cifar10" else 100) and train.class_names[1] == "class1"
+    raw = pickle.loads(_cifar_batch(4, data.CIFAR_SOURCES[name].label_key, 0, 2))[b"data"]
+    assert torch.equal(train.images[:4], torch.from_numpy(raw.reshape(4, 3, 32, 32)))
+    img, label = train[1]
+    assert img.shape == (3, 32, 32) and label == 1
+
+
+def test_cifar_md5_mismatch_names_file_and_both_hashes(tmp_path):
+    path, md5 = _make_cifar(tmp_path)
+    with pytest.raises(ValueError) as e:
+        load_cifar("cifar10", tmp_path, download=False)  # the official md5 cannot match a toy archive
+    msg = str(e.value)
+    assert "md5 mismatch" in msg and str(path) in msg and md5 in msg
+    assert data.CIFAR_SOURCES["cifar10"].md5 in msg
+
+
+def test_cifar_missing_offline_gives_hint(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="pass the local file"):
+        load_cifar("cifar10", tmp_path, download=False)
+    src = data.CIFAR_SOURCES["cifar10"]
+    monkeypatch.setitem(data.CIFAR_SOURCES, "cifar10", replace(src, url="http://127.0.0.1:9/x"))
+    with pytest.raises(RuntimeError, match="could not download.*offline"):
+        load_cifar("cifar10", tmp_path / "dl")
+    assert not any((tmp_path / "dl").glob("*"))  # no partial file left behind
+
+
+def test_cifar_download_from_loopback_then_md5_check(tmp_path, monkeypatch):
+    serve = tmp_path / "serve"
+    serve.mkdir()
+    _, md5 = _make_cifar(serve)
+    server = HTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(serve)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        src = data.CIFAR_SOURCES["cifar10"]
+        url = f"http://127.0.0.1:{server.server_port}/{src.filename}"
+        monkeypatch.setitem(data.CIFAR_SOURCES, "cifar10", replace(src, url=url))
+        ds = load_cifar("cifar10", tmp_path / "dl", "test", md5=md5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (tmp_path / "dl" / src.filename).read_bytes() == (serve / src.filename).read_bytes()
+    assert ds.images.shape == (3, 3, 32, 32)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _Evil:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cifar_refuses_malicious_pickle_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps({b"data": _Evil(str(marker))}, protocol=2)
+    _, md5 = _make_cifar(tmp_path, evil=evil)
+    with pytest.raises(pickle.UnpicklingError, match="system"):
+        load_cifar("cifar10", tmp_path, download=False, md5=md5)
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):  # and no codec trickery through _codecs.encode
+        data._safe_unpickle(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x03\x00\x00\x00hex\x86R.")
+
+
+# --------------------------------------------------------------------------- class-folder archives
+
+def test_folder_tar_splits_labels_and_mode_conversion(tmp_path):
+    path = _make_folder_tar(tmp_path)
+    train = load_image_folder(path, split="train", progress=False)
+    test = load_image_folder(path, split="test", progress=False)
+    assert train.class_names == CLASSES and train.images.shape == (12, 3, 8, 8)
+    assert train.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert (train.images[:, 0].float().mean((1, 2)) - 80 * train.labels.float()).abs().max() < 4  # red = 80*k
+    assert test.labels.tolist() == [0, 0, 1, 1, 2, 2, 2, 2] and test.skipped == []
+    assert test.images[-2].min() == 255 and test.images[-1].max() == 0  # 16-bit white, palette black
+    resized = load_image_folder(path, split="test", image_size=4, progress=False)
+    assert resized.images.shape == (8, 3, 4, 4)
+    ood = load_image_folder(path, labeled=False, progress=False)  # every image, recursively
+    assert len(ood) == 20 and (ood.labels == -1).all()
+
+
+def test_folder_directory_top_level_classes_and_class_names(tmp_path):
+    for k, c in enumerate(["b", "a"]):
+        (tmp_path / "tiny32" / c).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "tiny32" / c / f"{c}_{i}.jpg").write_bytes(_jpeg((0, 100 * k, 0)))
+    ds = load_image_folder(tmp_path, progress=False)  # one extra top folder, then <class>/
+    assert ds.class_names == ["a", "b"] and ds.labels.tolist() == [0, 0, 1, 1]
+    ds = load_image_folder(tmp_path, class_names=["b", "a"], progress=False)
+    assert ds.labels.tolist() == [0, 0, 1, 1] and ds.images[0, 1].float().mean() < 5  # "b" is green 0
+    with pytest.raises(ValueError, match=r"missing \['c'\]"):
+        load_image_folder(tmp_path, class_names=["a", "b", "c"], progress=False)
+
+
+def test_folder_layout_errors(tmp_path):
+    path = _make_folder_tar(tmp_path)
+    with pytest.raises(ValueError, match="not classes; pass split"):
+        load_image_folder(path, progress=False)
+    with pytest.raises(ValueError, match="split 'val' not found.*'test', 'train'"):
+        load_image_folder(path, split="val", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images found.*expected layout"):
+        load_image_folder(tmp_path / "empty", progress=False)
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.jpg").write_bytes(_jpeg((1, 2, 3)))
+    with pytest.raises(ValueError, match="no <class>/ folders; pass labeled=False"):
+        load_image_folder(tmp_path / "flat", progress=False)
+    assert load_image_folder(tmp_path / "flat", labeled=False, progress=False).labels.tolist() == [-1]
+
+
+def test_corrupt_image_is_skipped_and_named(tmp_path):
+    path = _make_folder_tar(tmp_path, corrupt=True)
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable.*train/cat/broken\.jpg"):
+        ds = load_image_folder(path, split="train", progress=False)
+    assert len(ds) == 12 and len(ds.skipped) == 1 and str(path) in ds.skipped[0]
+
+
+def test_cache_roundtrip(tmp_path, monkeypatch):
+    path = _make_folder_tar(tmp_path)
+    first = load_image_folder(path, split="train", cache_dir=tmp_path / "cache", progress=False)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    monkeypatch.setattr(data, "_decode", lambda *a: 1 / 0)  # a cache hit decodes nothing
+    second = load_image_folder(path, split="train", cache_dir=tmp_path / "cache", progress=False)
+    assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
+    assert second.class_names == CLASSES
+    monkeypatch.undo()
+    load_image_folder(path, split="test", cache_dir=tmp_path / "cache", progress=False)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # split is part of the key
+
+
+# --------------------------------------------------------------------------- noise, split
+
+@pytest.mark.parametrize("kind", ["uniform", "lowfreq"])
+def test_noise_seeds_deterministic_in_range(kind):
+    a, b, c = noise_seeds(4, 16, kind, seed=1), noise_seeds(4, 16, kind, seed=1), noise_seeds(4, 16, kind, seed=2)
+    assert a.shape == (4, 3, 16, 16) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.min() >= 0 and a.max() <= 1
+    neighbour_diff = (a[..., 1:] - a[..., :-1]).abs().mean()
+    assert (neighbour_diff < 0.2) == (kind == "lowfreq")  # low-frequency noise is smooth
+    ds = noise_dataset(4, 16, kind, seed=1)
+    assert ds.images.dtype == torch.uint8 and (ds.labels == -1).all()
+    assert (ds.images.float() / 255 - a).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def _toy(n_per_class=(10, 10, 6)) -> ImageDataset:
+    labels = torch.cat([torch.full((n,), k) for k, n in enumerate(n_per_class)])
+    images = torch.arange(len(labels), dtype=torch.uint8)[:, None, None, None].expand(-1, 3, 2, 2).clone()
+    return ImageDataset(images, labels, ["a", "b", "c"])
+
+
+def test_train_val_split_exact_disjoint_stratified_deterministic():
+    ds = _toy()
+    train, val = train_val_split(ds, 0.25, seed=3)
+    assert len(val) == round(0.25 * 26) and len(train) + len(val) == 26
+    ids_t, ids_v = set(train.images[:, 0, 0, 0].tolist()), set(val.images[:, 0, 0, 0].tolist())
+    assert not ids_t & ids_v and len(ids_t | ids_v) == 26
+    # proportional shares 2.31, 2.31, 1.38: floors 2, 2, 1, the spare one to the largest remainder
+    assert torch.bincount(val.labels).tolist() == [2, 2, 2]
+    _, again = train_val_split(ds, 0.25, seed=3)
+    assert torch.equal(again.images, val.images)
+    assert not torch.equal(train_val_split(ds, 7, seed=4)[1].images, train_val_split(ds, 7, seed=3)[1].images)
+    with pytest.raises(ValueError):
+        train_val_split(ds, 26)
+
+
+# --------------------------------------------------------------------------- augmentations
+
+def test_random_crop_shifts_content():
+    x = torch.rand(16, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    y = random_crop(x, padding=2, generator=g)
+    assert y.shape == x.shape
+    g = torch.Generator().manual_seed(0)
+    dy, dx = torch.randint(0, 5, (16,), generator=g), torch.randint(0, 5, (16,), generator=g)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(16):
+        assert torch.equal(y[i], padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8])
+    assert not torch.equal(y, x)
+
+
+def test_cutout_fills_one_square_and_hflip_flips():
+    x = torch.ones(64, 3, 32, 32)
+    y = cutout(x, size=16, generator=torch.Generator().manual_seed(0))
+    holes = y[:, 0] == 0
+    assert torch.equal(holes, (y == 0).all(1))  # same square in every channel
+    for h in holes:
+        rows, cols = h.any(1).nonzero().flatten(), h.any(0).nonzero().flatten()
+        assert 8 <= len(rows) <= 16 and 8 <= len(cols) <= 16 and h.sum() == len(rows) * len(cols)
+        assert rows[-1] - rows[0] + 1 == len(rows) and cols[-1] - cols[0] + 1 == len(cols)
+    assert (holes.sum((1, 2)) == 256).any()
+    x = torch.rand(64, 3, 4, 4)
+    y = hflip(x, p=0.5, generator=torch.Generator().manual_seed(0))
+    flipped = torch.tensor([torch.equal(a, b.flip(2)) for a, b in zip(y, x)])
+    kept = torch.tensor([torch.equal(a, b) for a, b in zip(y, x)])
+    assert (flipped | kept).all() and 10 < flipped.sum() < 54
+    assert torch.equal(hflip(x, p=1.0), x.flip(3))
+
+
+def test_pipelines_shapes_and_rrc():
+    x = torch.rand(4, 3, 16, 16)
+    for name in ("none", "crop_flip", "crop_flip_cutout", "rrc_flip"):
+        y = augment(name, x, torch.Generator().manual_seed(0))
+        assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    full = random_resized_crop(x, 16, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    assert torch.allclose(full, x, atol=1e-6)  # the whole image, resized to its own size
+    assert random_resized_crop(x, 8).shape == (4, 3, 8, 8)
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        augment("autoaugment", x)
+
+
+# --------------------------------------------------------------------------- batch streams
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_batch_stream_resume_is_exact(num_workers):
+    ds = _toy()
+    stream = BatchStream(ds, 8, seed=5, augment="crop_flip_cutout", num_workers=num_workers)
+    assert stream.batches_per_epoch == 3
+    for _ in range(4):  # cross an epoch boundary
+        next(stream)
+    state = stream.state_dict()
+    assert (state["epoch"], state["index"]) == (1, 1)
+    expected = [next(stream) for _ in range(5)]
+    stream.close()
+    resumed = BatchStream(ds, 8, seed=5, augment="crop_flip_cutout", num_workers=num_workers)
+    resumed.load_state_dict(state)
+    for (x, y), (rx, ry) in zip(expected, resumed):
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+        assert x.dtype == torch.float32 and x.shape == (8, 3, 2, 2) and y.dtype == torch.int64
+    resumed.close()
+    start = BatchStream(ds, 8, seed=5, augment="crop_flip_cutout", start_epoch=1, start_index=1)
+    assert torch.equal(next(start)[1], expected[0][1])  # start_* positions without the aug RNG state
+    noise = ImageDataset(torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8), torch.zeros(16), ["a"])
+    fixed = BatchStream(noise, 8, shuffle=False, augment="crop_flip")
+    first, _, again = (next(fixed)[0] for _ in range(3))  # same images, one epoch apart
+    assert not torch.equal(first, again)  # the augmentation RNG advances across batches
+
+
+def test_batch_stream_epochs_cover_dataset_and_ddp_ranks_split_global_batch():
+    ds = _toy((8, 8, 8))
+    ids = lambda x: (x[:, 0, 0, 0] * 255).round().long().tolist()
+    single = BatchStream(ds, 6, seed=1)
+    epoch0 = [ids(next(single)[0]) for _ in range(4)]
+    assert sorted(sum(epoch0, [])) == list(range(24))  # one epoch = a permutation of the data
+    epoch1 = [ids(next(single)[0]) for _ in range(4)]
+    assert epoch1 != epoch0
+    ranks = [BatchStream(ds, 6, seed=1, rank=r, world_size=3) for r in range(3)]
+    for b in range(8):
+        parts = [ids(next(s)[0]) for s in ranks]
+        assert all(len(p) == 2 for p in parts)
+        assert sorted(sum(parts, [])) == sorted((epoch0 + epoch1)[b])  # disjoint, union = global batch
+    with pytest.raises(ValueError):
+        BatchStream(ds, 6, world_size=4)
+
+
+def test_batch_stream_no_shuffle_keep_last():
+    ds = _toy((5, 0, 0)[:1])
+    stream = BatchStream(ds, 2, shuffle=False, drop_last=False)
+    assert [next(stream)[0].shape[0] for _ in range(4)] == [2, 2, 1, 2]

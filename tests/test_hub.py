@@ -1,0 +1,166 @@
+"""Hub download/push through the real huggingface_hub client against a loopback fake Hub (tests/fakehub.py)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dat_core import hub
+from dat_core.checkpoint import load_model, model_card, save_model
+from fakehub import FakeHub
+from test_checkpoint import logits, random_model
+
+REPO = "dat-lab/dat-tiny"
+CARD = "---\nlicense: mit\npipeline_tag: image-classification\ntags: [adversarial-robustness]\n---\n# DAT tiny\n"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two checkpoint dirs with different weights: A (the repo's main) and B (an older, pinned commit)."""
+    root = tmp_path_factory.mktemp("models")
+    a, b = random_model(1), random_model(2)
+    return {"A": (a, save_model(a, root / "a", card=CARD)), "B": (b, save_model(b, root / "b"))}
+
+
+@pytest.fixture
+def fake_hub(models):
+    """A running fake Hub: REPO has commit B, then A on main; branch `exp` holds B; a repo without weights."""
+    with FakeHub() as h:
+        h.sha_b = h.commit_dir(REPO, models["B"][1])
+        h.sha_a = h.commit_dir(REPO, models["A"][1])
+        h.commit(REPO, {"config.json": (models["B"][1] / "config.json").read_bytes()}, branch="exp")
+        h.commit(REPO, {"model.safetensors": (models["B"][1] / "model.safetensors").read_bytes()}, branch="exp")
+        h.commit("dat-lab/no-weights", {"config.json": (models["A"][1] / "config.json").read_bytes()})
+        yield h
+
+
+def same(model, reference):
+    return torch.equal(logits(model), logits(reference))
+
+
+def test_download_then_cache_hit_then_offline(fake_hub, models, tmp_path):
+    a = models["A"][0]
+    m = load_model(REPO, endpoint=fake_hub.url, cache_dir=tmp_path)
+    assert same(m, a) and not m.training and m.config == a.config
+    downloads = fake_hub.count("GET", "/resolve/")
+    assert downloads == 3  # config.json, model.safetensors, README.md: nothing else is fetched
+    snapshot = tmp_path / "models--dat-lab--dat-tiny" / "snapshots" / fake_hub.sha_a
+    assert model_card(snapshot) == CARD
+    assert (tmp_path / "models--dat-lab--dat-tiny" / "refs" / "main").read_text() == fake_hub.sha_a
+
+    assert same(load_model(REPO, endpoint=fake_hub.url, cache_dir=tmp_path), a)
+    assert fake_hub.count("GET", "/resolve/") == downloads  # second load: resolved main, served from cache
+
+    fake_hub.stop()
+    requests = len(fake_hub.requests)
+    assert same(load_model(REPO, endpoint=fake_hub.url, cache_dir=tmp_path, local_files_only=True), a)
+    assert same(load_model(REPO, endpoint=fake_hub.url, cache_dir=tmp_path), a)  # unreachable Hub: cache
+    assert len(fake_hub.requests) == requests
+
+
+def test_revision_pinning(fake_hub, models, tmp_path):
+    a, b = models["A"][0], models["B"][0]
+    kw = dict(endpoint=fake_hub.url, cache_dir=tmp_path)
+    assert same(load_model(REPO, revision=fake_hub.sha_b, **kw), b)
+    assert same(load_model(REPO, **kw), a)
+    assert same(load_model(REPO, revision="main", **kw), a)
+    assert same(load_model(REPO, revision="exp", **kw), b)
+    fake_hub.stop()
+    assert same(load_model(REPO, revision=fake_hub.sha_b, local_files_only=True, **kw), b)
+    assert same(load_model(REPO, revision="exp", local_files_only=True, **kw), b)
+
+
+def test_hub_offline_env_var_uses_the_cache(fake_hub, models, tmp_path):
+    """HF_HUB_OFFLINE is read when huggingface_hub is imported, so the offline run is a fresh interpreter."""
+    load_model(REPO, endpoint=fake_hub.url, cache_dir=tmp_path)
+    fake_hub.stop()
+    script = f"""
+import json
+import torch
+from dat_core.checkpoint import load_model
+torch.manual_seed(0)
+x = torch.rand(2, 3, 32, 32)
+with torch.no_grad():
+    print(json.dumps(load_model({REPO!r}, cache_dir={str(tmp_path)!r})(x).tolist()))
+try:
+    load_model("dat-lab/not-cached", cache_dir={str(tmp_path)!r})
+except FileNotFoundError as e:
+    print(e)
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": fake_hub.url,
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    offline_logits, error = out.stdout.strip().splitlines()
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected, other = models["A"][0](x), models["B"][0](x)
+    got = torch.tensor(json.loads(offline_logits))
+    assert torch.allclose(got, expected, atol=1e-5) and not torch.allclose(got, other, atol=1e-2)
+    assert "not in the cache" in error and "HF_HUB_OFFLINE=1" in error
+
+
+def test_clear_errors(fake_hub, tmp_path):
+    kw = dict(endpoint=fake_hub.url, cache_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="Hub repo 'dat-lab/missing' not found") as err:
+        load_model("dat-lab/missing", **kw)
+    assert err.value.__cause__ is not None
+    with pytest.raises(FileNotFoundError, match="revision 'v9' does not exist"):
+        load_model(REPO, revision="v9", **kw)
+    with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
+        load_model("dat-lab/no-weights", **kw)
+    with pytest.raises(FileNotFoundError, match="not in the cache.*local_files_only=True"):
+        load_model(REPO, local_files_only=True, **kw)
+    fake_hub.stop()
+    with pytest.raises(FileNotFoundError, match="could not reach the Hub and the model 'dat-lab/dat-tiny' is not in the cache"):
+        load_model(REPO, **kw)
+
+
+@pytest.mark.parametrize("repo_id", ["foo", "a/b/c", "../x", "a/..b", "", "a b/c", "a--b/c", "-a/b", "a/b.",
+                                     "a/" + "b" * 96, "a/b\n"])
+def test_malformed_repo_ids_are_rejected(repo_id):
+    assert not hub.is_repo_id(repo_id)
+    with pytest.raises(ValueError, match="invalid Hub repo id"):
+        hub.download(repo_id)  # no network call: the id is rejected first
+    with pytest.raises(ValueError, match="invalid Hub repo id"):
+        hub.push(".", repo_id)
+
+
+@pytest.mark.parametrize("repo_id", ["owner/dat-cifar10", "A_b/c.d-e", "u/x", "_a/b_"])
+def test_valid_repo_ids(repo_id):
+    assert hub.validate_repo_id(repo_id) == repo_id
+
+
+def test_push_then_load_back(fake_hub, models, tmp_path):
+    (a, dir_a), (b, dir_b) = models["A"], models["B"]
+    info = hub.push(dir_a, "someone/pushed", endpoint=fake_hub.url, token="hf_fake")
+    assert info.oid == fake_hub.repos["someone/pushed"].branches["main"]
+    assert set(fake_hub.files("someone/pushed")) == {"config.json", "model.safetensors", "README.md"}
+    assert fake_hub.count("POST", "/api/validate-yaml") == 1  # the card's YAML went through validation
+
+    info_dev = hub.push(dir_b, "someone/pushed", revision="dev", endpoint=fake_hub.url, token="hf_fake",
+                        commit_message="B on dev")
+    assert info_dev.oid != info.oid
+    kw = dict(endpoint=fake_hub.url, cache_dir=tmp_path)
+    assert same(load_model("someone/pushed", **kw), a)
+    assert same(load_model("someone/pushed", revision="dev", **kw), b)
+    assert same(load_model("someone/pushed", revision=info.oid, **kw), a)
+
+
+def test_push_refuses_an_incomplete_dir(fake_hub, models, tmp_path):
+    (tmp_path / "config.json").write_bytes((models["A"][1] / "config.json").read_bytes())
+    with pytest.raises(FileNotFoundError, match="missing model.safetensors"):
+        hub.push(tmp_path, "someone/broken", endpoint=fake_hub.url, token="hf_fake")
+    assert fake_hub.requests == []
+
+
+def test_push_to_an_unreachable_hub(models):
+    with FakeHub() as dead:
+        url = dead.url
+    with pytest.raises(ConnectionError, match="could not reach the Hub"):
+        hub.push(models["A"][1], "someone/pushed", endpoint=url, token="hf_fake")

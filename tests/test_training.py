@@ -1,0 +1,263 @@
+"""Two-stage training on a tiny synthetic class-folder dataset (16 px, 3 classes, wrn-10-1)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dat_core.checkpoint import load_model
+from dat_core.config import ConfigError, load_config
+from dat_core.stage2 import Curriculum, bce_loss, contrastive_samples
+from dat_core.trainer import STATE_FILE, Trainer, TrainingError, lr_factor, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """Class-folder dataset: colour-coded classes plus noise, train/ and test/ splits."""
+    root = tmp_path_factory.mktemp("toy")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 8)):
+        for c, col in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200)]):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(np.array(col) + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i:03d}.png")
+    ood = root / "ood"
+    ood.mkdir()
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(ood / f"{i:03d}.png")
+    return root
+
+
+def tiny(toy, out, stage="stage1", **kw):
+    values = {"out_dir": str(out), "data.dataset": str(toy), "data.image_size": 16, "data.val_size": 12,
+              "model.arch": "wrn-10-1", "steps": 6, "batch_size": 8, "log_every": 1, "ckpt_every": 100,
+              "eval_every": 0, "eval_size": 12, "eval_attack_steps": 1, "attack.steps": 1,
+              "sample_grid": False, "channels_last": False, "contrastive.window_images": 16,
+              "contrastive.max_steps": 3, "stage": stage}
+    values.update(kw)
+    return load_config(None, **values)
+
+
+@pytest.fixture(scope="module")
+def stage1_ckpt(toy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s1")
+    return train(tiny(toy, out, steps=8, sample_grid=True))
+
+
+def test_stage1_then_stage2_end_to_end(toy, stage1_ckpt, tmp_path):
+    s1 = load_model(stage1_ckpt)
+    assert s1.config["class_names"] == ["class0", "class1", "class2"]
+    assert set(s1.config["energy_quantiles"]) >= {"0.5", "0.05", "0.95"}
+    assert (stage1_ckpt.parent / "samples").is_dir() and (stage1_ckpt.parent / "curves.png").is_file()
+    final = train(tiny(toy, tmp_path, "stage2", **{"model.init": str(stage1_ckpt), "data.ood": str(toy / "ood")}))
+    model = load_model(final)
+    assert model.config["training"]["stage"] == "stage2"
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 16, 16)).shape == (2, 3)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert {"loss_bce", "loss_ce", "adv_auc", "clean_auc", "energy_real", "energy_contrastive", "energy_ood",
+            "T", "lr", "images_per_s"} <= set(rows[0])
+
+
+def test_stage2_freezes_bn_statistics_but_trains_affine(toy, stage1_ckpt, tmp_path):
+    cfg = tiny(toy, tmp_path, "stage2", steps=3, **{"model.init": str(stage1_ckpt)})
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.module.state_dict().items()}
+    trainer.fit()
+    after = trainer.module.state_dict()
+    stats = [k for k in before if "running_" in k or "num_batches" in k]
+    affine = [k for k in before if k.endswith("bn1.weight")]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+    assert any(not torch.equal(before[k], after[k]) for k in affine)
+
+
+def test_stage1_updates_bn_statistics(toy, tmp_path):
+    trainer = Trainer(tiny(toy, tmp_path, steps=2))
+    before = trainer.module.bn1.running_mean.clone()
+    trainer.fit()
+    assert not torch.equal(before, trainer.module.bn1.running_mean)
+
+
+def test_curriculum_raises_exactly_at_threshold_and_never_past_max():
+    # dyadic AUC values keep the window means exact in floating point
+    c = Curriculum(start=0, max_steps=2, threshold=0.75, window=3)
+    assert [c.update(a) for a in (1.0, 1.0)] == [False, False]      # window not full yet
+    assert c.update(0.25) is True and c.T == 1                       # mean exactly 0.75: raise
+    assert len(c.window) == 0                                         # window reset on change
+    assert [c.update(a) for a in (0.75, 0.75, 0.5)] == [False, False, False] and c.T == 1  # mean 2/3
+    assert c.update(1.0) is True and c.T == 2                        # sliding window (0.75, 0.5, 1.0)
+    for _ in range(10):
+        assert c.update(1.0) is False
+    assert c.T == 2
+    c2 = Curriculum(0, 5, 0.5, 3)
+    c2.load_state_dict(c.state_dict())
+    assert c2.T == 2 and list(c2.window) == list(c.window)
+
+
+def test_contrastive_samples_raise_the_class_logit(tiny_model):
+    x = torch.rand(6, 3, 32, 32)
+    y = torch.arange(6) % 10
+    with torch.no_grad():
+        before = tiny_model(x).gather(1, y[:, None])
+        after = tiny_model(contrastive_samples(tiny_model, x, y, 0.1, 5)).gather(1, y[:, None])
+    assert (after > before).all()
+    assert torch.equal(contrastive_samples(tiny_model, x, y, 0.1, 0), x)  # T = 0: the raw seeds
+
+
+def test_bce_labels_real_one_contrastive_zero():
+    real = torch.tensor([[5.0, 0.0], [4.0, 1.0]])
+    con = torch.tensor([[-5.0, -6.0], [-4.0, -7.0]])
+    s_real, s_con = torch.logsumexp(real, 1), torch.logsumexp(con, 1)
+    expected = -(torch.log(torch.sigmoid(s_real)).sum() + torch.log(1 - torch.sigmoid(s_con)).sum()) / 4
+    torch.testing.assert_close(bce_loss(real, con), expected)
+    assert bce_loss(real, con) < bce_loss(con, real)
+
+
+def test_fused_forward_equals_official_order(toy, stage1_ckpt, tmp_path):
+    """One fused forward gives the same loss and gradients as the official three passes."""
+    grads = {}
+    for fused in (True, False):
+        cfg = tiny(toy, tmp_path / str(fused), "stage2", seed=3, fused_forward=fused,
+                   **{"model.init": str(stage1_ckpt), "contrastive.start_steps": 2})
+        trainer = Trainer(cfg)
+        loss, logs = trainer.stage.loss(log=True)
+        loss.backward()
+        grads[fused] = (loss.detach(), logs["adv_auc"], [p.grad.clone() for p in trainer.module.parameters()])
+    torch.testing.assert_close(grads[True][0], grads[False][0], rtol=1e-5, atol=1e-6)
+    assert grads[True][1] == pytest.approx(grads[False][1])
+    for a, b in zip(grads[True][2], grads[False][2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_nan_loss_stops_and_keeps_last_good_state(toy, stage1_ckpt, tmp_path, monkeypatch):
+    import dat_core.stage2 as stage2
+
+    cfg = tiny(toy, tmp_path, "stage2", steps=6, ckpt_every=2, **{"model.init": str(stage1_ckpt)})
+    trainer = Trainer(cfg)
+    real_bce = stage2.bce_loss
+    calls = []
+
+    def poisoned(*args):
+        calls.append(1)
+        loss = real_bce(*args)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(stage2, "bce_loss", poisoned)
+    with pytest.raises(TrainingError, match="step 3"):
+        trainer.fit()
+    state = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def _run(args, env_extra=None, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(env_extra or {}))
+    return subprocess.Popen([sys.executable, "-m", "train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _overrides(toy, out, steps):
+    return [f"out_dir={out}", f"data.dataset={toy}", "data.image_size=16", "data.val_size=12",
+            "model.arch=wrn-10-1", f"steps={steps}", "batch_size=8", "log_every=1", "ckpt_every=1000",
+            "eval_every=0", "eval_size=12", "eval_attack_steps=1", "attack.steps=1", "sample_grid=false",
+            "contrastive.window_images=8", "contrastive.auc_threshold=0.0", "contrastive.max_steps=3",
+            f"data.ood={toy / 'ood'}"]
+
+
+def test_sigterm_then_resume_matches_uninterrupted_run(toy, stage1_ckpt, tmp_path):
+    steps = 14
+    base = ["stage2", f"model.init={stage1_ckpt}"]
+    ref = _run(base + _overrides(toy, tmp_path / "ref", steps))
+    out, _ = ref.communicate(timeout=300)
+    assert ref.returncode == 0, out
+
+    run = _run(base + _overrides(toy, tmp_path / "int", steps))
+    metrics = tmp_path / "int" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 4):
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 128 + signal.SIGTERM, out
+    assert "continue with --resume" in out
+    stopped = torch.load(tmp_path / "int" / STATE_FILE, weights_only=True)["step"]
+    assert 4 <= stopped < steps
+
+    resumed = _run(base + _overrides(toy, tmp_path / "int", steps) + ["--resume"])
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    a = torch.load(tmp_path / "ref" / STATE_FILE, weights_only=True)
+    b = torch.load(tmp_path / "int" / STATE_FILE, weights_only=True)
+    assert a["step"] == b["step"] == steps
+    assert a["stage"]["curriculum"]["T"] == b["stage"]["curriculum"]["T"] == 3
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["ema"]["model"]:
+        assert torch.equal(a["ema"]["model"][k], b["ema"]["model"][k]), k
+
+
+@pytest.mark.slow
+def test_torchrun_two_process_gloo(toy, tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    out = tmp_path / "ddp"
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "train", "stage1",
+                           *_overrides(toy, out, 3)[:-1]], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["best", "final"]
+    assert list(out.glob("state.pt*")) == [out / STATE_FILE]
+    assert load_model(out / "final").config["training"]["step"] == 3
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3  # rank 0 logs alone
+
+
+@pytest.mark.parametrize("override,match", [
+    ("optim.lrr=0.1", "optim.lrr"), ("foo=1", "'foo'"), ("optim.lr=-1", "optim.lr"),
+    ("attack.norm=L3", "attack.norm"), ("steps=2.5", "steps"), ("contrastive.auc_threshold=2", "auc_threshold"),
+])
+def test_bad_config_keys_and_values_are_named(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_stage2_requires_init_and_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="model.init"):
+        load_config(None, stage="stage2")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optim]\nlearning_rate = 1\n")
+    with pytest.raises(ConfigError, match="optim.learning_rate"):
+        load_config(bad)
+
+
+def test_shipped_configs_load():
+    for path in sorted((ROOT / "train" / "configs").glob("*.toml")):
+        cfg = load_config(path)
+        assert cfg.stage in path.name
+
+
+def test_lr_schedules():
+    cfg = load_config(None, steps=100, **{"optim.warmup_steps": 10, "optim.schedule": "cosine"})
+    f = [lr_factor(cfg, s) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.01
+    step = load_config(None, steps=100, **{"optim.schedule": "step"})
+    assert [lr_factor(step, s) for s in (0, 49, 50, 75, 99)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
+
+
+def test_existing_run_requires_resume(toy, tmp_path):
+    (tmp_path / STATE_FILE).write_bytes(b"")
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(tiny(toy, tmp_path))
