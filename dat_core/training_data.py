@@ -6,7 +6,6 @@ batch size (METHOD §3.2): real EBM images, OOD seeds, classification images.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch

@@ -1,7 +1,9 @@
 import os
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 # Two cores: keep intra-op threads modest so parallel pytest workers and servers do not thrash.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -19,3 +21,22 @@ def tiny_model():
         for _ in range(3):
             model(torch.rand(16, 3, 32, 32))
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory):
+    """Class-folder dataset: colour-coded classes plus noise, train/ and test/ splits."""
+    root = tmp_path_factory.mktemp("toy")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 8)):
+        for c, col in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200)]):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(np.array(col) + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i:03d}.png")
+    ood = root / "ood"
+    ood.mkdir()
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(ood / f"{i:03d}.png")
+    return root

@@ -8,10 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from dat_core.checkpoint import load_model
 from dat_core.config import ConfigError, load_config
@@ -19,25 +17,6 @@ from dat_core.stage2 import Curriculum, bce_loss, contrastive_samples
 from dat_core.trainer import STATE_FILE, Trainer, TrainingError, lr_factor, train
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """Class-folder dataset: colour-coded classes plus noise, train/ and test/ splits."""
-    root = tmp_path_factory.mktemp("toy")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 40), ("test", 8)):
-        for c, col in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200)]):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                img = np.clip(np.array(col) + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(d / f"{i:03d}.png")
-    ood = root / "ood"
-    ood.mkdir()
-    for i in range(40):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(ood / f"{i:03d}.png")
-    return root
 
 
 def tiny(toy, out, stage="stage1", **kw):

@@ -1,0 +1,299 @@
+import io
+import json
+import math
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dat_core import build_model, joint_energy, marginal_energy
+from explain import (ImageError, compare, contact_strip, counterfactual, counterfactuals, generate,
+                     minimal_counterfactual, resolve_class, save_apng, save_gif, save_metrics_json,
+                     to_model_input, validate_params)
+from explain import image as image_mod
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="module")
+def toy_model():
+    """wrn-10-1 trained for 20 SGD steps to tell reddish (class 0) from bluish (class 1) 16x16 images."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = build_model("wrn-10-1", num_classes=2, class_names=["red", "blue"], image_size=16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for _ in range(20):
+        x, y = _toy_batch(16, g)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    x, y = _toy_batch(64, g)
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).float().mean() > 0.9  # it learned the task
+    return model
+
+
+def _toy_batch(n, g):
+    y = torch.randint(0, 2, (n,), generator=g)
+    base = torch.tensor([[0.7, 0.3, 0.3], [0.3, 0.3, 0.7]])[y].view(n, 3, 1, 1)
+    return (base + 0.15 * torch.randn(n, 3, 16, 16, generator=g)).clamp(0, 1), y
+
+
+def _red_image():
+    g = torch.Generator().manual_seed(1)
+    return (torch.tensor([0.7, 0.3, 0.3]).view(3, 1, 1) + 0.15 * torch.randn(3, 16, 16, generator=g)).clamp(0, 1)
+
+
+# ---------------------------------------------------------------- trajectories
+
+@pytest.mark.parametrize("norm,eps,step", [("L2", 0.5, 0.1), ("Linf", 4 / 255, 1 / 255), ("L2", math.inf, 0.2)])
+def test_trajectory_frames_ranges_and_distances(tiny_model, norm, eps, step):
+    torch.manual_seed(0)
+    x = torch.rand(3, 32, 32)
+    tr = counterfactual(tiny_model, x, "cat", norm=norm, eps=eps, step_size=step, steps=7)
+    assert len(tr) == 8 and tr.images.shape == (8, 3, 32, 32) and tr.frames.shape == (8, 32, 32, 3)
+    assert tr.frames.dtype == np.uint8 and list(tr.steps) == list(range(8))
+    assert tr.images.min() >= 0 and tr.images.max() <= 1
+    assert np.array_equal(tr.images[0], x.numpy())  # x_0 is the input itself
+    delta = (tr.images - tr.images[:1]).reshape(8, -1)
+    np.testing.assert_allclose(tr.l2, np.linalg.norm(delta, axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tr.linf, np.abs(delta).max(axis=1), rtol=1e-5, atol=1e-7)
+    dist = tr.l2 if norm == "L2" else tr.linf
+    assert (dist <= eps + 1e-5).all() and dist[-1] > 0
+    np.testing.assert_allclose(tr.probs.sum(axis=1), 1.0, atol=1e-5)
+    assert tr.target == 3 and tr.params == {"norm": norm, "eps": eps, "step_size": step, "steps": 7,
+                                            "objective": "target_logit"}
+
+
+def test_recorded_metrics_equal_recomputation_from_frames(tiny_model):
+    torch.manual_seed(1)
+    tr = counterfactual(tiny_model, torch.rand(3, 32, 32), 5, steps=6)
+    with torch.no_grad():
+        logits = tiny_model(torch.from_numpy(tr.images))
+    np.testing.assert_allclose(tr.logits, logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(tr.energy, marginal_energy(logits).numpy(), atol=1e-4)
+    np.testing.assert_allclose(tr.energy_target, joint_energy(logits, 5).numpy(), atol=1e-4)
+    assert tr.source == int(logits[0].argmax())
+    np.testing.assert_allclose(tr.energy_source, joint_energy(logits, tr.source).numpy(), atol=1e-4)
+    np.testing.assert_allclose(tr.probs, torch.softmax(logits, 1).numpy(), atol=1e-5)
+    hits = np.flatnonzero(logits.argmax(1).numpy() == 5)
+    assert tr.flip_step == (int(hits[0]) if len(hits) else None)
+
+
+def test_batched_targets_match_single_runs(tiny_model):
+    torch.manual_seed(2)
+    x = torch.rand(3, 32, 32)
+    many = counterfactuals(tiny_model, x, "all", steps=3)
+    assert [t.target for t in many] == list(range(10))
+    for t in (many[0], many[7]):
+        one = counterfactual(tiny_model, x, t.target, steps=3)
+        np.testing.assert_allclose(one.images, t.images, atol=1e-5)
+        np.testing.assert_allclose(one.energy_target, t.energy_target, atol=1e-4)
+
+
+def test_target_probability_rises_and_flips_on_trained_model(toy_model):
+    tr = counterfactual(toy_model, _red_image(), "blue", eps=math.inf, step_size=0.2, steps=20)
+    assert tr.source == 0 and tr.confidence[0] < 0.1
+    assert tr.confidence[-1] > tr.confidence[0] + 0.5
+    assert tr.flip_step is not None and tr.predictions[tr.flip_step] == 1
+    assert tr.energy_target[-1] < tr.energy_target[0]  # target logit raised = joint energy lowered
+
+
+def test_minimal_counterfactual_improves_on_the_path_bound(toy_model):
+    search = minimal_counterfactual(toy_model, _red_image(), "blue", confidences=(0.5, 0.9), steps=30,
+                                    step_size=0.2)
+    x0 = search.path.images[0]
+    prev = 0.0
+    for r in search.results:
+        assert r.radius is not None and r.radius <= r.path_radius + 1e-6
+        assert abs(np.linalg.norm(r.image - x0) - r.radius) < 1e-3
+        with torch.no_grad():
+            p = torch.softmax(toy_model(torch.from_numpy(r.image[None])), 1)[0, 1].item()
+        assert p >= r.confidence and abs(p - r.achieved) < 1e-4
+        assert r.frame.shape == (16, 16, 3)
+        assert r.radius >= prev - 1e-6  # higher confidence needs no less change here
+        prev = r.radius
+    json.dumps(search.to_dict())
+
+
+def test_unreached_confidence_reports_none(tiny_model):
+    search = minimal_counterfactual(tiny_model, torch.rand(3, 32, 32), 1, confidences=(0.999,), steps=2)
+    assert search.results[0].radius is None and search.results[0].frame is None
+
+
+def test_compare_runs_each_model_on_the_same_request(tiny_model):
+    torch.manual_seed(3)
+    other = build_model("wrn-10-1").eval()
+    x = torch.rand(3, 32, 32)
+    out = compare({"robust": tiny_model, "standard": other}, x, "dog", steps=3)
+    assert set(out) == {"robust", "standard"}
+    assert all(t.target == 5 and len(t) == 4 for t in out.values())
+    assert not np.allclose(out["robust"].images[-1], out["standard"].images[-1])
+    np.testing.assert_array_equal(out["robust"].images, counterfactual(tiny_model, x, "dog", steps=3).images)
+
+
+def test_to_dict_is_strict_json_with_inf_eps(tiny_model, tmp_path):
+    tr = counterfactual(tiny_model, torch.rand(3, 32, 32), 2, eps=math.inf, steps=3)
+    d = tr.to_dict()
+    assert d["params"]["eps"] == "inf" and len(d["energy"]) == 4 and len(d["probs"][0]) == 10
+    path = save_metrics_json(tr, tmp_path / "m.json")
+    loaded = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert loaded["steps"] == [0, 1, 2, 3]
+    np.testing.assert_allclose(loaded["energy"], tr.energy, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- parameters and classes
+
+@pytest.mark.parametrize("kw,match", [
+    ({"eps": float("nan")}, r"eps must be >= 0"), ({"eps": -1}, r"eps must be >= 0"),
+    ({"steps": 1001}, r"0\.\.1000"), ({"steps": 2.5}, r"0\.\.1000"), ({"steps": True}, r"0\.\.1000"),
+    ({"step_size": 0}, r"finite number > 0"), ({"step_size": math.inf}, r"finite number > 0"),
+    ({"norm": "L1"}, r"L2, Linf"), ({"objective": "ce"}, r"target_logit, target_ce, energy"),
+])
+def test_validate_params_rejects_with_allowed_range(kw, match):
+    with pytest.raises(ValueError, match=match):
+        validate_params(**kw)
+
+
+def test_validate_params_canonicalizes():
+    assert validate_params(norm="linf", eps="inf", steps=60.0)["norm"] == "Linf"
+    assert validate_params(eps=math.inf)["eps"] == math.inf
+
+
+def test_resolve_class_names_and_indices():
+    assert resolve_class("cat", CLASSES) == 3 == resolve_class(" CAT ", CLASSES) == resolve_class("3", CLASSES)
+    assert resolve_class(9, CLASSES) == 9
+    with pytest.raises(ValueError, match="airplane, automobile, bird.*truck"):
+        resolve_class("kitten", CLASSES)
+    with pytest.raises(ValueError, match=r"0\.\.9"):
+        resolve_class(10, CLASSES)
+
+
+# ---------------------------------------------------------------- image input policy
+
+def test_image_modes_sizes_and_crop():
+    wide = np.zeros((40, 120, 3), np.uint8)
+    wide[:, 40:80] = (10, 200, 30)             # the centre third survives the crop, the red sides do not
+    wide[:, :40] = wide[:, 80:] = (255, 0, 0)
+    x = to_model_input(Image.fromarray(wide), 32)
+    assert x.shape == (1, 3, 32, 32) and x.dtype == torch.float32
+    assert torch.allclose(x[0, :, :, 6:26], torch.tensor([10, 200, 30]).view(3, 1, 1) / 255, atol=0.02)
+
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:16, :, 3] = 255                      # top half opaque red, bottom half transparent -> white
+    x = to_model_input(Image.fromarray(rgba, "RGBA"), 32)[0]
+    assert torch.allclose(x[:, :16], torch.tensor([1.0, 0, 0]).view(3, 1, 1))
+    assert torch.allclose(x[:, 16:], torch.ones(3, 16, 32))
+
+    grey16 = np.full((32, 32), 32768, np.uint16)
+    grey16[0, 0] = 65535
+    x = to_model_input(Image.fromarray(grey16, "I;16"), 32)[0]
+    assert abs(x[0, 5, 5].item() - 128 / 255) < 1e-6 and x[:, 0, 0].eq(1).all()  # scaled, not clipped
+
+    pal = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) % 4, "P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)
+    assert to_model_input(pal, 16).shape == (1, 3, 16, 16)
+    assert to_model_input(Image.new("L", (7, 5), 128), 32).shape == (1, 3, 32, 32)
+    assert to_model_input(Image.new("CMYK", (33, 31)), 32).shape == (1, 3, 32, 32)
+
+
+def test_exact_size_input_passes_through_untouched():
+    a = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    x = to_model_input(buf.getvalue(), 32)
+    assert torch.equal(x[0], torch.from_numpy(a).permute(2, 0, 1).float() / 255)
+    t = torch.rand(3, 32, 32)
+    assert torch.equal(to_model_input(t, 32)[0], t)
+    assert to_model_input(torch.rand(1, 3, 64, 48), 32).shape == (1, 3, 32, 32)
+
+
+def _png_header_only(width, height):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
+
+
+def test_bad_images_raise_image_error(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(8000, 8000))  # 64 MP claimed, no pixel data: refused from the header
+    with pytest.raises(ImageError, match="pixels"):
+        to_model_input(bomb, 32)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"definitely not an image")
+    with pytest.raises(ImageError, match="junk.png"):
+        to_model_input(junk, 32)
+    truncated = tmp_path / "trunc.png"
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, format="PNG")
+    truncated.write_bytes(buf.getvalue()[:60])
+    with pytest.raises(ImageError, match="trunc.png"):
+        to_model_input(truncated, 32)
+    with pytest.raises(ImageError, match="not found"):
+        to_model_input(tmp_path / "missing.png", 32)
+    with pytest.raises(ImageError, match="3xHxW"):
+        to_model_input(torch.rand(4, 32, 32), 32)
+    with pytest.raises(ImageError, match=r"\[0,1\]"):
+        to_model_input(torch.rand(3, 32, 32) * 2, 32)
+    assert issubclass(ImageError, ValueError) and image_mod.MAX_PIXELS < 8000 * 8000
+
+
+# ---------------------------------------------------------------- generation
+
+def test_generation_is_deterministic_under_a_seed(tiny_model):
+    a = generate(tiny_model, [1, "cat"], n_per_class=2, seed=7, steps=3)
+    b = generate(tiny_model, [1, "cat"], n_per_class=2, seed=7, steps=3)
+    c = generate(tiny_model, [1, "cat"], n_per_class=2, seed=8, steps=3)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.confidences, b.confidences)
+    assert not np.allclose(a.images, c.images)
+    assert list(a.targets) == [1, 1, 3, 3] and a.images.shape == (4, 3, 32, 32)
+    with torch.no_grad():
+        p = torch.softmax(tiny_model(torch.from_numpy(a.images)), 1)[torch.arange(4), torch.tensor([1, 1, 3, 3])]
+    np.testing.assert_allclose(a.confidences, p.numpy(), atol=1e-5)
+    assert a.grid().shape == (2 * 34 + 2, 2 * 34 + 2, 3)
+
+
+def test_generation_seeds_and_recorded_frames(tiny_model):
+    s = generate(tiny_model, "all", seed=0, seeds="lowfreq", steps=4, record_every=2)
+    assert s.images.shape == (10, 3, 32, 32) and list(s.steps) == [0, 2, 4]
+    assert s.trajectory.shape == (3, 10, 32, 32, 3) and s.trajectory_confidences.shape == (3, 10)
+    np.testing.assert_allclose(s.trajectory_confidences[-1], s.confidences, atol=1e-5)
+    x0 = s.trajectory[0, 0].astype(float)
+    assert np.abs(np.diff(x0, axis=0)).mean() < 20  # low-frequency seeds are smooth
+    img = generate(tiny_model, 0, n_per_class=2, seeds=torch.full((3, 40, 40), 0.5), steps=0)
+    np.testing.assert_allclose(img.images, 0.5)
+    with pytest.raises(ValueError, match="uniform or lowfreq"):
+        generate(tiny_model, 0, seeds="gaussian")
+
+
+# ---------------------------------------------------------------- exports
+
+def test_gif_and_apng_hold_every_frame_even_when_frames_repeat(tiny_model, tmp_path):
+    tr = counterfactual(tiny_model, torch.rand(3, 32, 32), 1, eps=0.0, steps=5)  # eps 0: six identical frames
+    assert np.array_equal(tr.frames[0], tr.frames[-1])
+    for save, name in ((save_gif, "t.gif"), (save_apng, "t.png")):
+        path = save(tr, tmp_path / name, scale=3)
+        with Image.open(path) as im:
+            assert im.n_frames == 6 and im.width == 96
+            im.seek(5)
+            frame = np.asarray(im.convert("RGB"))
+        # nearest-neighbour upscale: each source pixel becomes a 3x3 block (GIF palette may shift colours a bit)
+        assert np.abs(frame[:96:3, ::3].astype(int) - tr.frames[-1].astype(int)).max() <= (0 if name.endswith("png")
+                                                                                               else 24)
+        assert (frame[:96].reshape(32, 3, 32, 3, 3) == frame[:96:3, ::3][:, None, :, None]).all()
+
+
+def test_contact_strip_picks_first_and_last(tiny_model):
+    tr = counterfactual(tiny_model, torch.rand(3, 32, 32), 1, steps=20)
+    strip = contact_strip(tr, n=5, scale=2, labels=False, pad=2)
+    assert strip.dtype == np.uint8 and strip.shape == (64 + 4, 5 * 66 + 2, 3)
+    assert np.array_equal(strip[2:66:2, 2:66:2], tr.frames[0])
+    assert np.array_equal(strip[2:66:2, 4 * 66 + 2:4 * 66 + 66:2], tr.frames[-1])

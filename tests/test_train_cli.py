@@ -1,0 +1,78 @@
+"""`python -m train eval | push | import` end to end on tiny checkpoints and a loopback Hub."""
+
+import json
+
+import pytest
+import torch
+
+from dat_core import build_model, load_model, save_model
+from fakehub import FakeHub
+from train.__main__ import main
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("wrn-10-1", num_classes=3, image_size=16, class_names=["class0", "class1", "class2"])
+    return save_model(model.eval(), tmp_path / "tiny")
+
+
+@pytest.mark.parametrize("command", [[], ["stage1"], ["stage2"], ["eval"], ["push"], ["import"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--help"])
+    assert e.value.code == 0
+    assert "usage: python -m train" in capsys.readouterr().out
+
+
+def test_eval_writes_json_with_fractions(toy, tiny_dir, tmp_path):
+    out = tmp_path / "report.json"
+    code = main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "2",
+                 "--ood", "uniform", "--samples", "3", "--out", str(tmp_path / "figs"), "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 24
+    assert 0 <= report["robust_accuracy"] <= report["clean_accuracy"] <= 1
+    assert 0 <= report["ood_auroc"]["uniform"] <= 1 and 0 <= report["ece"] <= 1
+    assert (tmp_path / "figs" / "reliability.png").is_file() and (tmp_path / "figs" / "samples.png").is_file()
+
+
+def test_eval_rejects_bad_values_with_one_line(toy, tiny_dir, capsys):
+    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--eps", "nan"]) == 2
+    assert "--eps" in capsys.readouterr().err
+    assert main(["eval", "--model", "not a repo", "--data", str(toy)]) == 2
+
+
+def test_push_then_load_from_the_loopback_hub(tiny_dir, tmp_path):
+    metrics = tmp_path / "eval.json"
+    metrics.write_text(json.dumps({"clean_accuracy": 0.75, "robust_accuracy": 0.5, "ece": 0.03,
+                                   "robust": {"norm": "L2", "eps": 0.5}}))
+    (tiny_dir / "README.md").write_text("# old title\n\nHand-written notes stay.\n")
+    with FakeHub() as hub:
+        assert main(["push", "--model", str(tiny_dir), "--repo-id", "me/tiny", "--endpoint", hub.url,
+                     "--eval-json", str(metrics), "--token", "hf_test"]) == 0
+        card = hub.files("me/tiny")["README.md"].decode()
+        model = load_model("me/tiny", endpoint=hub.url, cache_dir=tmp_path / "cache")
+    assert card.startswith("---\nlicense: mit")
+    assert "model-index:" in card and "value: 0.7500" in card and "Hand-written notes stay." in card
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), load_model(tiny_dir)(x))
+
+
+def test_push_rejects_malformed_repo_id(tiny_dir, capsys):
+    assert main(["push", "--model", str(tiny_dir), "--repo-id", "no-slash"]) == 2
+    assert "owner/name" in capsys.readouterr().err
+
+
+def test_import_official_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    official = build_model("wrn-16-1").eval()
+    state = {f"module.module.{k}": v for k, v in official.state_dict().items()}
+    state["module.n_averaged"] = torch.tensor(7)
+    torch.save(state, tmp_path / "best_avg.pth")
+    assert main(["import", "--checkpoint", str(tmp_path / "best_avg.pth"), "--arch", "wrn-16-1",
+                 "--out", str(tmp_path / "imported")]) == 0
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "imported")(x), official(x))
