@@ -59,6 +59,8 @@ class Classifier(nn.Module):
 # ---------------------------------------------------------------- Wide-ResNet (pre-activation)
 
 class WideBasicBlock(nn.Module):
+    """Pre-activation basic block (BN -> ReLU -> conv3x3, twice); a 1x1 shortcut conv when widths differ."""
+
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(c_in)
@@ -111,31 +113,16 @@ class WideResNet(Classifier):
 
 # ---------------------------------------------------------------- PreAct ResNet-18 (CIFAR)
 
-class PreActBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.shortcut = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False))
-                         if stride != 1 or c_in != c_out else None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        o = F.relu(self.bn1(x))
-        shortcut = self.shortcut(o) if self.shortcut is not None else x
-        o = self.conv2(F.relu(self.bn2(self.conv1(o))))
-        return o + shortcut
-
-
 class PreActResNet18(Classifier):
+    """PreAct ResNet-18 for CIFAR (He et al. 2016), built from the same pre-activation block as the WRN."""
+
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
         self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         layers, c = [], 64
         for i, width in enumerate((64, 128, 256, 512)):
             stride = 1 if i == 0 else 2
-            layers.append(nn.Sequential(PreActBlock(c, width, stride), PreActBlock(width, width, 1)))
+            layers.append(nn.Sequential(WideBasicBlock(c, width, stride), WideBasicBlock(width, width, 1)))
             c = width
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.bn = nn.BatchNorm2d(512)
