@@ -95,6 +95,10 @@ def random_resized_crop(x: torch.Tensor, size: int | None = None,
     return torch.cat(out)
 
 
+def _flip(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+    return hflip(x, 0.5, g)
+
+
 def _crop_flip(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
     return hflip(random_crop(x, 4, 0.0, g), 0.5, g)
 
@@ -109,6 +113,9 @@ def _rrc_flip(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor
 
 AUGMENTATIONS: dict[str, Augmentation] = {
     "none": lambda x, g=None: x,
+    # METHOD §3.2 ImageNet `generation_id` (real EBM batch): resize + center crop happen when the
+    # images are loaded (load_image_folder's image_size), so only the random flip remains.
+    "flip": _flip,
     # METHOD §3.2 `original`: the generation (real-EBM and OOD) augmentation on CIFAR.
     "crop_flip": _crop_flip,
     # METHOD §3.2 `autoaugment_cutout` minus AutoAugment. Known deviation: the CIFAR-10 AutoAugment

@@ -27,6 +27,7 @@ class DataConfig:
     clf_augment: str = "crop_flip_cutout"  # classification batch (AutoAugment not implemented)
     ood_augment: str = "crop_flip"
     cache_dir: str = ""              # decoded-image cache for archives ("" = none)
+    lazy: bool = False               # directories: decode each batch's files on demand, not all up front
 
 
 @dataclass

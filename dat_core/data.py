@@ -1,7 +1,8 @@
-"""Datasets and batch streams: CIFAR python batches, class-folder dirs/archives, noise seeds.
+"""Datasets: CIFAR python batches, class-folder dirs/archives, noise seeds, train/val split.
 
-Everything is decoded once into an in-memory uint8 tensor (4x smaller than float, and indexing a
-tensor beats a DataLoader with workers for 32x32 images); batches become float [0,1] on the device.
+Images are decoded once into an in-memory uint8 tensor (4x smaller than float, and indexing a
+tensor beats a DataLoader with workers for 32x32 images); batches (`dat_core.streams`) become
+float [0,1] on the device. Directories too large for memory load lazily (`FileImageDataset`).
 """
 
 from __future__ import annotations
@@ -10,17 +11,15 @@ import codecs
 import hashlib
 import importlib
 import io
-import math
+import os
 import pickle
-import queue
 import tarfile
-import threading
 import urllib.error
 import urllib.request
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,10 +27,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from .augment import AUGMENTATIONS
-
-__all__ = ["ImageDataset", "load_cifar", "load_image_folder", "noise_seeds", "noise_dataset",
-           "train_val_split", "BatchStream", "batches", "CIFAR_SOURCES", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageDataset", "FileImageDataset", "LazyImages", "load_cifar", "load_image_folder", "noise_seeds",
+           "noise_dataset", "train_val_split", "CIFAR_SOURCES", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _SPLIT_NAMES = {"train", "test", "val", "valid", "validation"}
@@ -65,7 +62,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return ImageDataset(self.images[idx], self.labels[idx], self.class_names)
 
     def __repr__(self) -> str:
-        return (f"ImageDataset(n={len(self)}, shape={tuple(self.images.shape[1:])}, "
+        return (f"{type(self).__name__}(n={len(self)}, shape={tuple(self.images.shape[1:])}, "
                 f"classes={len(self.class_names)})")
 
 
@@ -186,16 +183,17 @@ def load_cifar(name: str, root: str | Path, split: str = "train", download: bool
     if actual != expected:
         raise ValueError(f"md5 mismatch for {archive}: expected {expected}, got {actual}. The file is "
                          f"corrupt, incomplete or not {src.filename}; delete it and download again. {hint}")
-    with tarfile.open(archive, "r:*") as tar:
-        files = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-
-        def read(member: str) -> dict:
-            if member not in files:
-                raise ValueError(f"{archive} has no member {member!r}; is it the official {src.filename}?")
-            return _safe_unpickle(tar.extractfile(files[member]).read())
-
-        batches = [read(m) for m in tqdm(src.members[split], desc=f"reading {name} {split}")]
-        class_names = [n.decode() if isinstance(n, bytes) else n for n in _get(read(src.meta), src.names_key)]
+    wanted = (*src.members[split], src.meta)
+    with tarfile.open(archive, "r:*") as tar:  # read each member as the scan reaches it: one pass over the .gz
+        raw = {Path(m.name).name: tar.extractfile(m).read()
+               for m in tqdm(tar, desc=f"reading {name} {split}", unit=" files")
+               if m.isfile() and Path(m.name).name in wanted}
+    for member in wanted:
+        if member not in raw:
+            raise ValueError(f"{archive} has no member {member!r}; is it the official {src.filename}?")
+    batches = [_safe_unpickle(raw[m]) for m in src.members[split]]
+    names = _get(_safe_unpickle(raw[src.meta]), src.names_key)
+    class_names = [n.decode() if isinstance(n, bytes) else n for n in names]
     data = np.concatenate([np.asarray(_get(b, "data"), dtype=np.uint8) for b in batches])
     labels = np.concatenate([np.asarray(_get(b, src.label_key), dtype=np.int64) for b in batches])
     return ImageDataset(torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels), class_names)
@@ -222,6 +220,73 @@ def _decode(data: bytes, image_size: int | None) -> np.ndarray:
         left, top = (nw - image_size) // 2, (nh - image_size) // 2
         img = img.crop((left, top, left + image_size, top + image_size))
     return np.asarray(img, dtype=np.uint8)
+
+
+# PIL releases the GIL while decoding and resizing, so threads decode a batch in parallel.
+_DECODE_POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="dat-decode")
+
+
+class LazyImages:
+    """Image files that index like a uint8 Nx3xSxS tensor: `images[idx]` reads and decodes just
+    those files (in a small thread pool), resized on the shorter side to S and center-cropped.
+
+    `idx` may be an int, a slice, or a list / array / tensor of indices or a boolean mask.
+    """
+
+    dtype = torch.uint8
+    ndim = 4
+
+    def __init__(self, files: list[Path], image_size: int):
+        self.files, self.image_size = list(files), image_size
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.files), 3, self.image_size, self.image_size))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def positions(self, index: object) -> list[int]:
+        """The file positions an index selects (nothing is decoded)."""
+        if isinstance(index, slice):
+            return list(range(len(self.files))[index])
+        idx = torch.as_tensor(index)
+        return (idx.nonzero() if idx.dtype == torch.bool else idx.long()).flatten().tolist()
+
+    def _read(self, path: Path) -> np.ndarray:
+        try:
+            return _decode(path.read_bytes(), self.image_size)
+        except Exception as e:  # no skipping at this point: name the file and stop
+            raise ValueError(f"cannot decode {path} ({type(e).__name__}: {e}); remove or replace it") from e
+
+    def _stack(self, arrays: list[np.ndarray]) -> torch.Tensor:
+        if not arrays:
+            return torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+    def __getitem__(self, index: object) -> torch.Tensor:
+        if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
+            return self._stack([self._read(self.files[int(index)])])[0]  # no pool: safe in forked workers
+        return self._stack(list(_DECODE_POOL.map(self._read, [self.files[i] for i in self.positions(index)])))
+
+
+class FileImageDataset(ImageDataset):
+    """An ImageDataset over files (a directory too large for memory: ImageNet at 256 px is ~250 GB
+    as uint8): `images` is LazyImages, so a batch is decoded only when indexed, and `subset` /
+    train_val_split stay lazy. A BatchStream with num_workers > 0 decodes the next batch in its
+    background thread while the current one trains. Unreadable files raise when first read."""
+
+    def __init__(self, images: LazyImages, labels: torch.Tensor, class_names: list[str]):
+        if labels.shape != (len(images),):
+            raise ValueError(f"labels shape {tuple(labels.shape)} does not match {len(images)} files")
+        self.images, self.labels = images, labels.long()
+        self.class_names = list(class_names)
+        self.skipped: list[str] = []
+
+    def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> FileImageDataset:
+        positions = self.images.positions(indices)
+        files = LazyImages([self.images.files[i] for i in positions], self.images.image_size)
+        return FileImageDataset(files, self.labels[positions], self.class_names)
 
 
 def _select(names: list[str], split: str | None, labeled: bool, where: str) -> list[tuple[str, str | None]]:
@@ -263,7 +328,7 @@ def _warn_skipped(skipped: list[str]) -> None:
 
 def load_image_folder(path: str | Path, split: str | None = None, image_size: int | None = None,
                       class_names: list[str] | None = None, cache_dir: str | Path | None = None,
-                      labeled: bool = True, progress: bool = True) -> ImageDataset:
+                      labeled: bool = True, progress: bool = True, lazy: bool = False) -> ImageDataset:
     """Images from a directory or .tar/.tar.gz archive laid out as `[top/][<split>/]<class>/*.jpg`.
 
     `labeled=False` takes every image under `[top/][<split>/]` recursively with label -1 (OOD seeds).
@@ -271,11 +336,17 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
     by name. Archives are streamed, never extracted. Unreadable images are skipped and named in a
     warning and in `.skipped`. With `cache_dir`, an archive's decoded arrays are saved as .npz keyed
     by its path, size, mtime and the options, so a 60k-image archive decodes once (directories are
-    always re-read).
+    always re-read). `lazy=True` (directories only, needs `image_size`) decodes nothing up front and
+    returns a FileImageDataset; unreadable files then raise when read instead of being skipped.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
+    if lazy and not path.is_dir():
+        raise ValueError(f"lazy=True reads directories only, and {path} is a file: extract the archive, "
+                         f"or load it into memory with lazy=False")
+    if lazy and image_size is None:
+        raise ValueError("lazy=True needs image_size (every image is resized to it when read)")
     exts = ",".join(e[1:] for e in IMAGE_EXTENSIONS)
     layout = f"[top/]{'[<split>/]' if split else ''}{'<class>/' if labeled else '**/'}*.{{{exts}}}"
     options = (split, image_size, tuple(class_names or ()), labeled)
@@ -315,6 +386,10 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
         if not chosen:
             raise ValueError(f"no images found in {path}" + (f" (split {split!r})" if split else "")
                              + f"; expected layout {layout}")
+        if lazy:
+            labels = torch.tensor([label_of.get(c, -1) for _, c in chosen], dtype=torch.long)
+            files = LazyImages([members[n] for n, _ in chosen], image_size)
+            return FileImageDataset(files, labels, classes if labeled else list(class_names or []))
         order = range(len(chosen))
         if tar is not None:  # read in archive order: a .tar.gz is decompressed once more, front to back
             order = sorted(order, key=lambda i: members[chosen[i][0]].offset_data)
@@ -397,134 +472,3 @@ def train_val_split(dataset: ImageDataset, val_size: int | float, seed: int = 0)
     is_val = np.zeros(n, dtype=bool)
     is_val[val] = True
     return dataset.subset(np.flatnonzero(~is_val)), dataset.subset(np.flatnonzero(is_val))
-
-
-# --------------------------------------------------------------------------- batch streams
-
-class BatchStream:
-    """Infinite, resumable stream of `(x, labels)` batches: x float [0,1] NCHW on `device`.
-
-    Global-batch semantics: each epoch's permutation is seeded by `seed + epoch` (all DDP ranks
-    agree); global batch b is `perm[b*B:(b+1)*B]` and rank r takes every world_size-th sample of it,
-    so ranks see B // world_size distinct images that together make the global batch.
-    `state_dict()` holds the next batch's position (`epoch`, `index` = batch within the epoch) and
-    the augmentation RNG, so a stream restored from it yields exactly the batches that would have
-    followed. With `num_workers > 0` a background thread assembles up to that many batches ahead
-    (torch ops release the GIL, so this overlaps with the training step).
-    """
-
-    def __init__(self, dataset: ImageDataset, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = True, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                 device: str | torch.device = "cpu",
-                 augment: str | Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-                 start_epoch: int = 0, start_index: int = 0):
-        if batch_size % world_size or not 0 <= rank < world_size:
-            raise ValueError(f"need batch_size % world_size == 0 and 0 <= rank < world_size, "
-                             f"got {batch_size}, {world_size}, rank {rank}")
-        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
-        self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and self.device.index is None:  # the prefetch thread's current
-            self.device = torch.device("cuda", torch.cuda.current_device())  # device is not the caller's
-        if isinstance(augment, str) and augment not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {augment!r}; choose one of {sorted(AUGMENTATIONS)}")
-        self.augment = AUGMENTATIONS[augment] if isinstance(augment, str) else augment
-        n = len(dataset)
-        self.batches_per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
-        if self.batches_per_epoch == 0:
-            raise ValueError(f"dataset of {n} images is smaller than one batch of {batch_size}")
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)  # rank-distinct augmentations
-        self._state = {"epoch": start_epoch, "index": start_index, "generator": generator.get_state()}
-        self._perm: tuple[int, torch.Tensor] | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def epoch(self) -> int:
-        return self._state["epoch"]
-
-    def state_dict(self) -> dict:
-        """Position of the next batch: {"epoch", "index", "generator" (uint8 RNG state tensor)}."""
-        return {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self._state.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.close()
-        self._state = {"epoch": int(state["epoch"]), "index": int(state["index"]),
-                       "generator": state["generator"].clone()}
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        if self._perm is None or self._perm[0] != epoch:
-            n = len(self.dataset)
-            perm = (torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
-                    if self.shuffle else torch.arange(n))
-            self._perm = (epoch, perm)
-        return self._perm[1]
-
-    def _produce(self, cursor: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Assemble the batch at `cursor` and advance it (epoch rolls over after the last batch)."""
-        start = cursor["index"] * self.batch_size
-        idx = self._permutation(cursor["epoch"])[start:start + self.batch_size][self.rank::self.world_size]
-        x, y = self.dataset.images[idx], self.dataset.labels[idx]
-        if self.device.type == "cuda":
-            x, y = x.pin_memory(), y.pin_memory()
-        x = x.to(self.device, non_blocking=True).float().div_(255)
-        y = y.to(self.device, non_blocking=True)
-        if self.augment is not None:
-            x = self.augment(x, generator)
-        cursor["index"] += 1
-        if cursor["index"] >= self.batches_per_epoch:
-            cursor["epoch"], cursor["index"] = cursor["epoch"] + 1, 0
-        return x, y
-
-    def _snapshot_after(self, cursor: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        x, y = self._produce(cursor, generator)
-        return x, y, {"epoch": cursor["epoch"], "index": cursor["index"], "generator": generator.get_state()}
-
-    def _worker(self, cursor: dict, generator: torch.Generator, out: queue.Queue, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                item: object = self._snapshot_after(cursor, generator)
-            except BaseException as e:  # handed to the consumer, which re-raises it
-                item = e
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, BaseException):
-                return
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.num_workers <= 0:
-            generator = torch.Generator()
-            generator.set_state(self._state["generator"])
-            x, y, self._state = self._snapshot_after(dict(self._state), generator)
-            return x, y
-        if self._thread is None:
-            generator = torch.Generator()
-            generator.set_state(self._state["generator"])
-            self._queue, self._stop = queue.Queue(maxsize=self.num_workers), threading.Event()
-            self._thread = threading.Thread(target=self._worker, daemon=True,
-                                            args=(dict(self._state), generator, self._queue, self._stop))
-            self._thread.start()
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            self.close()
-            raise item
-        x, y, self._state = item
-        return x, y
-
-    def close(self) -> None:
-        """Stop the prefetch thread (if any); the stream can still continue from its state."""
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-
-
-def batches(dataset: ImageDataset, batch_size: int, **kwargs) -> BatchStream:
-    """Shorthand for BatchStream(dataset, batch_size, **kwargs)."""
-    return BatchStream(dataset, batch_size, **kwargs)

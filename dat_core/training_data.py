@@ -11,21 +11,25 @@ from typing import Any
 import torch
 
 from .config import TrainConfig
-from .data import BatchStream, ImageDataset, load_cifar, load_image_folder, noise_seeds, train_val_split
+from .data import ImageDataset, load_cifar, load_image_folder, noise_seeds, train_val_split
+from .streams import BatchStream
 
 NOISE_KINDS = ("uniform", "lowfreq")
 
 
-def load_dataset(spec: str, split: str, image_size: int, root: str = "data", cache_dir: str = "") -> ImageDataset:
-    """`cifar10` / `cifar100` (official archives under `root`) or a class-folder dir / archive."""
+def load_dataset(spec: str, split: str, image_size: int, root: str = "data", cache_dir: str = "",
+                 lazy: bool = False) -> ImageDataset:
+    """`cifar10` / `cifar100` (official archives under `root`) or a class-folder dir / archive
+    (`lazy`: a directory's files are decoded per batch instead of up front)."""
     if spec in ("cifar10", "cifar100"):
         return load_cifar(spec, root, split)
-    return load_image_folder(spec, split=split or None, image_size=image_size, cache_dir=cache_dir or None)
+    return load_image_folder(spec, split=split or None, image_size=image_size, cache_dir=cache_dir or None,
+                             lazy=lazy)
 
 
 def load_train_val(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
     d = cfg.data
-    full = load_dataset(d.dataset, d.train_split, d.image_size, d.root, d.cache_dir)
+    full = load_dataset(d.dataset, d.train_split, d.image_size, d.root, d.cache_dir, d.lazy)
     if full.images.shape[-1] != d.image_size:
         raise ValueError(f"{d.dataset} has {full.images.shape[-1]}px images but data.image_size={d.image_size}")
     return train_val_split(full, d.val_size, seed=cfg.seed) if d.val_size else (full, full.subset([]))
@@ -34,7 +38,8 @@ def load_train_val(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
 def ood_split(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None]:
     """(seeds, held-out) OOD images; the held-out part never serves as a contrastive seed."""
     d = cfg.data
-    ood = load_image_folder(d.ood, labeled=False, image_size=d.image_size, cache_dir=d.cache_dir or None)
+    ood = load_image_folder(d.ood, labeled=False, image_size=d.image_size, cache_dir=d.cache_dir or None,
+                            lazy=d.lazy)
     if not d.ood_holdout:
         return ood, None
     return train_val_split(ood, d.ood_holdout, seed=cfg.seed)

@@ -1,4 +1,5 @@
-"""Data layer: CIFAR archives, class-folder archives, splits, noise seeds, augmentations, batch streams."""
+"""Data layer: CIFAR archives, class-folder archives and lazy directories, splits, noise seeds,
+augmentations, batch streams."""
 
 from __future__ import annotations
 
@@ -19,8 +20,12 @@ from PIL import Image
 
 from dat_core import data
 from dat_core.augment import augment, cutout, hflip, random_crop, random_resized_crop
-from dat_core.data import (BatchStream, ImageDataset, load_cifar, load_image_folder, noise_dataset,
+from dat_core.config import load_config
+from dat_core.evaluate import as_batches
+from dat_core.data import (FileImageDataset, ImageDataset, LazyImages, load_cifar, load_image_folder, noise_dataset,
                            noise_seeds, train_val_split)
+from dat_core.streams import BatchStream
+from dat_core.training_data import load_train_val, ood_split
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -259,6 +264,80 @@ def test_train_val_split_exact_disjoint_stratified_deterministic():
         train_val_split(ds, 26)
 
 
+# --------------------------------------------------------------------------- lazy directories
+
+def _make_png_dir(root, corrupt: bool = False):
+    """root/{a,b,c}/NN.png: 12 PNGs of different sizes and modes (RGB, gray, RGBA, palette)."""
+    rng = np.random.default_rng(0)
+    sizes = [(8, 8), (12, 9), (9, 16), (20, 11), (7, 7), (30, 30), (10, 14), (16, 8), (9, 9), (25, 13),
+             (8, 21), (11, 11)]
+    modes = ["RGB", "L", "RGBA", "P"]
+    for i, (w, h) in enumerate(sizes):
+        folder = root / "abc"[i % 3]
+        folder.mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(modes[i % 4])
+        img.save(folder / f"{i:02d}.png")
+    if corrupt:
+        (root / "b" / "99.png").write_bytes(b"not a png")
+    return root
+
+
+def test_lazy_folder_matches_eager_and_stays_lazy(tmp_path, monkeypatch):
+    root = _make_png_dir(tmp_path / "pngs")
+    eager = load_image_folder(root, image_size=8, progress=False)
+    lazy = load_image_folder(root, image_size=8, progress=False, lazy=True)
+    assert isinstance(lazy, FileImageDataset) and isinstance(lazy.images, LazyImages)
+    assert len(lazy) == 12 and lazy.images.shape == eager.images.shape == (12, 3, 8, 8)
+    assert lazy.class_names == eager.class_names == ["a", "b", "c"] and torch.equal(lazy.labels, eager.labels)
+    assert torch.equal(lazy.images[torch.arange(12)], eager.images)
+    assert torch.equal(lazy.images[2:7], eager.images[2:7]) and torch.equal(lazy.images[-1], eager.images[-1])
+    assert torch.equal(lazy.images[lazy.labels == 1], eager.images[eager.labels == 1])
+    assert lazy.images[[]].shape == (0, 3, 8, 8) and torch.equal(lazy[3][0], eager[3][0])
+    for (xa, ya), (xb, yb) in zip(as_batches(eager, 5), as_batches(lazy, 5), strict=True):  # evaluate's batches
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    for workers in (0, 1):  # the same batches, decoded in the calling thread or the prefetch thread
+        a = BatchStream(eager, 4, seed=2, augment="flip", num_workers=workers)
+        b = BatchStream(lazy, 4, seed=2, augment="flip", num_workers=workers)
+        for _ in range(4):
+            (xa, ya), (xb, yb) = next(a), next(b)
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        a.close(), b.close()
+
+    monkeypatch.setattr(data, "_decode", lambda *a: 1 / 0)  # splitting and subsetting decode nothing
+    train, val = train_val_split(lazy, 3, seed=1)
+    part = train.subset([4, 0])
+    assert all(isinstance(d, FileImageDataset) for d in (train, val, part))
+    monkeypatch.undo()
+    eager_train, eager_val = train_val_split(eager, 3, seed=1)
+    assert torch.equal(val.images[:], eager_val.images) and torch.equal(train.labels, eager_train.labels)
+    assert torch.equal(part.images[:], eager_train.images[[4, 0]])
+
+    unlabeled = load_image_folder(root, labeled=False, image_size=8, progress=False, lazy=True)
+    assert (unlabeled.labels == -1).all() and not unlabeled.labeled and unlabeled.class_names == []
+
+
+def test_lazy_folder_errors(tmp_path):
+    root = _make_png_dir(tmp_path / "pngs", corrupt=True)
+    lazy = load_image_folder(root, image_size=8, progress=False, lazy=True)
+    assert len(lazy) == 13  # unreadable files are found when read, not skipped up front
+    with pytest.raises(ValueError, match=r"cannot decode .*99\.png"):
+        lazy.images[torch.arange(13)]
+    with pytest.raises(ValueError, match="needs image_size"):
+        load_image_folder(root, progress=False, lazy=True)
+    with pytest.raises(ValueError, match="directories only"):
+        load_image_folder(_make_folder_tar(tmp_path), split="train", image_size=8, progress=False, lazy=True)
+
+
+def test_data_lazy_config_key_reaches_loaders(tmp_path):
+    root = _make_png_dir(tmp_path / "pngs")
+    cfg = load_config(None, **{"data.dataset": str(root), "data.train_split": "", "data.image_size": 8,
+                               "data.val_size": 3, "data.ood": str(root), "data.ood_holdout": 2, "data.lazy": True})
+    train, val = load_train_val(cfg)
+    seeds, held_out = ood_split(cfg)
+    assert all(isinstance(d, FileImageDataset) for d in (train, val, seeds, held_out))
+    assert (len(train), len(val), len(seeds), len(held_out)) == (9, 3, 10, 2)
+
+
 # --------------------------------------------------------------------------- augmentations
 
 def test_random_crop_shifts_content():
@@ -294,7 +373,7 @@ def test_cutout_fills_one_square_and_hflip_flips():
 
 def test_pipelines_shapes_and_rrc():
     x = torch.rand(4, 3, 16, 16)
-    for name in ("none", "crop_flip", "crop_flip_cutout", "rrc_flip"):
+    for name in ("none", "flip", "crop_flip", "crop_flip_cutout", "rrc_flip"):
         y = augment(name, x, torch.Generator().manual_seed(0))
         assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
     full = random_resized_crop(x, 16, scale=(1.0, 1.0), ratio=(1.0, 1.0))
@@ -302,6 +381,16 @@ def test_pipelines_shapes_and_rrc():
     assert random_resized_crop(x, 8).shape == (4, 3, 8, 8)
     with pytest.raises(ValueError, match="unknown augmentation"):
         augment("autoaugment", x)
+
+
+def test_flip_pipeline_only_mirrors():
+    x = torch.rand(64, 3, 4, 4)
+    y = augment("flip", x, torch.Generator().manual_seed(0))
+    flipped = torch.tensor([torch.equal(a, b.flip(2)) for a, b in zip(y, x)])
+    kept = torch.tensor([torch.equal(a, b) for a, b in zip(y, x)])
+    assert (flipped | kept).all() and 10 < flipped.sum() < 54
+    again = augment("flip", x, torch.Generator().manual_seed(0))
+    assert torch.equal(y, again)  # the flips come from the generator
 
 
 # --------------------------------------------------------------------------- batch streams

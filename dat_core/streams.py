@@ -1,0 +1,144 @@
+"""Batch streams: an endless, resumable, DDP-aware sequence of augmented batches from a dataset."""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from typing import Callable, Iterator
+
+import torch
+
+from .augment import AUGMENTATIONS
+from .data import ImageDataset
+
+__all__ = ["BatchStream", "batches"]
+
+
+class BatchStream:
+    """Infinite, resumable stream of `(x, labels)` batches: x float [0,1] NCHW on `device`.
+
+    Global-batch semantics: each epoch's permutation is seeded by `seed + epoch` (all DDP ranks
+    agree); global batch b is `perm[b*B:(b+1)*B]` and rank r takes every world_size-th sample of it,
+    so ranks see B // world_size distinct images that together make the global batch.
+    `state_dict()` holds the next batch's position (`epoch`, `index` = batch within the epoch) and
+    the augmentation RNG, so a stream restored from it yields exactly the batches that would have
+    followed. With `num_workers > 0` a background thread assembles up to that many batches ahead
+    (torch ops release the GIL, so this overlaps with the training step).
+    """
+
+    def __init__(self, dataset: ImageDataset, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = True, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                 device: str | torch.device = "cpu",
+                 augment: str | Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                 start_epoch: int = 0, start_index: int = 0):
+        if batch_size % world_size or not 0 <= rank < world_size:
+            raise ValueError(f"need batch_size % world_size == 0 and 0 <= rank < world_size, "
+                             f"got {batch_size}, {world_size}, rank {rank}")
+        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
+        self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # the prefetch thread's current
+            self.device = torch.device("cuda", torch.cuda.current_device())  # device is not the caller's
+        if isinstance(augment, str) and augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augment!r}; choose one of {sorted(AUGMENTATIONS)}")
+        self.augment = AUGMENTATIONS[augment] if isinstance(augment, str) else augment
+        n = len(dataset)
+        self.batches_per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"dataset of {n} images is smaller than one batch of {batch_size}")
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)  # rank-distinct augmentations
+        self._state = {"epoch": start_epoch, "index": start_index, "generator": generator.get_state()}
+        self._perm: tuple[int, torch.Tensor] | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def epoch(self) -> int:
+        return self._state["epoch"]
+
+    def state_dict(self) -> dict:
+        """Position of the next batch: {"epoch", "index", "generator" (uint8 RNG state tensor)}."""
+        return {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self._state.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.close()
+        self._state = {"epoch": int(state["epoch"]), "index": int(state["index"]),
+                       "generator": state["generator"].clone()}
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if self._perm is None or self._perm[0] != epoch:
+            n = len(self.dataset)
+            perm = (torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
+                    if self.shuffle else torch.arange(n))
+            self._perm = (epoch, perm)
+        return self._perm[1]
+
+    def _produce(self, cursor: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Assemble the batch at `cursor` and advance it (epoch rolls over after the last batch)."""
+        start = cursor["index"] * self.batch_size
+        idx = self._permutation(cursor["epoch"])[start:start + self.batch_size][self.rank::self.world_size]
+        x, y = self.dataset.images[idx], self.dataset.labels[idx]
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        x = x.to(self.device, non_blocking=True).float().div_(255)
+        y = y.to(self.device, non_blocking=True)
+        if self.augment is not None:
+            x = self.augment(x, generator)
+        cursor["index"] += 1
+        if cursor["index"] >= self.batches_per_epoch:
+            cursor["epoch"], cursor["index"] = cursor["epoch"] + 1, 0
+        return x, y
+
+    def _snapshot_after(self, cursor: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        x, y = self._produce(cursor, generator)
+        return x, y, {"epoch": cursor["epoch"], "index": cursor["index"], "generator": generator.get_state()}
+
+    def _worker(self, cursor: dict, generator: torch.Generator, out: queue.Queue, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                item: object = self._snapshot_after(cursor, generator)
+            except BaseException as e:  # handed to the consumer, which re-raises it
+                item = e
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.num_workers <= 0:
+            generator = torch.Generator()
+            generator.set_state(self._state["generator"])
+            x, y, self._state = self._snapshot_after(dict(self._state), generator)
+            return x, y
+        if self._thread is None:
+            generator = torch.Generator()
+            generator.set_state(self._state["generator"])
+            self._queue, self._stop = queue.Queue(maxsize=self.num_workers), threading.Event()
+            self._thread = threading.Thread(target=self._worker, daemon=True,
+                                            args=(dict(self._state), generator, self._queue, self._stop))
+            self._thread.start()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        x, y, self._state = item
+        return x, y
+
+    def close(self) -> None:
+        """Stop the prefetch thread (if any); the stream can still continue from its state."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+
+def batches(dataset: ImageDataset, batch_size: int, **kwargs) -> BatchStream:
+    """Shorthand for BatchStream(dataset, batch_size, **kwargs)."""
+    return BatchStream(dataset, batch_size, **kwargs)
