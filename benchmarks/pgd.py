@@ -47,8 +47,8 @@ def main() -> None:
     args = p.parse_args()
     archs = args.archs or (["wrn-16-2"] if args.quick else ["wrn-16-4", "wrn-34-10"])
     batches = args.batches or ([1, 32] if args.quick else [1, 128])
-    steps = args.steps or (5 if args.quick else 10)
-    repeats = args.repeats or (3 if args.quick else 5)
+    steps = args.steps or 5
+    repeats = args.repeats or 3
     device = torch.device(args.device)
     cases = []
     for arch in archs:

@@ -23,18 +23,33 @@ def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
 
 
-@dataclass(frozen=True)
-class ThreatModel:
-    """Norm ball of radius `eps` (may be inf) around the start image, walked with `step_size`."""
+def _column(v: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor:
+    """A scalar, or a per-sample (N,) tensor shaped to broadcast over x."""
+    return v.to(x).view(-1, *([1] * (x.dim() - 1))) if isinstance(v, torch.Tensor) else v
 
-    eps: float
-    step_size: float
+
+@dataclass(frozen=True, eq=False)
+class ThreatModel:
+    """Norm ball of radius `eps` (may be inf) around the start image, walked with `step_size`.
+
+    `eps` and `step_size` may also be per-sample (N,) tensors, so runs with different radii share
+    one batch (e.g. the bisection of a minimal counterfactual).
+    """
+
+    eps: float | torch.Tensor
+    step_size: float | torch.Tensor
 
     def __post_init__(self) -> None:
-        if not (self.eps >= 0):  # also rejects NaN
+        eps, step = torch.as_tensor(self.eps, dtype=torch.float64), torch.as_tensor(self.step_size, dtype=torch.float64)
+        if not bool((eps >= 0).all()):  # also rejects NaN
             raise ValueError(f"eps must be >= 0 (inf allowed), got {self.eps}")
-        if not (math.isfinite(self.step_size) and self.step_size >= 0):
+        if not bool((torch.isfinite(step) & (step >= 0)).all()):
             raise ValueError(f"step_size must be finite and >= 0, got {self.step_size}")
+
+    @property
+    def bounded(self) -> bool:
+        """False when every radius is infinite (projection is a no-op)."""
+        return bool(torch.isfinite(torch.as_tensor(self.eps)).any())
 
     norm = ""
 
@@ -54,22 +69,22 @@ class L2(ThreatModel):
     norm = "L2"
 
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return x + self.step_size * grad / (_per_sample_norm(grad) + 1e-12)
+        return x + _column(self.step_size, x) * grad / (_per_sample_norm(grad) + 1e-12)
 
     def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        if math.isinf(self.eps):
+        if not self.bounded:
             return x
         delta = x - x0
-        scale = (self.eps / (_per_sample_norm(delta) + 1e-12)).clamp(max=1.0)
+        scale = (_column(self.eps, x) / (_per_sample_norm(delta) + 1e-12)).clamp(max=1.0)
         return x0 + delta * scale
 
     def random_perturb(self, x: torch.Tensor) -> torch.Tensor:
-        if math.isinf(self.eps):
+        if not bool(torch.isfinite(torch.as_tensor(self.eps)).all()):
             raise ValueError("a random start needs a finite eps")
         d = torch.randn_like(x)
         d = d / (_per_sample_norm(d) + 1e-12)
         r = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) ** (1.0 / x[0].numel())
-        return x + self.eps * r * d  # uniform in the ball
+        return x + _column(self.eps, x) * r * d  # uniform in the ball
 
 
 class Linf(ThreatModel):
@@ -78,17 +93,18 @@ class Linf(ThreatModel):
     norm = "Linf"
 
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return x + self.step_size * grad.sign()
+        return x + _column(self.step_size, x) * grad.sign()
 
     def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        if math.isinf(self.eps):
+        if not self.bounded:
             return x
-        return torch.max(torch.min(x, x0 + self.eps), x0 - self.eps)
+        eps = _column(self.eps, x)
+        return torch.max(torch.min(x, x0 + eps), x0 - eps)
 
     def random_perturb(self, x: torch.Tensor) -> torch.Tensor:
-        if math.isinf(self.eps):
+        if not bool(torch.isfinite(torch.as_tensor(self.eps)).all()):
             raise ValueError("a random start needs a finite eps")
-        return x + torch.empty_like(x).uniform_(-self.eps, self.eps)
+        return x + _column(self.eps, x) * torch.empty_like(x).uniform_(-1, 1)
 
 
 def threat_model(norm: str, eps: float, step_size: float) -> ThreatModel:
@@ -170,7 +186,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
         y = y.to(x.device).long()
     x0 = x.detach().float()
     xt = x0.clone()
-    if random_start and steps > 0 and threat.eps > 0:
+    if random_start and steps > 0 and bool((torch.as_tensor(threat.eps) > 0).any()):
         xt = threat.project(threat.random_perturb(xt), x0).clamp_(0, 1)
     record = record_every > 0
     rec_steps: list[int] = []

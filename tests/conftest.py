@@ -1,5 +1,9 @@
 import os
 
+# Spinning OpenMP threads stall badly when two processes share 2 cores (a test and the server or
+# training subprocess it drives); passive waiting keeps the suite fast. Must precede `import torch`.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pytest
 import torch

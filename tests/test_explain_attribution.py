@@ -85,6 +85,13 @@ def test_saliency_is_the_channel_summed_logit_gradient(model, traj):
                                g[0].abs().sum(0).numpy(), rtol=1e-5, atol=1e-7)
 
 
+def test_bf16_autocast_gives_the_same_picture(model, traj):
+    x = torch.from_numpy(traj.images[:1])
+    fp32 = attribute(model, x, traj.target, "saliency")
+    bf16 = attribute(model, x, traj.target, "saliency", autocast=True)
+    assert np.isfinite(bf16).all() and np.corrcoef(fp32.ravel(), bf16.ravel())[0, 1] > 0.9
+
+
 def test_integrated_gradients_complete_and_occlusion_window(model, traj):
     x = torch.from_numpy(traj.images[:1])
     c = traj.target

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dat_core import build_model, joint_energy, marginal_energy, pgd, threat_model
-from explain.landscape import energy_landscape, plot_landscape
+from explain.landscape import LandscapeRenderer, energy_landscape, plot_landscape
 from explain.plots import figure_to_array
 
 matplotlib.use("Agg")
@@ -129,6 +129,14 @@ def test_static_path_falls_back_to_target_gradient(model, traj):
     assert L.alphas[-1] > 0  # minimum span keeps a neighbourhood visible
 
 
+def test_joint_energy_of_another_class(model, traj):
+    other = (traj.target + 5) % 10
+    L = energy_landscape(model, traj, grid=3, energy="joint", target=other)
+    assert L.energy_class == other and L.target == traj.target  # the path still goes toward the target
+    assert abs(L.origin_value - _energy(model, traj.images[0], "joint", other)[0]) < 1e-5
+    assert energy_landscape(model, traj, grid=3).energy_class is None
+
+
 def test_clamped_fraction_and_span(model, traj):
     L = energy_landscape(model, traj, grid=5, span=(2.0, 0.5))
     assert L.alphas[-1] == 2.0 and L.betas[0] == -0.5
@@ -162,3 +170,16 @@ def test_plot_renders_and_helper_closes(model, traj):
     pf = plt.figure()
     figure_to_array(pf)
     assert not plt.fignum_exists(pf.number)
+
+
+def test_renderer_moves_only_the_marker(model, traj):
+    L = energy_landscape(model, traj, grid=5)
+    with LandscapeRenderer(L) as r:
+        bare, first, last = r.render(None), r.render(0), r.render(-1)
+        assert first.shape == bare.shape == figure_to_array(plot_landscape(L)).shape
+        assert not np.array_equal(first, last) and not np.array_equal(first, bare)
+        np.testing.assert_array_equal(r.render(0), first)  # the previous ring is gone again
+        changed = np.any(first != bare, axis=2)
+        assert changed.mean() < 0.02  # a ring on each panel, nothing else redrawn
+        with pytest.raises(ValueError):
+            r.render(len(traj.images))

@@ -194,7 +194,7 @@ def test_image_modes_sizes_and_crop():
 
     grey16 = np.full((32, 32), 32768, np.uint16)
     grey16[0, 0] = 65535
-    x = to_model_input(Image.fromarray(grey16, "I;16"), 32)[0]
+    x = to_model_input(Image.fromarray(grey16), 32)[0]
     assert abs(x[0, 5, 5].item() - 128 / 255) < 1e-6 and x[:, 0, 0].eq(1).all()  # scaled, not clipped
 
     pal = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) % 4, "P")
@@ -269,7 +269,7 @@ def test_generation_seeds_and_recorded_frames(tiny_model):
     x0 = s.trajectory[0, 0].astype(float)
     assert np.abs(np.diff(x0, axis=0)).mean() < 20  # low-frequency seeds are smooth
     img = generate(tiny_model, 0, n_per_class=2, seeds=torch.full((3, 40, 40), 0.5), steps=0)
-    np.testing.assert_allclose(img.images, 0.5)
+    np.testing.assert_allclose(img.images, 0.5, atol=1e-6)
     with pytest.raises(ValueError, match="uniform or lowfreq"):
         generate(tiny_model, 0, seeds="gaussian")
 
@@ -277,7 +277,8 @@ def test_generation_seeds_and_recorded_frames(tiny_model):
 # ---------------------------------------------------------------- exports
 
 def test_gif_and_apng_hold_every_frame_even_when_frames_repeat(tiny_model, tmp_path):
-    tr = counterfactual(tiny_model, torch.rand(3, 32, 32), 1, eps=0.0, steps=5)  # eps 0: six identical frames
+    smooth = F.interpolate(torch.rand(1, 3, 4, 4), size=32, mode="bilinear")[0]  # few colours: GIF palette fits
+    tr = counterfactual(tiny_model, smooth, 1, eps=0.0, steps=5)  # eps 0: six identical frames
     assert np.array_equal(tr.frames[0], tr.frames[-1])
     for save, name in ((save_gif, "t.gif"), (save_apng, "t.png")):
         path = save(tr, tmp_path / name, scale=3)
@@ -286,8 +287,8 @@ def test_gif_and_apng_hold_every_frame_even_when_frames_repeat(tiny_model, tmp_p
             im.seek(5)
             frame = np.asarray(im.convert("RGB"))
         # nearest-neighbour upscale: each source pixel becomes a 3x3 block (GIF palette may shift colours a bit)
-        assert np.abs(frame[:96:3, ::3].astype(int) - tr.frames[-1].astype(int)).max() <= (0 if name.endswith("png")
-                                                                                               else 24)
+        err = np.abs(frame[:96:3, ::3].astype(int) - tr.frames[-1].astype(int))
+        assert err.max() == 0 if name.endswith("png") else (err.max() <= 16 and err.mean() <= 4)
         assert (frame[:96].reshape(32, 3, 32, 3, 3) == frame[:96:3, ::3][:, None, :, None]).all()
 
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dat_core import build_model, joint_energy, marginal_energy, pgd, threat_model
+from dat_core import L2, build_model, joint_energy, marginal_energy, pgd, threat_model
 from dat_core.pgd import attack_mode
 
 
@@ -180,3 +180,18 @@ def test_works_under_no_grad(tiny_model):
     with torch.no_grad():
         got = pgd(tiny_model, x, y, threat_model("L2", 1.0, 0.2), steps=3, objective="target_logit").x
     assert torch.equal(got, expected)
+
+
+def test_per_sample_radii_match_separate_runs(tiny_model):
+    x = torch.rand(3, 3, 32, 32)
+    y = torch.tensor([1, 2, 3])
+    eps = torch.tensor([0.2, 1.0, float("inf")])
+    steps = torch.tensor([0.1, 0.3, 0.5])
+    batched = pgd(tiny_model, x, y, L2(eps, steps), steps=4, objective="target_logit").x
+    for i in range(3):
+        alone = pgd(tiny_model, x[i:i + 1], y[i:i + 1], threat_model("L2", eps[i].item(), steps[i].item()),
+                    steps=4, objective="target_logit").x
+        torch.testing.assert_close(batched[i:i + 1], alone, rtol=1e-5, atol=1e-6)
+    assert (batched - x)[0].norm() <= 0.2 + 1e-6 and (batched - x)[1].norm() <= 1.0 + 1e-6
+    with pytest.raises(ValueError):
+        L2(torch.tensor([0.1, -1.0]), 0.1)

@@ -1,0 +1,294 @@
+"""Explanation latency: counterfactual trajectories (ours vs a plain recording loop), minimal counterfactual,
+generation; one row per (architecture, case).
+
+    python benchmarks/explain.py [--quick] [--device cpu|cuda] [--archs wrn-16-2 wrn-34-10] [--cases NAME ...]
+
+Trajectory reference: the loop most research code writes to record a PGD path: eval mode,
+`loss.backward()` with parameter gradients left on, read `x.grad`, L2-normalized step, project,
+clamp; per step it clones the frame and computes softmax, E(x), E(x, target), E(x, source) and the
+distances from that step's logits; one more forward for x_T. Ours: `explain.counterfactuals`
+(the PGD engine records frames and logits; metrics in one vectorized pass at the end).
+Same model, image, targets and parameters (L2, eps 3, step 0.1, T = 60), fp32.
+ratio = reference time / our time (above 1: ours is faster).
+
+Cases are a list of named functions (`CASES`): to add one, append `Case(name, fn)` where
+`fn(ctx) -> dict` returns its figures (include "ratio" when it compares against a reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from common import emit, machine, median_time
+
+from dat_core import build_model, threat_model
+from dat_core.pgd import pgd
+from explain.generate import generate
+from explain.trajectory import counterfactuals, minimal_counterfactual
+
+EPS, STEP, T = 3.0, 0.1, 60
+SMALL = ("wrn-16-2", "wrn-10-1", "wrn-16-4")  # the "small WRN" of the 0.5 s target
+
+
+@dataclass
+class Context:
+    arch: str
+    model: torch.nn.Module
+    image: torch.Tensor        # (3, 32, 32) in [0,1] on the device
+    device: torch.device
+    repeats: int
+    quick: bool
+
+
+@dataclass
+class Case:
+    name: str
+    run: Callable[[Context], dict[str, Any]]
+
+
+def reference_trajectory(model, x, y, eps=EPS, step_size=STEP, steps=T):
+    """Plain recording loop (see module docstring); returns frames (F,N,C,H,W) and per-step metric lists."""
+    model.eval()
+    x0, xt = x.clone(), x.clone()
+    frames, logits_all, probs, energy, e_target, e_source, l2, linf = ([] for _ in range(8))
+    source = None
+
+    def record(z, xt):
+        nonlocal source
+        if source is None:
+            source = z.argmax(1)
+        frames.append(xt.detach().clone())
+        logits_all.append(z.detach())
+        probs.append(torch.softmax(z, 1).detach())
+        energy.append(-torch.logsumexp(z, 1).detach())
+        e_target.append(-z.gather(1, y[:, None]).squeeze(1).detach())
+        e_source.append(-z.gather(1, source[:, None]).squeeze(1).detach())
+        d = (xt - x0).flatten(1)
+        l2.append(d.norm(dim=1))
+        linf.append(d.abs().amax(dim=1))
+
+    for _ in range(steps):
+        xt.requires_grad_(True)
+        z = model(xt)
+        z.gather(1, y[:, None]).sum().backward()
+        g = xt.grad
+        record(z.detach(), xt.detach())
+        g = g / (g.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-12)
+        xt = xt.detach() + step_size * g
+        delta = xt - x0
+        delta = delta * (eps / (delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-12)).clamp(max=1)
+        xt = (x0 + delta).clamp(0, 1)
+    with torch.no_grad():
+        record(model(xt), xt)
+    model.zero_grad(set_to_none=True)
+    return torch.stack(frames), [t.cpu() for t in (torch.stack(energy), torch.stack(e_target))]
+
+
+def _trajectory_case(n_targets: int) -> Callable[[Context], dict[str, Any]]:
+    def run(ctx: Context) -> dict[str, Any]:
+        targets = [(3 + i) % 10 for i in range(n_targets)]
+        y = torch.tensor(targets, device=ctx.device)
+        xb = ctx.image[None].expand(n_targets, -1, -1, -1).contiguous()
+        # the untimed warm-up calls double as the correctness check
+        trajs = counterfactuals(ctx.model, ctx.image, targets, eps=EPS, step_size=STEP, steps=T)
+        frames, (energy, _) = reference_trajectory(ctx.model, xb, y)
+        ours = median_time(lambda: counterfactuals(ctx.model, ctx.image, targets, eps=EPS, step_size=STEP,
+                                                   steps=T), ctx.repeats, warmup=0)
+        ref = median_time(lambda: reference_trajectory(ctx.model, xb, y), ctx.repeats, warmup=0)
+        diff = (torch.stack([torch.from_numpy(t.images) for t in trajs], 1) - frames.cpu()).abs().flatten(2)
+        diff = diff.amax(dim=(1, 2))
+        # identical math per step: step 1 agrees to float rounding. Over T steps rounding differences
+        # (parameter-gradient backward vs input-only autograd.grad) grow to ~1e-2 per pixel: reported, not judged
+        same = bool(diff[1] < 1e-5)
+        return {"targets": n_targets, "steps": T, "ours_s": ours, "reference_s": ref, "ratio": ref / ours,
+                "same_result": same, "first_step_max_diff": float(diff[1]), "final_max_diff": float(diff[-1])}
+    return run
+
+
+def _engine_only(ctx: Context) -> dict[str, Any]:
+    """The bare engine call without recording: what recording + metrics cost on top of PGD itself."""
+    y = torch.tensor([3], device=ctx.device)
+    tm = threat_model("L2", EPS, STEP)
+    bare = median_time(lambda: pgd(ctx.model, ctx.image[None], y, tm, T, "target_logit"), ctx.repeats)
+    full = median_time(lambda: counterfactuals(ctx.model, ctx.image, [3], eps=EPS, step_size=STEP, steps=T),
+                       ctx.repeats, warmup=0)
+    return {"steps": T, "pgd_without_recording_s": bare, "trajectory_s": full, "overhead": full / bare - 1}
+
+
+def _minimal(ctx: Context) -> dict[str, Any]:
+    s = median_time(lambda: minimal_counterfactual(ctx.model, ctx.image, 3, (0.5, 0.9)), ctx.repeats, warmup=0)
+    return {"confidences": [0.5, 0.9], "path_steps": 100, "rounds": 4, "candidates": 3, "refine_steps": 10,
+            "seconds": s}
+
+
+def _generate(ctx: Context) -> dict[str, Any]:
+    s = median_time(lambda: generate(ctx.model, "all", n_per_class=1, seed=0), ctx.repeats, warmup=0)
+    return {"samples": 10, "steps": 33, "seconds": s}
+
+
+CASES: list[Case] = [
+    Case("trajectory_T60_1_target", _trajectory_case(1)),
+    Case("trajectory_T60_10_targets", _trajectory_case(10)),
+    Case("trajectory_recording_overhead", _engine_only),
+    Case("minimal_counterfactual", _minimal),
+    Case("generate_10_classes", _generate),
+]
+
+
+# ---------------------------------------------------------------- energy landscape and attributions
+# Landscape reference: the same 33x33 clamped plane points, energies from plain NCHW fp32 forwards at
+# batch 256 (what a first implementation does). Ours: `energy_landscape` (channels-last input, batch 32;
+# optionally bf16). Attribution reference: the same Captum method on the bare model with NCHW input.
+# Both at batch 1, 32x32, for the trajectory's target class.
+
+LANDSCAPE_TARGET_S = 1.0  # issue target for a small WRN on this CPU
+
+
+def _explain_trajectory(ctx: Context):
+    from explain.trajectory import counterfactual
+
+    return counterfactual(ctx.model, ctx.image, 3, eps=EPS, step_size=STEP, steps=T)
+
+
+def reference_landscape(model, land, x0: torch.Tensor, energy_fn, batch: int = 256) -> torch.Tensor:
+    u, v = (torch.from_numpy(a).to(x0.device) for a in (land.u, land.v))
+    a = torch.from_numpy(land.alphas).float().to(x0.device)
+    b = torch.from_numpy(land.betas).float().to(x0.device)
+    pts = (x0 + a[None, :, None, None, None] * u + b[:, None, None, None, None] * v).clamp(0, 1).flatten(0, 1)
+    with torch.no_grad():
+        return torch.cat([energy_fn(model(pts[i:i + batch])) for i in range(0, len(pts), batch)]).view(
+            len(b), len(a))
+
+
+def _landscape(ctx: Context) -> dict[str, Any]:
+    from dat_core.energy import marginal_energy
+    from explain.landscape import energy_landscape
+
+    traj = _explain_trajectory(ctx)
+    land = energy_landscape(ctx.model, traj, grid=33)
+    x0 = torch.from_numpy(traj.images[0]).to(ctx.device)
+    ref_values = reference_landscape(ctx.model, land, x0, marginal_energy).cpu().numpy()
+    max_diff = float(abs(ref_values - land.values).max())
+    warm = 1 if ctx.arch in SMALL else 0  # the correctness calls above already warmed both paths up
+    ours = median_time(lambda: energy_landscape(ctx.model, traj, grid=33), ctx.repeats, warmup=warm)
+    bf16 = median_time(lambda: energy_landscape(ctx.model, traj, grid=33, autocast=True), ctx.repeats, warmup=warm)
+    ref = median_time(lambda: reference_landscape(ctx.model, land, x0, marginal_energy), ctx.repeats, warmup=warm)
+    row = {"grid": 33, "ours_s": ours, "ours_bf16_s": bf16, "reference_s": ref, "ratio": ref / ours,
+           "ratio_bf16": ref / bf16, "same_result": max_diff < 1e-3, "max_abs_diff": max_diff}
+    if ctx.arch in SMALL:
+        row.update(target_s=LANDSCAPE_TARGET_S, target_met=ours <= LANDSCAPE_TARGET_S,
+                   target_met_bf16=bf16 <= LANDSCAPE_TARGET_S)
+    return row
+
+
+def _landscape_plot(ctx: Context) -> dict[str, Any]:
+    from explain.landscape import LandscapeRenderer, energy_landscape, plot_landscape
+    from explain.plots import figure_to_array
+
+    land = energy_landscape(ctx.model, _explain_trajectory(ctx), grid=33)
+    full = median_time(lambda: figure_to_array(plot_landscape(land, step=10)), ctx.repeats)
+    with LandscapeRenderer(land) as renderer:  # slider scrubbing: only the step markers are redrawn
+        step = median_time(lambda: renderer.render(10), ctx.repeats)
+    return {"plot_and_array_s": full, "renderer_step_s": step, "ratio_renderer": full / step}
+
+
+def _reference_attribution(model, x: torch.Tensor, target: int, method: str) -> torch.Tensor:
+    from captum.attr import GradientShap, IntegratedGradients, NoiseTunnel, Occlusion, Saliency
+
+    from explain.attribution import SMOOTHGRAD_STDEV
+
+    x = x.clone().requires_grad_(True)
+    if method == "saliency":
+        return Saliency(model).attribute(x, target=target, abs=False)
+    if method == "integrated_gradients":
+        return IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=32,
+                                                    internal_batch_size=32)
+    if method == "smoothgrad":
+        return NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad", nt_samples=16, nt_samples_batch_size=32,
+                                                      stdevs=SMOOTHGRAD_STDEV, target=target, abs=False)
+    if method == "gradient_shap":
+        baselines = torch.cat([torch.zeros_like(x), torch.rand(4, *x.shape[1:], device=x.device)])
+        return GradientShap(model).attribute(x, baselines=baselines, n_samples=16, target=target)
+    return Occlusion(model).attribute(x, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), baselines=0.0,
+                                      target=target, perturbations_per_eval=32)
+
+
+def _attribution_case(method: str) -> Callable[[Context], dict[str, Any]]:
+    def run(ctx: Context) -> dict[str, Any]:
+        from explain.attribution import attribute
+
+        x, target = ctx.image[None], 3
+        ours_map = attribute(ctx.model, x, target, method)
+        ref_map = _reference_attribution(ctx.model, x, target, method).detach()[0].sum(0).cpu().numpy()
+        ours = median_time(lambda: attribute(ctx.model, x, target, method), ctx.repeats, warmup=0)
+        bf16 = median_time(lambda: attribute(ctx.model, x, target, method, autocast=True), ctx.repeats)
+        ref = median_time(lambda: _reference_attribution(ctx.model, x, target, method), ctx.repeats, warmup=0)
+        row = {"method": method, "ours_s": ours, "ours_bf16_s": bf16, "reference_s": ref, "ratio": ref / ours}
+        if method in ("saliency", "integrated_gradients", "occlusion"):  # deterministic: same map expected
+            # up to float rounding: channels-last convolutions sum in another order (IG: ~1e-3 of max |map|)
+            rel = float(abs(ours_map - ref_map).max()) / (float(abs(ref_map).max()) or 1.0)
+            row.update(same_result=rel <= 1e-2, max_rel_diff=rel)
+        return row
+    return run
+
+
+def _attribution_plot(ctx: Context) -> dict[str, Any]:
+    from explain.attribution import METHODS, attribute_trajectory, plot_attributions
+    from explain.plots import figure_to_array
+
+    result = attribute_trajectory(ctx.model, _explain_trajectory(ctx), methods=METHODS)
+    return {"methods": len(METHODS), "attribute_all_both_classes_s": sum(result.seconds.values()),
+            "plot_s": median_time(lambda: figure_to_array(plot_attributions(result)), ctx.repeats)}
+
+
+CASES += [
+    Case("landscape_33x33", _landscape),
+    Case("landscape_plot", _landscape_plot),
+    *(Case(f"attribution_{m}", _attribution_case(m))
+      for m in ("saliency", "integrated_gradients", "smoothgrad", "gradient_shap", "occlusion")),
+    Case("attribution_plot", _attribution_plot),
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small WRN only, fewer repeats: under a minute on 2 cores")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--archs", nargs="+", default=None, help="default: wrn-16-2 (quick); wrn-16-2 wrn-34-10")
+    p.add_argument("--cases", nargs="+", default=None, help=f"subset of {[c.name for c in CASES]}")
+    p.add_argument("--repeats", type=int, default=None)
+    args = p.parse_args()
+    archs = args.archs or (["wrn-16-2"] if args.quick else ["wrn-16-2", "wrn-34-10"])
+    unknown = set(args.cases or ()) - {c.name for c in CASES}
+    if unknown:
+        p.error(f"unknown case(s) {sorted(unknown)}; known: {[c.name for c in CASES]}")
+    cases = [c for c in CASES if args.cases is None or c.name in args.cases]
+    device = torch.device(args.device)
+    rows = []
+    for arch in archs:
+        torch.manual_seed(0)
+        model = build_model(arch).to(device).eval()
+        big = arch not in SMALL
+        repeats = args.repeats or (2 if args.quick else (3 if big and device.type == "cpu" else 7))
+        ctx = Context(arch, model, torch.rand(3, 32, 32, device=device), device, repeats, args.quick)
+        for case in cases:
+            row = {"arch": arch, "case": case.name, **case.run(ctx)}
+            rows.append(row)
+            print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                  flush=True)
+    ratios = [r["ratio"] for r in rows if isinstance(r.get("ratio"), float) and math.isfinite(r["ratio"])]
+    one = [r["ours_s"] for r in rows if r["case"] == "trajectory_T60_1_target" and r["arch"] in SMALL]
+    emit({"benchmark": "explain", "device": str(device), "machine": machine(),
+          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cases": rows,
+          "ratio": min(ratios) if ratios else None,
+          "trajectory_T60_s_small_wrn": one[0] if one else None,
+          "target_trajectory_T60_s_small_wrn": 0.5, "target_met": (one[0] <= 0.5) if one else None})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""explain: counterfactual trajectories, landscapes, attributions, generation, rendering and the CLI.
+
+Built on dat_core; never imports gradio (layering: app.py -> explain -> dat_core). The landscape and
+attribution names load on first use, so `import explain` does not pull in matplotlib or captum.
+"""
+
+from importlib import import_module
+from typing import Any
+
+from .export import contact_strip, save_apng, save_figure, save_gif, save_metrics_json
+from .generate import Samples, generate
+from .image import MAX_PIXELS, ImageError, to_model_input
+from .trajectory import (DEFAULTS, MinimalCounterfactual, MinimalSearch, Trajectory, compare, counterfactual,
+                         counterfactuals, default_params, minimal_counterfactual, resolve_class, validate_params)
+
+_LAZY = {"Landscape": "landscape", "energy_landscape": "landscape", "plot_landscape": "landscape",
+         "METHODS": "attribution", "attribute": "attribution", "attribute_trajectory": "attribution",
+         "plot_attributions": "attribution"}
+
+__all__ = [
+    "to_model_input", "ImageError", "MAX_PIXELS",
+    "Trajectory", "counterfactual", "counterfactuals", "compare", "minimal_counterfactual",
+    "MinimalCounterfactual", "MinimalSearch", "DEFAULTS", "default_params", "validate_params", "resolve_class",
+    "Samples", "generate",
+    "save_gif", "save_apng", "contact_strip", "save_metrics_json", "save_figure",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

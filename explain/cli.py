@@ -1,0 +1,409 @@
+"""`python -m explain {counterfactual,landscape,attribute,generate}` — see `python -m explain COMMAND --help`.
+
+Bad input (unreadable image, unknown class, out-of-range parameter, missing model) prints one line
+`error: ...` to stderr and exits with status 2, like argparse's own usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = {
+    "counterfactual": """examples:
+  python -m explain counterfactual --image cat.png --target dog --out out/cf
+  python -m explain counterfactual --model runs/s2/final --image cat.png --target 5 --eps 4 --steps 80 --out out/cf
+  python -m explain counterfactual --image cat.png --target all --out out/all      # one sub-dir per class + grid.png
+  python -m explain counterfactual --image cat.png --target dog --minimal 0.5,0.9 --out out/min
+
+writes trajectory.gif, trajectory.png (animated PNG), strip.png and metrics.json to --out""",
+    "generate": """examples:
+  python -m explain generate --target all --n 8 --seed 0 --out out/samples
+  python -m explain generate --target cat --n 16 --seeds lowfreq --steps 40 --out out/cats
+  python -m explain generate --target dog --seeds photo.jpg --record-every 1 --out out/dog
+
+writes grid.png (one row per class when --n > 1) and samples.json (per-sample target confidence);
+with --record-every K also sampling.gif""",
+    "landscape": """examples:
+  python -m explain landscape --image cat.png --target dog --out out/land
+  python -m explain landscape --image cat.png --target dog --direction frog --energy joint --grid 41 --out out/land
+
+writes landscape.png and landscape.json (grid coordinates, energies, projected path)""",
+    "attribute": """examples:
+  python -m explain attribute --image cat.png --target dog --out out/attr
+  python -m explain attribute --image cat.png --target dog --methods saliency,integrated_gradients --out out/attr
+
+writes attributions.png and attributions.npz (one map per method for the predicted and the target class)""",
+}
+
+
+# ---------------------------------------------------------------- shared helpers
+
+def _device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    return device
+
+
+def _load(args: argparse.Namespace):
+    from dat_core.checkpoint import load_model
+
+    return load_model(args.model, revision=args.revision, device=_device(args.device))
+
+
+def _request(args: argparse.Namespace) -> dict[str, Any]:
+    """The trajectory parameters given on the command line (None: the model-scaled default)."""
+    from .trajectory import validate_params
+
+    given = {"norm": args.norm, "eps": args.eps, "step_size": args.step_size, "steps": args.steps,
+             "objective": args.objective}
+    # fail fast, before the model is loaded: check each given value against a placeholder request
+    validate_params(**{k: v for k, v in given.items() if v is not None})
+    return given
+
+
+def _targets(text: str) -> str | list[str]:
+    return "all" if text.strip().lower() == "all" else [t for t in text.split(",") if t.strip()]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "class"
+
+
+def _out_dir(path: str) -> Path:
+    out = Path(path).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _wrote(paths: list[Path]) -> None:
+    for p in paths:
+        print(f"wrote {p}")
+
+
+def _summary(traj) -> str:
+    names = traj.class_names
+    flip = "never" if traj.flip_step is None else f"at step {traj.flip_step}"
+    return (f"{names[traj.source]} -> {names[traj.target]}: p(target) {traj.confidence[0]:.3f} -> "
+            f"{traj.confidence[-1]:.3f}, prediction flips {flip}, ||x_T - x_0||_2 = {traj.l2[-1]:.3f}, "
+            f"E(x) {traj.energy[0]:.2f} -> {traj.energy[-1]:.2f}")
+
+
+def _write_trajectory(traj, out: Path, scale: int, duration_ms: int) -> list[Path]:
+    from dat_core.sampling import save_png
+
+    from .export import contact_strip, save_apng, save_gif, save_metrics_json
+
+    save_png(contact_strip(traj, n=10, scale=4), out / "strip.png")
+    return [save_gif(traj, out / "trajectory.gif", scale=scale, duration_ms=duration_ms),
+            save_apng(traj, out / "trajectory.png", scale=scale, duration_ms=duration_ms),
+            out / "strip.png", save_metrics_json(traj, out / "metrics.json")]
+
+
+def _one_trajectory(args: argparse.Namespace, model, image):
+    from .trajectory import counterfactual
+
+    return counterfactual(model, image, args.target, autocast=args.autocast,
+                          **{k: v for k, v in _request(args).items() if v is not None})
+
+
+def _check_one_target(args: argparse.Namespace) -> None:
+    if _targets(args.target) == "all" or len(_targets(args.target)) != 1:
+        raise ValueError(f"this command takes one --target class, got {args.target!r}")
+
+
+# ---------------------------------------------------------------- commands
+
+def _counterfactual(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dat_core.sampling import make_grid, save_png
+
+    from .export import save_json
+    from .image import open_image, to_model_input
+    from .trajectory import counterfactuals, minimal_counterfactual, model_info
+
+    params = {k: v for k, v in _request(args).items() if v is not None}
+    confidences = _confidences(args.minimal) if args.minimal else None
+    targets = _targets(args.target)
+    source = open_image(args.image)  # bad input fails before the model loads
+    model = _load(args)
+    size, _, _ = model_info(model)
+    image = to_model_input(source, size)
+    trajs = counterfactuals(model, image, targets, autocast=args.autocast, **params)
+    out = _out_dir(args.out)
+    wrote: list[Path] = []
+    if len(trajs) == 1:
+        wrote += _write_trajectory(trajs[0], out, args.scale, args.duration_ms)
+        print(_summary(trajs[0]))
+    else:
+        for t in trajs:
+            sub = _out_dir(str(out / f"{t.target:02d}-{_safe(t.class_names[t.target])}"))
+            wrote += _write_trajectory(t, sub, args.scale, args.duration_ms)
+            print(_summary(t))
+        # row 1: x_0 then x_T for every target
+        finals = np.stack([trajs[0].frames[0]] + [t.frames[-1] for t in trajs])
+        save_png(make_grid(finals, nrow=len(finals), scale=4), out / "grid.png")
+        wrote += [out / "grid.png", save_json([{"target": t.target, "target_name": t.class_names[t.target],
+                                                "flip_step": t.flip_step,
+                                                "confidence": float(t.confidence[-1]),
+                                                "l2": float(t.l2[-1])} for t in trajs], out / "summary.json")]
+    if confidences:
+        if len(trajs) != 1:
+            raise ValueError("--minimal needs exactly one --target class")
+        search = minimal_counterfactual(model, image, trajs[0].target, confidences,
+                                        step_size=params.get("step_size"), autocast=args.autocast)
+        wrote.append(save_json(search.to_dict(), out / "minimal.json"))
+        for r in search.results:
+            if r.frame is None:
+                print(f"p(target) >= {r.confidence:g}: not reached on the unbounded path")
+                continue
+            p = out / f"minimal_{r.confidence:g}.png"
+            save_png(make_grid(np.stack([trajs[0].frames[0], r.frame]), nrow=2, scale=args.scale), p)
+            wrote.append(p)
+            print(f"p(target) >= {r.confidence:g}: L2 radius {r.radius:.3f} (p = {r.achieved:.3f})")
+    _wrote(wrote)
+    return 0
+
+
+def _confidences(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--minimal takes confidences in (0, 1) separated by commas, e.g. 0.5,0.9; "
+                         f"got {text!r}") from None
+    if not values or not all(0 < v < 1 for v in values):
+        raise ValueError(f"--minimal confidences must lie in (0, 1); got {text!r}")
+    return values
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dat_core.sampling import make_grid, save_png
+
+    from .export import save_gif, save_json
+    from .generate import generate
+
+    model = _load(args)
+    samples = generate(model, _targets(args.target), n_per_class=args.n, seed=args.seed, seeds=args.seeds,
+                       steps=args.steps, step_size=args.step_size, record_every=args.record_every,
+                       autocast=args.autocast)
+    out = _out_dir(args.out)
+    save_png(samples.grid(nrow=args.nrow, scale=args.scale), out / "grid.png")
+    wrote = [out / "grid.png", save_json(samples.to_dict(), out / "samples.json")]
+    if samples.trajectory is not None:
+        nrow = args.nrow or (samples.n_per_class if samples.n_per_class > 1
+                             else int(np.ceil(np.sqrt(len(samples.images)))))
+        grids = np.stack([make_grid(f, nrow=nrow) for f in samples.trajectory])
+        wrote.append(save_gif(grids, out / "sampling.gif", scale=args.scale))
+    conf = samples.confidences
+    print(f"{len(conf)} samples, p(target): mean {conf.mean():.3f}, min {conf.min():.3f}, max {conf.max():.3f}")
+    _wrote(wrote)
+    return 0
+
+
+def _landscape(args: argparse.Namespace) -> int:
+    from .export import save_figure, save_json
+    from .landscape import energy_landscape, plot_landscape
+    from .image import open_image
+    from .trajectory import resolve_class
+
+    _request(args)
+    _check_one_target(args)
+    image = open_image(args.image)
+    model = _load(args)
+    traj = _one_trajectory(args, model, image)
+    direction = args.direction if args.direction == "random" else resolve_class(args.direction, traj.class_names)
+    land = energy_landscape(model, traj, direction=direction, grid=args.grid, span=args.span,
+                            energy=args.energy, seed=args.seed, autocast=args.autocast)
+    out = _out_dir(args.out)
+    wrote = [save_figure(plot_landscape(land, step=args.step), out / "landscape.png"),
+             save_json(_landscape_dict(land), out / "landscape.json")]
+    print(_summary(traj))
+    _wrote(wrote)
+    return 0
+
+
+def _landscape_dict(land) -> dict[str, Any]:
+    import numpy as np
+
+    def js(v):
+        if isinstance(v, np.ndarray):
+            return np.round(v.astype(np.float64), 6).tolist() if v.dtype.kind == "f" else v.tolist()
+        return v
+    keys = ("alphas", "betas", "values", "clamped", "path_xy", "path_energy", "path_steps", "residual",
+            "energy", "energy_label", "u_label", "v_label", "target", "source", "class_names")
+    return {k: js(getattr(land, k)) for k in keys}
+
+
+def _attribute(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .attribution import METHODS, attribute_trajectory, plot_attributions
+    from .export import save_figure
+    from .image import open_image
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown attribution method(s) {', '.join(unknown) or '(none)'}; "
+                         f"use a comma-separated subset of {', '.join(METHODS)}")
+    _request(args)
+    _check_one_target(args)
+    image = open_image(args.image)
+    model = _load(args)
+    traj = _one_trajectory(args, model, image)
+    result = attribute_trajectory(model, traj, methods=methods, step=args.step, frame=args.frame)
+    out = _out_dir(args.out)
+    arrays = {f"{who}_{m}": maps[m] for who, maps in (("source", result.source_maps), ("target", result.target_maps))
+              for m in result.methods}
+    np.savez_compressed(out / "attributions.npz", start=result.start, counterfactual=result.counterfactual,
+                        difference=result.difference, source=result.source, target=result.target, **arrays)
+    wrote = [save_figure(plot_attributions(result), out / "attributions.png"), out / "attributions.npz"]
+    print(_summary(traj))
+    print("seconds per method: " + ", ".join(f"{m} {s:.2f}" for m, s in result.seconds.items()))
+    _wrote(wrote)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default",
+                   help="'default' (bundled), a checkpoint dir, or a Hub repo id owner/name (default: %(default)s)")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) for a repo id")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--autocast", action="store_true", help="bf16 forward/backward (faster on CUDA and recent CPUs)")
+
+
+def _trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
+    from .trajectory import DEFAULTS, MAX_STEPS, OBJECTIVES
+
+    l2, li = DEFAULTS["L2"], DEFAULTS["Linf"]
+    p.add_argument("--image", required=True, help="input image (any size/mode; shorter side resized to the "
+                   "model resolution with bicubic filtering, then centre-cropped; transparency on white)")
+    p.add_argument("--target", required=True, help=target_help)
+    p.add_argument("--norm", default="L2", choices=("L2", "Linf"), type=_norm, help="threat model (default: L2)")
+    p.add_argument("--eps", type=float, default=None,
+                   help=f"radius of the ball around the image, >= 0, 'inf' for unbounded (default: L2 {l2['eps']:g} "
+                        f"at 32 px, scaled by image_size/32; Linf {li['eps']:.4g})")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"PGD steps T, 0..{MAX_STEPS} (default: {int(l2['steps'])})")
+    p.add_argument("--step-size", type=float, default=None,
+                   help=f"step length, finite > 0 (default: L2 {l2['step_size']:g} at 32 px, scaled by "
+                        f"image_size/32; Linf {li['step_size']:.4g})")
+    p.add_argument("--objective", default="target_logit", choices=OBJECTIVES,
+                   help="what PGD ascends: target_logit f(x)[y] (= lowers E(x,y)), target_ce, or energy "
+                        "(lowers E(x)) (default: %(default)s)")
+
+
+def _norm(text: str) -> str:
+    return {"l2": "L2", "linf": "Linf"}.get(text.lower(), text)
+
+
+def _positive_int(lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {v}")
+        return v
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m explain", description="Explain a DAT classifier: "
+                                     "counterfactual PGD trajectories, energy landscapes, attributions, generation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("counterfactual", help="targeted PGD path from an image toward a class",
+                       description="Run targeted PGD from an image toward a class and export the trajectory.",
+                       epilog=EXAMPLES["counterfactual"], formatter_class=fmt)
+    _common(p)
+    _trajectory_options(p, "target class: name or index, comma-separated list, or 'all' (one sub-dir per class)")
+    p.add_argument("--minimal", default=None, metavar="C[,C...]",
+                   help="also search the smallest L2 radius reaching these target confidences, e.g. 0.5,0.9 "
+                        "(writes minimal.json and minimal_C.png)")
+    p.add_argument("--scale", type=_positive_int(1, 64), default=8, help="GIF/APNG upscale factor (default: 8)")
+    p.add_argument("--duration-ms", type=_positive_int(1, 60_000), default=80,
+                   help="milliseconds per animation frame (default: 80)")
+    p.set_defaults(func=_counterfactual)
+
+    p = sub.add_parser("generate", help="class-conditional samples by PGD on the class logit",
+                       description="Generate class-conditional samples from seeds (eps = inf, L2-normalized "
+                                   "steps; defaults from METHOD.md §4 scaled to the model resolution).",
+                       epilog=EXAMPLES["generate"], formatter_class=fmt)
+    _common(p)
+    p.add_argument("--target", default="all", help="class name or index, comma-separated list, or 'all' "
+                                                   "(default: all)")
+    p.add_argument("--n", type=_positive_int(1, 1024), default=1, help="samples per class (default: 1)")
+    p.add_argument("--seed", type=_positive_int(0, 2 ** 63 - 1), default=0, help="random seed (default: 0)")
+    p.add_argument("--seeds", default="uniform",
+                   help="seed images: uniform, lowfreq (smooth noise) or an image file (default: uniform)")
+    p.add_argument("--steps", type=int, default=None, help="PGD steps (default: 33 at 32 px)")
+    p.add_argument("--step-size", type=float, default=None, help="L2 step (default: 0.2 at 32 px, scaled by "
+                                                                 "image_size/32)")
+    p.add_argument("--record-every", type=_positive_int(0, 1000), default=0,
+                   help="also write sampling.gif with every K-th step (default: 0 = off)")
+    p.add_argument("--nrow", type=_positive_int(1, 1024), default=None,
+                   help="images per grid row (default: --n, or ~square when --n is 1)")
+    p.add_argument("--scale", type=_positive_int(1, 64), default=4, help="grid upscale factor (default: 4)")
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("landscape", help="energy on a 2-D plane through the image and its counterfactual",
+                       description="Run a counterfactual, then plot the energy on the plane spanned by the "
+                                   "counterfactual direction and a second direction, with the path projected.",
+                       epilog=EXAMPLES["landscape"], formatter_class=fmt)
+    _common(p)
+    _trajectory_options(p, "target class: name or index")
+    p.add_argument("--direction", default="random",
+                   help="second axis: 'random' (seeded) or a class whose logit gradient is used (default: random)")
+    p.add_argument("--grid", type=_positive_int(3, 257), default=33, help="odd grid size N (default: 33)")
+    p.add_argument("--span", type=float, default=None, help="half-width of the grid in L2 units "
+                                                            "(default: 1.25 x the path's extent)")
+    p.add_argument("--energy", default="marginal", choices=("marginal", "joint"),
+                   help="E(x) or E(x, target) (default: marginal)")
+    p.add_argument("--seed", type=_positive_int(0, 2 ** 63 - 1), default=0, help="seed of the random direction")
+    p.add_argument("--step", type=int, default=None, help="trajectory frame to mark (default: none)")
+    p.set_defaults(func=_landscape)
+
+    p = sub.add_parser("attribute", help="Captum attributions for the predicted and the target class",
+                       description="Run a counterfactual, then attribute the predicted (source) and the target "
+                                   "class at a frame with Captum methods.",
+                       epilog=EXAMPLES["attribute"], formatter_class=fmt)
+    _common(p)
+    _trajectory_options(p, "target class: name or index")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated methods (default: all of saliency, integrated_gradients, smoothgrad, "
+                        "gradient_shap, occlusion)")
+    p.add_argument("--step", type=int, default=-1, help="frame of the counterfactual x_step (default: -1 = x_T)")
+    p.add_argument("--frame", type=int, default=0, help="frame that is attributed (default: 0 = x_0)")
+    p.set_defaults(func=_attribute)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:  # bad input: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,143 @@
+"""Exports: animated GIF / APNG of a trajectory, a PNG contact strip, metrics JSON, matplotlib figures.
+
+Frames are upscaled by pixel repetition (nearest neighbour), so a 32x32 frame stays crisp.
+Animated GIF/APNG encoders merge pixel-identical consecutive frames; a thin progress bar under each
+frame (on by default) keeps every step distinct, so the file holds all T+1 frames.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dat_core.sampling import save_png
+
+from .trajectory import Trajectory
+
+__all__ = ["save_gif", "save_apng", "contact_strip", "save_metrics_json", "save_json", "save_figure",
+           "save_png", "upscale"]
+
+
+def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscale of (..., H, W, C) uint8 by an integer factor."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 64:
+        raise ValueError(f"scale must be an integer in 1..64; got {scale!r}")
+    return frames if scale == 1 else frames.repeat(scale, axis=-3).repeat(scale, axis=-2)
+
+
+def _frames(traj_or_frames: Trajectory | np.ndarray) -> np.ndarray:
+    frames = traj_or_frames.frames if isinstance(traj_or_frames, Trajectory) else np.asarray(traj_or_frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"frames must be a non-empty (F, H, W, 3) uint8 array; got {frames.shape} {frames.dtype}")
+    return frames
+
+
+def _animation_frames(traj_or_frames: Trajectory | np.ndarray, scale: int, progress: bool) -> list[Image.Image]:
+    big = upscale(_frames(traj_or_frames), scale)
+    n, h, w, _ = big.shape
+    if progress:
+        bar_h = max(3, scale)
+        bar = np.full((n, bar_h, w, 3), 224, dtype=np.uint8)
+        filled = np.round(np.arange(n) / max(1, n - 1) * w).astype(int)
+        for i, f in enumerate(filled):
+            bar[i, 1:, :f] = (40, 90, 200)
+        big = np.concatenate([big, bar], axis=1)
+    return [Image.fromarray(f) for f in big]
+
+
+def _durations(n: int, duration_ms: int, last_ms: int) -> list[int]:
+    if not (0 < duration_ms <= 60_000 and 0 < last_ms <= 60_000):
+        raise ValueError("durations must lie in 1..60000 ms")
+    return [duration_ms] * (n - 1) + [last_ms]
+
+
+def save_gif(traj_or_frames: Trajectory | np.ndarray, path: str | Path, scale: int = 8, duration_ms: int = 80,
+             last_ms: int = 1000, progress: bool = True) -> Path:
+    """Animated, looping GIF of every frame (adaptive 256-colour palette per frame, no dithering;
+    max-coverage quantization measured ~2x smaller worst-case colour error than median cut here)."""
+    images = _animation_frames(traj_or_frames, scale, progress)
+    paletted = [im.quantize(256, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE) for im in images]
+    path = Path(path)
+    paletted[0].save(path, format="GIF", save_all=True, append_images=paletted[1:], loop=0,
+                     duration=_durations(len(images), duration_ms, last_ms), optimize=False)
+    return path
+
+
+def save_apng(traj_or_frames: Trajectory | np.ndarray, path: str | Path, scale: int = 8, duration_ms: int = 80,
+              last_ms: int = 1000, progress: bool = True) -> Path:
+    """Animated PNG (lossless, full colour) of every frame, looping."""
+    images = _animation_frames(traj_or_frames, scale, progress)
+    path = Path(path)
+    images[0].save(path, format="PNG", save_all=True, append_images=images[1:], loop=0,
+                   duration=_durations(len(images), duration_ms, last_ms))
+    return path
+
+
+def _pick(n_frames: int, n: int) -> np.ndarray:
+    return np.unique(np.round(np.linspace(0, n_frames - 1, max(1, min(n, n_frames)))).astype(int))
+
+
+def contact_strip(traj_or_frames: Trajectory | np.ndarray, n: int = 10, scale: int = 4, labels: bool = True,
+                  pad: int = 2) -> np.ndarray:
+    """One row of `n` evenly spaced frames (first and last included), labelled with the step and,
+    for a Trajectory, p(target); returns a uint8 (H, W, 3) image."""
+    frames = _frames(traj_or_frames)
+    idx = _pick(len(frames), n)
+    tiles = upscale(frames[idx], scale)
+    _, h, w, _ = tiles.shape
+    font = ImageFont.load_default()
+    line_h = 12
+    label_h = 2 * line_h + 2 if labels else 0
+    strip = Image.new("RGB", (len(idx) * (w + pad) + pad, h + 2 * pad + label_h), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for k, i in enumerate(idx):
+        x = pad + k * (w + pad)
+        strip.paste(Image.fromarray(tiles[k]), (x, pad))
+        if labels:
+            if isinstance(traj_or_frames, Trajectory):
+                text = [f"t={int(traj_or_frames.steps[i])}", f"p={traj_or_frames.confidence[i]:.2f}"]
+            else:
+                text = [f"#{i}"]
+            for j, line in enumerate(text):
+                draw.text((x + 1, h + pad + 1 + j * line_h), line, fill=(0, 0, 0), font=font)
+    return np.asarray(strip)
+
+
+def _dumps(obj: Any, indent: str = "") -> str:
+    """JSON with one key per line and each list of numbers on one line (readable, diff-friendly)."""
+    inner = indent + " "
+    if isinstance(obj, dict) and obj:
+        items = (f"{inner}{json.dumps(str(k))}: {_dumps(v, inner)}" for k, v in obj.items())
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(obj, list) and obj and all(isinstance(v, (dict, list)) for v in obj):
+        return "[\n" + ",\n".join(inner + _dumps(v, inner) for v in obj) + "\n" + indent + "]"
+    return json.dumps(obj, allow_nan=False)
+
+
+def save_json(data: Any, path: str | Path) -> Path:
+    """Write strict JSON (no NaN/Infinity literals)."""
+    path = Path(path)
+    path.write_text(_dumps(data) + "\n", encoding="utf-8")
+    return path
+
+
+def save_metrics_json(traj: Trajectory | Sequence[Trajectory], path: str | Path) -> Path:
+    """Per-step metrics (Trajectory.to_dict) as JSON; a list of trajectories becomes a JSON list."""
+    data = traj.to_dict() if isinstance(traj, Trajectory) else [t.to_dict() for t in traj]
+    return save_json(data, path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
+    """Save a matplotlib figure as PNG and close it (frees its memory in long-running apps)."""
+    from .plots import close_figure  # matplotlib only when a figure is saved
+
+    path = Path(path)
+    try:
+        fig.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        close_figure(fig)
+    return path

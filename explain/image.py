@@ -1,0 +1,177 @@
+"""Any user image -> the model's input: a (1, 3, S, S) float tensor in [0, 1].
+
+Policy, applied identically to files, bytes, PIL images, numpy arrays and tensors:
+
+1. Files/bytes: the header is read first (PIL opens lazily) and images above `MAX_PIXELS` are refused
+   before any pixel is decoded (decompression-bomb guard). Unreadable or non-image data raises
+   `ImageError` naming the source. The EXIF orientation is applied (phone photos stand upright).
+2. Mode -> RGB: transparency (RGBA, LA, palette with a transparent index) is composited on white;
+   palette images go through RGBA; 16-bit greyscale ('I;16*', 'I' holding values above 255) is scaled
+   by 255/65535 (not clipped); 32-bit float ('F') is read as [0,1] when its maximum is <= 1, else as
+   0..255; bilevel, CMYK, YCbCr, LAB and HSV use PIL's own conversion.
+3. Geometry: the shorter side is resized to S with antialiased bicubic filtering, then the centre
+   S x S square is cropped (the usual "resize + centre crop" of image classifiers; nothing is
+   stretched). An image that already is S x S is passed through untouched.
+
+numpy arrays may be HxW, HxWx{1,3,4} (uint8, uint16 or float in [0,1]); tensors must be 3xHxW or
+1x3xHxW floats in [0,1].
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 40_000_000
+"""Largest accepted image (width x height) before decoding: ~40 MP covers any camera photo."""
+
+ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray, torch.Tensor]
+
+
+class ImageError(ValueError):
+    """The input cannot be turned into a model input (unreadable, too large, wrong shape or range)."""
+
+
+def open_image(source: str | Path | bytes) -> Image.Image:
+    """Open a file path or encoded bytes as a PIL image, checking the pixel count before decoding."""
+    name = "the uploaded bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source).expanduser()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(fp)  # lazy: only the header is read here
+        with im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(f"{name} is {w}x{h} = {w * h:,} pixels; images above {MAX_PIXELS:,} pixels "
+                                 "are refused (downscale it first)")
+            upright = ImageOps.exif_transpose(im)  # decodes; always a new image (the file can close)
+            upright.load()
+        return upright
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"image file not found: {name}") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name} is a directory, not an image file") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"cannot read {name} as an image: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
+        raise ImageError(f"cannot read {name} as an image (corrupt or truncated?): {e}") from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (see the module docstring for the rules)."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im, dtype=np.float64)
+        scale = 255.0 / 65535.0 if (mode.startswith("I;16") or a.max(initial=0) > 255) else 1.0
+        return Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        a = a * 255.0 if a.max(initial=0) <= 1.0 else a
+        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in ("P", "PA", "LA", "La", "RGBa") or (mode in ("L", "RGB") and "transparency" in im.info):
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode == "RGBA":
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def _resize_crop_pil(im: Image.Image, size: int) -> Image.Image:
+    w, h = im.size
+    if (w, h) == (size, size):
+        return im
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    im = im.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)  # PIL bicubic antialiases
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def _resize_crop_tensor(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+def _pil_to_tensor(im: Image.Image) -> torch.Tensor:
+    a = np.asarray(im, dtype=np.uint8)
+    return torch.from_numpy(a.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255)
+
+
+def _array_to_input(a: np.ndarray, size: int) -> torch.Tensor:
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
+        raise ImageError(f"numpy images must be HxW or HxWx{{1,3,4}}, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        mode = {2: "L", 3: "RGB", 4: "RGBA"}[a.shape[-1] if a.ndim == 3 else 2]
+        return _pil_to_tensor(_resize_crop_pil(to_rgb(Image.fromarray(a, mode)), size))
+    if a.dtype == np.uint16:
+        a = a.astype(np.float32) / 65535.0
+    elif np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise ImageError("float numpy images must be finite and lie in [0,1]")
+    else:
+        raise ImageError(f"unsupported numpy image dtype {a.dtype} (use uint8, uint16 or float in [0,1])")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.shape[-1] == 4:  # composite on white
+        a = a[..., :3] * a[..., 3:] + (1.0 - a[..., 3:])
+    return _resize_crop_tensor(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None], size)
+
+
+def _tensor_to_input(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[:2] != (1, 3):
+        raise ImageError(f"image tensors must be 3xHxW or 1x3xHxW, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ImageError(f"image tensors must be float in [0,1], got dtype {x.dtype}")
+    x = x.detach().float()
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ImageError("image tensors must be finite and lie in [0,1]")
+    return _resize_crop_tensor(x.cpu(), size)
+
+
+def to_model_input(image: ImageLike, image_size: int) -> torch.Tensor:
+    """Convert `image` to a (1, 3, image_size, image_size) float CPU tensor in [0,1] (policy: module docstring)."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    if isinstance(image, torch.Tensor):
+        return _tensor_to_input(image, image_size).contiguous()
+    if isinstance(image, np.ndarray):
+        return _array_to_input(image, image_size).contiguous()
+    if isinstance(image, (str, Path, bytes, bytearray)):
+        image = open_image(image)
+    if not isinstance(image, Image.Image):
+        raise ImageError(f"unsupported image type {type(image).__name__}; pass a path, bytes, a PIL image, "
+                         "a numpy array or a tensor")
+    w, h = image.size
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"image is {w}x{h} = {w * h:,} pixels; images above {MAX_PIXELS:,} pixels are refused")
+    if w < 1 or h < 1:
+        raise ImageError(f"image has no pixels ({w}x{h})")
+    try:
+        rgb = to_rgb(ImageOps.exif_transpose(image))  # no-op when already upright
+    except (OSError, ValueError) as e:
+        raise ImageError(f"cannot convert image of mode {image.mode!r} to RGB: {e}") from None
+    return _pil_to_tensor(_resize_crop_pil(rgb, image_size)).contiguous()

@@ -1,0 +1,396 @@
+"""Per-session state for the app, without gradio: results computed once, kept, and found again.
+
+- `TrajectoryCache`: a process-wide, thread-safe LRU cache bounded by bytes. Results are stored
+  under keys that start with an unguessable per-session id (uuid4), so one session cannot reach
+  another's results, and the total memory stays bounded however many sessions come and go.
+- `ModelRegistry`: loaded models by source (bundled default, checkpoint dir, Hub repo id + revision).
+- `parse_*`: server-side checks of user-typed numbers (ValueError says what is allowed).
+- `ProgressModel`, `TempFiles`, and model descriptions in words. The scrub views are in `views.py`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import math
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dat_core.checkpoint import default_model_dir, load_model, model_card
+from dat_core.hub import download, repo_id_problem
+from dat_core.metrics import energy_percentile
+from dat_core.model_card import split_card
+from dat_core.models import count_parameters
+
+from .render import fmt
+
+DEFAULT_CACHE_BYTES = 512 * 2**20
+
+
+def new_key() -> str:
+    """An unguessable id (uuid4, 122 random bits)."""
+    return uuid.uuid4().hex
+
+
+def nbytes_of(obj: Any, _seen: set[int] | None = None) -> int:
+    """Approximate memory held by `obj`: numpy arrays, tensors, strings and bytes, found recursively
+    through dicts, sequences and object attributes (each object counted once)."""
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, torch.Tensor):
+        return obj.element_size() * obj.nelement()
+    if isinstance(obj, (str, bytes, bytearray)):
+        return len(obj)
+    if isinstance(obj, dict):
+        return 64 + sum(nbytes_of(k, seen) + nbytes_of(v, seen) for k, v in obj.items())
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return 64 + sum(nbytes_of(v, seen) for v in obj)
+    if hasattr(obj, "__dict__") and not callable(obj):
+        return 64 + sum(nbytes_of(v, seen) for v in vars(obj).values())
+    return 16
+
+
+class TrajectoryCache:
+    """Thread-safe LRU cache bounded by the total (approximate) bytes of its values.
+
+    `put` evicts the least recently used entries until the total fits; `get` returns None for a
+    key that was never stored or has been evicted. A value larger than the whole budget is refused.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def put(self, key: str, value: Any, nbytes: int | None = None) -> str:
+        """Store (or replace) `value` under `key`, re-measuring its size; returns the key."""
+        size = nbytes_of(value) if nbytes is None else int(nbytes)
+        if size > self.max_bytes:
+            raise ValueError(f"this result needs about {size / 2**20:.0f} MB, more than the "
+                             f"{self.max_bytes / 2**20:.0f} MB kept per server; ask for fewer steps or targets")
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._total -= old[1]
+            self._items[key] = (value, size)
+            self._total += size
+            while self._total > self.max_bytes and len(self._items) > 1:
+                _, (_, evicted) = self._items.popitem(last=False)
+                self._total -= evicted
+        return key
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._total -= old[1]
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    @property
+    def total_bytes(self) -> int:
+        with self._lock:
+            return self._total
+
+
+# ---------------------------------------------------------------- models
+
+@dataclass
+class LoadedModel:
+    key: str
+    model: nn.Module
+    source: str                  # "default", a resolved local dir, or a Hub repo id
+    revision: str | None
+    directory: Path              # where config.json / model.safetensors / README.md live
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.model.config
+
+    @property
+    def class_names(self) -> list[str]:
+        cfg = self.config
+        return list(cfg.get("class_names") or [str(i) for i in range(int(cfg["num_classes"]))])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.get("image_size", 32))
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def label(self) -> str:
+        if self.source == "default":
+            return f"bundled default ({self.directory.name})"
+        return self.source + (f" @ {self.revision}" if self.revision else "")
+
+
+_REVISION = re.compile(r"[A-Za-z0-9_.\-/]{1,200}")
+
+
+class ModelRegistry:
+    """Loaded models by (source, revision); at most `max_models` unpinned ones stay loaded (LRU)."""
+
+    def __init__(self, max_models: int = 4, device: str | torch.device | None = None):
+        self.max_models = max_models
+        self.device = device
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._pinned: set[str] = set()
+        self._lock = threading.RLock()
+
+    @staticmethod
+    def resolve(source: str, revision: str | None = None) -> tuple[str, str | None]:
+        """Check a source and return it canonical: ("default" | absolute dir | repo id, revision)."""
+        if not isinstance(source, str) or not source.strip():
+            raise ValueError("choose a model: 'default', a checkpoint folder, or a Hub repo id like owner/name")
+        source = source.strip()
+        revision = revision.strip() if isinstance(revision, str) and revision.strip() else None
+        if revision is not None and (not _REVISION.fullmatch(revision) or ".." in revision):
+            raise ValueError(f"revision {revision!r} is not a branch, tag or commit sha")
+        if source == "default":
+            if revision:
+                raise ValueError("a revision only applies to Hub repo ids, not to the bundled model")
+            return source, None
+        path = Path(source).expanduser()
+        if path.exists():
+            if revision:
+                raise ValueError(f"a revision only applies to Hub repo ids; {source} is a local folder")
+            if not path.is_dir():
+                raise ValueError(f"{source} is a file; a checkpoint is a folder with config.json and "
+                                 "model.safetensors")
+            return str(path.resolve()), None
+        if source.startswith(("/", ".", "~")) or "\\" in source:
+            raise ValueError(f"checkpoint folder {source} does not exist")
+        problem = repo_id_problem(source)
+        if problem:
+            raise ValueError(f"{source!r} is neither an existing checkpoint folder nor a valid Hub repo id "
+                             f"({problem}; expected owner/name)")
+        return source, revision
+
+    def load(self, source: str, revision: str | None = None, *, pin: bool = False) -> LoadedModel:
+        """The model for (source, revision), loading (and downloading) it on first use."""
+        source, revision = self.resolve(source, revision)
+        key = f"{source}@{revision or ''}"
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                if pin:
+                    self._pinned.add(key)
+                return self._models[key]
+            if source == "default":
+                directory = default_model_dir()
+            elif Path(source).is_dir():
+                directory = Path(source)
+            else:
+                directory = download(source, revision=revision)
+            model = load_model(directory, device=self.device)
+            loaded = LoadedModel(key=key, model=model, source=source, revision=revision, directory=directory)
+            self._models[key] = loaded
+            if pin:
+                self._pinned.add(key)
+            unpinned = [k for k in self._models if k not in self._pinned]
+            for k in unpinned[:max(0, len(unpinned) - self.max_models)]:
+                del self._models[k]
+            return loaded
+
+    def get(self, key: str) -> LoadedModel | None:
+        with self._lock:
+            return self._models.get(key)
+
+
+def describe_model(loaded: LoadedModel) -> str:
+    """Markdown summary of a loaded model: architecture, classes, input size, training, reference energies."""
+    cfg = loaded.config
+    names = loaded.class_names
+    shown = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
+    rows = [("Source", loaded.label), ("Architecture", f"`{cfg.get('arch')}` "
+                                                       f"({count_parameters(loaded.model) / 1e6:.2f} M parameters)"),
+            ("Classes", shown), ("Input size", f"{loaded.image_size} × {loaded.image_size} px")]
+    training = cfg.get("training") or {}
+    if training:
+        text = f"{training.get('stage', '?')}, {training.get('step', '?')} steps"
+        if "T" in training:
+            text += f", final contrastive steps T = {training['T']}"
+        rows.append(("Training", text))
+        for k, v in (training.get("validation") or {}).items():
+            if isinstance(v, (int, float)):
+                rows.append((f"Validation {k.replace('_', ' ')}", fmt(v, 4)))
+    q = cfg.get("energy_quantiles")
+    if q:
+        rows.append(("Reference energies", "E(x) of held-out images: " + ", ".join(
+            f"{float(k) * 100:g}%: {fmt(v)}" for k, v in sorted(q.items(), key=lambda kv: float(kv[0]))
+            if k in ("0.01", "0.5", "0.99"))))
+    else:
+        rows.append(("Reference energies", "none stored, so the app cannot say how typical an energy is"))
+    return "| About this model | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+
+
+def card_text(loaded: LoadedModel) -> str:
+    text = model_card(loaded.directory)
+    if not text:
+        return "_This checkpoint has no model card (README.md)._"
+    return split_card(text)[1] or "_The model card has metadata only._"
+
+
+def typicality(energy: float, quantiles: dict[str, float] | None) -> str:
+    """How typical an energy is against the model's stored in-distribution energies, in words."""
+    if not quantiles:
+        return "this checkpoint stores no reference energies, so typicality is unknown"
+    p = float(energy_percentile(energy, quantiles))
+    levels = sorted(float(k) * 100 for k in quantiles)
+    if p <= levels[0] + 1e-9:
+        return f"lower than {100 - levels[0]:g}% of held-out training-distribution images: very typical"
+    if p >= levels[-1] - 1e-9:
+        return (f"higher than {levels[-1]:g}% of held-out training-distribution images: unusual for this model "
+                "(possibly out of distribution)")
+    return f"more typical than {100 - p:.0f}% of held-out training-distribution images"
+
+
+# ---------------------------------------------------------------- parsing user input
+
+def parse_eps(value: Any) -> float:
+    """A radius >= 0: a number, a fraction like "8/255", or inf / ∞ / "infinity" for no limit."""
+    hint = "ε must be a number ≥ 0, a fraction like 8/255, or ∞ (inf) for no limit"
+    if isinstance(value, bool):
+        raise ValueError(f"{hint}; got {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        eps = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if text in ("∞", "inf", "+inf", "infinity", "none", "unbounded"):
+            return math.inf
+        try:
+            if text.count("/") == 1:
+                a, b = (float(s) for s in text.split("/"))
+                eps = a / b if b != 0 else math.nan
+            else:
+                eps = float(text)
+        except ValueError:
+            raise ValueError(f"{hint}; got {value!r}") from None
+    else:
+        raise ValueError(f"{hint}; got {value!r}")
+    if math.isnan(eps) or eps < 0:
+        raise ValueError(f"{hint}; got {value!r}")
+    return eps
+
+
+def parse_int(name: str, value: Any, lo: int, hi: int) -> int:
+    """An integer in lo..hi (a whole float or a numeric string is fine)."""
+    msg = f"{name} must be a whole number from {lo} to {hi}; got {value!r}"
+    if isinstance(value, bool) or value is None:
+        raise ValueError(msg)
+    try:
+        f = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise ValueError(msg) from None
+    if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
+        raise ValueError(msg)
+    return int(f)
+
+
+def parse_positive(name: str, value: Any, hi: float = 1e6) -> float:
+    """A finite number > 0 (and <= hi)."""
+    msg = f"{name} must be a finite number > 0; got {value!r}"
+    if isinstance(value, bool) or value is None:
+        raise ValueError(msg)
+    try:
+        f = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise ValueError(msg) from None
+    if not (math.isfinite(f) and f > 0):
+        raise ValueError(msg)
+    if f > hi:
+        raise ValueError(f"{name} must be at most {hi:g}; got {value!r}")
+    return f
+
+
+def request_hash(*parts: Any) -> str:
+    """Content hash of a request (model key, input tensor, target, parameters) for memoizing results."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(repr(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class ProgressModel(nn.Module):
+    """A classifier that reports `callback(done, total)` after each forward pass.
+
+    PGD runs one forward per step, so wrapping the model reports PGD progress without touching
+    the engine. `.config` is the wrapped model's, so `explain` functions treat it as the model.
+    """
+
+    def __init__(self, model: nn.Module, total: int, callback: Callable[[int, int], None]):
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.total = max(1, int(total))
+        self.callback = callback
+        self.done = 0
+        self.train(model.training)  # a fresh Module is in train mode; PGD restores the mode it finds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        self.done += 1
+        self.callback(min(self.done, self.total), self.total)
+        return out
+
+
+class TempFiles:
+    """Download files (GIF, JSON, PNG) in one private temp dir; old ones are pruned, all removed at exit."""
+
+    def __init__(self, max_age_s: float = 3600.0):
+        self.dir = Path(tempfile.mkdtemp(prefix="dat-explainer-"))
+        self.max_age_s = max_age_s
+        atexit.register(shutil.rmtree, self.dir, True)
+
+    def path(self, name: str) -> Path:
+        now = time.time()
+        for d in self.dir.iterdir():
+            try:
+                if now - d.stat().st_mtime > self.max_age_s:
+                    shutil.rmtree(d, ignore_errors=True)
+            except FileNotFoundError:
+                pass
+        sub = self.dir / new_key()[:16]
+        sub.mkdir()
+        return sub / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)

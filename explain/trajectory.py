@@ -1,0 +1,377 @@
+"""Counterfactual trajectories: one targeted PGD run x_0..x_T toward a class, with per-step metrics (METHOD §5).
+
+The PGD engine records every frame together with the logits of the forward that step needs anyway,
+so probabilities, energies and distances are read off the recorded tensors in one vectorized pass:
+a trajectory costs T forward+backward passes plus one forward for x_T, nothing more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dat_core.energy import joint_energy, marginal_energy, probabilities
+from dat_core.pgd import L2, PGDResult, pgd, threat_model
+from dat_core.sampling import to_uint8
+
+from .image import ImageLike, to_model_input
+
+NORMS = ("L2", "Linf")
+OBJECTIVES = ("target_logit", "target_ce", "energy")
+MAX_STEPS = 1000
+
+# Defaults at 32x32. L2: the paper's DAT counterfactuals reach ~0.89 target confidence at eps = 4 (METHOD §5);
+# eps = 3 keeps edits a little smaller (the minimal-counterfactual search finds the exact radius), and
+# 60 steps of 0.1 (path length 6 = 2 eps) reach the ball's surface and still move along it.
+# L2 lengths scale with image_size / 32 (sqrt of the pixel count); Linf budgets are per pixel.
+DEFAULTS: dict[str, dict[str, float]] = {
+    "L2": {"eps": 3.0, "step_size": 0.1, "steps": 60},
+    "Linf": {"eps": 16 / 255, "step_size": 1 / 255, "steps": 60},
+}
+DEFAULT_OBJECTIVE = "target_logit"
+
+
+def default_params(image_size: int = 32, norm: str = "L2") -> dict[str, Any]:
+    """The defaults for `norm` scaled to the model resolution: {norm, eps, step_size, steps, objective}."""
+    norm = _canonical_norm(norm)
+    d = DEFAULTS[norm]
+    scale = image_size / 32 if norm == "L2" else 1.0
+    return {"norm": norm, "eps": d["eps"] * scale, "step_size": d["step_size"] * scale,
+            "steps": int(d["steps"]), "objective": DEFAULT_OBJECTIVE}
+
+
+def _canonical_norm(norm: str) -> str:
+    for n in NORMS:
+        if isinstance(norm, str) and norm.lower() == n.lower():
+            return n
+    raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
+
+
+def validate_params(norm: str = "L2", eps: float = 3.0, step_size: float = 0.1, steps: int = 60,
+                    objective: str = DEFAULT_OBJECTIVE) -> dict[str, Any]:
+    """Check a request and return it canonicalized; ValueError states the allowed range."""
+    norm = _canonical_norm(norm)
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"eps must be a number >= 0 (or inf for an unbounded path); got {eps!r}") from None
+    if not eps >= 0:  # also rejects NaN
+        raise ValueError(f"eps must be >= 0 (or inf for an unbounded path); got {eps}")
+    try:
+        step_size = float(step_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}") from None
+    if not (math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be a finite number > 0; got {step_size}")
+    if isinstance(steps, float) and steps.is_integer():
+        steps = int(steps)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be an integer in 0..{MAX_STEPS}; got {steps!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+    return {"norm": norm, "eps": eps, "step_size": step_size, "steps": int(steps), "objective": objective}
+
+
+def model_info(model: nn.Module) -> tuple[int, list[str], torch.device]:
+    """(image_size, class_names, device) of a classifier (`.config` as in dat_core.models)."""
+    cfg = getattr(model, "config", {}) or {}
+    names = list(cfg.get("class_names") or [str(i) for i in range(int(cfg.get("num_classes", 10)))])
+    param = next(model.parameters(), None)
+    return int(cfg.get("image_size", 32)), names, param.device if param is not None else torch.device("cpu")
+
+
+def _listing(class_names: Sequence[str], shown: int = 100) -> str:
+    names = ", ".join(class_names[:shown])
+    more = f", ... ({len(class_names)} classes)" if len(class_names) > shown else ""
+    return f"{names}{more} (or an index 0..{len(class_names) - 1})"
+
+
+def resolve_class(value: int | str, class_names: Sequence[str]) -> int:
+    """A class name (case-insensitive) or index ("3" or 3) -> index; ValueError lists the valid ones."""
+    k = len(class_names)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if 0 <= value < k:
+            return int(value)
+        raise ValueError(f"class index {value} is out of range 0..{k - 1}")
+    if isinstance(value, str):
+        text = value.strip()
+        lowered = [n.lower() for n in class_names]
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+        if text.isdigit():
+            return resolve_class(int(text), class_names)
+        raise ValueError(f"unknown class {value!r}; valid classes: {_listing(class_names)}")
+    raise ValueError(f"a class must be a name or an index, got {type(value).__name__}")
+
+
+def resolve_targets(targets: int | str | Sequence[int | str], class_names: Sequence[str]) -> list[int]:
+    """"all", one class, or a list of classes -> list of indices."""
+    if isinstance(targets, str) and targets.strip().lower() == "all":
+        return list(range(len(class_names)))
+    if isinstance(targets, (str, int, np.integer)):
+        return [resolve_class(targets, class_names)]
+    out = [resolve_class(t, class_names) for t in targets]
+    if not out:
+        raise ValueError("no target classes given")
+    return out
+
+
+def _json_float(v: float) -> float | str:
+    v = float(v)
+    if math.isfinite(v):
+        return float(f"{v:.7g}")
+    return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+
+
+def _json_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: _json_float(v) if isinstance(v, float) else v for k, v in params.items()}
+
+
+@dataclass
+class Trajectory:
+    """One PGD path x_0..x_T toward `target`, with metrics per recorded step (arrays indexed like `steps`)."""
+
+    images: np.ndarray          # (T+1, 3, H, W) float32 in [0,1]: the exact PGD frames
+    steps: np.ndarray           # (T+1,) step index of each frame
+    logits: np.ndarray          # (T+1, K)
+    probs: np.ndarray           # (T+1, K) softmax of the logits
+    energy: np.ndarray          # (T+1,) E(x) = -logsumexp f(x)
+    energy_target: np.ndarray   # (T+1,) E(x, target)
+    energy_source: np.ndarray   # (T+1,) E(x, source)
+    l2: np.ndarray              # (T+1,) ||x_t - x_0||_2
+    linf: np.ndarray            # (T+1,) ||x_t - x_0||_inf
+    source: int                 # predicted class at x_0
+    target: int
+    flip_step: int | None       # first step predicted as `target` (None: never)
+    class_names: list[str]
+    params: dict[str, Any] = field(default_factory=dict)  # norm, eps, step_size, steps, objective
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @cached_property
+    def frames(self) -> np.ndarray:
+        """(T+1, H, W, 3) uint8, for display and export."""
+        return to_uint8(torch.from_numpy(self.images))
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """p(target | x_t) per step."""
+        return self.probs[:, self.target]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe metrics (no images); an infinite eps is written as the string "inf"."""
+        def col(a: np.ndarray) -> list:
+            return [_json_float(v) for v in a]
+        return {
+            "source": self.source, "source_name": self.class_names[self.source],
+            "target": self.target, "target_name": self.class_names[self.target],
+            "flip_step": self.flip_step, "params": _json_params(self.params),
+            "class_names": list(self.class_names),
+            "steps": [int(s) for s in self.steps],
+            "prediction": [int(p) for p in self.predictions],
+            "confidence_target": col(self.confidence),
+            "energy": col(self.energy), "energy_target": col(self.energy_target),
+            "energy_source": col(self.energy_source),
+            "l2": col(self.l2), "linf": col(self.linf),
+            "probs": [col(p) for p in self.probs], "logits": [col(z) for z in self.logits],
+        }
+
+
+def trajectories_from_pgd(res: PGDResult, y: torch.Tensor, class_names: Sequence[str],
+                          params: dict[str, Any]) -> list[Trajectory]:
+    """Split a recorded batched PGD result into per-sample trajectories (metrics vectorized over F x N)."""
+    frames, logits = res.frames, res.logits.float()           # (F,N,C,H,W), (F,N,K)
+    n_frames, n = logits.shape[:2]
+    flat = logits.reshape(n_frames * n, -1)
+    y = y.to(logits.device).long()
+    source = logits[0].argmax(dim=1)                           # (N,)
+    probs = probabilities(flat).view(n_frames, n, -1)
+    energy = marginal_energy(flat).view(n_frames, n)
+    e_target = joint_energy(flat, y.repeat(n_frames)).view(n_frames, n)
+    e_source = joint_energy(flat, source.repeat(n_frames)).view(n_frames, n)
+    delta = (frames - frames[:1]).flatten(2)
+    l2, linf = delta.norm(dim=2), delta.abs().amax(dim=2)
+    hit = logits.argmax(dim=2) == y                            # (F,N)
+    first = torch.where(hit.any(0), hit.float().argmax(0), torch.full_like(y, -1))
+
+    cpu = lambda t: t.detach().cpu().numpy()  # noqa: E731
+    images, logits_np, probs_np = cpu(frames.float()), cpu(logits), cpu(probs)
+    energy, e_target, e_source, l2, linf = map(cpu, (energy, e_target, e_source, l2, linf))
+    steps = np.asarray(res.steps, dtype=np.int64)
+    source, first, y_np = source.tolist(), first.tolist(), y.tolist()
+    return [Trajectory(images=np.ascontiguousarray(images[:, i]), steps=steps,
+                       logits=np.ascontiguousarray(logits_np[:, i]), probs=np.ascontiguousarray(probs_np[:, i]),
+                       energy=energy[:, i].copy(), energy_target=e_target[:, i].copy(),
+                       energy_source=e_source[:, i].copy(), l2=l2[:, i].copy(), linf=linf[:, i].copy(),
+                       source=source[i], target=y_np[i],
+                       flip_step=int(steps[first[i]]) if first[i] >= 0 else None,
+                       class_names=list(class_names), params=dict(params))
+            for i in range(n)]
+
+
+def _request(model: nn.Module, norm: str, eps: float | None, step_size: float | None, steps: int | None,
+             objective: str) -> dict[str, Any]:
+    size, _, _ = model_info(model)
+    d = default_params(size, norm)
+    return validate_params(d["norm"], d["eps"] if eps is None else eps,
+                           d["step_size"] if step_size is None else step_size,
+                           d["steps"] if steps is None else steps, objective)
+
+
+def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Sequence[int | str], *,
+                    norm: str = "L2", eps: float | None = None, step_size: float | None = None,
+                    steps: int | None = None, objective: str = DEFAULT_OBJECTIVE, autocast: bool = False,
+                    max_batch: int = 64) -> list[Trajectory]:
+    """Trajectories from one image toward each of `targets` ("all", names or indices), batched.
+
+    Unset parameters take `default_params(model image_size, norm)`. Targets run as one PGD batch
+    (chunks of `max_batch` when there are more).
+    """
+    params = _request(model, norm, eps, step_size, steps, objective)
+    size, names, device = model_info(model)
+    tgt = resolve_targets(targets, names)
+    x0 = to_model_input(image, size).to(device)
+    threat = threat_model(params["norm"], params["eps"], params["step_size"])
+    out: list[Trajectory] = []
+    for i in range(0, len(tgt), max_batch):
+        y = torch.tensor(tgt[i:i + max_batch], device=device)
+        res = pgd(model, x0.expand(len(y), -1, -1, -1).contiguous(), y, threat, params["steps"],
+                  objective=params["objective"], record_every=1, autocast=autocast)
+        out += trajectories_from_pgd(res, y, names, params)
+    return out
+
+
+def counterfactual(model: nn.Module, image: ImageLike, target: int | str, *, norm: str = "L2",
+                   eps: float | None = None, step_size: float | None = None, steps: int | None = None,
+                   objective: str = DEFAULT_OBJECTIVE, autocast: bool = False) -> Trajectory:
+    """The trajectory of one targeted PGD run from `image` toward class `target` (name or index)."""
+    if isinstance(target, str) and target.strip().lower() == "all":
+        raise ValueError("counterfactual takes one target; use counterfactuals(..., 'all') for every class")
+    return counterfactuals(model, image, [target], norm=norm, eps=eps, step_size=step_size, steps=steps,
+                           objective=objective, autocast=autocast)[0]
+
+
+def compare(models: dict[str, nn.Module], image: ImageLike, target: int | str | Sequence[int | str],
+            **params: Any) -> dict[str, Trajectory | list[Trajectory]]:
+    """The same request on each model (e.g. {"robust (DAT)": m1, "standard": m2}), each on its own device.
+
+    Runs are deterministic (no random start), so the same request gives the same paths every time.
+    A single target gives one Trajectory per model; "all" or a list gives a list per model.
+    """
+    many = not isinstance(target, (int, np.integer)) and (
+        not isinstance(target, str) or target.strip().lower() == "all")
+    run = counterfactuals if many else counterfactual
+    return {name: run(m, image, target, **params) for name, m in models.items()}
+
+
+# ---------------------------------------------------------------- minimal counterfactual
+
+@dataclass
+class MinimalCounterfactual:
+    """The smallest L2 radius found at which p(target) reaches `confidence` (None fields: never reached)."""
+
+    confidence: float                 # requested p(target)
+    radius: float | None              # ||x* - x_0||_2 of the best witness x*
+    achieved: float | None            # p(target | x*)
+    image: np.ndarray | None          # x*, (3, H, W) float32
+    path_step: int | None             # first step of the unbounded path with p(target) >= confidence
+    path_radius: float | None         # its L2 distance: the upper bound the bisection starts from
+
+    @property
+    def frame(self) -> np.ndarray | None:
+        return None if self.image is None else to_uint8(torch.from_numpy(self.image[None]))[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        f = lambda v: None if v is None else _json_float(v)  # noqa: E731
+        return {"confidence": f(self.confidence), "radius": f(self.radius), "achieved": f(self.achieved),
+                "path_step": self.path_step, "path_radius": f(self.path_radius)}
+
+
+@dataclass
+class MinimalSearch:
+    path: Trajectory                  # the unbounded (eps = inf) path
+    results: list[MinimalCounterfactual]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.path.target, "target_name": self.path.class_names[self.path.target],
+                "source": self.path.source, "results": [r.to_dict() for r in self.results]}
+
+
+def minimal_counterfactual(model: nn.Module, image: ImageLike, target: int | str,
+                           confidences: Sequence[float] = (0.5, 0.9), *, step_size: float | None = None,
+                           steps: int = 100, rounds: int = 4, candidates: int = 3, refine_steps: int = 10,
+                           objective: str = DEFAULT_OBJECTIVE, autocast: bool = False) -> MinimalSearch:
+    """Smallest L2 radius at which p(target) >= each confidence, without one full run per radius.
+
+    1. One unbounded L2 path (eps = inf, `steps` steps): its first step reaching confidence c gives an
+       upper bound r_c = ||x_t - x_0||_2 and a witness.
+    2. `rounds` rounds of interval search on (lo, hi]: `candidates` radii per unresolved confidence, all
+       confidences and radii in ONE batched bounded PGD run of `refine_steps` steps (step 2.5 r / steps).
+       The smallest radius that succeeds becomes hi (its witness's actual distance), the largest below it
+       that fails becomes lo. Short bounded runs are a heuristic, so the result is an upper bound on the
+       true minimal radius, never worse than the path's.
+    """
+    for c in confidences:
+        if not 0 < float(c) < 1:
+            raise ValueError(f"confidences must lie in (0, 1); got {c}")
+    for name, v, lo, hi in (("rounds", rounds, 0, 20), ("candidates", candidates, 1, 32),
+                            ("refine_steps", refine_steps, 1, MAX_STEPS)):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"{name} must be an integer in {lo}..{hi}; got {v!r}")
+    path = counterfactual(model, image, target, norm="L2", eps=math.inf, step_size=step_size, steps=steps,
+                          objective=objective, autocast=autocast)
+    _, _, device = model_info(model)
+    conf = path.confidence
+    best: list[list] = []  # per confidence: [lo, hi, radius, achieved, image, path_step, path_radius]
+    for c in confidences:
+        reached = np.flatnonzero(conf >= c)
+        if len(reached) == 0:
+            best.append([0.0, None, None, None, None, None, None])
+            continue
+        t = int(reached[0])
+        r = float(path.l2[t])
+        best.append([0.0, r, r, float(conf[t]), path.images[t], int(path.steps[t]), r])
+
+    x0 = torch.from_numpy(path.images[0]).to(device)[None]
+    for _ in range(rounds):
+        open_ = [i for i, b in enumerate(best) if b[1] is not None and b[1] > 1e-3 and b[1] - b[0] > 1e-3]
+        if not open_:
+            break
+        radii = [[best[i][0] + (best[i][1] - best[i][0]) * j / (candidates + 1) for j in range(1, candidates + 1)]
+                 for i in open_]
+        eps = torch.tensor([r for rs in radii for r in rs], device=device)
+        threat = L2(eps, 2.5 * eps / refine_steps)  # one radius per sample: one batch
+        y = torch.full((len(eps),), path.target, device=device)
+        res = pgd(model, x0.expand(len(eps), -1, -1, -1).contiguous(), y, threat, refine_steps,
+                  objective=objective, record_every=refine_steps, autocast=autocast)
+        p = probabilities(res.logits[-1])[:, path.target].cpu().numpy()
+        dist = (res.x - x0).flatten(1).norm(dim=1).cpu().numpy()
+        finals = res.x.cpu().numpy()
+        for k, i in enumerate(open_):
+            c = confidences[i]
+            idx = [k * candidates + j for j in range(candidates)]
+            ok = [j for j in range(candidates) if p[idx[j]] >= c]
+            if ok:
+                j = ok[0]
+                if dist[idx[j]] < best[i][2]:
+                    best[i][2:5] = [float(dist[idx[j]]), float(p[idx[j]]), finals[idx[j]]]
+                best[i][1] = best[i][2]  # <= radii[k][j]: the witness lies inside its ball
+                best[i][0] = radii[k][j - 1] if j > 0 else best[i][0]
+            else:
+                best[i][0] = radii[k][-1]
+    results = [MinimalCounterfactual(confidence=float(c), radius=b[2], achieved=b[3],
+                                     image=None if b[4] is None else np.asarray(b[4], dtype=np.float32),
+                                     path_step=b[5], path_radius=b[6])
+               for c, b in zip(confidences, best)]
+    return MinimalSearch(path=path, results=results)

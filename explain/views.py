@@ -1,0 +1,256 @@
+"""Views of computed results, ready for scrubbing: everything a slider move needs (uint8 frames,
+difference maps, laid-out SVG charts) is prepared once, so a move only indexes arrays and places a
+marker (no model call, no plotting library).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dat_core.sampling import make_grid
+
+from . import render
+from .render import BLUE, GREY, ORANGE, PURPLE, LineChart, Series, fmt
+from .session import parse_int
+from .trajectory import Trajectory
+
+
+def _index(step: Any, n: int) -> int:
+    i = parse_int("step", step, -(10**9), 10**9) if not isinstance(step, (int, np.integer)) else int(step)
+    return min(max(i, 0), n - 1)
+
+
+@dataclass
+class LandscapeView:
+    landscape: Any                       # explain.landscape.Landscape
+    plane: render.LandscapeSVG
+    path_chart: LineChart
+
+    @classmethod
+    def build(cls, landscape: Any) -> "LandscapeView":
+        L = landscape
+        chart = LineChart(L.path_steps, [Series(L.energy_label, L.path_energy, BLUE)],
+                          title="Energy along the path", ylabel=L.energy_label)
+        return cls(landscape=L, plane=render.LandscapeSVG(L), path_chart=chart)
+
+    def map(self, i: int) -> str:
+        return self.plane.svg(i)
+
+    def path(self, i: int) -> str:
+        return self.path_chart.svg(i)
+
+    def info(self) -> str:
+        L = self.landscape
+        clamped = float(np.mean(L.clamped > 0)) if L.clamped.size else 0.0
+        text = (f"Horizontal axis: {L.u_label}. Vertical axis: {L.v_label}. The path leaves this plane by at most "
+                f"{fmt(float(L.residual.max()) if len(L.residual) else 0.0, 2)} (L2).")
+        if clamped > 0:
+            text += (f" {clamped:.0%} of the grid points lie partly outside the valid pixel range and were "
+                     "clamped to [0, 1].")
+        return text
+
+
+@dataclass
+class CounterfactualView:
+    """One trajectory ready for scrubbing: frames, difference maps and charts, indexed by frame."""
+
+    trajectory: Trajectory
+    model_key: str
+    frames: np.ndarray              # (F, H, W, 3) uint8
+    diffs: np.ndarray               # (F, H, W, 3) uint8, grey = unchanged
+    diff_scale: float
+    scale: int                      # display upscale factor
+    charts: dict[str, LineChart]
+    landscape: LandscapeView | None = None
+
+    @classmethod
+    def build(cls, traj: Trajectory, model_key: str) -> "CounterfactualView":
+        names, s, t = traj.class_names, traj.source, traj.target
+        x, flip = traj.steps, traj.flip_step
+        norm, eps = traj.params.get("norm", "L2"), float(traj.params.get("eps", math.inf))
+        dist = traj.l2 if norm == "L2" else traj.linf
+        conf = [Series(f"p({names[t]})", traj.confidence, ORANGE)]
+        if s != t:
+            conf.append(Series(f"p({names[s]})", traj.probs[:, s], BLUE, dash=True))
+        charts = {
+            "energy": LineChart(x, [Series("E(x)", traj.energy, BLUE),
+                                    Series(f"E(x, {names[t]})", traj.energy_target, ORANGE, dash=True)],
+                                title="Energy — lower is more typical", ylabel="energy", flip=flip),
+            "confidence": LineChart(x, conf, title="Probability of the target class", ylabel="probability",
+                                    ylim=(0.0, 1.0), flip=flip),
+            "distance": LineChart(x, [Series("‖x_t − x_0‖₂" if norm == "L2" else "‖x_t − x_0‖∞", dist, PURPLE)],
+                                  title="Distance from the start image", ylabel=f"{norm} distance", flip=flip,
+                                  hlines=[(eps, f"ε = {fmt(eps)}")] if math.isfinite(eps) else ()),
+        }
+        diffs, diff_scale = render.difference_frames(traj.images)
+        return cls(trajectory=traj, model_key=model_key, frames=traj.frames, diffs=diffs, diff_scale=diff_scale,
+                   scale=render.display_scale(traj.frames.shape[1]), charts=charts)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def index(self, step: Any) -> int:
+        return _index(step, len(self))
+
+    def frame(self, i: int) -> np.ndarray:
+        return render.upscale(self.frames[i], self.scale)
+
+    def diff(self, i: int) -> np.ndarray:
+        return render.upscale(self.diffs[i], self.scale)
+
+    def bars(self, i: int) -> str:
+        tr = self.trajectory
+        return render.probability_bars(tr.probs[i], tr.class_names, k=5, source=tr.source, target=tr.target,
+                                       title=f"Probabilities at step {int(tr.steps[i])}")
+
+    def chart(self, name: str, i: int) -> str:
+        return self.charts[name].svg(i)
+
+    def caption(self, i: int) -> str:
+        tr = self.trajectory
+        names, t = tr.class_names, int(tr.steps[i])
+        pred = int(tr.probs[i].argmax())
+        dist = tr.l2[i] if tr.params.get("norm", "L2") == "L2" else tr.linf[i]
+        flipped = " · **flipped to the target**" if tr.flip_step is not None and t >= tr.flip_step else ""
+        return (f"**Step {t} of {int(tr.steps[-1])}** · the model sees **{names[pred]}** ({tr.probs[i, pred]:.0%})"
+                f" · p({names[tr.target]}) = {tr.confidence[i]:.0%} · distance {fmt(dist)}{flipped}")
+
+    def summary(self) -> str:
+        tr = self.trajectory
+        names = tr.class_names
+        p = tr.params
+        start = f"Started as **{names[tr.source]}** ({tr.probs[0, tr.source]:.0%})"
+        req = (f"{p.get('norm')} threat model, ε = {fmt(p.get('eps', math.inf))}, {p.get('steps')} steps of "
+               f"{fmt(p.get('step_size', 0))}")
+        if tr.flip_step is None:
+            return (f"{start}; the prediction did **not** reach **{names[tr.target]}** "
+                    f"(p = {tr.confidence[-1]:.0%} at the end; {req}). Try more steps or a larger ε.")
+        return (f"{start}; the prediction flips to **{names[tr.target]}** at step **{tr.flip_step}** "
+                f"and ends at p = {tr.confidence[-1]:.0%} ({req}).")
+
+
+@dataclass
+class AllTargetsView:
+    trajectories: list[Trajectory]
+    model_key: str
+    scale: int
+
+    def gallery(self) -> list[tuple[np.ndarray, str]]:
+        out = []
+        for tr in self.trajectories:
+            flip = f"flips at step {tr.flip_step}" if tr.flip_step is not None else "no flip"
+            out.append((render.upscale(tr.frames[-1], self.scale),
+                        f"→ {tr.class_names[tr.target]} · p = {tr.confidence[-1]:.0%} · {flip}"))
+        return out
+
+    def table(self) -> str:
+        tr0 = self.trajectories[0]
+        rows = [f"Start image predicted as **{tr0.class_names[tr0.source]}** ({tr0.probs[0, tr0.source]:.0%}).\n",
+                "| target | final p(target) | flips at step | L2 distance |", "|---|---|---|---|"]
+        for tr in sorted(self.trajectories, key=lambda tr: (tr.flip_step is None, tr.flip_step or 0)):
+            rows.append(f"| {tr.class_names[tr.target]} | {tr.confidence[-1]:.0%} | "
+                        f"{tr.flip_step if tr.flip_step is not None else '—'} | {fmt(tr.l2[-1])} |")
+        return "\n".join(rows)
+
+
+@dataclass
+class CompareView:
+    """The same request on a robust and a standard model, scrubbed together."""
+
+    robust: CounterfactualView
+    standard: CounterfactualView
+    charts: dict[str, LineChart] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, robust: Trajectory, standard: Trajectory, robust_key: str, standard_key: str) -> "CompareView":
+        r, s = CounterfactualView.build(robust, robust_key), CounterfactualView.build(standard, standard_key)
+        name = robust.class_names[robust.target]
+        charts = {
+            "confidence": LineChart(robust.steps, [Series(f"robust p({name})", robust.confidence, ORANGE),
+                                                   Series(f"standard p({name})", standard.confidence, GREY,
+                                                          dash=True)],
+                                    title="Probability of the target class", ylabel="probability", ylim=(0.0, 1.0)),
+            "energy": LineChart(robust.steps, [Series("robust E(x)", robust.energy, BLUE),
+                                               Series("standard E(x)", standard.energy, GREY, dash=True)],
+                                title="Energy E(x) (each model's own scale)",
+                                ylabel="energy"),
+        }
+        return cls(robust=r, standard=s, charts=charts)
+
+    def __len__(self) -> int:
+        return min(len(self.robust), len(self.standard))
+
+    def index(self, step: Any) -> int:
+        return _index(step, len(self))
+
+    def caption(self, i: int) -> str:
+        return f"Robust (DAT): {self.robust.caption(i)}  \nStandard: {self.standard.caption(i)}"
+
+    def summary(self) -> str:
+        return f"**Robust (DAT):** {self.robust.summary()}  \n**Standard:** {self.standard.summary()}"
+
+
+@dataclass
+class SamplingView:
+    """A generation run (explain.generate with record_every=1) as a grid per sampling step."""
+
+    samples: Any                      # explain.generate.Samples
+    nrow: int
+    scale: int
+    chart: LineChart
+
+    @classmethod
+    def build(cls, samples: Any) -> "SamplingView":
+        n = len(samples.targets)
+        nrow = samples.n_per_class if samples.n_per_class > 1 else math.ceil(math.sqrt(n))
+        conf = samples.trajectory_confidences
+        series = [Series("mean p(target)", conf.mean(axis=1), ORANGE)]
+        if n > 1:
+            series.append(Series("lowest p(target)", conf.min(axis=1), GREY, dash=True))
+        chart = LineChart(samples.steps, series, title="Probability of each sample's class",
+                          ylabel="probability", xlabel="sampling step t", ylim=(0.0, 1.0))
+        size = samples.trajectory.shape[2]
+        return cls(samples=samples, nrow=nrow, scale=max(1, round(96 / size)), chart=chart)
+
+    def __len__(self) -> int:
+        return len(self.samples.steps)
+
+    def index(self, step: Any) -> int:
+        return _index(step, len(self))
+
+    def grid(self, i: int) -> np.ndarray:
+        return make_grid(self.samples.trajectory[i], nrow=self.nrow, pad=2, scale=self.scale)
+
+    def grids(self) -> np.ndarray:
+        return np.stack([self.grid(i) for i in range(len(self))])
+
+    def caption(self, i: int) -> str:
+        s = self.samples
+        conf = s.trajectory_confidences[i]
+        names = sorted({s.class_names[int(t)] for t in s.targets})
+        what = names[0] if len(names) == 1 else f"{len(names)} classes"
+        order = ""
+        if len(names) > 1:
+            seq = [s.class_names[int(t)] for t in s.targets[::s.n_per_class]]
+            order = (" · " + ("rows" if s.n_per_class > 1 else "left to right, top to bottom") + ": "
+                     + ", ".join(seq[:20]) + (", …" if len(seq) > 20 else ""))
+        return (f"**Sampling step {int(s.steps[i])} of {int(s.steps[-1])}** · {len(s.targets)} samples of {what} · "
+                f"mean p(target) = {conf.mean():.0%}, lowest {conf.min():.0%}{order}")
+
+
+def landscape_dict(land: Any) -> dict[str, Any]:
+    """JSON-safe data of an explain.landscape.Landscape (grid, energies, projected path)."""
+    def js(v: Any) -> Any:
+        if isinstance(v, np.ndarray):
+            if v.dtype.kind == "f":
+                return [js(x) for x in v] if v.ndim > 1 else [
+                    float(f"{x:.6g}") if math.isfinite(x) else None for x in v.astype(np.float64)]
+            return v.tolist()
+        return v
+    keys = ("alphas", "betas", "values", "clamped", "path_xy", "path_energy", "path_steps", "residual",
+            "energy", "energy_label", "u_label", "v_label", "target", "source", "class_names")
+    return {k: js(getattr(land, k)) for k in keys}

@@ -1,0 +1,378 @@
+"""The app's handlers as plain functions (no server, no browser), on a tiny checkpoint written here."""
+
+import io
+import math
+import struct
+import zlib
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import app
+from dat_core import build_model, save_model
+from explain.session import TrajectoryCache, parse_eps
+
+STEPS = 3
+
+
+def _model_dir(path, seed, quantiles=None):
+    torch.manual_seed(seed)
+    model = build_model("wrn-10-1")
+    if quantiles:
+        model.config["energy_quantiles"] = quantiles
+    return save_model(model, path)
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    robust = _model_dir(root / "robust", 0, {"0.01": -4.0, "0.5": -2.3, "0.99": -1.0})
+    standard = _model_dir(root / "standard", 1)
+    rng = np.random.default_rng(0)
+    photo = root / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
+    return {"root": root, "robust": robust, "standard": standard, "photo": str(photo)}
+
+
+@pytest.fixture(scope="module")
+def ex(dirs):
+    return app.Explainer(str(dirs["robust"]), standard_model=str(dirs["standard"]))
+
+
+def named(names, values):
+    assert len(names) == len(values)
+    return dict(zip(names, values))
+
+
+def run_cf(ex, state, dirs, target="cat", steps=STEPS, eps="3"):
+    return named(app.Explainer.SHOW, ex.run_counterfactual(dirs["photo"], target, "L2", eps, steps, 0.1, state))
+
+
+# ------------------------------------------------------------------ counterfactual and scrubbing
+
+def test_preview_shows_the_model_input_prediction_and_typicality(ex, dirs):
+    out = named(app.Explainer.PREVIEW, ex.preview(dirs["photo"], ex.new_session()))
+    assert out["cf_input"].shape == (256, 256, 3) and out["cf_input"].dtype == np.uint8  # 32 px, 8x nearest
+    assert np.array_equal(out["cf_input"][::8, ::8], out["cf_input"][7::8, 7::8])      # crisp, not blurred
+    assert "<svg" in out["cf_prediction"] and "%" in out["cf_prediction"]
+    assert "E(x) =" in out["cf_energy"] and "held-out" in out["cf_energy"]
+    assert out["cf_target"]["value"] in ex.default.class_names
+
+
+def test_scrub_indexes_cached_frames_without_the_model(ex, dirs, monkeypatch):
+    state = ex.new_session()
+    out = run_cf(ex, state, dirs)
+    assert out["cf_step"]["maximum"] == STEPS and out["cf_step"]["value"] == STEPS
+    assert out["cf_gif"]["value"].endswith(".gif") and out["cf_json"]["value"].endswith(".json")
+
+    class Boom(torch.nn.Module):
+        def forward(self, x):
+            raise AssertionError("a slider move must not run the model")
+    monkeypatch.setattr(ex.default, "model", Boom())
+    first = named(app.Explainer.SCRUB + ("land_step",), ex.scrub(state, 0))
+    last = named(app.Explainer.SCRUB + ("land_step",), ex.scrub(state, STEPS))
+    assert not np.array_equal(first["cf_frame"], last["cf_frame"])
+    assert np.all(first["cf_diff"] == 128)                       # x_0 - x_0: all grey
+    assert not np.all(last["cf_diff"] == 128)
+    for key in ("cf_probs", "cf_energy_plot", "cf_prob_plot", "cf_distance_plot", "cf_caption"):
+        assert first[key] != last[key]                            # markers and values move with t
+    assert first["land_step"]["value"] == 0
+    # out-of-range positions clamp to the path instead of failing
+    assert np.array_equal(named(app.Explainer.SCRUB + ("land_step",), ex.scrub(state, 999))["cf_frame"],
+                          last["cf_frame"])
+
+
+def test_computing_leaves_the_model_untouched(ex, dirs):
+    model = ex.default.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = ex.new_session()
+    run_cf(ex, state, dirs, target="frog", steps=2)
+    ex.run_all_targets(dirs["photo"], "L2", "2", 1, 0.1, state)
+    ex.run_generate("cat", "Random noise", None, 0, 1, 1, 0.2, state)
+    assert not model.training
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics included
+
+
+def test_frames_are_the_pgd_frames(ex, dirs):
+    state = ex.new_session()
+    run_cf(ex, state, dirs, steps=2)
+    view = ex.cache.get(f"{state['id']}/cf")
+    traj = view.trajectory
+    for t in range(len(traj)):
+        frame = named(app.Explainer.SCRUB + ("land_step",), ex.scrub(state, t))["cf_frame"]
+        assert np.array_equal(frame[::8, ::8], traj.frames[t])
+
+
+def test_landscape_marker_follows_the_slider(ex, dirs):
+    state = ex.new_session()
+    run_cf(ex, state, dirs, steps=2)
+    land_map, land_path, slider, info = ex.run_landscape(state, 1, "E(x) — how typical the image is", 5)
+    assert "<svg" in land_map and "<svg" in land_path and slider["maximum"] == 2 and "Horizontal axis" in info
+    a = named(app.Explainer.SCRUB + ("cf_step",), ex.scrub_landscape(state, 0))
+    b = named(app.Explainer.SCRUB + ("cf_step",), ex.scrub_landscape(state, 2))
+    assert a["land_map"] != b["land_map"] and a["land_path"] != b["land_path"]
+    assert b["cf_step"]["value"] == 2
+    with pytest.raises(gr.Error, match="odd"):
+        ex.run_landscape(state, 1, "E(x)", 6)
+
+
+def test_play_advances_and_stops_at_the_end(ex, dirs):
+    state = ex.new_session()
+    run_cf(ex, state, dirs, steps=2)
+    start = ex.play_start(state, 2)                               # at the end: restart from 0
+    assert start[0]["value"] == 0
+    middle = ex.play_tick(state, 0)
+    assert middle[0]["value"] == 1 and not isinstance(middle[-1], gr.Timer)  # never re-arms a stopped timer
+    tick = ex.play_tick(state, 1)
+    assert tick[0]["value"] == 2 and tick[-1].active is False
+
+
+# ------------------------------------------------------------------ sessions and the cache
+
+def test_sessions_never_see_each_other(ex, dirs):
+    a, b = ex.new_session(), ex.new_session()
+    assert a["id"] != b["id"] and len(a["id"]) == 32
+    run_cf(ex, a, dirs, target="cat", steps=2)
+    with pytest.raises(gr.Error, match="run it first"):
+        ex.scrub(b, 0)                                            # b has not run anything
+    run_cf(ex, b, dirs, target="dog", steps=2)
+    cap_a = named(app.Explainer.SCRUB + ("land_step",), ex.scrub(a, 2))["cf_caption"]
+    cap_b = named(app.Explainer.SCRUB + ("land_step",), ex.scrub(b, 2))["cf_caption"]
+    assert "p(cat)" in cap_a and "p(dog)" in cap_b
+    with pytest.raises(gr.Error):
+        ex.scrub({"id": "0" * 32}, 0)                             # a guessed id finds nothing
+
+
+def test_cache_is_a_byte_bounded_lru():
+    cache = TrajectoryCache(max_bytes=1000)
+    for k in "abc":
+        cache.put(k, np.zeros(400, dtype=np.uint8))
+    assert cache.get("a") is None and cache.total_bytes <= 1000   # oldest evicted
+    cache.get("b")                                                # b is now the most recent
+    cache.put("d", np.zeros(400, dtype=np.uint8))
+    assert cache.get("b") is not None and cache.get("c") is None
+    with pytest.raises(ValueError, match="MB"):
+        cache.put("huge", np.zeros(2000, dtype=np.uint8))
+
+
+def test_app_cache_evicts_old_sessions(dirs):
+    small = app.Explainer(str(dirs["robust"]), standard_model=None, cache_bytes=300_000)
+    states = [small.new_session() for _ in range(6)]
+    for i, s in enumerate(states):
+        run_cf(small, s, dirs, steps=1 + i % 2, target=str(i))
+    assert small.cache.total_bytes <= 300_000
+    with pytest.raises(gr.Error, match="dropped"):
+        small.scrub(states[0], 0)
+    small.scrub(states[-1], 0)
+
+
+# ------------------------------------------------------------------ validation
+
+def _png_bytes(image):
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bomb_header(width, height):
+    """A PNG that claims width x height pixels (PIL reads the header only, so nothing big is allocated)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("text", "(?i)cannot read"), ("corrupt", "(?i)corrupt|truncated|cannot read"), ("empty", "(?i)cannot read"),
+    ("big", "refused"), ("bomb", "(?i)refused|decompression bomb"),
+])
+def test_bad_images_are_clear_errors(ex, dirs, tmp_path, kind, message):
+    path = tmp_path / f"{kind}.png"
+    good = _png_bytes(Image.new("RGB", (64, 64), (10, 200, 30)))
+    data = {"text": b"this is not an image", "corrupt": good[:len(good) // 2], "big": _bomb_header(7000, 7000),
+            "bomb": _bomb_header(20000, 20000),
+            "empty": b""}[kind]
+    path.write_bytes(data)
+    with pytest.raises(gr.Error, match=message) as info:
+        ex.preview(str(path), ex.new_session())
+    assert str(tmp_path) not in str(info.value)                   # the file's name, not the server's path
+    with pytest.raises(gr.Error, match=message):
+        ex.run_counterfactual(str(path), "cat", "L2", "3", STEPS, 0.1, ex.new_session())
+
+
+def test_missing_image_is_a_clear_error(ex):
+    with pytest.raises(gr.Error, match="Upload an image"):
+        ex.run_counterfactual(None, "cat", "L2", "3", STEPS, 0.1, ex.new_session())
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "I;16", "1", "CMYK"])
+def test_other_image_modes_are_accepted(ex, tmp_path, mode):
+    rng = np.random.default_rng(1)
+    rgb = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (20, 30), dtype=np.uint16))
+        assert image.mode.startswith("I;16")
+    elif mode == "P":
+        image = rgb.quantize(16)
+    else:
+        image = rgb.convert(mode)
+    path = tmp_path / ("x.tiff" if mode == "CMYK" else "x.png")
+    image.save(path)
+    out = named(app.Explainer.PREVIEW, ex.preview(str(path), ex.new_session()))
+    assert out["cf_input"].shape == (256, 256, 3)
+
+
+@pytest.mark.parametrize("eps, steps, step_size, message", [
+    ("-1", STEPS, 0.1, "ε must be"), ("nan", STEPS, 0.1, "ε must be"), (float("nan"), STEPS, 0.1, "ε must be"),
+    ("three", STEPS, 0.1, "ε must be"), ("3", 0, 0.1, "Steps must"), ("3", 10000, 0.1, "Steps must"),
+    ("3", 2.5, 0.1, "Steps must"), ("3", float("nan"), 0.1, "Steps must"), ("3", None, 0.1, "Steps must"),
+    ("3", STEPS, 0, "Step size must be a finite"), ("3", STEPS, -0.1, "Step size"),
+    ("3", STEPS, float("inf"), "Step size must be a finite"), ("3", STEPS, "abc", "Step size"),
+])
+def test_bad_numbers_are_clear_errors(ex, dirs, eps, steps, step_size, message):
+    with pytest.raises(gr.Error, match=message):
+        ex.run_counterfactual(dirs["photo"], "cat", "L2", eps, steps, step_size, ex.new_session())
+
+
+def test_eps_accepts_infinity_and_fractions():
+    assert parse_eps("∞") == math.inf and parse_eps("inf") == math.inf and parse_eps(" Infinity ") == math.inf
+    assert parse_eps("8/255") == pytest.approx(8 / 255) and parse_eps(0) == 0.0 and parse_eps("1.5") == 1.5
+
+
+def test_unknown_class_and_method_are_clear_errors(ex, dirs):
+    state = ex.new_session()
+    with pytest.raises(gr.Error, match="Unknown class"):
+        ex.run_counterfactual(dirs["photo"], "zebra", "L2", "3", STEPS, 0.1, state)
+    with pytest.raises(gr.Error, match="(?i)out of range"):
+        ex.run_counterfactual(dirs["photo"], "42", "L2", "3", STEPS, 0.1, state)
+    with pytest.raises(gr.Error, match="(?i)norm"):
+        ex.run_counterfactual(dirs["photo"], "cat", "L3", "3", STEPS, 0.1, state)
+    run_cf(ex, state, dirs, steps=1)
+    with pytest.raises(gr.Error, match="(?i)unknown attribution method"):
+        ex.run_attribution(state, ["saliency", "magic"], app.ATTR_FRAMES[0], 0)
+
+
+@pytest.mark.parametrize("kind, path, repo, revision, message", [
+    ("Hugging Face Hub", "", "not a repo id!!", "", "neither an existing checkpoint folder nor a valid Hub repo id"),
+    ("Hugging Face Hub", "", "owner/na..me", "", "not allowed"),
+    ("Hugging Face Hub", "", "owner/name", "bad revision!", "revision"),
+    ("Hugging Face Hub", "", "", "", "Enter a Hub repo id"),
+    ("Local folder", "/no/such/checkpoint", "", "", "does not exist"),
+    ("Local folder", "", "", "", "Enter the path"),
+])
+def test_bad_model_sources_are_clear_errors_and_the_model_stays(ex, kind, path, repo, revision, message):
+    state = ex.new_session()
+    before = dict(state)
+    with pytest.raises(gr.Error, match=message):
+        ex.load_model(kind, path, repo, revision, None, state)
+    assert state == before and ex._model(state) is ex.default
+
+
+def test_a_folder_without_a_checkpoint_is_a_clear_error(ex, tmp_path):
+    with pytest.raises(gr.Error, match="missing"):
+        ex.load_model("Local folder", str(tmp_path), "", "", None, ex.new_session())
+
+
+def test_switching_the_model_is_per_session(ex, dirs):
+    a, b = ex.new_session(), ex.new_session()
+    out = named(app.Explainer.MODEL, ex.load_model("Local folder", str(dirs["standard"]), "", "", dirs["photo"], a))
+    assert out["state"]["source"] == str(dirs["standard"].resolve()) and "standard" in out["banner"]
+    assert "About this model" in out["model_info"] and out["cf_input"].shape == (256, 256, 3)
+    assert ex._model(out["state"]).directory == dirs["standard"].resolve()
+    assert ex._model(b) is ex.default
+
+
+# ------------------------------------------------------------------ the other tabs
+
+def test_all_targets_grid_opens_a_path_in_the_scrubber(ex, dirs):
+    state = ex.new_session()
+    _, gallery, table = ex.run_all_targets(dirs["photo"], "L2", "3", 2, 0.1, state)
+    names = ex.default.class_names
+    assert len(gallery) == len(names) and "flips at step" in table
+    assert all(img.shape == (256, 256, 3) for img, _ in gallery)
+
+    class Select:
+        index = 4
+    out = ex.open_target(state, Select())
+    shown = named(app.Explainer.SHOW + ("tabs", "cf_target"), out)
+    assert shown["cf_target"]["value"] == names[4] and shown["cf_step"]["maximum"] == 2
+    assert f"p({names[4]})" in named(app.Explainer.SCRUB + ("land_step",), ex.scrub(state, 1))["cf_caption"]
+
+
+def test_compare_scrubs_both_models_with_one_slider(ex, dirs):
+    state = ex.new_session()
+    out = ex.run_compare(dirs["photo"], "dog", "L2", "3", 2, 0.1, state)
+    assert out[1]["maximum"] == 2 and "Standard" in out[-1]
+    a = named(app.Explainer.CMP, ex.scrub_compare(state, 0))
+    b = named(app.Explainer.CMP, ex.scrub_compare(state, 2))
+    assert np.array_equal(a["cmp_robust_frame"], a["cmp_standard_frame"])      # both start at x_0
+    assert not np.array_equal(b["cmp_robust_frame"], b["cmp_standard_frame"])  # different models, different paths
+    assert a["cmp_prob_plot"] != b["cmp_prob_plot"]
+
+
+def test_compare_without_a_standard_model_says_so(dirs):
+    alone = app.Explainer(str(dirs["robust"]), standard_model=None)
+    with pytest.raises(gr.Error, match="standard"):
+        alone.run_compare(dirs["photo"], "dog", "L2", "3", 2, 0.1, alone.new_session())
+
+
+def test_generate_from_noise_and_from_an_image(ex, dirs):
+    state = ex.new_session()
+    out = named(app.Explainer.GEN, ex.run_generate("cat", "Random noise", None, 0, 2, 2, 0.2, state))
+    assert out["gen_step"]["maximum"] == 2 and out["gen_gif"]["value"].endswith(".gif")
+    first, last = ex.scrub_generate(state, 0), ex.scrub_generate(state, 2)
+    assert not np.array_equal(first[0], last[0]) and first[1] != last[1]
+    again = named(app.Explainer.GEN, ex.run_generate("cat", "Random noise", None, 0, 2, 2, 0.2, ex.new_session()))
+    assert np.array_equal(again["gen_grid"], out["gen_grid"])                   # seeded: reproducible
+    seeded = named(app.Explainer.GEN, ex.run_generate("every class", "My image", dirs["photo"], 0, 1, 1, 0.2, state))
+    assert "10 classes" in seeded["gen_caption"]
+    with pytest.raises(gr.Error, match="Upload an image"):
+        ex.run_generate("cat", "My image", None, 0, 1, 1, 0.2, state)
+    with pytest.raises(gr.Error, match="Random seed"):
+        ex.run_generate("cat", "Random noise", None, -1, 1, 1, 0.2, state)
+
+
+def test_attributions_render_a_figure(ex, dirs):
+    import matplotlib
+    state = ex.new_session()
+    run_cf(ex, state, dirs, steps=1)
+    figure, info = ex.run_attribution(state, ["saliency"], app.ATTR_FRAMES[2], 0)
+    assert figure.ndim == 3 and figure.shape[2] == 3 and "step 1" in info
+    pyplot = matplotlib.pyplot if hasattr(matplotlib, "pyplot") else None
+    assert pyplot is None or not pyplot.get_fignums()           # figures are closed
+
+
+# ------------------------------------------------------------------ command line
+
+def test_main_without_a_bundled_model_prints_one_line_and_exits_2(monkeypatch, capsys):
+    def no_model():
+        raise FileNotFoundError("nothing bundled")
+    monkeypatch.setattr(app, "default_model_dir", no_model)
+    assert app.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no bundled model yet" in err and "--model" in err
+
+
+def test_main_with_a_missing_model_dir_exits_2(capsys):
+    assert app.main(["--model", "/no/such/dir"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the layout others build on
+
+def test_demo_has_stable_element_ids_and_uses_example_images(dirs, tmp_path, monkeypatch):
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(examples / "red.png")
+    monkeypatch.setattr(app, "EXAMPLES_DIR", examples)
+    demo = app.build_demo(str(dirs["robust"]), standard_model=None)
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"cf-image", "cf-target", "cf-run", "cf-step", "cf-frame", "cf-diff", "cf-probs", "cf-prob-plot",
+            "cf-energy-plot", "cf-distance-plot", "all-grid", "land-map", "land-path", "land-step", "attr-figure",
+            "cmp-step", "gen-step", "gen-grid", "model-load"} <= ids
+    assert any(type(b).__name__ == "Dataset" for b in demo.blocks.values())   # the examples
+    assert demo.explainer.standard is None

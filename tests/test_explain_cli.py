@@ -1,0 +1,133 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dat_core import build_model
+from dat_core.checkpoint import save_model
+from explain.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny checkpoint dir and a non-square RGBA PNG, written for these tests."""
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    save_model(build_model("wrn-10-1").eval(), d / "ckpt")
+    rgba = np.random.default_rng(0).integers(0, 256, (45, 60, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(d / "img.png")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    return d
+
+
+def _run(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "explain", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=300)
+
+
+def test_counterfactual_end_to_end_subprocess(files, tmp_path):
+    out = tmp_path / "cf"
+    r = _run("counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"),
+             "--target", "cat", "--steps", "4", "--eps", "1.5", "--device", "cpu", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    for name in ("trajectory.gif", "trajectory.png", "strip.png", "metrics.json"):
+        assert (out / name).is_file() and f"wrote {out / name}" in r.stdout
+    with Image.open(out / "trajectory.gif") as gif:
+        assert gif.n_frames == 5
+    with Image.open(out / "trajectory.png") as apng:
+        assert apng.n_frames == 5
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["target_name"] == "cat" and m["steps"] == [0, 1, 2, 3, 4] and m["params"]["eps"] == 1.5
+    assert max(m["l2"]) <= 1.5 + 1e-5 and abs(sum(m["probs"][-1]) - 1) < 1e-4
+
+
+def test_bad_input_exits_2_with_one_clear_line_subprocess(files, tmp_path):
+    r = _run("counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"),
+             "--target", "kitten", "--steps", "2", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == ("error: unknown class 'kitten'; valid classes: airplane, automobile, bird, cat, "
+                                "deer, dog, frog, horse, ship, truck (or an index 0..9)")
+
+
+def test_unreadable_image_exits_2_naming_the_file(files, tmp_path, capsys):
+    assert main(["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "broken.jpg"),
+                 "--target", "cat", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read") and "broken.jpg" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()  # nothing written for a failed request
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--eps", "nan"], "eps must be >= 0"), (["--steps", "5000"], "0..1000"),
+    (["--step-size", "-1"], "finite number > 0"), (["--target", "42"], "out of range 0..9"),
+])
+def test_out_of_range_parameters_exit_2(files, tmp_path, capsys, extra, needle):
+    args = ["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"),
+            "--target", "cat", "--out", str(tmp_path / "x"), *extra]
+    assert main(args) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_every_target_gets_a_subdir_and_a_grid(files, tmp_path, capsys):
+    out = tmp_path / "all"
+    assert main(["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"),
+                 "--target", "all", "--steps", "2", "--out", str(out)]) == 0
+    subdirs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert subdirs[0] == "00-airplane" and subdirs[-1] == "09-truck" and len(subdirs) == 10
+    assert (out / "03-cat" / "trajectory.gif").is_file()
+    with Image.open(out / "grid.png") as grid:
+        assert grid.size == (11 * (128 + 2) + 2, 128 + 4)  # x_0 then x_T of each class, 4x upscaled
+    assert [s["target"] for s in json.loads((out / "summary.json").read_text())] == list(range(10))
+
+
+def test_minimal_option_writes_results(files, tmp_path):
+    out = tmp_path / "min"
+    assert main(["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"),
+                 "--target", "3", "--steps", "2", "--minimal", "0.5", "--out", str(out)]) == 0
+    res = json.loads((out / "minimal.json").read_text())["results"]
+    assert res[0]["confidence"] == 0.5 and set(res[0]) >= {"radius", "achieved", "path_radius"}
+
+
+def test_generate_end_to_end(files, tmp_path):
+    out = tmp_path / "gen"
+    args = ["generate", "--model", str(files / "ckpt"), "--target", "cat,dog", "--n", "2", "--seed", "3",
+            "--steps", "2", "--record-every", "1", "--out", str(out)]
+    assert main(args) == 0
+    samples = json.loads((out / "samples.json").read_text())["samples"]
+    assert [s["target_name"] for s in samples] == ["cat", "cat", "dog", "dog"]
+    assert all(0 < s["confidence"] < 1 for s in samples)
+    with Image.open(out / "sampling.gif") as gif:
+        assert gif.n_frames == 3
+    first = np.asarray(Image.open(out / "grid.png"))
+    assert main(args[:-1] + [str(tmp_path / "again")]) == 0
+    assert np.array_equal(first, np.asarray(Image.open(tmp_path / "again" / "grid.png")))  # seeded
+
+
+def test_landscape_and_attribute_subcommands(files, tmp_path):
+    common = ["--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "dog", "--steps", "2"]
+    assert main(["landscape", *common, "--grid", "5", "--out", str(tmp_path / "land")]) == 0
+    land = json.loads((tmp_path / "land" / "landscape.json").read_text())
+    assert np.asarray(land["values"]).shape == (5, 5) and len(land["path_xy"]) == 3
+    assert (tmp_path / "land" / "landscape.png").stat().st_size > 0
+    assert main(["attribute", *common, "--methods", "saliency", "--out", str(tmp_path / "attr")]) == 0
+    maps = np.load(tmp_path / "attr" / "attributions.npz")
+    assert maps["target_saliency"].shape == (32, 32) and (tmp_path / "attr" / "attributions.png").is_file()
+    assert main(["attribute", *common, "--methods", "magic", "--out", str(tmp_path / "bad")]) == 2
+
+
+@pytest.mark.parametrize("command", ["counterfactual", "landscape", "attribute", "generate"])
+def test_help_for_each_command(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and f"python -m explain {command}" in text and "--model" in text
