@@ -13,9 +13,8 @@ from PIL import Image
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-@pytest.fixture
-def tiny_model():
-    """A small WRN in eval mode with non-trivial BN statistics."""
+def warmed_wrn() -> torch.nn.Module:
+    """wrn-10-1 in eval mode with non-trivial BN statistics (seeded)."""
     from dat_core import build_model
 
     torch.manual_seed(0)
@@ -25,6 +24,12 @@ def tiny_model():
         for _ in range(3):
             model(torch.rand(16, 3, 32, 32))
     return model.eval()
+
+
+@pytest.fixture
+def tiny_model():
+    """A fresh small WRN per test (tests may change its mode)."""
+    return warmed_wrn()
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,10 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import warmed_wrn
 import torch
 
-from dat_core import build_model, pgd, threat_model
+from dat_core import pgd, threat_model
 from explain.attribution import METHODS, attribute, attribute_trajectory, plot_attributions
 from explain.plots import colorize_signed, figure_to_array, normalize_map
 
@@ -17,13 +18,7 @@ FAST = {"n_samples": 4, "internal_batch_size": 64}
 @pytest.fixture(scope="module")
 def model():
     """wrn-10-1 with non-trivial BN statistics, built once for this module (read-only in the tests)."""
-    torch.manual_seed(0)
-    m = build_model("wrn-10-1")
-    with torch.no_grad():
-        m.train()
-        for _ in range(3):
-            m(torch.rand(16, 3, 32, 32))
-    return m.eval()
+    return warmed_wrn()
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,10 @@ import types
 import matplotlib
 import numpy as np
 import pytest
+from conftest import warmed_wrn
 import torch
 
-from dat_core import build_model, joint_energy, marginal_energy, pgd, threat_model
+from dat_core import joint_energy, marginal_energy, pgd, threat_model
 from explain.landscape import LandscapeRenderer, energy_landscape, plot_landscape
 from explain.plots import figure_to_array
 
@@ -35,13 +36,7 @@ def _energy(model, x, energy="marginal", target=None):
 @pytest.fixture(scope="module")
 def model():
     """wrn-10-1 with non-trivial BN statistics, built once for this module (read-only in the tests)."""
-    torch.manual_seed(0)
-    m = build_model("wrn-10-1")
-    with torch.no_grad():
-        m.train()
-        for _ in range(3):
-            m(torch.rand(16, 3, 32, 32))
-    return m.eval()
+    return warmed_wrn()
 
 
 @pytest.fixture(scope="module")
