@@ -12,7 +12,7 @@ import torch
 
 from .checkpoint import load_model
 from .evaluate import ROBUST_STRONG, evaluate
-from .data import noise_seeds
+from .data import ImageDataset, noise_seeds
 from .training_data import load_dataset
 
 
@@ -22,7 +22,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | class-folder dir or .tar(.gz)")
     p.add_argument("--root", default="data", help="where the official CIFAR archives live")
     p.add_argument("--split", default="test", help="split to evaluate (never tune on test)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of N images (drawn with --seed; class-sorted folders "
+                        "make the first N a poor sample)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--norm", default="L2", choices=["L2", "Linf"])
     p.add_argument("--eps", type=float, default=0.5)
@@ -64,6 +65,12 @@ def _ood_sets(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
     return sets
 
 
+def random_subset(data: ImageDataset, n: int, seed: int) -> ImageDataset:
+    """A fixed random subset of `n` images, in dataset order: class-sorted folders make the first n one class."""
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    return data.subset(sorted(pick.tolist()))
+
+
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("eps", "step_size"):
         if not math.isfinite(getattr(args, name)) or getattr(args, name) < 0:
@@ -75,7 +82,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     if data.class_names and list(data.class_names) != list(model.config["class_names"]):
         raise ValueError(f"the data's classes {data.class_names} differ from the model's {model.config['class_names']}")
     if args.limit:
-        data = data.subset(list(range(min(args.limit, len(data)))))
+        data = random_subset(data, args.limit, args.seed)
     judge = load_model(args.judge, device=device) if args.judge else None
     robust = None if args.steps == 0 else {"norm": args.norm, "eps": args.eps, "steps": args.steps,
                                             "step_size": args.step_size, "restarts": args.restarts}

@@ -7,7 +7,6 @@ when the forward/backward runs under bf16 autocast.
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator

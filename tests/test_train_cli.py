@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from dat_core import build_model, load_model, save_model
+from dat_core.evaluate_cli import random_subset
+from dat_core.training_data import load_dataset
 from fakehub import FakeHub
 from train.__main__ import main
 
@@ -35,6 +37,15 @@ def test_eval_writes_json_with_fractions(toy, tiny_dir, tmp_path):
     assert 0 <= report["robust_accuracy"] <= report["clean_accuracy"] <= 1
     assert 0 <= report["ood_auroc"]["uniform"] <= 1 and 0 <= report["ece"] <= 1
     assert (tmp_path / "figs" / "reliability.png").is_file() and (tmp_path / "figs" / "samples.png").is_file()
+
+
+def test_eval_limit_draws_a_fixed_subset_across_classes(toy):
+    data = load_dataset(str(toy), "test", 16)
+    labels = data.labels.tolist()
+    assert labels == sorted(labels)  # class-sorted folders: the first 6 images would be one class
+    first, again = random_subset(data, 6, seed=0), random_subset(data, 6, seed=0)
+    assert len(first) == 6 and len(set(first.labels.tolist())) > 1
+    assert torch.equal(first.images, again.images)
 
 
 def test_eval_rejects_bad_values_with_one_line(toy, tiny_dir, capsys):
