@@ -3,6 +3,7 @@ import os
 # Spinning OpenMP threads stall badly when two processes share 2 cores (a test and the server or
 # training subprocess it drives); passive waiting keeps the suite fast. Must precede `import torch`.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # app tests serve on loopback only: no telemetry calls
 
 import numpy as np
 import pytest

@@ -2,37 +2,25 @@
 answered with a clear error while the app keeps serving."""
 
 import json
-import os
-import socket
 import struct
 import zlib
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from the test server
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import app  # noqa: E402
-from dat_core import build_model, save_model  # noqa: E402
+import app
+from benchmarks.app_harness import serve, write_model
 
 STEPS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
-    torch.manual_seed(0)
-    model_dir = save_model(build_model("wrn-10-1"), root / "model")
+    model_dir = write_model(root / "model")
     rng = np.random.default_rng(0)
     photo = root / "photo.png"
     Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(photo)
@@ -52,12 +40,8 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(files):
-    demo = app.build_demo(str(files["model"]), standard_model=None)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
+    with serve(app.build_demo(str(files["model"]), standard_model=None)) as url:
+        yield Client(url, verbose=False)
 
 
 def test_named_endpoints_and_their_parameters(client):

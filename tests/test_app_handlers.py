@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import app
+from app_handlers import ATTR_FRAMES, Explainer
 from dat_core import build_model, save_model
 from explain.session import TrajectoryCache, parse_eps
 
@@ -39,7 +40,7 @@ def dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ex(dirs):
-    return app.Explainer(str(dirs["robust"]), standard_model=str(dirs["standard"]))
+    return Explainer(str(dirs["robust"]), standard_model=str(dirs["standard"]))
 
 
 def named(names, values):
@@ -48,13 +49,13 @@ def named(names, values):
 
 
 def run_cf(ex, state, dirs, target="cat", steps=STEPS, eps="3"):
-    return named(app.Explainer.SHOW, ex.run_counterfactual(dirs["photo"], target, "L2", eps, steps, 0.1, state))
+    return named(Explainer.SHOW, ex.run_counterfactual(dirs["photo"], target, "L2", eps, steps, 0.1, state))
 
 
 # ------------------------------------------------------------------ counterfactual and scrubbing
 
 def test_preview_shows_the_model_input_prediction_and_typicality(ex, dirs):
-    out = named(app.Explainer.PREVIEW, ex.preview(dirs["photo"], ex.new_session()))
+    out = named(Explainer.PREVIEW, ex.preview(dirs["photo"], ex.new_session()))
     assert out["cf_input"].shape == (256, 256, 3) and out["cf_input"].dtype == np.uint8  # 32 px, 8x nearest
     assert np.array_equal(out["cf_input"][::8, ::8], out["cf_input"][7::8, 7::8])      # crisp, not blurred
     assert "<svg" in out["cf_prediction"] and "%" in out["cf_prediction"]
@@ -72,8 +73,8 @@ def test_scrub_indexes_cached_frames_without_the_model(ex, dirs, monkeypatch):
         def forward(self, x):
             raise AssertionError("a slider move must not run the model")
     monkeypatch.setattr(ex.default, "model", Boom())
-    first = named(app.Explainer.SCRUB + ("land_step",), ex.scrub(state, 0))
-    last = named(app.Explainer.SCRUB + ("land_step",), ex.scrub(state, STEPS))
+    first = named(Explainer.SCRUB + ("land_step",), ex.scrub(state, 0))
+    last = named(Explainer.SCRUB + ("land_step",), ex.scrub(state, STEPS))
     assert not np.array_equal(first["cf_frame"], last["cf_frame"])
     assert np.all(first["cf_diff"] == 128)                       # x_0 - x_0: all grey
     assert not np.all(last["cf_diff"] == 128)
@@ -81,7 +82,7 @@ def test_scrub_indexes_cached_frames_without_the_model(ex, dirs, monkeypatch):
         assert first[key] != last[key]                            # markers and values move with t
     assert first["land_step"]["value"] == 0
     # out-of-range positions clamp to the path instead of failing
-    assert np.array_equal(named(app.Explainer.SCRUB + ("land_step",), ex.scrub(state, 999))["cf_frame"],
+    assert np.array_equal(named(Explainer.SCRUB + ("land_step",), ex.scrub(state, 999))["cf_frame"],
                           last["cf_frame"])
 
 
@@ -103,7 +104,7 @@ def test_frames_are_the_pgd_frames(ex, dirs):
     view = ex.cache.get(f"{state['id']}/cf")
     traj = view.trajectory
     for t in range(len(traj)):
-        frame = named(app.Explainer.SCRUB + ("land_step",), ex.scrub(state, t))["cf_frame"]
+        frame = named(Explainer.SCRUB + ("land_step",), ex.scrub(state, t))["cf_frame"]
         assert np.array_equal(frame[::8, ::8], traj.frames[t])
 
 
@@ -112,8 +113,8 @@ def test_landscape_marker_follows_the_slider(ex, dirs):
     run_cf(ex, state, dirs, steps=2)
     land_map, land_path, slider, info = ex.run_landscape(state, 1, "E(x) — how typical the image is", 5)
     assert "<svg" in land_map and "<svg" in land_path and slider["maximum"] == 2 and "Horizontal axis" in info
-    a = named(app.Explainer.SCRUB + ("cf_step",), ex.scrub_landscape(state, 0))
-    b = named(app.Explainer.SCRUB + ("cf_step",), ex.scrub_landscape(state, 2))
+    a = named(Explainer.SCRUB + ("cf_step",), ex.scrub_landscape(state, 0))
+    b = named(Explainer.SCRUB + ("cf_step",), ex.scrub_landscape(state, 2))
     assert a["land_map"] != b["land_map"] and a["land_path"] != b["land_path"]
     assert b["cf_step"]["value"] == 2
     with pytest.raises(gr.Error, match="odd"):
@@ -140,8 +141,8 @@ def test_sessions_never_see_each_other(ex, dirs):
     with pytest.raises(gr.Error, match="run it first"):
         ex.scrub(b, 0)                                            # b has not run anything
     run_cf(ex, b, dirs, target="dog", steps=2)
-    cap_a = named(app.Explainer.SCRUB + ("land_step",), ex.scrub(a, 2))["cf_caption"]
-    cap_b = named(app.Explainer.SCRUB + ("land_step",), ex.scrub(b, 2))["cf_caption"]
+    cap_a = named(Explainer.SCRUB + ("land_step",), ex.scrub(a, 2))["cf_caption"]
+    cap_b = named(Explainer.SCRUB + ("land_step",), ex.scrub(b, 2))["cf_caption"]
     assert "p(cat)" in cap_a and "p(dog)" in cap_b
     with pytest.raises(gr.Error):
         ex.scrub({"id": "0" * 32}, 0)                             # a guessed id finds nothing
@@ -160,7 +161,7 @@ def test_cache_is_a_byte_bounded_lru():
 
 
 def test_app_cache_evicts_old_sessions(dirs):
-    small = app.Explainer(str(dirs["robust"]), standard_model=None, cache_bytes=300_000)
+    small = Explainer(str(dirs["robust"]), standard_model=None, cache_bytes=300_000)
     states = [small.new_session() for _ in range(6)]
     for i, s in enumerate(states):
         run_cf(small, s, dirs, steps=1 + i % 2, target=str(i))
@@ -222,7 +223,7 @@ def test_other_image_modes_are_accepted(ex, tmp_path, mode):
         image = rgb.convert(mode)
     path = tmp_path / ("x.tiff" if mode == "CMYK" else "x.png")
     image.save(path)
-    out = named(app.Explainer.PREVIEW, ex.preview(str(path), ex.new_session()))
+    out = named(Explainer.PREVIEW, ex.preview(str(path), ex.new_session()))
     assert out["cf_input"].shape == (256, 256, 3)
 
 
@@ -253,7 +254,7 @@ def test_unknown_class_and_method_are_clear_errors(ex, dirs):
         ex.run_counterfactual(dirs["photo"], "cat", "L3", "3", STEPS, 0.1, state)
     run_cf(ex, state, dirs, steps=1)
     with pytest.raises(gr.Error, match="(?i)unknown attribution method"):
-        ex.run_attribution(state, ["saliency", "magic"], app.ATTR_FRAMES[0], 0)
+        ex.run_attribution(state, ["saliency", "magic"], ATTR_FRAMES[0], 0)
 
 
 @pytest.mark.parametrize("kind, path, repo, revision, message", [
@@ -279,7 +280,7 @@ def test_a_folder_without_a_checkpoint_is_a_clear_error(ex, tmp_path):
 
 def test_switching_the_model_is_per_session(ex, dirs):
     a, b = ex.new_session(), ex.new_session()
-    out = named(app.Explainer.MODEL, ex.load_model("Local folder", str(dirs["standard"]), "", "", dirs["photo"], a))
+    out = named(Explainer.MODEL, ex.load_model("Local folder", str(dirs["standard"]), "", "", dirs["photo"], a))
     assert out["state"]["source"] == str(dirs["standard"].resolve()) and "standard" in out["banner"]
     assert "About this model" in out["model_info"] and out["cf_input"].shape == (256, 256, 3)
     assert ex._model(out["state"]).directory == dirs["standard"].resolve()
@@ -298,37 +299,37 @@ def test_all_targets_grid_opens_a_path_in_the_scrubber(ex, dirs):
     class Select:
         index = 4
     out = ex.open_target(state, Select())
-    shown = named(app.Explainer.SHOW + ("tabs", "cf_target"), out)
+    shown = named(Explainer.SHOW + ("tabs", "cf_target"), out)
     assert shown["cf_target"]["value"] == names[4] and shown["cf_step"]["maximum"] == 2
-    assert f"p({names[4]})" in named(app.Explainer.SCRUB + ("land_step",), ex.scrub(state, 1))["cf_caption"]
+    assert f"p({names[4]})" in named(Explainer.SCRUB + ("land_step",), ex.scrub(state, 1))["cf_caption"]
 
 
 def test_compare_scrubs_both_models_with_one_slider(ex, dirs):
     state = ex.new_session()
     out = ex.run_compare(dirs["photo"], "dog", "L2", "3", 2, 0.1, state)
     assert out[1]["maximum"] == 2 and "Standard" in out[-1]
-    a = named(app.Explainer.CMP, ex.scrub_compare(state, 0))
-    b = named(app.Explainer.CMP, ex.scrub_compare(state, 2))
+    a = named(Explainer.CMP, ex.scrub_compare(state, 0))
+    b = named(Explainer.CMP, ex.scrub_compare(state, 2))
     assert np.array_equal(a["cmp_robust_frame"], a["cmp_standard_frame"])      # both start at x_0
     assert not np.array_equal(b["cmp_robust_frame"], b["cmp_standard_frame"])  # different models, different paths
     assert a["cmp_prob_plot"] != b["cmp_prob_plot"]
 
 
 def test_compare_without_a_standard_model_says_so(dirs):
-    alone = app.Explainer(str(dirs["robust"]), standard_model=None)
+    alone = Explainer(str(dirs["robust"]), standard_model=None)
     with pytest.raises(gr.Error, match="standard"):
         alone.run_compare(dirs["photo"], "dog", "L2", "3", 2, 0.1, alone.new_session())
 
 
 def test_generate_from_noise_and_from_an_image(ex, dirs):
     state = ex.new_session()
-    out = named(app.Explainer.GEN, ex.run_generate("cat", "Random noise", None, 0, 2, 2, 0.2, state))
+    out = named(Explainer.GEN, ex.run_generate("cat", "Random noise", None, 0, 2, 2, 0.2, state))
     assert out["gen_step"]["maximum"] == 2 and out["gen_gif"]["value"].endswith(".gif")
     first, last = ex.scrub_generate(state, 0), ex.scrub_generate(state, 2)
     assert not np.array_equal(first[0], last[0]) and first[1] != last[1]
-    again = named(app.Explainer.GEN, ex.run_generate("cat", "Random noise", None, 0, 2, 2, 0.2, ex.new_session()))
+    again = named(Explainer.GEN, ex.run_generate("cat", "Random noise", None, 0, 2, 2, 0.2, ex.new_session()))
     assert np.array_equal(again["gen_grid"], out["gen_grid"])                   # seeded: reproducible
-    seeded = named(app.Explainer.GEN, ex.run_generate("every class", "My image", dirs["photo"], 0, 1, 1, 0.2, state))
+    seeded = named(Explainer.GEN, ex.run_generate("every class", "My image", dirs["photo"], 0, 1, 1, 0.2, state))
     assert "10 classes" in seeded["gen_caption"]
     with pytest.raises(gr.Error, match="Upload an image"):
         ex.run_generate("cat", "My image", None, 0, 1, 1, 0.2, state)
@@ -340,7 +341,7 @@ def test_attributions_render_a_figure(ex, dirs):
     import matplotlib
     state = ex.new_session()
     run_cf(ex, state, dirs, steps=1)
-    figure, info = ex.run_attribution(state, ["saliency"], app.ATTR_FRAMES[2], 0)
+    figure, info = ex.run_attribution(state, ["saliency"], ATTR_FRAMES[2], 0)
     assert figure.ndim == 3 and figure.shape[2] == 3 and "step 1" in info
     pyplot = matplotlib.pyplot if hasattr(matplotlib, "pyplot") else None
     assert pyplot is None or not pyplot.get_fignums()           # figures are closed

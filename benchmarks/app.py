@@ -1,0 +1,89 @@
+"""App latency as a person sees it: the launched app in Debian chromium (Playwright, 1280x800) and under load.
+
+    python benchmarks/app.py [--quick] [--model default|DIR|REPO_ID]
+
+--model defaults to the bundled model when there is one, else a random wrn-16-2 written to a temp dir. Figures
+(medians; the counterfactual runs use the app's default settings, L2, 60 steps):
+- click_to_first_frame_s: browser, from clicking Run to the result frame decoded in its <img> (each run a new
+  target, so the trajectory memo never answers); server_run_s: the Run handler alone (PGD, views, GIF/JSON).
+- browser_slider_move_s: a key press on the step slider until the new frame is decoded;
+  server_slider_move_s: the slider handler called directly (index cached frames, move the chart markers).
+- recompute_trajectory_s: PGD for the same path again, what a slider move would cost without the cache;
+  ratio = recompute_trajectory_s / server_slider_move_s.
+- load: 8 gradio_client clients x N /counterfactual requests (5 steps) on loopback: latency p50/p95, peak RSS.
+Browser figures are null when chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# common first: it puts the repo root ahead of benchmarks/ on sys.path, so `import app` finds the app, not this file
+from common import emit, machine, median_time
+
+import app
+import explain
+from app_harness import (CHROMIUM, browser_page, bundled_model, load_test, move_slider, pick_target,
+                         run_counterfactual, serve, upload, write_image, write_model)
+
+
+def browser_figures(url: str, image: Path, targets: list[str], moves: int) -> dict[str, Any]:
+    """Run once per target, then step the slider back from the end `moves` times."""
+    with browser_page(url) as page:
+        upload(page, image)
+        clicks = []
+        for name in targets:
+            pick_target(page, name)
+            clicks.append(run_counterfactual(page))
+        slider = [move_slider(page, "ArrowLeft") for _ in range(moves)]
+    return {"click_to_first_frame_s": statistics.median(clicks), "runs": len(clicks),
+            "browser_slider_move_s": statistics.median(slider), "slider_moves": moves}
+
+
+def server_figures(ex: Any, image: Path, targets: list[str], scrubs: int) -> dict[str, Any]:
+    """The handlers called directly, with the app's default settings; one Run per target."""
+    d = explain.default_params(ex.default.image_size)
+    recompute = median_time(lambda: explain.counterfactual(ex.default.model, str(image), targets[0]), len(targets))
+    state = ex.new_session()
+    settings = ("L2", str(d["eps"]), d["steps"], d["step_size"])
+    left = iter(targets)
+    run = median_time(lambda: ex.run_counterfactual(str(image), next(left), *settings, state), len(targets), warmup=0)
+    frames = itertools.cycle(range(d["steps"] + 1))
+    slider = median_time(lambda: ex.scrub(state, next(frames)), scrubs, warmup=10)
+    return {"steps": d["steps"], "server_run_s": run, "server_slider_move_s": slider,
+            "recompute_trajectory_s": recompute, "ratio": recompute / slider}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer runs, moves and requests: under a minute on 2 cores")
+    p.add_argument("--model", default=None, help="default|DIR|REPO_ID (default: bundled, else a random wrn-16-2)")
+    args = p.parse_args()
+    runs, moves, scrubs, requests = (2, 10, 200, 2) if args.quick else (5, 30, 1000, 10)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or bundled_model() or str(write_model(Path(tmp) / "model", "wrn-16-2"))
+        images = [write_image(Path(tmp) / f"photo{i}.png", seed=i) for i in range(8)]
+        demo = app.build_demo(model, standard_model=None)
+        ex = demo.explainer
+        names = ex.default.class_names
+        # browser and server runs use different images: the trajectory memo is shared, keyed by content
+        result: dict[str, Any] = {"benchmark": "app", "machine": machine(), "quick": args.quick,
+                                  "model": ex.default.label, "arch": ex.default.config.get("arch")}
+        result.update(server_figures(ex, images[1], names[:runs], scrubs))
+        with serve(demo) as url:
+            if CHROMIUM.exists() and importlib.util.find_spec("playwright"):
+                result.update(browser_figures(url, images[0], names[-runs:], moves))
+            else:
+                result.update(click_to_first_frame_s=None, browser_slider_move_s=None)
+            result["load"] = load_test(url, images, 8, requests, steps=5).summary()
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Launch the app on loopback and drive it: a gradio_client load test and a Playwright page on Debian chromium.
+
+One place for tests/test_app_{browser,load}.py and benchmarks/app.py, so the tests check and the benchmark
+times the same interactions. Takes a built demo (`app.build_demo(...)`) rather than importing `app`: run as a
+script, `benchmarks/app.py` would shadow it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from a test server
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from dat_core import build_model, save_model  # noqa: E402
+from dat_core.checkpoint import default_model_dir  # noqa: E402
+
+HOST = "127.0.0.1"
+CHROMIUM = Path("/usr/bin/chromium")
+VIEWPORT = {"width": 1280, "height": 800}
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+MARKER = '#cf-energy-plot line[stroke="#dc2626"]'  # the step marker of render.LineChart
+# Timed on the page's clock, from the user's event to the frame's <img> holding a new, decoded src (polled every
+# animation frame): Playwright's own round trips would add tens of milliseconds.
+START_CLOCK = """(el, type) => el.addEventListener(type, () => { window.__datStart = performance.now(); },
+    {once: true, capture: true})"""
+FRAME_SHOWN = """old => { const img = document.querySelector('#cf-frame img');
+    const shown = !!img && !!img.src && img.src !== old && img.complete && img.naturalWidth > 0;
+    return shown && Math.max(performance.now() - window.__datStart, 0.001); }"""
+
+
+# ---------------------------------------------------------------- inputs and server
+
+def write_model(directory: str | Path, arch: str = "wrn-10-1", seed: int = 0) -> Path:
+    """A random (untrained) CIFAR-10 checkpoint dir: the app's behaviour does not depend on the weights."""
+    torch.manual_seed(seed)
+    return save_model(build_model(arch), directory)
+
+
+def write_image(path: str | Path, seed: int = 0) -> Path:
+    """A random RGB photo at a size the app has to resize (not the model's 32x32)."""
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+    return Path(path)
+
+
+def bundled_model() -> str | None:
+    """"default" when a bundled model exists (assets/models), else None."""
+    try:
+        default_model_dir()
+    except FileNotFoundError:
+        return None
+    return "default"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(demo: Any) -> Iterator[str]:
+    """Serve a built demo in this process on 127.0.0.1 and a free port; yields its URL."""
+    demo.launch(prevent_thread_lock=True, server_name=HOST, server_port=free_port(), quiet=True)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+# ---------------------------------------------------------------- load test
+
+class PeakRss:
+    """Samples this process's resident memory in a thread (the app runs in-process, so this is the server's)."""
+
+    def __init__(self, interval_s: float = 0.02):
+        self.interval_s = interval_s
+        self.baseline_mb = self.peak_mb = rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_mb = max(self.peak_mb, rss_mb())
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, rss_mb())
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kb / 1024
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    requests_per_client: int
+    steps: int
+    latencies_s: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    baseline_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        p50, p95 = np.percentile(self.latencies_s, [50, 95]) if self.latencies_s else (math.nan, math.nan)
+        ok = len(self.latencies_s)
+        return {"clients": self.clients, "requests_per_client": self.requests_per_client, "steps": self.steps,
+                "requests": self.clients * self.requests_per_client, "ok": ok, "failures": len(self.failures),
+                "p50_s": float(p50), "p95_s": float(p95), "wall_s": self.wall_s,
+                "throughput_rps": ok / self.wall_s if self.wall_s else 0.0,
+                "baseline_rss_mb": self.baseline_rss_mb, "peak_rss_mb": self.peak_rss_mb}
+
+
+def load_test(url: str, images: list[Path], clients: int = 8, requests: int = 10, steps: int = 5,
+              timeout_s: float = 300.0) -> LoadResult:
+    """`clients` gradio_client clients, each sending `requests` /counterfactual calls one after another.
+
+    Client c uses images[c % len(images)] and request j targets class j % 10, so requests differ and the app's
+    trajectory memo cannot answer them. Any exception or wrong answer is a failure (recorded, not raised); the
+    whole run stops at `timeout_s`.
+    """
+    result = LoadResult(clients, requests, steps)
+    deadline = time.monotonic() + timeout_s
+    lock = threading.Lock()
+
+    def client_run(c: int) -> None:
+        client = None
+        for j in range(requests):
+            if time.monotonic() >= deadline:
+                return
+            t = time.perf_counter()
+            try:
+                client = client or Client(url, verbose=False)
+                job = client.submit(image=handle_file(str(images[c % len(images)])), target=str(j % 10), eps="3",
+                                    steps=steps, step_size=0.1, api_name="/counterfactual")
+                metrics, _, _ = job.result(timeout=max(0.1, deadline - time.monotonic()))
+                if metrics["target"] != j % 10 or len(metrics["energy"]) != steps + 1:
+                    raise AssertionError(f"wrong answer: target {metrics['target']}, {len(metrics['energy'])} steps")
+            except Exception as e:  # a load test records every failure and goes on
+                with lock:
+                    result.failures.append(f"client {c} request {j}: {e!r}")
+                continue
+            with lock:
+                result.latencies_s.append(time.perf_counter() - t)
+
+    with PeakRss() as rss:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(client_run, range(clients)))
+        result.wall_s = time.perf_counter() - start
+    result.baseline_rss_mb, result.peak_rss_mb = rss.baseline_mb, rss.peak_mb
+    return result
+
+
+# ---------------------------------------------------------------- browser (Playwright on Debian chromium)
+
+@contextlib.contextmanager
+def browser_page(url: str) -> Iterator[Any]:
+    """A 1280x800 chromium page on the app, loaded. Imports Playwright here: only browser runs need it."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(url)
+            page.wait_for_selector("#cf-run")
+            yield page
+        finally:
+            browser.close()
+
+
+def frame_src(page: Any) -> str | None:
+    img = page.locator("#cf-frame img")
+    return img.get_attribute("src") if img.count() else None
+
+
+def marker_x(page: Any) -> str | None:
+    line = page.locator(MARKER)
+    return line.get_attribute("x1") if line.count() else None
+
+
+def slider_value(page: Any) -> int:
+    return int(page.locator("#cf-step input[type=range]").input_value())
+
+
+def upload(page: Any, image: str | Path) -> None:
+    """Upload through the cf-image file input and wait for the model-input preview."""
+    page.set_input_files("#cf-image input[type=file]", str(image))
+    page.wait_for_selector("#cf-input img")
+
+
+def pick_target(page: Any, name: str) -> None:
+    page.locator("#cf-target input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+
+
+def _until_new_frame(page: Any, selector: str, event: str, act: Callable[[], None], timeout_s: float) -> float:
+    """Seconds from `event` on `selector` (fired by `act`) until a new frame is shown."""
+    old = frame_src(page)
+    page.eval_on_selector(selector, START_CLOCK, event)
+    act()
+    return page.wait_for_function(FRAME_SHOWN, arg=old, timeout=timeout_s * 1000).json_value() / 1000
+
+
+def run_counterfactual(page: Any, timeout_s: float = 120.0) -> float:
+    """Click Run; seconds until the result's frame is shown."""
+    return _until_new_frame(page, "#cf-run", "click", lambda: page.click("#cf-run"), timeout_s)
+
+
+def move_slider(page: Any, key: str, timeout_s: float = 10.0) -> float:
+    """Press `key` (Home, ArrowLeft, ...) on the step slider; seconds until the new frame is shown."""
+    slider = "#cf-step input[type=range]"
+    return _until_new_frame(page, slider, "keydown", lambda: page.locator(slider).press(key), timeout_s)
