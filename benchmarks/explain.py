@@ -10,6 +10,9 @@ distances from that step's logits; one more forward for x_T. Ours: `explain.coun
 (the PGD engine records frames and logits; metrics in one vectorized pass at the end).
 Same model, image, targets and parameters (L2, eps 3, step 0.1, T = 60), fp32.
 ratio = reference time / our time (above 1: ours is faster).
+`trajectory_T60_channels_last_model` times the same trajectory and landscape on the plain model and on
+the channels-last copy that the CLI and the app load (ratio above 1: channels-last is faster).
+bf16 autocast is timed only where the hardware has native bf16 (the `*_bf16*` fields are null elsewhere).
 
 Cases are a list of named functions (`CASES`): to add one, append `Case(name, fn)` where
 `fn(ctx) -> dict` returns its figures (include "ratio" when it compares against a reference).
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -43,6 +47,21 @@ class Context:
     device: torch.device
     repeats: int
     quick: bool
+    bf16: bool                 # time bf16 autocast too (only where the hardware has native bf16)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """CUDA, or a CPU with native bf16 (AVX512-BF16/AMX). Elsewhere autocast emulates bf16 at ~10x the fp32
+    time, so timing it only makes the run minutes longer."""
+    if device.type != "cpu":
+        return True
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else True
+
+
+def _maybe(ctx: Context, fn: Callable[[], Any], warmup: int = 1) -> float | None:
+    """Median time of a bf16 variant, None where it is not timed (see `native_bf16`)."""
+    return median_time(fn, ctx.repeats, warmup=warmup) if ctx.bf16 else None
 
 
 @dataclass
@@ -131,8 +150,33 @@ def _generate(ctx: Context) -> dict[str, Any]:
     return {"samples": 10, "steps": 33, "seconds": s}
 
 
+def _channels_last_model(ctx: Context) -> dict[str, Any]:
+    """What the CLI and the app load (`explain.trajectory.channels_last`) against the plain NCHW model:
+    the same trajectory and landscape, timed alternately so that a varying machine load hits both alike."""
+    import copy
+
+    from explain.landscape import energy_landscape
+    from explain.trajectory import channels_last, counterfactual
+
+    cl = channels_last(copy.deepcopy(ctx.model))
+    traj = counterfactual(ctx.model, ctx.image, 3, eps=EPS, step_size=STEP, steps=T)
+    row: dict[str, Any] = {"steps": T, "grid": 33}
+    for name, fn in (("trajectory", lambda m: counterfactual(m, ctx.image, 3, eps=EPS, step_size=STEP, steps=T)),
+                     ("landscape", lambda m: energy_landscape(m, traj, grid=33))):
+        nchw_s, cl_s = [], []
+        for _ in range(ctx.repeats):
+            nchw_s.append(median_time(lambda: fn(ctx.model), 1, warmup=0))
+            cl_s.append(median_time(lambda: fn(cl), 1, warmup=0))
+        row.update({f"{name}_nchw_s": statistics.median(nchw_s), f"{name}_channels_last_s": statistics.median(cl_s),
+                    f"{name}_ratio": statistics.median(nchw_s) / statistics.median(cl_s)})
+    first = counterfactual(cl, ctx.image, 3, eps=EPS, step_size=STEP, steps=T)
+    row["first_step_max_diff"] = float(abs(first.images[1] - traj.images[1]).max())
+    return row
+
+
 CASES: list[Case] = [
     Case("trajectory_T60_1_target", _trajectory_case(1)),
+    Case("trajectory_T60_channels_last_model", _channels_last_model),
     Case("trajectory_T60_10_targets", _trajectory_case(10)),
     Case("trajectory_recording_overhead", _engine_only),
     Case("minimal_counterfactual", _minimal),
@@ -176,13 +220,13 @@ def _landscape(ctx: Context) -> dict[str, Any]:
     max_diff = float(abs(ref_values - land.values).max())
     warm = 1 if ctx.arch in SMALL else 0  # the correctness calls above already warmed both paths up
     ours = median_time(lambda: energy_landscape(ctx.model, traj, grid=33), ctx.repeats, warmup=warm)
-    bf16 = median_time(lambda: energy_landscape(ctx.model, traj, grid=33, autocast=True), ctx.repeats, warmup=warm)
+    bf16 = _maybe(ctx, lambda: energy_landscape(ctx.model, traj, grid=33, autocast=True), warmup=warm)
     ref = median_time(lambda: reference_landscape(ctx.model, land, x0, marginal_energy), ctx.repeats, warmup=warm)
     row = {"grid": 33, "ours_s": ours, "ours_bf16_s": bf16, "reference_s": ref, "ratio": ref / ours,
-           "ratio_bf16": ref / bf16, "same_result": max_diff < 1e-3, "max_abs_diff": max_diff}
+           "ratio_bf16": None if bf16 is None else ref / bf16, "same_result": max_diff < 1e-3, "max_abs_diff": max_diff}
     if ctx.arch in SMALL:
         row.update(target_s=LANDSCAPE_TARGET_S, target_met=ours <= LANDSCAPE_TARGET_S,
-                   target_met_bf16=bf16 <= LANDSCAPE_TARGET_S)
+                   target_met_bf16=None if bf16 is None else bf16 <= LANDSCAPE_TARGET_S)
     return row
 
 
@@ -226,7 +270,7 @@ def _attribution_case(method: str) -> Callable[[Context], dict[str, Any]]:
         ours_map = attribute(ctx.model, x, target, method)
         ref_map = _reference_attribution(ctx.model, x, target, method).detach()[0].sum(0).cpu().numpy()
         ours = median_time(lambda: attribute(ctx.model, x, target, method), ctx.repeats, warmup=0)
-        bf16 = median_time(lambda: attribute(ctx.model, x, target, method, autocast=True), ctx.repeats)
+        bf16 = _maybe(ctx, lambda: attribute(ctx.model, x, target, method, autocast=True))
         ref = median_time(lambda: _reference_attribution(ctx.model, x, target, method), ctx.repeats, warmup=0)
         row = {"method": method, "ours_s": ours, "ours_bf16_s": bf16, "reference_s": ref, "ratio": ref / ours}
         if method in ("saliency", "integrated_gradients", "occlusion"):  # deterministic: same map expected
@@ -275,7 +319,8 @@ def main() -> None:
         model = build_model(arch).to(device).eval()
         big = arch not in SMALL
         repeats = args.repeats or (2 if args.quick else (3 if big and device.type == "cpu" else 7))
-        ctx = Context(arch, model, torch.rand(3, 32, 32, device=device), device, repeats, args.quick)
+        ctx = Context(arch, model, torch.rand(3, 32, 32, device=device), device, repeats, args.quick,
+                      native_bf16(device))
         for case in cases:
             row = {"arch": arch, "case": case.name, **case.run(ctx)}
             rows.append(row)
@@ -283,10 +328,13 @@ def main() -> None:
                   flush=True)
     ratios = [r["ratio"] for r in rows if isinstance(r.get("ratio"), float) and math.isfinite(r["ratio"])]
     one = [r["ours_s"] for r in rows if r["case"] == "trajectory_T60_1_target" and r["arch"] in SMALL]
+    cl = [r["trajectory_channels_last_s"] for r in rows
+          if r["case"] == "trajectory_T60_channels_last_model" and r["arch"] in SMALL]
     emit({"benchmark": "explain", "device": str(device), "machine": machine(),
           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cases": rows,
           "ratio": min(ratios) if ratios else None,
           "trajectory_T60_s_small_wrn": one[0] if one else None,
+          "trajectory_T60_s_small_wrn_channels_last_model": cl[0] if cl else None,
           "target_trajectory_T60_s_small_wrn": 0.5, "target_met": (one[0] <= 0.5) if one else None})
 
 

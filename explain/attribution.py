@@ -24,6 +24,7 @@ from captum.attr import GradientShap, IntegratedGradients, NoiseTunnel, Occlusio
 from dat_core.pgd import attack_mode
 
 from .plots import SIGNED_CMAP, new_figure, normalize_map, to_hwc
+from .trajectory import model_device
 
 METHODS = ("saliency", "integrated_gradients", "smoothgrad", "gradient_shap", "occlusion")
 TITLES = {
@@ -52,11 +53,6 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
             yield
         finally:
             np.random.set_state(np_state)
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _forward_fn(model: nn.Module, autocast: bool):
@@ -99,7 +95,7 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int, method: str, *, ab
     n = DEFAULT_SAMPLES.get(method, 1) if n_samples is None else int(n_samples)
     if n < 1:
         raise ValueError(f"n_samples must be >= 1, got {n}")
-    device = _device(model)
+    device = model_device(model)
     x = x.detach().float().to(device).clone().requires_grad_(True)  # Captum wants a leaf needing grad
     target = int(target)
     f = _forward_fn(model, autocast)

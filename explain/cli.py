@@ -59,17 +59,18 @@ def _device(name: str | None):
 def _load(args: argparse.Namespace):
     from dat_core.checkpoint import load_model
 
-    return load_model(args.model, revision=args.revision, device=_device(args.device))
+    from .trajectory import channels_last
+
+    return channels_last(load_model(args.model, revision=args.revision, device=_device(args.device)))
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
-    """The trajectory parameters given on the command line (None: the model-scaled default)."""
+    """The trajectory parameters given on the command line (unset ones take the model-scaled defaults)."""
     from .trajectory import validate_params
 
-    given = {"norm": args.norm, "eps": args.eps, "step_size": args.step_size, "steps": args.steps,
-             "objective": args.objective}
-    # fail fast, before the model is loaded: check each given value against a placeholder request
-    validate_params(**{k: v for k, v in given.items() if v is not None})
+    given = {k: v for k, v in (("norm", args.norm), ("eps", args.eps), ("step_size", args.step_size),
+                               ("steps", args.steps), ("objective", args.objective)) if v is not None}
+    validate_params(**given)  # fail fast, before the model is loaded
     return given
 
 
@@ -111,16 +112,19 @@ def _write_trajectory(traj, out: Path, scale: int, duration_ms: int) -> list[Pat
             out / "strip.png", save_metrics_json(traj, out / "metrics.json")]
 
 
-def _one_trajectory(args: argparse.Namespace, model, image):
+def _model_and_trajectory(args: argparse.Namespace):
+    """For landscape/attribute: check the request and read the image (fast failures first), then load the
+    model and run the one counterfactual the command explains."""
+    from .image import open_image
     from .trajectory import counterfactual
 
-    return counterfactual(model, image, args.target, autocast=args.autocast,
-                          **{k: v for k, v in _request(args).items() if v is not None})
-
-
-def _check_one_target(args: argparse.Namespace) -> None:
-    if _targets(args.target) == "all" or len(_targets(args.target)) != 1:
+    params = _request(args)
+    targets = _targets(args.target)
+    if targets == "all" or len(targets) != 1:
         raise ValueError(f"this command takes one --target class, got {args.target!r}")
+    image = open_image(args.image)
+    model = _load(args)
+    return model, counterfactual(model, image, args.target, autocast=args.autocast, **params)
 
 
 # ---------------------------------------------------------------- commands
@@ -134,7 +138,7 @@ def _counterfactual(args: argparse.Namespace) -> int:
     from .image import open_image, to_model_input
     from .trajectory import counterfactuals, minimal_counterfactual, model_info
 
-    params = {k: v for k, v in _request(args).items() if v is not None}
+    params = _request(args)
     confidences = _confidences(args.minimal) if args.minimal else None
     targets = _targets(args.target)
     source = open_image(args.image)  # bad input fails before the model loads
@@ -217,35 +221,18 @@ def _generate(args: argparse.Namespace) -> int:
 def _landscape(args: argparse.Namespace) -> int:
     from .export import save_figure, save_json
     from .landscape import energy_landscape, plot_landscape
-    from .image import open_image
     from .trajectory import resolve_class
 
-    _request(args)
-    _check_one_target(args)
-    image = open_image(args.image)
-    model = _load(args)
-    traj = _one_trajectory(args, model, image)
+    model, traj = _model_and_trajectory(args)
     direction = args.direction if args.direction == "random" else resolve_class(args.direction, traj.class_names)
     land = energy_landscape(model, traj, direction=direction, grid=args.grid, span=args.span,
                             energy=args.energy, seed=args.seed, autocast=args.autocast)
     out = _out_dir(args.out)
     wrote = [save_figure(plot_landscape(land, step=args.step), out / "landscape.png"),
-             save_json(_landscape_dict(land), out / "landscape.json")]
+             save_json(land.to_dict(), out / "landscape.json")]
     print(_summary(traj))
     _wrote(wrote)
     return 0
-
-
-def _landscape_dict(land) -> dict[str, Any]:
-    import numpy as np
-
-    def js(v):
-        if isinstance(v, np.ndarray):
-            return np.round(v.astype(np.float64), 6).tolist() if v.dtype.kind == "f" else v.tolist()
-        return v
-    keys = ("alphas", "betas", "values", "clamped", "path_xy", "path_energy", "path_steps", "residual",
-            "energy", "energy_label", "u_label", "v_label", "target", "source", "class_names")
-    return {k: js(getattr(land, k)) for k in keys}
 
 
 def _attribute(args: argparse.Namespace) -> int:
@@ -253,18 +240,13 @@ def _attribute(args: argparse.Namespace) -> int:
 
     from .attribution import METHODS, attribute_trajectory, plot_attributions
     from .export import save_figure
-    from .image import open_image
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown attribution method(s) {', '.join(unknown) or '(none)'}; "
                          f"use a comma-separated subset of {', '.join(METHODS)}")
-    _request(args)
-    _check_one_target(args)
-    image = open_image(args.image)
-    model = _load(args)
-    traj = _one_trajectory(args, model, image)
+    model, traj = _model_and_trajectory(args)
     result = attribute_trajectory(model, traj, methods=methods, step=args.step, frame=args.frame)
     out = _out_dir(args.out)
     arrays = {f"{who}_{m}": maps[m] for who, maps in (("source", result.source_maps), ("target", result.target_maps))
@@ -326,34 +308,42 @@ def _positive_int(lo: int, hi: int):
     return parse
 
 
+def _command(sub, name: str, func, help: str, description: str,
+             target_help: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand with its examples, the shared options, and the trajectory options when it runs a
+    counterfactual (`target_help` given)."""
+    p = sub.add_parser(name, help=help, description=description, epilog=EXAMPLES[name],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    if target_help is not None:
+        _trajectory_options(p, target_help)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m explain", description="Explain a DAT classifier: "
                                      "counterfactual PGD trajectories, energy landscapes, attributions, generation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fmt = argparse.RawDescriptionHelpFormatter
+    seed = _positive_int(0, 2 ** 63 - 1)
 
-    p = sub.add_parser("counterfactual", help="targeted PGD path from an image toward a class",
-                       description="Run targeted PGD from an image toward a class and export the trajectory.",
-                       epilog=EXAMPLES["counterfactual"], formatter_class=fmt)
-    _common(p)
-    _trajectory_options(p, "target class: name or index, comma-separated list, or 'all' (one sub-dir per class)")
+    p = _command(sub, "counterfactual", _counterfactual, "targeted PGD path from an image toward a class",
+                 "Run targeted PGD from an image toward a class and export the trajectory.",
+                 "target class: name or index, comma-separated list, or 'all' (one sub-dir per class)")
     p.add_argument("--minimal", default=None, metavar="C[,C...]",
                    help="also search the smallest L2 radius reaching these target confidences, e.g. 0.5,0.9 "
                         "(writes minimal.json and minimal_C.png)")
     p.add_argument("--scale", type=_positive_int(1, 64), default=8, help="GIF/APNG upscale factor (default: 8)")
     p.add_argument("--duration-ms", type=_positive_int(1, 60_000), default=80,
                    help="milliseconds per animation frame (default: 80)")
-    p.set_defaults(func=_counterfactual)
 
-    p = sub.add_parser("generate", help="class-conditional samples by PGD on the class logit",
-                       description="Generate class-conditional samples from seeds (eps = inf, L2-normalized "
-                                   "steps; defaults from METHOD.md §4 scaled to the model resolution).",
-                       epilog=EXAMPLES["generate"], formatter_class=fmt)
-    _common(p)
+    p = _command(sub, "generate", _generate, "class-conditional samples by PGD on the class logit",
+                 "Generate class-conditional samples from seeds (eps = inf, L2-normalized steps; defaults "
+                 "from METHOD.md §4 scaled to the model resolution).")
     p.add_argument("--target", default="all", help="class name or index, comma-separated list, or 'all' "
                                                    "(default: all)")
     p.add_argument("--n", type=_positive_int(1, 1024), default=1, help="samples per class (default: 1)")
-    p.add_argument("--seed", type=_positive_int(0, 2 ** 63 - 1), default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
     p.add_argument("--seeds", default="uniform",
                    help="seed images: uniform, lowfreq (smooth noise) or an image file (default: uniform)")
     p.add_argument("--steps", type=int, default=None, help="PGD steps (default: 33 at 32 px)")
@@ -364,14 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nrow", type=_positive_int(1, 1024), default=None,
                    help="images per grid row (default: --n, or ~square when --n is 1)")
     p.add_argument("--scale", type=_positive_int(1, 64), default=4, help="grid upscale factor (default: 4)")
-    p.set_defaults(func=_generate)
 
-    p = sub.add_parser("landscape", help="energy on a 2-D plane through the image and its counterfactual",
-                       description="Run a counterfactual, then plot the energy on the plane spanned by the "
-                                   "counterfactual direction and a second direction, with the path projected.",
-                       epilog=EXAMPLES["landscape"], formatter_class=fmt)
-    _common(p)
-    _trajectory_options(p, "target class: name or index")
+    p = _command(sub, "landscape", _landscape, "energy on a 2-D plane through the image and its counterfactual",
+                 "Run a counterfactual, then plot the energy on the plane spanned by the counterfactual "
+                 "direction and a second direction, with the path projected.", "target class: name or index")
     p.add_argument("--direction", default="random",
                    help="second axis: 'random' (seeded) or a class whose logit gradient is used (default: random)")
     p.add_argument("--grid", type=_positive_int(3, 257), default=33, help="odd grid size N (default: 33)")
@@ -379,22 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "(default: 1.25 x the path's extent)")
     p.add_argument("--energy", default="marginal", choices=("marginal", "joint"),
                    help="E(x) or E(x, target) (default: marginal)")
-    p.add_argument("--seed", type=_positive_int(0, 2 ** 63 - 1), default=0, help="seed of the random direction")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random direction")
     p.add_argument("--step", type=int, default=None, help="trajectory frame to mark (default: none)")
-    p.set_defaults(func=_landscape)
 
-    p = sub.add_parser("attribute", help="Captum attributions for the predicted and the target class",
-                       description="Run a counterfactual, then attribute the predicted (source) and the target "
-                                   "class at a frame with Captum methods.",
-                       epilog=EXAMPLES["attribute"], formatter_class=fmt)
-    _common(p)
-    _trajectory_options(p, "target class: name or index")
+    p = _command(sub, "attribute", _attribute, "Captum attributions for the predicted and the target class",
+                 "Run a counterfactual, then attribute the predicted (source) and the target class at a frame "
+                 "with Captum methods.", "target class: name or index")
     p.add_argument("--methods", default=None,
                    help="comma-separated methods (default: all of saliency, integrated_gradients, smoothgrad, "
                         "gradient_shap, occlusion)")
     p.add_argument("--step", type=int, default=-1, help="frame of the counterfactual x_step (default: -1 = x_T)")
     p.add_argument("--frame", type=int, default=0, help="frame that is attributed (default: 0 = x_0)")
-    p.set_defaults(func=_attribute)
     return parser
 
 

@@ -11,6 +11,7 @@ says how far each frame lies off the plane, so a path that leaves the plane is v
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from dat_core.energy import joint_energy, marginal_energy
 from dat_core.pgd import attack_mode
 
 from .plots import ENERGY_CMAP, close_figure, new_figure
+from .trajectory import model_device
 
 ENERGIES = ("marginal", "joint")
 MIN_SPAN = 0.25
@@ -61,10 +63,21 @@ class Landscape:
         n = len(self.alphas) // 2
         return float(self.values[n, n])
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe data (grid, energies, projected path; not u, v): floats to 6 significant digits,
+        non-finite values as None."""
+        keys = ("alphas", "betas", "values", "clamped", "path_xy", "path_energy", "path_steps", "residual",
+                "energy", "energy_label", "u_label", "v_label", "target", "source", "class_names")
+        return {k: _json_value(getattr(self, k)) for k in keys}
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind == "f":
+            return [_json_value(x) for x in v] if v.ndim > 1 else [
+                float(f"{x:.6g}") if math.isfinite(x) else None for x in v.astype(np.float64)]
+        return v.tolist()
+    return v
 
 
 def _unit(t: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -147,7 +160,7 @@ def energy_landscape(model: nn.Module, trajectory: Any, *, direction: str | int 
         if isinstance(c, int) and not 0 <= c < num_classes:
             raise ValueError(f"{name} class {c} out of range 0..{num_classes - 1}")
 
-    device = _device(model)
+    device = model_device(model)
     images = torch.from_numpy(images_np).to(device)
     x0 = images[0]
     u, dist = _unit(images[-1] - x0)

@@ -35,6 +35,7 @@ from dat_core.model_card import split_card
 from dat_core.models import count_parameters
 
 from .render import fmt
+from .trajectory import channels_last, model_device
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
 
@@ -151,8 +152,7 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        p = next(self.model.parameters(), None)
-        return p.device if p is not None else torch.device("cpu")
+        return model_device(self.model)
 
     @property
     def label(self) -> str:
@@ -219,7 +219,7 @@ class ModelRegistry:
                 directory = Path(source)
             else:
                 directory = download(source, revision=revision)
-            model = load_model(directory, device=self.device)
+            model = channels_last(load_model(directory, device=self.device))
             loaded = LoadedModel(key=key, model=model, source=source, revision=revision, directory=directory)
             self._models[key] = loaded
             if pin:
@@ -310,15 +310,20 @@ def parse_eps(value: Any) -> float:
     return eps
 
 
-def parse_int(name: str, value: Any, lo: int, hi: int) -> int:
-    """An integer in lo..hi (a whole float or a numeric string is fine)."""
-    msg = f"{name} must be a whole number from {lo} to {hi}; got {value!r}"
+def _number(value: Any, msg: str) -> float:
+    """`value` as a float (a number or a numeric string); ValueError(msg) for anything else."""
     if isinstance(value, bool) or value is None:
         raise ValueError(msg)
     try:
-        f = float(value.strip()) if isinstance(value, str) else float(value)
+        return float(value.strip()) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
         raise ValueError(msg) from None
+
+
+def parse_int(name: str, value: Any, lo: int, hi: int) -> int:
+    """An integer in lo..hi (a whole float or a numeric string is fine)."""
+    msg = f"{name} must be a whole number from {lo} to {hi}; got {value!r}"
+    f = _number(value, msg)
     if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
         raise ValueError(msg)
     return int(f)
@@ -327,12 +332,7 @@ def parse_int(name: str, value: Any, lo: int, hi: int) -> int:
 def parse_positive(name: str, value: Any, hi: float = 1e6) -> float:
     """A finite number > 0 (and <= hi)."""
     msg = f"{name} must be a finite number > 0; got {value!r}"
-    if isinstance(value, bool) or value is None:
-        raise ValueError(msg)
-    try:
-        f = float(value.strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise ValueError(msg) from None
+    f = _number(value, msg)
     if not (math.isfinite(f) and f > 0):
         raise ValueError(msg)
     if f > hi:

@@ -78,12 +78,31 @@ def validate_params(norm: str = "L2", eps: float = 3.0, step_size: float = 0.1, 
     return {"norm": norm, "eps": eps, "step_size": step_size, "steps": int(steps), "objective": objective}
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters (CPU for a parameter-free module)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """Store a CPU model's weights channels-last (in place; values unchanged) and return it.
+
+    oneDNN then runs every convolution, forward and backward, on its channels-last path, which at
+    the batch sizes of explanations (1-10) costs 10-20% less CPU time per PGD step than NCHW weights
+    (measured on WRNs, AVX2). Each step agrees to float rounding; over a long PGD path the rounding
+    differences grow (~1e-2 per pixel after 60 steps), as between any two convolution implementations.
+    For models we load ourselves (CLI, app), not for a model a caller passes in.
+    """
+    if model_device(model).type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def model_info(model: nn.Module) -> tuple[int, list[str], torch.device]:
     """(image_size, class_names, device) of a classifier (`.config` as in dat_core.models)."""
     cfg = getattr(model, "config", {}) or {}
     names = list(cfg.get("class_names") or [str(i) for i in range(int(cfg.get("num_classes", 10)))])
-    param = next(model.parameters(), None)
-    return int(cfg.get("image_size", 32)), names, param.device if param is not None else torch.device("cpu")
+    return int(cfg.get("image_size", 32)), names, model_device(model)
 
 
 def _listing(class_names: Sequence[str], shown: int = 100) -> str:

@@ -243,14 +243,5 @@ class SamplingView:
 
 
 def landscape_dict(land: Any) -> dict[str, Any]:
-    """JSON-safe data of an explain.landscape.Landscape (grid, energies, projected path)."""
-    def js(v: Any) -> Any:
-        if isinstance(v, np.ndarray):
-            if v.dtype.kind == "f":
-                return [js(x) for x in v] if v.ndim > 1 else [
-                    float(f"{x:.6g}") if math.isfinite(x) else None for x in v.astype(np.float64)]
-            return v.tolist()
-        return v
-    keys = ("alphas", "betas", "values", "clamped", "path_xy", "path_energy", "path_steps", "residual",
-            "energy", "energy_label", "u_label", "v_label", "target", "source", "class_names")
-    return {k: js(getattr(land, k)) for k in keys}
+    """JSON-safe data of an explain.landscape.Landscape (app.py's name for `Landscape.to_dict`)."""
+    return land.to_dict()

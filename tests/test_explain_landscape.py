@@ -1,4 +1,5 @@
 import io
+import json
 import types
 
 import matplotlib
@@ -136,6 +137,15 @@ def test_clamped_fraction_and_span(model, traj):
     L = energy_landscape(model, traj, grid=5, span=(2.0, 0.5))
     assert L.alphas[-1] == 2.0 and L.betas[0] == -0.5
     assert L.clamped[2, 2] == 0.0 and 0 < L.clamped.max() <= 1  # x_0 itself needs no clamping
+
+
+def test_to_dict_is_strict_json_to_six_digits(model, traj):
+    L = energy_landscape(model, traj, grid=5)
+    L.values[0, 0] = np.nan  # e.g. a diverged forward: written as null, never as NaN
+    d = json.loads(json.dumps(L.to_dict(), allow_nan=False))
+    assert d["values"][0][0] is None and np.asarray(d["values"]).shape == (5, 5) and len(d["path_xy"]) == 5
+    np.testing.assert_allclose(np.asarray(d["values"][1], dtype=float), L.values[1], rtol=1e-5)
+    assert d["path_xy"][0] == [0.0, 0.0] and d["class_names"] == L.class_names and "u" not in d
 
 
 @pytest.mark.parametrize("kwargs", [{"grid": 4}, {"grid": 1}, {"energy": "free"}, {"direction": "up"},

@@ -148,6 +148,18 @@ def test_to_dict_is_strict_json_with_inf_eps(tiny_model, tmp_path):
     np.testing.assert_allclose(loaded["energy"], tr.energy, rtol=1e-6)
 
 
+def test_channels_last_model_gives_the_same_trajectory_step(tiny_model):
+    from explain.trajectory import channels_last
+
+    x = torch.rand(3, 32, 32)
+    plain = counterfactual(tiny_model, x, 2, steps=2)
+    cl = channels_last(tiny_model)
+    assert cl is tiny_model and tiny_model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    fast = counterfactual(tiny_model, x, 2, steps=2)
+    np.testing.assert_allclose(fast.logits, plain.logits, atol=1e-4)
+    np.testing.assert_allclose(fast.images, plain.images, atol=1e-5)
+
+
 # ---------------------------------------------------------------- parameters and classes
 
 @pytest.mark.parametrize("kw,match", [
