@@ -41,18 +41,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast can pay off here: CUDA, or a CPU with bf16 instructions (AVX512-BF16 / AMX).
-    Without them (e.g. AVX2-only CPUs) PyTorch emulates bf16 and autocast runs ~10x slower than fp32."""
-    if device.type == "cuda":
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def machine() -> dict[str, Any]:
     info = {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}

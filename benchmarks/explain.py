@@ -31,6 +31,7 @@ import torch
 from common import emit, machine, median_time
 
 from dat_core import build_model, threat_model
+from dat_core.hardware import native_bf16
 from dat_core.pgd import pgd
 from explain.generate import generate
 from explain.trajectory import counterfactuals, minimal_counterfactual
@@ -48,15 +49,6 @@ class Context:
     repeats: int
     quick: bool
     bf16: bool                 # time bf16 autocast too (only where the hardware has native bf16)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """CUDA, or a CPU with native bf16 (AVX512-BF16/AMX). Elsewhere autocast emulates bf16 at ~10x the fp32
-    time, so timing it only makes the run minutes longer."""
-    if device.type != "cpu":
-        return True
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(check()) if check is not None else True
 
 
 def _maybe(ctx: Context, fn: Callable[[], Any], warmup: int = 1) -> float | None:

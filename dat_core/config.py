@@ -81,7 +81,7 @@ class TrainConfig:
     batch_size: int = 128            # global batch (split across DDP ranks), same for all loaders
     ema_decay: float = 0.999         # decay min(ema_decay, (1+n)/(10+n))
     device: str = "auto"             # auto | cpu | cuda | cuda:N
-    autocast: str = "auto"           # auto (bf16 on CUDA only) | true | false
+    autocast: str = "auto"           # auto (bf16 where native: CUDA, AVX512-BF16/AMX CPUs) | true | false
     channels_last: bool = True
     compile: bool = False
     fused_forward: bool = True       # stage 2: one forward for real+contrastive+adversarial (equivalent with frozen BN)

@@ -22,6 +22,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from .checkpoint import load_model, save_model
+from .hardware import native_bf16
 from .config import ConfigError, TrainConfig
 from .models import Classifier, build_model
 from .training_data import build_streams, load_train_val
@@ -63,7 +64,8 @@ def _device(spec: str, local_rank: int) -> torch.device:
 
 
 def _use_autocast(spec: str, device: torch.device) -> bool:
-    return spec == "true" or (spec == "auto" and device.type == "cuda")
+    """`auto` turns bf16 on only where it is native (CUDA, AVX512-BF16/AMX CPUs); elsewhere it is slower."""
+    return spec == "true" or (spec == "auto" and native_bf16(device))
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:

@@ -13,8 +13,9 @@ import torch
 
 from dat_core.checkpoint import load_model
 from dat_core.config import ConfigError, load_config
+from dat_core.hardware import native_bf16
 from dat_core.stage2 import Curriculum, bce_loss, contrastive_samples
-from dat_core.trainer import STATE_FILE, Trainer, TrainingError, lr_factor, train
+from dat_core.trainer import STATE_FILE, Trainer, TrainingError, _use_autocast, lr_factor, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -240,3 +241,15 @@ def test_existing_run_requires_resume(toy, tmp_path):
     (tmp_path / STATE_FILE).write_bytes(b"")
     with pytest.raises(ConfigError, match="--resume"):
         Trainer(tiny(toy, tmp_path))
+
+
+def test_autocast_auto_means_native_bf16_only():
+    """bf16 autocast is emulated (~10x slower) on AVX2-only CPUs, so `auto` must not pick it there."""
+    avx2 = "flags : fpu sse2 avx avx2 fma"
+    assert not native_bf16(torch.device("cpu"), cpuinfo=avx2)
+    assert native_bf16(torch.device("cpu"), cpuinfo=avx2 + " avx512f avx512_bf16")
+    assert native_bf16(torch.device("cpu"), cpuinfo=avx2 + " amx_bf16 amx_tile")
+    assert native_bf16(torch.device("cuda"))
+    cpu = torch.device("cpu")
+    assert _use_autocast("auto", cpu) == native_bf16(cpu)
+    assert _use_autocast("true", cpu) and not _use_autocast("false", torch.device("cuda"))
