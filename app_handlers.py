@@ -17,6 +17,7 @@ import torch
 import explain
 from dat_core.checkpoint import DEFAULT_MODEL_DIR
 from dat_core.energy import marginal_energy, probabilities
+from dat_core.hardware import use_autocast
 from explain import render, session, views
 from explain.attribution import METHODS, TITLES, attribute_trajectory, plot_attributions
 from explain.export import save_gif, save_metrics_json
@@ -78,7 +79,9 @@ class Explainer:
     """
 
     def __init__(self, model: str = "default", standard_model: str | None = "auto", revision: str | None = None,
-                 cache_bytes: int = session.DEFAULT_CACHE_BYTES, max_models: int = 4):
+                 cache_bytes: int = session.DEFAULT_CACHE_BYTES, max_models: int = 4, autocast: str = "auto"):
+        use_autocast(autocast, torch.device("cpu"))  # validates the spec now, not on the first request
+        self.autocast = autocast
         self.models = session.ModelRegistry(max_models)
         self.default = self.models.load(model, revision, pin=True)
         self.standard, self.standard_note = self._load_standard(standard_model)
@@ -109,6 +112,10 @@ class Explainer:
 
     def _model(self, state: dict) -> session.LoadedModel:
         return self.models.load(state.get("source", "default"), state.get("revision"))
+
+    def _bf16(self, loaded: session.LoadedModel) -> bool:
+        """bf16 autocast for PGD and landscapes on this model's device (`auto`: where native)."""
+        return use_autocast(self.autocast, loaded.device)
 
     def _key(self, state: dict, slot: str) -> str:
         return f"{state['id']}/{slot}"
@@ -166,7 +173,7 @@ class Explainer:
         traj = self.cache.get(memo)
         if traj is None:
             model = session.ProgressModel(loaded.model, req["steps"] + 1, self._reporter(progress, desc))
-            traj = explain.counterfactual(model, x, target, **req)
+            traj = explain.counterfactual(model, x, target, autocast=self._bf16(loaded), **req)
             self.cache.put(memo, traj)
         return traj
 
@@ -295,7 +302,7 @@ class Explainer:
         chunks = math.ceil(len(targets) / 64)
         model = session.ProgressModel(loaded.model, chunks * (req["steps"] + 1),
                                       self._reporter(progress, f"PGD toward {len(targets)} classes"))
-        trajs = explain.counterfactuals(model, x, targets, **req)
+        trajs = explain.counterfactuals(model, x, targets, autocast=self._bf16(loaded), **req)
         view = views.AllTargetsView(trajs, loaded.key, render.display_scale(loaded.image_size))
         self.cache.put(self._key(state, "all"), view)
         return state, view.gallery(), view.table() + note
@@ -324,7 +331,7 @@ class Explainer:
             raise gr.Error("The grid size must be odd (so the start image is a grid point).", print_exception=False)
         loaded = self._loaded(view.model_key)
         progress(None, desc=f"Evaluating the energy on {grid}×{grid} points")
-        land = energy_landscape(loaded.model, view.trajectory, grid=grid,
+        land = energy_landscape(loaded.model, view.trajectory, grid=grid, autocast=self._bf16(loaded),
                                 energy="joint" if str(energy).startswith("E(x, ") else "marginal")
         view.landscape = views.LandscapeView.build(land)
         self.cache.put(self._key(state, "cf"), view)  # re-measured: the landscape is part of the view now
@@ -423,7 +430,7 @@ class Explainer:
         self._check_budget(1, steps, loaded.image_size)
         model = session.ProgressModel(loaded.model, steps + 1, self._reporter(progress, "Sampling"))
         samples = explain.generate(model, targets, n, seed=seed, seeds=seeds, steps=steps, step_size=step_size,
-                                   record_every=1)
+                                   record_every=1, autocast=self._bf16(loaded))
         view = views.SamplingView.build(samples)
         self.cache.put(self._key(state, "gen"), view)
         last = len(view) - 1
@@ -505,7 +512,7 @@ class Explainer:
     def api_landscape(self, image, target, eps, steps, step_size, progress=gr.Progress()):
         """The energy E(x) on a 33×33 plane through the image containing the counterfactual direction."""
         loaded, traj = self._api_trajectory(image, target, eps, steps, step_size, progress)
-        land = energy_landscape(loaded.model, traj)
+        land = energy_landscape(loaded.model, traj, autocast=self._bf16(loaded))
         return figure_to_array(plot_landscape(land, step=-1)), views.landscape_dict(land)
 
     @user_errors

@@ -19,3 +19,16 @@ def native_bf16(device: torch.device, cpuinfo: str | None = None) -> bool:
         except OSError:
             return False
     return "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo
+
+
+AUTOCAST_CHOICES = ("auto", "on", "off", "true", "false")
+
+
+def use_autocast(spec: str | bool, device: torch.device) -> bool:
+    """Resolve an autocast setting: `auto` is bf16 exactly where it is native (see `native_bf16`);
+    on/true and off/false force it (a bool passes through)."""
+    if isinstance(spec, bool):
+        return spec
+    if spec not in AUTOCAST_CHOICES:
+        raise ValueError(f"autocast must be one of {', '.join(AUTOCAST_CHOICES)}, got {spec!r}")
+    return spec in ("on", "true") or (spec == "auto" and native_bf16(device))

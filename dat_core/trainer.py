@@ -22,7 +22,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from .checkpoint import load_model, save_model
-from .hardware import native_bf16
+from .hardware import use_autocast
 from .config import ConfigError, TrainConfig
 from .models import Classifier, build_model
 from .training_data import build_streams, load_train_val
@@ -61,11 +61,6 @@ def _device(spec: str, local_rank: int) -> torch.device:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return device
-
-
-def _use_autocast(spec: str, device: torch.device) -> bool:
-    """`auto` turns bf16 on only where it is native (CUDA, AVX512-BF16/AMX CPUs); elsewhere it is slower."""
-    return spec == "true" or (spec == "auto" and native_bf16(device))
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
@@ -178,7 +173,7 @@ class Trainer:
         if self.world > 1 and cfg.stage == "stage2" and not cfg.fused_forward:
             raise ConfigError("fused_forward=false (the official-order reference) runs single-process only")
         self.device = _device(cfg.device, local_rank)
-        self.autocast = _use_autocast(cfg.autocast, self.device)
+        self.autocast = use_autocast(cfg.autocast, self.device)
         self.out = Path(cfg.out_dir)
         torch.manual_seed(cfg.seed + self.rank)
 

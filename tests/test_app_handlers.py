@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import app
+import explain
 from app_handlers import ATTR_FRAMES, Explainer
 from dat_core import build_model, save_model
 from explain.session import TrajectoryCache, parse_eps
@@ -53,6 +54,26 @@ def run_cf(ex, state, dirs, target="cat", steps=STEPS, eps="3"):
 
 
 # ------------------------------------------------------------------ counterfactual and scrubbing
+
+@pytest.mark.parametrize("autocast", ["off", "on"])
+def test_autocast_setting_reaches_the_pgd_path(dirs, autocast):
+    """`--autocast off` gives exactly the fp32 path of `explain.counterfactual`; `on` exactly the bf16 one."""
+    one = Explainer(str(dirs["robust"]), standard_model=None, autocast=autocast)
+    state = one.new_session()
+    one.run_counterfactual(dirs["photo"], "cat", "L2", "3", STEPS, 0.1, state)
+    shown = one.cache.get(f"{state['id']}/cf").trajectory
+    x = explain.to_model_input(dirs["photo"], 32)
+    direct = {flag: explain.counterfactual(one.default.model, x, "cat", eps=3.0, steps=STEPS, step_size=0.1,
+                                           autocast=flag) for flag in (False, True)}
+    assert not np.array_equal(direct[False].images, direct[True].images)
+    assert np.array_equal(shown.images, direct[autocast == "on"].images)
+
+
+def test_bad_autocast_setting_is_refused_at_start(dirs):
+    with pytest.raises(ValueError, match="autocast"):
+        Explainer(str(dirs["robust"]), standard_model=None, autocast="fast")
+
+
 
 def test_preview_shows_the_model_input_prediction_and_typicality(ex, dirs):
     out = named(Explainer.PREVIEW, ex.preview(dirs["photo"], ex.new_session()))

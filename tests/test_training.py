@@ -13,9 +13,9 @@ import torch
 
 from dat_core.checkpoint import load_model
 from dat_core.config import ConfigError, load_config
-from dat_core.hardware import native_bf16
+from dat_core.hardware import native_bf16, use_autocast
 from dat_core.stage2 import Curriculum, bce_loss, contrastive_samples
-from dat_core.trainer import STATE_FILE, Trainer, TrainingError, _use_autocast, lr_factor, train
+from dat_core.trainer import STATE_FILE, Trainer, TrainingError, lr_factor, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -251,5 +251,8 @@ def test_autocast_auto_means_native_bf16_only():
     assert native_bf16(torch.device("cpu"), cpuinfo=avx2 + " amx_bf16 amx_tile")
     assert native_bf16(torch.device("cuda"))
     cpu = torch.device("cpu")
-    assert _use_autocast("auto", cpu) == native_bf16(cpu)
-    assert _use_autocast("true", cpu) and not _use_autocast("false", torch.device("cuda"))
+    assert use_autocast("auto", cpu) == native_bf16(cpu)
+    assert use_autocast("true", cpu) and use_autocast("on", cpu) and not use_autocast("off", torch.device("cuda"))
+    assert use_autocast(False, torch.device("cuda")) is False
+    with pytest.raises(ValueError, match="autocast must be one of"):
+        use_autocast("fast", cpu)
