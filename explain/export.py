@@ -23,7 +23,7 @@ __all__ = ["save_gif", "save_apng", "contact_strip", "save_metrics_json", "save_
 
 
 def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour upscale of (..., H, W, C) uint8 by an integer factor."""
+    """Nearest-neighbour upscale of (..., H, W, C) by an integer factor (crisp pixels, no blur)."""
     if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 64:
         raise ValueError(f"scale must be an integer in 1..64; got {scale!r}")
     return frames if scale == 1 else frames.repeat(scale, axis=-3).repeat(scale, axis=-2)

@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
+from .export import upscale  # noqa: F401  (views call render.upscale)
 from .plots import ENERGY_CMAP
 
 BLUE, ORANGE, GREEN, RED, GREY, PURPLE = "#2563eb", "#ea580c", "#16a34a", "#dc2626", "#6b7280", "#7c3aed"
@@ -227,11 +228,6 @@ def probability_bars(probs: np.ndarray, class_names: Sequence[str], *, k: int = 
 def display_scale(image_size: int, target: int = DISPLAY_SIZE) -> int:
     """Integer nearest-neighbour factor that brings `image_size` to about `target` pixels (>= 1)."""
     return max(1, round(target / max(1, image_size)))
-
-
-def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
-    """(..., H, W, C) uint8 -> nearest-neighbour upscaled by `scale` (crisp pixels, no blur)."""
-    return frame if scale == 1 else frame.repeat(scale, axis=-3).repeat(scale, axis=-2)
 
 
 def difference_frames(images: np.ndarray) -> tuple[np.ndarray, float]:
