@@ -39,6 +39,11 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ood-limit", type=int, default=2000, help="at most this many OOD images per set")
     p.add_argument("--judge", default=None, help="standard model that judges class-conditional samples")
     p.add_argument("--samples", type=int, default=0, help="class-conditional samples from uniform noise")
+    p.add_argument("--sample-steps", type=int, default=None,
+                   help="PGD steps per sample (default: 33 at 32 px, METHOD §4's base; more steps wash out more "
+                        "of the noise seed)")
+    p.add_argument("--sample-step-size", type=float, default=None, help="L2 step per sample step (default: 0.2 at "
+                   "32 px, scaled by image_size/32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="dir for reliability.png / samples.png")
     p.add_argument("--json", default=None, help="write the report here")
@@ -72,9 +77,12 @@ def random_subset(data: ImageDataset, n: int, seed: int) -> ImageDataset:
 
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
-    for name in ("eps", "step_size"):
-        if not math.isfinite(getattr(args, name)) or getattr(args, name) < 0:
+    for name in ("eps", "step_size", "sample_step_size"):
+        value = getattr(args, name)
+        if value is not None and (not math.isfinite(value) or value < 0):
             raise ValueError(f"--{name.replace('_', '-')} must be finite and >= 0")
+    if args.sample_steps is not None and args.sample_steps < 1:
+        raise ValueError("--sample-steps must be >= 1")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model = load_model(args.model, revision=args.revision, device=device)
     size = model.config["image_size"]
@@ -89,7 +97,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     report = evaluate(model, data, ood=_ood_sets(args, size) or None, robust=robust,
                       robust_strong=ROBUST_STRONG if args.strong and robust else None, judge=judge,
                       samples=args.samples, out_dir=args.out, autocast=args.autocast, seed=args.seed,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, sample_steps=args.sample_steps,
+                      sample_step_size=args.sample_step_size)
     report.update(model=str(args.model), data=str(args.data), split=args.split)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

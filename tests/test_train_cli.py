@@ -30,12 +30,14 @@ def test_help(command, capsys):
 def test_eval_writes_json_with_fractions(toy, tiny_dir, tmp_path):
     out = tmp_path / "report.json"
     code = main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "2",
-                 "--ood", "uniform", "--samples", "3", "--out", str(tmp_path / "figs"), "--json", str(out)])
+                 "--ood", "uniform", "--samples", "3", "--sample-steps", "4", "--out", str(tmp_path / "figs"),
+                 "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
     assert report["n"] == 24
     assert 0 <= report["robust_accuracy"] <= report["clean_accuracy"] <= 1
     assert 0 <= report["ood_auroc"]["uniform"] <= 1 and 0 <= report["ece"] <= 1
+    assert report["sample_fidelity"]["steps"] == 4 and report["sample_fidelity"]["n"] == 3
     assert (tmp_path / "figs" / "reliability.png").is_file() and (tmp_path / "figs" / "samples.png").is_file()
 
 
@@ -51,6 +53,8 @@ def test_eval_limit_draws_a_fixed_subset_across_classes(toy):
 def test_eval_rejects_bad_values_with_one_line(toy, tiny_dir, capsys):
     assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--eps", "nan"]) == 2
     assert "--eps" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--samples", "2", "--sample-steps", "0"]) == 2
+    assert "--sample-steps" in capsys.readouterr().err
     assert main(["eval", "--model", "not a repo", "--data", str(toy)]) == 2
 
 
