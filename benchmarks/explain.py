@@ -12,7 +12,8 @@ Same model, image, targets and parameters (L2, eps 3, step 0.1, T = 60), fp32.
 ratio = reference time / our time (above 1: ours is faster).
 `trajectory_T60_channels_last_model` times the same trajectory and landscape on the plain model and on
 the channels-last copy that the CLI and the app load (ratio above 1: channels-last is faster).
-bf16 autocast is timed only where the hardware has native bf16 (the `*_bf16*` fields are null elsewhere).
+bf16 autocast is timed only where the hardware has native bf16 (the `*_bf16*` fields are null elsewhere);
+there it is what the CLI and the app run by default (`--autocast auto`).
 
 Cases are a list of named functions (`CASES`): to add one, append `Case(name, fn)` where
 `fn(ctx) -> dict` returns its figures (include "ratio" when it compares against a reference).
@@ -111,13 +112,15 @@ def _trajectory_case(n_targets: int) -> Callable[[Context], dict[str, Any]]:
         ours = median_time(lambda: counterfactuals(ctx.model, ctx.image, targets, eps=EPS, step_size=STEP,
                                                    steps=T), ctx.repeats, warmup=0)
         ref = median_time(lambda: reference_trajectory(ctx.model, xb, y), ctx.repeats, warmup=0)
+        bf16 = _maybe(ctx, lambda: counterfactuals(ctx.model, ctx.image, targets, eps=EPS, step_size=STEP, steps=T,
+                                                   autocast=True))  # what the CLI and app run where bf16 is native
         diff = (torch.stack([torch.from_numpy(t.images) for t in trajs], 1) - frames.cpu()).abs().flatten(2)
         diff = diff.amax(dim=(1, 2))
         # identical math per step: step 1 agrees to float rounding. Over T steps rounding differences
         # (parameter-gradient backward vs input-only autograd.grad) grow to ~1e-2 per pixel: reported, not judged
         same = bool(diff[1] < 1e-5)
-        return {"targets": n_targets, "steps": T, "ours_s": ours, "reference_s": ref, "ratio": ref / ours,
-                "same_result": same, "first_step_max_diff": float(diff[1]), "final_max_diff": float(diff[-1])}
+        return {"targets": n_targets, "steps": T, "ours_s": ours, "ours_bf16_s": bf16, "reference_s": ref,
+                "ratio": ref / ours, "ratio_bf16": None if bf16 is None else ref / bf16, "same_result": same, "first_step_max_diff": float(diff[1]), "final_max_diff": float(diff[-1])}
     return run
 
 
@@ -320,6 +323,7 @@ def main() -> None:
                   flush=True)
     ratios = [r["ratio"] for r in rows if isinstance(r.get("ratio"), float) and math.isfinite(r["ratio"])]
     one = [r["ours_s"] for r in rows if r["case"] == "trajectory_T60_1_target" and r["arch"] in SMALL]
+    one_bf16 = [r["ours_bf16_s"] for r in rows if r["case"] == "trajectory_T60_1_target" and r["arch"] in SMALL]
     cl = [r["trajectory_channels_last_s"] for r in rows
           if r["case"] == "trajectory_T60_channels_last_model" and r["arch"] in SMALL]
     emit({"benchmark": "explain", "device": str(device), "machine": machine(),
@@ -327,7 +331,9 @@ def main() -> None:
           "ratio": min(ratios) if ratios else None,
           "trajectory_T60_s_small_wrn": one[0] if one else None,
           "trajectory_T60_s_small_wrn_channels_last_model": cl[0] if cl else None,
-          "target_trajectory_T60_s_small_wrn": 0.5, "target_met": (one[0] <= 0.5) if one else None})
+          "trajectory_T60_s_small_wrn_bf16": one_bf16[0] if one_bf16 else None,
+          "target_trajectory_T60_s_small_wrn": 0.5, "target_met": (one[0] <= 0.5) if one else None,
+          "target_met_bf16": (one_bf16[0] <= 0.5) if one_bf16 and one_bf16[0] is not None else None})
 
 
 if __name__ == "__main__":
