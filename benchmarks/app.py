@@ -49,14 +49,16 @@ def browser_figures(url: str, image: Path, targets: list[str], moves: int) -> di
 def server_figures(ex: Any, image: Path, targets: list[str], scrubs: int) -> dict[str, Any]:
     """The handlers called directly, with the app's default settings; one Run per target."""
     d = explain.default_params(ex.default.image_size)
-    recompute = median_time(lambda: explain.counterfactual(ex.default.model, str(image), targets[0]), len(targets))
+    bf16 = ex._bf16(ex.default)  # the app's own autocast choice (bf16 where native)
+    recompute = median_time(lambda: explain.counterfactual(ex.default.model, str(image), targets[0], autocast=bf16),
+                            len(targets))
     state = ex.new_session()
     settings = ("L2", str(d["eps"]), d["steps"], d["step_size"])
     left = iter(targets)
     run = median_time(lambda: ex.run_counterfactual(str(image), next(left), *settings, state), len(targets), warmup=0)
     frames = itertools.cycle(range(d["steps"] + 1))
     slider = median_time(lambda: ex.scrub(state, next(frames)), scrubs, warmup=10)
-    return {"steps": d["steps"], "server_run_s": run, "server_slider_move_s": slider,
+    return {"steps": d["steps"], "bf16": bf16, "server_run_s": run, "server_slider_move_s": slider,
             "recompute_trajectory_s": recompute, "ratio": recompute / slider}
 
 
