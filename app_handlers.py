@@ -113,7 +113,7 @@ class Explainer:
     def _model(self, state: dict) -> session.LoadedModel:
         return self.models.load(state.get("source", "default"), state.get("revision"))
 
-    def _bf16(self, loaded: session.LoadedModel) -> bool:
+    def uses_bf16(self, loaded: session.LoadedModel) -> bool:
         """bf16 autocast for PGD and landscapes on this model's device (`auto`: where native)."""
         return use_autocast(self.autocast, loaded.device)
 
@@ -173,7 +173,7 @@ class Explainer:
         traj = self.cache.get(memo)
         if traj is None:
             model = session.ProgressModel(loaded.model, req["steps"] + 1, self._reporter(progress, desc))
-            traj = explain.counterfactual(model, x, target, autocast=self._bf16(loaded), **req)
+            traj = explain.counterfactual(model, x, target, autocast=self.uses_bf16(loaded), **req)
             self.cache.put(memo, traj)
         return traj
 
@@ -302,7 +302,7 @@ class Explainer:
         chunks = math.ceil(len(targets) / 64)
         model = session.ProgressModel(loaded.model, chunks * (req["steps"] + 1),
                                       self._reporter(progress, f"PGD toward {len(targets)} classes"))
-        trajs = explain.counterfactuals(model, x, targets, autocast=self._bf16(loaded), **req)
+        trajs = explain.counterfactuals(model, x, targets, autocast=self.uses_bf16(loaded), **req)
         view = views.AllTargetsView(trajs, loaded.key, render.display_scale(loaded.image_size))
         self.cache.put(self._key(state, "all"), view)
         return state, view.gallery(), view.table() + note
@@ -331,7 +331,7 @@ class Explainer:
             raise gr.Error("The grid size must be odd (so the start image is a grid point).", print_exception=False)
         loaded = self._loaded(view.model_key)
         progress(None, desc=f"Evaluating the energy on {grid}×{grid} points")
-        land = energy_landscape(loaded.model, view.trajectory, grid=grid, autocast=self._bf16(loaded),
+        land = energy_landscape(loaded.model, view.trajectory, grid=grid, autocast=self.uses_bf16(loaded),
                                 energy="joint" if str(energy).startswith("E(x, ") else "marginal")
         view.landscape = views.LandscapeView.build(land)
         self.cache.put(self._key(state, "cf"), view)  # re-measured: the landscape is part of the view now
@@ -430,7 +430,7 @@ class Explainer:
         self._check_budget(1, steps, loaded.image_size)
         model = session.ProgressModel(loaded.model, steps + 1, self._reporter(progress, "Sampling"))
         samples = explain.generate(model, targets, n, seed=seed, seeds=seeds, steps=steps, step_size=step_size,
-                                   record_every=1, autocast=self._bf16(loaded))
+                                   record_every=1, autocast=self.uses_bf16(loaded))
         view = views.SamplingView.build(samples)
         self.cache.put(self._key(state, "gen"), view)
         last = len(view) - 1
@@ -512,7 +512,7 @@ class Explainer:
     def api_landscape(self, image, target, eps, steps, step_size, progress=gr.Progress()):
         """The energy E(x) on a 33×33 plane through the image containing the counterfactual direction."""
         loaded, traj = self._api_trajectory(image, target, eps, steps, step_size, progress)
-        land = energy_landscape(loaded.model, traj, autocast=self._bf16(loaded))
+        land = energy_landscape(loaded.model, traj, autocast=self.uses_bf16(loaded))
         return figure_to_array(plot_landscape(land, step=-1)), views.landscape_dict(land)
 
     @user_errors

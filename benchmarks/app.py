@@ -49,7 +49,7 @@ def browser_figures(url: str, image: Path, targets: list[str], moves: int) -> di
 def server_figures(ex: Any, image: Path, targets: list[str], scrubs: int) -> dict[str, Any]:
     """The handlers called directly, with the app's default settings; one Run per target."""
     d = explain.default_params(ex.default.image_size)
-    bf16 = ex._bf16(ex.default)  # the app's own autocast choice (bf16 where native)
+    bf16 = ex.uses_bf16(ex.default)  # the app's own autocast choice (bf16 where native)
     recompute = median_time(lambda: explain.counterfactual(ex.default.model, str(image), targets[0], autocast=bf16),
                             len(targets))
     state = ex.new_session()
