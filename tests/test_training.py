@@ -25,7 +25,8 @@ def tiny(toy, out, stage="stage1", **kw):
               "model.arch": "wrn-10-1", "steps": 6, "batch_size": 8, "log_every": 1, "ckpt_every": 100,
               "eval_every": 0, "eval_size": 12, "eval_attack_steps": 1, "attack.steps": 1,
               "sample_grid": False, "channels_last": False, "contrastive.window_images": 16,
-              "contrastive.max_steps": 3, "stage": stage}
+              "contrastive.max_steps": 3, "stage": stage,
+              "autocast": "false"}  # fp32: exact comparisons must not depend on whether this CPU has bf16
     values.update(kw)
     return load_config(None, **values)
 
@@ -154,7 +155,7 @@ def _overrides(toy, out, steps):
             "model.arch=wrn-10-1", f"steps={steps}", "batch_size=8", "log_every=1", "ckpt_every=1000",
             "eval_every=0", "eval_size=12", "eval_attack_steps=1", "attack.steps=1", "sample_grid=false",
             "contrastive.window_images=8", "contrastive.auc_threshold=0.0", "contrastive.max_steps=3",
-            f"data.ood={toy / 'ood'}"]
+            f"data.ood={toy / 'ood'}", "autocast=false"]
 
 
 def test_sigterm_then_resume_matches_uninterrupted_run(toy, stage1_ckpt, tmp_path):
