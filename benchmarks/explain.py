@@ -120,7 +120,8 @@ def _trajectory_case(n_targets: int) -> Callable[[Context], dict[str, Any]]:
         # (parameter-gradient backward vs input-only autograd.grad) grow to ~1e-2 per pixel: reported, not judged
         same = bool(diff[1] < 1e-5)
         return {"targets": n_targets, "steps": T, "ours_s": ours, "ours_bf16_s": bf16, "reference_s": ref,
-                "ratio": ref / ours, "ratio_bf16": None if bf16 is None else ref / bf16, "same_result": same, "first_step_max_diff": float(diff[1]), "final_max_diff": float(diff[-1])}
+                "ratio": ref / ours, "ratio_bf16": None if bf16 is None else ref / bf16, "same_result": same,
+                "first_step_max_diff": float(diff[1]), "final_max_diff": float(diff[-1])}
     return run
 
 

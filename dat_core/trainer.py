@@ -22,8 +22,8 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from .checkpoint import load_model, save_model
-from .hardware import use_autocast
 from .config import ConfigError, TrainConfig
+from .hardware import use_autocast
 from .models import Classifier, build_model
 from .training_data import build_streams, load_train_val
 from .stage1 import AdversarialTraining
