@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    """/proc/cpuinfo, read once (the app asks on every request)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 def native_bf16(device: torch.device, cpuinfo: str | None = None) -> bool:
@@ -14,10 +24,7 @@ def native_bf16(device: torch.device, cpuinfo: str | None = None) -> bool:
     if device.type != "cpu":
         return device.type == "cuda"
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
+        cpuinfo = _cpuinfo()
     return "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo
 
 

@@ -74,7 +74,6 @@ def test_bad_autocast_setting_is_refused_at_start(dirs):
         Explainer(str(dirs["robust"]), standard_model=None, autocast="fast")
 
 
-
 def test_preview_shows_the_model_input_prediction_and_typicality(ex, dirs):
     out = named(Explainer.PREVIEW, ex.preview(dirs["photo"], ex.new_session()))
     assert out["cf_input"].shape == (256, 256, 3) and out["cf_input"].dtype == np.uint8  # 32 px, 8x nearest
