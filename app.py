@@ -273,8 +273,10 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
         c["cf_image"].change(ex.preview, [c["cf_image"], c["state"]], out(*Explainer.PREVIEW),
                              concurrency_id="model", concurrency_limit=1, show_progress="minimal", **raw, **ui)
         c["cf_norm"].input(ex.norm_defaults, [c["cf_norm"], c["state"]], out("cf_eps", "cf_step_size"), **ui)
+        exports = {"fn": ex.export_counterfactual, "inputs": [c["state"]], "outputs": out(*Explainer.EXPORTS),
+                   "show_progress": "hidden", **ui}  # after the result is shown (see Explainer._show)
         c["cf_run"].click(ex.run_counterfactual, [c["cf_image"], c["cf_target"], *settings, c["state"]],
-                          out(*Explainer.SHOW), **raw, **compute)
+                          out(*Explainer.SHOW), **raw, **compute).success(**exports)
         c["cf_step"].input(ex.scrub, [c["state"], c["cf_step"]], out(*Explainer.SCRUB, "land_step"), **instant)
         c["cf_play"].click(ex.play_start, [c["state"], c["cf_step"]], [c["cf_step"], *out(*Explainer.SCRUB),
                                                                         c["cf_timer"]], queue=False, **ui)
@@ -285,7 +287,7 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
         c["all_run"].click(ex.run_all_targets, [c["cf_image"], *settings, c["state"]],
                            out("state", "all_grid", "all_table"), **raw, **compute)
         c["all_grid"].select(ex.open_target, [c["state"]], [*out(*Explainer.SHOW), c["tabs"], c["cf_target"]],
-                             **compute)
+                             **compute).success(**exports)
 
         c["land_run"].click(ex.run_landscape, [c["state"], c["cf_step"], c["land_energy"], c["land_grid"]],
                             out("land_map", "land_path", "land_step", "land_info"), **compute)

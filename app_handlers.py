@@ -236,12 +236,16 @@ class Explainer:
                 land.map(i) if land else gr.skip(), land.path(i) if land else gr.skip())
 
     def _show(self, state: dict, view: views.CounterfactualView) -> tuple:
-        """Store a counterfactual view for this session and return everything tab 1 shows for it."""
+        """Store a counterfactual view for this session and return everything tab 1 shows for it.
+
+        The downloads are written afterwards by `export_counterfactual` (chained in app.py): the GIF's
+        per-frame palettes take about as long as the PGD path itself, and the frame should not wait for them.
+        """
         self.cache.put(self._key(state, "cf"), view)
         last = len(view) - 1
-        gif, js = self._exports(view.trajectory, view.scale)
+        pending = gr.update(value=None, interactive=False)
         return (state, gr.update(maximum=last, value=last, interactive=True), *self._scrub_outputs(view, last),
-                view.summary(), gr.update(value=gif, interactive=True), gr.update(value=js, interactive=True),
+                view.summary(), pending, pending,
                 gr.update(value=0, maximum=last, interactive=False),
                 "Press **Compute landscape** to see the energy around this path.", None,
                 "Press **Compute attributions** to explain this counterfactual.")
@@ -255,6 +259,15 @@ class Explainer:
         x = self._input(image, loaded)
         traj = self._trajectory(loaded, x, self._target(target, loaded), req, progress)
         return self._show(state, views.CounterfactualView.build(traj, loaded.key))
+
+    EXPORTS = ("cf_gif", "cf_json")
+
+    @user_errors
+    def export_counterfactual(self, state):
+        """The GIF and JSON downloads of the path the session shows now."""
+        view = self._view(self._session(state), "cf", "counterfactual")
+        gif, js = self._exports(view.trajectory, view.scale)
+        return gr.update(value=gif, interactive=True), gr.update(value=js, interactive=True)
 
     @user_errors
     def scrub(self, state, step):

@@ -73,6 +73,12 @@ def test_run_then_slider_moves_the_frame_and_the_marker(served):
         frame, marker = frame_src(page), marker_x(page)
         assert frame and marker is not None
         end_pixels = shown_pixels(page, "#cf-frame")
+        # the downloads are written after the result is shown (a chained event) and then enabled
+        expect(page.locator("#cf-gif")).to_be_enabled(timeout=30_000)
+        with page.expect_download() as download:
+            page.click("#cf-gif")
+        with Image.open(download.value.path()) as gif:
+            assert gif.format == "GIF" and gif.n_frames == last + 1
         page.screenshot(path=SHOTS / "counterfactual-run.png", full_page=True)
 
         move_slider(page, "Home")

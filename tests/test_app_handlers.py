@@ -1,9 +1,11 @@
 """The app's handlers as plain functions (no server, no browser), on a tiny checkpoint written here."""
 
 import io
+import json
 import math
 import struct
 import zlib
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -87,7 +89,12 @@ def test_scrub_indexes_cached_frames_without_the_model(ex, dirs, monkeypatch):
     state = ex.new_session()
     out = run_cf(ex, state, dirs)
     assert out["cf_step"]["maximum"] == STEPS and out["cf_step"]["value"] == STEPS
-    assert out["cf_gif"]["value"].endswith(".gif") and out["cf_json"]["value"].endswith(".json")
+    assert out["cf_gif"]["value"] is None and not out["cf_gif"]["interactive"]  # written after the result shows
+    gif, js = named(Explainer.EXPORTS, ex.export_counterfactual(state)).values()
+    assert gif["interactive"] and js["interactive"]
+    with Image.open(gif["value"]) as im:
+        assert im.n_frames == STEPS + 1
+    assert json.loads(Path(js["value"]).read_text())["target_name"] == "cat"
 
     class Boom(torch.nn.Module):
         def forward(self, x):
