@@ -129,17 +129,23 @@ class LineChart:
         if ylabel:
             p.append(f'<text transform="translate(11,{self.top + ph / 2}) rotate(-90)" font-size="10.5" '
                      f'text-anchor="middle" fill="#374151">{esc(ylabel)}</text>')
+        # the flip label goes on the roomier side of its line and the reference-line labels on the other end,
+        # so the two never overlap (both sit near the top of the plot)
+        flip_x = self._sx(flip) if flip is not None and x0 <= flip <= x1 else None
+        flip_right_half = flip_x is not None and flip_x > self.left + pw / 2
         for v, label in hlines:
             if math.isfinite(v) and y0 <= v <= y1:
                 yy = self._sy(v)
+                lx, anchor = (self.left + 3, "start") if flip_right_half else (width - self.right - 3, "end")
                 p.append(f'<line x1="{self.left}" x2="{width - self.right}" y1="{yy:.1f}" y2="{yy:.1f}" '
-                         f'stroke="{GREY}" stroke-dasharray="2 3"/><text x="{width - self.right - 3}" '
-                         f'y="{yy - 3:.1f}" font-size="10" text-anchor="end" fill="{GREY}">{esc(label)}</text>')
-        if flip is not None and x0 <= flip <= x1:
-            xx = self._sx(flip)
-            p.append(f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{self.top}" y2="{self.top + ph}" stroke="{GREEN}" '
-                     f'stroke-dasharray="5 3" stroke-width="1.5"/><text x="{xx + 3:.1f}" y="{self.top + 11}" '
-                     f'font-size="10" fill="{GREEN}">flips at t={fmt(flip)}</text>')
+                         f'stroke="{GREY}" stroke-dasharray="2 3"/><text x="{lx}" y="{yy - 3:.1f}" font-size="10" '
+                         f'text-anchor="{anchor}" fill="{GREY}">{esc(label)}</text>')
+        if flip_x is not None:
+            lx, anchor = (flip_x - 3, "end") if flip_right_half else (flip_x + 3, "start")
+            p.append(f'<line x1="{flip_x:.1f}" x2="{flip_x:.1f}" y1="{self.top}" y2="{self.top + ph}" '
+                     f'stroke="{GREEN}" stroke-dasharray="5 3" stroke-width="1.5"/><text x="{lx:.1f}" '
+                     f'y="{self.top + 11}" font-size="10" text-anchor="{anchor}" fill="{GREEN}">'
+                     f'flips at t={fmt(flip)}</text>')
         for s in self.series:
             dash = ' stroke-dasharray="6 3"' if s.dash else ""
             for seg in self._segments(s.y):

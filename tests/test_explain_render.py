@@ -1,0 +1,28 @@
+"""SVG charts of explain.render: label layout."""
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from explain.render import LineChart, Series
+
+
+def _label_span(svg: str, startswith: str) -> tuple[float, float]:
+    """Horizontal extent of a <text> label, generously (10 px sans-serif: digits are 5.6 px wide, we allow 6)."""
+    for el in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text"):
+        if (el.text or "").startswith(startswith):
+            x, width = float(el.get("x")), 6.0 * len(el.text)
+            return (x - width, x) if el.get("text-anchor") == "end" else (x, x + width)
+    raise AssertionError(f"no label {startswith!r} in the chart")
+
+
+@pytest.mark.parametrize("flip", [3, 30, 55, 60])
+def test_flip_and_reference_line_labels_never_overlap(flip):
+    steps = np.arange(61)
+    chart = LineChart(steps, [Series("L2", np.minimum(steps / 10, 3.0), "#7c3aed")], title="Distance",
+                      flip=flip, hlines=[(3.0, "ε = 3")])
+    svg = chart.svg(60).replace('<svg ', '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+    (a0, a1), (b0, b1) = _label_span(svg, "flips at"), _label_span(svg, "ε = 3")
+    assert a1 <= b0 or b1 <= a0, f"flip label {a0:.0f}..{a1:.0f} overlaps the eps label {b0:.0f}..{b1:.0f}"
+    assert 0 <= min(a0, b0) and max(a1, b1) <= chart.width  # both inside the chart
