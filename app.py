@@ -18,7 +18,9 @@ from pathlib import Path
 import gradio as gr
 
 import explain
-from app_handlers import ATTR_FRAMES, EVERY_CLASS, MAX_STEPS, NORMS, SEED_KINDS, Explainer, eps_choices, eps_text
+from app_api import ApiEndpoints
+from app_handlers import Explainer
+from app_inputs import ATTR_FRAMES, EVERY_CLASS, MAX_STEPS, NORMS, SEED_KINDS, eps_choices, eps_text
 from dat_core.checkpoint import default_model_dir
 from dat_core.sampling import default_step_size, default_steps
 from explain import render, session
@@ -313,14 +315,15 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
                                               c["cf_image"], c["state"]], out(*Explainer.MODEL), **raw, **compute)
 
         api = {"concurrency_id": "model", "concurrency_limit": 1, "api_visibility": "public", **raw}
-        api_trigger.click(ex.api_counterfactual, [api_image, api_target, api_eps, api_steps, api_step_size],
+        endpoints = ApiEndpoints(ex)
+        api_trigger.click(endpoints.counterfactual, [api_image, api_target, api_eps, api_steps, api_step_size],
                           [api_json, api_image_out, api_file], api_name="counterfactual", **api)
-        api_trigger.click(ex.api_generate, [api_gen_target, api_seed, api_gen_steps, api_gen_step_size],
+        api_trigger.click(endpoints.generate, [api_gen_target, api_seed, api_gen_steps, api_gen_step_size],
                           [api_json, api_image_out, api_file], api_name="generate", **api)
-        api_trigger.click(ex.api_landscape, [api_image, api_target, api_eps, api_steps, api_step_size],
+        api_trigger.click(endpoints.landscape, [api_image, api_target, api_eps, api_steps, api_step_size],
                           [api_image_out, api_json], api_name="landscape", **api)
-        api_trigger.click(ex.api_attribute, [api_image, api_target, api_methods, api_eps, api_steps, api_step_size],
-                          [api_image_out, api_json], api_name="attribute", **api)
+        api_trigger.click(endpoints.attribute, [api_image, api_target, api_methods, api_eps, api_steps,
+                                                api_step_size], [api_image_out, api_json], api_name="attribute", **api)
 
     demo.queue(default_concurrency_limit=1, max_size=32)
     demo.explainer = ex  # handy for tests and benchmarks

@@ -3,10 +3,9 @@ browser; `app.py` lays out the UI and wires them to events.
 
 Gradio appears here only in what handlers take and give back (progress, `gr.update`, `gr.Error` for bad input);
 the math lives in `explain/` and `dat_core/`, per-session results in the byte-bounded cache of `explain.session`.
+Input checks live in `app_inputs`, the stateless named API endpoints in `app_api`.
 """
 
-import base64
-import functools
 import math
 from pathlib import Path
 
@@ -19,56 +18,12 @@ from dat_core.checkpoint import DEFAULT_MODEL_DIR
 from dat_core.energy import marginal_energy, probabilities
 from dat_core.hardware import use_autocast
 from explain import render, session, views
-from explain.attribution import METHODS, TITLES, attribute_trajectory, plot_attributions
+from app_inputs import (ATTR_FRAMES, EVERY_CLASS, MAX_ALL_TARGETS, MAX_SAMPLES_PER_CLASS, MAX_STEPS, NORMS,
+                        SEED_KINDS, eps_choices, eps_text, image_source, parse_methods, user_errors)
+from explain.attribution import TITLES, attribute_trajectory, plot_attributions
 from explain.export import save_gif, save_metrics_json
-from explain.landscape import energy_landscape, plot_landscape
+from explain.landscape import energy_landscape
 from explain.plots import figure_to_array
-
-MAX_STEPS = 500
-MAX_ALL_TARGETS = 100
-MAX_SAMPLES_PER_CLASS = 16
-NORMS = ("L2", "Linf")
-SEED_KINDS = {"Random noise": "uniform", "Smooth noise": "lowfreq", "My image": "image"}
-EVERY_CLASS = "every class"
-ATTR_FRAMES = ("start x₀", "current step t", "end x_T")
-
-# user-caused failures become a readable toast; anything else is a bug and keeps its traceback
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError, OSError)
-
-
-def user_errors(fn):
-    """Turn the clear ValueError / OSError messages of explain and dat_core into `gr.Error`."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except USER_ERRORS as e:
-            text = str(e) or type(e).__name__
-            text = text[:1].upper() + text[1:] if text[:1].isascii() else text
-            raise gr.Error(text, print_exception=False) from e
-    return wrapper
-
-
-def image_source(image):
-    """A handler's image argument -> what `explain.to_model_input` reads (a path, bytes, an array).
-
-    Events with image inputs run with `preprocess=False`, so the handler gets Gradio's raw file payload
-    (the upload, already checked to lie in Gradio's upload folder) and decodes it itself: Gradio's own
-    preprocessing would open and convert the image first, before our pixel cap and clear messages.
-    """
-    if isinstance(image, dict):
-        if image.get("path"):
-            return image["path"]
-        url = image.get("url") or ""
-        if url.startswith("data:"):
-            try:
-                return base64.b64decode(url.split(",", 1)[1])
-            except (ValueError, IndexError):
-                raise gr.Error("The image data could not be decoded.", print_exception=False) from None
-        return None
-    return image
 
 
 class Explainer:
@@ -129,7 +84,7 @@ class Explainer:
         return view
 
     @staticmethod
-    def _input(image, loaded: session.LoadedModel) -> torch.Tensor:
+    def model_input(image, loaded: session.LoadedModel) -> torch.Tensor:
         image = image_source(image)
         if image is None or (isinstance(image, str) and not image.strip()):
             raise gr.Error("Upload an image first (or click an example).", print_exception=False)
@@ -142,13 +97,13 @@ class Explainer:
             raise gr.Error(text, print_exception=False) from None
 
     @staticmethod
-    def _target(target, loaded: session.LoadedModel) -> int:
+    def target_index(target, loaded: session.LoadedModel) -> int:
         if target is None or (isinstance(target, str) and not target.strip()):
             raise gr.Error("Choose a target class.", print_exception=False)
         return explain.resolve_class(target, loaded.class_names)
 
     @staticmethod
-    def _request(norm, eps, steps, step_size) -> dict:
+    def pgd_params(norm, eps, steps, step_size) -> dict:
         return explain.validate_params(norm or "L2", session.parse_eps(eps),
                                        session.parse_positive("step size", step_size),
                                        session.parse_int("steps", steps, 1, MAX_STEPS))
@@ -166,7 +121,7 @@ class Explainer:
                              f"the server keeps {self.cache.max_bytes / 2**20:.0f} MB of results. "
                              "Ask for fewer steps or targets.")
 
-    def _trajectory(self, loaded, x, target: int, req: dict, progress=None, desc: str = "Running PGD"):
+    def trajectory(self, loaded, x, target: int, req: dict, progress=None, desc: str = "Running PGD"):
         """One counterfactual path, memoized by content (model, image, target, parameters)."""
         self._check_budget(1, req["steps"], loaded.image_size)
         memo = "memo/" + session.request_hash(loaded.key, x, target, sorted(req.items()))
@@ -177,7 +132,7 @@ class Explainer:
             self.cache.put(memo, traj)
         return traj
 
-    def _exports(self, traj, scale: int):
+    def exports(self, traj, scale: int):
         names = traj.class_names
         stem = f"counterfactual_{names[traj.source]}_to_{names[traj.target]}"
         gif = save_gif(traj, self.files.path(stem + ".gif"), scale=scale)
@@ -202,7 +157,7 @@ class Explainer:
         if image_source(image) is None:
             return (state, None, render.placeholder("Upload an image to see what the model predicts"),
                     "", gr.update())
-        x = self._input(image, loaded)
+        x = self.model_input(image, loaded)
         with torch.no_grad():
             logits = loaded.model(x.to(loaded.device)).float()
         probs = probabilities(logits)[0].cpu().numpy()
@@ -255,9 +210,9 @@ class Explainer:
         """Targeted PGD from the image toward `target`; the path is kept for scrubbing."""
         state = self._session(state)
         loaded = self._model(state)
-        req = self._request(norm, eps, steps, step_size)
-        x = self._input(image, loaded)
-        traj = self._trajectory(loaded, x, self._target(target, loaded), req, progress)
+        req = self.pgd_params(norm, eps, steps, step_size)
+        x = self.model_input(image, loaded)
+        traj = self.trajectory(loaded, x, self.target_index(target, loaded), req, progress)
         return self._show(state, views.CounterfactualView.build(traj, loaded.key))
 
     EXPORTS = ("cf_gif", "cf_json")
@@ -266,7 +221,7 @@ class Explainer:
     def export_counterfactual(self, state):
         """The GIF and JSON downloads of the path the session shows now."""
         view = self._view(self._session(state), "cf", "counterfactual")
-        gif, js = self._exports(view.trajectory, view.scale)
+        gif, js = self.exports(view.trajectory, view.scale)
         return gr.update(value=gif, interactive=True), gr.update(value=js, interactive=True)
 
     @user_errors
@@ -301,8 +256,8 @@ class Explainer:
         """Counterfactuals toward every class (the most probable MAX_ALL_TARGETS ones for big label sets)."""
         state = self._session(state)
         loaded = self._model(state)
-        req = self._request(norm, eps, steps, step_size)
-        x = self._input(image, loaded)
+        req = self.pgd_params(norm, eps, steps, step_size)
+        x = self.model_input(image, loaded)
         k = len(loaded.class_names)
         if k <= MAX_ALL_TARGETS:
             targets, note = list(range(k)), ""
@@ -401,10 +356,12 @@ class Explainer:
         if std.class_names != loaded.class_names:
             raise gr.Error("The standard model has different classes than the current model; load a model with "
                            "the same classes to compare.", print_exception=False)
-        req = self._request(norm, eps, steps, step_size)
-        target = self._target(target, loaded)
-        robust = self._trajectory(loaded, self._input(image, loaded), target, req, progress, "PGD on the robust model")
-        standard = self._trajectory(std, self._input(image, std), target, req, progress, "PGD on the standard model")
+        req = self.pgd_params(norm, eps, steps, step_size)
+        target = self.target_index(target, loaded)
+        robust = self.trajectory(loaded, self.model_input(image, loaded), target, req, progress,
+                                 "PGD on the robust model")
+        standard = self.trajectory(std, self.model_input(image, std), target, req, progress,
+                                   "PGD on the standard model")
         view = views.CompareView.build(robust, standard, loaded.key, std.key)
         self.cache.put(self._key(state, "cmp"), view)
         last = len(view) - 1
@@ -425,12 +382,21 @@ class Explainer:
                      progress=gr.Progress()):
         """Class-conditional samples by PGD on the class logit from noise or from an uploaded seed image."""
         state = self._session(state)
-        loaded = self._model(state)
+        view, gif = self.samples(self._model(state), target, seed_kind, seed_image, seed, n_per_class, steps,
+                                 step_size, progress)
+        self.cache.put(self._key(state, "gen"), view)
+        last = len(view) - 1
+        return (state, gr.update(maximum=last, value=last, interactive=True), view.grid(last), view.chart.svg(last),
+                view.caption(last), gr.update(value=str(gif), interactive=True))
+
+    def samples(self, loaded, target, seed_kind, seed_image, seed, n_per_class, steps, step_size,
+                progress=None) -> tuple[views.SamplingView, Path]:
+        """Validate a sampling request, run it, and write the animation of its sampling path."""
         seed = session.parse_int("random seed", seed, 0, 2**63 - 1)
         n = session.parse_int("samples per class", n_per_class, 1, MAX_SAMPLES_PER_CLASS)
         steps = session.parse_int("steps", steps, 1, MAX_STEPS)
         step_size = session.parse_positive("step size", step_size)
-        targets = "all" if str(target).strip().lower() in (EVERY_CLASS, "all") else self._target(target, loaded)
+        targets = "all" if str(target).strip().lower() in (EVERY_CLASS, "all") else self.target_index(target, loaded)
         k = len(loaded.class_names) if targets == "all" else 1
         if k * n > MAX_ALL_TARGETS:
             raise gr.Error(f"{k} classes × {n} samples is more than {MAX_ALL_TARGETS} samples; pick one class or "
@@ -439,17 +405,13 @@ class Explainer:
         if kind not in ("uniform", "lowfreq", "image"):
             raise gr.Error(f"Unknown seed kind {seed_kind!r}; choose one of {', '.join(SEED_KINDS)}.",
                            print_exception=False)
-        seeds = self._input(seed_image, loaded) if kind == "image" else kind
+        seeds = self.model_input(seed_image, loaded) if kind == "image" else kind
         self._check_budget(1, steps, loaded.image_size)
         model = session.ProgressModel(loaded.model, steps + 1, self._reporter(progress, "Sampling"))
         samples = explain.generate(model, targets, n, seed=seed, seeds=seeds, steps=steps, step_size=step_size,
                                    record_every=1, autocast=self.uses_bf16(loaded))
         view = views.SamplingView.build(samples)
-        self.cache.put(self._key(state, "gen"), view)
-        last = len(view) - 1
-        gif = save_gif(view.grids(), self.files.path("samples.gif"), scale=1)
-        return (state, gr.update(maximum=last, value=last, interactive=True), view.grid(last), view.chart.svg(last),
-                view.caption(last), gr.update(value=str(gif), interactive=True))
+        return view, save_gif(view.grids(), self.files.path("samples.gif"), scale=1)
 
     @user_errors
     def scrub_generate(self, state, step):
@@ -490,82 +452,3 @@ class Explainer:
     def model_view(self, state):
         loaded = self._model(self._session(state))
         return self.banner(loaded), session.describe_model(loaded), session.card_text(loaded)
-
-    # ------------------------------------------------------------ named API endpoints (stateless)
-
-    def _api_trajectory(self, image, target, eps, steps, step_size, progress):
-        loaded = self.default
-        req = self._request("L2", eps, steps, step_size)
-        x = self._input(image, loaded)
-        if target is None or (isinstance(target, str) and not target.strip()):
-            with torch.no_grad():
-                order = loaded.model(x.to(loaded.device)).float()[0].argsort(descending=True)
-            target = int(order[1] if len(order) > 1 else order[0])
-        return loaded, self._trajectory(loaded, x, self._target(target, loaded), req, progress)
-
-    @user_errors
-    def api_counterfactual(self, image, target, eps, steps, step_size, progress=gr.Progress()):
-        """L2 counterfactual toward `target` (name or index; empty = the second most likely class).
-        Returns per-step metrics (JSON), the final image at model resolution (PNG) and an animated GIF."""
-        loaded, traj = self._api_trajectory(image, target, eps, steps, step_size, progress)
-        gif, _ = self._exports(traj, render.display_scale(loaded.image_size))
-        return {"model": loaded.label, **traj.to_dict()}, traj.frames[-1], gif
-
-    @user_errors
-    def api_generate(self, target, seed, steps, step_size, progress=gr.Progress()):
-        """Samples of `target` (a class, or "all") from uniform noise with random `seed`."""
-        target = EVERY_CLASS if str(target).strip().lower() in ("all", EVERY_CLASS, "") else target
-        state = self.new_session()
-        out = self.run_generate(target, "Random noise", None, seed, 1, steps, step_size, state, progress)
-        view = self.cache.get(self._key(state, "gen"))
-        self.cache.discard(self._key(state, "gen"))
-        return {"model": self.default.label, **view.samples.to_dict()}, view.grid(len(view) - 1), out[5]["value"]
-
-    @user_errors
-    def api_landscape(self, image, target, eps, steps, step_size, progress=gr.Progress()):
-        """The energy E(x) on a 33×33 plane through the image containing the counterfactual direction."""
-        loaded, traj = self._api_trajectory(image, target, eps, steps, step_size, progress)
-        land = energy_landscape(loaded.model, traj, autocast=self.uses_bf16(loaded))
-        return figure_to_array(plot_landscape(land, step=-1)), views.landscape_dict(land)
-
-    @user_errors
-    def api_attribute(self, image, target, methods, eps, steps, step_size, progress=gr.Progress()):
-        """Captum attributions (comma-separated `methods`) at the image for its predicted and the target class."""
-        methods = parse_methods(methods)
-        loaded, traj = self._api_trajectory(image, target, eps, steps, step_size, progress)
-        result = attribute_trajectory(loaded.model, traj, methods)
-        names = traj.class_names
-
-        def rounded(m):
-            return np.round(np.asarray(m, dtype=np.float64), 6).tolist()
-        data = {"source": result.source, "source_name": names[result.source], "target": result.target,
-                "target_name": names[result.target], "methods": list(result.methods),
-                "source_maps": {m: rounded(v) for m, v in result.source_maps.items()},
-                "target_maps": {m: rounded(v) for m, v in result.target_maps.items()},
-                "difference_map": rounded(result.difference_map)}
-        return figure_to_array(plot_attributions(result)), data
-
-
-def parse_methods(methods) -> tuple[str, ...]:
-    items = methods.split(",") if isinstance(methods, str) else list(methods or [])
-    chosen = tuple(dict.fromkeys(str(m).strip() for m in items if str(m).strip()))
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown or not chosen:
-        raise ValueError(f"unknown attribution method(s) {', '.join(unknown) or '(none chosen)'}; "
-                         f"choose from {', '.join(METHODS)}")
-    return chosen
-
-
-def eps_text(eps: float, norm: str) -> str:
-    if math.isinf(eps):
-        return "∞"
-    if norm == "Linf" and abs(eps * 255 - round(eps * 255)) < 1e-6:
-        return f"{round(eps * 255)}/255"
-    return f"{eps:g}"
-
-
-def eps_choices(norm: str, image_size: int) -> list[str]:
-    if norm == "Linf":
-        return ["2/255", "4/255", "8/255", "16/255", "32/255", "∞"]
-    s = image_size / 32
-    return [f"{v * s:g}" for v in (0.5, 1, 2, 3, 4, 6)] + ["∞"]

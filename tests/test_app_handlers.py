@@ -15,7 +15,8 @@ from PIL import Image
 
 import app
 import explain
-from app_handlers import ATTR_FRAMES, Explainer
+from app_handlers import Explainer
+from app_inputs import ATTR_FRAMES
 from dat_core import build_model, save_model
 from explain.session import TrajectoryCache, parse_eps
 
