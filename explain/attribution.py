@@ -24,7 +24,7 @@ from captum.attr import GradientShap, IntegratedGradients, NoiseTunnel, Occlusio
 from dat_core.pgd import attack_mode
 
 from .plots import SIGNED_CMAP, new_figure, normalize_map, to_hwc
-from .trajectory import model_device
+from .trajectory import memory_format, model_device
 
 METHODS = ("saliency", "integrated_gradients", "smoothgrad", "gradient_shap", "occlusion")
 TITLES = {
@@ -56,11 +56,13 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def _forward_fn(model: nn.Module, autocast: bool):
-    """Captum forward function: the model on channels-last input (oneDNN convolutions are faster on CPU,
-    same values), optionally under bf16 autocast; logits always come back as float32."""
+    """Captum forward function: the model on input in its weights' layout (`memory_format`), optionally
+    under bf16 autocast; logits always come back as float32."""
+    layout = memory_format(model)
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            return model(x.contiguous(memory_format=torch.channels_last)).float()
+            return model(x.contiguous(memory_format=layout)).float()
     return forward
 
 

@@ -11,6 +11,7 @@ import torch
 from dat_core import pgd, threat_model
 from explain.attribution import METHODS, attribute, attribute_trajectory, plot_attributions
 from explain.plots import colorize_signed, figure_to_array, normalize_map
+from explain.trajectory import channels_last, memory_format
 
 FAST = {"n_samples": 4, "internal_batch_size": 64}
 
@@ -78,6 +79,21 @@ def test_saliency_is_the_channel_summed_logit_gradient(model, traj):
     np.testing.assert_allclose(a, g[0].sum(0).numpy(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(attribute(model, x.detach(), traj.target, "saliency", abs=True),
                                g[0].abs().sum(0).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_input_follows_the_model_weights_layout(model, traj, monkeypatch):
+    """Channels-last input only for a channels-last model (a mismatch makes oneDNN reorder weights per call)."""
+    cl = channels_last(copy.deepcopy(model))
+    assert memory_format(model) == torch.contiguous_format and memory_format(cl) == torch.channels_last
+    x = torch.from_numpy(traj.images[:1])
+    for m, layout in ((model, torch.contiguous_format), (cl, torch.channels_last)):
+        seen = []
+        handle = m.conv1.register_forward_pre_hook(lambda mod, args: seen.append(args[0].is_contiguous(
+            memory_format=layout)))
+        a = attribute(m, x, traj.target, "saliency")
+        handle.remove()
+        assert seen and all(seen)
+        np.testing.assert_allclose(a, attribute(model, x, traj.target, "saliency"), rtol=1e-4, atol=1e-6)
 
 
 def test_bf16_autocast_gives_the_same_picture(model, traj):
