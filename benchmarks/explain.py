@@ -35,6 +35,7 @@ import math
 import os
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -248,7 +249,7 @@ def _landscape(ctx: Context) -> dict[str, Any]:
     x0 = torch.from_numpy(traj.images[0]).to(ctx.device)
     ref_values = reference_landscape(ctx.model, land, x0, marginal_energy).cpu().numpy()
     max_diff = float(abs(ref_values - land.values).max())
-    warm = 1 if ctx.arch in SMALL else 0  # the correctness calls above already warmed both paths up
+    warm = 1 if ctx.arch in SMALL and not ctx.quick else 0  # the correctness calls above warmed both paths up
     ours = median_time(lambda: energy_landscape(ctx.model, traj, grid=33), ctx.repeats, warmup=warm)
     bf16 = _maybe(ctx, lambda: energy_landscape(ctx.model, traj, grid=33, autocast=True), warmup=warm)
     ref = median_time(lambda: reference_landscape(ctx.model, land, x0, marginal_energy), ctx.repeats, warmup=warm)
@@ -348,14 +349,16 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(arch).to(device).eval()
         big = arch not in SMALL
-        repeats = args.repeats or (2 if args.quick else (3 if big and device.type == "cpu" else 7))
+        repeats = args.repeats or (1 if args.quick else (3 if big and device.type == "cpu" else 7))
         ctx = Context(arch, model, torch.rand(3, 32, 32, device=device), device, repeats, args.quick,
                       native_bf16(device))
         for case in cases:
+            start = time.perf_counter()
             row = {"arch": arch, "case": case.name, **case.run(ctx)}
             rows.append(row)
             print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-                  flush=True)
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+
     def worst(prefix: str) -> float | None:
         found = [r["ratio"] for r in rows if r["case"].startswith(prefix) and isinstance(r.get("ratio"), float)
                  and math.isfinite(r["ratio"])]
