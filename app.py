@@ -21,7 +21,7 @@ import explain
 from app_api import ApiEndpoints
 from app_handlers import Explainer
 from app_inputs import ATTR_FRAMES, EVERY_CLASS, MAX_STEPS, NORMS, SEED_KINDS, eps_choices, eps_text
-from dat_core.checkpoint import default_model_dir
+from dat_core.loading import default_model_dir
 from dat_core.sampling import default_step_size, default_steps
 from explain import render, session
 from explain.attribution import METHODS, TITLES

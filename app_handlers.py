@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 import explain
-from dat_core.checkpoint import DEFAULT_MODEL_DIR
+from dat_core.loading import DEFAULT_MODEL_DIR
 from dat_core.energy import marginal_energy, probabilities
-from dat_core.hardware import use_autocast
-from explain import render, session, views
+from dat_core.runtime import use_autocast
+from explain import params, render, session, views
 from app_inputs import (ATTR_FRAMES, EVERY_CLASS, MAX_ALL_TARGETS, MAX_SAMPLES_PER_CLASS, MAX_STEPS, NORMS,
                         SEED_KINDS, eps_choices, eps_text, image_source, parse_methods, user_errors)
 from explain.attribution import TITLES, attribute_trajectory, plot_attributions
@@ -104,9 +104,9 @@ class Explainer:
 
     @staticmethod
     def pgd_params(norm, eps, steps, step_size) -> dict:
-        return explain.validate_params(norm or "L2", session.parse_eps(eps),
-                                       session.parse_positive("step size", step_size),
-                                       session.parse_int("steps", steps, 1, MAX_STEPS))
+        return explain.validate_params(norm or "L2", params.parse_eps(eps),
+                                       params.parse_positive("step size", step_size),
+                                       params.parse_int("steps", steps, 1, MAX_STEPS))
 
     @staticmethod
     def _reporter(progress, desc: str):
@@ -294,7 +294,7 @@ class Explainer:
         """The energy on a plane through x_0 containing the counterfactual direction."""
         state = self._session(state)
         view = self._view(state, "cf", "counterfactual (run one in the first tab)")
-        grid = session.parse_int("grid size", grid, 5, 65)
+        grid = params.parse_int("grid size", grid, 5, 65)
         if grid % 2 == 0:
             raise gr.Error("The grid size must be odd (so the start image is a grid point).", print_exception=False)
         loaded = self._loaded(view.model_key)
@@ -392,10 +392,10 @@ class Explainer:
     def samples(self, loaded, target, seed_kind, seed_image, seed, n_per_class, steps, step_size,
                 progress=None) -> tuple[views.SamplingView, Path]:
         """Validate a sampling request, run it, and write the animation of its sampling path."""
-        seed = session.parse_int("random seed", seed, 0, 2**63 - 1)
-        n = session.parse_int("samples per class", n_per_class, 1, MAX_SAMPLES_PER_CLASS)
-        steps = session.parse_int("steps", steps, 1, MAX_STEPS)
-        step_size = session.parse_positive("step size", step_size)
+        seed = params.parse_int("random seed", seed, 0, 2**63 - 1)
+        n = params.parse_int("samples per class", n_per_class, 1, MAX_SAMPLES_PER_CLASS)
+        steps = params.parse_int("steps", steps, 1, MAX_STEPS)
+        step_size = params.parse_positive("step size", step_size)
         targets = "all" if str(target).strip().lower() in (EVERY_CLASS, "all") else self.target_index(target, loaded)
         k = len(loaded.class_names) if targets == "all" else 1
         if k * n > MAX_ALL_TARGETS:

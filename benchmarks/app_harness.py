@@ -26,7 +26,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dat_core import build_model, save_model  # noqa: E402
-from dat_core.checkpoint import default_model_dir  # noqa: E402
+from dat_core.loading import default_model_dir  # noqa: E402
 
 HOST = "127.0.0.1"
 CHROMIUM = Path("/usr/bin/chromium")

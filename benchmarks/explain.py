@@ -43,7 +43,7 @@ import torch
 from common import emit, machine, median_time
 
 from dat_core import build_model, threat_model
-from dat_core.hardware import native_bf16, use_autocast
+from dat_core.runtime import native_bf16, use_autocast
 from dat_core.pgd import pgd
 from explain.generate import generate
 from explain.trajectory import counterfactuals, minimal_counterfactual
@@ -163,7 +163,8 @@ def _channels_last_model(ctx: Context) -> dict[str, Any]:
     import copy
 
     from explain.landscape import energy_landscape
-    from explain.trajectory import channels_last, counterfactual
+    from dat_core.runtime import channels_last
+    from explain.trajectory import counterfactual
 
     cl = channels_last(copy.deepcopy(ctx.model))
     traj = counterfactual(ctx.model, ctx.image, 3, eps=EPS, step_size=STEP, steps=T)
@@ -186,7 +187,8 @@ def _as_run(ctx: Context) -> dict[str, Any]:
     import copy
 
     from explain.landscape import energy_landscape
-    from explain.trajectory import channels_last, counterfactual
+    from dat_core.runtime import channels_last
+    from explain.trajectory import counterfactual
 
     model, bf16 = channels_last(copy.deepcopy(ctx.model)), use_autocast("auto", ctx.device)
     traj = counterfactual(model, ctx.image, 3, eps=EPS, step_size=STEP, steps=T, autocast=bf16)

@@ -24,7 +24,7 @@ from common import emit, machine, median_time
 
 from dat_core import build_model
 from dat_core.config import load_config
-from dat_core.hardware import native_bf16
+from dat_core.runtime import native_bf16
 from dat_core.metrics import roc_auc
 from dat_core.stage1 import AdversarialTraining
 from dat_core.stage2 import DualAdversarialTraining

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -26,6 +25,7 @@ from .data import noise_seeds
 from .energy import marginal_energy
 from .metrics import energy_quantiles, expected_calibration_error, roc_auc
 from .pgd import attack_mode, pgd, threat_model
+from .runtime import model_device, seeded
 from .sampling import balanced_targets, default_step_size, default_steps, make_grid, sample, save_png
 
 ROBUST = {"norm": "L2", "eps": 0.5, "steps": 20, "step_size": 0.1, "restarts": 0}
@@ -71,10 +71,6 @@ def _unpack(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tenso
     return x, None if y is None else torch.as_tensor(y).to(device).long()
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters(), torch.empty(0)).device
-
-
 def _bar(data: Any, desc: str, progress: bool, batch_size: int = 256) -> Iterable:
     batches = as_batches(data, batch_size)
     total = len(batches) if hasattr(batches, "__len__") else None
@@ -90,21 +86,10 @@ def _forward(model: nn.Module, x: torch.Tensor, autocast: bool) -> torch.Tensor:
         return model(x).float()
 
 
-@contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed the random-start RNG without disturbing the caller's global RNG state."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
 def _collect(model: nn.Module, data: Any, autocast: bool, progress: bool, desc: str,
              batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One no-grad pass: (N, K) float32 CPU logits and the labels (None if unlabeled)."""
-    device, logits, labels = _device(model), [], []
+    device, logits, labels = model_device(model), [], []
     with attack_mode(model):
         for batch in _bar(data, desc, progress, batch_size):
             x, y = _unpack(batch, device)
@@ -167,8 +152,8 @@ def robust_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: float
     survives all of them (and is correct clean). `seed` fixes the random starts (None: global RNG).
     """
     settings = _robust_settings({}, norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts)
-    device, hits, n = _device(model), 0, 0
-    with attack_mode(model), _seeded(seed, device):
+    device, hits, n = model_device(model), 0, 0
+    with attack_mode(model), seeded(seed, device):
         for batch in _bar(batches, "robust", progress):
             x, y = _unpack(batch, device)
             if y is None:
@@ -191,7 +176,7 @@ def torchattacks_robust_accuracy(model: nn.Module, batches: Any, norm: str = "L2
     except ImportError as e:
         raise ImportError("the APGD/AutoAttack cross-check needs the optional package torchattacks: "
                           "pip install torchattacks") from e
-    device, hits, n = _device(model), 0, 0
+    device, hits, n = model_device(model), 0, 0
     with attack_mode(model):
         for batch in _bar(batches, attack, progress):
             x, y = _unpack(batch, device)
@@ -290,7 +275,7 @@ def sample_fidelity(model: nn.Module, judge: nn.Module, n: int, image_size: int,
         raise ValueError(f"n must be >= 1, got {n}")
     seeds = noise_seeds(n, image_size, kind=seeds_kind, seed=seed)
     targets = balanced_targets(n, num_classes)
-    device, judge_device = _device(model), _device(judge)
+    device, judge_device = model_device(model), model_device(judge)
     images, hit, conf = [], [], []
     with attack_mode(judge):
         for i in tqdm(range(0, n, batch_size), desc="samples", disable=not progress, leave=False):
@@ -334,11 +319,11 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
     - `batch_size`: used where data comes as tensors or a dataset (see `as_batches`) and for samples.
     """
     start = time.perf_counter()
-    device = _device(model)
+    device = model_device(model)
     settings = None if robust is None else _robust_settings(robust)
     strong = None if robust_strong is None or settings is None else _robust_settings(settings, **robust_strong)
     logits, labels, hits, strong_hits = [], [], 0, 0
-    with attack_mode(model), _seeded(seed, device):
+    with attack_mode(model), seeded(seed, device):
         for batch in _bar(batches, "evaluate", progress, batch_size):
             x, y = _unpack(batch, device)
             if y is None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_model
+from .loading import load_model
 from .evaluate import ROBUST_STRONG, evaluate
 from .data import ImageDataset, noise_seeds
 from .training_data import load_dataset

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, Literal
 
 import torch
 import torch.nn as nn
@@ -122,6 +122,24 @@ class PGDResult:
     steps: list[int] | None = None          # step index of each recorded frame
     frames: torch.Tensor | None = None      # (F, N, C, H, W) on the input's device
     logits: torch.Tensor | None = None      # (F, N, K) float32, logits of each recorded frame
+    stopped_at: int | None = None           # the step after which `on_step` said STOP (None: ran all steps)
+
+
+@dataclass(frozen=True)
+class PGDStep:
+    """What `on_step` sees after step t: the new iterate x_t and the logits f(x_{t-1}) of the forward
+    that step took (no extra pass). Tensors are detached; do not modify them in place."""
+
+    step: int                 # t, 1..steps
+    steps: int                # T
+    x: torch.Tensor           # x_t, (N, C, H, W) float32
+    logits: torch.Tensor      # f(x_{t-1}), (N, K) float32
+
+
+STOP: Literal["stop"] = "stop"
+"""Returned by an `on_step` callback to end the run after the current step."""
+
+OnStep = Callable[[PGDStep], "str | None"]
 
 
 def objective_value(logits: torch.Tensor, y: torch.Tensor | None, objective: str) -> torch.Tensor:
@@ -171,12 +189,15 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, steps: int) -> None:
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: ThreatModel, steps: int,
         objective: str = "ce", random_start: bool = False, record_every: int = 0,
-        autocast: bool = False) -> PGDResult:
+        autocast: bool = False, on_step: OnStep | None = None) -> PGDResult:
     """Run `steps` PGD steps that ascend `objective` inside `threat` around `x`, clamped to [0,1].
 
     `record_every=k > 0` keeps frames x_0, x_k, ... and x_T with their logits; the logits come from
     the forward each step needs anyway (one extra no-grad forward for x_T only).
     `autocast=True` runs forward/backward in bf16 (CUDA or CPU) while the step math stays fp32.
+    `on_step(PGDStep)` is called after every step, outside autograd and autocast (progress bars, the
+    app's progress, streamed frames); returning `STOP` ends the run there (Cancel): the result then holds
+    x_t as its last frame and `stopped_at = t`.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
@@ -192,6 +213,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
     rec_frames: list[torch.Tensor] = []
     rec_logits: list[torch.Tensor] = []
     device_type = x.device.type
+    stopped_at = None
 
     with attack_mode(model), torch.enable_grad():  # works even when called under no_grad
         for t in range(steps):
@@ -206,13 +228,17 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
                 rec_frames.append(xt.clone())
                 rec_logits.append(logits.detach().float())
             xt = threat.project(threat.step(xt, grad.float()), x0).clamp_(0, 1)
+            if on_step is not None and on_step(PGDStep(t + 1, steps, xt, logits.detach().float())) == STOP:
+                stopped_at = t + 1
+                break
         if record:
             with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
                 logits = model(xt)
-            rec_steps.append(steps)
+            rec_steps.append(steps if stopped_at is None else stopped_at)
             rec_frames.append(xt.clone())
             rec_logits.append(logits.float())
 
     if not record:
-        return PGDResult(x=xt)
-    return PGDResult(x=xt, steps=rec_steps, frames=torch.stack(rec_frames), logits=torch.stack(rec_logits))
+        return PGDResult(x=xt, stopped_at=stopped_at)
+    return PGDResult(x=xt, steps=rec_steps, frames=torch.stack(rec_frames), logits=torch.stack(rec_logits),
+                     stopped_at=stopped_at)

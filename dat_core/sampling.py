@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from .pgd import PGDResult, pgd, threat_model
+from .pgd import OnStep, PGDResult, pgd, threat_model
 
 # METHOD §4: eval step size 0.2 at 32x32 and 8.0 at 256x256; L2 lengths scale with sqrt(pixels).
 SAMPLING_STEPS = {32: 33, 224: 20, 256: 20}
@@ -34,13 +34,14 @@ def balanced_targets(n: int, num_classes: int) -> torch.Tensor:
 
 
 def sample(model: nn.Module, seeds: torch.Tensor, targets: torch.Tensor, steps: int | None = None,
-           step_size: float | None = None, record_every: int = 0, autocast: bool = False) -> PGDResult:
-    """PGD on f(x)[y] from `seeds` toward `targets` with eps = inf."""
+           step_size: float | None = None, record_every: int = 0, autocast: bool = False,
+           on_step: OnStep | None = None) -> PGDResult:
+    """PGD on f(x)[y] from `seeds` toward `targets` with eps = inf (`on_step` as in `pgd`)."""
     size = seeds.shape[-1]
     steps = default_steps(size) if steps is None else steps
     step_size = default_step_size(size) if step_size is None else step_size
     return pgd(model, seeds, targets.to(seeds.device), threat_model("L2", math.inf, step_size), steps,
-               objective="target_logit", record_every=record_every, autocast=autocast)
+               objective="target_logit", record_every=record_every, autocast=autocast, on_step=on_step)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

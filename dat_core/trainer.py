@@ -21,9 +21,10 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-from .checkpoint import load_model, save_model
+from .checkpoint import save_model
+from .loading import load_model
 from .config import ConfigError, TrainConfig
-from .hardware import use_autocast
+from .runtime import resolve_device, use_autocast
 from .models import Classifier, build_model
 from .training_data import build_streams, load_train_val
 from .stage1 import AdversarialTraining
@@ -53,9 +54,7 @@ def _distributed() -> tuple[int, int, int]:
 
 
 def _device(spec: str, local_rank: int) -> torch.device:
-    if spec == "auto":
-        spec = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
+    device = resolve_device(spec, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True

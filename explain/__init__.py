@@ -10,8 +10,9 @@ from typing import Any
 from .export import contact_strip, save_apng, save_figure, save_gif, save_metrics_json
 from .generate import Samples, generate
 from .image import MAX_PIXELS, ImageError, to_model_input
-from .trajectory import (DEFAULTS, MinimalCounterfactual, MinimalSearch, Trajectory, compare, counterfactual,
-                         counterfactuals, default_params, minimal_counterfactual, resolve_class, validate_params)
+from .params import DEFAULTS, default_params, parse_eps, resolve_class, validate_params
+from .trajectory import (MinimalCounterfactual, MinimalSearch, Trajectory, compare, counterfactual, counterfactuals,
+                         minimal_counterfactual)
 
 _LAZY = {"Landscape": "landscape", "energy_landscape": "landscape", "plot_landscape": "landscape",
          "METHODS": "attribution", "attribute": "attribution", "attribute_trajectory": "attribution",
@@ -20,7 +21,7 @@ _LAZY = {"Landscape": "landscape", "energy_landscape": "landscape", "plot_landsc
 __all__ = [
     "to_model_input", "ImageError", "MAX_PIXELS",
     "Trajectory", "counterfactual", "counterfactuals", "compare", "minimal_counterfactual",
-    "MinimalCounterfactual", "MinimalSearch", "DEFAULTS", "default_params", "validate_params", "resolve_class",
+    "MinimalCounterfactual", "MinimalSearch", "DEFAULTS", "default_params", "validate_params", "resolve_class", "parse_eps",
     "Samples", "generate",
     "save_gif", "save_apng", "contact_strip", "save_metrics_json", "save_figure",
     *_LAZY,

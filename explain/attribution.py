@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +22,9 @@ import torch.nn as nn
 from captum.attr import GradientShap, IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
 from dat_core.pgd import attack_mode
+from dat_core.runtime import memory_format, model_device, seeded
 
 from .plots import SIGNED_CMAP, new_figure, normalize_map, to_hwc
-from .trajectory import memory_format, model_device
 
 METHODS = ("saliency", "integrated_gradients", "smoothgrad", "gradient_shap", "occlusion")
 TITLES = {
@@ -39,20 +39,6 @@ DEFAULT_SAMPLES = {"integrated_gradients": 32, "smoothgrad": 16, "gradient_shap"
 
 SMOOTHGRAD_STDEV = 0.1   # noise std in [0,1] pixel units (~10% of the range, as the SmoothGrad paper suggests)
 SHAP_NOISE_BASELINES = 4  # GradientSHAP baselines: black + this many uniform-noise images
-
-
-@contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch and numpy's global generators (Captum draws from both), restore them afterwards."""
-    devices = [device] if device.type == "cuda" else []
-    np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)  # numpy's legacy seed is 32-bit
-        try:
-            yield
-        finally:
-            np.random.set_state(np_state)
 
 
 def _forward_fn(model: nn.Module, autocast: bool):
@@ -102,7 +88,7 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int, method: str, *, ab
     target = int(target)
     f = _forward_fn(model, autocast)
 
-    rng = _seeded(seed, device) if method in ("smoothgrad", "gradient_shap") else nullcontext()
+    rng = seeded(seed, device, numpy_too=True) if method in ("smoothgrad", "gradient_shap") else nullcontext()
     with attack_mode(model), torch.enable_grad(), rng:
         if method == "saliency":
             a = Saliency(f).attribute(x, target=target, abs=False)

@@ -42,36 +42,22 @@ writes attributions.png and attributions.npz (one map per method for the predict
 
 # ---------------------------------------------------------------- shared helpers
 
-def _device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    return device
-
-
 def _load(args: argparse.Namespace):
     """The model (channels-last copy) on its device; resolves `args.autocast` for that device too."""
-    from dat_core.checkpoint import load_model
-    from dat_core.hardware import use_autocast
+    from dat_core.loading import load_model
+    from dat_core.runtime import channels_last, resolve_device, use_autocast
 
-    from .trajectory import channels_last
-
-    device = _device(args.device)
+    device = resolve_device(args.device)
     args.autocast = use_autocast(args.autocast, device)
     return channels_last(load_model(args.model, revision=args.revision, device=device))
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     """The trajectory parameters given on the command line (unset ones take the model-scaled defaults)."""
-    from .trajectory import validate_params
+    from .params import parse_eps, validate_params
 
+    if args.eps is not None:
+        args.eps = parse_eps(args.eps, name="eps")
     given = {k: v for k, v in (("norm", args.norm), ("eps", args.eps), ("step_size", args.step_size),
                                ("steps", args.steps), ("objective", args.objective)) if v is not None}
     validate_params(**given)  # fail fast, before the model is loaded
@@ -225,7 +211,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _landscape(args: argparse.Namespace) -> int:
     from .export import save_figure, save_json
     from .landscape import energy_landscape, plot_landscape
-    from .trajectory import resolve_class
+    from .params import resolve_class
 
     model, traj = _model_and_trajectory(args)
     direction = args.direction if args.direction == "random" else resolve_class(args.direction, traj.class_names)
@@ -278,16 +264,16 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
-    from .trajectory import DEFAULTS, MAX_STEPS, OBJECTIVES
+    from .params import DEFAULTS, MAX_STEPS, OBJECTIVES
 
     l2, li = DEFAULTS["L2"], DEFAULTS["Linf"]
     p.add_argument("--image", required=True, help="input image (any size/mode; shorter side resized to the "
                    "model resolution with bicubic filtering, then centre-cropped; transparency on white)")
     p.add_argument("--target", required=True, help=target_help)
     p.add_argument("--norm", default="L2", choices=("L2", "Linf"), type=_norm, help="threat model (default: L2)")
-    p.add_argument("--eps", type=float, default=None,
-                   help=f"radius of the ball around the image, >= 0, 'inf' for unbounded (default: L2 {l2['eps']:g} "
-                        f"at 32 px, scaled by image_size/32; Linf {li['eps']:.4g})")
+    p.add_argument("--eps", default=None,
+                   help=f"radius of the ball around the image: a number >= 0, a fraction like 8/255, or 'inf' for "
+                        f"unbounded (default: L2 {l2['eps']:g} at 32 px, scaled by image_size/32; Linf {li['eps']:.4g})")
     p.add_argument("--steps", type=int, default=None,
                    help=f"PGD steps T, 0..{MAX_STEPS} (default: {int(l2['steps'])})")
     p.add_argument("--step-size", type=float, default=None,

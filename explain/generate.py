@@ -18,10 +18,12 @@ import torch.nn as nn
 
 from dat_core.data import noise_seeds
 from dat_core.energy import probabilities
+from dat_core.pgd import OnStep
 from dat_core.sampling import default_step_size, default_steps, make_grid, sample, to_uint8
 
 from .image import ImageLike, to_model_input
-from .trajectory import MAX_STEPS, model_info, resolve_targets, validate_params
+from .params import MAX_STEPS, resolve_targets, validate_params
+from .trajectory import model_info
 
 SEED_KINDS = ("uniform", "lowfreq")
 MAX_SAMPLES = 1024
@@ -68,11 +70,13 @@ def make_seeds(kind: str | ImageLike, n: int, image_size: int, seed: int = 0) ->
 
 def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all", n_per_class: int = 1,
              seed: int = 0, seeds: str | ImageLike = "uniform", steps: int | None = None,
-             step_size: float | None = None, record_every: int = 0, autocast: bool = False) -> Samples:
+             step_size: float | None = None, record_every: int = 0, autocast: bool = False,
+             on_step: OnStep | None = None) -> Samples:
     """`n_per_class` samples for each target class by PGD ascent on f(x)[y] from seeds.
 
     Noise seeds come from a CPU `torch.Generator(seed)` and then move to the model's device, so a seed
-    gives the same samples on every run. `record_every=k > 0` also keeps every k-th frame.
+    gives the same samples on every run. `record_every=k > 0` also keeps every k-th frame. `on_step` is
+    `dat_core.pgd`'s per-step hook (progress, Cancel).
     """
     size, names, device = model_info(model)
     tgt = resolve_targets(targets, names)
@@ -91,7 +95,7 @@ def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all",
     y = torch.tensor(tgt, device=device).repeat_interleave(n_per_class)
     x = make_seeds(seeds, len(y), size, seed).to(device)
     res = sample(model, x, y, steps=p["steps"], step_size=p["step_size"],
-                 record_every=record_every, autocast=autocast)
+                 record_every=record_every, autocast=autocast, on_step=on_step)
     if res.logits is not None:
         final_logits = res.logits[-1]
     else:

@@ -24,7 +24,7 @@ from dat_core.energy import joint_energy, marginal_energy
 from dat_core.pgd import attack_mode
 
 from .plots import ENERGY_CMAP, close_figure, new_figure
-from .trajectory import model_device
+from dat_core.runtime import model_device
 
 ENERGIES = ("marginal", "joint")
 MIN_SPAN = 0.25

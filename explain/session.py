@@ -28,14 +28,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dat_core.checkpoint import default_model_dir, load_model, model_card
-from dat_core.hub import download, repo_id_problem
+from dat_core.checkpoint import load_checkpoint_dir, model_card
+from dat_core.loading import locate, resolve_source
 from dat_core.metrics import energy_percentile
 from dat_core.model_card import split_card
 from dat_core.models import count_parameters
 
+from dat_core.runtime import channels_last, model_device
+
 from .render import fmt
-from .trajectory import channels_last, model_device
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
 
@@ -161,9 +162,6 @@ class LoadedModel:
         return self.source + (f" @ {self.revision}" if self.revision else "")
 
 
-_REVISION = re.compile(r"[A-Za-z0-9_.\-/]{1,200}")
-
-
 class ModelRegistry:
     """Loaded models by (source, revision); at most `max_models` unpinned ones stay loaded (LRU)."""
 
@@ -174,56 +172,23 @@ class ModelRegistry:
         self._pinned: set[str] = set()
         self._lock = threading.RLock()
 
-    @staticmethod
-    def resolve(source: str, revision: str | None = None) -> tuple[str, str | None]:
-        """Check a source and return it canonical: ("default" | absolute dir | repo id, revision)."""
-        if not isinstance(source, str) or not source.strip():
-            raise ValueError("choose a model: 'default', a checkpoint folder, or a Hub repo id like owner/name")
-        source = source.strip()
-        revision = revision.strip() if isinstance(revision, str) and revision.strip() else None
-        if revision is not None and (not _REVISION.fullmatch(revision) or ".." in revision):
-            raise ValueError(f"revision {revision!r} is not a branch, tag or commit sha")
-        if source == "default":
-            if revision:
-                raise ValueError("a revision only applies to Hub repo ids, not to the bundled model")
-            return source, None
-        path = Path(source).expanduser()
-        if path.exists():
-            if revision:
-                raise ValueError(f"a revision only applies to Hub repo ids; {source} is a local folder")
-            if not path.is_dir():
-                raise ValueError(f"{source} is a file; a checkpoint is a folder with config.json and "
-                                 "model.safetensors")
-            return str(path.resolve()), None
-        if source.startswith(("/", ".", "~")) or "\\" in source:
-            raise ValueError(f"checkpoint folder {source} does not exist")
-        problem = repo_id_problem(source)
-        if problem:
-            raise ValueError(f"{source!r} is neither an existing checkpoint folder nor a valid Hub repo id "
-                             f"({problem}; expected owner/name)")
-        return source, revision
-
     def load(self, source: str, revision: str | None = None, *, pin: bool = False) -> LoadedModel:
         """The model for (source, revision), loading (and downloading) it on first use."""
-        source, revision = self.resolve(source, revision)
-        key = f"{source}@{revision or ''}"
+        src = resolve_source(source, revision)
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
+            if src.key in self._models:
+                self._models.move_to_end(src.key)
                 if pin:
-                    self._pinned.add(key)
-                return self._models[key]
-            if source == "default":
-                directory = default_model_dir()
-            elif Path(source).is_dir():
-                directory = Path(source)
-            else:
-                directory = download(source, revision=revision)
-            model = channels_last(load_model(directory, device=self.device))
-            loaded = LoadedModel(key=key, model=model, source=source, revision=revision, directory=directory)
-            self._models[key] = loaded
+                    self._pinned.add(src.key)
+                return self._models[src.key]
+            directory = locate(src)
+            model = load_checkpoint_dir(directory)
+            model = channels_last(model if self.device is None else model.to(self.device))
+            loaded = LoadedModel(key=src.key, model=model, source=src.name, revision=src.revision,
+                                 directory=directory)
+            self._models[src.key] = loaded
             if pin:
-                self._pinned.add(key)
+                self._pinned.add(src.key)
             unpinned = [k for k in self._models if k not in self._pinned]
             for k in unpinned[:max(0, len(unpinned) - self.max_models)]:
                 del self._models[k]
@@ -280,64 +245,6 @@ def typicality(energy: float, quantiles: dict[str, float] | None) -> str:
         return (f"higher than {levels[-1]:g}% of held-out training-distribution images: unusual for this model "
                 "(possibly out of distribution)")
     return f"more typical than {100 - p:.0f}% of held-out training-distribution images"
-
-
-# ---------------------------------------------------------------- parsing user input
-
-def parse_eps(value: Any) -> float:
-    """A radius >= 0: a number, a fraction like "8/255", or inf / ∞ / "infinity" for no limit."""
-    hint = "ε must be a number ≥ 0, a fraction like 8/255, or ∞ (inf) for no limit"
-    if isinstance(value, bool):
-        raise ValueError(f"{hint}; got {value!r}")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        eps = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        if text in ("∞", "inf", "+inf", "infinity", "none", "unbounded"):
-            return math.inf
-        try:
-            if text.count("/") == 1:
-                a, b = (float(s) for s in text.split("/"))
-                eps = a / b if b != 0 else math.nan
-            else:
-                eps = float(text)
-        except ValueError:
-            raise ValueError(f"{hint}; got {value!r}") from None
-    else:
-        raise ValueError(f"{hint}; got {value!r}")
-    if math.isnan(eps) or eps < 0:
-        raise ValueError(f"{hint}; got {value!r}")
-    return eps
-
-
-def _number(value: Any, msg: str) -> float:
-    """`value` as a float (a number or a numeric string); ValueError(msg) for anything else."""
-    if isinstance(value, bool) or value is None:
-        raise ValueError(msg)
-    try:
-        return float(value.strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise ValueError(msg) from None
-
-
-def parse_int(name: str, value: Any, lo: int, hi: int) -> int:
-    """An integer in lo..hi (a whole float or a numeric string is fine)."""
-    msg = f"{name} must be a whole number from {lo} to {hi}; got {value!r}"
-    f = _number(value, msg)
-    if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
-        raise ValueError(msg)
-    return int(f)
-
-
-def parse_positive(name: str, value: Any, hi: float = 1e6) -> float:
-    """A finite number > 0 (and <= hi)."""
-    msg = f"{name} must be a finite number > 0; got {value!r}"
-    f = _number(value, msg)
-    if not (math.isfinite(f) and f > 0):
-        raise ValueError(msg)
-    if f > hi:
-        raise ValueError(f"{name} must be at most {hi:g}; got {value!r}")
-    return f
 
 
 def request_hash(*parts: Any) -> str:

@@ -17,141 +17,18 @@ import torch
 import torch.nn as nn
 
 from dat_core.energy import joint_energy, marginal_energy, probabilities
-from dat_core.pgd import L2, PGDResult, pgd, threat_model
+from dat_core.pgd import L2, OnStep, PGDResult, pgd, threat_model
+from dat_core.runtime import model_device
 from dat_core.sampling import to_uint8
 
 from .image import ImageLike, to_model_input
-
-NORMS = ("L2", "Linf")
-OBJECTIVES = ("target_logit", "target_ce", "energy")
-MAX_STEPS = 1000
-
-# Defaults at 32x32. L2: the paper's DAT counterfactuals reach ~0.89 target confidence at eps = 4 (METHOD §5);
-# eps = 3 keeps edits a little smaller (the minimal-counterfactual search finds the exact radius), and
-# 60 steps of 0.1 (path length 6 = 2 eps) reach the ball's surface and still move along it.
-# L2 lengths scale with image_size / 32 (sqrt of the pixel count); Linf budgets are per pixel.
-DEFAULTS: dict[str, dict[str, float]] = {
-    "L2": {"eps": 3.0, "step_size": 0.1, "steps": 60},
-    "Linf": {"eps": 16 / 255, "step_size": 1 / 255, "steps": 60},
-}
-DEFAULT_OBJECTIVE = "target_logit"
-
-
-def default_params(image_size: int = 32, norm: str = "L2") -> dict[str, Any]:
-    """The defaults for `norm` scaled to the model resolution: {norm, eps, step_size, steps, objective}."""
-    norm = _canonical_norm(norm)
-    d = DEFAULTS[norm]
-    scale = image_size / 32 if norm == "L2" else 1.0
-    return {"norm": norm, "eps": d["eps"] * scale, "step_size": d["step_size"] * scale,
-            "steps": int(d["steps"]), "objective": DEFAULT_OBJECTIVE}
-
-
-def _canonical_norm(norm: str) -> str:
-    for n in NORMS:
-        if isinstance(norm, str) and norm.lower() == n.lower():
-            return n
-    raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
-
-
-def validate_params(norm: str = "L2", eps: float = 3.0, step_size: float = 0.1, steps: int = 60,
-                    objective: str = DEFAULT_OBJECTIVE) -> dict[str, Any]:
-    """Check a request and return it canonicalized; ValueError states the allowed range."""
-    norm = _canonical_norm(norm)
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise ValueError(f"eps must be a number >= 0 (or inf for an unbounded path); got {eps!r}") from None
-    if not eps >= 0:  # also rejects NaN
-        raise ValueError(f"eps must be >= 0 (or inf for an unbounded path); got {eps}")
-    try:
-        step_size = float(step_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}") from None
-    if not (math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be a finite number > 0; got {step_size}")
-    if isinstance(steps, float) and steps.is_integer():
-        steps = int(steps)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= MAX_STEPS:
-        raise ValueError(f"steps must be an integer in 0..{MAX_STEPS}; got {steps!r}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
-    return {"norm": norm, "eps": eps, "step_size": step_size, "steps": int(steps), "objective": objective}
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of a model's parameters (CPU for a parameter-free module)."""
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def channels_last(model: nn.Module) -> nn.Module:
-    """Store a CPU model's weights channels-last (in place; values unchanged) and return it.
-
-    oneDNN then runs every convolution, forward and backward, on its channels-last path, which at
-    the batch sizes of explanations (1-10) costs 10-20% less CPU time per PGD step than NCHW weights
-    (measured on WRNs, AVX2). Each step agrees to float rounding; over a long PGD path the rounding
-    differences grow (~1e-2 per pixel after 60 steps), as between any two convolution implementations.
-    For models we load ourselves (CLI, app), not for a model a caller passes in.
-    """
-    if model_device(model).type == "cpu":
-        model.to(memory_format=torch.channels_last)
-    return model
-
-
-def memory_format(model: nn.Module) -> torch.memory_format:
-    """The layout of the model's convolution weights (its first k x k kernel with k > 1), for its inputs.
-
-    A channels-last input to a model with NCHW weights (or the reverse) makes oneDNN reorder the weights
-    on every call; at batch 1 on WRN-34-10 that doubled the cost of a gradient.
-    """
-    for p in model.parameters():
-        if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1:
-            return torch.channels_last if p.is_contiguous(memory_format=torch.channels_last) else \
-                torch.contiguous_format
-    return torch.contiguous_format
-
+from .params import DEFAULT_OBJECTIVE, MAX_STEPS, default_params, resolve_targets, validate_params
 
 def model_info(model: nn.Module) -> tuple[int, list[str], torch.device]:
     """(image_size, class_names, device) of a classifier (`.config` as in dat_core.models)."""
     cfg = getattr(model, "config", {}) or {}
     names = list(cfg.get("class_names") or [str(i) for i in range(int(cfg.get("num_classes", 10)))])
     return int(cfg.get("image_size", 32)), names, model_device(model)
-
-
-def _listing(class_names: Sequence[str], shown: int = 100) -> str:
-    names = ", ".join(class_names[:shown])
-    more = f", ... ({len(class_names)} classes)" if len(class_names) > shown else ""
-    return f"{names}{more} (or an index 0..{len(class_names) - 1})"
-
-
-def resolve_class(value: int | str, class_names: Sequence[str]) -> int:
-    """A class name (case-insensitive) or index ("3" or 3) -> index; ValueError lists the valid ones."""
-    k = len(class_names)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        if 0 <= value < k:
-            return int(value)
-        raise ValueError(f"class index {value} is out of range 0..{k - 1}")
-    if isinstance(value, str):
-        text = value.strip()
-        lowered = [n.lower() for n in class_names]
-        if text.lower() in lowered:
-            return lowered.index(text.lower())
-        if text.isdigit():
-            return resolve_class(int(text), class_names)
-        raise ValueError(f"unknown class {value!r}; valid classes: {_listing(class_names)}")
-    raise ValueError(f"a class must be a name or an index, got {type(value).__name__}")
-
-
-def resolve_targets(targets: int | str | Sequence[int | str], class_names: Sequence[str]) -> list[int]:
-    """"all", one class, or a list of classes -> list of indices."""
-    if isinstance(targets, str) and targets.strip().lower() == "all":
-        return list(range(len(class_names)))
-    if isinstance(targets, (str, int, np.integer)):
-        return [resolve_class(targets, class_names)]
-    out = [resolve_class(t, class_names) for t in targets]
-    if not out:
-        raise ValueError("no target classes given")
-    return out
 
 
 def _json_float(v: float) -> float | str:
@@ -264,11 +141,13 @@ def _request(model: nn.Module, norm: str, eps: float | None, step_size: float | 
 def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Sequence[int | str], *,
                     norm: str = "L2", eps: float | None = None, step_size: float | None = None,
                     steps: int | None = None, objective: str = DEFAULT_OBJECTIVE, autocast: bool = False,
-                    max_batch: int = 64) -> list[Trajectory]:
+                    max_batch: int = 64, on_step: OnStep | None = None) -> list[Trajectory]:
     """Trajectories from one image toward each of `targets` ("all", names or indices), batched.
 
     Unset parameters take `default_params(model image_size, norm)`. Targets run as one PGD batch
-    (chunks of `max_batch` when there are more).
+    (chunks of `max_batch` when there are more). `on_step` is `dat_core.pgd`'s hook, called after every
+    step of each batch; when it returns STOP the paths end there (shorter trajectories) and no further
+    batch runs.
     """
     params = _request(model, norm, eps, step_size, steps, objective)
     size, names, device = model_info(model)
@@ -279,19 +158,22 @@ def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Seq
     for i in range(0, len(tgt), max_batch):
         y = torch.tensor(tgt[i:i + max_batch], device=device)
         res = pgd(model, x0.expand(len(y), -1, -1, -1).contiguous(), y, threat, params["steps"],
-                  objective=params["objective"], record_every=1, autocast=autocast)
+                  objective=params["objective"], record_every=1, autocast=autocast, on_step=on_step)
         out += trajectories_from_pgd(res, y, names, params)
+        if res.stopped_at is not None:
+            break
     return out
 
 
 def counterfactual(model: nn.Module, image: ImageLike, target: int | str, *, norm: str = "L2",
                    eps: float | None = None, step_size: float | None = None, steps: int | None = None,
-                   objective: str = DEFAULT_OBJECTIVE, autocast: bool = False) -> Trajectory:
+                   objective: str = DEFAULT_OBJECTIVE, autocast: bool = False,
+                   on_step: OnStep | None = None) -> Trajectory:
     """The trajectory of one targeted PGD run from `image` toward class `target` (name or index)."""
     if isinstance(target, str) and target.strip().lower() == "all":
         raise ValueError("counterfactual takes one target; use counterfactuals(..., 'all') for every class")
     return counterfactuals(model, image, [target], norm=norm, eps=eps, step_size=step_size, steps=steps,
-                           objective=objective, autocast=autocast)[0]
+                           objective=objective, autocast=autocast, on_step=on_step)[0]
 
 
 def compare(models: dict[str, nn.Module], image: ImageLike, target: int | str | Sequence[int | str],

@@ -15,7 +15,7 @@ from dat_core.sampling import make_grid
 
 from . import render
 from .render import BLUE, GREY, ORANGE, PURPLE, LineChart, Series, fmt
-from .session import parse_int
+from .params import parse_int
 from .trajectory import Trajectory
 
 

@@ -18,7 +18,8 @@ import explain
 from app_handlers import Explainer
 from app_inputs import ATTR_FRAMES
 from dat_core import build_model, save_model
-from explain.session import TrajectoryCache, parse_eps
+from explain.params import parse_eps
+from explain.session import TrajectoryCache
 
 STEPS = 3
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dat_core.checkpoint import DEFAULT_MODEL_DIR, WEIGHTS_NAME, default_model_dir, load_model, read_config
+from dat_core.checkpoint import WEIGHTS_NAME, read_config
+from dat_core.loading import DEFAULT_MODEL_DIR, default_model_dir, load_model
 from dat_core.models import CIFAR10_CLASSES
 from explain.image import to_model_input
 

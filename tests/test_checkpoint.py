@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dat_core import checkpoint
-from dat_core.checkpoint import check_state_dict, import_official, load_model, model_card, save_model
+from dat_core import loading
+from dat_core.checkpoint import check_state_dict, model_card, save_model
+from dat_core.loading import load_model
+from dat_core.official import import_official
 from dat_core.models import build_model
 
 X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -148,7 +150,7 @@ def test_import_rejects_wrong_arch_and_pickled_objects(tiny_model, tmp_path):
 
 
 def test_default_model(tiny_model, tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_DIR", tmp_path)
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="no bundled model is available yet.*Hub repo id"):
         load_model("default")
     save_model(tiny_model, tmp_path / "dat-tiny")
@@ -163,7 +165,7 @@ def test_default_model(tiny_model, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("source", ["no such thing", "", "a/b/c"])
 def test_unknown_source_is_a_clear_error(source):
-    with pytest.raises(ValueError, match="neither an existing checkpoint directory nor a Hub repo id"):
+    with pytest.raises(ValueError, match="neither an existing checkpoint folder nor a valid Hub repo id"):
         load_model(source)
 
 

@@ -11,7 +11,7 @@ import torch
 from dat_core import pgd, threat_model
 from explain.attribution import METHODS, attribute, attribute_trajectory, plot_attributions
 from explain.plots import colorize_signed, figure_to_array, normalize_map
-from explain.trajectory import channels_last, memory_format
+from dat_core.runtime import channels_last, memory_format
 
 FAST = {"n_samples": 4, "internal_batch_size": 64}
 

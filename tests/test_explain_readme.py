@@ -2,7 +2,7 @@
 
 Its python block is executed and every `python -m explain ...` line is run, in a temp dir that holds
 the example image the snippets name, with `"default"` / `--model default` resolving to a tiny
-checkpoint written here (dat_core.checkpoint.DEFAULT_MODEL_DIR points at it) and the default
+checkpoint written here (dat_core.loading.DEFAULT_MODEL_DIR points at it) and the default
 counterfactual length cut from 60 to 12 steps (speed: every frame goes into a GIF and an APNG).
 Each command line is followed by `# writes PATH, PATH, ...`: those files must exist afterwards.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import warmed_wrn
 
-from dat_core import checkpoint
+from dat_core import loading
 from dat_core.checkpoint import save_model
 from explain.cli import main
-from explain.trajectory import DEFAULTS
+from explain.params import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Explain from Python / the command line"
@@ -51,7 +51,7 @@ def _commands() -> list[tuple[list[str], list[str]]]:
 def readme_dir(tmp_path, monkeypatch):
     """A working dir with the section's example images, and "default" = a tiny wrn-10-1 checkpoint."""
     save_model(warmed_wrn(), tmp_path / "models" / "dat-tiny")
-    monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_DIR", tmp_path / "models")
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", tmp_path / "models")
     monkeypatch.setitem(DEFAULTS["L2"], "steps", 12)
     work = tmp_path / "work"
     for name in set(re.findall(r"assets/examples/[\w.-]+", _section())):

@@ -149,7 +149,7 @@ def test_to_dict_is_strict_json_with_inf_eps(tiny_model, tmp_path):
 
 
 def test_channels_last_model_gives_the_same_trajectory_step(tiny_model):
-    from explain.trajectory import channels_last
+    from dat_core.runtime import channels_last
 
     x = torch.rand(3, 32, 32)
     plain = counterfactual(tiny_model, x, 2, steps=2)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from dat_core import hub
-from dat_core.checkpoint import load_model, model_card, save_model
+from dat_core.checkpoint import model_card, save_model
+from dat_core.loading import load_model
 from fakehub import FakeHub
 from test_checkpoint import logits, random_model
 
@@ -81,7 +82,7 @@ def test_hub_offline_env_var_uses_the_cache(fake_hub, models, tmp_path):
     script = f"""
 import json
 import torch
-from dat_core.checkpoint import load_model
+from dat_core.loading import load_model
 torch.manual_seed(0)
 x = torch.rand(2, 3, 32, 32)
 with torch.no_grad():

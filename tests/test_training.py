@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dat_core.checkpoint import load_model
+from dat_core.loading import load_model
 from dat_core.config import ConfigError, load_config
-from dat_core.hardware import native_bf16, use_autocast
+from dat_core.runtime import native_bf16, use_autocast
 from dat_core.stage2 import Curriculum, bce_loss, contrastive_samples
 from dat_core.trainer import STATE_FILE, Trainer, TrainingError, lr_factor, train
 

@@ -52,7 +52,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from dat_core.checkpoint import import_official
+    from dat_core.official import import_official
 
     import_official(args.checkpoint, arch=args.arch, num_classes=args.num_classes, out_dir=args.out)
     print(f"imported {args.checkpoint} -> {args.out} (config.json + model.safetensors)")

@@ -1,0 +1,114 @@
+"""Where models come from: the one resolver of a model source, used by the library, the CLIs and the app.
+
+A source is `"default"` (the bundled model under assets/models/), a local checkpoint directory, or a
+Hub repo id `owner/name` (downloaded through `huggingface_hub` into its cache). `resolve_source` checks
+a source without loading anything; `locate` finds (or downloads) its directory; `load_model` does both.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .checkpoint import load_checkpoint_dir
+from .models import Classifier
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+"""Bundled checkpoints; `assets/models/DEFAULT` (one line) names the default, else the first `dat-*` dir."""
+
+_REVISION = re.compile(r"[A-Za-z0-9_.\-/]{1,200}")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A checked model source: `name` is "default", an absolute checkpoint dir, or a Hub repo id."""
+
+    kind: Literal["bundled", "local", "hub"]
+    name: str
+    revision: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.revision or ''}"
+
+
+def resolve_source(source: str | Path, revision: str | None = None) -> ModelSource:
+    """Check a model source and return it canonical; ValueError says what is wrong (nothing is loaded)."""
+    if isinstance(source, Path):
+        source = str(source)
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"{source!r} is neither an existing checkpoint folder nor a valid Hub repo id: choose "
+                         "'default', a checkpoint folder, or a Hub repo id like owner/name")
+    source = source.strip()
+    revision = revision.strip() if isinstance(revision, str) and revision.strip() else None
+    if revision is not None and (not _REVISION.fullmatch(revision) or ".." in revision):
+        raise ValueError(f"revision {revision!r} is not a branch, tag or commit sha")
+    if source == "default":
+        if revision:
+            raise ValueError("a revision only applies to Hub repo ids, not to the bundled model")
+        return ModelSource("bundled", "default")
+    path = Path(source).expanduser()
+    if path.exists():
+        if revision:
+            raise ValueError(f"revision={revision!r} only applies to Hub repo ids; {source} is a local path")
+        return ModelSource("local", str(path.resolve()))
+    if source.startswith(("/", ".", "~")) or "\\" in source:
+        raise ValueError(f"checkpoint folder {source} does not exist")
+    from .hub import repo_id_problem  # lazily: local loads never import huggingface_hub
+
+    problem = repo_id_problem(source)
+    if problem:
+        raise ValueError(f"{source!r} is neither an existing checkpoint folder nor a valid Hub repo id "
+                         f"({problem}; expected owner/name)")
+    return ModelSource("hub", source, revision)
+
+
+def locate(source: ModelSource, **hub_options) -> Path:
+    """The checkpoint directory of a resolved source (Hub repos are downloaded into the HF cache first;
+    `hub_options` go to `dat_core.hub.download`)."""
+    if source.kind == "bundled":
+        return default_model_dir()
+    if source.kind == "local":
+        return Path(source.name)
+    from .hub import download
+
+    return download(source.name, revision=source.revision, **hub_options)
+
+
+def load_model(source: str | Path = "default", revision: str | None = None,
+               device: str | torch.device | None = None, cache_dir: str | Path | None = None,
+               endpoint: str | None = None, token: str | bool | None = None,
+               local_files_only: bool | None = None) -> Classifier:
+    """Load a classifier in eval mode from `"default"`, a local checkpoint dir, or a Hub repo id.
+
+    Hub arguments (`revision`, `cache_dir`, `endpoint`, `token`, `local_files_only`) go to
+    `huggingface_hub.snapshot_download`; pin `revision` to a commit sha for reproducibility.
+    """
+    directory = locate(resolve_source(source, revision), cache_dir=cache_dir, endpoint=endpoint, token=token,
+                       local_files_only=local_files_only)
+    model = load_checkpoint_dir(directory)
+    return model.to(device) if device is not None else model
+
+
+def default_model_dir(root: Path | None = None) -> Path:
+    """The bundled default checkpoint dir under `root` (default: `DEFAULT_MODEL_DIR`)."""
+    root = Path(root if root is not None else DEFAULT_MODEL_DIR)
+    how = ("pass a checkpoint directory or a Hub repo id instead (load_model('path/to/dir') or "
+           "load_model('owner/name'); app.py --model DIR|REPO_ID)")
+    marker = root / "DEFAULT"
+    if marker.is_file():
+        name = marker.read_text(encoding="utf-8").strip()
+        if not (root / name).is_dir():
+            raise FileNotFoundError(f"{marker} names the default model {name!r}, but {root / name} does not "
+                                    f"exist; {how}")
+        return root / name
+    candidates = sorted(p for p in root.glob("dat-*") if p.is_dir()) if root.is_dir() else []
+    if not candidates:
+        raise FileNotFoundError(f"no bundled model is available yet (nothing under {root}); {how}")
+    return candidates[0]
+
+

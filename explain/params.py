@@ -1,0 +1,161 @@
+"""Explanation parameters, one home for the CLI, the app and the library: threat-model norms, PGD
+objectives, step limits, the defaults per resolution, target classes, and parsing of typed values.
+
+`python -m explain --eps 8/255` and the app's ε box read the same `parse_eps`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+NORMS = ("L2", "Linf")
+OBJECTIVES = ("target_logit", "target_ce", "energy")
+MAX_STEPS = 1000
+
+# Defaults at 32x32. L2: the paper's DAT counterfactuals reach ~0.89 target confidence at eps = 4 (METHOD §5);
+# eps = 3 keeps edits a little smaller (the minimal-counterfactual search finds the exact radius), and
+# 60 steps of 0.1 (path length 6 = 2 eps) reach the ball's surface and still move along it.
+# L2 lengths scale with image_size / 32 (sqrt of the pixel count); Linf budgets are per pixel.
+DEFAULTS: dict[str, dict[str, float]] = {
+    "L2": {"eps": 3.0, "step_size": 0.1, "steps": 60},
+    "Linf": {"eps": 16 / 255, "step_size": 1 / 255, "steps": 60},
+}
+DEFAULT_OBJECTIVE = "target_logit"
+
+
+def default_params(image_size: int = 32, norm: str = "L2") -> dict[str, Any]:
+    """The defaults for `norm` scaled to the model resolution: {norm, eps, step_size, steps, objective}."""
+    norm = _canonical_norm(norm)
+    d = DEFAULTS[norm]
+    scale = image_size / 32 if norm == "L2" else 1.0
+    return {"norm": norm, "eps": d["eps"] * scale, "step_size": d["step_size"] * scale,
+            "steps": int(d["steps"]), "objective": DEFAULT_OBJECTIVE}
+
+
+def _canonical_norm(norm: str) -> str:
+    for n in NORMS:
+        if isinstance(norm, str) and norm.lower() == n.lower():
+            return n
+    raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
+
+
+def validate_params(norm: str = "L2", eps: float = 3.0, step_size: float = 0.1, steps: int = 60,
+                    objective: str = DEFAULT_OBJECTIVE) -> dict[str, Any]:
+    """Check a request and return it canonicalized; ValueError states the allowed range."""
+    norm = _canonical_norm(norm)
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"eps must be a number >= 0 (or inf for an unbounded path); got {eps!r}") from None
+    if not eps >= 0:  # also rejects NaN
+        raise ValueError(f"eps must be >= 0 (or inf for an unbounded path); got {eps}")
+    try:
+        step_size = float(step_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}") from None
+    if not (math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be a finite number > 0; got {step_size}")
+    if isinstance(steps, float) and steps.is_integer():
+        steps = int(steps)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be an integer in 0..{MAX_STEPS}; got {steps!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+    return {"norm": norm, "eps": eps, "step_size": step_size, "steps": int(steps), "objective": objective}
+
+
+def _listing(class_names: Sequence[str], shown: int = 100) -> str:
+    names = ", ".join(class_names[:shown])
+    more = f", ... ({len(class_names)} classes)" if len(class_names) > shown else ""
+    return f"{names}{more} (or an index 0..{len(class_names) - 1})"
+
+
+def resolve_class(value: int | str, class_names: Sequence[str]) -> int:
+    """A class name (case-insensitive) or index ("3" or 3) -> index; ValueError lists the valid ones."""
+    k = len(class_names)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if 0 <= value < k:
+            return int(value)
+        raise ValueError(f"class index {value} is out of range 0..{k - 1}")
+    if isinstance(value, str):
+        text = value.strip()
+        lowered = [n.lower() for n in class_names]
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+        if text.isdigit():
+            return resolve_class(int(text), class_names)
+        raise ValueError(f"unknown class {value!r}; valid classes: {_listing(class_names)}")
+    raise ValueError(f"a class must be a name or an index, got {type(value).__name__}")
+
+
+def resolve_targets(targets: int | str | Sequence[int | str], class_names: Sequence[str]) -> list[int]:
+    """"all", one class, or a list of classes -> list of indices."""
+    if isinstance(targets, str) and targets.strip().lower() == "all":
+        return list(range(len(class_names)))
+    if isinstance(targets, (str, int, np.integer)):
+        return [resolve_class(targets, class_names)]
+    out = [resolve_class(t, class_names) for t in targets]
+    if not out:
+        raise ValueError("no target classes given")
+    return out
+
+
+def parse_eps(value: Any, name: str = "ε") -> float:
+    """A radius >= 0: a number, a fraction like "8/255", or inf / ∞ / "infinity" for no limit."""
+    hint = f"{name} must be >= 0: a number, a fraction like 8/255, or inf (∞) for no limit"
+    if isinstance(value, bool):
+        raise ValueError(f"{hint}; got {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        eps = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if text in ("∞", "inf", "+inf", "infinity", "none", "unbounded"):
+            return math.inf
+        try:
+            if text.count("/") == 1:
+                a, b = (float(s) for s in text.split("/"))
+                eps = a / b if b != 0 else math.nan
+            else:
+                eps = float(text)
+        except ValueError:
+            raise ValueError(f"{hint}; got {value!r}") from None
+    else:
+        raise ValueError(f"{hint}; got {value!r}")
+    if math.isnan(eps) or eps < 0:
+        raise ValueError(f"{hint}; got {value!r}")
+    return eps
+
+
+def _number(value: Any, msg: str) -> float:
+    """`value` as a float (a number or a numeric string); ValueError(msg) for anything else."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(msg)
+    try:
+        return float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise ValueError(msg) from None
+
+
+def parse_int(name: str, value: Any, lo: int, hi: int) -> int:
+    """An integer in lo..hi (a whole float or a numeric string is fine)."""
+    msg = f"{name} must be a whole number from {lo} to {hi}; got {value!r}"
+    f = _number(value, msg)
+    if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
+        raise ValueError(msg)
+    return int(f)
+
+
+def parse_positive(name: str, value: Any, hi: float = 1e6) -> float:
+    """A finite number > 0 (and <= hi)."""
+    msg = f"{name} must be a finite number > 0; got {value!r}"
+    f = _number(value, msg)
+    if not (math.isfinite(f) and f > 0):
+        raise ValueError(msg)
+    if f > hi:
+        raise ValueError(f"{name} must be at most {hi:g}; got {value!r}")
+    return f
+
+
