@@ -4,11 +4,22 @@ Never imports gradio (layering: app.py -> explain -> dat_core).
 """
 
 from .checkpoint import model_card, save_model
-from .loading import load_model
-from .official import import_official
 from .energy import joint_energy, marginal_energy, probabilities
+from .loading import load_model
 from .models import KNOWN_ARCHS, Classifier, build_model, count_parameters
-from .pgd import L2, OBJECTIVES, STOP, Linf, PGDResult, PGDStep, ThreatModel, attack_mode, pgd, threat_model
+from .official import import_official
+from .pgd import (
+    L2,
+    OBJECTIVES,
+    STOP,
+    Linf,
+    PGDResult,
+    PGDStep,
+    ThreatModel,
+    attack_mode,
+    pgd,
+    threat_model,
+)
 
 __all__ = [
     "Classifier", "KNOWN_ARCHS", "build_model", "count_parameters",

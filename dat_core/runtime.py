@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-
 # ---------------------------------------------------------------- devices
 
 def resolve_device(spec: str | torch.device | None = None, local_rank: int = 0) -> torch.device:

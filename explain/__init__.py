@@ -11,8 +11,15 @@ from .export import contact_strip, save_apng, save_figure, save_gif, save_metric
 from .generate import Samples, generate
 from .image import MAX_PIXELS, ImageError, to_model_input
 from .params import DEFAULTS, default_params, parse_eps, resolve_class, validate_params
-from .trajectory import (MinimalCounterfactual, MinimalSearch, Trajectory, compare, counterfactual, counterfactuals,
-                         minimal_counterfactual)
+from .trajectory import (
+    MinimalCounterfactual,
+    MinimalSearch,
+    Trajectory,
+    compare,
+    counterfactual,
+    counterfactuals,
+    minimal_counterfactual,
+)
 
 _LAZY = {"Landscape": "landscape", "energy_landscape": "landscape", "plot_landscape": "landscape",
          "METHODS": "attribution", "attribute": "attribution", "attribute_trajectory": "attribution",

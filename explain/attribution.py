@@ -11,7 +11,6 @@ numpy random states are left as they were.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from captum.attr import GradientShap, IntegratedGradients, NoiseTunnel, Occlusion, Saliency
+from captum.attr import (
+    GradientShap,
+    IntegratedGradients,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
 
 from dat_core.pgd import attack_mode
 from dat_core.runtime import memory_format, model_device, seeded

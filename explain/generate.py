@@ -16,16 +16,21 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dat_core.data import noise_seeds
+from dat_core.data.seeds import NOISE_KINDS, noise_seeds
 from dat_core.energy import probabilities
 from dat_core.pgd import OnStep
-from dat_core.sampling import default_step_size, default_steps, make_grid, sample, to_uint8
+from dat_core.sampling import (
+    default_step_size,
+    default_steps,
+    make_grid,
+    sample,
+    to_uint8,
+)
 
 from .image import ImageLike, to_model_input
 from .params import MAX_STEPS, resolve_targets, validate_params
 from .trajectory import model_info
 
-SEED_KINDS = ("uniform", "lowfreq")
 MAX_SAMPLES = 1024
 
 
@@ -63,7 +68,7 @@ class Samples:
 
 def make_seeds(kind: str | ImageLike, n: int, image_size: int, seed: int = 0) -> torch.Tensor:
     """n CPU seed images: "uniform" noise, "lowfreq" noise (smooth blobs), or copies of a given image."""
-    if isinstance(kind, str) and kind in SEED_KINDS:
+    if isinstance(kind, str) and kind in NOISE_KINDS:
         return noise_seeds(n, image_size, kind, generator=torch.Generator().manual_seed(seed))
     return to_model_input(kind, image_size).expand(n, -1, -1, -1).contiguous()
 
@@ -88,8 +93,8 @@ def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all",
         raise ValueError(f"seed must be an integer in 0..2**63-1; got {seed!r}")
     if isinstance(record_every, bool) or not isinstance(record_every, int) or not 0 <= record_every <= MAX_STEPS:
         raise ValueError(f"record_every must be an integer in 0..{MAX_STEPS}; got {record_every!r}")
-    if isinstance(seeds, str) and seeds not in SEED_KINDS and not Path(seeds).expanduser().exists():
-        raise ValueError(f"seeds must be {' or '.join(SEED_KINDS)} or an existing image file; got {seeds!r}")
+    if isinstance(seeds, str) and seeds not in NOISE_KINDS and not Path(seeds).expanduser().exists():
+        raise ValueError(f"seeds must be {' or '.join(NOISE_KINDS)} or an existing image file; got {seeds!r}")
     p = validate_params("L2", math.inf, default_step_size(size) if step_size is None else step_size,
                         default_steps(size) if steps is None else steps)
     y = torch.tensor(tgt, device=device).repeat_interleave(n_per_class)

@@ -22,9 +22,9 @@ import torch.nn as nn
 
 from dat_core.energy import joint_energy, marginal_energy
 from dat_core.pgd import attack_mode
+from dat_core.runtime import model_device
 
 from .plots import ENERGY_CMAP, close_figure, new_figure
-from dat_core.runtime import model_device
 
 ENERGIES = ("marginal", "joint")
 MIN_SPAN = 0.25

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import math
 import re
 import shutil
 import tempfile
@@ -28,12 +27,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dat_core.cards import split_card
 from dat_core.checkpoint import load_checkpoint_dir, model_card
+from dat_core.evaluation.metrics import energy_percentile
 from dat_core.loading import locate, resolve_source
-from dat_core.metrics import energy_percentile
-from dat_core.model_card import split_card
 from dat_core.models import count_parameters
-
 from dat_core.runtime import channels_last, model_device
 
 from .render import fmt

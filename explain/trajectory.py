@@ -17,17 +17,25 @@ import torch
 import torch.nn as nn
 
 from dat_core.energy import joint_energy, marginal_energy, probabilities
+from dat_core.models import class_names_of
 from dat_core.pgd import L2, OnStep, PGDResult, pgd, threat_model
 from dat_core.runtime import model_device
 from dat_core.sampling import to_uint8
 
 from .image import ImageLike, to_model_input
-from .params import DEFAULT_OBJECTIVE, MAX_STEPS, default_params, resolve_targets, validate_params
+from .params import (
+    DEFAULT_OBJECTIVE,
+    MAX_STEPS,
+    default_params,
+    resolve_targets,
+    validate_params,
+)
+
 
 def model_info(model: nn.Module) -> tuple[int, list[str], torch.device]:
     """(image_size, class_names, device) of a classifier (`.config` as in dat_core.models)."""
     cfg = getattr(model, "config", {}) or {}
-    names = list(cfg.get("class_names") or [str(i) for i in range(int(cfg.get("num_classes", 10)))])
+    names = class_names_of(cfg)
     return int(cfg.get("image_size", 32)), names, model_device(model)
 
 

@@ -19,13 +19,14 @@ import torch
 from PIL import Image
 
 from dat_core import data
-from dat_core.augment import augment, cutout, hflip, random_crop, random_resized_crop
-from dat_core.config import load_config
-from dat_core.evaluate import as_batches
+from dat_core.data import cifar, folders
+from dat_core.data.augment import augment, cutout, hflip, random_crop, random_resized_crop
+from dat_core.training.config import load_config
+from dat_core.evaluation import as_batches
 from dat_core.data import (FileImageDataset, ImageDataset, LazyImages, load_cifar, load_image_folder, noise_dataset,
                            noise_seeds, train_val_split)
-from dat_core.streams import BatchStream
-from dat_core.training_data import load_train_val, ood_split
+from dat_core.data.streams import BatchStream
+from dat_core.training.data import load_train_val, ood_split
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -160,7 +161,7 @@ def test_cifar_refuses_malicious_pickle_without_running_it(tmp_path):
         load_cifar("cifar10", tmp_path, download=False, md5=md5)
     assert not marker.exists()
     with pytest.raises(pickle.UnpicklingError):  # and no codec trickery through _codecs.encode
-        data._safe_unpickle(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x03\x00\x00\x00hex\x86R.")
+        cifar._safe_unpickle(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x03\x00\x00\x00hex\x86R.")
 
 
 # --------------------------------------------------------------------------- class-folder archives
@@ -220,7 +221,7 @@ def test_cache_roundtrip(tmp_path, monkeypatch):
     path = _make_folder_tar(tmp_path)
     first = load_image_folder(path, split="train", cache_dir=tmp_path / "cache", progress=False)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
-    monkeypatch.setattr(data, "_decode", lambda *a: 1 / 0)  # a cache hit decodes nothing
+    monkeypatch.setattr(folders, "_decode", lambda *a: 1 / 0)  # a cache hit decodes nothing
     second = load_image_folder(path, split="train", cache_dir=tmp_path / "cache", progress=False)
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     assert second.class_names == CLASSES
@@ -303,7 +304,7 @@ def test_lazy_folder_matches_eager_and_stays_lazy(tmp_path, monkeypatch):
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
         a.close(), b.close()
 
-    monkeypatch.setattr(data, "_decode", lambda *a: 1 / 0)  # splitting and subsetting decode nothing
+    monkeypatch.setattr(folders, "_decode", lambda *a: 1 / 0)  # splitting and subsetting decode nothing
     train, val = train_val_split(lazy, 3, seed=1)
     part = train.subset([4, 0])
     assert all(isinstance(d, FileImageDataset) for d in (train, val, part))

@@ -1,4 +1,4 @@
-"""Metric math (dat_core.metrics) and model evaluation (dat_core.evaluate) on tiny models and data."""
+"""Metric math (dat_core.evaluation.metrics) and model evaluation (dat_core.evaluation) on tiny models and data."""
 
 import json
 import math
@@ -12,9 +12,9 @@ import torch.nn as nn
 from PIL import Image
 
 from dat_core.energy import marginal_energy
-from dat_core.evaluate import (calibration, clean_accuracy, evaluate, iterate, ood_auroc, plot_reliability,
+from dat_core.evaluation import (calibration, clean_accuracy, evaluate, iterate, ood_auroc, plot_reliability,
                                predict, robust_accuracy, sample_fidelity, torchattacks_robust_accuracy)
-from dat_core.metrics import energy_percentile, energy_quantiles, expected_calibration_error, roc_auc
+from dat_core.evaluation.metrics import energy_percentile, energy_quantiles, expected_calibration_error, roc_auc
 
 
 def brute_force_auc(pos, neg):
@@ -131,7 +131,7 @@ def test_robust_accuracy_bounds_and_restarts(tiny_model, images, own_labels, mon
     linf = robust_accuracy(tiny_model, data, norm="Linf", eps=8 / 255, steps=3, step_size=2 / 255)
     assert 0.0 <= linf <= 1.0
     # restarts: the first run has no random start; each later run attacks exactly the survivors
-    import dat_core.evaluate as ev
+    import dat_core.evaluation.accuracy as ev
     real_pgd, runs = ev.pgd, []
 
     def spy(model, x, y, threat, steps, objective, random_start, autocast):

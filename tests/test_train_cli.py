@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dat_core import build_model, load_model, save_model
-from dat_core.evaluate_cli import random_subset
-from dat_core.training_data import load_dataset
+from train.eval_cli import random_subset
+from dat_core.training.data import load_dataset
 from fakehub import FakeHub
 from train.__main__ import main
 

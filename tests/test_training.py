@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from dat_core.loading import load_model
-from dat_core.config import ConfigError, load_config
+from dat_core.training.config import ConfigError, load_config
 from dat_core.runtime import native_bf16, use_autocast
-from dat_core.stage2 import Curriculum, bce_loss, contrastive_samples
-from dat_core.trainer import STATE_FILE, Trainer, TrainingError, lr_factor, train
+from dat_core.training.stage2 import Curriculum, bce_loss, contrastive_samples
+from dat_core.training.loop import STATE_FILE, Trainer, TrainingError, lr_factor, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,7 +124,7 @@ def test_fused_forward_equals_official_order(toy, stage1_ckpt, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_state(toy, stage1_ckpt, tmp_path, monkeypatch):
-    import dat_core.stage2 as stage2
+    import dat_core.training.stage2 as stage2
 
     cfg = tiny(toy, tmp_path, "stage2", steps=6, ckpt_every=2, **{"model.init": str(stage1_ckpt)})
     trainer = Trainer(cfg)

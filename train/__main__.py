@@ -17,8 +17,8 @@ EXAMPLES = {
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dat_core.config import load_config
-    from dat_core.trainer import train
+    from dat_core.training.config import load_config
+    from dat_core.training.loop import train
 
     cfg = load_config(args.config, args.overrides, stage=args.command)
     final = train(cfg, resume=args.resume)
@@ -27,7 +27,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from dat_core.evaluate_cli import run_eval
+    from train.eval_cli import run_eval
 
     result = run_eval(args)
     print(json.dumps(result, indent=2))
@@ -35,9 +35,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
+    from dat_core.cards import update_card
     from dat_core.checkpoint import model_card, read_config
     from dat_core.hub import push, validate_repo_id
-    from dat_core.model_card import update_card
 
     validate_repo_id(args.repo_id)
     directory = Path(args.model)
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
         p.set_defaults(func=_train)
 
-    from dat_core.evaluate_cli import add_eval_arguments
+    from train.eval_cli import add_eval_arguments
     p = sub.add_parser("eval", help="clean/robust accuracy, calibration, OOD AUROC, samples",
                        description="Evaluate a checkpoint; prints (and with --json writes) a JSON report "
                                    "with clean_accuracy and robust_accuracy as fractions.",
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from dat_core.trainer import TrainingError
+    from dat_core.training.loop import TrainingError
 
     try:
         return args.func(args)

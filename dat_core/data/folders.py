@@ -1,205 +1,30 @@
-"""Datasets: CIFAR python batches, class-folder dirs/archives, noise seeds, train/val split.
+"""Class-folder directories and .tar/.tar.gz archives (`[top/][<split>/]<class>/*.jpg`), eager or lazy.
 
 Images are decoded once into an in-memory uint8 tensor (4x smaller than float, and indexing a
-tensor beats a DataLoader with workers for 32x32 images); batches (`dat_core.streams`) become
+tensor beats a DataLoader with workers for 32x32 images); batches (`dat_core.data.streams`) become
 float [0,1] on the device. Directories too large for memory load lazily (`FileImageDataset`).
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
-import importlib
 import io
 import os
-import pickle
 import tarfile
-import urllib.error
-import urllib.request
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-__all__ = ["ImageDataset", "FileImageDataset", "LazyImages", "load_cifar", "load_image_folder", "noise_seeds",
-           "noise_dataset", "train_val_split", "CIFAR_SOURCES", "IMAGE_EXTENSIONS"]
+from .datasets import ImageDataset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _SPLIT_NAMES = {"train", "test", "val", "valid", "validation"}
 
-
-class ImageDataset(torch.utils.data.Dataset):
-    """In-memory images: `images` uint8 Nx3xHxW, `labels` int64 N (-1 = unlabeled), `class_names`."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
-                 skipped: list[str] | None = None):
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 Nx3xHxW, got {images.dtype} {tuple(images.shape)}")
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"labels shape {tuple(labels.shape)} does not match {images.shape[0]} images")
-        self.images, self.labels = images, labels.long()
-        self.class_names = list(class_names)
-        self.skipped = list(skipped or [])  # paths of images that could not be decoded
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], int(self.labels[i])
-
-    @property
-    def labeled(self) -> bool:
-        return bool((self.labels >= 0).all())
-
-    def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> ImageDataset:
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return ImageDataset(self.images[idx], self.labels[idx], self.class_names)
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(n={len(self)}, shape={tuple(self.images.shape[1:])}, "
-                f"classes={len(self.class_names)})")
-
-
-# --------------------------------------------------------------------------- CIFAR python batches
-
-@dataclass(frozen=True)
-class CifarSource:
-    filename: str
-    url: str
-    md5: str
-    members: dict[str, tuple[str, ...]]  # split -> batch file names inside the archive
-    meta: str
-    label_key: str
-    names_key: str
-
-
-CIFAR_SOURCES = {
-    "cifar10": CifarSource("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                           "c58f30108f718f92721af3b95e74349a",
-                           {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
-                           "batches.meta", "labels", "label_names"),
-    "cifar100": CifarSource("cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                            "eb9058c3a382ffc7106e4002c42a8d85", {"train": ("train",), "test": ("test",)},
-                            "meta", "fine_labels", "fine_label_names"),
-}
-
-
-def _numpy_global(module: str, name: str) -> object:
-    """numpy 2 moved numpy.core to numpy._core; resolve either spelling without a deprecation warning."""
-    for mod in (module.replace("numpy.core", "numpy._core"), module):
-        try:
-            return getattr(importlib.import_module(mod), name)
-        except (ImportError, AttributeError):
-            continue
-    raise pickle.UnpicklingError(f"cannot resolve {module}.{name}")
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    # Protocol-2 pickles of bytes call _codecs.encode(str, "latin1"); allow nothing else.
-    if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
-    return codecs.encode(text, "latin1")
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler for CIFAR batches: only the globals numpy arrays need; anything else is refused
-    before it can run (the batches come from the internet)."""
-
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-                ("numpy", "ndarray"), ("numpy", "dtype"),
-                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) == ("_codecs", "encode"):
-            return _latin1_encode
-        if (module, name) in self._ALLOWED:
-            return _numpy_global(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle global {module}.{name}")
-
-
-def _safe_unpickle(data: bytes) -> object:
-    return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _download(url: str, dest: Path, hint: str) -> None:
-    """Download to `dest.part` with a progress bar, then rename (no half files under the real name)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-        tmp.replace(dest)
-    except (urllib.error.URLError, OSError) as e:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"could not download {url} ({e}). {hint}") from e
-
-
-def _get(d: dict, key: str) -> object:
-    return d[key.encode()] if key.encode() in d else d[key]
-
-
-def load_cifar(name: str, root: str | Path, split: str = "train", download: bool = True,
-               md5: str | None = None) -> ImageDataset:
-    """CIFAR-10/100 from the official python-batch archive (`root`: its directory or the file itself).
-
-    A missing archive is downloaded from the official URL; its md5 (default: the official one) is
-    checked before anything is read, and the pickled batches go through a numpy-only unpickler.
-    CIFAR-100 uses the 100 fine labels.
-    """
-    if name not in CIFAR_SOURCES:
-        raise ValueError(f"unknown CIFAR dataset {name!r}; choose one of {sorted(CIFAR_SOURCES)}")
-    src = CIFAR_SOURCES[name]
-    if split not in src.members:
-        raise ValueError(f"split must be one of {sorted(src.members)}, got {split!r}")
-    root = Path(root).expanduser()
-    archive = root if root.is_file() or root.name.endswith((".tar.gz", ".tgz")) else root / src.filename
-    hint = (f"If this machine is offline, download {src.url} (md5 {src.md5}) elsewhere and pass the "
-            f"local file: load_cifar({name!r}, '/path/to/{src.filename}').")
-    if not archive.is_file():
-        if not download:
-            raise FileNotFoundError(f"{archive} not found and download=False. {hint}")
-        _download(src.url, archive, hint)
-    expected = (md5 or src.md5).lower()
-    actual = _md5(archive)
-    if actual != expected:
-        raise ValueError(f"md5 mismatch for {archive}: expected {expected}, got {actual}. The file is "
-                         f"corrupt, incomplete or not {src.filename}; delete it and download again. {hint}")
-    wanted = (*src.members[split], src.meta)
-    with tarfile.open(archive, "r:*") as tar:  # read each member as the scan reaches it: one pass over the .gz
-        raw = {Path(m.name).name: tar.extractfile(m).read()
-               for m in tqdm(tar, desc=f"reading {name} {split}", unit=" files")
-               if m.isfile() and Path(m.name).name in wanted}
-    for member in wanted:
-        if member not in raw:
-            raise ValueError(f"{archive} has no member {member!r}; is it the official {src.filename}?")
-    batches = [_safe_unpickle(raw[m]) for m in src.members[split]]
-    names = _get(_safe_unpickle(raw[src.meta]), src.names_key)
-    class_names = [n.decode() if isinstance(n, bytes) else n for n in names]
-    data = np.concatenate([np.asarray(_get(b, "data"), dtype=np.uint8) for b in batches])
-    labels = np.concatenate([np.asarray(_get(b, src.label_key), dtype=np.int64) for b in batches])
-    return ImageDataset(torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels), class_names)
-
-
-# --------------------------------------------------------------------------- class-folder dirs and archives
 
 def _decode(data: bytes, image_size: int | None) -> np.ndarray:
     """Bytes -> HxWx3 uint8 RGB; 16-bit grayscale is scaled, not clipped; optional resize + center crop."""
@@ -426,49 +251,3 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
     return dataset
 
 
-# --------------------------------------------------------------------------- synthetic OOD seeds
-
-def noise_seeds(n: int, image_size: int, kind: str = "uniform", seed: int = 0,
-                generator: torch.Generator | None = None, low_res: int = 8) -> torch.Tensor:
-    """n x 3 x S x S float seeds in [0,1]: `uniform` pixel noise, or `lowfreq` = uniform noise at
-    low_res x low_res upsampled bilinearly (smooth blobs, closer to natural image statistics)."""
-    g = generator if generator is not None else torch.Generator().manual_seed(seed)
-    if kind == "uniform":
-        return torch.rand(n, 3, image_size, image_size, generator=g)
-    if kind == "lowfreq":
-        low = torch.rand(n, 3, low_res, low_res, generator=g)
-        return F.interpolate(low, size=(image_size, image_size), mode="bilinear", align_corners=False).clamp_(0, 1)
-    raise ValueError(f"kind must be 'uniform' or 'lowfreq', got {kind!r}")
-
-
-def noise_dataset(n: int, image_size: int, kind: str = "uniform", seed: int = 0) -> ImageDataset:
-    """noise_seeds quantized to uint8 as an unlabeled ImageDataset, so noise feeds a BatchStream."""
-    x = noise_seeds(n, image_size, kind, seed)
-    return ImageDataset(x.mul(255).round_().to(torch.uint8), torch.full((n,), -1, dtype=torch.long), [])
-
-
-# --------------------------------------------------------------------------- validation split
-
-def train_val_split(dataset: ImageDataset, val_size: int | float, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
-    """Deterministic, disjoint (train, val) carved from train data; `val_size` is a count or a fraction.
-
-    Labeled data is stratified: each class gives its proportional share (largest-remainder rounding,
-    so the total is exact and balanced classes are all represented). Both parts keep the original order.
-    """
-    n = len(dataset)
-    n_val = round(val_size * n) if isinstance(val_size, float) else int(val_size)
-    if not 0 < n_val < n:
-        raise ValueError(f"val_size {val_size} gives {n_val} of {n} images; need 0 < val < {n}")
-    rng = np.random.default_rng(seed)
-    labels = dataset.labels.numpy()
-    if not dataset.labeled:
-        val = rng.permutation(n)[:n_val]
-    else:
-        classes, counts = np.unique(labels, return_counts=True)
-        exact = counts * n_val / n
-        take = np.floor(exact).astype(int)
-        take[np.argsort(-(exact - take), kind="stable")[:n_val - take.sum()]] += 1
-        val = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)])
-    is_val = np.zeros(n, dtype=bool)
-    is_val[val] = True
-    return dataset.subset(np.flatnonzero(~is_val)), dataset.subset(np.flatnonzero(is_val))

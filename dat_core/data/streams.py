@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 import torch
 
 from .augment import AUGMENTATIONS
-from .data import ImageDataset
+from .datasets import ImageDataset
 
 __all__ = ["BatchStream", "batches"]
 

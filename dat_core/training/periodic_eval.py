@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
+from ..data import ImageDataset, noise_seeds
+from ..energy import marginal_energy
+from ..evaluation.accuracy import clean_accuracy, predict, robust_accuracy
+from ..evaluation.metrics import energy_quantiles
+from ..sampling import balanced_targets, make_grid, sample, save_png
 from .config import TrainConfig
-from .data import ImageDataset, noise_seeds
-from .energy import marginal_energy
-from .evaluate import clean_accuracy, predict, robust_accuracy
-from .metrics import energy_quantiles
-from .sampling import balanced_targets, make_grid, sample, save_png
 
 
 def evaluate_run(cfg: TrainConfig, model: torch.nn.Module, val: ImageDataset, out: Path, step: int,

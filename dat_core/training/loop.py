@@ -21,12 +21,12 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-from .checkpoint import save_model
-from .loading import load_model
+from ..checkpoint import save_model
+from ..loading import load_model
+from ..models import Classifier, build_model
+from ..runtime import resolve_device, use_autocast
 from .config import ConfigError, TrainConfig
-from .runtime import resolve_device, use_autocast
-from .models import Classifier, build_model
-from .training_data import build_streams, load_train_val
+from .data import build_streams, load_train_val
 from .stage1 import AdversarialTraining
 from .stage2 import DualAdversarialTraining
 

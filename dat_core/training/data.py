@@ -10,11 +10,16 @@ from typing import Any
 
 import torch
 
+from ..data import (
+    ImageDataset,
+    load_cifar,
+    load_image_folder,
+    noise_seeds,
+    train_val_split,
+)
+from ..data.seeds import NOISE_KINDS
+from ..data.streams import BatchStream
 from .config import TrainConfig
-from .data import ImageDataset, load_cifar, load_image_folder, noise_seeds, train_val_split
-from .streams import BatchStream
-
-NOISE_KINDS = ("uniform", "lowfreq")
 
 
 def load_dataset(spec: str, split: str, image_size: int, root: str = "data", cache_dir: str = "",

@@ -22,10 +22,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..energy import marginal_energy
+from ..evaluation.metrics import roc_auc
+from ..pgd import pgd, threat_model
 from .config import TrainConfig
-from .energy import marginal_energy
-from .metrics import roc_auc
-from .pgd import pgd, threat_model
 
 
 class Curriculum:

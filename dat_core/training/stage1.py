@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..pgd import pgd, threat_model
 from .config import TrainConfig
-from .pgd import pgd, threat_model
 
 
 class AdversarialTraining:

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from .loading import load_model
-from .evaluate import ROBUST_STRONG, evaluate
-from .data import ImageDataset, noise_seeds
-from .training_data import load_dataset
+from dat_core.data import NOISE_KINDS, ImageDataset, noise_seeds
+from dat_core.evaluation import ROBUST_STRONG, evaluate
+from dat_core.loading import load_model
+from dat_core.training.data import load_dataset
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +32,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restarts", type=int, default=0, help="extra random-start restarts")
     p.add_argument("--strong", action="store_true", help="also run 50 steps with 2 random restarts")
     p.add_argument("--ood", action="append", default=[], metavar="SET",
-                   help="OOD set for the energy-score AUROC: 'uniform' or an image dir/archive (repeatable)")
+                   help=f"OOD set for the energy-score AUROC: {' or '.join(NOISE_KINDS)} noise, or an image dir/archive "
+                        "(repeatable)")
     p.add_argument("--ood-holdout", type=int, default=0,
                    help="use only the N held-out images of an OOD archive (same split as training's "
                         "data.ood_holdout with --seed)")
@@ -53,15 +54,15 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _ood_sets(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
-    from .data import load_image_folder, train_val_split
+    from dat_core.data import load_image_folder, train_val_split
 
     sets: dict[str, Any] = {}
     for spec in args.ood:
-        if spec == "uniform":
+        if spec == "uniform":  # `evaluate` draws uniform noise itself, sized like the data
             sets[spec] = spec
             continue
-        if spec == "lowfreq":
-            sets[spec] = noise_seeds(args.ood_limit, image_size, "lowfreq", seed=args.seed)
+        if spec in NOISE_KINDS:
+            sets[spec] = noise_seeds(args.ood_limit, image_size, spec, seed=args.seed)
             continue
         ds = load_image_folder(spec, labeled=False, image_size=image_size, cache_dir=args.cache_dir or None)
         if args.ood_holdout:

@@ -1,0 +1,27 @@
+"""Evaluation (METHOD §6): clean and PGD-robust accuracy, calibration, OOD AUROC of the energy score,
+fidelity of class-conditional samples, energy quantiles, and `evaluate` (all of it, as one report).
+
+Every pass runs in eval mode (restored afterwards); all attacks go through `dat_core.pgd.pgd`.
+"""
+
+from .accuracy import (
+           ROBUST,
+           ROBUST_STRONG,
+           clean_accuracy,
+           predict,
+           robust_accuracy,
+           torchattacks_robust_accuracy,
+)
+from .batches import as_batches, iterate
+from .metrics import (
+           energy_percentile,
+           energy_quantiles,
+           expected_calibration_error,
+           roc_auc,
+)
+from .ood import OOD_SCORES, ood_auroc, ood_scores
+from .report import calibration, evaluate, plot_reliability, sample_fidelity
+
+__all__ = ["ROBUST", "ROBUST_STRONG", "clean_accuracy", "predict", "robust_accuracy", "torchattacks_robust_accuracy", "as_batches", "iterate",
+           "energy_percentile", "energy_quantiles", "expected_calibration_error", "roc_auc", "OOD_SCORES",
+           "ood_auroc", "ood_scores", "calibration", "evaluate", "plot_reliability", "sample_fidelity"]

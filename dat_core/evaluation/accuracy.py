@@ -1,0 +1,112 @@
+"""Clean and PGD-robust accuracy (METHOD §6); every attack goes through `dat_core.pgd.pgd`."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from ..pgd import attack_mode, pgd, threat_model
+from ..runtime import model_device, seeded
+from .batches import _bar, _collect, _forward, _unpack
+
+ROBUST = {"norm": "L2", "eps": 0.5, "steps": 20, "step_size": 0.1, "restarts": 0}
+"""Standard robust-accuracy check (METHOD §6, CIFAR: L2 eps 0.5, step 0.1)."""
+
+ROBUST_STRONG = {"steps": 50, "restarts": 2}
+"""The stronger check, applied on top of the standard settings: 50 steps, 2 random restarts."""
+
+
+def predict(model: nn.Module, batches: Any, autocast: bool = False, progress: bool = False) -> torch.Tensor:
+    """(N, K) float32 CPU logits of every image, no grad, eval mode."""
+    return _collect(model, batches, autocast, progress, "predict")[0]
+
+
+def clean_accuracy(model: nn.Module, batches: Any, autocast: bool = False, progress: bool = False) -> float:
+    logits, labels = _collect(model, batches, autocast, progress, "clean")
+    if labels is None:
+        raise ValueError("clean_accuracy needs labels")
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def robust_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_pred: torch.Tensor,
+                    settings: Mapping[str, Any], autocast: bool) -> torch.Tensor:
+    """Per-sample bool: correct clean AND after the no-random-start PGD run AND after every
+    random-start restart. Only samples still standing are attacked again."""
+    threat = threat_model(settings["norm"], settings["eps"], settings["step_size"])
+    alive = clean_pred == y
+    for run in range(settings["restarts"] + 1):
+        idx = alive.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        adv = pgd(model, x[idx], y[idx], threat, settings["steps"], objective="ce",
+                  random_start=run > 0, autocast=autocast).x
+        alive[idx] = _forward(model, adv, autocast).argmax(1) == y[idx]
+    return alive
+
+
+def robust_settings(base: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+    s = {**ROBUST, **base, **overrides}
+    unknown = set(s) - set(ROBUST)
+    if unknown:
+        raise ValueError(f"unknown robust settings {sorted(unknown)}; use {sorted(ROBUST)}")
+    s = {"norm": threat_model(s["norm"], s["eps"], s["step_size"]).norm, "eps": float(s["eps"]),
+         "steps": int(s["steps"]), "step_size": float(s["step_size"]), "restarts": int(s["restarts"])}
+    if s["restarts"] < 0:
+        raise ValueError(f"restarts must be >= 0, got {s['restarts']}")
+    return s
+
+
+def robust_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: float = 0.5, steps: int = 20,
+                    step_size: float = 0.1, restarts: int = 0, autocast: bool = False,
+                    seed: int | None = 0, progress: bool = False) -> float:
+    """Fraction of samples classified correctly under untargeted PGD-CE with the true labels.
+
+    One run without random start plus `restarts` random-start runs; a sample counts only if it
+    survives all of them (and is correct clean). `seed` fixes the random starts (None: global RNG).
+    """
+    settings = robust_settings({}, norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts)
+    device, hits, n = model_device(model), 0, 0
+    with attack_mode(model), seeded(seed, device):
+        for batch in _bar(batches, "robust", progress):
+            x, y = _unpack(batch, device)
+            if y is None:
+                raise ValueError("robust_accuracy needs labels")
+            pred = _forward(model, x, autocast).argmax(1)
+            hits += int(robust_correct(model, x, y, pred, settings, autocast).sum())
+            n += y.numel()
+    if n == 0:
+        raise ValueError("no data: the batches were empty")
+    return hits / n
+
+
+def torchattacks_robust_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: float = 0.5,
+                                 attack: str = "apgd", steps: int = 100, restarts: int = 1, seed: int = 0,
+                                 progress: bool = False) -> float:
+    """Optional cross-check with torchattacks' APGD-CE (`attack="apgd"`) or standard AutoAttack
+    (`attack="autoattack"`); robust = correct clean and on the returned adversarial image."""
+    try:
+        import torchattacks
+    except ImportError as e:
+        raise ImportError("the APGD/AutoAttack cross-check needs the optional package torchattacks: "
+                          "pip install torchattacks") from e
+    device, hits, n = model_device(model), 0, 0
+    with attack_mode(model):
+        for batch in _bar(batches, attack, progress):
+            x, y = _unpack(batch, device)
+            if y is None:
+                raise ValueError("robust accuracy needs labels")
+            if attack == "apgd":
+                atk = torchattacks.APGD(model, norm=norm, eps=eps, steps=steps, n_restarts=restarts,
+                                        seed=seed, loss="ce")
+            elif attack == "autoattack":
+                num_classes = _forward(model, x[:1], False).shape[1]
+                atk = torchattacks.AutoAttack(model, norm=norm, eps=eps, version="standard",
+                                              n_classes=num_classes, seed=seed)
+            else:
+                raise ValueError(f"attack must be 'apgd' or 'autoattack', got {attack!r}")
+            adv = atk(x, y)
+            ok = (_forward(model, x, False).argmax(1) == y) & (_forward(model, adv, False).argmax(1) == y)
+            hits, n = hits + int(ok.sum()), n + y.numel()
+    return hits / max(n, 1)

@@ -1,0 +1,200 @@
+"""Calibration, fidelity of class-conditional samples, and `evaluate`: every measure of METHOD §6 in one
+report (data forms as in `dat_core.evaluation.batches`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from ..data.seeds import noise_seeds
+from ..energy import marginal_energy
+from ..pgd import attack_mode
+from ..runtime import model_device, seeded
+from ..sampling import (
+    balanced_targets,
+    default_step_size,
+    default_steps,
+    make_grid,
+    sample,
+    save_png,
+)
+from .accuracy import ROBUST, robust_correct, robust_settings
+from .batches import _bar, _collect, _forward, _unpack
+from .metrics import energy_quantiles, expected_calibration_error, roc_auc
+from .ood import ood_scores
+
+# --------------------------------------------------------------------------- calibration
+
+def calibration(model: nn.Module, batches: Any, n_bins: int = 15, autocast: bool = False,
+                progress: bool = False) -> dict[str, Any]:
+    """{"ece": float, "bins": per-bin stats} with equal-width confidence bins (see metrics)."""
+    logits, labels = _collect(model, batches, autocast, progress, "calibration")
+    if labels is None:
+        raise ValueError("calibration needs labels")
+    ece, bins = expected_calibration_error(torch.softmax(logits, 1), labels, n_bins)
+    return {"ece": ece, "bins": bins}
+
+
+def plot_reliability(bins: Mapping[str, list], path: str | Path | None = None,
+                     title: str | None = None) -> Figure:
+    """Reliability diagram: per-bin accuracy bars against the diagonal, gaps to the mean
+    confidence in red, and the bin counts below. Saved as PNG when `path` is given."""
+    lower, upper = bins["lower"], bins["upper"]
+    width = [u - lo for lo, u in zip(lower, upper)]
+    count = bins["count"]
+    used = [c > 0 for c in count]
+    acc = [a if u else 0.0 for a, u in zip(bins["accuracy"], used)]
+    conf = [c if u else 0.0 for c, u in zip(bins["confidence"], used)]
+    total = max(sum(count), 1)
+    ece = sum(c / total * abs(a - f) for c, a, f in zip(count, acc, conf))
+
+    fig = Figure(figsize=(4.2, 5.0), layout="constrained")
+    ax, ax_n = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.bar(lower, acc, width=width, align="edge", color="#4c72b0", edgecolor="white", label="accuracy")
+    ax.bar(lower, [f - a for a, f in zip(acc, conf)], bottom=acc, width=width, align="edge",
+           color="#dd8452", alpha=0.5, edgecolor="#c44e52", hatch="//", label="gap to confidence")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title or "Reliability diagram")
+    ax.text(0.04, 0.93, f"ECE = {ece:.2%}", transform=ax.transAxes, va="top")
+    ax.legend(loc="lower right", fontsize="small")
+    ax_n.bar(lower, [c / total for c in count], width=width, align="edge", color="#8c8c8c", edgecolor="white")
+    ax_n.set(xlabel="confidence", ylabel="fraction")
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+# --------------------------------------------------------------------------- samples
+
+def sample_fidelity(model: nn.Module, judge: nn.Module, n: int, image_size: int, num_classes: int,
+                    seed: int = 0, steps: int | None = None, step_size: float | None = None,
+                    seeds_kind: str = "uniform", autocast: bool = False, batch_size: int = 128,
+                    progress: bool = False) -> dict[str, Any]:
+    """Generate n class-balanced samples (targets i mod K) from noise seeds by `sampling.sample`
+    and ask `judge` (e.g. a standard classifier) whether each shows its target class.
+
+    Returns fraction_judged_target, mean_target_confidence (judge's softmax at the target),
+    images (n, 3, S, S CPU floats) and targets. Deterministic for a given seed.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    seeds = noise_seeds(n, image_size, kind=seeds_kind, seed=seed)
+    targets = balanced_targets(n, num_classes)
+    device, judge_device = model_device(model), model_device(judge)
+    images, hit, conf = [], [], []
+    with attack_mode(judge):
+        for i in tqdm(range(0, n, batch_size), desc="samples", disable=not progress, leave=False):
+            t = targets[i:i + batch_size]
+            x = sample(model, seeds[i:i + batch_size].to(device), t.to(device), steps=steps,
+                       step_size=step_size, autocast=autocast).x
+            p = torch.softmax(_forward(judge, x.to(judge_device), autocast), 1).cpu()
+            images.append(x.cpu())
+            hit.append(p.argmax(1) == t)
+            conf.append(p.gather(1, t.view(-1, 1)).squeeze(1))
+    return {"fraction_judged_target": float(torch.cat(hit).float().mean()),
+            "mean_target_confidence": float(torch.cat(conf).mean()),
+            "images": torch.cat(images), "targets": targets}
+
+
+# --------------------------------------------------------------------------- everything at once
+
+def _name(judge: nn.Module | None) -> str:
+    if judge is None:
+        return "self"
+    config = getattr(judge, "config", None)
+    return str(config.get("arch", type(judge).__name__)) if isinstance(config, dict) else type(judge).__name__
+
+
+def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = None,
+             robust: Mapping[str, Any] | None = ROBUST, robust_strong: Mapping[str, Any] | None = None,
+             judge: nn.Module | None = None, samples: int = 0, out_dir: str | Path | None = None,
+             progress: bool = True, autocast: bool = False, n_bins: int = 15, seed: int = 0,
+             batch_size: int = 256, sample_steps: int | None = None,
+             sample_step_size: float | None = None) -> dict[str, Any]:
+    """Evaluate a classifier on labeled `batches` in one pass; returns a JSON-safe dict.
+
+    - `robust`: PGD settings (keys of `ROBUST`, missing ones defaulted); None skips the attack.
+    - `robust_strong`: overrides applied on top of `robust` (e.g. `ROBUST_STRONG`), reported
+      separately as `robust_strong_accuracy`.
+    - `ood`: {name: batches}; the value "uniform" means uniform noise like the data (at most 1024
+      images). AUROC with in-distribution = positive, energy score (`ood_auroc`) and MSP (`ood_auroc_msp`).
+    - `samples` > 0: class-conditional samples from uniform noise judged by `judge` (None: the
+      model judges itself, reported as judge "self").
+    - `out_dir`: writes reliability.png (and samples.png when samples > 0).
+    - `batch_size`: used where data comes as tensors or a dataset (see `as_batches`) and for samples.
+    """
+    start = time.perf_counter()
+    device = model_device(model)
+    settings = None if robust is None else robust_settings(robust)
+    strong = None if robust_strong is None or settings is None else robust_settings(settings, **robust_strong)
+    logits, labels, hits, strong_hits = [], [], 0, 0
+    with attack_mode(model), seeded(seed, device):
+        for batch in _bar(batches, "evaluate", progress, batch_size):
+            x, y = _unpack(batch, device)
+            if y is None:
+                raise ValueError("evaluate needs labeled batches")
+            out = _forward(model, x, autocast)
+            pred = out.argmax(1)
+            if settings is not None:
+                hits += int(robust_correct(model, x, y, pred, settings, autocast).sum())
+            if strong is not None:
+                strong_hits += int(robust_correct(model, x, y, pred, strong, autocast).sum())
+            logits.append(out.cpu())
+            labels.append(y.cpu())
+            image_size = x.shape[-1]
+    if not logits:
+        raise ValueError("no data: the batches were empty")
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    n, num_classes = labels.numel(), logits.shape[1]
+    ece, bins = expected_calibration_error(torch.softmax(logits, 1), labels, n_bins)
+    energies = marginal_energy(logits)
+    result: dict[str, Any] = {
+        "n": n, "num_classes": num_classes, "image_size": int(image_size), "autocast": autocast, "seed": seed,
+        "clean_accuracy": float((logits.argmax(1) == labels).float().mean()),
+        "robust_accuracy": None if settings is None else hits / n, "robust": settings,
+        "robust_strong_accuracy": None if strong is None else strong_hits / n, "robust_strong": strong,
+        "ece": ece, "n_bins": n_bins, "calibration_bins": bins,
+        "energy_quantiles": energy_quantiles(energies), "mean_energy": float(energies.mean()),
+        "ood_auroc": {}, "ood_auroc_msp": {}, "ood_n": {},
+    }
+    for name, data in (ood or {}).items():
+        if isinstance(data, str):
+            if data != "uniform":
+                raise ValueError(f"OOD set {name!r}: the only named set is 'uniform', got {data!r}")
+            data = noise_seeds(min(n, 1024), int(image_size), kind="uniform", seed=seed + 1)
+        out_logits = _collect(model, data, autocast, progress, f"ood {name}", batch_size)[0]
+        result["ood_auroc"][name] = roc_auc(ood_scores(logits, "energy"), ood_scores(out_logits, "energy"))
+        result["ood_auroc_msp"][name] = roc_auc(ood_scores(logits, "msp"), ood_scores(out_logits, "msp"))
+        result["ood_n"][name] = out_logits.shape[0]
+
+    out = None if out_dir is None else Path(out_dir)
+    files = {}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        files["reliability"] = str(out / "reliability.png")
+        plot_reliability(bins, files["reliability"], title=f"Reliability (n={n}, ECE {ece:.2%})")
+    if samples > 0:
+        fid = sample_fidelity(model, model if judge is None else judge, samples, int(image_size), num_classes,
+                              seed=seed, steps=sample_steps, step_size=sample_step_size,
+                              autocast=autocast, batch_size=batch_size, progress=progress)
+        result["sample_fidelity"] = {
+            "n": samples, "judge": _name(judge),
+            "fraction_judged_target": fid["fraction_judged_target"],
+            "mean_target_confidence": fid["mean_target_confidence"],
+            "steps": default_steps(image_size) if sample_steps is None else sample_steps,
+            "step_size": default_step_size(image_size) if sample_step_size is None else sample_step_size,
+            "seeds": "uniform"}
+        if out is not None:
+            files["samples"] = str(out / "samples.png")
+            ncol = num_classes if num_classes <= 16 else math.ceil(math.sqrt(samples))
+            save_png(make_grid(fid["images"], nrow=min(ncol, samples)), files["samples"])
+    result["files"] = files
+    result["time_s"] = round(time.perf_counter() - start, 3)
+    return result

@@ -1,0 +1,86 @@
+"""The base of every classifier: normalization inside, `.config` for checkpoints, features + head, and
+the stage-2 BatchNorm freeze.
+
+Every model maps [0,1] NCHW images to logits; input normalization lives inside the model as
+non-persistent buffers, so state-dict keys match the official checkpoints exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """The class names a config without `class_names` gets: CIFAR-10's for 10 classes, else "0".."K-1"."""
+    return list(CIFAR10_CLASSES) if num_classes == 10 else [str(i) for i in range(num_classes)]
+
+
+def class_names_of(config: dict[str, Any]) -> list[str]:
+    """A model config's class names (the one fallback for configs that lack them)."""
+    return list(config.get("class_names") or default_class_names(int(config.get("num_classes", 10))))
+
+
+class Classifier(nn.Module):
+    """Base class. Subclasses define `forward_features` (normalized images -> penultimate features) and
+    `head` (features -> logits), keeping the official key names of their family.
+
+    `features(x)` gives the penultimate features of [0,1] images (a fixed feature space for generative
+    metrics); `forward(x)` = `head(features(x))` = the logits.
+    With `bn_frozen = True`, every BatchNorm stays in eval mode (running statistics fixed) even
+    when the model is put in train mode; its affine parameters still receive gradients (METHOD §3.1).
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        self.config = dict(config)
+        self.bn_frozen = False
+        self.register_buffer("mean", torch.tensor(config["mean"]).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config["std"]).view(1, -1, 1, 1), persistent=False)
+
+    @property
+    def head(self) -> nn.Module:  # the last linear layer, under its family's key name
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # normalized input -> (N, D)
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits((x - self.mean) / self.std)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (N, D) of [0,1] images."""
+        return self.forward_features((x - self.mean) / self.std)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of an already normalized input."""
+        return self.head(self.forward_features(x))
+
+    def train(self, mode: bool = True) -> "Classifier":
+        super().train(mode)
+        if self.bn_frozen:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def freeze_bn(self, frozen: bool = True) -> "Classifier":
+        """Switch the stage-2 BatchNorm freeze on or off (re-applies the current mode)."""
+        self.bn_frozen = frozen
+        return self.train(self.training)
+
+
+def init_weights(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)

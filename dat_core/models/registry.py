@@ -1,0 +1,93 @@
+"""The architecture registry: each family registers its builders with their defaults (input size,
+normalization), the way timm names its models; `build_model` is the one constructor.
+
+A family module calls `register(name, builder, ...)` for fixed names or `register_family(pattern, ...)`
+for a parametrised name such as `wrn-<depth>-<widen>`; importing `dat_core.models` registers them all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from .base import Classifier, default_class_names
+
+CIFAR10_NORMALIZATION = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to build one architecture (or a parametrised family) and the defaults its config gets."""
+
+    builder: Callable[..., Classifier]        # builder(config, **params) -> Classifier
+    image_size: int
+    normalization: tuple[tuple[float, ...], tuple[float, ...]]   # (mean, std)
+    parse: Callable[[re.Match], dict[str, Any]] | None = None   # pattern families: name -> builder params
+    examples: tuple[str, ...] = ()
+
+
+_NAMED: dict[str, ArchSpec] = {}
+_FAMILIES: dict[re.Pattern, ArchSpec] = {}
+
+
+def register(name: str, builder: Callable[..., Classifier], *, image_size: int,
+             normalization: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
+    """Register a fixed architecture name."""
+    if name in _NAMED:
+        raise ValueError(f"architecture {name!r} is registered twice")
+    _NAMED[name] = ArchSpec(builder, image_size, normalization, examples=(name,))
+
+
+def register_family(pattern: str, builder: Callable[..., Classifier], *, image_size: int,
+                    normalization: tuple[tuple[float, ...], tuple[float, ...]],
+                    parse: Callable[[re.Match], dict[str, Any]], examples: tuple[str, ...]) -> None:
+    """Register a parametrised family: names matching `pattern` build with `builder(config, **parse(match))`."""
+    _FAMILIES[re.compile(pattern)] = ArchSpec(builder, image_size, normalization, parse, examples)
+
+
+def known_archs() -> tuple[str, ...]:
+    """Every registered name (families by their example names)."""
+    return tuple(name for spec in (*_FAMILIES.values(), *_NAMED.values()) for name in spec.examples)
+
+
+def find_arch(arch: str) -> tuple[ArchSpec, dict[str, Any]]:
+    """The spec of `arch` and the builder parameters its name encodes; ValueError lists the known ones."""
+    arch = arch.lower()
+    if arch in _NAMED:
+        return _NAMED[arch], {}
+    for pattern, spec in _FAMILIES.items():
+        m = pattern.fullmatch(arch)
+        if m is not None:
+            return spec, spec.parse(m)
+    raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(known_archs())} "
+                     "(any wrn-<6n+4>-<k> works)")
+
+
+def build_model(arch: str, num_classes: int = 10, image_size: int | None = None,
+                class_names: list[str] | None = None, mean: tuple[float, ...] | None = None,
+                std: tuple[float, ...] | None = None, **extra: Any) -> Classifier:
+    """Build a freshly initialised classifier; the arguments become its `.config` (and config.json).
+
+    Unset image size and normalization take the architecture's registered defaults; `extra` keys
+    (e.g. stored energy quantiles) are kept in the config untouched.
+    """
+    arch = arch.lower()
+    spec, params = find_arch(arch)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if class_names is None:
+        class_names = default_class_names(num_classes)
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+    config = dict(extra, arch=arch, num_classes=num_classes, image_size=image_size or spec.image_size,
+                  class_names=list(class_names), mean=list(mean or spec.normalization[0]),
+                  std=list(std or spec.normalization[1]))
+    return spec.builder(config, **params)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
