@@ -43,8 +43,8 @@ import torch
 from common import emit, machine, median_time
 
 from dat_core import build_model, threat_model
-from dat_core.runtime import native_bf16, use_autocast
 from dat_core.pgd import pgd
+from dat_core.runtime import native_bf16, use_autocast
 from explain.generate import generate
 from explain.trajectory import counterfactuals, minimal_counterfactual
 
@@ -162,8 +162,8 @@ def _channels_last_model(ctx: Context) -> dict[str, Any]:
     the same trajectory and landscape, timed alternately so that a varying machine load hits both alike."""
     import copy
 
-    from explain.landscape import energy_landscape
     from dat_core.runtime import channels_last
+    from explain.landscape import energy_landscape
     from explain.trajectory import counterfactual
 
     cl = channels_last(copy.deepcopy(ctx.model))
@@ -186,8 +186,8 @@ def _as_run(ctx: Context) -> dict[str, Any]:
     """The trajectory and landscape exactly as `python -m explain` and the app compute them."""
     import copy
 
-    from explain.landscape import energy_landscape
     from dat_core.runtime import channels_last
+    from explain.landscape import energy_landscape
     from explain.trajectory import counterfactual
 
     model, bf16 = channels_last(copy.deepcopy(ctx.model)), use_autocast("auto", ctx.device)

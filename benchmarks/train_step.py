@@ -5,7 +5,8 @@
 The reference follows METHOD §3.3 literally, written plainly: contrastive PGD (eval mode), a separate
 no-grad eval forward for the AUC monitor, the BCE forward on [real, contrastive] in train mode, the
 classification PGD attack, the CE forward, backward, optimizer step; fp32, NCHW.
-Ours is `dat_core.training.stage2.DualAdversarialTraining` / `dat_core.training.stage1.AdversarialTraining` as the trainer
+Ours is `dat_core.training.stage2.DualAdversarialTraining` / `dat_core.training.stage1.AdversarialTraining`
+as the trainer
 runs them, in three settings: fp32 NCHW (exactly the same math), fp32 channels_last (same math,
 different memory layout), and bf16 autocast + channels_last (step math fp32; timed only where the device
 has native bf16, or with --bf16 on). ratio = reference time / our time (above 1: ours is faster); the
@@ -23,9 +24,9 @@ import torch.nn.functional as F
 from common import emit, machine, median_time
 
 from dat_core import build_model
-from dat_core.training.config import load_config
-from dat_core.runtime import native_bf16
 from dat_core.evaluation.metrics import roc_auc
+from dat_core.runtime import native_bf16
+from dat_core.training.config import load_config
 from dat_core.training.stage1 import AdversarialTraining
 from dat_core.training.stage2 import DualAdversarialTraining
 

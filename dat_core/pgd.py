@@ -106,11 +106,16 @@ class Linf(ThreatModel):
         return x + _column(self.eps, x) * torch.empty_like(x).uniform_(-1, 1)
 
 
+THREAT_MODELS: dict[str, type[ThreatModel]] = {"L2": L2, "Linf": Linf}
+NORMS = tuple(THREAT_MODELS)
+"""The norms a threat model can have (the CLIs, the app and training configs take theirs from here)."""
+
+
 def threat_model(norm: str, eps: float, step_size: float) -> ThreatModel:
     """`threat_model("L2", 0.5, 0.1)`; norm is case-insensitive ("l2", "linf", "Linf")."""
-    kinds = {"l2": L2, "linf": Linf}
-    if norm.lower() not in kinds:
-        raise ValueError(f"unknown norm {norm!r}; use 'L2' or 'Linf'")
+    kinds = {name.lower(): cls for name, cls in THREAT_MODELS.items()}
+    if not isinstance(norm, str) or norm.lower() not in kinds:
+        raise ValueError(f"unknown norm {norm!r}; use {' or '.join(map(repr, NORMS))}")
     return kinds[norm.lower()](float(eps), float(step_size))
 
 

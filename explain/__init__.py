@@ -28,7 +28,8 @@ _LAZY = {"Landscape": "landscape", "energy_landscape": "landscape", "plot_landsc
 __all__ = [
     "to_model_input", "ImageError", "MAX_PIXELS",
     "Trajectory", "counterfactual", "counterfactuals", "compare", "minimal_counterfactual",
-    "MinimalCounterfactual", "MinimalSearch", "DEFAULTS", "default_params", "validate_params", "resolve_class", "parse_eps",
+    "MinimalCounterfactual", "MinimalSearch", "DEFAULTS", "default_params", "validate_params",
+    "resolve_class", "parse_eps",
     "Samples", "generate",
     "save_gif", "save_apng", "contact_strip", "save_metrics_json", "save_figure",
     *_LAZY,

@@ -264,16 +264,17 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
-    from .params import DEFAULTS, MAX_STEPS, OBJECTIVES
+    from .params import DEFAULTS, MAX_STEPS, NORMS, OBJECTIVES
 
     l2, li = DEFAULTS["L2"], DEFAULTS["Linf"]
     p.add_argument("--image", required=True, help="input image (any size/mode; shorter side resized to the "
                    "model resolution with bicubic filtering, then centre-cropped; transparency on white)")
     p.add_argument("--target", required=True, help=target_help)
-    p.add_argument("--norm", default="L2", choices=("L2", "Linf"), type=_norm, help="threat model (default: L2)")
+    p.add_argument("--norm", default="L2", choices=NORMS, type=_norm, help="threat model (default: L2)")
     p.add_argument("--eps", default=None,
                    help=f"radius of the ball around the image: a number >= 0, a fraction like 8/255, or 'inf' for "
-                        f"unbounded (default: L2 {l2['eps']:g} at 32 px, scaled by image_size/32; Linf {li['eps']:.4g})")
+                        f"unbounded (default: L2 {l2['eps']:g} at 32 px, scaled by image_size/32; "
+                        f"Linf {li['eps']:.4g})")
     p.add_argument("--steps", type=int, default=None,
                    help=f"PGD steps T, 0..{MAX_STEPS} (default: {int(l2['steps'])})")
     p.add_argument("--step-size", type=float, default=None,
@@ -285,7 +286,9 @@ def _trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
 
 
 def _norm(text: str) -> str:
-    return {"l2": "L2", "linf": "Linf"}.get(text.lower(), text)
+    from .params import NORMS
+
+    return {n.lower(): n for n in NORMS}.get(text.lower(), text)
 
 
 def _positive_int(lo: int, hi: int):

@@ -11,8 +11,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-NORMS = ("L2", "Linf")
-OBJECTIVES = ("target_logit", "target_ce", "energy")
+from dat_core.pgd import NORMS
+from dat_core.pgd import OBJECTIVES as PGD_OBJECTIVES
+
+OBJECTIVES = tuple(o for o in PGD_OBJECTIVES if o != "ce")
+"""Objectives an explanation can ascend: the engine's, without untargeted `ce` (explanations go toward a class)."""
 MAX_STEPS = 1000
 
 # Defaults at 32x32. L2: the paper's DAT counterfactuals reach ~0.89 target confidence at eps = 4 (METHOD §5);

@@ -11,8 +11,8 @@ import torch.nn as nn
 from dat_core import loading
 from dat_core.checkpoint import check_state_dict, model_card, save_model
 from dat_core.loading import load_model
-from dat_core.official import import_official
 from dat_core.models import build_model
+from dat_core.official import import_official
 
 X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 

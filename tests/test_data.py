@@ -19,15 +19,23 @@ import torch
 from PIL import Image
 
 from dat_core import data
-from dat_core.data import cifar, folders
+from dat_core.data import (
+    FileImageDataset,
+    ImageDataset,
+    LazyImages,
+    cifar,
+    folders,
+    load_cifar,
+    load_image_folder,
+    noise_dataset,
+    noise_seeds,
+    train_val_split,
+)
 from dat_core.data.augment import augment, cutout, hflip, random_crop, random_resized_crop
-from dat_core.training.config import load_config
-from dat_core.evaluation import as_batches
-from dat_core.data import (FileImageDataset, ImageDataset, LazyImages, load_cifar, load_image_folder, noise_dataset,
-                           noise_seeds, train_val_split)
 from dat_core.data.streams import BatchStream
+from dat_core.evaluation import as_batches
+from dat_core.training.config import load_config
 from dat_core.training.data import load_train_val, ood_split
-
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -423,7 +431,8 @@ def test_batch_stream_resume_is_exact(num_workers):
 
 def test_batch_stream_epochs_cover_dataset_and_ddp_ranks_split_global_batch():
     ds = _toy((8, 8, 8))
-    ids = lambda x: (x[:, 0, 0, 0] * 255).round().long().tolist()
+    def ids(x):
+        return (x[:, 0, 0, 0] * 255).round().long().tolist()
     single = BatchStream(ds, 6, seed=1)
     epoch0 = [ids(next(single)[0]) for _ in range(4)]
     assert sorted(sum(epoch0, [])) == list(range(24))  # one epoch = a permutation of the data

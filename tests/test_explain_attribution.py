@@ -5,13 +5,13 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import warmed_wrn
 import torch
+from conftest import warmed_wrn
 
 from dat_core import pgd, threat_model
+from dat_core.runtime import channels_last, memory_format
 from explain.attribution import METHODS, attribute, attribute_trajectory, plot_attributions
 from explain.plots import colorize_signed, figure_to_array, normalize_map
-from dat_core.runtime import channels_last, memory_format
 
 FAST = {"n_samples": 4, "internal_batch_size": 64}
 

@@ -5,8 +5,8 @@ import types
 import matplotlib
 import numpy as np
 import pytest
-from conftest import warmed_wrn
 import torch
+from conftest import warmed_wrn
 
 from dat_core import joint_energy, marginal_energy, pgd, threat_model
 from explain.landscape import LandscapeRenderer, energy_landscape, plot_landscape

@@ -11,9 +11,21 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dat_core import build_model, joint_energy, marginal_energy
-from explain import (ImageError, compare, contact_strip, counterfactual, counterfactuals, generate,
-                     minimal_counterfactual, resolve_class, save_apng, save_gif, save_metrics_json,
-                     to_model_input, validate_params)
+from explain import (
+    ImageError,
+    compare,
+    contact_strip,
+    counterfactual,
+    counterfactuals,
+    generate,
+    minimal_counterfactual,
+    resolve_class,
+    save_apng,
+    save_gif,
+    save_metrics_json,
+    to_model_input,
+    validate_params,
+)
 from explain import image as image_mod
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

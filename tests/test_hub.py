@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from fakehub import FakeHub
+from test_checkpoint import logits, random_model
 
 from dat_core import hub
 from dat_core.checkpoint import model_card, save_model
 from dat_core.loading import load_model
-from fakehub import FakeHub
-from test_checkpoint import logits, random_model
 
 REPO = "dat-lab/dat-tiny"
 CARD = "---\nlicense: mit\npipeline_tag: image-classification\ntags: [adversarial-robustness]\n---\n# DAT tiny\n"
@@ -118,7 +118,8 @@ def test_clear_errors(fake_hub, tmp_path):
     with pytest.raises(FileNotFoundError, match="not in the cache.*local_files_only=True"):
         load_model(REPO, local_files_only=True, **kw)
     fake_hub.stop()
-    with pytest.raises(FileNotFoundError, match="could not reach the Hub and the model 'dat-lab/dat-tiny' is not in the cache"):
+    with pytest.raises(FileNotFoundError,
+                       match="could not reach the Hub and the model 'dat-lab/dat-tiny' is not in the cache"):
         load_model(REPO, **kw)
 
 

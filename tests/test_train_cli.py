@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
+from fakehub import FakeHub
 
 from dat_core import build_model, load_model, save_model
-from train.eval_cli import random_subset
 from dat_core.training.data import load_dataset
-from fakehub import FakeHub
 from train.__main__ import main
+from train.eval_cli import random_subset
 
 
 @pytest.fixture

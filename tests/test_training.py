@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from dat_core.loading import load_model
-from dat_core.training.config import ConfigError, load_config
 from dat_core.runtime import native_bf16, use_autocast
-from dat_core.training.stage2 import Curriculum, bce_loss, contrastive_samples
+from dat_core.training.config import ConfigError, load_config
 from dat_core.training.loop import STATE_FILE, Trainer, TrainingError, lr_factor, train
+from dat_core.training.stage2 import Curriculum, bce_loss, contrastive_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,8 @@ EXAMPLES = {
     "stage1": "python -m train stage1 --config train/configs/cifar10-wrn16-2-cpu-stage1.toml\n"
               "  python -m train stage1 --config CFG.toml steps=200 out_dir=runs/try optim.lr=0.05\n"
               "  torchrun --nproc_per_node=8 -m train stage1 --config CFG.toml",
-    "stage2": "python -m train stage2 --config train/configs/cifar10-wrn34-10-gpu-stage2.toml model.init=runs/s1/final\n"
+    "stage2": "python -m train stage2 --config train/configs/cifar10-wrn34-10-gpu-stage2.toml "
+              "model.init=runs/s1/final\n"
               "  python -m train stage2 --config CFG.toml --resume",
 }
 

@@ -1,4 +1,4 @@
-"""Arguments and driver of `python -m train eval` (kept in dat_core so the CLI file stays thin)."""
+"""Arguments and driver of `python -m train eval`: argparse lives in train/, the evaluation in dat_core."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from dat_core.data import NOISE_KINDS, ImageDataset, noise_seeds
 from dat_core.evaluation import ROBUST_STRONG, evaluate
 from dat_core.loading import load_model
+from dat_core.pgd import NORMS
 from dat_core.training.data import load_dataset
 
 
@@ -22,18 +23,19 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | class-folder dir or .tar(.gz)")
     p.add_argument("--root", default="data", help="where the official CIFAR archives live")
     p.add_argument("--split", default="test", help="split to evaluate (never tune on test)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of N images (drawn with --seed; class-sorted folders "
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate a fixed random subset of N images (drawn with --seed; class-sorted folders "
                         "make the first N a poor sample)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--norm", default="L2", choices=["L2", "Linf"])
+    p.add_argument("--norm", default="L2", choices=NORMS)
     p.add_argument("--eps", type=float, default=0.5)
     p.add_argument("--steps", type=int, default=20, help="PGD steps (0 skips the attack)")
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument("--restarts", type=int, default=0, help="extra random-start restarts")
     p.add_argument("--strong", action="store_true", help="also run 50 steps with 2 random restarts")
     p.add_argument("--ood", action="append", default=[], metavar="SET",
-                   help=f"OOD set for the energy-score AUROC: {' or '.join(NOISE_KINDS)} noise, or an image dir/archive "
-                        "(repeatable)")
+                   help=f"OOD set for the energy-score AUROC: {' or '.join(NOISE_KINDS)} noise, or an image "
+                        "dir/archive (repeatable)")
     p.add_argument("--ood-holdout", type=int, default=0,
                    help="use only the N held-out images of an OOD archive (same split as training's "
                         "data.ood_holdout with --seed)")

@@ -22,6 +22,7 @@ from .metrics import (
 from .ood import OOD_SCORES, ood_auroc, ood_scores
 from .report import calibration, evaluate, plot_reliability, sample_fidelity
 
-__all__ = ["ROBUST", "ROBUST_STRONG", "clean_accuracy", "predict", "robust_accuracy", "torchattacks_robust_accuracy", "as_batches", "iterate",
+__all__ = ["ROBUST", "ROBUST_STRONG", "clean_accuracy", "predict", "robust_accuracy", "torchattacks_robust_accuracy",
+           "as_batches", "iterate",
            "energy_percentile", "energy_quantiles", "expected_calibration_error", "roc_auc", "OOD_SCORES",
            "ood_auroc", "ood_scores", "calibration", "evaluate", "plot_reliability", "sample_fidelity"]

@@ -70,6 +70,7 @@ class WideResNet(Classifier):
         return F.adaptive_avg_pool2d(o, 1).flatten(1)
 
 
-register_family(r"wrn-(?P<depth>\d+)-(?P<widen>\d+)", WideResNet, examples=("wrn-16-2", "wrn-16-4", "wrn-28-10", "wrn-34-10"),
-                image_size=32, normalization=CIFAR10_NORMALIZATION,
+register_family(r"wrn-(?P<depth>\d+)-(?P<widen>\d+)", WideResNet,
+                examples=("wrn-16-2", "wrn-16-4", "wrn-28-10", "wrn-34-10"), image_size=32,
+                normalization=CIFAR10_NORMALIZATION,
                 parse=lambda m: {"depth": int(m["depth"]), "widen": int(m["widen"])})

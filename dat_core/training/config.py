@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..pgd import NORMS
+
 
 @dataclass
 class DataConfig:
@@ -110,7 +112,7 @@ _CHOICES = {
     "stage": ("stage1", "stage2"),
     "autocast": ("auto", "true", "false"),
     "best_metric": ("robust_accuracy", "clean_accuracy"),
-    "attack.norm": ("L2", "Linf"),
+    "attack.norm": NORMS,
     "optim.name": ("sgd", "adamw"),
     "optim.schedule": ("cosine", "constant", "step", "onecycle"),
 }
@@ -227,7 +229,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), **val
         _set(cfg, key, value)
     return validate(cfg)
 
-
-def from_dict(d: dict[str, Any]) -> TrainConfig:
-    """Rebuild a config saved with `to_dict()` (e.g. inside a training state)."""
-    return load_config(None, **dict(_flatten(d)))

@@ -12,8 +12,18 @@ import torch.nn as nn
 from PIL import Image
 
 from dat_core.energy import marginal_energy
-from dat_core.evaluation import (calibration, clean_accuracy, evaluate, iterate, ood_auroc, plot_reliability,
-                               predict, robust_accuracy, sample_fidelity, torchattacks_robust_accuracy)
+from dat_core.evaluation import (
+    calibration,
+    clean_accuracy,
+    evaluate,
+    iterate,
+    ood_auroc,
+    plot_reliability,
+    predict,
+    robust_accuracy,
+    sample_fidelity,
+    torchattacks_robust_accuracy,
+)
 from dat_core.evaluation.metrics import energy_percentile, energy_quantiles, expected_calibration_error, roc_auc
 
 
