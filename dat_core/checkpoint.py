@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .models import Classifier, build_model
+from .models.config import validate_model_config
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -62,40 +63,70 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 # ---------------------------------------------------------------- reading
 
-def load_checkpoint_dir(directory: str | Path) -> Classifier:
-    """Build and load the model stored in a checkpoint dir (see the module docstring), in eval mode."""
+def load_checkpoint_dir(directory: str | Path, label: str | None = None) -> Classifier:
+    """Build and load the model stored in a checkpoint dir (see the module docstring), in eval mode.
+
+    Everything in it is checked before use (`read_config`, `read_weights`); messages call the checkpoint
+    `label` (default: its path), so a server can name it without showing its own paths.
+    """
     directory = Path(directory)
+    label = str(directory) if label is None else label
     if not directory.is_dir():
         hint = (" (a .pth/.pt state dict from the paper goes through import_official)"
                 if directory.suffix in (".pth", ".pt", ".bin") else "")
-        raise NotADirectoryError(f"{directory} is a file, not a checkpoint directory "
+        raise NotADirectoryError(f"{label} is a file, not a checkpoint directory "
                                  f"({' + '.join(CHECKPOINT_FILES)}){hint}")
     missing = [name for name in CHECKPOINT_FILES if not (directory / name).is_file()]
     if missing:
-        present = sorted(p.name for p in directory.iterdir())
-        raise FileNotFoundError(f"checkpoint directory {directory} is missing {' and '.join(missing)} "
-                                f"(it holds: {', '.join(present) or 'nothing'}); a checkpoint needs "
-                                f"{' + '.join(CHECKPOINT_FILES)}")
-    config = read_config(directory / CONFIG_NAME)
+        raise FileNotFoundError(f"checkpoint directory {label} is missing {' and '.join(missing)}; a checkpoint "
+                                f"needs {' + '.join(CHECKPOINT_FILES)}")
+    config = read_config(directory / CONFIG_NAME, label=f"{label}/{CONFIG_NAME}")
     model = build_model(**config)
-    state_dict = load_file(directory / WEIGHTS_NAME, device="cpu")
-    check_state_dict(model, state_dict, source=str(directory / WEIGHTS_NAME))
+    state_dict = read_weights(directory / WEIGHTS_NAME, label=f"{label}/{WEIGHTS_NAME}")
+    check_state_dict(model, state_dict, source=f"{label}/{WEIGHTS_NAME}")
     model.load_state_dict(state_dict)
     return model.eval()
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
+MAX_CONFIG_BYTES = 4 * 2**20
+MAX_HEADER_BYTES = 16 * 2**20
+"""safetensors' own limit on the JSON header (anything larger is not a checkpoint of ours)."""
+
+
+def read_config(path: str | Path, label: str | None = None) -> dict[str, Any]:
+    """A checkpoint's config.json, checked field by field (`dat_core.models.config`): ValueError names the field."""
     path = Path(path)
+    label = str(path) if label is None else label
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{label} is larger than {MAX_CONFIG_BYTES // 2**20} MB: not a model config")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{label} is not valid JSON: {e}") from None
     if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
+        raise ValueError(f"{label} must hold a JSON object, got {type(config).__name__}")
     missing = [k for k in ("arch", "num_classes") if k not in config]
     if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}; a model config needs at least arch and num_classes")
-    return config
+        raise ValueError(f"{label} lacks {', '.join(missing)}; a model config needs at least arch and num_classes")
+    return validate_model_config(config, source=label)
+
+
+def read_weights(path: str | Path, label: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a model.safetensors file; ValueError "not a safetensors file" for anything else
+    (a pickle, a truncated file, an absurd header). Nothing is ever unpickled."""
+    path = Path(path)
+    label = str(path) if label is None else label
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+    header = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if not 2 <= header <= min(MAX_HEADER_BYTES, size - 8):
+        raise ValueError(f"{label} is not a safetensors file (its first 8 bytes do not give a plausible header "
+                         "length); checkpoints store weights as safetensors, never as pickles")
+    try:
+        return load_file(path, device="cpu")
+    except Exception as e:  # SafetensorError and friends: a malformed header or data section
+        raise ValueError(f"{label} is not a safetensors file ({type(e).__name__}: {e})") from None
 
 
 def model_card(directory: str | Path) -> str | None:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from dat_core import loading
-from dat_core.checkpoint import check_state_dict, model_card, save_model
+from dat_core.checkpoint import check_state_dict, load_checkpoint_dir, model_card, save_model
 from dat_core.loading import load_model
 from dat_core.models import build_model
 from dat_core.official import import_official
@@ -173,3 +173,83 @@ def test_a_pth_file_is_not_a_checkpoint_dir(tiny_model, tmp_path):
     torch.save(tiny_model.state_dict(), tmp_path / "w.pth")
     with pytest.raises(NotADirectoryError, match="import_official"):
         load_model(tmp_path / "w.pth")
+
+
+# ---------------------------------------------------------------- hostile checkpoints
+
+def _with_config(tmp_path, **changes):
+    directory = save_model(build_model("wrn-10-1"), tmp_path / "ckpt")
+    config = json.loads((directory / "config.json").read_text())
+    config.update(changes)
+    for k in [k for k, v in changes.items() if v is None]:
+        del config[k]
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"image_size": -32}, "image_size"), ({"image_size": 2048}, "image_size"), ({"image_size": 100000}, "image_size"),
+    ({"image_size": "32"}, "image_size"), ({"image_size": 32.5}, "image_size"),
+    ({"mean": [float("nan"), 0.5, 0.5]}, "mean"), ({"std": [0, 0.2, 0.2]}, "std"), ({"std": [0.2, -1, 0.2]}, "std"),
+    ({"mean": [0.5, 0.5]}, "mean"), ({"std": "0.2"}, "std"), ({"mean": [True, 0.5, 0.5]}, "mean"),
+    ({"num_classes": 2_000_000}, "num_classes"), ({"num_classes": 0}, "num_classes"),
+    ({"num_classes": True}, "num_classes"),
+    ({"class_names": ["a", "b"]}, "class_names"), ({"class_names": [1] * 10}, "class_names"),
+    ({"class_names": ["x" * 300] * 10}, "class_names"),
+    ({"arch": "wrn-16-64"}, "parameters"), ({"arch": "no-such-net"}, "arch"), ({"arch": 7}, "arch"),
+    ({"arch": "resnet50", "num_classes": 10, "image_size": 512, "class_names": None}, None),  # allowed: under budget
+])
+def test_hostile_configs_are_refused_naming_the_field(tmp_path, changes, field):
+    directory = _with_config(tmp_path, **changes)
+    if field is None:
+        with pytest.raises(ValueError, match="does not match"):  # config fine; the weights are a wrn-10-1's
+            load_model(directory)
+        return
+    with pytest.raises(ValueError, match=field) as info:
+        load_model(directory)
+    assert "config.json" in str(info.value)
+
+
+def test_config_limits_leave_the_paper_models_loadable():
+    from dat_core.models.config import validate_model_config
+
+    for config in ({"arch": "wrn-34-10", "num_classes": 100}, {"arch": "resnet50", "num_classes": 1000},
+                   {"arch": "wide-resnet50-4", "num_classes": 1000, "image_size": 256}):
+        assert validate_model_config(config) is config
+
+
+@pytest.mark.parametrize("content", [
+    "pickle", b"", b"\x00" * 4, b"\xff" * 64, (10**6).to_bytes(8, "little") + b"{}",
+    b"\x08" + b"\x00" * 7 + b"not json", "truncated",
+])
+def test_weights_that_are_not_safetensors_get_one_clear_error(tmp_path, content):
+    directory = save_model(build_model("wrn-10-1"), tmp_path / "ckpt")
+    weights = directory / "model.safetensors"
+    if content == "pickle":
+        torch.save(build_model("wrn-10-1").state_dict(), weights)
+    elif content == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        weights.write_bytes(content)
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        load_model(directory)
+
+
+def test_train_eval_reports_a_pickled_checkpoint_in_one_line(tmp_path, capsys):
+    from train.__main__ import main
+
+    directory = save_model(build_model("wrn-10-1"), tmp_path / "ckpt")
+    torch.save(build_model("wrn-10-1").state_dict(), directory / "model.safetensors")
+    assert main(["eval", "--model", str(directory), "--data", "cifar10", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a safetensors file" in err and "Traceback" not in err
+
+
+def test_missing_files_do_not_list_the_directory(tmp_path):
+    (tmp_path / "secret.txt").write_text("x")
+    with pytest.raises(FileNotFoundError) as info:
+        load_model(tmp_path)
+    assert "secret" not in str(info.value)
+    with pytest.raises(FileNotFoundError) as info:
+        load_checkpoint_dir(tmp_path, label="the folder you chose")
+    assert str(tmp_path) not in str(info.value) and "the folder you chose" in str(info.value)

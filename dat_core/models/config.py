@@ -1,0 +1,127 @@
+"""Checks of a model config (a checkpoint's config.json) before anything is built from it.
+
+A config may come from anyone (a Hub repo, an uploaded folder), so every field is checked for type,
+finiteness and range, and the model it describes must stay under a size and memory budget: one
+visitor's `image_size: 2048` must not stall a shared server. Errors name the field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .registry import find_arch
+
+MAX_PARAMETERS = 400_000_000
+"""Largest model we load (ConvNeXt-L, the paper's largest, has ~198M parameters)."""
+
+MAX_ACTIVATION_BYTES = 2 * 2**30
+"""Largest fp32 activation memory of one image's forward pass (a PGD step keeps about this for backward)."""
+
+
+class ModelConfig(BaseModel):
+    """The fields `build_model` reads; other keys (energy quantiles, training notes) pass through."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    arch: str = Field(min_length=1, max_length=64)
+    num_classes: int = Field(ge=1, le=22_000)
+    image_size: int | None = Field(default=None, ge=8, le=512)
+    class_names: list[str] | None = None
+    mean: list[float] | None = Field(default=None, min_length=3, max_length=3)
+    std: list[float] | None = Field(default=None, min_length=3, max_length=3)
+
+    @field_validator("arch")
+    @classmethod
+    def _known(cls, arch: str) -> str:
+        find_arch(arch)  # ValueError lists the known architectures
+        return arch
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any) -> Any:  # JSON ints are fine as floats; bools are not numbers
+        if isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            return [float(x) for x in v]
+        return v
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _finite(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(math.isfinite(x) for x in v):
+            raise ValueError("must hold finite numbers")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(x > 0 for x in v):
+            raise ValueError("must be > 0 in every channel")
+        return v
+
+    @field_validator("class_names")
+    @classmethod
+    def _names(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(len(n) > 200 for n in v):
+            raise ValueError("class names must be at most 200 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _one_name_per_class(self) -> "ModelConfig":
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names for num_classes={self.num_classes}")
+        return self
+
+
+def _field_errors(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def validate_model_config(config: Any, source: str = "config.json") -> dict[str, Any]:
+    """`config` checked field by field and against the size budget; ValueError names the field."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{source} must hold a JSON object, got {type(config).__name__}")
+    try:
+        ModelConfig.model_validate(config)
+    except ValidationError as e:
+        raise ValueError(f"{source} is not a valid model config: {_field_errors(e)}") from None
+    params, activations = model_cost(config)
+    if params > MAX_PARAMETERS:
+        raise ValueError(f"{source}: arch {config['arch']!r} with num_classes={config['num_classes']} has "
+                         f"{params / 1e6:.0f}M parameters, more than the {MAX_PARAMETERS / 1e6:.0f}M we load")
+    if activations > MAX_ACTIVATION_BYTES:
+        raise ValueError(f"{source}: arch {config['arch']!r} at image_size={config.get('image_size')} needs about "
+                         f"{activations / 2**30:.1f} GiB of activations per image, more than the "
+                         f"{MAX_ACTIVATION_BYTES / 2**30:.0f} GiB we allow")
+    return config
+
+
+def model_cost(config: dict[str, Any]) -> tuple[int, int]:
+    """(parameters, fp32 activation bytes of one image's forward) of the model `config` describes,
+    measured on PyTorch's meta device: nothing is allocated and no arithmetic runs."""
+    from .registry import build_model
+
+    with torch.device("meta"):
+        model = build_model(**config)
+        size = int(model.config["image_size"])
+        total = 0
+
+        def count(_module, _inputs, output) -> None:
+            nonlocal total
+            if isinstance(output, torch.Tensor):
+                total += output.numel() * 4
+
+        hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+        try:
+            model.eval()(torch.empty(1, 3, size, size))
+        finally:
+            for h in hooks:
+                h.remove()
+    return sum(p.numel() for p in model.parameters()), total
