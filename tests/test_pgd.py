@@ -195,3 +195,52 @@ def test_per_sample_radii_match_separate_runs(tiny_model):
     assert (batched - x)[0].norm() <= 0.2 + 1e-6 and (batched - x)[1].norm() <= 1.0 + 1e-6
     with pytest.raises(ValueError):
         L2(torch.tensor([0.1, -1.0]), 0.1)
+
+
+# ---------------------------------------------------------------- the on_step hook
+
+def test_on_step_sees_every_step_with_the_logits_that_step_used(tiny_model):
+    from dat_core import STOP, PGDStep  # noqa: F401  (public names)
+
+    x, y = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)), torch.tensor([1, 2])
+    threat = threat_model("L2", 1.0, 0.2)
+    seen: list[PGDStep] = []
+    res = pgd(tiny_model, x, y, threat, steps=5, objective="target_logit", record_every=1,
+              on_step=lambda s: seen.append(s))
+    assert [s.step for s in seen] == [1, 2, 3, 4, 5] and all(s.steps == 5 for s in seen)
+    assert res.stopped_at is None
+    for s in seen:  # x_t after step t; logits of x_{t-1}, exactly what the trajectory recorded
+        torch.testing.assert_close(s.x, res.frames[s.step])
+        torch.testing.assert_close(s.logits, res.logits[s.step - 1])
+
+
+def test_on_step_stop_ends_the_run_exactly_where_a_shorter_run_ends(tiny_model):
+    from dat_core import STOP
+
+    x, y = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4)), torch.tensor([0, 5])
+    threat = threat_model("Linf", 8 / 255, 2 / 255)
+    stopped = pgd(tiny_model, x, y, threat, steps=50, objective="target_logit", record_every=2,
+                  on_step=lambda s: STOP if s.step == 3 else None)
+    short = pgd(tiny_model, x, y, threat, steps=3, objective="target_logit", record_every=2)
+    assert stopped.stopped_at == 3
+    assert torch.equal(stopped.x, short.x)
+    assert stopped.steps == short.steps == [0, 2, 3]
+    assert torch.equal(stopped.frames, short.frames) and torch.equal(stopped.logits, short.logits)
+
+
+def test_explain_paths_stop_early_and_stay_consistent(tiny_model):
+    import explain
+    from dat_core import STOP
+
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(5))
+    calls = []
+
+    def stop_at_4(s):
+        calls.append(s.step)
+        return STOP if s.step == 4 else None
+
+    traj = explain.counterfactual(tiny_model, image, 3, steps=20, on_step=stop_at_4)
+    assert calls == [1, 2, 3, 4] and list(traj.steps) == [0, 1, 2, 3, 4] and len(traj.frames) == 5
+    samples = explain.generate(tiny_model, [1, 2], steps=20, on_step=lambda s: STOP if s.step == 2 else None)
+    reference = explain.generate(tiny_model, [1, 2], steps=2)
+    assert torch.equal(torch.from_numpy(samples.images), torch.from_numpy(reference.images))
