@@ -53,11 +53,17 @@ def _cpuinfo() -> str:
 
 
 def native_bf16(device: torch.device, cpuinfo: str | None = None) -> bool:
-    """CUDA, or a CPU with bf16 instructions (AVX512-BF16 / AMX). Without them (e.g. AVX2-only CPUs)
-    PyTorch emulates bf16 and autocast runs ~10x slower than fp32; with them it is ~2x faster.
-    `cpuinfo` is the text of /proc/cpuinfo (read when None)."""
+    """A GPU with bf16 units (Ampere and newer), or a CPU with bf16 instructions (AVX512-BF16 / AMX).
+    Elsewhere PyTorch emulates bf16: pre-Ampere GPUs gain nothing, and on AVX2-only CPUs autocast runs
+    ~10x slower than fp32 (with the instructions it is ~2x faster). `cpuinfo` is the text of /proc/cpuinfo
+    (read when None)."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
-        return device.type == "cuda"
+        return False
     if cpuinfo is None:
         cpuinfo = _cpuinfo()
     return "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo

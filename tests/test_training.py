@@ -250,7 +250,7 @@ def test_autocast_auto_means_native_bf16_only():
     assert not native_bf16(torch.device("cpu"), cpuinfo=avx2)
     assert native_bf16(torch.device("cpu"), cpuinfo=avx2 + " avx512f avx512_bf16")
     assert native_bf16(torch.device("cpu"), cpuinfo=avx2 + " amx_bf16 amx_tile")
-    assert native_bf16(torch.device("cuda"))
+    assert native_bf16(torch.device("cuda")) == (torch.cuda.is_available() and torch.cuda.is_bf16_supported(False))
     cpu = torch.device("cpu")
     assert use_autocast("auto", cpu) == native_bf16(cpu)
     assert use_autocast("true", cpu) and use_autocast("on", cpu) and not use_autocast("off", torch.device("cuda"))

@@ -1,0 +1,68 @@
+"""dat_core.runtime: device resolution, bf16 where native (GPUs too), seeded RNG."""
+
+from contextlib import nullcontext
+
+import numpy as np
+import pytest
+import torch
+
+from dat_core.runtime import native_bf16, resolve_device, seeded, use_autocast
+
+
+def test_bf16_on_a_gpu_means_real_bf16_units_not_emulation(monkeypatch):
+    """Pre-Ampere GPUs emulate bf16; `auto` must not pick it there (CUDA cannot exist here, so the
+    driver's answer is stood in for)."""
+    asked = []
+
+    def fake_is_bf16_supported(including_emulation=True):
+        asked.append(including_emulation)
+        return including_emulation  # an emulating (pre-Ampere) GPU: yes only when emulation counts
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", fake_is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "device", lambda d: nullcontext())
+    assert not native_bf16(torch.device("cuda:0"))
+    assert asked == [False]
+    assert not use_autocast("auto", torch.device("cuda:0"))
+    assert use_autocast("on", torch.device("cuda:0"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_on_this_gpu_follows_the_driver():
+    device = torch.device("cuda:0")
+    assert native_bf16(device) == torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def test_no_cuda_means_no_bf16_claim_for_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("has CUDA")
+    assert not native_bf16(torch.device("cuda"))
+
+
+@pytest.mark.parametrize("spec", ["tpu", "cuda:x", "", "gpu0"])
+def test_bad_devices_are_value_errors(spec):
+    with pytest.raises(ValueError, match="device"):
+        resolve_device(spec)
+
+
+def test_auto_device_and_cuda_without_cuda():
+    assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto") == resolve_device(None)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_seeded_restores_the_callers_rng():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    expected_torch, expected_np = torch.rand(3), np.random.rand(3)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    with seeded(123, torch.device("cpu"), numpy_too=True):
+        a = torch.rand(2), np.random.rand(2)
+    with seeded(123, torch.device("cpu"), numpy_too=True):
+        b = torch.rand(2), np.random.rand(2)
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert torch.equal(torch.rand(3), expected_torch) and np.array_equal(np.random.rand(3), expected_np)
