@@ -131,3 +131,20 @@ def test_help_for_each_command(command, capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "examples:" in text and f"python -m explain {command}" in text and "--model" in text
+
+
+def test_compile_falls_back_to_eager_and_still_writes_everything(files, tmp_path, monkeypatch, caplog):
+    import logging
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("inductor is unavailable")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    args = ["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "cat",
+            "--steps", "3", "--out", str(tmp_path / "cf")]
+    with caplog.at_level(logging.WARNING, logger="dat_core.runtime"):
+        assert main([*args, "--compile", "on"]) == 0
+    assert any("staying eager" in r.getMessage() for r in caplog.records)
+    first = json.loads((tmp_path / "cf" / "metrics.json").read_text())
+    assert main([*args, "--compile", "off"]) == 0
+    assert json.loads((tmp_path / "cf" / "metrics.json").read_text()) == first
