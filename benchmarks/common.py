@@ -50,5 +50,7 @@ def machine() -> dict[str, Any]:
 
 
 def emit(result: dict[str, Any]) -> None:
-    """The last line of every benchmark: one JSON object."""
-    print(json.dumps(result))
+    """The last line of every benchmark: one JSON object (with the peak GPU memory where there is a GPU)."""
+    if torch.cuda.is_available():
+        result = {**result, "peak_cuda_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+    print(json.dumps(result), flush=True)

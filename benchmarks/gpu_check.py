@@ -1,0 +1,129 @@
+"""Everything a lent GPU should check, in one run that ends within a time budget and writes one JSON.
+
+    bash benchmarks/gpu_check.sh [--out benchmarks/results/gpu_check.json] [--budget 480]
+    bash benchmarks/gpu_check.sh --dry-run      # the same code paths on the CPU at toy sizes (CI runs this)
+
+Parts, each a subprocess with its own time limit (a part that fails or times out is recorded, the rest run):
+  cuda_tests      pytest -m cuda (tests that skip without CUDA)
+  train_step      one stage-2 step (WRN-34-10, batch 128, T=10, K=10): ours bf16 / ours fp32 / the
+                  official-order fp32 reference, ratios; and one stage-1 step (benchmarks/train_step.py)
+  latency         a 60-step trajectory, eager vs torch.compile, for WRN-16-2@32, ResNet-50@224 and
+                  ConvNeXt-L@256 with random weights (benchmarks/latency.py; unknown archs are skipped)
+  torchrun        a 1-GPU `torchrun` smoke of stage 1 then stage 2 over NCCL on a synthetic dataset
+Peak GPU memory is in each part's JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def toy_dataset(root: Path, size: int = 32) -> Path:
+    """Three colour-coded classes (train/test) and an unlabeled noise folder for OOD seeds."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 48), ("test", 12)):
+        for c, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200)]):
+            d = root / "data" / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = np.clip(np.array(colour) + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i:03d}.png")
+    ood = root / "ood"
+    ood.mkdir(exist_ok=True)
+    for i in range(48):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(ood / f"{i:03d}.png")
+    return root
+
+
+def parts(dry_run: bool, work: Path) -> list[tuple[str, list[str], float]]:
+    """(name, command, time limit in s) of every part."""
+    cuda = not dry_run
+    device = "cuda" if cuda else "cpu"
+    if dry_run:
+        step = ["--arch", "wrn-10-1", "--batch", "8", "--T", "2", "--K", "2", "--repeats", "1"]
+        latency = ["--archs", "wrn-10-1", "no-such-net", "--steps", "3", "--repeats", "1", "--compile", "both"]
+    else:
+        step = ["--arch", "wrn-34-10", "--batch", "128", "--T", "10", "--K", "10", "--repeats", "3", "--bf16", "on"]
+        latency = ["--archs", "wrn-16-2", "resnet50@224", "convnext-large-convstem@256", "--steps", "60",
+                   "--repeats", "5", "--compile", "both"]
+    data = toy_dataset(work)
+    common = [f"data.dataset={data / 'data'}", "data.image_size=32", "data.val_size=12", "model.arch=wrn-10-1",
+              "batch_size=8", "log_every=1", "ckpt_every=100", "eval_every=0", "eval_size=12",
+              "eval_attack_steps=1", "attack.steps=1", "sample_grid=false", f"device={device}"]
+    torchrun = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "train"]
+    smoke = " && ".join(" ".join(cmd) for cmd in (
+        [*torchrun, "stage1", "steps=4", f"out_dir={work / 's1'}", *common],
+        [*torchrun, "stage2", "steps=4", f"out_dir={work / 's2'}", f"model.init={work / 's1' / 'final'}",
+         f"data.ood={data / 'ood'}", "contrastive.max_steps=2", "contrastive.window_images=16", *common]))
+    return [
+        ("cuda_tests", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", "tests"], 120),
+        ("train_step", [PY, str(ROOT / "benchmarks" / "train_step.py"), "--device", device, *step], 180),
+        ("latency", [PY, str(ROOT / "benchmarks" / "latency.py"), "--device", device, *latency], 240),
+        ("torchrun", ["bash", "-c", smoke + " && echo '{\"torchrun\": \"ok\"}'"], 150),
+    ]
+
+
+def run_part(name: str, cmd: list[str], limit: float) -> dict:
+    start = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        out, rc = r.stdout, r.returncode
+        err = r.stderr
+    except subprocess.TimeoutExpired as e:
+        out, rc, err = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or ""), "timeout", ""
+    result: dict = {"rc": rc, "wall_s": round(time.perf_counter() - start, 1)}
+    last = [line for line in out.strip().splitlines() if line.strip()]
+    if last:
+        try:
+            result["result"] = json.loads(last[-1])
+        except json.JSONDecodeError:
+            result["summary"] = last[-1][-300:]
+    if rc != 0:
+        result["tail"] = (out + err)[-2000:]
+    print(f"{name}: rc={rc} in {result['wall_s']} s", flush=True)
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: checks the script itself (CI)")
+    p.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/gpu_check[_dry_run].json)")
+    p.add_argument("--budget", type=float, default=480, help="seconds for everything (default: 480 = 8 min)")
+    p.add_argument("--only", nargs="+", default=None, help="run only these parts")
+    args = p.parse_args()
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"gpu_check{'_dry_run' if args.dry_run else ''}.json")
+    start = time.perf_counter()
+    report: dict = {"benchmark": "gpu_check", "dry_run": args.dry_run, "parts": {}}
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        for name, cmd, limit in parts(args.dry_run, Path(tmp)):
+            if args.only and name not in args.only:
+                continue
+            left = args.budget - (time.perf_counter() - start)
+            if left < 10:
+                report["parts"][name] = {"rc": "skipped", "why": "time budget spent"}
+                continue
+            report["parts"][name] = run_part(name, cmd, min(limit, left))
+    report["wall_s"] = round(time.perf_counter() - start, 1)
+    report["ok"] = all(part["rc"] == 0 for part in report["parts"].values())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out} ({'all parts ok' if report['ok'] else 'some parts failed'}, {report['wall_s']} s)")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
