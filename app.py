@@ -18,12 +18,12 @@ from pathlib import Path
 import gradio as gr
 
 import explain
-from app_api import ApiEndpoints
-from app_handlers import Explainer
-from app_inputs import ATTR_FRAMES, EVERY_CLASS, MAX_STEPS, NORMS, SEED_KINDS, eps_choices, eps_text
+from webapp.api import ApiEndpoints
+from webapp.explainer import Explainer
+from webapp.inputs import ATTR_FRAMES, EVERY_CLASS, MAX_STEPS, NORMS, SEED_KINDS, eps_choices, eps_text
 from dat_core.loading import default_model_dir
 from dat_core.sampling import default_step_size, default_steps
-from explain import render, session
+from webapp import charts as render, state as session
 from explain.attribution import METHODS, TITLES
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"

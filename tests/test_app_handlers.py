@@ -15,11 +15,11 @@ from PIL import Image
 
 import app
 import explain
-from app_handlers import Explainer
-from app_inputs import ATTR_FRAMES
 from dat_core import build_model, save_model
 from explain.params import parse_eps
-from explain.session import TrajectoryCache
+from webapp.explainer import Explainer
+from webapp.inputs import ATTR_FRAMES
+from webapp.state import TrajectoryCache
 
 STEPS = 3
 

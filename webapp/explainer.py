@@ -17,8 +17,9 @@ import explain
 from dat_core.loading import DEFAULT_MODEL_DIR
 from dat_core.energy import marginal_energy, probabilities
 from dat_core.runtime import use_autocast
-from explain import params, render, session, views
-from app_inputs import (ATTR_FRAMES, EVERY_CLASS, MAX_ALL_TARGETS, MAX_SAMPLES_PER_CLASS, MAX_STEPS, NORMS,
+from explain import params
+from webapp import charts as render, state as session, views
+from webapp.inputs import (ATTR_FRAMES, EVERY_CLASS, MAX_ALL_TARGETS, MAX_SAMPLES_PER_CLASS, MAX_STEPS, NORMS,
                         SEED_KINDS, eps_choices, eps_text, image_source, parse_methods, user_errors)
 from explain.attribution import TITLES, attribute_trajectory, plot_attributions
 from explain.export import save_gif, save_metrics_json

@@ -8,8 +8,8 @@ import gradio as gr
 import numpy as np
 import torch
 
-from app_handlers import EVERY_CLASS, Explainer, parse_methods, user_errors
-from explain import render, views
+from webapp import charts as render, views
+from webapp.explainer import EVERY_CLASS, Explainer, parse_methods, user_errors
 from explain.attribution import attribute_trajectory, plot_attributions
 from explain.landscape import energy_landscape, plot_landscape
 from explain.plots import figure_to_array

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from dat_core.sampling import make_grid
+from explain.params import parse_int
+from explain.trajectory import Trajectory
 
-from . import render
-from .render import BLUE, GREY, ORANGE, PURPLE, LineChart, Series, fmt
-from .params import parse_int
-from .trajectory import Trajectory
+from . import charts as render
+from .charts import BLUE, GREY, ORANGE, PURPLE, LineChart, Series, fmt
 
 
 def _index(step: Any, n: int) -> int:

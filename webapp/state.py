@@ -36,7 +36,7 @@ from dat_core.models import count_parameters
 
 from dat_core.runtime import channels_last, model_device
 
-from .render import fmt
+from .charts import fmt
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
 
