@@ -19,7 +19,6 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from explain.export import upscale  # noqa: F401  (views call charts.upscale)
 from explain.plots import ENERGY_CMAP
 
 BLUE, ORANGE, GREEN, RED, GREY, PURPLE = "#2563eb", "#ea580c", "#16a34a", "#dc2626", "#6b7280", "#7c3aed"
