@@ -28,10 +28,24 @@ from typing import Any
 # common first: it puts the repo root ahead of benchmarks/ on sys.path, so `import app` finds the app, not this file
 from common import emit, machine, median_time
 
+# isort: split
+from app_harness import (
+    CHROMIUM,
+    browser_page,
+    bundled_model,
+    load_test,
+    move_slider,
+    pick_target,
+    run_counterfactual,
+    serve,
+    upload,
+    write_image,
+    write_model,
+)
+
 import app
 import explain
-from app_harness import (CHROMIUM, browser_page, bundled_model, load_test, move_slider, pick_target,
-                         run_counterfactual, serve, upload, write_image, write_model)
+from webapp.tabs import counterfactual
 
 
 def browser_figures(url: str, image: Path, targets: list[str], moves: int) -> dict[str, Any]:
@@ -56,10 +70,11 @@ def server_figures(ex: Any, image: Path, targets: list[str], scrubs: int) -> dic
     state = ex.new_session()
     settings = ("L2", str(d["eps"]), d["steps"], d["step_size"])
     left = iter(targets)
-    run = median_time(lambda: ex.run_counterfactual(str(image), next(left), *settings, state), len(targets), warmup=0)
-    exports = median_time(lambda: ex.export_counterfactual(state), len(targets))
+    run = median_time(lambda: counterfactual.run(ex, str(image), next(left), *settings, state), len(targets),
+                      warmup=0)
+    exports = median_time(lambda: counterfactual.export(ex, state), len(targets))
     frames = itertools.cycle(range(d["steps"] + 1))
-    slider = median_time(lambda: ex.scrub(state, next(frames)), scrubs, warmup=10)
+    slider = median_time(lambda: counterfactual.scrub(ex, state, next(frames)), scrubs, warmup=10)
     return {"steps": d["steps"], "bf16": bf16, "server_run_s": run, "server_exports_s": exports,
             "server_slider_move_s": slider,
             "recompute_trajectory_s": recompute, "ratio": recompute / slider}

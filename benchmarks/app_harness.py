@@ -32,7 +32,7 @@ HOST = "127.0.0.1"
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT = {"width": 1280, "height": 800}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-MARKER = '#cf-energy-plot line[stroke="#dc2626"]'  # the step marker of render.LineChart
+MARKER = '#cf-energy-plot line[stroke="#dc2626"]'  # the step marker of webapp.charts.LineChart
 # Timed on the page's clock, from the user's event to the frame's <img> holding a new, decoded src (polled every
 # animation frame): Playwright's own round trips would add tens of milliseconds.
 START_CLOCK = """(el, type) => el.addEventListener(type, () => { window.__datStart = performance.now(); },

@@ -1,6 +1,6 @@
-"""explain: counterfactual trajectories, landscapes, attributions, generation, rendering and the CLI.
+"""explain: counterfactual trajectories, landscapes, attributions, generation, exports and the CLI.
 
-Built on dat_core; never imports gradio (layering: app.py -> explain -> dat_core). The landscape and
+Built on dat_core; never imports gradio or webapp (layering: app.py -> webapp -> explain -> dat_core). The landscape and
 attribution names load on first use, so `import explain` does not pull in matplotlib or captum.
 """
 

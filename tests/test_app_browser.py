@@ -15,10 +15,24 @@ import torch
 from PIL import Image
 
 import app
-from benchmarks.app_harness import (CHROMIUM, MARKER, browser_page, bundled_model, frame_src, marker_x, move_slider,
-                                    pick_target, run_counterfactual, serve, slider_value, upload, write_image,
-                                    write_model)
+from benchmarks.app_harness import (
+    CHROMIUM,
+    MARKER,
+    browser_page,
+    bundled_model,
+    frame_src,
+    marker_x,
+    move_slider,
+    pick_target,
+    run_counterfactual,
+    serve,
+    slider_value,
+    upload,
+    write_image,
+    write_model,
+)
 from explain import default_params, to_model_input
+from webapp.tabs.counterfactual import EXAMPLES_DIR
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
@@ -36,7 +50,7 @@ def served(tmp_path_factory):
         model = bundled_model()
         if model is None:
             pytest.fail("DAT_SCREENSHOT_MODEL=default, but assets/models holds no bundled model")
-        examples = sorted(p for p in app.EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg"))
+        examples = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg"))
         image = examples[0] if examples else write_image(root / "photo.png")
     else:
         model, image = str(write_model(root / "model")), write_image(root / "photo.png")

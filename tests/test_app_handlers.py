@@ -15,11 +15,13 @@ from PIL import Image
 
 import app
 import explain
-from app_handlers import Explainer
-from app_inputs import ATTR_FRAMES
 from dat_core import build_model, save_model
 from explain.params import parse_eps
-from explain.session import TrajectoryCache
+from webapp.explainer import Explainer
+from webapp.inputs import ATTR_FRAMES
+from webapp.state import TrajectoryCache
+from webapp.tabs import all_targets, attributions, compare, counterfactual, generate, landscape
+from webapp.tabs import model as model_tab
 
 STEPS = 3
 
@@ -48,13 +50,13 @@ def ex(dirs):
     return Explainer(str(dirs["robust"]), standard_model=str(dirs["standard"]))
 
 
-def named(names, values):
-    assert len(names) == len(values)
-    return dict(zip(names, values))
+def named(result):
+    """A handler's result by the names of the components it fills (the fields of its NamedTuple)."""
+    return result._asdict()
 
 
 def run_cf(ex, state, dirs, target="cat", steps=STEPS, eps="3"):
-    return named(Explainer.SHOW, ex.run_counterfactual(dirs["photo"], target, "L2", eps, steps, 0.1, state))
+    return named(counterfactual.run(ex, dirs["photo"], target, "L2", eps, steps, 0.1, state))
 
 
 # ------------------------------------------------------------------ counterfactual and scrubbing
@@ -64,7 +66,7 @@ def test_autocast_setting_reaches_the_pgd_path(dirs, autocast):
     """`--autocast off` gives exactly the fp32 path of `explain.counterfactual`; `on` exactly the bf16 one."""
     one = Explainer(str(dirs["robust"]), standard_model=None, autocast=autocast)
     state = one.new_session()
-    one.run_counterfactual(dirs["photo"], "cat", "L2", "3", STEPS, 0.1, state)
+    counterfactual.run(one, dirs["photo"], "cat", "L2", "3", STEPS, 0.1, state)
     shown = one.cache.get(f"{state['id']}/cf").trajectory
     x = explain.to_model_input(dirs["photo"], 32)
     direct = {flag: explain.counterfactual(one.default.model, x, "cat", eps=3.0, steps=STEPS, step_size=0.1,
@@ -79,7 +81,7 @@ def test_bad_autocast_setting_is_refused_at_start(dirs):
 
 
 def test_preview_shows_the_model_input_prediction_and_typicality(ex, dirs):
-    out = named(Explainer.PREVIEW, ex.preview(dirs["photo"], ex.new_session()))
+    out = named(counterfactual.preview(ex, dirs["photo"], ex.new_session()))
     assert out["cf_input"].shape == (256, 256, 3) and out["cf_input"].dtype == np.uint8  # 32 px, 8x nearest
     assert np.array_equal(out["cf_input"][::8, ::8], out["cf_input"][7::8, 7::8])      # crisp, not blurred
     assert "<svg" in out["cf_prediction"] and "%" in out["cf_prediction"]
@@ -92,7 +94,7 @@ def test_scrub_indexes_cached_frames_without_the_model(ex, dirs, monkeypatch):
     out = run_cf(ex, state, dirs)
     assert out["cf_step"]["maximum"] == STEPS and out["cf_step"]["value"] == STEPS
     assert out["cf_gif"]["value"] is None and not out["cf_gif"]["interactive"]  # written after the result shows
-    gif, js = named(Explainer.EXPORTS, ex.export_counterfactual(state)).values()
+    gif, js = named(counterfactual.export(ex, state)).values()
     assert gif["interactive"] and js["interactive"]
     with Image.open(gif["value"]) as im:
         assert im.n_frames == STEPS + 1
@@ -102,8 +104,8 @@ def test_scrub_indexes_cached_frames_without_the_model(ex, dirs, monkeypatch):
         def forward(self, x):
             raise AssertionError("a slider move must not run the model")
     monkeypatch.setattr(ex.default, "model", Boom())
-    first = named(Explainer.SCRUB + ("land_step",), ex.scrub(state, 0))
-    last = named(Explainer.SCRUB + ("land_step",), ex.scrub(state, STEPS))
+    first = named(counterfactual.scrub(ex, state, 0))
+    last = named(counterfactual.scrub(ex, state, STEPS))
     assert not np.array_equal(first["cf_frame"], last["cf_frame"])
     assert np.all(first["cf_diff"] == 128)                       # x_0 - x_0: all grey
     assert not np.all(last["cf_diff"] == 128)
@@ -111,8 +113,7 @@ def test_scrub_indexes_cached_frames_without_the_model(ex, dirs, monkeypatch):
         assert first[key] != last[key]                            # markers and values move with t
     assert first["land_step"]["value"] == 0
     # out-of-range positions clamp to the path instead of failing
-    assert np.array_equal(named(Explainer.SCRUB + ("land_step",), ex.scrub(state, 999))["cf_frame"],
-                          last["cf_frame"])
+    assert np.array_equal(named(counterfactual.scrub(ex, state, 999))["cf_frame"], last["cf_frame"])
 
 
 def test_computing_leaves_the_model_untouched(ex, dirs):
@@ -120,8 +121,8 @@ def test_computing_leaves_the_model_untouched(ex, dirs):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     state = ex.new_session()
     run_cf(ex, state, dirs, target="frog", steps=2)
-    ex.run_all_targets(dirs["photo"], "L2", "2", 1, 0.1, state)
-    ex.run_generate("cat", "Random noise", None, 0, 1, 1, 0.2, state)
+    all_targets.run(ex, dirs["photo"], "L2", "2", 1, 0.1, state)
+    generate.run(ex, "cat", "Random noise", None, 0, 1, 1, 0.2, state)
     assert not model.training
     assert all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics included
@@ -133,32 +134,51 @@ def test_frames_are_the_pgd_frames(ex, dirs):
     view = ex.cache.get(f"{state['id']}/cf")
     traj = view.trajectory
     for t in range(len(traj)):
-        frame = named(Explainer.SCRUB + ("land_step",), ex.scrub(state, t))["cf_frame"]
+        frame = named(counterfactual.scrub(ex, state, t))["cf_frame"]
         assert np.array_equal(frame[::8, ::8], traj.frames[t])
 
 
 def test_landscape_marker_follows_the_slider(ex, dirs):
     state = ex.new_session()
     run_cf(ex, state, dirs, steps=2)
-    land_map, land_path, slider, info = ex.run_landscape(state, 1, "E(x) — how typical the image is", 5)
+    land_map, land_path, slider, info = landscape.run(ex, state, 1, "E(x) — how typical the image is", 5)
     assert "<svg" in land_map and "<svg" in land_path and slider["maximum"] == 2 and "Horizontal axis" in info
-    a = named(Explainer.SCRUB + ("cf_step",), ex.scrub_landscape(state, 0))
-    b = named(Explainer.SCRUB + ("cf_step",), ex.scrub_landscape(state, 2))
+    a = named(landscape.scrub(ex, state, 0))
+    b = named(landscape.scrub(ex, state, 2))
     assert a["land_map"] != b["land_map"] and a["land_path"] != b["land_path"]
     assert b["cf_step"]["value"] == 2
     with pytest.raises(gr.Error, match="odd"):
-        ex.run_landscape(state, 1, "E(x)", 6)
+        landscape.run(ex, state, 1, "E(x)", 6)
 
 
 def test_play_advances_and_stops_at_the_end(ex, dirs):
     state = ex.new_session()
     run_cf(ex, state, dirs, steps=2)
-    start = ex.play_start(state, 2)                               # at the end: restart from 0
+    start = counterfactual.play_start(ex, state, 2)               # at the end: restart from 0
     assert start[0]["value"] == 0
-    middle = ex.play_tick(state, 0)
+    middle = counterfactual.play_tick(ex, state, 0)
     assert middle[0]["value"] == 1 and not isinstance(middle[-1], gr.Timer)  # never re-arms a stopped timer
-    tick = ex.play_tick(state, 1)
+    tick = counterfactual.play_tick(ex, state, 1)
     assert tick[0]["value"] == 2 and tick[-1].active is False
+
+
+def test_progress_counts_pgd_steps_through_the_on_step_hook(ex, dirs, monkeypatch):
+    """One report per PGD step (dat_core.pgd's on_step), counted across all batches of the all-targets run."""
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, progress, desc=None, unit=None):
+            self.calls.append((progress, desc, unit))
+
+    single = Recorder()
+    counterfactual.run(ex, dirs["photo"], "horse", "L2", "2.5", 4, 0.1, ex.new_session(), progress=single)
+    assert single.calls == [((t, 4), "Running PGD", "steps") for t in range(1, 5)]
+    monkeypatch.setattr(all_targets, "BATCH", 4)                 # 10 classes: batches of 4, 4 and 2 paths
+    batched = Recorder()
+    all_targets.run(ex, dirs["photo"], "L2", "2.5", 2, 0.1, ex.new_session(), progress=batched)
+    assert [c[0] for c in batched.calls] == [(t, 6) for t in range(1, 7)]
+    assert {c[1:] for c in batched.calls} == {("PGD toward 10 classes", "steps")}
 
 
 # ------------------------------------------------------------------ sessions and the cache
@@ -168,13 +188,13 @@ def test_sessions_never_see_each_other(ex, dirs):
     assert a["id"] != b["id"] and len(a["id"]) == 32
     run_cf(ex, a, dirs, target="cat", steps=2)
     with pytest.raises(gr.Error, match="run it first"):
-        ex.scrub(b, 0)                                            # b has not run anything
+        counterfactual.scrub(ex, b, 0)                            # b has not run anything
     run_cf(ex, b, dirs, target="dog", steps=2)
-    cap_a = named(Explainer.SCRUB + ("land_step",), ex.scrub(a, 2))["cf_caption"]
-    cap_b = named(Explainer.SCRUB + ("land_step",), ex.scrub(b, 2))["cf_caption"]
+    cap_a = named(counterfactual.scrub(ex, a, 2))["cf_caption"]
+    cap_b = named(counterfactual.scrub(ex, b, 2))["cf_caption"]
     assert "p(cat)" in cap_a and "p(dog)" in cap_b
     with pytest.raises(gr.Error):
-        ex.scrub({"id": "0" * 32}, 0)                             # a guessed id finds nothing
+        counterfactual.scrub(ex, {"id": "0" * 32}, 0)             # a guessed id finds nothing
 
 
 def test_cache_is_a_byte_bounded_lru():
@@ -196,8 +216,8 @@ def test_app_cache_evicts_old_sessions(dirs):
         run_cf(small, s, dirs, steps=1 + i % 2, target=str(i))
     assert small.cache.total_bytes <= 300_000
     with pytest.raises(gr.Error, match="dropped"):
-        small.scrub(states[0], 0)
-    small.scrub(states[-1], 0)
+        counterfactual.scrub(small, states[0], 0)
+    counterfactual.scrub(small, states[-1], 0)
 
 
 # ------------------------------------------------------------------ validation
@@ -228,15 +248,15 @@ def test_bad_images_are_clear_errors(ex, dirs, tmp_path, kind, message):
             "empty": b""}[kind]
     path.write_bytes(data)
     with pytest.raises(gr.Error, match=message) as info:
-        ex.preview(str(path), ex.new_session())
+        counterfactual.preview(ex, str(path), ex.new_session())
     assert str(tmp_path) not in str(info.value)                   # the file's name, not the server's path
     with pytest.raises(gr.Error, match=message):
-        ex.run_counterfactual(str(path), "cat", "L2", "3", STEPS, 0.1, ex.new_session())
+        counterfactual.run(ex, str(path), "cat", "L2", "3", STEPS, 0.1, ex.new_session())
 
 
 def test_missing_image_is_a_clear_error(ex):
     with pytest.raises(gr.Error, match="Upload an image"):
-        ex.run_counterfactual(None, "cat", "L2", "3", STEPS, 0.1, ex.new_session())
+        counterfactual.run(ex, None, "cat", "L2", "3", STEPS, 0.1, ex.new_session())
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "I;16", "1", "CMYK"])
@@ -252,7 +272,7 @@ def test_other_image_modes_are_accepted(ex, tmp_path, mode):
         image = rgb.convert(mode)
     path = tmp_path / ("x.tiff" if mode == "CMYK" else "x.png")
     image.save(path)
-    out = named(Explainer.PREVIEW, ex.preview(str(path), ex.new_session()))
+    out = named(counterfactual.preview(ex, str(path), ex.new_session()))
     assert out["cf_input"].shape == (256, 256, 3)
 
 
@@ -265,7 +285,7 @@ def test_other_image_modes_are_accepted(ex, tmp_path, mode):
 ])
 def test_bad_numbers_are_clear_errors(ex, dirs, eps, steps, step_size, message):
     with pytest.raises(gr.Error, match=message):
-        ex.run_counterfactual(dirs["photo"], "cat", "L2", eps, steps, step_size, ex.new_session())
+        counterfactual.run(ex, dirs["photo"], "cat", "L2", eps, steps, step_size, ex.new_session())
 
 
 def test_eps_accepts_infinity_and_fractions():
@@ -276,14 +296,14 @@ def test_eps_accepts_infinity_and_fractions():
 def test_unknown_class_and_method_are_clear_errors(ex, dirs):
     state = ex.new_session()
     with pytest.raises(gr.Error, match="Unknown class"):
-        ex.run_counterfactual(dirs["photo"], "zebra", "L2", "3", STEPS, 0.1, state)
+        counterfactual.run(ex, dirs["photo"], "zebra", "L2", "3", STEPS, 0.1, state)
     with pytest.raises(gr.Error, match="(?i)out of range"):
-        ex.run_counterfactual(dirs["photo"], "42", "L2", "3", STEPS, 0.1, state)
+        counterfactual.run(ex, dirs["photo"], "42", "L2", "3", STEPS, 0.1, state)
     with pytest.raises(gr.Error, match="(?i)norm"):
-        ex.run_counterfactual(dirs["photo"], "cat", "L3", "3", STEPS, 0.1, state)
+        counterfactual.run(ex, dirs["photo"], "cat", "L3", "3", STEPS, 0.1, state)
     run_cf(ex, state, dirs, steps=1)
     with pytest.raises(gr.Error, match="(?i)unknown attribution method"):
-        ex.run_attribution(state, ["saliency", "magic"], ATTR_FRAMES[0], 0)
+        attributions.run(ex, state, ["saliency", "magic"], ATTR_FRAMES[0], 0)
 
 
 @pytest.mark.parametrize("kind, path, repo, revision, message", [
@@ -298,47 +318,47 @@ def test_bad_model_sources_are_clear_errors_and_the_model_stays(ex, kind, path, 
     state = ex.new_session()
     before = dict(state)
     with pytest.raises(gr.Error, match=message):
-        ex.load_model(kind, path, repo, revision, None, state)
-    assert state == before and ex._model(state) is ex.default
+        model_tab.load(ex, kind, path, repo, revision, None, state)
+    assert state == before and ex.session_model(state) is ex.default
 
 
 def test_a_folder_without_a_checkpoint_is_a_clear_error(ex, tmp_path):
     with pytest.raises(gr.Error, match="missing"):
-        ex.load_model("Local folder", str(tmp_path), "", "", None, ex.new_session())
+        model_tab.load(ex, "Local folder", str(tmp_path), "", "", None, ex.new_session())
 
 
 def test_switching_the_model_is_per_session(ex, dirs):
     a, b = ex.new_session(), ex.new_session()
-    out = named(Explainer.MODEL, ex.load_model("Local folder", str(dirs["standard"]), "", "", dirs["photo"], a))
+    out = named(model_tab.load(ex, "Local folder", str(dirs["standard"]), "", "", dirs["photo"], a))
     assert out["state"]["source"] == str(dirs["standard"].resolve()) and "standard" in out["banner"]
     assert "About this model" in out["model_info"] and out["cf_input"].shape == (256, 256, 3)
-    assert ex._model(out["state"]).directory == dirs["standard"].resolve()
-    assert ex._model(b) is ex.default
+    assert ex.session_model(out["state"]).directory == dirs["standard"].resolve()
+    assert ex.session_model(b) is ex.default
 
 
 # ------------------------------------------------------------------ the other tabs
 
 def test_all_targets_grid_opens_a_path_in_the_scrubber(ex, dirs):
     state = ex.new_session()
-    _, gallery, table = ex.run_all_targets(dirs["photo"], "L2", "3", 2, 0.1, state)
+    _, gallery, table = all_targets.run(ex, dirs["photo"], "L2", "3", 2, 0.1, state)
     names = ex.default.class_names
     assert len(gallery) == len(names) and "flips at step" in table
     assert all(img.shape == (256, 256, 3) for img, _ in gallery)
 
     class Select:
         index = 4
-    out = ex.open_target(state, Select())
-    shown = named(Explainer.SHOW + ("tabs", "cf_target"), out)
+    out = all_targets.open_target(ex, state, Select())
+    shown = named(out)
     assert shown["cf_target"]["value"] == names[4] and shown["cf_step"]["maximum"] == 2
-    assert f"p({names[4]})" in named(Explainer.SCRUB + ("land_step",), ex.scrub(state, 1))["cf_caption"]
+    assert f"p({names[4]})" in named(counterfactual.scrub(ex, state, 1))["cf_caption"]
 
 
 def test_compare_scrubs_both_models_with_one_slider(ex, dirs):
     state = ex.new_session()
-    out = ex.run_compare(dirs["photo"], "dog", "L2", "3", 2, 0.1, state)
+    out = compare.run(ex, dirs["photo"], "dog", "L2", "3", 2, 0.1, state)
     assert out[1]["maximum"] == 2 and "Standard" in out[-1]
-    a = named(Explainer.CMP, ex.scrub_compare(state, 0))
-    b = named(Explainer.CMP, ex.scrub_compare(state, 2))
+    a = named(compare.scrub(ex, state, 0))
+    b = named(compare.scrub(ex, state, 2))
     assert np.array_equal(a["cmp_robust_frame"], a["cmp_standard_frame"])      # both start at x_0
     assert not np.array_equal(b["cmp_robust_frame"], b["cmp_standard_frame"])  # different models, different paths
     assert a["cmp_prob_plot"] != b["cmp_prob_plot"]
@@ -347,30 +367,30 @@ def test_compare_scrubs_both_models_with_one_slider(ex, dirs):
 def test_compare_without_a_standard_model_says_so(dirs):
     alone = Explainer(str(dirs["robust"]), standard_model=None)
     with pytest.raises(gr.Error, match="standard"):
-        alone.run_compare(dirs["photo"], "dog", "L2", "3", 2, 0.1, alone.new_session())
+        compare.run(alone, dirs["photo"], "dog", "L2", "3", 2, 0.1, alone.new_session())
 
 
 def test_generate_from_noise_and_from_an_image(ex, dirs):
     state = ex.new_session()
-    out = named(Explainer.GEN, ex.run_generate("cat", "Random noise", None, 0, 2, 2, 0.2, state))
+    out = named(generate.run(ex, "cat", "Random noise", None, 0, 2, 2, 0.2, state))
     assert out["gen_step"]["maximum"] == 2 and out["gen_gif"]["value"].endswith(".gif")
-    first, last = ex.scrub_generate(state, 0), ex.scrub_generate(state, 2)
+    first, last = generate.scrub(ex, state, 0), generate.scrub(ex, state, 2)
     assert not np.array_equal(first[0], last[0]) and first[1] != last[1]
-    again = named(Explainer.GEN, ex.run_generate("cat", "Random noise", None, 0, 2, 2, 0.2, ex.new_session()))
+    again = named(generate.run(ex, "cat", "Random noise", None, 0, 2, 2, 0.2, ex.new_session()))
     assert np.array_equal(again["gen_grid"], out["gen_grid"])                   # seeded: reproducible
-    seeded = named(Explainer.GEN, ex.run_generate("every class", "My image", dirs["photo"], 0, 1, 1, 0.2, state))
+    seeded = named(generate.run(ex, "every class", "My image", dirs["photo"], 0, 1, 1, 0.2, state))
     assert "10 classes" in seeded["gen_caption"]
     with pytest.raises(gr.Error, match="Upload an image"):
-        ex.run_generate("cat", "My image", None, 0, 1, 1, 0.2, state)
+        generate.run(ex, "cat", "My image", None, 0, 1, 1, 0.2, state)
     with pytest.raises(gr.Error, match="Random seed"):
-        ex.run_generate("cat", "Random noise", None, -1, 1, 1, 0.2, state)
+        generate.run(ex, "cat", "Random noise", None, -1, 1, 1, 0.2, state)
 
 
 def test_attributions_render_a_figure(ex, dirs):
     import matplotlib
     state = ex.new_session()
     run_cf(ex, state, dirs, steps=1)
-    figure, info = ex.run_attribution(state, ["saliency"], ATTR_FRAMES[2], 0)
+    figure, info = attributions.run(ex, state, ["saliency"], ATTR_FRAMES[2], 0)
     assert figure.ndim == 3 and figure.shape[2] == 3 and "step 1" in info
     pyplot = matplotlib.pyplot if hasattr(matplotlib, "pyplot") else None
     assert pyplot is None or not pyplot.get_fignums()           # figures are closed
@@ -398,7 +418,7 @@ def test_demo_has_stable_element_ids_and_uses_example_images(dirs, tmp_path, mon
     examples = tmp_path / "examples"
     examples.mkdir()
     Image.new("RGB", (32, 32), (200, 30, 30)).save(examples / "red.png")
-    monkeypatch.setattr(app, "EXAMPLES_DIR", examples)
+    monkeypatch.setattr(counterfactual, "EXAMPLES_DIR", examples)
     demo = app.build_demo(str(dirs["robust"]), standard_model=None)
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
     assert {"cf-image", "cf-target", "cf-run", "cf-step", "cf-frame", "cf-diff", "cf-probs", "cf-prob-plot",

@@ -1,11 +1,11 @@
-"""SVG charts of explain.render: label layout."""
+"""SVG charts of webapp.charts: label layout."""
 
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
-from explain.render import LineChart, Series
+from webapp.charts import LineChart, Series
 
 
 def _label_span(svg: str, startswith: str) -> tuple[float, float]:

@@ -4,8 +4,8 @@
   under keys that start with an unguessable per-session id (uuid4), so one session cannot reach
   another's results, and the total memory stays bounded however many sessions come and go.
 - `ModelRegistry`: loaded models by source (bundled default, checkpoint dir, Hub repo id + revision).
-- `parse_*`: server-side checks of user-typed numbers (ValueError says what is allowed).
-- `ProgressModel`, `TempFiles`, and model descriptions in words. The scrub views are in `views.py`.
+- `request_hash` (memo keys for results computed by content) and `TempFiles` (the downloads).
+The scrub views are in `views.py`, model descriptions in words in `describe.py`.
 """
 
 from __future__ import annotations
@@ -21,20 +21,16 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from dat_core.cards import split_card
-from dat_core.checkpoint import load_checkpoint_dir, model_card
-from dat_core.evaluation.metrics import energy_percentile
+from dat_core.checkpoint import load_checkpoint_dir
 from dat_core.loading import locate, resolve_source
-from dat_core.models import count_parameters
+from dat_core.models import class_names_of
 from dat_core.runtime import channels_last, model_device
-
-from .render import fmt
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
 
@@ -143,7 +139,7 @@ class LoadedModel:
     @property
     def class_names(self) -> list[str]:
         cfg = self.config
-        return list(cfg.get("class_names") or [str(i) for i in range(int(cfg["num_classes"]))])
+        return class_names_of(cfg)
 
     @property
     def image_size(self) -> int:
@@ -197,54 +193,6 @@ class ModelRegistry:
             return self._models.get(key)
 
 
-def describe_model(loaded: LoadedModel) -> str:
-    """Markdown summary of a loaded model: architecture, classes, input size, training, reference energies."""
-    cfg = loaded.config
-    names = loaded.class_names
-    shown = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
-    rows = [("Source", loaded.label), ("Architecture", f"`{cfg.get('arch')}` "
-                                                       f"({count_parameters(loaded.model) / 1e6:.2f} M parameters)"),
-            ("Classes", shown), ("Input size", f"{loaded.image_size} × {loaded.image_size} px")]
-    training = cfg.get("training") or {}
-    if training:
-        text = f"{training.get('stage', '?')}, {training.get('step', '?')} steps"
-        if "T" in training:
-            text += f", final contrastive steps T = {training['T']}"
-        rows.append(("Training", text))
-        for k, v in (training.get("validation") or {}).items():
-            if isinstance(v, (int, float)):
-                rows.append((f"Validation {k.replace('_', ' ')}", fmt(v, 4)))
-    q = cfg.get("energy_quantiles")
-    if q:
-        rows.append(("Reference energies", "E(x) of held-out images: " + ", ".join(
-            f"{float(k) * 100:g}%: {fmt(v)}" for k, v in sorted(q.items(), key=lambda kv: float(kv[0]))
-            if k in ("0.01", "0.5", "0.99"))))
-    else:
-        rows.append(("Reference energies", "none stored, so the app cannot say how typical an energy is"))
-    return "| About this model | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
-
-
-def card_text(loaded: LoadedModel) -> str:
-    text = model_card(loaded.directory)
-    if not text:
-        return "_This checkpoint has no model card (README.md)._"
-    return split_card(text)[1] or "_The model card has metadata only._"
-
-
-def typicality(energy: float, quantiles: dict[str, float] | None) -> str:
-    """How typical an energy is against the model's stored in-distribution energies, in words."""
-    if not quantiles:
-        return "this checkpoint stores no reference energies, so typicality is unknown"
-    p = float(energy_percentile(energy, quantiles))
-    levels = sorted(float(k) * 100 for k in quantiles)
-    if p <= levels[0] + 1e-9:
-        return f"lower than {100 - levels[0]:g}% of held-out training-distribution images: very typical"
-    if p >= levels[-1] - 1e-9:
-        return (f"higher than {levels[-1]:g}% of held-out training-distribution images: unusual for this model "
-                "(possibly out of distribution)")
-    return f"more typical than {100 - p:.0f}% of held-out training-distribution images"
-
-
 def request_hash(*parts: Any) -> str:
     """Content hash of a request (model key, input tensor, target, parameters) for memoizing results."""
     h = hashlib.sha256()
@@ -255,29 +203,6 @@ def request_hash(*parts: Any) -> str:
             h.update(repr(p).encode())
         h.update(b"\0")
     return h.hexdigest()
-
-
-class ProgressModel(nn.Module):
-    """A classifier that reports `callback(done, total)` after each forward pass.
-
-    PGD runs one forward per step, so wrapping the model reports PGD progress without touching
-    the engine. `.config` is the wrapped model's, so `explain` functions treat it as the model.
-    """
-
-    def __init__(self, model: nn.Module, total: int, callback: Callable[[int, int], None]):
-        super().__init__()
-        self.model = model
-        self.config = model.config
-        self.total = max(1, int(total))
-        self.callback = callback
-        self.done = 0
-        self.train(model.training)  # a fresh Module is in train mode; PGD restores the mode it finds
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        self.done += 1
-        self.callback(min(self.done, self.total), self.total)
-        return out
 
 
 class TempFiles:

@@ -12,11 +12,23 @@ from typing import Any
 import numpy as np
 
 from dat_core.sampling import make_grid
+from explain.export import upscale
+from explain.params import parse_int
+from explain.trajectory import Trajectory
 
-from . import render
-from .render import BLUE, GREY, ORANGE, PURPLE, LineChart, Series, fmt
-from .params import parse_int
-from .trajectory import Trajectory
+from .charts import (
+    BLUE,
+    GREY,
+    ORANGE,
+    PURPLE,
+    LandscapeSVG,
+    LineChart,
+    Series,
+    difference_frames,
+    display_scale,
+    fmt,
+    probability_bars,
+)
 
 
 def _index(step: Any, n: int) -> int:
@@ -27,7 +39,7 @@ def _index(step: Any, n: int) -> int:
 @dataclass
 class LandscapeView:
     landscape: Any                       # explain.landscape.Landscape
-    plane: render.LandscapeSVG
+    plane: LandscapeSVG
     path_chart: LineChart
 
     @classmethod
@@ -35,7 +47,7 @@ class LandscapeView:
         L = landscape
         chart = LineChart(L.path_steps, [Series(L.energy_label, L.path_energy, BLUE)],
                           title="Energy along the path", ylabel=L.energy_label)
-        return cls(landscape=L, plane=render.LandscapeSVG(L), path_chart=chart)
+        return cls(landscape=L, plane=LandscapeSVG(L), path_chart=chart)
 
     def map(self, i: int) -> str:
         return self.plane.svg(i)
@@ -86,9 +98,9 @@ class CounterfactualView:
                                   title="Distance from the start image", ylabel=f"{norm} distance", flip=flip,
                                   hlines=[(eps, f"ε = {fmt(eps)}")] if math.isfinite(eps) else ()),
         }
-        diffs, diff_scale = render.difference_frames(traj.images)
+        diffs, diff_scale = difference_frames(traj.images)
         return cls(trajectory=traj, model_key=model_key, frames=traj.frames, diffs=diffs, diff_scale=diff_scale,
-                   scale=render.display_scale(traj.frames.shape[1]), charts=charts)
+                   scale=display_scale(traj.frames.shape[1]), charts=charts)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -97,14 +109,14 @@ class CounterfactualView:
         return _index(step, len(self))
 
     def frame(self, i: int) -> np.ndarray:
-        return render.upscale(self.frames[i], self.scale)
+        return upscale(self.frames[i], self.scale)
 
     def diff(self, i: int) -> np.ndarray:
-        return render.upscale(self.diffs[i], self.scale)
+        return upscale(self.diffs[i], self.scale)
 
     def bars(self, i: int) -> str:
         tr = self.trajectory
-        return render.probability_bars(tr.probs[i], tr.class_names, k=5, source=tr.source, target=tr.target,
+        return probability_bars(tr.probs[i], tr.class_names, k=5, source=tr.source, target=tr.target,
                                        title=f"Probabilities at step {int(tr.steps[i])}")
 
     def chart(self, name: str, i: int) -> str:
@@ -143,7 +155,7 @@ class AllTargetsView:
         out = []
         for tr in self.trajectories:
             flip = f"flips at step {tr.flip_step}" if tr.flip_step is not None else "no flip"
-            out.append((render.upscale(tr.frames[-1], self.scale),
+            out.append((upscale(tr.frames[-1], self.scale),
                         f"→ {tr.class_names[tr.target]} · p = {tr.confidence[-1]:.0%} · {flip}"))
         return out
 
@@ -241,7 +253,3 @@ class SamplingView:
         return (f"**Sampling step {int(s.steps[i])} of {int(s.steps[-1])}** · {len(s.targets)} samples of {what} · "
                 f"mean p(target) = {conf.mean():.0%}, lowest {conf.min():.0%}{order}")
 
-
-def landscape_dict(land: Any) -> dict[str, Any]:
-    """JSON-safe data of an explain.landscape.Landscape (app.py's name for `Landscape.to_dict`)."""
-    return land.to_dict()

@@ -19,8 +19,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from .export import upscale  # noqa: F401  (views call render.upscale)
-from .plots import ENERGY_CMAP
+from explain.plots import ENERGY_CMAP
 
 BLUE, ORANGE, GREEN, RED, GREY, PURPLE = "#2563eb", "#ea580c", "#16a34a", "#dc2626", "#6b7280", "#7c3aed"
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif"

@@ -1,0 +1,71 @@
+"""A loaded model in words: the banner, the Model tab's table and card, how typical an energy is.
+
+Kept apart from `state.py` (which holds models, not their descriptions) so both stay short.
+"""
+
+from __future__ import annotations
+
+from dat_core.cards import split_card
+from dat_core.checkpoint import model_card
+from dat_core.evaluation.metrics import energy_percentile
+from dat_core.models import count_parameters
+
+from .charts import fmt
+from .state import LoadedModel
+
+
+def banner(loaded: LoadedModel) -> str:
+    """One line above the tabs: which model answers, its architecture, classes and input size."""
+    names = loaded.class_names
+    shown = ", ".join(names[:10]) + (", …" if len(names) > 10 else "")
+    return (f"**Model:** {loaded.label} · `{loaded.config.get('arch')}` · {len(names)} classes ({shown}) · "
+            f"{loaded.image_size}×{loaded.image_size} px")
+
+
+def describe_model(loaded: LoadedModel) -> str:
+    """Markdown summary of a loaded model: architecture, classes, input size, training, reference energies."""
+    cfg = loaded.config
+    names = loaded.class_names
+    shown = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
+    rows = [("Source", loaded.label), ("Architecture", f"`{cfg.get('arch')}` "
+                                                       f"({count_parameters(loaded.model) / 1e6:.2f} M parameters)"),
+            ("Classes", shown), ("Input size", f"{loaded.image_size} × {loaded.image_size} px")]
+    training = cfg.get("training") or {}
+    if training:
+        text = f"{training.get('stage', '?')}, {training.get('step', '?')} steps"
+        if "T" in training:
+            text += f", final contrastive steps T = {training['T']}"
+        rows.append(("Training", text))
+        for k, v in (training.get("validation") or {}).items():
+            if isinstance(v, (int, float)):
+                rows.append((f"Validation {k.replace('_', ' ')}", fmt(v, 4)))
+    q = cfg.get("energy_quantiles")
+    if q:
+        rows.append(("Reference energies", "E(x) of held-out images: " + ", ".join(
+            f"{float(k) * 100:g}%: {fmt(v)}" for k, v in sorted(q.items(), key=lambda kv: float(kv[0]))
+            if k in ("0.01", "0.5", "0.99"))))
+    else:
+        rows.append(("Reference energies", "none stored, so the app cannot say how typical an energy is"))
+    return "| About this model | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+
+
+def card_text(loaded: LoadedModel) -> str:
+    """The model card's prose for the Model tab (its Hub YAML metadata left out)."""
+    text = model_card(loaded.directory)
+    if not text:
+        return "_This checkpoint has no model card (README.md)._"
+    return split_card(text)[1] or "_The model card has metadata only._"
+
+
+def typicality(energy: float, quantiles: dict[str, float] | None) -> str:
+    """How typical an energy is against the model's stored in-distribution energies, in words."""
+    if not quantiles:
+        return "this checkpoint stores no reference energies, so typicality is unknown"
+    p = float(energy_percentile(energy, quantiles))
+    levels = sorted(float(k) * 100 for k in quantiles)
+    if p <= levels[0] + 1e-9:
+        return f"lower than {100 - levels[0]:g}% of held-out training-distribution images: very typical"
+    if p >= levels[-1] - 1e-9:
+        return (f"higher than {levels[-1]:g}% of held-out training-distribution images: unusual for this model "
+                "(possibly out of distribution)")
+    return f"more typical than {100 - p:.0f}% of held-out training-distribution images"

@@ -1,0 +1,145 @@
+"""What every tab shares: the loaded models, the per-session result cache and temp files, and the steps most
+requests take (find the session and its model, check the budget, run a memoized counterfactual path, report
+progress through the PGD engine's `on_step` hook).
+
+The tabs' handlers (webapp/tabs/) are plain functions taking an `Explainer` first; tests and benchmarks call
+them directly, without a server or a browser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import torch
+
+import explain
+from dat_core.loading import DEFAULT_MODEL_DIR
+from dat_core.pgd import OnStep, PGDStep
+from dat_core.runtime import use_autocast
+from explain.export import save_gif, save_metrics_json
+from explain.trajectory import Trajectory
+
+from . import state as st
+
+
+class Explainer:
+    """The app's process-wide services: a model registry, a byte-bounded result cache, download files.
+
+    Session state (a `gr.State`) is a small dict {"id": uuid4 hex, "source", "revision"}; results live
+    in `self.cache` under keys "<id>/<slot>", so sessions never see each other's results.
+    """
+
+    def __init__(self, model: str = "default", standard_model: str | None = "auto", revision: str | None = None,
+                 cache_bytes: int = st.DEFAULT_CACHE_BYTES, max_models: int = 4, autocast: str = "auto"):
+        use_autocast(autocast, torch.device("cpu"))  # validates the spec now, not on the first request
+        self.autocast = autocast
+        self.models = st.ModelRegistry(max_models)
+        self.default = self.models.load(model, revision, pin=True)
+        self.standard, self.standard_note = self._load_standard(standard_model)
+        self.cache = st.TrajectoryCache(cache_bytes)
+        self.files = st.TempFiles()
+
+    def _load_standard(self, source: str | None) -> tuple[st.LoadedModel | None, str]:
+        if source == "auto":
+            found = sorted(p for p in DEFAULT_MODEL_DIR.glob("standard-*") if (p / "config.json").is_file())
+            if not found:
+                return None, ("No standard (non-robust) model is available: none is bundled yet. Start the app "
+                              "with `--standard-model DIR|REPO_ID` to compare.")
+            source = str(found[0])
+        if not source:
+            return None, "No standard model was given (start the app with `--standard-model DIR|REPO_ID`)."
+        loaded = self.models.load(source, pin=True)
+        return loaded, f"Standard model: {loaded.label}."
+
+    # ------------------------------------------------------------ sessions and their models
+
+    def new_session(self) -> dict:
+        return {"id": st.new_key(), "source": self.default.source, "revision": self.default.revision}
+
+    def session(self, state: Any) -> dict:
+        """The session dict, or a fresh one when the browser sent none (or something that is not ours)."""
+        if not isinstance(state, dict) or not isinstance(state.get("id"), str) or len(state["id"]) != 32:
+            return self.new_session()
+        return state
+
+    def session_model(self, state: dict) -> st.LoadedModel:
+        """The model this session chose on the Model tab (the app's model until then)."""
+        return self.models.load(state.get("source", "default"), state.get("revision"))
+
+    def model_by_key(self, key: str) -> st.LoadedModel:
+        """The model a stored result was computed with, reloaded if the registry dropped it meanwhile."""
+        loaded = self.models.get(key)
+        if loaded is None:
+            source, _, revision = key.rpartition("@")
+            loaded = self.models.load(source, revision or None)
+        return loaded
+
+    def uses_bf16(self, loaded: st.LoadedModel) -> bool:
+        """bf16 autocast for PGD and landscapes on this model's device (`auto`: where native)."""
+        return use_autocast(self.autocast, loaded.device)
+
+    # ------------------------------------------------------------ per-session results
+
+    def put(self, state: dict, slot: str, value: Any) -> None:
+        self.cache.put(f"{state['id']}/{slot}", value)
+
+    def get(self, state: Any, slot: str) -> Any:
+        """A session's stored result, or None (never run, or dropped from memory)."""
+        return self.cache.get(f"{self.session(state)['id']}/{slot}")
+
+    def view(self, state: Any, slot: str, what: str) -> Any:
+        """A session's stored result; a clear error when there is none to show."""
+        view = self.get(state, slot)
+        if view is None:
+            raise gr.Error(f"No {what} to show yet (or it was dropped from memory): run it first.",
+                           print_exception=False)
+        return view
+
+    # ------------------------------------------------------------ computing
+
+    def check_budget(self, n_paths: int, steps: int, size: int) -> None:
+        """Refuse a request whose frames could not stay in the result cache (before computing anything)."""
+        need = n_paths * (steps + 1) * 3 * size * size * 7  # float32 frames + uint8 frames + uint8 differences
+        if need > self.cache.max_bytes // 2:
+            raise ValueError(f"{n_paths} paths of {steps} steps at {size}×{size} px need about {need / 2**20:.0f} MB; "
+                             f"the server keeps {self.cache.max_bytes / 2**20:.0f} MB of results. "
+                             "Ask for fewer steps or targets.")
+
+    def trajectory(self, loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict, progress: Any = None,
+                   desc: str = "Running PGD") -> Trajectory:
+        """One counterfactual path, memoized by content (model, image, target, parameters)."""
+        self.check_budget(1, req["steps"], loaded.image_size)
+        memo = "memo/" + st.request_hash(loaded.key, x, target, sorted(req.items()))
+        traj = self.cache.get(memo)
+        if traj is None:
+            traj = explain.counterfactual(loaded.model, x, target, autocast=self.uses_bf16(loaded),
+                                          on_step=progress_steps(progress, desc, req["steps"]), **req)
+            self.cache.put(memo, traj)
+        return traj
+
+    def exports(self, traj: Trajectory, scale: int) -> tuple[str, str]:
+        """The GIF and per-step JSON of a path, written to fresh download files."""
+        names = traj.class_names
+        stem = f"counterfactual_{names[traj.source]}_to_{names[traj.target]}"
+        gif = save_gif(traj, self.files.path(stem + ".gif"), scale=scale)
+        js = save_metrics_json(traj, self.files.path(stem + ".json"))
+        return str(gif), str(js)
+
+
+def progress_steps(progress: Any, desc: str, total: int) -> OnStep | None:
+    """A `dat_core.pgd` on_step hook that moves a Gradio progress bar by one per PGD step.
+
+    `total` counts the steps of every PGD run the hook serves (the all-targets tab runs several batches),
+    so the bar fills once across all of them.
+    """
+    if progress is None:
+        return None
+    done = 0
+
+    def on_step(step: PGDStep) -> None:
+        nonlocal done
+        done += 1
+        progress((min(done, total), total), desc=desc, unit="steps")
+    return on_step
+

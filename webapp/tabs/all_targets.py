@@ -1,0 +1,99 @@
+"""Tab 2, All targets: the counterfactual of tab 1's image toward every class at once; a click on a result
+opens its path in tab 1's scrubber."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import gradio as gr
+import numpy as np
+import torch
+
+import explain
+
+from .. import charts
+from ..explainer import Explainer, progress_steps
+from ..inputs import MAX_ALL_TARGETS, model_input, pgd_params, user_errors
+from ..views import AllTargetsView, CounterfactualView
+from ..wiring import COMPUTE, RAW, bind, outputs
+from . import counterfactual
+
+BATCH = 64  # paths per PGD batch (explain.counterfactuals' max_batch); the progress bar counts the batches' steps
+
+
+@dataclass
+class Components:
+    all_run: gr.Button
+    all_grid: gr.Gallery
+    all_table: gr.Markdown
+
+
+class Grid(NamedTuple):
+    state: dict
+    all_grid: list[tuple[np.ndarray, str]]
+    all_table: str
+
+
+# tab 1 showing the clicked path, switched to, with the path's target picked
+Opened = NamedTuple("Opened", [*counterfactual.Shown.__annotations__.items(), ("tabs", Any), ("cf_target", Any)])
+
+
+def layout() -> Components:
+    with gr.Tab("All targets", id="all", elem_id="tab-all"):
+        gr.Markdown("One click runs the counterfactual from the image in the first tab toward **every class** "
+                    "(same settings). Click a result to scrub its path in the first tab.")
+        all_run = gr.Button("Run toward every class", variant="primary", elem_id="all-run")
+        with gr.Row(equal_height=False):
+            all_grid = gr.Gallery(label="Final image per target class", columns=5, height="auto", format="png",
+                                  allow_preview=False, elem_id="all-grid", scale=3)
+            all_table = gr.Markdown("", elem_id="all-table")
+    return Components(all_run=all_run, all_grid=all_grid, all_table=all_table)
+
+
+@user_errors
+def run(ex: Explainer, image, norm, eps, steps, step_size, state, progress=gr.Progress()) -> Grid:
+    """Counterfactuals toward every class (the most probable MAX_ALL_TARGETS ones for big label sets)."""
+    state = ex.session(state)
+    loaded = ex.session_model(state)
+    req = pgd_params(norm, eps, steps, step_size)
+    x = model_input(image, loaded)
+    k = len(loaded.class_names)
+    if k <= MAX_ALL_TARGETS:
+        targets, note = list(range(k)), ""
+    else:
+        with torch.no_grad():
+            order = loaded.model(x.to(loaded.device)).float()[0].argsort(descending=True)
+        targets = sorted(int(c) for c in order[:MAX_ALL_TARGETS])
+        note = f"\n\n_Showing the {MAX_ALL_TARGETS} most probable of {k} classes._"
+    ex.check_budget(len(targets), req["steps"], loaded.image_size)
+    batches = math.ceil(len(targets) / BATCH)
+    on_step = progress_steps(progress, f"PGD toward {len(targets)} classes", batches * req["steps"])
+    trajs = explain.counterfactuals(loaded.model, x, targets, autocast=ex.uses_bf16(loaded), max_batch=BATCH,
+                                    on_step=on_step, **req)
+    view = AllTargetsView(trajs, loaded.key, charts.display_scale(loaded.image_size))
+    ex.put(state, "all", view)
+    return Grid(state, view.gallery(), view.table() + note)
+
+
+@user_errors
+def open_target(ex: Explainer, state, evt: gr.SelectData) -> Opened:
+    """A click on a cell of the all-targets grid opens that path in the scrubber (tab 1)."""
+    state = ex.session(state)
+    view = ex.view(state, "all", "all-targets grid")
+    i = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    if not isinstance(i, int) or not 0 <= i < len(view.trajectories):
+        raise gr.Error(f"No grid cell {evt.index!r}.", print_exception=False)
+    traj = view.trajectories[i]
+    shown = counterfactual.show(ex, state, CounterfactualView.build(traj, view.model_key))
+    return Opened(*shown, gr.Tabs(selected="counterfactual"), gr.update(value=traj.class_names[traj.target]))
+
+
+def wire(ex: Explainer, ui: Components, *, state: gr.State, tabs: gr.Tabs, cf: counterfactual.Components,
+         followers: counterfactual.Followers) -> None:
+    ui.all_run.click(bind(run, ex), [cf.cf_image, *cf.settings, state], outputs(Grid, ui, state=state),
+                     **RAW, **COMPUTE)
+    opened = ui.all_grid.select(bind(open_target, ex), [state],
+                                outputs(Opened, cf, followers, state=state, tabs=tabs), **COMPUTE)
+    counterfactual.chain_exports(opened, ex, cf, state)

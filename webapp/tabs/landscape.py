@@ -1,0 +1,92 @@
+"""Tab 3, Energy landscape: the energy on a plane through tab 1's start image and its counterfactual, with the
+PGD path on it; this tab's step slider and tab 1's move together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import gradio as gr
+
+from explain import params
+from explain.landscape import energy_landscape
+
+from .. import charts
+from ..explainer import Explainer
+from ..inputs import user_errors
+from ..views import LandscapeView
+from ..wiring import COMPUTE, INSTANT, bind, outputs
+from . import counterfactual
+
+ENERGIES = ("E(x) — how typical the image is", "E(x, y) — how typical it is as the target class")
+
+
+@dataclass
+class Components:
+    land_energy: gr.Radio
+    land_grid: gr.Slider
+    land_run: gr.Button
+    land_step: gr.Slider
+    land_map: gr.HTML
+    land_path: gr.HTML
+    land_info: gr.Markdown
+
+
+class Landscape(NamedTuple):
+    land_map: str
+    land_path: str
+    land_step: Any
+    land_info: str
+
+
+def layout() -> Components:
+    with gr.Tab("Energy landscape", id="landscape", elem_id="tab-landscape"):
+        gr.Markdown("The energy on a flat slice of image space through the start image: one axis points toward the "
+                    "counterfactual, the other is a random direction. The white line is the PGD path. Uses the latest "
+                    "result of the first tab.")
+        with gr.Row(equal_height=True):
+            land_energy = gr.Radio(list(ENERGIES), value=ENERGIES[0], label="Energy", elem_id="land-energy", scale=3)
+            land_grid = gr.Slider(9, 41, value=21, step=2, label="Grid points per side", elem_id="land-grid",
+                                  scale=2)
+            land_run = gr.Button("Compute landscape", variant="primary", elem_id="land-run", scale=1)
+        land_step = gr.Slider(0, 1, value=0, step=1, label="PGD step t (linked to the first tab)", interactive=False,
+                              elem_id="land-step")
+        with gr.Row(equal_height=False):
+            land_map = gr.HTML(charts.placeholder("Energy on the plane", 440, 200), elem_id="land-map")
+            land_path = gr.HTML(charts.placeholder("Energy along the path"), elem_id="land-path")
+        land_info = gr.Markdown("Run a counterfactual first, then press **Compute landscape**.", elem_id="land-info")
+    return Components(land_energy=land_energy, land_grid=land_grid, land_run=land_run, land_step=land_step,
+                      land_map=land_map, land_path=land_path, land_info=land_info)
+
+
+@user_errors
+def run(ex: Explainer, state, step, energy, grid, progress=gr.Progress()) -> Landscape:
+    """The energy on a plane through x_0 containing the counterfactual direction."""
+    state = ex.session(state)
+    view = ex.view(state, "cf", "counterfactual (run one in the first tab)")
+    grid = params.parse_int("grid size", grid, 5, 65)
+    if grid % 2 == 0:
+        raise gr.Error("The grid size must be odd (so the start image is a grid point).", print_exception=False)
+    loaded = ex.model_by_key(view.model_key)
+    progress(None, desc=f"Evaluating the energy on {grid}×{grid} points")
+    land = energy_landscape(loaded.model, view.trajectory, grid=grid, autocast=ex.uses_bf16(loaded),
+                            energy="joint" if str(energy).startswith("E(x, ") else "marginal")
+    view.landscape = LandscapeView.build(land)
+    ex.put(state, "cf", view)  # re-measured: the landscape is part of the view now
+    i = view.index(step)
+    return Landscape(view.landscape.map(i), view.landscape.path(i),
+                     gr.update(value=i, maximum=len(view) - 1, interactive=True), view.landscape.info())
+
+
+@user_errors
+def scrub(ex: Explainer, state, step) -> counterfactual.Frame:
+    """This tab's slider moves tab 1's scrubber (and so the marker on the landscape)."""
+    view = ex.view(state, "cf", "counterfactual")
+    i = view.index(step)
+    return counterfactual.frame_at(view, i, cf_step=gr.update(value=i))
+
+
+def wire(ex: Explainer, ui: Components, *, state: gr.State, cf: counterfactual.Components) -> None:
+    ui.land_run.click(bind(run, ex), [state, cf.cf_step, ui.land_energy, ui.land_grid], outputs(Landscape, ui),
+                      **COMPUTE)
+    ui.land_step.input(bind(scrub, ex), [state, ui.land_step], outputs(counterfactual.Frame, cf, ui), **INSTANT)

@@ -1,0 +1,103 @@
+"""Tab 7, Model: switch this session's model (bundled, a checkpoint folder, a Hub repo) and read about it.
+Loading a model updates the banner, the class pickers of tabs 1 and 6, and tab 1's preview."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import gradio as gr
+import numpy as np
+
+from .. import charts, describe
+from ..describe import card_text, describe_model
+from ..explainer import Explainer
+from ..inputs import EVERY_CLASS, image_source, user_errors
+from ..state import LoadedModel
+from ..wiring import COMPUTE, RAW, bind, outputs
+from . import counterfactual, generate
+
+KINDS = ("Bundled default", "Local folder", "Hugging Face Hub")
+
+
+@dataclass
+class Components:
+    model_kind: gr.Radio
+    model_path: gr.Textbox
+    model_repo: gr.Textbox
+    model_revision: gr.Textbox
+    model_load: gr.Button
+    model_info: gr.Markdown
+    model_card: gr.Markdown
+
+
+class Loaded(NamedTuple):
+    """The session's new model, described, with tab 1's preview and both class pickers redone for it."""
+    state: dict
+    banner: str
+    model_info: str
+    model_card: str
+    cf_target: Any
+    gen_target: Any
+    cf_input: np.ndarray | None
+    cf_prediction: str
+    cf_energy: str
+
+
+def layout(loaded: LoadedModel) -> Components:
+    with gr.Tab("Model", id="model", elem_id="tab-model"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=300):
+                model_kind = gr.Radio(list(KINDS), value=KINDS[0], label="Load a model from", elem_id="model-kind")
+                model_path = gr.Textbox(label="Checkpoint folder (config.json + model.safetensors)",
+                                        placeholder="runs/my-run/final", elem_id="model-path")
+                with gr.Row():
+                    model_repo = gr.Textbox(label="Hub repo id", placeholder="owner/name", elem_id="model-repo",
+                                            scale=3)
+                    model_revision = gr.Textbox(label="Revision (optional)", placeholder="main or sha",
+                                                elem_id="model-revision", scale=2)
+                model_load = gr.Button("Load model", variant="primary", elem_id="model-load")
+                gr.Markdown("The model applies to your session only. If loading fails, the current model stays.")
+            with gr.Column(scale=7):
+                model_info = gr.Markdown(describe_model(loaded), elem_id="model-info")
+                with gr.Accordion("Model card", open=False):
+                    model_card = gr.Markdown(card_text(loaded), elem_id="model-card")
+    return Components(model_kind=model_kind, model_path=model_path, model_repo=model_repo,
+                      model_revision=model_revision, model_load=model_load, model_info=model_info,
+                      model_card=model_card)
+
+
+@user_errors
+def load(ex: Explainer, kind, path, repo_id, revision, image, state, progress=gr.Progress()) -> Loaded:
+    """Switch this session's model; on any failure the current model stays."""
+    state = ex.session(state)
+    if kind == "Local folder":
+        if not str(path or "").strip():
+            raise gr.Error("Enter the path of a checkpoint folder.", print_exception=False)
+        source, rev = str(path), None
+    elif kind == "Hugging Face Hub":
+        if not str(repo_id or "").strip():
+            raise gr.Error("Enter a Hub repo id like owner/name.", print_exception=False)
+        source, rev = str(repo_id).strip(), revision
+        progress(None, desc=f"Downloading {source}")
+    else:
+        source, rev = "default", None
+    loaded = ex.models.load(source, rev)
+    new_state = {**state, "source": loaded.source, "revision": loaded.revision}
+    names = loaded.class_names
+    if image_source(image) is not None:
+        preview = counterfactual.preview(ex, image, new_state)
+    else:
+        preview = counterfactual.Preview(new_state, None, charts.placeholder(counterfactual.NO_IMAGE), "",
+                                         gr.update(value=names[min(1, len(names) - 1)]))
+    return Loaded(new_state, describe.banner(loaded), describe_model(loaded), card_text(loaded),
+                  cf_target=gr.update(choices=names, value=preview.cf_target.get("value", names[0])),
+                  gen_target=gr.update(choices=[EVERY_CLASS, *names], value=EVERY_CLASS),
+                  cf_input=preview.cf_input, cf_prediction=preview.cf_prediction, cf_energy=preview.cf_energy)
+
+
+def wire(ex: Explainer, ui: Components, *, state: gr.State, banner: gr.Markdown, cf: counterfactual.Components,
+         gen: generate.Components) -> None:
+    ui.model_load.click(bind(load, ex), [ui.model_kind, ui.model_path, ui.model_repo, ui.model_revision,
+                                         cf.cf_image, state],
+                        outputs(Loaded, ui, cf, gen, state=state, banner=banner), **RAW, **COMPUTE)

@@ -1,0 +1,48 @@
+"""How the tabs wire their events: the event options they share, handlers bound to the `Explainer`, and
+outputs found by the field names of a handler's result type (a NamedTuple), so nothing is matched by position.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, NamedTuple
+
+import gradio as gr
+
+from .explainer import Explainer
+
+PRIVATE = {"api_visibility": "private"}  # UI events are not API endpoints; the API is webapp/api.py
+# one model computation at a time on the whole server (PGD, landscapes, attributions, model loading)
+COMPUTE = {"concurrency_id": "model", "concurrency_limit": 1, **PRIVATE}
+RAW = {"preprocess": False}  # events with image inputs decode the upload themselves (inputs.image_source)
+# slider moves and animation ticks: answered at once, only the latest position counts
+INSTANT = {"queue": False, "show_progress": "hidden", "trigger_mode": "always_last", **PRIVATE}
+
+
+def bind(handler: Callable[..., Any], ex: Explainer) -> Callable[..., Any]:
+    """`handler` with `ex` as its first argument, as Gradio wants to see it.
+
+    Gradio reads the handler's signature: a `gr.Progress()` default asks for a progress bar, a `gr.SelectData`
+    hint for the click, the parameter names name API inputs. `functools.partial` would hide the hints.
+    """
+    @functools.wraps(handler)
+    def bound(*args, **kwargs):
+        return handler(ex, *args, **kwargs)
+    signature = inspect.signature(handler)
+    bound.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:])
+    return bound
+
+
+def outputs(result: type[NamedTuple], *groups: object, **named: gr.components.Component) -> list[Any]:
+    """The components a handler's `result` fills, in its field order, looked up by name in the tabs'
+    component groups (dataclasses) and in `named`. A name found nowhere, or twice, is an error now."""
+    found = []
+    for name in result._fields:
+        owners = [g for g in groups if hasattr(g, name)] + ([named] if name in named else [])
+        if len(owners) != 1:
+            raise LookupError(f"{result.__name__}.{name}: {len(owners)} components have this name")
+        owner = owners[0]
+        found.append(owner[name] if owner is named else getattr(owner, name))
+    return found
