@@ -8,8 +8,9 @@ Wrappers whose key prefixes are stripped (the official `rebm/training/modeling.p
 handles the same): `module.` (DataParallel / DDP), `module.module.` with the EMA counter `module.n_averaged`
 (an `AveragedModel` of a DataParallel model: the released `model_bestfid.pth` files), `base_model.` (the
 ConvNeXt-CvSt checkpoints of Singh et al.), in any combination. MadryLab `robustness` checkpoints (the
-stage-1 ImageNet AT models of Salman et al.) keep the weights under `model.` beside an `attacker.model.`
-copy and `normalizer.` statistics: the copy and the statistics are dropped, `model.` is stripped.
+format Salman et al. released their L2-robust ImageNet ResNets in; the stage-1 checkpoints' names point
+there) keep the weights under `model.` beside an `attacker.model.` copy and `normalizer.` statistics: the
+copy and the statistics are dropped, `model.` is stripped.
 """
 
 from __future__ import annotations

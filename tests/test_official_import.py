@@ -185,8 +185,10 @@ CASES = {  # our tiny arch -> (official layout, reference forward)
 
 def wrapped(sd, wrapper):
     """`sd` as a released file holds it."""
-    if wrapper == "ema":  # AveragedModel(DataParallel(model)): model_bestfid.pth
+    if wrapper == "ema":  # DataParallel(AveragedModel(model)), as the official loader expects it
         return {**{f"module.module.{k}": v for k, v in sd.items()}, "module.n_averaged": torch.tensor(1234)}
+    if wrapper == "ema-of-dp":  # AveragedModel(DataParallel(model))
+        return {**{f"module.module.{k}": v for k, v in sd.items()}, "n_averaged": torch.tensor(1234)}
     if wrapper == "madry":  # MadryLab robustness: {"model": module.model.* + module.attacker.model.* + normalizer}
         state = {f"module.{p}{k}": v for k, v in sd.items() for p in ("model.", "attacker.model.")}
         for p in ("module.normalizer.", "module.attacker.normalize."):
@@ -237,7 +239,7 @@ def test_full_size_parameter_counts(arch, params):
 
 # ---------------------------------------------------------------- import with identical logits
 
-WRAPPERS = ["", "module.", "ema", "base_model.", "module.base_model.", "madry"]
+WRAPPERS = ["", "module.", "ema", "ema-of-dp", "base_model.", "module.base_model.", "madry"]
 
 
 @pytest.mark.parametrize("arch,wrapper", [*[("convnext-stem2-test", w) for w in WRAPPERS],
