@@ -389,10 +389,12 @@ def test_cli_import_with_an_official_config(tiny_archs, monkeypatch, tmp_path, c
               lambda cfg: ConvNeXt(cfg, tuple(depths), tuple(dims), tuple(stem)), registry.NO_NORMALIZATION, 256)
     config = CONFIGS / "imagenet-dat-ConvNeXtLarge-convst-256x256.yaml"
     sd = random_state(convnext_layout(stem, depths, dims, 1000))
+    monkeypatch.chdir(tmp_path)
+    assert main(["import", "--official-config", str(config), "--out", "ours"]) == 2
+    assert "which is not here; give --checkpoint" in capsys.readouterr().err
     released = tmp_path / read_official_config(config)["checkpoint"]  # where the official repo keeps it
     released.parent.mkdir(parents=True)
     torch.save(wrapped(sd, "ema"), released)
-    monkeypatch.chdir(tmp_path)
     assert main(["import", "--official-config", str(config), "--out", "ours"]) == 0
     assert "convnext-large-convstem, 1000 classes (tench, goldfish, great white shark" in capsys.readouterr().out
     model = load_checkpoint_dir(tmp_path / "ours")

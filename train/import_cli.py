@@ -56,6 +56,9 @@ def import_settings(args: argparse.Namespace) -> tuple[Path, dict]:
     checkpoint = pick(args.checkpoint, "checkpoint")
     if not checkpoint:
         raise ValueError("give --checkpoint (the .pth file to import)")
+    if args.checkpoint is None and not Path(checkpoint).is_file():
+        raise ValueError(f"{args.official_config} keeps its checkpoint at {checkpoint}, which is not here; "
+                         "give --checkpoint")
     settings: dict = {"arch": pick(args.arch, "arch") or "wrn-34-10"}
     names = pick(args.class_names, "class_names")
     if names is not None:
