@@ -214,7 +214,9 @@ def test_config_limits_leave_the_paper_models_loadable():
     from dat_core.models.config import validate_model_config
 
     for config in ({"arch": "wrn-34-10", "num_classes": 100}, {"arch": "resnet50", "num_classes": 1000},
-                   {"arch": "wide-resnet50-4", "num_classes": 1000, "image_size": 256}):
+                   {"arch": "wide-resnet50-4", "num_classes": 1000, "image_size": 256},
+                   {"arch": "convnext-large-convstem", "num_classes": 1000, "image_size": 256},
+                   {"arch": "convnext-base-convstem", "num_classes": 1000}):
         assert validate_model_config(config) is config
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from dat_core import build_model, count_parameters, joint_energy, marginal_energy, probabilities
+from dat_core.models import known_archs
 
 
 @pytest.mark.parametrize("arch,params", [
@@ -12,6 +13,17 @@ from dat_core import build_model, count_parameters, joint_energy, marginal_energ
 ])
 def test_parameter_counts(arch, params):
     assert count_parameters(build_model(arch)) == params
+
+
+@pytest.mark.parametrize("arch", known_archs())
+def test_every_registered_arch_maps_images_to_features_and_logits(arch):
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        m = build_model(arch, num_classes=7).eval()
+        size = m.config["image_size"]
+        x = torch.empty(2, 3, size, size)
+        features = m.features(x)
+        assert features.dim() == 2 and features.shape[0] == 2
+        assert m.head(features).shape == m(x).shape == (2, 7)
 
 
 def test_imagenet_resnet50_matches_torchvision_count_and_keys():

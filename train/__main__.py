@@ -52,14 +52,6 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import(args: argparse.Namespace) -> int:
-    from dat_core.official import import_official
-
-    import_official(args.checkpoint, arch=args.arch, num_classes=args.num_classes, out_dir=args.out)
-    print(f"imported {args.checkpoint} -> {args.out} (config.json + model.safetensors)")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train", description="Train, evaluate, import and publish DAT models.",
@@ -101,15 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.set_defaults(func=_push)
 
-    p = sub.add_parser("import", help="convert an official DAT .pth checkpoint to our format",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Convert a released DAT/InNOutRobustness WRN state dict (.pth, loaded "
-                                   "with torch.load(weights_only=True)) into config.json + model.safetensors.")
-    p.add_argument("--checkpoint", required=True, help="path to the .pth file")
-    p.add_argument("--arch", default="wrn-34-10", help="architecture of the checkpoint")
-    p.add_argument("--num-classes", type=int, default=10, help="10 for CIFAR-10, 100 for CIFAR-100")
-    p.add_argument("--out", required=True, help="output checkpoint dir")
-    p.set_defaults(func=_import)
+    from train.import_cli import add_import_parser
+    add_import_parser(sub)
     return parser
 
 

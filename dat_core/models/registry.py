@@ -16,7 +16,15 @@ import torch.nn as nn
 from .base import Classifier, default_class_names
 
 CIFAR10_NORMALIZATION = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_NORMALIZATION = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+NO_NORMALIZATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+"""For models that take [0,1] pixels as they are (the ImageNet ConvNeXt-CvSt checkpoints)."""
+
+NORMALIZATIONS = {"none": NO_NORMALIZATION, "imagenet": IMAGENET_NORMALIZATION,
+                  "cifar10": CIFAR10_NORMALIZATION, "cifar100": CIFAR100_NORMALIZATION}
+"""Named input normalizations, (mean, std). NB the official CIFAR-100 WRNs were trained with the
+CIFAR-10 statistics (METHOD §8), so they import with "cifar10", not "cifar100"."""
 
 
 @dataclass(frozen=True)

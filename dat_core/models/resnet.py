@@ -1,5 +1,12 @@
-"""ResNet-50 and its wide variants for ImageNet, with torchvision/timm state-dict keys
-(`conv1, bn1, layer1..4, fc`), so released checkpoints load by key."""
+"""ResNet-50 and its wide variants for ImageNet in the timm/torchvision key layout
+(`conv1, bn1, layer1..4, fc`), so the official DAT checkpoints load by key.
+
+The official code builds these with timm's `resnet50` / `wide_resnet50_2` / `wide_resnet50_4`
+(bottleneck with the stride on the 3x3 conv; WRN-50-k widens the bottleneck's inner width k-fold,
+`base_width=64k`, and keeps the outer widths). Its timm fork normalizes inputs inside `forward` with
+the ImageNet mean/std and stores nothing for it in the state dict; here that is the registered
+"imagenet" normalization (non-persistent buffers, so the keys match too).
+"""
 
 from __future__ import annotations
 
@@ -32,15 +39,16 @@ class Bottleneck(nn.Module):
         return F.relu(o + (x if self.downsample is None else self.downsample(x)))
 
 
-class ResNet50(Classifier):
-    """ResNet-50 (and WRN-50-k via a wider bottleneck) with torchvision/timm state-dict keys."""
+class ResNet(Classifier):
+    """Bottleneck ResNet for ImageNet; `layers` blocks per stage, inner width `planes * width_per_group / 64`
+    (64: ResNet-50; 128: WRN-50-2; 256: WRN-50-4)."""
 
-    def __init__(self, config: dict[str, Any], width_per_group: int = 64):
+    def __init__(self, config: dict[str, Any], layers: tuple[int, ...] = (3, 4, 6, 3), width_per_group: int = 64):
         super().__init__(config)
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         c, stages = 64, []
-        for i, (n, planes) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+        for i, (n, planes) in enumerate(zip(layers, (64, 128, 256, 512))):
             width = planes * width_per_group // 64
             stages.append(nn.Sequential(*[Bottleneck(c if j == 0 else planes * 4, width, planes * 4,
                                                      2 if (j == 0 and i > 0) else 1) for j in range(n)]))
@@ -59,6 +67,8 @@ class ResNet50(Classifier):
         return F.adaptive_avg_pool2d(o, 1).flatten(1)
 
 
-register("resnet50", ResNet50, image_size=224, normalization=IMAGENET_NORMALIZATION)
-register("wide-resnet50-4", lambda cfg: ResNet50(cfg, width_per_group=256), image_size=224,
+register("resnet50", ResNet, image_size=224, normalization=IMAGENET_NORMALIZATION)
+register("wide-resnet50-2", lambda cfg: ResNet(cfg, width_per_group=128), image_size=224,
+         normalization=IMAGENET_NORMALIZATION)
+register("wide-resnet50-4", lambda cfg: ResNet(cfg, width_per_group=256), image_size=224,
          normalization=IMAGENET_NORMALIZATION)
