@@ -23,7 +23,25 @@ from dat_core.official import import_official, read_official_config
 from train.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = Path(__file__).resolve().parent / "data" / "official_configs"
+# Model configs in the official repository's model_configs/*.yaml schema (its keys and value forms: a quoted
+# or bare dataset, model_type names, a folded train_cmd with key=value overrides, an optional image_size);
+# the values are our own.
+OFFICIAL_CONFIGS = {
+    "imagenet-convnext-large.yaml": (
+        "# ConvNeXt-L with a convolutional stem, trained at 256 px on raw [0,1] inputs\n"
+        'method: "dat"\ndataset: imagenet\ncheckpoint: runs/convnext-l/files/model_bestfid.pth\n'
+        "model_type: convnext_large\ntrain_cmd: >\n  python -m rebm.training.train experiments/imagenet/l.yaml\n"
+        "  model.model_type=convnext_large\n  optimizer=adamw\n  model.normalize_input=false\n"
+        "  data.image_size=256\npgd_epsilon: 3.0\nnotes: |\n  two\n  lines\n"),
+    "imagenet-resnet50.yaml": (
+        'method: "dat"\ndataset: "imagenet"\ncheckpoint: runs/r50/files/model_bestfid.pth\n'
+        'model_type: "ResNet50ImageNet"\ntrain_cmd: >\n  python -m rebm.training.train experiments/imagenet/r.yaml\n'
+        "  data.image_size=256\n  attack.max_steps=30\nimage_size: 256\n"),
+    "cifar100-wrn.yaml": (
+        'method: "dat"\ndataset: cifar100\ncheckpoint: runs/wrn/files/model_bestfid.pth\n'
+        'model_type: WideResNet34x10\ntrain_cmd: "python -m rebm.training.train experiments/cifar100/w.yaml"\n'
+        "pgd_epsilon: 0.5\n"),
+}
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -302,18 +320,19 @@ def test_wrong_keys_are_listed(tiny_archs, tmp_path):
 # ---------------------------------------------------------------- official model configs
 
 @pytest.mark.parametrize("name,expected", [
-    ("imagenet-dat-ConvNeXtLarge-convst-256x256.yaml",  # size only in train_cmd (data.image_size=256)
+    ("imagenet-convnext-large.yaml",  # size only in train_cmd (data.image_size=256)
      {"arch": "convnext-large-convstem", "num_classes": 1000, "image_size": 256, "normalization": "none",
       "class_names": "imagenet", "method": "dat"}),
-    ("imagenet-dat-ResNet50ImageNet-T30-256x256.yaml",
+    ("imagenet-resnet50.yaml",
      {"arch": "resnet50", "num_classes": 1000, "image_size": 256, "normalization": "imagenet",
       "class_names": "imagenet", "method": "dat"}),
-    ("cifar100-dat-WideResNet34x10-T50.yaml",  # InNOut WRNs normalize CIFAR-100 with CIFAR-10 statistics
+    ("cifar100-wrn.yaml",  # InNOut WRNs normalize CIFAR-100 with CIFAR-10 statistics
      {"arch": "wrn-34-10", "num_classes": 100, "image_size": 32, "normalization": "cifar10",
       "class_names": "cifar100", "method": "dat"}),
 ])
-def test_official_configs_are_read(name, expected):
-    got = read_official_config(CONFIGS / name)
+def test_official_configs_are_read(tmp_path, name, expected):
+    (tmp_path / name).write_text(OFFICIAL_CONFIGS[name])
+    got = read_official_config(tmp_path / name)
     assert got.pop("checkpoint").endswith("/files/model_bestfid.pth")
     assert got == expected
 
@@ -387,7 +406,8 @@ def test_cli_import_with_an_official_config(tiny_archs, monkeypatch, tmp_path, c
     stem, depths, dims = TINY_CONVNEXT["stem3"]  # stands in for the real ConvNeXt-L (198M parameters)
     _register(monkeypatch, "convnext-large-convstem",
               lambda cfg: ConvNeXt(cfg, tuple(depths), tuple(dims), tuple(stem)), registry.NO_NORMALIZATION, 256)
-    config = CONFIGS / "imagenet-dat-ConvNeXtLarge-convst-256x256.yaml"
+    config = tmp_path / "imagenet-convnext-large.yaml"
+    config.write_text(OFFICIAL_CONFIGS[config.name])
     sd = random_state(convnext_layout(stem, depths, dims, 1000))
     monkeypatch.chdir(tmp_path)
     assert main(["import", "--official-config", str(config), "--out", "ours"]) == 2

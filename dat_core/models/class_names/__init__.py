@@ -1,7 +1,7 @@
 """Class names that ship with the package, one per line in class-index order, and a reader for a user's file.
 
-- `imagenet.txt`: the 1000 ImageNet-1k classes as short, unique "simple labels"
-  (github.com/anishathalye/imagenet-simple-labels, public domain), e.g. 134 "crane (bird)", 517 "crane (machine)".
+- `imagenet.txt`: the 1000 ImageNet-1k classes as short, unique labels, e.g. 134 "crane (bird)", 517 "crane
+  (machine)": the list Gradio ships (gradio/media_assets/data/imagenet_labels.json, Apache-2.0), one per line.
 - `cifar100.txt`: CIFAR-100's 100 fine label names (the dataset's own `fine_label_names`, alphabetical).
 - CIFAR-10's live in `dat_core.models.base.CIFAR10_CLASSES`.
 """
