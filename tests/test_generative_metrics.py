@@ -1,0 +1,90 @@
+"""Generative metrics (dat_core.evaluation.generative): the Fréchet distance in a classifier's features equals
+an independent NumPy/SciPy recomputation; diversity sees collapse; Inception FID says what it needs."""
+
+import numpy as np
+import pytest
+import torch
+
+from dat_core.evaluation.generative import (
+    features_of,
+    frechet_distance,
+    frechet_from_features,
+    inception_fid,
+    within_class_diversity,
+)
+
+
+def reference_frechet(f1: np.ndarray, f2: np.ndarray) -> float:
+    """d^2 = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), with SciPy's matrix square root."""
+    from scipy import linalg
+
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2)
+    covmean = covmean.real if np.iscomplexobj(covmean) else covmean
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+@pytest.fixture
+def sets():
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(96, 3, 32, 32, generator=g)
+    generated = (real[:80] * 0.6 + 0.3 * torch.rand(80, 3, 32, 32, generator=g)).clamp(0, 1)
+    return real, generated
+
+
+def test_frechet_distance_equals_a_scipy_reference(tiny_model, sets):
+    pytest.importorskip("scipy")
+    real, generated = sets
+    ours = frechet_distance(tiny_model, real, generated)
+    f_real, f_gen = features_of(tiny_model, real).numpy(), features_of(tiny_model, generated).numpy()
+    assert f_real.shape == (96, 64)
+    reference = reference_frechet(f_real, f_gen)
+    assert ours == pytest.approx(reference, rel=1e-6, abs=1e-9)
+    assert frechet_from_features(torch.from_numpy(f_real), torch.from_numpy(f_gen)) == pytest.approx(reference,
+                                                                                                      rel=1e-6)
+    assert ours > 0
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero_and_grows_with_a_shift(tiny_model, sets):
+    real, _ = sets
+    assert abs(frechet_distance(tiny_model, real, real)) < 1e-6
+    near = frechet_distance(tiny_model, real, (real + 0.02).clamp(0, 1))
+    far = frechet_distance(tiny_model, real, (real + 0.3).clamp(0, 1))
+    assert 0 < near < far
+
+
+def test_frechet_distance_takes_uint8_datasets_and_refuses_tiny_sets(tiny_model, sets):
+    from dat_core.data import ImageDataset
+
+    real, generated = sets
+    ds = ImageDataset((real * 255).round().to(torch.uint8), torch.zeros(96, dtype=torch.long), ["a"])
+    assert frechet_distance(tiny_model, ds, generated) == pytest.approx(
+        frechet_distance(tiny_model, (real * 255).round() / 255, generated), rel=1e-6)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        frechet_distance(tiny_model, real, generated[:1])
+
+
+def test_within_class_diversity_sees_collapse():
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(30) % 3
+    varied = torch.randn(30, 8, generator=g)
+    collapsed = varied[labels] * 0 + torch.randn(3, 8, generator=g)[labels]  # one point per class
+    assert within_class_diversity(collapsed, labels) == pytest.approx(0.0, abs=1e-12)
+    d = within_class_diversity(varied, labels)
+    f = varied[labels == 0]
+    manual = torch.cdist(f.double(), f.double()).sum() / (10 * 9)
+    assert d > 0 and within_class_diversity(varied[labels == 0], labels[labels == 0]) == pytest.approx(float(manual))
+    with pytest.raises(ValueError, match="2 or more"):
+        within_class_diversity(varied[:3], torch.tensor([0, 1, 2]))
+
+
+def test_inception_fid_says_what_it_needs(sets):
+    try:
+        import torch_fidelity  # noqa: F401
+        pytest.skip("torch-fidelity is installed here")
+    except ImportError:
+        pass
+    real, generated = sets
+    with pytest.raises(ImportError, match="torch-fidelity"):
+        inception_fid(real, generated)
