@@ -1,0 +1,151 @@
+"""Training under torchrun (2 ranks, gloo on CPU): stopping agreed across ranks, exact resume, reproducibility.
+
+Each run is a tiny stage-1 job (wrn-10-1 at 16 px, BatchNorm active so each rank's running statistics
+differ); every subprocess has a timeout and its whole process group is killed on the way out.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dat_core.training.loop import STATE_FILE
+
+ROOT = Path(__file__).resolve().parent.parent
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+pytestmark = pytest.mark.slow
+
+
+def overrides(toy, out, steps, *extra):
+    return [f"out_dir={out}", f"data.dataset={toy}", "data.image_size=16", "data.val_size=12",
+            "model.arch=wrn-10-1", f"steps={steps}", "batch_size=8", "log_every=1", "ckpt_every=1000",
+            "eval_every=0", "eval_size=12", "eval_attack_steps=1", "attack.steps=2", "sample_grid=false",
+            "channels_last=false", "autocast=false", *extra]
+
+
+def torchrun(args, nproc=2):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return subprocess.Popen([str(TORCHRUN), "--standalone", f"--nproc_per_node={nproc}", "-m", "train", *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout):
+    """(returncode, output); on a hang past `timeout`, torchrun and its workers (own sessions) are killed
+    and the returncode is None."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        kill_job(proc)
+        out, _ = proc.communicate()
+        return None, out
+
+
+def kill_job(proc):
+    """SIGKILL torchrun and every worker it started (workers run in sessions of their own)."""
+    for pid in [*workers(proc).values(), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def workers(proc) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes (read from their environment)."""
+    found = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = int(next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("PPid")))
+            if ppid != proc.pid and not _descends(ppid, proc.pid):
+                continue
+            env = (status.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, StopIteration, ValueError):
+            continue
+        rank = [e[5:] for e in env if e.startswith(b"RANK=")]
+        if rank and any(e.startswith(b"LOCAL_WORLD_SIZE=") for e in env):
+            found[int(rank[0])] = int(status.parent.name)
+    return found
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    for _ in range(5):
+        try:
+            line = next(s for s in Path(f"/proc/{pid}/status").read_text().splitlines() if s.startswith("PPid"))
+        except (OSError, StopIteration):
+            return False
+        pid = int(line.split()[1])
+        if pid == ancestor:
+            return True
+    return False
+
+
+def wait_rows(path: Path, n: int, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {n} rows")
+
+
+def states_equal(a: Path, b: Path):
+    sa, sb = (torch.load(p / STATE_FILE, weights_only=True) for p in (a, b))
+    assert sa["step"] == sb["step"]
+    for part in ("model",):
+        for k in sa[part]:
+            assert torch.equal(sa[part][k], sb[part][k]), (part, k)
+    for k in sa["ema"]["model"]:
+        assert torch.equal(sa["ema"]["model"][k], sb["ema"]["model"][k]), ("ema", k)
+    for r in range(2):  # every rank's own BatchNorm statistics
+        for k, v in sa["ranks"][r]["buffers"].items():
+            assert torch.equal(v, sb["ranks"][r]["buffers"][k]), (r, k)
+
+
+@pytest.fixture(scope="module")
+def reference(toy, tmp_path_factory):
+    """An uninterrupted 2-rank run of 10 steps."""
+    out = tmp_path_factory.mktemp("ddp") / "ref"
+    code, text = finish(torchrun(["stage1", *overrides(toy, out, 10)]), 240)
+    assert code == 0, text
+    return out
+
+
+def test_two_rank_runs_are_reproducible(toy, reference, tmp_path):
+    code, text = finish(torchrun(["stage1", *overrides(toy, tmp_path / "again", 10)]), 240)
+    assert code == 0, text
+    states_equal(reference, tmp_path / "again")
+    s = torch.load(reference / STATE_FILE, weights_only=True)
+    # BN statistics are per rank (each normalizes its own half batch): they differ, and both are kept
+    assert any(not torch.equal(v, s["ranks"][1]["buffers"][k]) for k, v in s["ranks"][0]["buffers"].items())
+
+
+@pytest.mark.parametrize("sig,rank", [(signal.SIGTERM, 1), (signal.SIGINT, 0)], ids=["SIGTERM-rank1", "SIGINT-rank0"])
+def test_signal_to_one_rank_stops_all_then_resume_is_exact(toy, reference, tmp_path, sig, rank):
+    out = tmp_path / "run"
+    proc = torchrun(["stage1", *overrides(toy, out, 10)])
+    try:
+        wait_rows(out / "metrics.jsonl", 3, proc)
+        os.kill(workers(proc)[rank], sig)
+        code, text = finish(proc, 90)
+    finally:
+        if proc.poll() is None:
+            kill_job(proc)
+            proc.communicate()
+    assert code is not None, "a signal to one rank left the job running:\n" + text
+    assert code != 0, text
+    assert text.count(f"exit {128 + sig}") == 2 or text.count("continue with --resume") == 1, text
+    assert "Traceback" not in text.split("ChildFailedError")[0], text  # no rank died with a traceback
+    stopped = torch.load(out / STATE_FILE, weights_only=True)["step"]
+    assert 3 <= stopped < 10
+    assert list(out.glob("*.tmp")) == []
+
+    code, text = finish(torchrun(["stage1", *overrides(toy, out, 10), "--resume"]), 240)
+    assert code == 0, text
+    states_equal(reference, out)
+    rows = [line for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 10  # each step logged once
