@@ -4,6 +4,7 @@ Each run is a tiny stage-1 job (wrn-10-1 at 16 px, BatchNorm active so each rank
 differ); every subprocess has a timeout and its whole process group is killed on the way out.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -28,9 +29,11 @@ def overrides(toy, out, steps, *extra):
             "channels_last=false", "autocast=false", *extra]
 
 
-def torchrun(args, nproc=2):
+def torchrun(args, nproc=2, launcher="torchrun"):
+    """torchrun itself, or `python -m train.launch` (the same launcher without its failure traceback)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return subprocess.Popen([str(TORCHRUN), "--standalone", f"--nproc_per_node={nproc}", "-m", "train", *args],
+    cmd = [str(TORCHRUN)] if launcher == "torchrun" else [sys.executable, "-m", "train.launch"]
+    return subprocess.Popen([*cmd, "--standalone", f"--nproc_per_node={nproc}", "-m", "train", *args],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -108,15 +111,15 @@ def states_equal(a: Path, b: Path):
 
 @pytest.fixture(scope="module")
 def reference(toy, tmp_path_factory):
-    """An uninterrupted 2-rank run of 10 steps."""
+    """An uninterrupted 2-rank run of 30 steps."""
     out = tmp_path_factory.mktemp("ddp") / "ref"
-    code, text = finish(torchrun(["stage1", *overrides(toy, out, 10)]), 240)
+    code, text = finish(torchrun(["stage1", *overrides(toy, out, 30)]), 240)
     assert code == 0, text
     return out
 
 
 def test_two_rank_runs_are_reproducible(toy, reference, tmp_path):
-    code, text = finish(torchrun(["stage1", *overrides(toy, tmp_path / "again", 10)]), 240)
+    code, text = finish(torchrun(["stage1", *overrides(toy, tmp_path / "again", 30)]), 240)
     assert code == 0, text
     states_equal(reference, tmp_path / "again")
     s = torch.load(reference / STATE_FILE, weights_only=True)
@@ -124,28 +127,40 @@ def test_two_rank_runs_are_reproducible(toy, reference, tmp_path):
     assert any(not torch.equal(v, s["ranks"][1]["buffers"][k]) for k, v in s["ranks"][0]["buffers"].items())
 
 
-@pytest.mark.parametrize("sig,rank", [(signal.SIGTERM, 1), (signal.SIGINT, 0)], ids=["SIGTERM-rank1", "SIGINT-rank0"])
-def test_signal_to_one_rank_stops_all_then_resume_is_exact(toy, reference, tmp_path, sig, rank):
+@pytest.mark.parametrize("launcher,target,sig", [
+    ("train.launch", 1, signal.SIGTERM), ("torchrun", 0, signal.SIGINT), ("train.launch", "launcher", signal.SIGTERM),
+], ids=["SIGTERM-rank1", "SIGINT-rank0-torchrun", "SIGTERM-launcher"])
+def test_signal_to_one_rank_stops_all_then_resume_is_exact(toy, reference, tmp_path, launcher, target, sig):
     out = tmp_path / "run"
-    proc = torchrun(["stage1", *overrides(toy, out, 10)])
+    proc = torchrun(["stage1", *overrides(toy, out, 30)], launcher=launcher)
     try:
         wait_rows(out / "metrics.jsonl", 3, proc)
-        os.kill(workers(proc)[rank], sig)
+        os.kill(proc.pid if target == "launcher" else workers(proc)[target], sig)
         code, text = finish(proc, 90)
     finally:
         if proc.poll() is None:
             kill_job(proc)
             proc.communicate()
     assert code is not None, "a signal to one rank left the job running:\n" + text
-    assert code != 0, text
-    assert text.count(f"exit {128 + sig}") == 2 or text.count("continue with --resume") == 1, text
-    assert "Traceback" not in text.split("ChildFailedError")[0], text  # no rank died with a traceback
+    # every rank stopped cleanly with 128 + signal, the state saved once (rank 0 says so)
+    assert text.count("continue with --resume") == 1, text
+    if launcher == "torchrun":  # torchrun reports the failure with a traceback of its own, and only that one
+        assert code != 0 and text.count("Traceback") == 1 and "ChildFailedError" in text, text
+        assert text.count(f"exitcode  : {128 + sig}") == 2, text
+    else:
+        assert code == 128 + sig and "Traceback" not in text, text
     stopped = torch.load(out / STATE_FILE, weights_only=True)["step"]
-    assert 3 <= stopped < 10
+    assert 3 <= stopped < 30
     assert list(out.glob("*.tmp")) == []
 
-    code, text = finish(torchrun(["stage1", *overrides(toy, out, 10), "--resume"]), 240)
+    code, text = finish(torchrun(["stage1", *overrides(toy, out, 30), "--resume"]), 240)
     assert code == 0, text
     states_equal(reference, out)
-    rows = [line for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 10  # each step logged once
+    rows = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(1, 31))  # each step logged once
+
+
+def test_launcher_exit_code_is_the_workers():
+    from train.launch import exit_code
+
+    assert [exit_code(c) for c in (143, 3, 0, -15, -9)] == [143, 3, 0, 143, 137]

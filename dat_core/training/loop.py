@@ -183,7 +183,7 @@ class Trainer:
         if resume:
             saved = read_state(self.out)
             self.changes = check_resume_config(saved, cfg, self.world, allow_config_change, self.out)
-        elif (self.out / STATE_FILE).exists():
+        elif (self.out / STATE_FILE).is_file():
             raise ConfigError(f"{self.out} already holds a run; pass --resume to continue it or pick another out_dir")
         self.step, self.saved_step = (saved["step"], saved["step"]) if saved else (0, None)
         self.finished = bool(saved and saved.get("finished") and saved["step"] >= cfg.steps)
@@ -309,10 +309,12 @@ class Trainer:
                 if flags[0]:
                     raise Interrupted(128 + int(flags[0]))
             return self._finish()
-        except Interrupted as e:
-            if self.rank == 0:
+        except BaseException as e:
+            if isinstance(e, Interrupted) and self.rank == 0:
                 bar.write(f"interrupted (exit {e.code}): state saved at step {self.step} in {self.out / STATE_FILE}; "
                           "continue with --resume")
+            if self.world > 1:  # on the way out: torchrun's SIGTERM to a slower rank must not change its exit code
+                handlers = {s: signal.SIG_IGN for s in handlers}
             raise
         finally:
             bar.close()

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +129,12 @@ def prepare_run_dir(out: Path) -> None:
 
 # ---------------------------------------------------------------- reading
 
-def _cause(error: BaseException) -> str:
+def _cause(error: BaseException, path: Path) -> str:
     text = str(error)
     if "Weights only load failed" in text or "Unsupported global" in text:
         return "it holds objects other than tensors and plain data (refused; nothing in it was run)"
-    if "central directory" in text or "zip archive" in text or isinstance(error, EOFError):
-        return "truncated or not a file written by torch.save"
+    if not zipfile.is_zipfile(path) or "central directory" in text or isinstance(error, EOFError):
+        return "truncated, or not a file written by torch.save"
     return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else 'unreadable'}"
 
 
@@ -146,7 +147,7 @@ def load_state_file(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise StateError(f"{path} does not exist") from None
     except Exception as e:
-        raise StateError(f"cannot read {path}: {_cause(e)}") from None
+        raise StateError(f"cannot read {path}: {_cause(e, path)}") from None
     if not isinstance(state, dict):
         raise StateError(f"{path} is not a training state (it holds a {type(state).__name__})")
     missing = [k for k in REQUIRED if k not in state]
