@@ -164,3 +164,53 @@ def test_launcher_exit_code_is_the_workers():
     from train.launch import exit_code
 
     assert [exit_code(c) for c in (143, 3, 0, -15, -9)] == [143, 3, 0, 143, 137]
+
+
+FAULTS = '''
+import errno, os
+if os.environ.get("RANK") == os.environ.get("DAT_FAULT_RANK"):
+    import torch
+    from dat_core.training import loop, stage1
+    kind, at = os.environ["DAT_FAULT"], int(os.environ["DAT_FAULT_STEP"])
+    if kind == "nan":  # this rank's loss (only) becomes NaN at step `at`
+        real_loss = stage1.AdversarialTraining.loss
+        def loss(self, log, calls=[]):
+            calls.append(1)
+            value, logs = real_loss(self, log)
+            return (value * float("nan"), logs) if len(calls) == at else (value, logs)
+        stage1.AdversarialTraining.loss = loss
+    if kind == "log_write":  # the disk fills up while rank 0 appends to metrics.jsonl
+        real_open = loop.Trainer._open_logs
+        class Full:
+            def __init__(self, f, trainer): self.f, self.trainer = f, trainer
+            def write(self, text):
+                if self.trainer.step >= at: raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "metrics.jsonl")
+                return self.f.write(text)
+            def __getattr__(self, name): return getattr(self.f, name)
+        def open_logs(self):
+            real_open(self)
+            self.log_file = Full(self.log_file, self)
+        loop.Trainer._open_logs = open_logs
+    if kind == "export":  # rank 0 cannot write final/
+        def save_model(model, directory, card=None):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(directory))
+        loop.save_model = save_model
+'''
+
+
+@pytest.mark.parametrize("kind,rank,code,says", [
+    ("nan", 1, 3, "non-finite loss at step 4"), ("log_write", 0, 4, "No space left on device"),
+    ("export", 0, 4, "Read-only file system"),
+])
+def test_a_fault_on_one_rank_stops_every_rank_with_its_code(toy, tmp_path, kind, rank, code, says):
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(FAULTS)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path / 'inject'}:{ROOT}", DAT_FAULT=kind,
+               DAT_FAULT_RANK=str(rank), DAT_FAULT_STEP="4")
+    proc = subprocess.Popen([sys.executable, "-m", "train.launch", "--standalone", "--nproc_per_node=2", "-m", "train",
+                             "stage1", *overrides(toy, tmp_path / "run", 8, "ckpt_every=2")], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    got, text = finish(proc, 120)
+    assert got == code, text
+    assert text.count(says) == 1 and "Traceback" not in text, text
+    assert f"exit code by rank: {{0: {code}, 1: {code}}}" in text or f"{{0: {code}}}" in text, text

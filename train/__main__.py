@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -153,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _say(error: BaseException) -> None:
-    if not str(error).startswith("rank 0 stopped"):  # under torchrun, rank 0 says it once for all ranks
-        print(f"error: {error}", file=sys.stderr)
+    if getattr(error, "shared", False) and os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports an error that every rank raised
+    print(f"error: {error}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ def rank0(fn: Callable[[], T], rank: int, world: int) -> T | None:
         dist.broadcast_object_list(box, src=0)
         if rank != 0 and box[0] is not None:
             kind, message = box[0]
-            raise _ERRORS.get(kind, TrainingError)(f"rank 0 stopped: {message}")
+            error = _ERRORS.get(kind, TrainingError)(f"rank 0 stopped: {message}")
+            error.shared = True
+            raise error
     if error is not None:
         raise error
     return result

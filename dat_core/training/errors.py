@@ -11,6 +11,7 @@ class TrainingError(RuntimeError):
     """Training stopped on an error that is not the config's (exit code 1)."""
 
     exit_code = 1
+    shared = False  # True: every rank raised this same error, and rank 0 reports it for all
 
 
 class NonFiniteError(TrainingError):

@@ -294,8 +294,10 @@ class Trainer:
                                            *(~torch.isfinite(v).all() for v in watched.values())],
                                           self.world, self.device)
                 bad = [name for name, f in zip(watched, flags[2:]) if f]
-                if bad:
-                    raise self._nonfinite(bad)
+                if bad:  # every rank raises the same error (rank 0 reports it)
+                    error = self._nonfinite(bad)
+                    error.shared = self.world > 1
+                    raise error
                 if flags[1]:  # rank 0 could not append to metrics.jsonl
                     distributed.rank0(self._raise_pending, self.rank, self.world)
                 self.step += 1
