@@ -91,3 +91,23 @@ def test_import_official_checkpoint(tmp_path):
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(load_model(tmp_path / "imported")(x), official(x))
+
+
+def test_eval_autoattack_writes_report_and_model_info(toy, tiny_dir, tmp_path, capsys):
+    out = tmp_path / "reports" / "report.json"
+    base = ["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "0", "--eps", "2"]
+    assert main([*base, "--autoattack-attacks", "apgd-ce", "--model-info", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    aa = report["autoattack"]
+    assert aa["version"] == "custom" and aa["attacks"] == ["apgd-ce"] and aa["n"] == 24 and aa["eps"] == 2.0
+    assert aa["clean_accuracy"] == report["clean_accuracy"] and report["autoattack_accuracy"] <= aa["clean_accuracy"]
+    info = json.loads((out.parent / "model_info.json").read_text())
+    assert info["threat_model"] == "L2" and info["eps"] == "2" and info["architecture"] == "wrn-10-1"
+    assert info["clean_acc"] == f"{100 * report['clean_accuracy']:.2f}"
+    assert info["autoattack_acc"] == f"{100 * report['autoattack_accuracy']:.2f}"
+    # the default is the standard version, whose targeted attacks need 4+ classes: one clear line, exit 2
+    capsys.readouterr()
+    assert main([*base, "--autoattack"]) == 2
+    assert "need at least 4 classes" in capsys.readouterr().err
+    assert main([*base, "--autoattack", "--model-info"]) == 2  # model_info.json goes beside --json
+    assert main([*base, "--autoattack-attacks", "pgd"]) == 2
