@@ -269,6 +269,24 @@ def test_shipped_configs_load():
         assert cfg.stage in path.name or (path.stem.endswith("standard") and cfg.attack.steps == 0)
 
 
+def test_config_comments_agree_with_their_values():
+    """A comment claiming "N epochs = Mk steps at batch B (Xk train images)" matches steps, batch_size and val_size."""
+    import re
+
+    claim = re.compile(r"(\d+) epochs = ([\d.]+)k steps at batch (\d+) \((\d+)k train images")
+    checked = 0
+    for path in sorted((ROOT / "train" / "configs").glob("*.toml")):
+        text, cfg = path.read_text(), load_config(path)
+        for epochs, k_steps, batch, k_images in claim.findall(re.sub(r"\n# ?", " ", text)):
+            epochs, k_steps, batch, images = int(epochs), float(k_steps), int(batch), int(k_images) * 1000
+            assert batch == cfg.batch_size, path.name
+            assert images == 50_000 - cfg.data.val_size, path.name  # CIFAR train split minus the validation split
+            assert cfg.steps == int(epochs * images / batch), path.name
+            assert round(cfg.steps / 1000, 1) == k_steps, path.name
+            checked += 1
+    assert checked >= 1
+
+
 def test_lr_schedules():
     cfg = load_config(None, steps=100, **{"optim.warmup_steps": 10, "optim.schedule": "cosine"})
     f = [lr_factor(cfg, s) for s in range(100)]
