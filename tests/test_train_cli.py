@@ -111,3 +111,35 @@ def test_eval_autoattack_writes_report_and_model_info(toy, tiny_dir, tmp_path, c
     assert "need at least 4 classes" in capsys.readouterr().err
     assert main([*base, "--autoattack", "--model-info"]) == 2  # model_info.json goes beside --json
     assert main([*base, "--autoattack-attacks", "pgd"]) == 2
+
+
+def _readme_section(title: str) -> str:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    return re.split(r"^## ", text.split(f"## {title}\n", 1)[1], maxsplit=1, flags=re.M)[0]
+
+
+def test_readme_training_section_matches_the_code():
+    """The exit codes, options and command lines the README's Training section gives are the code's."""
+    import re
+    import shlex
+
+    from dat_core.training.errors import EXIT_CODES
+    from train.__main__ import build_parser
+
+    section = _readme_section("Training")
+    table = dict(re.findall(r"^\| (\d+|128\+N) \| (.+) \|$", section, flags=re.M))
+    assert set(table) == {str(code) for code in EXIT_CODES}
+    for phrase in ("--allow-config-change", "data.val_size=0", "optim.decay_norm_and_bias=false", "--autoattack",
+                   "python -m train.launch", "data.allow_empty_classes=true", "per-rank", "python -m train schema"):
+        assert phrase in section, phrase
+    text = section + _readme_section("Command lines")
+    blocks = re.findall(r"^```bash\n(.*?)^```", text, flags=re.M | re.S)
+    lines = [line.split("#")[0] for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    commands = [line for line in lines if "-m train " in line]
+    assert len(commands) >= 10
+    for command in commands:
+        argv = shlex.split(command.split("-m train ", 1)[1])
+        build_parser().parse_args(argv)  # SystemExit on an option the CLI does not have
