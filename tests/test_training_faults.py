@@ -375,3 +375,49 @@ def test_val_size_zero_trains_on_every_image_and_keeps_the_last_ema(toy, tmp_pat
     for (k, a), b in zip(best.state_dict().items(), last.state_dict().values()):
         assert torch.equal(a, b), k
     assert set(last.config["energy_quantiles"]) >= {"0.05", "0.5", "0.95"}  # of training images
+
+
+# --------------------------------------------------------------------------- more kill points and bad files
+
+def test_sigterm_while_setting_up_stops_after_the_first_step(toy, tmp_path, monkeypatch):
+    real = loop.load_train_val
+
+    def slow_data(*args, **kw):  # the signal arrives while the data loads (minutes on ImageNet)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kw)
+    monkeypatch.setattr(loop, "load_train_val", slow_data)
+    with pytest.raises(SystemExit) as e:
+        train(tiny(toy, tmp_path))
+    assert e.value.code == 128 + signal.SIGTERM
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["step"] == 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage"])
+def test_a_broken_dataset_archive_is_one_line(toy, tmp_path, kind, capsys):
+    import tarfile
+
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(toy / "train", arcname="data/train")
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2] if kind == "truncated" else os.urandom(2000))
+    assert main(cli(toy, tmp_path / "run", **{"data.dataset": str(archive)})) == 2
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert line.startswith(f"error: cannot read the archive {archive}: ")
+
+
+def test_curves_skip_lines_cut_short(tmp_path):
+    from dat_core.training.curves import plot_curves
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert plot_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png").is_file()
+
+
+def test_a_state_whose_model_cannot_be_rebuilt(toy, killed_run, tmp_path):
+    out = copy_run(killed_run, tmp_path / "run")
+    saved = torch.load(out / STATE_FILE, weights_only=True)
+    torch.save({**saved, "model_config": {"arch": "wrn-10-1"}}, out / STATE_FILE)
+    with pytest.raises(StateError, match=rf"{out / STATE_FILE}.*{out / PREVIOUS_FILE} \(step 2\)"):
+        Trainer(tiny(toy, out), resume=True)

@@ -6,6 +6,8 @@ batch size (METHOD §3.2): real EBM images, OOD seeds, classification images.
 
 from __future__ import annotations
 
+import tarfile
+import zlib
 from typing import Any
 
 import torch
@@ -30,8 +32,16 @@ def load_dataset(spec: str, split: str, image_size: int, root: str = "data", cac
     see `load_image_folder`)."""
     if spec in ("cifar10", "cifar100"):
         return load_cifar(spec, root, split)
-    return load_image_folder(spec, split=split or None, image_size=image_size, cache_dir=cache_dir or None,
-                             lazy=lazy, allow_empty_classes=allow_empty_classes)
+    try:
+        return load_image_folder(spec, split=split or None, image_size=image_size, cache_dir=cache_dir or None,
+                                 lazy=lazy, allow_empty_classes=allow_empty_classes)
+    except (tarfile.TarError, EOFError, zlib.error) as e:  # a truncated or garbled archive
+        raise ValueError(f"cannot read the archive {spec}: {_first_line(e)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).splitlines()
+    return f"{type(error).__name__}: {text[0].rstrip(':') if text else 'unreadable'}"
 
 
 def load_train_val(cfg: TrainConfig, seed: int | None = None) -> tuple[ImageDataset, ImageDataset]:
@@ -54,8 +64,11 @@ def load_train_val(cfg: TrainConfig, seed: int | None = None) -> tuple[ImageData
 def ood_split(cfg: TrainConfig, seed: int | None = None) -> tuple[ImageDataset, ImageDataset | None]:
     """(seeds, held-out) OOD images; the held-out part never serves as a contrastive seed."""
     d = cfg.data
-    ood = load_image_folder(d.ood, labeled=False, image_size=d.image_size, cache_dir=d.cache_dir or None,
-                            lazy=d.lazy)
+    try:
+        ood = load_image_folder(d.ood, labeled=False, image_size=d.image_size, cache_dir=d.cache_dir or None,
+                                lazy=d.lazy)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise ValueError(f"cannot read the OOD archive {d.ood}: {_first_line(e)}") from None
     if not d.ood_holdout:
         return ood, None
     if d.ood_holdout >= len(ood):

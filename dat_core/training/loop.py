@@ -198,7 +198,11 @@ class Trainer:
         data_seed = int(saved["config"].get("seed", cfg.seed)) if saved else cfg.seed
         self.train_set, self.val_set = load_train_val(cfg, seed=data_seed)
         self.class_names = list(self.train_set.class_names)
-        self.module = _initial_model(cfg, self.class_names, self.device, saved and saved.get("model_config"))
+        try:
+            self.module = _initial_model(cfg, self.class_names, self.device, saved and saved.get("model_config"))
+        except (KeyError, TypeError, AttributeError) as e:  # only a malformed saved model_config gets here
+            raise StateError(f"--resume: the model in {self.out / STATE_FILE} cannot be rebuilt ({e!r}); "
+                             f"{alternative(self.out)}") from None
         self.ema = EMA(self.module, cfg.ema_decay)
         model: nn.Module = self.module
         if cfg.compile:
@@ -217,6 +221,7 @@ class Trainer:
         self.log_sizes: dict[str, int] = {}
         self.log_file = None
         self.pending_error: StorageError | None = None
+        self.stop_signals: list[int] = []  # SIGTERM/SIGINT received (train() hands in those of the set-up)
         if saved:
             self._restore(saved)
 
@@ -272,7 +277,7 @@ class Trainer:
                       f"Its EMA weights are in {self.out / 'final'}; to train longer, raise steps and pass "
                       "--allow-config-change")
             return self.out / "final"
-        stop: list[int] = []
+        stop = self.stop_signals
         handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
                     for s in (signal.SIGTERM, signal.SIGINT)} if self._main_thread() else {}
         bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, unit="step",
@@ -415,5 +420,15 @@ def _scalar(v: Any) -> Any:
 
 
 def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = False) -> Path:
-    """Run (or resume) a training run and return the final checkpoint dir."""
-    return Trainer(cfg, resume, allow_config_change).fit()
+    """Run (or resume) a training run and return the final checkpoint dir. A SIGTERM/SIGINT that arrives
+    while the run is being set up (data loading can take minutes) stops it after its first step."""
+    stop: list[int] = []
+    handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)} if Trainer._main_thread() else {}
+    try:
+        trainer = Trainer(cfg, resume, allow_config_change)
+        trainer.stop_signals = stop
+        return trainer.fit()
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
