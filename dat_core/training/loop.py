@@ -10,9 +10,7 @@ save once and exit with the same code (see `distributed`).
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import signal
 import time
 import warnings
@@ -31,6 +29,7 @@ from . import distributed
 from .config import ConfigError, TrainConfig
 from .data import build_streams, load_train_val
 from .errors import Interrupted, NonFiniteError, StateError, StorageError, TrainingError
+from .optim import EMA, lr_factor, make_optimizer
 from .stage1 import AdversarialTraining
 from .stage2 import DualAdversarialTraining
 from .state import (
@@ -59,68 +58,6 @@ def _device(spec: str, local_rank: int) -> torch.device:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return device
-
-
-def lr_factor(cfg: TrainConfig, step: int) -> float:
-    """Multiplier of optim.lr at `step` (0-based): warm-up, then the chosen schedule."""
-    o = cfg.optim
-    if step < o.warmup_steps:
-        return (step + 1) / o.warmup_steps
-    total = max(1, cfg.steps - o.warmup_steps)
-    t = min(1.0, (step - o.warmup_steps) / total)
-    lo = o.final_lr_fraction
-    if o.schedule == "constant":
-        return 1.0
-    if o.schedule == "cosine":
-        return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t))
-    if o.schedule == "onecycle":  # linear anneal after the warm-up peak
-        return lo + (1 - lo) * (1 - t)
-    return 0.1 ** sum(t >= m for m in o.step_milestones)
-
-
-def param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
-    """Weight decay on every parameter (the official code), or with `optim.decay_norm_and_bias=false`
-    only on the multi-dimensional ones (conv and linear weights; no BatchNorm/LayerNorm affine, no bias)."""
-    o = cfg.optim
-    if o.decay_norm_and_bias:
-        return [{"params": list(model.parameters()), "weight_decay": o.weight_decay}]
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    o, groups = cfg.optim, param_groups(cfg, model)
-    if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
-
-
-class EMA:
-    """Exponential moving average of weights, decay min(decay, (1+n)/(10+n)) (METHOD §3.5)."""
-
-    def __init__(self, model: Classifier, decay: float):
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.decay, self.updates = decay, 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        self.updates += 1
-        for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if e.dtype.is_floating_point:
-                e.lerp_(p, 1 - d)
-            else:
-                e.copy_(p)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.updates = int(state["updates"])
 
 
 def _initial_model(cfg: TrainConfig, class_names: list[str], device: torch.device,
@@ -214,7 +151,7 @@ class Trainer:
                     model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                     broadcast_buffers=False)
         self.model = model
-        self.optimizer = _optimizer(cfg, self.module)
+        self.optimizer = make_optimizer(cfg, self.module)
         self.streams = build_streams(cfg, self.train_set, self.device, self.rank, self.world, data_seed)
         self.stage = STAGES[cfg.stage](cfg, self.module, self.model, self.streams, self.autocast)
         self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "step": None}
