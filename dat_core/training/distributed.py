@@ -23,11 +23,21 @@ _ERRORS = {cls.__name__: cls for cls in (TrainingError, NonFiniteError, StorageE
 
 def init() -> tuple[int, int, int]:
     """(rank, world_size, local_rank); initialises the process group under torchrun."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+    if not is_multi_process():
         return 0, 1, 0
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def is_multi_process() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def shutdown() -> None:
+    """Tear the process group down before exit (left to the interpreter's exit, gloo can abort the process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def gather(obj: Any, world: int) -> list[Any]:

@@ -366,6 +366,11 @@ def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = Fa
         trainer = Trainer(cfg, resume, allow_config_change)
         trainer.stop_signals = stop
         return trainer.fit()
+    except BaseException:
+        if distributed.is_multi_process():  # on the way out: torchrun's SIGTERM to a slower rank must not
+            handlers = {s: signal.SIG_IGN for s in handlers}  # turn its exit code into a death by signal
+        raise
     finally:
+        distributed.shutdown()
         for s, h in handlers.items():
             signal.signal(s, h)
