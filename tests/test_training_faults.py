@@ -421,3 +421,19 @@ def test_a_state_whose_model_cannot_be_rebuilt(toy, killed_run, tmp_path):
     torch.save({**saved, "model_config": {"arch": "wrn-10-1"}}, out / STATE_FILE)
     with pytest.raises(StateError, match=rf"{out / STATE_FILE}.*{out / PREVIOUS_FILE} \(step 2\)"):
         Trainer(tiny(toy, out), resume=True)
+
+
+@pytest.mark.parametrize("kind", ["truncated_weights", "garbage_config", "missing"])
+def test_a_broken_stage1_checkpoint_is_one_line(toy, init_ckpt, tmp_path, kind, capsys):
+    bad = copy_run(init_ckpt, tmp_path / "init")
+    if kind == "truncated_weights":
+        data = (bad / "model.safetensors").read_bytes()
+        (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif kind == "garbage_config":
+        (bad / "config.json").write_text("{not json")
+    else:
+        bad = tmp_path / "nowhere"
+    assert main(cli(toy, tmp_path / "run", "stage2", **{"model.init": str(bad)})) == 2
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert line.startswith("error: ") and str(bad) in line

@@ -68,7 +68,11 @@ def _initial_model(cfg: TrainConfig, class_names: list[str], device: torch.devic
         model = build_model(c.pop("arch"), c.pop("num_classes"), c.pop("image_size"), c.pop("class_names"),
                             c.pop("mean", None), c.pop("std", None), **c)
     elif cfg.model.init:
-        model = load_model(cfg.model.init, device="cpu")
+        try:
+            model = load_model(cfg.model.init, device="cpu")
+        except Exception as e:  # a missing, truncated or foreign checkpoint: one line naming the key
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"model.init={cfg.model.init}: cannot load the checkpoint ({text})") from None
         if model.config["num_classes"] != len(class_names):
             raise ConfigError(f"model.init has {model.config['num_classes']} classes, the data {len(class_names)}")
         model.config["class_names"] = list(class_names)
