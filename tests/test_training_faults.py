@@ -437,3 +437,15 @@ def test_a_broken_stage1_checkpoint_is_one_line(toy, init_ckpt, tmp_path, kind, 
     err = capsys.readouterr().err
     [line] = [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
     assert line.startswith("error: ") and str(bad) in line
+
+
+@pytest.mark.parametrize("override,says", [
+    ({"batch_size": 512}, "batch_size=512 is larger than the 108 training images"),
+    ({"data.val_size": 120}, "data.val_size=120 leaves no training images"),
+    ({"device": "mps"}, "device=mps"),
+])
+def test_values_that_only_the_data_or_machine_can_refute_are_named(toy, tmp_path, override, says, capsys):
+    if override.get("device") == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    assert main(cli(toy, tmp_path / "run", **override)) == 2
+    assert says in capsys.readouterr().err

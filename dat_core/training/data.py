@@ -134,6 +134,8 @@ def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.devic
     """Per-rank streams; each holds batch_size // world images of the global batch (`data_seed`: the
     seed of the OOD hold-out split, default cfg.seed)."""
     d, b = cfg.data, cfg.batch_size
+    if len(train_set) < b:
+        raise ValueError(f"batch_size={b} is larger than the {len(train_set)} training images of {d.dataset}")
     common = dict(rank=rank, world_size=world, device=device, num_workers=1)
     streams: dict[str, Any] = {"clf": BatchStream(train_set, b, seed=cfg.seed * 3 + 1, augment=d.clf_augment, **common)}
     if cfg.stage == "stage2":
@@ -142,6 +144,8 @@ def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.devic
             streams["ood"] = NoiseStream(d.ood, b // world, d.image_size, cfg.seed * 1000 + rank, device)
         else:
             seeds, _ = ood_split(cfg, data_seed)
+            if len(seeds) < b:
+                raise ValueError(f"batch_size={b} is larger than the {len(seeds)} OOD seed images of data.ood={d.ood}")
             streams["ood"] = ImagesOnly(BatchStream(seeds, b, seed=cfg.seed * 3 + 3, augment=d.ood_augment, **common))
     if cfg.channels_last:
         streams = {k: ChannelsLast(s) for k, s in streams.items()}
