@@ -126,6 +126,8 @@ class Trainer:
         if resume:
             saved = read_state(self.out)
             self.changes = check_resume_config(saved, cfg, self.world, allow_config_change, self.out)
+            if self.changes and self.rank == 0:
+                print(f"resuming {self.out} with a changed config: {'; '.join(self.changes)}")
         elif (self.out / STATE_FILE).is_file():
             raise ConfigError(f"{self.out} already holds a run; pass --resume to continue it or pick another out_dir")
         self.step, self.saved_step = (saved["step"], saved["step"]) if saved else (0, None)
@@ -269,7 +271,10 @@ class Trainer:
         finally:
             bar.close()
             if self.log_file is not None:
-                self.log_file.close()
+                try:
+                    self.log_file.close()
+                except OSError:  # already reported (every line was flushed when written)
+                    pass
             for s, h in handlers.items():
                 signal.signal(s, h)
 
