@@ -252,8 +252,9 @@ def test_a_class_without_usable_images_is_an_error_unless_allowed(tmp_path, case
     with pytest.warns(UserWarning) if case == "unreadable" else nullcontext():
         with pytest.raises(ValueError, match=r"class folder\(s\) cat .*no usable image.*allow_empty_classes=True"):
             load_image_folder(path, split="train", progress=False)
-    with pytest.warns(UserWarning, match="cat .*kept as classes without images"):
+    with pytest.warns(UserWarning) as caught:
         ds = load_image_folder(path, split="train", progress=False, allow_empty_classes=True)
+    assert any("cat" in str(w.message) and "kept as classes without images" in str(w.message) for w in caught)
     assert ds.class_names == CLASSES and ds.labels.tolist() == [0, 0, 2, 2]
     if not archive:  # lazy directories know an empty folder up front (unreadable files raise when read)
         if case == "empty":
