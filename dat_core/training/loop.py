@@ -134,8 +134,8 @@ class Trainer:
         self.finished = bool(saved and saved.get("finished") and saved["step"] >= cfg.steps)
         if self.finished:
             return
+        self.device = _device(cfg.device, local_rank)  # before any collective: NCCL talks through this GPU
         distributed.rank0(lambda: prepare_run_dir(self.out), self.rank, self.world)
-        self.device = _device(cfg.device, local_rank)
         self.autocast = use_autocast(cfg.autocast, self.device)
         torch.manual_seed(cfg.seed + self.rank)
 
