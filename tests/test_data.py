@@ -9,6 +9,7 @@ import os
 import pickle
 import tarfile
 import threading
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 from http.server import HTTPServer, SimpleHTTPRequestHandler
@@ -223,6 +224,51 @@ def test_corrupt_image_is_skipped_and_named(tmp_path):
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable.*train/cat/broken\.jpg"):
         ds = load_image_folder(path, split="train", progress=False)
     assert len(ds) == 12 and len(ds.skipped) == 1 and str(path) in ds.skipped[0]
+
+
+def _make_class_folders(root, case: str, archive: bool):
+    """train/{bird,cat,dog}: bird and dog readable, cat empty ("empty") or all unreadable ("unreadable")."""
+    d = root / "src" / "train"
+    for c in CLASSES:
+        (d / c).mkdir(parents=True)
+        if c != "cat":
+            for i in range(2):
+                (d / c / f"{i}.jpg").write_bytes(_jpeg((10, 20, 30)))
+        elif case == "unreadable":
+            for i in range(2):
+                (d / c / f"{i}.jpg").write_bytes(b"\xff\xd8 broken")
+    if not archive:
+        return root / "src"
+    path = root / "src.tar"
+    with tarfile.open(path, "w") as tar:
+        tar.add(root / "src", arcname="src")  # directory entries included, the empty folder too
+    return path
+
+
+@pytest.mark.parametrize("archive", [False, True], ids=["dir", "tar"])
+@pytest.mark.parametrize("case", ["empty", "unreadable"])
+def test_a_class_without_usable_images_is_an_error_unless_allowed(tmp_path, case, archive):
+    path = _make_class_folders(tmp_path, case, archive)
+    with pytest.warns(UserWarning) if case == "unreadable" else nullcontext():
+        with pytest.raises(ValueError, match=r"class folder\(s\) cat .*no usable image.*allow_empty_classes=True"):
+            load_image_folder(path, split="train", progress=False)
+    with pytest.warns(UserWarning) as caught:
+        ds = load_image_folder(path, split="train", progress=False, allow_empty_classes=True)
+    assert any("cat" in str(w.message) and "kept as classes without images" in str(w.message) for w in caught)
+    assert ds.class_names == CLASSES and ds.labels.tolist() == [0, 0, 2, 2]
+    if not archive:  # lazy directories know an empty folder up front (unreadable files raise when read)
+        if case == "empty":
+            with pytest.raises(ValueError, match="cat"):
+                load_image_folder(path, split="train", image_size=8, progress=False, lazy=True)
+        cfg = load_config(None, **{"data.dataset": str(path), "data.image_size": 8, "data.val_size": 2})
+        with pytest.warns(UserWarning) if case == "unreadable" else nullcontext():
+            with pytest.raises(ValueError, match=r"data\.allow_empty_classes=true"):
+                load_train_val(cfg)
+        cfg = load_config(None, **{"data.dataset": str(path), "data.image_size": 8, "data.val_size": 2,
+                                   "data.allow_empty_classes": True})
+        with pytest.warns(UserWarning):
+            train, val = load_train_val(cfg)
+        assert train.class_names == CLASSES and len(train) + len(val) == 4
 
 
 def test_cache_roundtrip(tmp_path, monkeypatch):

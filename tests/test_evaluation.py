@@ -1,7 +1,6 @@
 """Metric math (dat_core.evaluation.metrics) and model evaluation (dat_core.evaluation) on tiny models and data."""
 
 import json
-import math
 import sys
 import types
 
@@ -11,18 +10,21 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from dat_core import build_model
 from dat_core.energy import marginal_energy
 from dat_core.evaluation import (
+    STANDARD_ATTACKS,
+    autoattack_accuracy,
     calibration,
     clean_accuracy,
     evaluate,
     iterate,
+    model_info,
     ood_auroc,
     plot_reliability,
     predict,
     robust_accuracy,
     sample_fidelity,
-    torchattacks_robust_accuracy,
 )
 from dat_core.evaluation.metrics import energy_percentile, energy_quantiles, expected_calibration_error, roc_auc
 
@@ -225,21 +227,35 @@ def test_evaluate_report_and_files(tiny_model, images, own_labels, tmp_path):
     assert report["files"]["samples"].endswith("samples.png")
 
 
-def test_torchattacks_cross_check(tiny_model, images, own_labels, monkeypatch):
-    monkeypatch.setitem(sys.modules, "torchattacks", None)
-    with pytest.raises(ImportError, match="pip install torchattacks"):
-        torchattacks_robust_accuracy(tiny_model, (images, own_labels))
-    calls = []
+def test_autoattack_is_the_reference_package_standard_version(tiny_model, images, own_labels):
+    x, y = images[:8], own_labels[:8]
+    rng = torch.get_rng_state()
+    result = autoattack_accuracy(tiny_model, (x, y), norm="L2", eps=1.0)
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's RNG is untouched
+    assert result["version"] == "standard" and result["attacks"] == list(STANDARD_ATTACKS) == [
+        "apgd-ce", "apgd-t", "fab-t", "square"]
+    assert result["n"] == 8 and result["clean_accuracy"] == 1.0
+    assert result["max_perturbation"] <= 1.0 + 1e-4
+    pgd_acc = robust_accuracy(tiny_model, (x, y), eps=1.0, steps=20, step_size=0.25)
+    assert result["autoattack_accuracy"] <= pgd_acc < 1.0  # at least as strong as our PGD here
+    assert autoattack_accuracy(tiny_model, (x, y), eps=1.0) == result  # deterministic for a seed
+    info = model_info(result, name="tiny", architecture="wrn-10-1", dataset="cifar10")
+    assert info["threat_model"] == "L2" and info["eps"] == "1" and info["clean_acc"] == "100.00"
+    assert info["autoattack_acc"] == f"{100 * result['autoattack_accuracy']:.2f}"
 
-    class NoOpAPGD:  # stands in for torchattacks.APGD: returns the images unchanged
-        def __init__(self, model, **kwargs):
-            calls.append(kwargs)
 
-        def __call__(self, x, y):
-            return x
+def test_autoattack_errors_and_no_torchattacks(tiny_model, images, own_labels, monkeypatch):
+    from pathlib import Path
 
-    monkeypatch.setitem(sys.modules, "torchattacks", types.SimpleNamespace(APGD=NoOpAPGD))
-    labels = own_labels.clone()
-    labels[:6] = (labels[:6] + 1) % 10
-    assert torchattacks_robust_accuracy(tiny_model, (images, labels), eps=0.5) == pytest.approx(18 / 24)
-    assert calls[0]["norm"] == "L2" and calls[0]["eps"] == 0.5 and math.isclose(len(calls), 1)
+    import dat_core.evaluation as evaluation
+
+    sources = "".join(p.read_text() for p in Path(evaluation.__file__).parent.glob("*.py"))
+    assert "torchattacks" not in sources  # its install hint would swap the CPU torch for a CUDA build
+    with pytest.raises(ValueError, match="unknown AutoAttack attacks"):
+        autoattack_accuracy(tiny_model, (images[:2], own_labels[:2]), attacks=["pgd"])
+    three = build_model("wrn-10-1", num_classes=3, image_size=32).eval()
+    with pytest.raises(ValueError, match="need at least 4 classes"):
+        autoattack_accuracy(three, (images[:2], torch.zeros(2, dtype=torch.long)))
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)
+    with pytest.raises(ImportError, match="pip install pyautoattack"):
+        autoattack_accuracy(tiny_model, (images[:2], own_labels[:2]))

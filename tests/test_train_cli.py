@@ -91,3 +91,55 @@ def test_import_official_checkpoint(tmp_path):
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(load_model(tmp_path / "imported")(x), official(x))
+
+
+def test_eval_autoattack_writes_report_and_model_info(toy, tiny_dir, tmp_path, capsys):
+    out = tmp_path / "reports" / "report.json"
+    base = ["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "0", "--eps", "2"]
+    assert main([*base, "--autoattack-attacks", "apgd-ce", "--model-info", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    aa = report["autoattack"]
+    assert aa["version"] == "custom" and aa["attacks"] == ["apgd-ce"] and aa["n"] == 24 and aa["eps"] == 2.0
+    assert aa["clean_accuracy"] == report["clean_accuracy"] and report["autoattack_accuracy"] <= aa["clean_accuracy"]
+    info = json.loads((out.parent / "model_info.json").read_text())
+    assert info["threat_model"] == "L2" and info["eps"] == "2" and info["architecture"] == "wrn-10-1"
+    assert info["clean_acc"] == f"{100 * report['clean_accuracy']:.2f}"
+    assert info["autoattack_acc"] == f"{100 * report['autoattack_accuracy']:.2f}"
+    # the default is the standard version, whose targeted attacks need 4+ classes: one clear line, exit 2
+    capsys.readouterr()
+    assert main([*base, "--autoattack"]) == 2
+    assert "need at least 4 classes" in capsys.readouterr().err
+    assert main([*base, "--autoattack", "--model-info"]) == 2  # model_info.json goes beside --json
+    assert main([*base, "--autoattack-attacks", "pgd"]) == 2
+
+
+def _readme_section(title: str) -> str:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    return re.split(r"^## ", text.split(f"## {title}\n", 1)[1], maxsplit=1, flags=re.M)[0]
+
+
+def test_readme_training_section_matches_the_code():
+    """The exit codes, options and command lines the README's Training section gives are the code's."""
+    import re
+    import shlex
+
+    from dat_core.training.errors import EXIT_CODES
+    from train.__main__ import build_parser
+
+    section = _readme_section("Training")
+    table = dict(re.findall(r"^\| (\d+|128\+N) \| (.+) \|$", section, flags=re.M))
+    assert set(table) == {str(code) for code in EXIT_CODES}
+    for phrase in ("--allow-config-change", "data.val_size=0", "optim.decay_norm_and_bias=false", "--autoattack",
+                   "python -m train.launch", "data.allow_empty_classes=true", "per-rank", "python -m train schema"):
+        assert phrase in section, phrase
+    text = section + _readme_section("Command lines")
+    blocks = re.findall(r"^```bash\n(.*?)^```", text, flags=re.M | re.S)
+    lines = [line.split("#")[0] for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    commands = [line for line in lines if "-m train " in line]
+    assert len(commands) >= 10
+    for command in commands:
+        argv = shlex.split(command.split("-m train ", 1)[1])
+        build_parser().parse_args(argv)  # SystemExit on an option the CLI does not have

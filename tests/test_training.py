@@ -208,10 +208,50 @@ def test_torchrun_two_process_gloo(toy, tmp_path):
 @pytest.mark.parametrize("override,match", [
     ("optim.lrr=0.1", "optim.lrr"), ("foo=1", "'foo'"), ("optim.lr=-1", "optim.lr"),
     ("attack.norm=L3", "attack.norm"), ("steps=2.5", "steps"), ("contrastive.auc_threshold=2", "auc_threshold"),
+    # ranges: every value, named by its dotted key
+    ("optim.final_lr_fraction=-5", "optim.final_lr_fraction"), ("optim.final_lr_fraction=1.5", "final_lr_fraction"),
+    ("optim.momentum=5", "optim.momentum"), ("optim.momentum=-0.1", "optim.momentum"), ("seed=-1", "seed"),
+    ("optim.betas=[0.9]", "optim.betas"), ("optim.betas=[0.9, 1.5]", r"optim.betas\[1\]"),
+    ("optim.betas='a'", "optim.betas"), ('optim.step_milestones=["a"]', r"optim.step_milestones\[0\]"),
+    ("optim.step_milestones=[0.7, 0.3]", "optim.step_milestones"), ("optim.step_milestones=[1.5]", "milestones"),
+    ("device=tpu", "device"), ("device=cuda:x", "device"), ("autocast=fast", "autocast"),
+    ("data.image_size=2048", "data.image_size"), ("data.image_size=0", "data.image_size"),
+    ("data.val_size=-1", "data.val_size"), ("data.clf_augment=autoaugment", "data.clf_augment"),
+    ("ema_decay=1", "ema_decay"), ("optim.weight_decay=-1e-4", "optim.weight_decay"), ("optim.lr=nan", "optim.lr"),
+    ("optim.lr=inf", "optim.lr"), ("batch_size=0", "batch_size"), ("ckpt_every=0", "ckpt_every"),
+    ("contrastive.window_images=0", "contrastive.window_images"), ("contrastive.step_size=0", "contrastive.step_size"),
+    ("model.arch=resnet7", "model.arch"), ("steps=true", "steps"), ("optim.nesterov=3", "optim.nesterov"),
+    ("best_metric=loss", "best_metric"), ("optim.schedule=linear", "optim.schedule"), ("steps.x=1", "steps"),
+    # checks across keys name the key to change
+    ("optim.warmup_steps=99999", "optim.warmup_steps"), ("contrastive.start_steps=99", "contrastive.start_steps"),
+    ("data.image_size=64", "data.image_size"), ("attack.step_size=0", "attack.step_size"),
+    ("attack.norm=Linf", None),
 ])
 def test_bad_config_keys_and_values_are_named(override, match):
+    if match is None:  # a good value next to the bad ones: accepted
+        assert load_config(None, [override]).attack.norm == "Linf"
+        return
     with pytest.raises(ConfigError, match=match):
-        load_config(None, [override])
+        load_config(None, [override, "steps=1000"] if not override.startswith("steps") else [override])
+
+
+def test_config_is_pydantic_with_a_json_schema(capsys):
+    from dat_core.training.config import TrainConfig, config_schema
+    from train.__main__ import main
+
+    schema = config_schema()
+    optim = schema["$defs"]["OptimConfig"]
+    assert optim["additionalProperties"] is False
+    assert optim["properties"]["momentum"]["exclusiveMaximum"] == 1
+    assert set(schema["properties"]["stage"]["enum"]) == {"stage1", "stage2"}
+    cfg = load_config(None, ["optim.lr=0.05", "model.arch=wrn-10-1"], steps=20)
+    assert isinstance(cfg, TrainConfig) and cfg.optim.lr == 0.05 and cfg.to_dict()["optim"]["lr"] == 0.05
+    with pytest.raises(ValueError, match="momentum"):
+        cfg.optim.momentum = 2  # assignments are validated too
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == schema
+    assert main(["stage1", "optim.momentum=5"]) == 2
+    assert "optim.momentum" in capsys.readouterr().err
 
 
 def test_stage2_requires_init_and_config_file_errors(tmp_path):
@@ -227,6 +267,24 @@ def test_shipped_configs_load():
     for path in sorted((ROOT / "train" / "configs").glob("*.toml")):
         cfg = load_config(path)
         assert cfg.stage in path.name or (path.stem.endswith("standard") and cfg.attack.steps == 0)
+
+
+def test_config_comments_agree_with_their_values():
+    """A comment claiming "N epochs = Mk steps at batch B (Xk train images)" matches steps, batch_size and val_size."""
+    import re
+
+    claim = re.compile(r"(\d+) epochs = ([\d.]+)k steps at batch (\d+) \((\d+)k train images")
+    checked = 0
+    for path in sorted((ROOT / "train" / "configs").glob("*.toml")):
+        text, cfg = path.read_text(), load_config(path)
+        for epochs, k_steps, batch, k_images in claim.findall(re.sub(r"\n# ?", " ", text)):
+            epochs, k_steps, batch, images = int(epochs), float(k_steps), int(batch), int(k_images) * 1000
+            assert batch == cfg.batch_size, path.name
+            assert images == 50_000 - cfg.data.val_size, path.name  # CIFAR train split minus the validation split
+            assert cfg.steps == int(epochs * images / batch), path.name
+            assert round(cfg.steps / 1000, 1) == k_steps, path.name
+            checked += 1
+    assert checked >= 1
 
 
 def test_lr_schedules():

@@ -1,9 +1,10 @@
-"""`python -m train {stage1,stage2,eval,push,import}` — see `python -m train COMMAND --help`."""
+"""`python -m train {stage1,stage2,eval,push,import,schema}` — see `python -m train COMMAND --help`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,9 +22,18 @@ def _train(args: argparse.Namespace) -> int:
     from dat_core.training.config import load_config
     from dat_core.training.loop import train
 
+    if args.allow_config_change and not args.resume:
+        raise ValueError("--allow-config-change goes with --resume")
     cfg = load_config(args.config, args.overrides, stage=args.command)
-    final = train(cfg, resume=args.resume)
+    final = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
     print(f"final EMA checkpoint: {final}")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from dat_core.training.config import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
     return 0
 
 
@@ -62,12 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, help=what, description=f"Stage {stage[-1]}: {what}.",
                            epilog="examples:\n  " + EXAMPLES[stage] + "\n\nAny config key can be overridden "
                            "as key=value (dotted for tables: optim.lr=0.05, contrastive.max_steps=20). "
-                           "Unknown keys are rejected. The run directory (out_dir) gets state.pt (resumable, "
-                           "saved every ckpt_every steps and on SIGTERM/SIGINT), metrics.jsonl, eval.jsonl, "
-                           "samples/, curves.png, best/ and final/ (EMA weights).",
+                           "Unknown keys and out-of-range values are rejected by name (all keys, ranges and "
+                           "choices: python -m train schema). The run directory (out_dir) gets state.pt "
+                           "(resumable, saved every ckpt_every steps and on SIGTERM/SIGINT), metrics.jsonl, "
+                           "eval.jsonl, samples/, curves.png, best/ and final/ (EMA weights).\n\nexit codes:\n"
+                           + _exit_codes(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", help="TOML config (train/configs/*.toml); defaults apply without one")
         p.add_argument("--resume", action="store_true", help="continue the run in out_dir from its state.pt")
+        p.add_argument("--allow-config-change", action="store_true",
+                       help="with --resume: accept config values that differ from the run's (they are listed); "
+                            "the model, data and batch size of a run never change")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
         p.set_defaults(func=_train)
 
@@ -78,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_eval_arguments(p)
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("schema", help="print the JSON schema of training configs (keys, ranges, choices)",
+                       description="JSON schema of the TOML training configs: every key with its type, range, "
+                                   "choices and description.")
+    p.set_defaults(func=_schema)
 
     p = sub.add_parser("push", help="update the model card and upload a checkpoint dir to the Hub",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -98,18 +118,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_codes() -> str:
+    from dat_core.training.errors import EXIT_CODES
+
+    return "\n".join(f"  {code:<6} {what}" for code, what in EXIT_CODES.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from dat_core.training.loop import TrainingError
+    from dat_core.training.errors import TrainingError
 
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:  # bad config, input or path: one clear line
-        print(f"error: {e}", file=sys.stderr)
+        _say(e)
         return 2
-    except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except TrainingError as e:  # the exception names its exit code (dat_core.training.errors)
+        _say(e)
+        return e.exit_code
+
+
+def _say(error: BaseException) -> None:
+    if getattr(error, "shared", False) and os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports an error that every rank raised
+    print(f"error: {error}", file=sys.stderr)
 
 
 if __name__ == "__main__":

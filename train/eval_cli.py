@@ -11,7 +11,9 @@ from typing import Any
 import torch
 
 from dat_core.data import NOISE_KINDS, ImageDataset, noise_seeds
-from dat_core.evaluation import ROBUST_STRONG, evaluate
+from dat_core.data.folders import EmptyClassError
+from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
+from dat_core.evaluation.autoattack import ATTACKS
 from dat_core.loading import load_model
 from dat_core.pgd import NORMS
 from dat_core.training.data import load_dataset
@@ -33,6 +35,17 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument("--restarts", type=int, default=0, help="extra random-start restarts")
     p.add_argument("--strong", action="store_true", help="also run 50 steps with 2 random restarts")
+    p.add_argument("--autoattack", action="store_true",
+                   help="also run standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; pyautoattack) at --norm/--eps: "
+                        "the robust accuracy the paper reports (slow: use --limit for a first look)")
+    p.add_argument("--autoattack-attacks", default=None, metavar="A,B",
+                   help=f"run only these AutoAttack attacks (its 'custom' version; implies --autoattack): "
+                        f"{', '.join(ATTACKS)}")
+    p.add_argument("--model-info", action="store_true",
+                   help="with --autoattack and --json: also write a RobustBench-style model_info.json beside the "
+                        "JSON (clean_acc, autoattack_acc, eps, threat_model)")
+    p.add_argument("--allow-empty-classes", action="store_true",
+                   help="accept class folders without a usable image (they count as classes with no images)")
     p.add_argument("--ood", action="append", default=[], metavar="SET",
                    help=f"OOD set for the energy-score AUROC: {' or '.join(NOISE_KINDS)} noise, or an image "
                         "dir/archive (repeatable)")
@@ -86,10 +99,20 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--{name.replace('_', '-')} must be finite and >= 0")
     if args.sample_steps is not None and args.sample_steps < 1:
         raise ValueError("--sample-steps must be >= 1")
+    attacks = [a.strip() for a in args.autoattack_attacks.split(",") if a.strip()] if args.autoattack_attacks else None
+    if attacks is not None and (not attacks or set(attacks) - set(ATTACKS)):
+        raise ValueError(f"--autoattack-attacks: choose from {', '.join(ATTACKS)}, got {args.autoattack_attacks!r}")
+    run_autoattack = args.autoattack or attacks is not None
+    if args.model_info and not (run_autoattack and args.json):
+        raise ValueError("--model-info writes AutoAttack results beside the report: pass --autoattack and --json")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model = load_model(args.model, revision=args.revision, device=device)
     size = model.config["image_size"]
-    data = load_dataset(args.data, args.split, size, args.root, args.cache_dir)
+    try:
+        data = load_dataset(args.data, args.split, size, args.root, args.cache_dir,
+                            allow_empty_classes=args.allow_empty_classes)
+    except EmptyClassError as e:
+        raise EmptyClassError(f"{e} (here: --allow-empty-classes)") from None
     if data.class_names and list(data.class_names) != list(model.config["class_names"]):
         raise ValueError(f"the data's classes {data.class_names} differ from the model's {model.config['class_names']}")
     if args.limit:
@@ -102,8 +125,16 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
                       samples=args.samples, out_dir=args.out, autocast=args.autocast, seed=args.seed,
                       batch_size=args.batch_size, sample_steps=args.sample_steps,
                       sample_step_size=args.sample_step_size)
+    if run_autoattack:
+        aa = autoattack_accuracy(model, data, norm=args.norm, eps=args.eps, attacks=attacks, seed=args.seed,
+                                 batch_size=args.batch_size, progress=True)
+        report.update(autoattack=aa, autoattack_accuracy=aa["autoattack_accuracy"])
     report.update(model=str(args.model), data=str(args.data), split=args.split)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
+        if args.model_info:
+            info = model_info(report["autoattack"], name=str(args.model), architecture=model.config["arch"],
+                              dataset=Path(str(args.data)).name)
+            (Path(args.json).parent / "model_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return report

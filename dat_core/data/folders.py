@@ -114,21 +114,25 @@ class FileImageDataset(ImageDataset):
         return FileImageDataset(files, self.labels[positions], self.class_names)
 
 
-def _select(names: list[str], split: str | None, labeled: bool, where: str) -> list[tuple[str, str | None]]:
-    """Pick the images of `split` and their class folder from relative paths (see load_image_folder)."""
+def _select(names: list[str], split: str | None, labeled: bool,
+            where: str) -> tuple[list[tuple[str, str | None]], tuple[str, ...]]:
+    """Pick the images of `split` and their class folder from relative paths (see load_image_folder);
+    also returns the folders above the class level (an extra top folder, the split)."""
     parts = [n.split("/") for n in names]
     depth = (1 if split else 0) + (2 if labeled else 1)
     tops = {p[0] for p in parts}
+    prefix: tuple[str, ...] = ()
     if len(tops) == 1 and split not in tops and all(len(p) > depth for p in parts):
+        prefix = (parts[0][0],)
         parts = [p[1:] for p in parts]  # one extra top-level folder, e.g. cifar10_jpg/
     if split is not None:
         found = sorted({p[0] for p in parts if len(p) > 1})
         if split not in found:
             raise ValueError(f"split {split!r} not found in {where}; top-level folders: {found[:20]}")
         keep = [i for i, p in enumerate(parts) if p[0] == split and len(p) > 1]
-        names, parts = [names[i] for i in keep], [parts[i][1:] for i in keep]
+        names, parts, prefix = [names[i] for i in keep], [parts[i][1:] for i in keep], (*prefix, split)
     if not labeled:
-        return [(n, None) for n in names]
+        return [(n, None) for n in names], prefix
     folders = {p[0] for p in parts if len(p) > 1}
     if split is None and folders and folders <= _SPLIT_NAMES and all(len(p) > 2 for p in parts):
         raise ValueError(f"{where} holds splits {sorted(folders)}, not classes; pass split=...")
@@ -136,7 +140,36 @@ def _select(names: list[str], split: str | None, labeled: bool, where: str) -> l
     if names and not chosen:
         raise ValueError(f"{where} has {len(names)} images but no <class>/ folders; pass labeled=False "
                          f"to load them unlabeled")
-    return chosen
+    return chosen, prefix
+
+
+def _class_dirs(dirs: list[str], prefix: tuple[str, ...]) -> set[str]:
+    """The folders at the class level (under `prefix`), images or not; hidden and __X folders are not classes."""
+    out = set()
+    for d in dirs:
+        parts = d.strip("/").split("/")
+        if len(parts) > len(prefix) and tuple(parts[:len(prefix)]) == prefix:
+            name = parts[len(prefix)]
+            if not name.startswith((".", "__")):
+                out.add(name)
+    return out
+
+
+class EmptyClassError(ValueError):
+    """A class folder without a single usable image (empty, or every image unreadable)."""
+
+
+def _check_classes(labels: torch.Tensor, classes: list[str], where: Path, allow: bool) -> None:
+    counts = torch.bincount(labels[labels >= 0], minlength=len(classes)).tolist() if classes else []
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if not empty:
+        return
+    what = (f"class folder(s) {', '.join(empty)} in {where} have no usable image (empty, or every image "
+            f"unreadable)")
+    if not allow:
+        raise EmptyClassError(f"{what}: such a class would be trained with zero images; remove the folder(s), "
+                              f"or pass allow_empty_classes=True to keep them as classes without images")
+    warnings.warn(f"{what}; kept as classes without images (allow_empty_classes=True)", stacklevel=3)
 
 
 def _cache_file(cache_dir: str | Path, path: Path, stamp: str, options: tuple) -> Path:
@@ -153,7 +186,8 @@ def _warn_skipped(skipped: list[str]) -> None:
 
 def load_image_folder(path: str | Path, split: str | None = None, image_size: int | None = None,
                       class_names: list[str] | None = None, cache_dir: str | Path | None = None,
-                      labeled: bool = True, progress: bool = True, lazy: bool = False) -> ImageDataset:
+                      labeled: bool = True, progress: bool = True, lazy: bool = False,
+                      allow_empty_classes: bool = False) -> ImageDataset:
     """Images from a directory or .tar/.tar.gz archive laid out as `[top/][<split>/]<class>/*.jpg`.
 
     `labeled=False` takes every image under `[top/][<split>/]` recursively with label -1 (OOD seeds).
@@ -163,6 +197,8 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
     by its path, size, mtime and the options, so a 60k-image archive decodes once (directories are
     always re-read). `lazy=True` (directories only, needs `image_size`) decodes nothing up front and
     returns a FileImageDataset; unreadable files then raise when read instead of being skipped.
+    A class folder that is empty, or whose images are all unreadable, raises EmptyClassError unless
+    `allow_empty_classes=True` (then it is a class without images, named in a warning).
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -182,8 +218,11 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
         if cache.is_file():
             with np.load(cache, allow_pickle=False) as z:
                 _warn_skipped(list(z["skipped"]))
-                return ImageDataset(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
-                                    list(z["class_names"]), list(z["skipped"]))
+                cached = ImageDataset(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
+                                      list(z["class_names"]), list(z["skipped"]))
+            if labeled:
+                _check_classes(cached.labels, cached.class_names, path, allow_empty_classes)
+            return cached
 
     def is_image(name: str) -> bool:
         base = name.rsplit("/", 1)[-1]
@@ -192,14 +231,19 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
     tar = tarfile.open(path, "r:*") if path.is_file() else None
     try:
         if tar is not None:
-            scan = tqdm(tar, desc=f"scanning {path.name}", unit=" files", disable=not progress)
+            scan = list(tqdm(tar, desc=f"scanning {path.name}", unit=" files", disable=not progress))
             members = {m.name.removeprefix("./"): m for m in scan if m.isfile() and is_image(m.name)}
+            dirs = [m.name.removeprefix("./") for m in scan if m.isdir()]
         else:
-            members = {p.relative_to(path).as_posix(): p for p in
-                       tqdm(sorted(path.rglob("*")), desc=f"scanning {path}", unit=" files", disable=not progress)
-                       if p.is_file() and is_image(p.name)}
-        chosen = _select(sorted(members), split, labeled, str(path))
-        folders = sorted({c for _, c in chosen if c is not None})
+            found = tqdm(sorted(path.rglob("*")), desc=f"scanning {path}", unit=" files", disable=not progress)
+            members, dirs = {}, []
+            for p in found:
+                if p.is_file() and is_image(p.name):
+                    members[p.relative_to(path).as_posix()] = p
+                elif p.is_dir():
+                    dirs.append(p.relative_to(path).as_posix())
+        chosen, prefix = _select(sorted(members), split, labeled, str(path))
+        folders = sorted({c for _, c in chosen if c is not None} | (_class_dirs(dirs, prefix) if chosen else set()))
         if class_names is not None and labeled:
             missing, extra = sorted(set(class_names) - set(folders)), sorted(set(folders) - set(class_names))
             if missing or extra:
@@ -213,6 +257,8 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
                              + f"; expected layout {layout}")
         if lazy:
             labels = torch.tensor([label_of.get(c, -1) for _, c in chosen], dtype=torch.long)
+            if labeled:
+                _check_classes(labels, classes, path, allow_empty_classes)
             files = LazyImages([members[n] for n, _ in chosen], image_size)
             return FileImageDataset(files, labels, classes if labeled else list(class_names or []))
         order = range(len(chosen))
@@ -241,6 +287,8 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
         raise ValueError(f"images in {path} have different sizes {sorted(shapes)[:5]}; pass image_size=")
     images = torch.from_numpy(np.stack([arrays[i] for i in good])).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([label_of.get(chosen[i][1], -1) for i in good], dtype=torch.long)
+    if labeled:
+        _check_classes(labels, classes, path, allow_empty_classes)
     dataset = ImageDataset(images, labels, classes if labeled else list(class_names or []), skipped)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -79,34 +79,3 @@ def robust_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: float
     if n == 0:
         raise ValueError("no data: the batches were empty")
     return hits / n
-
-
-def torchattacks_robust_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: float = 0.5,
-                                 attack: str = "apgd", steps: int = 100, restarts: int = 1, seed: int = 0,
-                                 progress: bool = False) -> float:
-    """Optional cross-check with torchattacks' APGD-CE (`attack="apgd"`) or standard AutoAttack
-    (`attack="autoattack"`); robust = correct clean and on the returned adversarial image."""
-    try:
-        import torchattacks
-    except ImportError as e:
-        raise ImportError("the APGD/AutoAttack cross-check needs the optional package torchattacks: "
-                          "pip install torchattacks") from e
-    device, hits, n = model_device(model), 0, 0
-    with attack_mode(model):
-        for batch in _bar(batches, attack, progress):
-            x, y = _unpack(batch, device)
-            if y is None:
-                raise ValueError("robust accuracy needs labels")
-            if attack == "apgd":
-                atk = torchattacks.APGD(model, norm=norm, eps=eps, steps=steps, n_restarts=restarts,
-                                        seed=seed, loss="ce")
-            elif attack == "autoattack":
-                num_classes = _forward(model, x[:1], False).shape[1]
-                atk = torchattacks.AutoAttack(model, norm=norm, eps=eps, version="standard",
-                                              n_classes=num_classes, seed=seed)
-            else:
-                raise ValueError(f"attack must be 'apgd' or 'autoattack', got {attack!r}")
-            adv = atk(x, y)
-            ok = (_forward(model, x, False).argmax(1) == y) & (_forward(model, adv, False).argmax(1) == y)
-            hits, n = hits + int(ok.sum()), n + y.numel()
-    return hits / max(n, 1)

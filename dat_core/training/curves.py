@@ -15,7 +15,14 @@ PANELS = (("loss", "loss_ce", "loss_bce"), ("T",), ("adv_auc", "clean_auc"),
 
 
 def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    rows = []
+    for line in Path(metrics_path).read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short or garbled: the curves skip it
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
     if not rows:
         return None
     panels = [p for p in PANELS if any(k in rows[0] for k in p)]

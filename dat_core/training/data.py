@@ -6,6 +6,8 @@ batch size (METHOD §3.2): real EBM images, OOD seeds, classification images.
 
 from __future__ import annotations
 
+import tarfile
+import zlib
 from typing import Any
 
 import torch
@@ -17,37 +19,61 @@ from ..data import (
     noise_seeds,
     train_val_split,
 )
+from ..data.folders import EmptyClassError
 from ..data.seeds import NOISE_KINDS
 from ..data.streams import BatchStream
 from .config import TrainConfig
 
 
 def load_dataset(spec: str, split: str, image_size: int, root: str = "data", cache_dir: str = "",
-                 lazy: bool = False) -> ImageDataset:
+                 lazy: bool = False, allow_empty_classes: bool = False) -> ImageDataset:
     """`cifar10` / `cifar100` (official archives under `root`) or a class-folder dir / archive
-    (`lazy`: a directory's files are decoded per batch instead of up front)."""
+    (`lazy`: a directory's files are decoded per batch instead of up front; `allow_empty_classes`:
+    see `load_image_folder`)."""
     if spec in ("cifar10", "cifar100"):
         return load_cifar(spec, root, split)
-    return load_image_folder(spec, split=split or None, image_size=image_size, cache_dir=cache_dir or None,
-                             lazy=lazy)
+    try:
+        return load_image_folder(spec, split=split or None, image_size=image_size, cache_dir=cache_dir or None,
+                                 lazy=lazy, allow_empty_classes=allow_empty_classes)
+    except (tarfile.TarError, EOFError, zlib.error) as e:  # a truncated or garbled archive
+        raise ValueError(f"cannot read the archive {spec}: {_first_line(e)}") from None
 
 
-def load_train_val(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
+def _first_line(error: BaseException) -> str:
+    text = str(error).splitlines()
+    return f"{type(error).__name__}: {text[0].rstrip(':') if text else 'unreadable'}"
+
+
+def load_train_val(cfg: TrainConfig, seed: int | None = None) -> tuple[ImageDataset, ImageDataset]:
+    """(train, validation): `data.val_size` images carved from train with `seed` (default: cfg.seed);
+    val_size = 0 trains on every image and the validation set is empty."""
     d = cfg.data
-    full = load_dataset(d.dataset, d.train_split, d.image_size, d.root, d.cache_dir, d.lazy)
+    try:
+        full = load_dataset(d.dataset, d.train_split, d.image_size, d.root, d.cache_dir, d.lazy,
+                            d.allow_empty_classes)
+    except EmptyClassError as e:
+        raise EmptyClassError(f"{e} (in the config: data.allow_empty_classes=true)") from None
     if full.images.shape[-1] != d.image_size:
         raise ValueError(f"{d.dataset} has {full.images.shape[-1]}px images but data.image_size={d.image_size}")
-    return train_val_split(full, d.val_size, seed=cfg.seed) if d.val_size else (full, full.subset([]))
+    if d.val_size >= len(full):
+        raise ValueError(f"data.val_size={d.val_size} leaves no training images of the {len(full)} in {d.dataset}")
+    seed = cfg.seed if seed is None else seed
+    return train_val_split(full, d.val_size, seed=seed) if d.val_size else (full, full.subset([]))
 
 
-def ood_split(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None]:
+def ood_split(cfg: TrainConfig, seed: int | None = None) -> tuple[ImageDataset, ImageDataset | None]:
     """(seeds, held-out) OOD images; the held-out part never serves as a contrastive seed."""
     d = cfg.data
-    ood = load_image_folder(d.ood, labeled=False, image_size=d.image_size, cache_dir=d.cache_dir or None,
-                            lazy=d.lazy)
+    try:
+        ood = load_image_folder(d.ood, labeled=False, image_size=d.image_size, cache_dir=d.cache_dir or None,
+                                lazy=d.lazy)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise ValueError(f"cannot read the OOD archive {d.ood}: {_first_line(e)}") from None
     if not d.ood_holdout:
         return ood, None
-    return train_val_split(ood, d.ood_holdout, seed=cfg.seed)
+    if d.ood_holdout >= len(ood):
+        raise ValueError(f"data.ood_holdout={d.ood_holdout} leaves no seeds of the {len(ood)} images in {d.ood}")
+    return train_val_split(ood, d.ood_holdout, seed=cfg.seed if seed is None else seed)
 
 
 class NoiseStream:
@@ -104,9 +130,12 @@ class ChannelsLast:
 
 
 def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.device, rank: int,
-                  world: int) -> dict[str, Any]:
-    """Per-rank streams; each holds batch_size // world images of the global batch."""
+                  world: int, data_seed: int | None = None) -> dict[str, Any]:
+    """Per-rank streams; each holds batch_size // world images of the global batch (`data_seed`: the
+    seed of the OOD hold-out split, default cfg.seed)."""
     d, b = cfg.data, cfg.batch_size
+    if len(train_set) < b:
+        raise ValueError(f"batch_size={b} is larger than the {len(train_set)} training images of {d.dataset}")
     common = dict(rank=rank, world_size=world, device=device, num_workers=1)
     streams: dict[str, Any] = {"clf": BatchStream(train_set, b, seed=cfg.seed * 3 + 1, augment=d.clf_augment, **common)}
     if cfg.stage == "stage2":
@@ -114,7 +143,9 @@ def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.devic
         if d.ood in NOISE_KINDS:
             streams["ood"] = NoiseStream(d.ood, b // world, d.image_size, cfg.seed * 1000 + rank, device)
         else:
-            seeds, _ = ood_split(cfg)
+            seeds, _ = ood_split(cfg, data_seed)
+            if len(seeds) < b:
+                raise ValueError(f"batch_size={b} is larger than the {len(seeds)} OOD seed images of data.ood={d.ood}")
             streams["ood"] = ImagesOnly(BatchStream(seeds, b, seed=cfg.seed * 3 + 3, augment=d.ood_augment, **common))
     if cfg.channels_last:
         streams = {k: ChannelsLast(s) for k, s in streams.items()}

@@ -1,23 +1,23 @@
 """The training loop shared by both stages: devices, DDP, EMA, LR schedule, resumable state,
 signals, non-finite guard, logging and periodic evaluation.
 
-A stage object supplies `loss(log) -> (loss, logs)`, `after_step(logs)` and its own state; this
-file does everything around it, identically for stage 1 and stage 2.
+A stage object supplies `loss(log) -> (loss, logs)`, `watch` (the step's logits and AUCs, checked
+for non-finite values), `after_step(logs)` and its own state; this file does everything around it,
+identically for stage 1 and stage 2. Under torchrun the ranks decide together, once per step,
+whether to stop (a signal to any rank, a non-finite value on any rank, a failed write), so they
+save once and exit with the same code (see `distributed`).
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import math
-import os
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
@@ -25,36 +25,36 @@ from ..checkpoint import save_model
 from ..loading import load_model
 from ..models import Classifier, build_model
 from ..runtime import resolve_device, use_autocast
+from . import distributed
 from .config import ConfigError, TrainConfig
 from .data import build_streams, load_train_val
+from .errors import Interrupted, NonFiniteError, StateError, StorageError, TrainingError
+from .optim import EMA, lr_factor, make_optimizer
 from .stage1 import AdversarialTraining
 from .stage2 import DualAdversarialTraining
+from .state import (
+    STATE_FILE,
+    alternative,
+    atomic_save,
+    check_resume_config,
+    log_sizes,
+    prepare_run_dir,
+    read_state,
+    storage_error,
+    truncate_logs,
+)
 
 STAGES = {"stage1": AdversarialTraining, "stage2": DualAdversarialTraining}
-STATE_FILE = "state.pt"
-
-
-class TrainingError(RuntimeError):
-    pass
-
-
-class Interrupted(SystemExit):
-    """Raised after a SIGTERM/SIGINT once the state is saved; exit code 128 + signal."""
+__all__ = ["Trainer", "train", "lr_factor", "EMA", "STATE_FILE", "TrainingError", "NonFiniteError",
+           "StorageError", "StateError", "Interrupted"]
 
 
 # ---------------------------------------------------------------- setup
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank); initialises the process group under torchrun."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return 0, 1, 0
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
-
-
 def _device(spec: str, local_rank: int) -> torch.device:
     device = resolve_device(spec, local_rank)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={spec}: MPS is not available here; use cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
@@ -62,63 +62,19 @@ def _device(spec: str, local_rank: int) -> torch.device:
     return device
 
 
-def lr_factor(cfg: TrainConfig, step: int) -> float:
-    """Multiplier of optim.lr at `step` (0-based): warm-up, then the chosen schedule."""
-    o = cfg.optim
-    if step < o.warmup_steps:
-        return (step + 1) / o.warmup_steps
-    total = max(1, cfg.steps - o.warmup_steps)
-    t = min(1.0, (step - o.warmup_steps) / total)
-    lo = o.final_lr_fraction
-    if o.schedule == "constant":
-        return 1.0
-    if o.schedule == "cosine":
-        return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t))
-    if o.schedule == "onecycle":  # linear anneal after the warm-up peak
-        return lo + (1 - lo) * (1 - t)
-    return 0.1 ** sum(t >= m for m in o.step_milestones)
-
-
-def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
-
-
-class EMA:
-    """Exponential moving average of weights, decay min(decay, (1+n)/(10+n)) (METHOD §3.5)."""
-
-    def __init__(self, model: Classifier, decay: float):
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.decay, self.updates = decay, 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        self.updates += 1
-        for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if e.dtype.is_floating_point:
-                e.lerp_(p, 1 - d)
-            else:
-                e.copy_(p)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.updates = int(state["updates"])
-
-
-def _initial_model(cfg: TrainConfig, class_names: list[str], device: torch.device) -> Classifier:
-    if cfg.model.init:
-        model = load_model(cfg.model.init, device="cpu")
+def _initial_model(cfg: TrainConfig, class_names: list[str], device: torch.device,
+                   saved_config: dict[str, Any] | None = None) -> Classifier:
+    """A resumed run rebuilds its architecture from the state (model.init is not read again)."""
+    if saved_config is not None:
+        c = dict(saved_config)
+        model = build_model(c.pop("arch"), c.pop("num_classes"), c.pop("image_size"), c.pop("class_names"),
+                            c.pop("mean", None), c.pop("std", None), **c)
+    elif cfg.model.init:
+        try:
+            model = load_model(cfg.model.init, device="cpu")
+        except Exception as e:  # a missing, truncated or foreign checkpoint: one line naming the key
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"model.init={cfg.model.init}: cannot load the checkpoint ({text})") from None
         if model.config["num_classes"] != len(class_names):
             raise ConfigError(f"model.init has {model.config['num_classes']} classes, the data {len(class_names)}")
         model.config["class_names"] = list(class_names)
@@ -130,14 +86,6 @@ def _initial_model(cfg: TrainConfig, class_names: list[str], device: torch.devic
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
-
-
-# ---------------------------------------------------------------- state on disk
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -153,148 +101,219 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _gather(obj: Any, world: int) -> list[Any]:
-    if world == 1:
-        return [obj]
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
+def _writes(fn: Any, where: Path) -> Any:
+    """Run `fn` (rank 0's writes), turning an OSError into one StorageError line with path and cause."""
+    def run():
+        try:
+            return fn()
+        except OSError as e:
+            raise storage_error(Path(e.filename) if e.filename else where, e) from e
+    return run
 
 
 class Trainer:
-    """Owns one run directory: `state.pt` (resumable), `metrics.jsonl`, `final/`, `best/`, PNGs."""
+    """Owns one run directory: `state.pt` (resumable), `metrics.jsonl`, `eval.jsonl`, `final/`, `best/`, PNGs."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, allow_config_change: bool = False):
         self.cfg = cfg
-        self.rank, self.world, local_rank = _distributed()
+        self.rank, self.world, local_rank = distributed.init()
         if cfg.batch_size % self.world:
             raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by {self.world} ranks")
         if self.world > 1 and cfg.stage == "stage2" and not cfg.fused_forward:
             raise ConfigError("fused_forward=false (the official-order reference) runs single-process only")
-        self.device = _device(cfg.device, local_rank)
-        self.autocast = use_autocast(cfg.autocast, self.device)
         self.out = Path(cfg.out_dir)
+        saved = None
+        if resume:
+            saved = read_state(self.out)
+            self.changes = check_resume_config(saved, cfg, self.world, allow_config_change, self.out)
+            if self.changes and self.rank == 0:
+                print(f"resuming {self.out} with a changed config: {'; '.join(self.changes)}")
+        elif (self.out / STATE_FILE).is_file():
+            raise ConfigError(f"{self.out} already holds a run; pass --resume to continue it or pick another out_dir")
+        self.step, self.saved_step = (saved["step"], saved["step"]) if saved else (0, None)
+        self.finished = bool(saved and saved.get("finished") and saved["step"] >= cfg.steps)
+        if self.finished:
+            return
+        self.device = _device(cfg.device, local_rank)  # before any collective: NCCL talks through this GPU
+        distributed.rank0(lambda: prepare_run_dir(self.out), self.rank, self.world)
+        self.autocast = use_autocast(cfg.autocast, self.device)
         torch.manual_seed(cfg.seed + self.rank)
 
-        train_set, self.val_set = load_train_val(cfg)
-        self.class_names = list(train_set.class_names)
-        self.module = _initial_model(cfg, self.class_names, self.device)
+        # a seed changed on resume changes the data order, never which images are held out
+        data_seed = int(saved["config"].get("seed", cfg.seed)) if saved else cfg.seed
+        self.train_set, self.val_set = load_train_val(cfg, seed=data_seed)
+        self.class_names = list(self.train_set.class_names)
+        try:
+            self.module = _initial_model(cfg, self.class_names, self.device, saved and saved.get("model_config"))
+        except (KeyError, TypeError, AttributeError) as e:  # only a malformed saved model_config gets here
+            raise StateError(f"--resume: the model in {self.out / STATE_FILE} cannot be rebuilt ({e!r}); "
+                             f"{alternative(self.out)}") from None
         self.ema = EMA(self.module, cfg.ema_decay)
         model: nn.Module = self.module
         if cfg.compile:
             model = torch.compile(model)
         if self.world > 1:
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False)
+            with warnings.catch_warnings():  # rank-local BN buffers are the point of broadcast_buffers=False
+                warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+                model = nn.parallel.DistributedDataParallel(
+                    model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    broadcast_buffers=False)
         self.model = model
-        self.optimizer = _optimizer(cfg, self.module)
-        self.streams = build_streams(cfg, train_set, self.device, self.rank, self.world)
+        self.optimizer = make_optimizer(cfg, self.module)
+        self.streams = build_streams(cfg, self.train_set, self.device, self.rank, self.world, data_seed)
         self.stage = STAGES[cfg.stage](cfg, self.module, self.model, self.streams, self.autocast)
-        self.step = 0
         self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "step": None}
-        if resume:
-            self._load_state()
-        elif self.rank == 0 and (self.out / STATE_FILE).exists():
-            raise ConfigError(f"{self.out} already holds a run; pass --resume to continue it or pick another out_dir")
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        self.log_sizes: dict[str, int] = {}
+        self.log_file = None
+        self.pending_error: StorageError | None = None
+        self.stop_signals: list[int] = []  # SIGTERM/SIGINT received (train() hands in those of the set-up)
+        if saved:
+            self._restore(saved)
 
     # -- resumable state
-    def _save_state(self) -> None:
-        ranks = _gather({"rng": _rng_state(), "streams": {k: s.state_dict() for k, s in self.streams.items()}},
-                        self.world)
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            _atomic_save({
-                "step": self.step, "config": self.cfg.to_dict(), "world_size": self.world,
-                "model": self.module.state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "stage": self.stage.state_dict(),
-                "best": self.best, "ranks": ranks,
-            }, self.out / STATE_FILE)
-        if self.world > 1:
-            dist.barrier()
+    def _save_state(self, finished: bool = False) -> None:
+        mine = {"rng": _rng_state(), "streams": {k: s.state_dict() for k, s in self.streams.items()},
+                "buffers": {n: b.detach().cpu().clone() for n, b in self.module.named_buffers()}}
+        ranks = distributed.gather(mine, self.world)  # each rank's own RNG, data position and BN statistics
 
-    def _load_state(self) -> None:
+        def write():
+            if self.pending_error is not None:
+                raise self.pending_error
+            atomic_save({
+                "step": self.step, "finished": finished, "config": self.cfg.to_dict(), "world_size": self.world,
+                "model_config": self.module.config, "model": self.module.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "stage": self.stage.state_dict(), "best": self.best,
+                "ranks": ranks, "logs": log_sizes(self.out),
+            }, self.out / STATE_FILE, keep_previous=True)
+        distributed.rank0(write, self.rank, self.world)
+        self.saved_step = self.step
+
+    def _restore(self, saved: dict[str, Any]) -> None:
         path = self.out / STATE_FILE
-        if not path.exists():
-            raise ConfigError(f"--resume: no {STATE_FILE} in {self.out}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.module.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.stage.load_state_dict(state["stage"])
-        self.step, self.best = int(state["step"]), state["best"]
-        if state["world_size"] == self.world:
-            mine = state["ranks"][self.rank]
-            _set_rng_state(mine["rng"])
-            for k, s in self.streams.items():
-                s.load_state_dict(mine["streams"][k])
-        else:
-            print(f"warning: resuming {state['world_size']}-rank state on {self.world} ranks: "
-                  "data order and RNG continue from fresh seeds")
+        try:
+            self.module.load_state_dict(saved["model"])
+            self.ema.load_state_dict(saved["ema"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.stage.load_state_dict(saved["stage"])
+            self.best = dict(saved["best"])
+            if saved["world_size"] == self.world:
+                mine = saved["ranks"][self.rank]
+                _set_rng_state(mine["rng"])
+                for k, s in self.streams.items():
+                    s.load_state_dict(mine["streams"][k])
+                with torch.no_grad():
+                    for name, buf in self.module.named_buffers():
+                        if name in mine.get("buffers", {}):
+                            buf.copy_(mine["buffers"][name])
+            elif self.rank == 0:
+                print(f"warning: resuming {saved['world_size']}-rank state on {self.world} ranks: "
+                      "data order and RNG continue from fresh seeds")
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            cause = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            raise StateError(f"--resume: {path} does not fit this run ({cause}); {alternative(self.out)}") from None
+        self.log_sizes = dict(saved.get("logs") or {})
 
     # -- the loop
     def fit(self) -> Path:
         cfg = self.cfg
-        stop: list[int] = []
+        if self.finished:
+            if self.rank == 0:
+                print(f"the run in {self.out} is finished (step {self.step} of {cfg.steps}); nothing to do. "
+                      f"Its EMA weights are in {self.out / 'final'}; to train longer, raise steps and pass "
+                      "--allow-config-change")
+            return self.out / "final"
+        stop = self.stop_signals
         handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
                     for s in (signal.SIGTERM, signal.SIGINT)} if self._main_thread() else {}
         bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, unit="step",
                    desc=cfg.stage, dynamic_ncols=True)
-        log_file = (self.out / "metrics.jsonl").open("a") if self.rank == 0 else None
-        t_last, step_last = time.perf_counter(), self.step
+        self._timer = (time.perf_counter(), self.step)
         try:
+            distributed.rank0(_writes(self._open_logs, self.out), self.rank, self.world)
             while self.step < cfg.steps:
                 self._set_lr()
                 log = (self.step + 1) % cfg.log_every == 0 or self.step == 0
                 loss, logs = self.stage.loss(log)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"non-finite loss ({loss.item()}) at step {self.step + 1}; stopping. "
-                        f"The last good state is kept in {self.out / STATE_FILE}.")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
                 self.ema.update(self.module)
                 logs.update(self.stage.after_step(logs))
+                watched = {"loss": loss.detach(), **self.stage.watch}
+                flags = distributed.agree([max(stop, default=0), float(self.pending_error is not None),
+                                           *(~torch.isfinite(v).all() for v in watched.values())],
+                                          self.world, self.device)
+                bad = [name for name, f in zip(watched, flags[2:]) if f]
+                if bad:  # every rank raises the same error (rank 0 reports it)
+                    error = self._nonfinite(bad)
+                    error.shared = self.world > 1
+                    raise error
+                if flags[1]:  # rank 0 could not append to metrics.jsonl
+                    distributed.rank0(self._raise_pending, self.rank, self.world)
                 self.step += 1
                 bar.update(1)
-                if log and log_file is not None:
-                    now = time.perf_counter()
-                    ips = cfg.batch_size * (self.step - step_last) / max(now - t_last, 1e-9)
-                    t_last, step_last = now, self.step
-                    record = {"step": self.step, "loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"],
-                              "images_per_s": ips, **{k: _scalar(v) for k, v in logs.items()}}
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
-                    bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "T", "adv_auc", "images_per_s")
-                                     if k in record})
+                if log:
+                    self._log(loss, logs, bar)
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                     self.evaluate()
-                if self.step % cfg.ckpt_every == 0 or stop:
+                if self.step % cfg.ckpt_every == 0 or flags[0] or self.step == cfg.steps:
                     self._save_state()
-                if stop:
-                    raise Interrupted(128 + stop[0])
-            self._save_state()
-            self.evaluate()
-            final = self.export("final")
-            if self.rank == 0:
-                from .curves import plot_curves
-                plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
-            return final
-        except Interrupted:
-            if self.rank == 0:
-                bar.write(f"interrupted: state saved at step {self.step} in {self.out / STATE_FILE}; "
+                if flags[0]:
+                    raise Interrupted(128 + int(flags[0]))
+            return self._finish()
+        except BaseException as e:
+            if isinstance(e, Interrupted) and self.rank == 0:
+                bar.write(f"interrupted (exit {e.code}): state saved at step {self.step} in {self.out / STATE_FILE}; "
                           "continue with --resume")
+            if self.world > 1:  # on the way out: torchrun's SIGTERM to a slower rank must not change its exit code
+                handlers = {s: signal.SIG_IGN for s in handlers}
             raise
         finally:
             bar.close()
-            if log_file is not None:
-                log_file.close()
+            if self.log_file is not None:
+                try:
+                    self.log_file.close()
+                except OSError:  # already reported (every line was flushed when written)
+                    pass
             for s, h in handlers.items():
                 signal.signal(s, h)
+
+    def _nonfinite(self, names: list[str]) -> NonFiniteError:
+        if self.saved_step is None:
+            good = (f"none (no {STATE_FILE} was written yet; the first was due at step "
+                    f"{min(self.cfg.ckpt_every, self.cfg.steps)})")
+        else:
+            good = f"{self.out / STATE_FILE} (step {self.saved_step})"
+        return NonFiniteError(f"non-finite {', '.join(names)} at step {self.step + 1}; last good checkpoint: {good}")
+
+    def _raise_pending(self) -> None:
+        raise self.pending_error
+
+    def _open_logs(self) -> None:
+        truncate_logs(self.out, self.log_sizes)
+        (self.out / "run_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        self.log_file = (self.out / "metrics.jsonl").open("a")
+
+    def _log(self, loss: torch.Tensor, logs: dict[str, Any], bar: tqdm) -> None:
+        if self.log_file is None or self.pending_error is not None:
+            return
+        now, (t_last, step_last) = time.perf_counter(), self._timer
+        ips = self.cfg.batch_size * (self.step - step_last) / max(now - t_last, 1e-9)
+        self._timer = (now, self.step)
+        record = {"step": self.step, "loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"],
+                  "images_per_s": ips, **{k: _scalar(v) for k, v in logs.items()}}
+        try:
+            self.log_file.write(json.dumps(record) + "\n")
+            self.log_file.flush()
+        except OSError as e:  # every rank hears of it at the next step's agreement
+            self.pending_error = storage_error(self.out / "metrics.jsonl", e)
+        bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "T", "adv_auc", "images_per_s") if k in record})
+
+    def _finish(self) -> Path:
+        """Final evaluation and export of the EMA weights; then the state says the run is finished."""
+        self.evaluate(final=True)
+        self._save_state(finished=True)
+        return self.out / "final"
 
     @staticmethod
     def _main_thread() -> bool:
@@ -307,9 +326,10 @@ class Trainer:
             g["lr"] = lr
 
     # -- evaluation and export (rank 0; EMA weights)
-    def evaluate(self) -> dict[str, Any] | None:
-        metrics = None
-        if self.rank == 0:
+    def evaluate(self, final: bool = False) -> dict[str, Any] | None:
+        """Validation metrics of the EMA weights into eval.jsonl; best/ when they improve; at the end final/
+        (and, without a validation split, best/ = the last EMA weights)."""
+        def work() -> dict[str, Any]:
             from .periodic_eval import evaluate_run
             metrics = evaluate_run(self.cfg, self.ema.model, self.val_set, self.out, self.step, self.autocast)
             with (self.out / "eval.jsonl").open("a") as f:
@@ -318,28 +338,50 @@ class Trainer:
             if value is not None and (self.best["value"] is None or value > self.best["value"]):
                 self.best.update(value=value, step=self.step)
                 self.export("best", metrics)
-        if self.world > 1:
-            dist.barrier()
-        return metrics
+            if final:
+                self.export("final", metrics)
+                if not len(self.val_set):  # model selection needs validation data: keep the last weights
+                    self.best.update(metric="last", value=None, step=self.step)
+                    self.export("best", metrics)
+                from .curves import plot_curves
+                plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
+            return metrics
+        return distributed.rank0(_writes(work, self.out), self.rank, self.world)
 
     def export(self, name: str, metrics: dict[str, Any] | None = None) -> Path:
-        """Save the EMA model as a checkpoint dir (config.json + model.safetensors) with its energy quantiles."""
-        path = self.out / name
-        if self.rank == 0:
-            from .periodic_eval import energy_statistics
-            model = self.ema.model
-            model.config["energy_quantiles"] = energy_statistics(model, self.val_set, self.autocast)
-            model.config["training"] = {"stage": self.cfg.stage, "step": self.step,
-                                        **({"T": self.stage.curriculum.T} if self.cfg.stage == "stage2" else {}),
-                                        **({"validation": metrics} if metrics else {})}
-            save_model(model, path)
-        return path
+        """Save the EMA model as a checkpoint dir (config.json + model.safetensors) with its energy quantiles
+        (of the validation split; of training images when there is none). Rank 0 only."""
+        from .periodic_eval import energy_statistics
+        model = self.ema.model
+        reference = self.val_set if len(self.val_set) else self.train_set.subset(
+            list(range(min(len(self.train_set), max(self.cfg.eval_size, 100)))))
+        model.config["energy_quantiles"] = energy_statistics(model, reference, self.autocast)
+        selection = f"best {self.cfg.best_metric} on validation" if len(self.val_set) else "last (no validation)"
+        model.config["training"] = {"stage": self.cfg.stage, "step": self.step, "selection": selection,
+                                    **({"T": self.stage.curriculum.T} if self.cfg.stage == "stage2" else {}),
+                                    **({"validation": metrics} if metrics else {})}
+        return save_model(model, self.out / name)
 
 
 def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, torch.Tensor) else v
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Run (or resume) a training run and return the final checkpoint dir."""
-    return Trainer(cfg, resume).fit()
+def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = False) -> Path:
+    """Run (or resume) a training run and return the final checkpoint dir. A SIGTERM/SIGINT that arrives
+    while the run is being set up (data loading can take minutes) stops it after its first step."""
+    stop: list[int] = []
+    handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)} if Trainer._main_thread() else {}
+    try:
+        trainer = Trainer(cfg, resume, allow_config_change)
+        trainer.stop_signals = stop
+        return trainer.fit()
+    except BaseException:
+        if distributed.is_multi_process():  # on the way out: torchrun's SIGTERM to a slower rank must not
+            handlers = {s: signal.SIG_IGN for s in handlers}  # turn its exit code into a death by signal
+        raise
+    finally:
+        distributed.shutdown()
+        for s, h in handlers.items():
+            signal.signal(s, h)

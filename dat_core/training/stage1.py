@@ -25,6 +25,7 @@ class AdversarialTraining:
         self.clf = streams["clf"]
         a = cfg.attack
         self.threat = threat_model(a.norm, a.eps, a.step_size)
+        self.watch: dict[str, torch.Tensor] = {}  # checked for non-finite values by the trainer
 
     def loss(self, log: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         x, y = next(self.clf)
@@ -34,6 +35,7 @@ class AdversarialTraining:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self.model(x_adv)
         loss = F.cross_entropy(logits.float(), y)
+        self.watch = {"logits": logits.detach()}
         logs = {"loss_ce": loss.detach(), "adv_train_accuracy": (logits.argmax(1) == y).float().mean()} if log else {}
         return loss, logs
 

@@ -61,6 +61,13 @@ def bce_loss(real_logits: torch.Tensor, contrastive_logits: torch.Tensor) -> tor
     return F.binary_cross_entropy_with_logits(s, targets)
 
 
+def _auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """ROC-AUC of the monitor, NaN (for the trainer's non-finite guard to name) when a score is not finite."""
+    if not (torch.isfinite(positive).all() and torch.isfinite(negative).all()):
+        return float("nan")
+    return roc_auc(positive, negative)
+
+
 def contrastive_samples(module: nn.Module, x_ood: torch.Tensor, y: torch.Tensor, step_size: float, T: int,
                         autocast: bool = False) -> torch.Tensor:
     """PGD ascent on f(x)[y] from OOD seeds: eps = inf, L2-normalized steps, no random start (T=0: the seeds)."""
@@ -80,6 +87,7 @@ class DualAdversarialTraining:
         self.attack_threat = threat_model(a.norm, a.eps, a.step_size)
         window = math.ceil(c.window_images / cfg.batch_size)
         self.curriculum = Curriculum(c.start_steps, c.max_steps, c.auc_threshold, window)
+        self.watch: dict[str, torch.Tensor] = {}  # checked for non-finite values by the trainer
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
@@ -115,14 +123,19 @@ class DualAdversarialTraining:
         loss_ce = F.cross_entropy(adv_logits, y_clf)
         # 3. AUC monitor on class logits f(x)[y] (real: true label; contrastive: its attack label)
         idx = torch.arange(b, device=y_real.device)
-        adv_auc = roc_auc(monitor_real[idx, y_real], monitor_con[idx, y_real])
+        adv_auc = _auc(monitor_real[idx, y_real], monitor_con[idx, y_real])
         logs: dict[str, Any] = {"adv_auc": adv_auc, "T": T}
+        self.watch = {"loss_bce": loss_bce.detach(), "loss_ce": loss_ce.detach(), "real_logits": real_logits.detach(),
+                      "contrastive_logits": con_logits.detach(), "adversarial_logits": adv_logits.detach(),
+                      "adv_auc": torch.tensor(adv_auc)}
         if log:
             with torch.no_grad():
                 ood_logits = monitor_con if T == 0 else self._eval_logits(x_ood)
+            clean_auc = _auc(monitor_real[idx, y_real], ood_logits[idx, y_real])
+            self.watch["clean_auc"] = torch.tensor(clean_auc)
             logs.update(
                 loss_bce=loss_bce.detach(), loss_ce=loss_ce.detach(),
-                clean_auc=roc_auc(monitor_real[idx, y_real], ood_logits[idx, y_real]),
+                clean_auc=clean_auc,
                 energy_real=marginal_energy(monitor_real).mean(),
                 energy_contrastive=marginal_energy(monitor_con).mean(),
                 energy_ood=marginal_energy(ood_logits).mean(),

@@ -1,0 +1,233 @@
+"""The run directory on disk: the resumable state.pt (written atomically, the previous one kept as
+state.prev.pt), reading it back with one clear message when it is unusable, what may change on resume,
+and the logs cut back to the saved step so every step is logged once.
+
+Nothing here is ever unpickled beyond tensors and plain data (`torch.load(weights_only=True)`).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ConfigError, TrainConfig, flat
+from .errors import StateError, StorageError
+
+STATE_FILE = "state.pt"
+PREVIOUS_FILE = "state.prev.pt"
+LOGS = ("metrics.jsonl", "eval.jsonl")
+RUN_FILES = {"run_config.json": False, STATE_FILE: False, PREVIOUS_FILE: False, "metrics.jsonl": False,
+             "eval.jsonl": False, "curves.png": False, "samples": True, "best": True, "final": True}
+"""What a run directory holds: name -> is a directory."""
+
+REQUIRED = ("step", "config", "world_size", "model", "ema", "optimizer", "stage", "best", "ranks")
+
+REFUSED_ON_RESUME = ("stage", "batch_size", "model.arch", "data.dataset", "data.train_split", "data.image_size",
+                     "data.val_size", "data.ood", "data.ood_holdout", "data.allow_empty_classes")
+"""They define the model, the data or the batch of a run: a resumed run keeps them."""
+
+FREE_ON_RESUME = ("out_dir", "device", "compile", "log_every", "ckpt_every", "model.init", "data.root",
+                  "data.cache_dir", "data.lazy")
+"""They do not change what is trained (`model.init` only seeds a new run's weights)."""
+
+
+# ---------------------------------------------------------------- writing
+
+def storage_error(path: Path, error: BaseException) -> StorageError:
+    """One line with the path and the cause (plus the free space when the disk may be full)."""
+    cause = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        try:
+            free = shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free
+            cause += f" ({free / 2 ** 20:.0f} MiB free there)"
+        except (OSError, StopIteration):
+            pass
+    return StorageError(f"cannot write {path}: {cause}")
+
+
+class _Writer:
+    """A raw file for torch.save that keeps the OSError behind torch's own 'unexpected pos' error."""
+
+    def __init__(self, f: Any):
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            try:
+                done += self.f.write(view[done:])
+            except OSError as e:
+                self.error = e
+                raise
+        return len(view)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
+    """torch.save to PATH.tmp, fsync, then rename over PATH: a crash leaves the old PATH intact and a
+    failed write leaves no .tmp behind. `keep_previous`: the old PATH stays as state.prev.pt."""
+    tmp = path.with_name(path.name + ".tmp")
+    writer = None
+    try:
+        with open(tmp, "wb", buffering=0) as f:
+            writer = _Writer(f)
+            torch.save(obj, writer)
+            os.fsync(f.fileno())
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, Exception):
+            raise storage_error(path, writer.error if writer is not None and writer.error else e) from e
+        raise
+    try:
+        if keep_previous and path.is_file():
+            previous = path.with_name(PREVIOUS_FILE)
+            link = previous.with_name(previous.name + ".tmp")
+            link.unlink(missing_ok=True)
+            try:
+                os.link(path, link)  # no copy: the old file lives on under the new name
+                os.replace(link, previous)
+            except OSError:
+                link.unlink(missing_ok=True)  # a file system without hard links: no previous state
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(path, e) from e
+
+
+def prepare_run_dir(out: Path) -> None:
+    """Create `out` and check, before any training, that everything a run writes can go there."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise StorageError(f"cannot create the run directory {out}: {blocker} is a file") from e
+        raise storage_error(out, e) from e
+    for name, is_dir in RUN_FILES.items():
+        p = out / name
+        if p.exists() and p.is_dir() != is_dir:
+            what = "a directory" if p.is_dir() else "a file"
+            raise StorageError(f"cannot write {p}: it is {what}, where the run keeps its "
+                               f"{'folder' if is_dir else 'file'} {name}")
+    probe = out / ".write-test"
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise storage_error(out, e) from e
+
+
+# ---------------------------------------------------------------- reading
+
+def _cause(error: BaseException, path: Path) -> str:
+    text = str(error)
+    if "Weights only load failed" in text or "Unsupported global" in text:
+        return "it holds objects other than tensors and plain data (refused; nothing in it was run)"
+    if not zipfile.is_zipfile(path) or "central directory" in text or isinstance(error, EOFError):
+        return "truncated, or not a file written by torch.save"
+    return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else 'unreadable'}"
+
+
+def load_state_file(path: Path) -> dict[str, Any]:
+    """The state at `path`, checked to be a training state; StateError (without the alternatives) if not."""
+    if path.is_dir():
+        raise StateError(f"{path} is a directory, not a state file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise StateError(f"{path} does not exist") from None
+    except Exception as e:
+        raise StateError(f"cannot read {path}: {_cause(e, path)}") from None
+    if not isinstance(state, dict):
+        raise StateError(f"{path} is not a training state (it holds a {type(state).__name__})")
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise StateError(f"{path} is not a training state (missing {', '.join(missing)})")
+    if not isinstance(state["step"], int) or state["step"] < 0 or not isinstance(state["ranks"], list) \
+            or not isinstance(state["config"], dict) or not isinstance(state["model"], dict):
+        raise StateError(f"{path} is not a training state (malformed step, config, model or ranks)")
+    return state
+
+
+def alternative(out: Path) -> str:
+    """The last good thing to go on from when state.pt is unusable."""
+    previous = out / PREVIOUS_FILE
+    if previous.is_file():
+        try:
+            step = load_state_file(previous)["step"]
+            return (f"the last good state is {previous} (step {step}): to resume from it, "
+                    f"mv {previous} {out / STATE_FILE}")
+        except StateError as e:
+            note = f"{previous} is unusable too ({e}); "
+    else:
+        note = ""
+    exported = []
+    for name in ("best", "final"):
+        try:
+            config = json.loads((out / name / "config.json").read_text())
+            exported.append(f"{out / name} (EMA weights of step {config['training']['step']})")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if exported:
+        return (note + f"no resumable state is left; {' and '.join(exported)} can start a new run "
+                f"(model.init=DIR), or delete {out / STATE_FILE} to start over")
+    return note + f"no earlier state or checkpoint exists: delete {out / STATE_FILE} (or pick another out_dir)"
+
+
+def read_state(out: Path) -> dict[str, Any]:
+    """state.pt of the run in `out`, or a StateError naming the file and the last good alternative."""
+    path = out / STATE_FILE
+    if not path.exists() and not (out / PREVIOUS_FILE).exists():
+        raise ConfigError(f"--resume: there is no {STATE_FILE} in {out} (nothing to resume)")
+    try:
+        return load_state_file(path)
+    except StateError as e:
+        raise StateError(f"--resume: {e}; {alternative(out)}") from None
+
+
+# ---------------------------------------------------------------- resuming
+
+def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, world: int, allow_change: bool,
+                        out: Path) -> list[str]:
+    """Compare the run's saved config with this one; returns the accepted changes ("key: old -> new").
+
+    Keys of REFUSED_ON_RESUME may not change; any other change (but FREE_ON_RESUME) needs `allow_change`.
+    """
+    old, new = flat(saved["config"]), flat(cfg)
+    changed = {k: (old[k], new[k]) for k in new if k in old and old[k] != new[k] and k not in FREE_ON_RESUME}
+    if saved.get("world_size", world) != world:
+        changed["world size"] = (saved["world_size"], world)
+    listing = {k: f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()}
+    refused = [listing[k] for k in REFUSED_ON_RESUME if k in changed]
+    if refused:
+        raise ConfigError(f"--resume: the run in {out} cannot change {'; '.join(refused)} (they define its "
+                          f"model, data or batch); start a new run in another out_dir instead")
+    if changed and not allow_change:
+        raise ConfigError(f"--resume: the config differs from the run in {out}: {'; '.join(listing.values())}; "
+                          "pass --allow-config-change to continue with the new values")
+    return list(listing.values())
+
+
+def log_sizes(out: Path) -> dict[str, int]:
+    return {name: (out / name).stat().st_size if (out / name).is_file() else 0 for name in LOGS}
+
+
+def truncate_logs(out: Path, sizes: dict[str, int]) -> None:
+    """Cut each log back to its size at the saved step: the steps redone after a resume are logged once."""
+    for name, size in sizes.items():
+        path = out / name
+        try:
+            if path.is_file() and path.stat().st_size > size:
+                os.truncate(path, size)
+        except OSError as e:
+            raise storage_error(path, e) from e

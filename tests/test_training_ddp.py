@@ -1,0 +1,216 @@
+"""Training under torchrun (2 ranks, gloo on CPU): stopping agreed across ranks, exact resume, reproducibility.
+
+Each run is a tiny stage-1 job (wrn-10-1 at 16 px, BatchNorm active so each rank's running statistics
+differ); every subprocess has a timeout and its whole process group is killed on the way out.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dat_core.training.loop import STATE_FILE
+
+ROOT = Path(__file__).resolve().parent.parent
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+pytestmark = pytest.mark.slow
+
+
+def overrides(toy, out, steps, *extra):
+    return [f"out_dir={out}", f"data.dataset={toy}", "data.image_size=16", "data.val_size=12",
+            "model.arch=wrn-10-1", f"steps={steps}", "batch_size=8", "log_every=1", "ckpt_every=1000",
+            "eval_every=0", "eval_size=12", "eval_attack_steps=1", "attack.steps=2", "sample_grid=false",
+            "channels_last=false", "autocast=false", *extra]
+
+
+def torchrun(args, nproc=2, launcher="torchrun"):
+    """torchrun itself, or `python -m train.launch` (the same launcher without its failure traceback)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [str(TORCHRUN)] if launcher == "torchrun" else [sys.executable, "-m", "train.launch"]
+    return subprocess.Popen([*cmd, "--standalone", f"--nproc_per_node={nproc}", "-m", "train", *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout):
+    """(returncode, output); on a hang past `timeout`, torchrun and its workers (own sessions) are killed
+    and the returncode is None."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        kill_job(proc)
+        out, _ = proc.communicate()
+        return None, out
+
+
+def kill_job(proc):
+    """SIGKILL torchrun and every worker it started (workers run in sessions of their own)."""
+    for pid in [*workers(proc).values(), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def workers(proc) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes (read from their environment)."""
+    found = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = int(next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("PPid")))
+            if ppid != proc.pid and not _descends(ppid, proc.pid):
+                continue
+            env = (status.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, StopIteration, ValueError):
+            continue
+        rank = [e[5:] for e in env if e.startswith(b"RANK=")]
+        if rank and any(e.startswith(b"LOCAL_WORLD_SIZE=") for e in env):
+            found[int(rank[0])] = int(status.parent.name)
+    return found
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    for _ in range(5):
+        try:
+            line = next(s for s in Path(f"/proc/{pid}/status").read_text().splitlines() if s.startswith("PPid"))
+        except (OSError, StopIteration):
+            return False
+        pid = int(line.split()[1])
+        if pid == ancestor:
+            return True
+    return False
+
+
+def wait_rows(path: Path, n: int, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {n} rows")
+
+
+def states_equal(a: Path, b: Path):
+    sa, sb = (torch.load(p / STATE_FILE, weights_only=True) for p in (a, b))
+    assert sa["step"] == sb["step"]
+    for part in ("model",):
+        for k in sa[part]:
+            assert torch.equal(sa[part][k], sb[part][k]), (part, k)
+    for k in sa["ema"]["model"]:
+        assert torch.equal(sa["ema"]["model"][k], sb["ema"]["model"][k]), ("ema", k)
+    for r in range(2):  # every rank's own BatchNorm statistics
+        for k, v in sa["ranks"][r]["buffers"].items():
+            assert torch.equal(v, sb["ranks"][r]["buffers"][k]), (r, k)
+
+
+@pytest.fixture(scope="module")
+def reference(toy, tmp_path_factory):
+    """An uninterrupted 2-rank run of 30 steps."""
+    out = tmp_path_factory.mktemp("ddp") / "ref"
+    code, text = finish(torchrun(["stage1", *overrides(toy, out, 30)]), 240)
+    assert code == 0, text
+    return out
+
+
+def test_two_rank_runs_are_reproducible(toy, reference, tmp_path):
+    code, text = finish(torchrun(["stage1", *overrides(toy, tmp_path / "again", 30)]), 240)
+    assert code == 0, text
+    states_equal(reference, tmp_path / "again")
+    s = torch.load(reference / STATE_FILE, weights_only=True)
+    # BN statistics are per rank (each normalizes its own half batch): they differ, and both are kept
+    assert any(not torch.equal(v, s["ranks"][1]["buffers"][k]) for k, v in s["ranks"][0]["buffers"].items())
+
+
+@pytest.mark.parametrize("launcher,target,sig", [
+    ("train.launch", 1, signal.SIGTERM), ("torchrun", 0, signal.SIGINT), ("train.launch", "launcher", signal.SIGTERM),
+], ids=["SIGTERM-rank1", "SIGINT-rank0-torchrun", "SIGTERM-launcher"])
+def test_signal_to_one_rank_stops_all_then_resume_is_exact(toy, reference, tmp_path, launcher, target, sig):
+    out = tmp_path / "run"
+    proc = torchrun(["stage1", *overrides(toy, out, 30)], launcher=launcher)
+    try:
+        wait_rows(out / "metrics.jsonl", 3, proc)
+        os.kill(proc.pid if target == "launcher" else workers(proc)[target], sig)
+        code, text = finish(proc, 90)
+    finally:
+        if proc.poll() is None:
+            kill_job(proc)
+            proc.communicate()
+    assert code is not None, "a signal to one rank left the job running:\n" + text
+    # every rank stopped cleanly with 128 + signal, the state saved once (rank 0 says so)
+    assert text.count("continue with --resume") == 1, text
+    if launcher == "torchrun":  # torchrun reports the failure with a traceback of its own, and only that one
+        assert code != 0 and text.count("Traceback") == 1 and "ChildFailedError" in text, text
+        assert text.count(f"exitcode  : {128 + sig}") == 2, text
+    else:
+        assert code == 128 + sig and "Traceback" not in text, text
+    stopped = torch.load(out / STATE_FILE, weights_only=True)["step"]
+    assert 3 <= stopped < 30
+    assert list(out.glob("*.tmp")) == []
+
+    code, text = finish(torchrun(["stage1", *overrides(toy, out, 30), "--resume"]), 240)
+    assert code == 0, text
+    states_equal(reference, out)
+    rows = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(1, 31))  # each step logged once
+
+
+def test_launcher_exit_code_is_the_workers():
+    from train.launch import exit_code
+
+    assert [exit_code(c) for c in (143, 3, 0, -15, -9)] == [143, 3, 0, 143, 137]
+
+
+FAULTS = '''
+import errno, os
+if os.environ.get("RANK") == os.environ.get("DAT_FAULT_RANK"):
+    import torch
+    from dat_core.training import loop, stage1
+    kind, at = os.environ["DAT_FAULT"], int(os.environ["DAT_FAULT_STEP"])
+    if kind == "nan":  # this rank's loss (only) becomes NaN at step `at`
+        real_loss = stage1.AdversarialTraining.loss
+        def loss(self, log, calls=[]):
+            calls.append(1)
+            value, logs = real_loss(self, log)
+            return (value * float("nan"), logs) if len(calls) == at else (value, logs)
+        stage1.AdversarialTraining.loss = loss
+    if kind == "log_write":  # the disk fills up while rank 0 appends to metrics.jsonl
+        real_open = loop.Trainer._open_logs
+        class Full:
+            def __init__(self, f, trainer): self.f, self.trainer = f, trainer
+            def write(self, text):
+                if self.trainer.step >= at: raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "metrics.jsonl")
+                return self.f.write(text)
+            def __getattr__(self, name): return getattr(self.f, name)
+        def open_logs(self):
+            real_open(self)
+            self.log_file = Full(self.log_file, self)
+        loop.Trainer._open_logs = open_logs
+    if kind == "export":  # rank 0 cannot write final/
+        def save_model(model, directory, card=None):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(directory))
+        loop.save_model = save_model
+'''
+
+
+@pytest.mark.parametrize("kind,rank,code,says", [
+    ("nan", 1, 3, "non-finite loss at step 4"), ("log_write", 0, 4, "No space left on device"),
+    ("export", 0, 4, "Read-only file system"),
+])
+def test_a_fault_on_one_rank_stops_every_rank_with_its_code(toy, tmp_path, kind, rank, code, says):
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(FAULTS)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path / 'inject'}:{ROOT}", DAT_FAULT=kind,
+               DAT_FAULT_RANK=str(rank), DAT_FAULT_STEP="4")
+    proc = subprocess.Popen([sys.executable, "-m", "train.launch", "--standalone", "--nproc_per_node=2", "-m", "train",
+                             "stage1", *overrides(toy, tmp_path / "run", 8, "ckpt_every=2")], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    got, text = finish(proc, 120)
+    assert got == code, text
+    assert text.count(says) == 1 and "Traceback" not in text, text
+    assert f"exit code by rank: {{0: {code}, 1: {code}}}" in text or f"{{0: {code}}}" in text, text

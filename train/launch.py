@@ -1,0 +1,44 @@
+"""`python -m train.launch`: torchrun with the same options, minus its failure noise.
+
+    python -m train.launch --standalone --nproc_per_node=8 -m train stage2 --config CFG.toml
+
+torchrun reports any worker exiting non-zero (including a clean stop on SIGTERM, exit 143) with a
+Python traceback of its own and exits 1. This runs the same launcher (`torch.distributed.run`), prints
+one line with every rank's exit code instead, and exits with the workers' code (143 after SIGTERM,
+3 after a non-finite loss, ...), so a job scheduler sees why the job ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+
+def exit_code(code: int) -> int:
+    """A worker's exit code as a shell reports it (killed by signal N: -N -> 128 + N)."""
+    return code if code >= 0 else 128 - code
+
+
+def main(argv: list[str] | None = None) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    args = parse_args(argv)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the line below says it
+    try:
+        run(args)
+    except ChildFailedError as e:
+        codes = {rank: exit_code(failure.exitcode) for rank, failure in sorted(e.failures.items())}
+        code = exit_code(e.get_first_failure()[1].exitcode)  # the root cause; torchrun then stops the others
+        print(f"train.launch: the workers stopped (exit code by rank: {codes}); exiting {code}", file=sys.stderr)
+        return code
+    except SignalException as e:
+        print(f"train.launch: received {signal.Signals(e.sigval).name}; the workers were stopped", file=sys.stderr)
+        return 128 + int(e.sigval)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
