@@ -36,6 +36,8 @@ def resolve_device(spec: str | torch.device | None = None, local_rank: int = 0) 
         raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} requested but CUDA is not available here; use cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {spec!r} requested but MPS is not available here; use cpu")
     if device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {spec!r}; use auto, cpu, cuda or cuda:N")
     return device

@@ -40,7 +40,7 @@ def test_no_cuda_means_no_bf16_claim_for_cuda():
     assert not native_bf16(torch.device("cuda"))
 
 
-@pytest.mark.parametrize("spec", ["tpu", "cuda:x", "", "gpu0"])
+@pytest.mark.parametrize("spec", ["tpu", "cuda:x", "", "gpu0", *([] if torch.backends.mps.is_available() else ["mps"])])
 def test_bad_devices_are_value_errors(spec):
     with pytest.raises(ValueError, match="device"):
         resolve_device(spec)
