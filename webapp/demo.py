@@ -18,9 +18,12 @@ watch every step. Energy E(x): lower means more like the training data."""
 
 
 def build_demo(model: str = "default", *, standard_model: str | None = "auto", revision: str | None = None,
-               explainer: Explainer | None = None, autocast: str = "auto") -> gr.Blocks:
-    """The app. Loads the model (and the comparison model) now; raises if the model cannot be loaded."""
-    ex = explainer or Explainer(model, standard_model=standard_model, revision=revision, autocast=autocast)
+               explainer: Explainer | None = None, autocast: str = "auto",
+               allow_local_models: bool | None = None) -> gr.Blocks:
+    """The app. Loads the model (and the comparison model) now; raises if the model cannot be loaded.
+    `allow_local_models`: may visitors load checkpoint folders of this server (see `Explainer`)."""
+    ex = explainer or Explainer(model, standard_model=standard_model, revision=revision, autocast=autocast,
+                                allow_local_models=allow_local_models)
     loaded = ex.default
     with gr.Blocks(title="DAT Explainer", delete_cache=(900, 3600)) as demo:
         state = gr.State(None)
@@ -33,7 +36,7 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
             attr = attributions.layout()
             cmp = compare.layout(ex)
             gen = generate.layout(loaded)
-            mdl = model_tab.layout(loaded)
+            mdl = model_tab.layout(ex)
         # what a new path on tab 1 moves or resets elsewhere
         followers = counterfactual.Followers(land_step=land.land_step, land_map=land.land_map,
                                              land_path=land.land_path, land_info=land.land_info,

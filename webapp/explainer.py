@@ -8,6 +8,7 @@ them directly, without a server or a browser.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gradio as gr
@@ -31,10 +32,15 @@ class Explainer:
     """
 
     def __init__(self, model: str = "default", standard_model: str | None = "auto", revision: str | None = None,
-                 cache_bytes: int = st.DEFAULT_CACHE_BYTES, max_models: int = 4, autocast: str = "auto"):
+                 cache_bytes: int = st.DEFAULT_CACHE_BYTES, max_models: int = 4, autocast: str = "auto",
+                 allow_local_models: bool | None = None, hub_options: dict[str, Any] | None = None):
         use_autocast(autocast, torch.device("cpu"))  # validates the spec now, not on the first request
         self.autocast = autocast
-        self.models = st.ModelRegistry(max_models)
+        # visitors may load checkpoint folders of this server (the Model tab): app.py decides from where it listens
+        # (sources.local_models_allowed); a library caller gets them unless on a Space
+        self.allow_local_models = (not os.environ.get("SPACE_ID")) if allow_local_models is None \
+            else bool(allow_local_models)
+        self.models = st.ModelRegistry(max_models, hub_options=hub_options)
         self.default = self.models.load(model, revision, pin=True)
         self.standard, self.standard_note = self._load_standard(standard_model)
         self.cache = st.TrajectoryCache(cache_bytes)
@@ -55,7 +61,8 @@ class Explainer:
     # ------------------------------------------------------------ sessions and their models
 
     def new_session(self) -> dict:
-        return {"id": st.new_key(), "source": self.default.source, "revision": self.default.revision}
+        return {"id": st.new_key(), "source": self.default.source, "revision": self.default.revision,
+                "key": self.default.key}
 
     def session(self, state: Any) -> dict:
         """The session dict, or a fresh one when the browser sent none (or something that is not ours)."""
@@ -65,14 +72,16 @@ class Explainer:
 
     def session_model(self, state: dict) -> st.LoadedModel:
         """The model this session chose on the Model tab (the app's model until then)."""
-        return self.models.load(state.get("source", "default"), state.get("revision"))
+        key = state.get("key") if isinstance(state, dict) else None
+        return self.model_by_key(key) if isinstance(key, str) else self.default
 
     def model_by_key(self, key: str) -> st.LoadedModel:
-        """The model a stored result was computed with, reloaded if the registry dropped it meanwhile."""
+        """A model by its key (sessions and stored results keep it), reloaded from the source it was first
+        loaded from if the registry dropped it meanwhile; the app's model for a key never loaded here."""
         loaded = self.models.get(key)
         if loaded is None:
-            source, _, revision = key.rpartition("@")
-            loaded = self.models.load(source, revision or None)
+            source = self.models.source(key)
+            loaded = self.models.load(source) if source is not None else self.default
         return loaded
 
     def uses_bf16(self, loaded: st.LoadedModel) -> bool:
