@@ -9,18 +9,21 @@ them directly, without a server or a browser.
 from __future__ import annotations
 
 import os
-from typing import Any
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import gradio as gr
 import torch
 
 import explain
 from dat_core.loading import DEFAULT_MODEL_DIR
-from dat_core.pgd import OnStep, PGDStep
+from dat_core.pgd import STOP, OnStep, PGDStep
 from dat_core.runtime import use_autocast
 from explain.export import save_gif, save_metrics_json
 from explain.trajectory import Trajectory
 
+from . import links
 from . import state as st
 
 
@@ -45,6 +48,9 @@ class Explainer:
         self.standard, self.standard_note = self._load_standard(standard_model)
         self.cache = st.TrajectoryCache(cache_bytes)
         self.files = st.TempFiles()
+        self.examples = links.Examples(links.EXAMPLES_DIR)  # build_demo sets the page's own
+        self._runs: dict[str, threading.Event] = {}  # session id -> its run in flight, for Cancel
+        self._runs_lock = threading.Lock()
 
     def _load_standard(self, source: str | None) -> tuple[st.LoadedModel | None, str]:
         if source == "auto":
@@ -116,16 +122,43 @@ class Explainer:
                              "Ask for fewer steps or targets.")
 
     def trajectory(self, loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict, progress: Any = None,
-                   desc: str = "Running PGD") -> Trajectory:
-        """One counterfactual path, memoized by content (model, image, target, parameters)."""
+                   desc: str = "Running PGD", cancel: threading.Event | None = None) -> Trajectory:
+        """One counterfactual path, memoized by content (model, image, target, parameters). A set `cancel`
+        ends PGD at its next step (`Cancelled`); a cut path is never memoized."""
         self.check_budget(1, req["steps"], loaded.image_size)
         memo = "memo/" + st.request_hash(loaded.key, x, target, sorted(req.items()))
         traj = self.cache.get(memo)
         if traj is None:
             traj = explain.counterfactual(loaded.model, x, target, autocast=self.uses_bf16(loaded),
-                                          on_step=progress_steps(progress, desc, req["steps"]), **req)
+                                          on_step=progress_steps(progress, desc, req["steps"], cancel), **req)
+            if int(traj.steps[-1]) < req["steps"]:
+                raise Cancelled(int(traj.steps[-1]), req["steps"])
             self.cache.put(memo, traj)
         return traj
+
+    # ------------------------------------------------------------ cancelling
+
+    @contextmanager
+    def cancellable(self, state: dict) -> Iterator[threading.Event]:
+        """A run of this session that its Cancel button can stop: `cancel(state)` sets the event while the
+        run is in flight, and the PGD hook (`progress_steps`) then answers STOP."""
+        event = threading.Event()
+        with self._runs_lock:
+            self._runs[state["id"]] = event
+        try:
+            yield event
+        finally:
+            with self._runs_lock:
+                if self._runs.get(state["id"]) is event:
+                    del self._runs[state["id"]]
+
+    def cancel(self, state: Any) -> bool:
+        """Stop this session's run in flight (if any) at its next PGD step; True if there was one."""
+        with self._runs_lock:
+            event = self._runs.get(self.session(state)["id"])
+        if event is not None:
+            event.set()
+        return event is not None
 
     def exports(self, traj: Trajectory, scale: int) -> tuple[str, str]:
         """The GIF and per-step JSON of a path, written to fresh download files."""
@@ -136,19 +169,29 @@ class Explainer:
         return str(gif), str(js)
 
 
-def progress_steps(progress: Any, desc: str, total: int) -> OnStep | None:
-    """A `dat_core.pgd` on_step hook that moves a Gradio progress bar by one per PGD step.
+class Cancelled(gr.Error):
+    """A run stopped by its Cancel button (the PGD hook answered STOP)."""
+
+    def __init__(self, step: int, steps: int):
+        super().__init__(f"Cancelled at step {step} of {steps}; nothing was changed.", title="Cancelled",
+                         duration=4, print_exception=False)
+
+
+def progress_steps(progress: Any, desc: str, total: int, cancel: threading.Event | None = None) -> OnStep | None:
+    """A `dat_core.pgd` on_step hook that moves a Gradio progress bar by one per PGD step, and ends the run
+    (STOP) once `cancel` is set.
 
     `total` counts the steps of every PGD run the hook serves (the all-targets tab runs several batches),
     so the bar fills once across all of them.
     """
-    if progress is None:
+    if progress is None and cancel is None:
         return None
     done = 0
 
-    def on_step(step: PGDStep) -> None:
+    def on_step(step: PGDStep) -> str | None:
         nonlocal done
         done += 1
-        progress((min(done, total), total), desc=desc, unit="steps")
+        if progress is not None:
+            progress((min(done, total), total), desc=desc, unit="steps")
+        return STOP if cancel is not None and cancel.is_set() else None
     return on_step
-

@@ -13,13 +13,15 @@ from typing import Any, Callable, TypeVar
 
 import gradio as gr
 import torch
+from PIL import Image as PILImage
 
 import explain
 from dat_core.data.seeds import NOISE_KINDS
 from explain import params
 from explain.attribution import METHODS
+from explain.image import open_image, to_rgb
 
-from .state import LoadedModel
+from .state import LoadedModel, TempFiles
 
 # A server time budget, not a library limit: explain.params.MAX_STEPS (1000) bounds what PGD accepts, while one
 # web request may run at most this many steps so a shared server answers every queued user in reasonable time.
@@ -119,6 +121,30 @@ def image_source(image: Any) -> Any:
                 raise gr.Error("The image data could not be decoded.", print_exception=False) from None
         return None
     return image
+
+
+BROWSER_FORMATS = {"PNG", "JPEG", "GIF", "WEBP", "BMP"}
+MAX_DISPLAY_SIDE = 2048
+
+
+def browser_copy(image: Any, files: TempFiles) -> str | None:
+    """A PNG copy of an upload that browsers cannot show (TIFF, ...) for the image box (and for what reads it
+    next), at most MAX_DISPLAY_SIDE px a side; None when the upload shows as it is (or is unreadable: the
+    model input's own checks then say why)."""
+    path = image_source(image)
+    if not isinstance(path, str) or not path:
+        return None
+    try:
+        with PILImage.open(path) as im:
+            if im.format in BROWSER_FORMATS:
+                return None
+        rgb = to_rgb(open_image(path))
+    except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError):
+        return None
+    rgb.thumbnail((MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE))
+    out = files.path(Path(path).stem + ".png")
+    rgb.save(out, format="PNG")
+    return str(out)
 
 
 def model_input(image: Any, loaded: LoadedModel) -> torch.Tensor:

@@ -167,3 +167,29 @@ def hub_failure(source: ModelSource, error: BaseException) -> str:
     if isinstance(error, ValueError):
         return f"{name} cannot be loaded: {error}"
     return f"{name} could not be downloaded: the Hub answered with an error"
+
+
+# ---------------------------------------------------------------- models in shareable links
+
+HUB_PREFIX = "hf:"
+
+
+def link_fields(source: ModelSource | None, is_default: bool) -> dict[str, str]:
+    """How a link names a model: nothing for the app's own, a bundled model by folder name, a Hub repo as
+    "hf:owner/name" (+ revision). A folder on the server is never put in a link (the link then opens on the
+    app's model)."""
+    if is_default or source is None:
+        return {}
+    if source.kind == "hub":
+        return {"model": HUB_PREFIX + source.name, **({"revision": source.revision} if source.revision else {})}
+    if source.kind == "bundled":
+        return {"model": default_model_dir().name}
+    name = Path(source.name).name
+    return {"model": name} if bundled_models().get(name, Path()).resolve() == Path(source.name) else {}
+
+
+def link_source(model: str, revision: str | None = None) -> ModelSource:
+    """The model a link names (`link_fields`), checked like the Model tab's choice; ValueError otherwise."""
+    if model.startswith(HUB_PREFIX):
+        return hub_source(model[len(HUB_PREFIX):], revision)
+    return bundled_source(model)

@@ -69,4 +69,4 @@ def run(ex: Explainer, state, methods, at, step, progress=gr.Progress()) -> Attr
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, cf: counterfactual.Components) -> None:
     ui.attr_run.click(bind(run, ex), [state, ui.attr_methods, ui.attr_at, cf.cf_step], outputs(Attributions, ui),
-                      **COMPUTE)
+                      show_progress_on=ui.attr_figure, **COMPUTE)

@@ -88,5 +88,5 @@ def scrub(ex: Explainer, state, step) -> counterfactual.Frame:
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, cf: counterfactual.Components) -> None:
     ui.land_run.click(bind(run, ex), [state, cf.cf_step, ui.land_energy, ui.land_grid], outputs(Landscape, ui),
-                      **COMPUTE)
+                      show_progress_on=ui.land_map, **COMPUTE)
     ui.land_step.input(bind(scrub, ex), [state, ui.land_step], outputs(counterfactual.Frame, cf, ui), **INSTANT)

@@ -16,7 +16,7 @@ from ..describe import card_text, describe_model
 from ..explainer import Explainer
 from ..inputs import EVERY_CLASS, image_source, user_errors
 from ..state import LoadedModel
-from ..wiring import COMPUTE, PRIVATE, RAW, bind, outputs
+from ..wiring import COMPUTE, PRIVATE, bind, outputs
 from . import counterfactual, generate
 
 BUNDLED, LOCAL, HUB = "Bundled model", "Local folder", "Hugging Face Hub"
@@ -51,6 +51,7 @@ class Loaded(NamedTuple):
     cf_input: np.ndarray | None
     cf_prediction: str
     cf_energy: str
+    saved_model: Any = gr.skip()  # what this browser remembers (a BrowserState): the choice as typed
 
 
 def layout(ex: Explainer) -> Components:
@@ -112,7 +113,9 @@ def load(ex: Explainer, kind, path, repo_id, revision, image, state, bundled=Non
     source = choose(ex, kind, path, repo_id, revision, bundled)
     if source.kind == "hub":
         progress(None, desc=f"Downloading {source.name}")
-    return switched(ex, ex.models.load(source), image, state)
+    choice = {"kind": ALIASES.get(kind, kind), "path": path, "repo": repo_id, "revision": revision, "bundled": bundled}
+    return switched(ex, ex.models.load(source), image, state)._replace(
+        saved_model={k: str(v)[:500] for k, v in choice.items() if isinstance(v, str) and v.strip()})
 
 
 def switched(ex: Explainer, loaded: LoadedModel, image: Any, state: dict) -> Loaded:
@@ -122,16 +125,31 @@ def switched(ex: Explainer, loaded: LoadedModel, image: Any, state: dict) -> Loa
     if image_source(image) is not None:
         preview = counterfactual.preview(ex, image, new_state)
     else:
-        preview = counterfactual.Preview(new_state, None, charts.placeholder(counterfactual.NO_IMAGE), "",
-                                         gr.update(value=names[min(1, len(names) - 1)]))
+        preview = counterfactual.Preview(new_state, gr.skip(), None, charts.placeholder(counterfactual.NO_IMAGE),
+                                         "", gr.update(value=names[min(1, len(names) - 1)]))
     return Loaded(new_state, describe.banner(loaded), describe_model(loaded), card_text(loaded),
                   cf_target=gr.update(choices=names, value=preview.cf_target.get("value", names[0])),
                   gen_target=gr.update(choices=[EVERY_CLASS, *names], value=EVERY_CLASS),
                   cf_input=preview.cf_input, cf_prediction=preview.cf_prediction, cf_energy=preview.cf_energy)
 
 
+def restore(ex: Explainer, saved: Any, state: dict) -> LoadedModel | None:
+    """The model this browser used last (its `saved_model`), checked like a new choice; None when there is
+    none or it cannot be loaded any more (the session then stays on the app's model)."""
+    if not isinstance(saved, dict) or not saved.get("kind"):
+        return None
+    text = {k: v if isinstance(v, str) else "" for k, v in saved.items()}
+    try:
+        source = choose(ex, text.get("kind"), text.get("path"), text.get("repo"), text.get("revision"),
+                        text.get("bundled") or None)
+        return ex.models.load(source)
+    except (gr.Error, ValueError, OSError):
+        return None
+
+
 def wire(ex: Explainer, ui: Components, *, state: gr.State, banner: gr.Markdown, cf: counterfactual.Components,
-         gen: generate.Components) -> None:
+         gen: generate.Components, saved_model: gr.BrowserState) -> None:
     ui.model_load.click(bind(load, ex), [ui.model_kind, ui.model_path, ui.model_repo, ui.model_revision,
                                          cf.cf_image, state, ui.model_bundled],
-                        outputs(Loaded, ui, cf, gen, state=state, banner=banner), **RAW, **COMPUTE)
+                        outputs(Loaded, ui, cf, gen, state=state, banner=banner, saved_model=saved_model),
+                        **COMPUTE)
