@@ -234,3 +234,28 @@ def move_slider(page: Any, key: str, timeout_s: float = 10.0) -> float:
     """Press `key` (Home, ArrowLeft, ...) on the step slider; seconds until the new frame is shown."""
     slider = "#cf-step input[type=range]"
     return _until_new_frame(page, slider, "keydown", lambda: page.locator(slider).press(key), timeout_s)
+
+
+def open_tab(page: Any, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def toasts(page: Any) -> list[str]:
+    """The texts of the notifications (toasts) on screen now."""
+    return [t.inner_text() for t in page.locator(".toast-body").all()]
+
+
+def settings(page: Any, **values: Any) -> None:
+    """Open tab 1's settings and type values: eps="0.5", steps=3, step_size=0.1 (each box left with Tab)."""
+    if not page.locator("#cf-steps input").is_visible():
+        page.locator("#cf-settings").get_by_text("Settings").click()
+    for name, value in values.items():
+        box = page.locator(f"#cf-{name.replace('_', '-')} input").first
+        box.fill(str(value))
+        box.press("Enter" if name == "eps" else "Tab")
+
+
+def pick_example(page: Any, index: int = 0) -> None:
+    """Click an example of tab 1's strip and wait for the model's view of it."""
+    page.locator("#cf-examples .thumbnail-item").nth(index).click()
+    page.wait_for_selector("#cf-input img")

@@ -51,8 +51,15 @@ class Examples:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def strip(self) -> list[str]:
+        """The examples the page's strip shows: the first of each class, so one row fits a laptop screen."""
+        first: dict[str, str] = {}
+        for name in self.names:
+            first.setdefault(caption(name), name)
+        return list(first.values())
+
     def gallery(self) -> list[tuple[str, str]]:
-        return [(str(p), caption(name)) for name, p in self.paths.items()]
+        return [(str(self.paths[name]), caption(name)) for name in self.strip()]
 
     def which(self, path: Any) -> str | None:
         """The example this file is a copy of, or None (an upload)."""

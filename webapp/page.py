@@ -66,6 +66,7 @@ CSS = """
 #all-grid .caption-label, #all-grid figcaption { white-space: normal !important; overflow: visible !important;
   text-overflow: clip !important; }
 #cf-examples .caption-label, #cf-examples figcaption { font-size: 11px; }
+#cf-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 #cf-link textarea { font-family: ui-monospace, monospace; font-size: 12px; }
 """
 

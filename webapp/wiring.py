@@ -55,9 +55,9 @@ def cancellable(trigger: Callable[..., Any], fn: Callable[..., Any], inputs: lis
                 run: list[gr.Button], cancel: gr.Button, progress_on: gr.components.Component) -> Any:
     """A model computation started by `trigger` (e.g. `button.click`) that a Cancel button can stop.
 
-    While it runs, the `run` buttons are off, `cancel` is on, and the progress bar shows on `progress_on`
-    alone (not over every output). Returns the computation's event (for `.success` chains and for
-    `cancel.click(..., cancels=[...])`, which the tab wires with `idle` as its outputs).
+    While it runs, Cancel takes the place of the first `run` button, the other `run` buttons are off, and the
+    progress bar shows on `progress_on` alone (not over every output). Returns the computation's event (for
+    `.success` chains and for `cancel.click(..., cancels=[...])`, which the tab wires with `idle_buttons`).
     """
     busy = trigger(lambda: busy_buttons(len(run)), None, [*run, cancel], queue=False, show_progress="hidden",
                    **PRIVATE)
@@ -67,8 +67,8 @@ def cancellable(trigger: Callable[..., Any], fn: Callable[..., Any], inputs: lis
 
 
 def busy_buttons(n_run: int) -> list[Any]:
-    return [gr.update(interactive=False)] * n_run + [gr.update(interactive=True)]
+    return [gr.update(visible=False), *[gr.update(interactive=False)] * (n_run - 1), gr.update(visible=True)]
 
 
 def idle_buttons(n_run: int) -> list[Any]:
-    return [gr.update(interactive=True)] * n_run + [gr.update(interactive=False)]
+    return [gr.update(visible=True), *[gr.update(interactive=True)] * (n_run - 1), gr.update(visible=False)]

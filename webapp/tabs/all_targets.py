@@ -45,11 +45,10 @@ def layout() -> Components:
     with gr.Tab("All targets", id="all", elem_id="tab-all"):
         gr.Markdown("One click runs the counterfactual from the image in the first tab toward **every class** "
                     "(same settings). Click a result to scrub its path in the first tab.")
-        with gr.Row():
-            all_run = gr.Button("Run toward every class", variant="primary", elem_id="all-run", scale=4)
-            all_cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="all-cancel", scale=1)
-        all_grid = gr.Gallery(label="Final image per target class (in class order)", columns=5, height="auto",
-                              format="png", allow_preview=False, elem_id="all-grid")
+        all_run = gr.Button("Run toward every class", variant="primary", elem_id="all-run")
+        all_cancel = gr.Button("■ Cancel the run", variant="stop", visible=False, elem_id="all-cancel")
+        all_grid = gr.Gallery(label="Final image per target class (in class order)", columns=5, height=540,
+                              object_fit="contain", format="png", allow_preview=False, elem_id="all-grid")
         all_table = gr.Markdown("", elem_id="all-table")
     return Components(all_run=all_run, all_cancel=all_cancel, all_grid=all_grid, all_table=all_table)
 

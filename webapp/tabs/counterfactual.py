@@ -168,25 +168,22 @@ def layout(loaded: LoadedModel) -> Components:
     d = explain.default_params(loaded.image_size, "L2")
     examples = links.Examples(EXAMPLES_DIR)
     with gr.Tab("Counterfactual", id="counterfactual", elem_id="tab-counterfactual"):
-        cf_examples = gr.Gallery(examples.gallery(), label="Examples: click one to start",
-                                 columns=max(1, len(examples)), rows=1, height=104, allow_preview=False,
-                                 object_fit="cover", buttons=[], elem_id="cf-examples", visible=len(examples) > 0,
-                                 format="png")
+        strip = examples.gallery()
+        cf_examples = gr.Gallery(strip, label="Examples: click one to start", columns=max(1, len(strip)), rows=1,
+                                 height=112, allow_preview=False, object_fit="cover", buttons=[],
+                                 elem_id="cf-examples", visible=len(strip) > 0, format="png")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
                 with gr.Row(equal_height=True):
                     cf_image = gr.Image(type="filepath", image_mode=None, label="1 · Your image",
-                                        sources=["upload", "clipboard"], height=190, elem_id="cf-image", scale=3,
-                                        min_width=150)
-                    cf_input = gr.Image(label=f"What the model sees ({loaded.image_size}×{loaded.image_size})",
-                                        interactive=False, format="png", height=190, min_width=110,
-                                        elem_id="cf-input", buttons=[], scale=2)
+                                        sources=["upload", "clipboard"], height=190, elem_id="cf-image", scale=1,
+                                        min_width=130)
+                    cf_input = gr.Image(label="What the model sees", interactive=False, format="png", height=190,
+                                        min_width=130, elem_id="cf-input", buttons=[], scale=1)
                 cf_target = gr.Dropdown(names, value=names[min(1, len(names) - 1)], allow_custom_value=True,
                                         elem_id="cf-target", label="2 · Target class: what should the image become?")
-                with gr.Row():
-                    cf_run = gr.Button("3 · Run counterfactual", variant="primary", elem_id="cf-run", scale=3)
-                    cf_cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="cf-cancel",
-                                          scale=1, min_width=80)
+                cf_run = gr.Button("3 · Run counterfactual", variant="primary", elem_id="cf-run")
+                cf_cancel = gr.Button("■ Cancel the run", variant="stop", visible=False, elem_id="cf-cancel")
                 with gr.Accordion("Settings: threat model, ε, steps", open=False, elem_id="cf-settings"):
                     cf_norm = gr.Radio(list(NORMS), value="L2", label="Threat model: how the change is measured",
                                        info=page.TIPS["norm"], elem_id="cf-norm")
@@ -207,7 +204,9 @@ def layout(loaded: LoadedModel) -> Components:
             with gr.Column(scale=8):
                 cf_summary = gr.Markdown("Results appear here: pick an example (or upload an image), choose a "
                                          "target and press **Run**.", elem_id="cf-summary")
-                cf_retry = gr.Button("Try again", visible=False, variant="primary", size="sm", elem_id="cf-retry")
+                with gr.Row():
+                    cf_retry = gr.Button("Try again", visible=False, variant="primary", size="sm", elem_id="cf-retry",
+                                         scale=0, min_width=340)
                 with gr.Row(equal_height=False):
                     cf_step = gr.Slider(0, 1, value=0, step=1, label="PGD step t: drag to scrub", interactive=False,
                                         info=page.TIPS["step"], elem_id="cf-step", scale=8)
@@ -282,11 +281,11 @@ def failed_upload() -> Preview:
 @user_errors
 def pick_example(ex: Explainer, state, evt: gr.SelectData) -> Preview:
     """A click on the example strip: that example becomes the image (chosen by index, never by a path sent)."""
-    examples = ex.examples
+    strip = ex.examples.strip()
     i = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-    if not isinstance(i, int) or not 0 <= i < len(examples):
+    if not isinstance(i, int) or not 0 <= i < len(strip):
         raise gr.Error("No such example.", print_exception=False)
-    path = str(examples.paths[examples.names[i]])
+    path = str(ex.examples.paths[strip[i]])
     return preview(ex, path, state)._replace(cf_image=path)
 
 

@@ -88,10 +88,8 @@ def layout(loaded: LoadedModel) -> Components:
                                           precision=0, elem_id="gen-steps")
                     gen_step_size = gr.Number(default_step_size(loaded.image_size), label="Step size",
                                               elem_id="gen-step-size")
-                with gr.Row():
-                    gen_run = gr.Button("Generate", variant="primary", elem_id="gen-run", scale=3)
-                    gen_cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="gen-cancel",
-                                           scale=1, min_width=80)
+                gen_run = gr.Button("Generate", variant="primary", elem_id="gen-run")
+                gen_cancel = gr.Button("■ Cancel", variant="stop", visible=False, elem_id="gen-cancel")
             with gr.Column(scale=7):
                 gen_step = gr.Slider(0, 1, value=0, step=1, label="Sampling step t — drag to scrub", interactive=False,
                                      elem_id="gen-step")
