@@ -167,9 +167,8 @@ def retry_for(tr: Trajectory, max_steps: int = 500) -> Retry | None:
     steps (or, at `max_steps`, larger ones)."""
     if tr.flip_step is not None or tr.source == tr.target:
         return None
-    p = tr.params
-    norm, eps = p.get("norm", "L2"), float(p.get("eps", math.inf))
-    steps, step_size = int(p.get("steps", len(tr) - 1)), float(p.get("step_size", 0.1))
+    p = tr.params  # explain's validated request: norm, eps, steps, step_size
+    norm, eps, steps, step_size = p["norm"], float(p["eps"]), int(p["steps"]), float(p["step_size"])
     dist = float((tr.l2 if norm == "L2" else tr.linf)[-1])
     names = tr.class_names
     sees, target = names[int(tr.probs[-1].argmax())], names[tr.target]
