@@ -8,6 +8,7 @@ model and the first example image instead of a tiny random checkpoint (for READM
 import io
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,13 +170,19 @@ def test_a_failed_upload_clears_the_preview_and_says_so_once(tiny):
         page.click("#cf-run")
         expect(page.locator(".toast-body")).to_contain_text("Upload an image first")
         assert not any("notes.png" in t for t in toasts(page))
+        page.wait_for_timeout(500)
+        assert page.evaluate("() => document.querySelectorAll('[id^=cf-] .error').length") == 0
 
 
 def test_progress_shows_in_one_place_and_cancel_stops_pgd(tiny):
     demo, url, files = tiny
     model = demo.explainer.default.model
     calls = []
-    hook = model.register_forward_hook(lambda *_: calls.append(1))
+
+    def slow_and_counted(*_):                  # a long run: 500 steps of >= 10 ms, each forward counted
+        calls.append(1)
+        time.sleep(0.01)
+    hook = model.register_forward_hook(slow_and_counted)
     try:
         with browser_page(url) as page:
             upload(page, files["photo"])
@@ -308,6 +315,7 @@ def test_play_is_one_toggle(tiny):
         page.wait_for_timeout(600)
         play.click()
         expect(play).to_contain_text("Play")
+        page.wait_for_timeout(300)                                          # a tick already in flight lands
         stopped = slider_value(page)
         page.wait_for_timeout(800)
         assert slider_value(page) == stopped and 0 < stopped < 40

@@ -63,7 +63,14 @@ def cancellable(trigger: Callable[..., Any], fn: Callable[..., Any], inputs: lis
                    **PRIVATE)
     work = busy.then(fn, inputs, outputs, show_progress_on=progress_on, **COMPUTE)
     work.then(lambda: idle_buttons(len(run)), None, [*run, cancel], queue=False, show_progress="hidden", **PRIVATE)
+    no_error_badge(work, progress_on)
     return work
+
+
+def no_error_badge(event: Any, shown_on: gr.components.Component) -> None:
+    """After `event` failed, its one message is the toast: take Gradio's red "Error" badge off the component
+    its progress showed on (`shown_on`), which keeps what it showed before."""
+    event.failure(lambda: gr.skip(), None, shown_on, queue=False, show_progress="hidden", **PRIVATE)
 
 
 def busy_buttons(n_run: int) -> list[Any]:

@@ -17,7 +17,7 @@ from .. import charts
 from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import MAX_ALL_TARGETS, model_input, pgd_params, user_errors
 from ..views import AllTargetsView, CounterfactualView
-from ..wiring import COMPUTE, INSTANT, bind, cancellable, idle_buttons, outputs
+from ..wiring import COMPUTE, INSTANT, bind, cancellable, idle_buttons, no_error_badge, outputs
 from . import counterfactual
 
 BATCH = 64  # paths per PGD batch (explain.counterfactuals' max_batch); the progress bar counts the batches' steps
@@ -107,5 +107,7 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, tabs: gr.Tabs, cf: c
                       progress_on=ui.all_grid)
     ui.all_cancel.click(bind(cancel, ex), [state], [ui.all_run, ui.all_cancel], cancels=[ran], **INSTANT)
     opened = ui.all_grid.select(bind(open_target, ex), [state],
-                                outputs(Opened, cf, followers, state=state, tabs=tabs), **COMPUTE)
+                                outputs(Opened, cf, followers, state=state, tabs=tabs),
+                                show_progress_on=cf.cf_summary, **COMPUTE)
+    no_error_badge(opened, cf.cf_summary)
     counterfactual.chain_exports(opened, ex, cf, state)

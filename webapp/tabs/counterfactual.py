@@ -34,7 +34,7 @@ from ..inputs import (
 )
 from ..state import LoadedModel
 from ..views import CounterfactualView, retry_for
-from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, outputs
+from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, no_error_badge, outputs
 from .scrubber import PLAY, Frame, frame_at, play, play_start, play_tick, scrub, step_view
 
 # the scrubber is tab 1 too: its names stay reachable here
@@ -153,7 +153,7 @@ def layout(loaded: LoadedModel) -> Components:
     with gr.Tab("Counterfactual", id="counterfactual", elem_id="tab-counterfactual"):
         strip = examples.gallery()
         cf_examples = gr.Gallery(strip, label="Examples: click one to start", columns=max(1, len(strip)), rows=1,
-                                 height=112, allow_preview=False, object_fit="cover", buttons=[],
+                                 height=124, allow_preview=False, object_fit="cover", buttons=[],
                                  elem_id="cf-examples", visible=len(strip) > 0, format="png")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
@@ -181,7 +181,7 @@ def layout(loaded: LoadedModel) -> Components:
                 cf_prediction = gr.HTML(charts.placeholder(NO_IMAGE, 300, 80), elem_id="cf-prediction")
                 cf_energy = gr.Markdown("", elem_id="cf-energy")
                 with gr.Row(equal_height=True):
-                    cf_share = gr.Button("🔗 Copy link to this run", size="sm", elem_id="cf-share", scale=1)
+                    cf_share = gr.Button("Copy link to this run", size="sm", elem_id="cf-share", scale=1)
                 cf_link = gr.Textbox("", label="Link to this run", interactive=False, visible=False, lines=1,
                                      max_lines=2, elem_id="cf-link", buttons=["copy"])
             with gr.Column(scale=8):
@@ -380,8 +380,9 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers
                                   show_progress_on=[ui.cf_input], **COMPUTE)
     uploaded.failure(failed_upload, None, preview_out, **INSTANT)
     ui.cf_image.clear(cleared, None, preview_out, **INSTANT)
-    ui.cf_examples.select(bind(pick_example, ex), [state], preview_out, show_progress="minimal",
-                          show_progress_on=[ui.cf_input], **COMPUTE)
+    picked = ui.cf_examples.select(bind(pick_example, ex), [state], preview_out, show_progress="minimal",
+                                   show_progress_on=[ui.cf_input], **COMPUTE)
+    no_error_badge(picked, ui.cf_input)
     ui.cf_norm.input(bind(norm_defaults, ex), [ui.cf_norm, state], outputs(Settings, ui), **RAW, **PRIVATE)
     request = [ui.cf_image, ui.cf_target, *ui.settings, state]
     ran = cancellable(ui.cf_run.click, bind(run, ex), request, outputs(Shown, ui, followers, state=state),

@@ -16,7 +16,7 @@ from ..describe import card_text, describe_model
 from ..explainer import Explainer
 from ..inputs import EVERY_CLASS, image_source, user_errors
 from ..state import LoadedModel
-from ..wiring import COMPUTE, PRIVATE, bind, outputs
+from ..wiring import COMPUTE, PRIVATE, bind, no_error_badge, outputs
 from . import counterfactual, generate
 
 BUNDLED, LOCAL, HUB = "Bundled model", "Local folder", "Hugging Face Hub"
@@ -149,7 +149,8 @@ def restore(ex: Explainer, saved: Any, state: dict) -> LoadedModel | None:
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, banner: gr.Markdown, cf: counterfactual.Components,
          gen: generate.Components, saved_model: gr.BrowserState) -> None:
-    ui.model_load.click(bind(load, ex), [ui.model_kind, ui.model_path, ui.model_repo, ui.model_revision,
-                                         cf.cf_image, state, ui.model_bundled],
-                        outputs(Loaded, ui, cf, gen, state=state, banner=banner, saved_model=saved_model),
-                        **COMPUTE)
+    loading = ui.model_load.click(bind(load, ex), [ui.model_kind, ui.model_path, ui.model_repo, ui.model_revision,
+                                                   cf.cf_image, state, ui.model_bundled],
+                                  outputs(Loaded, ui, cf, gen, state=state, banner=banner, saved_model=saved_model),
+                                  show_progress_on=ui.model_info, **COMPUTE)
+    no_error_badge(loading, ui.model_info)
