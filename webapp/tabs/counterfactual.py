@@ -1,4 +1,6 @@
-"""Tab 1, Counterfactual: upload an image, pick a target, run targeted PGD, scrub the path step by step.
+"""Tab 1, Counterfactual: pick an example (or upload an image), pick a target, run targeted PGD (Cancel stops it),
+scrub the path step by step (tabs/scrubber.py); a path that falls short says why and offers a retry with a
+larger ε or more steps; Copy link shares the run (webapp/links.py).
 
 The other tabs build on the path this tab stores (slot "cf"): the landscape and attribution tabs explain it,
 the all-targets grid opens a path here. A slider move indexes cached frames and moves chart markers only.
@@ -258,7 +260,7 @@ def cleared(message: str = NO_IMAGE) -> Preview:
 
 def failed_upload() -> Preview:
     """After an upload that could not be used (its one message was the failed event's toast)."""
-    return cleared("That file could not be used: upload another image or pick an example")
+    return cleared("That file could not be used: try another image")
 
 
 @user_errors

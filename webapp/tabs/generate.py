@@ -30,7 +30,7 @@ from ..inputs import (
 )
 from ..state import LoadedModel
 from ..views import SamplingView
-from ..wiring import INSTANT, PRIVATE, bind, cancellable, idle_buttons, outputs
+from ..wiring import INSTANT, bind, cancellable, idle_buttons, outputs
 
 
 @dataclass
@@ -167,5 +167,5 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State) -> None:
                       progress_on=ui.gen_grid)
     ui.gen_cancel.click(bind(cancel, ex), [state], [ui.gen_run, ui.gen_cancel], cancels=[ran], **INSTANT)
     ui.gen_seed_kind.change(lambda kind: gr.update(visible=kind == "My image"), ui.gen_seed_kind, ui.gen_seed_image,
-                            queue=False, show_progress="hidden", **PRIVATE)
+                            **INSTANT)
     ui.gen_step.input(bind(scrub, ex), [state, ui.gen_step], outputs(Frame, ui), **INSTANT)

@@ -16,7 +16,7 @@ from ..describe import card_text, describe_model
 from ..explainer import Explainer
 from ..inputs import EVERY_CLASS, image_source, user_errors
 from ..state import LoadedModel
-from ..wiring import COMPUTE, PRIVATE, bind, no_error_badge, outputs
+from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual, generate
 
 BUNDLED, LOCAL, HUB = "Bundled model", "Local folder", "Hugging Face Hub"
@@ -80,7 +80,7 @@ def layout(ex: Explainer) -> Components:
                     model_card = gr.Markdown(card_text(loaded), elem_id="model-card")
     model_kind.change(lambda kind: (gr.update(visible=kind == BUNDLED), gr.update(visible=kind == LOCAL),
                                     gr.Row(visible=kind == HUB)),
-                      model_kind, [model_bundled, model_path, hub_row], queue=False, show_progress="hidden", **PRIVATE)
+                      model_kind, [model_bundled, model_path, hub_row], **INSTANT)
     return Components(model_kind=model_kind, model_bundled=model_bundled, model_path=model_path,
                       model_repo=model_repo, model_revision=model_revision, model_load=model_load,
                       model_info=model_info, model_card=model_card)
