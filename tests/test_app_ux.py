@@ -87,6 +87,8 @@ def test_all_targets_table_follows_the_grid_and_names_the_start_class(ex, dirs):
     _, gallery, table = all_targets.run(ex, dirs["photo"], "L2", "3", 2, 0.1, state)
     names = ex.default.class_names
     rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    short = [c.split(" · ")[0] for _, c in gallery if c.endswith("not reached")]
+    assert not short or f"**Not reached:** {', '.join(short)}" in table
     assert rows[1:] == names and [c.split(" · ")[0] for _, c in gallery] == names
     view = ex.get(state, "all")
     source = view.trajectories[0].source

@@ -214,6 +214,10 @@ class AllTargetsView:
         for tr in self.trajectories:
             rows.append(f"| {tr.class_names[tr.target]} | {tr.confidence[-1]:.0%} | {self.outcome(tr)} | "
                         f"{fmt(tr.l2[-1])} |")
+        short = [tr.class_names[tr.target] for tr in self.trajectories if self.outcome(tr) == "not reached"]
+        if short:
+            rows.append(f"\n**Not reached:** {', '.join(short)}. Click one in the grid to open it in the first tab, "
+                        "where *Try again* offers a larger ε or more steps and says why it fell short.")
         return "\n".join(rows)
 
 
