@@ -1,4 +1,5 @@
-"""DAT Explainer web app: `python app.py [--host H] [--port P] [--model default|DIR|REPO_ID] [--share]`.
+"""DAT Explainer web app: `python app.py [--host H] [--port P] [--model default|DIR|REPO_ID] [--share]
+[--allow-local-models | --no-allow-local-models]`.
 
 The Hugging Face Spaces entry, kept thin: parse the arguments, `build_demo()` from webapp/ (one module per
 tab in webapp/tabs/), launch.
@@ -16,13 +17,14 @@ import sys
 
 from dat_core.loading import default_model_dir
 from webapp.demo import build_demo
+from webapp.sources import local_models_allowed
 
 NO_MODEL_MESSAGE = ("no bundled model yet; pass --model DIR or a Hub repo id (owner/name); train one with "
                     "`python -m train stage1 ...` then `python -m train stage2 ...` (see README)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit status (2: the model cannot be loaded)."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with `--allow-local-models` resolved to True or False."""
     parser = argparse.ArgumentParser(description="DAT Explainer web app (Gradio).")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="interface to listen on (default 127.0.0.1; 0.0.0.0 to serve the network)")
@@ -38,7 +40,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="bf16 for PGD and landscapes: auto = where the hardware has native bf16 (CUDA, "
                              "AVX512-BF16/AMX CPUs; ~2x faster), off = fp32 everywhere (default: auto)")
     parser.add_argument("--share", action="store_true", help="also serve through a public *.gradio.live link")
+    parser.add_argument("--allow-local-models", action=argparse.BooleanOptionalAction, default=None,
+                        help="let visitors load checkpoint folders of this server on the Model tab (default: only "
+                             "when listening on loopback, without --share, and not on a Hugging Face Space); "
+                             "otherwise they choose among the bundled models and Hub repos")
     args = parser.parse_args(argv)
+    if args.allow_local_models is None:
+        args.allow_local_models = local_models_allowed(args.host, args.share)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (2: the model cannot be loaded)."""
+    args = parse_args(argv)
     if args.model == "default":
         try:
             default_model_dir()
@@ -47,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         demo = build_demo(args.model, standard_model=args.standard_model, revision=args.revision,
-                          autocast=args.autocast)
+                          autocast=args.autocast, allow_local_models=args.allow_local_models)
     except (ValueError, OSError) as e:
         print(f"app.py: cannot load the model: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,11 @@
   server_slider_move_s: the slider handler called directly (index cached frames, move the chart markers).
 - recompute_trajectory_s: PGD for the same path again, what a slider move would cost without the cache;
   ratio = recompute_trajectory_s / server_slider_move_s.
-- load: 8 gradio_client clients x N /counterfactual requests (5 steps) on loopback: latency p50/p95, peak RSS.
+- load: 8 gradio_client clients x N /counterfactual requests (5 steps) on loopback: latency p50/p95 split into
+  queue wait (submitted -> the server starts it) and compute (the server working on it), failures, peak RSS.
+  The model computes one request at a time, so under load the latency is mostly queue wait.
+- burst: 40 requests submitted at once (a class pressing Run together): all must be queued and answered (the
+  app's queue holds webapp.demo.QUEUE_SIZE requests; past it a request is refused with "queue is full").
 Browser figures are null when chromium or Playwright is missing.
 """
 
@@ -33,6 +37,7 @@ from app_harness import (
     CHROMIUM,
     browser_page,
     bundled_model,
+    burst,
     load_test,
     move_slider,
     pick_target,
@@ -102,6 +107,7 @@ def main() -> None:
             else:
                 result.update(click_to_first_frame_s=None, browser_slider_move_s=None)
             result["load"] = load_test(url, images, 8, requests, steps=5).summary()
+            result["burst"] = burst(url, images, 40 if not args.quick else 16, steps=5).summary()
     emit(result)
 
 

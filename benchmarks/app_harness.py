@@ -118,52 +118,79 @@ class LoadResult:
     requests_per_client: int
     steps: int
     latencies_s: list[float] = field(default_factory=list)
+    queue_wait_s: list[float] = field(default_factory=list)   # submitted -> the server starts computing it
+    compute_s: list[float] = field(default_factory=list)      # the server computing it (PGD, views, GIF)
     failures: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     baseline_rss_mb: float = 0.0
     peak_rss_mb: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        p50, p95 = np.percentile(self.latencies_s, [50, 95]) if self.latencies_s else (math.nan, math.nan)
+        def pct(values: list[float]) -> tuple[float, float]:
+            return tuple(float(v) for v in np.percentile(values, [50, 95])) if values else (math.nan, math.nan)
+        (p50, p95), (w50, w95), (c50, c95) = pct(self.latencies_s), pct(self.queue_wait_s), pct(self.compute_s)
         ok = len(self.latencies_s)
         return {"clients": self.clients, "requests_per_client": self.requests_per_client, "steps": self.steps,
                 "requests": self.clients * self.requests_per_client, "ok": ok, "failures": len(self.failures),
-                "p50_s": float(p50), "p95_s": float(p95), "wall_s": self.wall_s,
+                "p50_s": p50, "p95_s": p95, "queue_wait_p50_s": w50, "queue_wait_p95_s": w95,
+                "compute_p50_s": c50, "compute_p95_s": c95, "wall_s": self.wall_s,
                 "throughput_rps": ok / self.wall_s if self.wall_s else 0.0,
-                "baseline_rss_mb": self.baseline_rss_mb, "peak_rss_mb": self.peak_rss_mb}
+                "baseline_rss_mb": self.baseline_rss_mb, "peak_rss_mb": self.peak_rss_mb,
+                "failure_examples": self.failures[:3]}
+
+
+def phases(job: Any, submitted: float) -> tuple[float, float] | None:
+    """(queue wait, compute) seconds of a finished gradio_client job, from the status messages the server sent:
+    submitted -> "process_starts" -> "process_completed", as the client received them."""
+    updates = job.communicator.updates
+    times: dict[str, float] = {}
+    while not updates.empty():
+        update = updates.get_nowait()
+        code, when = getattr(update, "code", None), getattr(update, "time", None)
+        if when is not None and code is not None:
+            times.setdefault(code.name, when.timestamp())
+    if "PROCESSING" not in times or "FINISHED" not in times:
+        return None
+    return max(0.0, times["PROCESSING"] - submitted), max(0.0, times["FINISHED"] - times["PROCESSING"])
 
 
 def load_test(url: str, images: list[Path], clients: int = 8, requests: int = 10, steps: int = 5,
-              timeout_s: float = 300.0) -> LoadResult:
+              timeout_s: float = 300.0, *, clients_made: list[Any] | None = None) -> LoadResult:
     """`clients` gradio_client clients, each sending `requests` /counterfactual calls one after another.
 
-    Client c uses images[c % len(images)] and request j targets class j % 10, so requests differ and the app's
+    Client c uses images[c % len(images)] and request j targets class (c + j) % 10, so requests differ and the app's
     trajectory memo cannot answer them. Any exception or wrong answer is a failure (recorded, not raised); the
-    whole run stops at `timeout_s`.
+    whole run stops at `timeout_s`. `clients_made`: clients connected beforehand (one per `clients`), so the
+    requests start together. Each request's latency is split into queue wait and compute (`phases`).
     """
     result = LoadResult(clients, requests, steps)
     deadline = time.monotonic() + timeout_s
     lock = threading.Lock()
 
     def client_run(c: int) -> None:
-        client = None
+        client = clients_made[c] if clients_made else None
         for j in range(requests):
             if time.monotonic() >= deadline:
                 return
-            t = time.perf_counter()
             try:
                 client = client or Client(url, verbose=False)
-                job = client.submit(image=handle_file(str(images[c % len(images)])), target=str(j % 10), eps="3",
+                t, submitted = time.perf_counter(), time.time()
+                target = (c + j) % 10
+                job = client.submit(image=handle_file(str(images[c % len(images)])), target=str(target), eps="3",
                                     steps=steps, step_size=0.1, api_name="/counterfactual")
                 metrics, _, _ = job.result(timeout=max(0.1, deadline - time.monotonic()))
-                if metrics["target"] != j % 10 or len(metrics["energy"]) != steps + 1:
+                if metrics["target"] != target or len(metrics["energy"]) != steps + 1:
                     raise AssertionError(f"wrong answer: target {metrics['target']}, {len(metrics['energy'])} steps")
             except Exception as e:  # a load test records every failure and goes on
                 with lock:
                     result.failures.append(f"client {c} request {j}: {e!r}")
                 continue
+            latency, split = time.perf_counter() - t, phases(job, submitted)
             with lock:
-                result.latencies_s.append(time.perf_counter() - t)
+                result.latencies_s.append(latency)
+                if split is not None:
+                    result.queue_wait_s.append(split[0])
+                    result.compute_s.append(split[1])
 
     with PeakRss() as rss:
         start = time.perf_counter()
@@ -172,6 +199,13 @@ def load_test(url: str, images: list[Path], clients: int = 8, requests: int = 10
         result.wall_s = time.perf_counter() - start
     result.baseline_rss_mb, result.peak_rss_mb = rss.baseline_mb, rss.peak_mb
     return result
+
+
+def burst(url: str, images: list[Path], requests: int = 40, steps: int = 5, timeout_s: float = 300.0) -> LoadResult:
+    """`requests` /counterfactual calls submitted at once (one client each, all connected first), as a class of
+    students pressing Run together: every one must be queued and answered (no "queue is full")."""
+    clients = [Client(url, verbose=False) for _ in range(requests)]
+    return load_test(url, images, requests, 1, steps, timeout_s, clients_made=clients)
 
 
 # ---------------------------------------------------------------- browser (Playwright on Debian chromium)
@@ -234,3 +268,28 @@ def move_slider(page: Any, key: str, timeout_s: float = 10.0) -> float:
     """Press `key` (Home, ArrowLeft, ...) on the step slider; seconds until the new frame is shown."""
     slider = "#cf-step input[type=range]"
     return _until_new_frame(page, slider, "keydown", lambda: page.locator(slider).press(key), timeout_s)
+
+
+def open_tab(page: Any, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def toasts(page: Any) -> list[str]:
+    """The texts of the notifications (toasts) on screen now."""
+    return [t.inner_text() for t in page.locator(".toast-body").all()]
+
+
+def settings(page: Any, **values: Any) -> None:
+    """Open tab 1's settings and type values: eps="0.5", steps=3, step_size=0.1 (each box left with Tab)."""
+    if not page.locator("#cf-steps input").is_visible():
+        page.locator("#cf-settings").get_by_text("Settings").click()
+    for name, value in values.items():
+        box = page.locator(f"#cf-{name.replace('_', '-')} input").first
+        box.fill(str(value))
+        box.press("Enter" if name == "eps" else "Tab")
+
+
+def pick_example(page: Any, index: int = 0) -> None:
+    """Click an example of tab 1's strip and wait for the model's view of it."""
+    page.locator("#cf-examples .thumbnail-item").nth(index).click()
+    page.wait_for_selector("#cf-input img")

@@ -105,6 +105,7 @@ BAD = [
     ({"image": "corrupt", "target": "cat"}, "corrupt|truncated|cannot read"),
     ({"image": "bomb", "target": "cat"}, "refused"),
     ({"image": "photo", "target": "zebra"}, "unknown class"),
+    ({"image": "photo", "target": "-1"}, "class index -1 is out of range 0–9"),
     ({"image": "photo", "target": "cat", "eps": "-1"}, "ε must be"),
     ({"image": "photo", "target": "cat", "eps": "NaN"}, "ε must be"),
     ({"image": "photo", "target": "cat", "steps": 0}, "steps must"),
@@ -130,3 +131,17 @@ def test_bad_inputs_are_errors_and_the_app_keeps_serving(client, files):
                                    api_name="/counterfactual")
     assert metrics["target_name"] == "ship"
     json.dumps(metrics)  # strict JSON all the way
+
+
+def test_answers_quote_at_most_a_short_piece_of_the_input(client, files):
+    """A 100,000-character target (or ε, or method list) comes back cut to ~60 characters, not in full."""
+    long = "x" * 100_000
+    calls = [dict(image=handle_file(files["photo"]), target=long, eps="3", steps=1, api_name="/counterfactual"),
+             dict(image=handle_file(files["photo"]), target="cat", eps=long, steps=1, api_name="/counterfactual"),
+             dict(image=handle_file(files["photo"]), target="cat", methods=long, steps=1, api_name="/attribute"),
+             dict(target=long, seed=0, steps=1, api_name="/generate")]
+    for kwargs in calls:
+        with pytest.raises(AppError) as info:
+            client.predict(**kwargs)
+        message = str(info.value)
+        assert len(message) < 400 and "…" in message, message[:200]

@@ -7,6 +7,8 @@ model and the first example image instead of a tiny random checkpoint (for READM
 
 import io
 import os
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +20,20 @@ import app
 from benchmarks.app_harness import (
     CHROMIUM,
     MARKER,
+    VIEWPORT,
     browser_page,
     bundled_model,
     frame_src,
     marker_x,
     move_slider,
+    open_tab,
+    pick_example,
     pick_target,
     run_counterfactual,
     serve,
+    settings,
     slider_value,
+    toasts,
     upload,
     write_image,
     write_model,
@@ -57,6 +64,19 @@ def served(tmp_path_factory):
     demo = app.build_demo(model, standard_model=None)
     with serve(demo) as url:
         yield demo, url, image
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random checkpoint served (fast to run), a second one to switch to, a photo, a bad file and a TIFF."""
+    root = tmp_path_factory.mktemp("tiny")
+    files = {"other": write_model(root / "other-model", seed=1), "photo": write_image(root / "photo.png")}
+    (root / "notes.png").write_bytes(b"this is not an image")
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(root / "scan.tiff")
+    files.update(bad=root / "notes.png", tiff=root / "scan.tiff")
+    demo = app.build_demo(str(write_model(root / "model")), standard_model=None, allow_local_models=True)
+    with serve(demo) as url:
+        yield demo, url, files
 
 
 def shown_pixels(page, selector: str) -> np.ndarray:
@@ -104,3 +124,243 @@ def test_run_then_slider_moves_the_frame_and_the_marker(served):
         assert not np.array_equal(start_pixels, end_pixels)  # a different picture, not just a URL
         assert np.array_equal(start_pixels, shown_pixels(page, "#cf-input"))  # step 0 is the model input x_0
         page.screenshot(path=SHOTS / "counterfactual-step0.png", full_page=True)
+
+
+
+# ------------------------------------------------------------------ first impression, bad input, long runs
+
+def visible_box(page, selector: str) -> dict:
+    box = page.locator(selector).bounding_box()
+    assert box is not None, selector
+    return box
+
+
+def test_the_examples_are_labelled_and_above_the_fold(tiny):
+    demo, url, _ = tiny
+    with browser_page(url) as page:
+        strip = page.locator("#cf-examples")
+        expect(strip).to_be_visible()
+        box = visible_box(page, "#cf-examples")
+        assert box["y"] + box["height"] <= VIEWPORT["height"]            # whole strip on the first screen
+        captions = [c.inner_text().strip() for c in page.locator("#cf-examples .caption-label").all()]
+        names = demo.explainer.default.class_names
+        assert len(captions) >= 5 and set(captions) <= set(names)         # each example says its class
+        for item in page.locator("#cf-examples .thumbnail-item").all():
+            b = item.bounding_box()
+            assert b["y"] + b["height"] <= VIEWPORT["height"] and b["x"] + b["width"] <= VIEWPORT["width"] + 1
+        pick_example(page, 2)
+        expect(page.locator("#cf-prediction")).to_contain_text("What the model predicts")
+
+
+def test_a_failed_upload_clears_the_preview_and_says_so_once(tiny):
+    _, url, files = tiny
+    with browser_page(url) as page:
+        upload(page, files["photo"])
+        expect(page.locator("#cf-prediction")).to_contain_text("What the model predicts")
+        page.set_input_files("#cf-image input[type=file]", str(files["bad"]))
+        expect(page.locator(".toast-body")).to_contain_text("notes.png")
+        page.wait_for_timeout(1000)                                         # a second toast would be here by now
+        assert sum(t.count("Cannot read") for t in toasts(page)) == 1, toasts(page)
+        expect(page.locator("#cf-input img")).to_have_count(0)             # the old image's view is gone,
+        expect(page.locator("#cf-prediction")).not_to_contain_text("What the model predicts")  # and its prediction
+        expect(page.locator("#cf-image img")).to_have_count(0)             # the bad file is not kept
+        errors = page.evaluate("() => [...document.querySelectorAll('[id^=cf-] .error')].map(e => e.textContent)")
+        assert errors == []                                                 # no red "Error" badges on outputs
+        page.locator(".toast-body .toast-close, .toast-body button").first.click()
+        page.click("#cf-run")
+        expect(page.locator(".toast-body")).to_contain_text("Upload an image first")
+        assert not any("notes.png" in t for t in toasts(page))
+        page.wait_for_timeout(500)
+        assert page.evaluate("() => document.querySelectorAll('[id^=cf-] .error').length") == 0
+
+
+def test_progress_shows_in_one_place_and_cancel_stops_pgd(tiny):
+    demo, url, files = tiny
+    model = demo.explainer.default.model
+    calls = []
+
+    def slow_and_counted(*_):                  # a long run: 500 steps of >= 10 ms, each forward counted
+        calls.append(1)
+        time.sleep(0.01)
+    hook = model.register_forward_hook(slow_and_counted)
+    try:
+        with browser_page(url) as page:
+            upload(page, files["photo"])
+            settings(page, steps=500, step_size=0.01, eps="inf")
+            page.click("#cf-run")
+            progress = page.get_by_text("Running PGD")
+            expect(progress.first).to_be_visible(timeout=20_000)
+            shown = page.evaluate("""() => [...document.querySelectorAll('.progress-text, .meta-text, .eta-bar')]
+                .filter(e => e.offsetParent !== null).map(e => (e.closest('[id]') || {}).id)""")
+            assert set(shown) == {"cf-summary"}, shown                      # one place, not every output
+            expect(page.locator("#cf-run")).to_be_hidden()
+            page.click("#cf-cancel")
+            expect(page.locator("#cf-run")).to_be_visible()
+            expect(page.locator("#cf-cancel")).to_be_hidden()
+            page.wait_for_timeout(1500)
+            stopped_at = len(calls)
+            page.wait_for_timeout(1000)
+            assert len(calls) == stopped_at < 400                           # PGD itself stopped, early
+            settings(page, steps=2, step_size=0.1, eps=3)
+            run_counterfactual(page)                                        # and the app keeps serving
+            expect(page.locator("#cf-caption")).to_contain_text("Step 2 of 2")
+    finally:
+        hook.remove()
+
+
+def _words_broken_across_lines(page, selector: str) -> list[str]:
+    """Words inside `selector`'s cells that the browser wrapped in the middle (more than one line box)."""
+    return page.evaluate("""(sel) => {
+        const broken = [];
+        for (const cell of document.querySelectorAll(sel)) {
+            const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                const re = /\\S+/g; let m;
+                while ((m = re.exec(node.textContent))) {
+                    const r = document.createRange(); r.setStart(node, m.index); r.setEnd(node, m.index + m[0].length);
+                    const tops = new Set([...r.getClientRects()].map(x => Math.round(x.top)));
+                    if (tops.size > 1) broken.push(m[0]);
+                } } }
+        return broken; }""", selector)
+
+
+def test_all_targets_reads_whole_words_in_one_order(tiny):
+    demo, url, files = tiny
+    names = demo.explainer.default.class_names
+    with browser_page(url) as page:
+        upload(page, files["photo"])
+        settings(page, steps=2)
+        open_tab(page, "All targets")
+        page.click("#all-run")
+        expect(page.locator("#all-table td").first).to_be_visible(timeout=60_000)
+        assert _words_broken_across_lines(page, "#all-table td, #all-table th") == []
+        rows = [r.locator("td").first.inner_text().strip() for r in page.locator("#all-table tbody tr").all()]
+        assert rows == names                                                 # the table in the grid's (class) order
+        captions = page.locator("#all-grid .caption-label")
+        assert [c.inner_text().split(" · ")[0] for c in captions.all()] == names
+        clipped = page.evaluate("""() => [...document.querySelectorAll('#all-grid .caption-label')]
+            .filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.textContent)""")
+        assert clipped == []                                                 # captions shown whole
+        table = page.locator("#all-table").inner_text()
+        assert "flips at step 0" not in table and "start class" in table
+
+
+def test_a_path_that_falls_short_offers_a_retry_and_says_why(tiny):
+    _, url, files = tiny
+    with browser_page(url) as page:
+        upload(page, files["photo"])
+        settings(page, eps="0.01", steps=2, step_size=0.1)
+        run_counterfactual(page)
+        expect(page.locator("#cf-summary")).to_contain_text("Why:")
+        retry = page.locator("#cf-retry")
+        expect(retry).to_be_visible()
+        expect(retry).to_contain_text("ε = 0.02")
+        old = page.locator("#cf-caption").inner_text()
+        retry.click()
+        expect(page.locator("#cf-eps input")).to_have_value("0.02")        # the settings it ran with
+        expect(page.locator("#cf-caption")).not_to_have_text(old)
+        expect(page.locator("#cf-summary")).to_contain_text("ε = 0.02")
+
+
+def test_the_help_panel_and_tooltips_explain_the_jargon(tiny):
+    _, url, _ = tiny
+    with browser_page(url) as page:
+        page.locator("#help").get_by_text("What am I looking at?").click()
+        helptext = page.locator("#help")
+        for term in ("PGD step t", "x_t − x_0", "ε", "L2 / Linf", "E(x)", "E(x, y)", "What the model sees"):
+            expect(helptext).to_contain_text(term)
+        for selector in ("#cf-diff", "#cf-input", "#cf-energy-plot", "#cf-distance-plot"):
+            title = page.locator(selector).get_attribute("title") or ""
+            assert len(title) > 20 and "grad" not in title.lower(), (selector, title)
+        settings(page)
+        expect(page.locator("#cf-eps")).to_contain_text("How much the image may change")
+
+
+def _button_look(page, selector: str) -> dict:
+    return page.evaluate("""(sel) => { const b = document.querySelector(sel); const s = getComputedStyle(b);
+        return {opacity: parseFloat(s.opacity), border: s.borderTopColor, background: s.backgroundColor,
+                color: s.color, disabled: b.disabled}; }""", selector)
+
+
+def test_generate_labels_each_sample_and_downloads_look_enabled(tiny):
+    demo, url, _ = tiny
+    with browser_page(url) as page:
+        open_tab(page, "Generate")
+        before = _button_look(page, "#gen-gif")
+        page.locator("#gen-steps input").fill("2")
+        page.click("#gen-run")
+        expect(page.locator("#gen-gif")).to_be_enabled(timeout=60_000)
+        expect(page.locator("#gen-gif")).to_have_css("opacity", "1")        # after any transition
+        after = _button_look(page, "#gen-gif")
+        assert before["disabled"] and not after["disabled"]
+        assert before["opacity"] <= 0.5 and after["opacity"] == 1.0        # disabled looks disabled
+        assert after["border"] != before["border"] and after["color"] != before["color"]
+        shown = np.asarray(Image.open(io.BytesIO(page.request.get(
+            page.locator("#gen-grid img").get_attribute("src")).body())).convert("RGB"))
+        view = demo.explainer.cache.get(next(k for k in demo.explainer.cache._items if k.endswith("/gen")))
+        assert shown.shape[0] > view.grid(len(view) - 1, labels=False).shape[0]  # a caption band under each row
+
+
+def test_play_is_one_toggle(tiny):
+    _, url, files = tiny
+    with browser_page(url) as page:
+        upload(page, files["photo"])
+        settings(page, steps=40)
+        run_counterfactual(page)
+        assert page.locator("#cf-pause").count() == 0
+        play = page.locator("#cf-play")
+        expect(play).to_contain_text("Play")
+        play.click()
+        expect(play).to_contain_text("Stop")
+        page.wait_for_timeout(600)
+        play.click()
+        expect(play).to_contain_text("Play")
+        page.wait_for_timeout(300)                                          # a tick already in flight lands
+        stopped = slider_value(page)
+        page.wait_for_timeout(800)
+        assert slider_value(page) == stopped and 0 < stopped < 40
+
+
+def test_a_tiff_upload_is_shown(tiny):
+    _, url, files = tiny
+    with browser_page(url) as page:
+        page.set_input_files("#cf-image input[type=file]", str(files["tiff"]))
+        expect(page.locator("#cf-prediction")).to_contain_text("What the model predicts")
+        page.wait_for_function("""() => { const i = document.querySelector('#cf-image img');
+            return i && i.complete && i.naturalWidth > 0 && !i.src.toLowerCase().endsWith('.tiff'); }""")
+
+
+def test_the_chosen_model_survives_a_reload(tiny):
+    _, url, files = tiny
+    with browser_page(url) as page:
+        open_tab(page, "Model")
+        page.get_by_label("Local folder").check()
+        page.locator("#model-path textarea, #model-path input").first.fill(str(files["other"]))
+        page.click("#model-load")
+        expect(page.locator("#model-banner")).to_contain_text("other-model")
+        page.reload()
+        page.wait_for_selector("#cf-run")
+        expect(page.locator("#model-banner")).to_contain_text("other-model", timeout=20_000)
+        assert str(files["other"]) not in page.locator("#model-banner").inner_text()
+
+
+def test_copy_link_opens_the_same_run(tiny):
+    demo, url, files = tiny
+    names = demo.explainer.default.class_names
+    with browser_page(url) as page:
+        upload(page, files["photo"])
+        page.click("#cf-share")
+        expect(page.locator("#cf-link textarea")).to_have_value(re.compile("uploaded image stays on this server"))
+        pick_example(page, 3)
+        pick_target(page, names[7])
+        settings(page, steps=3)
+        page.click("#cf-share")
+        link = page.locator("#cf-link textarea")
+        expect(link).to_have_value(re.compile(r"^http://.*\?example=.*target="))
+        shared = link.input_value()
+    assert f"target={names[7]}" in shared and "steps=3" in shared
+    with browser_page(shared) as page:                                       # a colleague opens it
+        expect(page.locator("#cf-caption")).to_contain_text("Step 3 of 3", timeout=60_000)
+        expect(page.locator("#cf-target input")).to_have_value(names[7])
+        expect(page.locator("#cf-summary")).to_contain_text(names[7])
+        expect(page.locator("#cf-input img")).to_have_count(1)

@@ -424,5 +424,6 @@ def test_demo_has_stable_element_ids_and_uses_example_images(dirs, tmp_path, mon
     assert {"cf-image", "cf-target", "cf-run", "cf-step", "cf-frame", "cf-diff", "cf-probs", "cf-prob-plot",
             "cf-energy-plot", "cf-distance-plot", "all-grid", "land-map", "land-path", "land-step", "attr-figure",
             "cmp-step", "gen-step", "gen-grid", "model-load"} <= ids
-    assert any(type(b).__name__ == "Dataset" for b in demo.blocks.values())   # the examples
+    strip = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "cf-examples")
+    assert [item["caption"] for item in strip.value] == ["red"]                  # the examples, labelled
     assert demo.explainer.standard is None

@@ -54,7 +54,7 @@ def generate(ex: Explainer, target, seed, steps, step_size, progress=gr.Progress
     target = EVERY_CLASS if str(target).strip().lower() in ("all", EVERY_CLASS, "") else target
     loaded = ex.default
     view, gif = generate_tab.samples(ex, loaded, target, "Random noise", None, seed, 1, steps, step_size, progress)
-    return {"model": loaded.label, **view.samples.to_dict()}, view.grid(len(view) - 1), str(gif)
+    return {"model": loaded.label, **view.samples.to_dict()}, view.grid(len(view) - 1, labels=False), str(gif)
 
 
 @user_errors

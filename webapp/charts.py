@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from explain.plots import ENERGY_CMAP
 
@@ -246,6 +246,28 @@ def difference_frames(images: np.ndarray) -> tuple[np.ndarray, float]:
     scale = float(np.abs(delta).max()) or 1.0
     out = np.clip(0.5 + 0.5 * delta / scale, 0.0, 1.0)
     return (out.transpose(0, 2, 3, 1) * 255 + 0.5).astype(np.uint8), scale
+
+
+def labelled_grid(frames: np.ndarray, labels: Sequence[str], nrow: int, scale: int = 1, pad: int = 2,
+                  band: int = 16) -> np.ndarray:
+    """Tile (N, H, W, 3) uint8 frames `nrow` per row, each with its label written in a white band below it."""
+    n, h, w, _ = frames.shape
+    h, w = h * scale, w * scale
+    rows = math.ceil(n / max(1, nrow))
+    canvas = Image.new("RGB", (nrow * (w + pad) + pad, rows * (h + band + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(9, min(12, band - 4)))
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        x, y = pad + c * (w + pad), pad + r * (h + band + pad)
+        tile = Image.fromarray(frames[i])
+        canvas.paste(tile.resize((w, h), Image.NEAREST) if scale > 1 else tile, (x, y))
+        text = labels[i]
+        while len(text) > 3 and draw.textlength(text, font=font) > w:  # long class names: cut, keep the p(…)
+            head, _, tail = text.rpartition(" ")
+            text = head[:-2] + "… " + tail if len(head) > 2 else text[:-1]
+        draw.text((x + w / 2, y + h + band / 2), text, fill=(31, 41, 55), font=font, anchor="mm")
+    return np.asarray(canvas)
 
 
 def png_data_uri(rgb: np.ndarray) -> str:

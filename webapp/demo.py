@@ -5,26 +5,32 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import api, describe
+from . import api, describe, opening, page
 from .explainer import Explainer
 from .tabs import all_targets, attributions, compare, counterfactual, generate, landscape
 from .tabs import model as model_tab  # `model` is build_demo's model source
-from .wiring import PRIVATE
+from .wiring import PRIVATE, RAW, bind, outputs
 
-INTRO = """## DAT Explainer: watch a robust classifier change its mind
-Pick an image and a target class. PGD changes the image step by step until the model sees the target; because the
-model was trained with Dual Adversarial Training, the changes look like the target class. **Scrub the slider** to
-watch every step. Energy E(x): lower means more like the training data."""
-
+# Requests waiting for the model at once (the model computes one at a time). Each waiting request holds only its
+# small inputs (an upload is at most 25 MB and already on disk), so a long queue costs little memory; past it a
+# visitor reads "queue is full". 256 covers a class of students pressing Run together (benchmarks/app.py).
+QUEUE_SIZE = 256
 
 def build_demo(model: str = "default", *, standard_model: str | None = "auto", revision: str | None = None,
-               explainer: Explainer | None = None, autocast: str = "auto") -> gr.Blocks:
-    """The app. Loads the model (and the comparison model) now; raises if the model cannot be loaded."""
-    ex = explainer or Explainer(model, standard_model=standard_model, revision=revision, autocast=autocast)
+               explainer: Explainer | None = None, autocast: str = "auto",
+               allow_local_models: bool | None = None) -> gr.Blocks:
+    """The app. Loads the model (and the comparison model) now; raises if the model cannot be loaded.
+    `allow_local_models`: may visitors load checkpoint folders of this server (see `Explainer`)."""
+    ex = explainer or Explainer(model, standard_model=standard_model, revision=revision, autocast=autocast,
+                                allow_local_models=allow_local_models)
     loaded = ex.default
     with gr.Blocks(title="DAT Explainer", delete_cache=(900, 3600)) as demo:
         state = gr.State(None)
-        gr.Markdown(INTRO, elem_id="intro")
+        saved_model = gr.BrowserState(None, storage_key="dat-explainer-model")  # the Model tab's last choice
+        autorun = gr.Checkbox(False, visible=False)                           # a shared link starts its run
+        gr.Markdown(page.INTRO, elem_id="intro")
+        with gr.Accordion("What am I looking at?", open=False, elem_id="help"):
+            gr.Markdown(page.HELP)
         banner = gr.Markdown(describe.banner(loaded), elem_id="model-banner")
         with gr.Tabs(elem_id="tabs") as tabs:
             cf = counterfactual.layout(loaded)
@@ -33,21 +39,26 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
             attr = attributions.layout()
             cmp = compare.layout(ex)
             gen = generate.layout(loaded)
-            mdl = model_tab.layout(loaded)
+            mdl = model_tab.layout(ex)
+        ex.examples = cf.examples
         # what a new path on tab 1 moves or resets elsewhere
         followers = counterfactual.Followers(land_step=land.land_step, land_map=land.land_map,
                                              land_path=land.land_path, land_info=land.land_info,
                                              attr_figure=attr.attr_figure, attr_info=attr.attr_info)
 
-        demo.load(ex.new_session, None, state, **PRIVATE)
+        demo.load(None, js=page.ON_LOAD_JS)
+        opened = demo.load(bind(opening.open_page, ex), [saved_model],
+                           outputs(opening.Opened, cf, mdl, gen, state=state, banner=banner, cf_autorun=autorun),
+                           show_progress="hidden", concurrency_limit=4, **RAW, **PRIVATE)
+        opened.success(None, [autorun], None, js=opening.AUTORUN_JS)
         counterfactual.wire(ex, cf, state=state, followers=followers)
         all_targets.wire(ex, grid, state=state, tabs=tabs, cf=cf, followers=followers)
         landscape.wire(ex, land, state=state, cf=cf)
         attributions.wire(ex, attr, state=state, cf=cf)
         compare.wire(ex, cmp, state=state, cf=cf)
         generate.wire(ex, gen, state=state)
-        model_tab.wire(ex, mdl, state=state, banner=banner, cf=cf, gen=gen)
+        model_tab.wire(ex, mdl, state=state, banner=banner, cf=cf, gen=gen, saved_model=saved_model)
         api.build(ex)
-    demo.queue(default_concurrency_limit=1, max_size=32)
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     demo.explainer = ex  # handy for tests and benchmarks
     return demo

@@ -13,6 +13,8 @@ from dat_core.models import count_parameters
 from .charts import fmt
 from .state import LoadedModel
 
+MAX_CARD_CHARS = 100_000
+
 
 def banner(loaded: LoadedModel) -> str:
     """One line above the tabs: which model answers, its architecture, classes and input size."""
@@ -30,14 +32,15 @@ def describe_model(loaded: LoadedModel) -> str:
     rows = [("Source", loaded.label), ("Architecture", f"`{cfg.get('arch')}` "
                                                        f"({count_parameters(loaded.model) / 1e6:.2f} M parameters)"),
             ("Classes", shown), ("Input size", f"{loaded.image_size} × {loaded.image_size} px")]
-    training = cfg.get("training") or {}
-    if training:
+    training = cfg.get("training")
+    if isinstance(training, dict) and training:
         text = f"{training.get('stage', '?')}, {training.get('step', '?')} steps"
         if "T" in training:
             text += f", final contrastive steps T = {training['T']}"
         rows.append(("Training", text))
-        for k, v in (training.get("validation") or {}).items():
-            if isinstance(v, (int, float)):
+        validation = training.get("validation")
+        for k, v in (validation.items() if isinstance(validation, dict) else ()):
+            if isinstance(v, (int, float)) and isinstance(k, str):
                 rows.append((f"Validation {k.replace('_', ' ')}", fmt(v, 4)))
     q = cfg.get("energy_quantiles")
     if q:
@@ -51,7 +54,12 @@ def describe_model(loaded: LoadedModel) -> str:
 
 def card_text(loaded: LoadedModel) -> str:
     """The model card's prose for the Model tab (its Hub YAML metadata left out)."""
-    text = model_card(loaded.directory)
+    try:
+        text = model_card(loaded.directory)
+    except (OSError, ValueError):  # not UTF-8, unreadable: a card is optional
+        text = None
+    if text and len(text) > MAX_CARD_CHARS:
+        text = text[:MAX_CARD_CHARS] + "\n\n_… (the rest of the model card is not shown)_"
     if not text:
         return "_This checkpoint has no model card (README.md)._"
     return split_card(text)[1] or "_The model card has metadata only._"

@@ -8,18 +8,22 @@ them directly, without a server or a browser.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import gradio as gr
 import torch
 
 import explain
 from dat_core.loading import DEFAULT_MODEL_DIR
-from dat_core.pgd import OnStep, PGDStep
+from dat_core.pgd import STOP, OnStep, PGDStep
 from dat_core.runtime import use_autocast
 from explain.export import save_gif, save_metrics_json
 from explain.trajectory import Trajectory
 
+from . import links
 from . import state as st
 
 
@@ -31,14 +35,22 @@ class Explainer:
     """
 
     def __init__(self, model: str = "default", standard_model: str | None = "auto", revision: str | None = None,
-                 cache_bytes: int = st.DEFAULT_CACHE_BYTES, max_models: int = 4, autocast: str = "auto"):
+                 cache_bytes: int = st.DEFAULT_CACHE_BYTES, max_models: int = 4, autocast: str = "auto",
+                 allow_local_models: bool | None = None, hub_options: dict[str, Any] | None = None):
         use_autocast(autocast, torch.device("cpu"))  # validates the spec now, not on the first request
         self.autocast = autocast
-        self.models = st.ModelRegistry(max_models)
+        # visitors may load checkpoint folders of this server (the Model tab): app.py decides from where it listens
+        # (sources.local_models_allowed); a library caller gets them unless on a Space
+        self.allow_local_models = (not os.environ.get("SPACE_ID")) if allow_local_models is None \
+            else bool(allow_local_models)
+        self.models = st.ModelRegistry(max_models, hub_options=hub_options)
         self.default = self.models.load(model, revision, pin=True)
         self.standard, self.standard_note = self._load_standard(standard_model)
         self.cache = st.TrajectoryCache(cache_bytes)
         self.files = st.TempFiles()
+        self.examples = links.Examples(links.EXAMPLES_DIR)  # build_demo sets the page's own
+        self._runs: dict[str, threading.Event] = {}  # session id -> its run in flight, for Cancel
+        self._runs_lock = threading.Lock()
 
     def _load_standard(self, source: str | None) -> tuple[st.LoadedModel | None, str]:
         if source == "auto":
@@ -55,7 +67,8 @@ class Explainer:
     # ------------------------------------------------------------ sessions and their models
 
     def new_session(self) -> dict:
-        return {"id": st.new_key(), "source": self.default.source, "revision": self.default.revision}
+        return {"id": st.new_key(), "source": self.default.source, "revision": self.default.revision,
+                "key": self.default.key}
 
     def session(self, state: Any) -> dict:
         """The session dict, or a fresh one when the browser sent none (or something that is not ours)."""
@@ -65,14 +78,16 @@ class Explainer:
 
     def session_model(self, state: dict) -> st.LoadedModel:
         """The model this session chose on the Model tab (the app's model until then)."""
-        return self.models.load(state.get("source", "default"), state.get("revision"))
+        key = state.get("key") if isinstance(state, dict) else None
+        return self.model_by_key(key) if isinstance(key, str) else self.default
 
     def model_by_key(self, key: str) -> st.LoadedModel:
-        """The model a stored result was computed with, reloaded if the registry dropped it meanwhile."""
+        """A model by its key (sessions and stored results keep it), reloaded from the source it was first
+        loaded from if the registry dropped it meanwhile; the app's model for a key never loaded here."""
         loaded = self.models.get(key)
         if loaded is None:
-            source, _, revision = key.rpartition("@")
-            loaded = self.models.load(source, revision or None)
+            source = self.models.source(key)
+            loaded = self.models.load(source) if source is not None else self.default
         return loaded
 
     def uses_bf16(self, loaded: st.LoadedModel) -> bool:
@@ -107,16 +122,43 @@ class Explainer:
                              "Ask for fewer steps or targets.")
 
     def trajectory(self, loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict, progress: Any = None,
-                   desc: str = "Running PGD") -> Trajectory:
-        """One counterfactual path, memoized by content (model, image, target, parameters)."""
+                   desc: str = "Running PGD", cancel: threading.Event | None = None) -> Trajectory:
+        """One counterfactual path, memoized by content (model, image, target, parameters). A set `cancel`
+        ends PGD at its next step (`Cancelled`); a cut path is never memoized."""
         self.check_budget(1, req["steps"], loaded.image_size)
         memo = "memo/" + st.request_hash(loaded.key, x, target, sorted(req.items()))
         traj = self.cache.get(memo)
         if traj is None:
             traj = explain.counterfactual(loaded.model, x, target, autocast=self.uses_bf16(loaded),
-                                          on_step=progress_steps(progress, desc, req["steps"]), **req)
+                                          on_step=progress_steps(progress, desc, req["steps"], cancel), **req)
+            if int(traj.steps[-1]) < req["steps"]:
+                raise Cancelled(int(traj.steps[-1]), req["steps"])
             self.cache.put(memo, traj)
         return traj
+
+    # ------------------------------------------------------------ cancelling
+
+    @contextmanager
+    def cancellable(self, state: dict) -> Iterator[threading.Event]:
+        """A run of this session that its Cancel button can stop: `cancel(state)` sets the event while the
+        run is in flight, and the PGD hook (`progress_steps`) then answers STOP."""
+        event = threading.Event()
+        with self._runs_lock:
+            self._runs[state["id"]] = event
+        try:
+            yield event
+        finally:
+            with self._runs_lock:
+                if self._runs.get(state["id"]) is event:
+                    del self._runs[state["id"]]
+
+    def cancel(self, state: Any) -> bool:
+        """Stop this session's run in flight (if any) at its next PGD step; True if there was one."""
+        with self._runs_lock:
+            event = self._runs.get(self.session(state)["id"])
+        if event is not None:
+            event.set()
+        return event is not None
 
     def exports(self, traj: Trajectory, scale: int) -> tuple[str, str]:
         """The GIF and per-step JSON of a path, written to fresh download files."""
@@ -127,19 +169,29 @@ class Explainer:
         return str(gif), str(js)
 
 
-def progress_steps(progress: Any, desc: str, total: int) -> OnStep | None:
-    """A `dat_core.pgd` on_step hook that moves a Gradio progress bar by one per PGD step.
+class Cancelled(gr.Error):
+    """A run stopped by its Cancel button (the PGD hook answered STOP)."""
+
+    def __init__(self, step: int, steps: int):
+        super().__init__(f"Cancelled at step {step} of {steps}; nothing was changed.", title="Cancelled",
+                         duration=4, print_exception=False)
+
+
+def progress_steps(progress: Any, desc: str, total: int, cancel: threading.Event | None = None) -> OnStep | None:
+    """A `dat_core.pgd` on_step hook that moves a Gradio progress bar by one per PGD step, and ends the run
+    (STOP) once `cancel` is set.
 
     `total` counts the steps of every PGD run the hook serves (the all-targets tab runs several batches),
     so the bar fills once across all of them.
     """
-    if progress is None:
+    if progress is None and cancel is None:
         return None
     done = 0
 
-    def on_step(step: PGDStep) -> None:
+    def on_step(step: PGDStep) -> str | None:
         nonlocal done
         done += 1
-        progress((min(done, total), total), desc=desc, unit="steps")
+        if progress is not None:
+            progress((min(done, total), total), desc=desc, unit="steps")
+        return STOP if cancel is not None and cancel.is_set() else None
     return on_step
-

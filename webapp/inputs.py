@@ -7,18 +7,21 @@ from __future__ import annotations
 import base64
 import functools
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import gradio as gr
 import torch
+from PIL import Image as PILImage
 
 import explain
 from dat_core.data.seeds import NOISE_KINDS
 from explain import params
 from explain.attribution import METHODS
+from explain.image import open_image, to_rgb
 
-from .state import LoadedModel
+from .state import LoadedModel, TempFiles
 
 # A server time budget, not a library limit: explain.params.MAX_STEPS (1000) bounds what PGD accepts, while one
 # web request may run at most this many steps so a shared server answers every queued user in reasonable time.
@@ -34,19 +37,67 @@ ATTR_FRAMES = ("start x₀", "current step t", "end x_T")
 # user-caused failures become a readable toast; anything else is a bug and keeps its traceback
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError, OSError)
 
+ECHO_LIMIT = 60
+"""At most this many characters of a visitor's input come back in a message."""
+MAX_MESSAGE = 600
+# What a message must not show: a path on the server. Each alternative is not glued to a word, so "8/255",
+# "owner/name", "L2/Linf" and a URL's "//host" stay; "~" alone is the server's home.
+_PART = r"[^\s/\\'\"`,;()<>|]"
+_SERVER_PATH = re.compile("|".join([
+    rf"(?<![\w.:/\\~-])(?:~|[A-Za-z]:)?[/\\]{_PART}+(?:[/\\]{_PART}*)*",  # /etc/x, ~/.ssh, C:\\models
+    r"(?<![\w.:/\\-])~(?=[/\\\s]|$)",                                   # ~
+    rf"(?<![\w.])\.{{1,2}}[/\\](?:{_PART}|[/\\])*",                       # ../../etc, ./x
+]))
+
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
+def echo(value: Any) -> str:
+    """A visitor's input as a message may quote it: at most ECHO_LIMIT characters, "…" where it was cut.
+    Every message that repeats input goes through here (directly, or through `safe_message`)."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT - 1] + "…"
+
+
+def _strings(values: Any, depth: int = 0) -> list[str]:
+    """The strings in a handler's arguments (and one level into lists and dicts): what a visitor typed."""
+    if isinstance(values, str):
+        return [values]
+    if depth < 3 and isinstance(values, (list, tuple, set)):
+        return [s for v in values for s in _strings(v, depth + 1)]
+    if depth < 3 and isinstance(values, dict):
+        return [s for v in values.values() for s in _strings(v, depth + 1)]
+    return []
+
+
+def safe_message(text: str, inputs: Any = ()) -> str:
+    """A message fit to show a visitor: long `inputs` it quotes cut to `echo` length, absolute server paths
+    replaced by "…", the whole at most MAX_MESSAGE characters."""
+    for value in sorted({s for s in _strings(inputs) if len(s) > ECHO_LIMIT}, key=len, reverse=True):
+        for form in dict.fromkeys((value, value.strip(), value.strip().lower())):
+            if len(form) > ECHO_LIMIT:
+                text = text.replace(repr(form), repr(echo(form))).replace(form, echo(form))
+    text = _SERVER_PATH.sub("…", text)
+    # and what was derived from input (a piece of a comma list, a stripped word): no word longer than an echo
+    text = re.sub(rf"\S{{{ECHO_LIMIT + 1},}}", lambda m: echo(m.group()), text)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
+
+
 def user_errors(fn: Handler) -> Handler:
-    """Turn the clear ValueError / OSError messages of explain and dat_core into `gr.Error`."""
+    """Turn the clear ValueError / OSError messages of explain and dat_core into `gr.Error`, and make every
+    message the handler raises safe to show (`safe_message`: bounded echoes, no server paths)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
+        except gr.Error as e:
+            safe = safe_message(str(e.message), [args, kwargs])
+            if safe == e.message:
+                raise
+            raise gr.Error(safe, duration=e.duration, visible=e.visible, title=e.title,
+                           print_exception=False) from None
         except USER_ERRORS as e:
-            text = str(e) or type(e).__name__
+            text = safe_message(str(e) or type(e).__name__, [args, kwargs])
             text = text[:1].upper() + text[1:] if text[:1].isascii() else text
             raise gr.Error(text, print_exception=False) from e
     return wrapper  # type: ignore[return-value]
@@ -72,6 +123,30 @@ def image_source(image: Any) -> Any:
     return image
 
 
+BROWSER_FORMATS = {"PNG", "JPEG", "GIF", "WEBP", "BMP"}
+MAX_DISPLAY_SIDE = 2048
+
+
+def browser_copy(image: Any, files: TempFiles) -> str | None:
+    """A PNG copy of an upload that browsers cannot show (TIFF, ...) for the image box (and for what reads it
+    next), at most MAX_DISPLAY_SIDE px a side; None when the upload shows as it is (or is unreadable: the
+    model input's own checks then say why)."""
+    path = image_source(image)
+    if not isinstance(path, str) or not path:
+        return None
+    try:
+        with PILImage.open(path) as im:
+            if im.format in BROWSER_FORMATS:
+                return None
+        rgb = to_rgb(open_image(path))
+    except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError):
+        return None
+    rgb.thumbnail((MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE))
+    out = files.path(Path(path).stem + ".png")
+    rgb.save(out, format="PNG")
+    return str(out)
+
+
 def model_input(image: Any, loaded: LoadedModel) -> torch.Tensor:
     """The image as the model's (1, 3, H, W) input; errors name the file as the person knows it."""
     image = image_source(image)
@@ -86,11 +161,21 @@ def model_input(image: Any, loaded: LoadedModel) -> torch.Tensor:
         raise gr.Error(text, print_exception=False) from None
 
 
+_INDEX = re.compile(r"[+-]?\d{1,40}")
+
+
 def target_index(target: Any, loaded: LoadedModel) -> int:
     """A class name or index typed or picked by the user -> the model's class index."""
     if target is None or (isinstance(target, str) and not target.strip()):
         raise gr.Error("Choose a target class.", print_exception=False)
-    return explain.resolve_class(target, loaded.class_names)
+    names = loaded.class_names
+    try:
+        return explain.resolve_class(target, names)
+    except ValueError:
+        text = str(target).strip()
+        if _INDEX.fullmatch(text):  # "-1", "+11": an index, not a name; say which indices exist
+            raise ValueError(f"class index {echo(str(int(text)))} is out of range 0–{len(names) - 1}") from None
+        raise
 
 
 def pgd_params(norm: Any, eps: Any, steps: Any, step_size: Any) -> dict[str, Any]:
@@ -106,8 +191,8 @@ def parse_methods(methods: Any) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(str(m).strip() for m in items if str(m).strip()))
     unknown = [m for m in chosen if m not in METHODS]
     if unknown or not chosen:
-        raise ValueError(f"unknown attribution method(s) {', '.join(unknown) or '(none chosen)'}; "
-                         f"choose from {', '.join(METHODS)}")
+        named = ", ".join(echo(m) for m in unknown[:3]) + (", …" if len(unknown) > 3 else "")
+        raise ValueError(f"unknown attribution method(s) {named or '(none chosen)'}; choose from {', '.join(METHODS)}")
     return chosen
 
 

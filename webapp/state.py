@@ -27,10 +27,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dat_core.checkpoint import load_checkpoint_dir
-from dat_core.loading import locate, resolve_source
+from dat_core.loading import ModelSource, resolve_source
 from dat_core.models import class_names_of
 from dat_core.runtime import channels_last, model_device
+
+from . import sources
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
 
@@ -131,6 +132,7 @@ class LoadedModel:
     source: str                  # "default", a resolved local dir, or a Hub repo id
     revision: str | None
     directory: Path              # where config.json / model.safetensors / README.md live
+    label: str = ""              # how visitors read its name (sources.label: never a server path)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -149,37 +151,39 @@ class LoadedModel:
     def device(self) -> torch.device:
         return model_device(self.model)
 
-    @property
-    def label(self) -> str:
-        if self.source == "default":
-            return f"bundled default ({self.directory.name})"
-        return self.source + (f" @ {self.revision}" if self.revision else "")
-
 
 class ModelRegistry:
     """Loaded models by (source, revision); at most `max_models` unpinned ones stay loaded (LRU)."""
 
-    def __init__(self, max_models: int = 4, device: str | torch.device | None = None):
+    def __init__(self, max_models: int = 4, device: str | torch.device | None = None,
+                 hub_options: dict[str, Any] | None = None):
         self.max_models = max_models
         self.device = device
+        self.hub_options = dict(hub_options or {})  # dat_core.hub.download's endpoint=, cache_dir=, token=
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._sources: dict[str, ModelSource] = {}  # every source loaded once, by key (to reload a dropped one)
         self._pinned: set[str] = set()
         self._lock = threading.RLock()
 
-    def load(self, source: str, revision: str | None = None, *, pin: bool = False) -> LoadedModel:
-        """The model for (source, revision), loading (and downloading) it on first use."""
-        src = resolve_source(source, revision)
+    def load(self, source: str | ModelSource, revision: str | None = None, *, pin: bool = False) -> LoadedModel:
+        """The model for (source, revision), loading (and downloading) it on first use.
+
+        A `ModelSource` is what a visitor chose (webapp.sources: messages never show a server path); a string
+        is the operator's `--model`, resolved by `dat_core.loading.resolve_source`.
+        """
+        visitor = isinstance(source, ModelSource)
+        src = source if visitor else resolve_source(source, revision)
         with self._lock:
             if src.key in self._models:
                 self._models.move_to_end(src.key)
                 if pin:
                     self._pinned.add(src.key)
                 return self._models[src.key]
-            directory = locate(src)
-            model = load_checkpoint_dir(directory)
+            model, directory = sources.load(src, visitor=visitor, **self.hub_options)
+            self._sources[src.key] = src
             model = channels_last(model if self.device is None else model.to(self.device))
             loaded = LoadedModel(key=src.key, model=model, source=src.name, revision=src.revision,
-                                 directory=directory)
+                                 directory=directory, label=sources.label(src, directory))
             self._models[src.key] = loaded
             if pin:
                 self._pinned.add(src.key)
@@ -191,6 +195,11 @@ class ModelRegistry:
     def get(self, key: str) -> LoadedModel | None:
         with self._lock:
             return self._models.get(key)
+
+    def source(self, key: str) -> ModelSource | None:
+        """The source a model was loaded from (also after it was dropped), by its key."""
+        with self._lock:
+            return self._sources.get(key)
 
 
 def request_hash(*parts: Any) -> str:

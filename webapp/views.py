@@ -13,7 +13,7 @@ import numpy as np
 
 from dat_core.sampling import make_grid
 from explain.export import upscale
-from explain.params import parse_int
+from explain.params import default_params, parse_int
 from explain.trajectory import Trajectory
 
 from .charts import (
@@ -27,6 +27,7 @@ from .charts import (
     difference_frames,
     display_scale,
     fmt,
+    labelled_grid,
     probability_bars,
 )
 
@@ -138,11 +139,51 @@ class CounterfactualView:
         start = f"Started as **{names[tr.source]}** ({tr.probs[0, tr.source]:.0%})"
         req = (f"{p.get('norm')} threat model, ε = {fmt(p.get('eps', math.inf))}, {p.get('steps')} steps of "
                f"{fmt(p.get('step_size', 0))}")
+        if tr.source == tr.target:
+            return (f"{start}, which already is the target: PGD made it more **{names[tr.target]}** "
+                    f"(p = {tr.confidence[-1]:.0%} at the end; {req}).")
         if tr.flip_step is None:
+            retry = retry_for(tr)
+            why = f" **Why:** {retry.why}." if retry else ""
             return (f"{start}; the prediction did **not** reach **{names[tr.target]}** "
-                    f"(p = {tr.confidence[-1]:.0%} at the end; {req}). Try more steps or a larger ε.")
+                    f"(p = {tr.confidence[-1]:.0%} at the end; {req}).{why}")
         return (f"{start}; the prediction flips to **{names[tr.target]}** at step **{tr.flip_step}** "
                 f"and ends at p = {tr.confidence[-1]:.0%} ({req}).")
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Settings worth a second try when a path did not reach its target, and why it did not."""
+
+    eps: float
+    steps: int
+    step_size: float
+    why: str
+
+
+def retry_for(tr: Trajectory, max_steps: int = 500) -> Retry | None:
+    """What to try after a path that did not reach its target (None if it did): a path that used its whole
+    budget ε needs a larger ε (twice, with steps enough to walk there); one that ran out of steps needs more
+    steps (or, at `max_steps`, larger ones)."""
+    if tr.flip_step is not None or tr.source == tr.target:
+        return None
+    p = tr.params  # explain's validated request: norm, eps, steps, step_size
+    norm, eps, steps, step_size = p["norm"], float(p["eps"]), int(p["steps"]), float(p["step_size"])
+    dist = float((tr.l2 if norm == "L2" else tr.linf)[-1])
+    names = tr.class_names
+    sees, target = names[int(tr.probs[-1].argmax())], names[tr.target]
+    if math.isfinite(eps) and dist >= 0.95 * eps:
+        new_eps = 2 * eps if eps > 0 else default_params(tr.frames.shape[1], norm)["eps"]
+        new_steps = min(max_steps, max(steps, math.ceil(2 * new_eps / step_size)))
+        why = (f"the change used its whole budget (ε = {fmt(eps)}) and the model still sees {sees}: turning it "
+               f"into {target} takes a larger change than ε allows")
+        return Retry(new_eps, new_steps, step_size, why)
+    why = (f"PGD ran out of steps: after {steps} steps of {fmt(step_size)} the change is {fmt(dist)}"
+           + (f", below the allowed ε = {fmt(eps)}" if math.isfinite(eps) else "")
+           + f", and the model still sees {sees}")
+    if steps < max_steps:
+        return Retry(eps, min(max_steps, 2 * steps), step_size, why)
+    return Retry(eps, steps, 2 * step_size, why)
 
 
 @dataclass
@@ -151,21 +192,32 @@ class AllTargetsView:
     model_key: str
     scale: int
 
+    @staticmethod
+    def outcome(tr: Trajectory) -> str:
+        """How a path ended, in a few words: the start class, the step it flipped at, or not reached."""
+        if tr.target == tr.source:
+            return "start class"
+        return f"flips at step {tr.flip_step}" if tr.flip_step is not None else "not reached"
+
     def gallery(self) -> list[tuple[np.ndarray, str]]:
-        out = []
-        for tr in self.trajectories:
-            flip = f"flips at step {tr.flip_step}" if tr.flip_step is not None else "no flip"
-            out.append((upscale(tr.frames[-1], self.scale),
-                        f"→ {tr.class_names[tr.target]} · p = {tr.confidence[-1]:.0%} · {flip}"))
-        return out
+        """The final image per target in class order, captioned short enough to show whole."""
+        return [(upscale(tr.frames[-1], self.scale), f"{tr.class_names[tr.target]} · {tr.confidence[-1]:.0%} · "
+                 + self.outcome(tr).replace("flips at ", "")) for tr in self.trajectories]
 
     def table(self) -> str:
+        """The same paths as the grid, in the grid's order (by class)."""
         tr0 = self.trajectories[0]
-        rows = [f"Start image predicted as **{tr0.class_names[tr0.source]}** ({tr0.probs[0, tr0.source]:.0%}).\n",
-                "| target | final p(target) | flips at step | L2 distance |", "|---|---|---|---|"]
-        for tr in sorted(self.trajectories, key=lambda tr: (tr.flip_step is None, tr.flip_step or 0)):
-            rows.append(f"| {tr.class_names[tr.target]} | {tr.confidence[-1]:.0%} | "
-                        f"{tr.flip_step if tr.flip_step is not None else '—'} | {fmt(tr.l2[-1])} |")
+        rows = [f"Start image predicted as **{tr0.class_names[tr0.source]}** ({tr0.probs[0, tr0.source]:.0%}). "
+                "Each row is one target, in the grid's order; *flips at step* is the first PGD step at which the "
+                "model predicts the target.\n",
+                "| target class | final p(target) | outcome | L2 change ‖x_T − x_0‖ |", "|---|---|---|---|"]
+        for tr in self.trajectories:
+            rows.append(f"| {tr.class_names[tr.target]} | {tr.confidence[-1]:.0%} | {self.outcome(tr)} | "
+                        f"{fmt(tr.l2[-1])} |")
+        short = [tr.class_names[tr.target] for tr in self.trajectories if self.outcome(tr) == "not reached"]
+        if short:
+            rows.append(f"\n**Not reached:** {', '.join(short)}. Click one in the grid to open it in the first tab, "
+                        "where *Try again* offers a larger ε or more steps and says why it fell short.")
         return "\n".join(rows)
 
 
@@ -234,8 +286,13 @@ class SamplingView:
     def index(self, step: Any) -> int:
         return _index(step, len(self))
 
-    def grid(self, i: int) -> np.ndarray:
-        return make_grid(self.samples.trajectory[i], nrow=self.nrow, pad=2, scale=self.scale)
+    def grid(self, i: int, labels: bool = True) -> np.ndarray:
+        """The samples at step i; `labels`: each with its class and p(class) at that step written below it."""
+        if not labels:
+            return make_grid(self.samples.trajectory[i], nrow=self.nrow, pad=2, scale=self.scale)
+        s = self.samples
+        text = [f"{s.class_names[int(t)]} {c:.0%}" for t, c in zip(s.targets, s.trajectory_confidences[i])]
+        return labelled_grid(s.trajectory[i], text, nrow=self.nrow, scale=self.scale)
 
     def grids(self) -> np.ndarray:
         return np.stack([self.grid(i) for i in range(len(self))])

@@ -13,11 +13,14 @@ import gradio as gr
 from .explainer import Explainer
 
 PRIVATE = {"api_visibility": "private"}  # UI events are not API endpoints; the API is webapp/api.py
+# Handlers read what the browser sent as it is and check it themselves (webapp/inputs.py): images are decoded by
+# us (inputs.image_source), and Gradio's own checks of choices would answer a forged value with a message
+# quoting all of it.
+RAW = {"preprocess": False}
 # one model computation at a time on the whole server (PGD, landscapes, attributions, model loading)
-COMPUTE = {"concurrency_id": "model", "concurrency_limit": 1, **PRIVATE}
-RAW = {"preprocess": False}  # events with image inputs decode the upload themselves (inputs.image_source)
+COMPUTE = {"concurrency_id": "model", "concurrency_limit": 1, **RAW, **PRIVATE}
 # slider moves and animation ticks: answered at once, only the latest position counts
-INSTANT = {"queue": False, "show_progress": "hidden", "trigger_mode": "always_last", **PRIVATE}
+INSTANT = {"queue": False, "show_progress": "hidden", "trigger_mode": "always_last", **RAW, **PRIVATE}
 
 
 def bind(handler: Callable[..., Any], ex: Explainer) -> Callable[..., Any]:
@@ -46,3 +49,33 @@ def outputs(result: type[NamedTuple], *groups: object, **named: gr.components.Co
         owner = owners[0]
         found.append(owner[name] if owner is named else getattr(owner, name))
     return found
+
+
+def cancellable(trigger: Callable[..., Any], fn: Callable[..., Any], inputs: list[Any], outputs: list[Any], *,
+                run: list[gr.Button], cancel: gr.Button, progress_on: gr.components.Component) -> Any:
+    """A model computation started by `trigger` (e.g. `button.click`) that a Cancel button can stop.
+
+    While it runs, Cancel takes the place of the first `run` button, the other `run` buttons are off, and the
+    progress bar shows on `progress_on` alone (not over every output). Returns the computation's event (for
+    `.success` chains and for `cancel.click(..., cancels=[...])`, which the tab wires with `idle_buttons`).
+    """
+    busy = trigger(lambda: busy_buttons(len(run)), None, [*run, cancel], queue=False, show_progress="hidden",
+                   **PRIVATE)
+    work = busy.then(fn, inputs, outputs, show_progress_on=progress_on, **COMPUTE)
+    work.then(lambda: idle_buttons(len(run)), None, [*run, cancel], queue=False, show_progress="hidden", **PRIVATE)
+    no_error_badge(work, progress_on)
+    return work
+
+
+def no_error_badge(event: Any, shown_on: gr.components.Component) -> None:
+    """After `event` failed, its one message is the toast: take Gradio's red "Error" badge off the component
+    its progress showed on (`shown_on`), which keeps what it showed before."""
+    event.failure(lambda: gr.skip(), None, shown_on, queue=False, show_progress="hidden", **PRIVATE)
+
+
+def busy_buttons(n_run: int) -> list[Any]:
+    return [gr.update(visible=False), *[gr.update(interactive=False)] * (n_run - 1), gr.update(visible=True)]
+
+
+def idle_buttons(n_run: int) -> list[Any]:
+    return [gr.update(visible=True), *[gr.update(interactive=True)] * (n_run - 1), gr.update(visible=False)]

@@ -14,10 +14,10 @@ import torch
 import explain
 
 from .. import charts
-from ..explainer import Explainer, progress_steps
+from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import MAX_ALL_TARGETS, model_input, pgd_params, user_errors
 from ..views import AllTargetsView, CounterfactualView
-from ..wiring import COMPUTE, RAW, bind, outputs
+from ..wiring import COMPUTE, INSTANT, bind, cancellable, idle_buttons, no_error_badge, outputs
 from . import counterfactual
 
 BATCH = 64  # paths per PGD batch (explain.counterfactuals' max_batch); the progress bar counts the batches' steps
@@ -26,6 +26,7 @@ BATCH = 64  # paths per PGD batch (explain.counterfactuals' max_batch); the prog
 @dataclass
 class Components:
     all_run: gr.Button
+    all_cancel: gr.Button
     all_grid: gr.Gallery
     all_table: gr.Markdown
 
@@ -45,11 +46,11 @@ def layout() -> Components:
         gr.Markdown("One click runs the counterfactual from the image in the first tab toward **every class** "
                     "(same settings). Click a result to scrub its path in the first tab.")
         all_run = gr.Button("Run toward every class", variant="primary", elem_id="all-run")
-        with gr.Row(equal_height=False):
-            all_grid = gr.Gallery(label="Final image per target class", columns=5, height="auto", format="png",
-                                  allow_preview=False, elem_id="all-grid", scale=3)
-            all_table = gr.Markdown("", elem_id="all-table")
-    return Components(all_run=all_run, all_grid=all_grid, all_table=all_table)
+        all_cancel = gr.Button("■ Cancel the run", variant="stop", visible=False, elem_id="all-cancel")
+        all_grid = gr.Gallery(label="Final image per target class (in class order)", columns=5, height=540,
+                              object_fit="contain", format="png", allow_preview=False, elem_id="all-grid")
+        all_table = gr.Markdown("", elem_id="all-table")
+    return Components(all_run=all_run, all_cancel=all_cancel, all_grid=all_grid, all_table=all_table)
 
 
 @user_errors
@@ -69,12 +70,21 @@ def run(ex: Explainer, image, norm, eps, steps, step_size, state, progress=gr.Pr
         note = f"\n\n_Showing the {MAX_ALL_TARGETS} most probable of {k} classes._"
     ex.check_budget(len(targets), req["steps"], loaded.image_size)
     batches = math.ceil(len(targets) / BATCH)
-    on_step = progress_steps(progress, f"PGD toward {len(targets)} classes", batches * req["steps"])
-    trajs = explain.counterfactuals(loaded.model, x, targets, autocast=ex.uses_bf16(loaded), max_batch=BATCH,
-                                    on_step=on_step, **req)
+    with ex.cancellable(state) as cancel:
+        on_step = progress_steps(progress, f"PGD toward {len(targets)} classes", batches * req["steps"], cancel)
+        trajs = explain.counterfactuals(loaded.model, x, targets, autocast=ex.uses_bf16(loaded), max_batch=BATCH,
+                                        on_step=on_step, **req)
+    if len(trajs) < len(targets) or int(trajs[-1].steps[-1]) < req["steps"]:
+        raise Cancelled(int(trajs[-1].steps[-1]) if trajs else 0, req["steps"])
     view = AllTargetsView(trajs, loaded.key, charts.display_scale(loaded.image_size))
     ex.put(state, "all", view)
     return Grid(state, view.gallery(), view.table() + note)
+
+
+def cancel(ex: Explainer, state) -> list[Any]:
+    """The Cancel button: the run stops at its next PGD step; Run is back on."""
+    ex.cancel(state)
+    return idle_buttons(1)
 
 
 @user_errors
@@ -92,8 +102,12 @@ def open_target(ex: Explainer, state, evt: gr.SelectData) -> Opened:
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, tabs: gr.Tabs, cf: counterfactual.Components,
          followers: counterfactual.Followers) -> None:
-    ui.all_run.click(bind(run, ex), [cf.cf_image, *cf.settings, state], outputs(Grid, ui, state=state),
-                     **RAW, **COMPUTE)
+    ran = cancellable(ui.all_run.click, bind(run, ex), [cf.cf_image, *cf.settings, state],
+                      outputs(Grid, ui, state=state), run=[ui.all_run], cancel=ui.all_cancel,
+                      progress_on=ui.all_grid)
+    ui.all_cancel.click(bind(cancel, ex), [state], [ui.all_run, ui.all_cancel], cancels=[ran], **INSTANT)
     opened = ui.all_grid.select(bind(open_target, ex), [state],
-                                outputs(Opened, cf, followers, state=state, tabs=tabs), **COMPUTE)
+                                outputs(Opened, cf, followers, state=state, tabs=tabs),
+                                show_progress_on=cf.cf_summary, **COMPUTE)
+    no_error_badge(opened, cf.cf_summary)
     counterfactual.chain_exports(opened, ex, cf, state)

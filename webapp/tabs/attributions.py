@@ -14,7 +14,7 @@ from explain.plots import figure_to_array
 
 from ..explainer import Explainer
 from ..inputs import ATTR_FRAMES, parse_methods, user_errors
-from ..wiring import COMPUTE, bind, outputs
+from ..wiring import COMPUTE, bind, no_error_badge, outputs
 from . import counterfactual
 
 
@@ -68,5 +68,6 @@ def run(ex: Explainer, state, methods, at, step, progress=gr.Progress()) -> Attr
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, cf: counterfactual.Components) -> None:
-    ui.attr_run.click(bind(run, ex), [state, ui.attr_methods, ui.attr_at, cf.cf_step], outputs(Attributions, ui),
-                      **COMPUTE)
+    computed = ui.attr_run.click(bind(run, ex), [state, ui.attr_methods, ui.attr_at, cf.cf_step],
+                                 outputs(Attributions, ui), show_progress_on=ui.attr_figure, **COMPUTE)
+    no_error_badge(computed, ui.attr_figure)

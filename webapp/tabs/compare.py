@@ -13,7 +13,7 @@ from .. import charts
 from ..explainer import Explainer
 from ..inputs import model_input, pgd_params, target_index, user_errors
 from ..views import CompareView
-from ..wiring import COMPUTE, INSTANT, RAW, bind, outputs
+from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual
 
 
@@ -118,6 +118,7 @@ def scrub(ex: Explainer, state, step) -> Frame:
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, cf: counterfactual.Components) -> None:
-    ui.cmp_run.click(bind(run, ex), [cf.cf_image, cf.cf_target, *cf.settings, state],
-                     outputs(Compared, ui, state=state), **RAW, **COMPUTE)
+    compared = ui.cmp_run.click(bind(run, ex), [cf.cf_image, cf.cf_target, *cf.settings, state],
+                                outputs(Compared, ui, state=state), show_progress_on=ui.cmp_summary, **COMPUTE)
+    no_error_badge(compared, ui.cmp_summary)
     ui.cmp_step.input(bind(scrub, ex), [state, ui.cmp_step], outputs(Frame, ui), **INSTANT)

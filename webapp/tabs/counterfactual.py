@@ -1,4 +1,6 @@
-"""Tab 1, Counterfactual: upload an image, pick a target, run targeted PGD, scrub the path step by step.
+"""Tab 1, Counterfactual: pick an example (or upload an image), pick a target, run targeted PGD (Cancel stops it),
+scrub the path step by step (tabs/scrubber.py); a path that falls short says why and offers a retry with a
+larger ε or more steps; Copy link shares the run (webapp/links.py).
 
 The other tabs build on the path this tab stores (slot "cf"): the landscape and attribution tabs explain it,
 the all-targets grid opens a path here. A slider move indexes cached frames and moves chart markers only.
@@ -7,7 +9,6 @@ the all-targets grid opens a path here. A slider move indexes cached frames and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -19,11 +20,12 @@ from dat_core.energy import marginal_energy, probabilities
 from explain.export import upscale
 from explain.params import NORMS
 
-from .. import charts
+from .. import charts, links, page, sources
 from ..describe import typicality
 from ..explainer import Explainer
 from ..inputs import (
     MAX_REQUEST_STEPS,
+    browser_copy,
     eps_choices,
     eps_text,
     image_source,
@@ -33,29 +35,37 @@ from ..inputs import (
     user_errors,
 )
 from ..state import LoadedModel
-from ..views import CounterfactualView
-from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, outputs
+from ..views import CounterfactualView, retry_for
+from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, no_error_badge, outputs
+from .scrubber import PLAY, Frame, frame_at, play, play_start, play_tick, scrub, step_view
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
+# the scrubber is tab 1 too: its names stay reachable here
+__all__ = ["Frame", "frame_at", "play", "play_start", "play_tick", "scrub", "step_view"]
+
+EXAMPLES_DIR = links.EXAMPLES_DIR
 NO_IMAGE = "Upload an image to see what the model predicts"
 
 
 @dataclass
 class Components:
+    cf_examples: gr.Gallery
     cf_image: gr.Image
     cf_input: gr.Image
     cf_target: gr.Dropdown
     cf_run: gr.Button
+    cf_cancel: gr.Button
     cf_norm: gr.Radio
     cf_eps: gr.Dropdown
     cf_steps: gr.Number
     cf_step_size: gr.Number
     cf_prediction: gr.HTML
     cf_energy: gr.Markdown
+    cf_share: gr.Button
+    cf_link: gr.Textbox
     cf_summary: gr.Markdown
+    cf_retry: gr.Button
     cf_step: gr.Slider
     cf_play: gr.Button
-    cf_pause: gr.Button
     cf_caption: gr.Markdown
     cf_frame: gr.Image
     cf_diff: gr.Image
@@ -66,6 +76,7 @@ class Components:
     cf_gif: gr.DownloadButton
     cf_json: gr.DownloadButton
     cf_timer: gr.Timer
+    examples: links.Examples
 
     @property
     def settings(self) -> list[gr.components.Component]:
@@ -86,8 +97,10 @@ class Followers:
 
 
 class Preview(NamedTuple):
-    """An uploaded image at model resolution, its top-5 prediction, its energy; the runner-up as target."""
+    """An image at model resolution, its top-5 prediction, its energy; the runner-up as target. `cf_image` is
+    what the image box shows: unchanged, a PNG copy of an upload browsers cannot show, or an example."""
     state: dict
+    cf_image: Any
     cf_input: np.ndarray | None
     cf_prediction: str
     cf_energy: str
@@ -99,25 +112,9 @@ class Settings(NamedTuple):
     cf_step_size: float
 
 
-class Frame(NamedTuple):
-    """Step t of the path: what the scrubber and the landscape marker show, and the controls that move with
-    it. A handler leaves what it does not change at `gr.skip()` (e.g. the slider that was just dragged)."""
-    cf_step: Any
-    cf_frame: np.ndarray
-    cf_diff: np.ndarray
-    cf_probs: str
-    cf_energy_plot: str
-    cf_prob_plot: str
-    cf_distance_plot: str
-    cf_caption: str
-    land_step: Any
-    land_map: Any
-    land_path: Any
-    cf_timer: Any
-
-
 class Shown(NamedTuple):
-    """A new path at its last step: the downloads pending, the other tabs' results of the old path reset."""
+    """A new path at its last step: the downloads pending, the other tabs' results of the old path reset, and
+    the one-click retry offered when the path did not reach its target."""
     state: dict
     cf_step: Any
     cf_frame: np.ndarray
@@ -130,12 +127,18 @@ class Shown(NamedTuple):
     land_map: Any
     land_path: Any
     cf_summary: str
+    cf_retry: Any
     cf_gif: Any
     cf_json: Any
     land_step: Any
     land_info: str
     attr_figure: None
     attr_info: str
+
+
+# a retry: the new path, and the settings it ran with
+Retried = NamedTuple("Retried", [*Shown.__annotations__.items(), ("cf_eps", Any), ("cf_steps", Any),
+                                 ("cf_step_size", Any)])
 
 
 class Exports(NamedTuple):
@@ -148,50 +151,57 @@ class Exports(NamedTuple):
 def layout(loaded: LoadedModel) -> Components:
     names = loaded.class_names
     d = explain.default_params(loaded.image_size, "L2")
+    examples = links.Examples(EXAMPLES_DIR)
     with gr.Tab("Counterfactual", id="counterfactual", elem_id="tab-counterfactual"):
+        strip = examples.gallery()
+        cf_examples = gr.Gallery(strip, label="Examples: click one to start", columns=max(1, len(strip)), rows=1,
+                                 height=124, allow_preview=False, object_fit="cover", buttons=[],
+                                 elem_id="cf-examples", visible=len(strip) > 0, format="png")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
                 with gr.Row(equal_height=True):
                     cf_image = gr.Image(type="filepath", image_mode=None, label="1 · Your image",
-                                        sources=["upload", "clipboard"], height=190, elem_id="cf-image", scale=3,
-                                        min_width=150)
-                    cf_input = gr.Image(label="Model input", interactive=False, format="png", height=190,
-                                        min_width=110, elem_id="cf-input", buttons=[], scale=2)
+                                        sources=["upload", "clipboard"], height=190, elem_id="cf-image", scale=1,
+                                        min_width=130)
+                    cf_input = gr.Image(label="What the model sees", interactive=False, format="png", height=190,
+                                        min_width=130, elem_id="cf-input", buttons=[], scale=1)
                 cf_target = gr.Dropdown(names, value=names[min(1, len(names) - 1)], allow_custom_value=True,
                                         elem_id="cf-target", label="2 · Target class: what should the image become?")
                 cf_run = gr.Button("3 · Run counterfactual", variant="primary", elem_id="cf-run")
+                cf_cancel = gr.Button("■ Cancel the run", variant="stop", visible=False, elem_id="cf-cancel")
                 with gr.Accordion("Settings: threat model, ε, steps", open=False, elem_id="cf-settings"):
-                    cf_norm = gr.Radio(list(NORMS), value="L2", label="Threat model (how change is measured)",
-                                       elem_id="cf-norm")
+                    cf_norm = gr.Radio(list(NORMS), value="L2", label="Threat model: how the change is measured",
+                                       info=page.TIPS["norm"], elem_id="cf-norm")
                     cf_eps = gr.Dropdown(eps_choices("L2", loaded.image_size), value=eps_text(d["eps"], "L2"),
-                                         allow_custom_value=True, elem_id="cf-eps",
-                                         label="Radius ε: largest allowed change (∞ = no limit)")
+                                         allow_custom_value=True, elem_id="cf-eps", info=page.TIPS["eps"],
+                                         label="Radius ε: the largest change allowed (∞ = no limit)")
                     with gr.Row():
                         cf_steps = gr.Number(d["steps"], label=f"Steps (1–{MAX_REQUEST_STEPS})", precision=0,
-                                             elem_id="cf-steps", min_width=100)
+                                             elem_id="cf-steps", min_width=100, info=page.TIPS["steps"])
                         cf_step_size = gr.Number(d["step_size"], label="Step size", elem_id="cf-step-size",
-                                                 min_width=100)
+                                                 min_width=100, info=page.TIPS["step_size"])
                 cf_prediction = gr.HTML(charts.placeholder(NO_IMAGE, 300, 80), elem_id="cf-prediction")
                 cf_energy = gr.Markdown("", elem_id="cf-energy")
-                examples = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg"))
-                if examples:
-                    gr.Examples([[str(p)] for p in examples], inputs=[cf_image],
-                                label="Examples: click one to use it as your image", examples_per_page=12)
+                with gr.Row(equal_height=True):
+                    cf_share = gr.Button("Copy link to this run", size="sm", elem_id="cf-share", scale=1)
+                cf_link = gr.Textbox("", label="Link to this run", interactive=False, visible=False, lines=1,
+                                     max_lines=2, elem_id="cf-link", buttons=["copy"])
             with gr.Column(scale=8):
-                cf_summary = gr.Markdown("Results appear here: upload an image, choose a target and press **Run**.",
-                                         elem_id="cf-summary")
+                cf_summary = gr.Markdown("Results appear here: pick an example (or upload an image), choose a "
+                                         "target and press **Run**.", elem_id="cf-summary")
+                with gr.Row():
+                    cf_retry = gr.Button("Try again", visible=False, variant="primary", size="sm", elem_id="cf-retry",
+                                         scale=0, min_width=340)
                 with gr.Row(equal_height=False):
                     cf_step = gr.Slider(0, 1, value=0, step=1, label="PGD step t: drag to scrub", interactive=False,
-                                        elem_id="cf-step", scale=8)
-                    with gr.Column(scale=1, min_width=90):
-                        cf_play = gr.Button("▶ Play", size="sm", elem_id="cf-play")
-                        cf_pause = gr.Button("■ Stop", size="sm", elem_id="cf-pause")
+                                        info=page.TIPS["step"], elem_id="cf-step", scale=8)
+                    cf_play = gr.Button(PLAY, size="sm", elem_id="cf-play", scale=1, min_width=90)
                 cf_caption = gr.Markdown("", elem_id="cf-caption")
                 with gr.Row(equal_height=False):
                     cf_frame = gr.Image(label="Image at step t", interactive=False, format="png", height=210,
                                         elem_id="cf-frame", buttons=["download"], scale=2)
-                    cf_diff = gr.Image(label="Change x_t − x_0 (grey = none)", interactive=False, format="png",
-                                       height=210, elem_id="cf-diff", buttons=[], scale=2)
+                    cf_diff = gr.Image(label="What changed: x_t − x_0 (grey = nothing)", interactive=False,
+                                       format="png", height=210, elem_id="cf-diff", buttons=[], scale=2)
                     with gr.Column(scale=2, min_width=220):  # gr.HTML ignores scale
                         cf_probs = gr.HTML(charts.placeholder("Probabilities at step t"), elem_id="cf-probs")
                 with gr.Row(equal_height=False):
@@ -203,28 +213,31 @@ def layout(loaded: LoadedModel) -> Components:
                                                min_width=220)
                 with gr.Row():
                     cf_gif = gr.DownloadButton("Download animation (GIF)", interactive=False, size="sm",
-                                               elem_id="cf-gif")
+                                               elem_id="cf-gif", elem_classes=["dl-button"])
                     cf_json = gr.DownloadButton("Download per-step metrics (JSON)", interactive=False, size="sm",
-                                                elem_id="cf-json")
+                                                elem_id="cf-json", elem_classes=["dl-button"])
         cf_timer = gr.Timer(0.15, active=False)
-    return Components(cf_image=cf_image, cf_input=cf_input, cf_target=cf_target, cf_run=cf_run, cf_norm=cf_norm,
-                      cf_eps=cf_eps, cf_steps=cf_steps, cf_step_size=cf_step_size, cf_prediction=cf_prediction,
-                      cf_energy=cf_energy, cf_summary=cf_summary, cf_step=cf_step, cf_play=cf_play,
-                      cf_pause=cf_pause, cf_caption=cf_caption, cf_frame=cf_frame, cf_diff=cf_diff,
-                      cf_probs=cf_probs, cf_energy_plot=cf_energy_plot, cf_prob_plot=cf_prob_plot,
-                      cf_distance_plot=cf_distance_plot, cf_gif=cf_gif, cf_json=cf_json, cf_timer=cf_timer)
+    return Components(cf_examples=cf_examples, cf_image=cf_image, cf_input=cf_input, cf_target=cf_target,
+                      cf_run=cf_run, cf_cancel=cf_cancel, cf_norm=cf_norm, cf_eps=cf_eps, cf_steps=cf_steps,
+                      cf_step_size=cf_step_size, cf_prediction=cf_prediction, cf_energy=cf_energy, cf_share=cf_share,
+                      cf_link=cf_link, cf_summary=cf_summary, cf_retry=cf_retry, cf_step=cf_step, cf_play=cf_play,
+                      cf_caption=cf_caption, cf_frame=cf_frame, cf_diff=cf_diff, cf_probs=cf_probs,
+                      cf_energy_plot=cf_energy_plot, cf_prob_plot=cf_prob_plot, cf_distance_plot=cf_distance_plot,
+                      cf_gif=cf_gif, cf_json=cf_json, cf_timer=cf_timer, examples=examples)
 
 
 # ---------------------------------------------------------------- handlers
 
 @user_errors
 def preview(ex: Explainer, image, state) -> Preview:
-    """The uploaded image at model resolution, its top-k prediction and its energy E(x)."""
+    """The image at model resolution, its top-k prediction and its energy E(x); an upload browsers cannot show
+    (TIFF) is replaced by a PNG copy in the image box."""
     state = ex.session(state)
     loaded = ex.session_model(state)
     if image_source(image) is None:
-        return Preview(state, None, charts.placeholder(NO_IMAGE), "", gr.update())
-    x = model_input(image, loaded)
+        return Preview(state, gr.skip(), None, charts.placeholder(NO_IMAGE), "", gr.update())
+    shown = browser_copy(image, ex.files)
+    x = model_input(shown or image, loaded)
     with torch.no_grad():
         logits = loaded.model(x.to(loaded.device)).float()
     probs = probabilities(logits)[0].cpu().numpy()
@@ -236,8 +249,29 @@ def preview(ex: Explainer, image, state) -> Preview:
     text = (f"**Energy E(x) = {charts.fmt(energy)}** — lower is more typical: "
             f"{typicality(energy, loaded.config.get('energy_quantiles'))}.")
     image_u8 = (x[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    return Preview(state, upscale(image_u8, charts.display_scale(loaded.image_size)), bars, text,
-                   gr.update(value=names[runner_up]))
+    return Preview(state, shown if shown else gr.skip(), upscale(image_u8, charts.display_scale(loaded.image_size)),
+                   bars, text, gr.update(value=names[runner_up]))
+
+
+def cleared(message: str = NO_IMAGE) -> Preview:
+    """Tab 1 with no image: the image box empty and everything that depends on the image at its placeholder."""
+    return Preview(gr.skip(), None, None, charts.placeholder(message, 300, 80), "", gr.skip())
+
+
+def failed_upload() -> Preview:
+    """After an upload that could not be used (its one message was the failed event's toast)."""
+    return cleared("That file could not be used: try another image")
+
+
+@user_errors
+def pick_example(ex: Explainer, state, evt: gr.SelectData) -> Preview:
+    """A click on the example strip: that example becomes the image (chosen by index, never by a path sent)."""
+    strip = ex.examples.strip()
+    i = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    if not isinstance(i, int) or not 0 <= i < len(strip):
+        raise gr.Error("No such example.", print_exception=False)
+    path = str(ex.examples.paths[strip[i]])
+    return preview(ex, path, state)._replace(cf_image=path)
 
 
 def norm_defaults(ex: Explainer, norm, state) -> Settings:
@@ -248,21 +282,17 @@ def norm_defaults(ex: Explainer, norm, state) -> Settings:
                     d["step_size"])
 
 
-def step_view(view: CounterfactualView, i: int) -> dict[str, Any]:
-    """What step i of a stored path shows: frame, difference, bars, charts, caption, landscape marker."""
-    land = view.landscape
-    return {"cf_frame": view.frame(i), "cf_diff": view.diff(i), "cf_probs": view.bars(i),
-            "cf_energy_plot": view.chart("energy", i), "cf_prob_plot": view.chart("confidence", i),
-            "cf_distance_plot": view.chart("distance", i), "cf_caption": view.caption(i),
-            "land_map": land.map(i) if land else gr.skip(), "land_path": land.path(i) if land else gr.skip()}
-
-
-def frame_at(view: CounterfactualView, i: int, *, cf_step: Any = None, land_step: Any = None,
-             cf_timer: Any = None) -> Frame:
-    """Step i of a stored path; the controls not given stay as they are (`gr.skip()`)."""
-    keep = gr.skip()
-    return Frame(cf_step=keep if cf_step is None else cf_step, **step_view(view, i),
-                 land_step=keep if land_step is None else land_step, cf_timer=keep if cf_timer is None else cf_timer)
+def retry_button(view: CounterfactualView) -> Any:
+    """The one-click retry under a path that did not reach its target (hidden otherwise)."""
+    retry = retry_for(view.trajectory, MAX_REQUEST_STEPS)
+    if retry is None:
+        return gr.update(visible=False)
+    norm = view.trajectory.params.get("norm", "L2")
+    what = [f"ε = {eps_text(retry.eps, norm)}"] if retry.eps != view.trajectory.params.get("eps") else []
+    what += [f"{retry.steps} steps"] if retry.steps != view.trajectory.params.get("steps") else []
+    what += [f"step size {charts.fmt(retry.step_size)}"] if retry.step_size != view.trajectory.params.get(
+        "step_size") else []
+    return gr.update(visible=True, value=f"↻ Try again with {' and '.join(what)}")
 
 
 def show(ex: Explainer, state: dict, view: CounterfactualView) -> Shown:
@@ -275,7 +305,7 @@ def show(ex: Explainer, state: dict, view: CounterfactualView) -> Shown:
     last = len(view) - 1
     pending = gr.update(value=None, interactive=False)
     return Shown(state=state, cf_step=gr.update(maximum=last, value=last, interactive=True), **step_view(view, last),
-                 cf_summary=view.summary(), cf_gif=pending, cf_json=pending,
+                 cf_summary=view.summary(), cf_retry=retry_button(view), cf_gif=pending, cf_json=pending,
                  land_step=gr.update(value=0, maximum=last, interactive=False),
                  land_info="Press **Compute landscape** to see the energy around this path.", attr_figure=None,
                  attr_info="Press **Compute attributions** to explain this counterfactual.")
@@ -283,13 +313,34 @@ def show(ex: Explainer, state: dict, view: CounterfactualView) -> Shown:
 
 @user_errors
 def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, progress=gr.Progress()) -> Shown:
-    """Targeted PGD from the image toward `target`; the path is kept for scrubbing."""
+    """Targeted PGD from the image toward `target`; the path is kept for scrubbing. Cancel stops it."""
     state = ex.session(state)
     loaded = ex.session_model(state)
     req = pgd_params(norm, eps, steps, step_size)
     x = model_input(image, loaded)
-    traj = ex.trajectory(loaded, x, target_index(target, loaded), req, progress)
+    target = target_index(target, loaded)
+    with ex.cancellable(state) as cancel:
+        traj = ex.trajectory(loaded, x, target, req, progress, cancel=cancel)
     return show(ex, state, CounterfactualView.build(traj, loaded.key))
+
+
+@user_errors
+def retry(ex: Explainer, image, target, norm, eps, steps, step_size, state, progress=gr.Progress()) -> Retried:
+    """Run again with the larger ε / more steps suggested under the last path (`views.retry_for`)."""
+    view = ex.view(state, "cf", "counterfactual")
+    suggested = retry_for(view.trajectory, MAX_REQUEST_STEPS)
+    if suggested is None:
+        raise gr.Error("The last path reached its target: there is nothing to retry.", print_exception=False)
+    norm = view.trajectory.params.get("norm", norm)
+    shown = run(ex, image, target, norm, suggested.eps, suggested.steps, suggested.step_size, state, progress)
+    return Retried(*shown, gr.update(value=eps_text(suggested.eps, norm)), suggested.steps, suggested.step_size)
+
+
+def cancel(ex: Explainer, state) -> list[Any]:
+    """The Cancel button: this session's PGD run stops at its next step (the event itself is cancelled too);
+    Run and Try again are back on."""
+    ex.cancel(state)
+    return idle_buttons(2)
 
 
 @user_errors
@@ -301,37 +352,21 @@ def export(ex: Explainer, state) -> Exports:
 
 
 @user_errors
-def scrub(ex: Explainer, state, step) -> Frame:
-    """A slider move: index the cached frames and move the chart markers (no model call)."""
-    view = ex.view(state, "cf", "counterfactual")
-    i = view.index(step)
-    return frame_at(view, i, land_step=gr.update(value=i))
-
-
-def _nothing_to_play() -> Frame:
-    """No path to play (never run, or dropped from memory): only make sure the timer is off."""
-    return Frame(**{**dict.fromkeys(Frame._fields, gr.skip()), "cf_timer": gr.Timer(active=False)})
-
-
-def play_start(ex: Explainer, state, step) -> Frame:
-    """Start the animation (from the beginning when the slider is at the end)."""
-    view = ex.get(state, "cf")
-    if view is None:
-        return _nothing_to_play()
-    i = view.index(step)
-    i = 0 if i >= len(view) - 1 else i
-    return frame_at(view, i, cf_step=gr.update(value=i), cf_timer=gr.Timer(active=True))
-
-
-def play_tick(ex: Explainer, state, step) -> Frame:
-    """One animation frame: the next step; the timer stops at the last one."""
-    view = ex.get(state, "cf")
-    if view is None:
-        return _nothing_to_play()
-    i = min(view.index(step) + 1, len(view) - 1)
-    done = i >= len(view) - 1
-    # only ever switch the timer off here: answering "active" would undo a Stop pressed meanwhile
-    return frame_at(view, i, cf_step=gr.update(value=i), cf_timer=gr.Timer(active=False) if done else None)
+def share(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> Any:
+    """The link to this run (examples only: an upload never leaves this server), shown to copy."""
+    state = ex.session(state)
+    example = ex.examples.which(image_source(image))
+    if example is None:
+        return gr.update(visible=True, label="Link to this run", value=(
+            "Links can only name the example images: an uploaded image stays on this server, in your session. "
+            "Pick an example to share a run."))
+    loaded = ex.session_model(state)
+    target = loaded.class_names[target_index(target, loaded)]
+    req = pgd_params(norm, eps, steps, step_size)
+    fields = {"example": example, "target": target, "norm": req["norm"], "eps": eps_text(req["eps"], req["norm"]),
+              "steps": req["steps"], "step_size": f"{req['step_size']:g}",
+              **sources.link_fields(ex.models.source(loaded.key), loaded.key == ex.default.key)}
+    return gr.update(visible=True, label="Link to this run (copied)", value=links.query(fields))
 
 
 # ---------------------------------------------------------------- events
@@ -342,14 +377,27 @@ def chain_exports(event: Any, ex: Explainer, ui: Components, state: gr.State) ->
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers) -> None:
-    ui.cf_image.change(bind(preview, ex), [ui.cf_image, state], outputs(Preview, ui, state=state),
-                       show_progress="minimal", **COMPUTE, **RAW)
-    ui.cf_norm.input(bind(norm_defaults, ex), [ui.cf_norm, state], outputs(Settings, ui), **PRIVATE)
-    shown = ui.cf_run.click(bind(run, ex), [ui.cf_image, ui.cf_target, *ui.settings, state],
-                            outputs(Shown, ui, followers, state=state), **RAW, **COMPUTE)
-    chain_exports(shown, ex, ui, state)
+    preview_out = outputs(Preview, ui, state=state)
+    uploaded = ui.cf_image.upload(bind(preview, ex), [ui.cf_image, state], preview_out, show_progress="minimal",
+                                  show_progress_on=[ui.cf_input], **COMPUTE)
+    uploaded.failure(failed_upload, None, preview_out, **INSTANT)
+    ui.cf_image.clear(cleared, None, preview_out, **INSTANT)
+    picked = ui.cf_examples.select(bind(pick_example, ex), [state], preview_out, show_progress="minimal",
+                                   show_progress_on=[ui.cf_input], **COMPUTE)
+    no_error_badge(picked, ui.cf_input)
+    ui.cf_norm.input(bind(norm_defaults, ex), [ui.cf_norm, state], outputs(Settings, ui), **RAW, **PRIVATE)
+    request = [ui.cf_image, ui.cf_target, *ui.settings, state]
+    ran = cancellable(ui.cf_run.click, bind(run, ex), request, outputs(Shown, ui, followers, state=state),
+                      run=[ui.cf_run, ui.cf_retry], cancel=ui.cf_cancel, progress_on=ui.cf_summary)
+    retried = cancellable(ui.cf_retry.click, bind(retry, ex), request, outputs(Retried, ui, followers, state=state),
+                          run=[ui.cf_run, ui.cf_retry], cancel=ui.cf_cancel, progress_on=ui.cf_summary)
+    ui.cf_cancel.click(bind(cancel, ex), [state], [ui.cf_run, ui.cf_retry, ui.cf_cancel], cancels=[ran, retried],
+                       **INSTANT)
+    chain_exports(ran, ex, ui, state)
+    chain_exports(retried, ex, ui, state)
     frame = outputs(Frame, ui, followers)
     ui.cf_step.input(bind(scrub, ex), [state, ui.cf_step], frame, **INSTANT)
-    ui.cf_play.click(bind(play_start, ex), [state, ui.cf_step], frame, queue=False, **PRIVATE)
-    ui.cf_pause.click(lambda: gr.Timer(active=False), None, ui.cf_timer, queue=False, **PRIVATE)
+    ui.cf_play.click(bind(play, ex), [state, ui.cf_step, ui.cf_play], frame, **INSTANT)
     ui.cf_timer.tick(bind(play_tick, ex), [state, ui.cf_step], frame, **INSTANT)
+    shared = ui.cf_share.click(bind(share, ex), [*request], ui.cf_link, **INSTANT)
+    shared.success(None, [ui.cf_link], None, js=page.COPY_LINK_JS)

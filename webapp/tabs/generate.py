@@ -3,6 +3,7 @@ sampling step. `samples` also serves the `/generate` API endpoint."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -16,7 +17,7 @@ from explain import params
 from explain.export import save_gif
 
 from .. import charts
-from ..explainer import Explainer, progress_steps
+from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import (
     EVERY_CLASS,
     MAX_ALL_TARGETS,
@@ -29,7 +30,7 @@ from ..inputs import (
 )
 from ..state import LoadedModel
 from ..views import SamplingView
-from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, outputs
+from ..wiring import INSTANT, bind, cancellable, idle_buttons, outputs
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Components:
     gen_steps: gr.Number
     gen_step_size: gr.Number
     gen_run: gr.Button
+    gen_cancel: gr.Button
     gen_step: gr.Slider
     gen_caption: gr.Markdown
     gen_grid: gr.Image
@@ -87,6 +89,7 @@ def layout(loaded: LoadedModel) -> Components:
                     gen_step_size = gr.Number(default_step_size(loaded.image_size), label="Step size",
                                               elem_id="gen-step-size")
                 gen_run = gr.Button("Generate", variant="primary", elem_id="gen-run")
+                gen_cancel = gr.Button("■ Cancel", variant="stop", visible=False, elem_id="gen-cancel")
             with gr.Column(scale=7):
                 gen_step = gr.Slider(0, 1, value=0, step=1, label="Sampling step t — drag to scrub", interactive=False,
                                      elem_id="gen-step")
@@ -96,15 +99,15 @@ def layout(loaded: LoadedModel) -> Components:
                                         elem_id="gen-grid", buttons=["download"])
                     gen_plot = gr.HTML(charts.placeholder("Class probability vs step"), elem_id="gen-plot")
                 gen_gif = gr.DownloadButton("Download sampling animation (GIF)", interactive=False, size="sm",
-                                            elem_id="gen-gif")
+                                            elem_id="gen-gif", elem_classes=["dl-button"])
     return Components(gen_target=gen_target, gen_seed_kind=gen_seed_kind, gen_seed_image=gen_seed_image,
                       gen_seed=gen_seed, gen_n=gen_n, gen_steps=gen_steps, gen_step_size=gen_step_size,
-                      gen_run=gen_run, gen_step=gen_step, gen_caption=gen_caption, gen_grid=gen_grid,
-                      gen_plot=gen_plot, gen_gif=gen_gif)
+                      gen_run=gen_run, gen_cancel=gen_cancel, gen_step=gen_step, gen_caption=gen_caption,
+                      gen_grid=gen_grid, gen_plot=gen_plot, gen_gif=gen_gif)
 
 
 def samples(ex: Explainer, loaded: LoadedModel, target, seed_kind, seed_image, seed, n_per_class, steps, step_size,
-            progress: Any = None) -> tuple[SamplingView, Path]:
+            progress: Any = None, cancel: threading.Event | None = None) -> tuple[SamplingView, Path]:
     """Validate a sampling request, run it, and write the animation of its sampling path."""
     seed = params.parse_int("random seed", seed, 0, 2**63 - 1)
     n = params.parse_int("samples per class", n_per_class, 1, MAX_SAMPLES_PER_CLASS)
@@ -123,7 +126,9 @@ def samples(ex: Explainer, loaded: LoadedModel, target, seed_kind, seed_image, s
     ex.check_budget(1, steps, loaded.image_size)
     result = explain.generate(loaded.model, targets, n, seed=seed, seeds=seeds, steps=steps, step_size=step_size,
                               record_every=1, autocast=ex.uses_bf16(loaded),
-                              on_step=progress_steps(progress, "Sampling", steps))
+                              on_step=progress_steps(progress, "Sampling", steps, cancel))
+    if int(result.steps[-1]) < steps:
+        raise Cancelled(int(result.steps[-1]), steps)
     view = SamplingView.build(result)
     return view, save_gif(view.grids(), ex.files.path("samples.gif"), scale=1)
 
@@ -133,12 +138,19 @@ def run(ex: Explainer, target, seed_kind, seed_image, seed, n_per_class, steps, 
         progress=gr.Progress()) -> Generated:
     """Class-conditional samples by PGD on the class logit from noise or from an uploaded seed image."""
     state = ex.session(state)
-    view, gif = samples(ex, ex.session_model(state), target, seed_kind, seed_image, seed, n_per_class, steps,
-                        step_size, progress)
+    with ex.cancellable(state) as cancel:
+        view, gif = samples(ex, ex.session_model(state), target, seed_kind, seed_image, seed, n_per_class, steps,
+                            step_size, progress, cancel)
     ex.put(state, "gen", view)
     last = len(view) - 1
     return Generated(state, gr.update(maximum=last, value=last, interactive=True), view.grid(last),
                      view.chart.svg(last), view.caption(last), gr.update(value=str(gif), interactive=True))
+
+
+def cancel(ex: Explainer, state) -> list[Any]:
+    """The Cancel button: sampling stops at its next PGD step; Generate is back on."""
+    ex.cancel(state)
+    return idle_buttons(1)
 
 
 @user_errors
@@ -149,9 +161,11 @@ def scrub(ex: Explainer, state, step) -> Frame:
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State) -> None:
-    ui.gen_run.click(bind(run, ex), [ui.gen_target, ui.gen_seed_kind, ui.gen_seed_image, ui.gen_seed, ui.gen_n,
-                                     ui.gen_steps, ui.gen_step_size, state],
-                     outputs(Generated, ui, state=state), **RAW, **COMPUTE)
+    ran = cancellable(ui.gen_run.click, bind(run, ex), [ui.gen_target, ui.gen_seed_kind, ui.gen_seed_image,
+                                                       ui.gen_seed, ui.gen_n, ui.gen_steps, ui.gen_step_size, state],
+                      outputs(Generated, ui, state=state), run=[ui.gen_run], cancel=ui.gen_cancel,
+                      progress_on=ui.gen_grid)
+    ui.gen_cancel.click(bind(cancel, ex), [state], [ui.gen_run, ui.gen_cancel], cancels=[ran], **INSTANT)
     ui.gen_seed_kind.change(lambda kind: gr.update(visible=kind == "My image"), ui.gen_seed_kind, ui.gen_seed_image,
-                            queue=False, show_progress="hidden", **PRIVATE)
+                            **INSTANT)
     ui.gen_step.input(bind(scrub, ex), [state, ui.gen_step], outputs(Frame, ui), **INSTANT)

@@ -15,7 +15,7 @@ from .. import charts
 from ..explainer import Explainer
 from ..inputs import user_errors
 from ..views import LandscapeView
-from ..wiring import COMPUTE, INSTANT, bind, outputs
+from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual
 
 ENERGIES = ("E(x) — how typical the image is", "E(x, y) — how typical it is as the target class")
@@ -87,6 +87,7 @@ def scrub(ex: Explainer, state, step) -> counterfactual.Frame:
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, cf: counterfactual.Components) -> None:
-    ui.land_run.click(bind(run, ex), [state, cf.cf_step, ui.land_energy, ui.land_grid], outputs(Landscape, ui),
-                      **COMPUTE)
+    computed = ui.land_run.click(bind(run, ex), [state, cf.cf_step, ui.land_energy, ui.land_grid],
+                                 outputs(Landscape, ui), show_progress_on=ui.land_map, **COMPUTE)
+    no_error_badge(computed, ui.land_map)
     ui.land_step.input(bind(scrub, ex), [state, ui.land_step], outputs(counterfactual.Frame, cf, ui), **INSTANT)

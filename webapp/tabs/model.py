@@ -9,20 +9,29 @@ from typing import Any, NamedTuple
 import gradio as gr
 import numpy as np
 
-from .. import charts, describe
+from dat_core.loading import ModelSource, resolve_source
+
+from .. import charts, describe, sources
 from ..describe import card_text, describe_model
 from ..explainer import Explainer
 from ..inputs import EVERY_CLASS, image_source, user_errors
 from ..state import LoadedModel
-from ..wiring import COMPUTE, RAW, bind, outputs
+from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual, generate
 
-KINDS = ("Bundled default", "Local folder", "Hugging Face Hub")
+BUNDLED, LOCAL, HUB = "Bundled model", "Local folder", "Hugging Face Hub"
+ALIASES = {"Bundled default": BUNDLED}  # the kind's earlier name
+
+
+def kinds(ex: Explainer) -> list[str]:
+    """Where this server lets a visitor load a model from: folders on it only with --allow-local-models."""
+    return [BUNDLED, *([LOCAL] if ex.allow_local_models else []), HUB]
 
 
 @dataclass
 class Components:
     model_kind: gr.Radio
+    model_bundled: gr.Dropdown
     model_path: gr.Textbox
     model_repo: gr.Textbox
     model_revision: gr.Textbox
@@ -42,62 +51,106 @@ class Loaded(NamedTuple):
     cf_input: np.ndarray | None
     cf_prediction: str
     cf_energy: str
+    saved_model: Any = gr.skip()  # what this browser remembers (a BrowserState): the choice as typed
 
 
-def layout(loaded: LoadedModel) -> Components:
+def layout(ex: Explainer) -> Components:
+    loaded = ex.default
+    bundled = list(sources.bundled_models())
     with gr.Tab("Model", id="model", elem_id="tab-model"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=300):
-                model_kind = gr.Radio(list(KINDS), value=KINDS[0], label="Load a model from", elem_id="model-kind")
-                model_path = gr.Textbox(label="Checkpoint folder (config.json + model.safetensors)",
-                                        placeholder="runs/my-run/final", elem_id="model-path")
-                with gr.Row():
+                model_kind = gr.Radio(kinds(ex), value=BUNDLED, label="Load a model from", elem_id="model-kind")
+                model_bundled = gr.Dropdown(bundled, value=bundled[0] if bundled else None, label="Bundled model",
+                                            elem_id="model-bundled")
+                model_path = gr.Textbox(label="Checkpoint folder on this server (config.json + model.safetensors)",
+                                        placeholder="runs/my-run/final", elem_id="model-path", visible=False)
+                with gr.Row(visible=False) as hub_row:
                     model_repo = gr.Textbox(label="Hub repo id", placeholder="owner/name", elem_id="model-repo",
                                             scale=3)
                     model_revision = gr.Textbox(label="Revision (optional)", placeholder="main or sha",
                                                 elem_id="model-revision", scale=2)
                 model_load = gr.Button("Load model", variant="primary", elem_id="model-load")
-                gr.Markdown("The model applies to your session only. If loading fails, the current model stays.")
+                gr.Markdown("The model applies to your session only (and is remembered by this browser). If "
+                            "loading fails, the current model stays."
+                            + ("" if ex.allow_local_models else " Folders on this server cannot be loaded here."))
             with gr.Column(scale=7):
                 model_info = gr.Markdown(describe_model(loaded), elem_id="model-info")
                 with gr.Accordion("Model card", open=False):
                     model_card = gr.Markdown(card_text(loaded), elem_id="model-card")
-    return Components(model_kind=model_kind, model_path=model_path, model_repo=model_repo,
-                      model_revision=model_revision, model_load=model_load, model_info=model_info,
-                      model_card=model_card)
+    model_kind.change(lambda kind: (gr.update(visible=kind == BUNDLED), gr.update(visible=kind == LOCAL),
+                                    gr.Row(visible=kind == HUB)),
+                      model_kind, [model_bundled, model_path, hub_row], **INSTANT)
+    return Components(model_kind=model_kind, model_bundled=model_bundled, model_path=model_path,
+                      model_repo=model_repo, model_revision=model_revision, model_load=model_load,
+                      model_info=model_info, model_card=model_card)
+
+
+def choose(ex: Explainer, kind: Any, path: Any, repo_id: Any, revision: Any, bundled: Any) -> ModelSource:
+    """What the visitor picked on the Model tab, checked (webapp.sources): a bundled model by name, a Hub repo,
+    or (only where this server allows it) a checkpoint folder on the server."""
+    kind = ALIASES.get(kind, kind)
+    if kind == LOCAL:
+        if not str(path or "").strip():
+            raise gr.Error("Enter the path of a checkpoint folder.", print_exception=False)
+        return sources.local_source(str(path), ex.allow_local_models)
+    if kind == HUB:
+        if not str(repo_id or "").strip():
+            raise gr.Error("Enter a Hub repo id like owner/name.", print_exception=False)
+        return sources.hub_source(str(repo_id), revision if isinstance(revision, str) else None)
+    if kind == BUNDLED:
+        if bundled is None or not str(bundled).strip():
+            return resolve_source("default")
+        return sources.bundled_source(str(bundled))
+    raise gr.Error(f"Choose where to load a model from: {', '.join(kinds(ex))}.", print_exception=False)
 
 
 @user_errors
-def load(ex: Explainer, kind, path, repo_id, revision, image, state, progress=gr.Progress()) -> Loaded:
+def load(ex: Explainer, kind, path, repo_id, revision, image, state, bundled=None,
+         progress=gr.Progress()) -> Loaded:
     """Switch this session's model; on any failure the current model stays."""
     state = ex.session(state)
-    if kind == "Local folder":
-        if not str(path or "").strip():
-            raise gr.Error("Enter the path of a checkpoint folder.", print_exception=False)
-        source, rev = str(path), None
-    elif kind == "Hugging Face Hub":
-        if not str(repo_id or "").strip():
-            raise gr.Error("Enter a Hub repo id like owner/name.", print_exception=False)
-        source, rev = str(repo_id).strip(), revision
-        progress(None, desc=f"Downloading {source}")
-    else:
-        source, rev = "default", None
-    loaded = ex.models.load(source, rev)
-    new_state = {**state, "source": loaded.source, "revision": loaded.revision}
+    source = choose(ex, kind, path, repo_id, revision, bundled)
+    if source.kind == "hub":
+        progress(None, desc=f"Downloading {source.name}")
+    choice = {"kind": ALIASES.get(kind, kind), "path": path, "repo": repo_id, "revision": revision, "bundled": bundled}
+    return switched(ex, ex.models.load(source), image, state)._replace(
+        saved_model={k: str(v)[:500] for k, v in choice.items() if isinstance(v, str) and v.strip()})
+
+
+def switched(ex: Explainer, loaded: LoadedModel, image: Any, state: dict) -> Loaded:
+    """The session on `loaded`: its description, tab 1's preview and both class pickers redone for it."""
+    new_state = {**state, "source": loaded.source, "revision": loaded.revision, "key": loaded.key}
     names = loaded.class_names
     if image_source(image) is not None:
         preview = counterfactual.preview(ex, image, new_state)
     else:
-        preview = counterfactual.Preview(new_state, None, charts.placeholder(counterfactual.NO_IMAGE), "",
-                                         gr.update(value=names[min(1, len(names) - 1)]))
+        preview = counterfactual.Preview(new_state, gr.skip(), None, charts.placeholder(counterfactual.NO_IMAGE),
+                                         "", gr.update(value=names[min(1, len(names) - 1)]))
     return Loaded(new_state, describe.banner(loaded), describe_model(loaded), card_text(loaded),
                   cf_target=gr.update(choices=names, value=preview.cf_target.get("value", names[0])),
                   gen_target=gr.update(choices=[EVERY_CLASS, *names], value=EVERY_CLASS),
                   cf_input=preview.cf_input, cf_prediction=preview.cf_prediction, cf_energy=preview.cf_energy)
 
 
+def restore(ex: Explainer, saved: Any, state: dict) -> LoadedModel | None:
+    """The model this browser used last (its `saved_model`), checked like a new choice; None when there is
+    none or it cannot be loaded any more (the session then stays on the app's model)."""
+    if not isinstance(saved, dict) or not saved.get("kind"):
+        return None
+    text = {k: v if isinstance(v, str) else "" for k, v in saved.items()}
+    try:
+        source = choose(ex, text.get("kind"), text.get("path"), text.get("repo"), text.get("revision"),
+                        text.get("bundled") or None)
+        return ex.models.load(source)
+    except (gr.Error, ValueError, OSError):
+        return None
+
+
 def wire(ex: Explainer, ui: Components, *, state: gr.State, banner: gr.Markdown, cf: counterfactual.Components,
-         gen: generate.Components) -> None:
-    ui.model_load.click(bind(load, ex), [ui.model_kind, ui.model_path, ui.model_repo, ui.model_revision,
-                                         cf.cf_image, state],
-                        outputs(Loaded, ui, cf, gen, state=state, banner=banner), **RAW, **COMPUTE)
+         gen: generate.Components, saved_model: gr.BrowserState) -> None:
+    loading = ui.model_load.click(bind(load, ex), [ui.model_kind, ui.model_path, ui.model_repo, ui.model_revision,
+                                                   cf.cf_image, state, ui.model_bundled],
+                                  outputs(Loaded, ui, cf, gen, state=state, banner=banner, saved_model=saved_model),
+                                  show_progress_on=ui.model_info, **COMPUTE)
+    no_error_badge(loading, ui.model_info)

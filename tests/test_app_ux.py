@@ -1,0 +1,259 @@
+"""The first-impression features as plain handlers (no server, no browser): retry after a path that fell short,
+Cancel through the PGD hook, labelled samples, example picking, shareable links, the model kept per browser."""
+
+import threading
+from types import SimpleNamespace
+from urllib.parse import parse_qs
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dat_core import build_model, save_model
+from webapp import links, opening, sources
+from webapp.explainer import Cancelled, Explainer
+from webapp.tabs import all_targets, counterfactual, generate
+from webapp.tabs import model as model_tab
+from webapp.views import AllTargetsView, CounterfactualView, retry_for
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ux")
+    torch.manual_seed(0)
+    robust = save_model(build_model("wrn-10-1"), root / "robust")
+    torch.manual_seed(1)
+    other = save_model(build_model("wrn-10-1"), root / "other")
+    photo = root / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
+    return {"robust": robust, "other": other, "photo": str(photo), "root": root}
+
+
+@pytest.fixture(scope="module")
+def ex(dirs):
+    return Explainer(str(dirs["robust"]), standard_model=None, allow_local_models=True)
+
+
+def named(result):
+    return result._asdict()
+
+
+# ------------------------------------------------------------------ 6. retry
+
+def test_a_path_that_used_its_budget_is_retried_with_a_larger_eps(ex, dirs):
+    state = ex.new_session()
+    out = named(counterfactual.run(ex, dirs["photo"], "cat", "L2", "0.01", 2, 0.1, state))
+    traj = ex.get(state, "cf").trajectory
+    assert traj.flip_step is None
+    assert out["cf_retry"]["visible"] and "ε = 0.02" in out["cf_retry"]["value"]
+    assert "Why:" in out["cf_summary"] and "whole budget" in out["cf_summary"]
+    again = named(counterfactual.retry(ex, dirs["photo"], "cat", "L2", "0.01", 2, 0.1, state))
+    assert again["cf_eps"]["value"] == "0.02" and again["cf_steps"] == 2
+    assert ex.get(state, "cf").trajectory.params["eps"] == pytest.approx(0.02)
+
+
+def test_a_path_that_ran_out_of_steps_gets_more_steps():
+    tr = SimpleNamespace(flip_step=None, source=0, target=3, params={"norm": "L2", "eps": 3.0, "steps": 60,
+                                                                     "step_size": 0.01},
+                         l2=np.array([0.0, 0.6]), linf=np.array([0.0, 0.1]), class_names=list("abcd"),
+                         probs=np.array([[0.7, 0.1, 0.1, 0.1]] * 2), frames=np.zeros((2, 32, 32, 3)))
+    retry = retry_for(tr, max_steps=500)
+    assert (retry.eps, retry.steps, retry.step_size) == (3.0, 120, 0.01) and "ran out of steps" in retry.why
+    tr.params["steps"] = 500
+    assert retry_for(tr, max_steps=500).step_size == pytest.approx(0.02)   # at the step cap: larger steps
+    tr.l2 = np.array([0.0, 3.0])
+    retry = retry_for(tr, max_steps=500)
+    assert retry.eps == 6.0 and "whole budget" in retry.why
+    tr.flip_step = 4
+    assert retry_for(tr) is None                                            # reached: nothing to retry
+
+
+def test_a_path_that_reached_its_target_offers_no_retry(ex, dirs):
+    state = ex.new_session()
+    out = named(counterfactual.run(ex, dirs["photo"], "cat", "L2", "inf", 30, 2.0, state))
+    if ex.get(state, "cf").trajectory.flip_step is None:
+        pytest.skip("this random model did not flip")
+    assert out["cf_retry"]["visible"] is False
+    with pytest.raises(gr.Error, match="nothing to retry"):
+        counterfactual.retry(ex, dirs["photo"], "cat", "L2", "inf", 30, 2.0, state)
+
+
+# ------------------------------------------------------------------ 8. all targets
+
+def test_all_targets_table_follows_the_grid_and_names_the_start_class(ex, dirs):
+    state = ex.new_session()
+    _, gallery, table = all_targets.run(ex, dirs["photo"], "L2", "3", 2, 0.1, state)
+    names = ex.default.class_names
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    short = [c.split(" · ")[0] for _, c in gallery if c.endswith("not reached")]
+    assert not short or f"**Not reached:** {', '.join(short)}" in table
+    assert rows[1:] == names and [c.split(" · ")[0] for _, c in gallery] == names
+    view = ex.get(state, "all")
+    source = view.trajectories[0].source
+    assert "start class" in gallery[source][1] and "flips at step 0" not in table
+    assert all(len(caption) <= 32 for _, caption in gallery)
+    assert AllTargetsView.outcome(view.trajectories[source]) == "start class"
+
+
+# ------------------------------------------------------------------ 11. cancel
+
+def test_cancel_stops_pgd_early_and_nothing_is_kept(ex, dirs):
+    """A Cancel pressed while PGD runs ends it at the next step (the on_step hook answers STOP); the cut path is
+    neither shown nor memoized, and the next request is served."""
+    state = ex.new_session()
+    steps_seen = []
+
+    def progress(value, desc=None, unit=None):
+        steps_seen.append(value[0])
+        if value[0] == 5:
+            assert ex.cancel(state)                 # the button, pressed from another request meanwhile
+    with pytest.raises(Cancelled, match="step 5 of 400"):
+        counterfactual.run(ex, dirs["photo"], "dog", "L2", "inf", 400, 0.05, state, progress=progress)
+    assert steps_seen == [1, 2, 3, 4, 5]
+    assert ex.get(state, "cf") is None and not ex.cancel(state)            # no run in flight any more
+    out = named(counterfactual.run(ex, dirs["photo"], "dog", "L2", "inf", 3, 0.05, state))
+    assert out["cf_step"]["maximum"] == 3                                  # a fresh, complete path
+
+
+def test_cancel_from_another_thread_stops_all_targets_and_generate(ex, dirs):
+    for start in (lambda s: all_targets.run(ex, dirs["photo"], "L2", "inf", 400, 0.05, s),
+                  lambda s: generate.run(ex, "every class", "Random noise", None, 0, 1, 400, 0.05, s)):
+        state = ex.new_session()
+        errors = []
+
+        def work():
+            try:
+                start(state)
+            except Cancelled as e:
+                errors.append(e)
+        thread = threading.Thread(target=work)
+        thread.start()
+        while not ex.cancel(state) and thread.is_alive():
+            thread.join(0.01)
+        thread.join(60)
+        assert errors and "of 400" in errors[0].message
+
+
+# ------------------------------------------------------------------ 10. generate
+
+def test_generated_samples_are_labelled_with_class_and_probability(ex):
+    state = ex.new_session()
+    out = named(generate.run(ex, "every class", "Random noise", None, 0, 1, 1, 0.2, state))
+    view = ex.get(state, "gen")
+    plain = view.grid(len(view) - 1, labels=False)
+    assert out["gen_grid"].shape[0] > plain.shape[0]                        # a caption band under each row
+    assert not np.array_equal(view.grid(0), view.grid(len(view) - 1))       # labels follow p(class) per step
+
+
+# ------------------------------------------------------------------ 5, 12. examples and links
+
+def test_examples_are_picked_by_index_and_labelled(ex):
+    if not len(ex.examples):
+        pytest.skip("no example images")
+    strip = ex.examples.strip()
+    assert all("/" not in n for n in strip) and len({links.caption(n) for n in strip}) == len(strip)
+    out = named(counterfactual.pick_example(ex, ex.new_session(), SimpleNamespace(index=1)))
+    assert out["cf_image"].endswith(strip[1] + ".jpg") or out["cf_image"].endswith(strip[1] + ".png")
+    assert "What the model predicts" in out["cf_prediction"]
+    with pytest.raises(gr.Error, match="No such example"):
+        counterfactual.pick_example(ex, ex.new_session(), SimpleNamespace(index=999))
+
+
+def test_a_link_names_the_example_target_and_settings(ex, dirs, tmp_path):
+    if not len(ex.examples):
+        pytest.skip("no example images")
+    name = ex.examples.names[0]
+    copy = tmp_path / "copy.jpg"                          # the page holds a copy of the example, not its path
+    copy.write_bytes(ex.examples.paths[name].read_bytes())
+    state = ex.new_session()
+    query = counterfactual.share(ex, {"path": str(copy)}, "dog", "Linf", "8/255", 7, 0.004, state)["value"]
+    fields = {k: v[0] for k, v in parse_qs(query[1:]).items()}
+    assert fields == {"example": name, "target": "dog", "norm": "Linf", "eps": "8/255", "steps": "7",
+                      "step_size": "0.004"}
+    upload = counterfactual.share(ex, dirs["photo"], "dog", "L2", "3", 7, 0.1, state)["value"]
+    assert not upload.startswith("?") and "uploaded image" in upload
+
+
+def _request(query: str):
+    return SimpleNamespace(query_params={k: v[0] for k, v in parse_qs(query.lstrip("?")).items()})
+
+
+def test_opening_a_link_shows_its_run_and_starts_it(ex):
+    if not len(ex.examples):
+        pytest.skip("no example images")
+    name = ex.examples.names[0]
+    out = named(opening.open_page(ex, None, _request(f"?example={name}&target=horse&norm=L2&eps=2&steps=9"
+                                                     "&step_size=0.2")))
+    assert out["cf_autorun"] is True and out["cf_image"] == str(ex.examples.paths[name])
+    assert out["cf_target"]["value"] == "horse" and out["cf_steps"] == 9 and out["cf_eps"]["value"] == "2"
+    assert out["cf_input"].shape == (256, 256, 3)
+
+
+@pytest.mark.parametrize("query, note", [
+    ("?example=../../etc/passwd&target=cat", "not one of this app's examples"),
+    ("?example={name}&target=-1", "not a class"),
+    ("?example={name}&target=cat&steps=100000", "settings are not valid"),
+    ("?example={name}&target=cat&norm=L7", "settings are not valid"),
+    ("?example={name}&target=cat&model=hf:..%2F..", "model it names could not be loaded"),
+    ("?example={name}&target=cat&model=/etc", "model it names could not be loaded"),
+])
+def test_a_bad_link_opens_what_it_can_and_runs_nothing(ex, query, note):
+    if not len(ex.examples):
+        pytest.skip("no example images")
+    out = named(opening.open_page(ex, None, _request(query.format(name=ex.examples.names[0]))))
+    assert out["cf_autorun"] is False and note in out["cf_summary"]
+    assert "/etc" not in out["cf_summary"] and "passwd" not in out["cf_summary"]
+    assert out["state"]["key"] == ex.default.key
+
+
+def test_a_link_names_a_bundled_or_hub_model_never_a_server_folder(ex, dirs):
+    local = ex.models.load(sources.local_source(str(dirs["other"]), True))
+    assert sources.link_fields(ex.models.source(local.key), False) == {}
+    hub = sources.hub_source("owner/name", "abc123")
+    assert sources.link_fields(hub, False) == {"model": "hf:owner/name", "revision": "abc123"}
+    assert sources.link_source("hf:owner/name", "abc123") == hub
+    bundled = sources.bundled_models()
+    if bundled:
+        first = next(iter(bundled))
+        assert sources.link_source(first).kind in ("bundled", "local")
+    with pytest.raises(ValueError):
+        sources.link_source("../../etc")
+
+
+# ------------------------------------------------------------------ 11. the model kept per browser
+
+def test_the_browser_remembers_the_model_and_a_reload_restores_it(ex, dirs):
+    out = named(model_tab.load(ex, model_tab.LOCAL, str(dirs["other"]), "", "", None, ex.new_session()))
+    saved = out["saved_model"]
+    assert saved == {"kind": model_tab.LOCAL, "path": str(dirs["other"])}
+    page = named(opening.open_page(ex, saved, _request("")))
+    assert page["state"]["key"] == out["state"]["key"] and "folder other" in page["banner"]
+    assert page["model_kind"] == model_tab.LOCAL
+
+
+@pytest.mark.parametrize("saved", [
+    {"kind": "Local folder", "path": "/etc"}, {"kind": "Hugging Face Hub", "repo": "../../etc"},
+    {"kind": "Bundled model", "bundled": "../../etc"}, {"kind": "nonsense"}, "not a dict", {"kind": 3},
+])
+def test_a_forged_remembered_model_is_ignored(ex, saved):
+    page = named(opening.open_page(ex, saved, _request("")))
+    assert page["state"]["key"] == ex.default.key and page["banner"] is not None
+
+
+def test_a_remembered_server_folder_is_refused_where_folders_are_off(dirs):
+    closed = Explainer(str(dirs["robust"]), standard_model=None, allow_local_models=False)
+    page = named(opening.open_page(closed, {"kind": "Local folder", "path": str(dirs["other"])}, _request("")))
+    assert page["state"]["key"] == closed.default.key
+
+
+def test_views_of_the_start_class_say_so(ex, dirs):
+    state = ex.new_session()
+    loaded = ex.default
+    x = counterfactual.model_input(dirs["photo"], loaded)
+    with torch.no_grad():
+        source = int(loaded.model(x).argmax())
+    counterfactual.run(ex, dirs["photo"], str(source), "L2", "1", 1, 0.1, state)
+    view: CounterfactualView = ex.get(state, "cf")
+    assert "already is the target" in view.summary()

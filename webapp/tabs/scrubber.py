@@ -1,0 +1,94 @@
+"""Tab 1's scrubber: what step t of a stored path shows (frame, difference, bars, charts, caption, the landscape
+marker), the slider, and the Play/Stop animation. A move indexes cached frames and moves chart markers only."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import gradio as gr
+import numpy as np
+
+from ..explainer import Explainer
+from ..inputs import user_errors
+from ..views import CounterfactualView
+
+PLAY, STOP = "▶ Play", "■ Stop"
+
+
+class Frame(NamedTuple):
+    """Step t of the path: what the scrubber and the landscape marker show, and the controls that move with
+    it. A handler leaves what it does not change at `gr.skip()` (e.g. the slider that was just dragged)."""
+    cf_step: Any
+    cf_frame: np.ndarray
+    cf_diff: np.ndarray
+    cf_probs: str
+    cf_energy_plot: str
+    cf_prob_plot: str
+    cf_distance_plot: str
+    cf_caption: str
+    land_step: Any
+    land_map: Any
+    land_path: Any
+    cf_play: Any
+    cf_timer: Any
+
+
+def step_view(view: CounterfactualView, i: int) -> dict[str, Any]:
+    """What step i of a stored path shows: frame, difference, bars, charts, caption, landscape marker."""
+    land = view.landscape
+    return {"cf_frame": view.frame(i), "cf_diff": view.diff(i), "cf_probs": view.bars(i),
+            "cf_energy_plot": view.chart("energy", i), "cf_prob_plot": view.chart("confidence", i),
+            "cf_distance_plot": view.chart("distance", i), "cf_caption": view.caption(i),
+            "land_map": land.map(i) if land else gr.skip(), "land_path": land.path(i) if land else gr.skip()}
+
+
+def frame_at(view: CounterfactualView, i: int, *, cf_step: Any = None, land_step: Any = None,
+             cf_timer: Any = None, cf_play: Any = None) -> Frame:
+    """Step i of a stored path; the controls not given stay as they are (`gr.skip()`)."""
+    def keep(value: Any) -> Any:
+        return gr.skip() if value is None else value
+    return Frame(cf_step=keep(cf_step), **step_view(view, i), land_step=keep(land_step), cf_timer=keep(cf_timer),
+                 cf_play=keep(cf_play))
+
+
+@user_errors
+def scrub(ex: Explainer, state, step) -> Frame:
+    """A slider move: index the cached frames and move the chart markers (no model call)."""
+    view = ex.view(state, "cf", "counterfactual")
+    i = view.index(step)
+    return frame_at(view, i, land_step=gr.update(value=i))
+
+
+def _stopped() -> Frame:
+    """Nothing (more) to play: the timer off and the button back to Play; nothing else changes."""
+    return Frame(**{**dict.fromkeys(Frame._fields, gr.skip()), "cf_timer": gr.Timer(active=False),
+                    "cf_play": gr.update(value=PLAY)})
+
+
+def play(ex: Explainer, state, step, label) -> Frame:
+    """The Play/Stop toggle: stop the animation when it plays (the button reads Stop), else start it."""
+    return _stopped() if label == STOP else play_start(ex, state, step)
+
+
+def play_start(ex: Explainer, state, step) -> Frame:
+    """Start the animation (from the beginning when the slider is at the end); the button turns into Stop."""
+    view = ex.get(state, "cf")
+    if view is None:
+        return _stopped()
+    i = view.index(step)
+    i = 0 if i >= len(view) - 1 else i
+    return frame_at(view, i, cf_step=gr.update(value=i), cf_timer=gr.Timer(active=True),
+                    cf_play=gr.update(value=STOP))
+
+
+def play_tick(ex: Explainer, state, step) -> Frame:
+    """One animation frame: the next step; the timer stops at the last one."""
+    view = ex.get(state, "cf")
+    if view is None:
+        return _stopped()
+    i = min(view.index(step) + 1, len(view) - 1)
+    if i >= len(view) - 1:
+        return frame_at(view, i, cf_step=gr.update(value=i), cf_timer=gr.Timer(active=False),
+                        cf_play=gr.update(value=PLAY))
+    # only ever switch the timer off here: answering "active" would undo a Stop pressed meanwhile
+    return frame_at(view, i, cf_step=gr.update(value=i))
