@@ -23,6 +23,11 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 _REVISION = re.compile(r"[A-Za-z0-9_.\-/]{1,200}")
 
 
+def is_revision(revision: str) -> bool:
+    """Whether `revision` is spelled like a Hub branch, tag or commit sha (nothing is looked up)."""
+    return bool(_REVISION.fullmatch(revision)) and ".." not in revision
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """A checked model source: `name` is "default", an absolute checkpoint dir, or a Hub repo id."""
@@ -45,7 +50,7 @@ def resolve_source(source: str | Path, revision: str | None = None) -> ModelSour
                          "'default', a checkpoint folder, or a Hub repo id like owner/name")
     source = source.strip()
     revision = revision.strip() if isinstance(revision, str) and revision.strip() else None
-    if revision is not None and (not _REVISION.fullmatch(revision) or ".." in revision):
+    if revision is not None and not is_revision(revision):
         raise ValueError(f"revision {revision!r} is not a branch, tag or commit sha")
     if source == "default":
         if revision:

@@ -21,7 +21,7 @@ from huggingface_hub import errors as hf_errors
 
 from dat_core.checkpoint import CHECKPOINT_FILES, load_checkpoint_dir
 from dat_core.hub import repo_id_problem
-from dat_core.loading import _REVISION, DEFAULT_MODEL_DIR, ModelSource, default_model_dir, locate
+from dat_core.loading import DEFAULT_MODEL_DIR, ModelSource, default_model_dir, is_revision, locate
 from dat_core.models import Classifier
 
 LOG = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def hub_source(repo_id: str, revision: str | None = None) -> ModelSource:
         raise ValueError(f"that is neither an existing checkpoint folder nor a valid Hub repo id ({problem}; "
                          "expected owner/name)")
     revision = str(revision).strip() if revision is not None and str(revision).strip() else None
-    if revision is not None and (not _REVISION.fullmatch(revision) or ".." in revision):
+    if revision is not None and not is_revision(revision):
         raise ValueError("that revision is not a branch, tag or commit sha")
     return ModelSource("hub", repo_id, revision)
 
