@@ -88,3 +88,34 @@ def test_inception_fid_says_what_it_needs(sets):
     real, generated = sets
     with pytest.raises(ImportError, match="torch-fidelity"):
         inception_fid(real, generated)
+
+
+def test_evaluate_reports_sample_realism_in_a_fixed_feature_space(tiny_model):
+    from dat_core import build_model
+    from dat_core.evaluation import evaluate
+
+    torch.manual_seed(1)
+    judge = build_model("wrn-10-1").eval()
+    g = torch.Generator().manual_seed(2)
+    images, labels = torch.rand(40, 3, 32, 32, generator=g), torch.arange(40) % 10
+    report = evaluate(tiny_model, (images, labels), robust=None, samples=20, judge=judge, feature_model=judge,
+                      progress=False, sample_steps=2)
+    realism = report["sample_realism"]
+    assert realism["feature_space"] == "penultimate features of wrn-10-1"
+    assert realism["n_real"] == 40 and realism["n_samples"] == 20
+    assert realism["frechet_distance"] > 0 and realism["within_class_diversity_real"] > 0
+    assert realism["diversity_ratio"] == pytest.approx(
+        realism["within_class_diversity_samples"] / realism["within_class_diversity_real"])
+    one_shot = iter([(images[:20], labels[:20]), (images[20:], labels[20:])])
+    with pytest.raises(ValueError, match="second time"):
+        evaluate(tiny_model, one_shot, robust=None, samples=10, feature_model=judge, progress=False, sample_steps=1)
+
+
+def test_train_eval_feature_model_needs_samples(tmp_path, capsys):
+    from dat_core import build_model, save_model
+    from train.__main__ import main
+
+    save_model(build_model("wrn-10-1"), tmp_path / "m")
+    assert main(["eval", "--model", str(tmp_path / "m"), "--data", "cifar10", "--root", str(tmp_path),
+                 "--feature-model", str(tmp_path / "m")]) == 2
+    assert "--samples" in capsys.readouterr().err

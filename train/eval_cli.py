@@ -55,6 +55,10 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ood-limit", type=int, default=2000, help="at most this many OOD images per set")
     p.add_argument("--judge", default=None, help="standard model that judges class-conditional samples")
     p.add_argument("--samples", type=int, default=0, help="class-conditional samples from uniform noise")
+    p.add_argument("--feature-model", default=None, metavar="MODEL",
+                   help="with --samples: a fixed classifier (e.g. the bundled standard model) whose penultimate "
+                        "features give the samples' Fréchet distance to the evaluated images and their within-class "
+                        "diversity (not FID: no Inception network)")
     p.add_argument("--sample-steps", type=int, default=None,
                    help="PGD steps per sample (default: 33 at 32 px, METHOD §4's base; more steps wash out more "
                         "of the noise seed)")
@@ -102,6 +106,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     attacks = [a.strip() for a in args.autoattack_attacks.split(",") if a.strip()] if args.autoattack_attacks else None
     if attacks is not None and (not attacks or set(attacks) - set(ATTACKS)):
         raise ValueError(f"--autoattack-attacks: choose from {', '.join(ATTACKS)}, got {args.autoattack_attacks!r}")
+    if args.feature_model and not args.samples:
+        raise ValueError("--feature-model measures samples: pass --samples N too")
     run_autoattack = args.autoattack or attacks is not None
     if args.model_info and not (run_autoattack and args.json):
         raise ValueError("--model-info writes AutoAttack results beside the report: pass --autoattack and --json")
@@ -118,13 +124,14 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit:
         data = random_subset(data, args.limit, args.seed)
     judge = load_model(args.judge, device=device) if args.judge else None
+    feature_model = load_model(args.feature_model, device=device) if args.feature_model else None
     robust = None if args.steps == 0 else {"norm": args.norm, "eps": args.eps, "steps": args.steps,
                                             "step_size": args.step_size, "restarts": args.restarts}
     report = evaluate(model, data, ood=_ood_sets(args, size) or None, robust=robust,
                       robust_strong=ROBUST_STRONG if args.strong and robust else None, judge=judge,
                       samples=args.samples, out_dir=args.out, autocast=args.autocast, seed=args.seed,
                       batch_size=args.batch_size, sample_steps=args.sample_steps,
-                      sample_step_size=args.sample_step_size)
+                      sample_step_size=args.sample_step_size, feature_model=feature_model)
     if run_autoattack:
         aa = autoattack_accuracy(model, data, norm=args.norm, eps=args.eps, attacks=attacks, seed=args.seed,
                                  batch_size=args.batch_size, progress=True)

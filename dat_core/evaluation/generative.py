@@ -46,6 +46,8 @@ def _images(data: Any) -> torch.Tensor:
     for batch in as_batches(data):
         x = batch if isinstance(batch, torch.Tensor) else batch[0]
         out.append(x.float().div(255) if x.dtype == torch.uint8 else x.float())
+    if not out:
+        raise ValueError("no images: the data was empty (or a one-shot iterator read a second time)")
     return torch.cat([x.cpu() for x in out])
 
 

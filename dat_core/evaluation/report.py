@@ -27,6 +27,7 @@ from ..sampling import (
 )
 from .accuracy import ROBUST, robust_correct, robust_settings
 from .batches import _bar, _collect, _forward, _unpack
+from .generative import features_of, frechet_from_features, within_class_diversity
 from .metrics import energy_quantiles, expected_calibration_error, roc_auc
 from .ood import ood_scores
 
@@ -103,6 +104,27 @@ def sample_fidelity(model: nn.Module, judge: nn.Module, n: int, image_size: int,
             "images": torch.cat(images), "targets": targets}
 
 
+def sample_realism(feature_model: nn.Module, real: Any, real_labels: torch.Tensor, samples: torch.Tensor,
+                   targets: torch.Tensor) -> dict[str, Any]:
+    """Fréchet distance and within-class diversity of `samples` against `real` images in `feature_model`'s
+    penultimate features (a fixed, offline feature space; the distance is not FID)."""
+    try:
+        real_f = features_of(feature_model, real)
+    except ValueError:
+        real_f = torch.empty(0)
+    gen_f = features_of(feature_model, samples)
+    if len(real_f) != len(real_labels):
+        raise ValueError("sample realism reads the data a second time: pass a dataset or tensors, not a one-shot "
+                         "iterator")
+    real_div = within_class_diversity(real_f, real_labels)
+    gen_div = within_class_diversity(gen_f, targets)
+    return {"feature_space": f"penultimate features of {_name(feature_model)}",
+            "frechet_distance": frechet_from_features(real_f, gen_f),
+            "within_class_diversity_samples": gen_div, "within_class_diversity_real": real_div,
+            "diversity_ratio": gen_div / real_div if real_div > 0 else None,
+            "n_real": len(real_f), "n_samples": len(gen_f)}
+
+
 # --------------------------------------------------------------------------- everything at once
 
 def _name(judge: nn.Module | None) -> str:
@@ -117,7 +139,7 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
              judge: nn.Module | None = None, samples: int = 0, out_dir: str | Path | None = None,
              progress: bool = True, autocast: bool = False, n_bins: int = 15, seed: int = 0,
              batch_size: int = 256, sample_steps: int | None = None,
-             sample_step_size: float | None = None) -> dict[str, Any]:
+             sample_step_size: float | None = None, feature_model: nn.Module | None = None) -> dict[str, Any]:
     """Evaluate a classifier on labeled `batches` in one pass; returns a JSON-safe dict.
 
     - `robust`: PGD settings (keys of `ROBUST`, missing ones defaulted); None skips the attack.
@@ -127,6 +149,9 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
       images). AUROC with in-distribution = positive, energy score (`ood_auroc`) and MSP (`ood_auroc_msp`).
     - `samples` > 0: class-conditional samples from uniform noise judged by `judge` (None: the
       model judges itself, reported as judge "self").
+    - `feature_model` with `samples` > 0: how real the samples look in that fixed classifier's penultimate
+      features (e.g. a standard model): Fréchet distance to the evaluated images (not FID: no Inception) and
+      within-class diversity of samples vs real images (`sample_realism`); needs data that can be read twice.
     - `out_dir`: writes reliability.png (and samples.png when samples > 0).
     - `batch_size`: used where data comes as tensors or a dataset (see `as_batches`) and for samples.
     """
@@ -191,6 +216,8 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
             "steps": default_steps(image_size) if sample_steps is None else sample_steps,
             "step_size": default_step_size(image_size) if sample_step_size is None else sample_step_size,
             "seeds": "uniform"}
+        if feature_model is not None:
+            result["sample_realism"] = sample_realism(feature_model, batches, labels, fid["images"], fid["targets"])
         if out is not None:
             files["samples"] = str(out / "samples.png")
             ncol = num_classes if num_classes <= 16 else math.ceil(math.sqrt(samples))
