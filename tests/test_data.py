@@ -497,3 +497,16 @@ def test_batch_stream_no_shuffle_keep_last():
     ds = _toy((5, 0, 0)[:1])
     stream = BatchStream(ds, 2, shuffle=False, drop_last=False)
     assert [next(stream)[0].shape[0] for _ in range(4)] == [2, 2, 1, 2]
+
+
+def test_train_eval_offline_without_the_archive_is_one_line(tmp_path, monkeypatch, capsys):
+    from train.__main__ import main
+
+    src = cifar.CIFAR_SOURCES["cifar10"]
+    monkeypatch.setitem(cifar.CIFAR_SOURCES, "cifar10", replace(src, url="http://127.0.0.1:9/x"))
+    from dat_core import build_model, save_model
+
+    save_model(build_model("wrn-10-1"), tmp_path / "m")
+    assert main(["eval", "--model", str(tmp_path / "m"), "--data", "cifar10", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "could not download" in err and "Traceback" not in err

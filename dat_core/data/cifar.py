@@ -88,6 +88,10 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+class DownloadError(FileNotFoundError, RuntimeError):
+    """The archive is not here and could not be fetched (offline?): a missing file, said in one line by the CLIs."""
+
+
 def _download(url: str, dest: Path, hint: str) -> None:
     """Download to `dest.part` with a progress bar, then rename (no half files under the real name)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +106,7 @@ def _download(url: str, dest: Path, hint: str) -> None:
         tmp.replace(dest)
     except (urllib.error.URLError, OSError) as e:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"could not download {url} ({e}). {hint}") from e
+        raise DownloadError(f"could not download {url} ({e}). {hint}") from e
 
 
 def _get(d: dict, key: str) -> object:
