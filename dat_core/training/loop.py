@@ -52,9 +52,10 @@ __all__ = ["Trainer", "train", "lr_factor", "EMA", "STATE_FILE", "TrainingError"
 # ---------------------------------------------------------------- setup
 
 def _device(spec: str, local_rank: int) -> torch.device:
-    device = resolve_device(spec, local_rank)
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device={spec}: MPS is not available here; use cpu")
+    try:
+        device = resolve_device(spec, local_rank)
+    except ValueError as e:  # unknown, or not on this machine (CUDA, MPS)
+        raise ConfigError(f"device={spec}: {e}") from None
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
