@@ -23,9 +23,15 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 _REVISION = re.compile(r"[A-Za-z0-9_.\-/]{1,200}")
 
 
-def is_revision(revision: str) -> bool:
-    """Whether `revision` is spelled like a Hub branch, tag or commit sha (nothing is looked up)."""
-    return bool(_REVISION.fullmatch(revision)) and ".." not in revision
+def canonical_revision(revision: object) -> str | None:
+    """A Hub revision as typed -> None (blank) or the stripped text; ValueError unless it is spelled like a
+    branch, tag or commit sha (nothing is looked up, and the message does not repeat it)."""
+    text = str(revision).strip() if revision is not None else ""
+    if not text:
+        return None
+    if not _REVISION.fullmatch(text) or ".." in text:
+        raise ValueError("that revision is not a branch, tag or commit sha")
+    return text
 
 
 @dataclass(frozen=True)
@@ -49,9 +55,7 @@ def resolve_source(source: str | Path, revision: str | None = None) -> ModelSour
         raise ValueError(f"{source!r} is neither an existing checkpoint folder nor a valid Hub repo id: choose "
                          "'default', a checkpoint folder, or a Hub repo id like owner/name")
     source = source.strip()
-    revision = revision.strip() if isinstance(revision, str) and revision.strip() else None
-    if revision is not None and not is_revision(revision):
-        raise ValueError(f"revision {revision!r} is not a branch, tag or commit sha")
+    revision = canonical_revision(revision)
     if source == "default":
         if revision:
             raise ValueError("a revision only applies to Hub repo ids, not to the bundled model")

@@ -21,7 +21,7 @@ from huggingface_hub import errors as hf_errors
 
 from dat_core.checkpoint import CHECKPOINT_FILES, load_checkpoint_dir
 from dat_core.hub import repo_id_problem
-from dat_core.loading import DEFAULT_MODEL_DIR, ModelSource, default_model_dir, is_revision, locate
+from dat_core.loading import DEFAULT_MODEL_DIR, ModelSource, canonical_revision, default_model_dir, locate
 from dat_core.models import Classifier
 
 LOG = logging.getLogger(__name__)
@@ -74,10 +74,7 @@ def hub_source(repo_id: str, revision: str | None = None) -> ModelSource:
     if problem:
         raise ValueError(f"that is neither an existing checkpoint folder nor a valid Hub repo id ({problem}; "
                          "expected owner/name)")
-    revision = str(revision).strip() if revision is not None and str(revision).strip() else None
-    if revision is not None and not is_revision(revision):
-        raise ValueError("that revision is not a branch, tag or commit sha")
-    return ModelSource("hub", repo_id, revision)
+    return ModelSource("hub", repo_id, canonical_revision(revision))
 
 
 def local_source(path: str, allowed: bool) -> ModelSource:

@@ -19,27 +19,6 @@ from ..runtime import model_device
 from .batches import as_batches
 
 
-class FeatureSpace(nn.Module):
-    """[0,1] images -> a classifier's penultimate features (float64 CPU rows): torchmetrics' `feature=` module."""
-
-    def __init__(self, model: nn.Module, batch_size: int = 256):
-        super().__init__()
-        if not hasattr(model, "features"):
-            raise ValueError("the feature model must have .features(x) (a dat_core Classifier)")
-        self.model = model.eval()
-        self.batch_size = batch_size
-        size = int(getattr(model, "config", {}).get("image_size", 32))
-        with torch.no_grad():
-            self.num_features = int(model.features(torch.zeros(1, 3, size, size, device=model_device(model))).shape[1])
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        device = model_device(self.model)
-        out = [self.model.features(images[i:i + self.batch_size].to(device).float()).double().cpu()
-               for i in range(0, images.shape[0], self.batch_size)]
-        return torch.cat(out)
-
-
 def _images(data: Any) -> torch.Tensor:
     """Every image of `data` (the forms of `dat_core.evaluation.batches`) as one float [0,1] CPU tensor."""
     out = []
@@ -51,38 +30,46 @@ def _images(data: Any) -> torch.Tensor:
     return torch.cat([x.cpu() for x in out])
 
 
-def features_of(feature_model: nn.Module, data: Any) -> torch.Tensor:
-    """(N, D) float64 features of every image in `data`."""
+@torch.no_grad()
+def features_of(feature_model: nn.Module, data: Any, batch_size: int = 256) -> torch.Tensor:
+    """(N, D) float64 CPU features of every image in `data`: `feature_model.features` (a dat_core Classifier's
+    penultimate layer), in eval mode."""
+    if not hasattr(feature_model, "features"):
+        raise ValueError("the feature model must have .features(x) (a dat_core Classifier)")
+    images, device = _images(data), model_device(feature_model)
     with attack_mode(feature_model):
-        return FeatureSpace(feature_model)(_images(data))
+        return torch.cat([feature_model.features(images[i:i + batch_size].to(device)).double().cpu()
+                          for i in range(0, len(images), batch_size)])
 
 
 def frechet_distance(feature_model: nn.Module, real: Any, generated: Any) -> float:
     """Fréchet distance between Gaussians fitted to the features of `real` and `generated` images in
-    `feature_model`'s feature space (torchmetrics' FrechetInceptionDistance with a custom feature module)."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
+    `feature_model`'s feature space."""
+    return frechet_from_features(features_of(feature_model, real), features_of(feature_model, generated))
 
-    with attack_mode(feature_model):
-        space = FeatureSpace(feature_model)
-        metric = FrechetInceptionDistance(feature=space, normalize=True, reset_real_features=True)
-        for data, is_real in ((real, True), (generated, False)):
-            images = _images(data)
-            if images.shape[0] < 2:
-                raise ValueError("a Fréchet distance needs at least 2 images per set")
-            metric.update(images, real=is_real)
-        return float(metric.compute())
+
+class _Given(nn.Module):
+    """Features already computed: torchmetrics' feature module that passes them through."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
 
 
 def frechet_from_features(real: torch.Tensor, generated: torch.Tensor) -> float:
-    """The same distance from precomputed (N, D) features (torchmetrics' formula)."""
-    from torchmetrics.image.fid import _compute_fid
+    """The Fréchet distance of two (N, D) feature sets: torchmetrics' FrechetInceptionDistance over them."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
 
-    def stats(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = f.double()
-        return f.mean(0), torch.cov(f.T)
-
-    (m1, s1), (m2, s2) = stats(real), stats(generated)
-    return float(_compute_fid(m1, s1, m2, s2))
+    for f in (real, generated):
+        if f.dim() != 2 or f.shape[0] < 2:
+            raise ValueError("a Fréchet distance needs at least 2 images per set")
+    metric = FrechetInceptionDistance(feature=_Given(real.shape[1]), reset_real_features=True)
+    metric.update(real.double(), real=True)
+    metric.update(generated.double(), real=False)
+    return float(metric.compute())
 
 
 def within_class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float:

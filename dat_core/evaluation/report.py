@@ -108,11 +108,7 @@ def sample_realism(feature_model: nn.Module, real: Any, real_labels: torch.Tenso
                    targets: torch.Tensor) -> dict[str, Any]:
     """Fréchet distance and within-class diversity of `samples` against `real` images in `feature_model`'s
     penultimate features (a fixed, offline feature space; the distance is not FID)."""
-    try:
-        real_f = features_of(feature_model, real)
-    except ValueError:
-        real_f = torch.empty(0)
-    gen_f = features_of(feature_model, samples)
+    real_f, gen_f = features_of(feature_model, real), features_of(feature_model, samples)
     if len(real_f) != len(real_labels):
         raise ValueError("sample realism reads the data a second time: pass a dataset or tensors, not a one-shot "
                          "iterator")

@@ -42,18 +42,9 @@ class Frame(NamedTuple):
     cmp_caption: str
 
 
-class Compared(NamedTuple):
-    """A new comparison at its last step."""
-    state: dict
-    cmp_step: Any
-    cmp_robust_frame: np.ndarray
-    cmp_robust_diff: np.ndarray
-    cmp_standard_frame: np.ndarray
-    cmp_standard_diff: np.ndarray
-    cmp_prob_plot: str
-    cmp_energy_plot: str
-    cmp_caption: str
-    cmp_summary: str
+# A new comparison at its last step.
+Compared = NamedTuple("Compared", [("state", dict), ("cmp_step", Any), *Frame.__annotations__.items(),
+                                   ("cmp_summary", str)])
 
 
 def layout(ex: Explainer) -> Components:

@@ -37,7 +37,7 @@ from ..inputs import (
 from ..state import LoadedModel
 from ..views import CounterfactualView, retry_for
 from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, no_error_badge, outputs
-from .scrubber import PLAY, Frame, frame_at, play, play_start, play_tick, scrub, step_view
+from .scrubber import PLAY, STEP_VIEW, Frame, frame_at, play, play_start, play_tick, scrub, step_view
 
 # the scrubber is tab 1 too: its names stay reachable here
 __all__ = ["Frame", "frame_at", "play", "play_start", "play_tick", "scrub", "step_view"]
@@ -112,28 +112,11 @@ class Settings(NamedTuple):
     cf_step_size: float
 
 
-class Shown(NamedTuple):
-    """A new path at its last step: the downloads pending, the other tabs' results of the old path reset, and
-    the one-click retry offered when the path did not reach its target."""
-    state: dict
-    cf_step: Any
-    cf_frame: np.ndarray
-    cf_diff: np.ndarray
-    cf_probs: str
-    cf_energy_plot: str
-    cf_prob_plot: str
-    cf_distance_plot: str
-    cf_caption: str
-    land_map: Any
-    land_path: Any
-    cf_summary: str
-    cf_retry: Any
-    cf_gif: Any
-    cf_json: Any
-    land_step: Any
-    land_info: str
-    attr_figure: None
-    attr_info: str
+# A new path at its last step: the downloads pending, the other tabs' results of the old path reset, and the
+# one-click retry offered when the path did not reach its target.
+Shown = NamedTuple("Shown", [("state", dict), ("cf_step", Any), *STEP_VIEW, ("cf_summary", str), ("cf_retry", Any),
+                             ("cf_gif", Any), ("cf_json", Any), ("land_step", Any), ("land_info", str),
+                             ("attr_figure", None), ("attr_info", str)])
 
 
 # a retry: the new path, and the settings it ran with

@@ -15,22 +15,14 @@ from ..views import CounterfactualView
 PLAY, STOP = "▶ Play", "■ Stop"
 
 
-class Frame(NamedTuple):
-    """Step t of the path: what the scrubber and the landscape marker show, and the controls that move with
-    it. A handler leaves what it does not change at `gr.skip()` (e.g. the slider that was just dragged)."""
-    cf_step: Any
-    cf_frame: np.ndarray
-    cf_diff: np.ndarray
-    cf_probs: str
-    cf_energy_plot: str
-    cf_prob_plot: str
-    cf_distance_plot: str
-    cf_caption: str
-    land_step: Any
-    land_map: Any
-    land_path: Any
-    cf_play: Any
-    cf_timer: Any
+STEP_VIEW = [("cf_frame", np.ndarray), ("cf_diff", np.ndarray), ("cf_probs", str), ("cf_energy_plot", str),
+             ("cf_prob_plot", str), ("cf_distance_plot", str), ("cf_caption", str), ("land_map", Any),
+             ("land_path", Any)]
+"""The components `step_view` fills: what step t of a path shows (the landscape marker included)."""
+
+# Step t of the path: what the scrubber and the landscape marker show, and the controls that move with it.
+# A handler leaves what it does not change at `gr.skip()` (e.g. the slider that was just dragged).
+Frame = NamedTuple("Frame", [("cf_step", Any), *STEP_VIEW, ("land_step", Any), ("cf_play", Any), ("cf_timer", Any)])
 
 
 def step_view(view: CounterfactualView, i: int) -> dict[str, Any]:
