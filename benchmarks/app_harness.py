@@ -240,15 +240,25 @@ def slider_value(page: Any) -> int:
     return int(page.locator("#cf-step input[type=range]").input_value())
 
 
+def _new_model_view(page: Any, act: Callable[[], None]) -> None:
+    """Do `act` and wait until tab 1's model-input view shows a new image. An image already there (an earlier
+    upload) must not count, or the preview could land after the caller's next step (it sets the target to the
+    runner-up)."""
+    old = page.eval_on_selector_all("#cf-input img", "els => els.length ? els[0].src : null")
+    act()
+    page.wait_for_function("""old => { const img = document.querySelector('#cf-input img');
+        return !!img && !!img.src && img.src !== old && img.complete; }""", arg=old)
+
+
 def upload(page: Any, image: str | Path) -> None:
     """Upload through the cf-image file input and wait for the model-input preview."""
-    page.set_input_files("#cf-image input[type=file]", str(image))
-    page.wait_for_selector("#cf-input img")
+    _new_model_view(page, lambda: page.set_input_files("#cf-image input[type=file]", str(image)))
 
 
 def pick_target(page: Any, name: str) -> None:
     page.locator("#cf-target input").click()
     page.get_by_role("option", name=name, exact=True).click()
+    page.wait_for_function("v => document.querySelector('#cf-target input').value === v", arg=name)
 
 
 def _until_new_frame(page: Any, selector: str, event: str, act: Callable[[], None], timeout_s: float) -> float:
@@ -287,9 +297,10 @@ def settings(page: Any, **values: Any) -> None:
         box = page.locator(f"#cf-{name.replace('_', '-')} input").first
         box.fill(str(value))
         box.press("Enter" if name == "eps" else "Tab")
+        if name != "eps":  # a number box: wait until the page holds the typed value before the next step
+            page.wait_for_function("([el, v]) => el.value === v", arg=[box.element_handle(), str(value)])
 
 
 def pick_example(page: Any, index: int = 0) -> None:
     """Click an example of tab 1's strip and wait for the model's view of it."""
-    page.locator("#cf-examples .thumbnail-item").nth(index).click()
-    page.wait_for_selector("#cf-input img")
+    _new_model_view(page, lambda: page.locator("#cf-examples .thumbnail-item").nth(index).click())
