@@ -334,7 +334,7 @@ def _command(sub, name: str, func, help: str, description: str,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dat_core.data.seeds import NOISE_KINDS
+    from dat_core.data.seeds import DEFAULT_SEED_KIND, SEED_KINDS
 
     parser = argparse.ArgumentParser(prog="python -m explain", description="Explain a DAT classifier: "
                                      "counterfactual PGD trajectories, energy landscapes, attributions, generation.")
@@ -358,8 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default: all)")
     p.add_argument("--n", type=_positive_int(1, 1024), default=1, help="samples per class (default: 1)")
     p.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
-    p.add_argument("--seeds", default="uniform",
-                   help=f"seed images: {', '.join(NOISE_KINDS)} (smooth noise) or an image file (default: uniform)")
+    p.add_argument("--seeds", default=DEFAULT_SEED_KIND,
+                   help=f"seed images: {', '.join(SEED_KINDS)} or an image file (default: {DEFAULT_SEED_KIND} = "
+                        "out-of-distribution photos from assets/seeds/, how DAT samples; gaussian = a class-"
+                        "conditional Gaussian fitted on CIFAR-10 training images; lowfreq = smooth noise)")
     p.add_argument("--steps", type=int, default=None, help="PGD steps (default: 33 at 32 px)")
     p.add_argument("--step-size", type=float, default=None, help="L2 step (default: 0.2 at 32 px, scaled by "
                                                                  "image_size/32)")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dat_core.data.seeds import NOISE_KINDS, noise_seeds
+from dat_core.data.seeds import DEFAULT_SEED_KIND, SEED_KINDS, seeds_for
 from dat_core.energy import probabilities
 from dat_core.pgd import OnStep
 from dat_core.sampling import (
@@ -66,22 +66,26 @@ class Samples:
                             for i, (t, c) in enumerate(zip(self.targets, self.confidences))]}
 
 
-def make_seeds(kind: str | ImageLike, n: int, image_size: int, seed: int = 0) -> torch.Tensor:
-    """n CPU seed images: "uniform" noise, "lowfreq" noise (smooth blobs), or copies of a given image."""
-    if isinstance(kind, str) and kind in NOISE_KINDS:
-        return noise_seeds(n, image_size, kind, generator=torch.Generator().manual_seed(seed))
-    return to_model_input(kind, image_size).expand(n, -1, -1, -1).contiguous()
+def make_seeds(kind: str | ImageLike, targets: Sequence[int], image_size: int, seed: int = 0,
+               class_names: Sequence[str] | None = None) -> torch.Tensor:
+    """One CPU seed image per target class index: a named kind (`dat_core.data.seeds.SEED_KINDS`: "bank" =
+    out-of-distribution photos, how DAT samples; "gaussian" = class-conditional Gaussian; "uniform" /
+    "lowfreq" noise), or copies of a given image."""
+    if isinstance(kind, str) and kind in SEED_KINDS:
+        return seeds_for(kind, list(targets), image_size, torch.Generator().manual_seed(seed), class_names)
+    return to_model_input(kind, image_size).expand(len(targets), -1, -1, -1).contiguous()
 
 
 def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all", n_per_class: int = 1,
-             seed: int = 0, seeds: str | ImageLike = "uniform", steps: int | None = None,
+             seed: int = 0, seeds: str | ImageLike = DEFAULT_SEED_KIND, steps: int | None = None,
              step_size: float | None = None, record_every: int = 0, autocast: bool = False,
              on_step: OnStep | None = None) -> Samples:
     """`n_per_class` samples for each target class by PGD ascent on f(x)[y] from seeds.
 
-    Noise seeds come from a CPU `torch.Generator(seed)` and then move to the model's device, so a seed
-    gives the same samples on every run. `record_every=k > 0` also keeps every k-th frame. `on_step` is
-    `dat_core.pgd`'s per-step hook (progress, Cancel).
+    Seeds (default: the shipped bank of out-of-distribution photos, METHOD §4) are drawn with a CPU
+    `torch.Generator(seed)` and then move to the model's device, so a seed gives the same samples on every run.
+    `record_every=k > 0` also keeps every k-th frame. `on_step` is `dat_core.pgd`'s per-step hook (progress,
+    Cancel).
     """
     size, names, device = model_info(model)
     tgt = resolve_targets(targets, names)
@@ -93,12 +97,13 @@ def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all",
         raise ValueError(f"seed must be an integer in 0..2**63-1; got {seed!r}")
     if isinstance(record_every, bool) or not isinstance(record_every, int) or not 0 <= record_every <= MAX_STEPS:
         raise ValueError(f"record_every must be an integer in 0..{MAX_STEPS}; got {record_every!r}")
-    if isinstance(seeds, str) and seeds not in NOISE_KINDS and not Path(seeds).expanduser().exists():
-        raise ValueError(f"seeds must be {' or '.join(NOISE_KINDS)} or an existing image file; got {seeds!r}")
+    if isinstance(seeds, str) and seeds not in SEED_KINDS and not Path(seeds).expanduser().exists():
+        raise ValueError(f"seeds must be one of {', '.join(SEED_KINDS)} or an existing image file; "
+                         f"got {seeds[:60]!r}")
     p = validate_params("L2", math.inf, default_step_size(size) if step_size is None else step_size,
                         default_steps(size) if steps is None else steps)
     y = torch.tensor(tgt, device=device).repeat_interleave(n_per_class)
-    x = make_seeds(seeds, len(y), size, seed).to(device)
+    x = make_seeds(seeds, y.tolist(), size, seed, names).to(device)
     res = sample(model, x, y, steps=p["steps"], step_size=p["step_size"],
                  record_every=record_every, autocast=autocast, on_step=on_step)
     if res.logits is not None:

@@ -1,4 +1,4 @@
-"""`python -m train {stage1,stage2,eval,push,import,schema}` — see `python -m train COMMAND --help`."""
+"""`python -m train {stage1,stage2,eval,push,import,seeds,schema}` — see `python -m train COMMAND --help`."""
 
 from __future__ import annotations
 
@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from train.import_cli import add_import_parser
     add_import_parser(sub)
+    from train.seeds_cli import add_seeds_parser
+    add_seeds_parser(sub)
     return parser
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from dat_core.data import NOISE_KINDS, ImageDataset, noise_seeds
+from dat_core.data import NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
 from dat_core.evaluation.autoattack import ATTACKS
@@ -54,7 +54,10 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                         "data.ood_holdout with --seed)")
     p.add_argument("--ood-limit", type=int, default=2000, help="at most this many OOD images per set")
     p.add_argument("--judge", default=None, help="standard model that judges class-conditional samples")
-    p.add_argument("--samples", type=int, default=0, help="class-conditional samples from uniform noise")
+    p.add_argument("--samples", type=int, default=0, help="class-conditional samples (PGD on f(x)[y] from seeds)")
+    p.add_argument("--sample-seeds", default=SEED_KINDS[0], choices=SEED_KINDS,
+                   help="seeds of the samples: bank = out-of-distribution photos (assets/seeds/, how DAT samples), "
+                        "gaussian = class-conditional Gaussian fitted on CIFAR-10 train, or noise")
     p.add_argument("--feature-model", default=None, metavar="MODEL",
                    help="with --samples: a fixed classifier (e.g. the bundled standard model) whose penultimate "
                         "features give the samples' Fréchet distance to the evaluated images and their within-class "
@@ -131,7 +134,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
                       robust_strong=ROBUST_STRONG if args.strong and robust else None, judge=judge,
                       samples=args.samples, out_dir=args.out, autocast=args.autocast, seed=args.seed,
                       batch_size=args.batch_size, sample_steps=args.sample_steps,
-                      sample_step_size=args.sample_step_size, feature_model=feature_model)
+                      sample_step_size=args.sample_step_size, feature_model=feature_model,
+                      sample_seeds=args.sample_seeds)
     if run_autoattack:
         aa = autoattack_accuracy(model, data, norm=args.norm, eps=args.eps, attacks=attacks, seed=args.seed,
                                  batch_size=args.batch_size, progress=True)

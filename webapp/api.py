@@ -22,7 +22,16 @@ from explain.trajectory import Trajectory
 
 from . import charts
 from .explainer import Explainer
-from .inputs import EVERY_CLASS, eps_text, model_input, parse_methods, pgd_params, target_index, user_errors
+from .inputs import (
+    EVERY_CLASS,
+    SEED_LABELS,
+    eps_text,
+    model_input,
+    parse_methods,
+    pgd_params,
+    target_index,
+    user_errors,
+)
 from .state import LoadedModel
 from .tabs import generate as generate_tab
 from .wiring import RAW, bind
@@ -50,10 +59,11 @@ def counterfactual(ex: Explainer, image, target, eps, steps, step_size, progress
 
 @user_errors
 def generate(ex: Explainer, target, seed, steps, step_size, progress=gr.Progress()):
-    """Samples of `target` (a class, or "all") from uniform noise with random `seed`."""
+    """Samples of `target` (a class, or "all") from seed photos of other things (the seed bank) with random
+    `seed`."""
     target = EVERY_CLASS if str(target).strip().lower() in ("all", EVERY_CLASS, "") else target
     loaded = ex.default
-    view, gif = generate_tab.samples(ex, loaded, target, "Random noise", None, seed, 1, steps, step_size, progress)
+    view, gif = generate_tab.samples(ex, loaded, target, SEED_LABELS["bank"], None, seed, 1, steps, step_size, progress)
     return {"model": loaded.label, **view.samples.to_dict()}, view.grid(len(view) - 1, labels=False), str(gif)
 
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image as PILImage
 
 import explain
-from dat_core.data.seeds import NOISE_KINDS
+from dat_core.data.seeds import SEED_KINDS as DATA_SEED_KINDS
 from explain import params
 from explain.attribution import METHODS
 from explain.image import open_image, to_rgb
@@ -28,9 +28,10 @@ from .state import LoadedModel, TempFiles
 MAX_REQUEST_STEPS = 500
 MAX_ALL_TARGETS = 100
 MAX_SAMPLES_PER_CLASS = 16
-# UI labels of the seed kinds: the noise kinds are explain.generate's, "image" is the user's upload
-NOISE_LABELS = {"uniform": "Random noise", "lowfreq": "Smooth noise"}
-SEED_KINDS = {**{NOISE_LABELS[kind]: kind for kind in NOISE_KINDS}, "My image": "image"}
+# UI labels of the seed kinds (dat_core.data.seeds.SEED_KINDS, the first is the default); "image" is the upload
+SEED_LABELS = {"bank": "A photo of something else (how DAT was trained)", "gaussian": "A class-average blur",
+               "uniform": "Random noise", "lowfreq": "Smooth noise"}
+SEED_KINDS = {**{SEED_LABELS[kind]: kind for kind in DATA_SEED_KINDS}, "My image": "image"}
 EVERY_CLASS = "every class"
 ATTR_FRAMES = ("start x₀", "current step t", "end x_T")
 

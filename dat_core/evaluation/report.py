@@ -13,7 +13,7 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from ..data.seeds import noise_seeds
+from ..data.seeds import DEFAULT_SEED_KIND, noise_seeds, seeds_for
 from ..energy import marginal_energy
 from ..pgd import attack_mode
 from ..runtime import model_device, seeded
@@ -76,18 +76,19 @@ def plot_reliability(bins: Mapping[str, list], path: str | Path | None = None,
 
 def sample_fidelity(model: nn.Module, judge: nn.Module, n: int, image_size: int, num_classes: int,
                     seed: int = 0, steps: int | None = None, step_size: float | None = None,
-                    seeds_kind: str = "uniform", autocast: bool = False, batch_size: int = 128,
-                    progress: bool = False) -> dict[str, Any]:
-    """Generate n class-balanced samples (targets i mod K) from noise seeds by `sampling.sample`
-    and ask `judge` (e.g. a standard classifier) whether each shows its target class.
+                    seeds_kind: str = DEFAULT_SEED_KIND, autocast: bool = False, batch_size: int = 128,
+                    progress: bool = False, class_names: list[str] | None = None) -> dict[str, Any]:
+    """Generate n class-balanced samples (targets i mod K) from seeds (`seeds_for`: default the bank of
+    out-of-distribution photos) by `sampling.sample` and ask `judge` (e.g. a standard classifier) whether
+    each shows its target class.
 
     Returns fraction_judged_target, mean_target_confidence (judge's softmax at the target),
     images (n, 3, S, S CPU floats) and targets. Deterministic for a given seed.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    seeds = noise_seeds(n, image_size, kind=seeds_kind, seed=seed)
     targets = balanced_targets(n, num_classes)
+    seeds = seeds_for(seeds_kind, targets, image_size, torch.Generator().manual_seed(seed), class_names)
     device, judge_device = model_device(model), model_device(judge)
     images, hit, conf = [], [], []
     with attack_mode(judge):
@@ -135,7 +136,8 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
              judge: nn.Module | None = None, samples: int = 0, out_dir: str | Path | None = None,
              progress: bool = True, autocast: bool = False, n_bins: int = 15, seed: int = 0,
              batch_size: int = 256, sample_steps: int | None = None,
-             sample_step_size: float | None = None, feature_model: nn.Module | None = None) -> dict[str, Any]:
+             sample_step_size: float | None = None, feature_model: nn.Module | None = None,
+             sample_seeds: str = DEFAULT_SEED_KIND) -> dict[str, Any]:
     """Evaluate a classifier on labeled `batches` in one pass; returns a JSON-safe dict.
 
     - `robust`: PGD settings (keys of `ROBUST`, missing ones defaulted); None skips the attack.
@@ -203,15 +205,16 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
         plot_reliability(bins, files["reliability"], title=f"Reliability (n={n}, ECE {ece:.2%})")
     if samples > 0:
         fid = sample_fidelity(model, model if judge is None else judge, samples, int(image_size), num_classes,
-                              seed=seed, steps=sample_steps, step_size=sample_step_size,
-                              autocast=autocast, batch_size=batch_size, progress=progress)
+                              seed=seed, steps=sample_steps, step_size=sample_step_size, seeds_kind=sample_seeds,
+                              autocast=autocast, batch_size=batch_size, progress=progress,
+                              class_names=getattr(model, "config", {}).get("class_names"))
         result["sample_fidelity"] = {
             "n": samples, "judge": _name(judge),
             "fraction_judged_target": fid["fraction_judged_target"],
             "mean_target_confidence": fid["mean_target_confidence"],
             "steps": default_steps(image_size) if sample_steps is None else sample_steps,
             "step_size": default_step_size(image_size) if sample_step_size is None else sample_step_size,
-            "seeds": "uniform"}
+            "seeds": sample_seeds}
         if feature_model is not None:
             result["sample_realism"] = sample_realism(feature_model, batches, labels, fid["images"], fid["targets"])
         if out is not None:

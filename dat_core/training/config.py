@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..data.augment import AUGMENTATIONS
+from ..data.seeds import SEED_KINDS
 from ..models import find_arch
 from ..pgd import NORMS
 from ..runtime import AUTOCAST_CHOICES
@@ -55,6 +56,8 @@ class DataConfig(_Table):
     ood: str = Field("uniform", min_length=1,
                      description="OOD seeds of stage 2: uniform | lowfreq | image dir / archive")
     ood_holdout: Count = Field(0, description="OOD images kept out of the seeds (for OOD-detection evaluation)")
+    ood_seed_bank: Count = Field(0, description="OOD images carved out of the seeds (after the holdout) for the "
+                                                "sampling seed bank (`python -m train seeds`): never trained on")
     gen_augment: Augment = Field("crop_flip", description='real EBM batch ("original" in METHOD §3.2)')
     clf_augment: Augment = Field("crop_flip_cutout", description="classification batch (no AutoAugment)")
     ood_augment: Augment = Field("crop_flip", description="OOD seed batch")
@@ -144,6 +147,9 @@ class TrainConfig(_Table):
     eval_attack_steps: Count = 10
     best_metric: Literal["robust_accuracy", "clean_accuracy"] = "robust_accuracy"
     sample_grid: bool = Field(True, description="class-conditional sample grid PNG at each evaluation")
+    sample_seeds: Literal[tuple(SEED_KINDS)] = Field(  # type: ignore[valid-type]
+        SEED_KINDS[0], description="seeds of the sample grid: bank (out-of-distribution photos, METHOD §4) | "
+                                   "gaussian (class-conditional, CIFAR-10 only) | uniform | lowfreq")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)

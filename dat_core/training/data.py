@@ -62,18 +62,29 @@ def load_train_val(cfg: TrainConfig, seed: int | None = None) -> tuple[ImageData
 
 
 def ood_split(cfg: TrainConfig, seed: int | None = None) -> tuple[ImageDataset, ImageDataset | None]:
-    """(seeds, held-out) OOD images; the held-out part never serves as a contrastive seed."""
+    """(seeds, held-out) OOD images; the held-out part and the seed bank (`ood_seed_bank`) never serve as
+    contrastive seeds."""
+    seeds, holdout, _ = ood_parts(cfg, seed)
+    return seeds, holdout
+
+
+def ood_parts(cfg: TrainConfig, seed: int | None = None) -> tuple[ImageDataset, ImageDataset | None,
+                                                                 ImageDataset | None]:
+    """(seeds, held-out, seed bank): the holdout is carved first (so it does not depend on the bank), then the
+    bank from what is left with a different seed; the three are disjoint."""
     d = cfg.data
     try:
         ood = load_image_folder(d.ood, labeled=False, image_size=d.image_size, cache_dir=d.cache_dir or None,
                                 lazy=d.lazy)
     except (tarfile.TarError, EOFError, zlib.error) as e:
         raise ValueError(f"cannot read the OOD archive {d.ood}: {_first_line(e)}") from None
-    if not d.ood_holdout:
-        return ood, None
-    if d.ood_holdout >= len(ood):
-        raise ValueError(f"data.ood_holdout={d.ood_holdout} leaves no seeds of the {len(ood)} images in {d.ood}")
-    return train_val_split(ood, d.ood_holdout, seed=cfg.seed if seed is None else seed)
+    seed = cfg.seed if seed is None else seed
+    if d.ood_holdout + d.ood_seed_bank >= len(ood):
+        raise ValueError(f"data.ood_holdout={d.ood_holdout} and data.ood_seed_bank={d.ood_seed_bank} leave no seeds "
+                         f"of the {len(ood)} images in {d.ood}")
+    seeds, holdout = train_val_split(ood, d.ood_holdout, seed=seed) if d.ood_holdout else (ood, None)
+    seeds, bank = train_val_split(seeds, d.ood_seed_bank, seed=seed + 1) if d.ood_seed_bank else (seeds, None)
+    return seeds, holdout, bank
 
 
 class NoiseStream:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..data import ImageDataset, noise_seeds
+from ..data import ImageDataset, seeds_for
 from ..energy import marginal_energy
 from ..evaluation.accuracy import clean_accuracy, predict, robust_accuracy
 from ..evaluation.metrics import energy_quantiles
@@ -30,8 +30,10 @@ def evaluate_run(cfg: TrainConfig, model: torch.nn.Module, val: ImageDataset, ou
         k = model.config["num_classes"]
         per_class = max(1, min(10, 100 // k))
         device = next(model.parameters()).device
-        seeds = noise_seeds(per_class * k, cfg.data.image_size, "uniform", seed=cfg.seed).to(device)
-        targets = balanced_targets(per_class * k, k).to(device)
+        targets = balanced_targets(per_class * k, k)
+        seeds = seeds_for(cfg.sample_seeds, targets, cfg.data.image_size, torch.Generator().manual_seed(cfg.seed),
+                          model.config.get("class_names")).to(device)
+        targets = targets.to(device)
         x = sample(model, seeds, targets, autocast=autocast).x
         # column c shows class c: sample i has target i mod K
         (out / "samples").mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ def layout(loaded: LoadedModel) -> Components:
                             "paints what it thinks the class looks like.")
                 gen_target = gr.Dropdown([EVERY_CLASS, *loaded.class_names], value=EVERY_CLASS,
                                          label="Class to generate", elem_id="gen-target")
-                gen_seed_kind = gr.Radio(list(SEED_KINDS), value="Random noise", label="Start from",
+                gen_seed_kind = gr.Radio(list(SEED_KINDS), value=next(iter(SEED_KINDS)), label="Start from",
                                          elem_id="gen-seed-kind")
                 gen_seed_image = gr.Image(type="filepath", image_mode=None, height=140, label="Seed image",
                                           visible=False, sources=["upload", "clipboard"], elem_id="gen-seed-image")

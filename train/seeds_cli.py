@@ -1,0 +1,73 @@
+"""`python -m train seeds`: write the sampling seed bank and the class-conditional Gaussians from a training config.
+
+The bank is the config's `data.ood_seed_bank` carve-out of the OOD images (after `data.ood_holdout`), so a
+model trained with that config never saw a bank image as a contrastive seed, and the OOD-detection holdout
+stays disjoint from it. The Gaussians are fitted on the config's training split (validation carved out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+EXAMPLES = """examples:
+  python -m train seeds --config train/configs/cifar10-wrn16-2-cpu-stage2.toml
+  python -m train seeds --config CFG.toml --bank-out my-bank.safetensors --gaussians-out ""
+
+Defaults write the shipped files (assets/seeds/); "" skips one of them."""
+
+
+def add_seeds_parser(sub: argparse._SubParsersAction) -> None:
+    from dat_core.data.seeds import CLASS_GAUSSIANS, SEED_BANK
+
+    p = sub.add_parser("seeds", help="write the seed bank and class Gaussians used for sampling", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__.split("\n\n")[1])
+    p.add_argument("--config", required=True, help="the stage-2 TOML config whose data.ood_seed_bank carve-out "
+                                                   "becomes the bank")
+    p.add_argument("--bank-out", default=str(SEED_BANK), help="seed bank file (.safetensors)")
+    p.add_argument("--gaussians-out", default=str(CLASS_GAUSSIANS), help="class Gaussians file (.safetensors)")
+    p.add_argument("--resolution", type=int, default=8, help="side of the images the Gaussians are fitted at")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=run_seeds)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_seeds(args: argparse.Namespace) -> int:
+    from dat_core.data.seeds import fit_class_gaussians, write_class_gaussians, write_seed_bank
+    from dat_core.training.config import load_config
+    from dat_core.training.data import load_train_val, ood_parts
+
+    cfg = load_config(args.config, args.overrides)
+    d = cfg.data
+    written = {}
+    if args.bank_out:
+        if not d.ood_seed_bank:
+            raise ValueError("data.ood_seed_bank is 0 in this config: set it (e.g. data.ood_seed_bank=1000)")
+        _, _, bank = ood_parts(cfg)
+        source = Path(d.ood)
+        meta = {"source": source.name, "how": (
+            f"data.ood_seed_bank={d.ood_seed_bank} images carved (train_val_split, seed {cfg.seed + 1}) from the "
+            f"{source.name} images left after the data.ood_holdout={d.ood_holdout} OOD-evaluation holdout "
+            f"(seed {cfg.seed}); disjoint from both the contrastive seeds and the holdout of this config"),
+            "config": Path(args.config).name}
+        if source.is_file():
+            meta["source_sha256"] = _sha256(str(source))
+        written["bank"] = str(write_seed_bank(args.bank_out, bank.images[:], meta))
+    if args.gaussians_out:
+        train_set, _ = load_train_val(cfg)
+        g = fit_class_gaussians(train_set, args.resolution)
+        meta = {"source": Path(d.dataset).name, "how": (
+            f"per-class mean and covariance of the {len(train_set)} training images (validation carved out) "
+            f"area-pooled to {args.resolution}x{args.resolution}, + 1e-3 x mean variance on the diagonal")}
+        written["gaussians"] = str(write_class_gaussians(args.gaussians_out, g, meta))
+    print(json.dumps(written, indent=2))
+    return 0
