@@ -96,6 +96,9 @@ class ContrastiveConfig(_Table):
     max_steps: Count = Field(50, description="T_max")
     auc_threshold: Fraction = 0.8
     window_images: PositiveInt = Field(1000, description="AUC window = ceil(window_images / batch_size) steps")
+    buffer_size: Count = Field(0, description="persistent contrastive chains per rank (0 = restart every sample "
+                                              "from an OOD seed each step, as the paper; see training/chains.py)")
+    reinit: Fraction = Field(0.05, description="with buffer_size > 0: fraction of each batch restarted from seeds")
 
 
 class OptimConfig(_Table):
@@ -167,6 +170,9 @@ class TrainConfig(_Table):
         if self.contrastive.start_steps > self.contrastive.max_steps:
             raise ValueError(f"contrastive.start_steps ({self.contrastive.start_steps}) must be <= "
                              f"contrastive.max_steps ({self.contrastive.max_steps})")
+        if 0 < self.contrastive.buffer_size < self.batch_size:
+            raise ValueError(f"contrastive.buffer_size ({self.contrastive.buffer_size}) must be 0 (restarts) or at "
+                             f"least batch_size ({self.batch_size})")
         if self.data.dataset in ("cifar10", "cifar100") and self.data.image_size != 32:
             raise ValueError(f"data.image_size: {self.data.dataset} images are 32 px, got {self.data.image_size}")
         if self.attack.steps and not self.attack.step_size:

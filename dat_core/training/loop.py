@@ -174,7 +174,8 @@ class Trainer:
     # -- resumable state
     def _save_state(self, finished: bool = False) -> None:
         mine = {"rng": _rng_state(), "streams": {k: s.state_dict() for k, s in self.streams.items()},
-                "buffers": {n: b.detach().cpu().clone() for n, b in self.module.named_buffers()}}
+                "buffers": {n: b.detach().cpu().clone() for n, b in self.module.named_buffers()},
+                "stage": getattr(self.stage, "rank_state_dict", dict)()}
         ranks = distributed.gather(mine, self.world)  # each rank's own RNG, data position and BN statistics
 
         def write():
@@ -206,6 +207,8 @@ class Trainer:
                     for name, buf in self.module.named_buffers():
                         if name in mine.get("buffers", {}):
                             buf.copy_(mine["buffers"][name])
+                if hasattr(self.stage, "load_rank_state_dict"):
+                    self.stage.load_rank_state_dict(mine.get("stage", {}))
             elif self.rank == 0:
                 print(f"warning: resuming {saved['world_size']}-rank state on {self.world} ranks: "
                       "data order and RNG continue from fresh seeds")

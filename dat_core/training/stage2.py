@@ -1,8 +1,9 @@
 """Stage 2: Dual Adversarial Training (METHOD §3.3), with the AUC-triggered T curriculum (§3.4).
 
 Per step: contrastive samples = PGD ascent on f(x)[y_real] from OOD seeds (eps = inf, L2-normalized
-steps of size eta, T steps); BCE on the marginal logit logsumexp f(x) (real = 1, contrastive = 0);
-plus cross-entropy on PGD adversarial examples of the classification batch. BN is frozen.
+steps of size eta, T steps; or continued persistent chains, `contrastive.buffer_size`, chains.py);
+BCE on the marginal logit logsumexp f(x) (real = 1, contrastive = 0); plus cross-entropy on PGD
+adversarial examples of the classification batch. BN is frozen.
 
 Efficiency without changing the math (switch: `fused_forward`): with BN frozen and no dropout the
 model is a fixed function of its input, so one forward over [real, contrastive, adversarial] gives
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from ..energy import marginal_energy
 from ..evaluation.metrics import roc_auc
 from ..pgd import pgd, threat_model
+from .chains import ContrastiveChains
 from .config import TrainConfig
 
 
@@ -88,6 +90,9 @@ class DualAdversarialTraining:
         window = math.ceil(c.window_images / cfg.batch_size)
         self.curriculum = Curriculum(c.start_steps, c.max_steps, c.auc_threshold, window)
         self.watch: dict[str, torch.Tensor] = {}  # checked for non-finite values by the trainer
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self.chains = ContrastiveChains(c.buffer_size, c.reinit, cfg.seed * 1000 + 7 + rank) if c.buffer_size \
+            else None
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
@@ -98,8 +103,12 @@ class DualAdversarialTraining:
         x_ood = next(self.ood)
         x_clf, y_clf = next(self.clf)
         T, a = self.curriculum.T, self.cfg.attack
-        # 2. contrastive samples (eval mode, no parameter grads), labels of the real batch
-        x_con = contrastive_samples(self.module, x_ood, y_real, self.cfg.contrastive.step_size, T, self.autocast)
+        # 2. contrastive samples (eval mode, no parameter grads), labels of the real batch; with persistent
+        # chains, most start where an earlier step left them (and keep the class they were pushed toward)
+        x_start, y_con = (x_ood, y_real) if self.chains is None else self.chains.start(x_ood, y_real)
+        x_con = contrastive_samples(self.module, x_start, y_con, self.cfg.contrastive.step_size, T, self.autocast)
+        if self.chains is not None:
+            self.chains.keep(x_con, y_con)
         # 5 (attack part). untargeted PGD on CE; parameters are unchanged since step 1, so doing it
         # before the loss forward is the same computation as the official order
         x_adv = pgd(self.module, x_clf, y_clf, self.attack_threat, a.steps, "ce", a.random_start,
@@ -123,14 +132,14 @@ class DualAdversarialTraining:
         loss_ce = F.cross_entropy(adv_logits, y_clf)
         # 3. AUC monitor on class logits f(x)[y] (real: true label; contrastive: its attack label)
         idx = torch.arange(b, device=y_real.device)
-        adv_auc = _auc(monitor_real[idx, y_real], monitor_con[idx, y_real])
+        adv_auc = _auc(monitor_real[idx, y_real], monitor_con[idx, y_con])
         logs: dict[str, Any] = {"adv_auc": adv_auc, "T": T}
         self.watch = {"loss_bce": loss_bce.detach(), "loss_ce": loss_ce.detach(), "real_logits": real_logits.detach(),
                       "contrastive_logits": con_logits.detach(), "adversarial_logits": adv_logits.detach(),
                       "adv_auc": torch.tensor(adv_auc)}
         if log:
             with torch.no_grad():
-                ood_logits = monitor_con if T == 0 else self._eval_logits(x_ood)
+                ood_logits = monitor_con if T == 0 and self.chains is None else self._eval_logits(x_ood)
             clean_auc = _auc(monitor_real[idx, y_real], ood_logits[idx, y_real])
             self.watch["clean_auc"] = torch.tensor(clean_auc)
             logs.update(
@@ -165,3 +174,13 @@ class DualAdversarialTraining:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.curriculum.load_state_dict(state["curriculum"])
+
+    def rank_state_dict(self) -> dict[str, Any]:
+        """What differs per rank: the persistent chains."""
+        return {} if self.chains is None else {"chains": self.chains.state_dict()}
+
+    def load_rank_state_dict(self, state: dict[str, Any]) -> None:
+        if self.chains is not None:
+            if "chains" not in state:
+                raise ValueError("the saved run had no persistent chains (contrastive.buffer_size was 0)")
+            self.chains.load_state_dict(state["chains"], next(self.module.parameters()).device)
