@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from dat_core.data import NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds
+from dat_core.data import NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
 from dat_core.evaluation.autoattack import ATTACKS
@@ -28,6 +28,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None,
                    help="evaluate a fixed random subset of N images (drawn with --seed; class-sorted folders "
                         "make the first N a poor sample)")
+    p.add_argument("--val-size", type=int, default=0,
+                   help="evaluate only the validation carve-out of --split: the N images training's data.val_size=N "
+                        "held out (same train_val_split, --seed = training's seed). Choose settings here, not on test")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--norm", default="L2", choices=NORMS)
     p.add_argument("--eps", type=float, default=0.5)
@@ -76,7 +79,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _ood_sets(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
-    from dat_core.data import load_image_folder, train_val_split
+    from dat_core.data import load_image_folder
 
     sets: dict[str, Any] = {}
     for spec in args.ood:
@@ -124,6 +127,10 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         raise EmptyClassError(f"{e} (here: --allow-empty-classes)") from None
     if data.class_names and list(data.class_names) != list(model.config["class_names"]):
         raise ValueError(f"the data's classes {data.class_names} differ from the model's {model.config['class_names']}")
+    if args.val_size:
+        if not 0 < args.val_size < len(data):
+            raise ValueError(f"--val-size must be in 1..{len(data) - 1} for the {len(data)} images of --split")
+        data = train_val_split(data, args.val_size, seed=args.seed)[1]
     if args.limit:
         data = random_subset(data, args.limit, args.seed)
     judge = load_model(args.judge, device=device) if args.judge else None
