@@ -106,7 +106,59 @@ class Linf(ThreatModel):
         return x + _column(self.eps, x) * torch.empty_like(x).uniform_(-1, 1)
 
 
-THREAT_MODELS: dict[str, type[ThreatModel]] = {"L2": L2, "Linf": Linf}
+def project_l1(delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of each sample of `delta` onto the L1 ball of radius eps (sort-based, Duchi et
+    al. 2008): soft-threshold |delta| at the theta that makes the L1 norm exactly eps; inside stays put."""
+    flat = delta.flatten(1)
+    a = flat.abs()
+    r = torch.as_tensor(eps, dtype=a.dtype, device=a.device).expand(len(a)).reshape(-1, 1)
+    outside = (a.sum(1, keepdim=True) > r).squeeze(1)
+    if not bool(outside.any()):
+        return delta
+    u = a.sort(dim=1, descending=True).values
+    cumulative = u.cumsum(1) - r
+    k = torch.arange(1, a.shape[1] + 1, device=a.device, dtype=a.dtype)
+    rho = (u * k > cumulative).sum(1, keepdim=True).clamp(min=1)       # the count of coordinates kept
+    theta = (cumulative.gather(1, rho - 1) / rho.to(a.dtype)).clamp(min=0)
+    shrunk = flat.sign() * (a - theta).clamp(min=0)
+    return torch.where(outside[:, None], shrunk, flat).view_as(delta)
+
+
+@dataclass(frozen=True, eq=False)
+class L1(ThreatModel):
+    """Sparse steps: each step moves only the `sparsity` share of coordinates with the largest |gradient|
+    (that can still move that way inside [0,1]), by step_size in L1 norm split evenly; projection onto the L1
+    ball. Sparse counterfactuals change few pixels (the L1 line of SVCE / L1-APGD, Croce & Hein)."""
+
+    sparsity: float = 0.01
+    norm = "L1"
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        g = grad.flatten(1)
+        movable = ((g > 0) & (x.flatten(1) < 1)) | ((g < 0) & (x.flatten(1) > 0))
+        score = torch.where(movable, g.abs(), torch.zeros_like(g))
+        k = max(1, round(self.sparsity * g.shape[1]))
+        top = score.topk(k, dim=1)
+        keep = torch.zeros_like(g).scatter_(1, top.indices, (top.values > 0).to(g.dtype))
+        n = keep.sum(1, keepdim=True).clamp(min=1)
+        step = _column(self.step_size, x).flatten(1) if isinstance(self.step_size, torch.Tensor) else self.step_size
+        return x + (step * g.sign() * keep / n).view_as(x)
+
+    def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        if not self.bounded:
+            return x
+        return x0 + project_l1(x - x0, self.eps)
+
+    def random_perturb(self, x: torch.Tensor) -> torch.Tensor:
+        if not bool(torch.isfinite(torch.as_tensor(self.eps)).all()):
+            raise ValueError("a random start needs a finite eps")
+        d = torch.distributions.Laplace(0.0, 1.0).sample(x.shape).to(x)   # uniform direction on the L1 sphere
+        d = d / (d.flatten(1).abs().sum(1).view(-1, *([1] * (x.dim() - 1))) + 1e-12)
+        r = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) ** (1.0 / x[0].numel())
+        return x + _column(self.eps, x) * r * d
+
+
+THREAT_MODELS: dict[str, type[ThreatModel]] = {"L2": L2, "Linf": Linf, "L1": L1}
 NORMS = tuple(THREAT_MODELS)
 """The norms a threat model can have (the CLIs, the app and training configs take theirs from here)."""
 
@@ -192,9 +244,20 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, steps: int) -> None:
         raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
 
 
+def _check_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """A mask as a bool tensor that broadcasts over x (True = may change), or None."""
+    if mask is None:
+        return None
+    if mask.dim() != 4 or mask.shape[0] not in (1, x.shape[0]) or mask.shape[1] not in (1, x.shape[1]) \
+            or mask.shape[2:] != x.shape[2:]:
+        raise ValueError(f"mask must have shape (1 or N, 1 or C, H, W) matching images {tuple(x.shape)}, "
+                         f"got {tuple(mask.shape)}")
+    return mask.to(x.device).bool()
+
+
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: ThreatModel, steps: int,
         objective: str = "ce", random_start: bool = False, record_every: int = 0,
-        autocast: bool = False, on_step: OnStep | None = None) -> PGDResult:
+        autocast: bool = False, on_step: OnStep | None = None, mask: torch.Tensor | None = None) -> PGDResult:
     """Run `steps` PGD steps that ascend `objective` inside `threat` around `x`, clamped to [0,1].
 
     `record_every=k > 0` keeps frames x_0, x_k, ... and x_T with their logits; the logits come from
@@ -203,16 +266,23 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
     `on_step(PGDStep)` is called after every step, outside autograd and autocast (progress bars, the
     app's progress, streamed frames); returning `STOP` ends the run there (Cancel): the result then holds
     x_t as its last frame and `stopped_at = t`.
+    `mask` (bool or {0,1}, shape (1 or N, 1 or C, H, W)): where the path may change; the gradient is masked
+    before each step (the budget is spent inside) and pixels outside stay bit-identical to x at every step.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
     _check_inputs(x, y, steps)
+    mask = _check_mask(mask, x)
     if y is not None:
         y = y.to(x.device).long()
     x0 = x.detach().float()
     xt = x0.clone()
+
+    def keep_outside(v: torch.Tensor) -> torch.Tensor:
+        return v if mask is None else torch.where(mask, v, x0)
+
     if random_start and steps > 0 and bool((torch.as_tensor(threat.eps) > 0).any()):
-        xt = threat.project(threat.random_perturb(xt), x0).clamp_(0, 1)
+        xt = keep_outside(threat.project(keep_outside(threat.random_perturb(xt)), x0).clamp_(0, 1))
     record = record_every > 0
     rec_steps: list[int] = []
     rec_frames: list[torch.Tensor] = []
@@ -232,7 +302,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
                 rec_steps.append(t)
                 rec_frames.append(xt.clone())
                 rec_logits.append(logits.detach().float())
-            xt = threat.project(threat.step(xt, grad.float()), x0).clamp_(0, 1)
+            grad = grad.float() if mask is None else grad.float() * mask
+            xt = keep_outside(threat.project(threat.step(xt, grad), x0).clamp_(0, 1))
             if on_step is not None and on_step(PGDStep(t + 1, steps, xt, logits.detach().float())) == STOP:
                 stopped_at = t + 1
                 break

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli_options import common_options, int_in, mask_image, trajectory_options
+
 EXAMPLES = {
     "counterfactual": """examples:
   python -m explain counterfactual --image cat.png --target dog --out out/cf
@@ -126,8 +128,9 @@ def _model_and_trajectory(args: argparse.Namespace):
     if targets == "all" or len(targets) != 1:
         raise ValueError(f"this command takes one --target class, got {args.target!r}")
     image = open_image(args.image)
+    mask = mask_image(args, image)
     model = _load(args)
-    return model, counterfactual(model, image, args.target, autocast=args.autocast, **params)
+    return model, counterfactual(model, image, args.target, autocast=args.autocast, mask=mask, **params)
 
 
 # ---------------------------------------------------------------- commands
@@ -145,10 +148,13 @@ def _counterfactual(args: argparse.Namespace) -> int:
     confidences = _confidences(args.minimal) if args.minimal else None
     targets = _targets(args.target)
     source = open_image(args.image)  # bad input fails before the model loads
+    mask = mask_image(args, source)
+    if mask is not None and confidences:
+        raise ValueError("--minimal searches the whole image: leave out --mask")
     model = _load(args)
     size, _, _ = model_info(model)
     image = to_model_input(source, size)
-    trajs = counterfactuals(model, image, targets, autocast=args.autocast, **params)
+    trajs = counterfactuals(model, image, targets, autocast=args.autocast, mask=mask, **params)
     out = _out_dir(args.out)
     wrote: list[Path] = []
     if len(trajs) == 1:
@@ -265,70 +271,15 @@ def _attribute(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default",
-                   help="'default' (bundled), a checkpoint dir, or a Hub repo id owner/name (default: %(default)s)")
-    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) for a repo id")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
-    p.add_argument("--out", required=True, help="output directory (created if missing)")
-    p.add_argument("--autocast", choices=("auto", "on", "off"), nargs="?", const="on", default="auto",
-                   help="bf16 forward/backward: auto = where the hardware has native bf16 (CUDA, AVX512-BF16/AMX "
-                        "CPUs: ~2x faster; values carry bf16 rounding), on, off = fp32 (default: %(default)s)")
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="off",
-                   help="torch.compile the model first: auto = where a C++ compiler or CUDA is present. Compiling "
-                        "takes 5-40 s on a CPU (less with a warm cache in ~/.cache/dat-explainer), so it pays off "
-                        "for long runs (many targets, landscapes), not one short path (default: %(default)s)")
-
-
-def _trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
-    from .params import DEFAULTS, MAX_STEPS, NORMS, OBJECTIVES
-
-    l2, li = DEFAULTS["L2"], DEFAULTS["Linf"]
-    p.add_argument("--image", required=True, help="input image (any size/mode; shorter side resized to the "
-                   "model resolution with bicubic filtering, then centre-cropped; transparency on white)")
-    p.add_argument("--target", required=True, help=target_help)
-    p.add_argument("--norm", default="L2", choices=NORMS, type=_norm, help="threat model (default: L2)")
-    p.add_argument("--eps", default=None,
-                   help=f"radius of the ball around the image: a number >= 0, a fraction like 8/255, or 'inf' for "
-                        f"unbounded (default: L2 {l2['eps']:g} at 32 px, scaled by image_size/32; "
-                        f"Linf {li['eps']:.4g})")
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"PGD steps T, 0..{MAX_STEPS} (default: {int(l2['steps'])})")
-    p.add_argument("--step-size", type=float, default=None,
-                   help=f"step length, finite > 0 (default: L2 {l2['step_size']:g} at 32 px, scaled by "
-                        f"image_size/32; Linf {li['step_size']:.4g})")
-    p.add_argument("--objective", default="target_logit", choices=OBJECTIVES,
-                   help="what PGD ascends: target_logit f(x)[y] (= lowers E(x,y)), target_ce, or energy "
-                        "(lowers E(x)) (default: %(default)s)")
-
-
-def _norm(text: str) -> str:
-    from .params import NORMS
-
-    return {n.lower(): n for n in NORMS}.get(text.lower(), text)
-
-
-def _positive_int(lo: int, hi: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {text!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {v}")
-        return v
-    return parse
-
-
 def _command(sub, name: str, func, help: str, description: str,
              target_help: str | None = None) -> argparse.ArgumentParser:
     """A subcommand with its examples, the shared options, and the trajectory options when it runs a
     counterfactual (`target_help` given)."""
     p = sub.add_parser(name, help=help, description=description, epilog=EXAMPLES[name],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _common(p)
+    common_options(p)
     if target_help is not None:
-        _trajectory_options(p, target_help)
+        trajectory_options(p, target_help)
     p.set_defaults(func=func)
     return p
 
@@ -339,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m explain", description="Explain a DAT classifier: "
                                      "counterfactual PGD trajectories, energy landscapes, attributions, generation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    seed = _positive_int(0, 2 ** 63 - 1)
+    seed = int_in(0, 2 ** 63 - 1)
 
     p = _command(sub, "counterfactual", _counterfactual, "targeted PGD path from an image toward a class",
                  "Run targeted PGD from an image toward a class and export the trajectory.",
@@ -347,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minimal", default=None, metavar="C[,C...]",
                    help="also search the smallest L2 radius reaching these target confidences, e.g. 0.5,0.9 "
                         "(writes minimal.json and minimal_C.png)")
-    p.add_argument("--scale", type=_positive_int(1, 64), default=8, help="GIF/APNG upscale factor (default: 8)")
-    p.add_argument("--duration-ms", type=_positive_int(1, 60_000), default=80,
+    p.add_argument("--scale", type=int_in(1, 64), default=8, help="GIF/APNG upscale factor (default: 8)")
+    p.add_argument("--duration-ms", type=int_in(1, 60_000), default=80,
                    help="milliseconds per animation frame (default: 80)")
 
     p = _command(sub, "generate", _generate, "class-conditional samples by PGD on the class logit",
@@ -356,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "from METHOD.md §4 scaled to the model resolution).")
     p.add_argument("--target", default="all", help="class name or index, comma-separated list, or 'all' "
                                                    "(default: all)")
-    p.add_argument("--n", type=_positive_int(1, 1024), default=1, help="samples per class (default: 1)")
+    p.add_argument("--n", type=int_in(1, 1024), default=1, help="samples per class (default: 1)")
     p.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
     p.add_argument("--seeds", default=DEFAULT_SEED_KIND,
                    help=f"seed images: {', '.join(SEED_KINDS)} or an image file (default: {DEFAULT_SEED_KIND} = "
@@ -365,18 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="PGD steps (default: 33 at 32 px)")
     p.add_argument("--step-size", type=float, default=None, help="L2 step (default: 0.2 at 32 px, scaled by "
                                                                  "image_size/32)")
-    p.add_argument("--record-every", type=_positive_int(0, 1000), default=0,
+    p.add_argument("--record-every", type=int_in(0, 1000), default=0,
                    help="also write sampling.gif with every K-th step (default: 0 = off)")
-    p.add_argument("--nrow", type=_positive_int(1, 1024), default=None,
+    p.add_argument("--nrow", type=int_in(1, 1024), default=None,
                    help="images per grid row (default: --n, or ~square when --n is 1)")
-    p.add_argument("--scale", type=_positive_int(1, 64), default=4, help="grid upscale factor (default: 4)")
+    p.add_argument("--scale", type=int_in(1, 64), default=4, help="grid upscale factor (default: 4)")
 
     p = _command(sub, "landscape", _landscape, "energy on a 2-D plane through the image and its counterfactual",
                  "Run a counterfactual, then plot the energy on the plane spanned by the counterfactual "
                  "direction and a second direction, with the path projected.", "target class: name or index")
     p.add_argument("--direction", default="random",
                    help="second axis: 'random' (seeded) or a class whose logit gradient is used (default: random)")
-    p.add_argument("--grid", type=_positive_int(3, 257), default=33, help="odd grid size N (default: 33)")
+    p.add_argument("--grid", type=int_in(3, 257), default=33, help="odd grid size N (default: 33)")
     p.add_argument("--span", type=float, default=None, help="half-width of the grid in L2 units "
                                                             "(default: 1.25 x the path's extent)")
     p.add_argument("--energy", default="marginal", choices=("marginal", "joint"),
@@ -394,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame", type=int, default=0, help="frame that is attributed (default: 0 = x_0)")
 
     from .success_cli import add_success_parser
-    add_success_parser(sub, _common, _load)
+    add_success_parser(sub, _load)
     return parser
 
 

@@ -175,3 +175,16 @@ def to_model_input(image: ImageLike, image_size: int) -> torch.Tensor:
     except (OSError, ValueError) as e:
         raise ImageError(f"cannot convert image of mode {image.mode!r} to RGB: {e}") from None
     return _pil_to_tensor(_resize_crop_pil(rgb, image_size)).contiguous()
+
+
+def to_mask(mask: ImageLike, image_size: int) -> torch.Tensor:
+    """A (1, 1, S, S) bool mask (True = the path may change this pixel) from an image where white means
+    "may change": resized and centre-cropped exactly like the image (`to_model_input`), so it lines up with
+    it; grey counts as white above 0.5. A 2-D array or tensor (H, W) of {0,1} / bools is accepted too."""
+    if isinstance(mask, (np.ndarray, torch.Tensor)) and mask.ndim == 2:
+        m = torch.as_tensor(np.asarray(mask, dtype=np.float32) if isinstance(mask, np.ndarray) else mask.float())
+        mask = m.clamp(0, 1)[None].expand(3, -1, -1)
+    m = to_model_input(mask, image_size).mean(1, keepdim=True) > 0.5
+    if not bool(m.any()):
+        raise ImageError("the mask allows no pixel to change (white = may change)")
+    return m

@@ -21,10 +21,12 @@ MAX_STEPS = 1000
 # Defaults at 32x32. L2: the paper's DAT counterfactuals reach ~0.89 target confidence at eps = 4 (METHOD §5);
 # eps = 3 keeps edits a little smaller (the minimal-counterfactual search finds the exact radius), and
 # 60 steps of 0.1 (path length 6 = 2 eps) reach the ball's surface and still move along it.
-# L2 lengths scale with image_size / 32 (sqrt of the pixel count); Linf budgets are per pixel.
+# L2 lengths scale with image_size / 32 (sqrt of the pixel count), L1 lengths with the pixel count; Linf budgets
+# are per pixel.
 DEFAULTS: dict[str, dict[str, float]] = {
     "L2": {"eps": 3.0, "step_size": 0.1, "steps": 60},
     "Linf": {"eps": 16 / 255, "step_size": 1 / 255, "steps": 60},
+    "L1": {"eps": 12.0, "step_size": 1.0, "steps": 60},   # sparse: ~1% of the coordinates move per step
 }
 DEFAULT_OBJECTIVE = "target_logit"
 
@@ -33,7 +35,7 @@ def default_params(image_size: int = 32, norm: str = "L2") -> dict[str, Any]:
     """The defaults for `norm` scaled to the model resolution: {norm, eps, step_size, steps, objective}."""
     norm = _canonical_norm(norm)
     d = DEFAULTS[norm]
-    scale = image_size / 32 if norm == "L2" else 1.0
+    scale = {"L2": image_size / 32, "L1": (image_size / 32) ** 2}.get(norm, 1.0)
     return {"norm": norm, "eps": d["eps"] * scale, "step_size": d["step_size"] * scale,
             "steps": int(d["steps"]), "objective": DEFAULT_OBJECTIVE}
 

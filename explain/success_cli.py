@@ -22,13 +22,14 @@ writes success.json (one entry per setting: success rate, final-step rate, mean 
 the pairs that fell short) and prints one line per setting"""
 
 
-def add_success_parser(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None],
-                       load: Callable[[argparse.Namespace], Any]) -> None:
-    """The `success` subcommand; `common` adds the shared options, `load` loads the model as the CLI does."""
+def add_success_parser(sub: argparse._SubParsersAction, load: Callable[[argparse.Namespace], Any]) -> None:
+    """The `success` subcommand; `load` loads the model as the other commands do."""
+    from .cli_options import common_options
+
     p = sub.add_parser("success", help="how often paths toward every other class reach it (default tuning)",
                        description=__doc__.split("\n\n")[1], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    common(p)
+    common_options(p)
     p.add_argument("--images", default=str(EXAMPLES_DIR),
                    help="a folder of images; a file named CLASS-*.ext is labelled CLASS, others by the model's "
                         "prediction (default: the bundled examples)")

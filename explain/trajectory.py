@@ -22,7 +22,7 @@ from dat_core.pgd import L2, OnStep, PGDResult, pgd, threat_model
 from dat_core.runtime import model_device
 from dat_core.sampling import to_uint8
 
-from .image import ImageLike, to_model_input
+from .image import ImageLike, to_mask, to_model_input
 from .params import (
     DEFAULT_OBJECTIVE,
     MAX_STEPS,
@@ -149,8 +149,12 @@ def _request(model: nn.Module, norm: str, eps: float | None, step_size: float | 
 def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Sequence[int | str], *,
                     norm: str = "L2", eps: float | None = None, step_size: float | None = None,
                     steps: int | None = None, objective: str = DEFAULT_OBJECTIVE, autocast: bool = False,
-                    max_batch: int = 64, on_step: OnStep | None = None) -> list[Trajectory]:
+                    max_batch: int = 64, on_step: OnStep | None = None,
+                    mask: ImageLike | None = None) -> list[Trajectory]:
     """Trajectories from one image toward each of `targets` ("all", names or indices), batched.
+
+    `mask` (an image, white = may change; see `to_mask`) confines every path to a region: pixels outside
+    stay exactly as in the image at every step.
 
     Unset parameters take `default_params(model image_size, norm)`. Targets run as one PGD batch
     (chunks of `max_batch` when there are more). `on_step` is `dat_core.pgd`'s hook, called after every
@@ -162,11 +166,14 @@ def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Seq
     tgt = resolve_targets(targets, names)
     x0 = to_model_input(image, size).to(device)
     threat = threat_model(params["norm"], params["eps"], params["step_size"])
+    m = None if mask is None else to_mask(mask, size).to(device)
+    if m is not None:
+        params["mask_fraction"] = round(float(m.float().mean()), 6)
     out: list[Trajectory] = []
     for i in range(0, len(tgt), max_batch):
         y = torch.tensor(tgt[i:i + max_batch], device=device)
         res = pgd(model, x0.expand(len(y), -1, -1, -1).contiguous(), y, threat, params["steps"],
-                  objective=params["objective"], record_every=1, autocast=autocast, on_step=on_step)
+                  objective=params["objective"], record_every=1, autocast=autocast, on_step=on_step, mask=m)
         out += trajectories_from_pgd(res, y, names, params)
         if res.stopped_at is not None:
             break
@@ -176,12 +183,12 @@ def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Seq
 def counterfactual(model: nn.Module, image: ImageLike, target: int | str, *, norm: str = "L2",
                    eps: float | None = None, step_size: float | None = None, steps: int | None = None,
                    objective: str = DEFAULT_OBJECTIVE, autocast: bool = False,
-                   on_step: OnStep | None = None) -> Trajectory:
+                   on_step: OnStep | None = None, mask: ImageLike | None = None) -> Trajectory:
     """The trajectory of one targeted PGD run from `image` toward class `target` (name or index)."""
     if isinstance(target, str) and target.strip().lower() == "all":
         raise ValueError("counterfactual takes one target; use counterfactuals(..., 'all') for every class")
     return counterfactuals(model, image, [target], norm=norm, eps=eps, step_size=step_size, steps=steps,
-                           objective=objective, autocast=autocast, on_step=on_step)[0]
+                           objective=objective, autocast=autocast, on_step=on_step, mask=mask)[0]
 
 
 def compare(models: dict[str, nn.Module], image: ImageLike, target: int | str | Sequence[int | str],

@@ -1,0 +1,82 @@
+"""Options shared by the `python -m explain` commands: model and device, the trajectory request, the mask,
+and argparse types for bounded integers and norm names."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def mask_image(args: argparse.Namespace, image):
+    """The --mask image (inverted with --mask-invert), checked to have the image's size so that both go
+    through the same resize and crop; None without --mask."""
+    from PIL import ImageOps
+
+    from .image import open_image, to_rgb
+
+    if args.mask is None:
+        if args.mask_invert:
+            raise ValueError("--mask-invert goes with --mask")
+        return None
+    mask = open_image(args.mask)
+    if mask.size != image.size:
+        raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is {image.size[0]}x{image.size[1]}")
+    return ImageOps.invert(to_rgb(mask)) if args.mask_invert else mask
+
+
+def common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default",
+                   help="'default' (bundled), a checkpoint dir, or a Hub repo id owner/name (default: %(default)s)")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) for a repo id")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--autocast", choices=("auto", "on", "off"), nargs="?", const="on", default="auto",
+                   help="bf16 forward/backward: auto = where the hardware has native bf16 (CUDA, AVX512-BF16/AMX "
+                        "CPUs: ~2x faster; values carry bf16 rounding), on, off = fp32 (default: %(default)s)")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="off",
+                   help="torch.compile the model first: auto = where a C++ compiler or CUDA is present. Compiling "
+                        "takes 5-40 s on a CPU (less with a warm cache in ~/.cache/dat-explainer), so it pays off "
+                        "for long runs (many targets, landscapes), not one short path (default: %(default)s)")
+
+
+def trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
+    from .params import DEFAULTS, MAX_STEPS, NORMS, OBJECTIVES
+
+    l2, li = DEFAULTS["L2"], DEFAULTS["Linf"]
+    p.add_argument("--image", required=True, help="input image (any size/mode; shorter side resized to the "
+                   "model resolution with bicubic filtering, then centre-cropped; transparency on white)")
+    p.add_argument("--target", required=True, help=target_help)
+    p.add_argument("--norm", default="L2", choices=NORMS, type=norm_name, help="threat model (default: L2)")
+    p.add_argument("--eps", default=None,
+                   help=f"radius of the ball around the image: a number >= 0, a fraction like 8/255, or 'inf' for "
+                        f"unbounded (default: L2 {l2['eps']:g} at 32 px, scaled by image_size/32; "
+                        f"Linf {li['eps']:.4g})")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"PGD steps T, 0..{MAX_STEPS} (default: {int(l2['steps'])})")
+    p.add_argument("--step-size", type=float, default=None,
+                   help=f"step length, finite > 0 (default: L2 {l2['step_size']:g} at 32 px, scaled by "
+                        f"image_size/32; Linf {li['step_size']:.4g})")
+    p.add_argument("--mask", default=None, metavar="PNG",
+                   help="the region the path may change: an image of the same size as --image, white = may change "
+                        "(pixels outside stay exactly as they are)")
+    p.add_argument("--mask-invert", action="store_true", help="with --mask: white = must keep, the rest may change")
+    p.add_argument("--objective", default="target_logit", choices=OBJECTIVES,
+                   help="what PGD ascends: target_logit f(x)[y] (= lowers E(x,y)), target_ce, or energy "
+                        "(lowers E(x)) (default: %(default)s)")
+
+
+def norm_name(text: str) -> str:
+    from .params import NORMS
+
+    return {n.lower(): n for n in NORMS}.get(text.lower(), text)
+
+
+def int_in(lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {v}")
+        return v
+    return parse
