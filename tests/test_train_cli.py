@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from fakehub import FakeHub
+from huggingface_hub import ModelCard
 
 from dat_core import build_model, load_model, save_model
 from dat_core.training.data import load_dataset
@@ -68,8 +69,9 @@ def test_push_then_load_from_the_loopback_hub(tiny_dir, tmp_path):
                      "--eval-json", str(metrics), "--token", "hf_test"]) == 0
         card = hub.files("me/tiny")["README.md"].decode()
         model = load_model("me/tiny", endpoint=hub.url, cache_dir=tmp_path / "cache")
-    assert card.startswith("---\nlicense: mit")
-    assert "model-index:" in card and "value: 0.7500" in card and "Hand-written notes stay." in card
+    data = ModelCard(card).data
+    assert data.license == "mit" and data.library_name == "dat-explainer" and "Hand-written notes stay." in card
+    assert {(r.metric_name, r.metric_value) for r in data.eval_results} >= {("Clean accuracy", 0.75)}
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(model(x), load_model(tiny_dir)(x))
