@@ -1,9 +1,9 @@
 """`pip install .` and `pip install -e .` into fresh venvs, then the console scripts from another directory.
 
-Nothing is downloaded: the venvs see this interpreter's site-packages through a .pth file (torch and friends
-are not installed twice), the wheel is built with --no-build-isolation and installed with --no-deps
---no-index. Decoy `train`, `explain`, `webapp` and `app` modules on PYTHONPATH stand for other PyPI projects
-of those names: ours must neither shadow them nor be shadowed by them.
+Nothing is downloaded, so nothing is skipped offline: the venvs see this interpreter's site-packages through
+a .pth file (torch and friends are not installed twice), the wheel is built with --no-build-isolation and
+installed with --no-deps --no-index. Decoy `train`, `explain`, `webapp` and `app` modules on PYTHONPATH stand
+for other PyPI projects of those names: ours must neither shadow them nor be shadowed by them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from dat_core import __version__
+
+pytestmark = pytest.mark.slow  # about a minute on 2 shared cores: a wheel, an editable install, ~8 interpreters
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("dat-app", "dat-explain", "dat-train")

@@ -115,6 +115,23 @@ def test_eval_autoattack_writes_report_and_model_info(toy, tiny_dir, tmp_path, c
     assert main([*base, "--autoattack-attacks", "pgd"]) == 2
 
 
+def test_eval_update_card_puts_autoattack_into_the_model_index(toy, tiny_dir, capsys):
+    (tiny_dir / "README.md").write_text("---\nlicense: mit\nbase_model: someone/base\n---\n# tiny\n\nMy notes.\n")
+    base = ["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "2", "--eps", "2"]
+    assert main([*base, "--autoattack-attacks", "apgd-ce", "--update-card"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    card = ModelCard((tiny_dir / "README.md").read_text())
+    results = {r.metric_name: r for r in card.data.eval_results}
+    aa = results["AutoAttack robust accuracy (L2 eps=2)"]
+    assert aa.metric_value == round(report["autoattack_accuracy"], 4) and aa.dataset_split == "test"
+    assert aa.metric_args == {"attack": "AutoAttack", "version": "custom", "attacks": ["apgd-ce"], "norm": "L2",
+                              "eps": 2.0, "seed": 0, "n": 24}
+    assert results["PGD robust accuracy (L2 eps=2)"].metric_args["steps"] == 2
+    assert card.data.base_model == "someone/base" and "My notes." in card.text  # what a person wrote stays
+    assert main(["eval", "--model", "default", "--data", str(toy), "--update-card"]) == 2
+    assert "checkpoint folder" in capsys.readouterr().err
+
+
 def _readme_section(title: str) -> str:
     import re
     from pathlib import Path
