@@ -8,6 +8,7 @@ pinned ones (offline, nothing downloaded), else to its Hub repo at the pinned co
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -63,8 +64,16 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def weights_sha256(path: str | Path) -> str:
+    """sha256 of a weights file, remembered while the file keeps its size and modification time (a server
+    resolves the same zoo name again and again)."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
