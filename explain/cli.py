@@ -1,4 +1,4 @@
-"""`python -m explain {counterfactual,landscape,attribute,generate}` — see `python -m explain COMMAND --help`.
+"""`python -m explain {counterfactual,landscape,attribute,generate,success}` — see `python -m explain COMMAND --help`.
 
 Bad input (unreadable image, unknown class, out-of-range parameter, missing model) prints one line
 `error: ...` to stderr and exits with status 2, like argparse's own usage errors.
@@ -392,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "gradient_shap, occlusion)")
     p.add_argument("--step", type=int, default=-1, help="frame of the counterfactual x_step (default: -1 = x_T)")
     p.add_argument("--frame", type=int, default=0, help="frame that is attributed (default: 0 = x_0)")
+
+    from .success_cli import add_success_parser
+    add_success_parser(sub, _common, _load)
     return parser
 
 

@@ -157,3 +157,18 @@ def test_generate_starts_from_the_bank_by_default(tiny_model):
     assert np.array_equal(default.images, again.images)
     noise = generate(tiny_model, [0, 1], seed=2, steps=2, seeds="uniform")
     assert not np.array_equal(default.images, noise.images)
+
+
+def test_noise_mixed_into_the_ood_seeds_is_a_fixed_share_and_resumes_exactly(toy):
+    cfg = _cfg(toy, **{"data.ood_augment": "none", "data.ood_noise_fraction": 0.25})
+    seeds, _, _ = ood_parts(cfg)
+    mixed = build_streams(cfg, seeds, torch.device("cpu"), 0, 1)["ood"]
+    plain = build_streams(_cfg(toy, **{"data.ood_augment": "none"}), seeds, torch.device("cpu"), 0, 1)["ood"]
+    a, b = next(mixed), next(plain)
+    assert torch.equal(a[2:], b[2:]) and not torch.equal(a[:2], b[:2])       # 2 of 8 replaced, the rest kept
+    smooth = (a[1, :, 1:] - a[1, :, :-1]).abs().mean() < (a[0, :, 1:] - a[0, :, :-1]).abs().mean() / 3
+    assert smooth                                                             # row 0 uniform, row 1 lowfreq
+    state = mixed.state_dict()
+    after = next(mixed)
+    mixed.load_state_dict(state)
+    assert torch.equal(next(mixed), after)

@@ -56,6 +56,8 @@ class DataConfig(_Table):
     ood: str = Field("uniform", min_length=1,
                      description="OOD seeds of stage 2: uniform | lowfreq | image dir / archive")
     ood_holdout: Count = Field(0, description="OOD images kept out of the seeds (for OOD-detection evaluation)")
+    ood_noise_fraction: Fraction = Field(0.0, description="share of each OOD seed batch replaced by noise seeds "
+                                                          "(half uniform, half lowfreq) when data.ood is an image set")
     ood_seed_bank: Count = Field(0, description="OOD images carved out of the seeds (after the holdout) for the "
                                                 "sampling seed bank (`python -m train seeds`): never trained on")
     gen_augment: Augment = Field("crop_flip", description='real EBM batch ("original" in METHOD §3.2)')

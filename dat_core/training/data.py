@@ -105,6 +105,35 @@ class NoiseStream:
         self.generator.set_state(state["generator"])
 
 
+class WithNoise:
+    """An OOD image stream with a fixed share of each batch replaced by noise seeds (uniform and lowfreq
+    alternating), so the energy also learns to reject pixel noise; resumable through its own RNG."""
+
+    def __init__(self, stream: Any, fraction: float, seed: int):
+        self.stream, self.fraction = stream, fraction
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __next__(self) -> torch.Tensor:
+        x = next(self.stream)
+        k = round(self.fraction * len(x))
+        if k:
+            x = x.clone()
+            kinds = [NOISE_KINDS[i % len(NOISE_KINDS)] for i in range(k)]
+            for kind in NOISE_KINDS:
+                rows = [i for i, name in enumerate(kinds) if name == kind]
+                if rows:
+                    noise = noise_seeds(len(rows), x.shape[-1], kind, generator=self.generator)
+                    x[rows] = noise.to(x.device, x.dtype)
+        return x
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stream": self.stream.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state["stream"])
+        self.generator.set_state(state["generator"])
+
+
 class ImagesOnly:
     """An unlabeled BatchStream that yields images only."""
 
@@ -158,6 +187,8 @@ def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.devic
             if len(seeds) < b:
                 raise ValueError(f"batch_size={b} is larger than the {len(seeds)} OOD seed images of data.ood={d.ood}")
             streams["ood"] = ImagesOnly(BatchStream(seeds, b, seed=cfg.seed * 3 + 3, augment=d.ood_augment, **common))
+            if d.ood_noise_fraction:
+                streams["ood"] = WithNoise(streams["ood"], d.ood_noise_fraction, cfg.seed * 1000 + 500 + rank)
     if cfg.channels_last:
         streams = {k: ChannelsLast(s) for k, s in streams.items()}
     return streams

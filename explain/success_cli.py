@@ -1,0 +1,107 @@
+"""`python -m explain success`: counterfactual success over (image, other class) pairs, for one setting or a sweep.
+
+Images come from a folder (default: the bundled examples, labelled by file name `class-NNNN.jpg`) or from the
+validation carve-out of a training set (`--data`, the same `train_val_split` as training: never trained on,
+never the test split), which is where defaults are chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EPILOG = """examples:
+  python -m explain success --out out/success                                   # bundled examples, defaults
+  python -m explain success --data ../shared/data/cifar10-jpg.tar.gz --limit 100 \\
+      --eps 2,3,4 --steps 60,100 --out out/tune                                  # a sweep on validation images
+
+writes success.json (one entry per setting: success rate, final-step rate, mean final confidence, median L2,
+the pairs that fell short) and prints one line per setting"""
+
+
+def add_success_parser(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None],
+                       load: Callable[[argparse.Namespace], Any]) -> None:
+    """The `success` subcommand; `common` adds the shared options, `load` loads the model as the CLI does."""
+    p = sub.add_parser("success", help="how often paths toward every other class reach it (default tuning)",
+                       description=__doc__.split("\n\n")[1], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(p)
+    p.add_argument("--images", default=str(EXAMPLES_DIR),
+                   help="a folder of images; a file named CLASS-*.ext is labelled CLASS, others by the model's "
+                        "prediction (default: the bundled examples)")
+    p.add_argument("--data", default=None, help="a class-folder archive/dir: use its validation carve-out instead")
+    p.add_argument("--split", default="train", help="split folder of --data (default: %(default)s)")
+    p.add_argument("--val-size", type=int, default=2000, help="validation images carved as training does "
+                                                              "(data.val_size; default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="training's seed (the carve-out's; default: %(default)s)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many images (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.5, help="p(target) that counts as reached "
+                                                                "(default: %(default)s)")
+    p.add_argument("--norm", default="L2", help="threat model (default: L2)")
+    p.add_argument("--eps", default="", help="radius or comma list to sweep (default: the app's default)")
+    p.add_argument("--steps", default="", help="PGD steps or comma list (default: the app's default)")
+    p.add_argument("--step-size", default="", help="step length or comma list (default: the app's default)")
+    p.set_defaults(func=lambda args: run_success(args, load))
+
+
+def _values(text: str, parse: Callable[[str], Any]) -> list[Any]:
+    return [parse(v.strip()) for v in text.split(",") if v.strip()] or [None]
+
+
+def _images(args: argparse.Namespace, class_names: list[str], size: int) -> tuple[list[Any], list[int | None],
+                                                                                  list[str]]:
+    if args.data:
+        from dat_core.data import train_val_split
+        from dat_core.training.data import load_dataset
+
+        full = load_dataset(args.data, args.split, size)
+        if list(full.class_names) != list(class_names):
+            raise ValueError(f"--data has classes {full.class_names[:4]}…, the model {class_names[:4]}…")
+        _, val = train_val_split(full, args.val_size, seed=args.seed)
+        n = min(args.limit, len(val))
+        images = [val.images[i].float().div(255)[None] for i in range(n)]
+        return images, [int(val.labels[i]) for i in range(n)], [f"val[{i}]" for i in range(n)]
+    folder = Path(args.images)
+    if not folder.is_dir():
+        raise ValueError(f"--images {folder.name} is not a folder")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+    if not files:
+        raise ValueError(f"--images {folder.name} holds no images")
+    files = files[:args.limit]
+    index = {n.lower(): i for i, n in enumerate(class_names)}
+    return files, [index.get(f.stem.rsplit("-", 1)[0].lower()) for f in files], [f.name for f in files]
+
+
+def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
+    from tqdm import tqdm
+
+    from .params import parse_eps
+    from .success import sweep
+    from .trajectory import model_info
+
+    if not 0 < args.limit:
+        raise ValueError(f"--limit must be >= 1; got {args.limit}")
+    grid = {"eps": _values(args.eps, lambda v: parse_eps(v, name="eps")), "steps": _values(args.steps, int),
+            "step_size": _values(args.step_size, float)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load(args)
+    size, class_names, _ = model_info(model)
+    images, labels, names = _images(args, class_names, size)
+    with tqdm(total=len(images) * len(grid["eps"]) * len(grid["steps"]) * len(grid["step_size"]),
+              desc="images", unit="img") as bar:
+        results = sweep(model, images, labels, names, norm=args.norm, threshold=args.threshold,
+                        autocast=args.autocast, progress=lambda _: bar.update(1), **grid)
+    summaries = [r.summary() for r in results]
+    (out / "success.json").write_text(json.dumps({"model": str(args.model), "images": args.data or args.images,
+                                                  "settings": summaries}, indent=2))
+    for s in summaries:
+        p = s["params"]
+        print(f"eps {p['eps']} steps {p['steps']} step {p['step_size']:g}: {s['success_rate']:.1%} of "
+              f"{s['pairs']} pairs reach p >= {s['threshold']:g} (final step {s['final_success_rate']:.1%}, "
+              f"mean final p {s['mean_final_confidence']:.3f}, median L2 {s['median_l2']:.2f})")
+    print(f"wrote {out / 'success.json'}")
+    return 0

@@ -1,0 +1,81 @@
+"""Counterfactual success (explain.success): every (image, other class) pair, reached = p(target) >= threshold at
+some step; the sweep and `python -m explain success` over a folder or a validation carve-out."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dat_core import build_model
+from dat_core.checkpoint import save_model
+from explain import counterfactuals
+from explain.cli import main
+from explain.success import counterfactual_success, sweep
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("success")
+    torch.manual_seed(0)
+    model = build_model("wrn-10-1").eval()
+    save_model(model, d / "ckpt")
+    rng = np.random.default_rng(0)
+    (d / "imgs").mkdir()
+    for name in ("cat-0000.png", "ship-0001.png", "mystery.png"):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / "imgs" / name)
+    return model, d
+
+
+def test_every_other_class_is_a_pair_and_reached_matches_the_trajectories(setup):
+    model, d = setup
+    images = [d / "imgs" / "cat-0000.png", d / "imgs" / "mystery.png"]
+    result = counterfactual_success(model, images, [3, None], ["cat", "mystery"], steps=5, threshold=0.3)
+    assert len(result.reached) == 18 and set(result.targets[:9]) == set(range(10)) - {3}
+    predicted = counterfactuals(model, images[1], [0], steps=1)[0].source
+    assert predicted not in set(result.targets[9:]) and set(result.sources[9:]) == {predicted}
+    again = counterfactuals(model, images[0], [int(t) for t in result.targets[:9]], steps=5)
+    expected = [bool((t.confidence >= 0.3).any()) for t in again]
+    assert result.reached[:9].tolist() == expected
+    s = result.summary()
+    assert s["pairs"] == 18 and s["success_rate"] == pytest.approx(result.reached.mean())
+    assert len(s["missed"]) == int((~result.reached).sum()) and s["params"]["steps"] == 5
+    assert all(m["image"] in ("cat", "mystery") for m in s["missed"])
+
+
+def test_more_steps_and_a_larger_radius_never_reach_less(setup):
+    model, d = setup
+    short, long = sweep(model, [d / "imgs" / "cat-0000.png"], [3], eps=[3.0], steps=[2, 30], step_size=[0.2])
+    assert long.rate >= short.rate and long.params["steps"] == 30
+    assert (long.l2 >= short.l2 - 1e-4).all()
+
+
+def test_bad_threshold_and_label_count(setup):
+    model, d = setup
+    with pytest.raises(ValueError, match="threshold"):
+        counterfactual_success(model, [d / "imgs" / "cat-0000.png"], threshold=1.5)
+    with pytest.raises(ValueError, match="2 labels for 1 images"):
+        counterfactual_success(model, [d / "imgs" / "cat-0000.png"], [1, 2])
+
+
+def test_cli_sweeps_a_folder_and_labels_by_file_name(setup, tmp_path, capsys):
+    _, d = setup
+    assert main(["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--steps", "2,4",
+                 "--eps", "1,inf", "--autocast", "off", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "success.json").read_text())
+    assert len(report["settings"]) == 4 and all(s["pairs"] == 27 for s in report["settings"])
+    assert {(s["params"]["eps"], s["params"]["steps"]) for s in report["settings"]} == {
+        (1.0, 2), (1.0, 4), ("inf", 2), ("inf", 4)}
+    for s in report["settings"]:       # cat-0000 is labelled cat (index 3): no pair goes from cat to cat
+        assert not any(m["image"] == "cat-0000.png" and m["target"] == "cat" for m in s["missed"])
+    assert capsys.readouterr().out.count("pairs reach p >= 0.5") == 4
+
+
+def test_cli_bad_input_is_one_line(setup, tmp_path, capsys):
+    _, d = setup
+    assert main(["success", "--model", str(d / "ckpt"), "--images", str(tmp_path / "none"), "--out",
+                 str(tmp_path)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert main(["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--steps", "x", "--out",
+                 str(tmp_path)]) == 2
