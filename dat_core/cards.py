@@ -1,63 +1,134 @@
-"""Model cards: a README.md with Hub YAML metadata (license, tags, datasets, metrics, model-index)."""
+"""Model cards: a README.md with Hub YAML metadata, built with huggingface_hub's `ModelCard` / `ModelCardData` /
+`EvalResult`, so the Hub renders the model-index (clean, PGD and AutoAttack accuracy with the dataset split,
+the attack and where the numbers came from) and validates it like any other card."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .version import code_version
+
 TAGS = ["adversarial-robustness", "energy-based-model", "image-classification", "dat-explainer",
-        "pytorch_model_hub_mixin"]
-METRIC_NAMES = {  # eval JSON key -> (model-index type, human name)
-    "clean_accuracy": ("accuracy", "Clean accuracy"),
-    "robust_accuracy": ("robust_accuracy", "PGD robust accuracy"),
-    "robust_strong_accuracy": ("robust_accuracy", "PGD robust accuracy (strong)"),
-    "ece": ("ece", "Expected calibration error (15 bins)"),
+        "pytorch_model_hub_mixin", "model_hub_mixin"]
+SOURCE = "python -m train eval"
+"""Where a card's numbers come from (the model-index `source`); the eval JSON records its own command line."""
+
+METRIC_NAMES = {  # eval JSON key -> (model-index type, human name, the key of its attack settings)
+    "clean_accuracy": ("accuracy", "Clean accuracy", None),
+    "robust_accuracy": ("robust_accuracy", "PGD robust accuracy", "robust"),
+    "robust_strong_accuracy": ("robust_accuracy", "Strong PGD robust accuracy", "robust_strong"),
+    "autoattack_accuracy": ("robust_accuracy", "AutoAttack robust accuracy", "autoattack"),
+    "ece": ("ece", "Expected calibration error (15 bins)", None),
 }
 
 
-def _yaml_value(v: Any) -> str:
-    return json.dumps(v)  # JSON scalars and lists are valid YAML
+def _attack(metrics: dict[str, Any], key: str | None) -> dict[str, Any] | None:
+    """The attack settings behind one number, as the model-index metric `args`."""
+    settings = metrics.get(key) if key else None
+    if not isinstance(settings, dict):
+        return None
+    if key == "autoattack":  # pyautoattack's report: keep what defines the attack, not its results
+        return {"attack": "AutoAttack", **{k: settings[k] for k in ("version", "attacks", "norm", "eps", "seed")
+                                          if k in settings}}
+    return {"attack": "PGD", **settings}
+
+
+def _results(metrics: dict[str, Any]) -> list[tuple[str, float]]:
+    return [(k, float(metrics[k])) for k in METRIC_NAMES
+            if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool)]
+
+
+def eval_results(metrics: dict[str, Any], dataset: str = "cifar10", repo_id: str | None = None) -> list[EvalResult]:
+    """Model-index entries of an eval JSON (`python -m train eval --json`, with `--autoattack` for AutoAttack):
+    one per number, with its dataset split, sample count and attack; the source is the model's own Hub page
+    (self-reported numbers) when `repo_id` is known."""
+    source = {"source_name": SOURCE, "source_url": f"https://huggingface.co/{repo_id}"} if repo_id else {}
+    split = metrics.get("split")
+    out = []
+    for key, value in _results(metrics):
+        kind, human, attack_key = METRIC_NAMES[key]
+        args = _attack(metrics, attack_key)
+        n = (metrics.get(attack_key) or {}).get("n") if attack_key == "autoattack" else metrics.get("n")
+        if isinstance(n, int):
+            args = {**(args or {}), "n": n}
+        threat = f" ({args['norm']} eps={args['eps']:g})" if args and "norm" in args and "eps" in args else ""
+        out.append(EvalResult(task_type="image-classification", task_name="Image Classification",
+                              dataset_type=dataset, dataset_name=dataset, dataset_split=split,
+                              metric_type=kind, metric_name=human + threat, metric_value=round(value, 4),
+                              metric_args=args, **source))
+    return out
+
+
+def card_data(config: dict[str, Any], metrics: dict[str, Any] | None = None, *, repo_id: str | None = None,
+              dataset: str = "cifar10") -> ModelCardData:
+    """The YAML metadata: license, library, tags, dataset, metric types and the model-index."""
+    results = eval_results(metrics or {}, dataset, repo_id)
+    return ModelCardData(
+        license="mit", library_name="dat-explainer", pipeline_tag="image-classification", tags=list(TAGS),
+        datasets=[dataset], metrics=sorted({r.metric_type for r in results}) or None,
+        model_name=(repo_id.split("/")[-1] if repo_id else config.get("arch", "model")) if results else None,
+        eval_results=results or None)
+
+
+def build_card(config: dict[str, Any], metrics: dict[str, Any] | None = None, *, repo_id: str | None = None,
+               dataset: str = "cifar10", body: str = "") -> ModelCard:
+    """A fresh card: metadata, a summary of the model, a metrics table and the code version that wrote it."""
+    metrics = metrics or {}
+    results = _results(metrics)
+    title = f"# {repo_id or config.get('arch', 'DAT model')}"
+    summary = (f"\n\nA `{config.get('arch')}` classifier ({config.get('num_classes')} classes, "
+               f"{config.get('image_size')}px inputs in [0,1]) for DAT Explainer. Load it with "
+               f"`dat_core.load_model({json.dumps(repo_id or 'DIR')})` or "
+               f"`dat_core.DATModel.from_pretrained({json.dumps(repo_id or 'DIR')})`.\n")
+    table = ""
+    if results:
+        rows = {r.metric_name: r.metric_value for r in eval_results(metrics, dataset)}
+        split = f" on the {metrics['split']} split" if metrics.get("split") else ""
+        table = (f"\n| metric{split} (`{SOURCE}`) | value |\n|---|---|\n"
+                 + "".join(f"| {name} | {value:.4f} |\n" for name, value in rows.items()))
+    written = config.get("code_version") or code_version()
+    provenance = (f"\nWritten by dat-explainer {written.get('version')} (git {written.get('git_sha') or 'unknown'}).\n")
+    text = title + summary + table + (f"\n{body.strip()}\n" if body.strip() else "") + provenance
+    return _card(card_data(config, metrics, repo_id=repo_id, dataset=dataset), text)
+
+
+def _card(data: ModelCardData, text: str) -> ModelCard:
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{text}")
 
 
 def render_card(config: dict[str, Any], metrics: dict[str, Any] | None = None, *, repo_id: str | None = None,
                 dataset: str = "cifar10", body: str = "") -> str:
     """Card text with YAML front matter; `metrics` is an eval JSON from `python -m train eval`."""
-    metrics = metrics or {}
-    lines = ["---", "license: mit", "library_name: dat-explainer", "pipeline_tag: image-classification",
-             f"tags: {_yaml_value(TAGS)}", f"datasets: {_yaml_value([dataset])}",
-             f"metrics: {_yaml_value(sorted({METRIC_NAMES[k][0] for k in metrics if k in METRIC_NAMES}))}"]
-    results = [(k, metrics[k]) for k in METRIC_NAMES if isinstance(metrics.get(k), (int, float))]
-    if results:
-        name = repo_id.split("/")[-1] if repo_id else config.get("arch", "model")
-        lines += ["model-index:", f"- name: {_yaml_value(name)}", "  results:", "  - task:",
-                  "      type: image-classification", "    dataset:", f"      name: {_yaml_value(dataset)}",
-                  f"      type: {_yaml_value(dataset)}", "    metrics:"]
-        for key, value in results:
-            kind, human = METRIC_NAMES[key]
-            lines += [f"    - type: {kind}", f"      name: {_yaml_value(human)}", f"      value: {value:.4f}"]
-    lines.append("---")
-    title = f"# {repo_id or config.get('arch', 'DAT model')}"
-    summary = (f"\n\nA `{config.get('arch')}` classifier ({config.get('num_classes')} classes, "
-               f"{config.get('image_size')}px inputs in [0,1]) for DAT Explainer. Load it with "
-               f"`dat_core.load_model({_yaml_value(repo_id or 'DIR')})`.\n")
-    table = ""
-    if results:
-        table = "\n| metric | value |\n|---|---|\n" + "".join(
-            f"| {METRIC_NAMES[k][1]} | {v:.4f} |\n" for k, v in results)
-        if "attack" in metrics:
-            table += f"\nAttack: `{json.dumps(metrics['attack'])}`\n"
-    return "\n".join(lines) + "\n" + title + summary + table + (f"\n{body.strip()}\n" if body.strip() else "")
+    return str(build_card(config, metrics, repo_id=repo_id, dataset=dataset, body=body))
 
 
 def update_card(existing: str | None, config: dict[str, Any], metrics: dict[str, Any] | None = None, *,
                 repo_id: str | None = None, dataset: str = "cifar10") -> str:
-    """New front matter (and metrics table) for a card, keeping the prose a person wrote below it."""
-    fresh = render_card(config, metrics, repo_id=repo_id, dataset=dataset)
+    """New metadata for a card, keeping the prose a person wrote below it and their own extra YAML keys.
+    Without `metrics`, the card's existing model-index stays."""
     if not existing:
-        return fresh
-    _, body = split_card(existing)
-    front, _ = split_card(fresh)
-    return front + "\n" + body
+        return render_card(config, metrics, repo_id=repo_id, dataset=dataset)
+    front, body = split_card(existing)
+    theirs = ModelCard(existing).data.to_dict() if front else {}
+    ours = card_data(config, metrics, repo_id=repo_id, dataset=dataset).to_dict()
+    if not metrics:  # nothing new to report: keep what the card says
+        ours = {k: v for k, v in ours.items() if k not in ("model-index", "metrics")}
+    merged = {**theirs, **ours, "tags": sorted(set(theirs.get("tags") or []) | set(TAGS))}
+    return str(_card(ModelCardData(**_from_yaml_keys(merged)), body))
+
+
+def _from_yaml_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """`ModelCardData(**...)` takes `eval_results` + `model_name`, not the YAML's `model-index`."""
+    data = dict(data)
+    index = data.pop("model-index", None)
+    if index:
+        from huggingface_hub.repocard_data import model_index_to_eval_results
+
+        data["model_name"], data["eval_results"] = model_index_to_eval_results(index)
+    return data
 
 
 def split_card(text: str) -> tuple[str, str]:

@@ -1,6 +1,7 @@
 """The checkpoint format: a directory in the `PyTorchModelHubMixin` layout (DESIGN §4).
 
-    config.json        the model's `.config`; `build_model(**config)` rebuilds the architecture
+    config.json        the model's `.config`; `build_model(**config)` rebuilds the architecture; `code_version`
+                       records the code that wrote it ({"version", "git_sha"}, `dat_core.version`)
     model.safetensors  the state dict (never a pickle)
     README.md          optional model card (Hub YAML metadata on top)
 
@@ -24,6 +25,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from .models import Classifier, build_model
 from .models.config import validate_model_config
+from .version import code_version
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -37,10 +39,12 @@ def save_model(model: Classifier, directory: str | Path, card: str | None = None
     """Write `model` as a checkpoint dir (config.json + model.safetensors [+ README.md card]); returns the dir.
 
     Each file is written to a temporary name beside it and renamed into place, so a reader never sees
-    a half-written checkpoint file.
+    a half-written checkpoint file. `model.config["code_version"]` is set to the code writing it (version and
+    git sha), so the saved config and the model in memory agree on where the file came from.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    model.config["code_version"] = code_version()
     config = json.dumps(model.config, indent=2) + "\n"  # fails early (TypeError) on a non-JSON config
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     # serialized in memory and written by us: file modes follow the umask (safetensors' own writer uses 0600)

@@ -62,7 +62,7 @@ def validate_repo_id(repo_id: object) -> str:
 
 def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None,
              endpoint: str | None = None, token: str | bool | None = None,
-             local_files_only: bool | None = None) -> Path:
+             local_files_only: bool | None = None, force_download: bool = False) -> Path:
     """Download (or find in the HF cache) a checkpoint repo; returns the local snapshot dir.
 
     Only config.json, model.safetensors and README.md are fetched. `revision` is a branch, tag or
@@ -74,7 +74,8 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
     hub_url = endpoint or constants.ENDPOINT
     try:
         path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES, cache_dir=cache_dir,
-                                      endpoint=endpoint, token=token, local_files_only=bool(local_files_only)))
+                                      endpoint=endpoint, token=token, local_files_only=bool(local_files_only),
+                                      force_download=force_download))
     except hf_errors.LocalEntryNotFoundError as e:  # offline / unreachable, and not (fully) cached
         offline = os.environ.get("HF_HUB_OFFLINE", "0")
         raise FileNotFoundError(

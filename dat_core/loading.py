@@ -1,8 +1,9 @@
 """Where models come from: the one resolver of a model source, used by the library, the CLIs and the app.
 
-A source is `"default"` (the bundled model under assets/models/), a local checkpoint directory, or a
-Hub repo id `owner/name` (downloaded through `huggingface_hub` into its cache). `resolve_source` checks
-a source without loading anything; `locate` finds (or downloads) its directory; `load_model` does both.
+A source is `"default"` (the bundled model under assets/models/), a zoo name (`dat_core.zoo`: its bundled
+copy, else its Hub repo at the pinned commit), a local checkpoint directory, or a Hub repo id `owner/name`
+(downloaded through `huggingface_hub` into its cache). `resolve_source` checks a source without loading
+anything; `locate` finds (or downloads) its directory; `load_model` does both.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Literal
 
 import torch
 
-from .checkpoint import load_checkpoint_dir
+from .assets import ASSETS_DIR
+from .checkpoint import WEIGHTS_NAME, load_checkpoint_dir
 from .models import Classifier
+from .zoo import ZOO, ZooModel, bundled_copy, weights_sha256
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+DEFAULT_MODEL_DIR = ASSETS_DIR / "models"
 """Bundled checkpoints; `assets/models/DEFAULT` (one line) names the default, else the first `dat-*` dir."""
 
 _REVISION = re.compile(r"[A-Za-z0-9_.\-/]{1,200}")
@@ -60,6 +63,8 @@ def resolve_source(source: str | Path, revision: str | None = None) -> ModelSour
         if revision:
             raise ValueError("a revision only applies to Hub repo ids, not to the bundled model")
         return ModelSource("bundled", "default")
+    if source in ZOO:
+        return _zoo_source(ZOO[source], revision)
     path = Path(source).expanduser()
     if path.exists():
         if revision:
@@ -76,6 +81,20 @@ def resolve_source(source: str | Path, revision: str | None = None) -> ModelSour
     return ModelSource("hub", source, revision)
 
 
+def _zoo_source(entry: ZooModel, revision: str | None) -> ModelSource:
+    """A zoo name -> its bundled copy (a local dir) when that holds the pinned weights, else its pinned Hub repo."""
+    name = entry.name
+    if revision:
+        raise ValueError(f"{name} is a zoo name pinned to one commit; a revision only applies to Hub repo ids")
+    bundled = bundled_copy(entry, DEFAULT_MODEL_DIR)
+    if bundled is not None:
+        return ModelSource("local", str(bundled.resolve()))
+    if entry.repo_id is None:
+        raise ValueError(f"zoo model {name} is not bundled with this copy (or its weights differ from the pinned "
+                         "ones) and has no Hub copy yet")
+    return ModelSource("hub", entry.repo_id, entry.revision)
+
+
 def locate(source: ModelSource, **hub_options) -> Path:
     """The checkpoint directory of a resolved source (Hub repos are downloaded into the HF cache first;
     `hub_options` go to `dat_core.hub.download`)."""
@@ -85,7 +104,11 @@ def locate(source: ModelSource, **hub_options) -> Path:
         return Path(source.name)
     from .hub import download
 
-    return download(source.name, revision=source.revision, **hub_options)
+    directory = download(source.name, revision=source.revision, **hub_options)
+    pinned = [m for m in ZOO.values() if (m.repo_id, m.revision) == (source.name, source.revision)]
+    if pinned and weights_sha256(directory / WEIGHTS_NAME) != pinned[0].weights_sha256:
+        raise ValueError(f"the weights of zoo model {pinned[0].name} ({source.key}) differ from the pinned sha256")
+    return directory
 
 
 def load_model(source: str | Path = "default", revision: str | None = None,

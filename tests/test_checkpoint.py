@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +59,23 @@ def test_save_load_round_trip_keeps_logits_config_and_card(tmp_path):
     assert loaded.config == model.config
     assert torch.equal(logits(loaded), logits(model))  # weights, BN statistics and normalization all restored
     assert model_card(out) == card
+
+
+def test_saved_config_records_the_code_version(tmp_path):
+    """config.json says which code wrote it: the package version and, in a git checkout, the commit."""
+    import re
+    import subprocess
+
+    from dat_core import __version__
+
+    out = save_model(random_model(1), tmp_path / "ckpt")
+    stamp = json.loads((out / "config.json").read_text())["code_version"]
+    assert stamp["version"] == __version__
+    root = Path(__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a checkout (CI's included); an sdist copy has no commit to record
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", stamp["git_sha"]) and stamp["git_sha"][:40] == head.stdout.strip()
+    assert load_model(out).config["code_version"] == stamp
     with pytest.raises(ValueError, match="only applies to Hub repo ids"):
         load_model(out, revision="main")
 

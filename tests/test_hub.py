@@ -11,6 +11,7 @@ import torch
 from fakehub import FakeHub
 from test_checkpoint import logits, random_model
 
+import dat_core
 from dat_core import hub
 from dat_core.checkpoint import model_card, save_model
 from dat_core.loading import load_model
@@ -166,3 +167,72 @@ def test_push_to_an_unreachable_hub(models):
         url = dead.url
     with pytest.raises(ConnectionError, match="could not reach the Hub"):
         hub.push(models["A"][1], "someone/pushed", endpoint=url, token="hf_fake")
+
+
+AUTOATTACK_EVAL = {"clean_accuracy": 0.75, "robust_accuracy": 0.5, "robust": {"norm": "L2", "eps": 0.5, "steps": 20},
+                   "autoattack_accuracy": 0.4375, "split": "test", "n": 16,
+                   "autoattack": {"clean_accuracy": 0.75, "autoattack_accuracy": 0.4375, "n": 16, "norm": "L2",
+                                  "eps": 0.5, "version": "standard", "attacks": ["apgd-ce", "apgd-t"], "seed": 0}}
+
+
+def test_mixin_round_trip_through_the_loopback_hub(fake_hub, tmp_path):
+    """DATModel.push_to_hub -> loopback Hub -> DATModel.from_pretrained: the same logits, our three files only,
+    AutoAttack in the card's model-index. The mixin's own calls take the Hub from HF_ENDPOINT, which
+    huggingface_hub reads on import: so the push and the load run in a fresh interpreter."""
+    root = Path(__file__).resolve().parent.parent
+    script = f"""
+import json, sys
+import torch
+sys.path.insert(0, {str(root / "tests")!r})
+from test_checkpoint import X, random_model
+from dat_core import DATModel
+model = DATModel.wrap(random_model(3))
+url = model.push_to_hub("someone/mixin", model_card_kwargs={{"metrics": {AUTOATTACK_EVAL!r}}})
+back = DATModel.from_pretrained("someone/mixin", cache_dir={str(tmp_path / "cache")!r})
+with torch.no_grad():
+    print(json.dumps({{"same": torch.equal(back(X), model(X)), "wrapper": type(back).__name__,
+                      "training": back.training, "url": str(url)}}))
+"""
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_TOKEN": "hf_fake", "HF_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"same": True, "wrapper": "DATModel", "training": False, "url": result["url"]}
+    files = fake_hub.files("someone/mixin")
+    assert set(files) == {"config.json", "model.safetensors", "README.md"}
+    assert json.loads(files["config.json"])["code_version"]["version"] == dat_core.__version__
+
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.library_name == "dat-explainer" and "pytorch_model_hub_mixin" in card.data.tags
+    autoattack = [r for r in card.data.eval_results if r.metric_name.startswith("AutoAttack")]
+    assert len(autoattack) == 1 and autoattack[0].metric_value == 0.4375
+    assert autoattack[0].dataset_split == "test" and autoattack[0].metric_args["attacks"] == ["apgd-ce", "apgd-t"]
+    assert autoattack[0].source_url.endswith("/someone/mixin")  # model_card_kwargs got the repo id
+    reference = random_model(3)
+    assert same(load_model("someone/mixin", endpoint=fake_hub.url, cache_dir=tmp_path / "other"), reference)
+
+
+def test_mixin_save_pretrained_writes_our_checkpoint_format(tmp_path):
+    from dat_core import DATModel
+
+    model = DATModel.wrap(random_model(4))
+    model.save_pretrained(tmp_path / "m", model_card_kwargs={"metrics": AUTOATTACK_EVAL})
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert same(load_model(tmp_path / "m"), random_model(4))  # the plain loader reads what the mixin wrote
+    back = DATModel.from_pretrained(tmp_path / "m")
+    assert same(back, random_model(4)) and back.config == load_model(tmp_path / "m").config
+    assert "AutoAttack robust accuracy" in model_card(tmp_path / "m")
+
+
+def test_mixin_never_unpickles(tmp_path):
+    """A repo holding only a pickle (the mixin's own fallback is pytorch_model.bin) is refused, not loaded."""
+    from dat_core import DATModel
+
+    directory = save_model(random_model(5), tmp_path / "m")
+    torch.save(random_model(5).state_dict(), directory / "pytorch_model.bin")
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="missing model.safetensors"):
+        DATModel.from_pretrained(directory)

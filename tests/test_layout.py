@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("dat_core", "explain", "webapp", "train")
+PACKAGES = ("dat_core", "explain", "webapp", "train", "dat_explainer")
 FORBIDDEN = {  # layer -> layers it must never import
     "dat_core": {"explain", "webapp", "train", "app"},
     "explain": {"webapp", "train", "app"},

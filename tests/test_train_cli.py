@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from fakehub import FakeHub
+from huggingface_hub import ModelCard
 
 from dat_core import build_model, load_model, save_model
 from dat_core.training.data import load_dataset
@@ -68,8 +69,9 @@ def test_push_then_load_from_the_loopback_hub(tiny_dir, tmp_path):
                      "--eval-json", str(metrics), "--token", "hf_test"]) == 0
         card = hub.files("me/tiny")["README.md"].decode()
         model = load_model("me/tiny", endpoint=hub.url, cache_dir=tmp_path / "cache")
-    assert card.startswith("---\nlicense: mit")
-    assert "model-index:" in card and "value: 0.7500" in card and "Hand-written notes stay." in card
+    data = ModelCard(card).data
+    assert data.license == "mit" and data.library_name == "dat-explainer" and "Hand-written notes stay." in card
+    assert {(r.metric_name, r.metric_value) for r in data.eval_results} >= {("Clean accuracy", 0.75)}
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(model(x), load_model(tiny_dir)(x))
@@ -111,6 +113,23 @@ def test_eval_autoattack_writes_report_and_model_info(toy, tiny_dir, tmp_path, c
     assert "need at least 4 classes" in capsys.readouterr().err
     assert main([*base, "--autoattack", "--model-info"]) == 2  # model_info.json goes beside --json
     assert main([*base, "--autoattack-attacks", "pgd"]) == 2
+
+
+def test_eval_update_card_puts_autoattack_into_the_model_index(toy, tiny_dir, capsys):
+    (tiny_dir / "README.md").write_text("---\nlicense: mit\nbase_model: someone/base\n---\n# tiny\n\nMy notes.\n")
+    base = ["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "2", "--eps", "2"]
+    assert main([*base, "--autoattack-attacks", "apgd-ce", "--update-card"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    card = ModelCard((tiny_dir / "README.md").read_text())
+    results = {r.metric_name: r for r in card.data.eval_results}
+    aa = results["AutoAttack robust accuracy (L2 eps=2)"]
+    assert aa.metric_value == round(report["autoattack_accuracy"], 4) and aa.dataset_split == "test"
+    assert aa.metric_args == {"attack": "AutoAttack", "version": "custom", "attacks": ["apgd-ce"], "norm": "L2",
+                              "eps": 2.0, "seed": 0, "n": 24}
+    assert results["PGD robust accuracy (L2 eps=2)"].metric_args["steps"] == 2
+    assert card.data.base_model == "someone/base" and "My notes." in card.text  # what a person wrote stays
+    assert main(["eval", "--model", "default", "--data", str(toy), "--update-card"]) == 2
+    assert "checkpoint folder" in capsys.readouterr().err
 
 
 def _readme_section(title: str) -> str:

@@ -47,6 +47,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-info", action="store_true",
                    help="with --autoattack and --json: also write a RobustBench-style model_info.json beside the "
                         "JSON (clean_acc, autoattack_acc, eps, threat_model)")
+    p.add_argument("--update-card", action="store_true",
+                   help="write the report's numbers (AutoAttack's too) into the model-index of the README.md card of "
+                        "the checkpoint dir given as --model, keeping the prose below its metadata")
     p.add_argument("--allow-empty-classes", action="store_true",
                    help="accept class folders without a usable image (they count as classes with no images)")
     p.add_argument("--ood", action="append", default=[], metavar="SET",
@@ -115,6 +118,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     if args.feature_model and not args.samples:
         raise ValueError("--feature-model measures samples: pass --samples N too")
     run_autoattack = args.autoattack or attacks is not None
+    if args.update_card and not Path(str(args.model)).is_dir():
+        raise ValueError("--update-card writes into the card of a checkpoint folder: pass --model DIR")
     if args.model_info and not (run_autoattack and args.json):
         raise ValueError("--model-info writes AutoAttack results beside the report: pass --autoattack and --json")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -155,4 +160,10 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
             info = model_info(report["autoattack"], name=str(args.model), architecture=model.config["arch"],
                               dataset=Path(str(args.data)).name)
             (Path(args.json).parent / "model_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    if args.update_card:
+        from dat_core.cards import update_card
+        from dat_core.checkpoint import CARD_NAME, model_card
+
+        card = update_card(model_card(args.model), model.config, report, dataset=Path(str(args.data)).name)
+        (Path(args.model) / CARD_NAME).write_text(card, encoding="utf-8")
     return report

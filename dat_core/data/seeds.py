@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..assets import ASSETS_DIR
 from .datasets import ImageDataset
 
 NOISE_KINDS = ("uniform", "lowfreq")
@@ -28,7 +29,7 @@ SEED_KINDS = ("bank", "gaussian", *NOISE_KINDS)
 """Every named seed kind for sampling (`seeds_for`); the default is the first."""
 DEFAULT_SEED_KIND = SEED_KINDS[0]
 
-SEEDS_DIR = Path(__file__).resolve().parents[2] / "assets" / "seeds"
+SEEDS_DIR = ASSETS_DIR / "seeds"
 SEED_BANK = SEEDS_DIR / "tinyimagenet32-bank.safetensors"
 CLASS_GAUSSIANS = SEEDS_DIR / "cifar10-class-gaussians.safetensors"
 MAX_SEED_FILE_BYTES = 64 * 2 ** 20
