@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+from dat_core.assets import ASSETS_DIR
+
+EXAMPLES_DIR = ASSETS_DIR / "examples"
 EPILOG = """examples:
   python -m explain success --out out/success                                   # bundled examples, defaults
   python -m explain success --data ../shared/data/cifar10-jpg.tar.gz --limit 100 \\
