@@ -207,8 +207,11 @@ def eps_text(eps: float, norm: str) -> str:
 
 
 def eps_choices(norm: str, image_size: int) -> list[str]:
-    """The ε dropdown's suggestions; L2 radii scale with the resolution like `explain.default_params`."""
+    """The ε dropdown's suggestions; L2 and L1 radii scale with the resolution like `explain.default_params`."""
     if norm == "Linf":
         return ["2/255", "4/255", "8/255", "16/255", "32/255", "∞"]
+    if norm == "L1":  # L1 lengths scale with the pixel count
+        s = (image_size / 32) ** 2
+        return [f"{v * s:g}" for v in (3, 6, 12, 24, 48)] + ["∞"]
     s = image_size / 32
     return [f"{v * s:g}" for v in (0.5, 1, 2, 3, 4, 6)] + ["∞"]
