@@ -257,7 +257,8 @@ def _check_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | No
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: ThreatModel, steps: int,
         objective: str = "ce", random_start: bool = False, record_every: int = 0,
-        autocast: bool = False, on_step: OnStep | None = None, mask: torch.Tensor | None = None) -> PGDResult:
+        autocast: bool = False, on_step: OnStep | None = None, mask: torch.Tensor | None = None,
+        direction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> PGDResult:
     """Run `steps` PGD steps that ascend `objective` inside `threat` around `x`, clamped to [0,1].
 
     `record_every=k > 0` keeps frames x_0, x_k, ... and x_T with their logits; the logits come from
@@ -268,6 +269,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
     x_t as its last frame and `stopped_at = t`.
     `mask` (bool or {0,1}, shape (1 or N, 1 or C, H, W)): where the path may change; the gradient is masked
     before each step (the budget is spent inside) and pixels outside stay bit-identical to x at every step.
+    `direction(x_t, grad) -> grad` may replace the ascent direction before the step (e.g. `guidance.ConeGuide`:
+    another model's gradient steers it); it runs with gradients enabled, outside autocast.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
@@ -302,7 +305,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
                 rec_steps.append(t)
                 rec_frames.append(xt.clone())
                 rec_logits.append(logits.detach().float())
-            grad = grad.float() if mask is None else grad.float() * mask
+            grad = grad.float() if direction is None else direction(xt, grad.float()).float()
+            grad = grad if mask is None else grad * mask
             xt = keep_outside(threat.project(threat.step(xt, grad), x0).clamp_(0, 1))
             if on_step is not None and on_step(PGDStep(t + 1, steps, xt, logits.detach().float())) == STOP:
                 stopped_at = t + 1

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli_options import common_options, int_in, mask_image, trajectory_options
+from .cli_options import common_options, guide_model, int_in, mask_image, trajectory_options
 
 EXAMPLES = {
     "counterfactual": """examples:
@@ -130,7 +130,8 @@ def _model_and_trajectory(args: argparse.Namespace):
     image = open_image(args.image)
     mask = mask_image(args, image)
     model = _load(args)
-    return model, counterfactual(model, image, args.target, autocast=args.autocast, mask=mask, **params)
+    return model, counterfactual(model, image, args.target, autocast=args.autocast, mask=mask,
+                                 guide=guide_model(args, model), cone_angle=args.cone_angle, **params)
 
 
 # ---------------------------------------------------------------- commands
@@ -154,7 +155,8 @@ def _counterfactual(args: argparse.Namespace) -> int:
     model = _load(args)
     size, _, _ = model_info(model)
     image = to_model_input(source, size)
-    trajs = counterfactuals(model, image, targets, autocast=args.autocast, mask=mask, **params)
+    trajs = counterfactuals(model, image, targets, autocast=args.autocast, mask=mask, guide=guide_model(args, model),
+                            cone_angle=args.cone_angle, **params)
     out = _out_dir(args.out)
     wrote: list[Path] = []
     if len(trajs) == 1:

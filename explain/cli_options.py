@@ -59,6 +59,11 @@ def trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
                    help="the region the path may change: an image of the same size as --image, white = may change "
                         "(pixels outside stay exactly as they are)")
     p.add_argument("--mask-invert", action="store_true", help="with --mask: white = must keep, the rest may change")
+    p.add_argument("--guide", default=None, metavar="MODEL",
+                   help="explain --model (e.g. a standard classifier) guided by this DAT model: each step follows "
+                        "--model's gradient projected into a cone around the guide's (same classes and size)")
+    p.add_argument("--cone-angle", type=float, default=30.0,
+                   help="with --guide: the cone's half-angle in degrees, 0..180 (default: %(default)s)")
     p.add_argument("--objective", default="target_logit", choices=OBJECTIVES,
                    help="what PGD ascends: target_logit f(x)[y] (= lowers E(x,y)), target_ce, or energy "
                         "(lowers E(x)) (default: %(default)s)")
@@ -80,3 +85,15 @@ def int_in(lo: int, hi: int):
             raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {v}")
         return v
     return parse
+
+
+def guide_model(args: argparse.Namespace, model):
+    """The --guide model on the explained model's device (None without --guide)."""
+    if args.guide is None:
+        return None
+    if not 0 <= args.cone_angle <= 180:
+        raise ValueError(f"--cone-angle must be in 0..180, got {args.cone_angle:g}")
+    from dat_core.loading import load_model
+    from dat_core.runtime import model_device
+
+    return load_model(args.guide, device=model_device(model))

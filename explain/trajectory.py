@@ -8,6 +8,7 @@ a trajectory costs T forward+backward passes plus one forward for x_T, nothing m
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Sequence
@@ -17,8 +18,9 @@ import torch
 import torch.nn as nn
 
 from dat_core.energy import joint_energy, marginal_energy, probabilities
+from dat_core.guidance import ConeGuide
 from dat_core.models import class_names_of
-from dat_core.pgd import L2, OnStep, PGDResult, pgd, threat_model
+from dat_core.pgd import L2, OnStep, PGDResult, attack_mode, pgd, threat_model
 from dat_core.runtime import model_device
 from dat_core.sampling import to_uint8
 
@@ -149,12 +151,14 @@ def _request(model: nn.Module, norm: str, eps: float | None, step_size: float | 
 def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Sequence[int | str], *,
                     norm: str = "L2", eps: float | None = None, step_size: float | None = None,
                     steps: int | None = None, objective: str = DEFAULT_OBJECTIVE, autocast: bool = False,
-                    max_batch: int = 64, on_step: OnStep | None = None,
-                    mask: ImageLike | None = None) -> list[Trajectory]:
+                    max_batch: int = 64, on_step: OnStep | None = None, mask: ImageLike | None = None,
+                    guide: nn.Module | None = None, cone_angle: float = 30.0) -> list[Trajectory]:
     """Trajectories from one image toward each of `targets` ("all", names or indices), batched.
 
     `mask` (an image, white = may change; see `to_mask`) confines every path to a region: pixels outside
-    stay exactly as in the image at every step.
+    stay exactly as in the image at every step. `guide` (a DAT model with the same classes and resolution)
+    steers the path of a non-robust `model`: each step's direction is `model`'s gradient projected into the
+    cone of `cone_angle` degrees around the guide's (`dat_core.guidance`, DVCE's idea without diffusion).
 
     Unset parameters take `default_params(model image_size, norm)`. Targets run as one PGD batch
     (chunks of `max_batch` when there are more). `on_step` is `dat_core.pgd`'s hook, called after every
@@ -169,26 +173,36 @@ def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Seq
     m = None if mask is None else to_mask(mask, size).to(device)
     if m is not None:
         params["mask_fraction"] = round(float(m.float().mean()), 6)
+    if guide is not None:
+        g_size, g_names, _ = model_info(guide)
+        if (g_size, g_names) != (size, names):
+            raise ValueError("the guide must have the explained model's classes and image size")
+        params["cone_angle"] = float(cone_angle)
     out: list[Trajectory] = []
-    for i in range(0, len(tgt), max_batch):
-        y = torch.tensor(tgt[i:i + max_batch], device=device)
-        res = pgd(model, x0.expand(len(y), -1, -1, -1).contiguous(), y, threat, params["steps"],
-                  objective=params["objective"], record_every=1, autocast=autocast, on_step=on_step, mask=m)
-        out += trajectories_from_pgd(res, y, names, params)
-        if res.stopped_at is not None:
-            break
+    with attack_mode(guide) if guide is not None else nullcontext():
+        for i in range(0, len(tgt), max_batch):
+            y = torch.tensor(tgt[i:i + max_batch], device=device)
+            steer = None if guide is None else ConeGuide(guide, y, params["objective"], cone_angle, autocast)
+            res = pgd(model, x0.expand(len(y), -1, -1, -1).contiguous(), y, threat, params["steps"],
+                      objective=params["objective"], record_every=1, autocast=autocast, on_step=on_step, mask=m,
+                      direction=steer)
+            out += trajectories_from_pgd(res, y, names, params)
+            if res.stopped_at is not None:
+                break
     return out
 
 
 def counterfactual(model: nn.Module, image: ImageLike, target: int | str, *, norm: str = "L2",
                    eps: float | None = None, step_size: float | None = None, steps: int | None = None,
-                   objective: str = DEFAULT_OBJECTIVE, autocast: bool = False,
-                   on_step: OnStep | None = None, mask: ImageLike | None = None) -> Trajectory:
+                   objective: str = DEFAULT_OBJECTIVE, autocast: bool = False, on_step: OnStep | None = None,
+                   mask: ImageLike | None = None, guide: nn.Module | None = None,
+                   cone_angle: float = 30.0) -> Trajectory:
     """The trajectory of one targeted PGD run from `image` toward class `target` (name or index)."""
     if isinstance(target, str) and target.strip().lower() == "all":
         raise ValueError("counterfactual takes one target; use counterfactuals(..., 'all') for every class")
     return counterfactuals(model, image, [target], norm=norm, eps=eps, step_size=step_size, steps=steps,
-                           objective=objective, autocast=autocast, on_step=on_step, mask=mask)[0]
+                           objective=objective, autocast=autocast, on_step=on_step, mask=mask, guide=guide,
+                           cone_angle=cone_angle)[0]
 
 
 def compare(models: dict[str, nn.Module], image: ImageLike, target: int | str | Sequence[int | str],

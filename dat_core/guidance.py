@@ -1,0 +1,57 @@
+"""Explain any classifier, guided by a DAT model: DVCE's cone projection without diffusion.
+
+A non-robust classifier's input gradient points at adversarial noise; a DAT model's points at image-like
+changes. Projecting the explained model's gradient into the cone of angle alpha around the DAT model's gradient
+(Augustin et al., "Diffusion Visual Counterfactual Explanations", 2022) keeps every step within alpha of a
+realistic direction while still following the explained model. alpha = 0 follows the guide only; alpha = 90°
+keeps every direction that does not oppose the guide; alpha = 180° is no guidance.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .pgd import objective_value
+
+
+def cone_project(g: torch.Tensor, d: torch.Tensor, angle_deg: float) -> torch.Tensor:
+    """Per sample: g when its angle to d is at most `angle_deg`, else the direction on the cone's boundary
+    nearest to g (g rotated toward d until the angle is `angle_deg`), with g's norm. Where d is 0, g; where g is
+    exactly opposite d (no nearest side of the cone), along d."""
+    if not 0 <= angle_deg <= 180:
+        raise ValueError(f"cone angle must be in 0..180 degrees, got {angle_deg}")
+    gf, df = g.flatten(1), d.flatten(1)
+    g_norm, d_norm = gf.norm(dim=1, keepdim=True), df.norm(dim=1, keepdim=True)
+    d_hat = df / d_norm.clamp_min(1e-30)
+    cos = (gf * d_hat).sum(1, keepdim=True) / g_norm.clamp_min(1e-30)
+    alpha = math.radians(angle_deg)
+    inside = (cos >= math.cos(alpha) - 1e-7) | (d_norm == 0) | (g_norm == 0)
+    ortho = gf - (gf * d_hat).sum(1, keepdim=True) * d_hat
+    o_norm = ortho.norm(dim=1, keepdim=True)
+    e_hat = torch.where(o_norm > 1e-12 * g_norm.clamp_min(1e-30), ortho / o_norm.clamp_min(1e-30), torch.zeros_like(gf))
+    boundary = (math.cos(alpha) * d_hat + math.sin(alpha) * e_hat) * g_norm
+    return torch.where(inside, gf, boundary).view_as(g)
+
+
+class ConeGuide:
+    """A `pgd(direction=...)` hook: the explained model's gradient projected into the cone around the guide
+    model's gradient of the same objective toward the same labels."""
+
+    def __init__(self, guide: nn.Module, y: torch.Tensor, objective: str, angle_deg: float, autocast: bool = False):
+        if not 0 <= angle_deg <= 180:
+            raise ValueError(f"cone angle must be in 0..180 degrees, got {angle_deg}")
+        self.guide, self.y, self.objective, self.angle, self.autocast = guide, y, objective, angle_deg, autocast
+        self.angles: list[torch.Tensor] = []  # angle (degrees) between the two gradients at each step, per sample
+
+    def __call__(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            value = objective_value(self.guide(x).float(), self.y.to(x.device), self.objective).sum()
+        (d,) = torch.autograd.grad(value, x)
+        d = d.float()
+        cos = torch.nn.functional.cosine_similarity(grad.flatten(1), d.flatten(1), dim=1)
+        self.angles.append(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).detach().cpu())
+        return cone_project(grad, d, self.angle)
