@@ -7,9 +7,10 @@ attribution names load on first use, so `import explain` does not pull in matplo
 from importlib import import_module
 from typing import Any
 
+from .diverse import Alternatives, alternatives
 from .export import contact_strip, save_apng, save_figure, save_gif, save_metrics_json
 from .generate import Samples, generate
-from .image import MAX_PIXELS, ImageError, to_model_input
+from .image import MAX_PIXELS, ImageError, to_mask, to_model_input
 from .params import DEFAULTS, default_params, parse_eps, resolve_class, validate_params
 from .trajectory import (
     MinimalCounterfactual,
@@ -26,9 +27,10 @@ _LAZY = {"Landscape": "landscape", "energy_landscape": "landscape", "plot_landsc
          "plot_attributions": "attribution"}
 
 __all__ = [
-    "to_model_input", "ImageError", "MAX_PIXELS",
+    "to_model_input", "to_mask", "ImageError", "MAX_PIXELS",
     "Trajectory", "counterfactual", "counterfactuals", "compare", "minimal_counterfactual",
-    "MinimalCounterfactual", "MinimalSearch", "DEFAULTS", "default_params", "validate_params",
+    "MinimalCounterfactual", "MinimalSearch", "Alternatives", "alternatives", "DEFAULTS", "default_params",
+    "validate_params",
     "resolve_class", "parse_eps",
     "Samples", "generate",
     "save_gif", "save_apng", "contact_strip", "save_metrics_json", "save_figure",

@@ -174,6 +174,8 @@ def _counterfactual(args: argparse.Namespace) -> int:
                                                 "flip_step": t.flip_step,
                                                 "confidence": float(t.confidence[-1]),
                                                 "l2": float(t.l2[-1])} for t in trajs], out / "summary.json")]
+    if args.alternatives:
+        wrote += _write_alternatives(args, model, image, trajs, params, out)
     if confidences:
         if len(trajs) != 1:
             raise ValueError("--minimal needs exactly one --target class")
@@ -190,6 +192,25 @@ def _counterfactual(args: argparse.Namespace) -> int:
             print(f"p(target) >= {r.confidence:g}: L2 radius {r.radius:.3f} (p = {r.achieved:.3f})")
     _wrote(wrote)
     return 0
+
+
+def _write_alternatives(args: argparse.Namespace, model, image, trajs, params: dict[str, Any], out: Path) -> list[Path]:
+    import numpy as np
+    import torch
+
+    from dat_core.sampling import make_grid, save_png
+
+    from .diverse import alternatives
+    from .export import save_json
+
+    if len(trajs) != 1 or args.mask:
+        raise ValueError("--alternatives needs exactly one --target class and no --mask")
+    alt = alternatives(model, image, trajs[0].target, args.alternatives, autocast=args.autocast, **params)
+    grid = torch.from_numpy(np.concatenate([alt.image[None], alt.images]))
+    save_png(make_grid(grid, nrow=len(grid), scale=args.scale), out / "alternatives.png")
+    print(f"{args.alternatives} alternatives: diversity {alt.diversity:.2f}, p(target) "
+          + " ".join(f"{c:.2f}" for c in alt.confidence))
+    return [out / "alternatives.png", save_json(alt.to_dict(), out / "alternatives.json")]
 
 
 def _confidences(text: str) -> list[float]:
@@ -300,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minimal", default=None, metavar="C[,C...]",
                    help="also search the smallest L2 radius reaching these target confidences, e.g. 0.5,0.9 "
                         "(writes minimal.json and minimal_C.png)")
+    p.add_argument("--alternatives", type=int_in(2, 16), default=None, metavar="N",
+                   help="also run N paths toward the (single) target from seeded random starts in the eps-ball "
+                        "(writes alternatives.png: x_0 then each x_T, and alternatives.json with their diversity)")
     p.add_argument("--scale", type=int_in(1, 64), default=8, help="GIF/APNG upscale factor (default: 8)")
     p.add_argument("--duration-ms", type=int_in(1, 60_000), default=80,
                    help="milliseconds per animation frame (default: 80)")
