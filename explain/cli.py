@@ -176,6 +176,11 @@ def _counterfactual(args: argparse.Namespace) -> int:
                                                 "l2": float(t.l2[-1])} for t in trajs], out / "summary.json")]
     if args.alternatives:
         wrote += _write_alternatives(args, model, image, trajs, params, out)
+    if args.card:
+        if len(trajs) != 1:
+            raise ValueError("--card needs exactly one --target class")
+        from .card_cli import write_card_for
+        wrote += write_card_for(args, model, trajs[0], out)
     if confidences:
         if len(trajs) != 1:
             raise ValueError("--minimal needs exactly one --target class")
@@ -324,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alternatives", type=int_in(2, 16), default=None, metavar="N",
                    help="also run N paths toward the (single) target from seeded random starts in the eps-ball "
                         "(writes alternatives.png: x_0 then each x_T, and alternatives.json with their diversity)")
+    p.add_argument("--card", action="store_true",
+                   help="also write an explanation card (card.json + card.png: model source and weights hash, "
+                        "exact x_0, every parameter, metrics) that `python -m explain replay` reproduces")
     p.add_argument("--scale", type=int_in(1, 64), default=8, help="GIF/APNG upscale factor (default: 8)")
     p.add_argument("--duration-ms", type=int_in(1, 60_000), default=80,
                    help="milliseconds per animation frame (default: 80)")
@@ -370,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=-1, help="frame of the counterfactual x_step (default: -1 = x_T)")
     p.add_argument("--frame", type=int, default=0, help="frame that is attributed (default: 0 = x_0)")
 
+    from .card_cli import add_replay_parser
+    add_replay_parser(sub)
     from .success_cli import add_success_parser
     add_success_parser(sub, _load)
     return parser

@@ -1,0 +1,157 @@
+"""Explanation cards: one counterfactual as PNG + JSON that says exactly how to get it again.
+
+The JSON holds the model source with its resolved revision and the sha256 of its weights, the sha256 of the
+image as given, the exact model input x_0 (float32, zlib + base64: the resized input is not a uint8 image),
+every parameter (and the mask or guide model when used), the device and dtype, the code version, the metrics
+and a sha256 of all frames. `replay` loads the same model, checks the weights' hash, runs the path again and
+compares the frames bit for bit (same device and dtype; across devices only approximately).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dat_core.checkpoint import WEIGHTS_NAME
+from dat_core.loading import load_model, locate, resolve_source
+from dat_core.runtime import channels_last, model_device
+from dat_core.version import code_version
+from dat_core.zoo import weights_sha256
+
+from .export import save_json
+from .trajectory import Trajectory, counterfactual
+
+CARD_FORMAT = "dat-explainer/explanation-card/1"
+MAX_CARD_BYTES = 64 * 2 ** 20
+
+
+def _pack(a: np.ndarray) -> dict[str, Any]:
+    a = np.ascontiguousarray(a)
+    return {"dtype": str(a.dtype), "shape": list(a.shape), "zlib_base64": base64.b64encode(zlib.compress(
+        a.tobytes(), 6)).decode("ascii")}
+
+
+def _unpack(d: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(d["dtype"])
+    if dtype not in (np.dtype(np.float32), np.dtype(np.bool_)):
+        raise ValueError(f"an explanation card holds float32 or bool arrays, not {dtype}")
+    shape = [int(s) for s in d["shape"]]
+    raw = zlib.decompress(base64.b64decode(d["zlib_base64"]), bufsize=int(np.prod(shape)) * dtype.itemsize)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+
+
+def frames_sha256(traj: Trajectory) -> str:
+    return hashlib.sha256(np.ascontiguousarray(traj.images, dtype=np.float32).tobytes()).hexdigest()
+
+
+def model_identity(source: str, revision: str | None = None) -> dict[str, Any]:
+    """Where a model came from: its source as given, the commit a Hub revision resolved to, its weights' sha256."""
+    resolved = resolve_source(source, revision)
+    directory = locate(resolved)
+    commit = directory.name if resolved.kind == "hub" and len(directory.name) == 40 else None
+    return {"source": str(source), "kind": resolved.kind, "revision": commit or resolved.revision,
+            "weights_sha256": weights_sha256(directory / WEIGHTS_NAME)}
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    conv = next((p for p in model.parameters() if p.dim() == 4), None)
+    return conv is not None and conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+
+def make_card(traj: Trajectory, model: nn.Module, source: str, revision: str | None = None, *,
+              image_sha256: str | None = None,
+              autocast: bool = False, device: str | torch.device = "cpu", mask: torch.Tensor | None = None,
+              guide: str | None = None) -> dict[str, Any]:
+    """The card of one trajectory computed by `model` (loaded from `source`; `guide` by its source) on `device`."""
+    params = {k: ("inf" if v == math.inf else v) for k, v in traj.params.items()}
+    return {
+        "format": CARD_FORMAT, "code_version": code_version(),
+        "model": model_identity(source, revision), "guide": None if guide is None else model_identity(guide),
+        "image": {"sha256": image_sha256, "x0": _pack(traj.images[0]), "xT": _pack(traj.images[-1])},
+        "mask": None if mask is None else _pack(mask.detach().cpu().numpy().astype(bool)),
+        "target": traj.target, "target_name": traj.class_names[traj.target], "params": params,
+        "device": str(device), "dtype": "bfloat16 autocast" if autocast else "float32",
+        "memory_format": "channels_last" if _is_channels_last(model) else "contiguous",
+        "metrics": {"source_name": traj.class_names[traj.source], "flip_step": traj.flip_step,
+                    "confidence_target": float(traj.confidence[-1]), "l2": float(traj.l2[-1]),
+                    "linf": float(traj.linf[-1]), "energy": float(traj.energy[-1])},
+        "frames_sha256": frames_sha256(traj),
+    }
+
+
+def write_card(card: dict[str, Any], traj: Trajectory, out: Path, scale: int = 8) -> list[Path]:
+    """card.json and card.png (x_0 beside x_T)."""
+    from dat_core.sampling import make_grid, save_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_png(make_grid(traj.frames[[0, -1]], nrow=2, scale=scale), out / "card.png")
+    return [save_json(card, out / "card.json"), out / "card.png"]
+
+
+@dataclass
+class Replay:
+    trajectory: Trajectory
+    identical: bool            # every frame equal, bit for bit
+    max_abs_diff: float        # largest pixel difference of x_T (0.0 when every frame is identical)
+    same_setting: bool         # the card's device and dtype were used
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.stat().st_size > MAX_CARD_BYTES:
+        raise ValueError(f"{path.name} is larger than {MAX_CARD_BYTES >> 20} MB: not an explanation card")
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path.name} is not JSON ({type(e).__name__})") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise ValueError(f"{path.name} is not an explanation card ({CARD_FORMAT})")
+    return card
+
+
+def replay(path: str | Path, device: str | torch.device | None = None) -> Replay:
+    """Run the card's counterfactual again and compare every frame with the card's hash and x_T."""
+    card = read_card(path)
+    m = card["model"]
+    model = load_model(m["source"], revision=m["revision"] if m["kind"] == "hub" else None,
+                       device=device or card["device"])
+    if card.get("memory_format") == "channels_last":
+        model = channels_last(model)
+    if model_identity(m["source"], m["revision"] if m["kind"] == "hub" else None)["weights_sha256"] != \
+            m["weights_sha256"]:
+        raise ValueError(f"the weights of {m['source']} are not the ones the card was made with")
+    guide = None
+    if card.get("guide"):
+        guide = load_model(card["guide"]["source"], device=model_device(model))
+    p = dict(card["params"])
+    x0 = torch.from_numpy(_unpack(card["image"]["x0"]))[None]
+    mask = None if card.get("mask") is None else torch.from_numpy(_unpack(card["mask"]))
+    autocast = card["dtype"] != "float32"
+    traj = _run(model, x0, card["target"], p, autocast, mask, guide)
+    same = str(model_device(model)) == card["device"]
+    identical = frames_sha256(traj) == card["frames_sha256"]
+    return Replay(traj, identical, 0.0 if identical else _diff(card, traj), same)
+
+
+def _run(model: nn.Module, x0: torch.Tensor, target: int, p: dict[str, Any], autocast: bool,
+         mask: torch.Tensor | None, guide: nn.Module | None) -> Trajectory:
+    eps = math.inf if p["eps"] == "inf" else float(p["eps"])
+    extra = {} if guide is None else {"guide": guide, "cone_angle": float(p.get("cone_angle", 30.0))}
+    m = None if mask is None else mask[0, 0].float()
+    return counterfactual(model, x0, int(target), norm=p["norm"], eps=eps, step_size=float(p["step_size"]),
+                          steps=int(p["steps"]), objective=p["objective"], autocast=autocast, mask=m, **extra)
+
+
+def _diff(card: dict[str, Any], traj: Trajectory) -> float:
+    """Largest pixel difference between the card's x_T and the replayed one."""
+    return float(np.abs(traj.images[-1] - _unpack(card["image"]["xT"])).max())
