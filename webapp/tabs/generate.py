@@ -72,8 +72,9 @@ def layout(loaded: LoadedModel) -> Components:
     with gr.Tab("Generate", id="generate", elem_id="tab-generate"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=300):
-                gr.Markdown("Start from noise (or your image) and let PGD lower the energy of a class: the model "
-                            "paints what it thinks the class looks like.")
+                gr.Markdown("Start from a photo of something else (as DAT was trained), noise or your image, and "
+                            "let PGD lower the energy of a class: the model paints what it thinks the class looks "
+                            "like.")
                 gen_target = gr.Dropdown([EVERY_CLASS, *loaded.class_names], value=EVERY_CLASS,
                                          label="Class to generate", elem_id="gen-target")
                 gen_seed_kind = gr.Radio(list(SEED_KINDS), value=next(iter(SEED_KINDS)), label="Start from",
