@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
 from ..logs import get_logger, progress_bar
 from .datasets import ImageDataset
 

@@ -56,7 +56,8 @@ class DataConfig(_Table):
                      description="OOD seeds of stage 2: uniform | lowfreq | image dir / archive")
     ood_holdout: Count = Field(0, description="OOD images kept out of the seeds (for OOD-detection evaluation)")
     gen_augment: Augment = Field("crop_flip", description='real EBM batch ("original" in METHOD §3.2)')
-    clf_augment: Augment = Field("crop_flip_cutout", description="classification batch (no AutoAugment)")
+    clf_augment: Augment = Field("crop_flip_cutout", description='classification batch; "autoaugment_cutout" is '
+                                 "the paper's CIFAR pipeline (crop, flip, AutoAugment CIFAR-10 policy, Cutout)")
     ood_augment: Augment = Field("crop_flip", description="OOD seed batch")
     cache_dir: str = Field("", description='decoded-image cache for archives ("" = none)')
     lazy: bool = Field(False, description="directories: decode each batch's files on demand, not all up front")

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+
 from ..checkpoint import save_model
 from ..loading import load_model
 from ..logs import get_logger, progress_bar
@@ -31,7 +32,6 @@ from .errors import Interrupted, NonFiniteError, StateError, StorageError, Train
 from .optim import EMA, lr_factor, make_optimizer
 from .stage1 import AdversarialTraining
 from .stage2 import DualAdversarialTraining
-from .tracking import Mirror, check_tracker
 from .state import (
     STATE_FILE,
     alternative,
@@ -43,6 +43,7 @@ from .state import (
     storage_error,
     truncate_logs,
 )
+from .tracking import Mirror, check_tracker
 
 logger = get_logger(__name__)
 STAGES = {"stage1": AdversarialTraining, "stage2": DualAdversarialTraining}
