@@ -95,6 +95,22 @@ def test_real_tracker_names_say_what_to_install(toy, tmp_path, capsys, name):
     assert f"pip install {name}" in capsys.readouterr().err
 
 
+def test_tensorboard_gets_the_rows_when_installed(toy, tmp_path):
+    """The real backend (tensorboard is not a dependency: skipped where it is absent)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main([*args(toy, out), "--track", "tensorboard"]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    for tag, rows, key in (("loss", jsonl(out / "metrics.jsonl"), "loss"),
+                           ("val/robust_accuracy", jsonl(out / "eval.jsonl"), "robust_accuracy")):
+        scalars = events.Scalars(tag)
+        assert [s.step for s in scalars] == [r["step"] for r in rows]
+        assert [s.value for s in scalars] == pytest.approx([r[key] for r in rows])  # stored as float32
+
+
 def test_a_tracker_that_cannot_start_is_a_config_error(toy, tmp_path, monkeypatch, capsys):
     def refuse(out, config):
         raise PermissionError("not logged in")
