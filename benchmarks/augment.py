@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import time
 
 import torch
 from common import emit, machine, median_time
@@ -32,9 +34,18 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=g)
     kornia_batch = AutoAugment("cifar10")
-    timings = {name: median_time(lambda name=name: augment(name, x, g), args.repeats, warmup=3)
-               for name in ("crop_flip", "crop_flip_cutout", "autoaugment_cutout")}
-    timings["kornia AutoAugment per batch"] = median_time(lambda: kornia_batch(x), args.repeats, warmup=3)
+    variants = {name: (lambda name=name: augment(name, x, g))
+                for name in ("crop_flip", "crop_flip_cutout", "autoaugment_cutout")}
+    variants["kornia AutoAugment per batch"] = lambda: kornia_batch(x)
+    # round robin, one call of each per round: a shared machine's load drifts alike over all variants
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(args.repeats + 3):
+        for name, fn in variants.items():
+            t = time.perf_counter()
+            fn()
+            if r >= 3:  # the first rounds warm up (kornia's first call builds its modules)
+                samples[name].append(time.perf_counter() - t)
+    timings = {name: statistics.median(v) for name, v in samples.items()}
     ms = {k: round(v * 1e3, 2) for k, v in timings.items()}
     result = {"benchmark": "augment", "batch": list(x.shape), "ms_per_batch": ms,
               "autoaugment_cutout_over_crop_flip_cutout": round(timings["autoaugment_cutout"]
