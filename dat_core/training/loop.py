@@ -213,7 +213,7 @@ class Trainer:
                             buf.copy_(mine["buffers"][name])
             else:
                 logger.warning("resuming %d-rank state on %d ranks: data order and RNG continue from fresh seeds",
-                            saved["world_size"], self.world)
+                               saved["world_size"], self.world)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
             cause = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
             raise StateError(f"--resume: {path} does not fit this run ({cause}); {alternative(self.out)}") from None
@@ -224,8 +224,8 @@ class Trainer:
         cfg = self.cfg
         if self.finished:
             logger.info("the run in %s is finished (step %d of %d); nothing to do. Its EMA weights are in %s; to "
-                     "train longer, raise steps and pass --allow-config-change", self.out, self.step, cfg.steps,
-                     self.out / "final")
+                        "train longer, raise steps and pass --allow-config-change", self.out, self.step, cfg.steps,
+                        self.out / "final")
             return self.out / "final"
         stop = self.stop_signals
         handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
@@ -269,7 +269,7 @@ class Trainer:
         except BaseException as e:
             if isinstance(e, Interrupted):
                 logger.warning("interrupted (exit %d): state saved at step %d in %s; continue with --resume", e.code,
-                            self.step, self.out / STATE_FILE)
+                               self.step, self.out / STATE_FILE)
             if self.world > 1:  # on the way out: torchrun's SIGTERM to a slower rank must not change its exit code
                 handlers = {s: signal.SIG_IGN for s in handlers}
             raise
@@ -314,8 +314,8 @@ class Trainer:
             self.log_file.flush()
         except OSError as e:  # every rank hears of it at the next step's agreement
             self.pending_error = storage_error(self.out / "metrics.jsonl", e)
-            return
-        self.mirror.train_row(record)
+        else:
+            self.mirror.train_row(record)
         bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "T", "adv_auc", "images_per_s") if k in record})
 
     def _finish(self) -> Path:
