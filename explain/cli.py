@@ -386,7 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dat_core.logs import setup_logging
+
     args = build_parser().parse_args(argv)
+    setup_logging()  # library warnings (e.g. a compile that stays eager) as one stderr line each
     try:
         return args.func(args)
     except (ValueError, OSError) as e:  # bad input: one clear line, no traceback

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import pickle
+import re
 import tarfile
 import threading
-from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 from http.server import HTTPServer, SimpleHTTPRequestHandler
@@ -219,10 +220,12 @@ def test_folder_layout_errors(tmp_path):
     assert load_image_folder(tmp_path / "flat", labeled=False, progress=False).labels.tolist() == [-1]
 
 
-def test_corrupt_image_is_skipped_and_named(tmp_path):
+def test_corrupt_image_is_skipped_and_named(tmp_path, caplog):
     path = _make_folder_tar(tmp_path, corrupt=True)
-    with pytest.warns(UserWarning, match=r"skipped 1 unreadable.*train/cat/broken\.jpg"):
+    with caplog.at_level(logging.WARNING, logger="dat_core.data.folders"):
         ds = load_image_folder(path, split="train", progress=False)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert re.search(r"skipped 1 unreadable.*train/cat/broken\.jpg", caplog.records[0].getMessage())
     assert len(ds) == 12 and len(ds.skipped) == 1 and str(path) in ds.skipped[0]
 
 
@@ -247,27 +250,28 @@ def _make_class_folders(root, case: str, archive: bool):
 
 @pytest.mark.parametrize("archive", [False, True], ids=["dir", "tar"])
 @pytest.mark.parametrize("case", ["empty", "unreadable"])
-def test_a_class_without_usable_images_is_an_error_unless_allowed(tmp_path, case, archive):
+def test_a_class_without_usable_images_is_an_error_unless_allowed(tmp_path, case, archive, caplog):
     path = _make_class_folders(tmp_path, case, archive)
-    with pytest.warns(UserWarning) if case == "unreadable" else nullcontext():
-        with pytest.raises(ValueError, match=r"class folder\(s\) cat .*no usable image.*allow_empty_classes=True"):
-            load_image_folder(path, split="train", progress=False)
-    with pytest.warns(UserWarning) as caught:
-        ds = load_image_folder(path, split="train", progress=False, allow_empty_classes=True)
-    assert any("cat" in str(w.message) and "kept as classes without images" in str(w.message) for w in caught)
+    caplog.set_level(logging.WARNING, logger="dat_core.data.folders")
+    with pytest.raises(ValueError, match=r"class folder\(s\) cat .*no usable image.*allow_empty_classes=True"):
+        load_image_folder(path, split="train", progress=False)
+    assert any("skipped 2 unreadable" in r.getMessage() for r in caplog.records) == (case == "unreadable")
+    caplog.clear()
+    ds = load_image_folder(path, split="train", progress=False, allow_empty_classes=True)
+    assert any("cat" in r.getMessage() and "kept as classes without images" in r.getMessage() for r in caplog.records)
     assert ds.class_names == CLASSES and ds.labels.tolist() == [0, 0, 2, 2]
     if not archive:  # lazy directories know an empty folder up front (unreadable files raise when read)
         if case == "empty":
             with pytest.raises(ValueError, match="cat"):
                 load_image_folder(path, split="train", image_size=8, progress=False, lazy=True)
         cfg = load_config(None, **{"data.dataset": str(path), "data.image_size": 8, "data.val_size": 2})
-        with pytest.warns(UserWarning) if case == "unreadable" else nullcontext():
-            with pytest.raises(ValueError, match=r"data\.allow_empty_classes=true"):
-                load_train_val(cfg)
+        with pytest.raises(ValueError, match=r"data\.allow_empty_classes=true"):
+            load_train_val(cfg)
         cfg = load_config(None, **{"data.dataset": str(path), "data.image_size": 8, "data.val_size": 2,
                                    "data.allow_empty_classes": True})
-        with pytest.warns(UserWarning):
-            train, val = load_train_val(cfg)
+        caplog.clear()
+        train, val = load_train_val(cfg)
+        assert any("kept as classes without images" in r.getMessage() for r in caplog.records)
         assert train.class_names == CLASSES and len(train) + len(val) == 4
 
 

@@ -214,3 +214,17 @@ def test_a_fault_on_one_rank_stops_every_rank_with_its_code(toy, tmp_path, kind,
     assert got == code, text
     assert text.count(says) == 1 and "Traceback" not in text, text
     assert f"exit code by rank: {{0: {code}, 1: {code}}}" in text or f"{{0: {code}}}" in text, text
+
+
+def test_messages_and_progress_bars_come_from_rank_0_only(toy, tmp_path):
+    """An unreadable image is named once (not once per rank), and the data bars are drawn once."""
+    import re
+    import shutil
+
+    data = shutil.copytree(toy, tmp_path / "data")
+    (data / "train" / "class0" / "broken.png").write_bytes(b"\x89PNG broken")
+    code, text = finish(torchrun(["stage1", *overrides(data, tmp_path / "run", 2)]), 240)
+    assert code == 0, text
+    assert text.count("warning: skipped 1 unreadable image(s)") == 1, text
+    assert len(re.findall(r"decoding data:\s+0%", text)) == 1, text
+    assert text.count("final EMA checkpoint") == 1, text

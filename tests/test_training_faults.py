@@ -337,7 +337,7 @@ def test_resuming_a_finished_run_changes_nothing(toy, finished_run, tmp_path, ca
     out = copy_run(finished_run, tmp_path / "run")
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert main(cli(toy, out, "stage1", "--resume", steps=2)) == 0
-    assert "is finished (step 2 of 2)" in capsys.readouterr().out
+    assert "is finished (step 2 of 2)" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert rows(out / "eval.jsonl") == [2]
 

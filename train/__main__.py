@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -25,8 +26,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.allow_config_change and not args.resume:
         raise ValueError("--allow-config-change goes with --resume")
     cfg = load_config(args.config, args.overrides, stage=args.command)
-    final = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
-    print(f"final EMA checkpoint: {final}")
+    final = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change, track=args.track)
+    logging.getLogger("train").info("final EMA checkpoint: %s", final)
     return 0
 
 
@@ -63,6 +64,8 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dat_core.training.tracking import TRACKERS
+
     parser = argparse.ArgumentParser(
         prog="python -m train", description="Train, evaluate, import and publish DAT models.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--allow-config-change", action="store_true",
                        help="with --resume: accept config values that differ from the run's (they are listed); "
                             "the model, data and batch size of a run never change")
+        p.add_argument("--track", default=None, metavar="NAME",
+                       help=f"also mirror metrics.jsonl and eval.jsonl rows to a tracker: {', '.join(TRACKERS)} "
+                            "(its package must be installed; metrics.jsonl stays the record)")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
         p.set_defaults(func=_train)
 
@@ -127,7 +133,10 @@ def _exit_codes() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dat_core.logs import setup_logging
+
     args = build_parser().parse_args(argv)
+    setup_logging()
     from dat_core.training.errors import TrainingError
 
     try:

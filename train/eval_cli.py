@@ -16,6 +16,7 @@ from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, mo
 from dat_core.evaluation.autoattack import ATTACKS
 from dat_core.loading import load_model
 from dat_core.pgd import NORMS
+from dat_core.runtime import use_autocast
 from dat_core.training.data import load_dataset
 
 
@@ -77,7 +78,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="dir for reliability.png / samples.png")
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--device", default="auto")
-    p.add_argument("--autocast", action="store_true", help="bf16 autocast for forwards and attacks")
+    p.add_argument("--autocast", choices=("auto", "on", "off"), nargs="?", const="on", default="off",
+                   help="bf16 autocast for forwards and attacks: auto = where the hardware has native bf16, on "
+                        "(also a bare --autocast), off = fp32, the numbers papers report")
     p.add_argument("--cache-dir", default="", help="decoded-image cache for archives")
 
 
@@ -124,6 +127,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--model-info writes AutoAttack results beside the report: pass --autoattack and --json")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model = load_model(args.model, revision=args.revision, device=device)
+    autocast = use_autocast(args.autocast, next(model.parameters()).device)
     size = model.config["image_size"]
     try:
         data = load_dataset(args.data, args.split, size, args.root, args.cache_dir,
@@ -144,7 +148,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
                                             "step_size": args.step_size, "restarts": args.restarts}
     report = evaluate(model, data, ood=_ood_sets(args, size) or None, robust=robust,
                       robust_strong=ROBUST_STRONG if args.strong and robust else None, judge=judge,
-                      samples=args.samples, out_dir=args.out, autocast=args.autocast, seed=args.seed,
+                      samples=args.samples, out_dir=args.out, autocast=autocast, seed=args.seed,
                       batch_size=args.batch_size, sample_steps=args.sample_steps,
                       sample_step_size=args.sample_step_size, feature_model=feature_model,
                       sample_seeds=args.sample_seeds)
@@ -152,7 +156,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         aa = autoattack_accuracy(model, data, norm=args.norm, eps=args.eps, attacks=attacks, seed=args.seed,
                                  batch_size=args.batch_size, progress=True)
         report.update(autoattack=aa, autoattack_accuracy=aa["autoattack_accuracy"])
-    report.update(model=str(args.model), data=str(args.data), split=args.split)
+    report.update(model=str(args.model), data=str(args.data), split=args.split, autocast=autocast)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))

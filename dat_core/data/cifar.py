@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from ..logs import progress_bar
 from .datasets import ImageDataset
 
 
@@ -99,7 +99,7 @@ def _download(url: str, dest: Path, hint: str) -> None:
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     f.write(chunk)
                     bar.update(len(chunk))
@@ -142,7 +142,7 @@ def load_cifar(name: str, root: str | Path, split: str = "train", download: bool
     wanted = (*src.members[split], src.meta)
     with tarfile.open(archive, "r:*") as tar:  # read each member as the scan reaches it: one pass over the .gz
         raw = {Path(m.name).name: tar.extractfile(m).read()
-               for m in tqdm(tar, desc=f"reading {name} {split}", unit=" files")
+               for m in progress_bar(tar, desc=f"reading {name} {split}", unit=" files")
                if m.isfile() and Path(m.name).name in wanted}
     for member in wanted:
         if member not in raw:

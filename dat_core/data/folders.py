@@ -11,16 +11,17 @@ import hashlib
 import io
 import os
 import tarfile
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
+from ..logs import get_logger, progress_bar
 from .datasets import ImageDataset
+
+log = get_logger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _SPLIT_NAMES = {"train", "test", "val", "valid", "validation"}
@@ -169,7 +170,7 @@ def _check_classes(labels: torch.Tensor, classes: list[str], where: Path, allow:
     if not allow:
         raise EmptyClassError(f"{what}: such a class would be trained with zero images; remove the folder(s), "
                               f"or pass allow_empty_classes=True to keep them as classes without images")
-    warnings.warn(f"{what}; kept as classes without images (allow_empty_classes=True)", stacklevel=3)
+    log.warning("%s; kept as classes without images (allow_empty_classes=True)", what)
 
 
 def _cache_file(cache_dir: str | Path, path: Path, stamp: str, options: tuple) -> Path:
@@ -180,8 +181,7 @@ def _cache_file(cache_dir: str | Path, path: Path, stamp: str, options: tuple) -
 def _warn_skipped(skipped: list[str]) -> None:
     if skipped:
         more = f" (and {len(skipped) - 20} more)" if len(skipped) > 20 else ""
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s): " + ", ".join(skipped[:20]) + more,
-                      stacklevel=3)
+        log.warning("skipped %d unreadable image(s): %s%s", len(skipped), ", ".join(skipped[:20]), more)
 
 
 def load_image_folder(path: str | Path, split: str | None = None, image_size: int | None = None,
@@ -193,12 +193,12 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
     `labeled=False` takes every image under `[top/][<split>/]` recursively with label -1 (OOD seeds).
     Classes are the sorted folder names (or `class_names`, which must match them); files are sorted
     by name. Archives are streamed, never extracted. Unreadable images are skipped and named in a
-    warning and in `.skipped`. With `cache_dir`, an archive's decoded arrays are saved as .npz keyed
+    logged warning (rank 0) and in `.skipped`. With `cache_dir`, an archive's decoded arrays are saved as .npz keyed
     by its path, size, mtime and the options, so a 60k-image archive decodes once (directories are
     always re-read). `lazy=True` (directories only, needs `image_size`) decodes nothing up front and
     returns a FileImageDataset; unreadable files then raise when read instead of being skipped.
     A class folder that is empty, or whose images are all unreadable, raises EmptyClassError unless
-    `allow_empty_classes=True` (then it is a class without images, named in a warning).
+    `allow_empty_classes=True` (then it is a class without images, named in a logged warning).
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -231,11 +231,11 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
     tar = tarfile.open(path, "r:*") if path.is_file() else None
     try:
         if tar is not None:
-            scan = list(tqdm(tar, desc=f"scanning {path.name}", unit=" files", disable=not progress))
+            scan = list(progress_bar(tar, desc=f"scanning {path.name}", unit=" files", disable=not progress))
             members = {m.name.removeprefix("./"): m for m in scan if m.isfile() and is_image(m.name)}
             dirs = [m.name.removeprefix("./") for m in scan if m.isdir()]
         else:
-            found = tqdm(sorted(path.rglob("*")), desc=f"scanning {path}", unit=" files", disable=not progress)
+            found = progress_bar(sorted(path.rglob("*")), desc=f"scanning {path}", unit=" files", disable=not progress)
             members, dirs = {}, []
             for p in found:
                 if p.is_file() and is_image(p.name):
@@ -266,7 +266,7 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
             order = sorted(order, key=lambda i: members[chosen[i][0]].offset_data)
         arrays: list[np.ndarray | None] = [None] * len(chosen)
         skipped = []
-        for i in tqdm(order, desc=f"decoding {path.name}", unit=" img", disable=not progress):
+        for i in progress_bar(order, desc=f"decoding {path.name}", unit=" img", disable=not progress):
             name = chosen[i][0]
             where = f"{path}::{name}" if tar is not None else str(path / name)
             try:

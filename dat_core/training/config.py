@@ -61,7 +61,8 @@ class DataConfig(_Table):
     ood_seed_bank: Count = Field(0, description="OOD images carved out of the seeds (after the holdout) for the "
                                                 "sampling seed bank (`python -m train seeds`): never trained on")
     gen_augment: Augment = Field("crop_flip", description='real EBM batch ("original" in METHOD §3.2)')
-    clf_augment: Augment = Field("crop_flip_cutout", description="classification batch (no AutoAugment)")
+    clf_augment: Augment = Field("crop_flip_cutout", description='classification batch; "autoaugment_cutout" is '
+                                 "the paper's CIFAR pipeline (crop, flip, AutoAugment CIFAR-10 policy, Cutout)")
     ood_augment: Augment = Field("crop_flip", description="OOD seed batch")
     cache_dir: str = Field("", description='decoded-image cache for archives ("" = none)')
     lazy: bool = Field(False, description="directories: decode each batch's files on demand, not all up front")

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from ..checkpoint import save_model
 from ..loading import load_model
+from ..logs import get_logger, progress_bar
 from ..models import Classifier, build_model
 from ..runtime import resolve_device, use_autocast
 from . import distributed
@@ -43,7 +43,9 @@ from .state import (
     storage_error,
     truncate_logs,
 )
+from .tracking import Mirror, check_tracker
 
+logger = get_logger(__name__)
 STAGES = {"stage1": AdversarialTraining, "stage2": DualAdversarialTraining}
 __all__ = ["Trainer", "train", "lr_factor", "EMA", "STATE_FILE", "TrainingError", "NonFiniteError",
            "StorageError", "StateError", "Interrupted"]
@@ -115,8 +117,10 @@ def _writes(fn: Any, where: Path) -> Any:
 class Trainer:
     """Owns one run directory: `state.pt` (resumable), `metrics.jsonl`, `eval.jsonl`, `final/`, `best/`, PNGs."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, allow_config_change: bool = False):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, resume: bool = False, allow_config_change: bool = False,
+                 track: str | None = None):
+        self.cfg, self.track = cfg, track
+        check_tracker(track)  # every rank, before any collective: a missing package stops them all alike
         self.rank, self.world, local_rank = distributed.init()
         if cfg.batch_size % self.world:
             raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by {self.world} ranks")
@@ -127,8 +131,8 @@ class Trainer:
         if resume:
             saved = read_state(self.out)
             self.changes = check_resume_config(saved, cfg, self.world, allow_config_change, self.out)
-            if self.changes and self.rank == 0:
-                print(f"resuming {self.out} with a changed config: {'; '.join(self.changes)}")
+            if self.changes:
+                logger.warning("resuming %s with a changed config: %s", self.out, "; ".join(self.changes))
         elif (self.out / STATE_FILE).is_file():
             raise ConfigError(f"{self.out} already holds a run; pass --resume to continue it or pick another out_dir")
         self.step, self.saved_step = (saved["step"], saved["step"]) if saved else (0, None)
@@ -166,6 +170,7 @@ class Trainer:
         self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "step": None}
         self.log_sizes: dict[str, int] = {}
         self.log_file = None
+        self.mirror = Mirror(None)  # rank 0 opens the tracker with the logs
         self.pending_error: StorageError | None = None
         self.stop_signals: list[int] = []  # SIGTERM/SIGINT received (train() hands in those of the set-up)
         if saved:
@@ -209,9 +214,9 @@ class Trainer:
                             buf.copy_(mine["buffers"][name])
                 if hasattr(self.stage, "load_rank_state_dict"):
                     self.stage.load_rank_state_dict(mine.get("stage", {}))
-            elif self.rank == 0:
-                print(f"warning: resuming {saved['world_size']}-rank state on {self.world} ranks: "
-                      "data order and RNG continue from fresh seeds")
+            else:
+                logger.warning("resuming %d-rank state on %d ranks: data order and RNG continue from fresh seeds",
+                               saved["world_size"], self.world)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
             cause = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
             raise StateError(f"--resume: {path} does not fit this run ({cause}); {alternative(self.out)}") from None
@@ -221,16 +226,15 @@ class Trainer:
     def fit(self) -> Path:
         cfg = self.cfg
         if self.finished:
-            if self.rank == 0:
-                print(f"the run in {self.out} is finished (step {self.step} of {cfg.steps}); nothing to do. "
-                      f"Its EMA weights are in {self.out / 'final'}; to train longer, raise steps and pass "
-                      "--allow-config-change")
+            logger.info("the run in %s is finished (step %d of %d); nothing to do. Its EMA weights are in %s; to "
+                        "train longer, raise steps and pass --allow-config-change", self.out, self.step, cfg.steps,
+                        self.out / "final")
             return self.out / "final"
         stop = self.stop_signals
         handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
                     for s in (signal.SIGTERM, signal.SIGINT)} if self._main_thread() else {}
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, unit="step",
-                   desc=cfg.stage, dynamic_ncols=True)
+        bar = progress_bar(total=cfg.steps, initial=self.step, disable=self.rank != 0, unit="step",
+                           desc=cfg.stage, dynamic_ncols=True)
         self._timer = (time.perf_counter(), self.step)
         try:
             distributed.rank0(_writes(self._open_logs, self.out), self.rank, self.world)
@@ -266,9 +270,9 @@ class Trainer:
                     raise Interrupted(128 + int(flags[0]))
             return self._finish()
         except BaseException as e:
-            if isinstance(e, Interrupted) and self.rank == 0:
-                bar.write(f"interrupted (exit {e.code}): state saved at step {self.step} in {self.out / STATE_FILE}; "
-                          "continue with --resume")
+            if isinstance(e, Interrupted):
+                logger.warning("interrupted (exit %d): state saved at step %d in %s; continue with --resume", e.code,
+                               self.step, self.out / STATE_FILE)
             if self.world > 1:  # on the way out: torchrun's SIGTERM to a slower rank must not change its exit code
                 handlers = {s: signal.SIG_IGN for s in handlers}
             raise
@@ -279,6 +283,7 @@ class Trainer:
                     self.log_file.close()
                 except OSError:  # already reported (every line was flushed when written)
                     pass
+            self.mirror.close()
             for s, h in handlers.items():
                 signal.signal(s, h)
 
@@ -297,8 +302,9 @@ class Trainer:
         truncate_logs(self.out, self.log_sizes)
         (self.out / "run_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         self.log_file = (self.out / "metrics.jsonl").open("a")
+        self.mirror = Mirror.open(self.track, self.out, self.cfg.to_dict())
 
-    def _log(self, loss: torch.Tensor, logs: dict[str, Any], bar: tqdm) -> None:
+    def _log(self, loss: torch.Tensor, logs: dict[str, Any], bar: Any) -> None:
         if self.log_file is None or self.pending_error is not None:
             return
         now, (t_last, step_last) = time.perf_counter(), self._timer
@@ -311,6 +317,8 @@ class Trainer:
             self.log_file.flush()
         except OSError as e:  # every rank hears of it at the next step's agreement
             self.pending_error = storage_error(self.out / "metrics.jsonl", e)
+        else:
+            self.mirror.train_row(record)
         bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "T", "adv_auc", "images_per_s") if k in record})
 
     def _finish(self) -> Path:
@@ -336,8 +344,10 @@ class Trainer:
         def work() -> dict[str, Any]:
             from .periodic_eval import evaluate_run
             metrics = evaluate_run(self.cfg, self.ema.model, self.val_set, self.out, self.step, self.autocast)
+            row = {"step": self.step, **metrics}
             with (self.out / "eval.jsonl").open("a") as f:
-                f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+                f.write(json.dumps(row) + "\n")
+            self.mirror.eval_row(row)
             value = metrics.get(self.cfg.best_metric)
             if value is not None and (self.best["value"] is None or value > self.best["value"]):
                 self.best.update(value=value, step=self.step)
@@ -371,14 +381,16 @@ def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, torch.Tensor) else v
 
 
-def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = False) -> Path:
-    """Run (or resume) a training run and return the final checkpoint dir. A SIGTERM/SIGINT that arrives
-    while the run is being set up (data loading can take minutes) stops it after its first step."""
+def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = False,
+          track: str | None = None) -> Path:
+    """Run (or resume) a training run and return the final checkpoint dir (`track`: a tracker from
+    `tracking.TRACKERS` that gets a copy of every logged row). A SIGTERM/SIGINT that arrives while the
+    run is being set up (data loading can take minutes) stops it after its first step."""
     stop: list[int] = []
     handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
                 for s in (signal.SIGTERM, signal.SIGINT)} if Trainer._main_thread() else {}
     try:
-        trainer = Trainer(cfg, resume, allow_config_change)
+        trainer = Trainer(cfg, resume, allow_config_change, track)
         trainer.stop_signals = stop
         return trainer.fit()
     except BaseException:

@@ -1,0 +1,139 @@
+"""Mirror a run's metrics to one optional experiment tracker (`--track trackio|tensorboard|wandb`).
+
+`metrics.jsonl` and `eval.jsonl` stay the record (resume truncates and continues them); a tracker
+gets a copy of each row as it is written, on rank 0. Each backend is a small adapter with the same
+three calls (`log`, `close`), its package imported lazily: none of them is a dependency, and a
+missing one is a ConfigError naming the package before training starts. A tracker that fails
+mid-run is logged once and dropped; training goes on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from ..logs import get_logger
+from .config import ConfigError
+
+log = get_logger(__name__)
+
+
+class Tracker(Protocol):
+    def log(self, row: dict[str, Any], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _numbers(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of a metrics row, nested keys joined with '/' (strings, lists, None dropped)."""
+    out: dict[str, float] = {}
+    for k, v in row.items():
+        if isinstance(v, dict):
+            out.update(_numbers(v, f"{prefix}{k}/"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+class TrackioTracker:
+    def __init__(self, out: Path, config: dict[str, Any]):
+        import trackio
+
+        self.trackio = trackio
+        trackio.init(project=out.parent.name or "dat", name=out.name, config=config, resume="allow")
+
+    def log(self, row: dict[str, Any], step: int) -> None:
+        self.trackio.log(_numbers(row), step=step)
+
+    def close(self) -> None:
+        self.trackio.finish()
+
+
+class TensorBoardTracker:
+    def __init__(self, out: Path, config: dict[str, Any]):
+        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+        self.writer = SummaryWriter(log_dir=str(out / "tensorboard"))
+
+    def log(self, row: dict[str, Any], step: int) -> None:
+        for k, v in _numbers(row).items():
+            self.writer.add_scalar(k, v, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbTracker:
+    def __init__(self, out: Path, config: dict[str, Any]):
+        import wandb
+
+        self.run = wandb.init(project=out.parent.name or "dat", name=out.name, dir=str(out), config=config,
+                              resume="allow")
+
+    def log(self, row: dict[str, Any], step: int) -> None:
+        self.run.log(_numbers(row), step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+# name -> (package that must be importable, adapter)
+BACKENDS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], Tracker]]] = {
+    "trackio": ("trackio", TrackioTracker),
+    "tensorboard": ("tensorboard", TensorBoardTracker),
+    "wandb": ("wandb", WandbTracker),
+}
+TRACKERS = tuple(BACKENDS)
+
+
+def check_tracker(name: str | None) -> None:
+    """ConfigError unless `name` is None or a known tracker whose package is installed (cheap: no import)."""
+    if name is None:
+        return
+    if name not in BACKENDS:
+        raise ConfigError(f"--track {name}: unknown tracker; choose one of {', '.join(TRACKERS)}")
+    package = BACKENDS[name][0]
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"--track {name}: the {package} package is not installed (pip install {package}); "
+                          "metrics.jsonl is written either way")
+
+
+class Mirror:
+    """Rows written to metrics.jsonl / eval.jsonl, copied to a tracker (eval rows under `val/`)."""
+
+    def __init__(self, tracker: Tracker | None):
+        self.tracker = tracker
+
+    @classmethod
+    def open(cls, name: str | None, out: Path, config: dict[str, Any]) -> Mirror:
+        if name is None:
+            return cls(None)
+        check_tracker(name)
+        try:
+            return cls(BACKENDS[name][1](out, config))
+        except Exception as e:  # asked for by name, so a tracker that cannot start stops the run before step 1
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise ConfigError(f"--track {name}: the tracker did not start ({type(e).__name__}: {first})") from None
+
+    def _call(self, what: str, fn: Callable[[], None]) -> None:
+        if self.tracker is None:
+            return
+        try:
+            fn()
+        except Exception as e:  # the tracker is a copy: losing it never stops training
+            log.warning("tracker %s failed (%s: %s); metrics.jsonl goes on, the tracker stops here", what,
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            self.tracker = None
+
+    def train_row(self, row: dict[str, Any]) -> None:
+        self._call("log", lambda: self.tracker.log({k: v for k, v in row.items() if k != "step"}, row["step"]))
+
+    def eval_row(self, row: dict[str, Any]) -> None:
+        self._call("log", lambda: self.tracker.log({"val": {k: v for k, v in row.items() if k != "step"}},
+                                                   row["step"]))
+
+    def close(self) -> None:
+        self._call("close", lambda: self.tracker.close())
+        self.tracker = None
