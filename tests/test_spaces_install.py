@@ -19,6 +19,8 @@ import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
+NETWORK_TROUBLE = ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Max retries", "Temporary failure",
+                   "Network is unreachable", "timed out", "SSLError", "ProxyError", "HTTP error 5")
 CUDA_PREFIXES = ("nvidia-", "triton", "cuda-")  # any of these (or torch itself) planned after pre-requirements.txt
 
 
@@ -68,9 +70,14 @@ def test_requirements_resolve_without_cuda_once_cpu_torch_is_in(tmp_path):
     for entry in [here / "torch", *here.glob("torch-*.dist-info")]:  # the CPU torch only, as on the Space
         (site / entry.name).symlink_to(entry)
     report = tmp_path / "report.json"
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--isolated", "--dry-run",
-                           "--quiet", "--report", report, "-r", ROOT / "requirements.txt"],
-                          capture_output=True, text=True, timeout=600)
+    try:
+        done = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--isolated", "--dry-run",
+                               "--quiet", "--report", report, "-r", ROOT / "requirements.txt"],
+                              capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        pytest.skip("PyPI answered too slowly to resolve requirements.txt")
+    if done.returncode != 0 and any(s in done.stderr for s in NETWORK_TROUBLE):
+        pytest.skip(f"the network failed during the resolution: {done.stderr.strip().splitlines()[-1][:200]}")
     assert done.returncode == 0, done.stderr[-3000:]
     planned = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert "gradio" in planned  # the resolution really ran against PyPI
