@@ -54,9 +54,10 @@ def counterfactual(ex: Explainer, image, target, eps, steps, step_size, progress
         step_size: L2 length of each PGD step (e.g. 0.1).
 
     Returns:
-        per-step metrics (JSON: prediction, target confidence, probabilities, energies, L2/Linf distance per step,
-        and flip_step, where the prediction first becomes the target), the final image at model resolution (PNG),
-        and the path as an animated GIF.
+        metrics: JSON per step (prediction, target confidence, probabilities, energies, L2 and Linf distance)
+        and flip_step (the first step predicted as the target; null if none)
+        image: the final image at the model's resolution (PNG)
+        gif: the whole path as an animated GIF
     """
     loaded, traj = _trajectory(ex, image, target, eps, steps, step_size, progress)
     gif, _ = ex.exports(traj, charts.display_scale(loaded.image_size))
@@ -75,8 +76,9 @@ def generate(ex: Explainer, target, seed, steps, step_size, progress=gr.Progress
         step_size: L2 length of each step (e.g. 0.2).
 
     Returns:
-        the samples (JSON: class, probability and energy of each), the sample grid (PNG), and the sampling path as an
-        animated GIF.
+        samples: JSON with the class, probability and energy of each sample
+        grid: the samples side by side (PNG)
+        gif: the sampling path as an animated GIF
     """
     target = EVERY_CLASS if str(target).strip().lower() in ("all", EVERY_CLASS, "") else target
     loaded = ex.default
@@ -98,7 +100,8 @@ def landscape(ex: Explainer, image, target, eps, steps, step_size, progress=gr.P
         step_size: L2 length of each PGD step (e.g. 0.1).
 
     Returns:
-        the landscape figure with the path drawn on it (PNG), and the grid values and path coordinates (JSON).
+        figure: the landscape with the path drawn on it (PNG)
+        landscape: JSON with the grid's energies and the path's coordinates and energies
     """
     loaded, traj = _trajectory(ex, image, target, eps, steps, step_size, progress)
     land = energy_landscape(loaded.model, traj, autocast=ex.uses_bf16(loaded))
@@ -119,8 +122,8 @@ def attribute(ex: Explainer, image, target, methods, eps, steps, step_size, prog
         step_size: L2 length of each PGD step (e.g. 0.1).
 
     Returns:
-        the maps side by side (PNG), and per-method maps for the source and target class and the counterfactual
-        difference (JSON).
+        figure: the maps side by side (PNG)
+        maps: JSON with each method's map for the predicted and the target class, and the counterfactual change
     """
     methods = parse_methods(methods)
     loaded, traj = _trajectory(ex, image, target, eps, steps, step_size, progress)
