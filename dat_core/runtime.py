@@ -224,13 +224,13 @@ class FastPath:
     `model` is the eager model until the first warm-up (a request shape the caller will use: compiling is per
     input shape) has compiled, then a `CompiledDispatch`: calls whose shape a warm-up compiled run compiled, the
     rest eager; each warm-up's shapes go live as it finishes (list the most used first). A compile error anywhere
-    leaves the eager model alone in place, with one log line. The two share parameters. Parameter gradients are
-    switched off for good so PGD's `attack_mode` never changes what the compiled graph depends on.
+    leaves the eager model alone in place, with one log line. The two share parameters. When compiling, parameter
+    gradients are switched off for good so PGD's `attack_mode` never changes what the compiled graph depends on.
     """
 
     def __init__(self, model: nn.Module, enabled: bool, warmups: Sequence[Callable[[nn.Module], Any]] = (),
                  background: bool = True, name: str = "model"):
-        self.eager = model.requires_grad_(False)
+        self.eager = model.requires_grad_(False) if enabled else model
         self.name = name
         self.error: BaseException | None = None
         self.seconds: float | None = None  # compile time, warm-ups included, once done

@@ -140,6 +140,11 @@ class LoadedModel:
         shapes. Read it per request, not once: it changes when compiling finishes."""
         return self.fast.model
 
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        """Serve `model` from now on, eager (tests swap in stand-ins)."""
+        self.fast = FastPath(model, enabled=False, name=self.label)
+
     @property
     def config(self) -> dict[str, Any]:
         return self.fast.eager.config
