@@ -56,6 +56,9 @@ def load_average() -> list[float]:
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One configuration in this process: compile wait, single requests, then the load test."""
     compile_, threads, workers = CONFIGS[args.child]
+    # a private upload cache: on a shared machine, other processes' Gradio apps share /tmp/gradio and delete their
+    # (same-content, same-path) uploads when they close, which once failed 6 requests of a run here
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="fast-path-gradio-")
     import torch
     torch.set_num_threads(threads)
 
@@ -95,6 +98,41 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
+def interleaved(args: argparse.Namespace) -> dict[str, Any]:
+    """Eager and compiled single requests alternated in one process (what drifts in a shared machine's load hits
+    both alike), at each thread count of `--threads`; medians and ratio_fast_path per thread count."""
+    import torch
+
+    # isort: split
+    from app_harness import write_image, write_model
+
+    import explain
+    from webapp.explainer import Explainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or str(write_model(Path(tmp) / "model", "wrn-16-2"))
+        ex = Explainer(model, standard_model=None, compile="on")
+        loaded = ex.default
+        loaded.fast.wait()
+        x = explain.to_model_input(str(write_image(Path(tmp) / "photo.png")), loaded.image_size)
+        bf16, k = ex.uses_bf16(loaded), len(loaded.class_names)
+        paths = {"eager": loaded.fast.eager, "fast": loaded.model}
+        out: dict[str, Any] = {"compiled": loaded.fast.compiled, "load_average_before": load_average()}
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            times: dict[str, list[float]] = {"eager": [], "fast": []}
+            for i in range(args.repeats + 1):  # the first round is a warm-up
+                for name, m in paths.items():
+                    t = time.perf_counter()
+                    explain.counterfactual(m, x, (i + 1) % k, steps=args.steps, autocast=bf16)
+                    if i:
+                        times[name].append(time.perf_counter() - t)
+            eager, fast = statistics.median(times["eager"]), statistics.median(times["fast"])
+            out[f"threads_{threads}"] = {"eager_s": eager, "fast_s": fast, "ratio_fast_path": eager / fast}
+        out["load_average_after"] = load_average()
+    return out
+
+
 def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--repeats", str(args.repeats),
            "--clients", str(args.clients), "--requests", str(args.requests), "--load-timeout", str(args.load_timeout),
@@ -119,10 +157,27 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=5)
     p.add_argument("--load-timeout", type=float, default=180.0)
     p.add_argument("--quick", action="store_true", help="2 configs, quiet only, 2 clients x 2 requests, 5 steps")
+    p.add_argument("--interleaved", action="store_true",
+                   help="only: eager and compiled single requests alternated in one process, per --threads")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, CORES])
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(args)), flush=True)
+        return
+    if args.interleaved:
+        runs = {}
+        for n in args.neighbours:
+            burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(n)]
+            try:
+                runs[f"neighbours_{n}"] = interleaved(args)
+            finally:
+                for b in burners:
+                    b.kill()
+                    b.wait()
+            print(f"neighbours={n}: {json.dumps(runs[f'neighbours_{n}'])}", flush=True)
+        emit({"benchmark": "fast_path_interleaved", "machine": machine(), "model": args.model or "random wrn-16-2",
+              "steps": args.steps, "repeats": args.repeats, "runs": runs})
         return
     if args.quick:
         args.configs, args.neighbours, args.clients, args.requests, args.steps, args.repeats = \
