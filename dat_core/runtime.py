@@ -173,21 +173,68 @@ def inductor_cache_dir() -> Path:
     return path
 
 
+def input_signature(x: torch.Tensor, training: bool) -> tuple:
+    """What decides which compiled graph serves a call (dynamo guards on these): shape, dtype, device, layout,
+    grad mode, whether the input asks for its gradient, autocast, and the model's train/eval mode."""
+    return (tuple(x.shape), x.dtype, x.device.type, x.is_contiguous(memory_format=torch.channels_last),
+            torch.is_grad_enabled(), x.requires_grad, torch.is_autocast_enabled(x.device.type),
+            torch.get_autocast_dtype(x.device.type), training)
+
+
+class CompiledDispatch(nn.Module):
+    """The eager model and its compiled twin behind one module: a call goes to the compiled one only when its
+    `input_signature` was compiled by a warm-up, so a request never waits for a compile (an unseen shape would
+    otherwise compile for seconds inside the request); everything else runs eager. Attributes the model has
+    (`config`, ...) read through."""
+
+    def __init__(self, eager: nn.Module, compiled: nn.Module):
+        super().__init__()
+        self.eager = eager
+        self.__dict__["_compiled"] = compiled            # not a submodule: its parameters are the eager ones
+        self.__dict__["ready"] = frozenset()             # signatures compiled so far (replaced, never mutated)
+        self.__dict__["_warming"] = threading.local()    # the warm-up thread's record of what it compiled
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        sig = input_signature(x, self.eager.training)
+        seen = getattr(self._warming, "seen", None)
+        if seen is not None:
+            seen.add(sig)
+            return self._compiled(x, *args, **kwargs)
+        return (self._compiled if sig in self.ready else self.eager)(x, *args, **kwargs)
+
+    def warm(self, warmup: Callable[[nn.Module], Any]) -> None:
+        """Run one warm-up through the compiled model; the signatures it met serve compiled from then on."""
+        self._warming.seen = set()
+        try:
+            warmup(self)
+            self.__dict__["ready"] = self.ready | self._warming.seen
+        finally:
+            self._warming.seen = None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_modules"]["eager"], name)
+
+
 class FastPath:
     """A model and its `torch.compile`d twin, compiled off the caller's thread.
 
-    `model` is the eager model until the compiled one has run every warm-up (the request shapes the caller
-    will use: compiling is per input shape), then the compiled one; a compile error leaves the eager model in
-    place with one log line. The two share parameters. Parameter gradients are switched off for good so PGD's
-    `attack_mode` never changes what the compiled graph depends on (no recompiles mid-request).
+    `model` is the eager model until the first warm-up (a request shape the caller will use: compiling is per
+    input shape) has compiled, then a `CompiledDispatch`: calls whose shape a warm-up compiled run compiled, the
+    rest eager; each warm-up's shapes go live as it finishes (list the most used first). A compile error anywhere
+    leaves the eager model alone in place, with one log line. The two share parameters. When compiling, parameter
+    gradients are switched off for good so PGD's `attack_mode` never changes what the compiled graph depends on.
     """
 
     def __init__(self, model: nn.Module, enabled: bool, warmups: Sequence[Callable[[nn.Module], Any]] = (),
                  background: bool = True, name: str = "model"):
-        self.eager = model.requires_grad_(False)
+        self.eager = model.requires_grad_(False) if enabled else model
         self.name = name
         self.error: BaseException | None = None
-        self._compiled: nn.Module | None = None
+        self.seconds: float | None = None  # compile time, warm-ups included, once done
+        self._dispatch: CompiledDispatch | None = None
         self._done = threading.Event()
         if not enabled:
             self._done.set()
@@ -199,11 +246,13 @@ class FastPath:
 
     @property
     def model(self) -> nn.Module:
-        return self._compiled if self._compiled is not None else self.eager
+        d = self._dispatch
+        return d if d is not None and d.ready else self.eager
 
     @property
     def compiled(self) -> bool:
-        return self._compiled is not None
+        """Every warm-up has compiled (calls of their shapes run compiled)."""
+        return self._done.is_set() and self.model is not self.eager
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until compiling has finished (or failed); True if it finished within `timeout`."""
@@ -211,15 +260,19 @@ class FastPath:
 
     def _build(self, warmups: Sequence[Callable[[nn.Module], Any]]) -> None:
         start = time.perf_counter()
+        dispatch = None
         try:
             inductor_cache_dir()
-            compiled = torch.compile(self.eager, dynamic=False)
+            dispatch = CompiledDispatch(self.eager, torch.compile(self.eager, dynamic=False))
             for warmup in warmups:
-                warmup(compiled)
-            self._compiled = compiled
-            log.info("compiled %s in %.1f s", self.name, time.perf_counter() - start)
+                dispatch.warm(warmup)
+                self._dispatch = dispatch
+            self._dispatch = dispatch
+            self.seconds = time.perf_counter() - start
+            log.info("compiled %s in %.1f s (%d input shapes)", self.name, self.seconds, len(dispatch.ready))
         except Exception as e:  # any compile failure: stay eager, say so once
             self.error = e
+            self._dispatch = None
             log.warning("torch.compile failed for %s, staying eager: %s: %s", self.name, type(e).__name__,
                         str(e).splitlines()[0] if str(e) else "")
         finally:

@@ -104,6 +104,12 @@ def _energy_fn(energy: str, target: int):
     return lambda logits: joint_energy(logits, target)
 
 
+def default_batch_size(height: int, width: int) -> int:
+    """Images per no-grad forward of a landscape: 64 at 32x32, scaled down with the pixel count, at least 4
+    (the app compiles this shape ahead)."""
+    return max(4, 64 * 32 * 32 // (height * width))
+
+
 def _batched_energy(model: nn.Module, images: torch.Tensor, fn, batch_size: int, autocast: bool) -> np.ndarray:
     out = []
     with attack_mode(model), torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16,
@@ -145,7 +151,7 @@ def energy_landscape(model: nn.Module, trajectory: Any, *, direction: str | int 
     if images_np.ndim != 4 or images_np.shape[0] < 1:
         raise ValueError(f"trajectory.images must be (T+1, C, H, W), got {images_np.shape}")
     if batch_size is None:
-        batch_size = max(4, 64 * 32 * 32 // (images_np.shape[2] * images_np.shape[3]))
+        batch_size = default_batch_size(images_np.shape[2], images_np.shape[3])
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     class_names = list(trajectory.class_names)

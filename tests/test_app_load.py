@@ -8,11 +8,13 @@ on the real model).
 """
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
 import app
+import webapp.explainer
 from benchmarks.app_harness import burst, load_test, serve, write_image, write_model
 
 CLIENTS, REQUESTS, STEPS, BURST, TIMEOUT_S = 8, 10, 5, 40, 300.0
@@ -35,3 +37,29 @@ def test_concurrent_clients_all_get_their_answer(tmp_path):
     # the split is measured for every request, and the parts add up to (at most) what the client waited
     assert len(steady.queue_wait_s) == len(steady.compute_s) == CLIENTS * REQUESTS
     assert all(w + c <= t + 0.05 for w, c, t in zip(steady.queue_wait_s, steady.compute_s, steady.latencies_s))
+
+
+@pytest.mark.slow
+def test_two_workers_compute_two_requests_at_once_and_answer_right(tmp_path, monkeypatch):
+    """`--workers 2` (the default on 2 cores): two PGD runs share the model at once; every answer is still right."""
+    running, peak, lock = 0, 0, threading.Lock()
+    counterfactual = webapp.explainer.explain.counterfactual
+
+    def counted(*args, **kwargs):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            return counterfactual(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(webapp.explainer.explain, "counterfactual", counted)
+    model = write_model(tmp_path / "model")
+    images = [write_image(tmp_path / f"photo{c}.png", seed=c) for c in range(4)]
+    with serve(app.build_demo(str(model), standard_model=None, workers=2)) as url:
+        result = load_test(url, images, 4, 3, steps=20, timeout_s=TIMEOUT_S)
+    assert result.failures == [] and len(result.latencies_s) == 12
+    assert peak == 2  # two at once, never more

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import explain
-from dat_core.runtime import FastPath, can_compile, use_compile
+from dat_core.runtime import CompiledDispatch, FastPath, can_compile, use_compile
 
 pytestmark = pytest.mark.skipif(not can_compile(torch.device("cpu")), reason="no C++ compiler for inductor")
 
@@ -69,3 +69,34 @@ def test_compile_setting():
     assert use_compile("on", cpu) and not use_compile("off", cpu) and use_compile("auto", cpu) == can_compile(cpu)
     with pytest.raises(ValueError, match="compile must be one of"):
         use_compile("sometimes", cpu)
+
+
+def test_only_warmed_shapes_run_compiled(tiny_model):
+    """A shape no warm-up compiled runs eager (it would otherwise compile inside the request); warming records
+    only its own thread's calls, so a request served meanwhile from another thread stays eager."""
+    calls = []
+
+    class Twin(torch.nn.Module):  # stands in for torch.compile's module: same maths, counts its calls
+        def forward(self, x):
+            calls.append(tuple(x.shape))
+            return tiny_model(x)
+
+    d = CompiledDispatch(tiny_model, Twin())
+    assert d.config is tiny_model.config and list(d.parameters()) == list(tiny_model.parameters())
+    x1, x2 = torch.rand(1, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        def warmup(m):
+            other = threading.Thread(target=lambda: m(x2))
+            other.start()
+            other.join()
+            m(x1)
+        d.warm(warmup)
+        assert calls == [(1, 3, 32, 32)]              # the other thread's batch-2 call went eager
+        calls.clear()
+        d(x2)
+        assert calls == []                            # never warmed: eager
+        d(x1)
+        assert calls == [(1, 3, 32, 32)]              # warmed: compiled
+    calls.clear()
+    d(x1)                                              # same shape with grad mode on: another graph, not warmed
+    assert calls == []

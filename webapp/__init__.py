@@ -15,6 +15,8 @@ opening.py    what a page opens on: the model this browser chose before, the run
 page.py       the page's own words (intro, "What am I looking at?", hints, tooltips), CSS and small scripts
 wiring.py     event options, handlers bound to the Explainer, outputs found by name, cancellable runs
 state.py      gradio-free: byte-bounded result cache, model registry, temp files, request hashes
+fastpath.py   each loaded model behind a dat_core FastPath, compiled in the background for the app's request shapes
+scheduling.py how many model computations run at once and with how many torch threads (measured choice)
 views.py      computed results prepared for scrubbing (and the retry a short path deserves); charts.py: the SVG
               charts and labelled sample grids they draw
 describe.py   a loaded model in words (banner, model table, card, typicality)

@@ -1,8 +1,10 @@
 """The app's named API endpoints (`/counterfactual`, `/generate`, `/landscape`, `/attribute`).
 
 Stateless handlers on the model the app started with, for `gradio_client` and HTTP callers (README,
-"Use the app"). They share the UI's validation, trajectory memo and exports through the `Explainer`.
-Their parameter names are the endpoints' keyword inputs: keep them.
+"Use the app"), and MCP tools of the same names with `python app.py --mcp`. They share the UI's validation,
+trajectory memo and exports through the `Explainer`. Their parameter names are the endpoints' keyword inputs:
+keep them. Their docstrings are what an agent reads (Gradio's MCP server turns the summary, `Args:` and `Returns:`
+into the tool's description and input schema): say what each input means and accepts, in the user's words.
 """
 
 from __future__ import annotations
@@ -50,8 +52,22 @@ def _trajectory(ex: Explainer, image, target, eps, steps, step_size, progress) -
 
 @user_errors
 def counterfactual(ex: Explainer, image, target, eps, steps, step_size, progress=gr.Progress()):
-    """L2 counterfactual toward `target` (name or index; empty = the second most likely class).
-    Returns per-step metrics (JSON), the final image at model resolution (PNG) and an animated GIF."""
+    """Counterfactual explanation of an image classifier: the smallest change, found by targeted L2 PGD on a robust
+    (DAT) model, that turns the image into the target class, with its probabilities and energies at every step.
+
+    Args:
+        image: the image to explain (PNG, JPEG, WebP, GIF, BMP or TIFF), resized to the model's input size.
+        target: the class to move toward, by name (e.g. "dog") or index; empty for the second most likely class.
+        eps: the L2 budget of the change (images in [0, 1]): a number, a fraction like "8/255", or "inf".
+        steps: number of PGD steps (whole number, e.g. 60).
+        step_size: L2 length of each PGD step (e.g. 0.1).
+
+    Returns:
+        metrics: JSON per step (prediction, target confidence, probabilities, energies, L2 and Linf distance)
+        and flip_step (the first step predicted as the target; null if none)
+        image: the final image at the model's resolution (PNG)
+        gif: the whole path as an animated GIF
+    """
     loaded, traj = _trajectory(ex, image, target, eps, steps, step_size, progress)
     gif, _ = ex.exports(traj, charts.display_scale(loaded.image_size))
     return {"model": loaded.label, **traj.to_dict()}, traj.frames[-1], gif
@@ -59,8 +75,21 @@ def counterfactual(ex: Explainer, image, target, eps, steps, step_size, progress
 
 @user_errors
 def generate(ex: Explainer, target, seed, steps, step_size, progress=gr.Progress()):
-    """Samples of `target` (a class, or "all") from seed photos of other things (the seed bank) with random
-    `seed`."""
+    """Class samples from the model's energy: PGD that raises the logit of the target class, starting from
+    photos of other things (the seed bank, as DAT was trained), showing what the robust model has learned each
+    class looks like.
+
+    Args:
+        target: the class to sample, by name or index, or "all" for one sample of every class.
+        seed: random seed that picks the starting photos (whole number >= 0); the same seed gives the same samples.
+        steps: number of sampling steps (whole number, e.g. 33).
+        step_size: L2 length of each step (e.g. 0.2).
+
+    Returns:
+        samples: JSON with the class, probability and energy of each sample
+        grid: the samples side by side (PNG)
+        gif: the sampling path as an animated GIF
+    """
     target = EVERY_CLASS if str(target).strip().lower() in ("all", EVERY_CLASS, "") else target
     loaded = ex.default
     view, gif = generate_tab.samples(ex, loaded, target, SEED_LABELS["bank"], None, seed, 1, steps, step_size, progress)
@@ -69,7 +98,21 @@ def generate(ex: Explainer, target, seed, steps, step_size, progress=gr.Progress
 
 @user_errors
 def landscape(ex: Explainer, image, target, eps, steps, step_size, progress=gr.Progress()):
-    """The energy E(x) on a 33×33 plane through the image containing the counterfactual direction."""
+    """Energy landscape around an image: the model's marginal energy E(x) = -logsumexp f(x) on a 33x33 grid of the
+    plane through the image that contains its counterfactual path toward the target (lower energy = more typical
+    of the data the model was trained on).
+
+    Args:
+        image: the image (PNG, JPEG, WebP, GIF, BMP or TIFF).
+        target: the class the counterfactual path moves toward, by name or index; empty for the second most likely.
+        eps: the L2 budget of the path: a number, a fraction like "8/255", or "inf".
+        steps: number of PGD steps of the path (e.g. 60).
+        step_size: L2 length of each PGD step (e.g. 0.1).
+
+    Returns:
+        figure: the landscape with the path drawn on it (PNG)
+        landscape: JSON with the grid's energies and the path's coordinates and energies
+    """
     loaded, traj = _trajectory(ex, image, target, eps, steps, step_size, progress)
     land = energy_landscape(loaded.model, traj, autocast=ex.uses_bf16(loaded))
     return figure_to_array(plot_landscape(land, step=-1)), land.to_dict()
@@ -77,7 +120,21 @@ def landscape(ex: Explainer, image, target, eps, steps, step_size, progress=gr.P
 
 @user_errors
 def attribute(ex: Explainer, image, target, methods, eps, steps, step_size, progress=gr.Progress()):
-    """Captum attributions (comma-separated `methods`) at the image for its predicted and the target class."""
+    """Attribution maps (Captum) of an image for its predicted class and for the target class, beside the change the
+    counterfactual toward the target makes.
+
+    Args:
+        image: the image (PNG, JPEG, WebP, GIF, BMP or TIFF).
+        target: the target class, by name or index; empty for the second most likely class.
+        methods: comma-separated, of saliency, integrated_gradients, smoothgrad, gradient_shap, occlusion.
+        eps: the L2 budget of the counterfactual: a number, a fraction like "8/255", or "inf".
+        steps: number of PGD steps of the counterfactual (e.g. 60).
+        step_size: L2 length of each PGD step (e.g. 0.1).
+
+    Returns:
+        figure: the maps side by side (PNG)
+        maps: JSON with each method's map for the predicted and the target class, and the counterfactual change
+    """
     methods = parse_methods(methods)
     loaded, traj = _trajectory(ex, image, target, eps, steps, step_size, progress)
     result = attribute_trajectory(loaded.model, traj, methods)

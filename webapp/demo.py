@@ -18,11 +18,13 @@ QUEUE_SIZE = 256
 
 def build_demo(model: str = "default", *, standard_model: str | None = "auto", revision: str | None = None,
                explainer: Explainer | None = None, autocast: str = "auto",
-               allow_local_models: bool | None = None) -> gr.Blocks:
+               allow_local_models: bool | None = None, compile: str = "off", workers: int = 1) -> gr.Blocks:
     """The app. Loads the model (and the comparison model) now; raises if the model cannot be loaded.
-    `allow_local_models`: may visitors load checkpoint folders of this server (see `Explainer`)."""
+    `allow_local_models`: may visitors load checkpoint folders of this server (see `Explainer`); `compile`:
+    each loaded model's fast path (webapp/fastpath.py; compiled in the background, eager until then);
+    `workers`: model computations (PGD, landscapes, attributions, model loading) run at once, the rest queue."""
     ex = explainer or Explainer(model, standard_model=standard_model, revision=revision, autocast=autocast,
-                                allow_local_models=allow_local_models)
+                                allow_local_models=allow_local_models, compile=compile)
     loaded = ex.default
     with gr.Blocks(title="DAT Explainer", delete_cache=(900, 3600)) as demo:
         state = gr.State(None)
@@ -60,5 +62,8 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
         model_tab.wire(ex, mdl, state=state, banner=banner, cf=cf, gen=gen, saved_model=saved_model)
         api.build(ex)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    for fn in demo.fns.values():  # every model computation shares one limit (concurrency_id "model")
+        if fn.concurrency_id == "model":
+            fn.concurrency_limit = workers
     demo.explainer = ex  # handy for tests and benchmarks
     return demo

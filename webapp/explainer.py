@@ -19,12 +19,13 @@ import torch
 import explain
 from dat_core.loading import DEFAULT_MODEL_DIR
 from dat_core.pgd import STOP, OnStep, PGDStep
-from dat_core.runtime import use_autocast
+from dat_core.runtime import use_autocast, use_compile
 from explain.export import save_gif, save_metrics_json
 from explain.trajectory import Trajectory
 
 from . import links
 from . import state as st
+from .fastpath import fast_path
 
 
 class Explainer:
@@ -36,14 +37,18 @@ class Explainer:
 
     def __init__(self, model: str = "default", standard_model: str | None = "auto", revision: str | None = None,
                  cache_bytes: int = st.DEFAULT_CACHE_BYTES, max_models: int = 4, autocast: str = "auto",
-                 allow_local_models: bool | None = None, hub_options: dict[str, Any] | None = None):
-        use_autocast(autocast, torch.device("cpu"))  # validates the spec now, not on the first request
+                 allow_local_models: bool | None = None, hub_options: dict[str, Any] | None = None,
+                 compile: str = "off"):
+        use_autocast(autocast, torch.device("cpu"))  # validates the specs now, not on the first request
+        use_compile(compile, torch.device("cpu"))
         self.autocast = autocast
+        self.compile = compile  # each loaded model's fast path (webapp/fastpath.py): auto|on|off
         # visitors may load checkpoint folders of this server (the Model tab): app.py decides from where it listens
         # (sources.local_models_allowed); a library caller gets them unless on a Space
         self.allow_local_models = (not os.environ.get("SPACE_ID")) if allow_local_models is None \
             else bool(allow_local_models)
-        self.models = st.ModelRegistry(max_models, hub_options=hub_options)
+        self.models = st.ModelRegistry(max_models, hub_options=hub_options,
+                                       fast_path=lambda model, name: fast_path(model, compile, autocast, name))
         self.default = self.models.load(model, revision, pin=True)
         self.standard, self.standard_note = self._load_standard(standard_model)
         self.cache = st.TrajectoryCache(cache_bytes)

@@ -21,7 +21,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from dat_core.loading import ModelSource, resolve_source
 from dat_core.models import class_names_of
-from dat_core.runtime import channels_last, model_device
+from dat_core.runtime import FastPath, channels_last, model_device
 
 from . import sources
 
@@ -128,15 +128,26 @@ class TrajectoryCache:
 @dataclass
 class LoadedModel:
     key: str
-    model: nn.Module
+    fast: FastPath               # the model, compiled in the background where the app compiles (webapp/fastpath.py)
     source: str                  # "default", a resolved local dir, or a Hub repo id
     revision: str | None
     directory: Path              # where config.json / model.safetensors / README.md live
     label: str = ""              # how visitors read its name (sources.label: never a server path)
 
     @property
+    def model(self) -> nn.Module:
+        """What requests run: the eager model, then (once warm-ups compiled) the compiled one for the warmed
+        shapes. Read it per request, not once: it changes when compiling finishes."""
+        return self.fast.model
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        """Serve `model` from now on, eager (tests swap in stand-ins)."""
+        self.fast = FastPath(model, enabled=False, name=self.label)
+
+    @property
     def config(self) -> dict[str, Any]:
-        return self.model.config
+        return self.fast.eager.config
 
     @property
     def class_names(self) -> list[str]:
@@ -153,12 +164,18 @@ class LoadedModel:
 
 
 class ModelRegistry:
-    """Loaded models by (source, revision); at most `max_models` unpinned ones stay loaded (LRU)."""
+    """Loaded models by (source, revision); at most `max_models` unpinned ones stay loaded (LRU).
+
+    `fast_path(model, name)` puts each newly loaded model behind a FastPath (webapp.fastpath.fast_path: compiled
+    in the background); by default a model stays eager.
+    """
 
     def __init__(self, max_models: int = 4, device: str | torch.device | None = None,
-                 hub_options: dict[str, Any] | None = None):
+                 hub_options: dict[str, Any] | None = None,
+                 fast_path: Callable[[nn.Module, str], FastPath] | None = None):
         self.max_models = max_models
         self.device = device
+        self.fast_path = fast_path or (lambda model, name: FastPath(model, enabled=False, name=name))
         self.hub_options = dict(hub_options or {})  # dat_core.hub.download's endpoint=, cache_dir=, token=
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._sources: dict[str, ModelSource] = {}  # every source loaded once, by key (to reload a dropped one)
@@ -182,8 +199,9 @@ class ModelRegistry:
             model, directory = sources.load(src, visitor=visitor, **self.hub_options)
             self._sources[src.key] = src
             model = channels_last(model if self.device is None else model.to(self.device))
-            loaded = LoadedModel(key=src.key, model=model, source=src.name, revision=src.revision,
-                                 directory=directory, label=sources.label(src, directory))
+            label = sources.label(src, directory)
+            loaded = LoadedModel(key=src.key, fast=self.fast_path(model, label), source=src.name,
+                                 revision=src.revision, directory=directory, label=label)
             self._models[src.key] = loaded
             if pin:
                 self._pinned.add(src.key)
