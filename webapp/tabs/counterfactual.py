@@ -310,14 +310,14 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, progre
 
 
 @user_errors
-def run_live(ex: Explainer, image, target, norm, eps, steps, step_size, state,
-             progress=gr.Progress()) -> Iterator[Shown]:
+def run_live(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> Iterator[Shown]:
     """`run` as the Run button calls it: while PGD runs (`Explainer.stream`) the frame, what changed, the
-    probabilities and the caption show where it stands; the rest follows when the path is done."""
+    probabilities and the caption ("Running: step t of T", the progress: a progress bar between frames would
+    flicker) show where it stands; the rest follows when the path is done."""
     state, loaded, req, x, target = _request(ex, image, target, norm, eps, steps, step_size, state)
     start = x[0].numpy()
     with ex.cancellable(state) as cancel:
-        for seen in ex.stream(loaded, x, target, req, progress, cancel=cancel):
+        for seen in ex.stream(loaded, x, target, req, cancel=cancel):
             if isinstance(seen, Running):
                 live = running_view(RunningView(seen, start, loaded.class_names, target, req["norm"]))
                 yield Shown(**{**dict.fromkeys(Shown._fields, gr.skip()), **live})
@@ -334,19 +334,17 @@ def _suggested(ex: Explainer, state) -> Any:
     return view.trajectory.params.get("norm", "L2"), suggested
 
 
-def retry(ex: Explainer, *request: Any, progress: Any = None) -> Retried:
+def retry(ex: Explainer, *request: Any) -> Retried:
     """`retry_live`'s finished result, without the frames on the way."""
-    *_, done = retry_live(ex, *request, progress=progress)
+    *_, done = retry_live(ex, *request)
     return done
 
 
 @user_errors
-def retry_live(ex: Explainer, image, target, norm, eps, steps, step_size, state,
-               progress=gr.Progress()) -> Iterator[Retried]:
+def retry_live(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> Iterator[Retried]:
     """`retry` as the Try again button calls it: streamed like `run_live`, the new settings shown at the end."""
     norm, suggested = _suggested(ex, state)
-    for shown in run_live(ex, image, target, norm, suggested.eps, suggested.steps, suggested.step_size, state,
-                          progress):
+    for shown in run_live(ex, image, target, norm, suggested.eps, suggested.steps, suggested.step_size, state):
         done = isinstance(shown.cf_summary, str)  # a streamed frame leaves the summary as it is (a skip)
         yield Retried(*shown, *((gr.update(value=eps_text(suggested.eps, norm)), suggested.steps,
                                  suggested.step_size) if done else (gr.skip(),) * 3))
