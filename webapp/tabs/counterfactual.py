@@ -18,7 +18,7 @@ import torch
 import explain
 from dat_core.energy import marginal_energy, probabilities
 from explain.export import upscale
-from explain.params import NORMS
+from explain.params import IMAGENET_MIN_SIZE, NORMS
 
 from .. import charts, links, page, sources
 from ..describe import typicality
@@ -132,6 +132,7 @@ class Exports(NamedTuple):
 def layout(loaded: LoadedModel) -> Components:
     names = loaded.class_names
     d = explain.default_params(loaded.image_size, "L2")
+    frame_h = loaded.image_size + 24 if loaded.image_size >= IMAGENET_MIN_SIZE else 210  # ImageNet: 1 px a pixel
     examples = links.Examples(EXAMPLES_DIR)
     with gr.Tab("Counterfactual", id="counterfactual", elem_id="tab-counterfactual"):
         strip = examples.gallery()
@@ -179,10 +180,10 @@ def layout(loaded: LoadedModel) -> Components:
                     cf_play = gr.Button(PLAY, size="sm", elem_id="cf-play", scale=1, min_width=90)
                 cf_caption = gr.Markdown("", elem_id="cf-caption")
                 with gr.Row(equal_height=False):
-                    cf_frame = gr.Image(label="Image at step t", interactive=False, format="png", height=210,
+                    cf_frame = gr.Image(label="Image at step t", interactive=False, format="png", height=frame_h,
                                         elem_id="cf-frame", buttons=["download"], scale=2)
                     cf_diff = gr.Image(label="What changed: x_t − x_0 (grey = nothing)", interactive=False,
-                                       format="png", height=210, elem_id="cf-diff", buttons=[], scale=2)
+                                       format="png", height=frame_h, elem_id="cf-diff", buttons=[], scale=2)
                     with gr.Column(scale=2, min_width=220):  # gr.HTML ignores scale
                         cf_probs = gr.HTML(charts.placeholder("Probabilities at step t"), elem_id="cf-probs")
                 with gr.Row(equal_height=False):
