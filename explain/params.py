@@ -94,7 +94,8 @@ def validate_params(norm: str = "L2", eps: float = 3.0, step_size: float = 0.1, 
     return {"norm": norm, "eps": eps, "step_size": step_size, "steps": int(steps), "objective": objective}
 
 
-def _listing(class_names: Sequence[str], shown: int = 100) -> str:
+def _listing(class_names: Sequence[str]) -> str:
+    shown = 100 if len(class_names) <= 100 else 12  # 1000 ImageNet names would drown the message
     names = ", ".join(class_names[:shown])
     more = f", ... ({len(class_names)} classes)" if len(class_names) > shown else ""
     return f"{names}{more} (or an index 0..{len(class_names) - 1})"
