@@ -41,6 +41,7 @@ import math
 import os
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -242,6 +243,7 @@ def _app_first_frame(ctx: Context) -> dict[str, Any]:
 
     from dat_core import save_model
     from webapp.demo import build_demo
+    from webapp.explainer import STREAM_THREAD
     from webapp.tabs import counterfactual
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,6 +265,9 @@ def _app_first_frame(ctx: Context) -> dict[str, Any]:
                 row["browser_first_frame_s"] = first_streamed_frame(page, timeout_s=600)
                 if page.locator("#cf-cancel").is_visible():  # a small model may have finished meanwhile
                     page.locator("#cf-cancel").click(timeout=5000)
+        for thread in threading.enumerate():  # the cancelled run ends at its next step: let it, before exiting
+            if thread.name == STREAM_THREAD:
+                thread.join()
     return row
 
 

@@ -32,6 +32,7 @@ from explain.trajectory import Trajectory
 from . import links
 from . import state as st
 
+STREAM_THREAD = "pgd-stream"  # the worker threads' name
 STREAM_EVERY_S = 0.25
 """How often a running counterfactual shows where it is: at most 4 frames a second (a small model's 60 steps
 take a fraction of a second and would flood the page; an ImageNet model's step takes ~0.4-1 s on a CPU)."""
@@ -190,7 +191,8 @@ class Explainer:
                     news.notify()
 
         # a copy of this request's context: Gradio's progress bar finds its event through context variables
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name=STREAM_THREAD,
+                                  daemon=True)
         worker.start()
         shown_at, every_s = -math.inf, STREAM_EVERY_S if every_s is None else every_s
         try:
