@@ -37,9 +37,13 @@ MARKER = '#cf-energy-plot line[stroke="#dc2626"]'  # the step marker of webapp.c
 # animation frame): Playwright's own round trips would add tens of milliseconds.
 START_CLOCK = """(el, type) => el.addEventListener(type, () => { window.__datStart = performance.now(); },
     {once: true, capture: true})"""
-FRAME_SHOWN = """old => { const img = document.querySelector('#cf-frame img');
+# A finished path's frame (a frame streamed while PGD runs has a caption starting "Running"), or with `running`
+# a streamed one.
+FRAME_SHOWN = """([old, running]) => { const img = document.querySelector('#cf-frame img');
     const shown = !!img && !!img.src && img.src !== old && img.complete && img.naturalWidth > 0;
-    return shown && Math.max(performance.now() - window.__datStart, 0.001); }"""
+    const caption = (document.querySelector('#cf-caption') || {}).textContent || '';
+    return shown && caption.includes('Running') === running && Math.max(performance.now() - window.__datStart,
+                                                                        0.001); }"""
 
 
 # ---------------------------------------------------------------- inputs and server
@@ -48,6 +52,39 @@ def write_model(directory: str | Path, arch: str = "wrn-10-1", seed: int = 0) ->
     """A random (untrained) CIFAR-10 checkpoint dir: the app's behaviour does not depend on the weights."""
     torch.manual_seed(seed)
     return save_model(build_model(arch), directory)
+
+
+# A reduced-width ConvNeXt with the 3-conv ConvStem of ConvNeXt-B/L (widths 8 -> 12 -> 16, stride 4), the official
+# key layout at a few milliseconds a PGD step: what an imported 1000-class ImageNet folder looks like to the app.
+REDUCED_CONVNEXT = {"depths": (1, 1, 2, 1), "dims": (16, 20, 24, 28), "stem": ((8, 2), (12, 2), (16, 1))}
+
+
+@contextlib.contextmanager
+def reduced_imagenet_arch(arch: str = "convnext-large-convstem") -> Iterator[str]:
+    """While the block runs, `arch` builds (and loads) as `REDUCED_CONVNEXT`, with `arch`'s registered resolution
+    and normalization: checkpoints written and loaded meanwhile are ImageNet-layout folders a CPU serves fast."""
+    from dat_core.models import registry
+    from dat_core.models.convnext import ConvNeXt
+
+    real = registry._NAMED[arch]
+    r = REDUCED_CONVNEXT
+    registry._NAMED[arch] = registry.ArchSpec(lambda cfg: ConvNeXt(cfg, r["depths"], r["dims"], r["stem"]),
+                                              real.image_size, real.normalization, examples=real.examples)
+    try:
+        yield arch
+    finally:
+        registry._NAMED[arch] = real
+
+
+def write_imagenet_model(directory: str | Path, arch: str = "convnext-large-convstem", seed: int = 0,
+                         **config: Any) -> Path:
+    """A random 1000-class checkpoint dir with the ImageNet class names at `arch`'s resolution (inside
+    `reduced_imagenet_arch` a small one); `config` adds e.g. energy_quantiles."""
+    from dat_core.models.class_names import dataset_class_names
+
+    torch.manual_seed(seed)
+    return save_model(build_model(arch, num_classes=1000, class_names=dataset_class_names("imagenet"), **config),
+                      directory)
 
 
 def write_image(path: str | Path, seed: int = 0) -> Path:
@@ -261,17 +298,24 @@ def pick_target(page: Any, name: str) -> None:
     page.wait_for_function("v => document.querySelector('#cf-target input').value === v", arg=name)
 
 
-def _until_new_frame(page: Any, selector: str, event: str, act: Callable[[], None], timeout_s: float) -> float:
-    """Seconds from `event` on `selector` (fired by `act`) until a new frame is shown."""
+def _until_new_frame(page: Any, selector: str, event: str, act: Callable[[], None], timeout_s: float,
+                     running: bool = False) -> float:
+    """Seconds from `event` on `selector` (fired by `act`) until a new frame is shown (`running`: a frame
+    streamed while PGD runs; otherwise a finished path's)."""
     old = frame_src(page)
     page.eval_on_selector(selector, START_CLOCK, event)
     act()
-    return page.wait_for_function(FRAME_SHOWN, arg=old, timeout=timeout_s * 1000).json_value() / 1000
+    return page.wait_for_function(FRAME_SHOWN, arg=[old, running], timeout=timeout_s * 1000).json_value() / 1000
 
 
 def run_counterfactual(page: Any, timeout_s: float = 120.0) -> float:
-    """Click Run; seconds until the result's frame is shown."""
+    """Click Run; seconds until the result's frame is shown (the finished path, after any streamed frames)."""
     return _until_new_frame(page, "#cf-run", "click", lambda: page.click("#cf-run"), timeout_s)
+
+
+def first_streamed_frame(page: Any, timeout_s: float = 120.0) -> float:
+    """Click Run; seconds until the first frame streamed while PGD runs is shown (the run goes on)."""
+    return _until_new_frame(page, "#cf-run", "click", lambda: page.click("#cf-run"), timeout_s, running=True)
 
 
 def move_slider(page: Any, key: str, timeout_s: float = 10.0) -> float:

@@ -2,6 +2,12 @@
 generation; one row per (architecture, case).
 
     python benchmarks/explain.py [--quick] [--device cpu|cuda] [--archs wrn-16-2 wrn-34-10] [--cases NAME ...]
+    python benchmarks/explain.py --archs resnet50 convnext-large-convstem --repeats 1   # ImageNet scale
+
+An `arch@size` sets the resolution (default: the architecture's registered one). Architectures registered at
+ImageNet size (>= 128 px: 1000 classes, the ImageNet names) run `IMAGENET_CASES` unless --cases says otherwise:
+one PGD step, a 60-step trajectory and the app's Run click -> first streamed frame (in chromium where it is
+installed, and at the handler), all as the app runs them (channels-last copy, `--autocast auto`).
 
 Trajectory reference: the loop most research code writes to record a PGD path: eval mode,
 `loss.backward()` with parameter gradients left on, read `x.grad`, L2-normalized step, project,
@@ -35,6 +41,7 @@ import math
 import os
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -43,9 +50,12 @@ import torch
 from common import emit, machine, median_time
 
 from dat_core import build_model, threat_model
+from dat_core.models import find_arch
+from dat_core.models.class_names import dataset_class_names
 from dat_core.pgd import pgd
 from dat_core.runtime import native_bf16, use_autocast
 from explain.generate import generate
+from explain.params import IMAGENET_MIN_SIZE
 from explain.trajectory import counterfactuals, minimal_counterfactual
 
 EPS, STEP, T = 3.0, 0.1, 60
@@ -56,7 +66,7 @@ SMALL = ("wrn-16-2", "wrn-10-1", "wrn-16-4")  # the "small WRN" of the 0.5 s tar
 class Context:
     arch: str
     model: torch.nn.Module
-    image: torch.Tensor        # (3, 32, 32) in [0,1] on the device
+    image: torch.Tensor        # (3, S, S) in [0,1] on the device
     device: torch.device
     repeats: int
     quick: bool
@@ -205,6 +215,63 @@ def _as_run(ctx: Context) -> dict[str, Any]:
     return row
 
 
+def _imagenet_as_run(ctx: Context) -> dict[str, Any]:
+    """One PGD step and a 60-step trajectory as the app runs them, at the paper's ImageNet step (L2 ε 18, step 2)."""
+    import copy
+
+    from dat_core.runtime import channels_last
+    from explain.params import default_params
+    from explain.trajectory import counterfactual
+
+    model, bf16 = channels_last(copy.deepcopy(ctx.model)), use_autocast("auto", ctx.device)
+    d = default_params(ctx.image.shape[-1])
+    run = lambda steps: counterfactual(model, ctx.image, 1, eps=d["eps"], step_size=d["step_size"],  # noqa: E731
+                                       steps=steps, autocast=bf16)
+    one = median_time(lambda: run(1), ctx.repeats)
+    return {"image_size": ctx.image.shape[-1], "autocast_bf16": bf16, "pgd_step_s": one,
+            "trajectory_T60_s": median_time(lambda: run(T), ctx.repeats, warmup=0), "app_default_steps": d["steps"]}
+
+
+def _app_first_frame(ctx: Context) -> dict[str, Any]:
+    """The app on this model (saved, loaded as `--model DIR` loads it): Run -> the first frame streamed while PGD
+    runs, at the handler (`counterfactual.run_live`'s first yield) and in chromium (click -> frame decoded)."""
+    import importlib.util
+    import tempfile
+    from pathlib import Path
+
+    from app_harness import CHROMIUM, browser_page, first_streamed_frame, serve, settings, upload, write_image
+
+    from dat_core import save_model
+    from webapp.demo import build_demo
+    from webapp.explainer import STREAM_THREAD
+    from webapp.tabs import counterfactual
+
+    with tempfile.TemporaryDirectory() as tmp:
+        demo = build_demo(str(save_model(ctx.model, Path(tmp) / "model")), standard_model=None)
+        ex, photo = demo.explainer, str(write_image(Path(tmp) / "photo.png"))
+        names = ex.default.class_names
+        handler = []
+        for i in range(ctx.repeats + 1):  # the first call warms up
+            state, start = ex.new_session(), time.perf_counter()
+            live = counterfactual.run_live(ex, photo, names[2 + i], "L2", "18", T, 2.0, state)
+            next(live)
+            handler.append(time.perf_counter() - start)
+            live.close()  # stops PGD, as Cancel does
+        row = {"steps": T, "handler_first_frame_s": statistics.median(handler[1:]), "browser_first_frame_s": None}
+        if CHROMIUM.exists() and importlib.util.find_spec("playwright"):
+            with serve(demo) as url, browser_page(url) as page:
+                upload(page, photo)
+                settings(page, steps=T)
+                row["browser_first_frame_s"] = first_streamed_frame(page, timeout_s=600)
+                if page.locator("#cf-cancel").is_visible():  # a small model may have finished meanwhile
+                    page.locator("#cf-cancel").click(timeout=5000)
+        for thread in threading.enumerate():  # the cancelled run ends at its next step: let it, before exiting
+            if thread.name == STREAM_THREAD:
+                thread.join()
+    return row
+
+
+IMAGENET_CASES = ("imagenet_as_run", "app_first_streamed_frame")
 TRAJECTORY_TARGET_S = 0.5  # latency targets for a small WRN on a 2-core CPU
 LANDSCAPE_TARGET_S = 1.0
 
@@ -216,6 +283,8 @@ CASES: list[Case] = [
     Case("trajectory_recording_overhead", _engine_only),
     Case("minimal_counterfactual", _minimal),
     Case("generate_10_classes", _generate),
+    Case("imagenet_as_run", _imagenet_as_run),
+    Case("app_first_streamed_frame", _app_first_frame),
 ]
 
 
@@ -341,22 +410,26 @@ def main() -> None:
     unknown = set(args.cases or ()) - {c.name for c in CASES}
     if unknown:
         p.error(f"unknown case(s) {sorted(unknown)}; known: {[c.name for c in CASES]}")
-    cases = [c for c in CASES if args.cases is None or c.name in args.cases]
     device = torch.device(args.device)
     if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
         print("warning: OMP_WAIT_POLICY=PASSIVE roughly doubles batch-1 latency on CPU; unset it to measure what "
               "users see", file=sys.stderr)
     rows = []
-    for arch in archs:
+    for spec in archs:
+        arch, _, size = spec.partition("@")
+        image_size = int(size) if size else find_arch(arch)[0].image_size
+        imagenet = image_size >= IMAGENET_MIN_SIZE
         torch.manual_seed(0)
-        model = build_model(arch).to(device).eval()
+        model = build_model(arch, image_size=image_size, **({"num_classes": 1000, "class_names": dataset_class_names(
+            "imagenet")} if imagenet else {})).to(device).eval()
         big = arch not in SMALL
         repeats = args.repeats or (1 if args.quick else (3 if big and device.type == "cpu" else 7))
-        ctx = Context(arch, model, torch.rand(3, 32, 32, device=device), device, repeats, args.quick,
+        ctx = Context(arch, model, torch.rand(3, image_size, image_size, device=device), device, repeats, args.quick,
                       native_bf16(device))
-        for case in cases:
+        names = args.cases or (IMAGENET_CASES if imagenet else [c.name for c in CASES if c.name not in IMAGENET_CASES])
+        for case in [c for c in CASES if c.name in names]:
             start = time.perf_counter()
-            row = {"arch": arch, "case": case.name, **case.run(ctx)}
+            row = {"arch": spec, "case": case.name, **case.run(ctx)}
             rows.append(row)
             print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   f"({time.perf_counter() - start:.0f} s)", flush=True)

@@ -39,22 +39,26 @@ def common_options(p: argparse.ArgumentParser) -> None:
 
 
 def trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
-    from .params import DEFAULTS, MAX_STEPS, NORMS, OBJECTIVES
+    from .params import DEFAULTS, IMAGENET_DEFAULTS, IMAGENET_MIN_SIZE, MAX_STEPS, NORMS, OBJECTIVES
 
-    l2, li = DEFAULTS["L2"], DEFAULTS["Linf"]
+    l2, li, l1, big = DEFAULTS["L2"], DEFAULTS["Linf"], DEFAULTS["L1"], IMAGENET_DEFAULTS["L2"]
     p.add_argument("--image", required=True, help="input image (any size/mode; shorter side resized to the "
                    "model resolution with bicubic filtering, then centre-cropped; transparency on white)")
     p.add_argument("--target", required=True, help=target_help)
-    p.add_argument("--norm", default="L2", choices=NORMS, type=norm_name, help="threat model (default: L2)")
+    p.add_argument("--norm", default="L2", choices=NORMS, type=norm_name,
+                   help="threat model: L2, Linf, or L1 (sparse: few pixels change) (default: L2)")
     p.add_argument("--eps", default=None,
                    help=f"radius of the ball around the image: a number >= 0, a fraction like 8/255, or 'inf' for "
-                        f"unbounded (default: L2 {l2['eps']:g} at 32 px, scaled by image_size/32; "
-                        f"Linf {li['eps']:.4g})")
+                        f"unbounded (default at 32 px: L2 {l2['eps']:g}, Linf {li['eps']:.4g}, L1 {l1['eps']:g}; L2 "
+                        f"scales with image_size/32 and L1 with its square below {IMAGENET_MIN_SIZE} px; from "
+                        f"{IMAGENET_MIN_SIZE} px the paper's ImageNet budgets, L2 {big['eps']:g})")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"PGD steps T, 0..{MAX_STEPS} (default: {int(l2['steps'])})")
+                   help=f"PGD steps T, 0..{MAX_STEPS} (default: {int(l2['steps'])}; {int(big['steps'])} from "
+                        f"{IMAGENET_MIN_SIZE} px)")
     p.add_argument("--step-size", type=float, default=None,
-                   help=f"step length, finite > 0 (default: L2 {l2['step_size']:g} at 32 px, scaled by "
-                        f"image_size/32; Linf {li['step_size']:.4g})")
+                   help=f"step length, finite > 0 (default at 32 px: L2 {l2['step_size']:g}, Linf "
+                        f"{li['step_size']:.4g}, L1 {l1['step_size']:g}, scaled like --eps; L2 {big['step_size']:g} "
+                        f"from {IMAGENET_MIN_SIZE} px)")
     p.add_argument("--mask", default=None, metavar="PNG",
                    help="the region the path may change: an image of the same size as --image, white = may change "
                         "(pixels outside stay exactly as they are)")

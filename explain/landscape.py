@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import operator
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,6 +238,51 @@ def energy_landscape(model: nn.Module, trajectory: Any, *, direction: str | int 
         path_steps=path_steps, residual=residual.cpu().numpy(), energy=energy, energy_label=label,
         energy_class=target if energy == "joint" else None, target=target_cf, source=source,
         class_names=class_names)
+
+
+# ---------------------------------------------------------------- sizing a landscape to the server
+
+LANDSCAPE_BUDGET_S = 60.0
+"""The longest a landscape request should take: a bigger grid is shrunk to fit (`plan_landscape`)."""
+LANDSCAPE_MEMORY_BYTES = 2**30
+"""Activation memory one no-grad batch may use: bounds the batch size."""
+MAX_BATCH = 64
+
+
+@dataclass(frozen=True)
+class LandscapePlan:
+    """A landscape sized to a time and memory budget: the grid (odd, at most the one asked for) and batch."""
+
+    grid: int                 # points per side
+    batch_size: int           # images per no-grad forward
+    seconds: float            # estimated time of the grid's and the path's forwards
+    requested: int            # the grid asked for
+
+    @property
+    def reduced(self) -> bool:
+        return self.grid < self.requested
+
+
+def plan_landscape(grid: int, path_frames: int, seconds_per_image: float, activation_bytes: int, *,
+                   budget_s: float = LANDSCAPE_BUDGET_S, memory_bytes: int = LANDSCAPE_MEMORY_BYTES,
+                   min_grid: int = 5) -> LandscapePlan:
+    """The largest odd grid <= `grid` (and >= `min_grid`) whose grid² + path forwards fit `budget_s` at
+    `seconds_per_image`, and the batch whose fp32 activations (`activation_bytes` an image, as
+    `dat_core.models.config.model_cost` measures them: an upper bound for a no-grad forward) fit `memory_bytes`."""
+    batch = int(max(1, min(MAX_BATCH, memory_bytes // max(1, activation_bytes))))
+    fit = grid
+    while fit > min_grid and (fit * fit + path_frames) * seconds_per_image > budget_s:
+        fit -= 2
+    return LandscapePlan(fit, batch, (fit * fit + path_frames) * seconds_per_image, grid)
+
+
+def seconds_per_image(model: nn.Module, image_size: int, autocast: bool = False, n: int = 4) -> float:
+    """Time of a no-grad forward per image, from one timed batch of `n` random images (no warm-up: the first
+    call's one-time costs make it an overestimate, on the safe side)."""
+    x = torch.rand(n, 3, image_size, image_size, device=model_device(model))
+    start = time.perf_counter()
+    _batched_energy(model, x, marginal_energy, n, autocast)
+    return (time.perf_counter() - start) / n
 
 
 def _check_step(step: int | None, n: int) -> int | None:

@@ -21,23 +21,48 @@ MAX_STEPS = 1000
 # Defaults at 32x32. L2: the paper's DAT counterfactuals reach ~0.89 target confidence at eps = 4 (METHOD §5);
 # eps = 3 keeps edits a little smaller (the minimal-counterfactual search finds the exact radius), and
 # 60 steps of 0.1 (path length 6 = 2 eps) reach the ball's surface and still move along it.
-# L2 lengths scale with image_size / 32 (sqrt of the pixel count), L1 lengths with the pixel count; Linf budgets
-# are per pixel.
+# Below IMAGENET_MIN_SIZE, L2 lengths scale with image_size / 32 (sqrt of the pixel count), L1 lengths with the
+# pixel count; Linf budgets are per pixel.
 DEFAULTS: dict[str, dict[str, float]] = {
     "L2": {"eps": 3.0, "step_size": 0.1, "steps": 60},
     "Linf": {"eps": 16 / 255, "step_size": 1 / 255, "steps": 60},
     "L1": {"eps": 12.0, "step_size": 1.0, "steps": 60},   # sparse: ~1% of the coordinates move per step
 }
+# Defaults at ImageNet resolution, the same at 224 and 256 px as the paper's budgets are (METHOD §3.5, §6: its
+# ImageNet models train and are attacked at L2 eps 3.0 with steps of 2.0 at both sizes; contrastive steps 2-4,
+# sampling steps 8 for 13-24 steps). L2: 6x the AT radius as at 32 px (3 = 6 x 0.5), steps of the paper's
+# ImageNet step 2.0, and 20 of them (path length 40 ~ 2 eps, as at 32 px): a third of the CPU time of 60 steps
+# for models that take ~0.4-1 s a step on a CPU. Linf: 4x the ConvNeXt-CvSt stage-1 radius 4/255 (16/255, as at
+# 32 px), steps of 2/255.
+IMAGENET_DEFAULTS: dict[str, dict[str, float]] = {
+    "L2": {"eps": 18.0, "step_size": 2.0, "steps": 20},
+    "Linf": {"eps": 16 / 255, "step_size": 2 / 255, "steps": 20},
+    "L1": {"eps": 600.0, "step_size": 60.0, "steps": 20},   # ~12 x (224/32)^2, path length 2 eps as above
+}
+IMAGENET_MIN_SIZE = 128
+"""Models at this resolution or above take `IMAGENET_DEFAULTS` (the paper's ImageNet sizes are 224 and 256)."""
 DEFAULT_OBJECTIVE = "target_logit"
 
 
 def default_params(image_size: int = 32, norm: str = "L2") -> dict[str, Any]:
-    """The defaults for `norm` scaled to the model resolution: {norm, eps, step_size, steps, objective}."""
+    """The defaults for `norm` at the model resolution: {norm, eps, step_size, steps, objective}.
+
+    ImageNet-size models (>= IMAGENET_MIN_SIZE px) take the paper's ImageNet budgets unscaled; smaller ones the
+    32-px defaults, L2 lengths scaled by image_size / 32."""
     norm = _canonical_norm(norm)
-    d = DEFAULTS[norm]
-    scale = {"L2": image_size / 32, "L1": (image_size / 32) ** 2}.get(norm, 1.0)
+    imagenet = image_size >= IMAGENET_MIN_SIZE
+    d = (IMAGENET_DEFAULTS if imagenet else DEFAULTS)[norm]
+    scale = 1.0 if imagenet else {"L2": image_size / 32, "L1": (image_size / 32) ** 2}.get(norm, 1.0)
     return {"norm": norm, "eps": d["eps"] * scale, "step_size": d["step_size"] * scale,
             "steps": int(d["steps"]), "objective": DEFAULT_OBJECTIVE}
+
+
+def eps_suggestions(norm: str, image_size: int) -> list[float]:
+    """Radii worth offering beside the default (the app's ε dropdown): fractions and multiples of it, then inf."""
+    d = default_params(image_size, norm)
+    if d["norm"] == "Linf":
+        return [k / 255 for k in (2, 4, 8, 16, 32)] + [math.inf]
+    return sorted({round(d["eps"] * f, 4) for f in (1 / 6, 1 / 3, 2 / 3, 1, 4 / 3, 2)}) + [math.inf]
 
 
 def _canonical_norm(norm: str) -> str:
@@ -72,7 +97,8 @@ def validate_params(norm: str = "L2", eps: float = 3.0, step_size: float = 0.1, 
     return {"norm": norm, "eps": eps, "step_size": step_size, "steps": int(steps), "objective": objective}
 
 
-def _listing(class_names: Sequence[str], shown: int = 100) -> str:
+def _listing(class_names: Sequence[str]) -> str:
+    shown = 100 if len(class_names) <= 100 else 12  # 1000 ImageNet names would drown the message
     names = ", ".join(class_names[:shown])
     more = f", ... ({len(class_names)} classes)" if len(class_names) > shown else ""
     return f"{names}{more} (or an index 0..{len(class_names) - 1})"

@@ -188,11 +188,12 @@ def test_progress_shows_in_one_place_and_cancel_stops_pgd(tiny):
             upload(page, files["photo"])
             settings(page, steps=500, step_size=0.01, eps="inf")
             page.click("#cf-run")
-            progress = page.get_by_text("Running PGD")
-            expect(progress.first).to_be_visible(timeout=20_000)
+            # the progress is the streamed caption ("Running: step t of T" under the frame it shows)
+            expect(page.locator("#cf-caption")).to_contain_text("Running: step", timeout=20_000)
+            expect(page.locator("#cf-caption")).to_contain_text("of 500")
             shown = page.evaluate("""() => [...document.querySelectorAll('.progress-text, .meta-text, .eta-bar')]
                 .filter(e => e.offsetParent !== null).map(e => (e.closest('[id]') || {}).id)""")
-            assert set(shown) == {"cf-summary"}, shown                      # one place, not every output
+            assert set(shown) <= {"cf-summary"}, shown                      # no progress over every output
             expect(page.locator("#cf-run")).to_be_hidden()
             page.click("#cf-cancel")
             expect(page.locator("#cf-run")).to_be_visible()

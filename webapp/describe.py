@@ -14,6 +14,8 @@ from .charts import fmt
 from .state import LoadedModel
 
 MAX_CARD_CHARS = 100_000
+NO_REFERENCE = "no reference statistics"
+"""What a checkpoint without stored in-distribution energy quantiles (`energy_quantiles`) is said to lack."""
 
 
 def banner(loaded: LoadedModel) -> str:
@@ -48,7 +50,8 @@ def describe_model(loaded: LoadedModel) -> str:
             f"{float(k) * 100:g}%: {fmt(v)}" for k, v in sorted(q.items(), key=lambda kv: float(kv[0]))
             if k in ("0.01", "0.5", "0.99"))))
     else:
-        rows.append(("Reference energies", "none stored, so the app cannot say how typical an energy is"))
+        rows.append(("Reference energies", f"{NO_REFERENCE}: none stored, so the app cannot say how typical an "
+                                           "energy is (imported checkpoints carry none)"))
     return "| About this model | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
 
 
@@ -68,7 +71,7 @@ def card_text(loaded: LoadedModel) -> str:
 def typicality(energy: float, quantiles: dict[str, float] | None) -> str:
     """How typical an energy is against the model's stored in-distribution energies, in words."""
     if not quantiles:
-        return "this checkpoint stores no reference energies, so typicality is unknown"
+        return f"{NO_REFERENCE} in this checkpoint, so how typical this energy is cannot be said"
     p = float(energy_percentile(energy, quantiles))
     levels = sorted(float(k) * 100 for k in quantiles)
     if p <= levels[0] + 1e-9:

@@ -8,15 +8,21 @@ them directly, without a server or a browser.
 
 from __future__ import annotations
 
+import contextvars
+import math
 import os
 import threading
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import gradio as gr
+import numpy as np
 import torch
 
 import explain
+from dat_core.energy import probabilities
 from dat_core.loading import DEFAULT_MODEL_DIR
 from dat_core.pgd import STOP, OnStep, PGDStep
 from dat_core.runtime import use_autocast, use_compile
@@ -26,6 +32,11 @@ from explain.trajectory import Trajectory
 from . import links
 from . import state as st
 from .fastpath import fast_path
+
+STREAM_THREAD = "pgd-stream"  # the worker threads' name
+STREAM_EVERY_S = 0.25
+"""How often a running counterfactual shows where it is: at most 4 frames a second (a small model's 60 steps
+take a fraction of a second and would flood the page; an ImageNet model's step takes ~0.4-1 s on a CPU)."""
 
 
 class Explainer:
@@ -131,15 +142,88 @@ class Explainer:
         """One counterfactual path, memoized by content (model, image, target, parameters). A set `cancel`
         ends PGD at its next step (`Cancelled`); a cut path is never memoized."""
         self.check_budget(1, req["steps"], loaded.image_size)
-        memo = "memo/" + st.request_hash(loaded.key, x, target, sorted(req.items()))
+        memo = _memo_key(loaded, x, target, req)
         traj = self.cache.get(memo)
         if traj is None:
             traj = explain.counterfactual(loaded.model, x, target, autocast=self.uses_bf16(loaded),
                                           on_step=progress_steps(progress, desc, req["steps"], cancel), **req)
-            if int(traj.steps[-1]) < req["steps"]:
-                raise Cancelled(int(traj.steps[-1]), req["steps"])
-            self.cache.put(memo, traj)
+            self._keep(memo, traj, req)
         return traj
+
+    def stream(self, loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict, progress: Any = None,
+               desc: str = "Running PGD", cancel: threading.Event | None = None,
+               every_s: float | None = None) -> Iterator[Running | Trajectory]:
+        """`trajectory`, watched while it runs: PGD runs in a worker thread, and this yields where it stands
+        (`Running`, at most every `every_s` seconds, default STREAM_EVERY_S; the first step always) and then the
+        finished path.
+
+        Closing the generator (Gradio cancels the event, the browser left) stops PGD at its next step; the
+        worker is joined before the generator ends, so the model serves one computation at a time still."""
+        self.check_budget(1, req["steps"], loaded.image_size)
+        memo = _memo_key(loaded, x, target, req)
+        traj = self.cache.get(memo)
+        if traj is not None:
+            yield traj
+            return
+        cancel = cancel or threading.Event()
+        hook = progress_steps(progress, desc, req["steps"], cancel)
+        news = threading.Condition()
+        latest: list[Running] = []
+        first: list[int] = []  # the class predicted for x_0 (step 1's logits are f(x_0))
+        outcome: dict[str, Any] = {}
+
+        def on_step(step: PGDStep) -> str | None:
+            answer = hook(step) if hook is not None else None
+            probs = probabilities(step.logits[:1].float())[0]
+            if not first:
+                first.append(int(probs.argmax()))
+            seen = Running(step.step, step.steps, step.x[0].detach().cpu().numpy().copy(),
+                           probs.cpu().numpy(), first[0])
+            with news:
+                latest[:] = [seen]
+                news.notify()
+            return answer
+
+        def work() -> None:
+            try:
+                outcome["path"] = explain.counterfactual(loaded.model, x, target, autocast=self.uses_bf16(loaded),
+                                                         on_step=on_step, **req)
+            except BaseException as e:  # handed to the generator, which raises it in the request
+                outcome["error"] = e
+            finally:
+                with news:
+                    outcome["done"] = True
+                    news.notify()
+
+        # a copy of this request's context: Gradio's progress bar finds its event through context variables
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name=STREAM_THREAD,
+                                  daemon=True)
+        worker.start()
+        shown_at, every_s = -math.inf, STREAM_EVERY_S if every_s is None else every_s
+        try:
+            while True:
+                with news:
+                    news.wait_for(lambda: bool(latest) or "done" in outcome)
+                    seen, finished = (latest.pop() if latest else None), "done" in outcome
+                if seen is not None and not finished and time.monotonic() - shown_at >= every_s:
+                    shown_at = time.monotonic()
+                    yield seen
+                if finished:
+                    break
+        finally:
+            if worker.is_alive():  # closed early: stop PGD and wait for it
+                cancel.set()
+                worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        self._keep(memo, outcome["path"], req)
+        yield outcome["path"]
+
+    def _keep(self, memo: str, traj: Trajectory, req: dict) -> None:
+        """Memoize a finished path; a path Cancel cut short raises `Cancelled` instead."""
+        if int(traj.steps[-1]) < req["steps"]:
+            raise Cancelled(int(traj.steps[-1]), req["steps"])
+        self.cache.put(memo, traj)
 
     # ------------------------------------------------------------ cancelling
 
@@ -172,6 +256,22 @@ class Explainer:
         gif = save_gif(traj, self.files.path(stem + ".gif"), scale=scale)
         js = save_metrics_json(traj, self.files.path(stem + ".json"))
         return str(gif), str(js)
+
+
+def _memo_key(loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict) -> str:
+    return "memo/" + st.request_hash(loaded.key, x, target, sorted(req.items()))
+
+
+@dataclass(frozen=True)
+class Running:
+    """Where a PGD run stands after `step` of `steps`: the iterate x_t (3, H, W), the class probabilities of
+    x_{t-1} (the forward that step took anyway: no extra pass) and the class predicted for x_0."""
+
+    step: int
+    steps: int
+    image: np.ndarray
+    probs: np.ndarray
+    source: int
 
 
 class Cancelled(gr.Error):

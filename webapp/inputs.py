@@ -5,11 +5,13 @@ attribution methods, radii."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
+import inspect
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import gradio as gr
 import torch
@@ -86,22 +88,35 @@ def safe_message(text: str, inputs: Any = ()) -> str:
 
 def user_errors(fn: Handler) -> Handler:
     """Turn the clear ValueError / OSError messages of explain and dat_core into `gr.Error`, and make every
-    message the handler raises safe to show (`safe_message`: bounded echoes, no server paths)."""
+    message the handler raises safe to show (`safe_message`: bounded echoes, no server paths). A streaming
+    handler (a generator) is checked while it is iterated."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            with _shown_safely([args, kwargs]):
+                yield from fn(*args, **kwargs)
+        return streaming  # type: ignore[return-value]
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with _shown_safely([args, kwargs]):
             return fn(*args, **kwargs)
-        except gr.Error as e:
-            safe = safe_message(str(e.message), [args, kwargs])
-            if safe == e.message:
-                raise
-            raise gr.Error(safe, duration=e.duration, visible=e.visible, title=e.title,
-                           print_exception=False) from None
-        except USER_ERRORS as e:
-            text = safe_message(str(e) or type(e).__name__, [args, kwargs])
-            text = text[:1].upper() + text[1:] if text[:1].isascii() else text
-            raise gr.Error(text, print_exception=False) from e
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _shown_safely(inputs: Any) -> Iterator[None]:
+    try:
+        yield
+    except gr.Error as e:
+        safe = safe_message(str(e.message), inputs)
+        if safe == e.message:
+            raise
+        raise gr.Error(safe, duration=e.duration, visible=e.visible, title=e.title, print_exception=False) from None
+    except USER_ERRORS as e:
+        text = safe_message(str(e) or type(e).__name__, inputs)
+        text = text[:1].upper() + text[1:] if text[:1].isascii() else text
+        raise gr.Error(text, print_exception=False) from e
 
 
 def image_source(image: Any) -> Any:
@@ -207,11 +222,5 @@ def eps_text(eps: float, norm: str) -> str:
 
 
 def eps_choices(norm: str, image_size: int) -> list[str]:
-    """The ε dropdown's suggestions; L2 and L1 radii scale with the resolution like `explain.default_params`."""
-    if norm == "Linf":
-        return ["2/255", "4/255", "8/255", "16/255", "32/255", "∞"]
-    if norm == "L1":  # L1 lengths scale with the pixel count
-        s = (image_size / 32) ** 2
-        return [f"{v * s:g}" for v in (3, 6, 12, 24, 48)] + ["∞"]
-    s = image_size / 32
-    return [f"{v * s:g}" for v in (0.5, 1, 2, 3, 4, 6)] + ["∞"]
+    """The ε dropdown's suggestions around the resolution's default (`explain.params.eps_suggestions`)."""
+    return [eps_text(e, norm) for e in params.eps_suggestions(norm, image_size)]

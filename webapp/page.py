@@ -55,6 +55,9 @@ TOOLTIPS = {
     "#gen-grid": "Samples the model paints from noise, each labelled with its class and p(class).",
 }
 
+CLASS_PICKERS = ("cf-target", "gen-target")
+"""The class dropdowns (elem ids): typing in one filters the model's classes."""
+
 CSS = """
 .dl-button:disabled, .dl-button[disabled] { opacity: .45; cursor: not-allowed; border-style: dashed !important;
   background: transparent !important; box-shadow: none !important; }
@@ -80,7 +83,9 @@ ON_LOAD_JS = """() => {
     document.querySelectorAll(sel).forEach(el => { if (el.title !== tip) el.title = tip; }); } };
   apply();
   new MutationObserver(apply).observe(document.body, {childList: true, subtree: true});
-}""" % (json.dumps(CSS), json.dumps(TOOLTIPS))
+  // a class picker selects its text when focused, so typing filters (1000 ImageNet names) instead of appending
+  document.addEventListener('focusin', e => { if (e.target.matches && e.target.matches(%s)) e.target.select(); });
+}""" % (json.dumps(CSS), json.dumps(TOOLTIPS), json.dumps(", ".join(f"#{c} input" for c in CLASS_PICKERS)))
 
 # the link box holds "?example=..."; make it the whole address and copy it (where the browser lets us)
 COPY_LINK_JS = """(query) => {

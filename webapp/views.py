@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
-from dat_core.sampling import make_grid
+from dat_core.sampling import make_grid, to_uint8
 from explain.export import upscale
 from explain.params import default_params, parse_int
 from explain.trajectory import Trajectory
@@ -149,6 +150,43 @@ class CounterfactualView:
                     f"(p = {tr.confidence[-1]:.0%} at the end; {req}).{why}")
         return (f"{start}; the prediction flips to **{names[tr.target]}** at step **{tr.flip_step}** "
                 f"and ends at p = {tr.confidence[-1]:.0%} ({req}).")
+
+
+@dataclass
+class RunningView:
+    """A counterfactual while PGD still runs (`webapp.explainer.Running`): the iterate x_t, what changed so far,
+    and the prediction of the step's forward, shown like a finished path's frame."""
+
+    running: Any                    # webapp.explainer.Running
+    start: np.ndarray               # x_0, (3, H, W) float in [0,1]
+    class_names: list[str]
+    target: int
+    norm: str = "L2"
+
+    @property
+    def scale(self) -> int:
+        return display_scale(self.start.shape[-1])
+
+    def frame(self) -> np.ndarray:
+        return upscale(to_uint8(torch.from_numpy(self.running.image[None]))[0], self.scale)
+
+    def diff(self) -> np.ndarray:
+        diffs, _ = difference_frames(np.stack([self.start, self.running.image]))
+        return upscale(diffs[1], self.scale)
+
+    def bars(self) -> str:
+        r = self.running
+        return probability_bars(r.probs, self.class_names, k=5, source=r.source, target=self.target,
+                                title=f"Probabilities at step {r.step - 1}")
+
+    def caption(self) -> str:
+        r, names = self.running, self.class_names
+        delta = (r.image - self.start).ravel()
+        dist = float(np.linalg.norm(delta)) if self.norm == "L2" else float(np.abs(delta).max())
+        seen = int(np.argmax(r.probs))
+        return (f"**Running: step {r.step} of {r.steps}** (Cancel stops it) · at step {r.step - 1} the model sees "
+                f"**{names[seen]}** ({r.probs[seen]:.0%}) · p({names[self.target]}) = {r.probs[self.target]:.0%} · "
+                f"distance {fmt(dist)}")
 
 
 @dataclass(frozen=True)

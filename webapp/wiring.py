@@ -32,6 +32,11 @@ def bind(handler: Callable[..., Any], ex: Explainer) -> Callable[..., Any]:
     @functools.wraps(handler)
     def bound(*args, **kwargs):
         return handler(ex, *args, **kwargs)
+
+    @functools.wraps(handler)
+    def streaming(*args, **kwargs):  # Gradio streams the outputs of a generator function only
+        yield from handler(ex, *args, **kwargs)
+    bound = streaming if inspect.isgeneratorfunction(handler) else bound
     signature = inspect.signature(handler)
     bound.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=list(signature.parameters.values())[1:])

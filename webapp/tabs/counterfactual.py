@@ -9,7 +9,7 @@ the all-targets grid opens a path here. A slider move indexes cached frames and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import gradio as gr
 import numpy as np
@@ -18,11 +18,11 @@ import torch
 import explain
 from dat_core.energy import marginal_energy, probabilities
 from explain.export import upscale
-from explain.params import NORMS
+from explain.params import IMAGENET_MIN_SIZE, NORMS
 
 from .. import charts, links, page, sources
 from ..describe import typicality
-from ..explainer import Explainer
+from ..explainer import Explainer, Running
 from ..inputs import (
     MAX_REQUEST_STEPS,
     browser_copy,
@@ -35,9 +35,9 @@ from ..inputs import (
     user_errors,
 )
 from ..state import LoadedModel
-from ..views import CounterfactualView, retry_for
+from ..views import CounterfactualView, RunningView, retry_for
 from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, no_error_badge, outputs
-from .scrubber import PLAY, STEP_VIEW, Frame, frame_at, play, play_start, play_tick, scrub, step_view
+from .scrubber import PLAY, STEP_VIEW, Frame, frame_at, play, play_start, play_tick, running_view, scrub, step_view
 
 # the scrubber is tab 1 too: its names stay reachable here
 __all__ = ["Frame", "frame_at", "play", "play_start", "play_tick", "scrub", "step_view"]
@@ -107,9 +107,7 @@ class Preview(NamedTuple):
     cf_target: Any
 
 
-class Settings(NamedTuple):
-    cf_eps: Any
-    cf_step_size: float
+Settings = NamedTuple("Settings", [("cf_eps", Any), ("cf_step_size", float)])  # a threat model's defaults
 
 
 # A new path at its last step: the downloads pending, the other tabs' results of the old path reset, and the
@@ -134,6 +132,7 @@ class Exports(NamedTuple):
 def layout(loaded: LoadedModel) -> Components:
     names = loaded.class_names
     d = explain.default_params(loaded.image_size, "L2")
+    frame_h = loaded.image_size + 24 if loaded.image_size >= IMAGENET_MIN_SIZE else 210  # ImageNet: 1 px a pixel
     examples = links.Examples(EXAMPLES_DIR)
     with gr.Tab("Counterfactual", id="counterfactual", elem_id="tab-counterfactual"):
         strip = examples.gallery()
@@ -181,10 +180,10 @@ def layout(loaded: LoadedModel) -> Components:
                     cf_play = gr.Button(PLAY, size="sm", elem_id="cf-play", scale=1, min_width=90)
                 cf_caption = gr.Markdown("", elem_id="cf-caption")
                 with gr.Row(equal_height=False):
-                    cf_frame = gr.Image(label="Image at step t", interactive=False, format="png", height=210,
+                    cf_frame = gr.Image(label="Image at step t", interactive=False, format="png", height=frame_h,
                                         elem_id="cf-frame", buttons=["download"], scale=2)
                     cf_diff = gr.Image(label="What changed: x_t − x_0 (grey = nothing)", interactive=False,
-                                       format="png", height=210, elem_id="cf-diff", buttons=[], scale=2)
+                                       format="png", height=frame_h, elem_id="cf-diff", buttons=[], scale=2)
                     with gr.Column(scale=2, min_width=220):  # gr.HTML ignores scale
                         cf_probs = gr.HTML(charts.placeholder("Probabilities at step t"), elem_id="cf-probs")
                 with gr.Row(equal_height=False):
@@ -294,29 +293,62 @@ def show(ex: Explainer, state: dict, view: CounterfactualView) -> Shown:
                  attr_info="Press **Compute attributions** to explain this counterfactual.")
 
 
-@user_errors
-def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, progress=gr.Progress()) -> Shown:
-    """Targeted PGD from the image toward `target`; the path is kept for scrubbing. Cancel stops it."""
+def _request(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> tuple[Any, ...]:
+    """A run's inputs checked: (session, its model, PGD settings, model input, target index)."""
     state = ex.session(state)
     loaded = ex.session_model(state)
     req = pgd_params(norm, eps, steps, step_size)
-    x = model_input(image, loaded)
-    target = target_index(target, loaded)
+    return state, loaded, req, model_input(image, loaded), target_index(target, loaded)
+
+
+@user_errors
+def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, progress=gr.Progress()) -> Shown:
+    """Targeted PGD from the image toward `target`; the path is kept for scrubbing. Cancel stops it."""
+    state, loaded, req, x, target = _request(ex, image, target, norm, eps, steps, step_size, state)
     with ex.cancellable(state) as cancel:
         traj = ex.trajectory(loaded, x, target, req, progress, cancel=cancel)
     return show(ex, state, CounterfactualView.build(traj, loaded.key))
 
 
 @user_errors
-def retry(ex: Explainer, image, target, norm, eps, steps, step_size, state, progress=gr.Progress()) -> Retried:
-    """Run again with the larger ε / more steps suggested under the last path (`views.retry_for`)."""
+def run_live(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> Iterator[Shown]:
+    """`run` as the Run button calls it: while PGD runs (`Explainer.stream`) the frame, what changed, the
+    probabilities and the caption ("Running: step t of T", the progress: a progress bar between frames would
+    flicker) show where it stands; the rest follows when the path is done."""
+    state, loaded, req, x, target = _request(ex, image, target, norm, eps, steps, step_size, state)
+    start = x[0].numpy()
+    with ex.cancellable(state) as cancel:
+        for seen in ex.stream(loaded, x, target, req, cancel=cancel):
+            if isinstance(seen, Running):
+                live = running_view(RunningView(seen, start, loaded.class_names, target, req["norm"]))
+                yield Shown(**{**dict.fromkeys(Shown._fields, gr.skip()), **live})
+            else:
+                yield show(ex, state, CounterfactualView.build(seen, loaded.key))
+
+
+def _suggested(ex: Explainer, state) -> Any:
+    """The larger ε / more steps suggested under the last path (`views.retry_for`)."""
     view = ex.view(state, "cf", "counterfactual")
     suggested = retry_for(view.trajectory, MAX_REQUEST_STEPS)
     if suggested is None:
         raise gr.Error("The last path reached its target: there is nothing to retry.", print_exception=False)
-    norm = view.trajectory.params.get("norm", norm)
-    shown = run(ex, image, target, norm, suggested.eps, suggested.steps, suggested.step_size, state, progress)
-    return Retried(*shown, gr.update(value=eps_text(suggested.eps, norm)), suggested.steps, suggested.step_size)
+    return view.trajectory.params.get("norm", "L2"), suggested
+
+
+def retry(ex: Explainer, *request: Any) -> Retried:
+    """`retry_live`'s finished result, without the frames on the way."""
+    *_, done = retry_live(ex, *request)
+    return done
+
+
+@user_errors
+def retry_live(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> Iterator[Retried]:
+    """`retry` as the Try again button calls it: streamed like `run_live`, the new settings shown at the end."""
+    norm, suggested = _suggested(ex, state)
+    for shown in run_live(ex, image, target, norm, suggested.eps, suggested.steps, suggested.step_size, state):
+        done = isinstance(shown.cf_summary, str)  # a streamed frame leaves the summary as it is (a skip)
+        yield Retried(*shown, *((gr.update(value=eps_text(suggested.eps, norm)), suggested.steps,
+                                 suggested.step_size) if done else (gr.skip(),) * 3))
 
 
 def cancel(ex: Explainer, state) -> list[Any]:
@@ -370,10 +402,11 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers
     no_error_badge(picked, ui.cf_input)
     ui.cf_norm.input(bind(norm_defaults, ex), [ui.cf_norm, state], outputs(Settings, ui), **RAW, **PRIVATE)
     request = [ui.cf_image, ui.cf_target, *ui.settings, state]
-    ran = cancellable(ui.cf_run.click, bind(run, ex), request, outputs(Shown, ui, followers, state=state),
-                      run=[ui.cf_run, ui.cf_retry], cancel=ui.cf_cancel, progress_on=ui.cf_summary)
-    retried = cancellable(ui.cf_retry.click, bind(retry, ex), request, outputs(Retried, ui, followers, state=state),
-                          run=[ui.cf_run, ui.cf_retry], cancel=ui.cf_cancel, progress_on=ui.cf_summary)
+    buttons = {"run": [ui.cf_run, ui.cf_retry], "cancel": ui.cf_cancel, "progress_on": ui.cf_summary}
+    ran = cancellable(ui.cf_run.click, bind(run_live, ex), request, outputs(Shown, ui, followers, state=state),
+                      **buttons)
+    retried = cancellable(ui.cf_retry.click, bind(retry_live, ex), request,
+                          outputs(Retried, ui, followers, state=state), **buttons)
     ui.cf_cancel.click(bind(cancel, ex), [state], [ui.cf_run, ui.cf_retry, ui.cf_cancel], cancels=[ran, retried],
                        **INSTANT)
     chain_exports(ran, ex, ui, state)

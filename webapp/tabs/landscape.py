@@ -8,8 +8,15 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
+from dat_core.models.config import model_cost
 from explain import params
-from explain.landscape import energy_landscape
+from explain.landscape import (
+    LANDSCAPE_BUDGET_S,
+    LandscapePlan,
+    energy_landscape,
+    plan_landscape,
+    seconds_per_image,
+)
 
 from .. import charts
 from ..explainer import Explainer
@@ -68,14 +75,26 @@ def run(ex: Explainer, state, step, energy, grid, progress=gr.Progress()) -> Lan
     if grid % 2 == 0:
         raise gr.Error("The grid size must be odd (so the start image is a grid point).", print_exception=False)
     loaded = ex.model_by_key(view.model_key)
-    progress(None, desc=f"Evaluating the energy on {grid}×{grid} points")
-    land = energy_landscape(loaded.model, view.trajectory, grid=grid, autocast=ex.uses_bf16(loaded),
+    bf16 = ex.uses_bf16(loaded)
+    plan = plan_landscape(grid, len(view), seconds_per_image(loaded.model, loaded.image_size, bf16),
+                          model_cost(loaded.config)[1])
+    progress(None, desc=f"Evaluating the energy on {plan.grid}×{plan.grid} points (about {plan.seconds:.0f} s)")
+    land = energy_landscape(loaded.model, view.trajectory, grid=plan.grid, autocast=bf16, batch_size=plan.batch_size,
                             energy="joint" if str(energy).startswith("E(x, ") else "marginal")
     view.landscape = LandscapeView.build(land)
     ex.put(state, "cf", view)  # re-measured: the landscape is part of the view now
     i = view.index(step)
     return Landscape(view.landscape.map(i), view.landscape.path(i),
-                     gr.update(value=i, maximum=len(view) - 1, interactive=True), view.landscape.info())
+                     gr.update(value=i, maximum=len(view) - 1, interactive=True),
+                     sized(plan) + view.landscape.info())
+
+
+def sized(plan: LandscapePlan) -> str:
+    """Why the grid is smaller than asked (nothing when it is not)."""
+    if not plan.reduced:
+        return ""
+    return (f"**{plan.grid}×{plan.grid} points, not {plan.requested}×{plan.requested}:** this model takes long "
+            f"enough per image here that a larger grid would run past {LANDSCAPE_BUDGET_S:.0f} s. ")
 
 
 @user_errors

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..explainer import Explainer
 from ..inputs import user_errors
-from ..views import CounterfactualView
+from ..views import CounterfactualView, RunningView
 
 PLAY, STOP = "▶ Play", "■ Stop"
 
@@ -32,6 +32,11 @@ def step_view(view: CounterfactualView, i: int) -> dict[str, Any]:
             "cf_energy_plot": view.chart("energy", i), "cf_prob_plot": view.chart("confidence", i),
             "cf_distance_plot": view.chart("distance", i), "cf_caption": view.caption(i),
             "land_map": land.map(i) if land else gr.skip(), "land_path": land.path(i) if land else gr.skip()}
+
+
+def running_view(live: RunningView) -> dict[str, Any]:
+    """What a frame streamed while PGD runs shows (frame, difference, bars, caption); the rest stays as it is."""
+    return {"cf_frame": live.frame(), "cf_diff": live.diff(), "cf_probs": live.bars(), "cf_caption": live.caption()}
 
 
 def frame_at(view: CounterfactualView, i: int, *, cf_step: Any = None, land_step: Any = None,
