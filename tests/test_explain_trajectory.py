@@ -178,7 +178,7 @@ def test_channels_last_model_gives_the_same_trajectory_step(tiny_model):
     ({"eps": float("nan")}, r"eps must be >= 0"), ({"eps": -1}, r"eps must be >= 0"),
     ({"steps": 1001}, r"0\.\.1000"), ({"steps": 2.5}, r"0\.\.1000"), ({"steps": True}, r"0\.\.1000"),
     ({"step_size": 0}, r"finite number > 0"), ({"step_size": math.inf}, r"finite number > 0"),
-    ({"norm": "L1"}, r"L2, Linf"), ({"objective": "ce"}, r"target_logit, target_ce, energy"),
+    ({"norm": "L3"}, r"L2, Linf, L1"), ({"objective": "ce"}, r"target_logit, target_ce, energy"),
 ])
 def test_validate_params_rejects_with_allowed_range(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -294,8 +294,8 @@ def test_generation_seeds_and_recorded_frames(tiny_model):
     assert np.abs(np.diff(x0, axis=0)).mean() < 20  # low-frequency seeds are smooth
     img = generate(tiny_model, 0, n_per_class=2, seeds=torch.full((3, 40, 40), 0.5), steps=0)
     np.testing.assert_allclose(img.images, 0.5, atol=1e-6)
-    with pytest.raises(ValueError, match="uniform or lowfreq"):
-        generate(tiny_model, 0, seeds="gaussian")
+    with pytest.raises(ValueError, match="bank, gaussian, uniform, lowfreq"):
+        generate(tiny_model, 0, seeds="photos")
 
 
 # ---------------------------------------------------------------- exports
