@@ -124,7 +124,8 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
                "steps": d["steps"] if args.steps is None else args.steps, "objective": d["objective"],
                "autocast": bool(args.autocast)}
     out = Path(args.out)
-    bm.check_run_folder(out, _settings(args, radii, request, sorted(pair_set) if pair_set else "all-others"))
+    pairs = [list(p) for p in sorted(pair_set)] if pair_set else "all-others"   # as JSON reads it back
+    bm.check_run_folder(out, _settings(args, radii, request, pairs))
     real_features = None if feature_model is None else features_of(feature_model, x).numpy()
     band = bm.energy_band(getattr(model, "config", {}))
     minimal_jobs = jobs[bm.spread(len(jobs), args.minimal)]
