@@ -153,13 +153,18 @@ def minimal_radii(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, part
     out = []
     for b, start in enumerate(range(0, len(jobs), chunk)):
         path = parts / f"minimal-b{b:05d}.npy"
+        rows = jobs[start:start + chunk]
         if not path.is_file():
-            r = [minimal_counterfactual(model, images[i:i + 1], int(t), (0.5,), autocast=autocast).results[0].radius
-                 for i, _, t in jobs[start:start + chunk]]
-            np.save(path, np.asarray([math.nan if v is None else v for v in r], dtype=np.float64))
+            radii = []
+            for i, _, t in rows:
+                r = minimal_counterfactual(model, images[i:i + 1], int(t), (0.5,), autocast=autocast).results[0].radius
+                radii.append(math.nan if r is None else r)
+                if progress is not None:
+                    progress(1)
+            np.save(path, np.asarray(radii, dtype=np.float64))
+        elif progress is not None:
+            progress(len(rows))
         out.append(np.load(path))
-        if progress is not None:
-            progress(len(jobs[start:start + chunk]))
     return np.concatenate(out) if out else np.zeros(0)
 
 
