@@ -76,9 +76,10 @@ def plot_minimal_heatmap(matrix: Sequence[Sequence[float | None]], class_names: 
            title="median minimal L2 radius to p(target) >= 0.5")
     ax.set_xticklabels(class_names, rotation=60, ha="right", fontsize=7)
     ax.set_yticklabels(class_names, fontsize=7)
+    top = np.nanmax(m) if np.isfinite(m).any() else 1.0
     for (i, j), v in np.ndenumerate(m):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=6, color="w")
+        if np.isfinite(v):  # dark text on the bright (large) end of viridis
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=6, color="k" if v > 0.6 * top else "w")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return save_figure(fig, path)
