@@ -98,7 +98,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     from . import benchmark_report as rep
     from .image import to_model_input
     from .image_sets import load_image_set
-    from .params import default_params, parse_eps
+    from .params import default_params, parse_eps, validate_params
     from .success_cli import comma_values
     from .trajectory import model_info
 
@@ -108,6 +108,11 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     size, class_names, device = model_info(model)
     d = default_params(size, args.norm)
     radii = [d["eps"] if r is None else r for r in radii]
+    request = {"norm": args.norm, "step_size": d["step_size"] if args.step_size is None else args.step_size,
+               "steps": d["steps"] if args.steps is None else args.steps, "objective": d["objective"],
+               "autocast": bool(args.autocast)}
+    for eps in radii:  # fail before the images load and the folder is claimed
+        validate_params(args.norm, eps, request["step_size"], request["steps"], request["objective"])
     images, labels, names = load_image_set(args, class_names, size)
     x = torch.cat([to_model_input(im, size) for im in images])
     with torch.no_grad():
@@ -120,9 +125,6 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     if not same_classes:
         raise ValueError("the transfer model has other classes than the explained model")
     judges = bm.Judges(feature_model, f"penultimate features of {fs_name}" if fs_name else "", transfer, tr_name)
-    request = {"norm": args.norm, "step_size": d["step_size"] if args.step_size is None else args.step_size,
-               "steps": d["steps"] if args.steps is None else args.steps, "objective": d["objective"],
-               "autocast": bool(args.autocast)}
     out = Path(args.out)
     pairs = [list(p) for p in sorted(pair_set)] if pair_set else "all-others"   # as JSON reads it back
     bm.check_run_folder(out, _settings(args, radii, request, pairs))

@@ -151,6 +151,8 @@ def test_a_stopped_run_resumes_from_its_saved_batches(setup, tmp_path, capsys):
     capsys.readouterr()
     assert main(command(setup, tmp_path, "--feature-model", "none", "--steps", "5")) == 2
     assert "other settings (steps differ)" in capsys.readouterr().err
+    assert main(command(setup, tmp_path / "new", "--step-size", "-1")) == 2
+    assert "step_size must be a finite number > 0" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
 def test_jobs_are_image_major_and_follow_the_pairs():
