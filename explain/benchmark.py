@@ -186,12 +186,17 @@ def energy_band(config: dict[str, Any], lo: str = "0.05", hi: str = "0.95") -> t
     return (float(q[lo]), float(q[hi])) if lo in q and hi in q else None
 
 
+def is_valid(result: dict[str, np.ndarray], jobs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Per pair: x_T reached p(target) >= threshold and is classified as the target (a valid counterfactual)."""
+    return (result["p_target"] >= threshold) & (result["prediction"] == jobs[:, 2])
+
+
 def summarize(eps: float, result: dict[str, np.ndarray], jobs: np.ndarray, real_features: np.ndarray | None,
               real_labels: np.ndarray, *, threshold: float = 0.5, band: tuple[float, float] | None = None,
               feature_space: str = "") -> dict[str, Any]:
     """The JSON entry of one radius: validity, confidence, closeness, realism, transfer (None: not measured)."""
     targets = jobs[:, 2]
-    valid = (result["p_target"] >= threshold) & (result["prediction"] == targets)
+    valid = is_valid(result, jobs, threshold)
     entry: dict[str, Any] = {
         "eps": "inf" if math.isinf(eps) else eps, "pairs": int(len(jobs)),
         "validity": _mean(valid), "mean_target_confidence": _mean(result["p_target"]),

@@ -118,7 +118,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     with torch.no_grad():
         predictions = torch.cat([model(x[i:i + 256].to(device)).argmax(1).cpu() for i in range(0, len(x), 256)])
     labels = np.asarray([int(p) if lab is None else lab for lab, p in zip(labels, predictions)], dtype=np.int64)
-    pair_set = None if args.pairs == "all-others" else bm.read_pairs(args.pairs, class_names)
+    pair_set = None if args.pairs.strip().lower() == "all-others" else bm.read_pairs(args.pairs, class_names)
     jobs = bm.make_jobs(labels, len(class_names), pair_set)
     feature_model, fs_name, _ = _judge(args.feature_model, model, device)
     transfer, tr_name, same_classes = _judge(args.transfer_model, model, device)
@@ -161,9 +161,8 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     wrote.append(rep.write_markdown(report, galleries, out / "report.md"))
     if args.layout == "ace":
         for eps, res in zip(entries, results):
-            valid = (res["p_target"] >= 0.5) & (res["prediction"] == jobs[:, 2])
             root = out / "ace" / f"eps_{rep.eps_name(eps['eps'])}"
-            rep.write_ace_layout(root, originals, labels, predictions.numpy(), res, jobs, valid)
+            rep.write_ace_layout(root, originals, labels, predictions.numpy(), res, jobs, bm.is_valid(res, jobs))
             wrote.append(root)
     for e in entries:
         fd = e["realism"] and e["realism"]["frechet_distance"]
