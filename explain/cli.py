@@ -1,4 +1,5 @@
-"""`python -m explain {counterfactual,landscape,attribute,generate,success}` — see `python -m explain COMMAND --help`.
+"""`python -m explain {counterfactual,landscape,attribute,generate,success,benchmark}`: see
+`python -m explain COMMAND --help`.
 
 Bad input (unreadable image, unknown class, out-of-range parameter, missing model) prints one line
 `error: ...` to stderr and exits with status 2, like argparse's own usage errors.
@@ -382,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_parser(sub)
     from .success_cli import add_success_parser
     add_success_parser(sub, _load)
+    from .benchmark_cli import add_benchmark_parser
+    add_benchmark_parser(sub, _load)
     return parser
 
 

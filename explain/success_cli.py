@@ -12,9 +12,6 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from dat_core.assets import ASSETS_DIR
-
-EXAMPLES_DIR = ASSETS_DIR / "examples"
 EPILOG = """examples:
   python -m explain success --out out/success                                   # bundled examples, defaults
   python -m explain success --data ../shared/data/cifar10-jpg.tar.gz --limit 100 \\
@@ -27,20 +24,13 @@ the pairs that fell short) and prints one line per setting"""
 def add_success_parser(sub: argparse._SubParsersAction, load: Callable[[argparse.Namespace], Any]) -> None:
     """The `success` subcommand; `load` loads the model as the other commands do."""
     from .cli_options import common_options
+    from .image_sets import image_set_options
 
     p = sub.add_parser("success", help="how often paths toward every other class reach it (default tuning)",
                        description=__doc__.split("\n\n")[1], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     common_options(p)
-    p.add_argument("--images", default=str(EXAMPLES_DIR),
-                   help="a folder of images; a file named CLASS-*.ext is labelled CLASS, others by the model's "
-                        "prediction (default: the bundled examples)")
-    p.add_argument("--data", default=None, help="a class-folder archive/dir: use its validation carve-out instead")
-    p.add_argument("--split", default="train", help="split folder of --data (default: %(default)s)")
-    p.add_argument("--val-size", type=int, default=2000, help="validation images carved as training does "
-                                                              "(data.val_size; default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="training's seed (the carve-out's; default: %(default)s)")
-    p.add_argument("--limit", type=int, default=50, help="at most this many images (default: %(default)s)")
+    image_set_options(p, limit=50)
     p.add_argument("--threshold", type=float, default=0.5, help="p(target) that counts as reached "
                                                                 "(default: %(default)s)")
     p.add_argument("--norm", default="L2", help="threat model (default: L2)")
@@ -50,50 +40,26 @@ def add_success_parser(sub: argparse._SubParsersAction, load: Callable[[argparse
     p.set_defaults(func=lambda args: run_success(args, load))
 
 
-def _values(text: str, parse: Callable[[str], Any]) -> list[Any]:
+def comma_values(text: str, parse: Callable[[str], Any]) -> list[Any]:
+    """"1,2,3" -> parsed values; an empty text -> [None] (the default)."""
     return [parse(v.strip()) for v in text.split(",") if v.strip()] or [None]
-
-
-def _images(args: argparse.Namespace, class_names: list[str], size: int) -> tuple[list[Any], list[int | None],
-                                                                                  list[str]]:
-    if args.data:
-        from dat_core.data import train_val_split
-        from dat_core.training.data import load_dataset
-
-        full = load_dataset(args.data, args.split, size)
-        if list(full.class_names) != list(class_names):
-            raise ValueError(f"--data has classes {full.class_names[:4]}…, the model {class_names[:4]}…")
-        _, val = train_val_split(full, args.val_size, seed=args.seed)
-        n = min(args.limit, len(val))
-        images = [val.images[i].float().div(255)[None] for i in range(n)]
-        return images, [int(val.labels[i]) for i in range(n)], [f"val[{i}]" for i in range(n)]
-    folder = Path(args.images)
-    if not folder.is_dir():
-        raise ValueError(f"--images {folder.name} is not a folder")
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
-    if not files:
-        raise ValueError(f"--images {folder.name} holds no images")
-    files = files[:args.limit]
-    index = {n.lower(): i for i, n in enumerate(class_names)}
-    return files, [index.get(f.stem.rsplit("-", 1)[0].lower()) for f in files], [f.name for f in files]
 
 
 def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
     from tqdm import tqdm
 
+    from .image_sets import load_image_set
     from .params import parse_eps
     from .success import sweep
     from .trajectory import model_info
 
-    if not 0 < args.limit:
-        raise ValueError(f"--limit must be >= 1; got {args.limit}")
-    grid = {"eps": _values(args.eps, lambda v: parse_eps(v, name="eps")), "steps": _values(args.steps, int),
-            "step_size": _values(args.step_size, float)}
+    grid = {"eps": comma_values(args.eps, lambda v: parse_eps(v, name="eps")), "steps": comma_values(args.steps, int),
+            "step_size": comma_values(args.step_size, float)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load(args)
     size, class_names, _ = model_info(model)
-    images, labels, names = _images(args, class_names, size)
+    images, labels, names = load_image_set(args, class_names, size)
     with tqdm(total=len(images) * len(grid["eps"]) * len(grid["steps"]) * len(grid["step_size"]),
               desc="images", unit="img") as bar:
         results = sweep(model, images, labels, names, norm=args.norm, threshold=args.threshold,

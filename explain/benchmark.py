@@ -1,0 +1,251 @@
+"""Counterfactual benchmark: many (image, target) pairs per PGD batch, for a grid of radii, with the metrics
+of the counterfactual literature (validity, closeness, realism, transfer; minimal radius to flip).
+
+Every pair of one radius runs in batches of `batch_size` (images x targets share one `pgd` call: the engine
+takes a label per sample). Each finished batch is saved under `parts/` of the output folder, so a stopped
+run continues where it stopped when the same command runs again (`run.json` holds the settings; a folder
+holding another benchmark is refused). The realism reference is a fixed, offline feature space: another
+classifier's penultimate layer (`Classifier.features`), so a Fréchet distance there is named for that model,
+never FID.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dat_core.energy import marginal_energy, probabilities
+from dat_core.evaluation.generative import features_of, frechet_from_features
+from dat_core.pgd import pgd, threat_model
+
+from .params import resolve_class
+from .trajectory import minimal_counterfactual, model_info
+
+CHANGED = 2 / 255
+"""A pixel value counts as changed when it moved by more than this (JPEG-level noise is ~2/255)."""
+
+
+# ---------------------------------------------------------------- pairs
+
+def read_pairs(path: str | Path, class_names: Sequence[str]) -> set[tuple[int, int]]:
+    """Class pairs from a CSV of `source,target` lines (names or indices; '#' comments and a
+    `source,target` header are skipped)."""
+    pairs = set()
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line or line.replace(" ", "").lower() == "source,target":
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) != 2:
+            raise ValueError(f"{Path(path).name} line {n}: expected 'source,target', got {line!r}")
+        s, t = (resolve_class(c, class_names) for c in cells)
+        if s == t:
+            raise ValueError(f"{Path(path).name} line {n}: source and target are the same class")
+        pairs.add((s, t))
+    if not pairs:
+        raise ValueError(f"{Path(path).name} holds no class pairs")
+    return pairs
+
+
+def make_jobs(labels: Sequence[int], num_classes: int, pairs: set[tuple[int, int]] | None = None) -> np.ndarray:
+    """(P, 3) int rows (image index, source class, target class), image-major: every other class
+    (`pairs=None`, "all-others") or the targets `pairs` allow for the image's class."""
+    rows = [(i, s, t) for i, s in enumerate(labels) for t in range(num_classes)
+            if t != s and (pairs is None or (s, t) in pairs)]
+    if not rows:
+        raise ValueError("no (image, target) pairs: no image has a class that --pairs lists as a source")
+    return np.asarray(rows, dtype=np.int64)
+
+
+# ---------------------------------------------------------------- one batch
+
+@dataclass
+class Judges:
+    """The models that judge a counterfactual besides the explained one: `features` gives the fixed
+    feature space for realism, `transfer` an independent classifier (either may be None)."""
+
+    features: nn.Module | None = None
+    features_name: str = ""
+    transfer: nn.Module | None = None
+    transfer_name: str = ""
+
+
+@torch.no_grad()
+def _fp32_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).float()
+
+
+def run_batch(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, *, norm: str, eps: float,
+              step_size: float, steps: int, objective: str, autocast: bool, judges: Judges) -> dict[str, np.ndarray]:
+    """Counterfactuals x_T of one batch and their per-pair metrics (validity etc. are judged in fp32)."""
+    threat = threat_model(norm, eps, step_size)
+    xt = pgd(model, x0, targets, threat, steps, objective=objective, autocast=autocast).x
+    logits = _fp32_logits(model, xt)
+    delta = (xt - x0).flatten(1)
+    out = {"p_target": probabilities(logits).gather(1, targets[:, None]).squeeze(1),
+           "prediction": logits.argmax(1), "energy": marginal_energy(logits),
+           "l1": delta.abs().sum(1), "l2": delta.norm(dim=1), "linf": delta.abs().amax(1),
+           "changed": (delta.abs() > CHANGED).float().mean(1)}
+    if judges.transfer is not None:
+        out["transfer_prediction"] = _fp32_logits(judges.transfer, xt).argmax(1)
+    if judges.features is not None:
+        out["features"] = features_of(judges.features, xt).float()
+    out = {k: v.detach().cpu().numpy() for k, v in out.items()}
+    out["images"] = (xt.detach().clamp(0, 1).mul(255).add(0.5).floor().byte().cpu().numpy())  # (N,3,H,W) uint8
+    return out
+
+
+# ---------------------------------------------------------------- the run (resumable)
+
+def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def check_run_folder(out: Path, settings: dict[str, Any]) -> None:
+    """Record `settings` in out/run.json, or check that a previous run there used the same ones."""
+    path = out / "run.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if differ:
+            raise ValueError(f"{out.name} holds a benchmark with other settings ({', '.join(differ)} differ): "
+                             "re-run the same command to continue it, or choose another --out")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+
+
+def run_radius(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, parts: Path, tag: str, *,
+               batch_size: int, progress: Callable[[int], None] | None = None, **request: Any) -> dict[str, np.ndarray]:
+    """Every job at one radius, batch by batch; batches already saved in `parts` are read back, not rerun.
+    Returns the per-pair arrays concatenated in job order."""
+    _, _, device = model_info(model)
+    parts.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for b, start in enumerate(range(0, len(jobs), batch_size)):
+        rows = jobs[start:start + batch_size]
+        path = parts / f"{tag}-b{b:05d}.npz"
+        if not path.is_file():
+            x0 = images[rows[:, 0]].to(device)
+            arrays = run_batch(model, x0, torch.from_numpy(rows[:, 2]).to(device), **request)
+            _atomic_npz(path, arrays)
+        with np.load(path) as f:
+            chunks.append({k: f[k] for k in f.files})
+        if progress is not None:
+            progress(len(rows))
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def minimal_radii(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, parts: Path, *, autocast: bool,
+                  chunk: int = 16, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """The minimal L2 radius at which p(target) >= 0.5 (`minimal_counterfactual`; NaN: never reached) of each
+    job, saved every `chunk` jobs so that it resumes too."""
+    parts.mkdir(parents=True, exist_ok=True)
+    out = []
+    for b, start in enumerate(range(0, len(jobs), chunk)):
+        path = parts / f"minimal-b{b:05d}.npy"
+        rows = jobs[start:start + chunk]
+        if not path.is_file():
+            radii = []
+            for i, _, t in rows:
+                r = minimal_counterfactual(model, images[i:i + 1], int(t), (0.5,), autocast=autocast).results[0].radius
+                radii.append(math.nan if r is None else r)
+                if progress is not None:
+                    progress(1)
+            np.save(path, np.asarray(radii, dtype=np.float64))
+        elif progress is not None:
+            progress(len(rows))
+        out.append(np.load(path))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def spread(n_jobs: int, n: int) -> np.ndarray:
+    """n job indices spread evenly over all jobs (every class pair gets its share)."""
+    return np.unique(np.linspace(0, n_jobs - 1, min(n, n_jobs)).round().astype(np.int64)) if n > 0 else \
+        np.zeros(0, dtype=np.int64)
+
+
+# ---------------------------------------------------------------- metrics per radius
+
+def _mean(a: np.ndarray) -> float | None:
+    return float(np.mean(a)) if len(a) else None
+
+
+def energy_band(config: dict[str, Any], lo: str = "0.05", hi: str = "0.95") -> tuple[float, float] | None:
+    """(E_lo, E_hi): the model's real validation energy quantiles from its config, or None when absent."""
+    q = (config or {}).get("energy_quantiles") or {}
+    return (float(q[lo]), float(q[hi])) if lo in q and hi in q else None
+
+
+def is_valid(result: dict[str, np.ndarray], jobs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Per pair: x_T reached p(target) >= threshold and is classified as the target (a valid counterfactual)."""
+    return (result["p_target"] >= threshold) & (result["prediction"] == jobs[:, 2])
+
+
+def summarize(eps: float, result: dict[str, np.ndarray], jobs: np.ndarray, real_features: np.ndarray | None,
+              real_labels: np.ndarray, *, threshold: float = 0.5, band: tuple[float, float] | None = None,
+              feature_space: str = "") -> dict[str, Any]:
+    """The JSON entry of one radius: validity, confidence, closeness, realism, transfer (None: not measured)."""
+    targets = jobs[:, 2]
+    valid = is_valid(result, jobs, threshold)
+    entry: dict[str, Any] = {
+        "eps": "inf" if math.isinf(eps) else eps, "pairs": int(len(jobs)),
+        "validity": _mean(valid), "mean_target_confidence": _mean(result["p_target"]),
+        "closeness": {"mean_l1": _mean(result["l1"]), "mean_l2": _mean(result["l2"]),
+                      "median_l2": float(np.median(result["l2"])), "mean_linf": _mean(result["linf"]),
+                      "fraction_changed": _mean(result["changed"])},
+        "energy_band": None if band is None else {"band": list(band), "fraction_inside": _mean(
+            (result["energy"] >= band[0]) & (result["energy"] <= band[1]))},
+        "transfer": None, "realism": None,
+    }
+    if "transfer_prediction" in result:
+        hit = result["transfer_prediction"] == targets
+        entry["transfer"] = {"fraction": _mean(hit), "fraction_of_valid": _mean(hit[valid])}
+    if "features" in result and real_features is not None:
+        entry["realism"] = realism(result["features"], jobs, real_features, real_labels, feature_space)
+    return entry
+
+
+def realism(cf_features: np.ndarray, jobs: np.ndarray, real_features: np.ndarray, real_labels: np.ndarray,
+            feature_space: str) -> dict[str, Any] | None:
+    """Fréchet distance of the counterfactuals to the real images of their target classes, and of the unchanged
+    originals to the same set as a reference point. Only pairs whose target class has real images count; the
+    real set holds the target classes in the counterfactuals' proportions (cycling through each class's images).
+    None when fewer than 2 pairs qualify."""
+    per_class = np.bincount(real_labels, minlength=int(jobs[:, 2].max()) + 1)
+    keep = per_class[jobs[:, 2]] > 0
+    if keep.sum() < 2:
+        return None
+    jobs, cf_features = jobs[keep], cf_features[keep]
+    counts = np.bincount(jobs[:, 2], minlength=len(per_class))
+    index = np.concatenate([np.flatnonzero(real_labels == c)[np.arange(n) % per_class[c]]
+                            for c, n in enumerate(counts) if n])
+    real = torch.from_numpy(real_features[index]).double()
+    return {"feature_space": feature_space, "n": int(len(cf_features)),
+            "frechet_distance": frechet_from_features(real, torch.from_numpy(cf_features).double()),
+            "frechet_distance_originals": frechet_from_features(
+                real, torch.from_numpy(real_features[jobs[:, 0]]).double())}
+
+
+def minimal_summary(radii: np.ndarray, jobs: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Median minimal radius over the measured pairs and per (source, target) class pair (None: none reached)."""
+    k = len(class_names)
+    matrix = np.full((k, k), math.nan)
+    for s in range(k):
+        for t in range(k):
+            r = radii[(jobs[:, 1] == s) & (jobs[:, 2] == t)]
+            if len(r) and np.isfinite(r).any():
+                matrix[s, t] = float(np.nanmedian(r))
+    ok = radii[np.isfinite(radii)]
+    return {"confidence": 0.5, "pairs": int(len(radii)), "reached": _mean(np.isfinite(radii)),
+            "median": float(np.median(ok)) if len(ok) else None,
+            "per_class_pair": [[None if math.isnan(v) else round(float(v), 4) for v in row] for row in matrix]}

@@ -1,0 +1,175 @@
+"""`python -m explain benchmark`: counterfactuals for many (image, target) pairs over a grid of radii, measured.
+
+Per radius: validity (p(target) >= 0.5 and argmax = target at x_T), mean target confidence, closeness (L1, L2,
+Linf of x_T - x_0, share of pixel values changed by more than 2/255), realism (Fréchet distance in a fixed
+classifier's features to real images of the target class; share of x_T whose E(x) lies in the model's real
+validation energy band) and transfer (share an independent model also classifies as the target); optionally
+the minimal L2 radius to flip per class pair. Re-running the same command continues a stopped run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+EPILOG = """examples:
+  python -m explain benchmark --data ../shared/data/cifar10-jpg.tar.gz --limit 1000 --eps 1,2,3,4 --out out/bench
+  python -m explain benchmark --data DATA --pairs pairs.csv --norm Linf --eps 4/255,8/255 --minimal 200 \\
+      --layout ace --out out/bench-linf
+
+writes benchmark.json, curves.png (validity / realism / closeness against the radius), report.md with
+galleries of the best and worst cases (gallery_best.png, gallery_worst.png), with --minimal N also
+minimal_radius.png (class-pair heatmap), with --layout ace the DiME/ACE folder tree under ace/; partial
+results live in parts/ (delete the folder to start over)"""
+JUDGE = "standard-cifar10-wrn16-2"
+
+
+def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argparse.Namespace], Any]) -> None:
+    """The `benchmark` subcommand; `load` loads the model as the other commands do."""
+    from .cli_options import common_options, int_in, norm_name
+    from .image_sets import image_set_options
+    from .params import NORMS
+
+    p = sub.add_parser("benchmark", help="validity, closeness, realism and transfer of counterfactuals over a "
+                                         "dataset, per radius", description=__doc__.split("\n\n")[1],
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_options(p)
+    image_set_options(p, limit=100, split_help="; choose settings on the validation carve-out of train, "
+                                               "report on --split test --val-size 0")
+    p.add_argument("--pairs", default="all-others", help="'all-others' (every class but the image's) or a CSV "
+                                                         "file of source,target class names (default: %(default)s)")
+    p.add_argument("--norm", default="L2", choices=NORMS, type=norm_name, help="threat model (default: L2)")
+    p.add_argument("--eps", default="", help="radii, comma-separated, e.g. 1,2,3,4 or 4/255,8/255 "
+                                             "(default: the app's default radius)")
+    p.add_argument("--steps", type=int_in(1, 1000), default=None, help="PGD steps (default: the app's)")
+    p.add_argument("--step-size", type=float, default=None, help="step length (default: the app's)")
+    p.add_argument("--batch-size", type=int_in(1, 65536), default=256,
+                   help="(image, target) pairs per PGD batch (default: %(default)s)")
+    p.add_argument("--feature-model", default=JUDGE, help="model whose penultimate features measure realism, "
+                                                         "or 'none' (default: %(default)s)")
+    p.add_argument("--transfer-model", default=JUDGE, help="independent classifier for transfer, or 'none' "
+                                                           "(default: %(default)s)")
+    p.add_argument("--minimal", type=int_in(0, 1_000_000), default=0,
+                   help="also search the minimal L2 radius to flip for N pairs spread over all (one search per "
+                        "pair: slow; default: 0 = off)")
+    p.add_argument("--gallery", type=int_in(1, 64), default=8, help="rows in each of the best/worst galleries "
+                                                                    "(default: %(default)s)")
+    p.add_argument("--layout", choices=("none", "ace"), default="none",
+                   help="ace: also write originals and counterfactuals in the DiME/ACE folder layout")
+    p.set_defaults(func=lambda args: run_benchmark(args, load))
+
+
+def _judge(source: str, model, device) -> tuple[Any, str, bool]:
+    """(judge model or None, its name, whether it has the explained model's classes)."""
+    from dat_core.loading import load_model
+
+    from .trajectory import model_info
+
+    if source.strip().lower() == "none":
+        return None, "", True
+    judge = load_model(source, device=device).eval()
+    size, names, _ = model_info(model)
+    j_size, j_names, _ = model_info(judge)
+    if j_size != size:
+        raise ValueError(f"{Path(source).name} takes {j_size}px images, the explained model {size}px")
+    arch = (getattr(judge, "config", {}) or {}).get("arch", "")
+    return judge, (f"{Path(source).name} ({arch})" if arch else Path(source).name), j_names == names
+
+
+def _settings(args: argparse.Namespace, radii: list[float], request: dict[str, Any], pairs: Any) -> dict[str, Any]:
+    keys = ("model", "revision", "images", "data", "split", "val_size", "seed", "limit", "batch_size",
+            "feature_model", "transfer_model", "autocast")
+    return {**{k: getattr(args, k) for k in keys}, "pairs": pairs, "radii": [str(r) for r in radii],
+            **{k: v for k, v in request.items() if k != "judges"}}
+
+
+def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from dat_core.evaluation.generative import features_of
+    from dat_core.sampling import to_uint8
+
+    from . import benchmark as bm
+    from . import benchmark_report as rep
+    from .image import to_model_input
+    from .image_sets import load_image_set
+    from .params import default_params, parse_eps, validate_params
+    from .success_cli import comma_values
+    from .trajectory import model_info
+
+    started = time.perf_counter()
+    radii = comma_values(args.eps, lambda v: parse_eps(v, name="eps"))
+    model = load(args)
+    size, class_names, device = model_info(model)
+    d = default_params(size, args.norm)
+    radii = [d["eps"] if r is None else r for r in radii]
+    request = {"norm": args.norm, "step_size": d["step_size"] if args.step_size is None else args.step_size,
+               "steps": d["steps"] if args.steps is None else args.steps, "objective": d["objective"],
+               "autocast": bool(args.autocast)}
+    for eps in radii:  # fail before the images load and the folder is claimed
+        validate_params(args.norm, eps, request["step_size"], request["steps"], request["objective"])
+    images, labels, names = load_image_set(args, class_names, size)
+    x = torch.cat([to_model_input(im, size) for im in images])
+    with torch.no_grad():
+        predictions = torch.cat([model(x[i:i + 256].to(device)).argmax(1).cpu() for i in range(0, len(x), 256)])
+    labels = np.asarray([int(p) if lab is None else lab for lab, p in zip(labels, predictions)], dtype=np.int64)
+    pair_set = None if args.pairs.strip().lower() == "all-others" else bm.read_pairs(args.pairs, class_names)
+    jobs = bm.make_jobs(labels, len(class_names), pair_set)
+    feature_model, fs_name, _ = _judge(args.feature_model, model, device)
+    transfer, tr_name, same_classes = _judge(args.transfer_model, model, device)
+    if not same_classes:
+        raise ValueError("the transfer model has other classes than the explained model")
+    judges = bm.Judges(feature_model, f"penultimate features of {fs_name}" if fs_name else "", transfer, tr_name)
+    out = Path(args.out)
+    pairs = [list(p) for p in sorted(pair_set)] if pair_set else "all-others"   # as JSON reads it back
+    bm.check_run_folder(out, _settings(args, radii, request, pairs))
+    real_features = None if feature_model is None else features_of(feature_model, x).numpy()
+    band = bm.energy_band(getattr(model, "config", {}))
+    minimal_jobs = jobs[bm.spread(len(jobs), args.minimal)]
+    entries, results = [], []
+    with tqdm(total=len(jobs) * len(radii) + len(minimal_jobs), desc="pairs", unit="pair") as bar:
+        for k, eps in enumerate(radii):
+            res = bm.run_radius(model, x, jobs, out / "parts", f"r{k}", batch_size=args.batch_size,
+                                progress=bar.update, eps=eps, judges=judges, **request)
+            results.append(res)
+            entries.append(bm.summarize(eps, res, jobs, real_features, labels, band=band,
+                                        feature_space=judges.features_name))
+        minimal = bm.minimal_radii(model, x, minimal_jobs, out / "parts" / f"minimal-{args.minimal}",
+                                   autocast=request["autocast"], progress=bar.update) if len(minimal_jobs) else None
+    report: dict[str, Any] = {
+        "model": str(args.model), "image_source": args.data or args.images, "split": args.split if args.data else None,
+        "images": len(x), "pairs": len(jobs), "class_names": class_names, **request, "threshold": 0.5,
+        "feature_model": judges.features_name or None, "transfer_model": tr_name or None,
+        "seconds": time.perf_counter() - started, "radii": entries,
+        "minimal_radius": None if minimal is None else bm.minimal_summary(minimal, minimal_jobs, class_names)}
+    (out / "benchmark.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    wrote = [out / "benchmark.json", rep.plot_curves(entries, args.norm, out / "curves.png")]
+    if report["minimal_radius"]:
+        wrote.append(rep.plot_minimal_heatmap(report["minimal_radius"]["per_class_pair"], class_names,
+                                              out / "minimal_radius.png"))
+    originals = to_uint8(x).transpose(0, 3, 1, 2)
+    best, worst = rep.best_and_worst(results[-1], args.gallery)
+    galleries = {f"{title} at radius {rep.eps_name(entries[-1]['eps'])}": (
+        rep.gallery(originals, results[-1], jobs, picked, out / f"gallery_{key}.png").name,
+        rep.gallery_rows(picked, results[-1], jobs, names, class_names)) for key, title, picked in
+        (("best", "Best cases", best), ("worst", "Worst cases", worst))}
+    wrote.append(rep.write_markdown(report, galleries, out / "report.md"))
+    if args.layout == "ace":
+        for eps, res in zip(entries, results):
+            root = out / "ace" / f"eps_{rep.eps_name(eps['eps'])}"
+            rep.write_ace_layout(root, originals, labels, predictions.numpy(), res, jobs, bm.is_valid(res, jobs))
+            wrote.append(root)
+    for e in entries:
+        fd = e["realism"] and e["realism"]["frechet_distance"]
+        print(f"eps {rep.eps_name(e['eps'])}: validity {e['validity']:.1%}, mean p(target) "
+              f"{e['mean_target_confidence']:.3f}, mean L2 {e['closeness']['mean_l2']:.2f}"
+              + ("" if e["transfer"] is None else f", transfer {e['transfer']['fraction']:.1%}")
+              + ("" if fd is None else f", Fréchet distance {fd:.2f}"))
+    for p in wrote:
+        print(f"wrote {p}")
+    return 0

@@ -1,0 +1,166 @@
+"""What `python -m explain benchmark` writes besides benchmark.json: plots against the radius, a class-pair
+heatmap of the minimal radius, best/worst galleries, a Markdown report, and the DiME/ACE folder layout.
+
+ACE layout (`--layout ace`), the folders DiME's and ACE's metric scripts read, one tree per radius::
+
+    ace/eps_<r>/Original/{Correct,Incorrect}/NNNNNNN.png      x_0 (Correct: the model classified it right)
+    ace/eps_<r>/Results/benchmark/{CC,IC}/{CCF,ICF}/CF/NNNNNNN.png    x_T
+    ace/eps_<r>/Results/benchmark/{CC,IC}/{CCF,ICF}/Info/NNNNNNN.txt  label, pred, target, cf pred
+
+CC/IC: the original was classified correctly/incorrectly; CCF/ICF: the counterfactual is valid (flipped to
+the target) or not. NNNNNNN numbers the (image, target) pair, so an original is written once per target and
+the two trees line up by file name (their FID scripts copy `Original/*` and `Results/*/*/CCF/CF/*`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from dat_core.sampling import make_grid, save_png
+
+from .export import save_figure
+from .plots import new_figure
+
+
+def eps_name(eps: Any) -> str:
+    return "inf" if eps == "inf" else f"{float(eps):g}"
+
+
+def plot_curves(radii: Sequence[dict[str, Any]], norm: str, path: Path) -> Path:
+    """Validity / confidence / transfer / energy band, realism, and closeness against the radius."""
+    x = [math.inf if r["eps"] == "inf" else r["eps"] for r in radii]
+    fig = new_figure(13, 3.6)
+    a, b, c = fig.subplots(1, 3)
+    series = {"validity": [r["validity"] for r in radii],
+              "mean p(target)": [r["mean_target_confidence"] for r in radii],
+              "transfer": [r["transfer"] and r["transfer"]["fraction"] for r in radii],
+              "E(x) in band": [r["energy_band"] and r["energy_band"]["fraction_inside"] for r in radii]}
+    for label, ys in series.items():
+        if all(y is not None for y in ys):
+            a.plot(x, ys, marker="o", label=label)
+    a.set(xlabel=f"{norm} radius", ylim=(0, 1.02), title="validity")
+    a.legend(fontsize=8)
+    if all(r["realism"] for r in radii):
+        b.plot(x, [r["realism"]["frechet_distance"] for r in radii], marker="o", label="counterfactuals")
+        b.plot(x, [r["realism"]["frechet_distance_originals"] for r in radii], ls="--", label="originals")
+        b.set_title(f"Fréchet distance in {radii[0]['realism']['feature_space']}", fontsize=9)
+        b.legend(fontsize=8)
+    else:
+        b.set_title("realism: not measured")
+    b.set(xlabel=f"{norm} radius")
+    c.plot(x, [r["closeness"]["mean_l2"] for r in radii], marker="o", label="mean L2")
+    c.set(xlabel=f"{norm} radius", ylabel="L2", title="closeness")
+    c2 = c.twinx()
+    c2.plot(x, [r["closeness"]["fraction_changed"] for r in radii], marker="s", color="C3",
+            label="pixels changed > 2/255")
+    c2.set(ylabel="fraction of pixel values", ylim=(0, 1.02))
+    c.legend(loc="upper left", fontsize=8)
+    c2.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_minimal_heatmap(matrix: Sequence[Sequence[float | None]], class_names: Sequence[str], path: Path) -> Path:
+    """Median minimal L2 radius per (source row, target column) class pair; blank: not measured."""
+    m = np.array([[math.nan if v is None else v for v in row] for row in matrix], dtype=float)
+    k = len(class_names)
+    fig = new_figure(1.2 + 0.55 * k, 0.8 + 0.5 * k)
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(m), cmap="viridis")
+    ax.set(xticks=range(k), yticks=range(k), xlabel="target", ylabel="source",
+           title="median minimal L2 radius to p(target) >= 0.5")
+    ax.set_xticklabels(class_names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticklabels(class_names, fontsize=7)
+    top = np.nanmax(m) if np.isfinite(m).any() else 1.0
+    for (i, j), v in np.ndenumerate(m):
+        if np.isfinite(v):  # dark text on the bright (large) end of viridis
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=6, color="k" if v > 0.6 * top else "w")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def gallery(originals: np.ndarray, result: dict[str, np.ndarray], jobs: np.ndarray, picked: np.ndarray,
+            path: Path, scale: int = 3) -> Path:
+    """One row per picked pair: x_0, x_T and |x_T - x_0| amplified x4."""
+    x0 = originals[jobs[picked, 0]].astype(np.int16)
+    xt = result["images"][picked].astype(np.int16)
+    diff = np.clip(np.abs(xt - x0) * 4, 0, 255)
+    tiles = np.stack([x0, xt, diff], axis=1).reshape(-1, *x0.shape[1:]).astype(np.uint8)
+    save_png(make_grid(tiles.transpose(0, 2, 3, 1), nrow=3, scale=scale), path)
+    return path
+
+
+def best_and_worst(result: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k pairs with the highest p(target) (ties: the closest) and the k with the lowest."""
+    order = np.lexsort((result["l2"], -result["p_target"]))
+    return order[:k], order[::-1][:k]
+
+
+def gallery_rows(picked: np.ndarray, result: dict[str, np.ndarray], jobs: np.ndarray, names: Sequence[str],
+          class_names: Sequence[str]) -> list[str]:
+    """Markdown table rows captioning a gallery."""
+    return [f"| {n + 1} | {names[jobs[i, 0]]} | {class_names[jobs[i, 1]]} → {class_names[jobs[i, 2]]} | "
+            f"{result['p_target'][i]:.3f} | {result['l2'][i]:.2f} |" for n, i in enumerate(picked)]
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[str]]], path: Path) -> Path:
+    """report.md: settings, one table row per radius, the plots and the galleries with their captions."""
+    fs = next((r["realism"]["feature_space"] for r in report["radii"] if r["realism"]), None)
+    lines = [f"# Counterfactual benchmark: {report['model']}", "",
+             f"{report['images']} images ({report['image_source']}), {report['pairs']} (image, target) pairs, "
+             f"norm {report['norm']}, {report['steps']} steps of {report['step_size']:g}, objective "
+             f"{report['objective']}, bf16 autocast {'on' if report['autocast'] else 'off'}; "
+             f"{report['seconds']:.0f} s.", "",
+             "Validity: p(target) >= 0.5 and argmax = target at x_T. Changed: share of pixel values moved by more "
+             "than 2/255. Transfer: share that " + (report["transfer_model"] or "(no transfer model)") +
+             " also classifies as the target. " + (f"Realism: Fréchet distance in {fs} (not FID) to real images "
+                                                  "of the target classes; originals: the unchanged x_0." if fs else ""),
+             "", "| radius | validity | mean p(target) | mean L2 | mean L1 | mean Linf | changed | transfer | "
+                 "E(x) in band | Fréchet | Fréchet (originals) |", "|" + "---|" * 11]
+    for r in report["radii"]:
+        c, re = r["closeness"], r["realism"] or {}
+        lines.append(f"| {eps_name(r['eps'])} | {_fmt(r['validity'])} | {_fmt(r['mean_target_confidence'])} | "
+                     f"{_fmt(c['mean_l2'])} | {_fmt(c['mean_l1'])} | {_fmt(c['mean_linf'])} | "
+                     f"{_fmt(c['fraction_changed'])} | {_fmt(r['transfer'] and r['transfer']['fraction'])} | "
+                     f"{_fmt(r['energy_band'] and r['energy_band']['fraction_inside'])} | "
+                     f"{_fmt(re.get('frechet_distance'), '.2f')} | "
+                     f"{_fmt(re.get('frechet_distance_originals'), '.2f')} |")
+    lines += ["", "![validity, realism and closeness against the radius](curves.png)", ""]
+    m = report.get("minimal_radius")
+    if m:
+        lines += [f"Minimal L2 radius to p(target) >= 0.5 over {m['pairs']} pairs: median {_fmt(m['median'])}, "
+                  f"reached by {_fmt(m['reached'])} of them.", "",
+                  "![minimal radius per class pair](minimal_radius.png)", ""]
+    for title, (image, rows) in galleries.items():
+        lines += [f"## {title}", "", "Each row: x_0, x_T, |x_T - x_0| x4.", "", f"![{title}]({image})", "",
+                  "| row | image | source → target | p(target) | L2 |", "|---|---|---|---|---|", *rows, ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def write_ace_layout(root: Path, originals: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+                     result: dict[str, np.ndarray], jobs: np.ndarray, valid: np.ndarray) -> int:
+    """The DiME/ACE tree for one radius (module docstring); returns the number of pairs written."""
+    for n, (i, _, target) in enumerate(jobs):
+        correct = predictions[i] == labels[i]
+        orig = root / "Original" / ("Correct" if correct else "Incorrect")
+        res = root / "Results" / "benchmark" / ("CC" if correct else "IC") / ("CCF" if valid[n] else "ICF")
+        for d in (orig, res / "CF", res / "Info"):
+            d.mkdir(parents=True, exist_ok=True)
+        name = f"{n:07d}"
+        Image.fromarray(originals[i].transpose(1, 2, 0)).save(orig / f"{name}.png")
+        Image.fromarray(result["images"][n].transpose(1, 2, 0)).save(res / "CF" / f"{name}.png")
+        (res / "Info" / f"{name}.txt").write_text(
+            f"label: {labels[i]}\npred: {predictions[i]}\ntarget: {target}\ncf pred: {result['prediction'][n]}\n",
+            encoding="utf-8")
+    return len(jobs)

@@ -1,0 +1,58 @@
+"""Labelled image sets for the batch commands (`success`, `benchmark`): a folder of images, or the
+validation carve-out of a training set (the same `train_val_split` as training: never trained on, never
+the test split unless asked for with `--split test`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from dat_core.assets import ASSETS_DIR
+
+EXAMPLES_DIR = ASSETS_DIR / "examples"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def image_set_options(p: argparse.ArgumentParser, limit: int, split_help: str = "") -> None:
+    """--images | --data ARCHIVE --split --val-size --seed, and --limit."""
+    p.add_argument("--images", default=str(EXAMPLES_DIR),
+                   help="a folder of images; a file named CLASS-*.ext is labelled CLASS, others by the model's "
+                        "prediction (default: the bundled examples)")
+    p.add_argument("--data", default=None, help="a class-folder archive/dir: use its validation carve-out instead")
+    p.add_argument("--split", default="train", help="split folder of --data (default: %(default)s)" + split_help)
+    p.add_argument("--val-size", type=int, default=2000,
+                   help="validation images carved as training does (data.val_size; default: %(default)s); "
+                        "0 = every image of --split")
+    p.add_argument("--seed", type=int, default=0, help="training's seed (the carve-out's; default: %(default)s)")
+    p.add_argument("--limit", type=int, default=limit, help="at most this many images (default: %(default)s)")
+
+
+def load_image_set(args: argparse.Namespace, class_names: list[str], size: int) -> tuple[list[Any],
+                                                                                        list[int | None], list[str]]:
+    """(images, labels, names) from `image_set_options`: images are (1,3,H,W) float tensors (--data) or file
+    paths (--images); a label is None where a file name does not name a class."""
+    if not 0 < args.limit:
+        raise ValueError(f"--limit must be >= 1; got {args.limit}")
+    if args.data:
+        from dat_core.data import train_val_split
+        from dat_core.training.data import load_dataset
+
+        full = load_dataset(args.data, args.split, size)
+        if list(full.class_names) != list(class_names):
+            raise ValueError(f"--data has classes {full.class_names[:4]}…, the model {class_names[:4]}…")
+        val = train_val_split(full, args.val_size, seed=args.seed)[1] if args.val_size > 0 else full
+        n = min(args.limit, len(val))
+        picked = [k * len(val) // n for k in range(n)]  # evenly spread: class-folder data is sorted by class
+        tag = "val" if args.val_size > 0 else args.split
+        return ([val.images[i].float().div(255)[None] for i in picked], [int(val.labels[i]) for i in picked],
+                [f"{tag}[{i}]" for i in picked])
+    folder = Path(args.images)
+    if not folder.is_dir():
+        raise ValueError(f"--images {folder.name} is not a folder")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"--images {folder.name} holds no images")
+    files = files[:args.limit]
+    index = {n.lower(): i for i, n in enumerate(class_names)}
+    return files, [index.get(f.stem.rsplit("-", 1)[0].lower()) for f in files], [f.name for f in files]

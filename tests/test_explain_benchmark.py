@@ -1,0 +1,176 @@
+"""Counterfactual benchmark (explain.benchmark, `python -m explain benchmark`) on a tiny random model and synthetic
+images: metrics match a recomputation, the realism number equals a NumPy/SciPy Fréchet distance on the same
+features, a stopped run resumes from its saved batches, and --layout ace writes the DiME/ACE tree."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_generative_metrics import reference_frechet
+
+from dat_core import build_model
+from dat_core.checkpoint import save_model
+from dat_core.energy import probabilities
+from dat_core.evaluation.generative import features_of, frechet_from_features
+from dat_core.loading import load_model
+from dat_core.pgd import pgd, threat_model
+from explain import benchmark as bm
+from explain.cli import main
+from explain.image import to_model_input
+from explain.image_sets import load_image_set
+
+NAMES = ["cat-0000.png", "cat-0002.png", "ship-0001.png", "ship-0003.png"]  # the order a folder is read in
+PAIRS = "source,target\ncat,ship  # a comment\nship,cat\ncat,dog\n"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    save_model(build_model("wrn-10-1").eval(), d / "model")
+    torch.manual_seed(1)
+    save_model(build_model("wrn-10-1").eval(), d / "judge")
+    rng = np.random.default_rng(0)
+    (d / "imgs").mkdir()
+    for name in NAMES:
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / "imgs" / name)
+    (d / "pairs.csv").write_text(PAIRS)
+    return d
+
+
+def command(d, out, *extra):
+    return ["benchmark", "--model", str(d / "model"), "--images", str(d / "imgs"), "--pairs", str(d / "pairs.csv"),
+            "--eps", "0.5,inf", "--steps", "4", "--step-size", "0.4", "--batch-size", "2", "--autocast", "off",
+            "--feature-model", str(d / "judge"), "--transfer-model", str(d / "judge"), "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def run(setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-out")
+    assert main(command(setup, out, "--layout", "ace", "--minimal", "2", "--gallery", "3")) == 0
+    return setup, out
+
+
+def test_pairs_follow_the_file_and_metrics_match_a_recomputation(run):
+    d, out = run
+    report = json.loads((out / "benchmark.json").read_text())
+    # cats go to ship and dog (2 x 2), ships to cat (2 x 1)
+    assert report["pairs"] == 6 and report["images"] == 4 and [r["eps"] for r in report["radii"]] == [0.5, "inf"]
+    model = load_model(str(d / "model")).eval()
+    x = torch.cat([to_model_input(d / "imgs" / n, 32) for n in NAMES])
+    jobs = bm.make_jobs([3, 3, 8, 8], 10, bm.read_pairs(d / "pairs.csv", model.config["class_names"]))
+    y = torch.from_numpy(jobs[:, 2])
+    for entry, eps in zip(report["radii"], (0.5, float("inf"))):
+        xt = pgd(model, x[jobs[:, 0]], y, threat_model("L2", eps, 0.4), 4, objective="target_logit").x
+        with torch.no_grad():
+            logits = model(xt)
+        p = probabilities(logits).gather(1, y[:, None]).squeeze(1)
+        valid = (p >= 0.5) & (logits.argmax(1) == y)
+        l2 = (xt - x[jobs[:, 0]]).flatten(1).norm(dim=1)
+        assert entry["validity"] == pytest.approx(valid.float().mean().item())
+        assert entry["mean_target_confidence"] == pytest.approx(p.mean().item(), abs=1e-5)
+        assert entry["closeness"]["mean_l2"] == pytest.approx(l2.mean().item(), abs=1e-5)
+        assert entry["closeness"]["mean_linf"] <= entry["closeness"]["mean_l2"] + 1e-6
+        assert 0 <= entry["closeness"]["fraction_changed"] <= 1 and entry["transfer"] is not None
+    assert report["radii"][0]["closeness"]["mean_l2"] <= 0.5 + 1e-4 < report["radii"][1]["closeness"]["mean_l2"]
+    m = report["minimal_radius"]
+    assert m["pairs"] == 2 and len(m["per_class_pair"]) == 10
+    for name in ("curves.png", "minimal_radius.png", "gallery_best.png", "gallery_worst.png", "report.md"):
+        assert (out / name).stat().st_size > 0
+    assert Image.open(out / "gallery_best.png").size == (3 * (32 * 3 + 2) + 2,) * 2  # 3 rows of x_0, x_T, diff
+    assert "Fréchet distance in penultimate features of judge" in (out / "report.md").read_text()
+    assert "FID" not in (out / "report.md").read_text().replace("(not FID)", "")
+
+
+def test_realism_compares_the_counterfactual_features_with_real_target_class_features(run):
+    d, out = run
+    report = json.loads((out / "benchmark.json").read_text())
+    judge = load_model(str(d / "judge")).eval()
+    x = torch.cat([to_model_input(d / "imgs" / n, 32) for n in NAMES])
+    real = features_of(judge, x)
+    cf = np.concatenate([np.load(p)["features"] for p in sorted((out / "parts").glob("r0-b*.npz"))])
+    # dog has no real images: only the 4 cat->ship / ship->cat pairs count
+    keep = [1, 3, 4, 5]  # image-major jobs: cat0->dog, cat0->ship, cat2->dog, cat2->ship, ship1->cat, ship3->cat
+    realism = report["radii"][0]["realism"]
+    assert realism["n"] == 4 and realism["feature_space"] == "penultimate features of judge (wrn-10-1)"
+    targets_real = real  # the real cats then ships, one per counterfactual of that target class
+    assert realism["frechet_distance"] == pytest.approx(
+        frechet_from_features(targets_real, torch.from_numpy(cf[keep]).double()), rel=1e-9)
+    assert realism["frechet_distance_originals"] == pytest.approx(
+        frechet_from_features(targets_real, real[[0, 1, 2, 3]]), abs=1e-9)
+
+
+def test_realism_equals_a_scipy_frechet_distance_on_the_same_features(tiny_model):
+    """Enough images per set for full-rank covariances (64 features), targets in unequal proportions."""
+    pytest.importorskip("scipy")
+    g = torch.Generator().manual_seed(3)
+    real_images, real_labels = torch.rand(120, 3, 32, 32, generator=g), np.arange(120) % 3
+    real = features_of(tiny_model, real_images).numpy()
+    jobs = np.stack([np.arange(150) % 120, real_labels[np.arange(150) % 120], (np.arange(150) % 5).clip(0, 2)], 1)
+    cf = features_of(tiny_model, (real_images[jobs[:, 0]] * 0.7 + 0.1).clamp(0, 1)).numpy()
+    ours = bm.realism(cf, jobs, real, real_labels, "tiny")
+    counts = np.bincount(jobs[:, 2], minlength=3)          # 30, 30, 90 counterfactuals per target class
+    reference_real = np.concatenate([np.tile(real[real_labels == c], (-(-counts[c] // 40), 1))[:counts[c]]
+                                     for c in range(3)])
+    assert ours["n"] == 150
+    assert ours["frechet_distance"] == pytest.approx(reference_frechet(reference_real, cf), rel=1e-6)
+    assert ours["frechet_distance_originals"] == pytest.approx(reference_frechet(reference_real, real[jobs[:, 0]]),
+                                                               rel=1e-6)
+
+
+def test_ace_layout_lines_originals_and_counterfactuals_up_by_name(run):
+    _, out = run
+    root = out / "ace" / "eps_0.5"
+    originals = sorted(p.name for p in (root / "Original").rglob("*.png"))
+    cfs = sorted(p.name for p in (root / "Results" / "benchmark").rglob("CF/*.png"))
+    assert originals == cfs == [f"{n:07d}.png" for n in range(6)]
+    for info in (root / "Results" / "benchmark").rglob("Info/*.txt"):
+        fields = dict(line.split(": ") for line in info.read_text().splitlines())
+        if info.parent.parent.name == "CCF":              # valid: flipped to the target
+            assert fields["cf pred"] == fields["target"]
+        correct = info.parent.parent.parent.name == "CC"
+        assert correct == (fields["label"] == fields["pred"])
+    assert (out / "ace" / "eps_inf").is_dir()
+
+
+def test_a_stopped_run_resumes_from_its_saved_batches(setup, tmp_path, capsys):
+    assert main(command(setup, tmp_path, "--feature-model", "none")) == 0
+    first = json.loads((tmp_path / "benchmark.json").read_text())
+    parts = sorted((tmp_path / "parts").glob("*.npz"))
+    assert len(parts) == 6                               # 2 radii x 3 batches of 2 pairs
+    lost = parts[2]
+    lost.unlink()                                        # as if stopped while this batch ran
+    kept = {p: p.stat().st_mtime_ns for p in parts if p != lost}
+    assert main(command(setup, tmp_path, "--feature-model", "none")) == 0
+    assert lost.is_file() and all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    again = json.loads((tmp_path / "benchmark.json").read_text())
+    assert again["radii"] == first["radii"] and first["radii"][0]["realism"] is None
+    capsys.readouterr()
+    assert main(command(setup, tmp_path, "--feature-model", "none", "--steps", "5")) == 2
+    assert "other settings (steps differ)" in capsys.readouterr().err
+    assert main(command(setup, tmp_path / "new", "--step-size", "-1")) == 2
+    assert "step_size must be a finite number > 0" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_jobs_are_image_major_and_follow_the_pairs():
+    assert bm.make_jobs([0, 2], 3).tolist() == [[0, 0, 1], [0, 0, 2], [1, 2, 0], [1, 2, 1]]
+    assert bm.make_jobs([0, 2], 3, {(2, 1)}).tolist() == [[1, 2, 1]]
+    with pytest.raises(ValueError, match="no \\(image, target\\) pairs"):
+        bm.make_jobs([1], 3, {(2, 1)})
+
+
+@pytest.mark.parametrize("text, match", [("cat;dog\n", "expected 'source,target'"), ("cat,cat\n", "same class"),
+                                         ("# nothing\n", "no class pairs"), ("cat,horse\n", "unknown class")])
+def test_bad_pairs_files_say_what_is_wrong(tmp_path, text, match):
+    (tmp_path / "p.csv").write_text(text)
+    with pytest.raises(ValueError, match=match):
+        bm.read_pairs(tmp_path / "p.csv", ["cat", "dog", "ship"])
+
+
+def test_a_limited_carve_out_spreads_over_the_classes(toy):
+    args = argparse.Namespace(data=str(toy), split="train", val_size=30, seed=0, limit=6, images=None)
+    images, labels, names = load_image_set(args, ["class0", "class1", "class2"], 16)
+    assert sorted(labels) == [0, 0, 1, 1, 2, 2] and len(set(names)) == 6 and images[0].shape == (1, 3, 16, 16)
