@@ -13,6 +13,7 @@ import numpy as np
 
 from dat_core.pgd import NORMS
 from dat_core.pgd import OBJECTIVES as PGD_OBJECTIVES
+from dat_core.sampling import IMAGENET_MIN_SIZE  # noqa: F401  (re-exported: the app and CLI read it here)
 
 OBJECTIVES = tuple(o for o in PGD_OBJECTIVES if o != "ce")
 """Objectives an explanation can ascend: the engine's, without untargeted `ce` (explanations go toward a class)."""
@@ -39,8 +40,6 @@ IMAGENET_DEFAULTS: dict[str, dict[str, float]] = {
     "Linf": {"eps": 16 / 255, "step_size": 2 / 255, "steps": 20},
     "L1": {"eps": 600.0, "step_size": 60.0, "steps": 20},   # ~12 x (224/32)^2, path length 2 eps as above
 }
-IMAGENET_MIN_SIZE = 128
-"""Models at this resolution or above take `IMAGENET_DEFAULTS` (the paper's ImageNet sizes are 224 and 256)."""
 DEFAULT_OBJECTIVE = "target_logit"
 
 
