@@ -339,10 +339,25 @@ def settings(page: Any, **values: Any) -> None:
         page.locator("#cf-settings").get_by_text("Settings").click()
     for name, value in values.items():
         box = page.locator(f"#cf-{name.replace('_', '-')} input").first
-        box.fill(str(value))
-        box.press("Enter" if name == "eps" else "Tab")
-        if name != "eps":  # a number box: wait until the page holds the typed value before the next step
-            page.wait_for_function("([el, v]) => el.value === v", arg=[box.element_handle(), str(value)])
+        for attempt in range(3):  # a late page event (e.g. the page-load one on a busy machine) may reset a box
+            box.fill(str(value))
+            box.press("Enter" if name == "eps" else "Tab")
+            if name == "eps" or _holds(page, box, str(value)):
+                break
+        else:
+            raise AssertionError(f"the {name} box does not keep {value!r}: it shows {box.input_value()!r}")
+
+
+def _holds(page: Any, box: Any, value: str, timeout_ms: int = 5000) -> bool:
+    """Whether a number box shows `value` within the timeout (the locator is re-resolved on every poll)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while time.monotonic() < deadline:
+        if box.input_value() == value:
+            page.wait_for_timeout(100)          # and still does a moment later
+            if box.input_value() == value:
+                return True
+        page.wait_for_timeout(100)
+    return False
 
 
 def pick_example(page: Any, index: int = 0) -> None:
