@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 # Spinning OpenMP threads stall badly when two processes share 2 cores (a test and the server or
 # training subprocess it drives); passive waiting keeps the suite fast. Must precede `import torch`.
@@ -50,3 +51,16 @@ def toy(tmp_path_factory):
     for i in range(40):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(ood / f"{i:03d}.png")
     return root
+
+
+def sigterm_after_rows(proc, metrics: Path, rows: int = 4, wait_s: float = 120) -> str:
+    """Send SIGTERM to a training subprocess once its metrics.jsonl holds `rows` rows; returns its output."""
+    import signal
+    import time
+
+    deadline = time.time() + wait_s
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= rows):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    return out

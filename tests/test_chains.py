@@ -5,11 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import sigterm_after_rows
 
 from dat_core.training.chains import ContrastiveChains
 from dat_core.training.config import ConfigError, load_config
@@ -100,12 +100,7 @@ def test_sigterm_then_resume_with_chains_matches_uninterrupted_run(toy, stage1, 
     out, _ = ref.communicate(timeout=300)
     assert ref.returncode == 0, out
     run = _run(args(tmp_path / "int"))
-    metrics = tmp_path / "int" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 4):
-        time.sleep(0.05)
-    run.send_signal(signal.SIGTERM)
-    out, _ = run.communicate(timeout=120)
+    out = sigterm_after_rows(run, tmp_path / "int" / "metrics.jsonl")
     assert run.returncode == 128 + signal.SIGTERM, out
     assert 4 <= torch.load(tmp_path / "int" / STATE_FILE, weights_only=True)["step"] < steps
     resumed = _run(args(tmp_path / "int") + ["--resume"])

@@ -5,11 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import sigterm_after_rows
 
 from dat_core.loading import load_model
 from dat_core.runtime import native_bf16, use_autocast
@@ -166,12 +166,7 @@ def test_sigterm_then_resume_matches_uninterrupted_run(toy, stage1_ckpt, tmp_pat
     assert ref.returncode == 0, out
 
     run = _run(base + _overrides(toy, tmp_path / "int", steps))
-    metrics = tmp_path / "int" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 4):
-        time.sleep(0.05)
-    run.send_signal(signal.SIGTERM)
-    out, _ = run.communicate(timeout=120)
+    out = sigterm_after_rows(run, tmp_path / "int" / "metrics.jsonl")
     assert run.returncode == 128 + signal.SIGTERM, out
     assert "continue with --resume" in out
     stopped = torch.load(tmp_path / "int" / STATE_FILE, weights_only=True)["step"]
