@@ -119,3 +119,28 @@ def test_train_eval_feature_model_needs_samples(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "m"), "--data", "cifar10", "--root", str(tmp_path),
                  "--feature-model", str(tmp_path / "m")]) == 2
     assert "--samples" in capsys.readouterr().err
+
+
+def reference_kernel_distance(f1: np.ndarray, f2: np.ndarray) -> float:
+    """KID's unbiased MMD² (Bińkowski et al. 2018) with k(x, y) = (x.y / d + 1)^3, written out in NumPy."""
+    d = f1.shape[1]
+    k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+    kxx, kyy, kxy = k(f1, f1), k(f2, f2), k(f1, f2)
+    m, n = len(f1), len(f2)
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+                 - 2 * kxy.mean())
+
+
+def test_kernel_distance_equals_a_numpy_reference_and_is_near_zero_for_the_same_distribution():
+    from dat_core.evaluation.generative import kernel_distance_from_features
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 8)), rng.normal(0.5, 1.0, size=(60, 8))
+    mean, std = kernel_distance_from_features(torch.from_numpy(a), torch.from_numpy(b), subsets=1, subset_size=60)
+    assert mean == pytest.approx(reference_kernel_distance(a, b), rel=1e-9) and std == 0
+    c = rng.normal(size=(800, 8))
+    same = kernel_distance_from_features(torch.from_numpy(c[:400]), torch.from_numpy(c[400:]), subsets=5,
+                                         subset_size=400)[0]
+    assert abs(same) < mean / 5                                     # unbiased: ~0 for one distribution
+    with pytest.raises(ValueError, match="at least 2"):
+        kernel_distance_from_features(torch.from_numpy(a[:1]), torch.from_numpy(b))

@@ -72,6 +72,26 @@ def frechet_from_features(real: torch.Tensor, generated: torch.Tensor) -> float:
     return float(metric.compute())
 
 
+def kernel_distance_from_features(real: torch.Tensor, generated: torch.Tensor, subsets: int = 10,
+                                  subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """The kernel distance (KID's unbiased MMD² with the cubic polynomial kernel) of two (N, D) feature sets:
+    torchmetrics' KernelInceptionDistance over them, mean and std over `subsets` random subsets of
+    min(subset_size, N) images each. Unbiased for small N, where the Fréchet distance is biased upward."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    size = min(subset_size, len(real), len(generated))
+    if size < 2:
+        raise ValueError("a kernel distance needs at least 2 images per set")
+    metric = KernelInceptionDistance(feature=_Given(real.shape[1]), subsets=subsets, subset_size=size,
+                                     reset_real_features=True)
+    metric.update(real.double(), real=True)
+    metric.update(generated.double(), real=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # torchmetrics draws the subsets from torch's global RNG
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
 def within_class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean pairwise L2 distance between features of the same class, averaged over classes with >= 2 images.
 

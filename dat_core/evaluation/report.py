@@ -27,7 +27,7 @@ from ..sampling import (
 )
 from .accuracy import ROBUST, robust_correct, robust_settings
 from .batches import _bar, _collect, _forward, _unpack
-from .generative import features_of, frechet_from_features, within_class_diversity
+from .generative import features_of, frechet_from_features, kernel_distance_from_features, within_class_diversity
 from .metrics import energy_quantiles, expected_calibration_error, roc_auc
 from .ood import ood_scores
 
@@ -115,8 +115,10 @@ def sample_realism(feature_model: nn.Module, real: Any, real_labels: torch.Tenso
                          "iterator")
     real_div = within_class_diversity(real_f, real_labels)
     gen_div = within_class_diversity(gen_f, targets)
+    kid, kid_std = kernel_distance_from_features(real_f, gen_f)
     return {"feature_space": f"penultimate features of {_name(feature_model)}",
             "frechet_distance": frechet_from_features(real_f, gen_f),
+            "kernel_distance": kid, "kernel_distance_std": kid_std,
             "within_class_diversity_samples": gen_div, "within_class_diversity_real": real_div,
             "diversity_ratio": gen_div / real_div if real_div > 0 else None,
             "n_real": len(real_f), "n_samples": len(gen_f)}
