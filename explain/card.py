@@ -41,12 +41,28 @@ def _pack(a: np.ndarray) -> dict[str, Any]:
         a.tobytes(), 6)).decode("ascii")}
 
 
+MAX_ARRAY_ELEMENTS = 4 * 1024 * 1024   # a 3 x 1024 x 1024 image fits; a decompression bomb does not
+
+
 def _unpack(d: dict[str, Any]) -> np.ndarray:
-    dtype = np.dtype(d["dtype"])
+    """An array written by `_pack`; its dtype, shape and size are checked before and while it is inflated."""
+    try:
+        dtype = np.dtype(d["dtype"])
+        shape = [int(s) for s in d["shape"]]
+        packed = base64.b64decode(d["zlib_base64"], validate=True)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"a malformed array in the card ({type(e).__name__})") from None
     if dtype not in (np.dtype(np.float32), np.dtype(np.bool_)):
         raise ValueError(f"an explanation card holds float32 or bool arrays, not {dtype}")
-    shape = [int(s) for s in d["shape"]]
-    raw = zlib.decompress(base64.b64decode(d["zlib_base64"]), bufsize=int(np.prod(shape)) * dtype.itemsize)
+    if not 1 <= len(shape) <= 4 or min(shape) < 1 or math.prod(shape) > MAX_ARRAY_ELEMENTS:
+        raise ValueError(f"an array of shape {shape[:8]} does not belong in an explanation card")
+    expected = math.prod(shape) * dtype.itemsize
+    try:
+        raw = zlib.decompressobj().decompress(packed, expected + 1)   # never inflates past what the shape needs
+    except zlib.error:
+        raise ValueError("a malformed array in the card (not zlib data)") from None
+    if len(raw) != expected:
+        raise ValueError(f"a malformed array in the card ({len(raw)} bytes for shape {shape})")
     return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
 
 

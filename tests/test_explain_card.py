@@ -80,3 +80,24 @@ def test_bad_cards_are_one_line(setup, capsys):
     (tmp / "y.json").write_bytes(b"\x80\x04pickle")
     assert main(["replay", str(tmp / "y.json")]) == 2
     assert "not JSON" in capsys.readouterr().err
+
+
+def test_hostile_arrays_in_a_card_are_refused_before_inflating(setup, capsys):
+    import base64
+    import zlib
+
+    tmp, model_dir, _ = setup
+    assert _cf(tmp, model_dir, tmp / "cf") == 0
+    path = tmp / "cf" / "card.json"
+    good = json.loads(path.read_text())
+    bomb = base64.b64encode(zlib.compress(b"\0" * (64 * 2 ** 20))).decode()  # 64 MB of zeros, ~64 kB packed
+    for x0, needle in (({**good["image"]["x0"], "zlib_base64": bomb}, "bytes for shape"),
+                       ({**good["image"]["x0"], "shape": [3, 100000, 100000]}, "does not belong"),
+                       ({**good["image"]["x0"], "dtype": "object"}, "float32 or bool"),
+                       ({**good["image"]["x0"], "zlib_base64": "!!!"}, "malformed")):
+        card = json.loads(json.dumps(good))
+        card["image"]["x0"] = x0
+        path.write_text(json.dumps(card))
+        capsys.readouterr()
+        assert main(["replay", str(path)]) == 2
+        assert needle in capsys.readouterr().err
