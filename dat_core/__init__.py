@@ -9,6 +9,7 @@ from .loading import load_model
 from .models import KNOWN_ARCHS, Classifier, build_model, count_parameters
 from .official import import_official
 from .pgd import (
+    L1,
     L2,
     OBJECTIVES,
     STOP,
@@ -26,7 +27,8 @@ from .zoo import list_models
 __all__ = [
     "Classifier", "KNOWN_ARCHS", "build_model", "count_parameters",
     "joint_energy", "marginal_energy", "probabilities",
-    "ThreatModel", "L2", "Linf", "threat_model", "pgd", "PGDResult", "PGDStep", "STOP", "OBJECTIVES", "attack_mode",
+    "ThreatModel", "L2", "Linf", "L1", "threat_model", "pgd", "PGDResult", "PGDStep", "STOP", "OBJECTIVES",
+    "attack_mode",
     "load_model", "save_model", "import_official", "model_card", "list_models", "DATModel",
     "__version__", "code_version",
 ]

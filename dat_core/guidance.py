@@ -44,14 +44,10 @@ class ConeGuide:
         if not 0 <= angle_deg <= 180:
             raise ValueError(f"cone angle must be in 0..180 degrees, got {angle_deg}")
         self.guide, self.y, self.objective, self.angle, self.autocast = guide, y, objective, angle_deg, autocast
-        self.angles: list[torch.Tensor] = []  # angle (degrees) between the two gradients at each step, per sample
 
     def __call__(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         x = x.detach().requires_grad_(True)
         with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             value = objective_value(self.guide(x).float(), self.y.to(x.device), self.objective).sum()
         (d,) = torch.autograd.grad(value, x)
-        d = d.float()
-        cos = torch.nn.functional.cosine_similarity(grad.flatten(1), d.flatten(1), dim=1)
-        self.angles.append(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).detach().cpu())
-        return cone_project(grad, d, self.angle)
+        return cone_project(grad, d.float(), self.angle)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dat_core.checkpoint import WEIGHTS_NAME
-from dat_core.loading import load_model, locate, resolve_source
+from dat_core.checkpoint import WEIGHTS_NAME, load_checkpoint_dir
+from dat_core.loading import locate, resolve_source
 from dat_core.runtime import channels_last, model_device
 from dat_core.version import code_version
 from dat_core.zoo import weights_sha256
@@ -70,13 +70,26 @@ def frames_sha256(traj: Trajectory) -> str:
     return hashlib.sha256(np.ascontiguousarray(traj.images, dtype=np.float32).tobytes()).hexdigest()
 
 
-def model_identity(source: str, revision: str | None = None) -> dict[str, Any]:
-    """Where a model came from: its source as given, the commit a Hub revision resolved to, its weights' sha256."""
+def _located(source: str, revision: str | None = None) -> tuple[dict[str, Any], Path]:
+    """A model's identity (its source as given, the commit a Hub revision resolved to, its weights' sha256) and
+    the checkpoint directory it was read from (resolved and downloaded once)."""
     resolved = resolve_source(source, revision)
     directory = locate(resolved)
     commit = directory.name if resolved.kind == "hub" and len(directory.name) == 40 else None
-    return {"source": str(source), "kind": resolved.kind, "revision": commit or resolved.revision,
-            "weights_sha256": weights_sha256(directory / WEIGHTS_NAME)}
+    return ({"source": str(source), "kind": resolved.kind, "revision": commit or resolved.revision,
+             "weights_sha256": weights_sha256(directory / WEIGHTS_NAME)}, directory)
+
+
+def model_identity(source: str, revision: str | None = None) -> dict[str, Any]:
+    return _located(source, revision)[0]
+
+
+def _load_checked(identity: dict[str, Any], device: str | torch.device) -> nn.Module:
+    """The model a card names, refused unless its weights are the ones the card was made with."""
+    found, directory = _located(identity["source"], identity["revision"] if identity["kind"] == "hub" else None)
+    if found["weights_sha256"] != identity["weights_sha256"]:
+        raise ValueError(f"the weights of {identity['source']} are not the ones the card was made with")
+    return load_checkpoint_dir(directory).to(device)
 
 
 def _is_channels_last(model: nn.Module) -> bool:
@@ -138,17 +151,10 @@ def read_card(path: str | Path) -> dict[str, Any]:
 def replay(path: str | Path, device: str | torch.device | None = None) -> Replay:
     """Run the card's counterfactual again and compare every frame with the card's hash and x_T."""
     card = read_card(path)
-    m = card["model"]
-    model = load_model(m["source"], revision=m["revision"] if m["kind"] == "hub" else None,
-                       device=device or card["device"])
+    model = _load_checked(card["model"], device or card["device"])
     if card.get("memory_format") == "channels_last":
         model = channels_last(model)
-    if model_identity(m["source"], m["revision"] if m["kind"] == "hub" else None)["weights_sha256"] != \
-            m["weights_sha256"]:
-        raise ValueError(f"the weights of {m['source']} are not the ones the card was made with")
-    guide = None
-    if card.get("guide"):
-        guide = load_model(card["guide"]["source"], device=model_device(model))
+    guide = _load_checked(card["guide"], model_device(model)) if card.get("guide") else None
     p = dict(card["params"])
     x0 = torch.from_numpy(_unpack(card["image"]["x0"]))[None]
     mask = None if card.get("mask") is None else torch.from_numpy(_unpack(card["mask"]))

@@ -48,20 +48,15 @@ def run_replay(args: argparse.Namespace) -> int:
     return 1
 
 
-def write_card_for(args: argparse.Namespace, model: Any, traj: Any, out: Path) -> list[Path]:
-    """The `--card` export of one counterfactual run by the CLI."""
+def write_card_for(args: argparse.Namespace, model: Any, traj: Any, out: Path, mask: Any = None) -> list[Path]:
+    """The `--card` export of one counterfactual run by the CLI (`mask`: the mask image the run used)."""
     from dat_core.runtime import model_device
 
     from .card import make_card, write_card
     from .image import to_mask
 
     image_sha = hashlib.sha256(Path(args.image).read_bytes()).hexdigest()
-    mask = None
-    if args.mask:
-        from .cli_options import mask_image
-        from .image import open_image
-
-        mask = to_mask(mask_image(args, open_image(args.image)), int(model.config["image_size"]))
+    mask = None if mask is None else to_mask(mask, int(model.config["image_size"]))
     card = make_card(traj, model, args.model, args.revision, image_sha256=image_sha, autocast=bool(args.autocast),
                      device=model_device(model), mask=mask, guide=args.guide)
     return write_card(card, traj, out, scale=args.scale)

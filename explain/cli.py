@@ -181,7 +181,7 @@ def _counterfactual(args: argparse.Namespace) -> int:
         if len(trajs) != 1:
             raise ValueError("--card needs exactly one --target class")
         from .card_cli import write_card_for
-        wrote += write_card_for(args, model, trajs[0], out)
+        wrote += write_card_for(args, model, trajs[0], out, mask)
     if confidences:
         if len(trajs) != 1:
             raise ValueError("--minimal needs exactly one --target class")

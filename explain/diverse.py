@@ -22,7 +22,7 @@ from dat_core.pgd import pgd, threat_model
 from dat_core.runtime import seeded
 
 from .image import ImageLike, to_model_input
-from .params import DEFAULT_OBJECTIVE, default_params, resolve_targets, validate_params
+from .params import DEFAULT_OBJECTIVE, resolve_request, resolve_targets
 from .trajectory import model_info
 
 MAX_ALTERNATIVES = 16
@@ -65,9 +65,7 @@ def alternatives(model: nn.Module, image: ImageLike, target: int | str, n: int =
     if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_ALTERNATIVES:
         raise ValueError(f"n must be an integer in 2..{MAX_ALTERNATIVES}; got {n!r}")
     size, names, device = model_info(model)
-    d = default_params(size, norm)
-    p = validate_params(d["norm"], d["eps"] if eps is None else eps, d["step_size"] if step_size is None
-                        else step_size, d["steps"] if steps is None else steps, objective)
+    p = resolve_request(size, norm, eps, step_size, steps, objective)
     if not math.isfinite(p["eps"]) or p["eps"] == 0:
         raise ValueError("alternatives start at random points of the eps-ball: eps must be finite and > 0")
     (t,) = resolve_targets([target], names)

@@ -56,6 +56,14 @@ def default_params(image_size: int = 32, norm: str = "L2") -> dict[str, Any]:
             "steps": int(d["steps"]), "objective": DEFAULT_OBJECTIVE}
 
 
+def resolve_request(image_size: int, norm: str = "L2", eps: float | None = None, step_size: float | None = None,
+                    steps: int | None = None, objective: str = DEFAULT_OBJECTIVE) -> dict[str, Any]:
+    """A checked request whose unset parameters take the defaults of `norm` at `image_size`."""
+    d = default_params(image_size, norm)
+    return validate_params(d["norm"], d["eps"] if eps is None else eps, d["step_size"] if step_size is None
+                           else step_size, d["steps"] if steps is None else steps, objective)
+
+
 def eps_suggestions(norm: str, image_size: int) -> list[float]:
     """Radii worth offering beside the default (the app's ε dropdown): fractions and multiples of it, then inf."""
     d = default_params(image_size, norm)

@@ -25,13 +25,7 @@ from dat_core.runtime import model_device
 from dat_core.sampling import to_uint8
 
 from .image import ImageLike, to_mask, to_model_input
-from .params import (
-    DEFAULT_OBJECTIVE,
-    MAX_STEPS,
-    default_params,
-    resolve_targets,
-    validate_params,
-)
+from .params import DEFAULT_OBJECTIVE, MAX_STEPS, resolve_request, resolve_targets
 
 
 def model_info(model: nn.Module) -> tuple[int, list[str], torch.device]:
@@ -141,11 +135,7 @@ def trajectories_from_pgd(res: PGDResult, y: torch.Tensor, class_names: Sequence
 
 def _request(model: nn.Module, norm: str, eps: float | None, step_size: float | None, steps: int | None,
              objective: str) -> dict[str, Any]:
-    size, _, _ = model_info(model)
-    d = default_params(size, norm)
-    return validate_params(d["norm"], d["eps"] if eps is None else eps,
-                           d["step_size"] if step_size is None else step_size,
-                           d["steps"] if steps is None else steps, objective)
+    return resolve_request(model_info(model)[0], norm, eps, step_size, steps, objective)
 
 
 def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Sequence[int | str], *,

@@ -191,6 +191,14 @@ def test_opening_a_link_shows_its_run_and_starts_it(ex):
     assert out["cf_input"].shape == (256, 256, 3)
 
 
+def test_a_link_may_name_every_norm_the_engine_has(ex):
+    if not len(ex.examples):
+        pytest.skip("no example images")
+    name = ex.examples.names[0]
+    out = named(opening.open_page(ex, None, _request(f"?example={name}&target=horse&norm=L1&eps=24&steps=9")))
+    assert out["cf_autorun"] is True and out["cf_norm"] == "L1" and out["cf_eps"]["value"] == "24"
+
+
 @pytest.mark.parametrize("query, note", [
     ("?example=../../etc/passwd&target=cat", "not one of this app's examples"),
     ("?example={name}&target=-1", "not a class"),

@@ -54,6 +54,10 @@ def test_card_with_mask_and_guide_replays(setup):
     assert card["mask"] is not None and card["guide"]["weights_sha256"] and card["params"]["cone_angle"] == 40.0
     result = replay(tmp / "cf" / "card.json")
     assert result.identical and result.max_abs_diff == 0.0
+    torch.manual_seed(7)
+    save_model(build_model("wrn-10-1").eval(), guide_dir)                   # the guide's folder, other weights
+    with pytest.raises(ValueError, match="not the ones the card was made with"):
+        replay(tmp / "cf" / "card.json")
 
 
 def test_other_weights_or_frames_are_caught(setup, capsys):

@@ -8,7 +8,6 @@ stays disjoint from it. The Gaussians are fitted on the config's training split 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -33,18 +32,11 @@ def add_seeds_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_seeds)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run_seeds(args: argparse.Namespace) -> int:
     from dat_core.data.seeds import fit_class_gaussians, write_class_gaussians, write_seed_bank
     from dat_core.training.config import load_config
     from dat_core.training.data import load_train_val, ood_parts
+    from dat_core.zoo import weights_sha256
 
     cfg = load_config(args.config, args.overrides)
     d = cfg.data
@@ -60,7 +52,7 @@ def run_seeds(args: argparse.Namespace) -> int:
             f"(seed {cfg.seed}); disjoint from both the contrastive seeds and the holdout of this config"),
             "config": Path(args.config).name}
         if source.is_file():
-            meta["source_sha256"] = _sha256(str(source))
+            meta["source_sha256"] = weights_sha256(source)  # the zoo's file hasher: any file
         written["bank"] = str(write_seed_bank(args.bank_out, bank.images[:], meta))
     if args.gaussians_out:
         train_set, _ = load_train_val(cfg)

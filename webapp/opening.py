@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import gradio as gr
 
 import explain
+from explain.params import NORMS
 
 from . import charts, links, sources
 from .explainer import Explainer
@@ -96,7 +97,7 @@ def _link_run(ex: Explainer, state: dict, asked: dict[str, str], notes: list[str
             notes.append("its target is not a class of this model")
     if any(k in asked for k in ("norm", "eps", "steps", "step_size")):
         norm = asked.get("norm", "L2")
-        d = explain.default_params(loaded.image_size, norm) if norm in ("L2", "Linf") else None
+        d = explain.default_params(loaded.image_size, norm) if norm in NORMS else None
         try:
             if d is None:
                 raise ValueError("norm")

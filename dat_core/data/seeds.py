@@ -64,9 +64,16 @@ def _resize(x: torch.Tensor, image_size: int) -> torch.Tensor:
 # ---------------------------------------------------------------- files (safetensors: never a pickle)
 
 def _read(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a seed file, read once while the file is unchanged (the app asks per request)."""
+    path = Path(path)
+    return _cached_read(str(path), path.stat().st_mtime_ns if path.is_file() else 0, what)
+
+
+@lru_cache(maxsize=8)
+def _cached_read(name: str, mtime_ns: int, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
+    path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"the {what} file {path.name} is missing (assets/seeds/ ships it; "
                                 "`python -m train seeds --help` writes one)")
@@ -115,19 +122,14 @@ def write_seed_bank(path: str | Path, images: torch.Tensor, metadata: dict[str, 
     return _write(Path(path), {"images": images}, metadata)
 
 
-@lru_cache(maxsize=4)
-def _cached_bank(path: str, mtime: float) -> SeedBank:
-    tensors, metadata = _read(Path(path), "seed bank")
+def load_seed_bank(path: str | Path | None = None) -> SeedBank:
+    """The seed bank at `path` (default: the shipped one)."""
+    path = Path(path) if path is not None else SEED_BANK
+    tensors, metadata = _read(path, "seed bank")
     images = tensors.get("images")
     if images is None or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or not len(images):
-        raise ValueError(f"the seed bank {Path(path).name} holds no uint8 N x 3 x S x S `images`")
+        raise ValueError(f"the seed bank {path.name} holds no uint8 N x 3 x S x S `images`")
     return SeedBank(images, metadata)
-
-
-def load_seed_bank(path: str | Path | None = None) -> SeedBank:
-    """The seed bank at `path` (default: the shipped one), cached while the file is unchanged."""
-    path = Path(path) if path is not None else SEED_BANK
-    return _cached_bank(str(path), path.stat().st_mtime if path.is_file() else 0.0)
 
 
 # ---------------------------------------------------------------- class-conditional Gaussians
