@@ -449,3 +449,43 @@ def test_values_that_only_the_data_or_machine_can_refute_are_named(toy, tmp_path
         pytest.skip("this machine has MPS")
     assert main(cli(toy, tmp_path / "run", **override)) == 2
     assert says in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- state holds plain data only
+
+def test_a_run_on_cached_archive_data_resumes(toy, tmp_path):
+    """The second load of an archive is a cache hit (class names read back from .npz); a state saved
+    then must still load with weights_only=True, or no run on cached data could ever be resumed."""
+    import tarfile
+    archive = tmp_path / "toy.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(toy / "train", arcname="train")
+    kw = {"data.dataset": str(archive), "data.cache_dir": str(tmp_path / "cache")}
+    train(tiny(toy, tmp_path / "first", steps=1, **kw))  # fills the cache
+    train(tiny(toy, tmp_path / "run", steps=2, **kw))  # reads it
+    saved = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)
+    assert [type(n) for n in saved["model_config"]["class_names"]] == [str] * 3
+    train(tiny(toy, tmp_path / "run", steps=4, **kw), resume=True, allow_config_change=True)
+    assert rows(tmp_path / "run" / "metrics.jsonl") == [1, 2, 3, 4]
+
+
+def test_numpy_values_are_saved_as_plain_python(tmp_path):
+    import numpy as np
+    path = tmp_path / "s.pt"
+    state.atomic_save({"step": np.int64(3), "names": [np.str_("a"), "b"], "lr": (np.float32(0.5),),
+                       "flag": np.bool_(True), "w": torch.ones(2)}, path)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["step"] == 3 and type(loaded["step"]) is int
+    assert [type(n) for n in loaded["names"]] == [str, str] and type(loaded["lr"][0]) is float
+    assert loaded["flag"] is True and torch.equal(loaded["w"], torch.ones(2))
+
+
+def test_a_state_that_could_not_be_resumed_is_never_written(tmp_path):
+    import numpy as np
+    path = tmp_path / "s.pt"
+    state.atomic_save({"step": 1}, path)
+    for bad in ({"step": 2, "x": object()}, {"step": 2, "a": np.zeros(3)}, {"step": 2, "d": {"k": {1, 2}}}):
+        with pytest.raises(StorageError, match="cannot be resumed"):
+            state.atomic_save(bad, path)
+        assert torch.load(path, weights_only=True) == {"step": 1}
+        assert not path.with_name(path.name + ".tmp").exists()

@@ -16,7 +16,7 @@ class ImageDataset(torch.utils.data.Dataset):
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels shape {tuple(labels.shape)} does not match {images.shape[0]} images")
         self.images, self.labels = images, labels.long()
-        self.class_names = list(class_names)
+        self.class_names = [str(n) for n in class_names]  # plain str: NumPy strings would poison state files
         self.skipped = list(skipped or [])  # paths of images that could not be decoded
 
     def __len__(self) -> int:

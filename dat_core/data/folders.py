@@ -106,7 +106,7 @@ class FileImageDataset(ImageDataset):
         if labels.shape != (len(images),):
             raise ValueError(f"labels shape {tuple(labels.shape)} does not match {len(images)} files")
         self.images, self.labels = images, labels.long()
-        self.class_names = list(class_names)
+        self.class_names = [str(n) for n in class_names]  # plain str: NumPy strings would poison state files
         self.skipped: list[str] = []
 
     def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> FileImageDataset:
@@ -219,7 +219,8 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
             with np.load(cache, allow_pickle=False) as z:
                 _warn_skipped(list(z["skipped"]))
                 cached = ImageDataset(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
-                                      list(z["class_names"]), list(z["skipped"]))
+                                      [str(n) for n in z["class_names"]],
+                                      [str(n) for n in z["skipped"]])
             if labeled:
                 _check_classes(cached.labels, cached.class_names, path, allow_empty_classes)
             return cached

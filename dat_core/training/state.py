@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .config import ConfigError, TrainConfig, flat
@@ -73,9 +74,38 @@ class _Writer:
         self.f.flush()
 
 
+SCALARS = (str, int, float, bool, type(None))
+TORCH_VALUES = (torch.Tensor, torch.dtype, torch.device)
+"""What `torch.load(weights_only=True)` reads back, beside dicts, lists and tuples of them."""
+
+
+def plain_data(obj: Any, where: str = "state") -> Any:
+    """`obj` with NumPy scalars (e.g. class names read back from a .npz cache) made Python values, so the
+    file loads with weights_only=True; anything else that would not raises TypeError naming its place."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, dict):
+        return {plain_data(k, where): plain_data(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [plain_data(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    if type(obj) in SCALARS or isinstance(obj, TORCH_VALUES):
+        return obj
+    for kind in (bool, int, float, str):  # subclasses (np.str_ is one) become the Python type
+        if isinstance(obj, kind):
+            return str.__str__(obj) if kind is str else kind(obj)
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}")
+
+
 def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
     """torch.save to PATH.tmp, fsync, then rename over PATH: a crash leaves the old PATH intact and a
-    failed write leaves no .tmp behind. `keep_previous`: the old PATH stays as state.prev.pt."""
+    failed write leaves no .tmp behind. `keep_previous`: the old PATH stays as state.prev.pt. Only plain
+    data is written (`plain_data`): a state that `--resume` would refuse is never saved."""
+    try:
+        obj = plain_data(obj)
+    except TypeError as e:
+        raise StorageError(f"cannot write {path}: it would hold an object that cannot be resumed "
+                           f"(only tensors and plain data are read back): {e}") from None
     tmp = path.with_name(path.name + ".tmp")
     writer = None
     try:
