@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from dat_core.checkpoint import WEIGHTS_NAME, load_checkpoint_dir
-from dat_core.loading import locate, resolve_source
+from dat_core.loading import ModelSource, locate, resolve_source
 from dat_core.runtime import channels_last, model_device
 from dat_core.version import code_version
 from dat_core.zoo import weights_sha256
@@ -75,9 +75,14 @@ def _located(source: str, revision: str | None = None) -> tuple[dict[str, Any], 
     the checkpoint directory it was read from (resolved and downloaded once)."""
     resolved = resolve_source(source, revision)
     directory = locate(resolved)
+    return located_identity(resolved, directory, str(source)), directory
+
+
+def located_identity(resolved: ModelSource, directory: Path, source: str) -> dict[str, Any]:
+    """The identity of a model already located in `directory` (the app's loaded models), named `source`."""
     commit = directory.name if resolved.kind == "hub" and len(directory.name) == 40 else None
-    return ({"source": str(source), "kind": resolved.kind, "revision": commit or resolved.revision,
-             "weights_sha256": weights_sha256(directory / WEIGHTS_NAME)}, directory)
+    return {"source": source, "kind": resolved.kind, "revision": commit or resolved.revision,
+            "weights_sha256": weights_sha256(directory / WEIGHTS_NAME)}
 
 
 def model_identity(source: str, revision: str | None = None) -> dict[str, Any]:
@@ -100,12 +105,14 @@ def _is_channels_last(model: nn.Module) -> bool:
 def make_card(traj: Trajectory, model: nn.Module, source: str, revision: str | None = None, *,
               image_sha256: str | None = None,
               autocast: bool = False, device: str | torch.device = "cpu", mask: torch.Tensor | None = None,
-              guide: str | None = None) -> dict[str, Any]:
-    """The card of one trajectory computed by `model` (loaded from `source`; `guide` by its source) on `device`."""
+              guide: str | None = None, model_id: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card of one trajectory computed by `model` (loaded from `source`; `guide` by its source) on `device`;
+    `model_id`: the model's identity when the caller located it already (`located_identity`)."""
     params = {k: ("inf" if v == math.inf else v) for k, v in traj.params.items()}
     return {
         "format": CARD_FORMAT, "code_version": code_version(),
-        "model": model_identity(source, revision), "guide": None if guide is None else model_identity(guide),
+        "model": model_id or model_identity(source, revision),
+        "guide": None if guide is None else model_identity(guide),
         "image": {"sha256": image_sha256, "x0": _pack(traj.images[0]), "xT": _pack(traj.images[-1])},
         "mask": None if mask is None else _pack(mask.detach().cpu().numpy().astype(bool)),
         "target": traj.target, "target_name": traj.class_names[traj.target], "params": params,

@@ -37,6 +37,7 @@ from ..inputs import (
 from ..state import LoadedModel
 from ..views import CounterfactualView, RunningView, retry_for
 from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, no_error_badge, outputs
+from . import card_export
 from .scrubber import PLAY, STEP_VIEW, Frame, frame_at, play, play_start, play_tick, running_view, scrub, step_view
 
 # the scrubber is tab 1 too: its names stay reachable here
@@ -77,6 +78,7 @@ class Components:
     cf_json: gr.DownloadButton
     cf_timer: gr.Timer
     examples: links.Examples
+    card: card_export.Components
 
     @property
     def settings(self) -> list[gr.components.Component]:
@@ -120,11 +122,7 @@ Shown = NamedTuple("Shown", [("state", dict), ("cf_step", Any), *STEP_VIEW, ("cf
 # a retry: the new path, and the settings it ran with
 Retried = NamedTuple("Retried", [*Shown.__annotations__.items(), ("cf_eps", Any), ("cf_steps", Any),
                                  ("cf_step_size", Any)])
-
-
-class Exports(NamedTuple):
-    cf_gif: Any
-    cf_json: Any
+Exports = NamedTuple("Exports", [("cf_gif", Any), ("cf_json", Any)])  # the downloads of the path shown
 
 
 # ---------------------------------------------------------------- layout
@@ -198,6 +196,8 @@ def layout(loaded: LoadedModel) -> Components:
                                                elem_id="cf-gif", elem_classes=["dl-button"])
                     cf_json = gr.DownloadButton("Download per-step metrics (JSON)", interactive=False, size="sm",
                                                 elem_id="cf-json", elem_classes=["dl-button"])
+                    card = card_export.layout()
+                card.cf_card_files.render()
         cf_timer = gr.Timer(0.15, active=False)
     return Components(cf_examples=cf_examples, cf_image=cf_image, cf_input=cf_input, cf_target=cf_target,
                       cf_run=cf_run, cf_cancel=cf_cancel, cf_norm=cf_norm, cf_eps=cf_eps, cf_steps=cf_steps,
@@ -205,7 +205,7 @@ def layout(loaded: LoadedModel) -> Components:
                       cf_link=cf_link, cf_summary=cf_summary, cf_retry=cf_retry, cf_step=cf_step, cf_play=cf_play,
                       cf_caption=cf_caption, cf_frame=cf_frame, cf_diff=cf_diff, cf_probs=cf_probs,
                       cf_energy_plot=cf_energy_plot, cf_prob_plot=cf_prob_plot, cf_distance_plot=cf_distance_plot,
-                      cf_gif=cf_gif, cf_json=cf_json, cf_timer=cf_timer, examples=examples)
+                      cf_gif=cf_gif, cf_json=cf_json, cf_timer=cf_timer, examples=examples, card=card)
 
 
 # ---------------------------------------------------------------- handlers
@@ -389,6 +389,7 @@ def share(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> A
 def chain_exports(event: Any, ex: Explainer, ui: Components, state: gr.State) -> None:
     """Write the downloads after a path is shown (here, and when the all-targets grid opens one)."""
     event.success(bind(export, ex), [state], outputs(Exports, ui), show_progress="hidden", **PRIVATE)
+    card_export.follow(event, ui.card)
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers) -> None:

@@ -1,0 +1,102 @@
+"""Tab 1's tools in a real browser (Debian chromium through Playwright) on the bundled models: the explanation
+card downloaded and replayed bit for bit, alternatives side by side, and the targets ranked by the radius they need.
+
+Screenshots land in tests/artifacts/screenshots/ (gitignored).
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+import app
+from benchmarks.app_harness import (
+    CHROMIUM,
+    browser_page,
+    bundled_model,
+    pick_example,
+    run_counterfactual,
+    serve,
+    settings,
+)
+from explain.card import read_card, replay
+from webapp.tabs import all_targets, card_export, counterfactual
+from webapp.views import CounterfactualView
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+expect = pytest.importorskip("playwright.sync_api", reason="Playwright is missing (pip install -r "
+                             "requirements-dev.txt)").expect
+if bundled_model() is None:
+    pytest.skip("assets/models holds no bundled model", allow_module_level=True)
+
+pytestmark = pytest.mark.browser
+SHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def served():
+    demo = app.build_demo("default")
+    with serve(demo) as url:
+        yield demo, url
+
+
+def _download(page, files, name: str, to: Path) -> Path:
+    with page.expect_download() as download:
+        files.get_by_role("row").filter(has_text=Path(name).suffix).get_by_role("link").click()
+    download.value.save_as(to / name)
+    return to / name
+
+
+def test_the_card_downloads_and_replays_bit_for_bit(served, tmp_path):
+    demo, url = served
+    ex = demo.explainer
+    example = ex.examples.paths[ex.examples.strip()[0]]
+    with browser_page(url) as page:
+        pick_example(page, 0)
+        settings(page, steps=STEPS)
+        expect(page.locator("#cf-card")).to_be_disabled()                    # nothing to export before a run
+        run_counterfactual(page)
+        expect(page.locator("#cf-card")).to_be_enabled(timeout=30_000)
+        page.click("#cf-card")
+        files = page.locator("#cf-card-files")
+        expect(files.get_by_role("row").filter(has_text=".json")).to_be_visible(timeout=60_000)
+        expect(files).to_contain_text("python -m explain replay card.json")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.locator("#cf-card").scroll_into_view_if_needed()
+        page.screenshot(path=SHOTS / "counterfactual-card.png", full_page=True)
+        card_json = _download(page, files, "card.json", tmp_path)
+        card_png = _download(page, files, "card.png", tmp_path)
+    card = read_card(card_json)
+    assert card["model"]["source"] == "default" and card["model"]["weights_sha256"]
+    assert card["image"]["sha256"] == hashlib.sha256(example.read_bytes()).hexdigest()
+    assert card["params"]["steps"] == STEPS and card["target"] == ex.default.class_names.index(card["target_name"])
+    text = card_json.read_text()
+    assert str(Path.cwd()) not in text and "/tmp" not in text                 # no server path in the card
+    with Image.open(card_png) as im:                                          # x_0 beside x_T
+        assert im.format == "PNG" and 1.8 < im.size[0] / im.size[1] < 2.2 and im.size[1] > ex.default.image_size
+    again = replay(card_json)
+    assert again.identical and again.same_setting and again.max_abs_diff == 0.0
+    assert json.loads(text)["frames_sha256"] == card["frames_sha256"]
+
+
+def test_a_grid_path_is_run_alone_for_its_card(served, tmp_path):
+    """A path opened from the all-targets grid ran in a batch: its card is made from the same path run alone,
+    so that replay (which runs it alone) reproduces it bit for bit."""
+    demo, _ = served
+    ex = demo.explainer
+    state = ex.new_session()
+    with pytest.raises(gr.Error, match="No counterfactual to show yet"):
+        card_export.export_card(ex, None, state)
+    image = str(ex.examples.paths[ex.examples.strip()[1]])
+    _, _, _ = all_targets.run(ex, image, "L2", "3", STEPS, 0.1, state)
+    grid = ex.get(state, "all")
+    counterfactual.show(ex, state, CounterfactualView.build(grid.trajectories[3], grid.model_key))
+    shown = card_export.export_card(ex, image, state)
+    card_json = next(Path(f) for f in shown["value"] if f.endswith(".json"))
+    assert read_card(card_json)["target"] == 3
+    assert replay(card_json).identical
