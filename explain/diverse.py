@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from dat_core.energy import probabilities
-from dat_core.pgd import pgd, threat_model
+from dat_core.pgd import OnStep, pgd, threat_model
 from dat_core.runtime import seeded
 
 from .image import ImageLike, to_model_input
@@ -60,8 +60,9 @@ class Alternatives:
 def alternatives(model: nn.Module, image: ImageLike, target: int | str, n: int = 4, *, seed: int = 0,
                  norm: str = "L2", eps: float | None = None, step_size: float | None = None,
                  steps: int | None = None, objective: str = DEFAULT_OBJECTIVE,
-                 autocast: bool = False) -> Alternatives:
-    """`n` paths toward `target` from seeded random starts in the eps-ball (eps must be finite)."""
+                 autocast: bool = False, on_step: OnStep | None = None) -> Alternatives:
+    """`n` paths toward `target` from seeded random starts in the eps-ball (eps must be finite). `on_step`:
+    `dat_core.pgd`'s hook (progress; STOP ends every path there)."""
     if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_ALTERNATIVES:
         raise ValueError(f"n must be an integer in 2..{MAX_ALTERNATIVES}; got {n!r}")
     size, names, device = model_info(model)
@@ -73,7 +74,8 @@ def alternatives(model: nn.Module, image: ImageLike, target: int | str, n: int =
     y = torch.full((n,), t, device=device)
     with seeded(seed, device):
         res = pgd(model, x0.expand(n, -1, -1, -1).contiguous(), y, threat_model(p["norm"], p["eps"],
-                  p["step_size"]), p["steps"], objective=p["objective"], random_start=True, autocast=autocast)
+                  p["step_size"]), p["steps"], objective=p["objective"], random_start=True, autocast=autocast,
+                  on_step=on_step)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         conf = probabilities(model(res.x).float())[:, t]
     return Alternatives(image=x0[0].cpu().numpy(), images=res.x.cpu().numpy(), confidence=conf.cpu().numpy(),

@@ -6,6 +6,7 @@ Screenshots land in tests/artifacts/screenshots/ (gitignored).
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -22,8 +23,10 @@ from benchmarks.app_harness import (
     serve,
     settings,
 )
+from explain import alternatives
 from explain.card import read_card, replay
 from webapp.tabs import all_targets, card_export, counterfactual
+from webapp.tabs import alternatives as alternatives_tab
 from webapp.views import CounterfactualView
 
 if not CHROMIUM.exists():
@@ -100,3 +103,64 @@ def test_a_grid_path_is_run_alone_for_its_card(served, tmp_path):
     card_json = next(Path(f) for f in shown["value"] if f.endswith(".json"))
     assert read_card(card_json)["target"] == 3
     assert replay(card_json).identical
+
+
+def test_alternatives_show_side_by_side_with_their_diversity(served):
+    demo, url = served
+    ex = demo.explainer
+    loaded = ex.default
+    with browser_page(url) as page:
+        pick_example(page, 2)
+        settings(page, steps=STEPS)
+        target = page.locator("#cf-target input").input_value()
+        page.locator("#cf-alternatives").get_by_text("Alternatives: other paths").click()
+        box = page.locator("#alt-n input[type=number]")
+        box.fill("4")
+        box.press("Tab")
+        page.locator("#alt-seed input").fill("7")
+        page.locator("#alt-seed input").press("Tab")
+        page.click("#alt-run")
+        expect(page.locator("#alt-info")).to_contain_text("Diversity", timeout=60_000)
+        expect(page.locator("#alt-gallery .thumbnail-item")).to_have_count(10)   # x_0 + 4 ends, blank + 4 changes
+        shown = float(re.search(r"Diversity (\d+\.\d+)", page.locator("#alt-info").inner_text()).group(1))
+        page.locator("#alt-gallery").scroll_into_view_if_needed()
+        page.screenshot(path=SHOTS / "counterfactual-alternatives.png", full_page=True)
+    image = ex.examples.paths[ex.examples.strip()[2]]
+    again = alternatives(loaded.model, str(image), target, 4, seed=7, steps=STEPS, eps=3.0, step_size=0.1,
+                         autocast=ex.uses_bf16(loaded))
+    assert shown == pytest.approx(again.diversity, abs=0.006) and again.diversity > 0.05
+
+
+def test_alternatives_are_bounded_and_need_a_finite_radius(served):
+    demo, _ = served
+    ex, state = demo.explainer, demo.explainer.new_session()
+    image = str(ex.examples.paths[ex.examples.strip()[0]])
+    with pytest.raises(gr.Error, match="number of paths must be a whole number from 2 to 4"):
+        alternatives_tab.run(ex, image, "cat", "L2", "3", STEPS, 0.1, 5, 0, state)
+    with pytest.raises(gr.Error, match="seed must be a whole number"):
+        alternatives_tab.run(ex, image, "cat", "L2", "3", STEPS, 0.1, 2, -1, state)
+    with pytest.raises(gr.Error, match="eps must be finite"):
+        alternatives_tab.run(ex, image, "cat", "L2", "∞", STEPS, 0.1, 2, 0, state)
+
+
+def test_all_targets_ranks_the_targets_by_the_radius_they_need(served):
+    demo, url = served
+    names = demo.explainer.default.class_names
+    with browser_page(url) as page:
+        pick_example(page, 3)
+        settings(page, steps=8, eps="inf", step_size=0.2)
+        page.get_by_role("tab", name="All targets", exact=True).click()
+        page.click("#all-run")
+        expect(page.locator("#all-table td").first).to_be_visible(timeout=60_000)
+        cells = [[c.inner_text().strip() for c in r.locator("td").all()]
+                 for r in page.locator("#all-table tbody tr").all()]
+        text = page.locator("#all-table").inner_text()
+        page.screenshot(path=SHOTS / "all-targets-ranked.png", full_page=True)
+    assert [c[0] for c in cells] == names                                    # still in class order
+    ranked = sorted((int(c[4]), c) for c in cells if c[4] != "—")
+    assert [r for r, _ in ranked] == list(range(1, len(names)))             # every other class has a rank
+    flipped = [float(c[3]) for _, c in ranked if c[3] != "—"]
+    assert flipped == sorted(flipped) and len(flipped) >= 1                 # reached ones first, by their radius
+    assert all(c[3] == "—" for _, c in ranked[len(flipped):])
+    easiest = re.search(r"Easiest to hardest: (.*)\.", text).group(1).split(", ")
+    assert easiest == [c[0] for _, c in ranked]

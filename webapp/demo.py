@@ -7,7 +7,7 @@ import gradio as gr
 
 from . import api, describe, opening, page
 from .explainer import Explainer
-from .tabs import all_targets, attributions, card_export, compare, counterfactual, generate, landscape
+from .tabs import all_targets, attributions, cf_tools, compare, counterfactual, generate, landscape
 from .tabs import model as model_tab  # `model` is build_demo's model source
 from .wiring import PRIVATE, RAW, bind, outputs
 
@@ -54,7 +54,7 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
                            show_progress="hidden", concurrency_limit=4, **RAW, **PRIVATE)
         opened.success(None, [autorun], None, js=opening.AUTORUN_JS)
         counterfactual.wire(ex, cf, state=state, followers=followers)
-        card_export.wire(ex, cf.card, state=state, image=cf.cf_image)
+        cf_tools.wire(ex, cf.tools, state=state, request=[cf.cf_image, cf.cf_target, *cf.settings])
         all_targets.wire(ex, grid, state=state, tabs=tabs, cf=cf, followers=followers)
         landscape.wire(ex, land, state=state, cf=cf)
         attributions.wire(ex, attr, state=state, cf=cf)

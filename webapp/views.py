@@ -242,21 +242,44 @@ class AllTargetsView:
         return [(upscale(tr.frames[-1], self.scale), f"{tr.class_names[tr.target]} · {tr.confidence[-1]:.0%} · "
                  + self.outcome(tr).replace("flips at ", "")) for tr in self.trajectories]
 
+    def ranked(self) -> list[Trajectory]:
+        """The targets other than the start class, easiest first: those reached by the radius they needed
+        (`radius_needed`), then the others by their final p(target)."""
+        paths = [tr for tr in self.trajectories if tr.target != tr.source]
+        return sorted(paths, key=lambda tr: (tr.flip_step is None, radius_needed(tr) or 0.0, -tr.confidence[-1]))
+
     def table(self) -> str:
-        """The same paths as the grid, in the grid's order (by class)."""
+        """The same paths as the grid, in the grid's order (by class), each with its rank by the radius it needed."""
         tr0 = self.trajectories[0]
+        norm = tr0.params.get("norm", "L2")
+        rank = {tr.target: i + 1 for i, tr in enumerate(self.ranked())}
         rows = [f"Start image predicted as **{tr0.class_names[tr0.source]}** ({tr0.probs[0, tr0.source]:.0%}). "
                 "Each row is one target, in the grid's order; *flips at step* is the first PGD step at which the "
-                "model predicts the target.\n",
-                "| target class | final p(target) | outcome | L2 change ‖x_T − x_0‖ |", "|---|---|---|---|"]
+                f"model predicts the target, *radius needed* the {norm} distance from the image there (an upper "
+                "bound on the smallest change that flips it); *rank* orders the targets by it, easiest first.\n",
+                f"| target class | final p(target) | outcome | radius needed ({norm}) | rank | L2 change ‖x_T − x_0‖ |",
+                "|---|---|---|---|---|---|"]
         for tr in self.trajectories:
+            r = radius_needed(tr)
             rows.append(f"| {tr.class_names[tr.target]} | {tr.confidence[-1]:.0%} | {self.outcome(tr)} | "
+                        f"{'—' if r is None or tr.target == tr.source else fmt(r)} | {rank.get(tr.target, '—')} | "
                         f"{fmt(tr.l2[-1])} |")
+        order = [tr.class_names[tr.target] for tr in self.ranked()]
+        rows.append(f"\n**Easiest to hardest:** {', '.join(order)}.")
         short = [tr.class_names[tr.target] for tr in self.trajectories if self.outcome(tr) == "not reached"]
         if short:
             rows.append(f"\n**Not reached:** {', '.join(short)}. Click one in the grid to open it in the first tab, "
                         "where *Try again* offers a larger ε or more steps and says why it fell short.")
         return "\n".join(rows)
+
+
+def radius_needed(tr: Trajectory) -> float | None:
+    """The distance from x_0, in the path's norm, at the first step predicted as the target (None: never)."""
+    if tr.flip_step is None:
+        return None
+    i = int(np.flatnonzero(tr.steps == tr.flip_step)[0])
+    d = (tr.images[i] - tr.images[0]).ravel()
+    return float(np.linalg.norm(d, ord={"L2": 2, "Linf": np.inf, "L1": 1}.get(tr.params.get("norm", "L2"), 2)))
 
 
 @dataclass

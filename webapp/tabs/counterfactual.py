@@ -37,7 +37,7 @@ from ..inputs import (
 from ..state import LoadedModel
 from ..views import CounterfactualView, RunningView, retry_for
 from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, no_error_badge, outputs
-from . import card_export
+from . import card_export, cf_tools
 from .scrubber import PLAY, STEP_VIEW, Frame, frame_at, play, play_start, play_tick, running_view, scrub, step_view
 
 # the scrubber is tab 1 too: its names stay reachable here
@@ -78,7 +78,7 @@ class Components:
     cf_json: gr.DownloadButton
     cf_timer: gr.Timer
     examples: links.Examples
-    card: card_export.Components
+    tools: cf_tools.Tools
 
     @property
     def settings(self) -> list[gr.components.Component]:
@@ -197,7 +197,7 @@ def layout(loaded: LoadedModel) -> Components:
                     cf_json = gr.DownloadButton("Download per-step metrics (JSON)", interactive=False, size="sm",
                                                 elem_id="cf-json", elem_classes=["dl-button"])
                     card = card_export.layout()
-                card.cf_card_files.render()
+                tools = cf_tools.layout(card)
         cf_timer = gr.Timer(0.15, active=False)
     return Components(cf_examples=cf_examples, cf_image=cf_image, cf_input=cf_input, cf_target=cf_target,
                       cf_run=cf_run, cf_cancel=cf_cancel, cf_norm=cf_norm, cf_eps=cf_eps, cf_steps=cf_steps,
@@ -205,7 +205,7 @@ def layout(loaded: LoadedModel) -> Components:
                       cf_link=cf_link, cf_summary=cf_summary, cf_retry=cf_retry, cf_step=cf_step, cf_play=cf_play,
                       cf_caption=cf_caption, cf_frame=cf_frame, cf_diff=cf_diff, cf_probs=cf_probs,
                       cf_energy_plot=cf_energy_plot, cf_prob_plot=cf_prob_plot, cf_distance_plot=cf_distance_plot,
-                      cf_gif=cf_gif, cf_json=cf_json, cf_timer=cf_timer, examples=examples, card=card)
+                      cf_gif=cf_gif, cf_json=cf_json, cf_timer=cf_timer, examples=examples, tools=tools)
 
 
 # ---------------------------------------------------------------- handlers
@@ -389,7 +389,7 @@ def share(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> A
 def chain_exports(event: Any, ex: Explainer, ui: Components, state: gr.State) -> None:
     """Write the downloads after a path is shown (here, and when the all-targets grid opens one)."""
     event.success(bind(export, ex), [state], outputs(Exports, ui), show_progress="hidden", **PRIVATE)
-    card_export.follow(event, ui.card)
+    cf_tools.follow(event, ui.tools)
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers) -> None:
