@@ -40,7 +40,7 @@ class Components:
 
 class Shown(NamedTuple):
     state: dict
-    alt_gallery: list[tuple[np.ndarray, str]]
+    alt_gallery: Any            # one row of n + 1 images, then one of n + 1 changes
     alt_info: str
 
 
@@ -105,7 +105,8 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, n, seed, stat
                                     on_step=on_step, **req)
     if reached[0] < req["steps"]:
         raise Cancelled(reached[0], req["steps"])
-    return Shown(state, gallery(alts, charts.display_scale(loaded.image_size)), info(alts))
+    return Shown(state, gr.update(value=gallery(alts, charts.display_scale(loaded.image_size)), columns=n + 1),
+                 info(alts))
 
 
 def cancel(ex: Explainer, state) -> list[Any]:
