@@ -5,11 +5,13 @@ Screenshots land in tests/artifacts/screenshots/ (gitignored).
 """
 
 import hashlib
+import io
 import json
 import re
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -24,8 +26,9 @@ from benchmarks.app_harness import (
     settings,
 )
 from explain import alternatives
+from explain import counterfactual as counterfactual_path
 from explain.card import read_card, replay
-from webapp.tabs import all_targets, card_export, counterfactual
+from webapp.tabs import all_targets, card_export, compare, counterfactual
 from webapp.tabs import alternatives as alternatives_tab
 from webapp.views import CounterfactualView
 
@@ -164,3 +167,47 @@ def test_all_targets_ranks_the_targets_by_the_radius_they_need(served):
     assert all(c[3] == "—" for _, c in ranked[len(flipped):])
     easiest = re.search(r"Easiest to hardest: (.*)\.", text).group(1).split(", ")
     assert easiest == [c[0] for _, c in ranked]
+
+
+def _shown_pixels(page, selector: str) -> np.ndarray:
+    src = page.locator(f"{selector} img").get_attribute("src")
+    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+
+
+def test_compare_shows_the_standard_model_guided_by_dat(served):
+    demo, url = served
+    ex = demo.explainer
+    if ex.standard is None:
+        pytest.skip("no bundled standard model")
+    with browser_page(url) as page:
+        pick_example(page, 4)
+        settings(page, steps=STEPS)
+        target = page.locator("#cf-target input").input_value()
+        page.get_by_role("tab", name="Robust vs standard", exact=True).click()
+        cone = page.locator("#cmp-cone input[type=number]")
+        cone.fill("40")
+        cone.press("Tab")
+        page.click("#cmp-run")
+        expect(page.locator("#cmp-summary")).to_contain_text("Standard, guided by DAT", timeout=60_000)
+        expect(page.locator("#cmp-summary")).to_contain_text("within 40° of the DAT model's")
+        expect(page.locator("#cmp-guided-frame img")).to_be_visible()
+        guided, standard = _shown_pixels(page, "#cmp-guided-frame"), _shown_pixels(page, "#cmp-standard-frame")
+        page.screenshot(path=SHOTS / "compare-guided.png", full_page=True)
+    image = str(ex.examples.paths[ex.examples.strip()[4]])
+    std, dat = ex.standard, ex.default
+    path = counterfactual_path(std.model, image, target, steps=STEPS, eps=3.0, step_size=0.1, guide=dat.model,
+                               cone_angle=40.0, autocast=ex.uses_bf16(std))
+    scale = guided.shape[0] // std.image_size
+    assert np.array_equal(guided[::scale, ::scale], path.frames[-1])          # the guided path's x_T, as computed
+    assert not np.array_equal(guided, standard)                               # and not the unguided one
+
+
+def test_the_cone_angle_is_checked_on_the_server(served):
+    demo, _ = served
+    ex = demo.explainer
+    if ex.standard is None:
+        pytest.skip("no bundled standard model")
+    image = str(ex.examples.paths[ex.examples.strip()[0]])
+    for bad in (181, -1, "nan", "wide", True):
+        with pytest.raises(gr.Error, match="cone angle must be a number of degrees from 0 to 180"):
+            compare.run(ex, image, "cat", "L2", "3", STEPS, 0.1, ex.new_session(), bad)

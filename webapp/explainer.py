@@ -138,15 +138,20 @@ class Explainer:
                              "Ask for fewer steps or targets.")
 
     def trajectory(self, loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict, progress: Any = None,
-                   desc: str = "Running PGD", cancel: threading.Event | None = None) -> Trajectory:
-        """One counterfactual path, memoized by content (model, image, target, parameters). A set `cancel`
-        ends PGD at its next step (`Cancelled`); a cut path is never memoized."""
+                   desc: str = "Running PGD", cancel: threading.Event | None = None,
+                   guide: st.LoadedModel | None = None, cone_angle: float = 30.0) -> Trajectory:
+        """One counterfactual path, memoized by content (model, image, target, parameters; `guide` and
+        `cone_angle`: steered by a DAT model, `dat_core.guidance`). A set `cancel` ends PGD at its next step
+        (`Cancelled`); a cut path is never memoized."""
         self.check_budget(1, req["steps"], loaded.image_size)
-        memo = _memo_key(loaded, x, target, req)
+        guided = {} if guide is None else {"guide": guide.model, "cone_angle": float(cone_angle)}
+        memo = _memo_key(loaded, x, target, req if guide is None else {**req, "guide": guide.key,
+                                                                         "cone_angle": float(cone_angle)})
         traj = self.cache.get(memo)
         if traj is None:
             traj = explain.counterfactual(loaded.model, x, target, autocast=self.uses_bf16(loaded),
-                                          on_step=progress_steps(progress, desc, req["steps"], cancel), **req)
+                                          on_step=progress_steps(progress, desc, req["steps"], cancel), **guided,
+                                          **req)
             self._keep(memo, traj, req)
         return traj
 

@@ -284,39 +284,55 @@ def radius_needed(tr: Trajectory) -> float | None:
 
 @dataclass
 class CompareView:
-    """The same request on a robust and a standard model, scrubbed together."""
+    """The same request on a robust and a standard model (and on the standard model guided by the robust one),
+    scrubbed together."""
 
     robust: CounterfactualView
     standard: CounterfactualView
     charts: dict[str, LineChart] = field(default_factory=dict)
+    guided: CounterfactualView | None = None
 
     @classmethod
-    def build(cls, robust: Trajectory, standard: Trajectory, robust_key: str, standard_key: str) -> "CompareView":
+    def build(cls, robust: Trajectory, standard: Trajectory, robust_key: str, standard_key: str,
+              guided: Trajectory | None = None) -> "CompareView":
         r, s = CounterfactualView.build(robust, robust_key), CounterfactualView.build(standard, standard_key)
         name = robust.class_names[robust.target]
+        # short legend labels: the legend is one line, three series with their values fit in it
+        confidence = [Series("robust", robust.confidence, ORANGE),
+                      Series("standard", standard.confidence, GREY, dash=True)]
+        energy = [Series("robust", robust.energy, BLUE), Series("standard", standard.energy, GREY, dash=True)]
+        if guided is not None:
+            confidence.append(Series("guided", guided.confidence, PURPLE))
+            energy.append(Series("guided", guided.energy, PURPLE))
         charts = {
-            "confidence": LineChart(robust.steps, [Series(f"robust p({name})", robust.confidence, ORANGE),
-                                                   Series(f"standard p({name})", standard.confidence, GREY,
-                                                          dash=True)],
-                                    title="Probability of the target class", ylabel="probability", ylim=(0.0, 1.0)),
-            "energy": LineChart(robust.steps, [Series("robust E(x)", robust.energy, BLUE),
-                                               Series("standard E(x)", standard.energy, GREY, dash=True)],
-                                title="Energy E(x) (each model's own scale)",
-                                ylabel="energy"),
+            "confidence": LineChart(robust.steps, confidence, title=f"Probability of the target class p({name})",
+                                    ylabel="probability", ylim=(0.0, 1.0)),
+            "energy": LineChart(robust.steps, energy, title="Energy E(x) (each model's own scale)", ylabel="energy"),
         }
-        return cls(robust=r, standard=s, charts=charts)
+        g = None if guided is None else CounterfactualView.build(guided, standard_key)
+        return cls(robust=r, standard=s, charts=charts, guided=g)
+
+    @property
+    def views(self) -> list[tuple[str, CounterfactualView]]:
+        named = [("Robust (DAT)", self.robust), ("Standard", self.standard)]
+        return named + ([("Standard, guided by DAT", self.guided)] if self.guided is not None else [])
 
     def __len__(self) -> int:
-        return min(len(self.robust), len(self.standard))
+        return min(len(v) for _, v in self.views)
 
     def index(self, step: Any) -> int:
         return _index(step, len(self))
 
     def caption(self, i: int) -> str:
-        return f"Robust (DAT): {self.robust.caption(i)}  \nStandard: {self.standard.caption(i)}"
+        return "  \n".join(f"{name}: {v.caption(i)}" for name, v in self.views)
 
     def summary(self) -> str:
-        return f"**Robust (DAT):** {self.robust.summary()}  \n**Standard:** {self.standard.summary()}"
+        text = "  \n".join(f"**{name}:** {v.summary()}" for name, v in self.views)
+        if self.guided is not None:
+            angle = self.guided.trajectory.params.get("cone_angle")
+            text += (f"  \n_Guided: each step of the standard model follows its own gradient, turned to within "
+                     f"{fmt(angle)}° of the DAT model's (cone guidance)._")
+        return text
 
 
 @dataclass

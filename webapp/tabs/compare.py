@@ -1,8 +1,10 @@
-"""Tab 5, Robust vs standard: tab 1's request on the session's (robust) model and on a standard classifier,
-scrubbed with one slider."""
+"""Tab 5, Robust vs standard: tab 1's request on the session's (robust) model, on a standard classifier, and on the
+standard classifier guided by the robust one (its gradient projected into a cone around the DAT model's:
+`dat_core.guidance`), scrubbed with one slider."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -11,10 +13,12 @@ import numpy as np
 
 from .. import charts
 from ..explainer import Explainer
-from ..inputs import model_input, pgd_params, target_index, user_errors
+from ..inputs import echo, model_input, pgd_params, target_index, user_errors
 from ..views import CompareView
 from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual
+
+DEFAULT_CONE = 30.0  # degrees: explain.counterfactual's default
 
 
 @dataclass
@@ -27,16 +31,21 @@ class Components:
     cmp_robust_diff: gr.Image
     cmp_standard_frame: gr.Image
     cmp_standard_diff: gr.Image
+    cmp_guided_frame: gr.Image
+    cmp_guided_diff: gr.Image
+    cmp_cone: gr.Slider
     cmp_prob_plot: gr.HTML
     cmp_energy_plot: gr.HTML
 
 
 class Frame(NamedTuple):
-    """Step t on both models."""
+    """Step t on every model."""
     cmp_robust_frame: np.ndarray
     cmp_robust_diff: np.ndarray
     cmp_standard_frame: np.ndarray
     cmp_standard_diff: np.ndarray
+    cmp_guided_frame: np.ndarray
+    cmp_guided_diff: np.ndarray
     cmp_prob_plot: str
     cmp_energy_plot: str
     cmp_caption: str
@@ -51,38 +60,61 @@ def layout(ex: Explainer) -> Components:
     with gr.Tab("Robust vs standard", id="compare", elem_id="tab-compare"):
         gr.Markdown("The same request (image, target and settings of the first tab) on the robust DAT model and on a "
                     "standard, non-robust classifier. A standard model flips with invisible noise; the robust one has "
-                    "to paint the target class. " + ex.standard_note, elem_id="cmp-note")
-        cmp_run = gr.Button("Compare", variant="primary", elem_id="cmp-run", interactive=ex.standard is not None)
+                    "to paint the target class. The third column explains the standard model *guided by DAT*: each "
+                    "of its steps is turned to within α degrees of the DAT model's direction. " + ex.standard_note,
+                    elem_id="cmp-note")
+        with gr.Row(equal_height=False):
+            cmp_run = gr.Button("Compare", variant="primary", elem_id="cmp-run", interactive=ex.standard is not None,
+                                scale=2)
+            cmp_cone = gr.Slider(0, 180, value=DEFAULT_CONE, step=1, label="Cone angle α of the guided path (degrees)",
+                                 info="0: follow the DAT model's gradient only; 180: no guidance", elem_id="cmp-cone",
+                                 scale=3)
         cmp_summary = gr.Markdown("", elem_id="cmp-summary")
-        cmp_step = gr.Slider(0, 1, value=0, step=1, label="PGD step t (both models)", interactive=False,
+        cmp_step = gr.Slider(0, 1, value=0, step=1, label="PGD step t (every model)", interactive=False,
                              elem_id="cmp-step")
         cmp_caption = gr.Markdown("", elem_id="cmp-caption")
         with gr.Row(equal_height=False):
-            cmp_robust_frame = gr.Image(label="Robust (DAT): image at step t", interactive=False, format="png",
-                                        height=200, elem_id="cmp-robust-frame", buttons=[])
-            cmp_robust_diff = gr.Image(label="Robust: change", interactive=False, format="png", height=200,
-                                       elem_id="cmp-robust-diff", buttons=[])
-            cmp_standard_frame = gr.Image(label="Standard: image at step t", interactive=False, format="png",
-                                          height=200, elem_id="cmp-standard-frame", buttons=[])
-            cmp_standard_diff = gr.Image(label="Standard: change", interactive=False, format="png", height=200,
-                                         elem_id="cmp-standard-diff", buttons=[])
+            columns = {}
+            for key, name in (("robust", "Robust (DAT)"), ("standard", "Standard"), ("guided", "Guided by DAT")):
+                with gr.Column(min_width=260):
+                    with gr.Row(equal_height=False):
+                        columns[key] = (gr.Image(label=f"{name}: step t", interactive=False, format="png", height=200,
+                                                 elem_id=f"cmp-{key}-frame", buttons=[], min_width=120),
+                                        gr.Image(label="change", interactive=False, format="png", height=200,
+                                                 elem_id=f"cmp-{key}-diff", buttons=[], min_width=120))
         with gr.Row(equal_height=False):
-            cmp_prob_plot = gr.HTML(charts.placeholder("Target probability, both models"), elem_id="cmp-prob-plot")
-            cmp_energy_plot = gr.HTML(charts.placeholder("Energy, both models"), elem_id="cmp-energy-plot")
+            cmp_prob_plot = gr.HTML(charts.placeholder("Target probability, every model"), elem_id="cmp-prob-plot")
+            cmp_energy_plot = gr.HTML(charts.placeholder("Energy, every model"), elem_id="cmp-energy-plot")
     return Components(cmp_run=cmp_run, cmp_summary=cmp_summary, cmp_step=cmp_step, cmp_caption=cmp_caption,
-                      cmp_robust_frame=cmp_robust_frame, cmp_robust_diff=cmp_robust_diff,
-                      cmp_standard_frame=cmp_standard_frame, cmp_standard_diff=cmp_standard_diff,
+                      cmp_robust_frame=columns["robust"][0], cmp_robust_diff=columns["robust"][1],
+                      cmp_standard_frame=columns["standard"][0], cmp_standard_diff=columns["standard"][1],
+                      cmp_guided_frame=columns["guided"][0], cmp_guided_diff=columns["guided"][1], cmp_cone=cmp_cone,
                       cmp_prob_plot=cmp_prob_plot, cmp_energy_plot=cmp_energy_plot)
 
 
 def frame_at(view: CompareView, i: int) -> Frame:
+    g = view.guided
     return Frame(view.robust.frame(i), view.robust.diff(i), view.standard.frame(i), view.standard.diff(i),
+                 None if g is None else g.frame(i), None if g is None else g.diff(i),
                  view.charts["confidence"].svg(i), view.charts["energy"].svg(i), view.caption(i))
 
 
+def cone_angle(value: Any) -> float:
+    """The guided path's cone angle in degrees, 0..180."""
+    try:
+        angle = float(value)
+    except (TypeError, ValueError):
+        angle = math.nan
+    if isinstance(value, bool) or not 0 <= angle <= 180:
+        raise ValueError(f"the cone angle must be a number of degrees from 0 to 180; got {echo(value)}")
+    return angle
+
+
 @user_errors
-def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, progress=gr.Progress()) -> Compared:
-    """The same counterfactual request on the session's (robust) model and the standard model."""
+def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, cone=DEFAULT_CONE,
+        progress=gr.Progress()) -> Compared:
+    """The same counterfactual request on the session's (robust) model, the standard model, and the standard model
+    guided by the robust one within a cone of `cone` degrees."""
     if ex.standard is None:
         raise gr.Error(ex.standard_note, print_exception=False)
     state = ex.session(state)
@@ -92,10 +124,14 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, progre
         raise gr.Error("The standard model has different classes than the current model; load a model with the "
                        "same classes to compare.", print_exception=False)
     req = pgd_params(norm, eps, steps, step_size)
+    angle = cone_angle(cone)
     target = target_index(target, loaded)
+    x_std = model_input(image, std)
     robust = ex.trajectory(loaded, model_input(image, loaded), target, req, progress, "PGD on the robust model")
-    standard = ex.trajectory(std, model_input(image, std), target, req, progress, "PGD on the standard model")
-    view = CompareView.build(robust, standard, loaded.key, std.key)
+    standard = ex.trajectory(std, x_std, target, req, progress, "PGD on the standard model")
+    guided = ex.trajectory(std, x_std, target, req, progress, "PGD on the standard model, guided by DAT",
+                           guide=loaded, cone_angle=angle)
+    view = CompareView.build(robust, standard, loaded.key, std.key, guided)
     ex.put(state, "cmp", view)
     last = len(view) - 1
     return Compared(state=state, cmp_step=gr.update(maximum=last, value=last, interactive=True),
@@ -109,7 +145,7 @@ def scrub(ex: Explainer, state, step) -> Frame:
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, cf: counterfactual.Components) -> None:
-    compared = ui.cmp_run.click(bind(run, ex), [cf.cf_image, cf.cf_target, *cf.settings, state],
+    compared = ui.cmp_run.click(bind(run, ex), [cf.cf_image, cf.cf_target, *cf.settings, state, ui.cmp_cone],
                                 outputs(Compared, ui, state=state), show_progress_on=ui.cmp_summary, **COMPUTE)
     no_error_badge(compared, ui.cmp_summary)
     ui.cmp_step.input(bind(scrub, ex), [state, ui.cmp_step], outputs(Frame, ui), **INSTANT)
