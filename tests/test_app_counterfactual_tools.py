@@ -27,8 +27,8 @@ from benchmarks.app_harness import (
 )
 from explain import alternatives
 from explain import counterfactual as counterfactual_path
-from explain.card import read_card, replay
-from webapp.tabs import all_targets, card_export, compare, counterfactual
+from explain.card import _unpack, read_card, replay
+from webapp.tabs import all_targets, card_export, compare, counterfactual, region
 from webapp.tabs import alternatives as alternatives_tab
 from webapp.views import CounterfactualView
 
@@ -211,3 +211,84 @@ def test_the_cone_angle_is_checked_on_the_server(served):
     for bad in (181, -1, "nan", "wide", True):
         with pytest.raises(gr.Error, match="cone angle must be a number of degrees from 0 to 180"):
             compare.run(ex, image, "cat", "L2", "3", STEPS, 0.1, ex.new_session(), bad)
+
+
+def _paint(page, stroke: list[tuple[float, float]]) -> None:
+    """Drag the region brush along `stroke` (fractions of the editor canvas)."""
+    page.locator("#cf-region button[aria-label=Brush]").click()
+    box = page.locator("#cf-region canvas").last.bounding_box()
+    at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in stroke]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for x, y in at[1:]:
+        page.mouse.move(x, y, steps=4)
+    page.mouse.up()
+
+
+def test_a_painted_region_keeps_every_other_pixel_bit_identical(served, tmp_path):
+    demo, url = served
+    with browser_page(url) as page:
+        pick_example(page, 0)
+        settings(page, steps=STEPS, eps="inf", step_size=0.5)
+        page.locator("#cf-region-panel").get_by_text("Region: paint").click()
+        page.click("#cf-region-use")                                          # nothing painted yet
+        expect(page.locator(".toast-body")).to_contain_text("Nothing is painted")
+        _paint(page, [(0.5, 0.3), (0.55, 0.45), (0.6, 0.6), (0.5, 0.7)])
+        page.click("#cf-region-use")
+        expect(page.locator("#cf-region-info")).to_contain_text("Region set")
+        run_counterfactual(page)
+        expect(page.locator("#cf-summary")).to_contain_text("only the painted region")
+        start, end = _shown_pixels(page, "#cf-input"), _shown_pixels(page, "#cf-frame")
+        page.locator("#cf-region-panel").scroll_into_view_if_needed()
+        page.screenshot(path=SHOTS / "counterfactual-region.png", full_page=True)
+        page.click("#cf-card")
+        files = page.locator("#cf-card-files")
+        expect(files.get_by_role("row").filter(has_text=".json")).to_be_visible(timeout=60_000)
+        card_json = _download(page, files, "card.json", tmp_path)
+        pick_example(page, 1)                                                 # a new image: the region is gone
+        expect(page.locator("#cf-region-info")).to_contain_text("No region")
+    card = read_card(card_json)
+    mask = _unpack(card["mask"])[0, 0]
+    assert 0 < mask.mean() < 0.5 and card["params"]["mask_fraction"] == pytest.approx(mask.mean(), abs=1e-6)
+    scale = start.shape[0] // mask.shape[0]
+    changed = (start != end).any(axis=2)[::scale, ::scale]
+    assert changed.any() and not (changed & ~mask).any()                     # what the page shows moved inside only
+    again = replay(card_json)
+    assert again.identical                                                    # the masked path replays bit for bit
+    frames = again.trajectory.images
+    assert np.array_equal(frames[:, :, ~mask], np.broadcast_to(frames[:1, :, ~mask], frames[:, :, ~mask].shape))
+    assert not np.array_equal(frames[-1][:, mask], frames[0][:, mask])
+
+
+def test_a_painted_region_is_checked_on_the_server(served, tmp_path):
+    demo, _ = served
+    ex, state = demo.explainer, demo.explainer.new_session()
+
+    def png(name: str, w: int, h: int, painted: bool) -> dict:
+        rgba = np.zeros((h, w, 4), dtype=np.uint8)
+        if painted:
+            rgba[h // 4: h // 2, w // 4: w // 2] = 255
+        Image.fromarray(rgba).save(tmp_path / name)
+        return {"path": str(tmp_path / name)}
+
+    background = png("bg.png", 192, 192, True)
+    thin = np.zeros((192, 192, 4), dtype=np.uint8)
+    thin[50, 10:150] = 255                                                    # one display row: a sixth of a pixel
+    Image.fromarray(thin).save(tmp_path / "thin.png")
+    cases = {"nothing is painted": [png("empty.png", 192, 192, False)],
+             "it must cover the image": [png("small.png", 96, 96, True)],
+             "paint the region on one layer": [png("one.png", 192, 192, True), png("two.png", 192, 192, True)],
+             "nothing is painted: paint": [],
+             "too thin to cover a whole pixel": [{"path": str(tmp_path / "thin.png")}]}
+    for message, layers in cases.items():
+        with pytest.raises(gr.Error, match=f"(?i){message}"):
+            region.use(ex, {"background": background, "layers": layers}, state)
+    with pytest.raises(gr.Error, match="(?i)pick an example or upload an image first"):
+        region.use(ex, {"background": None, "layers": [png("a.png", 192, 192, True)]}, state)
+    with pytest.raises(gr.Error, match="(?i)could not be read"):
+        region.use(ex, "/etc/passwd", state)
+    assert region.for_model(ex, state, ex.default) is None                   # nothing was kept
+    shown = region.use(ex, {"background": background, "layers": [png("ok.png", 192, 192, True)]}, state)
+    assert "6%" in shown.cf_region_info and region.for_model(ex, state, ex.default).mean() == pytest.approx(1 / 16)
+    message = str(shown)
+    assert str(tmp_path) not in message

@@ -54,7 +54,8 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
                            show_progress="hidden", concurrency_limit=4, **RAW, **PRIVATE)
         opened.success(None, [autorun], None, js=opening.AUTORUN_JS)
         counterfactual.wire(ex, cf, state=state, followers=followers)
-        cf_tools.wire(ex, cf.tools, state=state, request=[cf.cf_image, cf.cf_target, *cf.settings])
+        cf_tools.wire(ex, cf.tools, state=state, request=[cf.cf_image, cf.cf_target, *cf.settings],
+                      view=cf.cf_input)
         all_targets.wire(ex, grid, state=state, tabs=tabs, cf=cf, followers=followers)
         landscape.wire(ex, land, state=state, cf=cf)
         attributions.wire(ex, attr, state=state, cf=cf)

@@ -139,25 +139,26 @@ class Explainer:
 
     def trajectory(self, loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict, progress: Any = None,
                    desc: str = "Running PGD", cancel: threading.Event | None = None,
-                   guide: st.LoadedModel | None = None, cone_angle: float = 30.0) -> Trajectory:
+                   guide: st.LoadedModel | None = None, cone_angle: float = 30.0,
+                   mask: torch.Tensor | None = None) -> Trajectory:
         """One counterfactual path, memoized by content (model, image, target, parameters; `guide` and
-        `cone_angle`: steered by a DAT model, `dat_core.guidance`). A set `cancel` ends PGD at its next step
-        (`Cancelled`); a cut path is never memoized."""
+        `cone_angle`: steered by a DAT model, `dat_core.guidance`; `mask`: the (S, S) region it may change). A set
+        `cancel` ends PGD at its next step (`Cancelled`); a cut path is never memoized."""
         self.check_budget(1, req["steps"], loaded.image_size)
         guided = {} if guide is None else {"guide": guide.model, "cone_angle": float(cone_angle)}
         memo = _memo_key(loaded, x, target, req if guide is None else {**req, "guide": guide.key,
-                                                                         "cone_angle": float(cone_angle)})
+                                                                         "cone_angle": float(cone_angle)}, mask)
         traj = self.cache.get(memo)
         if traj is None:
             traj = explain.counterfactual(loaded.model, x, target, autocast=self.uses_bf16(loaded),
                                           on_step=progress_steps(progress, desc, req["steps"], cancel), **guided,
-                                          **req)
+                                          mask=mask, **req)
             self._keep(memo, traj, req)
         return traj
 
     def stream(self, loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict, progress: Any = None,
                desc: str = "Running PGD", cancel: threading.Event | None = None,
-               every_s: float | None = None) -> Iterator[Running | Trajectory]:
+               every_s: float | None = None, mask: torch.Tensor | None = None) -> Iterator[Running | Trajectory]:
         """`trajectory`, watched while it runs: PGD runs in a worker thread, and this yields where it stands
         (`Running`, at most every `every_s` seconds, default STREAM_EVERY_S; the first step always) and then the
         finished path.
@@ -165,7 +166,7 @@ class Explainer:
         Closing the generator (Gradio cancels the event, the browser left) stops PGD at its next step; the
         worker is joined before the generator ends, so the model serves one computation at a time still."""
         self.check_budget(1, req["steps"], loaded.image_size)
-        memo = _memo_key(loaded, x, target, req)
+        memo = _memo_key(loaded, x, target, req, mask)
         traj = self.cache.get(memo)
         if traj is not None:
             yield traj
@@ -192,7 +193,7 @@ class Explainer:
         def work() -> None:
             try:
                 outcome["path"] = explain.counterfactual(loaded.model, x, target, autocast=self.uses_bf16(loaded),
-                                                         on_step=on_step, **req)
+                                                         on_step=on_step, mask=mask, **req)
             except BaseException as e:  # handed to the generator, which raises it in the request
                 outcome["error"] = e
             finally:
@@ -263,8 +264,9 @@ class Explainer:
         return str(gif), str(js)
 
 
-def _memo_key(loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict) -> str:
-    return "memo/" + st.request_hash(loaded.key, x, target, sorted(req.items()))
+def _memo_key(loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict,
+              mask: torch.Tensor | None = None) -> str:
+    return "memo/" + st.request_hash(loaded.key, x, target, sorted(req.items()), "mask", mask)
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,8 @@ class CounterfactualView:
         start = f"Started as **{names[tr.source]}** ({tr.probs[0, tr.source]:.0%})"
         req = (f"{p.get('norm')} threat model, ε = {fmt(p.get('eps', math.inf))}, {p.get('steps')} steps of "
                f"{fmt(p.get('step_size', 0))}")
+        if "mask_fraction" in p:
+            req += f"; only the painted region ({p['mask_fraction']:.0%} of the pixels) could change"
         if tr.source == tr.target:
             return (f"{start}, which already is the target: PGD made it more **{names[tr.target]}** "
                     f"(p = {tr.confidence[-1]:.0%} at the end; {req}).")

@@ -20,12 +20,14 @@ import torch
 
 from dat_core.loading import DEFAULT_MODEL_DIR
 from explain.card import located_identity, make_card, write_card
+from explain.image import to_mask
 from explain.params import validate_params
 
 from ..explainer import Explainer
 from ..inputs import image_source, model_input, user_errors
 from ..state import LoadedModel
 from ..wiring import COMPUTE, INSTANT, bind, no_error_badge
+from . import region
 
 MAX_HASHED_BYTES = 64 * 2**20  # an upload is at most 25 MB; anything larger is not hashed
 REPLAY = "Replay it with: python -m explain replay card.json (same device and dtype: bit for bit)."
@@ -82,14 +84,22 @@ def export_card(ex: Explainer, image, state) -> Any:
     shown = view.trajectory
     loaded = ex.model_by_key(view.model_key)
     p = shown.params
-    if "mask_fraction" in p or "cone_angle" in p:
-        raise ValueError("cards of masked or guided paths are written by `python -m explain counterfactual --card`")
+    if "cone_angle" in p:
+        raise ValueError("cards of guided paths are written by `python -m explain counterfactual --guide ... --card`")
     req = validate_params(p["norm"], p["eps"], p["step_size"], p["steps"], p["objective"])
     x0 = torch.from_numpy(shown.images[:1].copy())
-    traj = ex.trajectory(loaded, x0, shown.target, req, desc="Running the path alone for its card")
+    masked = "mask_fraction" in p
+    mask = region.for_model(ex, state, loaded) if masked else None
+    changed = ValueError("the painted region changed since this path ran: run it again to export its card")
+    if masked and mask is None:
+        raise changed
+    traj = ex.trajectory(loaded, x0, shown.target, req, desc="Running the path alone for its card", mask=mask)
+    if masked and not np.array_equal(traj.images, shown.images):
+        raise changed
     identity = card_source(ex, loaded)
     card = make_card(traj, loaded.fast.eager, identity["source"], model_id=identity, autocast=ex.uses_bf16(loaded),
-                     image_sha256=image_sha256(image, shown.images[0], loaded), device=loaded.device)
+                     image_sha256=image_sha256(image, shown.images[0], loaded), device=loaded.device,
+                     mask=None if mask is None else to_mask(mask, loaded.image_size))
     names = traj.class_names
     folder = ex.files.path(f"card_{names[traj.source]}_to_{names[traj.target]}")
     written = write_card(card, traj, folder, scale=view.scale)

@@ -37,11 +37,10 @@ from ..inputs import (
 from ..state import LoadedModel
 from ..views import CounterfactualView, RunningView, retry_for
 from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, no_error_badge, outputs
-from . import card_export, cf_tools
+from . import card_export, cf_tools, region
 from .scrubber import PLAY, STEP_VIEW, Frame, frame_at, play, play_start, play_tick, running_view, scrub, step_view
 
-# the scrubber is tab 1 too: its names stay reachable here
-__all__ = ["Frame", "frame_at", "play", "play_start", "play_tick", "scrub", "step_view"]
+__all__ = ["Frame", "frame_at", "play", "play_start", "play_tick", "scrub", "step_view"]  # the scrubber's, here too
 
 EXAMPLES_DIR = links.EXAMPLES_DIR
 NO_IMAGE = "Upload an image to see what the model predicts"
@@ -160,6 +159,7 @@ def layout(loaded: LoadedModel) -> Components:
                                              elem_id="cf-steps", min_width=100, info=page.TIPS["steps"])
                         cf_step_size = gr.Number(d["step_size"], label="Step size", elem_id="cf-step-size",
                                                  min_width=100, info=page.TIPS["step_size"])
+                painted = region.layout()
                 cf_prediction = gr.HTML(charts.placeholder(NO_IMAGE, 300, 80), elem_id="cf-prediction")
                 cf_energy = gr.Markdown("", elem_id="cf-energy")
                 with gr.Row(equal_height=True):
@@ -197,7 +197,7 @@ def layout(loaded: LoadedModel) -> Components:
                     cf_json = gr.DownloadButton("Download per-step metrics (JSON)", interactive=False, size="sm",
                                                 elem_id="cf-json", elem_classes=["dl-button"])
                     card = card_export.layout()
-                tools = cf_tools.layout(card)
+                tools = cf_tools.layout(card, painted)
         cf_timer = gr.Timer(0.15, active=False)
     return Components(cf_examples=cf_examples, cf_image=cf_image, cf_input=cf_input, cf_target=cf_target,
                       cf_run=cf_run, cf_cancel=cf_cancel, cf_norm=cf_norm, cf_eps=cf_eps, cf_steps=cf_steps,
@@ -294,19 +294,20 @@ def show(ex: Explainer, state: dict, view: CounterfactualView) -> Shown:
 
 
 def _request(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> tuple[Any, ...]:
-    """A run's inputs checked: (session, its model, PGD settings, model input, target index)."""
+    """A run's inputs checked: (session, its model, PGD settings, model input, target index, painted region)."""
     state = ex.session(state)
     loaded = ex.session_model(state)
     req = pgd_params(norm, eps, steps, step_size)
-    return state, loaded, req, model_input(image, loaded), target_index(target, loaded)
+    x, target = model_input(image, loaded), target_index(target, loaded)
+    return state, loaded, req, x, target, region.for_model(ex, state, loaded)
 
 
 @user_errors
 def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, progress=gr.Progress()) -> Shown:
     """Targeted PGD from the image toward `target`; the path is kept for scrubbing. Cancel stops it."""
-    state, loaded, req, x, target = _request(ex, image, target, norm, eps, steps, step_size, state)
+    state, loaded, req, x, target, mask = _request(ex, image, target, norm, eps, steps, step_size, state)
     with ex.cancellable(state) as cancel:
-        traj = ex.trajectory(loaded, x, target, req, progress, cancel=cancel)
+        traj = ex.trajectory(loaded, x, target, req, progress, cancel=cancel, mask=mask)
     return show(ex, state, CounterfactualView.build(traj, loaded.key))
 
 
@@ -315,10 +316,10 @@ def run_live(ex: Explainer, image, target, norm, eps, steps, step_size, state) -
     """`run` as the Run button calls it: while PGD runs (`Explainer.stream`) the frame, what changed, the
     probabilities and the caption ("Running: step t of T", the progress: a progress bar between frames would
     flicker) show where it stands; the rest follows when the path is done."""
-    state, loaded, req, x, target = _request(ex, image, target, norm, eps, steps, step_size, state)
+    state, loaded, req, x, target, mask = _request(ex, image, target, norm, eps, steps, step_size, state)
     start = x[0].numpy()
     with ex.cancellable(state) as cancel:
-        for seen in ex.stream(loaded, x, target, req, cancel=cancel):
+        for seen in ex.stream(loaded, x, target, req, cancel=cancel, mask=mask):
             if isinstance(seen, Running):
                 live = running_view(RunningView(seen, start, loaded.class_names, target, req["norm"]))
                 yield Shown(**{**dict.fromkeys(Shown._fields, gr.skip()), **live})
@@ -337,8 +338,7 @@ def _suggested(ex: Explainer, state) -> Any:
 
 def retry(ex: Explainer, *request: Any) -> Retried:
     """`retry_live`'s finished result, without the frames on the way."""
-    *_, done = retry_live(ex, *request)
-    return done
+    return list(retry_live(ex, *request))[-1]
 
 
 @user_errors

@@ -1,0 +1,136 @@
+"""Tab 1's region: a brush on the model's view of the image paints where the path may change; pixels outside stay
+bit-identical to the image at every step (`mask=` of `explain.counterfactual`, `dat_core.pgd`).
+
+The painted region is checked here (size, shape, something painted) and kept in the session, at the editor's
+resolution: each run reads it (`for_model`) at its model's resolution, so a region survives switching models. A new
+image clears it (the editor shows the new image, unpainted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import gradio as gr
+import numpy as np
+import torch
+
+import explain
+from explain.image import open_image
+
+from ..explainer import Explainer
+from ..inputs import image_source, user_errors
+from ..state import LoadedModel
+from ..wiring import INSTANT, PRIVATE, RAW, bind, no_error_badge, outputs
+
+SLOT = "region"
+MAX_SIDE = 2048  # the editor shows the model's view (at most 256 px x its display scale); a larger layer is forged
+NOTHING = "nothing is painted: paint the region the path may change (or press Whole image)"
+NO_REGION = "No region: the whole image may change. Paint on the image, then press **Use this region**."
+
+
+@dataclass
+class Components:
+    cf_region: gr.ImageEditor
+    cf_region_use: gr.Button
+    cf_region_clear: gr.Button
+    cf_region_info: gr.Markdown
+
+
+class Region(NamedTuple):
+    state: dict
+    cf_region_info: str
+
+
+class Fresh(NamedTuple):
+    """A new image: the editor shows it unpainted, and no region is kept."""
+    state: dict
+    cf_region: Any
+    cf_region_info: str
+
+
+def layout() -> Components:
+    with gr.Accordion("Region: paint where it may change (optional)", open=False, elem_id="cf-region-panel"):
+        cf_region = gr.ImageEditor(label="Paint the region the path may change", sources=[], type="filepath",
+                                   image_mode="RGBA", layers=False, transforms=[], format="png", height=260,
+                                   brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=12),
+                                   elem_id="cf-region", buttons=[])
+        with gr.Row():
+            cf_region_use = gr.Button("Use this region", size="sm", variant="primary", elem_id="cf-region-use")
+            cf_region_clear = gr.Button("Whole image", size="sm", elem_id="cf-region-clear")
+        cf_region_info = gr.Markdown(NO_REGION, elem_id="cf-region-info")
+    return Components(cf_region=cf_region, cf_region_use=cf_region_use, cf_region_clear=cf_region_clear,
+                      cf_region_info=cf_region_info)
+
+
+def painted(editor: Any) -> np.ndarray:
+    """The editor's strokes as an (H, W) bool array (True = painted), checked: one square layer the size of the
+    image it was painted on, at most MAX_SIDE a side, something painted."""
+    if not isinstance(editor, dict) or not isinstance(editor.get("layers"), list):
+        raise ValueError("the painted region could not be read: paint on the image again")
+    layers = [image_source(layer) for layer in editor["layers"] if layer]
+    background = image_source(editor.get("background"))
+    if background is None:
+        raise ValueError("pick an example or upload an image first, then paint on it")
+    if not layers:
+        raise ValueError(NOTHING)
+    if len(layers) > 1:
+        raise ValueError("paint the region on one layer")
+    size = open_image(background).size
+    layer = open_image(layers[0])
+    if layer.size != size or size[0] != size[1] or size[0] > MAX_SIDE:
+        raise ValueError(f"the painted layer is {layer.size[0]}x{layer.size[1]} px; it must cover the image "
+                         f"({size[0]}x{size[1]}, square, at most {MAX_SIDE} px a side)")
+    alpha = np.asarray(layer.convert("RGBA"))[..., 3] > 0
+    if not alpha.any():
+        raise ValueError(NOTHING)
+    return alpha
+
+
+def for_model(ex: Explainer, state: Any, loaded: LoadedModel) -> torch.Tensor | None:
+    """The session's region at `loaded`'s resolution as the (S, S) {0, 1} mask a run takes, or None."""
+    region = ex.get(state, SLOT)
+    if region is None:
+        return None
+    return explain.to_mask(region.astype(np.float32), loaded.image_size)[0, 0].float()
+
+
+@user_errors
+def use(ex: Explainer, editor, state) -> Region:
+    """Keep the painted region for this session's next runs."""
+    state = ex.session(state)
+    region = painted(editor)
+    loaded = ex.session_model(state)
+    try:
+        share = float(explain.to_mask(region.astype(np.float32), loaded.image_size).float().mean())
+    except explain.ImageError:
+        raise ValueError(f"the strokes are too thin to cover a whole pixel of the model's {loaded.image_size}×"
+                         f"{loaded.image_size} input: paint with a wider brush") from None
+    ex.put(state, SLOT, region)
+    return Region(state, f"**Region set:** {share:.0%} of the pixels may change; the rest stays exactly as it is "
+                         "in every run of this tab until you press **Whole image** or pick another image.")
+
+
+def clear(ex: Explainer, state) -> Region:
+    state = ex.session(state)
+    ex.cache.discard(f"{state['id']}/{SLOT}")
+    return Region(state, NO_REGION)
+
+
+def fresh(ex: Explainer, view, state) -> Fresh:
+    """After tab 1 showed a new image (`view`: what the model sees): the editor shows it, no region is kept."""
+    state, info = clear(ex, state)
+    path = image_source(view)
+    background = path if isinstance(path, str) else None
+    return Fresh(state, {"background": background, "layers": [], "composite": background}, info)
+
+
+def wire(ex: Explainer, ui: Components, *, state: gr.State, view: gr.Image) -> None:
+    """`view`: tab 1's "what the model sees" image, the editor's background."""
+    region = outputs(Region, ui, state=state)
+    # queued (not INSTANT): a refused region's message is a toast, which only queued events show
+    used = ui.cf_region_use.click(bind(use, ex), [ui.cf_region, state], region, show_progress="hidden", **RAW,
+                                  **PRIVATE)
+    no_error_badge(used, ui.cf_region_info)
+    ui.cf_region_clear.click(bind(clear, ex), [state], region, **INSTANT)
+    view.change(bind(fresh, ex), [view, state], outputs(Fresh, ui, state=state), **INSTANT)
