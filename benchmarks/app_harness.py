@@ -268,6 +268,14 @@ def frame_src(page: Any) -> str | None:
     return img.get_attribute("src") if img.count() else None
 
 
+def shown_pixels(page: Any, selector: str) -> np.ndarray:
+    """The decoded image an <img> under `selector` shows, fetched from the app like the browser did."""
+    import io
+
+    src = page.locator(f"{selector} img").get_attribute("src")
+    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+
+
 def marker_x(page: Any) -> str | None:
     line = page.locator(MARKER)
     return line.get_attribute("x1") if line.count() else None

@@ -32,6 +32,7 @@ from benchmarks.app_harness import (
     run_counterfactual,
     serve,
     settings,
+    shown_pixels,
     slider_value,
     toasts,
     upload,
@@ -77,12 +78,6 @@ def tiny(tmp_path_factory):
     demo = app.build_demo(str(write_model(root / "model")), standard_model=None, allow_local_models=True)
     with serve(demo) as url:
         yield demo, url, files
-
-
-def shown_pixels(page, selector: str) -> np.ndarray:
-    """The decoded image an <img> shows, fetched from the app like the browser did."""
-    src = page.locator(f"{selector} img").get_attribute("src")
-    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
 
 
 def test_run_then_slider_moves_the_frame_and_the_marker(served):

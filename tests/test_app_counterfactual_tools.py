@@ -5,7 +5,6 @@ Screenshots land in tests/artifacts/screenshots/ (gitignored).
 """
 
 import hashlib
-import io
 import json
 import re
 from pathlib import Path
@@ -24,6 +23,7 @@ from benchmarks.app_harness import (
     run_counterfactual,
     serve,
     settings,
+    shown_pixels,
 )
 from explain import alternatives
 from explain import counterfactual as counterfactual_path
@@ -169,11 +169,6 @@ def test_all_targets_ranks_the_targets_by_the_radius_they_need(served):
     assert easiest == [c[0] for _, c in ranked]
 
 
-def _shown_pixels(page, selector: str) -> np.ndarray:
-    src = page.locator(f"{selector} img").get_attribute("src")
-    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
-
-
 def test_compare_shows_the_standard_model_guided_by_dat(served):
     demo, url = served
     ex = demo.explainer
@@ -191,7 +186,7 @@ def test_compare_shows_the_standard_model_guided_by_dat(served):
         expect(page.locator("#cmp-summary")).to_contain_text("Standard, guided by DAT", timeout=60_000)
         expect(page.locator("#cmp-summary")).to_contain_text("within 40° of the DAT model's")
         expect(page.locator("#cmp-guided-frame img")).to_be_visible()
-        guided, standard = _shown_pixels(page, "#cmp-guided-frame"), _shown_pixels(page, "#cmp-standard-frame")
+        guided, standard = shown_pixels(page, "#cmp-guided-frame"), shown_pixels(page, "#cmp-standard-frame")
         page.screenshot(path=SHOTS / "compare-guided.png", full_page=True)
     image = str(ex.examples.paths[ex.examples.strip()[4]])
     std, dat = ex.standard, ex.default
@@ -238,7 +233,7 @@ def test_a_painted_region_keeps_every_other_pixel_bit_identical(served, tmp_path
         expect(page.locator("#cf-region-info")).to_contain_text("Region set")
         run_counterfactual(page)
         expect(page.locator("#cf-summary")).to_contain_text("only the painted region")
-        start, end = _shown_pixels(page, "#cf-input"), _shown_pixels(page, "#cf-frame")
+        start, end = shown_pixels(page, "#cf-input"), shown_pixels(page, "#cf-frame")
         page.locator("#cf-region-panel").scroll_into_view_if_needed()
         page.screenshot(path=SHOTS / "counterfactual-region.png", full_page=True)
         page.click("#cf-card")
