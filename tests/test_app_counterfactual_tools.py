@@ -7,6 +7,8 @@ Screenshots land in tests/artifacts/screenshots/ (gitignored).
 import hashlib
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -40,7 +42,8 @@ if bundled_model() is None:
     pytest.skip("assets/models holds no bundled model", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
-SHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "tests" / "artifacts" / "screenshots"
 STEPS = 4
 
 
@@ -88,6 +91,9 @@ def test_the_card_downloads_and_replays_bit_for_bit(served, tmp_path):
     again = replay(card_json)
     assert again.identical and again.same_setting and again.max_abs_diff == 0.0
     assert json.loads(text)["frames_sha256"] == card["frames_sha256"]
+    cli = subprocess.run([sys.executable, "-m", "explain", "replay", str(card_json)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)                              # what a reader of the card runs
+    assert cli.returncode == 0 and "reproduced bit for bit" in cli.stdout, cli.stdout + cli.stderr
 
 
 def test_a_grid_path_is_run_alone_for_its_card(served, tmp_path):
