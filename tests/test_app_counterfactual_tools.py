@@ -293,3 +293,19 @@ def test_a_painted_region_is_checked_on_the_server(served, tmp_path):
     assert "6%" in shown.cf_region_info and region.for_model(ex, state, ex.default).mean() == pytest.approx(1 / 16)
     message = str(shown)
     assert str(tmp_path) not in message
+
+
+def test_alternatives_stop_at_the_next_step_when_cancelled(served):
+    demo, _ = served
+    ex, state = demo.explainer, demo.explainer.new_session()
+    image = str(ex.examples.paths[ex.examples.strip()[0]])
+    model = ex.default.model
+
+    def press_cancel(*_) -> None:                                             # Cancel pressed during the first step
+        ex.cancel(state)
+    hook = model.register_forward_hook(press_cancel)
+    try:
+        with pytest.raises(gr.Error, match="Cancelled at step 1 of 200"):
+            alternatives_tab.run(ex, image, "cat", "L2", "3", 200, 0.1, 3, 0, state)
+    finally:
+        hook.remove()
