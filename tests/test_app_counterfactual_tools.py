@@ -26,10 +26,13 @@ from benchmarks.app_harness import (
     serve,
     settings,
     shown_pixels,
+    write_image,
+    write_model,
 )
 from explain import alternatives
 from explain import counterfactual as counterfactual_path
 from explain.card import _unpack, read_card, replay
+from webapp.explainer import Explainer
 from webapp.tabs import all_targets, card_export, compare, counterfactual, region
 from webapp.tabs import alternatives as alternatives_tab
 from webapp.views import CounterfactualView
@@ -309,3 +312,26 @@ def test_alternatives_stop_at_the_next_step_when_cancelled(served):
             alternatives_tab.run(ex, image, "cat", "L2", "3", 200, 0.1, 3, 0, state)
     finally:
         hook.remove()
+
+
+def test_a_card_names_a_folder_model_without_its_server_path(tmp_path, monkeypatch):
+    """A checkpoint folder is named by its folder name (a bundled one as assets/models/NAME, which replays from the
+    project's root); its weights' sha256 pins it either way."""
+    monkeypatch.chdir(ROOT)
+    image = write_image(tmp_path / "photo.png")
+    for source, named in ((write_model(tmp_path / "secret" / "my-model"), "my-model"),
+                          (ROOT / "assets" / "models" / "standard-cifar10-wrn16-2",
+                           "assets/models/standard-cifar10-wrn16-2")):
+        if not source.is_dir():
+            continue
+        ex = Explainer(str(source), standard_model=None)
+        state = ex.new_session()
+        counterfactual.run(ex, str(image), "cat", "L2", "3", 2, 0.1, state)
+        shown = card_export.export_card(ex, str(image), state)
+        card_json = next(Path(f) for f in shown["value"] if f.endswith(".json"))
+        card = read_card(card_json)
+        assert card["model"]["source"] == named and card["model"]["kind"] == "local"
+        assert str(tmp_path) not in card_json.read_text() and "secret" not in card_json.read_text()
+        assert card["image"]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+        if named.startswith("assets/"):
+            assert replay(card_json).identical
