@@ -21,7 +21,7 @@ from dat_core.energy import probabilities
 from dat_core.pgd import OnStep, pgd, threat_model
 from dat_core.runtime import seeded
 
-from .image import ImageLike, to_model_input
+from .image import ImageLike, to_mask, to_model_input
 from .params import DEFAULT_OBJECTIVE, resolve_request, resolve_targets
 from .trajectory import model_info
 
@@ -60,9 +60,11 @@ class Alternatives:
 def alternatives(model: nn.Module, image: ImageLike, target: int | str, n: int = 4, *, seed: int = 0,
                  norm: str = "L2", eps: float | None = None, step_size: float | None = None,
                  steps: int | None = None, objective: str = DEFAULT_OBJECTIVE,
-                 autocast: bool = False, on_step: OnStep | None = None) -> Alternatives:
+                 autocast: bool = False, on_step: OnStep | None = None,
+                 mask: ImageLike | None = None) -> Alternatives:
     """`n` paths toward `target` from seeded random starts in the eps-ball (eps must be finite). `on_step`:
-    `dat_core.pgd`'s hook (progress; STOP ends every path there)."""
+    `dat_core.pgd`'s hook (progress; STOP ends every path there); `mask`: the region the paths may change, as in
+    `counterfactuals` (starts and steps alike stay inside it)."""
     if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_ALTERNATIVES:
         raise ValueError(f"n must be an integer in 2..{MAX_ALTERNATIVES}; got {n!r}")
     size, names, device = model_info(model)
@@ -72,10 +74,13 @@ def alternatives(model: nn.Module, image: ImageLike, target: int | str, n: int =
     (t,) = resolve_targets([target], names)
     x0 = to_model_input(image, size).to(device)
     y = torch.full((n,), t, device=device)
+    m = None if mask is None else to_mask(mask, size).to(device)
+    if m is not None:
+        p["mask_fraction"] = round(float(m.float().mean()), 6)
     with seeded(seed, device):
         res = pgd(model, x0.expand(n, -1, -1, -1).contiguous(), y, threat_model(p["norm"], p["eps"],
                   p["step_size"]), p["steps"], objective=p["objective"], random_start=True, autocast=autocast,
-                  on_step=on_step)
+                  on_step=on_step, mask=m)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         conf = probabilities(model(res.x).float())[:, t]
     return Alternatives(image=x0[0].cpu().numpy(), images=res.x.cpu().numpy(), confidence=conf.cpu().numpy(),

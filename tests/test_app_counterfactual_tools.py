@@ -335,3 +335,29 @@ def test_a_card_names_a_folder_model_without_its_server_path(tmp_path, monkeypat
         assert card["image"]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
         if named.startswith("assets/"):
             assert replay(card_json).identical
+
+
+def test_alternatives_stay_inside_the_painted_region(served, tmp_path):
+    demo, _ = served
+    ex, state = demo.explainer, demo.explainer.new_session()
+    image = str(ex.examples.paths[ex.examples.strip()[0]])
+    layer = np.zeros((192, 192, 4), dtype=np.uint8)
+    layer[48:144, 96:160] = 255
+    Image.fromarray(layer).save(tmp_path / "layer.png")
+    Image.fromarray(layer).save(tmp_path / "bg.png")
+    painted = {"background": {"path": str(tmp_path / "bg.png")}, "layers": [{"path": str(tmp_path / "layer.png")}]}
+    region.use(ex, painted, state)
+    shown = alternatives_tab.run(ex, image, "cat", "L2", "3", STEPS, 0.1, 3, 0, state)
+    assert "Only the painted region (17% of the pixels)" in shown.alt_info
+    mask = region.for_model(ex, state, ex.default).bool().numpy()
+    cells = [cell for cell, _ in shown.alt_gallery["value"]]
+    scale = cells[0].shape[0] // mask.shape[0]
+    shown_mask = mask.repeat(scale, 0).repeat(scale, 1)
+    for end in cells[1:4]:                                                    # what the page shows: x_0 outside
+        assert np.array_equal(end[~shown_mask], cells[0][~shown_mask])
+        assert not np.array_equal(end[shown_mask], cells[0][shown_mask])
+    alts = alternatives(ex.default.model, image, "cat", 3, steps=STEPS, eps=3.0, step_size=0.1,
+                        autocast=ex.uses_bf16(ex.default), mask=mask.astype(np.float32))
+    outside = alts.images[:, :, ~mask]
+    assert np.array_equal(outside, np.broadcast_to(alts.image[:, ~mask], outside.shape))   # starts and steps
+    assert not np.array_equal(alts.images[:, :, mask], np.broadcast_to(alts.image[:, mask], (3, 3, mask.sum())))

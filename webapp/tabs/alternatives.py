@@ -23,6 +23,7 @@ from .. import charts
 from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import model_input, pgd_params, target_index, user_errors
 from ..wiring import INSTANT, bind, cancellable, idle_buttons, outputs
+from . import region
 
 MAX_PATHS = 4
 MAX_SEED = 2**31 - 1
@@ -81,9 +82,11 @@ def gallery(alts: explain.Alternatives, scale: int) -> list[tuple[np.ndarray, st
 def info(alts: explain.Alternatives) -> str:
     name = alts.class_names[alts.target]
     reached = int(np.sum(alts.confidence >= 0.5))
+    inside = (f" Only the painted region ({alts.params['mask_fraction']:.0%} of the pixels) could change."
+              if "mask_fraction" in alts.params else "")
     return (f"**Diversity {alts.diversity:.2f}**: the mean distance between two paths' changes, relative to their "
             f"size (about 0 when every path makes the same change, about 1.4 for unrelated changes). "
-            f"{reached} of {len(alts.images)} paths reach p({name}) ≥ 50%.")
+            f"{reached} of {len(alts.images)} paths reach p({name}) ≥ 50%.{inside}")
 
 
 @user_errors
@@ -102,7 +105,7 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, n, seed, stat
             reached[0] = step.step
             return hook(step)
         alts = explain.alternatives(loaded.model, x, t, n, seed=seed, autocast=ex.uses_bf16(loaded),
-                                    on_step=on_step, **req)
+                                    on_step=on_step, mask=region.for_model(ex, state, loaded), **req)
     if reached[0] < req["steps"]:
         raise Cancelled(reached[0], req["steps"])
     return Shown(state, gr.update(value=gallery(alts, charts.display_scale(loaded.image_size)), columns=n + 1),
