@@ -12,8 +12,6 @@ Where a checkpoint comes from (bundled, a folder, the Hub) is `dat_core.loading`
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from .files import replacing
 from .models import Classifier, build_model
 from .models.config import validate_model_config
 from .version import code_version
@@ -56,13 +55,8 @@ def save_model(model: Classifier, directory: str | Path, card: str | None = None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same dir: rename is atomic
-    try:
+    with replacing(path) as tmp:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- reading

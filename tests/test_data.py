@@ -288,6 +288,27 @@ def test_cache_roundtrip(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # split is part of the key
 
 
+
+def test_two_writers_of_one_cache_file_both_succeed(tmp_path, monkeypatch):
+    """Runs (or DDP ranks) sharing a cache dir build the same cache file at once: one writer finishing
+    between the other's write and rename must not take the other's file away (it did: one shared .tmp name)."""
+    path = _make_folder_tar(tmp_path)
+    real_savez, nested = np.savez, []
+
+    def savez_then_another_writer(f, **arrays):
+        real_savez(f, **arrays)
+        if not nested:  # while this writer is between its write and its rename, a second one runs start to end
+            nested.append(None)
+            nested[0] = load_image_folder(path, split="train", cache_dir=tmp_path / "cache", progress=False)
+
+    monkeypatch.setattr(folders.np, "savez", savez_then_another_writer)
+    first = load_image_folder(path, split="train", cache_dir=tmp_path / "cache", progress=False)
+    assert torch.equal(first.images, nested[0].images)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [p.name for p in (tmp_path / "cache").glob("*.npz")]
+    monkeypatch.undo()
+    again = load_image_folder(path, split="train", cache_dir=tmp_path / "cache", progress=False)
+    assert torch.equal(again.images, first.images) and [type(n) for n in again.class_names] == [str] * len(CLASSES)
+
 # --------------------------------------------------------------------------- noise, split
 
 @pytest.mark.parametrize("kind", ["uniform", "lowfreq"])

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import replacing
 from ..logs import progress_bar
 from .datasets import ImageDataset
 
@@ -93,19 +94,17 @@ class DownloadError(FileNotFoundError, RuntimeError):
 
 
 def _download(url: str, dest: Path, hint: str) -> None:
-    """Download to `dest.part` with a progress bar, then rename (no half files under the real name)."""
+    """Download to a private file beside `dest` with a progress bar, then rename (no half files under the real
+    name; ranks or runs downloading at once do not clash)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
+        with replacing(dest) as tmp, urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0) or None
             with progress_bar(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     f.write(chunk)
                     bar.update(len(chunk))
-        tmp.replace(dest)
     except (urllib.error.URLError, OSError) as e:
-        tmp.unlink(missing_ok=True)
         raise DownloadError(f"could not download {url} ({e}). {hint}") from e
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..files import replacing
 from ..logs import get_logger, progress_bar
 from .datasets import ImageDataset
 
@@ -293,10 +294,9 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
     dataset = ImageDataset(images, labels, classes if labeled else list(class_names or []), skipped)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npz")
-        np.savez(tmp, images=images.numpy(), labels=labels.numpy(), class_names=np.array(dataset.class_names,
-                 dtype=str), skipped=np.array(skipped, dtype=str))
-        tmp.replace(cache)
+        with replacing(cache) as tmp, open(tmp, "wb") as f:  # other runs may be writing the same cache
+            np.savez(f, images=images.numpy(), labels=labels.numpy(), class_names=np.array(dataset.class_names,
+                     dtype=str), skipped=np.array(skipped, dtype=str))
     return dataset
 
 
