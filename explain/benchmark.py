@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,7 +24,9 @@ import torch.nn as nn
 
 from dat_core.energy import marginal_energy, probabilities
 from dat_core.evaluation.generative import features_of, frechet_from_features
-from dat_core.pgd import pgd, threat_model
+from dat_core.files import replacing
+from dat_core.guidance import ConeGuide
+from dat_core.pgd import attack_mode, pgd, threat_model
 
 from .params import resolve_class
 from .trajectory import minimal_counterfactual, model_info
@@ -83,10 +86,14 @@ def _fp32_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def run_batch(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, *, norm: str, eps: float,
-              step_size: float, steps: int, objective: str, autocast: bool, judges: Judges) -> dict[str, np.ndarray]:
-    """Counterfactuals x_T of one batch and their per-pair metrics (validity etc. are judged in fp32)."""
+              step_size: float, steps: int, objective: str, autocast: bool, judges: Judges,
+              guide: nn.Module | None = None, cone_angle: float = 30.0) -> dict[str, np.ndarray]:
+    """Counterfactuals x_T of one batch and their per-pair metrics (validity etc. are judged in fp32).
+    `guide`: each step follows `model`'s gradient turned to within `cone_angle` of this DAT model's."""
     threat = threat_model(norm, eps, step_size)
-    xt = pgd(model, x0, targets, threat, steps, objective=objective, autocast=autocast).x
+    with attack_mode(guide) if guide is not None else nullcontext():
+        steer = None if guide is None else ConeGuide(guide, targets, objective, cone_angle, autocast)
+        xt = pgd(model, x0, targets, threat, steps, objective=objective, autocast=autocast, direction=steer).x
     logits = _fp32_logits(model, xt)
     delta = (xt - x0).flatten(1)
     out = {"p_target": probabilities(logits).gather(1, targets[:, None]).squeeze(1),
@@ -105,9 +112,8 @@ def run_batch(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, *, norm
 # ---------------------------------------------------------------- the run (resumable)
 
 def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def check_run_folder(out: Path, settings: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ JUDGE = "standard-cifar10-wrn16-2"
 
 def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argparse.Namespace], Any]) -> None:
     """The `benchmark` subcommand; `load` loads the model as the other commands do."""
-    from .cli_options import common_options, int_in, norm_name
+    from .cli_options import common_options, guide_options, int_in, norm_name
     from .image_sets import image_set_options
     from .params import NORMS
 
@@ -55,6 +55,7 @@ def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argpar
     p.add_argument("--minimal", type=int_in(0, 1_000_000), default=0,
                    help="also search the minimal L2 radius to flip for N pairs spread over all (one search per "
                         "pair: slow; default: 0 = off)")
+    guide_options(p)
     p.add_argument("--gallery", type=int_in(1, 64), default=8, help="rows in each of the best/worst galleries "
                                                                     "(default: %(default)s)")
     p.add_argument("--layout", choices=("none", "ace"), default="none",
@@ -81,7 +82,7 @@ def _judge(source: str, model, device) -> tuple[Any, str, bool]:
 
 def _settings(args: argparse.Namespace, radii: list[float], request: dict[str, Any], pairs: Any) -> dict[str, Any]:
     keys = ("model", "revision", "images", "data", "split", "val_size", "seed", "limit", "batch_size",
-            "feature_model", "transfer_model", "autocast")
+            "feature_model", "transfer_model", "autocast", "guide") + (("cone_angle",) if args.guide else ())
     return {**{k: getattr(args, k) for k in keys}, "pairs": pairs, "radii": [str(r) for r in radii],
             **{k: v for k, v in request.items() if k != "judges"}}
 
@@ -96,11 +97,12 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
 
     from . import benchmark as bm
     from . import benchmark_report as rep
+    from .cli_options import guide_model
     from .image import to_model_input
     from .image_sets import load_image_set
     from .params import default_params, parse_eps, validate_params
     from .success_cli import comma_values
-    from .trajectory import model_info
+    from .trajectory import check_guide, model_info
 
     started = time.perf_counter()
     radii = comma_values(args.eps, lambda v: parse_eps(v, name="eps"))
@@ -113,6 +115,10 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
                "autocast": bool(args.autocast)}
     for eps in radii:  # fail before the images load and the folder is claimed
         validate_params(args.norm, eps, request["step_size"], request["steps"], request["objective"])
+    guide = guide_model(args, model)
+    if guide is not None:
+        check_guide(model, guide)
+    guided = {} if guide is None else {"guide": guide, "cone_angle": args.cone_angle}
     images, labels, names = load_image_set(args, class_names, size)
     x = torch.cat([to_model_input(im, size) for im in images])
     with torch.no_grad():
@@ -135,7 +141,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     with tqdm(total=len(jobs) * len(radii) + len(minimal_jobs), desc="pairs", unit="pair") as bar:
         for k, eps in enumerate(radii):
             res = bm.run_radius(model, x, jobs, out / "parts", f"r{k}", batch_size=args.batch_size,
-                                progress=bar.update, eps=eps, judges=judges, **request)
+                                progress=bar.update, eps=eps, judges=judges, **guided, **request)
             results.append(res)
             entries.append(bm.summarize(eps, res, jobs, real_features, labels, band=band,
                                         feature_space=judges.features_name))
@@ -145,6 +151,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
         "model": str(args.model), "image_source": args.data or args.images, "split": args.split if args.data else None,
         "images": len(x), "pairs": len(jobs), "class_names": class_names, **request, "threshold": 0.5,
         "feature_model": judges.features_name or None, "transfer_model": tr_name or None,
+        "guide": args.guide and Path(args.guide).name, "cone_angle": args.cone_angle if args.guide else None,
         "seconds": time.perf_counter() - started, "radii": entries,
         "minimal_radius": None if minimal is None else bm.minimal_summary(minimal, minimal_jobs, class_names)}
     (out / "benchmark.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

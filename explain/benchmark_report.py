@@ -119,8 +119,9 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
     lines = [f"# Counterfactual benchmark: {report['model']}", "",
              f"{report['images']} images ({report['image_source']}), {report['pairs']} (image, target) pairs, "
              f"norm {report['norm']}, {report['steps']} steps of {report['step_size']:g}, objective "
-             f"{report['objective']}, bf16 autocast {'on' if report['autocast'] else 'off'}; "
-             f"{report['seconds']:.0f} s.", "",
+             f"{report['objective']}, bf16 autocast {'on' if report['autocast'] else 'off'}"
+             + (f", guided by {report['guide']} (cone of {report['cone_angle']:g}°)" if report.get("guide") else "")
+             + f"; {report['seconds']:.0f} s.", "",
              "Validity: p(target) >= 0.5 and argmax = target at x_T. Changed: share of pixel values moved by more "
              "than 2/255. Transfer: share that " + (report["transfer_model"] or "(no transfer model)") +
              " also classifies as the target. " + (f"Realism: Fréchet distance in {fs} (not FID) to real images "

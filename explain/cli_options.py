@@ -63,14 +63,19 @@ def trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
                    help="the region the path may change: an image of the same size as --image, white = may change "
                         "(pixels outside stay exactly as they are)")
     p.add_argument("--mask-invert", action="store_true", help="with --mask: white = must keep, the rest may change")
+    guide_options(p)
+    p.add_argument("--objective", default="target_logit", choices=OBJECTIVES,
+                   help="what PGD ascends: target_logit f(x)[y] (= lowers E(x,y)), target_ce, or energy "
+                        "(lowers E(x)) (default: %(default)s)")
+
+
+def guide_options(p: argparse.ArgumentParser) -> None:
+    """--guide / --cone-angle: explain a (non-robust) model steered by a DAT model (`dat_core.guidance`)."""
     p.add_argument("--guide", default=None, metavar="MODEL",
                    help="explain --model (e.g. a standard classifier) guided by this DAT model: each step follows "
                         "--model's gradient projected into a cone around the guide's (same classes and size)")
     p.add_argument("--cone-angle", type=float, default=30.0,
                    help="with --guide: the cone's half-angle in degrees, 0..180 (default: %(default)s)")
-    p.add_argument("--objective", default="target_logit", choices=OBJECTIVES,
-                   help="what PGD ascends: target_logit f(x)[y] (= lowers E(x,y)), target_ce, or energy "
-                        "(lowers E(x)) (default: %(default)s)")
 
 
 def norm_name(text: str) -> str:

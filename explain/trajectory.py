@@ -138,6 +138,12 @@ def _request(model: nn.Module, norm: str, eps: float | None, step_size: float | 
     return resolve_request(model_info(model)[0], norm, eps, step_size, steps, objective)
 
 
+def check_guide(model: nn.Module, guide: nn.Module) -> None:
+    """A guide's gradient is taken on the explained model's inputs and labels: same classes, same image size."""
+    if model_info(guide)[:2] != model_info(model)[:2]:
+        raise ValueError("the guide must have the explained model's classes and image size")
+
+
 def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Sequence[int | str], *,
                     norm: str = "L2", eps: float | None = None, step_size: float | None = None,
                     steps: int | None = None, objective: str = DEFAULT_OBJECTIVE, autocast: bool = False,
@@ -164,9 +170,7 @@ def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Seq
     if m is not None:
         params["mask_fraction"] = round(float(m.float().mean()), 6)
     if guide is not None:
-        g_size, g_names, _ = model_info(guide)
-        if (g_size, g_names) != (size, names):
-            raise ValueError("the guide must have the explained model's classes and image size")
+        check_guide(model, guide)
         params["cone_angle"] = float(cone_angle)
     out: list[Trajectory] = []
     with attack_mode(guide) if guide is not None else nullcontext():

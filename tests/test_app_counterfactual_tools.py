@@ -237,7 +237,7 @@ def test_a_painted_region_keeps_every_other_pixel_bit_identical(served, tmp_path
         page.locator("#cf-region-panel").get_by_text("Region: paint").click()
         page.click("#cf-region-use")                                          # nothing painted yet
         expect(page.locator(".toast-body")).to_contain_text("Nothing is painted")
-        page.locator(".toast-close").first.click()                            # the screenshot below shows no stale error
+        page.locator(".toast-close").first.click()                    # no stale error in the screenshot below
         expect(page.locator(".toast-body")).to_have_count(0)
         _paint(page, [(0.5, 0.3), (0.55, 0.45), (0.6, 0.6), (0.5, 0.7)])
         page.click("#cf-region-use")

@@ -4,6 +4,7 @@ features, a stopped run resumes from its saved batches, and --layout ace writes 
 
 import argparse
 import json
+import math
 
 import numpy as np
 import pytest
@@ -174,3 +175,31 @@ def test_a_limited_carve_out_spreads_over_the_classes(toy):
     args = argparse.Namespace(data=str(toy), split="train", val_size=30, seed=0, limit=6, images=None)
     images, labels, names = load_image_set(args, ["class0", "class1", "class2"], 16)
     assert sorted(labels) == [0, 0, 1, 1, 2, 2] and len(set(names)) == 6 and images[0].shape == (1, 3, 16, 16)
+
+
+def test_guide_steers_the_explained_model_and_a_full_cone_changes_nothing(setup, tmp_path, capsys):
+    """--guide: each step follows the explained model's gradient turned toward the guide's; a 180° cone is
+    no guidance (bit-identical counterfactuals), a 0° cone follows the guide's direction only."""
+    d = setup
+    base = ("--feature-model", "none", "--transfer-model", "none", "--eps", "inf")
+    results = {}
+    for name, extra in {"plain": (), "full": ("--guide", str(d / "judge"), "--cone-angle", "180"),
+                        "tight": ("--guide", str(d / "judge"), "--cone-angle", "0")}.items():
+        assert main(command(d, tmp_path / name, *base, *extra)) == 0
+        parts = sorted((tmp_path / name / "parts").glob("*.npz"))
+        results[name] = np.concatenate([np.load(p)["images"] for p in parts])
+    assert np.array_equal(results["full"], results["plain"]) and not np.array_equal(results["tight"], results["plain"])
+    report = json.loads((tmp_path / "tight" / "benchmark.json").read_text())
+    assert report["guide"] == "judge" and report["cone_angle"] == 0
+    assert "guided by judge (cone of 0°)" in (tmp_path / "tight" / "report.md").read_text()
+    # a 0° cone moves x along the guide's normalized gradient: the first step equals the guide's own PGD step
+    model, guide = load_model(str(d / "model")), load_model(str(d / "judge"))
+    x0 = torch.cat([to_model_input(d / "imgs" / n, 32) for n in NAMES[:2]])
+    y = torch.tensor([8, 8])  # cat -> ship, as the pairs file's first jobs
+    one = bm.run_batch(model, x0, y, norm="L2", eps=math.inf, step_size=0.4, steps=1, objective="target_logit",
+                       autocast=False, judges=bm.Judges(None, "", None, ""), guide=guide, cone_angle=0.0)
+    own = pgd(guide, x0, y, threat_model("L2", math.inf, 0.4), 1, objective="target_logit").x
+    assert np.array_equal(one["images"], own.clamp(0, 1).mul(255).add(0.5).floor().byte().numpy())
+    capsys.readouterr()
+    assert main(command(d, tmp_path / "bad", *base, "--guide", str(d / "judge"), "--cone-angle", "200")) == 2
+    assert "--cone-angle must be in 0..180" in capsys.readouterr().err
