@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dat_core import build_model, load_model, save_model
-from dat_core.training import loop, state
+from dat_core.training import loop, state, tracking
 from dat_core.training.config import ConfigError, load_config
 from dat_core.training.errors import NonFiniteError, StateError, StorageError
 from dat_core.training.loop import STATE_FILE, Trainer, train
@@ -300,7 +300,19 @@ def test_killed_anywhere_then_resumed_logs_every_step_once(toy, tmp_path, monkey
     monkeypatch.setattr(loop.Trainer, "evaluate", evaluate)
     monkeypatch.setattr(loop.Trainer, "export", export)
     monkeypatch.setattr(loop.Trainer, "_save_state", save)
-    trainer = Trainer(cfg)
+    tracked: list[tuple[int, bool]] = []  # what a tracker (--track) received over both runs: (step, eval row?)
+
+    class Tracker:
+        def __init__(self, out, config):
+            pass
+
+        def log(self, row, step):
+            tracked.append((step, "val" in row))
+
+        def close(self):
+            pass
+    monkeypatch.setitem(tracking.BACKENDS, "test", ("json", Tracker))
+    trainer = Trainer(cfg, track="test")
 
     def kill_in_step_8(*args):
         if where == "step" and trainer.step == 7:
@@ -311,9 +323,11 @@ def test_killed_anywhere_then_resumed_logs_every_step_once(toy, tmp_path, monkey
     monkeypatch.undo()
     with (tmp_path / "metrics.jsonl").open("a") as f:
         f.write('{"step": 99, "loss": 1.')  # a line cut short by the kill
-    train(cfg, resume=True)
+    monkeypatch.setitem(tracking.BACKENDS, "test", ("json", Tracker))
+    train(cfg, resume=True, track="test")
     assert rows(tmp_path / "metrics.jsonl") == list(range(1, 9))
     assert rows(tmp_path / "eval.jsonl") == [4, 8]
+    assert sorted(tracked) == sorted([*((s, False) for s in range(1, 9)), (4, True), (8, True)])  # each row once
     assert load_model(tmp_path / "final").config["training"]["step"] == 8
 
 

@@ -194,6 +194,7 @@ class Trainer:
             }, self.out / STATE_FILE, keep_previous=True)
         distributed.rank0(write, self.rank, self.world)
         self.saved_step = self.step
+        self.mirror.commit()  # the tracker gets the rows this state covers, never rows a resume repeats
 
     def _restore(self, saved: dict[str, Any]) -> None:
         path = self.out / STATE_FILE

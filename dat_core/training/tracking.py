@@ -1,7 +1,9 @@
 """Mirror a run's metrics to one optional experiment tracker (`--track trackio|tensorboard|wandb`).
 
 `metrics.jsonl` and `eval.jsonl` stay the record (resume truncates and continues them); a tracker
-gets a copy of each row as it is written, on rank 0. Each backend is a small adapter with the same
+gets a copy of each row on rank 0, sent when the state that covers it is saved (every `ckpt_every`
+steps): a tracker cannot take back rows, so rows a kill loses from the state (they are logged again
+after --resume) must never have reached it. Each backend is a small adapter with the same
 three calls (`log`, `close`), its package imported lazily: none of them is a dependency, and a
 missing one is a ConfigError naming the package before training starts. A tracker that fails
 mid-run is logged once and dropped; training goes on.
@@ -105,6 +107,7 @@ class Mirror:
 
     def __init__(self, tracker: Tracker | None):
         self.tracker = tracker
+        self.pending: list[tuple[dict[str, Any], int]] = []  # rows not yet covered by a saved state
 
     @classmethod
     def open(cls, name: str | None, out: Path, config: dict[str, Any]) -> Mirror:
@@ -128,12 +131,23 @@ class Mirror:
             self.tracker = None
 
     def train_row(self, row: dict[str, Any]) -> None:
-        self._call("log", lambda: self.tracker.log({k: v for k, v in row.items() if k != "step"}, row["step"]))
+        if self.tracker is not None:
+            self.pending.append(({k: v for k, v in row.items() if k != "step"}, row["step"]))
 
     def eval_row(self, row: dict[str, Any]) -> None:
-        self._call("log", lambda: self.tracker.log({"val": {k: v for k, v in row.items() if k != "step"}},
-                                                   row["step"]))
+        if self.tracker is not None:
+            self.pending.append(({"val": {k: v for k, v in row.items() if k != "step"}}, row["step"]))
+
+    def commit(self) -> None:
+        """Send the rows logged up to now: a state covering them has just been saved."""
+        rows, self.pending = self.pending, []
+        for row, step in rows:
+            self._call("log", lambda: self.tracker.log(row, step))
+            if self.tracker is None:
+                return
 
     def close(self) -> None:
+        """Uncommitted rows are dropped: the resumed run logs them again."""
+        self.pending = []
         self._call("close", lambda: self.tracker.close())
         self.tracker = None
