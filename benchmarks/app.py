@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -90,6 +91,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer runs, moves and requests: under a minute on 2 cores")
     p.add_argument("--model", default=None, help="default|DIR|REPO_ID (default: bundled, else a random wrn-16-2)")
     args = p.parse_args()
+    os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="bench-app-gradio-"))  # not /tmp/gradio: shared
     runs, moves, scrubs, requests = (2, 10, 200, 2) if args.quick else (5, 30, 1000, 10)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or bundled_model() or str(write_model(Path(tmp) / "model", "wrn-16-2"))

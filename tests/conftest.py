@@ -1,10 +1,18 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 # Spinning OpenMP threads stall badly when two processes share 2 cores (a test and the server or
 # training subprocess it drives); passive waiting keeps the suite fast. Must precede `import torch`.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # app tests serve on loopback only: no telemetry calls
+# A private upload cache: other Gradio apps on the machine share /tmp/gradio, where identical uploads land on one
+# path, and delete them when they close (this failed benchmark requests once).
+if "GRADIO_TEMP_DIR" not in os.environ:
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="dat-tests-gradio-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 import numpy as np
 import pytest
