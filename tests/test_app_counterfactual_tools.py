@@ -133,7 +133,7 @@ def test_alternatives_show_side_by_side_with_their_diversity(served):
         page.locator("#alt-seed input").press("Tab")
         page.click("#alt-run")
         expect(page.locator("#alt-info")).to_contain_text("Diversity", timeout=60_000)
-        expect(page.locator("#alt-gallery .thumbnail-item")).to_have_count(10)   # x_0 + 4 ends, blank + 4 changes
+        expect(page.locator("#alt-gallery .thumbnail-item")).to_have_count(10)   # x_0 + 4 ends, x_0's none + 4 changes
         shown = float(re.search(r"Diversity (\d+\.\d+)", page.locator("#alt-info").inner_text()).group(1))
         page.locator("#alt-gallery").scroll_into_view_if_needed()
         page.screenshot(path=SHOTS / "counterfactual-alternatives.png", full_page=True)

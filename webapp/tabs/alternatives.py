@@ -68,15 +68,14 @@ def layout() -> Components:
 
 
 def gallery(alts: explain.Alternatives, scale: int) -> list[tuple[np.ndarray, str]]:
-    """x₀ and each x_T in one row, then a blank cell and each change x_T − x₀ (one colour scale for all)."""
+    """x₀ and each x_T in one row, then x₀'s own (grey: none) and each change x_T − x₀ (one colour scale for all)."""
     images = np.concatenate([alts.image[None], alts.images]).astype(np.float32)
     diffs, _ = charts.difference_frames(images)
     frames = (images.transpose(0, 2, 3, 1) * 255 + 0.5).astype(np.uint8)
     ends = [(upscale(frames[i + 1], scale), f"{i + 1} · {c:.0%} · L2 {charts.fmt(d)}")
             for i, (c, d) in enumerate(zip(alts.confidence, alts.l2))]
     changes = [(upscale(diffs[i + 1], scale), f"change {i + 1}") for i in range(len(alts.images))]
-    blank = np.full_like(frames[0], 255)
-    return [(upscale(frames[0], scale), "start x₀"), *ends, (upscale(blank, scale), " "), *changes]
+    return [(upscale(frames[0], scale), "start x₀"), *ends, (upscale(diffs[0], scale), "no change"), *changes]
 
 
 def info(alts: explain.Alternatives) -> str:
