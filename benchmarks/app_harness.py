@@ -32,6 +32,17 @@ HOST = "127.0.0.1"
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT = {"width": 1280, "height": 800}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+def browser_expect() -> Any:
+    """Playwright's `expect` for a browser test module; the module is skipped, saying what to install, when
+    chromium or Playwright is missing."""
+    import pytest
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+    return pytest.importorskip("playwright.sync_api", reason="Playwright is missing (pip install -r "
+                               "requirements-dev.txt)").expect
 MARKER = '#cf-energy-plot line[stroke="#dc2626"]'  # the step marker of webapp.charts.LineChart
 # Timed on the page's clock, from the user's event to the frame's <img> holding a new, decoded src (polled every
 # animation frame): Playwright's own round trips would add tens of milliseconds.

@@ -18,9 +18,9 @@ from PIL import Image
 
 import app
 from benchmarks.app_harness import (
-    CHROMIUM,
     MARKER,
     VIEWPORT,
+    browser_expect,
     browser_page,
     bundled_model,
     frame_src,
@@ -42,10 +42,7 @@ from benchmarks.app_harness import (
 from explain import default_params, to_model_input
 from webapp.tabs.counterfactual import EXAMPLES_DIR
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
-expect = pytest.importorskip("playwright.sync_api", reason="Playwright is missing (pip install -r "
-                             "requirements-dev.txt)").expect
+expect = browser_expect()
 
 pytestmark = pytest.mark.browser
 SHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"

@@ -18,7 +18,7 @@ from PIL import Image
 
 import app
 from benchmarks.app_harness import (
-    CHROMIUM,
+    browser_expect,
     browser_page,
     bundled_model,
     pick_example,
@@ -37,10 +37,7 @@ from webapp.tabs import all_targets, card_export, compare, counterfactual, regio
 from webapp.tabs import alternatives as alternatives_tab
 from webapp.views import CounterfactualView
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
-expect = pytest.importorskip("playwright.sync_api", reason="Playwright is missing (pip install -r "
-                             "requirements-dev.txt)").expect
+expect = browser_expect()
 if bundled_model() is None:
     pytest.skip("assets/models holds no bundled model", allow_module_level=True)
 
