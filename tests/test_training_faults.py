@@ -503,3 +503,16 @@ def test_a_state_that_could_not_be_resumed_is_never_written(tmp_path):
             state.atomic_save(bad, path)
         assert torch.load(path, weights_only=True) == {"step": 1}
         assert not path.with_name(path.name + ".tmp").exists()
+
+
+def test_no_prefetch_thread_outlives_a_run(toy, tmp_path):
+    """A finished (or failed) run joins its batch streams' prefetch threads: a daemon thread still inside a torch
+    op when the interpreter exits aborts the process (a finished DDP rank died with SIGABRT that way)."""
+    import threading
+
+    from dat_core.data.streams import PREFETCH_THREAD
+    train(tiny(toy, tmp_path / "ok", steps=2))
+    assert not [t for t in threading.enumerate() if t.name == PREFETCH_THREAD]
+    with pytest.raises(NonFiniteError):
+        train(tiny(toy, tmp_path / "bad", steps=4, **{"optim.lr": 1e30}))
+    assert not [t for t in threading.enumerate() if t.name == PREFETCH_THREAD]

@@ -14,6 +14,11 @@ from .datasets import ImageDataset
 
 __all__ = ["BatchStream", "batches"]
 
+PREFETCH_THREAD = "batch-prefetch"
+"""The name of a stream's background thread; the training loop closes its streams (joins them) before it returns:
+a daemon thread still inside a torch op when the interpreter exits aborts the process ("terminate called
+without an active exception"), which failed a finished DDP rank once."""
+
 
 class BatchStream:
     """Infinite, resumable stream of `(x, labels)` batches: x float [0,1] NCHW on `device`.
@@ -124,7 +129,7 @@ class BatchStream:
             generator = torch.Generator()
             generator.set_state(self._state["generator"])
             self._queue, self._stop = queue.Queue(maxsize=self.num_workers), threading.Event()
-            self._thread = threading.Thread(target=self._worker, daemon=True,
+            self._thread = threading.Thread(target=self._worker, daemon=True, name=PREFETCH_THREAD,
                                             args=(dict(self._state), generator, self._queue, self._stop))
             self._thread.start()
         item = self._queue.get()

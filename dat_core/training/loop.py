@@ -285,6 +285,8 @@ class Trainer:
                 except OSError:  # already reported (every line was flushed when written)
                     pass
             self.mirror.close()
+            for stream in self.streams.values():  # join the prefetch threads: none may outlive the run
+                stream.close()
             for s, h in handlers.items():
                 signal.signal(s, h)
 
