@@ -511,8 +511,12 @@ def test_no_prefetch_thread_outlives_a_run(toy, tmp_path):
     import threading
 
     from dat_core.data.streams import PREFETCH_THREAD
+    earlier = set(threading.enumerate())  # other tests' streams, iterated by hand, may still be running
+
+    def started_here():
+        return [t for t in threading.enumerate() if t.name == PREFETCH_THREAD and t not in earlier]
     train(tiny(toy, tmp_path / "ok", steps=2))
-    assert not [t for t in threading.enumerate() if t.name == PREFETCH_THREAD]
+    assert not started_here()
     with pytest.raises(NonFiniteError):
         train(tiny(toy, tmp_path / "bad", steps=4, **{"optim.lr": 1e30}))
-    assert not [t for t in threading.enumerate() if t.name == PREFETCH_THREAD]
+    assert not started_here()

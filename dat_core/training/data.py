@@ -104,13 +104,33 @@ class NoiseStream:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
 
+    def close(self) -> None:
+        """Nothing runs in the background."""
 
-class WithNoise:
+
+class Wrapped:
+    """A stream around another: its state and its background thread are the inner stream's."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class WithNoise(Wrapped):
     """An OOD image stream with a fixed share of each batch replaced by noise seeds (uniform and lowfreq
     alternating), so the energy also learns to reject pixel noise; resumable through its own RNG."""
 
     def __init__(self, stream: Any, fraction: float, seed: int):
-        self.stream, self.fraction = stream, fraction
+        super().__init__(stream)
+        self.fraction = fraction
         self.generator = torch.Generator().manual_seed(seed)
 
     def __next__(self) -> torch.Tensor:
@@ -134,39 +154,21 @@ class WithNoise:
         self.generator.set_state(state["generator"])
 
 
-class ImagesOnly:
+class ImagesOnly(Wrapped):
     """An unlabeled BatchStream that yields images only."""
-
-    def __init__(self, stream: BatchStream):
-        self.stream = stream
 
     def __next__(self) -> torch.Tensor:
         return next(self.stream)[0]
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.stream.state_dict()
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state)
-
-
-class ChannelsLast:
+class ChannelsLast(Wrapped):
     """Hands batches over in channels_last memory format (faster convolutions)."""
-
-    def __init__(self, stream: Any):
-        self.stream = stream
 
     def __next__(self) -> Any:
         item = next(self.stream)
         if isinstance(item, tuple):
             return (item[0].contiguous(memory_format=torch.channels_last), *item[1:])
         return item.contiguous(memory_format=torch.channels_last)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.stream.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state)
 
 
 def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.device, rank: int,
