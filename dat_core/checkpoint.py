@@ -21,7 +21,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from .files import replacing
+from .files import read_json, replacing
 from .models import Classifier, build_model
 from .models.config import validate_model_config
 from .version import code_version
@@ -95,12 +95,7 @@ def read_config(path: str | Path, label: str | None = None) -> dict[str, Any]:
     """A checkpoint's config.json, checked field by field (`dat_core.models.config`): ValueError names the field."""
     path = Path(path)
     label = str(path) if label is None else label
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ValueError(f"{label} is larger than {MAX_CONFIG_BYTES // 2**20} MB: not a model config")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{label} is not valid JSON: {e}") from None
+    config = read_json(path, MAX_CONFIG_BYTES, label, "a model config")
     if not isinstance(config, dict):
         raise ValueError(f"{label} must hold a JSON object, got {type(config).__name__}")
     missing = [k for k in ("arch", "num_classes") if k not in config]

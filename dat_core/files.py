@@ -1,4 +1,4 @@
-"""Files that appear whole or not at all, even with several writers at once.
+"""Files that appear whole or not at all, even with several writers at once, and small JSON files read with a bound.
 
 DDP ranks, two runs sharing a data cache, or two app workers may write the same file at the same moment: each
 writes its own private temporary file beside the target and renames it over the target (atomic on one file
@@ -7,11 +7,13 @@ system), so no reader sees half a file and no writer removes another's temporary
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -24,3 +26,14 @@ def replacing(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_json(path: Path, max_bytes: int, label: str, what: str) -> Any:
+    """The JSON value in `path`, refused unread when it is larger than `max_bytes` (configs and cards come from
+    users: no file is read whole before its size is known). ValueError names it `label`, and `what` it should be."""
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"{label} is larger than {max_bytes >> 20} MB: not {what}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{label} is not valid JSON: {e}") from None

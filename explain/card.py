@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 import zlib
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from dat_core.checkpoint import WEIGHTS_NAME, load_checkpoint_dir
+from dat_core.files import read_json
 from dat_core.loading import ModelSource, locate, resolve_source
 from dat_core.runtime import channels_last, model_device
 from dat_core.version import code_version
@@ -144,12 +144,7 @@ class Replay:
 
 def read_card(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if path.stat().st_size > MAX_CARD_BYTES:
-        raise ValueError(f"{path.name} is larger than {MAX_CARD_BYTES >> 20} MB: not an explanation card")
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path.name} is not JSON ({type(e).__name__})") from None
+    card = read_json(path, MAX_CARD_BYTES, path.name, "an explanation card")
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise ValueError(f"{path.name} is not an explanation card ({CARD_FORMAT})")
     return card

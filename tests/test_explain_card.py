@@ -83,7 +83,7 @@ def test_bad_cards_are_one_line(setup, capsys):
     assert "not an explanation card" in capsys.readouterr().err
     (tmp / "y.json").write_bytes(b"\x80\x04pickle")
     assert main(["replay", str(tmp / "y.json")]) == 2
-    assert "not JSON" in capsys.readouterr().err
+    assert "not valid JSON" in capsys.readouterr().err
 
 
 def test_hostile_arrays_in_a_card_are_refused_before_inflating(setup, capsys):
