@@ -129,7 +129,12 @@ class CounterfactualView:
         names, t = tr.class_names, int(tr.steps[i])
         pred = int(tr.probs[i].argmax())
         dist = tr.l2[i] if tr.params.get("norm", "L2") == "L2" else tr.linf[i]
-        flipped = " · **flipped to the target**" if tr.flip_step is not None and t >= tr.flip_step else ""
+        if pred == tr.target and tr.flip_step is not None and t >= tr.flip_step:
+            flipped = " · **flipped to the target**"
+        elif tr.flip_step is not None and t >= tr.flip_step:  # a non-robust model can lose it again
+            flipped = f" · reached the target at step {tr.flip_step}, **lost it since**"
+        else:
+            flipped = ""
         return (f"**Step {t} of {int(tr.steps[-1])}** · the model sees **{names[pred]}** ({tr.probs[i, pred]:.0%})"
                 f" · p({names[tr.target]}) = {tr.confidence[i]:.0%} · distance {fmt(dist)}{flipped}")
 
@@ -150,7 +155,9 @@ class CounterfactualView:
             why = f" **Why:** {retry.why}." if retry else ""
             return (f"{start}; the prediction did **not** reach **{names[tr.target]}** "
                     f"(p = {tr.confidence[-1]:.0%} at the end; {req}).{why}")
-        return (f"{start}; the prediction flips to **{names[tr.target]}** at step **{tr.flip_step}** "
+        end = int(tr.probs[-1].argmax())
+        lost = "" if end == tr.target else f", but ends as **{names[end]}**"
+        return (f"{start}; the prediction flips to **{names[tr.target]}** at step **{tr.flip_step}**{lost} "
                 f"and ends at p = {tr.confidence[-1]:.0%} ({req}).")
 
 
