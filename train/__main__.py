@@ -1,4 +1,4 @@
-"""`python -m train {stage1,stage2,eval,push,import,seeds,schema}` — see `python -m train COMMAND --help`."""
+"""`python -m train {stage1,stage2,eval,calibrate,push,import,seeds,schema}` — see `python -m train COMMAND --help`."""
 
 from __future__ import annotations
 
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_import_parser(sub)
     from train.seeds_cli import add_seeds_parser
     add_seeds_parser(sub)
+    from train.calibrate_cli import add_calibrate_parser
+    add_calibrate_parser(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ from .metrics import (
            energy_percentile,
            energy_quantiles,
            expected_calibration_error,
+           fit_temperature,
            roc_auc,
 )
 from .ood import OOD_SCORES, ood_auroc, ood_scores
@@ -27,5 +28,5 @@ from .report import calibration, evaluate, plot_reliability, sample_fidelity
 __all__ = ["ROBUST", "ROBUST_STRONG", "clean_accuracy", "predict", "robust_accuracy", "STANDARD_ATTACKS",
            "autoattack_accuracy", "model_info",
            "as_batches", "iterate",
-           "energy_percentile", "energy_quantiles", "expected_calibration_error", "roc_auc", "OOD_SCORES",
-           "ood_auroc", "ood_scores", "calibration", "evaluate", "plot_reliability", "sample_fidelity"]
+           "energy_percentile", "energy_quantiles", "expected_calibration_error", "fit_temperature", "roc_auc",
+           "OOD_SCORES", "ood_auroc", "ood_scores", "calibration", "evaluate", "plot_reliability", "sample_fidelity"]

@@ -5,6 +5,7 @@ Inputs may be torch tensors on any device, numpy arrays or lists; results are Py
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -90,6 +91,42 @@ def expected_calibration_error(probs_or_conf: Any, correct: Any, n_bins: int = 1
             "confidence": mean_conf.tolist(), "accuracy": mean_acc.tolist(),
             "count": [int(c) for c in count.tolist()]}
     return ece, bins
+
+
+def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = (1e-3, 1e3)) -> float:
+    """The temperature T in `bounds` that minimizes the negative log-likelihood of softmax(logits / T) on
+    held-out labels (temperature scaling, Guo et al. 2017). One positive scale cannot change which class
+    wins, so accuracy stays as it is; only the confidence is corrected. The NLL is convex in 1/T, hence
+    unimodal in log T: a golden-section search finds its minimum to float precision, with no gradient to
+    vanish where the model is already (nearly) certain. A result at a bound means the optimum lies beyond."""
+    z = _as_cpu_tensor(logits)
+    y = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)).long().flatten()
+    if z.dim() != 2 or z.shape[0] == 0 or z.shape[0] != y.numel():
+        raise ValueError(f"fit_temperature needs (N, K) logits and N labels, got {tuple(z.shape)} and {y.numel()}")
+    if not torch.isfinite(z).all():
+        raise ValueError("fit_temperature: logits must be finite")
+    if y.min() < 0 or y.max() >= z.shape[1]:
+        raise ValueError(f"labels must lie in 0..{z.shape[1] - 1}")
+    if not 0 < bounds[0] < bounds[1] < math.inf:
+        raise ValueError(f"bounds must satisfy 0 < low < high < inf, got {bounds}")
+
+    def nll(log_t: float) -> float:
+        return float(torch.nn.functional.cross_entropy(z * math.exp(-log_t), y))
+
+    a, b = math.log(bounds[0]), math.log(bounds[1])
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = nll(c), nll(d)
+    while b - a > 1e-12:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = nll(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = nll(d)
+    return math.exp((a + b) / 2)
 
 
 def _quantile_key(q: float) -> str:

@@ -31,7 +31,10 @@ class Classifier(nn.Module):
     `head` (features -> logits), keeping the official key names of their family.
 
     `features(x)` gives the penultimate features of [0,1] images (a fixed feature space for generative
-    metrics); `forward(x)` = `head(features(x))` = the logits.
+    metrics); `forward(x)` = `head(features(x)) / T` = the logits, where T = `config["temperature"]`
+    (absent: 1) is a post-hoc calibration fitted on validation data (`python -m train calibrate`).
+    One positive scale cannot change a prediction or the direction of an L2- or Linf-normalized PGD
+    step on a logit (METHOD §4); it changes how sure the model says it is, and the energy's scale.
     With `bn_frozen = True`, every BatchNorm stays in eval mode (running statistics fixed) even
     when the model is put in train mode; its affine parameters still receive gradients (METHOD §3.1).
     """
@@ -58,8 +61,10 @@ class Classifier(nn.Module):
         return self.forward_features((x - self.mean) / self.std)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of an already normalized input."""
-        return self.head(self.forward_features(x))
+        """Logits of an already normalized input (divided by the calibration temperature, if any)."""
+        out = self.head(self.forward_features(x))
+        temperature = self.config.get("temperature")
+        return out if temperature is None else out / temperature
 
     def train(self, mode: bool = True) -> "Classifier":
         super().train(mode)

@@ -18,6 +18,9 @@ from .registry import find_arch
 MAX_PARAMETERS = 400_000_000
 """Largest model we load (the paper's largest: WRN-50-4 with 223M parameters, ConvNeXt-L-CvSt with 198M)."""
 
+TEMPERATURE_RANGE = (0.01, 100.0)
+"""Calibration temperatures a config may hold: beyond them the logits say (almost) nothing or everything."""
+
 MAX_ACTIVATION_BYTES = 2 * 2**30
 """Largest fp32 activation memory of one image's forward pass (a PGD step keeps about this for backward);
 the paper's largest, ConvNeXt-L-CvSt at 256 px, needs about 0.4 GiB by this count."""
@@ -34,6 +37,8 @@ class ModelConfig(BaseModel):
     class_names: list[str] | None = None
     mean: list[float] | None = Field(default=None, min_length=3, max_length=3)
     std: list[float] | None = Field(default=None, min_length=3, max_length=3)
+    temperature: float | None = Field(default=None, ge=TEMPERATURE_RANGE[0], le=TEMPERATURE_RANGE[1],
+                                      allow_inf_nan=False)
 
     @field_validator("arch")
     @classmethod
@@ -41,11 +46,13 @@ class ModelConfig(BaseModel):
         find_arch(arch)  # ValueError lists the known architectures
         return arch
 
-    @field_validator("mean", "std", mode="before")
+    @field_validator("mean", "std", "temperature", mode="before")
     @classmethod
     def _numbers(cls, v: Any) -> Any:  # JSON ints are fine as floats; bools are not numbers
         if isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
             return [float(x) for x in v]
+        if isinstance(v, int) and not isinstance(v, bool):
+            return float(v)
         return v
 
     @field_validator("mean", "std")

@@ -81,6 +81,8 @@ def _initial_model(cfg: TrainConfig, class_names: list[str], device: torch.devic
         if model.config["num_classes"] != len(class_names):
             raise ConfigError(f"model.init has {model.config['num_classes']} classes, the data {len(class_names)}")
         model.config["class_names"] = list(class_names)
+        for key in ("temperature", "calibration"):  # fitted for the init's weights; training moves them
+            model.config.pop(key, None)
     else:
         model = build_model(cfg.model.arch, num_classes=len(class_names), image_size=cfg.data.image_size,
                             class_names=list(class_names))

@@ -1,0 +1,112 @@
+"""`python -m train calibrate`: fit a checkpoint's temperature on validation data (temperature scaling).
+
+Stage 2 can leave a model under- or over-confident (its reliability diagram shows it). One temperature T,
+fitted by likelihood on the validation carve-out that training held out, divides every logit afterwards:
+predictions and the direction of every normalized PGD step on a logit stay as they were; p(y|x) becomes
+honest (attacks on the cross-entropy see a rescaled loss, so their numbers can move slightly). T is stored
+in config.json (`temperature`, with how it was fitted under `calibration`) and the energy quantiles are
+recomputed for it; `--off` removes it again. Never fitted on a test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = """examples:
+  python -m train calibrate --model runs/s2/final --data cifar10 --val-size 2000
+  python -m train calibrate --model runs/s2/final --data ../shared/data/cifar10-jpg.tar.gz --out runs/s2/calibrated
+  python -m train calibrate --model runs/s2/final --data cifar10 --off"""
+
+
+def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="fit the temperature that makes p(y|x) calibrated (validation data)",
+                       epilog=EXAMPLES, description=__doc__.split("\n\n")[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="checkpoint folder (config.json + model.safetensors)")
+    p.add_argument("--out", default=None, help="write the calibrated checkpoint here (default: into --model)")
+    p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | class-folder dir or .tar(.gz)")
+    p.add_argument("--root", default="data", help="where the official CIFAR archives live")
+    p.add_argument("--split", default="train", help="split holding the validation carve-out (never test)")
+    p.add_argument("--val-size", type=int, default=2000,
+                   help="the N images training's data.val_size=N held out of --split (same train_val_split)")
+    p.add_argument("--seed", type=int, default=0, help="training's seed (it fixes which images were held out)")
+    p.add_argument("--off", action="store_true", help="remove the temperature (back to the raw logits)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--autocast", nargs="?", const="on", default="off", choices=("auto", "on", "off"),
+                   help="bf16 autocast for the forward passes (off: the fit sees fp32 logits, like `train eval`)")
+    p.add_argument("--cache-dir", default="", help="cache decoded archives here (.npz)")
+    p.set_defaults(func=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    from dat_core.checkpoint import CARD_NAME, load_checkpoint_dir, save_model
+    from dat_core.data import train_val_split
+    from dat_core.energy import marginal_energy
+    from dat_core.evaluation import as_batches, energy_quantiles, fit_temperature, predict
+    from dat_core.models.config import TEMPERATURE_RANGE
+    from dat_core.runtime import use_autocast
+    from dat_core.training.data import load_dataset
+
+    if args.split == "test":
+        raise ValueError("calibrate fits on validation data: a temperature fitted on the test split would make "
+                         "every test metric after it optimistic (use --split train --val-size N)")
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+    source = Path(args.model)
+    if not source.is_dir():
+        raise ValueError("--model must be a checkpoint folder (calibrate writes its config.json)")
+    model = load_checkpoint_dir(source, label=str(args.model))
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model.to(device)
+    autocast = use_autocast(args.autocast, torch.device(device))
+    data = load_dataset(args.data, args.split, model.config["image_size"], args.root, args.cache_dir)
+    if data.class_names and list(data.class_names) != list(model.config["class_names"]):
+        raise ValueError(f"the data's classes {data.class_names} differ from the model's {model.config['class_names']}")
+    if not 0 < args.val_size < len(data):
+        raise ValueError(f"--val-size must be in 1..{len(data) - 1} for the {len(data)} images of --split")
+    val = train_val_split(data, args.val_size, seed=args.seed)[1]
+
+    model.config.pop("temperature", None)  # fit on the raw logits, whatever was stored before
+    raw = predict(model, as_batches(val, args.batch_size), autocast=autocast, progress=True).double()
+    labels = val.labels.long()
+    temperature = None if args.off else fit_temperature(raw, labels)
+    low, high = TEMPERATURE_RANGE
+    if temperature is not None and temperature > high:
+        raise ValueError(f"the fitted temperature {temperature:.3g} is above {high:g}: the model's logits carry "
+                         "almost no information about these labels (is --data the data it was trained on?); "
+                         "nothing was written")
+    if temperature is not None and temperature < low:
+        raise ValueError(f"the fitted temperature {temperature:.3g} is below {low:g}: the model is right on (nearly) "
+                         "every validation image with room to spare, so the likelihood keeps rising as T falls; "
+                         "calibrate on more validation images (nothing was written)")
+    scaled = raw if temperature is None else raw / temperature
+    report = {"temperature": temperature, "n": len(val), "split": args.split, "val_size": args.val_size,
+              "seed": args.seed, **_scores(raw, labels, "before"), **_scores(scaled, labels, "after")}
+    model.config.pop("calibration", None)
+    if temperature is not None:
+        model.config["temperature"] = temperature
+        model.config["calibration"] = {
+            "method": "temperature scaling (Guo et al. 2017): T minimizing the NLL on validation data",
+            **{k: v for k, v in report.items() if k != "temperature"}}
+    model.config["energy_quantiles"] = energy_quantiles(marginal_energy(scaled))
+    out = Path(args.out) if args.out else source
+    card = source / CARD_NAME
+    save_model(model.cpu(), out, card=card.read_text(encoding="utf-8") if card.is_file() else None)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _scores(logits: Any, labels: Any, when: str) -> dict[str, float]:
+    import torch
+
+    from dat_core.evaluation import expected_calibration_error
+
+    ece, _ = expected_calibration_error(torch.softmax(logits, 1), labels)
+    nll = float(torch.nn.functional.cross_entropy(logits, labels))
+    return {f"ece_{when}": ece, f"nll_{when}": nll}
