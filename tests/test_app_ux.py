@@ -269,10 +269,11 @@ def test_views_of_the_start_class_say_so(ex, dirs):
 
 def test_a_path_that_reaches_the_target_and_loses_it_says_so():
     """A non-robust model's path can flip to the target and flip back (seen in Robust vs standard): the last
-    frames must not claim "flipped to the target" while the model sees another class."""
+    frames, the summary and the all-targets table must not claim a flip while the model sees another class."""
     probs = np.array([[0.7, 0.1, 0.1, 0.1], [0.2, 0.1, 0.1, 0.6], [0.6, 0.1, 0.1, 0.2]])
     tr = SimpleNamespace(flip_step=1, source=0, target=3, steps=np.array([0, 1, 2]), probs=probs,
                          confidence=probs[:, 3], l2=np.array([0.0, 0.1, 0.2]), linf=np.zeros(3),
+                         images=np.zeros((3, 2, 2, 3)),
                          class_names=list("abcd"), params={"norm": "L2", "eps": 3.0, "steps": 2, "step_size": 0.1})
     view = CounterfactualView(trajectory=tr, model_key="", frames=None, diffs=None, diff_scale=1.0, scale=1,
                               charts={})
@@ -281,6 +282,9 @@ def test_a_path_that_reaches_the_target_and_loses_it_says_so():
     assert "flipped to the target" not in view.caption(2) and "reached the target at step 1, **lost it since**" in \
         view.caption(2)
     assert "flips to **d** at step **1**, but ends as **a**" in view.summary()
+    table = AllTargetsView(trajectories=[tr], model_key="", scale=1)
+    assert "flips at step 1, ends as a" in table.table()
     tr.probs = probs[:2]
     tr.confidence = probs[:2, 3]
     assert "ends as" not in view.summary()
+    assert "| flips at step 1 |" in table.table()

@@ -241,10 +241,15 @@ class AllTargetsView:
 
     @staticmethod
     def outcome(tr: Trajectory) -> str:
-        """How a path ended, in a few words: the start class, the step it flipped at, or not reached."""
+        """How a path ended, in a few words: the start class, the step it flipped at (and the class it ends as,
+        if a non-robust model lost the target again), or not reached."""
         if tr.target == tr.source:
             return "start class"
-        return f"flips at step {tr.flip_step}" if tr.flip_step is not None else "not reached"
+        if tr.flip_step is None:
+            return "not reached"
+        end = int(tr.probs[-1].argmax())
+        lost = "" if end == tr.target else f", ends as {tr.class_names[end]}"
+        return f"flips at step {tr.flip_step}{lost}"
 
     def gallery(self) -> list[tuple[np.ndarray, str]]:
         """The final image per target in class order, captioned short enough to show whole."""
