@@ -200,3 +200,20 @@ def test_training_from_a_calibrated_checkpoint_starts_from_the_raw_logits(toy, t
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(started.eval()(x), model(x) * 0.5)
+
+
+def test_the_model_tab_says_a_model_is_calibrated_and_how():
+    from types import SimpleNamespace
+
+    from webapp.describe import describe_model
+
+    model = _model()
+    loaded = SimpleNamespace(config=model.config, class_names=["class0", "class1", "class2"], label="m",
+                             model=model, image_size=16)
+    assert "Calibration" not in describe_model(loaded)
+    model.config.update(temperature=0.683, calibration={"ece_before": 0.112, "ece_after": 0.026, "n": 2000})
+    row = next(line for line in describe_model(loaded).splitlines() if line.startswith("| Calibration"))
+    assert "T = 0.683" in row and "2000 validation images (ECE 11.2% → 2.6%)" in row
+    model.config["calibration"] = {"ece_before": "<b>", "n": True}  # passed-through metadata: shown only if numbers
+    row = next(line for line in describe_model(loaded).splitlines() if line.startswith("| Calibration"))
+    assert "T = 0.683 fitted:" in row and "<b>" not in row

@@ -44,6 +44,13 @@ def describe_model(loaded: LoadedModel) -> str:
         for k, v in (validation.items() if isinstance(validation, dict) else ()):
             if isinstance(v, (int, float)) and isinstance(k, str):
                 rows.append((f"Validation {k.replace('_', ' ')}", fmt(v, 4)))
+    if cfg.get("temperature") is not None:  # validated on load: a number in TEMPERATURE_RANGE
+        cal = cfg.get("calibration") if isinstance(cfg.get("calibration"), dict) else {}
+        before, after, n = cal.get("ece_before"), cal.get("ece_after"), cal.get("n")
+        fitted = (f" on {n} validation images (ECE {before:.1%} → {after:.1%})" if all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after, n)) else "")
+        rows.append(("Calibration", f"logits divided by a temperature T = {fmt(cfg['temperature'], 3)} fitted"
+                                    f"{fitted}: it changes how sure the model says it is, not what it predicts"))
     q = cfg.get("energy_quantiles")
     if q:
         rows.append(("Reference energies", "E(x) of held-out images: " + ", ".join(
