@@ -259,3 +259,18 @@ def test_autoattack_errors_and_no_torchattacks(tiny_model, images, own_labels, m
     monkeypatch.setitem(sys.modules, "pyautoattack", None)
     with pytest.raises(ImportError, match="pip install pyautoattack"):
         autoattack_accuracy(tiny_model, (images[:2], own_labels[:2]))
+
+
+def test_the_samples_picture_stays_a_picture_however_many_samples_are_measured(tiny_model, images, own_labels,
+                                                                                tmp_path):
+    """10,000 measured samples once made a 342 x 34,002 px strip: the grid shows the first rows only."""
+    from dat_core.evaluation.report import MAX_GRID_ROWS
+
+    classes = tiny_model.config["num_classes"]
+    n = classes * (MAX_GRID_ROWS + 3)
+    report = evaluate(tiny_model, iterate(images, own_labels, batch_size=10), robust=None, samples=n,
+                      out_dir=tmp_path, progress=False, sample_steps=1, batch_size=64)
+    assert report["sample_fidelity"]["n"] == n
+    width, height = Image.open(tmp_path / "samples.png").size
+    size = tiny_model.config["image_size"]
+    assert (width, height) == (classes * (size + 2) + 2, MAX_GRID_ROWS * (size + 2) + 2)

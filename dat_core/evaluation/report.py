@@ -33,6 +33,11 @@ from .ood import ood_scores
 
 # --------------------------------------------------------------------------- calibration
 
+MAX_GRID_ROWS = 10
+MAX_GRID_IMAGES = 256
+"""samples.png shows at most this many rows / images: 10,000 samples made a 342 x 34,002 px strip."""
+
+
 def calibration(model: nn.Module, batches: Any, n_bins: int = 15, autocast: bool = False,
                 progress: bool = False) -> dict[str, Any]:
     """{"ece": float, "bins": per-bin stats} with equal-width confidence bins (see metrics)."""
@@ -152,7 +157,8 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
     - `feature_model` with `samples` > 0: how real the samples look in that fixed classifier's penultimate
       features (e.g. a standard model): Fréchet distance to the evaluated images (not FID: no Inception) and
       within-class diversity of samples vs real images (`sample_realism`); needs data that can be read twice.
-    - `out_dir`: writes reliability.png (and samples.png when samples > 0).
+    - `out_dir`: writes reliability.png (and samples.png when samples > 0: at most `MAX_GRID_ROWS` rows of one
+      sample per class, or `MAX_GRID_IMAGES` samples for many classes; all of them are measured).
     - `batch_size`: used where data comes as tensors or a dataset (see `as_batches`) and for samples.
     """
     start = time.perf_counter()
@@ -219,10 +225,11 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
             "seeds": sample_seeds}
         if feature_model is not None:
             result["sample_realism"] = sample_realism(feature_model, batches, labels, fid["images"], fid["targets"])
-        if out is not None:
+        if out is not None:  # a picture, not an archive: the first rows of the (class-cycling) samples
             files["samples"] = str(out / "samples.png")
-            ncol = num_classes if num_classes <= 16 else math.ceil(math.sqrt(samples))
-            save_png(make_grid(fid["images"], nrow=min(ncol, samples)), files["samples"])
+            ncol = num_classes if num_classes <= 16 else math.ceil(math.sqrt(min(samples, MAX_GRID_IMAGES)))
+            shown = fid["images"][:min(samples, ncol * MAX_GRID_ROWS, MAX_GRID_IMAGES)]
+            save_png(make_grid(shown, nrow=min(ncol, len(shown))), files["samples"])
     result["files"] = files
     result["time_s"] = round(time.perf_counter() - start, 3)
     return result
