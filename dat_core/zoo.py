@@ -48,7 +48,7 @@ class ZooModel:
 ZOO: dict[str, ZooModel] = {m.name: m for m in (
     ZooModel("dat-cifar10-wrn16-2", arch="wrn-16-2", dataset="cifar10", training="DAT (stage 1 + stage 2)",
              threat_model="L2 eps=0.5",
-             weights_sha256="cdfb952e8dfc671ed36383c63e570754deb2063f9288143e2fb6f90252d4ce61", bundled=True,
+             weights_sha256="5b7df7a2b561765c4bc8a824b31da7f4142f1f972c3027f1f6345cb3c1e969de", bundled=True,
              description="the app's default: a small DAT model trained on a 2-core CPU (assets/models)"),
     ZooModel("standard-cifar10-wrn16-2", arch="wrn-16-2", dataset="cifar10", training="standard (no attack)",
              threat_model="none",

@@ -4,6 +4,7 @@ way `python -m train import` does. The handlers as plain functions, then one bro
 frames streamed while PGD runs, Cancel.
 """
 
+import math
 import time
 
 import gradio as gr
@@ -85,8 +86,8 @@ def test_defaults_are_the_papers_imagenet_budgets_at_224_and_256(ex):
                                         "objective": "target_logit"}
         assert default_params(size, "Linf")["eps"] == pytest.approx(16 / 255)
         assert 18.0 in eps_suggestions("L2", size)
-    assert default_params(32) == {**default_params(224), "eps": 3.0, "step_size": 0.1, "steps": 60}  # CIFAR kept
-    assert default_params(64)["eps"] == pytest.approx(6.0)           # small resolutions still scale from 32 px
+    assert default_params(32) == {**default_params(224), "eps": 5.0, "step_size": 0.1, "steps": 100}  # CIFAR kept
+    assert default_params(64)["eps"] == pytest.approx(10.0)           # small resolutions still scale from 32 px
     state = ex.new_session()
     l2, linf = counterfactual.norm_defaults(ex, "L2", state), counterfactual.norm_defaults(ex, "Linf", state)
     assert (l2.cf_eps["value"], l2.cf_step_size) == ("18", 2.0)
@@ -233,3 +234,12 @@ def test_browser_filters_1000_targets_streams_frames_and_cancels(world, tmp_path
             expect(page.locator("#cf-summary")).to_contain_text("goldfish")
     finally:
         hook.remove()
+
+
+@pytest.mark.parametrize("size", [32, 64, 224])
+@pytest.mark.parametrize("norm", ["L2", "L1"])
+def test_eps_suggestions_read_as_typed_and_hold_the_default(size, norm):
+    """Fractions of eps 5 were offered as 0.8333 and 1.6667: every suggestion now has at most two decimals."""
+    offered = eps_suggestions(norm, size)
+    assert default_params(size, norm)["eps"] in offered and offered == sorted(offered) and offered[-1] == math.inf
+    assert all(v == round(v, 2) for v in offered[:-1]) and len(set(offered)) == len(offered)

@@ -115,4 +115,4 @@ def test_masked_counterfactual_and_cli(tiny_model, tmp_path, capsys):
 
 def test_l1_defaults_scale_with_the_pixel_count():
     assert default_params(32, "L1")["eps"] == 12.0 and default_params(64, "L1")["eps"] == 48.0
-    assert default_params(64, "L2")["eps"] == 6.0
+    assert default_params(64, "L2")["eps"] == 10.0

@@ -1,6 +1,6 @@
 """The example images and shareable links (gradio-free).
 
-A link carries a run in the page's URL query, `?example=cat-0000&target=dog&norm=L2&eps=3&steps=60&step_size=0.1`
+A link carries a run in the page's URL query, `?example=cat-0000&target=dog&norm=L2&eps=5&steps=100&step_size=0.1`
 (plus `model=` for a bundled model or a Hub repo other than the app's, and `revision=`), so a colleague who opens
 it sees the same image, target and settings and the run starts by itself. Only the bundled examples can be named
 in a link: an uploaded image stays in its session on this server, and a checkpoint folder on the server is never
