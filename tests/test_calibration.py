@@ -178,6 +178,7 @@ def test_calibrate_refuses_a_temperature_no_config_may_hold(toy, tmp_path, capsy
     (["--split", "test"], "test split"),
     (["--val-size", "0"], "--val-size must be in"),
     (["--batch-size", "0"], "--batch-size"),
+    (["--device", "nonsense"], "unknown device"),
 ])
 def test_calibrate_refuses_in_one_line(overlapping, overconfident, extra, message, capsys):
     assert main(["calibrate", "--model", str(overconfident), "--data", str(overlapping), *extra]) == 2

@@ -43,34 +43,29 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    import torch
 
     from dat_core.checkpoint import CARD_NAME, load_checkpoint_dir, save_model
-    from dat_core.data import train_val_split
     from dat_core.energy import marginal_energy
     from dat_core.evaluation import as_batches, energy_quantiles, fit_temperature, predict
     from dat_core.models.config import TEMPERATURE_RANGE
-    from dat_core.runtime import use_autocast
-    from dat_core.training.data import load_dataset
+    from dat_core.runtime import resolve_device, use_autocast
+    from train.eval_cli import split_images
 
     if args.split == "test":
         raise ValueError("calibrate fits on validation data: a temperature fitted on the test split would make "
                          "every test metric after it optimistic (use --split train --val-size N)")
+    if args.val_size < 1:
+        raise ValueError("--val-size must be in 1..(images of --split - 1): calibrate fits on the validation "
+                         "carve-out, never on images the model trained on")
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
+    device = resolve_device(args.device)
     source = Path(args.model)
     if not source.is_dir():
         raise ValueError("--model must be a checkpoint folder (calibrate writes its config.json)")
-    model = load_checkpoint_dir(source, label=str(args.model))
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    model.to(device)
-    autocast = use_autocast(args.autocast, torch.device(device))
-    data = load_dataset(args.data, args.split, model.config["image_size"], args.root, args.cache_dir)
-    if data.class_names and list(data.class_names) != list(model.config["class_names"]):
-        raise ValueError(f"the data's classes {data.class_names} differ from the model's {model.config['class_names']}")
-    if not 0 < args.val_size < len(data):
-        raise ValueError(f"--val-size must be in 1..{len(data) - 1} for the {len(data)} images of --split")
-    val = train_val_split(data, args.val_size, seed=args.seed)[1]
+    model = load_checkpoint_dir(source, label=str(args.model)).to(device)
+    autocast = use_autocast(args.autocast, device)
+    val = split_images(args, model.config)
 
     model.config.pop("temperature", None)  # fit on the raw logits, whatever was stored before
     raw = predict(model, as_batches(val, args.batch_size), autocast=autocast, progress=True).double()

@@ -16,7 +16,7 @@ from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, mo
 from dat_core.evaluation.autoattack import ATTACKS
 from dat_core.loading import load_model
 from dat_core.pgd import NORMS
-from dat_core.runtime import use_autocast
+from dat_core.runtime import resolve_device, use_autocast
 from dat_core.training.data import load_dataset
 
 
@@ -108,6 +108,23 @@ def random_subset(data: ImageDataset, n: int, seed: int) -> ImageDataset:
     return data.subset(sorted(pick.tolist()))
 
 
+def split_images(args: argparse.Namespace, config: dict[str, Any]) -> ImageDataset:
+    """The images of `--data`/`--split` at the model's size, checked against its classes; with `--val-size N`
+    only the N that training's `data.val_size=N` held out (same `train_val_split`, `--seed` = training's)."""
+    try:
+        data = load_dataset(args.data, args.split, config["image_size"], args.root, args.cache_dir,
+                            allow_empty_classes=getattr(args, "allow_empty_classes", False))
+    except EmptyClassError as e:
+        raise EmptyClassError(f"{e} (here: --allow-empty-classes)") from None
+    if data.class_names and list(data.class_names) != list(config["class_names"]):
+        raise ValueError(f"the data's classes {data.class_names} differ from the model's {config['class_names']}")
+    if args.val_size:
+        if not 0 < args.val_size < len(data):
+            raise ValueError(f"--val-size must be in 1..{len(data) - 1} for the {len(data)} images of --split")
+        data = train_val_split(data, args.val_size, seed=args.seed)[1]
+    return data
+
+
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("eps", "step_size", "sample_step_size"):
         value = getattr(args, name)
@@ -125,21 +142,11 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--update-card writes into the card of a checkpoint folder: pass --model DIR")
     if args.model_info and not (run_autoattack and args.json):
         raise ValueError("--model-info writes AutoAttack results beside the report: pass --autoattack and --json")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     model = load_model(args.model, revision=args.revision, device=device)
     autocast = use_autocast(args.autocast, next(model.parameters()).device)
     size = model.config["image_size"]
-    try:
-        data = load_dataset(args.data, args.split, size, args.root, args.cache_dir,
-                            allow_empty_classes=args.allow_empty_classes)
-    except EmptyClassError as e:
-        raise EmptyClassError(f"{e} (here: --allow-empty-classes)") from None
-    if data.class_names and list(data.class_names) != list(model.config["class_names"]):
-        raise ValueError(f"the data's classes {data.class_names} differ from the model's {model.config['class_names']}")
-    if args.val_size:
-        if not 0 < args.val_size < len(data):
-            raise ValueError(f"--val-size must be in 1..{len(data) - 1} for the {len(data)} images of --split")
-        data = train_val_split(data, args.val_size, seed=args.seed)[1]
+    data = split_images(args, model.config)
     if args.limit:
         data = random_subset(data, args.limit, args.seed)
     judge = load_model(args.judge, device=device) if args.judge else None

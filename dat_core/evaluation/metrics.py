@@ -100,7 +100,7 @@ def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = (1e-
     unimodal in log T: a golden-section search finds its minimum to float precision, with no gradient to
     vanish where the model is already (nearly) certain. A result at a bound means the optimum lies beyond."""
     z = _as_cpu_tensor(logits)
-    y = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)).long().flatten()
+    y = _as_cpu_tensor(labels, torch.long).flatten()
     if z.dim() != 2 or z.shape[0] == 0 or z.shape[0] != y.numel():
         raise ValueError(f"fit_temperature needs (N, K) logits and N labels, got {tuple(z.shape)} and {y.numel()}")
     if not torch.isfinite(z).all():
