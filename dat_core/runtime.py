@@ -184,15 +184,20 @@ def input_signature(x: torch.Tensor, training: bool) -> tuple:
 class CompiledDispatch(nn.Module):
     """The eager model and its compiled twin behind one module: a call goes to the compiled one only when its
     `input_signature` was compiled by a warm-up, so a request never waits for a compile (an unseen shape would
-    otherwise compile for seconds inside the request); everything else runs eager. Attributes the model has
-    (`config`, ...) read through."""
+    otherwise compile for seconds inside the request); everything else runs eager. With `lazy=True` (one-shot
+    runs such as the CLI's, where nothing waits on a request) an unseen signature that asks for its input's
+    gradient (a PGD or sampling step: the loop a run spends its time in) compiles when first met instead, so
+    every batch of a long run runs compiled whatever its size, while one-off no-grad calls (predictions, a
+    final judgement) stay eager rather than wait for a compile; a compile error runs that call eager, says so
+    once, and leaves later unseen signatures eager. Attributes the model has (`config`, ...) read through."""
 
-    def __init__(self, eager: nn.Module, compiled: nn.Module):
+    def __init__(self, eager: nn.Module, compiled: nn.Module, lazy: bool = False):
         super().__init__()
         self.eager = eager
         self.__dict__["_compiled"] = compiled            # not a submodule: its parameters are the eager ones
         self.__dict__["ready"] = frozenset()             # signatures compiled so far (replaced, never mutated)
         self.__dict__["_warming"] = threading.local()    # the warm-up thread's record of what it compiled
+        self.__dict__["lazy"] = lazy
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         sig = input_signature(x, self.eager.training)
@@ -200,7 +205,19 @@ class CompiledDispatch(nn.Module):
         if seen is not None:
             seen.add(sig)
             return self._compiled(x, *args, **kwargs)
-        return (self._compiled if sig in self.ready else self.eager)(x, *args, **kwargs)
+        if sig in self.ready:
+            return self._compiled(x, *args, **kwargs)
+        if not (self.lazy and x.requires_grad and torch.is_grad_enabled()):
+            return self.eager(x, *args, **kwargs)
+        try:
+            out = self._compiled(x, *args, **kwargs)
+        except Exception as e:  # compile errors surface at the first call of a shape
+            self.__dict__["lazy"] = False
+            log.warning("torch.compile failed for input %s, running eager from now on: %s: %s", tuple(x.shape),
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            return self.eager(x, *args, **kwargs)
+        self.__dict__["ready"] = self.ready | {sig}
+        return out
 
     def warm(self, warmup: Callable[[nn.Module], Any]) -> None:
         """Run one warm-up through the compiled model; the signatures it met serve compiled from then on."""
@@ -226,12 +243,15 @@ class FastPath:
     rest eager; each warm-up's shapes go live as it finishes (list the most used first). A compile error anywhere
     leaves the eager model alone in place, with one log line. The two share parameters. When compiling, parameter
     gradients are switched off for good so PGD's `attack_mode` never changes what the compiled graph depends on.
+    `lazy=True`: other gradient-taking shapes compile when first called (`CompiledDispatch`'s one-shot mode, for
+    the CLI).
     """
 
     def __init__(self, model: nn.Module, enabled: bool, warmups: Sequence[Callable[[nn.Module], Any]] = (),
-                 background: bool = True, name: str = "model"):
+                 background: bool = True, name: str = "model", lazy: bool = False):
         self.eager = model.requires_grad_(False) if enabled else model
         self.name = name
+        self.lazy = lazy
         self.error: BaseException | None = None
         self.seconds: float | None = None  # compile time, warm-ups included, once done
         self._dispatch: CompiledDispatch | None = None
@@ -247,7 +267,7 @@ class FastPath:
     @property
     def model(self) -> nn.Module:
         d = self._dispatch
-        return d if d is not None and d.ready else self.eager
+        return d if d is not None and (d.ready or d.lazy) else self.eager
 
     @property
     def compiled(self) -> bool:
@@ -263,13 +283,14 @@ class FastPath:
         dispatch = None
         try:
             inductor_cache_dir()
-            dispatch = CompiledDispatch(self.eager, torch.compile(self.eager, dynamic=False))
+            dispatch = CompiledDispatch(self.eager, torch.compile(self.eager, dynamic=False), self.lazy)
             for warmup in warmups:
                 dispatch.warm(warmup)
                 self._dispatch = dispatch
             self._dispatch = dispatch
             self.seconds = time.perf_counter() - start
-            log.info("compiled %s in %.1f s (%d input shapes)", self.name, self.seconds, len(dispatch.ready))
+            log.info("compiled %s in %.1f s (%d input shapes%s)", self.name, self.seconds, len(dispatch.ready),
+                     "; others as first met" if self.lazy else "")
         except Exception as e:  # any compile failure: stay eager, say so once
             self.error = e
             self._dispatch = None

@@ -46,26 +46,17 @@ writes attributions.png and attributions.npz (one map per method for the predict
 # ---------------------------------------------------------------- shared helpers
 
 def _load(args: argparse.Namespace):
-    """The model (channels-last copy) on its device, compiled with `--compile`; resolves `args.autocast`
-    for that device too."""
-    import torch
-
+    """The model (channels-last copy) on its device, compiled with `--compile` (`compiled_for_cli`); resolves
+    `args.autocast` for that device too."""
     from dat_core.loading import load_model
-    from dat_core.pgd import pgd, threat_model
-    from dat_core.runtime import FastPath, channels_last, resolve_device, use_autocast, use_compile
+    from dat_core.runtime import channels_last, resolve_device, use_autocast
+
+    from .cli_options import compiled_for_cli
 
     device = resolve_device(args.device)
     args.autocast = use_autocast(args.autocast, device)
-    model = channels_last(load_model(args.model, revision=args.revision, device=device))
-    if not use_compile(args.compile, device):
-        return model
-    size = int(model.config["image_size"])
-
-    def one_step(m):  # compile errors surface here, where FastPath falls back to eager
-        pgd(m, torch.rand(1, 3, size, size, device=device), torch.zeros(1, dtype=torch.long, device=device),
-            threat_model("L2", 1.0, 0.1), 1, objective="target_logit", autocast=args.autocast)
-
-    return FastPath(model, enabled=True, warmups=[one_step], background=False).model
+    return compiled_for_cli(channels_last(load_model(args.model, revision=args.revision, device=device)),
+                            args.compile)
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:

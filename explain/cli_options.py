@@ -33,9 +33,10 @@ def common_options(p: argparse.ArgumentParser) -> None:
                    help="bf16 forward/backward: auto = where the hardware has native bf16 (CUDA, AVX512-BF16/AMX "
                         "CPUs: ~2x faster; values carry bf16 rounding), on, off = fp32 (default: %(default)s)")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="off",
-                   help="torch.compile the model first: auto = where a C++ compiler or CUDA is present. Compiling "
-                        "takes 5-40 s on a CPU (less with a warm cache in ~/.cache/dat-explainer), so it pays off "
-                        "for long runs (many targets, landscapes), not one short path (default: %(default)s)")
+                   help="torch.compile the model (and --guide's): auto = where a C++ compiler or CUDA is present. "
+                        "Each input shape (batch size) compiles when first met, 5-40 s on a CPU (less with a warm "
+                        "cache in ~/.cache/dat-explainer), so it pays off for long runs (benchmarks, many targets, "
+                        "landscapes), not one short path (default: %(default)s)")
 
 
 def trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
@@ -96,8 +97,20 @@ def int_in(lo: int, hi: int):
     return parse
 
 
+def compiled_for_cli(model, spec: str):
+    """`model` compiled as `--compile spec` says: every input shape the run meets compiles when first met (a
+    one-shot run waits for its compiles anyway; its batches then all run compiled), a compile error falls back
+    to eager with one log line. The model itself when compiling is off."""
+    from dat_core.runtime import FastPath, model_device, use_compile
+
+    if not use_compile(spec, model_device(model)):
+        return model
+    return FastPath(model, enabled=True, background=False, lazy=True,
+                    name=str((getattr(model, "config", None) or {}).get("arch", "model"))).model
+
+
 def guide_model(args: argparse.Namespace, model):
-    """The --guide model on the explained model's device (None without --guide)."""
+    """The --guide model on the explained model's device, compiled with `--compile` (None without --guide)."""
     if args.guide is None:
         return None
     if not 0 <= args.cone_angle <= 180:
@@ -105,4 +118,4 @@ def guide_model(args: argparse.Namespace, model):
     from dat_core.loading import load_model
     from dat_core.runtime import model_device
 
-    return load_model(args.guide, device=model_device(model))
+    return compiled_for_cli(load_model(args.guide, device=model_device(model)), args.compile)

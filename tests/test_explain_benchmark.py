@@ -45,7 +45,8 @@ def setup(tmp_path_factory):
 def command(d, out, *extra):
     return ["benchmark", "--model", str(d / "model"), "--images", str(d / "imgs"), "--pairs", str(d / "pairs.csv"),
             "--eps", "0.5,inf", "--steps", "4", "--step-size", "0.4", "--batch-size", "2", "--autocast", "off",
-            "--feature-model", str(d / "judge"), "--transfer-model", str(d / "judge"), "--out", str(out), *extra]
+            "--compile", "off", "--feature-model", str(d / "judge"), "--transfer-model", str(d / "judge"),
+            "--out", str(out), *extra]
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,13 @@ import threading
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import explain
+from dat_core import build_model
+from dat_core.checkpoint import save_model
 from dat_core.runtime import CompiledDispatch, FastPath, can_compile, use_compile
+from explain.cli import main
 
 pytestmark = pytest.mark.skipif(not can_compile(torch.device("cpu")), reason="no C++ compiler for inductor")
 
@@ -100,3 +104,67 @@ def test_only_warmed_shapes_run_compiled(tiny_model):
     calls.clear()
     d(x1)                                              # same shape with grad mode on: another graph, not warmed
     assert calls == []
+
+
+class _Counting(torch.nn.Module):
+    """Stands in for torch.compile's module: the same maths, records the input shapes it served."""
+
+    def __init__(self, model, fail: bool = False):
+        super().__init__()
+        self.model, self.fail, self.shapes = model, fail, []
+
+    def forward(self, x):
+        if self.fail:
+            raise RuntimeError("inductor broke\ndetail")
+        self.shapes.append(tuple(x.shape))
+        return self.model(x)
+
+
+def test_lazy_dispatch_compiles_each_gradient_shape_when_first_met(tiny_model):
+    """One-shot runs (the CLI): a shape no warm-up met runs compiled anyway, from its first call on, when it
+    asks for its input's gradient (PGD steps); one-off no-grad calls stay eager instead of waiting for a compile."""
+    twin = _Counting(tiny_model)
+    d = CompiledDispatch(tiny_model, twin, lazy=True)
+    x1, x5 = torch.rand(1, 3, 32, 32, requires_grad=True), torch.rand(5, 3, 32, 32, requires_grad=True)
+    assert torch.equal(d(x5), tiny_model(x5)) and twin.shapes == [(5, 3, 32, 32)]
+    d(x1)
+    d(x5)
+    assert twin.shapes == [(5, 3, 32, 32), (1, 3, 32, 32), (5, 3, 32, 32)] and len(d.ready) == 2
+    with torch.no_grad():
+        d(x5)
+    d(torch.rand(3, 3, 32, 32))
+    assert len(twin.shapes) == 3                        # no-grad and no-input-grad calls: eager
+
+
+def test_a_lazy_compile_error_runs_eager_and_says_so_once(tiny_model, caplog):
+    d = CompiledDispatch(tiny_model, _Counting(tiny_model, fail=True), lazy=True)
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    with caplog.at_level(logging.WARNING, logger="dat_core.runtime"):
+        assert torch.equal(d(x), tiny_model(x))
+        assert torch.equal(d(x[:1]), tiny_model(x[:1]))    # later shapes: eager, no second attempt or line
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "running eager" in lines[0] and "detail" not in lines[0] and not d.ready
+
+
+def test_cli_runs_its_batches_compiled_whatever_their_size(tmp_path, monkeypatch):
+    """`--compile on` used to warm one batch-1 path only: a benchmark's batches (and --guide's model) ran eager."""
+    seen = []
+
+    def counting_compile(model, **kwargs):
+        twin = _Counting(model)
+        seen.append(twin)
+        return twin
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    torch.manual_seed(0)
+    save_model(build_model("wrn-10-1").eval(), tmp_path / "model")
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(tmp_path / "imgs" / f"cat-{i}.png")
+    assert main(["benchmark", "--model", str(tmp_path / "model"), "--images", str(tmp_path / "imgs"),
+                 "--eps", "1", "--steps", "2", "--batch-size", "4", "--autocast", "off", "--compile", "on",
+                 "--guide", str(tmp_path / "model"), "--feature-model", "none", "--transfer-model", "none",
+                 "--out", str(tmp_path / "out")]) == 0
+    model, guide = seen                                   # 2 images x 9 targets = 18 pairs: 4 batches of 4 + 2
+    assert (4, 3, 32, 32) in model.shapes and (2, 3, 32, 32) in model.shapes
+    assert (4, 3, 32, 32) in guide.shapes and (2, 3, 32, 32) in guide.shapes
