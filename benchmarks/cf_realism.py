@@ -1,0 +1,113 @@
+"""Counterfactual benchmarks (`python -m explain benchmark`) side by side, with realism in several feature spaces.
+
+A Fréchet distance in a classifier's features is only fair to counterfactuals that did not attack that
+classifier: the standard model's own counterfactuals fool its features, DAT's fool DAT's. To compare the two
+(and a standard model guided by DAT) at equal radius, this reads what each run saved under `parts/` (per pair:
+p(target), predictions, distances and x_T as uint8), rebuilds the run's image set and pairs from its `run.json`
+as the benchmark did, optionally keeps the pairs of the images a `--limit N` run picks (equal sets for runs of
+different `--limit`: N = 500 is every other image of a 1,000-image run; a run still going counts once it has
+saved those), and measures validity, transfer, closeness and the Fréchet distance of x_T to real target-class
+images in each `--features` model: the explained models' own and an independent one.
+
+    python benchmarks/cf_realism.py RUN_DIR [RUN_DIR ...] --limit 500 \
+        --features default,standard-cifar10-wrn16-2,OTHER --json benchmarks/results/cf_realism.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import machine
+
+from dat_core.evaluation.generative import features_of
+from dat_core.loading import load_model
+from explain import benchmark as bm
+from explain.image_sets import load_image_set
+from explain.trajectory import model_info
+
+
+def load_run(run: Path, limit: int | None) -> tuple[dict, torch.Tensor, np.ndarray, np.ndarray, list[dict]]:
+    """(settings, originals x, their labels, the jobs, per radius the saved per-pair arrays) of a run, restricted
+    to the images a `--limit limit` run of the same settings picks (each must be among the run's own)."""
+    settings = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    if not settings.get("data"):
+        raise SystemExit(f"{run.name}: only --data runs (labelled images) are supported")
+    model = load_model(settings["model"], revision=settings.get("revision"))
+    size, class_names, _ = model_info(model)
+    args = argparse.Namespace(**{k: settings[k] for k in ("data", "split", "val_size", "seed", "limit")}, images=None)
+    images, labels, _ = load_image_set(args, class_names, size)
+    x, labels = torch.cat(images), np.asarray(labels, dtype=np.int64)
+    pairs = settings["pairs"]
+    jobs = bm.make_jobs(labels, len(class_names), None if pairs == "all-others" else {tuple(p) for p in pairs})
+    chosen = np.arange(len(x))
+    if limit is not None:
+        where = {im.numpy().tobytes(): i for i, im in enumerate(x)}
+        subset, _, _ = load_image_set(argparse.Namespace(**{**vars(args), "limit": limit}), class_names, size)
+        chosen = np.asarray([where.get(im.numpy().tobytes(), -1) for im in subset])
+        if (chosen < 0).any():
+            raise SystemExit(f"{run.name}: the images of --limit {limit} are not all among its images")
+    keep = np.flatnonzero(np.isin(jobs[:, 0], chosen))
+    per_radius = []
+    for k in range(len(settings["radii"])):
+        chunks, saved = [], 0
+        while saved <= keep[-1]:
+            path = run / "parts" / f"r{k}-b{len(chunks):05d}.npz"
+            if not path.is_file():
+                raise SystemExit(f"{run.name}: radius {k} has not yet saved the pairs of those images")
+            with np.load(path) as f:
+                chunks.append({name: f[name] for name in f.files})
+            saved += len(chunks[-1]["images"])
+        per_radius.append({name: np.concatenate([c[name] for c in chunks])[keep] for name in chunks[0]})
+    renumber = np.full(len(x), -1)
+    renumber[np.sort(chosen)] = np.arange(len(chosen))
+    jobs = jobs[keep]
+    jobs[:, 0] = renumber[jobs[:, 0]]
+    order = np.sort(chosen)
+    return settings, x[order], labels[order], jobs, per_radius
+
+
+def measures(arrays: dict[str, np.ndarray], jobs: np.ndarray) -> dict[str, float]:
+    """Validity and mean p(target) on the explained model, transfer, closeness: as `explain.benchmark` reports."""
+    valid = bm.is_valid(arrays, jobs)
+    out = {"pairs": int(len(jobs)), "validity": float(valid.mean()), "mean_p_target": float(arrays["p_target"].mean()),
+           "mean_l2": float(arrays["l2"].mean()), "mean_l1": float(arrays["l1"].mean()),
+           "fraction_changed": float(arrays["changed"].mean())}
+    if "transfer_prediction" in arrays:
+        out["transfer"] = float((arrays["transfer_prediction"] == jobs[:, 2]).mean())
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="benchmark output folders (finished --data runs)")
+    p.add_argument("--features", required=True, help="comma-separated feature models (zoo names, dirs)")
+    p.add_argument("--limit", type=int, default=None, help="only the pairs of the images a --limit N run picks")
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args()
+    spaces = [s.strip() for s in args.features.split(",") if s.strip()]
+    judges = {s: load_model(s).eval() for s in spaces}
+    rows = []
+    for run in map(Path, args.runs):
+        settings, x, labels, jobs, per_radius = load_run(run, args.limit)
+        for eps, arrays in zip(settings["radii"], per_radius):
+            row = {"run": run.name, "model": settings["model"], "guide": settings.get("guide"),
+                   "cone_angle": settings.get("cone_angle"), "transfer_model": settings.get("transfer_model"),
+                   "eps": eps, "images": len(labels), **measures(arrays, jobs), "frechet": {}}
+            xt = torch.from_numpy(arrays["images"]).float().div(255)
+            for space, judge in judges.items():
+                r = bm.realism(features_of(judge, xt).numpy(), jobs, features_of(judge, x).numpy(), labels, space)
+                row["frechet"][Path(space).name] = r["frechet_distance"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "machine": machine(),
+                                               "rows": rows}, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
