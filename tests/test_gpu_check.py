@@ -19,7 +19,7 @@ def test_gpu_check_dry_run_writes_one_json_with_every_part(tmp_path):
     assert r.returncode == 0, json.dumps(report, indent=1)[-3000:]
     assert report["ok"] and report["dry_run"]
     parts = report["parts"]
-    assert set(parts) == {"cuda_tests", "train_step", "latency", "torchrun"}
+    assert set(parts) == {"cuda_tests", "train_step", "latency", "torchrun", "cf_benchmark"}
     assert "deselected" in parts["cuda_tests"]["summary"]          # pytest ran the cuda selection
     step = parts["train_step"]["result"]
     assert step["stage2"]["same_loss_as_reference"] and step["stage1"]["same_loss_as_reference"]
@@ -28,3 +28,5 @@ def test_gpu_check_dry_run_writes_one_json_with_every_part(tmp_path):
     row = archs["wrn-10-1"]
     assert row["trajectory_eager_s"] > 0 and row["trajectory_compiled_s"] > 0 and "ratio_fast_path" in row
     assert parts["torchrun"]["result"] == {"torchrun": "ok"}
+    cf = parts["cf_benchmark"]["result"]                            # the bundled model's benchmark, timed
+    assert cf["pairs"] == 2 * 9 and cf["seconds"] > 0 and 0 <= cf["validity"] <= 1
