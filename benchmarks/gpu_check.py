@@ -113,8 +113,10 @@ def run_part(name: str, cmd: list[str], limit: float) -> dict:
             result["result"] = json.loads(last[-1])
         except json.JSONDecodeError:
             result["summary"] = last[-1][-300:]
-    if rc != 0:
-        result["tail"] = (out + err)[-2000:]
+    if rc != 0:  # the first error lines (a launcher's trace can bury them) and the end of each stream
+        result["errors"] = [line for line in (out + "\n" + err).splitlines()
+                            if line.startswith("error:") or "Error:" in line][:10]
+        result["tail"] = out[-1500:] + "\n--- stderr ---\n" + err[-2500:]
     print(f"{name}: rc={rc} in {result['wall_s']} s", flush=True)
     return result
 

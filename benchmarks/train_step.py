@@ -58,7 +58,7 @@ def reference_stage2_step(model, opt, batch, T, eta, K, eps, alpha):
         roc_auc(lo[:b][idx, y_real], lo[b:2 * b][idx, y_real])
     model.train()
     s = torch.logsumexp(model(torch.cat([x_real, x_con])), 1)
-    bce = F.binary_cross_entropy_with_logits(s, torch.cat([torch.ones(b), torch.zeros(b)]))
+    bce = F.binary_cross_entropy_with_logits(s, torch.cat([torch.ones(b), torch.zeros(b)]).to(s.device))
     x_adv = plain_pgd(model, x_clf, y_clf, K, alpha, eps, lambda lo, y: F.cross_entropy(lo, y))
     ce = F.cross_entropy(model(x_adv), y_clf)
     (bce + ce).backward()

@@ -39,9 +39,12 @@ def test_l2_pgd_path_on_cuda_matches_the_cpu():
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 2, 3])
     threat = threat_model("L2", 1.0, 0.25)
-    cpu = pgd(model, x, y, threat, steps=10, objective="target_logit").x
-    gpu = pgd(model.to(CUDA), x.to(CUDA), y, threat, steps=10, objective="target_logit").x.cpu()
-    assert (cpu - gpu).abs().max() < 1e-3
+    cpu = pgd(model, x, y, threat, steps=10, objective="target_logit", record_every=1).frames
+    gpu = pgd(model.to(CUDA), x.to(CUDA), y, threat, steps=10, objective="target_logit", record_every=1).frames.cpu()
+    # One step agrees to fp32 precision; later steps drift apart slowly (ReLU and sign flips amplify
+    # cuDNN's different summation order; seen on an H200: 5e-3 max after 10 steps).
+    assert (cpu[1] - gpu[1]).abs().max() < 1e-4
+    assert (cpu[-1] - gpu[-1]).abs().max() < 2e-2 and (cpu[-1] - gpu[-1]).abs().mean() < 1e-3
 
 
 @pytest.mark.parametrize("norm,eps,step", [("L2", 1.0, 0.25), ("Linf", 8 / 255, 2 / 255), ("L1", 10.0, 2.0)])
