@@ -24,7 +24,9 @@ import torch.nn as nn
 # ---------------------------------------------------------------- devices
 
 def resolve_device(spec: str | torch.device | None = None, local_rank: int = 0) -> torch.device:
-    """`None` / "auto" -> cuda:<local_rank> where CUDA exists, else cpu; otherwise the named device.
+    """`None` / "auto" -> cuda:<local_rank> where CUDA exists, else cpu; otherwise the named device, where a bare
+    "cuda" also means this process's GPU, cuda:<local_rank> (under torchrun each rank its own; set_device and
+    DDP's device_ids need the index).
 
     ValueError (not a traceback) for a malformed name or for CUDA asked for where there is none.
     """
@@ -40,7 +42,7 @@ def resolve_device(spec: str | torch.device | None = None, local_rank: int = 0) 
         raise ValueError(f"device {spec!r} requested but MPS is not available here; use cpu")
     if device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {spec!r}; use auto, cpu, cuda or cuda:N")
-    return device
+    return torch.device("cuda", local_rank) if device.type == "cuda" and device.index is None else device
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -54,6 +54,18 @@ def test_auto_device_and_cuda_without_cuda():
             resolve_device("cuda")
 
 
+def test_bare_cuda_means_this_ranks_gpu(monkeypatch):
+    """Seen on an H200: `torchrun ... device=cuda` died in torch.cuda.set_device(torch.device("cuda")), which
+    needs an index (and every rank would have shared GPU 0). Only CUDA's presence is faked here."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda") == torch.device("cuda:0")
+    assert resolve_device("cuda", local_rank=3) == torch.device("cuda:3")
+    assert resolve_device(torch.device("cuda"), local_rank=2) == torch.device("cuda:2")
+    assert resolve_device("cuda:1", local_rank=3) == torch.device("cuda:1")      # an explicit index wins
+    assert resolve_device("auto", local_rank=1) == torch.device("cuda:1")
+    assert resolve_device("cpu", local_rank=1) == torch.device("cpu")
+
+
 def test_seeded_restores_the_callers_rng():
     torch.manual_seed(0)
     np.random.seed(0)
