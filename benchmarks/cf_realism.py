@@ -9,11 +9,14 @@ different `--limit`: N = 500 is every other image of a 1,000-image run), and rep
 reports per radius plus the Fréchet distance of x_T to real target-class images in each `--features` model:
 the explained models' own and an independent one.
 
-Caveat: this is the benchmark's pooled Fréchet distance. With `--pairs all-others` the unchanged originals score
-0 by construction, so a change a feature space does not see (an attack on another model) also scores low; a
-class-conditional distance is still to be added (see issue #21's notes).
+Two distances per feature space: the benchmark's pooled one (with `--pairs all-others` the unchanged originals
+score ~0 by construction, so a change a feature space does not see, such as an attack on another model, also
+scores low) and the class-conditional one (per target class against that class's real images, averaged; the
+originals then score their distance from the target class). `--real-limit N` takes the real images from N
+images of the run's split (e.g. all 10,000 of CIFAR-10's test split) instead of the run's own, so that each
+class's covariance rests on many more images than a feature has dimensions.
 
-    python benchmarks/cf_realism.py RUN_DIR [RUN_DIR ...] --limit 500 \
+    python benchmarks/cf_realism.py RUN_DIR [RUN_DIR ...] --limit 500 --real-limit 10000 \
         --features default,standard-cifar10-wrn16-2,OTHER --json benchmarks/results/cf_realism.json
 """
 
@@ -75,26 +78,52 @@ def load_run(run: Path, limit: int | None) -> tuple[dict, torch.Tensor, np.ndarr
     return settings, x[order], labels[order], jobs, per_radius
 
 
+def real_images(settings: dict, limit: int) -> tuple[torch.Tensor, np.ndarray]:
+    """`limit` labelled images of the run's split (picked as the benchmark picks them)."""
+    size, class_names, _ = model_info(load_model(settings["model"], revision=settings.get("revision")))
+    args = argparse.Namespace(**{k: settings[k] for k in ("data", "split", "val_size", "seed")}, limit=limit,
+                              images=None)
+    images, labels, _ = load_image_set(args, class_names, size)
+    return torch.cat(images), np.asarray(labels, dtype=np.int64)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="benchmark output folders (finished --data runs)")
     p.add_argument("--features", required=True, help="comma-separated feature models (zoo names, dirs)")
     p.add_argument("--limit", type=int, default=None, help="only the pairs of the images a --limit N run picks")
+    p.add_argument("--real-limit", type=int, default=None,
+                   help="real images for the class-conditional distance: this many of the run's split (default: "
+                        "the run's own images)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
     spaces = [s.strip() for s in args.features.split(",") if s.strip()]
     judges = {s: load_model(s).eval() for s in spaces}
-    rows = []
+    rows, reals = [], {}
     for run in map(Path, args.runs):
         settings, x, labels, jobs, per_radius = load_run(run, args.limit)
+        real_x, real_labels = x, labels
+        if args.real_limit:
+            key = tuple(settings[k] for k in ("data", "split", "val_size", "seed"))
+            if key not in reals:
+                reals[key] = real_images(settings, args.real_limit)
+            real_x, real_labels = reals[key]
+        real = {space: features_of(judge, real_x).numpy() for space, judge in judges.items()}
         for eps, arrays in zip(settings["radii"], per_radius):
             row = {"run": run.name, "model": settings["model"], "guide": settings.get("guide"),
                    "cone_angle": settings.get("cone_angle"), "transfer_model": settings.get("transfer_model"),
                    "images": len(labels), **bm.summarize(float(eps), arrays, jobs, None, labels), "frechet": {}}
             xt = torch.from_numpy(arrays["images"]).float().div(255)
             for space, judge in judges.items():
-                r = bm.realism(features_of(judge, xt).numpy(), jobs, features_of(judge, x).numpy(), labels, space)
-                row["frechet"][Path(space).name] = None if r is None else r["frechet_distance"]
+                cf, originals = features_of(judge, xt).numpy(), features_of(judge, x).numpy()
+                pooled = bm.realism(cf, jobs, originals, labels, space)
+                per_class = bm.class_conditional_frechet(cf, jobs[:, 2], real[space], real_labels,
+                                                         originals[jobs[:, 0]])
+                row["frechet"][Path(space).name] = {
+                    "pooled": pooled and pooled["frechet_distance"],
+                    "class_conditional": per_class and per_class["frechet_distance"],
+                    "class_conditional_originals": per_class and per_class["frechet_distance_originals"]}
+            row["real_images"] = len(real_labels)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:

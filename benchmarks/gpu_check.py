@@ -12,6 +12,8 @@ Parts, each a subprocess with its own time limit (a part that fails or times out
   torchrun        a 1-GPU `torchrun` smoke of stage 1 then stage 2 over NCCL on a synthetic dataset
   cf_benchmark    `python -m explain benchmark` with the bundled models, timed: with --cf-data (the CIFAR-10
                   archive) the 1,000-image x 9-target run of issue 21 on the test split, else the bundled examples
+  cf_batch_invariance  validity of the same 300 images x 9 targets compiled at batch 256 and 2,700 and eager at
+                  2,700: equal up to rounding, or a pair's path depends on its batch neighbours
 Peak GPU memory is in each part's JSON.
 """
 
@@ -87,10 +89,25 @@ def parts(dry_run: bool, work: Path, cf_data: str | None = None) -> list[tuple[s
     cf_summary = (f"{PY} -c \"import json; r = json.load(open('{cf_out / 'benchmark.json'}')); "
                   "print(json.dumps(dict(pairs=r['pairs'], seconds=r['seconds'], autocast=r['autocast'], "
                   "**{k: r['radii'][0][k] for k in ('validity', 'mean_target_confidence', 'transfer')})))\"")
+    # The same pairs at two batch sizes, compiled and eager: validity must not move (it did on an H200, compiled).
+    inv_images = ["--data", cf_data, "--split", "test", "--val-size", "0", "--limit", "300"] if cf_data else []
+    variants = [("compiled", 256), ("compiled", 2700), ("eager", 2700)]
+    if dry_run:
+        inv_images, variants = ["--limit", "2", "--steps", "2", "--compile", "off"], [("eager", 1), ("eager", 18)]
+    runs = []
+    for how, batch in variants:
+        out = work / f"inv-{how}-{batch}"
+        runs.append(" ".join([PY, "-m", "explain", "benchmark", "--device", device, "--out", str(out),
+                              "--feature-model", "none", "--transfer-model", "none", "--batch-size", str(batch),
+                              *inv_images, *(["--compile", "off"] if how == "eager" else [])]))
+    names = [f"{how}-{batch}" for how, batch in variants]
+    inv_summary = (f"{PY} -c \"import json; print(json.dumps({{n: json.load(open(f'{work}/inv-{{n}}/benchmark.json'))"
+                   f"['radii'][0]['validity'] for n in {names!r}}}))\"")
     return [
         ("cuda_tests", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", *cuda_test_files()], 120),
         ("train_step", [PY, str(ROOT / "benchmarks" / "train_step.py"), "--device", device, *step], 180),
         ("cf_benchmark", ["bash", "-c", f"{cf} && {cf_summary}"], 200),
+        ("cf_batch_invariance", ["bash", "-c", " && ".join([*runs, inv_summary])], 300),
         ("torchrun", ["bash", "-c", smoke + " && echo '{\"torchrun\": \"ok\"}'"], 150),
         ("latency", [PY, str(ROOT / "benchmarks" / "latency.py"), "--device", device, *latency], 240),
     ]  # most wanted first: a spent --budget skips the last

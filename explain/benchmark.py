@@ -221,11 +221,35 @@ def summarize(eps: float, result: dict[str, np.ndarray], jobs: np.ndarray, real_
     return entry
 
 
+def class_conditional_frechet(cf_features: np.ndarray, targets: np.ndarray, real_features: np.ndarray,
+                              real_labels: np.ndarray, original_features: np.ndarray) -> dict[str, Any] | None:
+    """Per target class c: the Fréchet distance of the counterfactuals aimed at c to the real images of c, and of
+    their originals (images of other classes) to the same real images: where the paths started. Averaged over
+    the classes with at least 2 of each. Unlike the pooled distance, an unchanged image scores its distance
+    from the target class, so a change the feature space does not see (an attack on another model) scores
+    high, as it should. Small per-class sets bias each value upward: compare runs on equal sets. None when
+    no class qualifies."""
+    per_class, start = {}, {}
+    for c in np.unique(targets):
+        mine, real = targets == c, real_features[real_labels == c]
+        if mine.sum() >= 2 and len(real) >= 2:
+            real_t = torch.from_numpy(real).double()
+            per_class[int(c)] = frechet_from_features(real_t, torch.from_numpy(cf_features[mine]).double())
+            start[int(c)] = frechet_from_features(real_t, torch.from_numpy(original_features[mine]).double())
+    if not per_class:
+        return None
+    return {"frechet_distance": float(np.mean(list(per_class.values()))),
+            "frechet_distance_originals": float(np.mean(list(start.values()))),
+            "classes": len(per_class), "per_class": per_class}
+
+
 def realism(cf_features: np.ndarray, jobs: np.ndarray, real_features: np.ndarray, real_labels: np.ndarray,
             feature_space: str) -> dict[str, Any] | None:
     """Fréchet distance of the counterfactuals to the real images of their target classes, and of the unchanged
-    originals to the same set as a reference point. Only pairs whose target class has real images count; the
-    real set holds the target classes in the counterfactuals' proportions (cycling through each class's images).
+    originals to the same set as a reference point, pooled over all pairs and per target class
+    (`class_conditional`). Pooled: only pairs whose target class has real images count; the real set holds the
+    target classes in the counterfactuals' proportions (cycling through each class's images); with
+    `--pairs all-others` the originals score ~0 by construction (every class is as often source as target).
     None when fewer than 2 pairs qualify."""
     per_class = np.bincount(real_labels, minlength=int(jobs[:, 2].max()) + 1)
     keep = per_class[jobs[:, 2]] > 0
@@ -239,7 +263,9 @@ def realism(cf_features: np.ndarray, jobs: np.ndarray, real_features: np.ndarray
     return {"feature_space": feature_space, "n": int(len(cf_features)),
             "frechet_distance": frechet_from_features(real, torch.from_numpy(cf_features).double()),
             "frechet_distance_originals": frechet_from_features(
-                real, torch.from_numpy(real_features[jobs[:, 0]]).double())}
+                real, torch.from_numpy(real_features[jobs[:, 0]]).double()),
+            "class_conditional": class_conditional_frechet(cf_features, jobs[:, 2], real_features, real_labels,
+                                                           real_features[jobs[:, 0]])}
 
 
 def minimal_summary(radii: np.ndarray, jobs: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:

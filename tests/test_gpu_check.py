@@ -19,7 +19,8 @@ def test_gpu_check_dry_run_writes_one_json_with_every_part(tmp_path):
     assert r.returncode == 0, json.dumps(report, indent=1)[-3000:]
     assert report["ok"] and report["dry_run"]
     parts = report["parts"]
-    assert set(parts) == {"cuda_tests", "train_step", "latency", "torchrun", "cf_benchmark"}
+    assert set(parts) == {"cuda_tests", "train_step", "latency", "torchrun", "cf_benchmark",
+                          "cf_batch_invariance"}
     assert "deselected" in parts["cuda_tests"]["summary"]          # pytest ran the cuda selection
     step = parts["train_step"]["result"]
     assert step["stage2"]["same_loss_as_reference"] and step["stage1"]["same_loss_as_reference"]
@@ -30,3 +31,5 @@ def test_gpu_check_dry_run_writes_one_json_with_every_part(tmp_path):
     assert parts["torchrun"]["result"] == {"torchrun": "ok"}
     cf = parts["cf_benchmark"]["result"]                            # the bundled model's benchmark, timed
     assert cf["pairs"] == 2 * 9 and cf["seconds"] > 0 and 0 <= cf["validity"] <= 1
+    validity = parts["cf_batch_invariance"]["result"]                # the same pairs at batch 1 and 18
+    assert set(validity) == {"eager-1", "eager-18"} and validity["eager-1"] == validity["eager-18"]
