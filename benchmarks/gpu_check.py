@@ -59,6 +59,31 @@ def cuda_test_files() -> list[str]:
                   if "mark.cuda" in f.read_text())
 
 
+def benchmark_parts(dry_run: bool, device: str, work: Path, cf_data: str | None) -> tuple[list[str], list[str]]:
+    """The commands of cf_benchmark (issue 21's run, timed) and cf_batch_invariance (the same pairs at two batch
+    sizes, compiled and eager: validity must not move; it did on an H200, compiled). Each prints one JSON line."""
+    def bench(out: Path, *extra: str) -> str:
+        return " ".join([PY, "-m", "explain", "benchmark", "--device", device, "--out", str(out), *extra])
+
+    test_split = ["--data", cf_data, "--split", "test", "--val-size", "0"] if cf_data else []
+    images = [*test_split, "--limit", "1000" if cf_data else "100"]
+    subset, variants = [*test_split, "--limit", "300"], [("compiled", 256), ("compiled", 2700), ("eager", 2700)]
+    if dry_run:
+        images = ["--limit", "2", "--steps", "2", "--compile", "off", "--feature-model", "none"]
+        subset, variants = ["--limit", "2", "--steps", "2", "--compile", "off"], [("eager", 1), ("eager", 18)]
+    summary = (f"{PY} -c \"import json; r = json.load(open('{work / 'cf' / 'benchmark.json'}')); "
+               "print(json.dumps(dict(pairs=r['pairs'], seconds=r['seconds'], autocast=r['autocast'], "
+               "**{k: r['radii'][0][k] for k in ('validity', 'mean_target_confidence', 'transfer')})))\"")
+    runs = [bench(work / f"inv-{how}-{batch}", "--feature-model", "none", "--transfer-model", "none",
+                  "--batch-size", str(batch), *subset, *(["--compile", "off"] if how == "eager" else []))
+            for how, batch in variants]
+    names = [f"{how}-{batch}" for how, batch in variants]
+    validity = (f"{PY} -c \"import json; print(json.dumps({{n: json.load(open(f'{work}/inv-{{n}}/benchmark.json'))"
+                f"['radii'][0]['validity'] for n in {names!r}}}))\"")
+    return (["bash", "-c", f"{bench(work / 'cf', *images)} && {summary}"],
+            ["bash", "-c", " && ".join([*runs, validity])])
+
+
 def parts(dry_run: bool, work: Path, cf_data: str | None = None) -> list[tuple[str, list[str], float]]:
     """(name, command, time limit in s) of every part."""
     cuda = not dry_run
@@ -79,35 +104,12 @@ def parts(dry_run: bool, work: Path, cf_data: str | None = None) -> list[tuple[s
         [*torchrun, "stage1", "steps=4", f"out_dir={work / 's1'}", *common],
         [*torchrun, "stage2", "steps=4", f"out_dir={work / 's2'}", f"model.init={work / 's1' / 'final'}",
          f"data.ood={data / 'ood'}", "contrastive.max_steps=2", "contrastive.window_images=16", *common]))
-    images = ["--limit", "100"]
-    if cf_data:
-        images = ["--data", cf_data, "--split", "test", "--val-size", "0", "--limit", "1000"]
-    if dry_run:
-        images = ["--limit", "2", "--steps", "2", "--compile", "off", "--feature-model", "none"]
-    cf_out = work / "cf"
-    cf = " ".join([PY, "-m", "explain", "benchmark", "--device", device, "--out", str(cf_out), *images])
-    cf_summary = (f"{PY} -c \"import json; r = json.load(open('{cf_out / 'benchmark.json'}')); "
-                  "print(json.dumps(dict(pairs=r['pairs'], seconds=r['seconds'], autocast=r['autocast'], "
-                  "**{k: r['radii'][0][k] for k in ('validity', 'mean_target_confidence', 'transfer')})))\"")
-    # The same pairs at two batch sizes, compiled and eager: validity must not move (it did on an H200, compiled).
-    inv_images = ["--data", cf_data, "--split", "test", "--val-size", "0", "--limit", "300"] if cf_data else []
-    variants = [("compiled", 256), ("compiled", 2700), ("eager", 2700)]
-    if dry_run:
-        inv_images, variants = ["--limit", "2", "--steps", "2", "--compile", "off"], [("eager", 1), ("eager", 18)]
-    runs = []
-    for how, batch in variants:
-        out = work / f"inv-{how}-{batch}"
-        runs.append(" ".join([PY, "-m", "explain", "benchmark", "--device", device, "--out", str(out),
-                              "--feature-model", "none", "--transfer-model", "none", "--batch-size", str(batch),
-                              *inv_images, *(["--compile", "off"] if how == "eager" else [])]))
-    names = [f"{how}-{batch}" for how, batch in variants]
-    inv_summary = (f"{PY} -c \"import json; print(json.dumps({{n: json.load(open(f'{work}/inv-{{n}}/benchmark.json'))"
-                   f"['radii'][0]['validity'] for n in {names!r}}}))\"")
+    cf, invariance = benchmark_parts(dry_run, device, work, cf_data)
     return [
         ("cuda_tests", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", *cuda_test_files()], 120),
         ("train_step", [PY, str(ROOT / "benchmarks" / "train_step.py"), "--device", device, *step], 180),
-        ("cf_benchmark", ["bash", "-c", f"{cf} && {cf_summary}"], 200),
-        ("cf_batch_invariance", ["bash", "-c", " && ".join([*runs, inv_summary])], 300),
+        ("cf_benchmark", cf, 200),
+        ("cf_batch_invariance", invariance, 300),
         ("torchrun", ["bash", "-c", smoke + " && echo '{\"torchrun\": \"ok\"}'"], 150),
         ("latency", [PY, str(ROOT / "benchmarks" / "latency.py"), "--device", device, *latency], 240),
     ]  # most wanted first: a spent --budget skips the last

@@ -216,8 +216,11 @@ def objective_value(logits: torch.Tensor, y: torch.Tensor | None, objective: str
 
 @contextmanager
 def attack_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the attack; both restored afterwards."""
-    was_training = model.training
+    """Eval mode and no parameter gradients for the attack; both restored afterwards, module by module: a
+    wrapper's own `training` flag need not be its model's (a fresh nn.Module wrapper says True around an eval
+    model), and `model.train(flag)` would put the whole model in that mode (BatchNorm on batch statistics,
+    updating its running statistics on every later forward)."""
+    modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     for p, _ in flags:
@@ -227,7 +230,8 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
 
 def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, steps: int) -> None:

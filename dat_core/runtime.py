@@ -201,6 +201,17 @@ class CompiledDispatch(nn.Module):
         self.__dict__["_warming"] = threading.local()    # the warm-up thread's record of what it compiled
         self.__dict__["lazy"] = lazy
 
+    @property
+    def training(self) -> bool:
+        """The eager model's mode: this wrapper has none of its own (nn.Module's default True would otherwise
+        make `model.train(model.training)` switch an eval model to training)."""
+        eager = self.__dict__.get("_modules", {}).get("eager")
+        return True if eager is None else eager.training
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        pass  # nn.Module.train(mode) sets it, then passes the mode on to the eager model, which holds it
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         sig = input_signature(x, self.eager.training)
         seen = getattr(self._warming, "seen", None)

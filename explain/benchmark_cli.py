@@ -174,10 +174,13 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
             wrote.append(root)
     for e in entries:
         fd = e["realism"] and e["realism"]["frechet_distance"]
+        cc = e["realism"] and e["realism"].get("class_conditional")
         print(f"eps {rep.eps_name(e['eps'])}: validity {e['validity']:.1%}, mean p(target) "
               f"{e['mean_target_confidence']:.3f}, mean L2 {e['closeness']['mean_l2']:.2f}"
               + ("" if e["transfer"] is None else f", transfer {e['transfer']['fraction']:.1%}")
-              + ("" if fd is None else f", Fréchet distance {fd:.2f}"))
+              + ("" if fd is None else f", Fréchet distance {fd:.2f} pooled")
+              + ("" if not cc else f", {cc['frechet_distance']:.2f} per target class (originals "
+                                  f"{cc['frechet_distance_originals']:.2f})"))
     for p in wrote:
         print(f"wrote {p}")
     return 0

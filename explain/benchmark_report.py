@@ -46,8 +46,11 @@ def plot_curves(radii: Sequence[dict[str, Any]], norm: str, path: Path) -> Path:
     a.set(xlabel=f"{norm} radius", ylim=(0, 1.02), title="validity")
     a.legend(fontsize=8)
     if all(r["realism"] for r in radii):
-        b.plot(x, [r["realism"]["frechet_distance"] for r in radii], marker="o", label="counterfactuals")
-        b.plot(x, [r["realism"]["frechet_distance_originals"] for r in radii], ls="--", label="originals")
+        b.plot(x, [r["realism"]["frechet_distance"] for r in radii], marker="o", label="pooled")
+        if all(r["realism"].get("class_conditional") for r in radii):
+            cc = [r["realism"]["class_conditional"] for r in radii]
+            b.plot(x, [c["frechet_distance"] for c in cc], marker="s", label="per target class")
+            b.plot(x, [c["frechet_distance_originals"] for c in cc], ls="--", label="per class, originals")
         b.set_title(f"Fréchet distance in {radii[0]['realism']['feature_space']}", fontsize=9)
         b.legend(fontsize=8)
     else:
@@ -124,18 +127,21 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
              + f"; {report['seconds']:.0f} s.", "",
              "Validity: p(target) >= 0.5 and argmax = target at x_T. Changed: share of pixel values moved by more "
              "than 2/255. Transfer: share that " + (report["transfer_model"] or "(no transfer model)") +
-             " also classifies as the target. " + (f"Realism: Fréchet distance in {fs} (not FID) to real images "
-                                                  "of the target classes; originals: the unchanged x_0." if fs else ""),
+             " also classifies as the target. " + (
+                 f"Realism: Fréchet distance in {fs} (not FID) to real images of the target classes, pooled over "
+                 "all pairs and per target class (averaged); originals: the unchanged x_0 (pooled ~0 when every "
+                 "class is as often source as target; per class, how far the paths started)." if fs else ""),
              "", "| radius | validity | mean p(target) | mean L2 | mean L1 | mean Linf | changed | transfer | "
-                 "E(x) in band | Fréchet | Fréchet (originals) |", "|" + "---|" * 11]
+                 "E(x) in band | Fréchet pooled | per class | per class (originals) |", "|" + "---|" * 12]
     for r in report["radii"]:
         c, re = r["closeness"], r["realism"] or {}
+        cc = re.get("class_conditional") or {}
         lines.append(f"| {eps_name(r['eps'])} | {_fmt(r['validity'])} | {_fmt(r['mean_target_confidence'])} | "
                      f"{_fmt(c['mean_l2'])} | {_fmt(c['mean_l1'])} | {_fmt(c['mean_linf'])} | "
                      f"{_fmt(c['fraction_changed'])} | {_fmt(r['transfer'] and r['transfer']['fraction'])} | "
                      f"{_fmt(r['energy_band'] and r['energy_band']['fraction_inside'])} | "
-                     f"{_fmt(re.get('frechet_distance'), '.2f')} | "
-                     f"{_fmt(re.get('frechet_distance_originals'), '.2f')} |")
+                     f"{_fmt(re.get('frechet_distance'), '.2f')} | {_fmt(cc.get('frechet_distance'), '.2f')} | "
+                     f"{_fmt(cc.get('frechet_distance_originals'), '.2f')} |")
     lines += ["", "![validity, realism and closeness against the radius](curves.png)", ""]
     m = report.get("minimal_radius")
     if m:

@@ -103,6 +103,13 @@ def test_realism_compares_the_counterfactual_features_with_real_target_class_fea
         frechet_from_features(targets_real, torch.from_numpy(cf[keep]).double()), rel=1e-9)
     assert realism["frechet_distance_originals"] == pytest.approx(
         frechet_from_features(targets_real, real[[0, 1, 2, 3]]), abs=1e-9)
+    # per target class: cat (index 3) from the two ship->cat pairs, ship (8) from the two cat->ship pairs
+    cc = realism["class_conditional"]
+    expected = {3: frechet_from_features(real[[0, 1]], torch.from_numpy(cf[[4, 5]]).double()),
+                8: frechet_from_features(real[[2, 3]], torch.from_numpy(cf[[1, 3]]).double())}
+    assert cc["classes"] == 2 and {int(k): v for k, v in cc["per_class"].items()} == pytest.approx(expected)
+    assert cc["frechet_distance_originals"] == pytest.approx(
+        np.mean([frechet_from_features(real[[0, 1]], real[[2, 3]]), frechet_from_features(real[[2, 3]], real[[0, 1]])]))
 
 
 def test_realism_equals_a_scipy_frechet_distance_on_the_same_features(tiny_model):

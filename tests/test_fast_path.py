@@ -11,6 +11,7 @@ from PIL import Image
 import explain
 from dat_core import build_model
 from dat_core.checkpoint import save_model
+from dat_core.pgd import pgd, threat_model
 from dat_core.runtime import CompiledDispatch, FastPath, can_compile, use_compile
 from explain.cli import main
 
@@ -134,6 +135,26 @@ def test_lazy_dispatch_compiles_each_gradient_shape_when_first_met(tiny_model):
         d(x5)
     d(torch.rand(3, 3, 32, 32))
     assert len(twin.shapes) == 3                        # no-grad and no-input-grad calls: eager
+
+
+def test_the_dispatch_has_its_models_mode_and_an_attack_leaves_it_so(tiny_model):
+    """The dispatch said training=True (nn.Module's default) around an eval model, and PGD's attack_mode then
+    'restored' the model to training: every later prediction ran BatchNorm on batch statistics and moved its
+    running statistics (the compiled benchmark's validity changed with the batch size; the app after its
+    warm-ups). The dispatch's mode is the model's."""
+    d = CompiledDispatch(tiny_model, _Counting(tiny_model), lazy=True)
+    assert not d.training
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        before = d(x)
+    pgd(d, x, torch.tensor([0, 1, 2, 3]), threat_model("L2", 0.5, 0.1), steps=2, objective="target_logit")
+    assert not d.training and not tiny_model.training
+    with torch.no_grad():
+        assert torch.equal(d(x), before) and torch.allclose(d(x[:1]), before[:1], atol=1e-5)  # no batch statistics
+    d.train()
+    assert d.training and tiny_model.training
+    d.eval()
+    assert not tiny_model.training
 
 
 def test_a_lazy_compile_error_runs_eager_and_says_so_once(tiny_model, caplog):

@@ -108,6 +108,27 @@ def test_modes_restored_after_error(tiny_model):
     assert all(p.requires_grad for p in tiny_model.parameters())
 
 
+def test_each_modules_own_mode_is_restored(tiny_model):
+    """A wrapper's flag is not its model's: nn.Module defaults to training=True, so restoring the wrapper's flag
+    put an eval model in training mode after every attack (BatchNorm then ran on batch statistics and moved its
+    running statistics on each later forward: the compiled benchmark's and app's defect). Mixed modes too."""
+    wrapper = torch.nn.Sequential(tiny_model)            # training=True around an eval model
+    bn = next(m for m in tiny_model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    stats = bn.running_mean.clone()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        before = tiny_model(x)
+    pgd(wrapper, x, torch.tensor([0, 1, 2, 3]), threat_model("L2", 0.5, 0.1), steps=2, objective="target_logit")
+    assert wrapper.training and not any(m.training for m in tiny_model.modules())
+    with torch.no_grad():
+        assert torch.equal(wrapper(x), before) and torch.equal(bn.running_mean, stats)
+    tiny_model.train()
+    bn.eval()                                            # e.g. stage 2's frozen BatchNorm
+    with attack_mode(tiny_model):
+        assert not any(m.training for m in tiny_model.modules())
+    assert tiny_model.training and not bn.training
+
+
 @pytest.mark.parametrize("every", [1, 3])
 def test_recorded_trajectory_matches_fresh_forward(tiny_model, every):
     x = torch.rand(3, 3, 32, 32)
