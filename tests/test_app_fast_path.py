@@ -62,6 +62,9 @@ def test_the_app_answers_while_compiling_and_compiled_answers_equal_eager(tmp_pa
         loaded.model.__dict__["_compiled"] = lambda *a, **k: (compiled_calls.append(a[0].shape), compiled(*a, **k))[1]
         after = ask(5)
     assert compiled_calls, "the app's batch-1 path did not run compiled"
+    # warm-ups and requests attack through the compiled wrapper: the model must come out in eval mode (it came out
+    # training, BatchNorm on each request's own statistics, until attack_mode restored each module's own mode)
+    assert not loaded.model.training and not any(m.training for m in loaded.fast.eager.modules())
     eager = explain.counterfactual(loaded.fast.eager, explain.to_model_input(str(image), loaded.image_size), 5,
                                    eps=3.0, steps=8, step_size=0.1, autocast=True)
     assert during["target"] == 3 and after["target"] == 5
