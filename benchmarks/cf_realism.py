@@ -38,23 +38,28 @@ from explain.image_sets import load_image_set
 from explain.trajectory import model_info
 
 
+def run_images(settings: dict, limit: int) -> tuple[torch.Tensor, np.ndarray, int]:
+    """`limit` labelled images of a run's split, picked as the benchmark picks them, and the number of classes."""
+    size, class_names, _ = model_info(load_model(settings["model"], revision=settings.get("revision")))
+    args = argparse.Namespace(**{k: settings[k] for k in ("data", "split", "val_size", "seed")}, limit=limit,
+                              images=None)
+    images, labels, _ = load_image_set(args, class_names, size)
+    return torch.cat(images), np.asarray(labels, dtype=np.int64), len(class_names)
+
+
 def load_run(run: Path, limit: int | None) -> tuple[dict, torch.Tensor, np.ndarray, np.ndarray, list[dict]]:
     """(settings, originals x, their labels, the jobs, per radius the saved per-pair arrays) of a run, restricted
     to the images a `--limit limit` run of the same settings picks (each must be among the run's own)."""
     settings = json.loads((run / "run.json").read_text(encoding="utf-8"))
     if not settings.get("data"):
         raise SystemExit(f"{run.name}: only --data runs (labelled images) are supported")
-    model = load_model(settings["model"], revision=settings.get("revision"))
-    size, class_names, _ = model_info(model)
-    args = argparse.Namespace(**{k: settings[k] for k in ("data", "split", "val_size", "seed", "limit")}, images=None)
-    images, labels, _ = load_image_set(args, class_names, size)
-    x, labels = torch.cat(images), np.asarray(labels, dtype=np.int64)
+    x, labels, classes = run_images(settings, settings["limit"])
     pairs = settings["pairs"]
-    jobs = bm.make_jobs(labels, len(class_names), None if pairs == "all-others" else {tuple(p) for p in pairs})
+    jobs = bm.make_jobs(labels, classes, None if pairs == "all-others" else {tuple(p) for p in pairs})
     chosen = np.arange(len(x))
     if limit is not None:
         where = {im.numpy().tobytes(): i for i, im in enumerate(x)}
-        subset, _, _ = load_image_set(argparse.Namespace(**{**vars(args), "limit": limit}), class_names, size)
+        subset = run_images(settings, limit)[0]
         chosen = np.asarray([where.get(im.numpy().tobytes(), -1) for im in subset])
         if (chosen < 0).any():
             raise SystemExit(f"{run.name}: the images of --limit {limit} are not all among its images")
@@ -78,15 +83,6 @@ def load_run(run: Path, limit: int | None) -> tuple[dict, torch.Tensor, np.ndarr
     return settings, x[order], labels[order], jobs, per_radius
 
 
-def real_images(settings: dict, limit: int) -> tuple[torch.Tensor, np.ndarray]:
-    """`limit` labelled images of the run's split (picked as the benchmark picks them)."""
-    size, class_names, _ = model_info(load_model(settings["model"], revision=settings.get("revision")))
-    args = argparse.Namespace(**{k: settings[k] for k in ("data", "split", "val_size", "seed")}, limit=limit,
-                              images=None)
-    images, labels, _ = load_image_set(args, class_names, size)
-    return torch.cat(images), np.asarray(labels, dtype=np.int64)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="benchmark output folders (finished --data runs)")
@@ -99,26 +95,27 @@ def main() -> None:
     args = p.parse_args()
     spaces = [s.strip() for s in args.features.split(",") if s.strip()]
     judges = {s: load_model(s).eval() for s in spaces}
-    rows, reals = [], {}
+    rows, reals = [], {}  # real images' labels and features per split (runs of one split share them)
     for run in map(Path, args.runs):
         settings, x, labels, jobs, per_radius = load_run(run, args.limit)
-        real_x, real_labels = x, labels
+        originals = {space: features_of(judge, x).numpy() for space, judge in judges.items()}
+        real_labels, real = labels, originals
         if args.real_limit:
             key = tuple(settings[k] for k in ("data", "split", "val_size", "seed"))
             if key not in reals:
-                reals[key] = real_images(settings, args.real_limit)
-            real_x, real_labels = reals[key]
-        real = {space: features_of(judge, real_x).numpy() for space, judge in judges.items()}
+                real_x, split_labels, _ = run_images(settings, args.real_limit)
+                reals[key] = split_labels, {s: features_of(judge, real_x).numpy() for s, judge in judges.items()}
+            real_labels, real = reals[key]
         for eps, arrays in zip(settings["radii"], per_radius):
             row = {"run": run.name, "model": settings["model"], "guide": settings.get("guide"),
                    "cone_angle": settings.get("cone_angle"), "transfer_model": settings.get("transfer_model"),
                    "images": len(labels), **bm.summarize(float(eps), arrays, jobs, None, labels), "frechet": {}}
             xt = torch.from_numpy(arrays["images"]).float().div(255)
             for space, judge in judges.items():
-                cf, originals = features_of(judge, xt).numpy(), features_of(judge, x).numpy()
-                pooled = bm.realism(cf, jobs, originals, labels, space)
+                cf = features_of(judge, xt).numpy()
+                pooled = bm.realism(cf, jobs, originals[space], labels, space)
                 per_class = bm.class_conditional_frechet(cf, jobs[:, 2], real[space], real_labels,
-                                                         originals[jobs[:, 0]])
+                                                         originals[space][jobs[:, 0]])
                 row["frechet"][Path(space).name] = {
                     "pooled": pooled and pooled["frechet_distance"],
                     "class_conditional": per_class and per_class["frechet_distance"],
