@@ -145,6 +145,10 @@ def seeded(seed: int | None, device: torch.device, numpy_too: bool = False) -> I
 # ---------------------------------------------------------------- compiled fast path
 
 COMPILE_CHOICES = ("auto", "on", "off")
+GRAPHS_PER_FUNCTION = 64
+"""Graphs dynamo may keep for one function. Every model's forward is one function to it (`Classifier.forward`),
+and each input signature, architecture and config (a calibrated model's temperature) needs a graph of its own:
+the app's two bundled models already pass dynamo's default of 8, and past the limit a shape runs eager silently."""
 log = logging.getLogger("dat_core.runtime")
 
 
@@ -296,6 +300,7 @@ class FastPath:
         dispatch = None
         try:
             inductor_cache_dir()
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, GRAPHS_PER_FUNCTION)
             dispatch = CompiledDispatch(self.eager, torch.compile(self.eager, dynamic=False), self.lazy)
             for warmup in warmups:
                 dispatch.warm(warmup)

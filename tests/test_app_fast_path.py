@@ -13,6 +13,7 @@ from gradio_client import Client, handle_file
 import app
 import explain
 from benchmarks.app_harness import serve, write_image, write_model
+from dat_core.models import Classifier
 from dat_core.runtime import CompiledDispatch, can_compile
 from webapp import api, fastpath, scheduling
 from webapp.explainer import Explainer
@@ -118,3 +119,53 @@ def test_scheduling_plan():
         app.parse_args(["--threads", "0"])
     args = app.parse_args(["--workers", "1", "--threads", "2", "--compile", "off"])
     assert (args.workers, args.threads, args.compile) == (1, 2, "off")
+
+
+class _Small(Classifier):
+    """A few-op classifier: compiles in a second, so a test can compile many shapes."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, config["num_classes"])
+
+    @property
+    def head(self):
+        return self.fc
+
+    def forward_features(self, x):
+        return torch.relu(self.conv(x)).mean((2, 3))
+
+
+@needs_compiler
+def test_every_warmed_shape_of_several_models_compiles():
+    """All models share one compiled function (`Classifier.forward`), and models whose configs differ (a calibrated
+    one holds a temperature, an imported one another architecture) need graphs of their own: the app's two bundled
+    models once passed dynamo's default of 8 graphs per function, so the landscape's shape of the second silently
+    ran eager (dynamo only logs a warning when it gives up on a shape: the test listens for it)."""
+    torch._dynamo.reset()
+    warnings = []
+    listener = logging.Handler(logging.WARNING)
+    listener.emit = lambda record: warnings.append(record.getMessage())
+    dynamo_log = logging.getLogger("torch._dynamo")
+    dynamo_log.addHandler(listener)
+    config = {"arch": "small", "num_classes": 10, "image_size": 8, "mean": [0.5] * 3, "std": [0.25] * 3}
+    image = torch.rand(3, 8, 8)
+    try:
+        with torch._dynamo.config.patch(recompile_limit=8):  # dynamo's default, whatever ran before
+            fasts = []
+            for temperature in (None, 2.0, 0.5):
+                torch.manual_seed(0)
+                model = _Small(config if temperature is None else {**config, "temperature": temperature}).eval()
+                fast = fastpath.fast_path(model, compile="on", autocast="off", name=f"T={temperature}")
+                assert fast.wait(600)
+                fasts.append(fast)
+            for fast in fasts:  # and the warmed shapes answer from their graphs, with no recompile
+                assert fast.error is None and fast.compiled, fast.error
+                assert len(fast.model.ready) >= 4  # the batch-1 path, the all-targets batch (grad, no grad), landscape
+                explain.counterfactual(fast.model, image, 1, steps=2)
+                explain.counterfactuals(fast.model, image, list(range(10)), steps=2)
+    finally:
+        dynamo_log.removeHandler(listener)
+    limits = [w for w in warnings if "recompile_limit" in w]
+    assert not limits, limits[0]
