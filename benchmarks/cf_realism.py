@@ -119,7 +119,9 @@ def main() -> None:
                 row["frechet"][Path(space).name] = {
                     "pooled": pooled and pooled["frechet_distance"],
                     "class_conditional": per_class and per_class["frechet_distance"],
-                    "class_conditional_originals": per_class and per_class["frechet_distance_originals"]}
+                    "class_conditional_originals": per_class and per_class["frechet_distance_originals"],
+                    "class_conditional_mean_term": per_class and per_class["mean_term"],
+                    "class_conditional_mean_term_originals": per_class and per_class["mean_term_originals"]}
             row["real_images"] = len(real_labels)
             rows.append(row)
             print(json.dumps(row), flush=True)

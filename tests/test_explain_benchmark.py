@@ -110,6 +110,10 @@ def test_realism_compares_the_counterfactual_features_with_real_target_class_fea
     assert cc["classes"] == 2 and {int(k): v for k, v in cc["per_class"].items()} == pytest.approx(expected)
     assert cc["frechet_distance_originals"] == pytest.approx(
         np.mean([frechet_from_features(real[[0, 1]], real[[2, 3]]), frechet_from_features(real[[2, 3]], real[[0, 1]])]))
+    means = [((cf[pairs].mean(0) - real[c].numpy().mean(0)) ** 2).sum() for pairs, c in (([4, 5], [0, 1]),
+                                                                                           ([1, 3], [2, 3]))]
+    assert cc["mean_term"] == pytest.approx(np.mean(means), rel=1e-6)
+    assert f"| {cc['mean_term']:.2f} |" in (out / "report.md").read_text()
 
 
 def test_realism_equals_a_scipy_frechet_distance_on_the_same_features(tiny_model):
@@ -145,6 +149,13 @@ def test_class_conditional_realism_equals_scipy_per_class_and_sees_unchanged_ima
     assert cc["classes"] == 3 and cc["per_class"] == pytest.approx(dict(enumerate(expected)), rel=1e-6)
     assert cc["frechet_distance"] == pytest.approx(np.mean(expected), rel=1e-6)
     assert cc["frechet_distance_originals"] == pytest.approx(np.mean(started), rel=1e-6)
+    centres = [real[labels == c].mean(0) for c in range(3)]
+    assert cc["mean_term"] == pytest.approx(np.mean([((moved[jobs[:, 2] == c].mean(0) - centres[c]) ** 2).sum()
+                                                     for c in range(3)]), rel=1e-9)
+    assert cc["mean_term_originals"] == pytest.approx(np.mean(
+        [((real[jobs[jobs[:, 2] == c, 0]].mean(0) - centres[c]) ** 2).sum() for c in range(3)]), rel=1e-9)
+    assert 0 < cc["mean_term"] <= cc["frechet_distance"]  # the covariances' part is a squared distance, >= 0
+    assert cc["mean_term_originals"] <= cc["frechet_distance_originals"]
     unchanged = bm.realism(real[jobs[:, 0]], jobs, real, labels, "toy")
     assert unchanged["frechet_distance"] < 0.05                        # pooled: blind to the missing change
     assert unchanged["class_conditional"]["frechet_distance"] > 10 * cc["frechet_distance"] > 0
