@@ -121,7 +121,8 @@ def main() -> None:
                     "class_conditional": per_class and per_class["frechet_distance"],
                     "class_conditional_originals": per_class and per_class["frechet_distance_originals"],
                     "class_conditional_mean_term": per_class and per_class["mean_term"],
-                    "class_conditional_mean_term_originals": per_class and per_class["mean_term_originals"]}
+                    "class_conditional_mean_term_originals": per_class and per_class["mean_term_originals"],
+                    "progress": per_class and per_class["progress"]}
             row["real_images"] = len(real_labels)
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -230,22 +230,28 @@ def class_conditional_frechet(cf_features: np.ndarray, targets: np.ndarray, real
     high, as it should. Small per-class sets bias each value upward: compare runs on equal sets. None when
     no class qualifies. `mean_term` is the part of each distance that the class means make, |mu_real -
     mu_cf|^2 (the rest is the covariances'): counterfactuals that overshoot, further along the class direction
-    than real images of c lie, score a large mean term even when their spread matches."""
-    per_class, start, mean_term, mean_term_start = {}, {}, [], []
+    than real images of c lie, score a large mean term even when their spread matches. `progress` tells the two
+    apart: the share of the way from the originals' feature mean to the class's that the counterfactuals' mean
+    went (projected on that line; 0 = stayed, 1 = reached it, above 1 = went past it)."""
+    per_class, start, mean_term, mean_term_start, progress = {}, {}, [], [], []
     for c in np.unique(targets):
         mine, real = targets == c, real_features[real_labels == c]
         if mine.sum() >= 2 and len(real) >= 2:
             real_t = torch.from_numpy(real).double()
             per_class[int(c)] = frechet_from_features(real_t, torch.from_numpy(cf_features[mine]).double())
             start[int(c)] = frechet_from_features(real_t, torch.from_numpy(original_features[mine]).double())
-            centre = real.astype(np.float64).mean(0)
-            mean_term.append(float(((cf_features[mine].astype(np.float64).mean(0) - centre) ** 2).sum()))
-            mean_term_start.append(float(((original_features[mine].astype(np.float64).mean(0) - centre) ** 2).sum()))
+            centre, moved, began = (f.astype(np.float64).mean(0) for f in (real, cf_features[mine],
+                                                                            original_features[mine]))
+            mean_term.append(float(((moved - centre) ** 2).sum()))
+            mean_term_start.append(float(((began - centre) ** 2).sum()))
+            way = centre - began
+            progress.append(float((moved - began) @ way / (way @ way)) if way @ way > 0 else float("nan"))
     if not per_class:
         return None
     return {"frechet_distance": float(np.mean(list(per_class.values()))),
             "frechet_distance_originals": float(np.mean(list(start.values()))),
             "mean_term": float(np.mean(mean_term)), "mean_term_originals": float(np.mean(mean_term_start)),
+            "progress": float(np.nanmean(progress)) if not np.isnan(progress).all() else None,
             "classes": len(per_class), "per_class": per_class}
 
 

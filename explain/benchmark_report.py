@@ -132,10 +132,12 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
                  "all pairs and per target class (averaged); originals: the unchanged x_0 (pooled ~0 when every "
                  "class is as often source as target; per class, how far the paths started). \"of which means\": "
                  "the part of the per-class distance that the class means make, |mu_real - mu_cf|^2 "
-                 "(counterfactuals that overshoot the class score high there)." if fs else ""),
+                 "(counterfactuals that overshoot the class score high there); \"progress\": how far the "
+                 "counterfactuals' feature mean went from their originals' toward the class's (1 = reached it, "
+                 "above 1 = went past it)." if fs else ""),
              "", "| radius | validity | mean p(target) | mean L2 | mean L1 | mean Linf | changed | transfer | "
-                 "E(x) in band | Fréchet pooled | per class | of which means | per class (originals) |",
-             "|" + "---|" * 13]
+                 "E(x) in band | Fréchet pooled | per class | of which means | progress | per class (originals) |",
+             "|" + "---|" * 14]
     for r in report["radii"]:
         c, re = r["closeness"], r["realism"] or {}
         cc = re.get("class_conditional") or {}
@@ -144,7 +146,8 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
                      f"{_fmt(c['fraction_changed'])} | {_fmt(r['transfer'] and r['transfer']['fraction'])} | "
                      f"{_fmt(r['energy_band'] and r['energy_band']['fraction_inside'])} | "
                      f"{_fmt(re.get('frechet_distance'), '.2f')} | {_fmt(cc.get('frechet_distance'), '.2f')} | "
-                     f"{_fmt(cc.get('mean_term'), '.2f')} | {_fmt(cc.get('frechet_distance_originals'), '.2f')} |")
+                     f"{_fmt(cc.get('mean_term'), '.2f')} | {_fmt(cc.get('progress'), '.2f')} | "
+                     f"{_fmt(cc.get('frechet_distance_originals'), '.2f')} |")
     lines += ["", "![validity, realism and closeness against the radius](curves.png)", ""]
     m = report.get("minimal_radius")
     if m:

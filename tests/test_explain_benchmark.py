@@ -113,7 +113,7 @@ def test_realism_compares_the_counterfactual_features_with_real_target_class_fea
     means = [((cf[pairs].mean(0) - real[c].numpy().mean(0)) ** 2).sum() for pairs, c in (([4, 5], [0, 1]),
                                                                                            ([1, 3], [2, 3]))]
     assert cc["mean_term"] == pytest.approx(np.mean(means), rel=1e-6)
-    assert f"| {cc['mean_term']:.2f} |" in (out / "report.md").read_text()
+    assert f"| {cc['mean_term']:.2f} | {cc['progress']:.2f} |" in (out / "report.md").read_text()
 
 
 def test_realism_equals_a_scipy_frechet_distance_on_the_same_features(tiny_model):
@@ -160,6 +160,24 @@ def test_class_conditional_realism_equals_scipy_per_class_and_sees_unchanged_ima
     assert unchanged["frechet_distance"] < 0.05                        # pooled: blind to the missing change
     assert unchanged["class_conditional"]["frechet_distance"] > 10 * cc["frechet_distance"] > 0
     assert bm.class_conditional_frechet(moved[:1], jobs[:1, 2], real, labels, real[:1]) is None
+
+
+def test_progress_says_how_far_toward_the_class_the_counterfactuals_went():
+    """Class means at the corners of a simplex (no class sits at its sources' average): moving every original by
+    the difference of class means reaches the target's mean (progress 1), half of it 0.5, twice 2, whatever the
+    spread of the moved images; and the mean term is zero exactly where progress is 1."""
+    rng = np.random.default_rng(1)
+    labels = np.arange(300) % 3
+    centres = np.eye(3, 5) * 4.0
+    real = rng.normal(size=(300, 5)) + centres[labels]
+    jobs = bm.make_jobs(labels, 3)
+    sample_means = np.stack([real[labels == c].mean(0) for c in range(3)])
+    for scale in (0.5, 1.0, 2.0):
+        moved = real[jobs[:, 0]] + scale * (sample_means[jobs[:, 2]] - sample_means[jobs[:, 1]])
+        moved += rng.normal(0, 0.5, moved.shape)  # extra spread: the mean hardly moves
+        cc = bm.class_conditional_frechet(moved, jobs[:, 2], real, labels, real[jobs[:, 0]])
+        assert cc["progress"] == pytest.approx(scale, abs=0.03)
+        assert (cc["mean_term"] < 0.05) == (scale == 1.0)
 
 
 def test_ace_layout_lines_originals_and_counterfactuals_up_by_name(run):
