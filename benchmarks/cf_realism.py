@@ -108,7 +108,8 @@ def main() -> None:
             real_labels, real = reals[key]
         for eps, arrays in zip(settings["radii"], per_radius):
             row = {"run": run.name, "model": settings["model"], "guide": settings.get("guide"),
-                   "cone_angle": settings.get("cone_angle"), "transfer_model": settings.get("transfer_model"),
+                   "cone_angle": settings.get("cone_angle"), "stop_at": settings.get("stop_at"),
+                   "transfer_model": settings.get("transfer_model"),
                    "images": len(labels), **bm.summarize(float(eps), arrays, jobs, None, labels), "frechet": {}}
             xt = torch.from_numpy(arrays["images"]).float().div(255)
             for space, judge in judges.items():

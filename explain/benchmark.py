@@ -26,7 +26,7 @@ from dat_core.energy import marginal_energy, probabilities
 from dat_core.evaluation.generative import features_of, frechet_from_features
 from dat_core.files import replacing
 from dat_core.guidance import ConeGuide
-from dat_core.pgd import attack_mode, pgd, threat_model
+from dat_core.pgd import STOP, PGDStep, attack_mode, pgd, threat_model
 
 from .params import resolve_class
 from .trajectory import minimal_counterfactual, model_info
@@ -80,6 +80,34 @@ class Judges:
     transfer_name: str = ""
 
 
+class StopAtConfidence:
+    """`pgd`'s on_step that keeps, per pair, the first iterate x_t (t >= 0) whose p(target) reaches `tau`, and
+    ends the batch once every pair has one. The paths are the full run's (pairs do not interact); only which
+    iterate counts as the counterfactual changes. Pairs that never reach `tau` keep x_T. METHOD.md runs every
+    step; this is the equal-confidence comparison (the DAT paper reports realism at ~0.89 target confidence)."""
+
+    def __init__(self, x0: torch.Tensor, targets: torch.Tensor, tau: float) -> None:
+        if not 0 < tau < 1:
+            raise ValueError(f"the confidence to stop at must lie in (0, 1), got {tau:g}")
+        self.targets, self.tau = targets.view(-1, 1), tau
+        self.previous, self.kept = x0, x0.clone()
+        self.reached = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
+        self.step = torch.full((len(x0),), -1, dtype=torch.long, device=x0.device)
+
+    def __call__(self, s: PGDStep) -> str | None:
+        # s.logits are those of x_{t-1}, the iterate before s.x
+        new = (probabilities(s.logits).gather(1, self.targets).squeeze(1) >= self.tau) & ~self.reached
+        self.kept[new], self.step[new] = self.previous[new], s.step - 1
+        self.reached |= new
+        self.previous = s.x.detach()
+        return STOP if bool(self.reached.all()) else None
+
+    def pick(self, x_last: torch.Tensor, last_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the counterfactuals, the step each was taken at) given the run's last iterate and its step."""
+        x = torch.where(self.reached.view(-1, 1, 1, 1), self.kept, x_last)
+        return x, torch.where(self.reached, self.step, torch.full_like(self.step, last_step))
+
+
 @torch.no_grad()
 def _fp32_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x).float()
@@ -87,19 +115,25 @@ def _fp32_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def run_batch(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, *, norm: str, eps: float,
               step_size: float, steps: int, objective: str, autocast: bool, judges: Judges,
-              guide: nn.Module | None = None, cone_angle: float = 30.0) -> dict[str, np.ndarray]:
+              guide: nn.Module | None = None, cone_angle: float = 30.0,
+              stop_at: float | None = None) -> dict[str, np.ndarray]:
     """Counterfactuals x_T of one batch and their per-pair metrics (validity etc. are judged in fp32).
-    `guide`: each step follows `model`'s gradient turned to within `cone_angle` of this DAT model's."""
+    `guide`: each step follows `model`'s gradient turned to within `cone_angle` of this DAT model's.
+    `stop_at`: each pair's counterfactual is its first iterate with p(target) >= stop_at (`StopAtConfidence`)."""
     threat = threat_model(norm, eps, step_size)
+    stopper = None if stop_at is None else StopAtConfidence(x0.detach().float(), targets, stop_at)
     with attack_mode(guide) if guide is not None else nullcontext():
         steer = None if guide is None else ConeGuide(guide, targets, objective, cone_angle, autocast)
-        xt = pgd(model, x0, targets, threat, steps, objective=objective, autocast=autocast, direction=steer).x
+        run = pgd(model, x0, targets, threat, steps, objective=objective, autocast=autocast, direction=steer,
+                  on_step=stopper)
+    xt, step = (run.x, torch.full((len(x0),), steps)) if stopper is None else \
+        stopper.pick(run.x, steps if run.stopped_at is None else run.stopped_at)
     logits = _fp32_logits(model, xt)
     delta = (xt - x0).flatten(1)
     out = {"p_target": probabilities(logits).gather(1, targets[:, None]).squeeze(1),
            "prediction": logits.argmax(1), "energy": marginal_energy(logits),
            "l1": delta.abs().sum(1), "l2": delta.norm(dim=1), "linf": delta.abs().amax(1),
-           "changed": (delta.abs() > CHANGED).float().mean(1)}
+           "changed": (delta.abs() > CHANGED).float().mean(1), "step": step}
     if judges.transfer is not None:
         out["transfer_prediction"] = _fp32_logits(judges.transfer, xt).argmax(1)
     if judges.features is not None:
@@ -213,6 +247,8 @@ def summarize(eps: float, result: dict[str, np.ndarray], jobs: np.ndarray, real_
             (result["energy"] >= band[0]) & (result["energy"] <= band[1]))},
         "transfer": None, "realism": None,
     }
+    if "step" in result:  # older part files lack it
+        entry["mean_steps"] = _mean(result["step"])
     if "transfer_prediction" in result:
         hit = result["transfer_prediction"] == targets
         entry["transfer"] = {"fraction": _mean(hit), "fraction_of_valid": _mean(hit[valid])}

@@ -56,12 +56,26 @@ def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argpar
     p.add_argument("--minimal", type=int_in(0, 1_000_000), default=0,
                    help="also search the minimal L2 radius to flip for N pairs spread over all (one search per "
                         "pair: slow; default: 0 = off)")
+    p.add_argument("--stop-at", type=probability, default=None, metavar="P",
+                   help="each counterfactual is the first iterate of its path with p(target) >= P (compare models "
+                        "at equal confidence, as the DAT paper does at ~0.89; a batch ends once all its pairs "
+                        "got there); default: off, x_T after every step as in the app")
     guide_options(p)
     p.add_argument("--gallery", type=int_in(1, 64), default=8, help="rows in each of the best/worst galleries "
                                                                     "(default: %(default)s)")
     p.add_argument("--layout", choices=("none", "ace"), default="none",
                    help="ace: also write originals and counterfactuals in the DiME/ACE folder layout")
     p.set_defaults(func=lambda args: run_benchmark(args, load))
+
+
+def probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {text!r}") from None
+    if not 0 < v < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {text}")
+    return v
 
 
 def _judge(source: str, model, device) -> tuple[Any, str, bool]:
@@ -83,7 +97,8 @@ def _judge(source: str, model, device) -> tuple[Any, str, bool]:
 
 def _settings(args: argparse.Namespace, radii: list[float], request: dict[str, Any], pairs: Any) -> dict[str, Any]:
     keys = ("model", "revision", "images", "data", "split", "val_size", "seed", "limit", "batch_size",
-            "feature_model", "transfer_model", "autocast", "guide") + (("cone_angle",) if args.guide else ())
+            "feature_model", "transfer_model", "autocast", "guide") + (("cone_angle",) if args.guide else ()) + \
+        (("stop_at",) if args.stop_at is not None else ())   # run.json of runs before --stop-at stay valid
     return {**{k: getattr(args, k) for k in keys}, "pairs": pairs, "radii": [str(r) for r in radii],
             **{k: v for k, v in request.items() if k != "judges"}}
 
@@ -119,7 +134,9 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     guide = guide_model(args, model)
     if guide is not None:
         check_guide(model, guide)
-    guided = {} if guide is None else {"guide": guide, "cone_angle": args.cone_angle}
+    extra = {} if guide is None else {"guide": guide, "cone_angle": args.cone_angle}
+    if args.stop_at is not None:
+        extra["stop_at"] = args.stop_at
     images, labels, names = load_image_set(args, class_names, size)
     x = torch.cat([to_model_input(im, size) for im in images])
     with torch.no_grad():
@@ -142,7 +159,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     with tqdm(total=len(jobs) * len(radii) + len(minimal_jobs), desc="pairs", unit="pair") as bar:
         for k, eps in enumerate(radii):
             res = bm.run_radius(model, x, jobs, out / "parts", f"r{k}", batch_size=args.batch_size,
-                                progress=bar.update, eps=eps, judges=judges, **guided, **request)
+                                progress=bar.update, eps=eps, judges=judges, **extra, **request)
             results.append(res)
             entries.append(bm.summarize(eps, res, jobs, real_features, labels, band=band,
                                         feature_space=judges.features_name))
@@ -153,6 +170,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
         "images": len(x), "pairs": len(jobs), "class_names": class_names, **request, "threshold": 0.5,
         "feature_model": judges.features_name or None, "transfer_model": tr_name or None,
         "guide": args.guide and Path(args.guide).name, "cone_angle": args.cone_angle if args.guide else None,
+        "stop_at": args.stop_at,
         "seconds": time.perf_counter() - started, "radii": entries,
         "minimal_radius": None if minimal is None else bm.minimal_summary(minimal, minimal_jobs, class_names)}
     (out / "benchmark.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -177,6 +195,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
         cc = e["realism"] and e["realism"].get("class_conditional")
         print(f"eps {rep.eps_name(e['eps'])}: validity {e['validity']:.1%}, mean p(target) "
               f"{e['mean_target_confidence']:.3f}, mean L2 {e['closeness']['mean_l2']:.2f}"
+              + ("" if args.stop_at is None else f", mean steps {e['mean_steps']:.1f}")
               + ("" if e["transfer"] is None else f", transfer {e['transfer']['fraction']:.1%}")
               + ("" if fd is None else f", Fréchet distance {fd:.2f} pooled")
               + ("" if not cc else f", {cc['frechet_distance']:.2f} per target class (originals "

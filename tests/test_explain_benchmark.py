@@ -280,3 +280,44 @@ def test_guide_steers_the_explained_model_and_a_full_cone_changes_nothing(setup,
     capsys.readouterr()
     assert main(command(d, tmp_path / "bad", *base, "--guide", str(d / "judge"), "--cone-angle", "200")) == 2
     assert "--cone-angle must be in 0..180" in capsys.readouterr().err
+
+
+def test_stop_at_keeps_each_pairs_first_iterate_that_reaches_the_confidence(setup):
+    """--stop-at P: a pair's counterfactual is the first x_t of its own full path with p(target) >= P (x_T when
+    none gets there), found independently here from every recorded frame of the plain run."""
+    model = load_model(str(setup / "model"))
+    x0 = torch.cat([to_model_input(setup / "imgs" / n, 32) for n in NAMES])
+    x0, y = x0.repeat(2, 1, 1, 1), torch.tensor([8, 3, 1, 8, 0, 5, 9, 2])
+    threat, steps = threat_model("L2", math.inf, 0.4), 6
+    full = pgd(model, x0, y, threat, steps, objective="target_logit", record_every=1)
+    p = full.logits.softmax(-1)[:, torch.arange(len(y)), y]   # (frames, pairs): p(target) of every x_t
+    tau = float(p[steps // 2].median())          # some pairs get there early, some late or never
+    reached = p >= tau
+    first = torch.where(reached.any(0), reached.float().argmax(0), torch.full((len(y),), steps))
+    assert len(set(first.tolist())) >= 3         # the test sees pairs stopping at different steps
+    expected = full.frames[first, torch.arange(len(y))]
+    none = bm.Judges(None, "", None, "")
+    got = bm.run_batch(model, x0, y, norm="L2", eps=math.inf, step_size=0.4, steps=steps, objective="target_logit",
+                       autocast=False, judges=none, stop_at=tau)
+    assert np.array_equal(got["step"], first.numpy())
+    assert np.array_equal(got["images"], expected.clamp(0, 1).mul(255).add(0.5).floor().byte().numpy())
+    plain = bm.run_batch(model, x0, y, norm="L2", eps=math.inf, step_size=0.4, steps=steps, objective="target_logit",
+                         autocast=False, judges=none)
+    assert (plain["step"] == steps).all() and not np.array_equal(plain["images"], got["images"])
+    with pytest.raises(ValueError, match=r"lie in \(0, 1\)"):
+        bm.StopAtConfidence(x0, y, 1.0)
+
+
+def test_stop_at_on_the_command_line(setup, tmp_path, capsys):
+    base = ("--feature-model", "none", "--eps", "inf")
+    for bad in ("0", "1", "nan", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            main(command(setup, tmp_path / "bad", *base, "--stop-at", bad))
+        assert exit_.value.code == 2 and "expected a probability in (0, 1)" in capsys.readouterr().err
+    assert main(command(setup, tmp_path / "stop", *base, "--stop-at", "0.2")) == 0
+    report = json.loads((tmp_path / "stop" / "benchmark.json").read_text())
+    assert report["stop_at"] == 0.2 and 0 <= report["radii"][0]["mean_steps"] <= 4
+    assert "mean steps" in capsys.readouterr().out
+    assert "first iterate of its path with p(target) >= 0.2" in (tmp_path / "stop" / "report.md").read_text()
+    assert main(command(setup, tmp_path / "stop", *base)) == 2          # the folder holds a --stop-at run
+    assert "stop_at differ" in capsys.readouterr().err
