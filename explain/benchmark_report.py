@@ -127,8 +127,8 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
              + (f"; each counterfactual is the first iterate of its path with p(target) >= {report['stop_at']:g}"
                 if report.get("stop_at") else "")
              + f"; {report['seconds']:.0f} s.", "",
-             "Validity: p(target) >= 0.5 and argmax = target at the counterfactual. Changed: share of pixel values moved by more "
-             "than 2/255. Transfer: share that " + (report["transfer_model"] or "(no transfer model)") +
+             "Validity: p(target) >= 0.5 and argmax = target at the counterfactual. Changed: share of pixel values "
+             "moved by more than 2/255. Transfer: share that " + (report["transfer_model"] or "(no transfer model)") +
              " also classifies as the target. " + (
                  f"Realism: Fréchet distance in {fs} (not FID) to real images of the target classes, pooled over "
                  "all pairs and per target class (averaged); originals: the unchanged x_0 (pooled ~0 when every "
@@ -137,14 +137,16 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
                  "(counterfactuals that overshoot the class score high there); \"progress\": how far the "
                  "counterfactuals' feature mean went from their originals' toward the class's (1 = reached it, "
                  "above 1 = went past it)." if fs else ""),
-             "", "| radius | validity | mean p(target) | mean steps | mean L2 | mean L1 | mean Linf | changed | transfer | "
-                 "E(x) in band | Fréchet pooled | per class | of which means | progress | per class (originals) |",
+             "", "| radius | validity | mean p(target) | mean steps | mean L2 | mean L1 | mean Linf | changed | "
+                 "transfer | E(x) in band | Fréchet pooled | per class | of which means | progress | "
+                 "per class (originals) |",
              "|" + "---|" * 15]
     for r in report["radii"]:
         c, re = r["closeness"], r["realism"] or {}
         cc = re.get("class_conditional") or {}
         lines.append(f"| {eps_name(r['eps'])} | {_fmt(r['validity'])} | {_fmt(r['mean_target_confidence'])} | "
-                     f"{_fmt(r.get('mean_steps'), '.1f')} | {_fmt(c['mean_l2'])} | {_fmt(c['mean_l1'])} | {_fmt(c['mean_linf'])} | "
+                     f"{_fmt(r.get('mean_steps'), '.1f')} | {_fmt(c['mean_l2'])} | {_fmt(c['mean_l1'])} | "
+                     f"{_fmt(c['mean_linf'])} | "
                      f"{_fmt(c['fraction_changed'])} | {_fmt(r['transfer'] and r['transfer']['fraction'])} | "
                      f"{_fmt(r['energy_band'] and r['energy_band']['fraction_inside'])} | "
                      f"{_fmt(re.get('frechet_distance'), '.2f')} | {_fmt(cc.get('frechet_distance'), '.2f')} | "
