@@ -66,15 +66,11 @@ def load_run(run: Path, limit: int | None) -> tuple[dict, torch.Tensor, np.ndarr
     keep = np.flatnonzero(np.isin(jobs[:, 0], chosen))
     per_radius = []
     for k in range(len(settings["radii"])):
-        chunks, saved = [], 0
-        while saved <= keep[-1]:
-            path = run / "parts" / f"r{k}-b{len(chunks):05d}.npz"
-            if not path.is_file():
-                raise SystemExit(f"{run.name}: radius {k} has not yet saved the pairs of those images")
-            with np.load(path) as f:
-                chunks.append({name: f[name] for name in f.files})
-            saved += len(chunks[-1]["images"])
-        per_radius.append({name: np.concatenate([c[name] for c in chunks])[keep] for name in chunks[0]})
+        saved = bm.read_parts(run / "parts", f"r{k}")
+        if not np.isin(keep, saved["job"]).all():
+            raise SystemExit(f"{run.name}: radius {k} has not yet saved the pairs of those images")
+        at = np.searchsorted(saved["job"], keep)
+        per_radius.append({name: v[at] for name, v in saved.items() if name != "job"})
     renumber = np.full(len(x), -1)
     renumber[np.sort(chosen)] = np.arange(len(chosen))
     jobs = jobs[keep]

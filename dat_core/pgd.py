@@ -259,6 +259,29 @@ def _check_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | No
     return mask.to(x.device).bool()
 
 
+def _keep_outside(v: torch.Tensor, x0: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return v if mask is None else torch.where(mask, v, x0)
+
+
+def pgd_step(model: nn.Module, xt: torch.Tensor, x0: torch.Tensor, y: torch.Tensor | None, threat: ThreatModel,
+             objective: str, autocast: bool = False,
+             direction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of `pgd` (its arguments, checked there): (x_{t+1}, the fp32 logits of x_t). Every sample's step is
+    its own, so a caller may run paths of different ages in one batch (the benchmark refills finished paths'
+    rows with new pairs). Call it inside `attack_mode(model)`."""
+    xt = xt.detach().requires_grad_(True)
+    with torch.enable_grad():  # works even when called under no_grad
+        with torch.autocast(xt.device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(xt)
+            value = objective_value(logits.float(), y, objective).sum()
+        (grad,) = torch.autograd.grad(value, xt)
+        xt = xt.detach()
+        grad = grad.float() if direction is None else direction(xt, grad.float()).float()
+    grad = grad if mask is None else grad * mask
+    return _keep_outside(threat.project(threat.step(xt, grad), x0).clamp_(0, 1), x0, mask), logits.detach().float()
+
+
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: ThreatModel, steps: int,
         objective: str = "ce", random_start: bool = False, record_every: int = 0,
         autocast: bool = False, on_step: OnStep | None = None, mask: torch.Tensor | None = None,
@@ -284,12 +307,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
         y = y.to(x.device).long()
     x0 = x.detach().float()
     xt = x0.clone()
-
-    def keep_outside(v: torch.Tensor) -> torch.Tensor:
-        return v if mask is None else torch.where(mask, v, x0)
-
     if random_start and steps > 0 and bool((torch.as_tensor(threat.eps) > 0).any()):
-        xt = keep_outside(threat.project(keep_outside(threat.random_perturb(xt)), x0).clamp_(0, 1))
+        xt = _keep_outside(threat.project(_keep_outside(threat.random_perturb(xt), x0, mask), x0).clamp_(0, 1),
+                           x0, mask)
     record = record_every > 0
     rec_steps: list[int] = []
     rec_frames: list[torch.Tensor] = []
@@ -297,22 +317,15 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
     device_type = x.device.type
     stopped_at = None
 
-    with attack_mode(model), torch.enable_grad():  # works even when called under no_grad
+    with attack_mode(model):
         for t in range(steps):
-            xt.requires_grad_(True)
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-                logits = model(xt)
-                value = objective_value(logits.float(), y, objective).sum()
-            (grad,) = torch.autograd.grad(value, xt)
-            xt = xt.detach()
+            before = xt
+            xt, logits = pgd_step(model, xt, x0, y, threat, objective, autocast, direction, mask)
             if record and t % record_every == 0:
                 rec_steps.append(t)
-                rec_frames.append(xt.clone())
-                rec_logits.append(logits.detach().float())
-            grad = grad.float() if direction is None else direction(xt, grad.float()).float()
-            grad = grad if mask is None else grad * mask
-            xt = keep_outside(threat.project(threat.step(xt, grad), x0).clamp_(0, 1))
-            if on_step is not None and on_step(PGDStep(t + 1, steps, xt, logits.detach().float())) == STOP:
+                rec_frames.append(before.clone())
+                rec_logits.append(logits)
+            if on_step is not None and on_step(PGDStep(t + 1, steps, xt, logits)) == STOP:
                 stopped_at = t + 1
                 break
         if record:

@@ -1,10 +1,11 @@
 """Counterfactual benchmark: many (image, target) pairs per PGD batch, for a grid of radii, with the metrics
 of the counterfactual literature (validity, closeness, realism, transfer; minimal radius to flip).
 
-Every pair of one radius runs in batches of `batch_size` (images x targets share one `pgd` call: the engine
-takes a label per sample). Each finished batch is saved under `parts/` of the output folder, so a stopped
-run continues where it stopped when the same command runs again (`run.json` holds the settings; a folder
-holding another benchmark is refused). The realism reference is a fixed, offline feature space: another
+Every pair of one radius runs in a pool of `batch_size` PGD paths (`run_paths`: one batch, a label per row;
+a path that ends frees its row for the next pair). Each `batch_size` ended pairs are saved as one part under
+`parts/` of the output folder, so a stopped run continues where it stopped when the same command runs again
+(`run.json` holds the settings; a folder holding another benchmark is refused).
+The realism reference is a fixed, offline feature space: another
 classifier's penultimate layer (`Classifier.features`), so a Fréchet distance there is named for that model,
 never FID.
 """
@@ -16,7 +17,7 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from dat_core.energy import marginal_energy, probabilities
 from dat_core.evaluation.generative import features_of, frechet_from_features
 from dat_core.files import replacing
 from dat_core.guidance import ConeGuide
-from dat_core.pgd import STOP, PGDStep, attack_mode, pgd, threat_model
+from dat_core.pgd import attack_mode, pgd_step, threat_model
 
 from .params import resolve_class
 from .trajectory import minimal_counterfactual, model_info
@@ -80,32 +81,61 @@ class Judges:
     transfer_name: str = ""
 
 
-class StopAtConfidence:
-    """`pgd`'s on_step that keeps, per pair, the first iterate x_t (t >= 0) whose p(target) reaches `tau`, and
-    ends the batch once every pair has one. The paths are the full run's (pairs do not interact); only which
-    iterate counts as the counterfactual changes. Pairs that never reach `tau` keep x_T. METHOD.md runs every
-    step; this is the equal-confidence comparison (the DAT paper reports realism at ~0.89 target confidence)."""
+def run_paths(model: nn.Module, images: torch.Tensor, image_index: np.ndarray, targets: np.ndarray, *, rows: int,
+              norm: str, eps: float, step_size: float, steps: int, objective: str, autocast: bool,
+              guide: nn.Module | None = None, cone_angle: float = 30.0, stop_at: float | None = None,
+              ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The PGD path of every pair (images[image_index[i]], targets[i]), run `rows` at a time; yields
+    (pair indices, x_0, counterfactuals, the step each was taken at) as paths end.
 
-    def __init__(self, x0: torch.Tensor, targets: torch.Tensor, tau: float) -> None:
-        if not 0 < tau < 1:
-            raise ValueError(f"the confidence to stop at must lie in (0, 1), got {tau:g}")
-        self.targets, self.tau = targets.view(-1, 1), tau
-        self.previous, self.kept = x0, x0.clone()
-        self.reached = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
-        self.step = torch.full((len(x0),), -1, dtype=torch.long, device=x0.device)
+    A path ends after `steps` steps or, with `stop_at`, at its first iterate x_t whose p(target) reaches it
+    (the equal-confidence comparison: the DAT paper reports realism at ~0.89 target confidence; METHOD.md
+    runs every step). Its row then takes the next pair, so every step is one batch of one shape (one compiled
+    graph) and a path that ends early frees its row for new work instead of idling until its batch ends.
+    Rows are independent (eval-mode BatchNorm): a pair's path is the one a lone `pgd` call gives, up to float
+    rounding. `guide`: each step follows `model`'s gradient turned to within `cone_angle` of this DAT model's.
+    """
+    if stop_at is not None and not 0 < stop_at < 1:
+        raise ValueError(f"the confidence to stop at must lie in (0, 1), got {stop_at:g}")
+    n = len(targets)
+    if n == 0:
+        return
+    _, _, device = model_info(model)
+    rows = math.ceil(n / math.ceil(n / min(rows, n)))   # equal batches where paths run in step
+    threat = threat_model(norm, eps, step_size)
+    owner = torch.full((rows,), -1, dtype=torch.long, device=device)   # each row's pair (-1: none, it idles)
+    age = torch.zeros(rows, dtype=torch.long, device=device)
+    x0 = torch.zeros(rows, *images.shape[1:], device=device)
+    y = torch.zeros(rows, dtype=torch.long, device=device)
+    xt, started = x0.clone(), 0
 
-    def __call__(self, s: PGDStep) -> str | None:
-        # s.logits are those of x_{t-1}, the iterate before s.x
-        new = (probabilities(s.logits).gather(1, self.targets).squeeze(1) >= self.tau) & ~self.reached
-        self.kept[new], self.step[new] = self.previous[new], s.step - 1
-        self.reached |= new
-        self.previous = s.x.detach()
-        return STOP if bool(self.reached.all()) else None
+    def end(where: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = owner[where].cpu().numpy(), x0[where], xt[where], age[where]
+        owner[where] = -1
+        return out
 
-    def pick(self, x_last: torch.Tensor, last_step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the counterfactuals, the step each was taken at) given the run's last iterate and its step."""
-        x = torch.where(self.reached.view(-1, 1, 1, 1), self.kept, x_last)
-        return x, torch.where(self.reached, self.step, torch.full_like(self.step, last_step))
+    with attack_mode(model), attack_mode(guide) if guide is not None else nullcontext():
+        while True:
+            free = torch.nonzero(owner < 0).flatten()[:n - started]
+            if len(free):                                  # the next pairs take the free rows
+                new = np.arange(started, started + len(free))
+                started += len(free)
+                owner[free], age[free] = torch.from_numpy(new).to(device), 0
+                x0[free] = xt[free] = images[torch.from_numpy(image_index[new])].to(device, torch.float32)
+                y[free] = torch.from_numpy(targets[new]).to(device)
+            done = (owner >= 0) & (age >= steps)
+            if done.any():
+                yield end(done)
+                continue
+            if not (owner >= 0).any():
+                return
+            steer = None if guide is None else ConeGuide(guide, y, objective, cone_angle, autocast)
+            x_next, logits = pgd_step(model, xt, x0, y, threat, objective, autocast, steer)
+            if stop_at is not None:
+                hit = (owner >= 0) & (probabilities(logits).gather(1, y[:, None]).squeeze(1) >= stop_at)
+                if hit.any():
+                    yield end(hit)
+            xt, age = x_next, age + 1
 
 
 @torch.no_grad()
@@ -113,21 +143,9 @@ def _fp32_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x).float()
 
 
-def run_batch(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, *, norm: str, eps: float,
-              step_size: float, steps: int, objective: str, autocast: bool, judges: Judges,
-              guide: nn.Module | None = None, cone_angle: float = 30.0,
-              stop_at: float | None = None) -> dict[str, np.ndarray]:
-    """Counterfactuals x_T of one batch and their per-pair metrics (validity etc. are judged in fp32).
-    `guide`: each step follows `model`'s gradient turned to within `cone_angle` of this DAT model's.
-    `stop_at`: each pair's counterfactual is its first iterate with p(target) >= stop_at (`StopAtConfidence`)."""
-    threat = threat_model(norm, eps, step_size)
-    stopper = None if stop_at is None else StopAtConfidence(x0.detach().float(), targets, stop_at)
-    with attack_mode(guide) if guide is not None else nullcontext():
-        steer = None if guide is None else ConeGuide(guide, targets, objective, cone_angle, autocast)
-        run = pgd(model, x0, targets, threat, steps, objective=objective, autocast=autocast, direction=steer,
-                  on_step=stopper)
-    xt, step = (run.x, torch.full((len(x0),), steps)) if stopper is None else \
-        stopper.pick(run.x, steps if run.stopped_at is None else run.stopped_at)
+def judge(model: nn.Module, x0: torch.Tensor, xt: torch.Tensor, targets: torch.Tensor, step: torch.Tensor,
+          judges: Judges) -> dict[str, np.ndarray]:
+    """Per-pair metrics of counterfactuals xt of x0 (validity etc. judged in fp32) and the images as uint8."""
     logits = _fp32_logits(model, xt)
     delta = (xt - x0).flatten(1)
     out = {"p_target": probabilities(logits).gather(1, targets[:, None]).squeeze(1),
@@ -141,6 +159,15 @@ def run_batch(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, *, norm
     out = {k: v.detach().cpu().numpy() for k, v in out.items()}
     out["images"] = (xt.detach().clamp(0, 1).mul(255).add(0.5).floor().byte().cpu().numpy())  # (N,3,H,W) uint8
     return out
+
+
+def run_batch(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, *, judges: Judges,
+              **request: Any) -> dict[str, np.ndarray]:
+    """Counterfactuals of one batch of pairs (x0[i] -> targets[i]) in one `run_paths` pool, judged, in order."""
+    ended = list(run_paths(model, x0, np.arange(len(x0)), targets.cpu().numpy(), rows=len(x0), **request))
+    order = np.argsort(np.concatenate([e[0] for e in ended]))
+    x_0, xt, step = (torch.cat([e[k] for e in ended])[torch.from_numpy(order)] for k in (1, 2, 3))
+    return judge(model, x_0, xt, targets.to(xt.device), step, judges)
 
 
 # ---------------------------------------------------------------- the run (resumable)
@@ -164,25 +191,52 @@ def check_run_folder(out: Path, settings: dict[str, Any]) -> None:
         path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
 
 
-def run_radius(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, parts: Path, tag: str, *,
-               batch_size: int, progress: Callable[[int], None] | None = None, **request: Any) -> dict[str, np.ndarray]:
-    """Every job at one radius, batch by batch; batches already saved in `parts` are read back, not rerun.
-    Returns the per-pair arrays concatenated in job order."""
-    _, _, device = model_info(model)
-    parts.mkdir(parents=True, exist_ok=True)
+def read_parts(parts: Path, tag: str) -> dict[str, np.ndarray]:
+    """What a radius saved so far under `parts` (`{tag}-p*.npz`): per-pair arrays in job order, with `job`."""
     chunks = []
-    for b, start in enumerate(range(0, len(jobs), batch_size)):
-        rows = jobs[start:start + batch_size]
-        path = parts / f"{tag}-b{b:05d}.npz"
-        if not path.is_file():
-            x0 = images[rows[:, 0]].to(device)
-            arrays = run_batch(model, x0, torch.from_numpy(rows[:, 2]).to(device), **request)
-            _atomic_npz(path, arrays)
+    for path in sorted(parts.glob(f"{tag}-p*.npz")):
         with np.load(path) as f:
             chunks.append({k: f[k] for k in f.files})
+    if not chunks:
+        return {"job": np.zeros(0, dtype=np.int64)}
+    saved = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    order = np.argsort(saved["job"], kind="stable")
+    return {k: v[order] for k, v in saved.items()}
+
+
+def run_radius(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, parts: Path, tag: str, *,
+               batch_size: int, judges: Judges, progress: Callable[[int], None] | None = None,
+               **request: Any) -> dict[str, np.ndarray]:
+    """Every job at one radius: paths run `batch_size` at a time (`run_paths`), and each `batch_size` ended
+    pairs are judged and saved as one part in `parts`; pairs already saved there are read back, not rerun (a
+    stop loses at most the pairs in flight). Returns the per-pair arrays in job order."""
+    parts.mkdir(parents=True, exist_ok=True)
+    saved = read_parts(parts, tag)["job"]
+    if progress is not None and len(saved):
+        progress(len(saved))
+    todo = np.setdiff1d(np.arange(len(jobs)), saved)
+    names = iter(p for k in range(1 << 30) if not (p := parts / f"{tag}-p{k:05d}.npz").exists())
+    ended: list[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def save() -> None:
+        pos = np.concatenate([e[0] for e in ended])
+        x0, xt, step = (torch.cat([e[k] for e in ended]) for k in (1, 2, 3))
+        arrays = judge(model, x0, xt, torch.from_numpy(jobs[todo[pos], 2]).to(xt.device), step, judges)
+        _atomic_npz(next(names), {**arrays, "job": todo[pos]})
+        ended.clear()
+
+    for e in run_paths(model, images, jobs[todo, 0], jobs[todo, 2], rows=batch_size, **request):
+        ended.append(e)
+        if sum(len(p) for p, *_ in ended) >= batch_size:
+            save()
         if progress is not None:
-            progress(len(rows))
-    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+            progress(len(e[0]))
+    if ended:
+        save()
+    result = read_parts(parts, tag)
+    if not np.array_equal(result["job"], np.arange(len(jobs))):
+        raise RuntimeError(f"{parts.name}: the saved parts of {tag} do not hold each pair once")
+    return result
 
 
 def minimal_radii(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, parts: Path, *, autocast: bool,

@@ -48,7 +48,8 @@ def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argpar
     p.add_argument("--steps", type=int_in(1, 1000), default=None, help="PGD steps (default: the app's)")
     p.add_argument("--step-size", type=float, default=None, help="step length (default: the app's)")
     p.add_argument("--batch-size", type=int_in(1, 65536), default=256,
-                   help="(image, target) pairs per PGD batch (default: %(default)s)")
+                   help="PGD paths run at once, (image, target) pairs as the rows of one batch; also the pairs "
+                   "saved per part (default: %(default)s)")
     p.add_argument("--feature-model", default=JUDGE, help="model whose penultimate features measure realism, "
                                                          "or 'none' (default: %(default)s)")
     p.add_argument("--transfer-model", default=JUDGE, help="independent classifier for transfer, or 'none' "

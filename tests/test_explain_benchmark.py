@@ -93,7 +93,7 @@ def test_realism_compares_the_counterfactual_features_with_real_target_class_fea
     judge = load_model(str(d / "judge")).eval()
     x = torch.cat([to_model_input(d / "imgs" / n, 32) for n in NAMES])
     real = features_of(judge, x)
-    cf = np.concatenate([np.load(p)["features"] for p in sorted((out / "parts").glob("r0-b*.npz"))])
+    cf = bm.read_parts(out / "parts", "r0")["features"]
     # dog has no real images: only the 4 cat->ship / ship->cat pairs count
     keep = [1, 3, 4, 5]  # image-major jobs: cat0->dog, cat0->ship, cat2->dog, cat2->ship, ship1->cat, ship3->cat
     realism = report["radii"][0]["realism"]
@@ -305,7 +305,72 @@ def test_stop_at_keeps_each_pairs_first_iterate_that_reaches_the_confidence(setu
                          autocast=False, judges=none)
     assert (plain["step"] == steps).all() and not np.array_equal(plain["images"], got["images"])
     with pytest.raises(ValueError, match=r"lie in \(0, 1\)"):
-        bm.StopAtConfidence(x0, y, 1.0)
+        bm.run_batch(model, x0, y, norm="L2", eps=math.inf, step_size=0.4, steps=steps, objective="target_logit",
+                     autocast=False, judges=none, stop_at=1.0)
+
+
+class Counting(torch.nn.Module):
+    """The model, counting the rows of the batches it is called on with a gradient (PGD steps)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls, self.rows = model, 0, 0
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            self.calls, self.rows = self.calls + 1, self.rows + len(x)
+        return self.model(x)
+
+
+def test_a_path_that_ends_early_hands_its_row_to_the_next_pair(setup, tmp_path):
+    """A pool of 3 rows runs 8 pairs: each ends at its own first iterate with p(target) >= P, whenever its row
+    took it, exactly as in one full batch of all 8; and it needs fewer steps than fixed batches of 3 would."""
+    model = load_model(str(setup / "model"))
+    x0 = torch.cat([to_model_input(setup / "imgs" / n, 32) for n in NAMES]).repeat(2, 1, 1, 1)
+    y = torch.tensor([8, 3, 1, 8, 0, 5, 9, 2])
+    jobs = np.stack([np.arange(8), np.zeros(8, dtype=np.int64), y.numpy()], 1)
+    steps, none = 6, bm.Judges(None, "", None, "")
+    full = pgd(model, x0, y, threat_model("L2", math.inf, 0.4), steps, objective="target_logit", record_every=1)
+    middle = full.logits.softmax(-1)[steps // 2, torch.arange(8), y].sort().values[3:5]
+    tau = float(middle.mean())               # between two pairs' p: other rows may change p by float rounding
+    request = dict(norm="L2", eps=math.inf, step_size=0.4, steps=steps, objective="target_logit", autocast=False,
+                   judges=none, stop_at=tau)
+    whole = bm.run_batch(model, x0, y, **request)
+    counting = Counting(model)
+    pooled = bm.run_radius(counting, x0, jobs, tmp_path / "parts", "r0", batch_size=3, **request)
+    assert np.array_equal(pooled["job"], np.arange(8)) and np.array_equal(pooled["step"], whole["step"])
+    assert np.array_equal(pooled["images"], whole["images"])
+    assert counting.rows == 3 * counting.calls                     # every step one batch of one shape
+    fixed = sum(int(whole["step"][i:i + 3].max()) for i in range(0, 8, 3))
+    assert len(set(whole["step"].tolist())) >= 3 and counting.calls < fixed
+    assert len(list((tmp_path / "parts").glob("r0-p*.npz"))) == 3  # a part each 3 ended pairs (3 + 3 + 2)
+
+
+def test_a_radius_killed_mid_run_resumes_without_losing_or_repeating_a_pair(setup, tmp_path):
+    model = load_model(str(setup / "model"))
+    x0 = torch.cat([to_model_input(setup / "imgs" / n, 32) for n in NAMES])
+    jobs = bm.make_jobs([0, 0, 1, 1], 10)                           # 36 pairs
+    request = dict(norm="L2", eps=2.0, step_size=0.4, steps=5, objective="target_logit", autocast=False,
+                   judges=bm.Judges(None, "", None, ""), stop_at=0.2)
+    clean = bm.run_radius(model, x0, jobs, tmp_path / "clean", "r0", batch_size=4, **request)
+    seen = []
+
+    def kill_after_10(n):
+        seen.append(n)
+        if sum(seen) >= 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bm.run_radius(model, x0, jobs, tmp_path / "killed", "r0", batch_size=4, progress=kill_after_10, **request)
+    saved = bm.read_parts(tmp_path / "killed", "r0")["job"]
+    assert 0 < len(saved) < len(jobs) and len(set(saved)) == len(saved)
+    assert model.training is False and all(p.requires_grad for p in model.parameters())   # attack mode undone
+    resumed = []
+    again = bm.run_radius(model, x0, jobs, tmp_path / "killed", "r0", batch_size=4, progress=resumed.append,
+                          **request)
+    assert sum(resumed) == len(jobs)
+    for k in clean:
+        np.testing.assert_allclose(again[k], clean[k], atol=1e-5, err_msg=k)
 
 
 def test_stop_at_on_the_command_line(setup, tmp_path, capsys):
