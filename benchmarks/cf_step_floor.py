@@ -81,7 +81,7 @@ def main() -> None:
     print(f"eager, batch {b}: {total:.3f} ms per sample-step, convolutions {conv_fwd:.3f} forward + {conv_bwd:.3f} "
           f"backward; {macs / 1e6:.1f} M multiply-adds per forward", flush=True)
     emit({"benchmark": "cf_step_floor", **machine(), "model": args.model, "bf16": bf16, "steps": args.steps,
-          "compile": args.compile,          "compiled_ms_per_sample_step": per_pair, "eager_profile_batch": b,
+          "compile": args.compile, "compiled_ms_per_sample_step": per_pair, "eager_profile_batch": b,
           "eager_ms_per_sample_step": round(total, 4), "conv_forward_ms": round(conv_fwd, 4),
           "conv_backward_ms": round(conv_bwd, 4), "forward_macs": macs,
           "conv_gflops": round(4 * macs / (conv_fwd + conv_bwd) / 1e6, 1)})
