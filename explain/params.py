@@ -43,6 +43,10 @@ IMAGENET_DEFAULTS: dict[str, dict[str, float]] = {
     "L1": {"eps": 600.0, "step_size": 60.0, "steps": 20},   # ~12 x (224/32)^2, path length 2 eps as above
 }
 DEFAULT_OBJECTIVE = "target_logit"
+EQUAL_CONFIDENCE = 0.9
+"""The target confidence counterfactuals are compared at (the DAT paper: ~0.89; `benchmark --stop-at 0.9`). Along
+the app's full paths DAT goes past the class (BENCHMARKS.md, "Counterfactual benchmark"); the app marks where a
+path first reaches this."""
 
 
 def default_params(image_size: int = 32, norm: str = "L2") -> dict[str, Any]:

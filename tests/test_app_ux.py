@@ -288,3 +288,21 @@ def test_a_path_that_reaches_the_target_and_loses_it_says_so():
     tr.confidence = probs[:2, 3]
     assert "ends as" not in view.summary()
     assert "| flips at step 1 |" in table.table()
+
+
+def test_the_first_frame_at_the_compared_confidence_is_marked():
+    """Counterfactuals are compared at p(target) >= 0.9 (the paper's ~0.89; `benchmark --stop-at 0.9`), while the
+    app's paths run on past it: the confidence chart draws that level and the caption names its first frame."""
+    probs = np.array([[0.7, 0.1, 0.1, 0.1], [0.2, 0.1, 0.1, 0.6], [0.02, 0.02, 0.01, 0.95], [0.0, 0.0, 0.01, 0.99]])
+    tr = SimpleNamespace(flip_step=1, source=0, target=3, steps=np.array([0, 5, 10, 15]), probs=probs,
+                         confidence=probs[:, 3], l2=np.array([0.0, 0.1, 0.2, 0.3]), linf=np.zeros(4),
+                         images=np.zeros((4, 2, 2, 3)), energy=np.zeros(4), energy_target=np.zeros(4),
+                         frames=np.zeros((4, 2, 2, 3), np.uint8),
+                         class_names=list("abcd"), params={"norm": "L2", "eps": 3.0, "steps": 15, "step_size": 0.1})
+    view = CounterfactualView.build(tr, "")
+    marked = [i for i in range(4) if "first frame at p ≥ 0.9" in view.caption(i)]
+    assert marked == [2]
+    chart = view.chart("confidence", 0)
+    assert ">p = 0.9</text>" in chart and ">p = 0.9</text>" not in view.chart("energy", 0)
+    tr.confidence = tr.probs[:, 3] * 0.5                    # never gets there: nothing marked
+    assert not any("first frame at p" in CounterfactualView.build(tr, "").caption(i) for i in range(4))

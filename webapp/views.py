@@ -14,7 +14,7 @@ import torch
 
 from dat_core.sampling import make_grid, to_uint8
 from explain.export import upscale
-from explain.params import default_params, parse_int
+from explain.params import EQUAL_CONFIDENCE, default_params, parse_int
 from explain.trajectory import Trajectory
 
 from .charts import (
@@ -36,6 +36,10 @@ from .charts import (
 def _index(step: Any, n: int) -> int:
     i = parse_int("step", step, -(10**9), 10**9) if not isinstance(step, (int, np.integer)) else int(step)
     return min(max(i, 0), n - 1)
+
+
+COMPARED_AT = (EQUAL_CONFIDENCE, f"p = {EQUAL_CONFIDENCE:g}")
+"""The confidence charts' reference line: where counterfactuals are compared (`EQUAL_CONFIDENCE`)."""
 
 
 @dataclass
@@ -95,7 +99,7 @@ class CounterfactualView:
                                     Series(f"E(x, {names[t]})", traj.energy_target, ORANGE, dash=True)],
                                 title="Energy — lower is more typical", ylabel="energy", flip=flip),
             "confidence": LineChart(x, conf, title="Probability of the target class", ylabel="probability",
-                                    ylim=(0.0, 1.0), flip=flip),
+                                    ylim=(0.0, 1.0), flip=flip, hlines=[COMPARED_AT]),
             "distance": LineChart(x, [Series("‖x_t − x_0‖₂" if norm == "L2" else "‖x_t − x_0‖∞", dist, PURPLE)],
                                   title="Distance from the start image", ylabel=f"{norm} distance", flip=flip,
                                   hlines=[(eps, f"ε = {fmt(eps)}")] if math.isfinite(eps) else ()),
@@ -135,6 +139,9 @@ class CounterfactualView:
             flipped = f" · reached the target at step {tr.flip_step}, **lost it since**"
         else:
             flipped = ""
+        reached = np.flatnonzero(np.asarray(tr.confidence) >= EQUAL_CONFIDENCE)
+        if len(reached) and i == reached[0] and tr.source != tr.target:
+            flipped += f" · **first frame at p ≥ {EQUAL_CONFIDENCE:g}**, where counterfactuals are compared"
         return (f"**Step {t} of {int(tr.steps[-1])}** · the model sees **{names[pred]}** ({tr.probs[i, pred]:.0%})"
                 f" · p({names[tr.target]}) = {tr.confidence[i]:.0%} · distance {fmt(dist)}{flipped}")
 
@@ -320,7 +327,7 @@ class CompareView:
             energy.append(Series("guided", guided.energy, PURPLE))
         charts = {
             "confidence": LineChart(robust.steps, confidence, title=f"Probability of the target class p({name})",
-                                    ylabel="probability", ylim=(0.0, 1.0)),
+                                    ylabel="probability", ylim=(0.0, 1.0), hlines=[COMPARED_AT]),
             "energy": LineChart(robust.steps, energy, title="Energy E(x) (each model's own scale)", ylabel="energy"),
         }
         g = None if guided is None else CounterfactualView.build(guided, standard_key)
