@@ -29,7 +29,9 @@ JUDGE = "standard-cifar10-wrn16-2"
 
 def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argparse.Namespace], Any]) -> None:
     """The `benchmark` subcommand; `load` loads the model as the other commands do."""
-    from .cli_options import common_options, guide_options, int_in, norm_name
+    from dat_core.cli_types import int_in
+
+    from .cli_options import common_options, guide_options, norm_name
     from .image_sets import image_set_options
     from .params import NORMS
 
@@ -138,12 +140,12 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     extra = {} if guide is None else {"guide": guide, "cone_angle": args.cone_angle}
     if args.stop_at is not None:
         extra["stop_at"] = args.stop_at
-    images, labels, names = load_image_set(args, class_names, size)
+    pair_set = None if args.pairs.strip().lower() == "all-others" else bm.read_pairs(args.pairs, class_names)
+    images, labels, names = load_image_set(args, class_names, size)   # after every cheap check: it decodes
     x = torch.cat([to_model_input(im, size) for im in images])
     with torch.no_grad():
         predictions = torch.cat([model(x[i:i + 256].to(device)).argmax(1).cpu() for i in range(0, len(x), 256)])
     labels = np.asarray([int(p) if lab is None else lab for lab, p in zip(labels, predictions)], dtype=np.int64)
-    pair_set = None if args.pairs.strip().lower() == "all-others" else bm.read_pairs(args.pairs, class_names)
     jobs = bm.make_jobs(labels, len(class_names), pair_set)
     feature_model, fs_name, _ = _judge(args.feature_model, model, device)
     transfer, tr_name, same_classes = _judge(args.transfer_model, model, device)

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli_options import common_options, guide_model, int_in, mask_image, trajectory_options
+from dat_core.cli_types import int_in
+
+from .cli_options import common_options, guide_model, mask_image, trajectory_options
 
 EXAMPLES = {
     "counterfactual": """examples:

@@ -1,5 +1,5 @@
 """Options shared by the `python -m explain` commands: model and device, the trajectory request, the mask,
-and argparse types for bounded integers and norm names."""
+and the norm-name argparse type (bounded integers: `dat_core.cli_types`, shared with `train`)."""
 
 from __future__ import annotations
 
@@ -83,18 +83,6 @@ def norm_name(text: str) -> str:
     from .params import NORMS
 
     return {n.lower(): n for n in NORMS}.get(text.lower(), text)
-
-
-def int_in(lo: int, hi: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {text!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {v}")
-        return v
-    return parse
 
 
 def compiled_for_cli(model, spec: str):

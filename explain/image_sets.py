@@ -15,17 +15,20 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def image_set_options(p: argparse.ArgumentParser, limit: int, split_help: str = "") -> None:
-    """--images | --data ARCHIVE --split --val-size --seed, and --limit."""
-    p.add_argument("--images", default=str(EXAMPLES_DIR),
+    """--images | --data ARCHIVE --split --val-size --seed, and --limit (out-of-range numbers: a usage error)."""
+    from dat_core.cli_types import int_in
+
+    source = p.add_mutually_exclusive_group()   # both given: one would be silently ignored
+    source.add_argument("--images", default=str(EXAMPLES_DIR),
                    help="a folder of images; a file named CLASS-*.ext is labelled CLASS, others by the model's "
                         "prediction (default: the bundled examples)")
-    p.add_argument("--data", default=None, help="a class-folder archive/dir: use its validation carve-out instead")
+    source.add_argument("--data", default=None, help="a class-folder archive/dir: use its validation carve-out instead")
     p.add_argument("--split", default="train", help="split folder of --data (default: %(default)s)" + split_help)
-    p.add_argument("--val-size", type=int, default=2000,
+    p.add_argument("--val-size", type=int_in(0), default=2000,
                    help="validation images carved as training does (data.val_size; default: %(default)s); "
                         "0 = every image of --split")
     p.add_argument("--seed", type=int, default=0, help="training's seed (the carve-out's; default: %(default)s)")
-    p.add_argument("--limit", type=int, default=limit, help="at most this many images (default: %(default)s)")
+    p.add_argument("--limit", type=int_in(1), default=limit, help="at most this many images (default: %(default)s)")
 
 
 def load_image_set(args: argparse.Namespace, class_names: list[str], size: int) -> tuple[list[Any],

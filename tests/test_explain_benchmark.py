@@ -386,3 +386,23 @@ def test_stop_at_on_the_command_line(setup, tmp_path, capsys):
     assert "first iterate of its path with p(target) >= 0.2" in (tmp_path / "stop" / "report.md").read_text()
     assert main(command(setup, tmp_path / "stop", *base)) == 2          # the folder holds a --stop-at run
     assert "stop_at differ" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, says", [(("--data", "nowhere.tar.gz"), "not allowed with argument --images"),
+                                         (("--val-size", "-1"), "--val-size: expected an integer in 0.."),
+                                         (("--limit", "0"), "--limit: expected an integer in 1..")])
+def test_image_set_options_refuse_what_they_would_ignore_or_misread(setup, tmp_path, capsys, extra, says):
+    """--images with --data used to run on --data alone, a negative --val-size on the whole split."""
+    with pytest.raises(SystemExit) as exit_:
+        main(command(setup, tmp_path / "bad", *extra))
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_bad_pairs_file_is_refused_before_any_image_is_read(setup, tmp_path, capsys):
+    (tmp_path / "p.csv").write_text("cat,unicorn\n")
+    args = command(setup, tmp_path / "bad", "--pairs", str(tmp_path / "p.csv"))
+    args[args.index("--images") + 1] = str(tmp_path / "no-such-folder")   # read first, it would be the error
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "unknown class 'unicorn'" in err and "no-such-folder" not in err

@@ -54,9 +54,30 @@ def test_eval_limit_draws_a_fixed_subset_across_classes(toy):
 def test_eval_rejects_bad_values_with_one_line(toy, tiny_dir, capsys):
     assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--eps", "nan"]) == 2
     assert "--eps" in capsys.readouterr().err
-    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--samples", "2", "--sample-steps", "0"]) == 2
-    assert "--sample-steps" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--step-size", "-1"]) == 2
+    assert "--step-size" in capsys.readouterr().err
     assert main(["eval", "--model", "not a repo", "--data", str(toy)]) == 2
+
+
+@pytest.mark.parametrize("option, value, lo", [("--batch-size", "0", 1), ("--limit", "-4", 1), ("--limit", "0", 1),
+                                               ("--val-size", "-1", 0), ("--steps", "-2", 0), ("--restarts", "-1", 0),
+                                               ("--ood-limit", "0", 1), ("--samples", "-3", 0),
+                                               ("--sample-steps", "0", 1), ("--batch-size", "two", 1)])
+def test_eval_refuses_out_of_range_counts_before_it_loads_anything(toy, tiny_dir, capsys, option, value, lo):
+    """--batch-size 0 used to end in a ZeroDivisionError traceback, --limit -4 in a run over the whole split."""
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--steps", "1", option, value])
+    assert e.value.code == 2
+    assert f"argument {option}: expected an integer in {lo}.." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["seeds", "--config", "c.toml", "--resolution", "0"],
+                                     ["import", "--checkpoint", "c.pth", "--num-classes", "-10", "--out", "o"],
+                                     ["import", "--checkpoint", "c.pth", "--image-size", "0", "--out", "o"]])
+def test_other_commands_refuse_out_of_range_counts(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(command)
+    assert e.value.code == 2 and "expected an integer in" in capsys.readouterr().err
 
 
 def test_push_then_load_from_the_loopback_hub(tiny_dir, tmp_path):

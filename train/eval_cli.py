@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from dat_core.cli_types import int_in
 from dat_core.data import NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
@@ -26,18 +27,18 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | class-folder dir or .tar(.gz)")
     p.add_argument("--root", default="data", help="where the official CIFAR archives live")
     p.add_argument("--split", default="test", help="split to evaluate (never tune on test)")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=int_in(1), default=None,
                    help="evaluate a fixed random subset of N images (drawn with --seed; class-sorted folders "
                         "make the first N a poor sample)")
-    p.add_argument("--val-size", type=int, default=0,
+    p.add_argument("--val-size", type=int_in(0), default=0,
                    help="evaluate only the validation carve-out of --split: the N images training's data.val_size=N "
                         "held out (same train_val_split, --seed = training's seed). Choose settings here, not on test")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int_in(1), default=256)
     p.add_argument("--norm", default="L2", choices=NORMS)
     p.add_argument("--eps", type=float, default=0.5)
-    p.add_argument("--steps", type=int, default=20, help="PGD steps (0 skips the attack)")
+    p.add_argument("--steps", type=int_in(0), default=20, help="PGD steps (0 skips the attack)")
     p.add_argument("--step-size", type=float, default=0.1)
-    p.add_argument("--restarts", type=int, default=0, help="extra random-start restarts")
+    p.add_argument("--restarts", type=int_in(0), default=0, help="extra random-start restarts")
     p.add_argument("--strong", action="store_true", help="also run 50 steps with 2 random restarts")
     p.add_argument("--autoattack", action="store_true",
                    help="also run standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; pyautoattack) at --norm/--eps: "
@@ -56,12 +57,13 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ood", action="append", default=[], metavar="SET",
                    help=f"OOD set for the energy-score AUROC: {' or '.join(NOISE_KINDS)} noise, or an image "
                         "dir/archive (repeatable)")
-    p.add_argument("--ood-holdout", type=int, default=0,
+    p.add_argument("--ood-holdout", type=int_in(0), default=0,
                    help="use only the N held-out images of an OOD archive (same split as training's "
                         "data.ood_holdout with --seed)")
-    p.add_argument("--ood-limit", type=int, default=2000, help="at most this many OOD images per set")
+    p.add_argument("--ood-limit", type=int_in(1), default=2000, help="at most this many OOD images per set")
     p.add_argument("--judge", default=None, help="standard model that judges class-conditional samples")
-    p.add_argument("--samples", type=int, default=0, help="class-conditional samples (PGD on f(x)[y] from seeds)")
+    p.add_argument("--samples", type=int_in(0), default=0,
+                   help="class-conditional samples (PGD on f(x)[y] from seeds)")
     p.add_argument("--sample-seeds", default=SEED_KINDS[0], choices=SEED_KINDS,
                    help="seeds of the samples: bank = out-of-distribution photos (assets/seeds/, how DAT samples), "
                         "gaussian = class-conditional Gaussian fitted on CIFAR-10 train, or noise")
@@ -69,7 +71,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --samples: a fixed classifier (e.g. the bundled standard model) whose penultimate "
                         "features give the samples' Fréchet distance to the evaluated images and their within-class "
                         "diversity (not FID: no Inception network)")
-    p.add_argument("--sample-steps", type=int, default=None,
+    p.add_argument("--sample-steps", type=int_in(1), default=None,
                    help="PGD steps per sample (default: 33 at 32 px, METHOD §4's base; more steps wash out more "
                         "of the noise seed)")
     p.add_argument("--sample-step-size", type=float, default=None, help="L2 step per sample step (default: 0.2 at "

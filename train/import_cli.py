@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dat_core.cli_types import int_in
+
 EXAMPLES = """examples:
   python -m train import --official-config model_configs/cifar10-dat-WideResNet34x10-T40-seed0.yaml \\
       --checkpoint model_bestfid.pth --out models/cifar10-dat-t40
@@ -31,8 +33,9 @@ def add_import_parser(sub: argparse._SubParsersAction) -> None:
                    help="a model config of the official repo (model_configs/*.yaml): sets arch, classes, "
                         "class names, image size and normalization")
     p.add_argument("--arch", help=f"architecture ({', '.join(known_archs())}; default wrn-34-10)")
-    p.add_argument("--num-classes", type=int, help="10 (CIFAR-10, the default), 100 (CIFAR-100), 1000 (ImageNet)")
-    p.add_argument("--image-size", type=int, help="input resolution (default: the architecture's)")
+    p.add_argument("--num-classes", type=int_in(2, 100_000),
+                   help="10 (CIFAR-10, the default), 100 (CIFAR-100), 1000 (ImageNet)")
+    p.add_argument("--image-size", type=int_in(1, 4096), help="input resolution (default: the architecture's)")
     p.add_argument("--normalization", choices=sorted(NORMALIZATIONS),
                    help="input normalization inside the model (default: the architecture's). The official "
                         "CIFAR-100 WRNs use cifar10; the ConvNeXt-CvSt models none; ResNet-50/WRN-50 imagenet")

@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dat_core.cli_types import int_in
+
 EXAMPLES = """examples:
   python -m train seeds --config train/configs/cifar10-wrn16-2-cpu-stage2.toml
   python -m train seeds --config CFG.toml --bank-out my-bank.safetensors --gaussians-out ""
@@ -27,7 +29,8 @@ def add_seeds_parser(sub: argparse._SubParsersAction) -> None:
                                                    "becomes the bank")
     p.add_argument("--bank-out", default=str(SEED_BANK), help="seed bank file (.safetensors)")
     p.add_argument("--gaussians-out", default=str(CLASS_GAUSSIANS), help="class Gaussians file (.safetensors)")
-    p.add_argument("--resolution", type=int, default=8, help="side of the images the Gaussians are fitted at")
+    p.add_argument("--resolution", type=int_in(1, 4096), default=8,
+                   help="side of the images the Gaussians are fitted at")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=run_seeds)
 
