@@ -20,8 +20,8 @@ def image_set_options(p: argparse.ArgumentParser, limit: int, split_help: str = 
 
     source = p.add_mutually_exclusive_group()   # both given: one would be silently ignored
     source.add_argument("--images", default=str(EXAMPLES_DIR),
-                   help="a folder of images; a file named CLASS-*.ext is labelled CLASS, others by the model's "
-                        "prediction (default: the bundled examples)")
+                        help="a folder of images; a file named CLASS-*.ext is labelled CLASS, others by the model's "
+                             "prediction (default: the bundled examples)")
     source.add_argument("--data", default=None, help="a class-folder archive/dir: use its validation carve-out instead")
     p.add_argument("--split", default="train", help="split folder of --data (default: %(default)s)" + split_help)
     p.add_argument("--val-size", type=int_in(0), default=2000,
