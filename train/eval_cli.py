@@ -132,8 +132,6 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None and (not math.isfinite(value) or value < 0):
             raise ValueError(f"--{name.replace('_', '-')} must be finite and >= 0")
-    if args.sample_steps is not None and args.sample_steps < 1:
-        raise ValueError("--sample-steps must be >= 1")
     attacks = [a.strip() for a in args.autoattack_attacks.split(",") if a.strip()] if args.autoattack_attacks else None
     if attacks is not None and (not attacks or set(attacks) - set(ATTACKS)):
         raise ValueError(f"--autoattack-attacks: choose from {', '.join(ATTACKS)}, got {args.autoattack_attacks!r}")
