@@ -15,16 +15,18 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from dat_core.checkpoint import WEIGHTS_NAME, load_checkpoint_dir
 from dat_core.files import read_json
 from dat_core.loading import ModelSource, locate, resolve_source
-from dat_core.runtime import channels_last, model_device
+from dat_core.models.config import field_errors
+from dat_core.runtime import channels_last, model_device, resolve_device
 from dat_core.version import code_version
 from dat_core.zoo import weights_sha256
 
@@ -64,6 +66,63 @@ def _unpack(d: dict[str, Any]) -> np.ndarray:
     if len(raw) != expected:
         raise ValueError(f"a malformed array in the card ({len(raw)} bytes for shape {shape})")
     return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+
+
+SHA256 = r"^[0-9a-f]{64}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ModelIdentity(_Section):
+    source: str = Field(min_length=1, max_length=1000)
+    kind: Literal["bundled", "local", "hub"]
+    revision: str | None = Field(max_length=200)
+    weights_sha256: str = Field(pattern=SHA256)
+
+
+class PackedArray(_Section):
+    dtype: str
+    shape: list[StrictInt]
+    zlib_base64: str
+
+
+class CardImage(_Section):
+    sha256: str | None = Field(pattern=SHA256)
+    x0: PackedArray
+    xT: PackedArray
+
+
+class CardParams(_Section):
+    norm: str                                  # values are checked where they are used, by `counterfactual`
+    eps: float | Literal["inf"]
+    step_size: float
+    steps: StrictInt
+    objective: str
+    cone_angle: float = 30.0
+
+
+class CardMetrics(_Section):
+    source_name: str
+    confidence_target: float
+
+
+class Card(_Section):
+    """The fields `replay` reads, each checked before anything runs: a card may come from anyone."""
+
+    model: ModelIdentity
+    guide: ModelIdentity | None = None
+    image: CardImage
+    mask: PackedArray | None = None
+    target: StrictInt
+    target_name: str
+    params: CardParams
+    device: str = Field(max_length=64)
+    dtype: Literal["float32", "bfloat16 autocast"]
+    memory_format: Literal["channels_last", "contiguous"] = "contiguous"
+    metrics: CardMetrics
+    frames_sha256: str = Field(pattern=SHA256)
 
 
 def frames_sha256(traj: Trajectory) -> str:
@@ -147,19 +206,39 @@ def read_card(path: str | Path) -> dict[str, Any]:
     card = read_json(path, MAX_CARD_BYTES, path.name, "an explanation card")
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise ValueError(f"{path.name} is not an explanation card ({CARD_FORMAT})")
+    try:
+        Card.model_validate(card)
+    except ValidationError as e:
+        raise ValueError(f"{path.name} is not a valid explanation card: {field_errors(e)}") from None
     return card
+
+
+def _replay_device(card: dict[str, Any], device: str | torch.device | None) -> torch.device:
+    """The device asked for, else the card's; a card made on a GPU says how to replay it here."""
+    if device is not None:
+        return resolve_device(device)
+    try:
+        return resolve_device(card["device"])
+    except ValueError as e:
+        raise ValueError(f"the card was made on {card['device']!r}, which is not here ({e.args[0].split(';')[0]}): "
+                         f"pass --device cpu to replay it (approximately: another device rounds differently)") from None
 
 
 def replay(path: str | Path, device: str | torch.device | None = None) -> Replay:
     """Run the card's counterfactual again and compare every frame with the card's hash and x_T."""
     card = read_card(path)
-    model = _load_checked(card["model"], device or card["device"])
+    x0 = torch.from_numpy(_unpack(card["image"]["x0"]))[None]
+    mask = None if card.get("mask") is None else torch.from_numpy(_unpack(card["mask"]))
+    if x0.dim() != 4 or x0.shape[1] != 3:
+        raise ValueError(f"image.x0 must be one 3 x H x W image, not of shape {list(x0.shape[1:])}")
+    if mask is not None and (mask.dtype != torch.bool or list(mask.shape) != [1, 1, *x0.shape[2:]]):
+        raise ValueError(f"mask must be a 1 x 1 x H x W bool array with the image's H x W, not {mask.dtype} "
+                         f"{list(mask.shape)}")
+    model = _load_checked(card["model"], _replay_device(card, device))
     if card.get("memory_format") == "channels_last":
         model = channels_last(model)
     guide = _load_checked(card["guide"], model_device(model)) if card.get("guide") else None
     p = dict(card["params"])
-    x0 = torch.from_numpy(_unpack(card["image"]["x0"]))[None]
-    mask = None if card.get("mask") is None else torch.from_numpy(_unpack(card["mask"]))
     autocast = card["dtype"] != "float32"
     traj = _run(model, x0, card["target"], p, autocast, mask, guide)
     same = str(model_device(model)) == card["device"]

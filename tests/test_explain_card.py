@@ -105,3 +105,35 @@ def test_hostile_arrays_in_a_card_are_refused_before_inflating(setup, capsys):
         capsys.readouterr()
         assert main(["replay", str(path)]) == 2
         assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tamper, needle", [
+    (lambda c: c.pop("model"), "model"),
+    (lambda c: c["params"].pop("eps"), "params.eps"),
+    (lambda c: c.__setitem__("params", []), "params"),
+    (lambda c: c["image"].pop("x0"), "image.x0"),
+    (lambda c: c.__setitem__("image", [1]), "image"),
+    (lambda c: c.__setitem__("target", 4.7), "target"),
+    (lambda c: c.__setitem__("target", "4"), "target"),
+    (lambda c: c["params"].__setitem__("steps", "6"), "params.steps"),
+    (lambda c: c.__setitem__("dtype", 5), "dtype"),
+    (lambda c: c.__setitem__("memory_format", "diagonal"), "memory_format"),
+    (lambda c: c["model"].__setitem__("weights_sha256", "abc"), "model.weights_sha256"),
+    (lambda c: c["model"].__setitem__("kind", "ftp"), "model.kind"),
+    (lambda c: c.__setitem__("device", "toaster"), "toaster"),
+    (lambda c: c.__setitem__("device", "cuda:7"), "--device cpu"),
+    (lambda c: c.__setitem__("mask", c["image"]["x0"]), "mask"),
+])
+def test_a_tampered_card_is_one_line_naming_the_field(setup, capsys, tamper, needle):
+    """Every field of a card (it may come from anyone) is checked before anything runs: exit 2 and one line that
+    names the field, never a traceback or exit 1 (which means 'the path differs')."""
+    tmp, model_dir, _ = setup
+    assert _cf(tmp, model_dir, tmp / "cf") == 0
+    path = tmp / "cf" / "card.json"
+    card = json.loads(path.read_text())
+    tamper(card)
+    path.write_text(json.dumps(card))
+    capsys.readouterr()
+    assert main(["replay", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err

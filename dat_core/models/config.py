@@ -83,7 +83,8 @@ class ModelConfig(BaseModel):
         return self
 
 
-def _field_errors(e: ValidationError) -> str:
+def field_errors(e: ValidationError) -> str:
+    """The first few errors of a pydantic check, each as `dotted.field: message`."""
     parts = []
     for err in e.errors()[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "config"
@@ -99,7 +100,7 @@ def validate_model_config(config: Any, source: str = "config.json") -> dict[str,
     try:
         ModelConfig.model_validate(config)
     except ValidationError as e:
-        raise ValueError(f"{source} is not a valid model config: {_field_errors(e)}") from None
+        raise ValueError(f"{source} is not a valid model config: {field_errors(e)}") from None
     params, activations = model_cost(config)
     if params > MAX_PARAMETERS:
         raise ValueError(f"{source}: arch {config['arch']!r} with num_classes={config['num_classes']} has "
