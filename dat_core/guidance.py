@@ -16,6 +16,10 @@ import torch.nn as nn
 
 from .pgd import objective_value
 
+CONE_ANGLE = 30.0
+"""Default half-angle in degrees: measured on the bundled pair in BENCHMARKS.md (smaller halves the standard
+features' Fréchet distance at full paths but lets guided paths overshoot as DAT's do)."""
+
 
 def cone_project(g: torch.Tensor, d: torch.Tensor, angle_deg: float) -> torch.Tensor:
     """Per sample: g when its angle to d is at most `angle_deg`, else the direction on the cone's boundary

@@ -26,7 +26,7 @@ import torch.nn as nn
 from dat_core.energy import marginal_energy, probabilities
 from dat_core.evaluation.generative import features_of, frechet_from_features
 from dat_core.files import replacing
-from dat_core.guidance import ConeGuide
+from dat_core.guidance import CONE_ANGLE, ConeGuide
 from dat_core.pgd import attack_mode, pgd_step, threat_model
 
 from .params import resolve_class
@@ -41,8 +41,12 @@ CHANGED = 2 / 255
 def read_pairs(path: str | Path, class_names: Sequence[str]) -> set[tuple[int, int]]:
     """Class pairs from a CSV of `source,target` lines (names or indices; '#' comments and a
     `source,target` header are skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{Path(path).name} is not UTF-8 text of 'source,target' lines") from None
     pairs = set()
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line or line.replace(" ", "").lower() == "source,target":
             continue
@@ -83,7 +87,7 @@ class Judges:
 
 def run_paths(model: nn.Module, images: torch.Tensor, image_index: np.ndarray, targets: np.ndarray, *, rows: int,
               norm: str, eps: float, step_size: float, steps: int, objective: str, autocast: bool,
-              guide: nn.Module | None = None, cone_angle: float = 30.0, stop_at: float | None = None,
+              guide: nn.Module | None = None, cone_angle: float = CONE_ANGLE, stop_at: float | None = None,
               ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The PGD path of every pair (images[image_index[i]], targets[i]), run `rows` at a time; yields
     (pair indices, x_0, counterfactuals, the step each was taken at) as paths end.

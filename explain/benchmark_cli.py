@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .cli_options import cone_angle
+
 EPILOG = """examples:
   python -m explain benchmark --data ../shared/data/cifar10-jpg.tar.gz --limit 1000 --eps 1,2,3,4 --out out/bench
   python -m explain benchmark --data DATA --pairs pairs.csv --norm Linf --eps 4/255,8/255 --minimal 200 \\
@@ -100,9 +102,10 @@ def _judge(source: str, model, device) -> tuple[Any, str, bool]:
 
 def _settings(args: argparse.Namespace, radii: list[float], request: dict[str, Any], pairs: Any) -> dict[str, Any]:
     keys = ("model", "revision", "images", "data", "split", "val_size", "seed", "limit", "batch_size",
-            "feature_model", "transfer_model", "autocast", "guide") + (("cone_angle",) if args.guide else ()) + \
+            "feature_model", "transfer_model", "autocast", "guide") + \
         (("stop_at",) if args.stop_at is not None else ())   # run.json of runs before --stop-at stay valid
-    return {**{k: getattr(args, k) for k in keys}, "pairs": pairs, "radii": [str(r) for r in radii],
+    guided = {} if args.guide is None else {"cone_angle": cone_angle(args)}
+    return {**{k: getattr(args, k) for k in keys}, **guided, "pairs": pairs, "radii": [str(r) for r in radii],
             **{k: v for k, v in request.items() if k != "judges"}}
 
 
@@ -116,7 +119,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
 
     from . import benchmark as bm
     from . import benchmark_report as rep
-    from .cli_options import guide_model
+    from .cli_options import guidance
     from .image import to_model_input
     from .image_sets import load_image_set
     from .params import default_params, parse_eps, validate_params
@@ -125,6 +128,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
 
     started = time.perf_counter()
     radii = comma_values(args.eps, lambda v: parse_eps(v, name="eps"))
+    cone_angle(args)   # a --cone-angle without --guide fails before anything loads
     model = load(args)
     size, class_names, device = model_info(model)
     d = default_params(size, args.norm)
@@ -134,10 +138,9 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
                "autocast": bool(args.autocast)}
     for eps in radii:  # fail before the images load and the folder is claimed
         validate_params(args.norm, eps, request["step_size"], request["steps"], request["objective"])
-    guide = guide_model(args, model)
-    if guide is not None:
-        check_guide(model, guide)
-    extra = {} if guide is None else {"guide": guide, "cone_angle": args.cone_angle}
+    extra = guidance(args, model)
+    if extra:
+        check_guide(model, extra["guide"])
     if args.stop_at is not None:
         extra["stop_at"] = args.stop_at
     pair_set = None if args.pairs.strip().lower() == "all-others" else bm.read_pairs(args.pairs, class_names)
@@ -172,7 +175,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
         "model": str(args.model), "image_source": args.data or args.images, "split": args.split if args.data else None,
         "images": len(x), "pairs": len(jobs), "class_names": class_names, **request, "threshold": 0.5,
         "feature_model": judges.features_name or None, "transfer_model": tr_name or None,
-        "guide": args.guide and Path(args.guide).name, "cone_angle": args.cone_angle if args.guide else None,
+        "guide": args.guide and Path(args.guide).name, "cone_angle": cone_angle(args),
         "stop_at": args.stop_at,
         "seconds": time.perf_counter() - started, "radii": entries,
         "minimal_radius": None if minimal is None else bm.minimal_summary(minimal, minimal_jobs, class_names)}

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from dat_core.checkpoint import WEIGHTS_NAME, load_checkpoint_dir
 from dat_core.files import read_json
+from dat_core.guidance import CONE_ANGLE
 from dat_core.loading import ModelSource, locate, resolve_source
 from dat_core.models.config import field_errors
 from dat_core.runtime import channels_last, model_device, resolve_device
@@ -100,7 +101,7 @@ class CardParams(_Section):
     step_size: float
     steps: StrictInt
     objective: str
-    cone_angle: float = 30.0
+    cone_angle: float = CONE_ANGLE
 
 
 class CardMetrics(_Section):
@@ -249,7 +250,7 @@ def replay(path: str | Path, device: str | torch.device | None = None) -> Replay
 def _run(model: nn.Module, x0: torch.Tensor, target: int, p: dict[str, Any], autocast: bool,
          mask: torch.Tensor | None, guide: nn.Module | None) -> Trajectory:
     eps = math.inf if p["eps"] == "inf" else float(p["eps"])
-    extra = {} if guide is None else {"guide": guide, "cone_angle": float(p.get("cone_angle", 30.0))}
+    extra = {} if guide is None else {"guide": guide, "cone_angle": float(p.get("cone_angle", CONE_ANGLE))}
     m = None if mask is None else mask[0, 0].float()
     return counterfactual(model, x0, int(target), norm=p["norm"], eps=eps, step_size=float(p["step_size"]),
                           steps=int(p["steps"]), objective=p["objective"], autocast=autocast, mask=m, **extra)

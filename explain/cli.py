@@ -15,7 +15,7 @@ from typing import Any
 
 from dat_core.cli_types import int_in
 
-from .cli_options import common_options, guide_model, mask_image, trajectory_options
+from .cli_options import common_options, cone_angle, guidance, mask_image, trajectory_options
 
 EXAMPLES = {
     "counterfactual": """examples:
@@ -70,6 +70,7 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     given = {k: v for k, v in (("norm", args.norm), ("eps", args.eps), ("step_size", args.step_size),
                                ("steps", args.steps), ("objective", args.objective)) if v is not None}
     validate_params(**given)  # fail fast, before the model is loaded
+    cone_angle(args)          # likewise a --cone-angle without --guide
     return given
 
 
@@ -125,7 +126,7 @@ def _model_and_trajectory(args: argparse.Namespace):
     mask = mask_image(args, image)
     model = _load(args)
     return model, counterfactual(model, image, args.target, autocast=args.autocast, mask=mask,
-                                 guide=guide_model(args, model), cone_angle=args.cone_angle, **params)
+                                 **guidance(args, model), **params)
 
 
 # ---------------------------------------------------------------- commands
@@ -149,8 +150,8 @@ def _counterfactual(args: argparse.Namespace) -> int:
     model = _load(args)
     size, _, _ = model_info(model)
     image = to_model_input(source, size)
-    trajs = counterfactuals(model, image, targets, autocast=args.autocast, mask=mask, guide=guide_model(args, model),
-                            cone_angle=args.cone_angle, **params)
+    trajs = counterfactuals(model, image, targets, autocast=args.autocast, mask=mask, **guidance(args, model),
+                            **params)
     out = _out_dir(args.out)
     wrote: list[Path] = []
     if len(trajs) == 1:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from dat_core.cli_types import float_in
+from dat_core.guidance import CONE_ANGLE
+
 
 def mask_image(args: argparse.Namespace, image):
     """The --mask image (inverted with --mask-invert), checked to have the image's size so that both go
@@ -75,8 +78,8 @@ def guide_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guide", default=None, metavar="MODEL",
                    help="explain --model (e.g. a standard classifier) guided by this DAT model: each step follows "
                         "--model's gradient projected into a cone around the guide's (same classes and size)")
-    p.add_argument("--cone-angle", type=float, default=30.0,
-                   help="with --guide: the cone's half-angle in degrees, 0..180 (default: %(default)s)")
+    p.add_argument("--cone-angle", type=float_in(0, 180), default=None,
+                   help=f"with --guide: the cone's half-angle in degrees, 0..180 (default: {CONE_ANGLE:g})")
 
 
 def norm_name(text: str) -> str:
@@ -97,13 +100,24 @@ def compiled_for_cli(model, spec: str):
                     name=str((getattr(model, "config", None) or {}).get("arch", "model"))).model
 
 
-def guide_model(args: argparse.Namespace, model):
-    """The --guide model on the explained model's device, compiled with `--compile` (None without --guide)."""
+def cone_angle(args: argparse.Namespace) -> float | None:
+    """The cone's half-angle of a --guide run (--cone-angle or its default); None without --guide, where a
+    --cone-angle would silently change nothing and is refused."""
     if args.guide is None:
+        if args.cone_angle is not None:
+            raise ValueError("--cone-angle goes with --guide")
         return None
-    if not 0 <= args.cone_angle <= 180:
-        raise ValueError(f"--cone-angle must be in 0..180, got {args.cone_angle:g}")
+    return CONE_ANGLE if args.cone_angle is None else args.cone_angle
+
+
+def guidance(args: argparse.Namespace, model) -> dict:
+    """`guide=` and `cone_angle=` for a counterfactual of `model`: the --guide model on its device, compiled with
+    `--compile`; {} without --guide."""
+    angle = cone_angle(args)
+    if angle is None:
+        return {}
     from dat_core.loading import load_model
     from dat_core.runtime import model_device
 
-    return compiled_for_cli(load_model(args.guide, device=model_device(model)), args.compile)
+    return {"guide": compiled_for_cli(load_model(args.guide, device=model_device(model)), args.compile),
+            "cone_angle": angle}

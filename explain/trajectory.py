@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from dat_core.energy import joint_energy, marginal_energy, probabilities
-from dat_core.guidance import ConeGuide
+from dat_core.guidance import CONE_ANGLE, ConeGuide
 from dat_core.models import class_names_of
 from dat_core.pgd import L2, OnStep, PGDResult, attack_mode, pgd, threat_model
 from dat_core.runtime import model_device
@@ -148,7 +148,7 @@ def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Seq
                     norm: str = "L2", eps: float | None = None, step_size: float | None = None,
                     steps: int | None = None, objective: str = DEFAULT_OBJECTIVE, autocast: bool = False,
                     max_batch: int = 64, on_step: OnStep | None = None, mask: ImageLike | None = None,
-                    guide: nn.Module | None = None, cone_angle: float = 30.0) -> list[Trajectory]:
+                    guide: nn.Module | None = None, cone_angle: float = CONE_ANGLE) -> list[Trajectory]:
     """Trajectories from one image toward each of `targets` ("all", names or indices), batched.
 
     `mask` (an image, white = may change; see `to_mask`) confines every path to a region: pixels outside
@@ -190,7 +190,7 @@ def counterfactual(model: nn.Module, image: ImageLike, target: int | str, *, nor
                    eps: float | None = None, step_size: float | None = None, steps: int | None = None,
                    objective: str = DEFAULT_OBJECTIVE, autocast: bool = False, on_step: OnStep | None = None,
                    mask: ImageLike | None = None, guide: nn.Module | None = None,
-                   cone_angle: float = 30.0) -> Trajectory:
+                   cone_angle: float = CONE_ANGLE) -> Trajectory:
     """The trajectory of one targeted PGD run from `image` toward class `target` (name or index)."""
     if isinstance(target, str) and target.strip().lower() == "all":
         raise ValueError("counterfactual takes one target; use counterfactuals(..., 'all') for every class")

@@ -241,9 +241,10 @@ def test_jobs_are_image_major_and_follow_the_pairs():
 
 
 @pytest.mark.parametrize("text, match", [("cat;dog\n", "expected 'source,target'"), ("cat,cat\n", "same class"),
-                                         ("# nothing\n", "no class pairs"), ("cat,horse\n", "unknown class")])
+                                         ("# nothing\n", "no class pairs"), ("cat,horse\n", "unknown class"),
+                                         (b"\xfa\x00\x81", "p.csv is not UTF-8 text")])
 def test_bad_pairs_files_say_what_is_wrong(tmp_path, text, match):
-    (tmp_path / "p.csv").write_text(text)
+    (tmp_path / "p.csv").write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ValueError, match=match):
         bm.read_pairs(tmp_path / "p.csv", ["cat", "dog", "ship"])
 
@@ -278,8 +279,11 @@ def test_guide_steers_the_explained_model_and_a_full_cone_changes_nothing(setup,
     own = pgd(guide, x0, y, threat_model("L2", math.inf, 0.4), 1, objective="target_logit").x
     assert np.array_equal(one["images"], own.clamp(0, 1).mul(255).add(0.5).floor().byte().numpy())
     capsys.readouterr()
-    assert main(command(d, tmp_path / "bad", *base, "--guide", str(d / "judge"), "--cone-angle", "200")) == 2
-    assert "--cone-angle must be in 0..180" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(command(d, tmp_path / "bad", *base, "--guide", str(d / "judge"), "--cone-angle", "200"))
+    assert exit_.value.code == 2 and "--cone-angle: expected a number in 0..180" in capsys.readouterr().err
+    assert main(command(d, tmp_path / "bad", *base, "--cone-angle", "10")) == 2   # no --guide: it would do nothing
+    assert "--cone-angle goes with --guide" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_stop_at_keeps_each_pairs_first_iterate_that_reaches_the_confidence(setup):

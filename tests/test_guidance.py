@@ -88,5 +88,14 @@ def test_cli_guide_and_bad_angle(pair, tmp_path, capsys):
             "--autocast", "off", "--guide", str(b)]
     assert main([*base, "--cone-angle", "45", "--out", str(tmp_path / "o")]) == 0
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["params"]["cone_angle"] == 45.0
-    assert main([*base, "--cone-angle", "270", "--out", str(tmp_path / "o")]) == 2
-    assert "--cone-angle must be in 0..180" in capsys.readouterr().err
+    capsys.readouterr()
+    for bad in ("270", "-1", "nan", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            main([*base, "--cone-angle", bad, "--out", str(tmp_path / "bad")])
+        assert exit_.value.code == 2 and "--cone-angle: expected a number in 0..180" in capsys.readouterr().err
+    # without --guide an angle would change nothing: refused, before the model loads, for every command using it
+    unguided = [a for a in base if a not in ("--guide", str(b))]
+    for command in ("counterfactual", "landscape", "attribute"):
+        assert main([command, *unguided[1:], "--cone-angle", "10", "--out", str(tmp_path / "bad")]) == 2
+        assert "--cone-angle goes with --guide" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

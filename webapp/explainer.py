@@ -23,6 +23,7 @@ import torch
 
 import explain
 from dat_core.energy import probabilities
+from dat_core.guidance import CONE_ANGLE
 from dat_core.loading import DEFAULT_MODEL_DIR
 from dat_core.pgd import STOP, OnStep, PGDStep
 from dat_core.runtime import use_autocast, use_compile
@@ -139,7 +140,7 @@ class Explainer:
 
     def trajectory(self, loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict, progress: Any = None,
                    desc: str = "Running PGD", cancel: threading.Event | None = None,
-                   guide: st.LoadedModel | None = None, cone_angle: float = 30.0,
+                   guide: st.LoadedModel | None = None, cone_angle: float = CONE_ANGLE,
                    mask: torch.Tensor | None = None) -> Trajectory:
         """One counterfactual path, memoized by content (model, image, target, parameters; `guide` and
         `cone_angle`: steered by a DAT model, `dat_core.guidance`; `mask`: the (S, S) region it may change). A set

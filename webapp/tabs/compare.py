@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 import gradio as gr
 import numpy as np
 
+from dat_core.guidance import CONE_ANGLE
+
 from .. import charts
 from ..explainer import Explainer
 from ..inputs import echo, model_input, pgd_params, target_index, user_errors
@@ -18,7 +20,7 @@ from ..views import CompareView
 from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual
 
-DEFAULT_CONE = 30.0  # degrees: explain.counterfactual's default
+DEFAULT_CONE = CONE_ANGLE  # degrees: explain.counterfactual's default
 
 
 @dataclass
