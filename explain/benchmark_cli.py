@@ -121,14 +121,15 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     from . import benchmark_report as rep
     from .cli_options import guidance
     from .image import to_model_input
-    from .image_sets import load_image_set
+    from .image_sets import load_image_set, resolve_data_options
     from .params import default_params, parse_eps, validate_params
     from .success_cli import comma_values
     from .trajectory import check_guide, model_info
 
     started = time.perf_counter()
     radii = comma_values(args.eps, lambda v: parse_eps(v, name="eps"))
-    cone_angle(args)   # a --cone-angle without --guide fails before anything loads
+    cone_angle(args)             # a --cone-angle without --guide fails before anything loads,
+    resolve_data_options(args)   # and a --split, --val-size or --seed without --data
     model = load(args)
     size, class_names, device = model_info(model)
     d = default_params(size, args.norm)

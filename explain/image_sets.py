@@ -12,6 +12,7 @@ from dat_core.assets import ASSETS_DIR
 
 EXAMPLES_DIR = ASSETS_DIR / "examples"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+DATA_DEFAULTS = {"split": "train", "val_size": 2000, "seed": 0}
 
 
 def image_set_options(p: argparse.ArgumentParser, limit: int, split_help: str = "") -> None:
@@ -23,12 +24,27 @@ def image_set_options(p: argparse.ArgumentParser, limit: int, split_help: str = 
                         help="a folder of images; a file named CLASS-*.ext is labelled CLASS, others by the model's "
                              "prediction (default: the bundled examples)")
     source.add_argument("--data", default=None, help="a class-folder archive/dir: use its validation carve-out instead")
-    p.add_argument("--split", default="train", help="split folder of --data (default: %(default)s)" + split_help)
-    p.add_argument("--val-size", type=int_in(0), default=2000,
-                   help="validation images carved as training does (data.val_size; default: %(default)s); "
-                        "0 = every image of --split")
-    p.add_argument("--seed", type=int, default=0, help="training's seed (the carve-out's; default: %(default)s)")
+    p.add_argument("--split", default=None,
+                   help=f"split folder of --data (default: {DATA_DEFAULTS['split']})" + split_help)
+    p.add_argument("--val-size", type=int_in(0), default=None,
+                   help=f"validation images of --data carved as training does (data.val_size; default: "
+                        f"{DATA_DEFAULTS['val_size']}); 0 = every image of --split")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"training's seed (the carve-out's of --data; default: {DATA_DEFAULTS['seed']})")
     p.add_argument("--limit", type=int_in(1), default=limit, help="at most this many images (default: %(default)s)")
+
+
+def resolve_data_options(args: argparse.Namespace) -> None:
+    """--split, --val-size and --seed choose from --data: without it they would be silently ignored, so they are
+    refused; with it, unset ones take their defaults (set in `args`, which run folders record)."""
+    if args.data is None:
+        given = [f"--{k.replace('_', '-')}" for k in DATA_DEFAULTS if getattr(args, k) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --data")
+        return
+    for k, v in DATA_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
 
 
 def load_image_set(args: argparse.Namespace, class_names: list[str], size: int) -> tuple[list[Any],
@@ -37,6 +53,7 @@ def load_image_set(args: argparse.Namespace, class_names: list[str], size: int) 
     paths (--images); a label is None where a file name does not name a class."""
     if not 0 < args.limit:
         raise ValueError(f"--limit must be >= 1; got {args.limit}")
+    resolve_data_options(args)
     if args.data:
         from dat_core.data import train_val_split
         from dat_core.training.data import load_dataset

@@ -48,13 +48,14 @@ def comma_values(text: str, parse: Callable[[str], Any]) -> list[Any]:
 def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
     from tqdm import tqdm
 
-    from .image_sets import load_image_set
+    from .image_sets import load_image_set, resolve_data_options
     from .params import parse_eps
     from .success import sweep
     from .trajectory import model_info
 
     grid = {"eps": comma_values(args.eps, lambda v: parse_eps(v, name="eps")), "steps": comma_values(args.steps, int),
             "step_size": comma_values(args.step_size, float)}
+    resolve_data_options(args)   # before the folder is made and the model loads
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load(args)

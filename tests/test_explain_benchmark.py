@@ -410,3 +410,11 @@ def test_a_bad_pairs_file_is_refused_before_any_image_is_read(setup, tmp_path, c
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "unknown class 'unicorn'" in err and "no-such-folder" not in err
+
+
+@pytest.mark.parametrize("extra, says", [(("--split", "test"), "--split goes with --data"),
+                                         (("--val-size", "0", "--seed", "3"), "--val-size, --seed go with --data")])
+def test_data_options_without_data_are_refused_not_ignored(setup, tmp_path, capsys, extra, says):
+    """--split/--val-size/--seed pick from --data; with --images they used to be silently ignored."""
+    assert main(command(setup, tmp_path / "bad", *extra)) == 2
+    assert says in capsys.readouterr().err and not (tmp_path / "bad").exists()

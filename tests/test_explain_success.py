@@ -79,3 +79,10 @@ def test_cli_bad_input_is_one_line(setup, tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
     assert main(["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--steps", "x", "--out",
                  str(tmp_path)]) == 2
+
+
+def test_data_options_without_data_are_refused(setup, tmp_path, capsys):
+    _, d = setup
+    assert main(["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--split", "test",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "--split goes with --data" in capsys.readouterr().err and not (tmp_path / "bad").exists()
