@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from typing import Callable
 
 
@@ -18,6 +19,19 @@ def int_in(lo: int, hi: int = 10**9) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {v}")
         return v
     return parse
+
+
+def refuse_unused(args: argparse.Namespace, options: Iterable[str], used: bool, needs: str) -> None:
+    """Options that shape a part of a run that does not happen (`used` False) would be silently ignored: a
+    ValueError names those given (not None or False) and what they need, e.g. "--split goes with --data"."""
+    given = [f"--{o.replace('_', '-')}" for o in options if _given(getattr(args, o))]
+    if given and not used:
+        raise ValueError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with {needs}")
+
+
+def _given(value: object) -> bool:
+    """Set on the command line: not the None default or an unset flag (an explicit 0 is given)."""
+    return value is not None and value is not False
 
 
 def float_in(lo: float, hi: float) -> Callable[[str], float]:

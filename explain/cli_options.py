@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from dat_core.cli_types import float_in
+from dat_core.cli_types import float_in, refuse_unused
 from dat_core.guidance import CONE_ANGLE
 
 
@@ -16,9 +16,8 @@ def mask_image(args: argparse.Namespace, image):
 
     from .image import open_image, to_rgb
 
+    refuse_unused(args, ["mask_invert"], args.mask is not None, "--mask")
     if args.mask is None:
-        if args.mask_invert:
-            raise ValueError("--mask-invert goes with --mask")
         return None
     mask = open_image(args.mask)
     if mask.size != image.size:
@@ -103,9 +102,8 @@ def compiled_for_cli(model, spec: str):
 def cone_angle(args: argparse.Namespace) -> float | None:
     """The cone's half-angle of a --guide run (--cone-angle or its default); None without --guide, where a
     --cone-angle would silently change nothing and is refused."""
+    refuse_unused(args, ["cone_angle"], args.guide is not None, "--guide")
     if args.guide is None:
-        if args.cone_angle is not None:
-            raise ValueError("--cone-angle goes with --guide")
         return None
     return CONE_ANGLE if args.cone_angle is None else args.cone_angle
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dat_core.assets import ASSETS_DIR
+from dat_core.cli_types import refuse_unused
 
 EXAMPLES_DIR = ASSETS_DIR / "examples"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -37,10 +38,8 @@ def image_set_options(p: argparse.ArgumentParser, limit: int, split_help: str = 
 def resolve_data_options(args: argparse.Namespace) -> None:
     """--split, --val-size and --seed choose from --data: without it they would be silently ignored, so they are
     refused; with it, unset ones take their defaults (set in `args`, which run folders record)."""
+    refuse_unused(args, DATA_DEFAULTS, args.data is not None, "--data")
     if args.data is None:
-        given = [f"--{k.replace('_', '-')}" for k in DATA_DEFAULTS if getattr(args, k) is not None]
-        if given:
-            raise ValueError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --data")
         return
     for k, v in DATA_DEFAULTS.items():
         if getattr(args, k) is None:

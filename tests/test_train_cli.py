@@ -183,3 +183,17 @@ def test_readme_training_section_matches_the_code():
     for command in commands:
         argv = shlex.split(command.split("-m train ", 1)[1])
         build_parser().parse_args(argv)  # SystemExit on an option the CLI does not have
+
+
+@pytest.mark.parametrize("extra, says", [
+    (("--judge", "default"), "--judge goes with --samples N"),
+    (("--sample-steps", "3", "--sample-seeds", "gaussian"), "--sample-seeds, --sample-steps go with --samples N"),
+    (("--feature-model", "default"), "--feature-model goes with --samples N"),
+    (("--ood-limit", "10"), "--ood-limit goes with --ood SET"),
+    (("--ood-holdout", "5"), "--ood-holdout goes with --ood SET"),
+    (("--steps", "0", "--strong"), "--strong goes with --steps N > 0"),
+    (("--steps", "0", "--restarts", "2"), "--restarts goes with --steps N > 0")])
+def test_eval_refuses_options_of_a_part_that_does_not_run(toy, tiny_dir, capsys, extra, says):
+    """--judge without --samples, --ood-limit without --ood, --strong with --steps 0 were silently ignored."""
+    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), *extra]) == 2
+    assert says in capsys.readouterr().err

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from dat_core.cli_types import int_in
+from dat_core.cli_types import int_in, refuse_unused
 from dat_core.data import NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
@@ -19,6 +19,12 @@ from dat_core.loading import load_model
 from dat_core.pgd import NORMS
 from dat_core.runtime import resolve_device, use_autocast
 from dat_core.training.data import load_dataset
+
+OOD_LIMIT = 2000
+PARTS = ((("judge", "sample_seeds", "feature_model", "sample_steps", "sample_step_size"), "samples", "--samples N"),
+         (("ood_holdout", "ood_limit"), "ood", "--ood SET"),
+         (("restarts", "strong"), "steps", "--steps N > 0"))
+"""Options that shape one part of the report, the argument that makes that part run, and how to ask for it."""
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +44,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=float, default=0.5)
     p.add_argument("--steps", type=int_in(0), default=20, help="PGD steps (0 skips the attack)")
     p.add_argument("--step-size", type=float, default=0.1)
-    p.add_argument("--restarts", type=int_in(0), default=0, help="extra random-start restarts")
+    p.add_argument("--restarts", type=int_in(0), default=None, help="extra random-start restarts (default: 0)")
     p.add_argument("--strong", action="store_true", help="also run 50 steps with 2 random restarts")
     p.add_argument("--autoattack", action="store_true",
                    help="also run standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; pyautoattack) at --norm/--eps: "
@@ -57,16 +63,18 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ood", action="append", default=[], metavar="SET",
                    help=f"OOD set for the energy-score AUROC: {' or '.join(NOISE_KINDS)} noise, or an image "
                         "dir/archive (repeatable)")
-    p.add_argument("--ood-holdout", type=int_in(0), default=0,
+    p.add_argument("--ood-holdout", type=int_in(0), default=None,
                    help="use only the N held-out images of an OOD archive (same split as training's "
-                        "data.ood_holdout with --seed)")
-    p.add_argument("--ood-limit", type=int_in(1), default=2000, help="at most this many OOD images per set")
+                        "data.ood_holdout with --seed; default: all)")
+    p.add_argument("--ood-limit", type=int_in(1), default=None,
+                   help=f"at most this many OOD images per set (default: {OOD_LIMIT})")
     p.add_argument("--judge", default=None, help="standard model that judges class-conditional samples")
     p.add_argument("--samples", type=int_in(0), default=0,
                    help="class-conditional samples (PGD on f(x)[y] from seeds)")
-    p.add_argument("--sample-seeds", default=SEED_KINDS[0], choices=SEED_KINDS,
+    p.add_argument("--sample-seeds", default=None, choices=SEED_KINDS,
                    help="seeds of the samples: bank = out-of-distribution photos (assets/seeds/, how DAT samples), "
-                        "gaussian = class-conditional Gaussian fitted on CIFAR-10 train, or noise")
+                        f"gaussian = class-conditional Gaussian fitted on CIFAR-10 train, or noise (default: "
+                        f"{SEED_KINDS[0]})")
     p.add_argument("--feature-model", default=None, metavar="MODEL",
                    help="with --samples: a fixed classifier (e.g. the bundled standard model) whose penultimate "
                         "features give the samples' Fréchet distance to the evaluated images and their within-class "
@@ -135,8 +143,10 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     attacks = [a.strip() for a in args.autoattack_attacks.split(",") if a.strip()] if args.autoattack_attacks else None
     if attacks is not None and (not attacks or set(attacks) - set(ATTACKS)):
         raise ValueError(f"--autoattack-attacks: choose from {', '.join(ATTACKS)}, got {args.autoattack_attacks!r}")
-    if args.feature_model and not args.samples:
-        raise ValueError("--feature-model measures samples: pass --samples N too")
+    for options, part, needs in PARTS:
+        refuse_unused(args, options, bool(getattr(args, part)), needs)
+    args.restarts, args.ood_holdout = args.restarts or 0, args.ood_holdout or 0
+    args.ood_limit, args.sample_seeds = args.ood_limit or OOD_LIMIT, args.sample_seeds or SEED_KINDS[0]
     run_autoattack = args.autoattack or attacks is not None
     if args.update_card and not Path(str(args.model)).is_dir():
         raise ValueError("--update-card writes into the card of a checkpoint folder: pass --model DIR")
