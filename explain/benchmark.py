@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import zipfile
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +27,15 @@ import torch.nn as nn
 
 from dat_core.energy import marginal_energy, probabilities
 from dat_core.evaluation.generative import features_of, frechet_from_features
-from dat_core.files import replacing
+from dat_core.files import read_json, replacing
 from dat_core.guidance import CONE_ANGLE, ConeGuide
+from dat_core.logs import get_logger
 from dat_core.pgd import attack_mode, pgd_step, threat_model
 
 from .params import resolve_class
 from .trajectory import minimal_counterfactual, model_info
+
+log = get_logger(__name__)
 
 CHANGED = 2 / 255
 """A pixel value counts as changed when it moved by more than this (JPEG-level noise is ~2/255)."""
@@ -185,7 +190,12 @@ def check_run_folder(out: Path, settings: dict[str, Any]) -> None:
     """Record `settings` in out/run.json, or check that a previous run there used the same ones."""
     path = out / "run.json"
     if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            old = read_json(path, 2**20, f"{out.name}/run.json", "a benchmark's settings")
+            if not isinstance(old, dict):
+                raise ValueError(f"{out.name}/run.json holds no benchmark settings")
+        except ValueError as e:
+            raise ValueError(f"{e} (delete the folder to start over)") from None
         differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if differ:
             raise ValueError(f"{out.name} holds a benchmark with other settings ({', '.join(differ)} differ): "
@@ -195,12 +205,31 @@ def check_run_folder(out: Path, settings: dict[str, Any]) -> None:
         path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
 
 
+DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+"""What reading a saved file cut short or overwritten raises (numpy, zipfile, zlib)."""
+
+
+def _read_saved(path: Path, read: Callable[[Path], Any]) -> Any | None:
+    """`read(path)`, or None when the file is damaged (a full disk, a copy cut short): it is set aside as
+    *.damaged, kept for a look, and its work is done again."""
+    try:
+        return read(path)
+    except DAMAGED as e:
+        os.replace(path, path.with_name(path.name + ".damaged"))
+        log.warning("%s is damaged (%s): set aside as %s.damaged, its pairs run again", path.name,
+                    type(e).__name__, path.name)
+        return None
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
 def read_parts(parts: Path, tag: str) -> dict[str, np.ndarray]:
-    """What a radius saved so far under `parts` (`{tag}-p*.npz`): per-pair arrays in job order, with `job`."""
-    chunks = []
-    for path in sorted(parts.glob(f"{tag}-p*.npz")):
-        with np.load(path) as f:
-            chunks.append({k: f[k] for k in f.files})
+    """What a radius saved so far under `parts` (`{tag}-p*.npz`): per-pair arrays in job order, with `job`
+    (a damaged part is set aside: its pairs count as not done)."""
+    chunks = [c for path in sorted(parts.glob(f"{tag}-p*.npz")) if (c := _read_saved(path, _read_npz)) is not None]
     if not chunks:
         return {"job": np.zeros(0, dtype=np.int64)}
     saved = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
@@ -252,18 +281,25 @@ def minimal_radii(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, part
     for b, start in enumerate(range(0, len(jobs), chunk)):
         path = parts / f"minimal-b{b:05d}.npy"
         rows = jobs[start:start + chunk]
-        if not path.is_file():
+        saved = _read_saved(path, _read_radii) if path.is_file() else None
+        if saved is None or len(saved) != len(rows):
             radii = []
             for i, _, t in rows:
                 r = minimal_counterfactual(model, images[i:i + 1], int(t), (0.5,), autocast=autocast).results[0].radius
                 radii.append(math.nan if r is None else r)
                 if progress is not None:
                     progress(1)
-            np.save(path, np.asarray(radii, dtype=np.float64))
+            saved = np.asarray(radii, dtype=np.float64)
+            with replacing(path) as tmp, open(tmp, "wb") as f:   # a stop mid-write leaves no half file
+                np.save(f, saved)
         elif progress is not None:
             progress(len(rows))
-        out.append(np.load(path))
+        out.append(saved)
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def _read_radii(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
 
 
 def spread(n_jobs: int, n: int) -> np.ndarray:

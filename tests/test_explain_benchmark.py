@@ -418,3 +418,27 @@ def test_data_options_without_data_are_refused_not_ignored(setup, tmp_path, caps
     """--split/--val-size/--seed pick from --data; with --images they used to be silently ignored."""
     assert main(command(setup, tmp_path / "bad", *extra)) == 2
     assert says in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_damaged_saved_work_is_set_aside_and_redone(setup, tmp_path, capsys):
+    """A part or minimal-radius file that cannot be read (a disk that filled up, a copy cut short) used to end the
+    resumed run in a BadZipFile traceback: it is set aside as *.damaged and its pairs are run again, giving the
+    same report. A damaged run.json is one line naming it."""
+    extra = ("--feature-model", "none", "--minimal", "3")
+    assert main(command(setup, tmp_path, *extra)) == 0
+    first = json.loads((tmp_path / "benchmark.json").read_text())
+    part = sorted((tmp_path / "parts").glob("*.npz"))[1]
+    minimal = sorted((tmp_path / "parts").rglob("minimal-b*.npy"))[0]
+    part.write_bytes(part.read_bytes()[:100])
+    minimal.write_bytes(minimal.read_bytes()[:90])
+    capsys.readouterr()
+    assert main(command(setup, tmp_path, *extra)) == 0
+    assert "damaged" in capsys.readouterr().err
+    again = json.loads((tmp_path / "benchmark.json").read_text())
+    assert again["radii"] == first["radii"] and again["minimal_radius"] == first["minimal_radius"]
+    assert part.is_file() and minimal.is_file()                                   # redone
+    assert len(list((tmp_path / "parts").rglob("*.damaged"))) == 2                 # and the damaged ones kept aside
+    (tmp_path / "run.json").write_text("{bad")
+    assert main(command(setup, tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert "run.json" in err and "not valid JSON" in err and err.count("\n") == 1
