@@ -28,6 +28,14 @@ def replacing(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def write_text(path: Path, text: str) -> Path:
+    """`path.write_text(text)` (UTF-8) that never leaves half a file: a stop or an error mid-write keeps the old
+    one (run settings a resume reads, model cards a person wrote)."""
+    with replacing(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
 def read_json(path: Path, max_bytes: int, label: str, what: str) -> Any:
     """The JSON value in `path`, refused unread when it is larger than `max_bytes` (configs and cards come from
     users: no file is read whole before its size is known). ValueError names it `label`, and `what` it should be."""

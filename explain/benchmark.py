@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from dat_core.energy import marginal_energy, probabilities
 from dat_core.evaluation.generative import features_of, frechet_from_features
-from dat_core.files import read_json, replacing
+from dat_core.files import read_json, replacing, write_text
 from dat_core.guidance import CONE_ANGLE, ConeGuide
 from dat_core.logs import get_logger
 from dat_core.pgd import attack_mode, pgd_step, threat_model
@@ -202,7 +202,7 @@ def check_run_folder(out: Path, settings: dict[str, Any]) -> None:
                              "re-run the same command to continue it, or choose another --out")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        write_text(path, json.dumps(settings, indent=2))
 
 
 DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)

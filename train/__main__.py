@@ -49,6 +49,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from dat_core.cards import update_card
     from dat_core.checkpoint import model_card, read_config
+    from dat_core.files import write_text
     from dat_core.hub import push, validate_repo_id
 
     validate_repo_id(args.repo_id)
@@ -56,7 +57,7 @@ def _push(args: argparse.Namespace) -> int:
     config = read_config(directory / "config.json")
     metrics = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
     card = update_card(model_card(directory), config, metrics, repo_id=args.repo_id, dataset=args.dataset)
-    (directory / "README.md").write_text(card)
+    write_text(directory / "README.md", card)
     url = push(directory, args.repo_id, revision=args.revision, token=args.token, endpoint=args.endpoint,
                private=args.private)
     print(f"pushed {directory} to {args.repo_id}: {url}")

@@ -184,7 +184,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     if args.update_card:
         from dat_core.cards import update_card
         from dat_core.checkpoint import CARD_NAME, model_card
+        from dat_core.files import write_text
 
         card = update_card(model_card(args.model), model.config, report, dataset=Path(str(args.data)).name)
-        (Path(args.model) / CARD_NAME).write_text(card, encoding="utf-8")
+        write_text(Path(args.model) / CARD_NAME, card)
     return report
