@@ -15,8 +15,10 @@ import argparse
 import importlib.util
 import logging
 import os
+import socket
 import sys
 
+from dat_core.cli_types import int_in
 from dat_core.loading import default_model_dir
 from webapp import scheduling
 from webapp.demo import build_demo
@@ -31,8 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="DAT Explainer web app (Gradio).")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="interface to listen on (default 127.0.0.1; 0.0.0.0 to serve the network)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                        help="port (default 7860)")
+    parser.add_argument("--port", type=int_in(1, 65535), default=os.environ.get("GRADIO_SERVER_PORT", "7860"),
+                        help="port, 1..65535 (default 7860)")
     parser.add_argument("--model", default="default",
                         help="'default' (bundled), a checkpoint dir, or a Hub repo id owner/name")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit sha) for --model")
@@ -65,6 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.workers, args.threads = scheduling.plan(args.workers, args.threads)
     except ValueError as e:
         parser.error(str(e))
+    try:
+        socket.getaddrinfo(args.host, args.port)   # a name that is no address ends here, not in a crash of the server
+    except (socket.gaierror, UnicodeError) as e:
+        parser.error(f"argument --host: {args.host!r} is not an address or host name here ({e})")
     if args.allow_local_models is None:
         args.allow_local_models = local_models_allowed(args.host, args.share)
     return args

@@ -112,13 +112,24 @@ def test_scheduling_plan():
     assert scheduling.plan(cuda=False, cores=8, threads="2") == (4, 2)
     assert scheduling.plan("3", "1", cuda=False, cores=2) == (3, 1)
     assert scheduling.plan(cuda=True, cores=16) == (1, 16)
-    for bad in ("0", "-1", "two", "1.5"):
-        with pytest.raises(ValueError, match="workers must be auto or a whole number"):
+    for bad in ("0", "-1", "two", "1.5", "65", "100000"):
+        with pytest.raises(ValueError, match="workers must be auto or a whole number from 1 to 64"):
             scheduling.plan(bad, cuda=False, cores=2)
     with pytest.raises(SystemExit):
         app.parse_args(["--threads", "0"])
     args = app.parse_args(["--workers", "1", "--threads", "2", "--compile", "off"])
     assert (args.workers, args.threads, args.compile) == (1, 2, "off")
+
+
+@pytest.mark.parametrize("argv, says", [(["--port", "0"], "--port: expected an integer in 1..65535"),
+                                        (["--port", "70000"], "--port: expected an integer in 1..65535"),
+                                        (["--host", "::::"], "--host: '::::' is not an address"),
+                                        (["--host", "no-such-host.invalid"], "is not an address or host name")])
+def test_the_command_line_refuses_what_the_server_would_crash_on(argv, says, capsys):
+    """Port 0 and 70000 ended in tracebacks from inside Gradio, a malformed host in a C++ abort."""
+    with pytest.raises(SystemExit) as exit_:
+        app.parse_args(argv)
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
 
 
 class _Small(Classifier):

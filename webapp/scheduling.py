@@ -15,7 +15,10 @@ import os
 
 import torch
 
-CHOICES = "auto or a whole number >= 1"
+MAX_COUNT = 64
+"""Most computations at once, or threads each: beyond it a typo (--workers 100000) would let every queued request
+hold a model's activations at once."""
+CHOICES = f"auto or a whole number from 1 to {MAX_COUNT}"
 
 
 def parse_count(name: str, value: str | int) -> int | None:
@@ -26,7 +29,7 @@ def parse_count(name: str, value: str | int) -> int | None:
         count = int(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be {CHOICES}, got {value!r}") from None
-    if count < 1:
+    if not 1 <= count <= MAX_COUNT:
         raise ValueError(f"{name} must be {CHOICES}, got {value!r}")
     return count
 
