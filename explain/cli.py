@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dat_core.cli_types import int_in
+from dat_core.cli_types import int_in, refuse_unused
 
 from .cli_options import common_options, cone_angle, guidance, mask_image, trajectory_options
 
@@ -255,10 +255,11 @@ def _landscape(args: argparse.Namespace) -> int:
     from .landscape import energy_landscape, plot_landscape
     from .params import resolve_class
 
+    refuse_unused(args, ["seed"], args.direction == "random", "--direction random")
     model, traj = _model_and_trajectory(args)
     direction = args.direction if args.direction == "random" else resolve_class(args.direction, traj.class_names)
     land = energy_landscape(model, traj, direction=direction, grid=args.grid, span=args.span,
-                            energy=args.energy, seed=args.seed, autocast=args.autocast)
+                            energy=args.energy, seed=args.seed or 0, autocast=args.autocast)
     out = _out_dir(args.out)
     wrote = [save_figure(plot_landscape(land, step=args.step), out / "landscape.png"),
              save_json(land.to_dict(), out / "landscape.json")]
@@ -362,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "(default: 1.25 x the path's extent)")
     p.add_argument("--energy", default="marginal", choices=("marginal", "joint"),
                    help="E(x) or E(x, target) (default: marginal)")
-    p.add_argument("--seed", type=seed, default=0, help="seed of the random direction")
+    p.add_argument("--seed", type=seed, default=None, help="seed of the random direction (default: 0)")
     p.add_argument("--step", type=int, default=None, help="trajectory frame to mark (default: none)")
 
     p = _command(sub, "attribute", _attribute, "Captum attributions for the predicted and the target class",

@@ -124,6 +124,15 @@ def test_landscape_and_attribute_subcommands(files, tmp_path):
     assert main(["attribute", *common, "--methods", "magic", "--out", str(tmp_path / "bad")]) == 2
 
 
+def test_landscape_seed_goes_with_a_random_direction(files, tmp_path, capsys):
+    """A class direction has no randomness: --seed with it was silently ignored."""
+    common = ["--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "dog", "--steps", "2",
+              "--grid", "3"]
+    assert main(["landscape", *common, "--direction", "cat", "--seed", "5", "--out", str(tmp_path / "bad")]) == 2
+    assert "--seed goes with --direction random" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["landscape", *common, "--seed", "5", "--out", str(tmp_path / "ok")]) == 0
+
+
 @pytest.mark.parametrize("command", ["counterfactual", "landscape", "attribute", "generate"])
 def test_help_for_each_command(command, capsys):
     with pytest.raises(SystemExit) as e:
