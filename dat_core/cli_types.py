@@ -1,5 +1,6 @@
-"""argparse types shared by the `explain` and `train` command lines: an out-of-range number is a usage error
-(exit 2, one line) before anything loads, never a traceback later or a silently different run."""
+"""argparse types and checks shared by the `explain` and `train` command lines (and app.py): an out-of-range number
+is a usage error (exit 2, one line) before anything loads, never a traceback later or a silently different run, and
+an option given for a part of the run that does not happen is refused rather than silently ignored."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ of the counterfactual literature (validity, closeness, realism, transfer; minima
 Every pair of one radius runs in a pool of `batch_size` PGD paths (`run_paths`: one batch, a label per row;
 a path that ends frees its row for the next pair). Each `batch_size` ended pairs are saved as one part under
 `parts/` of the output folder, so a stopped run continues where it stopped when the same command runs again
-(`run.json` holds the settings; a folder holding another benchmark is refused).
+(`run.json` holds the settings, `benchmark_parts`; a folder holding another benchmark is refused).
 The realism reference is a fixed, offline feature space: another
 classifier's penultimate layer (`Classifier.features`), so a Fréchet distance there is named for that model,
 never FID.
@@ -12,10 +12,7 @@ never FID.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import zipfile
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +24,12 @@ import torch.nn as nn
 
 from dat_core.energy import marginal_energy, probabilities
 from dat_core.evaluation.generative import features_of, frechet_from_features
-from dat_core.files import read_json, replacing, write_text
 from dat_core.guidance import CONE_ANGLE, ConeGuide
-from dat_core.logs import get_logger
 from dat_core.pgd import attack_mode, pgd_step, threat_model
 
+from .benchmark_parts import read_parts, read_radii, save_part, save_radii
 from .params import resolve_class
 from .trajectory import minimal_counterfactual, model_info
-
-log = get_logger(__name__)
 
 CHANGED = 2 / 255
 """A pixel value counts as changed when it moved by more than this (JPEG-level noise is ~2/255)."""
@@ -181,62 +175,6 @@ def run_batch(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, *, judg
 
 # ---------------------------------------------------------------- the run (resumable)
 
-def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with replacing(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def check_run_folder(out: Path, settings: dict[str, Any]) -> None:
-    """Record `settings` in out/run.json, or check that a previous run there used the same ones."""
-    path = out / "run.json"
-    if path.is_file():
-        try:
-            old = read_json(path, 2**20, f"{out.name}/run.json", "a benchmark's settings")
-            if not isinstance(old, dict):
-                raise ValueError(f"{out.name}/run.json holds no benchmark settings")
-        except ValueError as e:
-            raise ValueError(f"{e} (delete the folder to start over)") from None
-        differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if differ:
-            raise ValueError(f"{out.name} holds a benchmark with other settings ({', '.join(differ)} differ): "
-                             "re-run the same command to continue it, or choose another --out")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(path, json.dumps(settings, indent=2))
-
-
-DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
-"""What reading a saved file cut short or overwritten raises (numpy, zipfile, zlib)."""
-
-
-def _read_saved(path: Path, read: Callable[[Path], Any]) -> Any | None:
-    """`read(path)`, or None when the file is damaged (a full disk, a copy cut short): it is set aside as
-    *.damaged, kept for a look, and its work is done again."""
-    try:
-        return read(path)
-    except DAMAGED as e:
-        os.replace(path, path.with_name(path.name + ".damaged"))
-        log.warning("%s is damaged (%s): set aside as %s.damaged, its pairs run again", path.name,
-                    type(e).__name__, path.name)
-        return None
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
-
-def read_parts(parts: Path, tag: str) -> dict[str, np.ndarray]:
-    """What a radius saved so far under `parts` (`{tag}-p*.npz`): per-pair arrays in job order, with `job`
-    (a damaged part is set aside: its pairs count as not done)."""
-    chunks = [c for path in sorted(parts.glob(f"{tag}-p*.npz")) if (c := _read_saved(path, _read_npz)) is not None]
-    if not chunks:
-        return {"job": np.zeros(0, dtype=np.int64)}
-    saved = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    order = np.argsort(saved["job"], kind="stable")
-    return {k: v[order] for k, v in saved.items()}
-
-
 def run_radius(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, parts: Path, tag: str, *,
                batch_size: int, judges: Judges, progress: Callable[[int], None] | None = None,
                **request: Any) -> dict[str, np.ndarray]:
@@ -255,7 +193,7 @@ def run_radius(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, parts: 
         pos = np.concatenate([e[0] for e in ended])
         x0, xt, step = (torch.cat([e[k] for e in ended]) for k in (1, 2, 3))
         arrays = judge(model, x0, xt, torch.from_numpy(jobs[todo[pos], 2]).to(xt.device), step, judges)
-        _atomic_npz(next(names), {**arrays, "job": todo[pos]})
+        save_part(next(names), {**arrays, "job": todo[pos]})
         ended.clear()
 
     for e in run_paths(model, images, jobs[todo, 0], jobs[todo, 2], rows=batch_size, **request):
@@ -281,7 +219,7 @@ def minimal_radii(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, part
     for b, start in enumerate(range(0, len(jobs), chunk)):
         path = parts / f"minimal-b{b:05d}.npy"
         rows = jobs[start:start + chunk]
-        saved = _read_saved(path, _read_radii) if path.is_file() else None
+        saved = read_radii(path)
         if saved is None or len(saved) != len(rows):
             radii = []
             for i, _, t in rows:
@@ -290,16 +228,11 @@ def minimal_radii(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, part
                 if progress is not None:
                     progress(1)
             saved = np.asarray(radii, dtype=np.float64)
-            with replacing(path) as tmp, open(tmp, "wb") as f:   # a stop mid-write leaves no half file
-                np.save(f, saved)
+            save_radii(path, saved)
         elif progress is not None:
             progress(len(rows))
         out.append(saved)
     return np.concatenate(out) if out else np.zeros(0)
-
-
-def _read_radii(path: Path) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
 
 
 def spread(n_jobs: int, n: int) -> np.ndarray:

@@ -119,6 +119,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
 
     from . import benchmark as bm
     from . import benchmark_report as rep
+    from .benchmark_parts import check_run_folder
     from .cli_options import guidance
     from .image import to_model_input
     from .image_sets import load_image_set, resolve_data_options
@@ -158,7 +159,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     judges = bm.Judges(feature_model, f"penultimate features of {fs_name}" if fs_name else "", transfer, tr_name)
     out = Path(args.out)
     pairs = [list(p) for p in sorted(pair_set)] if pair_set else "all-others"   # as JSON reads it back
-    bm.check_run_folder(out, _settings(args, radii, request, pairs))
+    check_run_folder(out, _settings(args, radii, request, pairs))
     real_features = None if feature_model is None else features_of(feature_model, x).numpy()
     band = bm.energy_band(getattr(model, "config", {}))
     minimal_jobs = jobs[bm.spread(len(jobs), args.minimal)]

@@ -1,0 +1,85 @@
+"""A benchmark's run folder: `run.json` (the settings a resumed run must match) and the saved work under `parts/`.
+
+Every file appears whole or not at all (`dat_core.files.replacing`), so a stop loses at most the pairs in flight.
+A saved file that still cannot be read (a full disk, a copy cut short) is set aside as *.damaged and its work
+is done again, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from dat_core.files import read_json, replacing, write_text
+from dat_core.logs import get_logger
+
+log = get_logger(__name__)
+
+DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+"""What reading a saved file cut short or overwritten raises (numpy, zipfile, zlib)."""
+
+
+def check_run_folder(out: Path, settings: dict[str, Any]) -> None:
+    """Record `settings` in out/run.json, or check that a previous run there used the same ones."""
+    path = out / "run.json"
+    if path.is_file():
+        try:
+            old = read_json(path, 2**20, f"{out.name}/run.json", "a benchmark's settings")
+            if not isinstance(old, dict):
+                raise ValueError(f"{out.name}/run.json holds no benchmark settings")
+        except ValueError as e:
+            raise ValueError(f"{e} (delete the folder to start over)") from None
+        differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if differ:
+            raise ValueError(f"{out.name} holds a benchmark with other settings ({', '.join(differ)} differ): "
+                             "re-run the same command to continue it, or choose another --out")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(settings, indent=2))
+
+
+def _read_saved(path: Path, read: Callable[[Path], Any]) -> Any | None:
+    """`read(path)`, or None when the file is damaged: it is set aside as *.damaged, kept for a look."""
+    try:
+        return read(path)
+    except DAMAGED as e:
+        os.replace(path, path.with_name(path.name + ".damaged"))
+        log.warning("%s is damaged (%s): set aside as %s.damaged, its pairs run again", path.name,
+                    type(e).__name__, path.name)
+        return None
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def save_part(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def read_parts(parts: Path, tag: str) -> dict[str, np.ndarray]:
+    """What a radius saved so far under `parts` (`{tag}-p*.npz`): per-pair arrays in job order, with `job`
+    (a damaged part is set aside: its pairs count as not done)."""
+    chunks = [c for path in sorted(parts.glob(f"{tag}-p*.npz")) if (c := _read_saved(path, _read_npz)) is not None]
+    if not chunks:
+        return {"job": np.zeros(0, dtype=np.int64)}
+    saved = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    order = np.argsort(saved["job"], kind="stable")
+    return {k: v[order] for k, v in saved.items()}
+
+
+def save_radii(path: Path, radii: np.ndarray) -> None:
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, radii)
+
+
+def read_radii(path: Path) -> np.ndarray | None:
+    """Minimal radii saved at `path`; None when there are none yet, or they were damaged (and set aside)."""
+    return _read_saved(path, lambda p: np.load(p, allow_pickle=False)) if path.is_file() else None
