@@ -145,12 +145,12 @@ def resolve_class(value: int | str, class_names: Sequence[str]) -> int:
 
 
 def resolve_targets(targets: int | str | Sequence[int | str], class_names: Sequence[str]) -> list[int]:
-    """"all", one class, or a list of classes -> list of indices."""
+    """"all", one class, or a list of classes -> list of indices, each class once (in the order first named)."""
     if isinstance(targets, str) and targets.strip().lower() == "all":
         return list(range(len(class_names)))
     if isinstance(targets, (str, int, np.integer)):
         return [resolve_class(targets, class_names)]
-    out = [resolve_class(t, class_names) for t in targets]
+    out = list(dict.fromkeys(resolve_class(t, class_names) for t in targets))
     if not out:
         raise ValueError("no target classes given")
     return out

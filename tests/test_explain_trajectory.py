@@ -199,6 +199,15 @@ def test_resolve_class_names_and_indices():
         resolve_class(10, CLASSES)
 
 
+def test_a_class_named_twice_is_explained_once(tiny_model):
+    """`--target dog,5,dog` used to run dog's path three times and write its folder over itself."""
+    from explain.params import resolve_targets
+
+    assert resolve_targets(["dog", "5", "cat", 5], CLASSES) == [5, 3]
+    image = torch.rand(1, 3, 32, 32)
+    assert [t.target for t in counterfactuals(tiny_model, image, ["dog", 5], steps=1)] == [5]
+
+
 # ---------------------------------------------------------------- image input policy
 
 def test_image_modes_sizes_and_crop():
