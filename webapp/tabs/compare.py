@@ -20,8 +20,6 @@ from ..views import CompareView
 from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual
 
-DEFAULT_CONE = CONE_ANGLE  # degrees: explain.counterfactual's default
-
 
 @dataclass
 class Components:
@@ -68,7 +66,7 @@ def layout(ex: Explainer) -> Components:
         with gr.Row(equal_height=False):
             cmp_run = gr.Button("Compare", variant="primary", elem_id="cmp-run", interactive=ex.standard is not None,
                                 scale=2)
-            cmp_cone = gr.Slider(0, 180, value=DEFAULT_CONE, step=1, label="Cone angle α of the guided path (degrees)",
+            cmp_cone = gr.Slider(0, 180, value=CONE_ANGLE, step=1, label="Cone angle α of the guided path (degrees)",
                                  info="0: follow the DAT model's gradient only; 180: no guidance", elem_id="cmp-cone",
                                  scale=3)
         cmp_summary = gr.Markdown("", elem_id="cmp-summary")
@@ -113,7 +111,7 @@ def cone_angle(value: Any) -> float:
 
 
 @user_errors
-def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, cone=DEFAULT_CONE,
+def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, cone=CONE_ANGLE,
         progress=gr.Progress()) -> Compared:
     """The same counterfactual request on the session's (robust) model, the standard model, and the standard model
     guided by the robust one within a cone of `cone` degrees."""
