@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable
-from typing import Callable
+from typing import Any, Callable
 
 
 def int_in(lo: int, hi: int = 10**9) -> Callable[[str], int]:
@@ -46,3 +46,16 @@ def float_in(lo: float, hi: float) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"expected a number in {lo:g}..{hi:g}, got {text}")
         return v
     return parse
+
+
+def comma_list(text: str, option: str, parse: Callable[[str], Any] = str) -> list[Any]:
+    """The items of a comma-separated option value ("1,2,3"), each stripped and parsed, each kept once in the
+    order first named. An empty item ("1,,2", "1,", ",") or an empty value is a ValueError naming `option`:
+    dropping it would run another list than the one typed, and a repeated item would run the same work twice."""
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise ValueError(f"{option} takes a comma-separated list without empty items; got {text!r}")
+    try:
+        return list(dict.fromkeys(parse(t) for t in items))
+    except ValueError as e:
+        raise ValueError(f"{option}: {e}") from None

@@ -47,7 +47,7 @@ def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argpar
     p.add_argument("--pairs", default="all-others", help="'all-others' (every class but the image's) or a CSV "
                                                          "file of source,target class names (default: %(default)s)")
     p.add_argument("--norm", default="L2", choices=NORMS, type=norm_name, help="threat model (default: L2)")
-    p.add_argument("--eps", default="", help="radii, comma-separated, e.g. 1,2,3,4 or 4/255,8/255 "
+    p.add_argument("--eps", default=None, help="radii, comma-separated, e.g. 1,2,3,4 or 4/255,8/255 "
                                              "(default: the app's default radius)")
     p.add_argument("--steps", type=int_in(1, 1000), default=None, help="PGD steps (default: the app's)")
     p.add_argument("--step-size", type=float, default=None, help="step length (default: the app's)")
@@ -128,7 +128,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     from .trajectory import check_guide, model_info
 
     started = time.perf_counter()
-    radii = comma_values(args.eps, lambda v: parse_eps(v, name="eps"))
+    radii = comma_values(args.eps, "--eps", parse_eps)
     cone_angle(args)             # a --cone-angle without --guide fails before anything loads,
     resolve_data_options(args)   # and a --split, --val-size or --seed without --data
     model = load(args)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dat_core.cli_types import int_in, refuse_unused
+from dat_core.cli_types import comma_list, int_in, refuse_unused
 
 from .cli_options import common_options, cone_angle, guidance, mask_image, trajectory_options
 
@@ -75,7 +75,7 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _targets(text: str) -> str | list[str]:
-    return "all" if text.strip().lower() == "all" else [t for t in text.split(",") if t.strip()]
+    return "all" if text.strip().lower() == "all" else comma_list(text, "--target")
 
 
 def _safe(name: str) -> str:
@@ -141,7 +141,7 @@ def _counterfactual(args: argparse.Namespace) -> int:
     from .trajectory import counterfactuals, minimal_counterfactual, model_info
 
     params = _request(args)
-    confidences = _confidences(args.minimal) if args.minimal else None
+    confidences = None if args.minimal is None else _confidences(args.minimal)
     targets = _targets(args.target)
     source = open_image(args.image)  # bad input fails before the model loads
     mask = mask_image(args, source)
@@ -215,11 +215,11 @@ def _write_alternatives(args: argparse.Namespace, model, image, trajs, params: d
 
 def _confidences(text: str) -> list[float]:
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        values = comma_list(text, "--minimal", float)
     except ValueError:
         raise ValueError(f"--minimal takes confidences in (0, 1) separated by commas, e.g. 0.5,0.9; "
                          f"got {text!r}") from None
-    if not values or not all(0 < v < 1 for v in values):
+    if not all(0 < v < 1 for v in values):
         raise ValueError(f"--minimal confidences must lie in (0, 1); got {text!r}")
     return values
 
@@ -274,7 +274,7 @@ def _attribute(args: argparse.Namespace) -> int:
     from .attribution import METHODS, attribute_trajectory, plot_attributions
     from .export import save_figure
 
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
+    methods = METHODS if args.methods is None else tuple(comma_list(args.methods, "--methods"))
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown attribution method(s) {', '.join(unknown) or '(none)'}; "

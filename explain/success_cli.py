@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from dat_core.cli_types import comma_list
+
 EPILOG = """examples:
   python -m explain success --out out/success                                   # bundled examples, defaults
   python -m explain success --data ../shared/data/cifar10-jpg.tar.gz --limit 100 \\
@@ -34,15 +36,16 @@ def add_success_parser(sub: argparse._SubParsersAction, load: Callable[[argparse
     p.add_argument("--threshold", type=float, default=0.5, help="p(target) that counts as reached "
                                                                 "(default: %(default)s)")
     p.add_argument("--norm", default="L2", help="threat model (default: L2)")
-    p.add_argument("--eps", default="", help="radius or comma list to sweep (default: the app's default)")
-    p.add_argument("--steps", default="", help="PGD steps or comma list (default: the app's default)")
-    p.add_argument("--step-size", default="", help="step length or comma list (default: the app's default)")
+    p.add_argument("--eps", default=None, help="radius or comma list to sweep (default: the app's default)")
+    p.add_argument("--steps", default=None, help="PGD steps or comma list (default: the app's default)")
+    p.add_argument("--step-size", default=None, help="step length or comma list (default: the app's default)")
     p.set_defaults(func=lambda args: run_success(args, load))
 
 
-def comma_values(text: str, parse: Callable[[str], Any]) -> list[Any]:
-    """"1,2,3" -> parsed values; an empty text -> [None] (the default)."""
-    return [parse(v.strip()) for v in text.split(",") if v.strip()] or [None]
+def comma_values(text: str | None, option: str, parse: Callable[[str], Any]) -> list[Any]:
+    """"1,2,3" -> parsed values, each once (`dat_core.cli_types.comma_list`); not given (None) -> [None], the
+    default."""
+    return [None] if text is None else comma_list(text, option, parse)
 
 
 def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
@@ -53,8 +56,8 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
     from .success import sweep
     from .trajectory import model_info
 
-    grid = {"eps": comma_values(args.eps, lambda v: parse_eps(v, name="eps")), "steps": comma_values(args.steps, int),
-            "step_size": comma_values(args.step_size, float)}
+    grid = {"eps": comma_values(args.eps, "--eps", parse_eps), "steps": comma_values(args.steps, "--steps", int),
+            "step_size": comma_values(args.step_size, "--step-size", float)}
     resolve_data_options(args)   # before the folder is made and the model loads
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,44 @@ def test_out_of_range_parameters_exit_2(files, tmp_path, capsys, extra, needle):
     assert needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command, option, value", [
+    ("counterfactual", "--target", "cat,,dog"), ("counterfactual", "--target", "cat,"),
+    ("counterfactual", "--minimal", "0.5,,0.9"), ("counterfactual", "--minimal", ""),
+    ("generate", "--target", ","), ("attribute", "--methods", ""), ("attribute", "--methods", "saliency,"),
+    ("success", "--eps", "1,,2"), ("success", "--steps", ","), ("success", "--step-size", ""),
+    ("benchmark", "--eps", "1,"), ("benchmark", "--eps", ""),
+])
+def test_an_empty_item_in_a_comma_list_is_refused_not_dropped(files, tmp_path, capsys, command, option, value):
+    """"--target cat,,dog" or "--eps 1,,2" used to run the list without the empty item, and an empty
+    --eps/--steps/--methods silently meant the default: a run other than the one typed."""
+    (tmp_path / "imgs").mkdir()
+    Image.open(files / "img.png").convert("RGB").save(tmp_path / "imgs" / "cat-0.png")
+    where = {"counterfactual": ["--image", str(files / "img.png"), "--target", "cat"], "generate": ["--target", "cat"],
+             "attribute": ["--image", str(files / "img.png"), "--target", "cat"],
+             "success": ["--images", str(tmp_path / "imgs")], "benchmark": ["--images", str(tmp_path / "imgs")]}
+    base = [a for a in where[command] if a != option]
+    if option == "--target":
+        base = base[:-1]
+    args = [command, "--model", str(files / "ckpt"), "--steps", "2", "--device", "cpu", *base,
+            "--out", str(tmp_path / "x")]
+    if option == "--steps":
+        args.remove("--steps"), args.remove("2")
+    assert main([*args, option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {option}") and len(err.splitlines()) == 1 and repr(value) in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_comma_lists_keep_each_item_once():
+    from dat_core.cli_types import comma_list
+    from explain.params import parse_eps
+
+    assert comma_list(" 1, 2,1 ,4/255", "--eps", parse_eps) == [1.0, 2.0, 4 / 255]
+    assert comma_list("dog, cat,dog", "--target") == ["dog", "cat"]
+    with pytest.raises(ValueError, match="--steps: invalid literal"):
+        comma_list("2,x", "--steps", int)
+
+
 def test_every_target_gets_a_subdir_and_a_grid(files, tmp_path, capsys):
     out = tmp_path / "all"
     assert main(["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"),

@@ -134,6 +134,9 @@ def test_eval_autoattack_writes_report_and_model_info(toy, tiny_dir, tmp_path, c
     assert "need at least 4 classes" in capsys.readouterr().err
     assert main([*base, "--autoattack", "--model-info"]) == 2  # model_info.json goes beside --json
     assert main([*base, "--autoattack-attacks", "pgd"]) == 2
+    capsys.readouterr()
+    assert main([*base, "--autoattack-attacks", "apgd-ce,"]) == 2   # was run as "apgd-ce", the empty item dropped
+    assert "--autoattack-attacks takes a comma-separated list without empty items" in capsys.readouterr().err
 
 
 def test_eval_update_card_puts_autoattack_into_the_model_index(toy, tiny_dir, capsys):

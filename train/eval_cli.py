@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from dat_core.cli_types import int_in, refuse_unused
+from dat_core.cli_types import comma_list, int_in, refuse_unused
 from dat_core.data import NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
@@ -140,8 +140,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None and (not math.isfinite(value) or value < 0):
             raise ValueError(f"--{name.replace('_', '-')} must be finite and >= 0")
-    attacks = [a.strip() for a in args.autoattack_attacks.split(",") if a.strip()] if args.autoattack_attacks else None
-    if attacks is not None and (not attacks or set(attacks) - set(ATTACKS)):
+    attacks = None if args.autoattack_attacks is None else comma_list(args.autoattack_attacks, "--autoattack-attacks")
+    if attacks is not None and set(attacks) - set(ATTACKS):
         raise ValueError(f"--autoattack-attacks: choose from {', '.join(ATTACKS)}, got {args.autoattack_attacks!r}")
     for options, part, needs in PARTS:
         refuse_unused(args, options, bool(getattr(args, part)), needs)
