@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 
-from dat_core.cli_types import int_in
+from dat_core.cli_types import int_in, refuse_blank_values
 from dat_core.loading import default_model_dir
 from webapp import scheduling
 from webapp.demo import build_demo
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="let visitors load checkpoint folders of this server on the Model tab (default: only "
                              "when listening on loopback, without --share, and not on a Hugging Face Space); "
                              "otherwise they choose among the bundled models and Hub repos")
-    args = parser.parse_args(argv)
+    args = refuse_blank_values(parser).parse_args(argv)
     try:
         args.workers, args.threads = scheduling.plan(args.workers, args.threads)
     except ValueError as e:

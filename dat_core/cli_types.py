@@ -59,3 +59,37 @@ def comma_list(text: str, option: str, parse: Callable[[str], Any] = str) -> lis
         return list(dict.fromkeys(parse(t) for t in items))
     except ValueError as e:
         raise ValueError(f"{option}: {e}") from None
+
+
+def refuse_blank_values(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every text option of `parser` and its subcommands refuses a blank value: `--out ''` or `--images "$DIR"`
+    with DIR unset would otherwise mean the current folder, and `--cache-dir ''` the default, silently. Options
+    with a type of their own keep it; those whose default is blank text keep their default (argparse passes
+    string defaults through the type)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                refuse_blank_values(sub)
+        elif (action.option_strings and action.type is None and action.nargs in (None, "?")
+              and not action.choices and not (isinstance(action.default, str) and not action.default.strip())):
+            action.type = _nonblank
+    return parser
+
+
+def _nonblank(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a value, got a blank one (an unset shell variable?)")
+    return text
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` names each option's default, unless its help already does or there is none to name: an option whose
+    None means "not given" (so that it can be refused when it would be ignored) would read "(default: None)"
+    beside the real default its help states."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        nothing = action.default is None or action.default is False or action.default in ([], "", argparse.SUPPRESS)
+        if "default" in text or nothing:   # (`is`: a default of 0 is named, though 0 == False)
+            return text
+        return super()._get_help_string(action)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dat_core.cli_types import comma_list, int_in, refuse_unused
+from dat_core.cli_types import comma_list, int_in, refuse_blank_values, refuse_unused
 
 from .cli_options import common_options, cone_angle, guidance, mask_image, trajectory_options
 
@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_success_parser(sub, _load)
     from .benchmark_cli import add_benchmark_parser
     add_benchmark_parser(sub, _load)
-    return parser
+    return refuse_blank_values(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,7 +124,9 @@ def test_scheduling_plan():
 @pytest.mark.parametrize("argv, says", [(["--port", "0"], "--port: expected an integer in 1..65535"),
                                         (["--port", "70000"], "--port: expected an integer in 1..65535"),
                                         (["--host", "::::"], "--host: '::::' is not an address"),
-                                        (["--host", "no-such-host.invalid"], "is not an address or host name")])
+                                        (["--host", "no-such-host.invalid"], "is not an address or host name"),
+                                        (["--model", ""], "--model: expected a value, got a blank one"),
+                                        (["--standard-model", " "], "expected a value, got a blank one")])
 def test_the_command_line_refuses_what_the_server_would_crash_on(argv, says, capsys):
     """Port 0 and 70000 ended in tracebacks from inside Gradio, a malformed host in a C++ abort."""
     with pytest.raises(SystemExit) as exit_:

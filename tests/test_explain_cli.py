@@ -85,7 +85,7 @@ def test_out_of_range_parameters_exit_2(files, tmp_path, capsys, extra, needle):
     ("benchmark", "--eps", "1,"), ("benchmark", "--eps", ""),
 ])
 def test_an_empty_item_in_a_comma_list_is_refused_not_dropped(files, tmp_path, capsys, command, option, value):
-    """"--target cat,,dog" or "--eps 1,,2" used to run the list without the empty item, and an empty
+    """"--target cat,,dog" or "--eps 1,,2" used to run the list without the empty item, and a blank
     --eps/--steps/--methods silently meant the default: a run other than the one typed."""
     (tmp_path / "imgs").mkdir()
     Image.open(files / "img.png").convert("RGB").save(tmp_path / "imgs" / "cat-0.png")
@@ -99,10 +99,25 @@ def test_an_empty_item_in_a_comma_list_is_refused_not_dropped(files, tmp_path, c
             "--out", str(tmp_path / "x")]
     if option == "--steps":
         args.remove("--steps"), args.remove("2")
-    assert main([*args, option, value]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {option}") and len(err.splitlines()) == 1 and repr(value) in err
+    if value.strip():
+        assert main([*args, option, value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {option}") and len(err.splitlines()) == 1 and repr(value) in err
+    else:  # a blank value is a usage error of argparse (dat_core.cli_types.refuse_blank_values)
+        with pytest.raises(SystemExit) as e:
+            main([*args, option, value])
+        assert e.value.code == 2 and f"argument {option}: expected a value" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("option", ["--out", "--image", "--model", "--mask"])
+def test_a_blank_value_is_a_usage_error(files, tmp_path, capsys, option):
+    """`--out "$OUT"` with OUT unset wrote into the current folder; a blank --image said " is a directory"."""
+    args = {"--model": str(files / "ckpt"), "--image": str(files / "img.png"), "--out": str(tmp_path / "x")}
+    args[option] = ""
+    with pytest.raises(SystemExit) as e:
+        main(["counterfactual", "--target", "cat", *[t for kv in args.items() for t in kv]])
+    assert e.value.code == 2 and f"argument {option}: expected a value, got a blank one" in capsys.readouterr().err
 
 
 def test_comma_lists_keep_each_item_once():

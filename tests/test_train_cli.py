@@ -28,6 +28,16 @@ def test_help(command, capsys):
     assert "usage: python -m train" in capsys.readouterr().out
 
 
+def test_eval_help_names_real_defaults_only(capsys):
+    """Options whose None means "not given" read "(default: 0) (default: None)" under ArgumentDefaultsHelpFormatter."""
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text and "(default: [])" not in text
+    assert "extra random-start restarts (default: 0) --strong" in text and "the samples (default: 0)" in text
+    assert "--batch-size BATCH_SIZE images per forward/attack batch (default: 256)" in text
+
+
 def test_eval_writes_json_with_fractions(toy, tiny_dir, tmp_path):
     out = tmp_path / "report.json"
     code = main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "2",
@@ -195,8 +205,59 @@ def test_readme_training_section_matches_the_code():
     (("--ood-limit", "10"), "--ood-limit goes with --ood SET"),
     (("--ood-holdout", "5"), "--ood-holdout goes with --ood SET"),
     (("--steps", "0", "--strong"), "--strong goes with --steps N > 0"),
-    (("--steps", "0", "--restarts", "2"), "--restarts goes with --steps N > 0")])
+    (("--steps", "0", "--restarts", "2"), "--restarts goes with --steps N > 0"),
+    (("--root", "archives"), "--root goes with --data cifar10 or cifar100")])
 def test_eval_refuses_options_of_a_part_that_does_not_run(toy, tiny_dir, capsys, extra, says):
     """--judge without --samples, --ood-limit without --ood, --strong with --steps 0 were silently ignored."""
     assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), *extra]) == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, says", [
+    (("--step-size", "0"), "--step-size must be finite and > 0"),
+    (("--samples", "2", "--sample-step-size", "0"), "--sample-step-size must be finite and > 0")])
+def test_eval_refuses_a_step_that_does_not_move(toy, tiny_dir, capsys, extra, says):
+    """--step-size 0 ran an "attack" that never left the images: robust accuracy = clean accuracy, reported as
+    robust."""
+    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), *extra]) == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, make, says", [("--json", "mkdir", "is a folder"), ("--out", "touch", "is a file"),
+                                                ("--json", "under_a_file", "is not a writable folder")])
+def test_eval_checks_its_outputs_before_it_evaluates(toy, tiny_dir, tmp_path, capsys, option, make, says):
+    """The report is written last: a --json that is a folder used to end a finished evaluation (AutoAttack: hours)
+    in an IsADirectoryError traceback, a --out that is a file in a FileExistsError one."""
+    target = tmp_path / "target"
+    if make == "under_a_file":
+        (tmp_path / "file").touch()
+        target = tmp_path / "file" / "report.json"
+    else:
+        getattr(target, make)()
+    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--steps", "1", option, str(target)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "evaluate" not in err   # refused before the first batch (no progress bar)
+
+
+def test_an_os_error_is_one_line_not_a_traceback(toy, tiny_dir, tmp_path, capsys):
+    """train's main caught only FileNotFoundError: any other OSError (a cache folder that is a file, a folder that
+    cannot be read) ended in a traceback."""
+    import tarfile
+
+    with tarfile.open(tmp_path / "toy.tar.gz", "w:gz") as tar:
+        tar.add(toy / "test", arcname="test")
+    (tmp_path / "cache").touch()
+    assert main(["eval", "--model", str(tiny_dir), "--data", str(tmp_path / "toy.tar.gz"), "--steps", "1",
+                 "--cache-dir", str(tmp_path / "cache")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "File exists" in errors[0]
+
+
+@pytest.mark.parametrize("argv", [["eval", "--model", "default", "--data", ""],
+                                  ["eval", "--model", "default", "--json", " "],
+                                  ["stage1", "--config", ""], ["calibrate", "--model", "m", "--out", ""]])
+def test_a_blank_value_is_a_usage_error(argv, capsys):
+    """`--data "$DATA"` with DATA unset meant the current folder; `--json ""` meant no report, silently."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "got a blank one" in capsys.readouterr().err

@@ -65,6 +65,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dat_core.cli_types import DefaultsHelpFormatter, refuse_blank_values
     from dat_core.training.tracking import TRACKERS
 
     parser = argparse.ArgumentParser(
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="clean/robust accuracy, calibration, OOD AUROC, samples",
                        description="Evaluate a checkpoint; prints (and with --json writes) a JSON report "
                                    "with clean_accuracy and robust_accuracy as fractions.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     add_eval_arguments(p)
     p.set_defaults(func=_eval)
 
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_schema)
 
     p = sub.add_parser("push", help="update the model card and upload a checkpoint dir to the Hub",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=DefaultsHelpFormatter,
                        description="Write the model card's Hub metadata (with metrics from an eval JSON) "
                                    "and upload config.json, model.safetensors and README.md.")
     p.add_argument("--model", required=True, help="checkpoint dir")
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_seeds_parser(sub)
     from train.calibrate_cli import add_calibrate_parser
     add_calibrate_parser(sub)
-    return parser
+    return refuse_blank_values(parser)
 
 
 def _exit_codes() -> str:
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # bad config, input or path: one clear line
+    except (ValueError, OSError) as e:  # bad config, input or path (missing, unreadable, a folder): one clear line
         _say(e)
         return 2
     except TrainingError as e:  # the exception names its exit code (dat_core.training.errors)

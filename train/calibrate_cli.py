@@ -22,13 +22,15 @@ EXAMPLES = """examples:
 
 
 def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    from train.eval_cli import CIFAR_ROOT
+
     p = sub.add_parser("calibrate", help="fit the temperature that makes p(y|x) calibrated (validation data)",
                        epilog=EXAMPLES, description=__doc__.split("\n\n")[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="checkpoint folder (config.json + model.safetensors)")
     p.add_argument("--out", default=None, help="write the calibrated checkpoint here (default: into --model)")
     p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | class-folder dir or .tar(.gz)")
-    p.add_argument("--root", default="data", help="where the official CIFAR archives live")
+    p.add_argument("--root", default=None, help=f"where the official CIFAR archives live (default: {CIFAR_ROOT})")
     p.add_argument("--split", default="train", help="split holding the validation carve-out (never test)")
     p.add_argument("--val-size", type=int, default=2000,
                    help="the N images training's data.val_size=N held out of --split (same train_val_split)")
@@ -49,7 +51,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from dat_core.evaluation import as_batches, energy_quantiles, fit_temperature, predict
     from dat_core.models.config import TEMPERATURE_RANGE
     from dat_core.runtime import resolve_device, use_autocast
-    from train.eval_cli import split_images
+    from train.eval_cli import check_data_options, split_images
 
     if args.split == "test":
         raise ValueError("calibrate fits on validation data: a temperature fitted on the test split would make "
@@ -59,6 +61,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
                          "carve-out, never on images the model trained on")
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
+    check_data_options(args)
     device = resolve_device(args.device)
     source = Path(args.model)
     if not source.is_dir():

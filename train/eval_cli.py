@@ -5,22 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dat_core.cli_types import comma_list, int_in, refuse_unused
-from dat_core.data import NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
+from dat_core.data import CIFAR_SOURCES, NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
 from dat_core.evaluation.autoattack import ATTACKS
+from dat_core.files import write_text
 from dat_core.loading import load_model
 from dat_core.pgd import NORMS
 from dat_core.runtime import resolve_device, use_autocast
 from dat_core.training.data import load_dataset
 
 OOD_LIMIT = 2000
+CIFAR_ROOT = "data"   # where the official CIFAR archives are looked for (and downloaded to)
 PARTS = ((("judge", "sample_seeds", "feature_model", "sample_steps", "sample_step_size"), "samples", "--samples N"),
          (("ood_holdout", "ood_limit"), "ood", "--ood SET"),
          (("restarts", "strong"), "steps", "--steps N > 0"))
@@ -31,7 +34,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint: 'default', a dir, or a Hub repo id")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit sha)")
     p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | class-folder dir or .tar(.gz)")
-    p.add_argument("--root", default="data", help="where the official CIFAR archives live")
+    p.add_argument("--root", default=None, help=f"where the official CIFAR archives live (default: {CIFAR_ROOT})")
     p.add_argument("--split", default="test", help="split to evaluate (never tune on test)")
     p.add_argument("--limit", type=int_in(1), default=None,
                    help="evaluate a fixed random subset of N images (drawn with --seed; class-sorted folders "
@@ -39,11 +42,11 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-size", type=int_in(0), default=0,
                    help="evaluate only the validation carve-out of --split: the N images training's data.val_size=N "
                         "held out (same train_val_split, --seed = training's seed). Choose settings here, not on test")
-    p.add_argument("--batch-size", type=int_in(1), default=256)
-    p.add_argument("--norm", default="L2", choices=NORMS)
-    p.add_argument("--eps", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int_in(1), default=256, help="images per forward/attack batch")
+    p.add_argument("--norm", default="L2", choices=NORMS, help="threat model of the attack")
+    p.add_argument("--eps", type=float, default=0.5, help="attack radius in --norm (0: clean images)")
     p.add_argument("--steps", type=int_in(0), default=20, help="PGD steps (0 skips the attack)")
-    p.add_argument("--step-size", type=float, default=0.1)
+    p.add_argument("--step-size", type=float, default=0.1, help="PGD step length in --norm")
     p.add_argument("--restarts", type=int_in(0), default=None, help="extra random-start restarts (default: 0)")
     p.add_argument("--strong", action="store_true", help="also run 50 steps with 2 random restarts")
     p.add_argument("--autoattack", action="store_true",
@@ -84,10 +87,11 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                         "of the noise seed)")
     p.add_argument("--sample-step-size", type=float, default=None, help="L2 step per sample step (default: 0.2 at "
                    "32 px, scaled by image_size/32)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of --limit's subset, the carve-outs, the attacks' "
+                   "random starts and the samples")
     p.add_argument("--out", default=None, help="dir for reliability.png / samples.png")
     p.add_argument("--json", default=None, help="write the report here")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--autocast", choices=("auto", "on", "off"), nargs="?", const="on", default="off",
                    help="bf16 autocast for forwards and attacks: auto = where the hardware has native bf16, on "
                         "(also a bare --autocast), off = fp32, the numbers papers report")
@@ -118,6 +122,28 @@ def random_subset(data: ImageDataset, n: int, seed: int) -> ImageDataset:
     return data.subset(sorted(pick.tolist()))
 
 
+def check_data_options(args: argparse.Namespace) -> None:
+    """--root locates the official CIFAR archives: with a folder or archive as --data it would be silently
+    ignored, so it is refused (before the model loads); unset, it is CIFAR_ROOT."""
+    refuse_unused(args, ("root",), args.data in CIFAR_SOURCES, f"--data {' or '.join(CIFAR_SOURCES)}")
+    args.root = args.root or CIFAR_ROOT
+
+
+def check_output(path: str | None, option: str, folder: bool = False) -> None:
+    """An output the evaluation writes last (the --json report, the --out figures) fails before the evaluation
+    when it cannot be written: a report path that is a folder, a figure folder that is a file, a folder that
+    cannot be made."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and target.is_dir() != folder:
+        raise ValueError(f"{option} {path} is {'a file: give a folder' if folder else 'a folder: give a file name'}")
+    where = (target if folder else target.parent).absolute()
+    existing = next(p for p in (where, *where.parents) if p.exists())   # the folder, or what will hold it
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ValueError(f"{option}: cannot write {path} ({existing} is not a writable folder)")
+
+
 def split_images(args: argparse.Namespace, config: dict[str, Any]) -> ImageDataset:
     """The images of `--data`/`--split` at the model's size, checked against its classes; with `--val-size N`
     only the N that training's `data.val_size=N` held out (same `train_val_split`, `--seed` = training's)."""
@@ -136,15 +162,18 @@ def split_images(args: argparse.Namespace, config: dict[str, Any]) -> ImageDatas
 
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
-    for name in ("eps", "step_size", "sample_step_size"):
-        value = getattr(args, name)
-        if value is not None and (not math.isfinite(value) or value < 0):
-            raise ValueError(f"--{name.replace('_', '-')} must be finite and >= 0")
+    for name, low in (("eps", 0), ("step_size", 1e-12), ("sample_step_size", 1e-12)):
+        value = getattr(args, name)   # a step of 0 would "attack" without moving: robust = clean accuracy
+        if value is not None and (not math.isfinite(value) or value < low):
+            raise ValueError(f"--{name.replace('_', '-')} must be finite and {'>= 0' if low == 0 else '> 0'}")
     attacks = None if args.autoattack_attacks is None else comma_list(args.autoattack_attacks, "--autoattack-attacks")
     if attacks is not None and set(attacks) - set(ATTACKS):
         raise ValueError(f"--autoattack-attacks: choose from {', '.join(ATTACKS)}, got {args.autoattack_attacks!r}")
     for options, part, needs in PARTS:
         refuse_unused(args, options, bool(getattr(args, part)), needs)
+    check_data_options(args)
+    check_output(args.json, "--json")
+    check_output(args.out, "--out", folder=True)
     args.restarts, args.ood_holdout = args.restarts or 0, args.ood_holdout or 0
     args.ood_limit, args.sample_seeds = args.ood_limit or OOD_LIMIT, args.sample_seeds or SEED_KINDS[0]
     run_autoattack = args.autoattack or attacks is not None
@@ -176,15 +205,14 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     report.update(model=str(args.model), data=str(args.data), split=args.split, autocast=autocast)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_text(Path(args.json), json.dumps(report, indent=2))
         if args.model_info:
             info = model_info(report["autoattack"], name=str(args.model), architecture=model.config["arch"],
                               dataset=Path(str(args.data)).name)
-            (Path(args.json).parent / "model_info.json").write_text(json.dumps(info, indent=2) + "\n")
+            write_text(Path(args.json).parent / "model_info.json", json.dumps(info, indent=2) + "\n")
     if args.update_card:
         from dat_core.cards import update_card
         from dat_core.checkpoint import CARD_NAME, model_card
-        from dat_core.files import write_text
 
         card = update_card(model_card(args.model), model.config, report, dataset=Path(str(args.data)).name)
         write_text(Path(args.model) / CARD_NAME, card)

@@ -27,8 +27,10 @@ def add_seeds_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__.split("\n\n")[1])
     p.add_argument("--config", required=True, help="the stage-2 TOML config whose data.ood_seed_bank carve-out "
                                                    "becomes the bank")
-    p.add_argument("--bank-out", default=str(SEED_BANK), help="seed bank file (.safetensors)")
-    p.add_argument("--gaussians-out", default=str(CLASS_GAUSSIANS), help="class Gaussians file (.safetensors)")
+    # type=str: "" is meaningful here (skip that file), so refuse_blank_values leaves these two alone
+    p.add_argument("--bank-out", type=str, default=str(SEED_BANK), help='seed bank file (.safetensors; "": skip)')
+    p.add_argument("--gaussians-out", type=str, default=str(CLASS_GAUSSIANS),
+                   help='class Gaussians file (.safetensors; "": skip)')
     p.add_argument("--resolution", type=int_in(1, 4096), default=8,
                    help="side of the images the Gaussians are fitted at")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
