@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from dat_core.files import write_text
+
 from .cli_options import cone_angle
 
 EPILOG = """examples:
@@ -181,7 +183,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
         "stop_at": args.stop_at,
         "seconds": time.perf_counter() - started, "radii": entries,
         "minimal_radius": None if minimal is None else bm.minimal_summary(minimal, minimal_jobs, class_names)}
-    (out / "benchmark.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_text(out / "benchmark.json", json.dumps(report, indent=2))
     wrote = [out / "benchmark.json", rep.plot_curves(entries, args.norm, out / "curves.png")]
     if report["minimal_radius"]:
         wrote.append(rep.plot_minimal_heatmap(report["minimal_radius"]["per_class_pair"], class_names,

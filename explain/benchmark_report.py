@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from dat_core.files import write_text
 from dat_core.sampling import make_grid, save_png
 
 from .export import save_figure
@@ -161,8 +162,7 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
     for title, (image, rows) in galleries.items():
         lines += [f"## {title}", "", "Each row: x_0, x_T, |x_T - x_0| x4.", "", f"![{title}]({image})", "",
                   "| row | image | source → target | p(target) | L2 |", "|---|---|---|---|---|", *rows, ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_text(path, "\n".join(lines))
 
 
 def write_ace_layout(root: Path, originals: np.ndarray, labels: np.ndarray, predictions: np.ndarray,

@@ -8,6 +8,7 @@ Bad input (unreadable image, unknown class, out-of-range parameter, missing mode
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
@@ -138,17 +139,20 @@ def _counterfactual(args: argparse.Namespace) -> int:
 
     from .export import save_json
     from .image import open_image, to_model_input
+    from .params import resolve_targets
     from .trajectory import counterfactuals, minimal_counterfactual, model_info
 
     params = _request(args)
     confidences = None if args.minimal is None else _confidences(args.minimal)
+    _check_one_path_options(args, params)
     targets = _targets(args.target)
     source = open_image(args.image)  # bad input fails before the model loads
     mask = mask_image(args, source)
-    if mask is not None and confidences:
-        raise ValueError("--minimal searches the whole image: leave out --mask")
     model = _load(args)
-    size, _, _ = model_info(model)
+    size, names, _ = model_info(model)
+    for option in ("card", "minimal", "alternatives"):   # before any path runs, not after all of them
+        if getattr(args, option) and len(resolve_targets(targets, names)) != 1:
+            raise ValueError(f"--{option} needs exactly one --target class")
     image = to_model_input(source, size)
     trajs = counterfactuals(model, image, targets, autocast=args.autocast, mask=mask, **guidance(args, model),
                             **params)
@@ -170,17 +174,13 @@ def _counterfactual(args: argparse.Namespace) -> int:
                                                 "confidence": float(t.confidence[-1]),
                                                 "l2": float(t.l2[-1])} for t in trajs], out / "summary.json")]
     if args.alternatives:
-        wrote += _write_alternatives(args, model, image, trajs, params, out)
+        wrote += _write_alternatives(args, model, image, trajs[0].target, params, out, mask)
     if args.card:
-        if len(trajs) != 1:
-            raise ValueError("--card needs exactly one --target class")
         from .card_cli import write_card_for
         wrote += write_card_for(args, model, trajs[0], out, mask)
     if confidences:
-        if len(trajs) != 1:
-            raise ValueError("--minimal needs exactly one --target class")
-        search = minimal_counterfactual(model, image, trajs[0].target, confidences,
-                                        step_size=params.get("step_size"), autocast=args.autocast)
+        search = minimal_counterfactual(model, image, trajs[0].target, confidences, step_size=params.get("step_size"),
+                                        objective=trajs[0].params["objective"], autocast=args.autocast)
         wrote.append(save_json(search.to_dict(), out / "minimal.json"))
         for r in search.results:
             if r.frame is None:
@@ -194,7 +194,8 @@ def _counterfactual(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_alternatives(args: argparse.Namespace, model, image, trajs, params: dict[str, Any], out: Path) -> list[Path]:
+def _write_alternatives(args: argparse.Namespace, model, image, target: int, params: dict[str, Any], out: Path,
+                        mask) -> list[Path]:
     import numpy as np
     import torch
 
@@ -203,14 +204,27 @@ def _write_alternatives(args: argparse.Namespace, model, image, trajs, params: d
     from .diverse import alternatives
     from .export import save_json
 
-    if len(trajs) != 1 or args.mask:
-        raise ValueError("--alternatives needs exactly one --target class and no --mask")
-    alt = alternatives(model, image, trajs[0].target, args.alternatives, autocast=args.autocast, **params)
+    alt = alternatives(model, image, target, args.alternatives, autocast=args.autocast, mask=mask, **params)
     grid = torch.from_numpy(np.concatenate([alt.image[None], alt.images]))
     save_png(make_grid(grid, nrow=len(grid), scale=args.scale), out / "alternatives.png")
     print(f"{args.alternatives} alternatives: diversity {alt.diversity:.2f}, p(target) "
           + " ".join(f"{c:.2f}" for c in alt.confidence))
     return [out / "alternatives.png", save_json(alt.to_dict(), out / "alternatives.json")]
+
+
+def _check_one_path_options(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    """--minimal and --alternatives explain --model on its own (no --guide): with it they would silently run
+    unguided. --minimal searches L2 radii on the whole image (no --mask; a --step-size of another --norm would be
+    in the wrong units); --alternatives start at random points of a finite ball. Checked before anything runs."""
+    for option in ("minimal", "alternatives"):
+        if getattr(args, option) is not None and args.guide is not None:
+            raise ValueError(f"--{option} runs --model unguided: leave out --guide")
+    if args.minimal is not None and args.mask:
+        raise ValueError("--minimal searches the whole image: leave out --mask")
+    if args.minimal is not None and params.get("norm", "L2") != "L2":
+        raise ValueError("--minimal searches L2 radii: use --norm L2")
+    if args.alternatives is not None and params.get("eps") is not None and not 0 < params["eps"] < math.inf:
+        raise ValueError("--alternatives start at random points of the eps-ball: --eps must be finite and > 0")
 
 
 def _confidences(text: str) -> list[float]:

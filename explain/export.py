@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from dat_core.files import write_text
 from dat_core.sampling import save_png
 
 from .trajectory import Trajectory
@@ -150,10 +151,8 @@ def _dumps(obj: Any, indent: str = "") -> str:
 
 
 def save_json(data: Any, path: str | Path) -> Path:
-    """Write strict JSON (no NaN/Infinity literals)."""
-    path = Path(path)
-    path.write_text(_dumps(data) + "\n", encoding="utf-8")
-    return path
+    """Write strict JSON (no NaN/Infinity literals), whole or not at all (`dat_core.files.write_text`)."""
+    return write_text(Path(path), _dumps(data) + "\n")
 
 
 def save_metrics_json(traj: Trajectory | Sequence[Trajectory], path: str | Path) -> Path:

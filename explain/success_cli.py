@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dat_core.cli_types import comma_list
+from dat_core.files import write_text
 
 EPILOG = """examples:
   python -m explain success --out out/success                                   # bundled examples, defaults
@@ -69,8 +70,8 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
         results = sweep(model, images, labels, names, norm=args.norm, threshold=args.threshold,
                         autocast=args.autocast, progress=lambda _: bar.update(1), **grid)
     summaries = [r.summary() for r in results]
-    (out / "success.json").write_text(json.dumps({"model": str(args.model), "images": args.data or args.images,
-                                                  "settings": summaries}, indent=2))
+    write_text(out / "success.json", json.dumps({"model": str(args.model), "images": args.data or args.images,
+                                                 "settings": summaries}, indent=2))
     for s in summaries:
         p = s["params"]
         print(f"eps {p['eps']} steps {p['steps']} step {p['step_size']:g}: {s['success_rate']:.1%} of "

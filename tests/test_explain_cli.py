@@ -150,6 +150,62 @@ def test_minimal_option_writes_results(files, tmp_path):
     assert res[0]["confidence"] == 0.5 and set(res[0]) >= {"radius", "achieved", "path_radius"}
 
 
+def test_minimal_follows_the_objective_given(files, tmp_path):
+    """--minimal ran its search with the default objective whatever --objective said."""
+    from dat_core.loading import load_model
+    from explain import minimal_counterfactual
+    from explain.image import open_image
+
+    out = tmp_path / "min"
+    assert main(["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--device",
+                 "cpu", "--target", "3", "--steps", "3", "--step-size", "0.5", "--objective", "energy",
+                 "--autocast", "off", "--minimal", "0.11", "--out", str(out)]) == 0
+    model = load_model(files / "ckpt", device="cpu")
+    wanted = minimal_counterfactual(model, open_image(files / "img.png"), 3, [0.11], step_size=0.5,
+                                    objective="energy").to_dict()
+    other = minimal_counterfactual(model, open_image(files / "img.png"), 3, [0.11], step_size=0.5).to_dict()
+    assert wanted != other   # the objectives give different searches, so the check below can fail
+    assert json.loads((out / "minimal.json").read_text()) == json.loads(json.dumps(wanted))
+
+
+@pytest.mark.parametrize("extra, says", [
+    (("--target", "all", "--card"), "--card needs exactly one --target class"),
+    (("--target", "cat,dog", "--minimal", "0.5"), "--minimal needs exactly one --target class"),
+    (("--target", "cat,dog", "--alternatives", "2"), "--alternatives needs exactly one --target class"),
+    (("--target", "cat", "--minimal", "0.5", "--guide", "GUIDE"), "--minimal runs --model unguided"),
+    (("--target", "cat", "--alternatives", "2", "--guide", "GUIDE"), "--alternatives runs --model unguided"),
+    (("--target", "cat", "--minimal", "0.5", "--norm", "Linf"), "--minimal searches L2 radii"),
+    (("--target", "cat", "--alternatives", "2", "--eps", "inf"), "--eps must be finite and > 0")])
+def test_one_path_options_are_refused_before_any_path_runs(files, tmp_path, capsys, extra, says):
+    """--card/--minimal/--alternatives with several targets failed after every target's path had run and been
+    written; with --guide, --minimal and --alternatives silently ran the model unguided."""
+    extra = [str(files / "ckpt") if e == "GUIDE" else e for e in extra]
+    assert main(["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--device",
+                 "cpu", "--steps", "2", "--out", str(tmp_path / "x"), *extra]) == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()   # nothing written
+
+
+def test_alternatives_keep_the_mask(files, tmp_path):
+    """--alternatives with --mask was refused though the alternatives API takes a mask."""
+    from explain.image import to_mask
+
+    mask = np.zeros((45, 60), dtype=np.uint8)
+    mask[:, :30] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "alt"
+    assert main(["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--device",
+                 "cpu", "--target", "cat", "--steps", "3", "--eps", "2", "--autocast", "off", "--alternatives", "2",
+                 "--mask", str(tmp_path / "mask.png"), "--scale", "1", "--out", str(out)]) == 0
+    assert 0 < json.loads((out / "alternatives.json").read_text())["params"]["mask_fraction"] < 1
+    grid = np.asarray(Image.open(out / "alternatives.png"))   # x_0 then each x_T, --scale 1, 2 px apart
+    tiles = [grid[2:34, 2 + 34 * i: 34 + 34 * i] for i in range(3)]
+    may_change = to_mask(Image.open(tmp_path / "mask.png"), 32)[0, 0].numpy()
+    for tile in tiles[1:]:
+        changed = (tile != tiles[0]).any(-1)
+        assert changed.any() and not (changed & ~may_change).any()   # moved, and only inside the mask
+
+
 def test_generate_end_to_end(files, tmp_path):
     out = tmp_path / "gen"
     args = ["generate", "--model", str(files / "ckpt"), "--target", "cat,dog", "--n", "2", "--seed", "3",

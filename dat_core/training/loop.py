@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import save_model
+from ..files import write_text
 from ..loading import load_model
 from ..logs import get_logger, progress_bar
 from ..models import Classifier, build_model
@@ -305,7 +306,7 @@ class Trainer:
 
     def _open_logs(self) -> None:
         truncate_logs(self.out, self.log_sizes)
-        (self.out / "run_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        write_text(self.out / "run_config.json", json.dumps(self.cfg.to_dict(), indent=2))
         self.log_file = (self.out / "metrics.jsonl").open("a")
         self.mirror = Mirror.open(self.track, self.out, self.cfg.to_dict())
 
