@@ -241,13 +241,16 @@ def _confidences(text: str) -> list[float]:
 def _generate(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from dat_core.data.seeds import SEED_KINDS
     from dat_core.sampling import make_grid, save_png
 
     from .export import save_gif, save_json
     from .generate import generate
 
+    refuse_unused(args, ("seed",), args.seeds in SEED_KINDS, "a seed kind (--seeds bank, gaussian, ...): an image "
+                  "file is its own start")
     model = _load(args)
-    samples = generate(model, _targets(args.target), n_per_class=args.n, seed=args.seed, seeds=args.seeds,
+    samples = generate(model, _targets(args.target), n_per_class=args.n, seed=args.seed or 0, seeds=args.seeds,
                        steps=args.steps, step_size=args.step_size, record_every=args.record_every,
                        autocast=args.autocast)
     out = _out_dir(args.out)
@@ -352,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="all", help="class name or index, comma-separated list, or 'all' "
                                                    "(default: all)")
     p.add_argument("--n", type=int_in(1, 1024), default=1, help="samples per class (default: 1)")
-    p.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=seed, default=None, help="random seed of a seed kind's images (default: 0)")
     p.add_argument("--seeds", default=DEFAULT_SEED_KIND,
                    help=f"seed images: {', '.join(SEED_KINDS)} or an image file (default: {DEFAULT_SEED_KIND} = "
                         "out-of-distribution photos from assets/seeds/, how DAT samples; gaussian = a class-"

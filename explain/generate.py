@@ -100,6 +100,9 @@ def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all",
     if isinstance(seeds, str) and seeds not in SEED_KINDS and not Path(seeds).expanduser().exists():
         raise ValueError(f"seeds must be one of {', '.join(SEED_KINDS)} or an existing image file; "
                          f"got {seeds[:60]!r}")
+    if n_per_class > 1 and not (isinstance(seeds, str) and seeds in SEED_KINDS):
+        raise ValueError("an image seed starts every sample of a class at the same point, so more than one sample "
+                         "per class would repeat the first: ask for 1 per class, or use a seed kind")
     p = validate_params("L2", math.inf, default_step_size(size) if step_size is None else step_size,
                         default_steps(size) if steps is None else steps)
     y = torch.tensor(tgt, device=device).repeat_interleave(n_per_class)

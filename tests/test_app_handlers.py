@@ -380,6 +380,11 @@ def test_generate_from_noise_and_from_an_image(ex, dirs):
     assert np.array_equal(again["gen_grid"], out["gen_grid"])                   # seeded: reproducible
     seeded = named(generate.run(ex, "every class", "My image", dirs["photo"], 0, 1, 1, 0.2, state))
     assert "10 classes" in seeded["gen_caption"]
+    # the hidden seed and samples-per-class fields do not apply to an image (one start): one sample per class
+    hidden = named(generate.run(ex, "every class", "My image", dirs["photo"], 5, 20, 1, 0.2, state))
+    assert np.array_equal(hidden["gen_grid"], seeded["gen_grid"])
+    assert [u["visible"] for u in generate.seed_fields("My image")] == [True, False, False]
+    assert [u["visible"] for u in generate.seed_fields("Random noise")] == [False, True, True]
     with pytest.raises(gr.Error, match="Upload an image"):
         generate.run(ex, "cat", "My image", None, 0, 1, 1, 0.2, state)
     with pytest.raises(gr.Error, match="Random seed"):

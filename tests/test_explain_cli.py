@@ -206,6 +206,18 @@ def test_alternatives_keep_the_mask(files, tmp_path):
         assert changed.any() and not (changed & ~may_change).any()   # moved, and only inside the mask
 
 
+def test_generate_refuses_a_seed_or_more_samples_an_image_start_ignores(files, tmp_path, capsys):
+    """With --seeds IMAGE, --seed was silently ignored and --n 2 wrote the same sample twice."""
+    base = ["generate", "--model", str(files / "ckpt"), "--target", "cat", "--seeds", str(files / "img.png"),
+            "--steps", "2", "--device", "cpu"]
+    assert main([*base, "--seed", "3", "--out", str(tmp_path / "a")]) == 2
+    assert "--seed goes with a seed kind" in capsys.readouterr().err
+    assert main([*base, "--n", "2", "--out", str(tmp_path / "b")]) == 2
+    assert "an image seed starts every sample of a class at the same point" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main([*base, "--out", str(tmp_path / "c")]) == 0
+
+
 def test_generate_end_to_end(files, tmp_path):
     out = tmp_path / "gen"
     args = ["generate", "--model", str(files / "ckpt"), "--target", "cat,dog", "--n", "2", "--seed", "3",

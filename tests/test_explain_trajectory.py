@@ -301,8 +301,11 @@ def test_generation_seeds_and_recorded_frames(tiny_model):
     np.testing.assert_allclose(s.trajectory_confidences[-1], s.confidences, atol=1e-5)
     x0 = s.trajectory[0, 0].astype(float)
     assert np.abs(np.diff(x0, axis=0)).mean() < 20  # low-frequency seeds are smooth
-    img = generate(tiny_model, 0, n_per_class=2, seeds=torch.full((3, 40, 40), 0.5), steps=0)
+    img = generate(tiny_model, [0, 1], seeds=torch.full((3, 40, 40), 0.5), steps=0)
     np.testing.assert_allclose(img.images, 0.5, atol=1e-6)
+    # an image is one fixed start: a second sample per class was an identical copy of the first
+    with pytest.raises(ValueError, match="an image seed starts every sample of a class at the same point"):
+        generate(tiny_model, 0, n_per_class=2, seeds=torch.full((3, 40, 40), 0.5), steps=2)
     with pytest.raises(ValueError, match="bank, gaussian, uniform, lowfreq"):
         generate(tiny_model, 0, seeds="photos")
 

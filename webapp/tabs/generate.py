@@ -107,11 +107,25 @@ def layout(loaded: LoadedModel) -> Components:
                       gen_grid=gen_grid, gen_plot=gen_plot, gen_gif=gen_gif)
 
 
+def seed_fields(kind: str) -> tuple[Any, Any, Any]:
+    """My image: its upload box; a seed kind: the random seed and samples per class, which only a kind draws
+    from (an image is one fixed start: a second sample per class would repeat the first)."""
+    image = SEED_KINDS.get(kind) == "image"
+    return gr.update(visible=image), gr.update(visible=not image), gr.update(visible=not image)
+
+
 def samples(ex: Explainer, loaded: LoadedModel, target, seed_kind, seed_image, seed, n_per_class, steps, step_size,
             progress: Any = None, cancel: threading.Event | None = None) -> tuple[SamplingView, Path]:
     """Validate a sampling request, run it, and write the animation of its sampling path."""
-    seed = params.parse_int("random seed", seed, 0, 2**63 - 1)
-    n = params.parse_int("samples per class", n_per_class, 1, MAX_SAMPLES_PER_CLASS)
+    kind = SEED_KINDS.get(seed_kind, seed_kind)
+    if kind not in SEED_KINDS.values():
+        raise gr.Error(f"Unknown seed kind {seed_kind!r}; choose one of {', '.join(SEED_KINDS)}.",
+                       print_exception=False)
+    if kind == "image":   # its random seed and samples per class are hidden (`seed_fields`): one start
+        seed, n = 0, 1
+    else:
+        seed = params.parse_int("random seed", seed, 0, 2**63 - 1)
+        n = params.parse_int("samples per class", n_per_class, 1, MAX_SAMPLES_PER_CLASS)
     steps = params.parse_int("steps", steps, 1, MAX_REQUEST_STEPS)
     step_size = params.parse_positive("step size", step_size)
     targets = "all" if str(target).strip().lower() in (EVERY_CLASS, "all") else target_index(target, loaded)
@@ -119,10 +133,6 @@ def samples(ex: Explainer, loaded: LoadedModel, target, seed_kind, seed_image, s
     if k * n > MAX_ALL_TARGETS:
         raise gr.Error(f"{k} classes × {n} samples is more than {MAX_ALL_TARGETS} samples; pick one class or fewer "
                        "samples per class.", print_exception=False)
-    kind = SEED_KINDS.get(seed_kind, seed_kind)
-    if kind not in SEED_KINDS.values():
-        raise gr.Error(f"Unknown seed kind {seed_kind!r}; choose one of {', '.join(SEED_KINDS)}.",
-                       print_exception=False)
     seeds = model_input(seed_image, loaded) if kind == "image" else kind
     ex.check_budget(1, steps, loaded.image_size)
     result = explain.generate(loaded.model, targets, n, seed=seed, seeds=seeds, steps=steps, step_size=step_size,
@@ -167,6 +177,5 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State) -> None:
                       outputs(Generated, ui, state=state), run=[ui.gen_run], cancel=ui.gen_cancel,
                       progress_on=ui.gen_grid)
     ui.gen_cancel.click(bind(cancel, ex), [state], [ui.gen_run, ui.gen_cancel], cancels=[ran], **INSTANT)
-    ui.gen_seed_kind.change(lambda kind: gr.update(visible=kind == "My image"), ui.gen_seed_kind, ui.gen_seed_image,
-                            **INSTANT)
+    ui.gen_seed_kind.change(seed_fields, ui.gen_seed_kind, [ui.gen_seed_image, ui.gen_seed, ui.gen_n], **INSTANT)
     ui.gen_step.input(bind(scrub, ex), [state, ui.gen_step], outputs(Frame, ui), **INSTANT)
