@@ -299,6 +299,23 @@ def test_generate_labels_each_sample_and_downloads_look_enabled(tiny):
         assert shown.shape[0] > view.grid(len(view) - 1, labels=False).shape[0]  # a caption band under each row
 
 
+def test_starting_from_my_image_hides_what_only_a_seed_kind_uses(tiny):
+    """An image is one fixed start: the random seed did nothing and a second sample per class repeated the first."""
+    _, url, files = tiny
+    with browser_page(url) as page:
+        open_tab(page, "Generate")
+        for field in ("#gen-seed", "#gen-n"):
+            expect(page.locator(field)).to_be_visible()
+        page.get_by_label("My image").check()
+        expect(page.locator("#gen-seed-image")).to_be_visible()
+        for field in ("#gen-seed", "#gen-n"):
+            expect(page.locator(field)).to_be_hidden()
+        page.screenshot(path=SHOTS / "generate-my-image.png", full_page=True)
+        page.get_by_label("Random noise").check()
+        expect(page.locator("#gen-n")).to_be_visible()
+        expect(page.locator("#gen-seed-image")).to_be_hidden()
+
+
 def test_play_is_one_toggle(tiny):
     _, url, files = tiny
     with browser_page(url) as page:
