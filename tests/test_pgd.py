@@ -265,3 +265,40 @@ def test_explain_paths_stop_early_and_stay_consistent(tiny_model):
     samples = explain.generate(tiny_model, [1, 2], steps=20, on_step=lambda s: STOP if s.step == 2 else None)
     reference = explain.generate(tiny_model, [1, 2], steps=2)
     assert torch.equal(torch.from_numpy(samples.images), torch.from_numpy(reference.images))
+
+
+def _official_pgd(model, x, y, norm, eps, step_size, steps, objective):
+    """The PGD loop of the official DAT code (xuwangyin/DAT, rebm/attacks/adv_attacks.py: pgd_attack and
+    pgd_attack_xent, no random start) with the steps and projections of rebm/attacks/attack_steps.py (L2Step,
+    LinfStep), re-derived from their formulas: an independent reference for dat_core.pgd."""
+    x0 = x.clone()
+    for _ in range(steps):
+        x = x.clone().detach().requires_grad_(True)
+        logits = model(x)
+        loss = {"target_logit": lambda: logits.gather(1, y[:, None]).sum(),   # model(x, y=attack_labels).sum()
+                "energy": lambda: torch.logsumexp(logits, 1).sum(),            # logsumexp=True
+                "target_ce": lambda: -torch.nn.functional.cross_entropy(logits, y),   # adv_targets
+                "ce": lambda: torch.nn.functional.cross_entropy(logits, y)}[objective]()   # pgd_attack_xent
+        (grad,) = torch.autograd.grad(loss, [x])
+        with torch.no_grad():
+            if norm == "L2":
+                x = x + step_size * grad / (grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-10)
+                x = torch.clamp(x0 + (x - x0).renorm(p=2, dim=0, maxnorm=eps), 0, 1)
+            else:
+                x = x + step_size * grad.sign()
+                x = torch.clamp(x0 + torch.clamp(x - x0, -eps, eps), 0, 1)
+    return x.detach()
+
+
+@pytest.mark.parametrize("norm, eps, step_size", [("L2", 0.5, 0.1), ("L2", 3.0, 0.5), ("Linf", 8 / 255, 2 / 255)])
+@pytest.mark.parametrize("objective", ["target_logit", "energy", "target_ce", "ce"])
+def test_paths_equal_the_official_pgd_loop(tiny_model, norm, eps, step_size, objective):
+    """Counterfactuals (target logit), sampling (energy), training attacks (cross-entropy): dat_core.pgd takes
+    the official code's steps, projections and clamps, in its order, in fp32."""
+    torch.manual_seed(1)
+    x, y = torch.rand(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    ours = pgd(tiny_model, x, None if objective == "energy" else y, threat_model(norm, eps, step_size), 10,
+               objective=objective).x
+    reference = _official_pgd(tiny_model, x, y, norm, eps, step_size, 10, objective)
+    assert not torch.allclose(reference, x, atol=1e-3)   # the paths moved
+    torch.testing.assert_close(ours, reference, atol=2e-5, rtol=0)
