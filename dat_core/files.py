@@ -45,3 +45,18 @@ def read_json(path: Path, max_bytes: int, label: str, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{label} is not valid JSON: {e}") from None
+
+
+def check_writable(path: str | Path | None, option: str, folder: bool = False) -> None:
+    """An output written at the end of long work (a report, a folder of figures) fails before the work when it
+    cannot be written: a file path that is a folder, a folder path that is a file, or no writable folder to make
+    it in. Nothing is created (a run that fails later leaves nothing behind)."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and target.is_dir() != folder:
+        raise ValueError(f"{option} {path} is {'a file: give a folder' if folder else 'a folder: give a file name'}")
+    where = (target if folder else target.parent).absolute()
+    existing = next(p for p in (where, *where.parents) if p.exists())   # the folder, or what will hold it
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ValueError(f"{option}: cannot write {path} ({existing} is not a writable folder)")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dat_core.cli_types import comma_list
-from dat_core.files import write_text
+from dat_core.files import check_writable, write_text
 
 EPILOG = """examples:
   python -m explain success --out out/success                                   # bundled examples, defaults
@@ -59,9 +59,9 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
 
     grid = {"eps": comma_values(args.eps, "--eps", parse_eps), "steps": comma_values(args.steps, "--steps", int),
             "step_size": comma_values(args.step_size, "--step-size", float)}
-    resolve_data_options(args)   # before the folder is made and the model loads
+    resolve_data_options(args)   # before the model loads
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "--out", folder=True)   # now, not after the sweep; made only when there is a result
     model = load(args)
     size, class_names, _ = model_info(model)
     images, labels, names = load_image_set(args, class_names, size)
@@ -70,6 +70,7 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
         results = sweep(model, images, labels, names, norm=args.norm, threshold=args.threshold,
                         autocast=args.autocast, progress=lambda _: bar.update(1), **grid)
     summaries = [r.summary() for r in results]
+    out.mkdir(parents=True, exist_ok=True)
     write_text(out / "success.json", json.dumps({"model": str(args.model), "images": args.data or args.images,
                                                  "settings": summaries}, indent=2))
     for s in summaries:

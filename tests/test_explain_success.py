@@ -77,6 +77,15 @@ def test_cli_bad_input_is_one_line(setup, tmp_path, capsys):
     assert main(["success", "--model", str(d / "ckpt"), "--images", str(tmp_path / "none"), "--out",
                  str(tmp_path)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "cat-1.png").write_text("not an image")
+    assert main(["success", "--model", str(d / "ckpt"), "--images", str(tmp_path / "junk"), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "cannot read" in capsys.readouterr().err and not (tmp_path / "out").exists()   # nothing made
+    (tmp_path / "taken").write_text("a file")
+    assert main(["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--out",
+                 str(tmp_path / "taken")]) == 2
+    assert "--out" in (err := capsys.readouterr().err) and "is a file: give a folder" in err   # before the sweep
     assert main(["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--steps", "x", "--out",
                  str(tmp_path)]) == 2
 

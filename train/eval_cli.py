@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from dat_core.data import CIFAR_SOURCES, NOISE_KINDS, SEED_KINDS, ImageDataset, 
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
 from dat_core.evaluation.autoattack import ATTACKS
-from dat_core.files import write_text
+from dat_core.files import check_writable, write_text
 from dat_core.loading import load_model
 from dat_core.pgd import NORMS
 from dat_core.runtime import resolve_device, use_autocast
@@ -129,21 +128,6 @@ def check_data_options(args: argparse.Namespace) -> None:
     args.root = args.root or CIFAR_ROOT
 
 
-def check_output(path: str | None, option: str, folder: bool = False) -> None:
-    """An output the evaluation writes last (the --json report, the --out figures) fails before the evaluation
-    when it cannot be written: a report path that is a folder, a figure folder that is a file, a folder that
-    cannot be made."""
-    if path is None:
-        return
-    target = Path(path)
-    if target.exists() and target.is_dir() != folder:
-        raise ValueError(f"{option} {path} is {'a file: give a folder' if folder else 'a folder: give a file name'}")
-    where = (target if folder else target.parent).absolute()
-    existing = next(p for p in (where, *where.parents) if p.exists())   # the folder, or what will hold it
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise ValueError(f"{option}: cannot write {path} ({existing} is not a writable folder)")
-
-
 def split_images(args: argparse.Namespace, config: dict[str, Any]) -> ImageDataset:
     """The images of `--data`/`--split` at the model's size, checked against its classes; with `--val-size N`
     only the N that training's `data.val_size=N` held out (same `train_val_split`, `--seed` = training's)."""
@@ -172,8 +156,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     for options, part, needs in PARTS:
         refuse_unused(args, options, bool(getattr(args, part)), needs)
     check_data_options(args)
-    check_output(args.json, "--json")
-    check_output(args.out, "--out", folder=True)
+    check_writable(args.json, "--json")
+    check_writable(args.out, "--out", folder=True)
     args.restarts, args.ood_holdout = args.restarts or 0, args.ood_holdout or 0
     args.ood_limit, args.sample_seeds = args.ood_limit or OOD_LIMIT, args.sample_seeds or SEED_KINDS[0]
     run_autoattack = args.autoattack or attacks is not None
