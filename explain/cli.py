@@ -407,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()  # library warnings (e.g. a compile that stays eager) as one stderr line each
     try:
+        from dat_core.files import check_writable
+        check_writable(getattr(args, "out", None), "--out", folder=True)   # before any work, not after it
         return args.func(args)
     except (ValueError, OSError) as e:  # bad input: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)

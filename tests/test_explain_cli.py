@@ -120,6 +120,17 @@ def test_a_blank_value_is_a_usage_error(files, tmp_path, capsys, option):
     assert e.value.code == 2 and f"argument {option}: expected a value, got a blank one" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["counterfactual", "landscape", "attribute", "generate", "benchmark"])
+def test_an_out_that_is_a_file_is_refused_before_any_work(files, tmp_path, capsys, command):
+    """--out naming a file failed with FileExistsError only after the paths (or samples) had been computed."""
+    (tmp_path / "taken").write_text("a file")
+    extra = ["--images", str(tmp_path)] if command == "benchmark" else ["--target", "cat"]
+    if command not in ("generate", "benchmark"):
+        extra += ["--image", str(files / "img.png")]
+    assert main([command, "--model", "no-such-model-folder", *extra, "--out", str(tmp_path / "taken")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {tmp_path / 'taken'} is a file: give a folder"
+
+
 def test_comma_lists_keep_each_item_once():
     from dat_core.cli_types import comma_list
     from explain.params import parse_eps
