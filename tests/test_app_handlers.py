@@ -432,3 +432,12 @@ def test_demo_has_stable_element_ids_and_uses_example_images(dirs, tmp_path, mon
     strip = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "cf-examples")
     assert [item["caption"] for item in strip.value] == ["red"]                  # the examples, labelled
     assert demo.explainer.standard is None
+
+
+@pytest.mark.parametrize("methods", [-1, 2.5, True, {"saliency": 1}])
+def test_attribution_methods_of_another_type_are_a_clear_error(ex, dirs, methods):
+    """A number or a mapping sent to /attribute's methods ended in a TypeError traceback ("not iterable")."""
+    from webapp import api
+
+    with pytest.raises(gr.Error, match="(?i)methods: give comma-separated names or a list"):
+        api.attribute(ex, dirs["photo"], "dog", methods, "3", 1, 0.1, progress=None)

@@ -203,6 +203,8 @@ def pgd_params(norm: Any, eps: Any, steps: Any, step_size: Any) -> dict[str, Any
 
 def parse_methods(methods: Any) -> tuple[str, ...]:
     """Attribution methods from the checkbox group (a list) or the API (comma-separated text)."""
+    if methods is not None and not isinstance(methods, (str, list, tuple)):
+        raise ValueError(f"methods: give comma-separated names or a list of them, not a {type(methods).__name__}")
     items = methods.split(",") if isinstance(methods, str) else list(methods or [])
     chosen = tuple(dict.fromkeys(str(m).strip() for m in items if str(m).strip()))
     unknown = [m for m in chosen if m not in METHODS]
