@@ -206,7 +206,8 @@ def test_readme_training_section_matches_the_code():
     (("--ood-holdout", "5"), "--ood-holdout goes with --ood SET"),
     (("--steps", "0", "--strong"), "--strong goes with --steps N > 0"),
     (("--steps", "0", "--restarts", "2"), "--restarts goes with --steps N > 0"),
-    (("--root", "archives"), "--root goes with --data cifar10 or cifar100")])
+    (("--root", "archives"), "--root goes with --data cifar10 or cifar100"),
+    (("--cache-dir", "cache"), "--cache-dir goes with an archive (.tar/.tar.gz) as --data or --ood")])
 def test_eval_refuses_options_of_a_part_that_does_not_run(toy, tiny_dir, capsys, extra, says):
     """--judge without --samples, --ood-limit without --ood, --strong with --steps 0 were silently ignored."""
     assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), *extra]) == 2

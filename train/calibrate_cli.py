@@ -40,7 +40,7 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--autocast", nargs="?", const="on", default="off", choices=("auto", "on", "off"),
                    help="bf16 autocast for the forward passes (off: the fit sees fp32 logits, like `train eval`)")
-    p.add_argument("--cache-dir", default="", help="cache decoded archives here (.npz)")
+    p.add_argument("--cache-dir", default=None, help="cache decoded archives here (.npz)")
     p.set_defaults(func=run_calibrate)
 
 

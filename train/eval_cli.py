@@ -94,7 +94,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--autocast", choices=("auto", "on", "off"), nargs="?", const="on", default="off",
                    help="bf16 autocast for forwards and attacks: auto = where the hardware has native bf16, on "
                         "(also a bare --autocast), off = fp32, the numbers papers report")
-    p.add_argument("--cache-dir", default="", help="decoded-image cache for archives")
+    p.add_argument("--cache-dir", default=None, help="decoded-image cache for archives (.npz)")
 
 
 def _ood_sets(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
@@ -122,9 +122,13 @@ def random_subset(data: ImageDataset, n: int, seed: int) -> ImageDataset:
 
 
 def check_data_options(args: argparse.Namespace) -> None:
-    """--root locates the official CIFAR archives: with a folder or archive as --data it would be silently
-    ignored, so it is refused (before the model loads); unset, it is CIFAR_ROOT."""
+    """--root locates the official CIFAR archives and --cache-dir caches decoded class-folder archives: where no
+    such input is read they would be silently ignored, so they are refused (before the model loads). Unset,
+    --root is CIFAR_ROOT."""
     refuse_unused(args, ("root",), args.data in CIFAR_SOURCES, f"--data {' or '.join(CIFAR_SOURCES)}")
+    archives = [spec for spec in (args.data, *getattr(args, "ood", [])) if Path(spec).is_file()]
+    refuse_unused(args, ("cache_dir",), bool(archives), "an archive (.tar/.tar.gz) as --data"
+                  + (" or --ood" if hasattr(args, "ood") else ""))
     args.root = args.root or CIFAR_ROOT
 
 
