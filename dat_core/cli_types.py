@@ -1,6 +1,7 @@
 """argparse types and checks shared by the `explain` and `train` command lines (and app.py): an out-of-range number
-is a usage error (exit 2, one line) before anything loads, never a traceback later or a silently different run, and
-an option given for a part of the run that does not happen is refused rather than silently ignored."""
+is a usage error (exit 2, one line) before anything loads, never a traceback later or a silently different run; an
+option given for a part of the run that does not happen is refused rather than silently ignored; so are a blank value
+and an empty item of a comma-separated list. `--help` names real defaults only."""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ Bad input (unreadable image, unknown class, out-of-range parameter, missing mode
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 from pathlib import Path
@@ -16,7 +15,15 @@ from typing import Any
 
 from dat_core.cli_types import comma_list, int_in, refuse_blank_values, refuse_unused
 
-from .cli_options import common_options, cone_angle, guidance, mask_image, trajectory_options
+from .cli_options import (
+    check_one_path_options,
+    common_options,
+    cone_angle,
+    guidance,
+    mask_image,
+    minimal_confidences,
+    trajectory_options,
+)
 
 EXAMPLES = {
     "counterfactual": """examples:
@@ -143,8 +150,8 @@ def _counterfactual(args: argparse.Namespace) -> int:
     from .trajectory import counterfactuals, minimal_counterfactual, model_info
 
     params = _request(args)
-    confidences = None if args.minimal is None else _confidences(args.minimal)
-    _check_one_path_options(args, params)
+    confidences = None if args.minimal is None else minimal_confidences(args.minimal)
+    check_one_path_options(args, params)
     targets = _targets(args.target)
     source = open_image(args.image)  # bad input fails before the model loads
     mask = mask_image(args, source)
@@ -210,32 +217,6 @@ def _write_alternatives(args: argparse.Namespace, model, image, target: int, par
     print(f"{args.alternatives} alternatives: diversity {alt.diversity:.2f}, p(target) "
           + " ".join(f"{c:.2f}" for c in alt.confidence))
     return [out / "alternatives.png", save_json(alt.to_dict(), out / "alternatives.json")]
-
-
-def _check_one_path_options(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    """--minimal and --alternatives explain --model on its own (no --guide): with it they would silently run
-    unguided. --minimal searches L2 radii on the whole image (no --mask; a --step-size of another --norm would be
-    in the wrong units); --alternatives start at random points of a finite ball. Checked before anything runs."""
-    for option in ("minimal", "alternatives"):
-        if getattr(args, option) is not None and args.guide is not None:
-            raise ValueError(f"--{option} runs --model unguided: leave out --guide")
-    if args.minimal is not None and args.mask:
-        raise ValueError("--minimal searches the whole image: leave out --mask")
-    if args.minimal is not None and params.get("norm", "L2") != "L2":
-        raise ValueError("--minimal searches L2 radii: use --norm L2")
-    if args.alternatives is not None and params.get("eps") is not None and not 0 < params["eps"] < math.inf:
-        raise ValueError("--alternatives start at random points of the eps-ball: --eps must be finite and > 0")
-
-
-def _confidences(text: str) -> list[float]:
-    try:
-        values = comma_list(text, "--minimal", float)
-    except ValueError:
-        raise ValueError(f"--minimal takes confidences in (0, 1) separated by commas, e.g. 0.5,0.9; "
-                         f"got {text!r}") from None
-    if not all(0 < v < 1 for v in values):
-        raise ValueError(f"--minimal confidences must lie in (0, 1); got {text!r}")
-    return values
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -4,8 +4,10 @@ and the norm-name argparse type (bounded integers: `dat_core.cli_types`, shared 
 from __future__ import annotations
 
 import argparse
+import math
+from typing import Any
 
-from dat_core.cli_types import float_in, refuse_unused
+from dat_core.cli_types import comma_list, float_in, refuse_unused
 from dat_core.guidance import CONE_ANGLE
 
 
@@ -119,3 +121,30 @@ def guidance(args: argparse.Namespace, model) -> dict:
 
     return {"guide": compiled_for_cli(load_model(args.guide, device=model_device(model)), args.compile),
             "cone_angle": angle}
+
+
+def check_one_path_options(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    """--minimal and --alternatives explain --model on its own (no --guide): with it they would silently run
+    unguided. --minimal searches L2 radii on the whole image (no --mask; a --step-size of another --norm would be
+    in the wrong units); --alternatives start at random points of a finite ball. Checked before anything runs."""
+    for option in ("minimal", "alternatives"):
+        if getattr(args, option) is not None and args.guide is not None:
+            raise ValueError(f"--{option} runs --model unguided: leave out --guide")
+    if args.minimal is not None and args.mask:
+        raise ValueError("--minimal searches the whole image: leave out --mask")
+    if args.minimal is not None and params.get("norm", "L2") != "L2":
+        raise ValueError("--minimal searches L2 radii: use --norm L2")
+    if args.alternatives is not None and params.get("eps") is not None and not 0 < params["eps"] < math.inf:
+        raise ValueError("--alternatives start at random points of the eps-ball: --eps must be finite and > 0")
+
+
+def minimal_confidences(text: str) -> list[float]:
+    """--minimal's target confidences, each in (0, 1)."""
+    try:
+        values = comma_list(text, "--minimal", float)
+    except ValueError:
+        raise ValueError(f"--minimal takes confidences in (0, 1) separated by commas, e.g. 0.5,0.9; "
+                         f"got {text!r}") from None
+    if not all(0 < v < 1 for v in values):
+        raise ValueError(f"--minimal confidences must lie in (0, 1); got {text!r}")
+    return values
