@@ -1,6 +1,12 @@
 """`python -m train eval | push | import` end to end on tiny checkpoints and a loopback Hub."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -262,3 +268,21 @@ def test_a_blank_value_is_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and "got a blank one" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_eval_exits_130_without_a_traceback(toy, tiny_dir, tmp_path):
+    """Outside training (which saves its state on SIGINT), Ctrl-C ended `train eval` in a KeyboardInterrupt
+    traceback; it is one line and exit 130, and the report is not written half-done."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "train", "eval", "--model", str(tiny_dir), "--data", str(toy),
+                             "--steps", "100000", "--device", "cpu", "--json", str(tmp_path / "r.json")], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    seen, deadline = "", time.time() + 120
+    while "evaluate" not in seen and time.time() < deadline:   # the attack is running
+        seen += proc.stdout.read(1)
+    proc.send_signal(signal.SIGINT)
+    out = seen + proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "interrupted: nothing was written" in out
+    assert not (tmp_path / "r.json").exists()

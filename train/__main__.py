@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:  # the exception names its exit code (dat_core.training.errors)
         _say(e)
         return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C in eval, calibrate, import... (training saves its state and exits 130)
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
 
 
 def _say(error: BaseException) -> None:
