@@ -284,5 +284,5 @@ def test_ctrl_c_in_eval_exits_130_without_a_traceback(toy, tiny_dir, tmp_path):
     proc.send_signal(signal.SIGINT)
     out = seen + proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, out
-    assert "Traceback" not in out and "interrupted: nothing was written" in out
+    assert "Traceback" not in out and "interrupted" in out
     assert not (tmp_path / "r.json").exists()

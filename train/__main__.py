@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(e)
         return e.exit_code
     except KeyboardInterrupt:  # Ctrl-C in eval, calibrate, import... (training saves its state and exits 130)
-        print("interrupted: nothing was written", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return 130
 
 
