@@ -150,6 +150,24 @@ def test_seed_files_are_never_unpickled(tmp_path):
         write_seed_bank(tmp_path / "b.safetensors", torch.zeros(2, 3, 4, 4), {})
 
 
+def test_a_write_that_fails_midway_keeps_the_old_file(tmp_path, monkeypatch):
+    """`train seeds` rewrites the shipped assets/seeds files in place: a write cut short (a full disk, a kill)
+    used to leave a truncated bank that no sampling could read. Now the old file stays whole."""
+    import safetensors.torch
+
+    path = write_seed_bank(tmp_path / "bank.safetensors", torch.full((2, 3, 4, 4), 7, dtype=torch.uint8), {"v": 1})
+    before = path.read_bytes()
+
+    def cut_short(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\x00" * 10)   # the first bytes reached the disk, then it filled up
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(safetensors.torch, "save_file", cut_short)
+    with pytest.raises(OSError, match="No space left"):
+        write_seed_bank(path, torch.zeros(2, 3, 4, 4, dtype=torch.uint8), {"v": 2})
+    assert path.read_bytes() == before and load_seed_bank(path).metadata["v"] == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.safetensors"]   # no temporary file left
+
+
 def test_generate_starts_from_the_bank_by_default(tiny_model):
     default = generate(tiny_model, [0, 1], seed=2, steps=2)
     assert default.params["seeds"] == "bank"

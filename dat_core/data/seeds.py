@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..assets import ASSETS_DIR
+from ..files import replacing
 from .datasets import ImageDataset
 
 NOISE_KINDS = ("uniform", "lowfreq")
@@ -91,8 +92,9 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, obj
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
-              metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    with replacing(path) as tmp:   # the shipped file is rewritten in place: a stop mid-write keeps the old one
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     return path
 
 
