@@ -124,7 +124,8 @@ def _model_and_trajectory(args: argparse.Namespace):
     """For landscape/attribute: check the request and read the image (fast failures first), then load the
     model and run the one counterfactual the command explains."""
     from .image import open_image
-    from .trajectory import counterfactual
+    from .params import default_params
+    from .trajectory import counterfactual, model_info
 
     params = _request(args)
     targets = _targets(args.target)
@@ -133,6 +134,13 @@ def _model_and_trajectory(args: argparse.Namespace):
     image = open_image(args.image)
     mask = mask_image(args, image)
     model = _load(args)
+    size, _, _ = model_info(model)
+    frames = params.get("steps", default_params(size, params.get("norm", "L2"))["steps"]) + 1
+    for option in ("step", "frame"):   # frame indices into the path: checked before it runs, not after
+        value = getattr(args, option, None)
+        if value is not None and not -frames <= value < frames:
+            raise ValueError(f"--{option} {value} out of range for a path of {frames} frames "
+                             f"(0..{frames - 1}; negative counts from the end)")
     return model, counterfactual(model, image, args.target, autocast=args.autocast, mask=mask,
                                  **guidance(args, model), **params)
 

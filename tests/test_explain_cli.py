@@ -131,6 +131,23 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(files, tmp_path, capsy
     assert capsys.readouterr().err.strip() == f"error: --out {tmp_path / 'taken'} is a file: give a folder"
 
 
+@pytest.mark.parametrize("command, extra, says", [
+    ("attribute", ["--step", "5"], "--step 5 out of range for a path of 3 frames"),
+    ("attribute", ["--frame", "-4"], "--frame -4 out of range for a path of 3 frames"),
+    ("landscape", ["--step", "3"], "--step 3 out of range for a path of 3 frames")])
+def test_a_frame_outside_the_path_is_refused_before_the_path_runs(files, tmp_path, capsys, monkeypatch, command,
+                                                                  extra, says):
+    """--step/--frame past the path's end were found only after the whole path had been computed."""
+    import explain.trajectory
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("the path ran")
+    monkeypatch.setattr(explain.trajectory, "counterfactual", tripwire)
+    assert main([command, "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "cat",
+                 "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "x"), *extra]) == 2
+    assert says in capsys.readouterr().err
+
+
 def test_comma_lists_keep_each_item_once():
     from dat_core.cli_types import comma_list
     from explain.params import parse_eps
