@@ -61,8 +61,8 @@ def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argpar
     p.add_argument("--transfer-model", default=JUDGE, help="independent classifier for transfer, or 'none' "
                                                            "(default: %(default)s)")
     p.add_argument("--minimal", type=int_in(0, 1_000_000), default=0,
-                   help="also search the minimal L2 radius to flip for N pairs spread over all (one search per "
-                        "pair: slow; default: 0 = off)")
+                   help="also search the minimal L2 radius to flip --model (on its own, also with --guide) for N "
+                        "pairs spread over all (one search per pair: slow; default: 0 = off)")
     p.add_argument("--stop-at", type=probability, default=None, metavar="P",
                    help="each counterfactual is the first iterate of its path with p(target) >= P (compare models "
                         "at equal confidence, as the DAT paper does at ~0.89; a batch ends once all its pairs "
