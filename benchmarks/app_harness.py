@@ -357,14 +357,19 @@ def settings(page: Any, **values: Any) -> None:
     if not page.locator("#cf-steps input").is_visible():
         page.locator("#cf-settings").get_by_text("Settings").click()
     for name, value in values.items():
-        box = page.locator(f"#cf-{name.replace('_', '-')} input").first
-        for attempt in range(3):  # a late page event (e.g. the page-load one on a busy machine) may reset a box
-            box.fill(str(value))
-            box.press("Enter" if name == "eps" else "Tab")
-            if name == "eps" or _holds(page, box, str(value)):
-                break
-        else:
-            raise AssertionError(f"the {name} box does not keep {value!r}: it shows {box.input_value()!r}")
+        type_into(page, f"#cf-{name.replace('_', '-')} input", value, check=name != "eps")
+
+
+def type_into(page: Any, selector: str, value: Any, check: bool = True) -> None:
+    """Type `value` into the box at `selector` and leave it (Tab; Enter when not `check`ed, e.g. a dropdown's
+    text), retrying while a late page event (the page-load one on a busy machine) resets it."""
+    box = page.locator(selector).first
+    for attempt in range(3):
+        box.fill(str(value))
+        box.press("Tab" if check else "Enter")
+        if not check or _holds(page, box, str(value)):
+            return
+    raise AssertionError(f"the box {selector} does not keep {value!r}: it shows {box.input_value()!r}")
 
 
 def _holds(page: Any, box: Any, value: str, timeout_ms: int = 5000) -> bool:

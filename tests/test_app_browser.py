@@ -35,6 +35,7 @@ from benchmarks.app_harness import (
     shown_pixels,
     slider_value,
     toasts,
+    type_into,
     upload,
     write_image,
     write_model,
@@ -285,7 +286,7 @@ def test_generate_labels_each_sample_and_downloads_look_enabled(tiny):
     with browser_page(url) as page:
         open_tab(page, "Generate")
         before = _button_look(page, "#gen-gif")
-        page.locator("#gen-steps input").fill("2")
+        type_into(page, "#gen-steps input", 2)
         page.click("#gen-run")
         expect(page.locator("#gen-gif")).to_be_enabled(timeout=60_000)
         expect(page.locator("#gen-gif")).to_have_css("opacity", "1")        # after any transition

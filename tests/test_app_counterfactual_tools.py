@@ -26,6 +26,7 @@ from benchmarks.app_harness import (
     serve,
     settings,
     shown_pixels,
+    type_into,
     write_image,
     write_model,
 )
@@ -123,11 +124,8 @@ def test_alternatives_show_side_by_side_with_their_diversity(served):
         settings(page, steps=STEPS)
         target = page.locator("#cf-target input").input_value()
         page.locator("#cf-alternatives").get_by_text("Alternatives: other paths").click()
-        box = page.locator("#alt-n input[type=number]")
-        box.fill("4")
-        box.press("Tab")
-        page.locator("#alt-seed input").fill("7")
-        page.locator("#alt-seed input").press("Tab")
+        type_into(page, "#alt-n input[type=number]", 4)   # kept even if a late page event resets it
+        type_into(page, "#alt-seed input", 7)
         page.click("#alt-run")
         expect(page.locator("#alt-info")).to_contain_text("Diversity", timeout=60_000)
         expect(page.locator("#alt-gallery .thumbnail-item")).to_have_count(10)   # x_0 + 4 ends, x_0's none + 4 changes
@@ -185,9 +183,7 @@ def test_compare_shows_the_standard_model_guided_by_dat(served):
         settings(page, steps=STEPS)
         target = page.locator("#cf-target input").input_value()
         page.get_by_role("tab", name="Robust vs standard", exact=True).click()
-        cone = page.locator("#cmp-cone input[type=number]")
-        cone.fill("40")
-        cone.press("Tab")
+        type_into(page, "#cmp-cone input[type=number]", 40)
         page.click("#cmp-run")
         expect(page.locator("#cmp-summary")).to_contain_text("Standard, guided by DAT", timeout=60_000)
         expect(page.locator("#cmp-summary")).to_contain_text("within 40° of the DAT model's")
