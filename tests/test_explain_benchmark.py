@@ -442,3 +442,38 @@ def test_damaged_saved_work_is_set_aside_and_redone(setup, tmp_path, capsys):
     assert main(command(setup, tmp_path, *extra)) == 2
     err = capsys.readouterr().err
     assert "run.json" in err and "not valid JSON" in err and err.count("\n") == 1
+
+
+def test_a_benchmark_killed_by_sigkill_resumes_to_the_same_report(setup, tmp_path):
+    """A real process, killed with SIGKILL (nothing runs on the way out) after its first saved batch: the same
+    command continues from the saved batches and writes the report an uninterrupted run writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = command(setup, tmp_path / "killed", "--feature-model", "none", "--steps", "150", "--batch-size", "1")
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "explain", *args], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    parts = tmp_path / "killed" / "parts"
+    deadline = time.time() + 120
+    while not list(parts.glob("*.npz")) and run.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=60)
+    saved = len(list(parts.glob("*.npz")))
+    assert run.returncode == -signal.SIGKILL and 1 <= saved < 12   # stopped mid-run, with work saved
+    assert not (tmp_path / "killed" / "benchmark.json").exists()
+    kept = {p: p.stat().st_mtime_ns for p in parts.glob("*.npz")}
+    resumed = subprocess.run([sys.executable, "-m", "explain", *args], cwd=root, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())   # saved batches were not run again
+    assert main(command(setup, tmp_path / "whole", "--feature-model", "none", "--steps", "150",
+                        "--batch-size", "1")) == 0
+    killed, whole = (json.loads((tmp_path / d / "benchmark.json").read_text()) for d in ("killed", "whole"))
+    assert killed["radii"] == whole["radii"] and killed["pairs"] == whole["pairs"] == 6
