@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"argument --host: {args.host!r} is not an address or host name here ({e})")
     if args.allow_local_models is None:
         args.allow_local_models = local_models_allowed(args.host, args.share)
+    elif args.allow_local_models and not local_models_allowed(args.host, args.share):
+        logging.getLogger("app").warning("--allow-local-models on a server others can reach: every visitor can load "
+                                         "any checkpoint folder of this machine by its path")
     return args
 
 

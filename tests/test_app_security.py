@@ -151,7 +151,7 @@ def test_the_bundled_standard_model_is_named_not_located():
     ("0.0.0.0", False, None, False), ("192.168.1.5", False, None, False), ("127.0.0.1", True, None, False),
     ("127.0.0.1", False, "owner/space", False),
 ])
-def test_allow_local_models_defaults_to_loopback_only(monkeypatch, host, share, space, allowed):
+def test_allow_local_models_defaults_to_loopback_only(monkeypatch, caplog, host, share, space, allowed):
     if space:
         monkeypatch.setenv("SPACE_ID", space)
     else:
@@ -159,7 +159,11 @@ def test_allow_local_models_defaults_to_loopback_only(monkeypatch, host, share, 
     assert sources.local_models_allowed(host, share) is allowed
     args = app.parse_args(["--host", host] + (["--share"] if share else []))
     assert args.allow_local_models is allowed
-    assert app.parse_args(["--host", host, "--allow-local-models"]).allow_local_models is True
+    caplog.clear()
+    assert app.parse_args(["--host", host, "--allow-local-models"]
+                          + (["--share"] if share else [])).allow_local_models is True
+    warned = [r.getMessage() for r in caplog.records if "every visitor can load" in r.getMessage()]
+    assert bool(warned) is not allowed   # an explicit opt-in on a reachable server is said out loud
     assert app.parse_args(["--host", host, "--no-allow-local-models"]).allow_local_models is False
 
 
