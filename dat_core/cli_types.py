@@ -62,6 +62,17 @@ def comma_list(text: str, option: str, parse: Callable[[str], Any] = str) -> lis
         raise ValueError(f"{option}: {e}") from None
 
 
+def probability(text: str) -> float:
+    """A probability strictly between 0 and 1 (a confidence to reach or to stop at)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {text!r}") from None
+    if not 0 < v < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {text}")
+    return v
+
+
 def refuse_blank_values(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Every text option of `parser` and its subcommands refuses a blank value: `--out ''` or `--images "$DIR"`
     with DIR unset would otherwise mean the current folder, and `--cache-dir ''` the default, silently. Options

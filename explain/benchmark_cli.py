@@ -33,7 +33,7 @@ JUDGE = "standard-cifar10-wrn16-2"
 
 def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argparse.Namespace], Any]) -> None:
     """The `benchmark` subcommand; `load` loads the model as the other commands do."""
-    from dat_core.cli_types import int_in
+    from dat_core.cli_types import int_in, probability
 
     from .cli_options import common_options, guide_options, norm_name
     from .image_sets import image_set_options
@@ -73,16 +73,6 @@ def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argpar
     p.add_argument("--layout", choices=("none", "ace"), default="none",
                    help="ace: also write originals and counterfactuals in the DiME/ACE folder layout")
     p.set_defaults(func=lambda args: run_benchmark(args, load))
-
-
-def probability(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {text!r}") from None
-    if not 0 < v < 1:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {text}")
-    return v
 
 
 def _judge(source: str, model, device) -> tuple[Any, str, bool]:

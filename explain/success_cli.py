@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from dat_core.cli_types import comma_list
+from dat_core.cli_types import comma_list, probability
 from dat_core.files import check_writable, write_text
 
 EPILOG = """examples:
@@ -26,17 +26,18 @@ the pairs that fell short) and prints one line per setting"""
 
 def add_success_parser(sub: argparse._SubParsersAction, load: Callable[[argparse.Namespace], Any]) -> None:
     """The `success` subcommand; `load` loads the model as the other commands do."""
-    from .cli_options import common_options
+    from .cli_options import common_options, norm_name
     from .image_sets import image_set_options
+    from .params import NORMS
 
     p = sub.add_parser("success", help="how often paths toward every other class reach it (default tuning)",
                        description=__doc__.split("\n\n")[1], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     common_options(p)
     image_set_options(p, limit=50)
-    p.add_argument("--threshold", type=float, default=0.5, help="p(target) that counts as reached "
-                                                                "(default: %(default)s)")
-    p.add_argument("--norm", default="L2", help="threat model (default: L2)")
+    p.add_argument("--threshold", type=probability, default=0.5, help="p(target) that counts as reached "
+                                                                      "(default: %(default)s)")
+    p.add_argument("--norm", default="L2", choices=NORMS, type=norm_name, help="threat model (default: L2)")
     p.add_argument("--eps", default=None, help="radius or comma list to sweep (default: the app's default)")
     p.add_argument("--steps", default=None, help="PGD steps or comma list (default: the app's default)")
     p.add_argument("--step-size", default=None, help="step length or comma list (default: the app's default)")

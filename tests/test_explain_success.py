@@ -95,3 +95,13 @@ def test_data_options_without_data_are_refused(setup, tmp_path, capsys):
     assert main(["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--split", "test",
                  "--out", str(tmp_path / "bad")]) == 2
     assert "--split goes with --data" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("extra, says", [(("--norm", "L3"), "argument --norm: invalid choice: 'L3'"),
+                                         (("--threshold", "1"), "argument --threshold: expected a probability"),
+                                         (("--threshold", "nan"), "argument --threshold: expected a probability")])
+def test_norm_and_threshold_are_checked_before_anything_loads(tmp_path, capsys, extra, says):
+    """They were checked only inside the sweep, after the model and every image had loaded."""
+    with pytest.raises(SystemExit) as e:
+        main(["success", "--model", "no-such-model-folder", "--images", str(tmp_path), *extra])
+    assert e.value.code == 2 and says in capsys.readouterr().err
