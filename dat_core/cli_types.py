@@ -74,15 +74,15 @@ def probability(text: str) -> float:
 
 
 def refuse_blank_values(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Every text option of `parser` and its subcommands refuses a blank value: `--out ''` or `--images "$DIR"`
-    with DIR unset would otherwise mean the current folder, and `--cache-dir ''` the default, silently. Options
-    with a type of their own keep it; those whose default is blank text keep their default (argparse passes
-    string defaults through the type)."""
+    """Every text option and single positional of `parser` and its subcommands refuses a blank value: `--out ''` or
+    `--images "$DIR"` with DIR unset would otherwise mean the current folder, and `--cache-dir ''` the default,
+    silently. Options with a type of their own keep it; those whose default is blank text keep their default
+    (argparse passes string defaults through the type)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):
                 refuse_blank_values(sub)
-        elif (action.option_strings and action.type is None and action.nargs in (None, "?")
+        elif (action.type is None and action.nargs in (None, "?")
               and not action.choices and not (isinstance(action.default, str) and not action.default.strip())):
             action.type = _nonblank
     return parser

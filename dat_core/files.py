@@ -39,6 +39,8 @@ def write_text(path: Path, text: str) -> Path:
 def read_json(path: Path, max_bytes: int, label: str, what: str) -> Any:
     """The JSON value in `path`, refused unread when it is larger than `max_bytes` (configs and cards come from
     users: no file is read whole before its size is known). ValueError names it `label`, and `what` it should be."""
+    if path.is_dir():
+        raise ValueError(f"{label} is a folder, not {what}")
     if path.stat().st_size > max_bytes:
         raise ValueError(f"{label} is larger than {max_bytes >> 20} MB: not {what}")
     try:

@@ -84,6 +84,12 @@ def test_bad_cards_are_one_line(setup, capsys):
     (tmp / "y.json").write_bytes(b"\x80\x04pickle")
     assert main(["replay", str(tmp / "y.json")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+    (tmp / "folder").mkdir(exist_ok=True)   # was "[Errno 21] Is a directory"
+    assert main(["replay", str(tmp / "folder")]) == 2
+    assert capsys.readouterr().err.strip() == "error: folder is a folder, not an explanation card"
+    with pytest.raises(SystemExit) as e:     # a blank path read the current folder
+        main(["replay", ""])
+    assert e.value.code == 2 and "argument card: expected a value, got a blank one" in capsys.readouterr().err
 
 
 def test_hostile_arrays_in_a_card_are_refused_before_inflating(setup, capsys):
