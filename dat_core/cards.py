@@ -5,10 +5,13 @@ the attack and where the numbers came from) and validates it like any other card
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .files import read_json
 from .version import code_version
 
 TAGS = ["adversarial-robustness", "energy-based-model", "image-classification", "dat-explainer",
@@ -23,6 +26,32 @@ METRIC_NAMES = {  # eval JSON key -> (model-index type, human name, the key of i
     "autoattack_accuracy": ("robust_accuracy", "AutoAttack robust accuracy", "autoattack"),
     "ece": ("ece", "Expected calibration error (15 bins)", None),
 }
+
+
+EVAL_REPORT_BYTES = 64 << 20
+
+
+def read_eval_report(path: str | Path, label: str) -> dict[str, Any]:
+    """The report of `python -m train eval --json`, read with a bound and checked where a card takes it from: a
+    JSON object, each number the card reports finite, each attack's settings an object with a numeric eps. A
+    hand-edited or foreign file fails here in one line naming it `label`, not inside the card code."""
+    report = read_json(Path(path), EVAL_REPORT_BYTES, label, "an eval report (`python -m train eval --json`)")
+    if not isinstance(report, dict):
+        raise ValueError(f"{label} is not an eval report: expected a JSON object, got a {type(report).__name__}")
+    problems = [f"{key} is {report[key]!r}, not a finite number" for key in METRIC_NAMES
+                if report.get(key) is not None and not _finite(report[key])]
+    problems += [f"{attack} is not an object of attack settings with a numeric eps"
+                 for _, _, attack in METRIC_NAMES.values() if attack and report.get(attack) is not None
+                 and not (isinstance(report[attack], dict) and _finite(report[attack].get("eps", 0)))]
+    if not isinstance(report.get("split") or "", str):
+        problems.append("split is not text")
+    if problems:
+        raise ValueError(f"{label} is not a valid eval report: {'; '.join(problems)}")
+    return report
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _attack(metrics: dict[str, Any], key: str | None) -> dict[str, Any] | None:

@@ -114,6 +114,28 @@ def test_push_then_load_from_the_loopback_hub(tiny_dir, tmp_path):
         torch.testing.assert_close(model(x), load_model(tiny_dir)(x))
 
 
+@pytest.mark.parametrize("report, says", [
+    ("[1, 2]", "expected a JSON object, got a list"),
+    ('{"clean_accuracy": "high"}', "clean_accuracy is 'high', not a finite number"),
+    ('{"robust_accuracy": 0.4, "robust": [0.5]}', "robust is not an object of attack settings"),
+    ('{"clean_accuracy": 0.9, "autoattack": {"eps": "8/255"}}', "autoattack is not an object of attack settings"),
+    ("{bad", "is not valid JSON"), ("FOLDER", "is a folder, not an eval report")])
+def test_push_refuses_a_malformed_eval_report_before_touching_card_or_hub(tiny_dir, tmp_path, capsys, report, says):
+    """A list ended in an AttributeError traceback inside the card code; a string accuracy was silently left out;
+    a folder said "[Errno 21] Is a directory"."""
+    path = tmp_path / "eval.json"
+    if report == "FOLDER":
+        path.mkdir()
+    else:
+        path.write_text(report)
+    (tiny_dir / "README.md").write_text("# mine\n")
+    assert main(["push", "--model", str(tiny_dir), "--repo-id", "me/tiny", "--endpoint", "http://127.0.0.1:9",
+                 "--eval-json", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --eval-json {path}") and says in err and len(err.splitlines()) == 1
+    assert (tiny_dir / "README.md").read_text() == "# mine\n"   # the card was not rewritten
+
+
 def test_push_rejects_malformed_repo_id(tiny_dir, capsys):
     assert main(["push", "--model", str(tiny_dir), "--repo-id", "no-slash"]) == 2
     assert "owner/name" in capsys.readouterr().err

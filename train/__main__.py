@@ -47,7 +47,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from dat_core.cards import update_card
+    from dat_core.cards import read_eval_report, update_card
     from dat_core.checkpoint import model_card, read_config
     from dat_core.files import write_text
     from dat_core.hub import push, validate_repo_id
@@ -55,7 +55,7 @@ def _push(args: argparse.Namespace) -> int:
     validate_repo_id(args.repo_id)
     directory = Path(args.model)
     config = read_config(directory / "config.json")
-    metrics = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
+    metrics = read_eval_report(args.eval_json, f"--eval-json {args.eval_json}") if args.eval_json else None
     card = update_card(model_card(directory), config, metrics, repo_id=args.repo_id, dataset=args.dataset)
     write_text(directory / "README.md", card)
     url = push(directory, args.repo_id, revision=args.revision, token=args.token, endpoint=args.endpoint,
