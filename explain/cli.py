@@ -124,7 +124,7 @@ def _model_and_trajectory(args: argparse.Namespace):
     """For landscape/attribute: check the request and read the image (fast failures first), then load the
     model and run the one counterfactual the command explains."""
     from .image import open_image
-    from .params import default_params
+    from .params import resolve_request
     from .trajectory import counterfactual, model_info
 
     params = _request(args)
@@ -135,7 +135,7 @@ def _model_and_trajectory(args: argparse.Namespace):
     mask = mask_image(args, image)
     model = _load(args)
     size, _, _ = model_info(model)
-    frames = params.get("steps", default_params(size, params.get("norm", "L2"))["steps"]) + 1
+    frames = resolve_request(size, **params)["steps"] + 1
     for option in ("step", "frame"):   # frame indices into the path: checked before it runs, not after
         value = getattr(args, option, None)
         if value is not None and not -frames <= value < frames:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dat_core.cli_types import comma_list, probability
-from dat_core.files import check_writable, write_text
+from dat_core.files import write_text
 
 EPILOG = """examples:
   python -m explain success --out out/success                                   # bundled examples, defaults
@@ -61,8 +61,7 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
     grid = {"eps": comma_values(args.eps, "--eps", parse_eps), "steps": comma_values(args.steps, "--steps", int),
             "step_size": comma_values(args.step_size, "--step-size", float)}
     resolve_data_options(args)   # before the model loads
-    out = Path(args.out)
-    check_writable(out, "--out", folder=True)   # now, not after the sweep; made only when there is a result
+    out = Path(args.out)   # checked by explain's main before any work; made only when there is a result
     model = load(args)
     size, class_names, _ = model_info(model)
     images, labels, names = load_image_set(args, class_names, size)
