@@ -227,6 +227,21 @@ def test_evaluate_report_and_files(tiny_model, images, own_labels, tmp_path):
     assert report["files"]["samples"].endswith("samples.png")
 
 
+@pytest.mark.parametrize("kind,match", [("gaussian", "other classes"), ("noise", "seeds must be one of")])
+def test_evaluate_refuses_sample_seeds_it_cannot_draw_before_reading_data(images, own_labels, kind, match):
+    """Samples are drawn after the attacks and OOD sets: a seed kind that cannot serve the model failed there."""
+    model = build_model("wrn-10-1", num_classes=3, class_names=["a", "b", "c"]).eval()
+    read = []
+
+    def batches():
+        read.append(True)
+        yield images, own_labels % 3
+
+    with pytest.raises(ValueError, match=match):
+        evaluate(model, batches(), robust=dict(eps=0.3, steps=3), samples=3, sample_seeds=kind, progress=False)
+    assert not read
+
+
 def test_autoattack_is_the_reference_package_standard_version(tiny_model, images, own_labels):
     x, y = images[:8], own_labels[:8]
     rng = torch.get_rng_state()

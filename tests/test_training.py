@@ -220,6 +220,7 @@ def test_torchrun_two_process_gloo(toy, tmp_path):
     # checks across keys name the key to change
     ("optim.warmup_steps=99999", "optim.warmup_steps"), ("contrastive.start_steps=99", "contrastive.start_steps"),
     ("data.image_size=64", "data.image_size"), ("attack.step_size=0", "attack.step_size"),
+    ("attack.eps=0", "attack.eps"),
     ("attack.norm=Linf", None),
 ])
 def test_bad_config_keys_and_values_are_named(override, match):
@@ -295,6 +296,16 @@ def test_existing_run_requires_resume(toy, tmp_path):
     (tmp_path / STATE_FILE).write_bytes(b"")
     with pytest.raises(ConfigError, match="--resume"):
         Trainer(tiny(toy, tmp_path))
+
+
+def test_a_seed_kind_that_cannot_serve_the_data_fails_before_training(toy, tmp_path):
+    """The sample grid's seeds are drawn at the first evaluation: CIFAR-10 Gaussians for other classes failed
+    there, after eval_every steps of training, with a ValueError (exit 1) instead of a config error."""
+    cfg = tiny(toy, tmp_path / "run", sample_grid=True, sample_seeds="gaussian", eval_every=3)
+    with pytest.raises(ConfigError, match="sample_seeds=gaussian: .*other classes"):
+        Trainer(cfg)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    Trainer(tiny(toy, tmp_path / "ok", sample_grid=False, sample_seeds="gaussian"))  # no grid, no seeds needed
 
 
 def test_autocast_auto_means_native_bf16_only():

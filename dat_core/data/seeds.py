@@ -223,3 +223,10 @@ def seeds_for(kind: str, targets: Sequence[int] | torch.Tensor, image_size: int,
                              f"({', '.join(g.class_names[:4])}, …): use bank, uniform or lowfreq seeds")
         return g.draw(torch.as_tensor(targets, dtype=torch.long), image_size, generator)
     raise ValueError(f"seeds must be one of {', '.join(SEED_KINDS)}, got {str(kind)[:60]!r}")
+
+
+def check_seeds(kind: str, class_names: Sequence[str] | None = None, bank: str | Path | None = None,
+                gaussians: str | Path | None = None) -> None:
+    """Raise now the error `seeds_for` would raise later (unknown kind, missing file, another class set):
+    training and evaluation draw their seeds at the end of long work, so they ask first."""
+    seeds_for(kind, [0], 8, torch.Generator(), class_names, bank, gaussians)

@@ -13,7 +13,7 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from ..data.seeds import DEFAULT_SEED_KIND, noise_seeds, seeds_for
+from ..data.seeds import DEFAULT_SEED_KIND, check_seeds, noise_seeds, seeds_for
 from ..energy import marginal_energy
 from ..pgd import attack_mode
 from ..runtime import model_device, seeded
@@ -162,6 +162,8 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
     - `batch_size`: used where data comes as tensors or a dataset (see `as_batches`) and for samples.
     """
     start = time.perf_counter()
+    if samples > 0:  # the samples come last: a seed kind that cannot serve this model fails before the attacks
+        check_seeds(sample_seeds, getattr(model, "config", {}).get("class_names"))
     device = model_device(model)
     settings = None if robust is None else robust_settings(robust)
     strong = None if robust_strong is None or settings is None else robust_settings(settings, **robust_strong)

@@ -180,6 +180,8 @@ class TrainConfig(_Table):
             raise ValueError(f"data.image_size: {self.data.dataset} images are 32 px, got {self.data.image_size}")
         if self.attack.steps and not self.attack.step_size:
             raise ValueError("attack.step_size must be > 0 when attack.steps > 0")
+        if self.attack.steps and not self.attack.eps:  # PGD in a ball of radius 0 returns x: standard training
+            raise ValueError("attack.eps must be > 0 when attack.steps > 0 (attack.steps=0 trains without an attack)")
         if self.attack.norm == "Linf" and self.attack.eps > 1:
             raise ValueError(f"attack.eps: an Linf radius above 1 covers the whole [0,1] image space, got "
                              f"{self.attack.eps}")

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import save_model
+from ..data.seeds import check_seeds
 from ..files import write_text
 from ..loading import load_model
 from ..logs import get_logger, progress_bar
@@ -151,6 +152,11 @@ class Trainer:
         data_seed = int(saved["config"].get("seed", cfg.seed)) if saved else cfg.seed
         self.train_set, self.val_set = load_train_val(cfg, seed=data_seed)
         self.class_names = list(self.train_set.class_names)
+        if cfg.sample_grid:  # the first grid is drawn at the first evaluation: a bad seed kind fails now
+            try:
+                check_seeds(cfg.sample_seeds, self.class_names)
+            except (ValueError, FileNotFoundError) as e:
+                raise ConfigError(f"sample_seeds={cfg.sample_seeds}: {e}") from None
         try:
             self.module = _initial_model(cfg, self.class_names, self.device, saved and saved.get("model_config"))
         except (KeyError, TypeError, AttributeError) as e:  # only a malformed saved model_config gets here
