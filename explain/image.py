@@ -116,11 +116,20 @@ def _pil_to_tensor(im: Image.Image) -> torch.Tensor:
     return torch.from_numpy(a.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255)
 
 
+def _check_size(w: int, h: int) -> None:
+    """The same limits for files, PIL images, arrays and tensors (an empty one divided by zero when resized)."""
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"image is {w}x{h} = {w * h:,} pixels; images above {MAX_PIXELS:,} pixels are refused")
+    if w < 1 or h < 1:
+        raise ImageError(f"image has no pixels ({w}x{h})")
+
+
 def _array_to_input(a: np.ndarray, size: int) -> torch.Tensor:
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
         raise ImageError(f"numpy images must be HxW or HxWx{{1,3,4}}, got shape {a.shape}")
+    _check_size(a.shape[1], a.shape[0])
     if a.dtype == np.uint8:
         mode = {2: "L", 3: "RGB", 4: "RGBA"}[a.shape[-1] if a.ndim == 3 else 2]
         return _pil_to_tensor(_resize_crop_pil(to_rgb(Image.fromarray(a, mode)), size))
@@ -144,6 +153,7 @@ def _tensor_to_input(x: torch.Tensor, size: int) -> torch.Tensor:
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[:2] != (1, 3):
         raise ImageError(f"image tensors must be 3xHxW or 1x3xHxW, got {tuple(x.shape)}")
+    _check_size(x.shape[3], x.shape[2])
     if not x.is_floating_point():
         raise ImageError(f"image tensors must be float in [0,1], got dtype {x.dtype}")
     x = x.detach().float()
@@ -165,11 +175,7 @@ def to_model_input(image: ImageLike, image_size: int) -> torch.Tensor:
     if not isinstance(image, Image.Image):
         raise ImageError(f"unsupported image type {type(image).__name__}; pass a path, bytes, a PIL image, "
                          "a numpy array or a tensor")
-    w, h = image.size
-    if w * h > MAX_PIXELS:
-        raise ImageError(f"image is {w}x{h} = {w * h:,} pixels; images above {MAX_PIXELS:,} pixels are refused")
-    if w < 1 or h < 1:
-        raise ImageError(f"image has no pixels ({w}x{h})")
+    _check_size(*image.size)
     try:
         rgb = to_rgb(ImageOps.exif_transpose(image))  # no-op when already upright
     except (OSError, ValueError) as e:

@@ -279,6 +279,23 @@ def test_bad_images_raise_image_error(tmp_path):
     assert issubclass(ImageError, ValueError) and image_mod.MAX_PIXELS < 8000 * 8000
 
 
+@pytest.mark.parametrize("image", [np.zeros((0, 0, 3), np.uint8), np.zeros((0, 5), np.uint16),
+                                   np.zeros((4, 0, 3), np.float32), torch.zeros(3, 0, 8), torch.zeros(1, 3, 8, 0)],
+                         ids=["uint8", "uint16", "float", "tensor", "batched"])
+def test_an_empty_array_or_tensor_is_refused_like_an_empty_file(image):
+    """Arrays and tensors skipped the pixel checks of files: an empty one ended in a ZeroDivisionError."""
+    with pytest.raises(ImageError, match="no pixels"):
+        to_model_input(image, 32)
+
+
+def test_arrays_and_tensors_have_the_pixel_limit_of_files(monkeypatch):
+    monkeypatch.setattr(image_mod, "MAX_PIXELS", 32 * 32)
+    for image in (np.zeros((33, 32, 3), np.uint8), torch.zeros(3, 32, 33)):
+        with pytest.raises(ImageError, match="pixels are refused"):
+            to_model_input(image, 32)
+    assert to_model_input(torch.zeros(3, 32, 32), 32).shape == (1, 3, 32, 32)
+
+
 # ---------------------------------------------------------------- generation
 
 def test_generation_is_deterministic_under_a_seed(tiny_model):
