@@ -61,6 +61,13 @@ def toy(tmp_path_factory):
     return root
 
 
+def uploaded(path: str | Path) -> str:
+    """A file as a browser upload reaches an app handler: a copy in a fresh folder of Gradio's upload folder
+    (the app refuses image paths anywhere else: webapp.inputs.uploaded)."""
+    folder = Path(tempfile.mkdtemp(dir=os.environ["GRADIO_TEMP_DIR"]))
+    return str(shutil.copy(path, folder / Path(path).name))
+
+
 def sigterm_after_rows(proc, metrics: Path, rows: int = 4, wait_s: float = 120) -> str:
     """Send SIGTERM to a training subprocess once its metrics.jsonl holds `rows` rows; returns its output."""
     import signal

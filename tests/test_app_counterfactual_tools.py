@@ -14,6 +14,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from conftest import uploaded
 from PIL import Image
 
 import app
@@ -105,7 +106,7 @@ def test_a_grid_path_is_run_alone_for_its_card(served, tmp_path):
     state = ex.new_session()
     with pytest.raises(gr.Error, match="No counterfactual to show yet"):
         card_export.export_card(ex, None, state)
-    image = str(ex.examples.paths[ex.examples.strip()[1]])
+    image = uploaded(ex.examples.paths[ex.examples.strip()[1]])
     _, _, _ = all_targets.run(ex, image, "L2", "3", STEPS, 0.1, state)
     grid = ex.get(state, "all")
     counterfactual.show(ex, state, CounterfactualView.build(grid.trajectories[3], grid.model_key))
@@ -141,7 +142,7 @@ def test_alternatives_show_side_by_side_with_their_diversity(served):
 def test_alternatives_are_bounded_and_need_a_finite_radius(served):
     demo, _ = served
     ex, state = demo.explainer, demo.explainer.new_session()
-    image = str(ex.examples.paths[ex.examples.strip()[0]])
+    image = uploaded(ex.examples.paths[ex.examples.strip()[0]])
     with pytest.raises(gr.Error, match="number of paths must be a whole number from 2 to 4"):
         alternatives_tab.run(ex, image, "cat", "L2", "3", STEPS, 0.1, 5, 0, state)
     with pytest.raises(gr.Error, match="seed must be a whole number"):
@@ -190,7 +191,7 @@ def test_compare_shows_the_standard_model_guided_by_dat(served):
         expect(page.locator("#cmp-guided-frame img")).to_be_visible()
         guided, standard = shown_pixels(page, "#cmp-guided-frame"), shown_pixels(page, "#cmp-standard-frame")
         page.screenshot(path=SHOTS / "compare-guided.png", full_page=True)
-    image = str(ex.examples.paths[ex.examples.strip()[4]])
+    image = uploaded(ex.examples.paths[ex.examples.strip()[4]])
     std, dat = ex.standard, ex.default
     path = counterfactual_path(std.model, image, target, steps=STEPS, eps=3.0, step_size=0.1, guide=dat.model,
                                cone_angle=40.0, autocast=ex.uses_bf16(std))
@@ -204,7 +205,7 @@ def test_the_cone_angle_is_checked_on_the_server(served):
     ex = demo.explainer
     if ex.standard is None:
         pytest.skip("no bundled standard model")
-    image = str(ex.examples.paths[ex.examples.strip()[0]])
+    image = uploaded(ex.examples.paths[ex.examples.strip()[0]])
     for bad in (181, -1, "nan", "wide", True):
         with pytest.raises(gr.Error, match="cone angle must be a number of degrees from 0 to 180"):
             compare.run(ex, image, "cat", "L2", "3", STEPS, 0.1, ex.new_session(), bad)
@@ -268,7 +269,7 @@ def test_a_painted_region_is_checked_on_the_server(served, tmp_path):
         if painted:
             rgba[h // 4: h // 2, w // 4: w // 2] = 255
         Image.fromarray(rgba).save(tmp_path / name)
-        return {"path": str(tmp_path / name)}
+        return {"path": uploaded(tmp_path / name)}
 
     background = png("bg.png", 192, 192, True)
     thin = np.zeros((192, 192, 4), dtype=np.uint8)
@@ -278,7 +279,7 @@ def test_a_painted_region_is_checked_on_the_server(served, tmp_path):
              "it must cover the image": [png("small.png", 96, 96, True)],
              "paint the region on one layer": [png("one.png", 192, 192, True), png("two.png", 192, 192, True)],
              "nothing is painted: paint": [],
-             "too thin to cover a whole pixel": [{"path": str(tmp_path / "thin.png")}]}
+             "too thin to cover a whole pixel": [{"path": uploaded(tmp_path / "thin.png")}]}
     for message, layers in cases.items():
         with pytest.raises(gr.Error, match=f"(?i){message}"):
             region.use(ex, {"background": background, "layers": layers}, state)
@@ -296,7 +297,7 @@ def test_a_painted_region_is_checked_on_the_server(served, tmp_path):
 def test_alternatives_stop_at_the_next_step_when_cancelled(served):
     demo, _ = served
     ex, state = demo.explainer, demo.explainer.new_session()
-    image = str(ex.examples.paths[ex.examples.strip()[0]])
+    image = uploaded(ex.examples.paths[ex.examples.strip()[0]])
     model = ex.default.model
 
     def press_cancel(*_) -> None:                                             # Cancel pressed during the first step
@@ -321,8 +322,8 @@ def test_a_card_names_a_folder_model_without_its_server_path(tmp_path, monkeypat
             continue
         ex = Explainer(str(source), standard_model=None)
         state = ex.new_session()
-        counterfactual.run(ex, str(image), "cat", "L2", "3", 2, 0.1, state)
-        shown = card_export.export_card(ex, str(image), state)
+        counterfactual.run(ex, uploaded(image), "cat", "L2", "3", 2, 0.1, state)
+        shown = card_export.export_card(ex, uploaded(image), state)
         card_json = next(Path(f) for f in shown["value"] if f.endswith(".json"))
         card = read_card(card_json)
         assert card["model"]["source"] == named and card["model"]["kind"] == "local"
@@ -335,12 +336,13 @@ def test_a_card_names_a_folder_model_without_its_server_path(tmp_path, monkeypat
 def test_alternatives_stay_inside_the_painted_region(served, tmp_path):
     demo, _ = served
     ex, state = demo.explainer, demo.explainer.new_session()
-    image = str(ex.examples.paths[ex.examples.strip()[0]])
+    image = uploaded(ex.examples.paths[ex.examples.strip()[0]])
     layer = np.zeros((192, 192, 4), dtype=np.uint8)
     layer[48:144, 96:160] = 255
     Image.fromarray(layer).save(tmp_path / "layer.png")
     Image.fromarray(layer).save(tmp_path / "bg.png")
-    painted = {"background": {"path": str(tmp_path / "bg.png")}, "layers": [{"path": str(tmp_path / "layer.png")}]}
+    painted = {"background": {"path": uploaded(tmp_path / "bg.png")},
+               "layers": [{"path": uploaded(tmp_path / "layer.png")}]}
     region.use(ex, painted, state)
     shown = alternatives_tab.run(ex, image, "cat", "L2", "3", STEPS, 0.1, 3, 0, state)
     assert "Only the painted region (17% of the pixels)" in shown.alt_info

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import uploaded
 from gradio_client import Client, handle_file
 
 import app
@@ -87,7 +88,7 @@ def test_a_failing_compile_keeps_the_app_working(tmp_path, monkeypatch, caplog):
     assert loaded.model is loaded.fast.eager and not loaded.fast.compiled
     lines = [r.getMessage() for r in caplog.records if r.name == "dat_core.runtime"]
     assert len(lines) == 1 and "staying eager" in lines[0] and "long detail" not in lines[0]
-    metrics, final, _ = api.counterfactual(ex, str(write_image(tmp_path / "photo.png")), "3", "3", 4, 0.1)
+    metrics, final, _ = api.counterfactual(ex, uploaded(write_image(tmp_path / "photo.png")), "3", "3", 4, 0.1)
     assert metrics["target"] == 3 and len(metrics["energy"]) == 5 and final.shape[-1] == 3
 
 

@@ -3,6 +3,7 @@
 import io
 import json
 import math
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -11,6 +12,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
+from conftest import uploaded
 from PIL import Image
 
 import app
@@ -42,7 +44,7 @@ def dirs(tmp_path_factory):
     rng = np.random.default_rng(0)
     photo = root / "photo.png"
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
-    return {"root": root, "robust": robust, "standard": standard, "photo": str(photo)}
+    return {"root": root, "robust": robust, "standard": standard, "photo": uploaded(photo)}
 
 
 @pytest.fixture(scope="module")
@@ -247,11 +249,12 @@ def test_bad_images_are_clear_errors(ex, dirs, tmp_path, kind, message):
             "bomb": _bomb_header(20000, 20000),
             "empty": b""}[kind]
     path.write_bytes(data)
+    path = uploaded(path)
     with pytest.raises(gr.Error, match=message) as info:
-        counterfactual.preview(ex, str(path), ex.new_session())
-    assert str(tmp_path) not in str(info.value)                   # the file's name, not the server's path
+        counterfactual.preview(ex, path, ex.new_session())
+    assert os.path.dirname(path) not in str(info.value)          # the file's name, not the server's path
     with pytest.raises(gr.Error, match=message):
-        counterfactual.run(ex, str(path), "cat", "L2", "3", STEPS, 0.1, ex.new_session())
+        counterfactual.run(ex, path, "cat", "L2", "3", STEPS, 0.1, ex.new_session())
 
 
 def test_missing_image_is_a_clear_error(ex):
@@ -272,7 +275,7 @@ def test_other_image_modes_are_accepted(ex, tmp_path, mode):
         image = rgb.convert(mode)
     path = tmp_path / ("x.tiff" if mode == "CMYK" else "x.png")
     image.save(path)
-    out = named(counterfactual.preview(ex, str(path), ex.new_session()))
+    out = named(counterfactual.preview(ex, uploaded(path), ex.new_session()))
     assert out["cf_input"].shape == (256, 256, 3)
 
 

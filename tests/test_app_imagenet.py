@@ -11,6 +11,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
+from conftest import uploaded
 
 from benchmarks.app_harness import (
     CHROMIUM,
@@ -49,7 +50,7 @@ def world(tmp_path_factory):
         torch.save({f"module.{k}": v for k, v in released.items()}, root / "released.pth")
         import_official(root / "released.pth", arch, 1000, out_dir=root / "imported", image_size=256,
                         class_names=dataset_class_names("imagenet"))
-        yield {"imported": root / "imported", "photo": str(write_image(root / "photo.png")), "root": root}
+        yield {"imported": root / "imported", "photo": uploaded(write_image(root / "photo.png")), "root": root}
 
 
 @pytest.fixture(scope="module")

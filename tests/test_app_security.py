@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 import huggingface_hub
 import pytest
+from conftest import uploaded
 from fakehub import FakeHub
 from PIL import Image
 
@@ -40,7 +41,7 @@ def world(tmp_path_factory):
     (private / "secret-passwords.txt").write_text("hunter2")
     (root / "link-to-etc").symlink_to("/etc")
     (root / "a-file.txt").write_text("not a checkpoint")
-    return {"root": root, "robust": robust, "standard": standard, "photo": str(photo), "private": private}
+    return {"root": root, "robust": robust, "standard": standard, "photo": uploaded(photo), "private": private}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
+from conftest import uploaded
 from PIL import Image
 
 from dat_core import build_model, save_model
@@ -28,7 +29,7 @@ def dirs(tmp_path_factory):
     other = save_model(build_model("wrn-10-1"), root / "other")
     photo = root / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
-    return {"robust": robust, "other": other, "photo": str(photo), "root": root}
+    return {"robust": robust, "other": other, "photo": uploaded(photo), "root": root}
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +156,7 @@ def test_examples_are_picked_by_index_and_labelled(ex):
     strip = ex.examples.strip()
     assert all("/" not in n for n in strip) and len({links.caption(n) for n in strip}) == len(strip)
     out = named(counterfactual.pick_example(ex, ex.new_session(), SimpleNamespace(index=1)))
-    assert out["cf_image"].endswith(strip[1] + ".jpg") or out["cf_image"].endswith(strip[1] + ".png")
+    assert str(out["cf_image"]).endswith((strip[1] + ".jpg", strip[1] + ".png"))
     assert "What the model predicts" in out["cf_prediction"]
     with pytest.raises(gr.Error, match="No such example"):
         counterfactual.pick_example(ex, ex.new_session(), SimpleNamespace(index=999))
@@ -168,7 +169,7 @@ def test_a_link_names_the_example_target_and_settings(ex, dirs, tmp_path):
     copy = tmp_path / "copy.jpg"                          # the page holds a copy of the example, not its path
     copy.write_bytes(ex.examples.paths[name].read_bytes())
     state = ex.new_session()
-    query = counterfactual.share(ex, {"path": str(copy)}, "dog", "Linf", "8/255", 7, 0.004, state)["value"]
+    query = counterfactual.share(ex, {"path": uploaded(copy)}, "dog", "Linf", "8/255", 7, 0.004, state)["value"]
     fields = {k: v[0] for k, v in parse_qs(query[1:]).items()}
     assert fields == {"example": name, "target": "dog", "norm": "Linf", "eps": "8/255", "steps": "7",
                       "step_size": "0.004"}

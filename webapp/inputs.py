@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import gradio as gr
+import gradio.utils as gr_utils
 import torch
 from PIL import Image as PILImage
 
@@ -122,13 +123,18 @@ def _shown_safely(inputs: Any) -> Iterator[None]:
 def image_source(image: Any) -> Any:
     """A handler's image argument -> what `explain.to_model_input` reads (a path, bytes, an array).
 
-    Events with image inputs run with `preprocess=False`, so the handler gets Gradio's raw file payload
-    (the upload, already checked to lie in Gradio's upload folder) and decodes it itself: Gradio's own
-    preprocessing would open and convert the image first, before our pixel cap and clear messages.
+    Events with image inputs run with `preprocess=False`, so the handler gets the browser's raw file payload and
+    decodes it itself: Gradio's own preprocessing would open and convert the image first, before our pixel cap and
+    clear messages. Gradio checks a payload's path only when the payload says it is a file (its `meta`); a forged
+    one without it would name any server file. So a path that came from the browser (a str, or a dict's "path") is
+    used only inside Gradio's upload folder, where uploads and the files the app served live; a `pathlib.Path`
+    is one this app made itself (an example, a converted copy) and cannot come from a request.
     """
+    if isinstance(image, Path):
+        return image
     if isinstance(image, dict):
         if image.get("path"):
-            return image["path"]
+            return uploaded(image["path"])
         url = image.get("url") or ""
         if url.startswith("data:"):
             try:
@@ -136,19 +142,34 @@ def image_source(image: Any) -> Any:
             except (ValueError, IndexError):
                 raise gr.Error("The image data could not be decoded.", print_exception=False) from None
         return None
+    if isinstance(image, str) and image.strip():
+        return uploaded(image)
     return image
+
+
+def uploaded(path: Any) -> str:
+    """`path` when it lies in Gradio's upload folder (symlinks and '..' resolved); else one message that says
+    nothing about the server's files (not whether the path exists, nor what it is)."""
+    root = Path(gr_utils.get_upload_folder()).resolve()
+    try:
+        inside = isinstance(path, str) and Path(path).resolve().is_relative_to(root)
+    except (OSError, ValueError, RuntimeError):
+        inside = False
+    if not inside:
+        raise gr.Error("That image did not come from an upload: upload it again.", print_exception=False)
+    return path
 
 
 BROWSER_FORMATS = {"PNG", "JPEG", "GIF", "WEBP", "BMP"}
 MAX_DISPLAY_SIDE = 2048
 
 
-def browser_copy(image: Any, files: TempFiles) -> str | None:
+def browser_copy(image: Any, files: TempFiles) -> Path | None:
     """A PNG copy of an upload that browsers cannot show (TIFF, ...) for the image box (and for what reads it
     next), at most MAX_DISPLAY_SIDE px a side; None when the upload shows as it is (or is unreadable: the
     model input's own checks then say why)."""
     path = image_source(image)
-    if not isinstance(path, str) or not path:
+    if not isinstance(path, (str, Path)) or not str(path):
         return None
     try:
         with PILImage.open(path) as im:
@@ -160,7 +181,7 @@ def browser_copy(image: Any, files: TempFiles) -> str | None:
     rgb.thumbnail((MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE))
     out = files.path(Path(path).stem + ".png")
     rgb.save(out, format="PNG")
-    return str(out)
+    return out
 
 
 def model_input(image: Any, loaded: LoadedModel) -> torch.Tensor:
@@ -171,8 +192,8 @@ def model_input(image: Any, loaded: LoadedModel) -> torch.Tensor:
     try:
         return explain.to_model_input(image, loaded.image_size)
     except explain.ImageError as e:  # name the file as the person knows it, not by its server path
-        name = Path(image).name if isinstance(image, str) else ""
-        text = str(e).replace(image, name) if name else str(e)
+        name = Path(image).name if isinstance(image, (str, Path)) else ""
+        text = str(e).replace(str(image), name) if name else str(e)
         text = text if name and text.startswith(name) else text[:1].upper() + text[1:]
         raise gr.Error(text, print_exception=False) from None
 

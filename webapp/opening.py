@@ -83,7 +83,7 @@ def _link_run(ex: Explainer, state: dict, asked: dict[str, str], notes: list[str
     loaded = ex.session_model(state)
     example = ex.examples.paths.get(asked.get("example", ""))
     if example is not None:
-        shown = counterfactual.preview(ex, str(example), state)
+        shown = counterfactual.preview(ex, example, state)
         out.update(cf_image=str(example), cf_input=shown.cf_input, cf_prediction=shown.cf_prediction,
                    cf_energy=shown.cf_energy, cf_target=shown.cf_target)
     elif "example" in asked:

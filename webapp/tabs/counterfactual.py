@@ -252,7 +252,7 @@ def pick_example(ex: Explainer, state, evt: gr.SelectData) -> Preview:
     i = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
     if not isinstance(i, int) or not 0 <= i < len(strip):
         raise gr.Error("No such example.", print_exception=False)
-    path = str(ex.examples.paths[strip[i]])
+    path = ex.examples.paths[strip[i]]  # a Path: made here, trusted by image_source
     return preview(ex, path, state)._replace(cf_image=path)
 
 

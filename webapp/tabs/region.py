@@ -9,6 +9,7 @@ image clears it (the editor shows the new image, unpainted).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -121,7 +122,7 @@ def fresh(ex: Explainer, view, state) -> Fresh:
     """After tab 1 showed a new image (`view`: what the model sees): the editor shows it, no region is kept."""
     state, info = clear(ex, state)
     path = image_source(view)
-    background = path if isinstance(path, str) else None
+    background = str(path) if isinstance(path, (str, Path)) else None
     return Fresh(state, {"background": background, "layers": [], "composite": background}, info)
 
 

@@ -1,0 +1,109 @@
+"""Forged file payloads on the served app: a path the browser never uploaded must not be read.
+
+Handlers take raw payloads (`preprocess=False`); Gradio checks a payload's path only when it carries the upload
+marker (`meta`), so `{"path": "/any/server/file"}` without it reached the handlers, which opened it: a private
+event echoed the file back as a download, `/counterfactual` returned a server image as its result, and the
+messages told which paths exist. Every event with an image input is sent such payloads here, over real HTTP.
+"""
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+from benchmarks.app_harness import serve, write_image, write_model
+
+REFUSED = "did not come from an upload"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("forged")
+    secret = root / "secret.png"      # a server image no visitor uploaded
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(secret)
+    (root / "secret.txt").write_text("server-only text " * 20)
+    demo = app.build_demo(str(write_model(root / "model")), standard_model=None)
+    with serve(demo) as url:
+        yield demo, url.rstrip("/"), root
+
+
+def _send(url: str, fn_index: int, data: list, queued: bool) -> str:
+    """One event as the browser sends it; the whole reply (queued: the event stream up to completion)."""
+    body = {"data": data, "fn_index": fn_index, "session_hash": uuid.uuid4().hex[:11], "event_data": None,
+            "trigger_id": None}
+    if not queued:
+        return httpx.post(f"{url}/gradio_api/run/predict", json=body, timeout=60).text
+    httpx.post(f"{url}/gradio_api/queue/join", json=body, timeout=60).raise_for_status()
+    lines = []
+    with httpx.stream("GET", f"{url}/gradio_api/queue/data?session_hash={body['session_hash']}", timeout=120) as s:
+        for line in s.iter_lines():
+            lines.append(line)
+            if "process_completed" in line:
+                break
+    return "\n".join(lines)
+
+
+def _forged(component, path: str):
+    if type(component).__name__ == "ImageEditor":
+        return {"background": {"path": path}, "layers": [{"path": path}], "composite": {"path": path}}
+    return {"path": path}
+
+
+def _image_events(demo):
+    for index, fn in demo.fns.items():
+        slots = [i for i, c in enumerate(fn.inputs) if type(c).__name__ in ("Image", "ImageEditor")]
+        if slots and fn.fn is not None:
+            yield index, fn, slots
+
+
+def _cached_copies(data: bytes) -> list[Path]:
+    cache = Path(os.environ["GRADIO_TEMP_DIR"])
+    return [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size == len(data) and p.read_bytes() == data]
+
+
+def test_the_counterfactual_endpoint_refuses_a_server_image(served):
+    demo, url, root = served
+    index = next(i for i, fn in demo.fns.items() if fn.api_name == "counterfactual")
+    for path in (str(root / "secret.png"), str(root / "missing.png"), str(root), "app.py", "/etc/passwd"):
+        reply = _send(url, index, [{"path": path}, "cat", "3", 1, 0.1], queued=True)
+        assert REFUSED in reply, reply[-500:]
+        assert "not found" not in reply and "directory" not in reply and "secret" not in reply
+
+
+@pytest.mark.parametrize("what", ["secret.png", "secret.txt", "app.py"])
+def test_no_event_reads_a_file_it_was_not_sent_by_upload(served, what):
+    demo, url, root = served
+    path = what if what == "app.py" else str(root / what)
+    data = Path(path).read_bytes()
+    before = set(_cached_copies(data))
+    sent = 0
+    for index, fn, slots in _image_events(demo):
+        payload = [None] * len(fn.inputs)
+        for i in slots:
+            payload[i] = _forged(fn.inputs[i], path)
+        reply = _send(url, index, payload, queued=fn.queue)
+        sent += 1
+        assert Path(path).name not in reply, (fn.name, reply[-400:])
+        assert set(_cached_copies(data)) == before, f"{fn.name} copied the server file into the download cache"
+    assert sent >= 8  # tab 1's preview and run, the region editor, the card, the API endpoints, ...
+
+
+def test_the_region_editor_echoes_no_server_file(served):
+    demo, url, root = served
+    index = next(i for i, fn in demo.fns.items() if fn.name == "fresh")
+    reply = _send(url, index, [{"path": "app.py"}, None], queued=demo.fns[index].queue)
+    assert REFUSED in reply and "app.py" not in reply, reply[-400:]
+    # an upload still works: the editor shows it
+    upload = httpx.post(f"{url}/gradio_api/upload", files={"files": ("photo.png", write_image(
+        root / "photo.png").read_bytes())}, timeout=60).json()[0]
+    shown = json.loads(_send(url, index, [{"path": upload, "meta": {"_type": "gradio.FileData"}}, None],
+                             queued=demo.fns[index].queue))
+    editor = next(i for i, c in enumerate(demo.fns[index].outputs) if type(c).__name__ == "ImageEditor")
+    background = shown["data"][editor]["background"]
+    assert background["path"].endswith("photo.png")
