@@ -138,7 +138,9 @@ def resolve_class(value: int | str, class_names: Sequence[str]) -> int:
         lowered = [n.lower() for n in class_names]
         if text.lower() in lowered:
             return lowered.index(text.lower())
-        if text.isdigit():
+        if text.isdecimal():  # what int() reads ("²" is a digit it cannot); no number of 20+ digits is a class
+            if len(text) > 18:
+                raise ValueError(f"class index {text[:12]}… ({len(text)} digits) is out of range 0..{k - 1}")
             return resolve_class(int(text), class_names)
         raise ValueError(f"unknown class {value!r}; valid classes: {_listing(class_names)}")
     raise ValueError(f"a class must be a name or an index, got {type(value).__name__}")

@@ -193,6 +193,10 @@ def test_validate_params_canonicalizes():
 def test_resolve_class_names_and_indices():
     assert resolve_class("cat", CLASSES) == 3 == resolve_class(" CAT ", CLASSES) == resolve_class("3", CLASSES)
     assert resolve_class(9, CLASSES) == 9
+    with pytest.raises(ValueError, match=r"class index 111111111111… \(5000 digits\) is out of range 0\.\.9"):
+        resolve_class("1" * 5000, CLASSES)  # was Python's "Exceeds the limit (4300 digits) for integer string ..."
+    with pytest.raises(ValueError, match="unknown class '²'"):
+        resolve_class("²", CLASSES)         # a digit int() cannot read: was "invalid literal for int()"
     with pytest.raises(ValueError, match="airplane, automobile, bird.*truck"):
         resolve_class("kitten", CLASSES)
     with pytest.raises(ValueError, match=r"0\.\.9"):

@@ -91,17 +91,21 @@ def user_errors(fn: Handler) -> Handler:
     """Turn the clear ValueError / OSError messages of explain and dat_core into `gr.Error`, and make every
     message the handler raises safe to show (`safe_message`: bounded echoes, no server paths). A streaming
     handler (a generator) is checked while it is iterated."""
+    if getattr(fn, "user_errors", False):
+        return fn
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def streaming(*args, **kwargs):
             with _shown_safely([args, kwargs]):
                 yield from fn(*args, **kwargs)
+        streaming.user_errors = True  # type: ignore[attr-defined]
         return streaming  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with _shown_safely([args, kwargs]):
             return fn(*args, **kwargs)
+    wrapper.user_errors = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 
@@ -198,7 +202,7 @@ def model_input(image: Any, loaded: LoadedModel) -> torch.Tensor:
         raise gr.Error(text, print_exception=False) from None
 
 
-_INDEX = re.compile(r"[+-]?\d{1,40}")
+_INDEX = re.compile(r"[+-]?[0-9]+")
 
 
 def target_index(target: Any, loaded: LoadedModel) -> int:
@@ -210,8 +214,8 @@ def target_index(target: Any, loaded: LoadedModel) -> int:
         return explain.resolve_class(target, names)
     except ValueError:
         text = str(target).strip()
-        if _INDEX.fullmatch(text):  # "-1", "+11": an index, not a name; say which indices exist
-            raise ValueError(f"class index {echo(str(int(text)))} is out of range 0–{len(names) - 1}") from None
+        if _INDEX.fullmatch(text):  # "-1", "+11", 5000 digits: an index, not a name; say which indices exist
+            raise ValueError(f"class index {echo(text.lstrip('+'))} is out of range 0–{len(names) - 1}") from None
         raise
 
 

@@ -11,6 +11,7 @@ from typing import Any, Callable, NamedTuple
 import gradio as gr
 
 from .explainer import Explainer
+from .inputs import user_errors
 
 PRIVATE = {"api_visibility": "private"}  # UI events are not API endpoints; the API is webapp/api.py
 # Handlers read what the browser sent as it is and check it themselves (webapp/inputs.py): images are decoded by
@@ -24,11 +25,14 @@ INSTANT = {"queue": False, "show_progress": "hidden", "trigger_mode": "always_la
 
 
 def bind(handler: Callable[..., Any], ex: Explainer) -> Callable[..., Any]:
-    """`handler` with `ex` as its first argument, as Gradio wants to see it.
+    """`handler` with `ex` as its first argument, as Gradio wants to see it, its errors shown safely
+    (`user_errors`: every event's handler, so a new one cannot forget it).
 
     Gradio reads the handler's signature: a `gr.Progress()` default asks for a progress bar, a `gr.SelectData`
     hint for the click, the parameter names name API inputs. `functools.partial` would hide the hints.
     """
+    handler = user_errors(handler)
+
     @functools.wraps(handler)
     def bound(*args, **kwargs):
         return handler(ex, *args, **kwargs)

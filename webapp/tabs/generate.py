@@ -24,6 +24,7 @@ from ..inputs import (
     MAX_REQUEST_STEPS,
     MAX_SAMPLES_PER_CLASS,
     SEED_KINDS,
+    echo,
     model_input,
     target_index,
     user_errors,
@@ -107,19 +108,20 @@ def layout(loaded: LoadedModel) -> Components:
                       gen_grid=gen_grid, gen_plot=gen_plot, gen_gif=gen_gif)
 
 
-def seed_fields(kind: str) -> tuple[Any, Any, Any]:
+@user_errors
+def seed_fields(kind: Any) -> tuple[Any, Any, Any]:
     """My image: its upload box; a seed kind: the random seed and samples per class, which only a kind draws
     from (an image is one fixed start: a second sample per class would repeat the first)."""
-    image = SEED_KINDS.get(kind) == "image"
+    image = isinstance(kind, str) and SEED_KINDS.get(kind) == "image"
     return gr.update(visible=image), gr.update(visible=not image), gr.update(visible=not image)
 
 
 def samples(ex: Explainer, loaded: LoadedModel, target, seed_kind, seed_image, seed, n_per_class, steps, step_size,
             progress: Any = None, cancel: threading.Event | None = None) -> tuple[SamplingView, Path]:
     """Validate a sampling request, run it, and write the animation of its sampling path."""
-    kind = SEED_KINDS.get(seed_kind, seed_kind)
+    kind = SEED_KINDS.get(seed_kind, seed_kind) if isinstance(seed_kind, str) else None
     if kind not in SEED_KINDS.values():
-        raise gr.Error(f"Unknown seed kind {seed_kind!r}; choose one of {', '.join(SEED_KINDS)}.",
+        raise gr.Error(f"Unknown seed kind {echo(seed_kind)!r}; choose one of {', '.join(SEED_KINDS)}.",
                        print_exception=False)
     if kind == "image":   # its random seed and samples per class are hidden (`seed_fields`): one start
         seed, n = 0, 1

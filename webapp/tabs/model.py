@@ -78,18 +78,22 @@ def layout(ex: Explainer) -> Components:
                 model_info = gr.Markdown(describe_model(loaded), elem_id="model-info")
                 with gr.Accordion("Model card", open=False):
                     model_card = gr.Markdown(card_text(loaded), elem_id="model-card")
-    model_kind.change(lambda kind: (gr.update(visible=kind == BUNDLED), gr.update(visible=kind == LOCAL),
-                                    gr.Row(visible=kind == HUB)),
-                      model_kind, [model_bundled, model_path, hub_row], **INSTANT)
+    model_kind.change(source_fields, model_kind, [model_bundled, model_path, hub_row], **INSTANT)
     return Components(model_kind=model_kind, model_bundled=model_bundled, model_path=model_path,
                       model_repo=model_repo, model_revision=model_revision, model_load=model_load,
                       model_info=model_info, model_card=model_card)
 
 
+@user_errors
+def source_fields(kind: Any) -> tuple[Any, Any, Any]:
+    """The input that belongs to the kind of source picked: a bundled model's name, a folder, a Hub repo."""
+    return gr.update(visible=kind == BUNDLED), gr.update(visible=kind == LOCAL), gr.Row(visible=kind == HUB)
+
+
 def choose(ex: Explainer, kind: Any, path: Any, repo_id: Any, revision: Any, bundled: Any) -> ModelSource:
     """What the visitor picked on the Model tab, checked (webapp.sources): a bundled model by name, a Hub repo,
     or (only where this server allows it) a checkpoint folder on the server."""
-    kind = ALIASES.get(kind, kind)
+    kind = ALIASES.get(kind, kind) if isinstance(kind, str) else kind
     if kind == LOCAL:
         if not str(path or "").strip():
             raise gr.Error("Enter the path of a checkpoint folder.", print_exception=False)

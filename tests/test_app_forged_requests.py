@@ -1,9 +1,13 @@
-"""Forged file payloads on the served app: a path the browser never uploaded must not be read.
+"""Forged requests on the served app, over real HTTP: file paths the browser never uploaded, and values of
+any type in every event's inputs.
 
 Handlers take raw payloads (`preprocess=False`); Gradio checks a payload's path only when it carries the upload
 marker (`meta`), so `{"path": "/any/server/file"}` without it reached the handlers, which opened it: a private
 event echoed the file back as a download, `/counterfactual` returned a server image as its result, and the
-messages told which paths exist. Every event with an image input is sent such payloads here, over real HTTP.
+messages told which paths exist. Every event with an image input is sent such payloads here.
+
+A visitor can send any value to any event (the page's own events too, by number): each must answer with a
+result or one message, never an unhandled exception (HTTP 500 / an empty error, a traceback in the log).
 """
 
 import json
@@ -33,9 +37,9 @@ def served(tmp_path_factory):
         yield demo, url.rstrip("/"), root
 
 
-def _send(url: str, fn_index: int, data: list, queued: bool) -> str:
+def _send(url: str, fn_index: int, data: list, queued: bool, event_data: dict | None = None) -> str:
     """One event as the browser sends it; the whole reply (queued: the event stream up to completion)."""
-    body = {"data": data, "fn_index": fn_index, "session_hash": uuid.uuid4().hex[:11], "event_data": None,
+    body = {"data": data, "fn_index": fn_index, "session_hash": uuid.uuid4().hex[:11], "event_data": event_data,
             "trigger_id": None}
     if not queued:
         return httpx.post(f"{url}/gradio_api/run/predict", json=body, timeout=60).text
@@ -107,3 +111,37 @@ def test_the_region_editor_echoes_no_server_file(served):
     editor = next(i for i, c in enumerate(demo.fns[index].outputs) if type(c).__name__ == "ImageEditor")
     background = shown["data"][editor]["background"]
     assert background["path"].endswith("photo.png")
+
+
+def _answered(reply: str) -> bool:
+    """A result, or an error that carries a message (an unhandled exception answers with "error": null)."""
+    compact = reply.replace(" ", "")
+    return '"error":null' not in compact and "Traceback" not in reply
+
+
+@pytest.mark.parametrize("value", ["x", -1, {"a": 1}, [1, 2], True, "1" * 5000], ids=repr)
+def test_every_event_answers_any_value_with_a_result_or_a_message(served, value, caplog):
+    demo, url, root = served
+    events = 0
+    for index, fn in demo.fns.items():
+        if fn.fn is None or not fn.inputs:
+            continue
+        kinds = [type(c).__name__ for c in fn.inputs]
+        # image slots stay empty: Gradio itself checks their payload shape before any handler runs
+        payload = [None if k in ("Image", "ImageEditor", "State") else value for k in kinds]
+        # a click's data (gr.SelectData) forged too; Gradio itself needs its "index" key
+        clicked = {"index": value, "value": value, "selected": value} if fn.collects_event_data else None
+        reply = _send(url, index, payload, queued=fn.queue, event_data=clicked)
+        events += 1
+        assert _answered(reply), (fn.name, kinds, reply[-300:])
+    assert events >= 30
+    assert "Traceback" not in caplog.text
+
+
+def test_every_event_handler_shows_its_errors_safely(served):
+    """The class of the defect above: each handler with inputs is wrapped by `user_errors` (webapp.wiring.bind
+    does it for every bound handler)."""
+    demo, _, _ = served
+    bare = [fn.name for fn in demo.fns.values() if fn.fn is not None and fn.inputs
+            and not getattr(fn.fn, "user_errors", False)]
+    assert not bare
