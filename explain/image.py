@@ -39,8 +39,9 @@ class ImageError(ValueError):
     """The input cannot be turned into a model input (unreadable, too large, wrong shape or range)."""
 
 
-def open_image(source: str | Path | bytes) -> Image.Image:
-    """Open a file path or encoded bytes as a PIL image, checking the pixel count before decoding."""
+def open_image(source: str | Path | bytes, max_side: int | None = None) -> Image.Image:
+    """Open a file path or encoded bytes as a PIL image, checking the pixel count (and, given `max_side`, the
+    longer side) before decoding."""
     name = "the uploaded bytes" if isinstance(source, (bytes, bytearray)) else str(source)
     try:
         fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source).expanduser()
@@ -52,6 +53,8 @@ def open_image(source: str | Path | bytes) -> Image.Image:
             if w * h > MAX_PIXELS:
                 raise ImageError(f"{name} is {w}x{h} = {w * h:,} pixels; images above {MAX_PIXELS:,} pixels "
                                  "are refused (downscale it first)")
+            if max_side is not None and max(w, h) > max_side:
+                raise ImageError(f"{name} is {w}x{h} px; at most {max_side} px a side is accepted here")
             upright = ImageOps.exif_transpose(im)  # decodes; always a new image (the file can close)
             upright.load()
         return upright
@@ -61,7 +64,10 @@ def open_image(source: str | Path | bytes) -> Image.Image:
         raise ImageError(f"image file not found: {name}") from None
     except IsADirectoryError:
         raise ImageError(f"{name} is a directory, not an image file") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # Pillow's own, larger limit
+        raise ImageError(f"{name} has far more than {MAX_PIXELS:,} pixels; images above {MAX_PIXELS:,} pixels are "
+                         "refused (downscale it first)") from None
+    except UnidentifiedImageError as e:
         raise ImageError(f"cannot read {name} as an image: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
         raise ImageError(f"cannot read {name} as an image (corrupt or truncated?): {e}") from None
@@ -72,14 +78,18 @@ def to_rgb(im: Image.Image) -> Image.Image:
     mode = im.mode
     if mode == "RGB":
         return im
-    if mode.startswith("I;16") or mode == "I":
-        a = np.asarray(im, dtype=np.float64)
-        scale = 255.0 / 65535.0 if (mode.startswith("I;16") or a.max(initial=0) > 255) else 1.0
-        return Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        a = a * 255.0 if a.max(initial=0) <= 1.0 else a
-        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode.startswith("I;16") or mode == "I" or mode == "F":
+        # in place: a 40-megapixel 16-bit scan took 1 GB in float64 copies. float32 rounds every 16-bit value to
+        # the same byte as float64 (checked for all 65536); float images keep float64, where it can differ
+        a = np.array(im, dtype=np.float64 if mode == "F" else np.float32)
+        if mode == "F":
+            scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
+        else:
+            scale = 255.0 / 65535.0 if (mode.startswith("I;16") or a.max(initial=0) > 255) else 1.0
+        a *= scale
+        a += 0.5
+        np.clip(a, 0, 255, out=a)
+        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
     if mode in ("P", "PA", "LA", "La", "RGBa") or (mode in ("L", "RGB") and "transparency" in im.info):
         im = im.convert("RGBA")
         mode = "RGBA"

@@ -358,3 +358,25 @@ def test_alternatives_stay_inside_the_painted_region(served, tmp_path):
     outside = alts.images[:, :, ~mask]
     assert np.array_equal(outside, np.broadcast_to(alts.image[:, ~mask], outside.shape))   # starts and steps
     assert not np.array_equal(alts.images[:, :, mask], np.broadcast_to(alts.image[:, mask], (3, 3, mask.sum())))
+
+
+def test_a_painted_layer_larger_than_the_editor_is_refused_from_its_header(served, tmp_path):
+    """The sides were checked after decoding both images (a 6300 px forged layer cost ~0.3 GB first). A PNG header
+    that claims 3000 x 3000 px with no pixel data behind it is refused by its size, not as a truncated file."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header_only = tmp_path / "huge.png"
+    header_only.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3000, 3000, 8, 6, 0, 0, 0))
+                            + chunk(b"IEND", b""))
+    demo, _ = served
+    ex, state = demo.explainer, demo.explainer.new_session()
+    small = tmp_path / "small.png"
+    Image.new("RGBA", (192, 192)).save(small)
+    for background, layer in ((header_only, small), (small, header_only)):
+        with pytest.raises(gr.Error, match=r"3000x3000 px; at most 2048 px a side"):
+            region.use(ex, {"background": {"path": uploaded(background)}, "layers": [{"path": uploaded(layer)}]},
+                       state)

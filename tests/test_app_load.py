@@ -63,3 +63,27 @@ def test_two_workers_compute_two_requests_at_once_and_answer_right(tmp_path, mon
         result = load_test(url, images, 4, 3, steps=20, timeout_s=TIMEOUT_S)
     assert result.failures == [] and len(result.latencies_s) == 12
     assert peak == 2  # two at once, never more
+
+
+def test_a_visitor_holds_at_most_one_worker(tmp_path):
+    """Two long computations sent at once by one visitor held both workers: everyone else waited (38 s in a probe).
+    The second is refused at once, and another visitor's request gets the free worker."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from webapp.fairness import BUSY
+
+    model = write_model(tmp_path / "model")
+    image = write_image(tmp_path / "photo.png")
+    with serve(app.build_demo(str(model), standard_model=None, workers=2)) as url:
+        heavy, other = Client(url, verbose=False), Client(url, verbose=False)
+        first = heavy.submit(target="all", seed=0, steps=300, step_size=0.2, api_name="/generate")
+        second = heavy.submit(target="all", seed=1, steps=300, step_size=0.2, api_name="/generate")
+        with pytest.raises(AppError, match=BUSY[:40]):
+            second.result(timeout=60)
+        metrics, _, _ = other.predict(image=handle_file(str(image)), target="3", eps="3", steps=1, step_size=0.1,
+                                      api_name="/counterfactual")
+        assert metrics["target"] == 3 and not first.done()   # served beside the long one, not after it
+        assert first.result(timeout=TIMEOUT_S)[0]["params"]["steps"] == 300
+        again = heavy.predict(target="cat", seed=0, steps=1, step_size=0.2, api_name="/generate")
+        assert again[0]["params"]["steps"] == 1              # the slot is free once the first has finished

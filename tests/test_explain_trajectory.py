@@ -355,3 +355,13 @@ def test_contact_strip_picks_first_and_last(tiny_model):
     assert strip.dtype == np.uint8 and strip.shape == (64 + 4, 5 * 66 + 2, 3)
     assert np.array_equal(strip[2:66:2, 2:66:2], tr.frames[0])
     assert np.array_equal(strip[2:66:2, 4 * 66 + 2:4 * 66 + 66:2], tr.frames[-1])
+
+
+def test_16_bit_images_map_every_value_to_the_nearest_byte():
+    """16-bit scans are converted in float32, in place (a 40 MP one took 1 GB in float64 copies): every one of the
+    65536 values must still land on round(v * 255 / 65535), as the float64 computation gave."""
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    rgb = np.asarray(image_mod.to_rgb(Image.fromarray(values)))
+    expected = np.floor(values.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)
+    assert rgb.shape == (256, 256, 3)
+    assert all(np.array_equal(rgb[..., c], expected) for c in range(3))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import api, describe, opening, page
+from . import api, describe, fairness, opening, page
 from .explainer import Explainer
 from .tabs import all_targets, attributions, cf_tools, compare, counterfactual, generate, landscape
 from .tabs import model as model_tab  # `model` is build_demo's model source
@@ -64,8 +64,10 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
         model_tab.wire(ex, mdl, state=state, banner=banner, cf=cf, gen=gen, saved_model=saved_model)
         api.build(ex)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    visitors = fairness.Visitors()
     for fn in demo.fns.values():  # every model computation shares one limit (concurrency_id "model")
         if fn.concurrency_id == "model":
             fn.concurrency_limit = workers
+            fn.fn = visitors.one_at_a_time(fn.fn)  # and a visitor holds at most one of its workers
     demo.explainer = ex  # handy for tests and benchmarks
     return demo

@@ -77,8 +77,8 @@ def painted(editor: Any) -> np.ndarray:
         raise ValueError(NOTHING)
     if len(layers) > 1:
         raise ValueError("paint the region on one layer")
-    size = open_image(background).size
-    layer = open_image(layers[0])
+    size = open_image(background, max_side=MAX_SIDE).size  # sides from the header: a forged huge one is not decoded
+    layer = open_image(layers[0], max_side=MAX_SIDE)
     if layer.size != size or size[0] != size[1] or size[0] > MAX_SIDE:
         raise ValueError(f"the painted layer is {layer.size[0]}x{layer.size[1]} px; it must cover the image "
                          f"({size[0]}x{size[1]}, square, at most {MAX_SIDE} px a side)")

@@ -1,0 +1,80 @@
+"""One model computation per visitor at a time.
+
+`workers` computations run at once and the rest wait in Gradio's queue. A visitor who sends several at once (two
+API calls in parallel, a script) would hold every worker while everyone else waits behind them; so a computation
+that starts while the same visitor's previous one still runs is refused at once, without work, and its worker goes
+to the next request in the queue. A visitor is a page session (Gradio's `session_hash`; a `gradio_client.Client`
+has one too), not an address: a class of students behind one NAT address must not block each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+
+BUSY = "Your previous computation is still running: wait for it to finish (or cancel it), then try again."
+
+
+class Visitors:
+    """The visitors with a computation running now."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()
+
+    def _claim(self, key: str | None) -> bool:
+        if key is None:  # called without a request (a test, a benchmark calling the handler): no visitor to count
+            return False
+        with self._lock:
+            if key in self._busy:
+                raise gr.Error(BUSY, print_exception=False)
+            self._busy.add(key)
+        return True
+
+    def _release(self, key: str | None) -> None:
+        with self._lock:
+            self._busy.discard(key)
+
+    def one_at_a_time(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn` (an event handler) refused for a visitor whose previous computation still runs. Gradio passes the
+        request to the extra last parameter `request`; a streaming handler holds its slot while it streams."""
+        signature = inspect.signature(fn)
+        n = len(signature.parameters)
+
+        def split(args: tuple, kwargs: dict) -> tuple[tuple, str | None]:
+            request = kwargs.pop("request", None)
+            if len(args) > n:
+                args, request = args[:n], args[n]
+            return args, getattr(request, "session_hash", None)
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def streaming(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                args, key = split(args, kwargs)
+                claimed = self._claim(key)
+                try:
+                    yield from fn(*args, **kwargs)
+                finally:
+                    if claimed:
+                        self._release(key)
+            wrapper: Callable[..., Any] = streaming
+        else:
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                args, key = split(args, kwargs)
+                claimed = self._claim(key)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    if claimed:
+                        self._release(key)
+        request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                    annotation=gr.Request)
+        wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*signature.parameters.values(), request])
+        wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), "request": gr.Request}
+        return wrapper
