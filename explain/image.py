@@ -67,8 +67,8 @@ def open_image(source: str | Path | bytes, max_side: int | None = None) -> Image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # Pillow's own, larger limit
         raise ImageError(f"{name} has far more than {MAX_PIXELS:,} pixels; images above {MAX_PIXELS:,} pixels are "
                          "refused (downscale it first)") from None
-    except UnidentifiedImageError as e:
-        raise ImageError(f"cannot read {name} as an image: {e}") from None
+    except UnidentifiedImageError:  # Pillow's text names its file object ("<_io.BytesIO object at 0x...>")
+        raise ImageError(f"cannot read {name} as an image (not an image, or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
         raise ImageError(f"cannot read {name} as an image (corrupt or truncated?): {e}") from None
 

@@ -268,6 +268,9 @@ def test_bad_images_raise_image_error(tmp_path):
     junk.write_bytes(b"definitely not an image")
     with pytest.raises(ImageError, match="junk.png"):
         to_model_input(junk, 32)
+    with pytest.raises(ImageError, match="cannot read the uploaded bytes as an image") as info:
+        to_model_input(b"definitely not an image", 32)
+    assert "BytesIO" not in str(info.value)  # Pillow says "<_io.BytesIO object at 0x…>"
     truncated = tmp_path / "trunc.png"
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, format="PNG")
