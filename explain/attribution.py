@@ -26,9 +26,11 @@ from captum.attr import (
     Saliency,
 )
 
+from dat_core.models import class_names_of
 from dat_core.pgd import attack_mode
 from dat_core.runtime import memory_format, model_device, seeded
 
+from .params import resolve_class
 from .plots import SIGNED_CMAP, new_figure, normalize_map, to_hwc
 
 METHODS = ("saliency", "integrated_gradients", "smoothgrad", "gradient_shap", "occlusion")
@@ -62,10 +64,11 @@ def _occlusion_geometry(size: int) -> tuple[int, int]:
     return max(1, round(4 * size / 32)), max(1, round(2 * size / 32))
 
 
-def attribute(model: nn.Module, x: torch.Tensor, target: int, method: str, *, abs: bool = False,
+def attribute(model: nn.Module, x: torch.Tensor, target: int | str, method: str, *, abs: bool = False,
               internal_batch_size: int = 32, n_samples: int | None = None, seed: int = 0,
               autocast: bool = False) -> np.ndarray:
-    """Attribution map (H, W) float32 of the logit f(x)[target] for one image x (1, 3, H, W) in [0,1].
+    """Attribution map (H, W) float32 of the logit f(x)[target] for one image x (1, 3, H, W) in [0,1]; `target`
+    is a class index or name, checked (a negative index counted from the end, 10 raised inside Captum).
 
     saliency              d f / dx.
     integrated_gradients  baseline black (zeros), `n_samples` Gauss-Legendre steps (default 32).
@@ -83,6 +86,8 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int, method: str, *, ab
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"x must be one image (1, C, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point() or not bool(torch.isfinite(x).all()) or x.min() < 0 or x.max() > 1:
+        raise ValueError("x must be a float image with finite values in [0,1] (explain.to_model_input makes one)")
     if internal_batch_size < 1:
         raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
     n = DEFAULT_SAMPLES.get(method, 1) if n_samples is None else int(n_samples)
@@ -90,8 +95,14 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int, method: str, *, ab
         raise ValueError(f"n_samples must be >= 1, got {n}")
     device = model_device(model)
     x = x.detach().float().to(device).clone().requires_grad_(True)  # Captum wants a leaf needing grad
-    target = int(target)
     f = _forward_fn(model, autocast)
+    config = getattr(model, "config", None) or {}
+    if "num_classes" in config:
+        names = class_names_of(config)
+    else:  # any classifier: one forward tells how many classes it has
+        with torch.no_grad(), attack_mode(model):
+            names = [str(i) for i in range(int(f(x).shape[1]))]
+    target = resolve_class(target, names)
 
     rng = seeded(seed, device, numpy_too=True) if method in ("smoothgrad", "gradient_shap") else nullcontext()
     with attack_mode(model), torch.enable_grad(), rng:

@@ -193,3 +193,30 @@ def test_plot_attributions_renders(model, traj):
     assert buf.getvalue()[:4] == b"\x89PNG"
     img = figure_to_array(plot_attributions(r))
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.std() > 0
+
+
+@pytest.mark.parametrize("target, says", [(10, "out of range 0..9"), (-1, "out of range 0..9"),
+                                          ("zebra", "unknown class 'zebra'"), (1.5, "name or an index")])
+def test_a_target_the_model_lacks_is_refused(model, traj, target, says):
+    """10 ended in an IndexError inside Captum, -1 silently explained class 9, "cat" was int("cat")."""
+    x = torch.from_numpy(traj.images[0])[None]
+    with pytest.raises(ValueError, match=says):
+        attribute(model, x, target, "saliency")
+    by_name = attribute(model, x, model.config["class_names"][3], "saliency")
+    np.testing.assert_array_equal(by_name, attribute(model, x, 3, "saliency"))
+
+
+@pytest.mark.parametrize("x", [torch.full((1, 3, 32, 32), 128, dtype=torch.uint8), torch.full((1, 3, 32, 32), 2.0),
+                               torch.full((1, 3, 32, 32), float("nan"))], ids=["uint8", "above-1", "nan"])
+def test_an_image_outside_the_unit_range_is_refused(model, x):
+    """uint8 pixels were read as floats 0..255 and NaN gave NaN maps, silently."""
+    with pytest.raises(ValueError, match=r"finite values in \[0,1\]"):
+        attribute(model, x, 3, "saliency")
+
+
+def test_a_model_without_a_config_is_checked_by_its_outputs():
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3)).eval()
+    x = torch.rand(1, 3, 8, 8)
+    assert attribute(plain, x, 2, "saliency").shape == (8, 8)
+    with pytest.raises(ValueError, match="out of range 0..2"):
+        attribute(plain, x, 3, "saliency")
