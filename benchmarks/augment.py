@@ -3,9 +3,9 @@
     python benchmarks/augment.py [--batch 128] [--size 32] [--repeats 20] [--step]
 
 Times, on one float [0,1] batch: our crop + flip, crop + flip + Cutout, and `autoaugment_cutout`
-(crop + flip + the CIFAR-10 AutoAugment policy through kornia, one sub-policy per image, + Cutout);
-beside them kornia's own `AutoAugment("cifar10")` on the whole batch (one sub-policy per batch, the
-global RNG), the reference cost of the policy itself. With `--step`: one stage-1 step of the CPU
+(crop + flip + the official CIFAR-10 AutoAugment policy, one sub-policy per image, + Cutout); beside them
+kornia's own `AutoAugment("cifar10")` on the whole batch (one sub-policy per batch, kornia's magnitudes), the
+cost of a batched library AutoAugment for reference. With `--step`: one stage-1 step of the CPU
 recipe (train/configs/cifar10-wrn16-2-cpu-stage1.toml: wrn-16-2, 2 PGD steps, autocast auto) for scale.
 """
 

@@ -3,8 +3,10 @@
 import os
 import signal
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageEnhance, ImageOps
 
 from dat_core.data import autoaugment as aa
 from dat_core.data.augment import augment
@@ -39,33 +41,86 @@ def test_a_function_of_the_generator_alone():
 
 def test_each_image_gets_its_own_sub_policy(monkeypatch):
     """kornia's AutoAugment picks one sub-policy per batch; the paper's (per-image PIL) picks one per image."""
-    class AddIndex(torch.nn.Module):
-        def __init__(self, i):
-            super().__init__()
-            self.i = i
+    def tag(op, x, magnitude, sign):  # every operation adds its sub-policy's number
+        return x + int(op)
 
-        def forward(self, x):
-            return x + self.i / 100
-
-    monkeypatch.setattr(aa, "_subpolicies", lambda policy: tuple(AddIndex(i) for i in range(25)))
-    x = torch.zeros(64, 3, 4, 4)
-    out = aa.autoaugment(x, torch.Generator().manual_seed(0))
-    chosen = (out[:, 0, 0, 0] * 100).round()
-    assert torch.equal(out, chosen[:, None, None, None].expand_as(out) / 100)  # one sub-policy per whole image
+    monkeypatch.setattr(aa, "CIFAR10_POLICY", tuple(((str(i), 1.0, 0), (str(0), 1.0, 0)) for i in range(25)))
+    monkeypatch.setattr(aa, "apply", tag)
+    out = aa.autoaugment(torch.zeros(64, 3, 4, 4), torch.Generator().manual_seed(0))
+    chosen = (out[:, 0, 0, 0] * 255).round()
+    assert torch.equal(out, chosen[:, None, None, None].expand_as(out) / 255)  # one sub-policy per whole image
     assert len(chosen.unique()) > 15  # drawn per image: 64 images cover most of the 25
 
 
-def test_the_real_policy_and_bad_names():
-    assert len(aa._subpolicies("cifar10")) == 25
+def test_the_policy_is_the_papers_and_bad_names_are_refused():
+    assert len(aa.CIFAR10_POLICY) == 25 and aa.CIFAR10_POLICY[1] == (("rotate", 0.7, 2), ("translateX", 0.3, 9))
+    assert aa.RANGES["posterize"][7] == 5 and aa.RANGES["rotate"][2] == pytest.approx(20 / 3)
     with pytest.raises(ValueError, match="cifar10"):
         aa.autoaugment(_images(2), policy="cifar100")
 
 
-def test_stream_assembles_autoaugment_batches_on_the_callers_thread_and_resumes():
+# ------------------------------------------------------------------ cross-check with the official PIL operations
+
+def _official(op: str, image: Image.Image, m: float, sign: int) -> Image.Image:
+    """The official SubPolicy's operation (InNOutRobustness augmentations/autoaugment.py) with fill colour 0 (the
+    paper's mean0), written here with the same PIL calls; `sign` stands for its random.choice([-1, 1])."""
+    fill = (0, 0, 0)
+    if op == "shearX":
+        return image.transform(image.size, Image.AFFINE, (1, m * sign, 0, 0, 1, 0), Image.BICUBIC, fillcolor=fill)
+    if op == "shearY":
+        return image.transform(image.size, Image.AFFINE, (1, 0, 0, m * sign, 1, 0), Image.BICUBIC, fillcolor=fill)
+    if op == "translateX":
+        return image.transform(image.size, Image.AFFINE, (1, 0, m * image.size[0] * sign, 0, 1, 0), fillcolor=fill)
+    if op == "translateY":
+        return image.transform(image.size, Image.AFFINE, (1, 0, 0, 0, 1, m * image.size[1] * sign), fillcolor=fill)
+    if op == "rotate":
+        rot = image.convert("RGBA").rotate(m)
+        return Image.composite(rot, Image.new("RGBA", rot.size, (128,) * 4), rot).convert(image.mode)
+    enhance = {"color": ImageEnhance.Color, "contrast": ImageEnhance.Contrast, "sharpness": ImageEnhance.Sharpness,
+               "brightness": ImageEnhance.Brightness}
+    if op in enhance:
+        return enhance[op](image).enhance(1 + m * sign)
+    if op == "posterize":
+        return ImageOps.posterize(image, int(m))
+    if op == "solarize":
+        return ImageOps.solarize(image, m)
+    return {"autocontrast": ImageOps.autocontrast, "equalize": ImageOps.equalize, "invert": ImageOps.invert}[op](image)
+
+
+OPERATIONS = ["shearX", "shearY", "translateX", "translateY", "rotate", "color", "contrast", "sharpness",
+              "brightness", "posterize", "solarize", "autocontrast", "equalize", "invert"]
+
+
+@pytest.mark.parametrize("op", OPERATIONS)
+def test_each_operation_equals_the_official_pil_operation(op):
+    """kornia's policy read the paper's magnitude indices as bins of a signed scale (rotate 2 turned by -12..-18
+    degrees, color 0 made images grey, posterize 7 kept 7 bits): each operation is now compared, at magnitudes
+    0, 4 and 9 and both signs, with the PIL call the official code makes."""
+    rng = np.random.default_rng(0)
+    smooth = np.cumsum(rng.integers(-12, 13, (6, 32, 32, 3)), axis=2) + 128   # photo-like: local structure
+    images = np.clip(smooth, 0, 255).astype(np.uint8)
+    images[0, :, :16] = 40                                                     # a flat part (autocontrast, equalize)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    signs = torch.tensor([1, -1, 1, -1, 1, -1])
+    for index in (0, 4, 9):
+        m = float(aa.RANGES[op][index]) if op in aa.RANGES else 0.0
+        ours = aa.apply(op, x, m, signs if op in aa.SIGNED else torch.ones(6)).permute(0, 2, 3, 1).numpy()
+        official = np.stack([np.asarray(_official(op, Image.fromarray(im), m, int(s)))
+                             for im, s in zip(images, signs)]).astype(np.float64)
+        diff = np.abs(ours - official)
+        if op.startswith("shear"):  # bicubic: torch's kernel (a = -0.75) is not PIL's (a = -0.5)
+            assert diff.mean() < 1.5 and np.mean(diff > 8) < 0.02, (op, index, diff.mean())
+        else:  # the same 8-bit values, up to a float rounding step
+            assert diff.max() <= 1 and np.mean(diff > 0) < 0.01, (op, index, diff.max(), np.mean(diff > 0))
+
+
+def test_stream_prefetches_autoaugment_batches_and_resumes():
+    """Every draw comes from the stream's generator (kornia's drew from the global RNG and kept the pipeline off
+    the prefetch thread): batches are assembled ahead and a restored stream yields exactly the same ones."""
     data = ImageDataset((_images(40) * 255).to(torch.uint8), torch.arange(40) % 4, ["a", "b", "c", "d"])
     stream = BatchStream(data, 8, seed=3, num_workers=2, augment="autoaugment_cutout")
     next(stream)
-    assert stream._thread is None  # no prefetch thread racing the caller for the global RNG
+    assert stream._thread is not None
     state = stream.state_dict()
     expected = [next(stream)[0] for _ in range(6)]  # crosses an epoch boundary (5 batches per epoch)
     again = BatchStream(data, 8, seed=3, augment="autoaugment_cutout")

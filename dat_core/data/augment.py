@@ -1,5 +1,5 @@
 """Batched image augmentations in plain torch (no torchvision), for float [0,1] NCHW tensors;
-AutoAugment's operations come from kornia (`autoaugment`).
+AutoAugment is the official code's CIFAR-10 policy (`autoaugment`).
 
 Every function draws its per-sample randomness from `generator` (a CPU `torch.Generator`, or the
 global RNG when None) and then moves the small random tensors to `x.device`, so the same seed gives
@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["random_crop", "hflip", "cutout", "random_resized_crop", "AUGMENTATIONS", "MAIN_THREAD", "augment"]
+__all__ = ["random_crop", "hflip", "cutout", "random_resized_crop", "AUGMENTATIONS", "augment"]
 
 Augmentation = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 
@@ -128,16 +128,11 @@ AUGMENTATIONS: dict[str, Augmentation] = {
     # METHOD §3.2 `autoaugment_cutout` minus AutoAugment: crop + flip + Cutout 16x16 (fast, all ours).
     "crop_flip_cutout": _crop_flip_cutout,
     # METHOD §3.2 `autoaugment_cutout`, the paper's CIFAR classification batch: crop + flip + the CIFAR-10
-    # AutoAugment policy (kornia's operations, fill 0) + Cutout 16x16.
+    # AutoAugment policy (the official operations, dat_core.data.autoaugment; fill 0) + Cutout 16x16.
     "autoaugment_cutout": _autoaugment_cutout,
     # METHOD §3.2 ImageNet `default` / `generation_od`: RandomResizedCrop(S) + flip, S = input size.
     "rrc_flip": _rrc_flip,
 }
-
-
-# Pipelines that draw from torch's global RNG (kornia's), which threads share: a BatchStream runs
-# them on the consumer's thread, not in its prefetch thread (see dat_core.data.autoaugment).
-MAIN_THREAD = frozenset({"autoaugment_cutout"})
 
 
 def augment(name: str, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .augment import AUGMENTATIONS, MAIN_THREAD
+from .augment import AUGMENTATIONS
 from .datasets import ImageDataset
 
 __all__ = ["BatchStream", "batches"]
@@ -29,8 +29,8 @@ class BatchStream:
     `state_dict()` holds the next batch's position (`epoch`, `index` = batch within the epoch) and
     the augmentation RNG, so a stream restored from it yields exactly the batches that would have
     followed. With `num_workers > 0` a background thread assembles up to that many batches ahead
-    (torch ops release the GIL, so this overlaps with the training step), except for the pipelines
-    in `augment.MAIN_THREAD`, which are assembled on the caller's thread.
+    (torch ops release the GIL, so this overlaps with the training step); every pipeline draws from the
+    stream's own generator alone, so the thread changes no batch.
     """
 
     def __init__(self, dataset: ImageDataset, batch_size: int, *, shuffle: bool = True, seed: int = 0,
@@ -49,8 +49,6 @@ class BatchStream:
         if isinstance(augment, str) and augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augment!r}; choose one of {sorted(AUGMENTATIONS)}")
         self.augment = AUGMENTATIONS[augment] if isinstance(augment, str) else augment
-        if augment in MAIN_THREAD:  # it draws from the global RNG: a prefetch thread would race the caller's
-            self.num_workers = 0
         n = len(dataset)
         self.batches_per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
         if self.batches_per_epoch == 0:
