@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dat_core import build_model, count_parameters, joint_energy, marginal_energy, probabilities
 from dat_core.models import known_archs
@@ -47,10 +48,59 @@ def test_official_wrn_key_layout():
 def test_normalization_is_inside_the_model():
     m = build_model("wrn-10-1").eval()
     x = torch.rand(2, 3, 32, 32)
-    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
-    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    mean = torch.tensor(m.config["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(m.config["std"]).view(1, 3, 1, 1)
     with torch.no_grad():
         torch.testing.assert_close(m(x), m.logits((x - mean) / std))
+
+
+OFFICIAL_MEAN = (0.4913997551666284, 0.48215855929893703, 0.4465309133731618)   # rebm WideResNet, InNOut wrappers
+OFFICIAL_STD = (0.24703225141799082, 0.24348516474564, 0.26158783926049628)
+
+
+def _official_wrn_forward(sd: dict, x: torch.Tensor, depth: int) -> torch.Tensor:
+    """The official WideResNet's forward (rebm/models/wide_resnet_innoutrobustness.py, eval mode), written from
+    its state dict: normalize, conv1, three stages of pre-activation blocks whose widening first block feeds the
+    activated input to its 1x1 shortcut, BN-ReLU, avg_pool2d(8), fc."""
+    def bn(o, p):
+        return F.batch_norm(o, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"], sd[p + ".bias"],
+                            training=False, eps=1e-5)
+
+    o = F.conv2d((x - torch.tensor(OFFICIAL_MEAN).view(1, 3, 1, 1)) / torch.tensor(OFFICIAL_STD).view(1, 3, 1, 1),
+                 sd["conv1.weight"], padding=1)
+    for stage, stride in ((1, 1), (2, 2), (3, 2)):
+        for i in range((depth - 4) // 6):
+            p = f"block{stage}.layer.{i}"
+            s = stride if i == 0 else 1
+            if p + ".convShortcut.weight" in sd:
+                o = F.relu(bn(o, p + ".bn1"))
+                out, shortcut = o, F.conv2d(o, sd[p + ".convShortcut.weight"], stride=s)
+            else:
+                out, shortcut = F.relu(bn(o, p + ".bn1")), o
+            out = F.relu(bn(F.conv2d(out, sd[p + ".conv1.weight"], stride=s, padding=1), p + ".bn2"))
+            o = shortcut + F.conv2d(out, sd[p + ".conv2.weight"], padding=1)
+    o = F.avg_pool2d(F.relu(bn(o, "bn1")), 8).flatten(1)
+    return F.linear(o, sd["fc.weight"], sd["fc.bias"])
+
+
+def test_wrn_logits_equal_the_official_forward():
+    """Same weights, same logits as the official model: its normalization statistics to the digit (ours were
+    rounded to 4 decimals, which moved the logits of imported official checkpoints by ~1e-4)."""
+    torch.manual_seed(0)
+    model = build_model("wrn-16-2")
+    with torch.no_grad():
+        model.train()
+        for _ in range(3):
+            model(torch.rand(32, 3, 32, 32))   # BN statistics that are not the identity
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, official = model(x), _official_wrn_forward(model.state_dict(), x, 16)
+    torch.testing.assert_close(ours, official, rtol=1e-5, atol=1e-6)
 
 
 def test_bn_freeze_keeps_running_stats_but_trains_affine():
