@@ -23,7 +23,8 @@ def _values(toy, out, **kw):
               "model.arch": "wrn-10-1", "steps": 6, "batch_size": 8, "log_every": 1, "ckpt_every": 1000,
               "eval_every": 0, "eval_size": 12, "eval_attack_steps": 1, "attack.steps": 1, "sample_grid": False,
               "channels_last": False, "contrastive.window_images": 8, "contrastive.auc_threshold": 0.0,
-              "contrastive.max_steps": 2, "data.ood": str(toy / "ood"), "autocast": "false", "seed": 4}
+              "contrastive.max_steps": 2, "data.ood": str(toy / "ood"), "autocast": "false", "seed": 4,
+              "optim.lr": 0.02}  # 0.1 can send this toy stage 2 to a non-finite loss (resume tests need finished runs)
     values.update(kw)
     return values
 
