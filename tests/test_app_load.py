@@ -67,23 +67,48 @@ def test_two_workers_compute_two_requests_at_once_and_answer_right(tmp_path, mon
 
 def test_a_visitor_holds_at_most_one_worker(tmp_path):
     """Two long computations sent at once by one visitor held both workers: everyone else waited (38 s in a probe).
-    The second is refused at once, and another visitor's request gets the free worker."""
-    from gradio_client import Client, handle_file
-    from gradio_client.exceptions import AppError
+    The second is refused at once, and another visitor's request gets the free worker. Raw HTTP, so both requests
+    of the one session are surely in the queue together."""
+    import time
+
+    import httpx
 
     from webapp.fairness import BUSY
 
     model = write_model(tmp_path / "model")
-    image = write_image(tmp_path / "photo.png")
-    with serve(app.build_demo(str(model), standard_model=None, workers=2)) as url:
-        heavy, other = Client(url, verbose=False), Client(url, verbose=False)
-        first = heavy.submit(target="all", seed=0, steps=300, step_size=0.2, api_name="/generate")
-        second = heavy.submit(target="all", seed=1, steps=300, step_size=0.2, api_name="/generate")
-        with pytest.raises(AppError, match=BUSY[:40]):
-            second.result(timeout=60)
-        metrics, _, _ = other.predict(image=handle_file(str(image)), target="3", eps="3", steps=1, step_size=0.1,
-                                      api_name="/counterfactual")
-        assert metrics["target"] == 3 and not first.done()   # served beside the long one, not after it
-        assert first.result(timeout=TIMEOUT_S)[0]["params"]["steps"] == 300
-        again = heavy.predict(target="cat", seed=0, steps=1, step_size=0.2, api_name="/generate")
-        assert again[0]["params"]["steps"] == 1              # the slot is free once the first has finished
+    demo = app.build_demo(str(model), standard_model=None, workers=2)
+    generate = next(i for i, fn in demo.fns.items() if fn.api_name == "generate")
+    with serve(demo) as url:
+        url = url.rstrip("/")
+
+        def join(session: str, data: list) -> None:
+            body = {"data": data, "fn_index": generate, "session_hash": session, "event_data": None,
+                    "trigger_id": None}
+            httpx.post(f"{url}/gradio_api/queue/join", json=body, timeout=60).raise_for_status()
+
+        def completions(session: str, n: int) -> list[tuple[float, str]]:
+            done = []
+            with httpx.stream("GET", f"{url}/gradio_api/queue/data?session_hash={session}", timeout=TIMEOUT_S) as s:
+                for line in s.iter_lines():
+                    if "process_completed" in line:
+                        done.append((time.monotonic(), line))
+                        if len(done) == n:
+                            return done
+            return done
+
+        heavy, other = "heavy000000", "other000000"
+        join(heavy, ["all", 0, 300, 0.2])
+        join(heavy, ["all", 1, 300, 0.2])
+        results: dict[str, list] = {}
+        reader = threading.Thread(target=lambda: results.__setitem__(heavy, completions(heavy, 2)))
+        reader.start()
+        time.sleep(1.0)
+        join(other, ["cat", 0, 1, 0.2])                        # another visitor, a moment later
+        results[other] = completions(other, 1)
+        reader.join(TIMEOUT_S)
+    refused = [t for t, line in results[heavy] if BUSY in line]
+    finished = [t for t, line in results[heavy] if '"success":true' in line.replace(" ", "")]
+    assert len(refused) == 1 and len(finished) == 1, results[heavy]
+    (other_done, other_line), = results[other]
+    assert '"success":true' in other_line.replace(" ", "")
+    assert other_done < finished[0]   # served beside the long one, not after it
