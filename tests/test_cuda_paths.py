@@ -67,3 +67,16 @@ def test_checkpoint_saved_from_cuda_loads_on_the_cpu(tmp_path):
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(back(x), model(x.to(CUDA)).cpu(), atol=1e-3, rtol=1e-3)
+
+
+def test_autoaugment_on_cuda_gives_the_cpu_batch():
+    """The pipeline runs on the batch's device (the draws stay on the CPU generator): the same seed gives the same
+    8-bit values, up to a step where the bicubic shears sum in another order."""
+    from dat_core.data.augment import augment
+
+    x = (torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).round() / 255
+    cpu = augment("autoaugment_cutout", x, torch.Generator().manual_seed(3))
+    cuda = augment("autoaugment_cutout", x.to(CUDA), torch.Generator().manual_seed(3))
+    assert cuda.device.type == "cuda"
+    diff = (cuda.cpu() - cpu).abs() * 255
+    assert diff.max() <= 1.01 and (diff > 0.5).float().mean() < 0.01

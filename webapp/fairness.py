@@ -9,6 +9,7 @@ has one too), not an address: a class of students behind one NAT address must no
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
@@ -26,18 +27,21 @@ class Visitors:
         self._lock = threading.Lock()
         self._busy: set[str] = set()
 
-    def _claim(self, key: str | None) -> bool:
-        if key is None:  # called without a request (a test, a benchmark calling the handler): no visitor to count
-            return False
-        with self._lock:
-            if key in self._busy:
-                raise gr.Error(BUSY, print_exception=False)
-            self._busy.add(key)
-        return True
-
-    def _release(self, key: str | None) -> None:
-        with self._lock:
-            self._busy.discard(key)
+    @contextlib.contextmanager
+    def _slot(self, key: str | None) -> Iterator[None]:
+        """Hold `key`'s one slot while the block runs; refuse when it is held. No key (a handler called without a
+        request: a test, a benchmark): nothing to count."""
+        if key is not None:
+            with self._lock:
+                if key in self._busy:
+                    raise gr.Error(BUSY, print_exception=False)
+                self._busy.add(key)
+        try:
+            yield
+        finally:
+            if key is not None:
+                with self._lock:
+                    self._busy.discard(key)
 
     def one_at_a_time(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """`fn` (an event handler) refused for a visitor whose previous computation still runs. Gradio passes the
@@ -55,23 +59,15 @@ class Visitors:
             @functools.wraps(fn)
             def streaming(*args: Any, **kwargs: Any) -> Iterator[Any]:
                 args, key = split(args, kwargs)
-                claimed = self._claim(key)
-                try:
+                with self._slot(key):
                     yield from fn(*args, **kwargs)
-                finally:
-                    if claimed:
-                        self._release(key)
             wrapper: Callable[..., Any] = streaming
         else:
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 args, key = split(args, kwargs)
-                claimed = self._claim(key)
-                try:
+                with self._slot(key):
                     return fn(*args, **kwargs)
-                finally:
-                    if claimed:
-                        self._release(key)
         request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                                     annotation=gr.Request)
         wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]

@@ -65,10 +65,10 @@ def _grid_sample(x: torch.Tensor, matrix: torch.Tensor, mode: str) -> tuple[torc
     points = torch.stack([u, v, torch.ones_like(u)], -1).reshape(1, -1, 3)           # (1, h*w, 3)
     source = points @ matrix.to(torch.float64).transpose(1, 2)                         # (n, h*w, 2) pixel units
     sx, sy = source[..., 0], source[..., 1]
-    inside = ((sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)).reshape(n, 1, h, w).to(x.dtype)
+    inside = ((sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)).reshape(n, 1, h, w).to(x)
     if mode == "nearest":  # grid_sample rounds; PIL takes floor: sample the centre of the pixel under the point
         sx, sy = torch.floor(sx) + 0.5, torch.floor(sy) + 0.5
-    grid = torch.stack([sx * 2 / w - 1, sy * 2 / h - 1], -1).reshape(n, h, w, 2).to(x.dtype)
+    grid = torch.stack([sx * 2 / w - 1, sy * 2 / h - 1], -1).reshape(n, h, w, 2).to(x)  # matrices: CPU float64
     out = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
     return out * inside, inside
 
@@ -79,7 +79,7 @@ def _affine(a, b, c, d, e, f) -> torch.Tensor:
 
 def _blend(x: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """PIL's ImageEnhance (Image.blend): degenerate + factor (x - degenerate), truncated to 8 bits as PIL does."""
-    return (degenerate + factor.view(-1, 1, 1, 1) * (x - degenerate)).floor()
+    return (degenerate + factor.to(x).view(-1, 1, 1, 1) * (x - degenerate)).floor()
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
@@ -160,11 +160,13 @@ def autoaugment(x: torch.Tensor, generator: torch.Generator | None = None, polic
     choice = torch.randint(len(CIFAR10_POLICY), (n,), generator=generator)
     fires = torch.rand(n, 2, generator=generator)
     signs = torch.randint(0, 2, (n, 2), generator=generator) * 2 - 1
-    out = (x.detach().float().cpu() * 255).round()
+    out = (x.detach().float() * 255).round()  # on x's device: the draws stay on the CPU
     for i in choice.unique().tolist():
         for k, (op, p, index) in enumerate(CIFAR10_POLICY[i]):
             idx = ((choice == i) & (fires[:, k] < p)).nonzero().squeeze(1)
             if len(idx):
+                signed = signs[idx, k] if op in SIGNED else torch.ones(len(idx), dtype=torch.long)
                 magnitude = float(RANGES[op][index]) if op in RANGES else 0.0
-                out[idx] = apply(op, out[idx], magnitude, signs[idx, k] if op in SIGNED else torch.ones(len(idx)))
-    return out.div_(255).to(device=x.device, dtype=x.dtype)
+                at = idx.to(x.device)
+                out[at] = apply(op, out[at], magnitude, signed)
+    return out.div_(255).to(x.dtype)
