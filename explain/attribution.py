@@ -68,7 +68,7 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int | str, method: str,
               internal_batch_size: int = 32, n_samples: int | None = None, seed: int = 0,
               autocast: bool = False) -> np.ndarray:
     """Attribution map (H, W) float32 of the logit f(x)[target] for one image x (1, 3, H, W) in [0,1]; `target`
-    is a class index or name, checked (a negative index counted from the end, 10 raised inside Captum).
+    is a class index or name, checked against the model's classes (its config, else its number of outputs).
 
     saliency              d f / dx.
     integrated_gradients  baseline black (zeros), `n_samples` Gauss-Legendre steps (default 32).
