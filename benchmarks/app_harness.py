@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from a test server
 
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
@@ -127,6 +128,26 @@ def serve(demo: Any) -> Iterator[str]:
         yield demo.local_url
     finally:
         demo.close()
+
+
+# ---------------------------------------------------------------- raw events, as a browser sends them
+
+def queue_join(url: str, fn_index: int, data: list, session: str, event_data: dict | None = None) -> None:
+    """Put one event of page session `session` in the app's queue (what the page's JavaScript posts)."""
+    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": event_data, "trigger_id": None}
+    httpx.post(f"{url}/gradio_api/queue/join", json=body, timeout=60).raise_for_status()
+
+
+def queue_completions(url: str, session: str, n: int = 1, timeout_s: float = 300.0) -> list[tuple[float, str]]:
+    """The first `n` completion messages of `session`'s events, each with the monotonic time it arrived."""
+    done: list[tuple[float, str]] = []
+    with httpx.stream("GET", f"{url}/gradio_api/queue/data?session_hash={session}", timeout=timeout_s) as s:
+        for line in s.iter_lines():
+            if "process_completed" in line:
+                done.append((time.monotonic(), line))
+                if len(done) == n:
+                    break
+    return done
 
 
 # ---------------------------------------------------------------- load test

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import app
-from benchmarks.app_harness import serve, write_image, write_model
+from benchmarks.app_harness import queue_completions, queue_join, serve, write_image, write_model
 
 REFUSED = "did not come from an upload"
 
@@ -38,19 +38,14 @@ def served(tmp_path_factory):
 
 
 def _send(url: str, fn_index: int, data: list, queued: bool, event_data: dict | None = None) -> str:
-    """One event as the browser sends it; the whole reply (queued: the event stream up to completion)."""
-    body = {"data": data, "fn_index": fn_index, "session_hash": uuid.uuid4().hex[:11], "event_data": event_data,
-            "trigger_id": None}
+    """One event as the browser sends it, in a fresh session; its reply (queued: the completion message)."""
+    session = uuid.uuid4().hex[:11]
     if not queued:
+        body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": event_data,
+                "trigger_id": None}
         return httpx.post(f"{url}/gradio_api/run/predict", json=body, timeout=60).text
-    httpx.post(f"{url}/gradio_api/queue/join", json=body, timeout=60).raise_for_status()
-    lines = []
-    with httpx.stream("GET", f"{url}/gradio_api/queue/data?session_hash={body['session_hash']}", timeout=120) as s:
-        for line in s.iter_lines():
-            lines.append(line)
-            if "process_completed" in line:
-                break
-    return "\n".join(lines)
+    queue_join(url, fn_index, data, session, event_data)
+    return "\n".join(line for _, line in queue_completions(url, session, timeout_s=120))
 
 
 def _forged(component, path: str):

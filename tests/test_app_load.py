@@ -9,6 +9,7 @@ on the real model).
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -69,10 +70,7 @@ def test_a_visitor_holds_at_most_one_worker(tmp_path):
     """Two long computations sent at once by one visitor held both workers: everyone else waited (38 s in a probe).
     The second is refused at once, and another visitor's request gets the free worker. Raw HTTP, so both requests
     of the one session are surely in the queue together."""
-    import time
-
-    import httpx
-
+    from benchmarks.app_harness import queue_completions, queue_join
     from webapp.fairness import BUSY
 
     model = write_model(tmp_path / "model")
@@ -80,31 +78,15 @@ def test_a_visitor_holds_at_most_one_worker(tmp_path):
     generate = next(i for i, fn in demo.fns.items() if fn.api_name == "generate")
     with serve(demo) as url:
         url = url.rstrip("/")
-
-        def join(session: str, data: list) -> None:
-            body = {"data": data, "fn_index": generate, "session_hash": session, "event_data": None,
-                    "trigger_id": None}
-            httpx.post(f"{url}/gradio_api/queue/join", json=body, timeout=60).raise_for_status()
-
-        def completions(session: str, n: int) -> list[tuple[float, str]]:
-            done = []
-            with httpx.stream("GET", f"{url}/gradio_api/queue/data?session_hash={session}", timeout=TIMEOUT_S) as s:
-                for line in s.iter_lines():
-                    if "process_completed" in line:
-                        done.append((time.monotonic(), line))
-                        if len(done) == n:
-                            return done
-            return done
-
         heavy, other = "heavy000000", "other000000"
-        join(heavy, ["all", 0, 300, 0.2])
-        join(heavy, ["all", 1, 300, 0.2])
+        queue_join(url, generate, ["all", 0, 300, 0.2], heavy)
+        queue_join(url, generate, ["all", 1, 300, 0.2], heavy)
         results: dict[str, list] = {}
-        reader = threading.Thread(target=lambda: results.__setitem__(heavy, completions(heavy, 2)))
+        reader = threading.Thread(target=lambda: results.__setitem__(heavy, queue_completions(url, heavy, 2)))
         reader.start()
         time.sleep(1.0)
-        join(other, ["cat", 0, 1, 0.2])                        # another visitor, a moment later
-        results[other] = completions(other, 1)
+        queue_join(url, generate, ["cat", 0, 1, 0.2], other)          # another visitor, a moment later
+        results[other] = queue_completions(url, other, 1)
         reader.join(TIMEOUT_S)
     refused = [t for t, line in results[heavy] if BUSY in line]
     finished = [t for t, line in results[heavy] if '"success":true' in line.replace(" ", "")]
