@@ -234,18 +234,37 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
-def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, steps: int) -> None:
+def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, steps: int,
+                  record_every: int) -> None:
     if x.dim() != 4 or not x.is_floating_point():
         raise ValueError(f"images must be a float NCHW tensor, got {tuple(x.shape)} {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError("images must hold at least one image")
     if not torch.isfinite(x).all():
         raise ValueError("images contain NaN or inf")
     lo, hi = x.min().item(), x.max().item()
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(f"images must lie in [0,1], got range [{lo:.3g}, {hi:.3g}]")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    if y is not None and (y.dim() != 1 or y.shape[0] != x.shape[0]):
+    for name, value in (("steps", steps), ("record_every", record_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if y is not None:
+        _check_labels(model, x, y)
+
+
+def _check_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Labels are checked here, not left to the gather: out of range, that is an IndexError on the CPU but a
+    device-side assert on a GPU, which ends the process's CUDA context."""
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got {y.dtype}")
+    config = getattr(model, "config", None)
+    classes = config.get("num_classes") if isinstance(config, dict) else None
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or (isinstance(classes, int) and hi >= classes):
+        raise ValueError(f"labels out of range: got {lo if lo < 0 else hi}"
+                         + (f" for {classes} classes" if isinstance(classes, int) else ""))
 
 
 def _check_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
@@ -256,6 +275,8 @@ def _check_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | No
             or mask.shape[2:] != x.shape[2:]:
         raise ValueError(f"mask must have shape (1 or N, 1 or C, H, W) matching images {tuple(x.shape)}, "
                          f"got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("mask values must be 0 or 1 (or bool): 1 where the path may change")
     return mask.to(x.device).bool()
 
 
@@ -301,7 +322,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
-    _check_inputs(x, y, steps)
+    _check_inputs(model, x, y, steps, record_every)
     mask = _check_mask(mask, x)
     if y is not None:
         y = y.to(x.device).long()

@@ -178,13 +178,37 @@ def test_bf16_autocast_keeps_fp32_images_and_projection(tiny_model):
     ({"y": torch.tensor([1, 2, 3])}, "labels"),
     ({"objective": "foo"}, "objective"),
     ({"y": None, "objective": "target_logit"}, "labels"),
+    ({"x": torch.rand(0, 3, 32, 32), "y": torch.tensor([], dtype=torch.long)}, "at least one image"),
+    ({"y": torch.tensor([0.0, 1.0])}, "integer class indices"),
+    ({"y": torch.tensor([True, False])}, "integer class indices"),
+    ({"y": torch.tensor([0, -1])}, "out of range"),
+    ({"y": torch.tensor([0, 10])}, "out of range"),
+    ({"y": torch.tensor([0, 10]), "objective": "target_logit"}, "out of range"),
+    ({"record_every": -1}, "record_every"),
+    ({"record_every": 1.5}, "record_every"),
+    ({"mask": torch.full((1, 1, 32, 32), 0.5)}, "mask"),
+    ({"mask": torch.full((1, 1, 32, 32), float("nan"))}, "mask"),
+    ({"mask": torch.full((1, 1, 32, 32), 2, dtype=torch.long)}, "mask"),
 ])
 def test_bad_inputs_are_rejected(tiny_model, kwargs, match):
+    """Every bad argument is refused with a message naming it, before any work (an out-of-range label used to
+    reach the gather: an IndexError on CPU, a device-side assert that ends the CUDA context on a GPU)."""
     args = dict(x=torch.rand(2, 3, 32, 32), y=torch.tensor([0, 1]), steps=2, objective="ce")
     args.update(kwargs)
+    extra = {k: args[k] for k in ("record_every", "mask") if k in args}
     with pytest.raises(ValueError, match=match):
         pgd(tiny_model, args["x"], args["y"], threat_model("L2", 0.5, 0.1), steps=args["steps"],
-            objective=args["objective"])
+            objective=args["objective"], **extra)
+
+
+def test_binary_masks_of_any_dtype_are_accepted(tiny_model):
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
+    region = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    region[..., :16, :] = True
+    runs = [pgd(tiny_model, x, y, threat_model("L2", 0.5, 0.1), steps=2, objective="target_logit", mask=m).x
+            for m in (region, region.float(), region.to(torch.uint8))]
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+    assert torch.equal(runs[0][..., 16:, :], x[..., 16:, :])
 
 
 @pytest.mark.parametrize("norm,eps,step", [("L2", -0.1, 0.1), ("L2", float("nan"), 0.1),
