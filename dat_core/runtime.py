@@ -123,6 +123,14 @@ def memory_format(model: nn.Module) -> torch.memory_format:
 
 # ---------------------------------------------------------------- RNG
 
+def check_seed(seed: Any) -> int:
+    """A seed is an integer in 0..2**63-1: what every generator here accepts alike (torch's and numpy's took
+    different ranges, and a too-large one failed deep inside with "Overflow when unpacking long long")."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 63:
+        raise ValueError(f"seed must be an integer in 0..2**63-1; got {seed!r}")
+    return int(seed)
+
+
 @contextmanager
 def seeded(seed: int | None, device: torch.device, numpy_too: bool = False) -> Iterator[None]:
     """Seed torch's global RNG (and numpy's legacy one with `numpy_too`, which Captum draws from) for the
@@ -130,6 +138,7 @@ def seeded(seed: int | None, device: torch.device, numpy_too: bool = False) -> I
     if seed is None:
         yield
         return
+    seed = check_seed(seed)
     np_state = np.random.get_state() if numpy_too else None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)

@@ -28,7 +28,7 @@ from captum.attr import (
 
 from dat_core.models import class_names_of
 from dat_core.pgd import attack_mode
-from dat_core.runtime import memory_format, model_device, seeded
+from dat_core.runtime import check_seed, memory_format, model_device, seeded
 
 from .params import resolve_class
 from .plots import SIGNED_CMAP, new_figure, normalize_map, to_hwc
@@ -90,6 +90,7 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int | str, method: str,
         raise ValueError("x must be a float image with finite values in [0,1] (explain.to_model_input makes one)")
     if internal_batch_size < 1:
         raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
+    seed = check_seed(seed)
     n = DEFAULT_SAMPLES.get(method, 1) if n_samples is None else int(n_samples)
     if n < 1:
         raise ValueError(f"n_samples must be >= 1, got {n}")

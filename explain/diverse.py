@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from dat_core.energy import probabilities
 from dat_core.pgd import OnStep, pgd, threat_model
-from dat_core.runtime import seeded
+from dat_core.runtime import check_seed, seeded
 
 from .image import ImageLike, to_mask, to_model_input
 from .params import DEFAULT_OBJECTIVE, resolve_request, resolve_targets
@@ -67,6 +67,7 @@ def alternatives(model: nn.Module, image: ImageLike, target: int | str, n: int =
     `counterfactuals` (starts and steps alike stay inside it)."""
     if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_ALTERNATIVES:
         raise ValueError(f"n must be an integer in 2..{MAX_ALTERNATIVES}; got {n!r}")
+    seed = check_seed(seed)
     size, names, device = model_info(model)
     p = resolve_request(size, norm, eps, step_size, steps, objective)
     if not math.isfinite(p["eps"]) or p["eps"] == 0:

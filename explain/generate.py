@@ -19,6 +19,7 @@ import torch.nn as nn
 from dat_core.data.seeds import DEFAULT_SEED_KIND, SEED_KINDS, seeds_for
 from dat_core.energy import probabilities
 from dat_core.pgd import OnStep
+from dat_core.runtime import check_seed
 from dat_core.sampling import (
     default_step_size,
     default_steps,
@@ -93,8 +94,7 @@ def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all",
         raise ValueError(f"n_per_class must be an integer >= 1; got {n_per_class!r}")
     if n_per_class * len(tgt) > MAX_SAMPLES:
         raise ValueError(f"at most {MAX_SAMPLES} samples per call; asked for {n_per_class} x {len(tgt)}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
-        raise ValueError(f"seed must be an integer in 0..2**63-1; got {seed!r}")
+    seed = check_seed(seed)
     if isinstance(record_every, bool) or not isinstance(record_every, int) or not 0 <= record_every <= MAX_STEPS:
         raise ValueError(f"record_every must be an integer in 0..{MAX_STEPS}; got {record_every!r}")
     if isinstance(seeds, str) and seeds not in SEED_KINDS and not Path(seeds).expanduser().exists():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dat_core.runtime import native_bf16, resolve_device, seeded, use_autocast
+from dat_core.runtime import check_seed, native_bf16, resolve_device, seeded, use_autocast
 
 
 def test_bf16_on_a_gpu_means_real_bf16_units_not_emulation(monkeypatch):
@@ -78,3 +78,20 @@ def test_seeded_restores_the_callers_rng():
         b = torch.rand(2), np.random.rand(2)
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert torch.equal(torch.rand(3), expected_torch) and np.array_equal(np.random.rand(3), expected_np)
+
+
+@pytest.mark.parametrize("bad", [-1, 2 ** 63, 2 ** 70, 1.5, "3", True, None])
+def test_every_seeded_api_takes_the_same_seeds(bad, tiny_model):
+    """Seeds are integers in 0..2**63-1 for every API alike: `alternatives` took -1 and failed on 2**70 with
+    "Overflow when unpacking long long"; `attribute` passed any seed to torch's generator."""
+    from explain import alternatives, attribute, generate
+    image = torch.rand(3, 32, 32)
+    assert check_seed(2 ** 63 - 1) == 2 ** 63 - 1 and check_seed(np.int64(7)) == 7
+    calls = [lambda s: alternatives(tiny_model, image, 3, n=2, seed=s, eps=1.0, steps=1),
+             lambda s: attribute(tiny_model, image, 3, "gradient_shap", seed=s, n_samples=1),
+             lambda s: generate(tiny_model, 3, seed=s, steps=1)]
+    if bad is not None:
+        calls.append(lambda s: check_seed(s))
+    for call in calls:
+        with pytest.raises(ValueError, match=r"seed must be an integer in 0\.\.2\*\*63-1"):
+            call(bad)
