@@ -12,7 +12,6 @@ says how far each frame lies off the plane, so a path that leaves the plane is v
 from __future__ import annotations
 
 import math
-import operator
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +22,9 @@ import torch.nn as nn
 
 from dat_core.energy import joint_energy, marginal_energy
 from dat_core.pgd import attack_mode
-from dat_core.runtime import model_device
+from dat_core.runtime import check_seed, model_device
 
+from .params import resolve_class
 from .plots import ENERGY_CMAP, close_figure, new_figure
 
 ENERGIES = ("marginal", "joint")
@@ -94,6 +94,14 @@ def _logit_gradient(model: nn.Module, x0: torch.Tensor, c: int) -> torch.Tensor:
     return g[0].float()
 
 
+def _class(name: str, value: Any, class_names: list[str]) -> int:
+    """A class given by index or name, as everywhere else (`resolve_class`), the option named in the error."""
+    try:
+        return resolve_class(value, class_names)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
 def _random_direction(shape: torch.Size, seed: int, device: torch.device) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=gen).to(device)
@@ -157,16 +165,10 @@ def energy_landscape(model: nn.Module, trajectory: Any, *, direction: str | int 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     class_names = list(trajectory.class_names)
     source, target_cf = int(trajectory.source), int(trajectory.target)
-    target = target_cf if target is None else operator.index(target)
-    if isinstance(direction, (str, bool)):
-        if direction != "random":
-            raise ValueError(f"direction must be 'random' or a class index, got {direction!r}")
-    else:
-        direction = operator.index(direction)
-    num_classes = len(class_names)
-    for name, c in (("target", target), ("direction", direction)):
-        if isinstance(c, int) and not 0 <= c < num_classes:
-            raise ValueError(f"{name} class {c} out of range 0..{num_classes - 1}")
+    target = target_cf if target is None else _class("target", target, class_names)
+    if direction != "random":
+        direction = _class("direction ('random' or a class)", direction, class_names)
+    seed = check_seed(seed)
 
     device = model_device(model)
     images = torch.from_numpy(images_np).to(device)

@@ -206,6 +206,8 @@ def compare(models: dict[str, nn.Module], image: ImageLike, target: int | str | 
     Runs are deterministic (no random start), so the same request gives the same paths every time.
     A single target gives one Trajectory per model; "all" or a list gives a list per model.
     """
+    if not isinstance(models, dict) or not models or not all(isinstance(m, nn.Module) for m in models.values()):
+        raise ValueError("models must be a non-empty dict of name -> model")
     many = not isinstance(target, (int, np.integer)) and (
         not isinstance(target, str) or target.strip().lower() == "all")
     run = counterfactuals if many else counterfactual
@@ -259,9 +261,12 @@ def minimal_counterfactual(model: nn.Module, image: ImageLike, target: int | str
        that fails becomes lo. Short bounded runs are a heuristic, so the result is an upper bound on the
        true minimal radius, never worse than the path's.
     """
+    if not isinstance(confidences, (list, tuple, np.ndarray, torch.Tensor)) or len(confidences) == 0:
+        raise ValueError(f"confidences must be a non-empty list of numbers in (0, 1); got {confidences!r}")
+    confidences = [c.item() if isinstance(c, (np.ndarray, torch.Tensor, np.number)) else c for c in confidences]
     for c in confidences:
-        if not 0 < float(c) < 1:
-            raise ValueError(f"confidences must lie in (0, 1); got {c}")
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < float(c) < 1:
+            raise ValueError(f"confidences must lie in (0, 1); got {c!r}")
     for name, v, lo, hi in (("rounds", rounds, 0, 20), ("candidates", candidates, 1, 32),
                             ("refine_steps", refine_steps, 1, MAX_STEPS)):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:

@@ -148,11 +148,23 @@ def test_to_dict_is_strict_json_to_six_digits(model, traj):
     assert d["path_xy"][0] == [0.0, 0.0] and d["class_names"] == L.class_names and "u" not in d
 
 
-@pytest.mark.parametrize("kwargs", [{"grid": 4}, {"grid": 1}, {"energy": "free"}, {"direction": "up"},
-                                    {"direction": 10}, {"span": -1.0}])
-def test_rejects_bad_arguments(model, traj, kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs,match", [({"grid": 4}, "grid"), ({"grid": 1}, "grid"), ({"energy": "free"}, "energy"),
+                                          ({"direction": "up"}, "direction"), ({"direction": 10}, "direction"),
+                                          ({"direction": True}, "direction"), ({"target": 99}, "target"),
+                                          ({"target": "zebra"}, "target"), ({"span": -1.0}, "span"),
+                                          ({"seed": -1}, "seed"), ({"seed": 2 ** 70}, "seed")])
+def test_rejects_bad_arguments(model, traj, kwargs, match):
+    with pytest.raises(ValueError, match=match):
         energy_landscape(model, traj, **kwargs)
+
+
+def test_classes_by_name_as_everywhere_else(model, traj):
+    names = traj.class_names
+    by_index = energy_landscape(model, traj, grid=3, direction=traj.source, energy="joint", target=traj.source)
+    by_name = energy_landscape(model, traj, grid=3, direction=names[traj.source].upper(), energy="joint",
+                               target=names[traj.source])
+    np.testing.assert_array_equal(by_index.values, by_name.values)
+    assert by_index.v_label == by_name.v_label
 
 
 def test_plot_renders_and_helper_closes(model, traj):

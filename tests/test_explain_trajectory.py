@@ -139,6 +139,27 @@ def test_unreached_confidence_reports_none(tiny_model):
     assert search.results[0].radius is None and search.results[0].frame is None
 
 
+@pytest.mark.parametrize("confidences", ["0.5", [], (), [0.5, "0.9"], [True], [float("nan")], [1.0], 0.5, None])
+def test_minimal_refuses_bad_confidences(tiny_model, confidences):
+    """A string was read character by character ("got 0"); an empty list returned an empty search."""
+    with pytest.raises(ValueError, match="confidences must"):
+        minimal_counterfactual(tiny_model, torch.rand(3, 32, 32), 1, confidences=confidences, steps=1)
+
+
+def test_minimal_takes_confidences_as_arrays(tiny_model):
+    image = torch.rand(3, 32, 32)
+    plain = minimal_counterfactual(tiny_model, image, 1, confidences=[0.5], steps=2, rounds=0)
+    for given in (np.array([0.5]), torch.tensor([0.5], dtype=torch.float64), [np.float64(0.5)]):
+        got = minimal_counterfactual(tiny_model, image, 1, confidences=given, steps=2, rounds=0)
+        assert [r.confidence for r in got.results] == [r.confidence for r in plain.results] == [0.5]
+
+
+@pytest.mark.parametrize("models", [{}, {"a": 3}, [("a", None)]])
+def test_compare_refuses_what_is_not_named_models(tiny_model, models):
+    with pytest.raises(ValueError, match="non-empty dict"):
+        compare(models, torch.rand(3, 32, 32), 1, steps=1)
+
+
 def test_compare_runs_each_model_on_the_same_request(tiny_model):
     torch.manual_seed(3)
     other = build_model("wrn-10-1").eval()
