@@ -18,6 +18,7 @@ import torch
 from .assets import ASSETS_DIR
 from .checkpoint import WEIGHTS_NAME, load_checkpoint_dir
 from .models import Classifier
+from .runtime import resolve_device
 from .zoo import ZOO, ZooModel, bundled_copy, weights_sha256
 
 DEFAULT_MODEL_DIR = ASSETS_DIR / "models"
@@ -118,8 +119,10 @@ def load_model(source: str | Path = "default", revision: str | None = None,
     """Load a classifier in eval mode from `"default"`, a local checkpoint dir, or a Hub repo id.
 
     Hub arguments (`revision`, `cache_dir`, `endpoint`, `token`, `local_files_only`) go to
-    `huggingface_hub.snapshot_download`; pin `revision` to a commit sha for reproducibility.
+    `huggingface_hub.snapshot_download`; pin `revision` to a commit sha for reproducibility. `device`: as the CLIs'
+    --device (auto | cpu | cuda | cuda:N), checked before anything is read.
     """
+    device = resolve_device(device) if device is not None else None
     directory = locate(resolve_source(source, revision), cache_dir=cache_dir, endpoint=endpoint, token=token,
                        local_files_only=local_files_only)
     model = load_checkpoint_dir(directory)

@@ -38,6 +38,8 @@ def resolve_device(spec: str | torch.device | None = None, local_rank: int = 0) 
         raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} requested but CUDA is not available here; use cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {spec!r} requested but this machine has {torch.cuda.device_count()} GPU(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {spec!r} requested but MPS is not available here; use cpu")
     if device.type not in ("cpu", "cuda", "mps"):

@@ -58,12 +58,31 @@ def test_bare_cuda_means_this_ranks_gpu(monkeypatch):
     """Seen on an H200: `torchrun ... device=cuda` died in torch.cuda.set_device(torch.device("cuda")), which
     needs an index (and every rank would have shared GPU 0). Only CUDA's presence is faked here."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert resolve_device("cuda") == torch.device("cuda:0")
     assert resolve_device("cuda", local_rank=3) == torch.device("cuda:3")
     assert resolve_device(torch.device("cuda"), local_rank=2) == torch.device("cuda:2")
     assert resolve_device("cuda:1", local_rank=3) == torch.device("cuda:1")      # an explicit index wins
     assert resolve_device("auto", local_rank=1) == torch.device("cuda:1")
     assert resolve_device("cpu", local_rank=1) == torch.device("cpu")
+
+
+def test_a_gpu_index_past_the_machines_gpus_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match="1 GPU"):
+        resolve_device("cuda:1")
+
+
+@pytest.mark.parametrize("spec", ["tpu", "cuda:x", "gpu0", *([] if torch.cuda.is_available() else ["cuda"])])
+def test_load_model_checks_its_device_first(spec):
+    """load_model passed any device to torch: "tpu" and "cuda:x" were torch RuntimeErrors, "cuda" on a CPU
+    build an AssertionError, each after the checkpoint had been read."""
+    import dat_core
+    with pytest.raises(ValueError, match="device"):
+        dat_core.load_model("default", device=spec)
+    assert dat_core.load_model("default", device="auto").mean.device.type == resolve_device("auto").type
 
 
 def test_seeded_restores_the_callers_rng():
