@@ -234,10 +234,11 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
-def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, steps: int,
-                  record_every: int) -> None:
-    if x.dim() != 4 or not x.is_floating_point():
-        raise ValueError(f"images must be a float NCHW tensor, got {tuple(x.shape)} {x.dtype}")
+def check_images(x: torch.Tensor) -> None:
+    """Images as every pass here takes them: a non-empty float NCHW tensor, finite, in [0,1]."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"images must be a float NCHW tensor, got {tuple(getattr(x, 'shape', ()))} "
+                         f"{getattr(x, 'dtype', type(x).__name__)}")
     if x.shape[0] == 0:
         raise ValueError("images must hold at least one image")
     if not torch.isfinite(x).all():
@@ -245,18 +246,14 @@ def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, ste
     lo, hi = x.min().item(), x.max().item()
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(f"images must lie in [0,1], got range [{lo:.3g}, {hi:.3g}]")
-    for name, value in (("steps", steps), ("record_every", record_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    if y is not None:
-        _check_labels(model, x, y)
 
 
-def _check_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    """Labels are checked here, not left to the gather: out of range, that is an IndexError on the CPU but a
+def check_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One integer class index per image, inside the model's classes (from its config, where it has one).
+    Checked here, not left to a gather or cross-entropy: out of range, that is an IndexError on the CPU but a
     device-side assert on a GPU, which ends the process's CUDA context."""
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(getattr(y, 'shape', ()))}")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise ValueError(f"labels must be integer class indices, got {y.dtype}")
     config = getattr(model, "config", None)
@@ -265,6 +262,16 @@ def _check_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     if lo < 0 or (isinstance(classes, int) and hi >= classes):
         raise ValueError(f"labels out of range: got {lo if lo < 0 else hi}"
                          + (f" for {classes} classes" if isinstance(classes, int) else ""))
+
+
+def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, steps: int,
+                  record_every: int) -> None:
+    check_images(x)
+    for name, value in (("steps", steps), ("record_every", record_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if y is not None:
+        check_labels(model, x, y)
 
 
 def _check_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:

@@ -132,6 +132,30 @@ def test_input_forms_agree(tiny_model, images, own_labels):
     assert not tiny_model.training
 
 
+@pytest.mark.parametrize("bad,match", [
+    (lambda x, y: (x * 255, y), r"\[0,1\]"),                        # 0..255 as floats: a silently wrong accuracy
+    (lambda x, y: (x.masked_fill(x > 0.9, float("nan")), y), "NaN"),
+    (lambda x, y: (x, y + 10), "out of range"),                        # labels past the classes: accuracy 0
+    (lambda x, y: (x, -y - 1), "out of range"),
+    (lambda x, y: (x, y.float()), "integer"),
+    (lambda x, y: (x, y[:-1]), "labels must have shape"),
+    (lambda x, y: (x[:0], y[:0]), "at least one image"),               # an empty batch: accuracy NaN
+])
+def test_every_evaluation_checks_its_batches(tiny_model, images, own_labels, bad, match):
+    x, y = bad(images[:8], own_labels[:8])
+    passes = [lambda: clean_accuracy(tiny_model, [(x, y)]), lambda: calibration(tiny_model, [(x, y)]),
+              lambda: robust_accuracy(tiny_model, [(x, y)], steps=1),
+              lambda: autoattack_accuracy(tiny_model, [(x, y)], attacks=["apgd-ce"])]
+    for run in passes:
+        with pytest.raises(ValueError, match=match):
+            run()
+
+
+def test_energy_quantiles_refuse_non_finite_energies():
+    with pytest.raises(ValueError, match="finite"):
+        energy_quantiles([1.0, float("nan"), 2.0])
+
+
 def test_robust_accuracy_bounds_and_restarts(tiny_model, images, own_labels, monkeypatch):
     data = (images, own_labels)
     assert clean_accuracy(tiny_model, data) == 1.0

@@ -144,3 +144,17 @@ def test_kernel_distance_equals_a_numpy_reference_and_is_near_zero_for_the_same_
     assert abs(same) < mean / 5                                     # unbiased: ~0 for one distribution
     with pytest.raises(ValueError, match="at least 2"):
         kernel_distance_from_features(torch.from_numpy(a[:1]), torch.from_numpy(b))
+
+
+@pytest.mark.parametrize("real,generated,match", [
+    (torch.randn(10, 4), torch.randn(10, 5), "one width"),
+    (torch.full((10, 4), float("nan")), torch.randn(10, 4), "finite"),
+    (torch.randn(10, 4), torch.randn(10, 4).index_fill_(0, torch.tensor([3]), float("inf")), "finite"),
+    (torch.randn(10), torch.randn(10), "at least 2 images"),
+])
+def test_feature_distances_refuse_mismatched_or_non_finite_features(real, generated, match):
+    """A NaN feature gave a NaN distance; unequal widths a torch broadcast error (and an MKL error line)."""
+    from dat_core.evaluation.generative import kernel_distance_from_features
+    for distance in (frechet_from_features, kernel_distance_from_features):
+        with pytest.raises(ValueError, match=match):
+            distance(real, generated)

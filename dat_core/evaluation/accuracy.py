@@ -70,7 +70,7 @@ def robust_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: float
     device, hits, n = model_device(model), 0, 0
     with attack_mode(model), seeded(seed, device):
         for batch in _bar(batches, "robust", progress):
-            x, y = _unpack(batch, device)
+            x, y = _unpack(batch, device, model)
             if y is None:
                 raise ValueError("robust_accuracy needs labels")
             pred = _forward(model, x, autocast).argmax(1)

@@ -55,7 +55,7 @@ def autoattack_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: f
     device = model_device(model)
     xs, ys = [], []
     for batch in _bar(batches, "collect", False, batch_size):
-        x, y = _unpack(batch, torch.device("cpu"))
+        x, y = _unpack(batch, torch.device("cpu"), model)
         if y is None:
             raise ValueError("AutoAttack needs labeled batches")
         xs.append(x)

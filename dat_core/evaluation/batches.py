@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..pgd import attack_mode
+from ..pgd import attack_mode, check_images, check_labels
 from ..runtime import model_device
 
 
@@ -46,10 +46,17 @@ def as_batches(data: Any, batch_size: int = 256) -> Iterable:
     return data
 
 
-def _unpack(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _unpack(batch: Any, device: torch.device, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One batch on `device`, checked as PGD checks its inputs: images 0..255 as floats, or labels past the
+    model's classes, would otherwise give a silently wrong accuracy."""
     x, y = (batch, None) if isinstance(batch, torch.Tensor) else (batch[0], batch[1])
     x = _to_float(x.to(device))
-    return x, None if y is None else torch.as_tensor(y).to(device).long()
+    check_images(x)
+    if y is None:
+        return x, None
+    y = torch.as_tensor(y).to(device)
+    check_labels(model, x, y)
+    return x, y.long()
 
 
 def _bar(data: Any, desc: str, progress: bool, batch_size: int = 256) -> Iterable:
@@ -73,7 +80,7 @@ def _collect(model: nn.Module, data: Any, autocast: bool, progress: bool, desc: 
     device, logits, labels = model_device(model), [], []
     with attack_mode(model):
         for batch in _bar(data, desc, progress, batch_size):
-            x, y = _unpack(batch, device)
+            x, y = _unpack(batch, device, model)
             logits.append(_forward(model, x, autocast).cpu())
             if y is not None:
                 labels.append(y.cpu())

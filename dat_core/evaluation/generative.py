@@ -59,13 +59,23 @@ class _Given(nn.Module):
         return features
 
 
+def _check_feature_sets(real: torch.Tensor, generated: torch.Tensor, what: str) -> None:
+    """Two (N, D) sets of finite features of one width: a NaN gave a NaN distance, unequal widths a torch
+    broadcast error (and an MKL error line on stderr)."""
+    for f in (real, generated):
+        if not isinstance(f, torch.Tensor) or f.dim() != 2 or f.shape[0] < 2:
+            raise ValueError(f"{what} needs (N, D) features with at least 2 images per set")
+        if not torch.isfinite(f).all():
+            raise ValueError(f"{what} needs finite features; got NaN or inf")
+    if real.shape[1] != generated.shape[1]:
+        raise ValueError(f"{what} needs features of one width; got {real.shape[1]} and {generated.shape[1]}")
+
+
 def frechet_from_features(real: torch.Tensor, generated: torch.Tensor) -> float:
     """The Fréchet distance of two (N, D) feature sets: torchmetrics' FrechetInceptionDistance over them."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    for f in (real, generated):
-        if f.dim() != 2 or f.shape[0] < 2:
-            raise ValueError("a Fréchet distance needs at least 2 images per set")
+    _check_feature_sets(real, generated, "a Fréchet distance")
     metric = FrechetInceptionDistance(feature=_Given(real.shape[1]), reset_real_features=True)
     metric.update(real.double(), real=True)
     metric.update(generated.double(), real=False)
@@ -79,9 +89,8 @@ def kernel_distance_from_features(real: torch.Tensor, generated: torch.Tensor, s
     min(subset_size, N) images each. Unbiased for small N, where the Fréchet distance is biased upward."""
     from torchmetrics.image.kid import KernelInceptionDistance
 
+    _check_feature_sets(real, generated, "a kernel distance")
     size = min(subset_size, len(real), len(generated))
-    if size < 2:
-        raise ValueError("a kernel distance needs at least 2 images per set")
     metric = KernelInceptionDistance(feature=_Given(real.shape[1]), subsets=subsets, subset_size=size,
                                      reset_real_features=True)
     metric.update(real.double(), real=True)

@@ -138,6 +138,8 @@ def energy_quantiles(energies: Any, qs: Sequence[float] = ENERGY_QUANTILES) -> d
     e = _as_cpu_tensor(energies).flatten().numpy()
     if e.size == 0:
         raise ValueError("energy_quantiles needs at least one energy")
+    if not np.isfinite(e).all():
+        raise ValueError("energy_quantiles needs finite energies; got NaN or inf")
     if not all(0 <= q <= 1 for q in qs):
         raise ValueError(f"quantile levels must lie in [0, 1], got {qs}")
     return {_quantile_key(q): float(v) for q, v in zip(qs, np.quantile(e, qs))}

@@ -170,7 +170,7 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
     logits, labels, hits, strong_hits = [], [], 0, 0
     with attack_mode(model), seeded(seed, device):
         for batch in _bar(batches, "evaluate", progress, batch_size):
-            x, y = _unpack(batch, device)
+            x, y = _unpack(batch, device, model)
             if y is None:
                 raise ValueError("evaluate needs labeled batches")
             out = _forward(model, x, autocast)
