@@ -322,3 +322,32 @@ def test_autocast_auto_means_native_bf16_only():
     assert use_autocast(False, torch.device("cuda")) is False
     with pytest.raises(ValueError, match="autocast must be one of"):
         use_autocast("fast", cpu)
+
+
+def test_ema_equals_the_official_averaged_model():
+    """EMA as the official `AveragedModel(avg_type="ema", ema_decay=0.999, avg_batchnorm=True)` (xuwangyin/DAT,
+    rebm/training/average_model.py), re-derived from its formulas: update n copies the weights when n == 0, else
+    averages parameters and BN running mean/var with decay min(0.999, (1+n)/(10+n)). Ours used to average the
+    first update too, so the starting weights kept a 10% share that decayed away only slowly."""
+    from dat_core import build_model
+    from dat_core.training.optim import EMA
+
+    torch.manual_seed(0)
+    model = build_model("wrn-10-1")
+    ema = EMA(model, 0.999)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    averaged = [k for k, v in reference.items() if v.dtype.is_floating_point]  # parameters and running mean/var
+    for n in range(4):
+        with torch.no_grad():
+            for v in model.state_dict().values():
+                if v.dtype.is_floating_point:
+                    v.add_(torch.randn_like(v))
+                else:
+                    v.add_(1)
+        ema.update(model)
+        decay = min(0.999, (1 + n) / (10 + n))
+        for k in averaged:
+            p = model.state_dict()[k]
+            reference[k] = p.clone() if n == 0 else decay * reference[k] + (1 - decay) * p
+        for k in averaged:
+            torch.testing.assert_close(ema.model.state_dict()[k], reference[k], rtol=1e-6, atol=1e-6)

@@ -50,7 +50,11 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 class EMA:
-    """Exponential moving average of weights, decay min(decay, (1+n)/(10+n)) (METHOD §3.5)."""
+    """Exponential moving average of weights, decay min(decay, (1+n)/(10+n)) (METHOD §3.5), BN buffers included.
+
+    As the official `AveragedModel` (avg_type="ema", avg_batchnorm=True): the first update copies the weights,
+    later ones average with the warm-up decay of update n (so the starting weights never enter the average).
+    """
 
     def __init__(self, model: Classifier, decay: float):
         self.model = copy.deepcopy(model).eval()
@@ -60,10 +64,10 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.updates else 0.0
         self.updates += 1
         for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if e.dtype.is_floating_point:
+            if e.dtype.is_floating_point and d:
                 e.lerp_(p, 1 - d)
             else:
                 e.copy_(p)
