@@ -7,6 +7,7 @@ when the forward/backward runs under bf16 autocast.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
@@ -15,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-OBJECTIVES = ("ce", "target_logit", "target_ce", "energy")
+OBJECTIVES = ("ce", "target_logit", "target_ce", "energy", "kl_uniform")
 
 
 def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
@@ -203,6 +204,8 @@ def objective_value(logits: torch.Tensor, y: torch.Tensor | None, objective: str
     """Per-sample quantity that PGD *ascends*."""
     if objective == "energy":  # lower E(x) = raise logsumexp
         return torch.logsumexp(logits, dim=1)
+    if objective == "kl_uniform":  # KL(uniform || p(.|x)): push the softmax away from uniform (MSP attacks)
+        return -F.log_softmax(logits, dim=1).mean(1) - math.log(logits.shape[1])
     if y is None:
         raise ValueError(f"objective {objective!r} needs labels y")
     if objective == "ce":  # untargeted: move away from y

@@ -15,8 +15,9 @@ from dat_core.pgd import NORMS
 from dat_core.pgd import OBJECTIVES as PGD_OBJECTIVES
 from dat_core.sampling import IMAGENET_MIN_SIZE  # noqa: F401  (re-exported: the app and CLI read it here)
 
-OBJECTIVES = tuple(o for o in PGD_OBJECTIVES if o != "ce")
-"""Objectives an explanation can ascend: the engine's, without untargeted `ce` (explanations go toward a class)."""
+OBJECTIVES = tuple(o for o in PGD_OBJECTIVES if o not in ("ce", "kl_uniform"))
+"""Objectives an explanation can ascend: the engine's, without untargeted `ce` and `kl_uniform` (explanations go
+toward a class, or down the energy)."""
 MAX_STEPS = 1000
 
 # Defaults at 32x32. L2: the paper's DAT counterfactuals reach ~0.89 target confidence at eps = 4 (METHOD §5).

@@ -201,6 +201,47 @@ def test_calibration_and_reliability_png(tiny_model, images, own_labels, tmp_pat
     assert Image.open(tmp_path / "rel.png").size[0] > 100
 
 
+def _official_adversarial_ood(model, x, score, eps=1.0, step_size=0.1, steps=20):
+    """The official `ood_detection`'s attack on OOD images (xuwangyin/DAT, rebm/eval/eval_utils.py), re-derived from
+    its formulas: L2 steps x + step_size * g / ||g||_2, projected onto the eps-ball around x_0 and clamped to [0,1],
+    no random start; g ascends logsumexp f(x) (energy score) or KL(uniform || softmax) (`pgd_attack_uniform_target`,
+    MSP score)."""
+    x0, x = x.clone(), x.clone()
+    for _ in range(steps):
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        if score == "energy":
+            loss = torch.logsumexp(logits, 1).sum()
+        else:
+            uniform = torch.full_like(logits, 1.0 / logits.shape[1])
+            loss = torch.nn.functional.kl_div(torch.log_softmax(logits, 1), uniform, reduction="none").sum(1).sum()
+        (g,) = torch.autograd.grad(loss, x)
+        with torch.no_grad():
+            g_norm = g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            x = x + step_size * g / (g_norm + 1e-10)
+            d = x - x0
+            d = d * torch.clamp(eps / (d.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-10), max=1.0)
+            x = (x0 + d).clamp(0, 1)
+    with torch.no_grad():
+        return model(x)
+
+
+@pytest.mark.parametrize("score", ["energy", "msp"])
+def test_adversarial_ood_auroc_equals_the_official_attack(tiny_model, images, score):
+    """METHOD §6: the official OOD evaluation also reports the AUROC after OOD images are attacked to look
+    in-distribution; ours had only the clean AUROC."""
+    from dat_core.evaluation.ood import adversarial_ood_settings, ood_scores
+
+    ood = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 0.5
+    reference = _official_adversarial_ood(tiny_model.eval(), ood, score)
+    expected = roc_auc(ood_scores(predict(tiny_model, images), score), ood_scores(reference, score))
+    got = ood_auroc(tiny_model, images, ood, score=score, adversarial=True)
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert got < ood_auroc(tiny_model, images, ood, score=score)  # the attack makes OOD look in-distribution
+    assert adversarial_ood_settings(32) == {"norm": "L2", "eps": 1.0, "step_size": 0.1, "steps": 20}
+    assert adversarial_ood_settings(224) == {"norm": "L2", "eps": 3.0, "step_size": 1.0, "steps": 10}
+
+
 def test_ood_auroc_energy_sign_convention():
     gen = torch.Generator().manual_seed(0)
     bright = 0.6 + 0.4 * torch.rand(32, 3, 32, 32, generator=gen)
@@ -242,6 +283,11 @@ def test_evaluate_report_and_files(tiny_model, images, own_labels, tmp_path):
     assert report["robust_accuracy"] == robust_accuracy(tiny_model, (images, own_labels), eps=0.3, steps=3)
     assert report["ece"] == pytest.approx(calibration(tiny_model, (images, own_labels))["ece"])
     assert set(report["ood_auroc"]) == {"noise", "dark"} and report["ood_n"] == {"noise": 24, "dark": 16}
+    assert report["ood_auroc_adversarial"]["dark"] == pytest.approx(
+        ood_auroc(tiny_model, images, dark, adversarial=True))
+    assert report["ood_auroc_msp_adversarial"]["dark"] == pytest.approx(
+        ood_auroc(tiny_model, images, dark, score="msp", adversarial=True))
+    assert report["ood_adversarial_n"] == {"noise": 24, "dark": 16} and report["ood_adversarial"]["steps"] == 20
     assert report["ood_auroc"]["dark"] == pytest.approx(ood_auroc(tiny_model, images, dark))
     energies = marginal_energy(predict(tiny_model, images))
     assert report["energy_quantiles"] == pytest.approx(energy_quantiles(energies))

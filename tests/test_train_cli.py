@@ -54,6 +54,7 @@ def test_eval_writes_json_with_fractions(toy, tiny_dir, tmp_path):
     assert report["n"] == 24
     assert 0 <= report["robust_accuracy"] <= report["clean_accuracy"] <= 1
     assert 0 <= report["ood_auroc"]["uniform"] <= 1 and 0 <= report["ece"] <= 1
+    assert 0 <= report["ood_auroc_adversarial"]["uniform"] <= 1 and report["ood_adversarial"]["eps"] == 1.0
     assert report["sample_fidelity"]["steps"] == 4 and report["sample_fidelity"]["n"] == 3
     assert (tmp_path / "figs" / "reliability.png").is_file() and (tmp_path / "figs" / "samples.png").is_file()
 
@@ -232,6 +233,7 @@ def test_readme_training_section_matches_the_code():
     (("--feature-model", "default"), "--feature-model goes with --samples N"),
     (("--ood-limit", "10"), "--ood-limit goes with --ood SET"),
     (("--ood-holdout", "5"), "--ood-holdout goes with --ood SET"),
+    (("--ood-clean-only",), "--ood-clean-only goes with --ood SET"),
     (("--steps", "0", "--strong"), "--strong goes with --steps N > 0"),
     (("--steps", "0", "--restarts", "2"), "--restarts goes with --steps N > 0"),
     (("--root", "archives"), "--root goes with --data cifar10 or cifar100"),

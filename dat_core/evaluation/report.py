@@ -29,7 +29,7 @@ from .accuracy import ROBUST, robust_correct, robust_settings
 from .batches import _bar, _collect, _forward, _unpack
 from .generative import features_of, frechet_from_features, kernel_distance_from_features, within_class_diversity
 from .metrics import energy_quantiles, expected_calibration_error, roc_auc
-from .ood import ood_scores
+from .ood import ATTACK_OBJECTIVE, OOD_SCORES, adversarial_ood_settings, ood_logits, ood_scores
 
 # --------------------------------------------------------------------------- calibration
 
@@ -144,14 +144,16 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
              progress: bool = True, autocast: bool = False, n_bins: int = 15, seed: int = 0,
              batch_size: int = 256, sample_steps: int | None = None,
              sample_step_size: float | None = None, feature_model: nn.Module | None = None,
-             sample_seeds: str = DEFAULT_SEED_KIND) -> dict[str, Any]:
+             sample_seeds: str = DEFAULT_SEED_KIND, ood_adversarial: bool = True) -> dict[str, Any]:
     """Evaluate a classifier on labeled `batches` in one pass; returns a JSON-safe dict.
 
     - `robust`: PGD settings (keys of `ROBUST`, missing ones defaulted); None skips the attack.
     - `robust_strong`: overrides applied on top of `robust` (e.g. `ROBUST_STRONG`), reported
       separately as `robust_strong_accuracy`.
     - `ood`: {name: batches}; the value "uniform" means uniform noise like the data (at most 1024
-      images). AUROC with in-distribution = positive, energy score (`ood_auroc`) and MSP (`ood_auroc_msp`).
+      images). AUROC with in-distribution = positive, energy score (`ood_auroc`) and MSP (`ood_auroc_msp`); with
+      `ood_adversarial` also after each score's attack on the first 1024 OOD images of each set, as the official
+      code reports (`ood_auroc_adversarial`, `ood_auroc_msp_adversarial`; settings in `ood_adversarial`).
     - `samples` > 0: class-conditional samples from uniform noise judged by `judge` (None: the
       model judges itself, reported as judge "self").
     - `feature_model` with `samples` > 0: how real the samples look in that fixed classifier's penultimate
@@ -202,10 +204,17 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
             if data != "uniform":
                 raise ValueError(f"OOD set {name!r}: the only named set is 'uniform', got {data!r}")
             data = noise_seeds(min(n, 1024), int(image_size), kind="uniform", seed=seed + 1)
-        out_logits = _collect(model, data, autocast, progress, f"ood {name}", batch_size)[0]
-        result["ood_auroc"][name] = roc_auc(ood_scores(logits, "energy"), ood_scores(out_logits, "energy"))
-        result["ood_auroc_msp"][name] = roc_auc(ood_scores(logits, "msp"), ood_scores(out_logits, "msp"))
+        out_logits, attacked = ood_logits(model, data, OOD_SCORES if ood_adversarial else (), autocast, progress,
+                                          batch_size)
         result["ood_n"][name] = out_logits.shape[0]
+        for score, key in (("energy", "ood_auroc"), ("msp", "ood_auroc_msp")):
+            result[key][name] = roc_auc(ood_scores(logits, score), ood_scores(out_logits, score))
+            if ood_adversarial:
+                result.setdefault(f"{key}_adversarial", {})[name] = roc_auc(ood_scores(logits, score),
+                                                                             ood_scores(attacked[score], score))
+        if ood_adversarial:
+            result.setdefault("ood_adversarial_n", {})[name] = attacked["energy"].shape[0]
+            result["ood_adversarial"] = {**adversarial_ood_settings(int(image_size)), "objective": ATTACK_OBJECTIVE}
 
     out = None if out_dir is None else Path(out_dir)
     files = {}
