@@ -61,11 +61,22 @@ def read_pairs(path: str | Path, class_names: Sequence[str]) -> set[tuple[int, i
     return pairs
 
 
-def make_jobs(labels: Sequence[int], num_classes: int, pairs: set[tuple[int, int]] | None = None) -> np.ndarray:
+RANDOM_OTHER = "random-other"
+"""One target per image, y' = (y + u) mod K with u uniform in 1..K-1: the official counterfactual evaluation's draw
+(`generate_indist_adv_images`), seeded here."""
+
+
+def make_jobs(labels: Sequence[int], num_classes: int,
+              pairs: set[tuple[int, int]] | str | None = None, seed: int = 0) -> np.ndarray:
     """(P, 3) int rows (image index, source class, target class), image-major: every other class
-    (`pairs=None`, "all-others") or the targets `pairs` allow for the image's class."""
-    rows = [(i, s, t) for i, s in enumerate(labels) for t in range(num_classes)
-            if t != s and (pairs is None or (s, t) in pairs)]
+    (`pairs=None`, "all-others"), the targets `pairs` allow for the image's class, or with `pairs=RANDOM_OTHER`
+    one random other class per image (from `seed`)."""
+    if pairs == RANDOM_OTHER:
+        shifts = np.random.default_rng(seed).integers(1, num_classes, size=len(labels)) if num_classes > 1 else []
+        rows = [(i, s, (s + int(u)) % num_classes) for i, (s, u) in enumerate(zip(labels, shifts))]
+    else:
+        rows = [(i, s, t) for i, s in enumerate(labels) for t in range(num_classes)
+                if t != s and (pairs is None or (s, t) in pairs)]
     if not rows:
         raise ValueError("no (image, target) pairs: no image has a class that --pairs lists as a source")
     return np.asarray(rows, dtype=np.int64)

@@ -46,8 +46,10 @@ def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argpar
     p.set_defaults(compile="auto")  # a long run of fixed-size batches: compiling pays (~1.2x on a CPU)
     image_set_options(p, limit=100, split_help="; choose settings on the validation carve-out of train, "
                                                "report on --split test --val-size 0")
-    p.add_argument("--pairs", default="all-others", help="'all-others' (every class but the image's) or a CSV "
-                                                         "file of source,target class names (default: %(default)s)")
+    p.add_argument("--pairs", default="all-others",
+                   help="'all-others' (every class but the image's), 'random-other' (one other class per image, "
+                        "y' = (y + u) mod K with u uniform in 1..K-1 from a fixed seed: the official evaluation's "
+                        "draw), or a CSV file of source,target class names (default: %(default)s)")
     p.add_argument("--norm", default="L2", choices=NORMS, type=norm_name, help="threat model (default: L2)")
     p.add_argument("--eps", default=None, help="radii, comma-separated, e.g. 1,2,3,4 or 4/255,8/255 "
                                              "(default: the app's default radius)")
@@ -137,7 +139,9 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
         check_guide(model, extra["guide"])
     if args.stop_at is not None:
         extra["stop_at"] = args.stop_at
-    pair_set = None if args.pairs.strip().lower() == "all-others" else bm.read_pairs(args.pairs, class_names)
+    kind = args.pairs.strip().lower()
+    pair_set = None if kind == "all-others" else bm.RANDOM_OTHER if kind == bm.RANDOM_OTHER else \
+        bm.read_pairs(args.pairs, class_names)
     images, labels, names = load_image_set(args, class_names, size)   # after every cheap check: it decodes
     x = torch.cat([to_model_input(im, size) for im in images])
     with torch.no_grad():
@@ -150,7 +154,7 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
         raise ValueError("the transfer model has other classes than the explained model")
     judges = bm.Judges(feature_model, f"penultimate features of {fs_name}" if fs_name else "", transfer, tr_name)
     out = Path(args.out)
-    pairs = [list(p) for p in sorted(pair_set)] if pair_set else "all-others"   # as JSON reads it back
+    pairs = [list(p) for p in sorted(pair_set)] if isinstance(pair_set, set) else pair_set or "all-others"  # as JSON
     check_run_folder(out, _settings(args, radii, request, pairs))
     real_features = None if feature_model is None else features_of(feature_model, x).numpy()
     band = bm.energy_band(getattr(model, "config", {}))
@@ -167,7 +171,8 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
                                    autocast=request["autocast"], progress=bar.update) if len(minimal_jobs) else None
     report: dict[str, Any] = {
         "model": str(args.model), "image_source": args.data or args.images, "split": args.split if args.data else None,
-        "images": len(x), "pairs": len(jobs), "class_names": class_names, **request, "threshold": 0.5,
+        "images": len(x), "pairs": len(jobs), "pairs_from": pairs if isinstance(pairs, str) else Path(args.pairs).name,
+        "class_names": class_names, **request, "threshold": 0.5,
         "feature_model": judges.features_name or None, "transfer_model": tr_name or None,
         "guide": args.guide and Path(args.guide).name, "cone_angle": cone_angle(args),
         "stop_at": args.stop_at,

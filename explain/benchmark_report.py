@@ -121,7 +121,8 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
     """report.md: settings, one table row per radius, the plots and the galleries with their captions."""
     fs = next((r["realism"]["feature_space"] for r in report["radii"] if r["realism"]), None)
     lines = [f"# Counterfactual benchmark: {report['model']}", "",
-             f"{report['images']} images ({report['image_source']}), {report['pairs']} (image, target) pairs, "
+             f"{report['images']} images ({report['image_source']}), {report['pairs']} (image, target) pairs "
+             f"({report.get('pairs_from', 'all-others')}), "
              f"norm {report['norm']}, {report['steps']} steps of {report['step_size']:g}, objective "
              f"{report['objective']}, bf16 autocast {'on' if report['autocast'] else 'off'}"
              + (f", guided by {report['guide']} (cone of {report['cone_angle']:g}°)" if report.get("guide") else "")

@@ -240,6 +240,27 @@ def test_jobs_are_image_major_and_follow_the_pairs():
         bm.make_jobs([1], 3, {(2, 1)})
 
 
+def test_random_other_draws_one_other_class_per_image_as_the_official_evaluation():
+    """y' = (y + u) mod K, u uniform in 1..K-1 (official `generate_indist_adv_images`), seeded: never the image's
+    own class, every other class about equally often, the same draw every run."""
+    labels = np.arange(3000) % 10
+    jobs = bm.make_jobs(labels, 10, bm.RANDOM_OTHER)
+    assert jobs.shape == (3000, 3) and (jobs[:, 0] == np.arange(3000)).all() and (jobs[:, 1] == labels).all()
+    assert (jobs[:, 2] != labels).all() and np.array_equal(jobs, bm.make_jobs(labels, 10, bm.RANDOM_OTHER))
+    shifts = np.bincount((jobs[:, 2] - labels) % 10, minlength=10)
+    assert shifts[0] == 0 and shifts[1:].min() > 3000 / 9 * 0.8
+    assert not np.array_equal(jobs, bm.make_jobs(labels, 10, bm.RANDOM_OTHER, seed=1))
+
+
+def test_random_other_on_the_command_line(setup, tmp_path):
+    args = command(setup, tmp_path / "random", "--feature-model", "none", "--eps", "inf")
+    args[args.index("--pairs") + 1] = "random-other"
+    assert main(args) == 0
+    report = json.loads((tmp_path / "random" / "benchmark.json").read_text())
+    assert report["pairs"] == len(NAMES) and report["pairs_from"] == "random-other"
+    assert "(image, target) pairs (random-other)" in (tmp_path / "random" / "report.md").read_text()
+
+
 @pytest.mark.parametrize("text, match", [("cat;dog\n", "expected 'source,target'"), ("cat,cat\n", "same class"),
                                          ("# nothing\n", "no class pairs"), ("cat,horse\n", "unknown class"),
                                          (b"\xfa\x00\x81", "p.csv is not UTF-8 text")])
