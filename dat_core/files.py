@@ -28,6 +28,29 @@ def replacing(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def claimed(folder: Path, what: str) -> Iterator[None]:
+    """Hold `folder` for one process while the block runs (an advisory lock on folder/.lock, released when the
+    block ends or the process dies, even by SIGKILL): two runs writing one folder would interleave their saved
+    work. A second claimant is refused at once, with a ValueError naming the folder and what holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): the folder is not guarded
+        yield
+        return
+    with open(folder / ".lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{folder.name} is in use by another {what} (wait for it to end, or choose another "
+                             "folder)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_text(path: Path, text: str) -> Path:
     """`path.write_text(text)` (UTF-8) that never leaves half a file: a stop or an error mid-write keeps the old
     one (run settings a resume reads, model cards a person wrote)."""

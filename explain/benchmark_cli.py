@@ -10,6 +10,7 @@ the minimal L2 radius to flip per class pair. Re-running the same command contin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -104,11 +105,27 @@ def _settings(args: argparse.Namespace, radii: list[float], request: dict[str, A
 
 
 def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
+    with contextlib.ExitStack() as held:   # the --out folder, claimed for this process until it ends
+        return _run_benchmark(args, load, held)
+
+
+def _fingerprints(x: Any, labels: Any, models: dict[str, Any]) -> dict[str, str]:
+    """sha256 of what a resumed run must find unchanged behind the same paths: the decoded images with their
+    labels, and the weights of each model."""
+    from .benchmark_parts import sha256_of
+
+    return {"images_sha256": sha256_of([x, labels]),
+            **{f"{k}_sha256": sha256_of(list(m.state_dict().values())) for k, m in models.items() if m is not None}}
+
+
+def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any],
+                   held: contextlib.ExitStack) -> int:
     import numpy as np
     import torch
     from tqdm import tqdm
 
     from dat_core.evaluation.generative import features_of
+    from dat_core.files import claimed
     from dat_core.sampling import to_uint8
 
     from . import benchmark as bm
@@ -125,6 +142,8 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     radii = comma_values(args.eps, "--eps", parse_eps)
     cone_angle(args)             # a --cone-angle without --guide fails before anything loads,
     resolve_data_options(args)   # and a --split, --val-size or --seed without --data
+    if args.images and Path(args.out).resolve() == Path(args.images).resolve():
+        raise ValueError("--out is the --images folder: the report's images would join the images next time")
     model = load(args)
     size, class_names, device = model_info(model)
     d = default_params(size, args.norm)
@@ -155,7 +174,10 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     judges = bm.Judges(feature_model, f"penultimate features of {fs_name}" if fs_name else "", transfer, tr_name)
     out = Path(args.out)
     pairs = [list(p) for p in sorted(pair_set)] if isinstance(pair_set, set) else pair_set or "all-others"  # as JSON
-    check_run_folder(out, _settings(args, radii, request, pairs))
+    held.enter_context(claimed(out, "benchmark"))
+    check_run_folder(out, {**_settings(args, radii, request, pairs), **_fingerprints(
+        x, labels, {"model": model, "feature_model": feature_model, "transfer_model": transfer,
+                    "guide": extra.get("guide")})})
     real_features = None if feature_model is None else features_of(feature_model, x).numpy()
     band = bm.energy_band(getattr(model, "config", {}))
     minimal_jobs = jobs[bm.spread(len(jobs), args.minimal)]

@@ -7,6 +7,7 @@ is done again, never a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -43,6 +44,16 @@ def check_run_folder(out: Path, settings: dict[str, Any]) -> None:
         write_text(path, json.dumps(settings, indent=2))
 
 
+def sha256_of(arrays: list[Any]) -> str:
+    """One sha256 over tensors and arrays (their dtypes, shapes and values), to recognise them in a later run."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a.detach().cpu().float().numpy() if hasattr(a, "detach") else a)
+        digest.update(f"{a.dtype}{a.shape}".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
 def _read_saved(path: Path, read: Callable[[Path], Any]) -> Any | None:
     """`read(path)`, or None when the file is damaged: it is set aside as *.damaged, kept for a look."""
     try:
@@ -71,8 +82,8 @@ def read_parts(parts: Path, tag: str) -> dict[str, np.ndarray]:
     if not chunks:
         return {"job": np.zeros(0, dtype=np.int64)}
     saved = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    order = np.argsort(saved["job"], kind="stable")
-    return {k: v[order] for k, v in saved.items()}
+    _, first = np.unique(saved["job"], return_index=True)   # sorted by job; a pair saved twice counts once
+    return {k: v[first] for k, v in saved.items()}
 
 
 def save_radii(path: Path, radii: np.ndarray) -> None:

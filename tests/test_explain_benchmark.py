@@ -498,3 +498,72 @@ def test_a_benchmark_killed_by_sigkill_resumes_to_the_same_report(setup, tmp_pat
                         "--batch-size", "1")) == 0
     killed, whole = (json.loads((tmp_path / d / "benchmark.json").read_text()) for d in ("killed", "whole"))
     assert killed["radii"] == whole["radii"] and killed["pairs"] == whole["pairs"] == 6
+
+
+def test_a_second_run_on_a_busy_folder_is_refused_and_leaves_the_first_intact(setup, tmp_path, capsys):
+    """Two identical commands on one --out used to interleave their saved parts: every later resume ended in
+    "the saved parts do not hold each pair once". The folder is claimed by the first; the second is one line."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = command(setup, tmp_path, "--feature-model", "none", "--steps", "150", "--batch-size", "1")
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "explain", *args], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "run.json").is_file() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "in use by another benchmark" in err and err.count("\n") == 1
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    assert main(args) == 0     # the lock went with the killed process; the run completes
+
+
+def test_a_pair_saved_twice_counts_once(setup, tmp_path):
+    """Saved work a run wrote twice (two runs at once, before folders were claimed) resumes to the same report."""
+    import shutil
+
+    assert main(command(setup, tmp_path, "--feature-model", "none")) == 0
+    first = json.loads((tmp_path / "benchmark.json").read_text())
+    shutil.copy(tmp_path / "parts" / "r0-p00001.npz", tmp_path / "parts" / "r0-p00009.npz")
+    assert main(command(setup, tmp_path, "--feature-model", "none")) == 0
+    assert json.loads((tmp_path / "benchmark.json").read_text())["radii"] == first["radii"]
+
+
+@pytest.mark.parametrize("change", ["image", "model", "transfer"])
+def test_a_resume_refuses_images_or_weights_that_changed_behind_the_same_paths(setup, tmp_path_factory, capsys,
+                                                                                change):
+    """The settings a resume checks are paths; what lies behind them is now checked too (stale parts of other
+    images or weights used to be mixed into the report)."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("changed")
+    for name in ("model", "judge", "imgs"):
+        shutil.copytree(setup / name, d / name)
+    (d / "pairs.csv").write_text(PAIRS)
+    out = d / "out"
+    assert main(command(d, out, "--feature-model", "none")) == 0
+    if change == "image":
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(d / "imgs" / NAMES[1])
+    else:
+        torch.manual_seed(7)
+        save_model(build_model("wrn-10-1").eval(), d / ("model" if change == "model" else "judge"))
+    capsys.readouterr()
+    assert main(command(d, out, "--feature-model", "none")) == 2
+    key = {"image": "images", "model": "model", "transfer": "transfer_model"}[change]
+    assert f"{key}_sha256" in capsys.readouterr().err
+
+
+def test_out_may_not_be_the_images_folder(setup, capsys):
+    assert main(command(setup, setup / "imgs")) == 2
+    assert "--out is the --images folder" in capsys.readouterr().err
+    assert not (setup / "imgs" / "run.json").exists()

@@ -20,3 +20,34 @@ def test_replacing_leaves_no_temporary_file_on_error(tmp_path):
         tmp.write_bytes(b"half")
         raise RuntimeError("stopped")
     assert list(tmp_path.iterdir()) == []
+
+
+def _claim_in_child(folder, hold: float):
+    import subprocess
+    import sys
+    code = ("import sys, time; from pathlib import Path; from dat_core.files import claimed\n"
+            "with claimed(Path(sys.argv[1]), 'test run'):\n"
+            "    print('held', flush=True); time.sleep(float(sys.argv[2]))\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder), str(hold)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_claimed_folder_refuses_a_second_process_until_the_first_ends_or_is_killed(tmp_path):
+    from dat_core.files import claimed
+
+    folder = tmp_path / "run"
+    child = _claim_in_child(folder, 60)
+    try:
+        with pytest.raises(ValueError, match="run is in use by another benchmark"):
+            with claimed(folder, "benchmark"):
+                pass
+    finally:
+        child.kill()   # SIGKILL: the lock goes with the process
+        child.wait()
+    with claimed(folder, "benchmark"):
+        with pytest.raises(ValueError, match="in use"):   # and one process cannot claim it twice either
+            with claimed(folder, "benchmark"):
+                pass
+    with claimed(folder, "benchmark"):   # released when the block ended
+        pass
