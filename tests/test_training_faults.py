@@ -520,3 +520,40 @@ def test_no_prefetch_thread_outlives_a_run(toy, tmp_path):
     with pytest.raises(NonFiniteError):
         train(tiny(toy, tmp_path / "bad", steps=4, **{"optim.lr": 1e30}))
     assert not started_here()
+
+
+def test_a_second_run_on_a_busy_run_directory_is_refused(toy, tmp_path, capsys):
+    """Two processes on one out_dir used to write one state.pt and cut each other's logs: the directory is
+    claimed by the first run; a second (fresh or --resume) is one line, and the first's work stays whole."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    args = cli(toy, tmp_path, steps=100000, ckpt_every=2)
+    first = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (tmp_path / STATE_FILE).is_file() and first.poll() is None:
+            time.sleep(0.02)
+        assert (tmp_path / STATE_FILE).is_file()
+        capsys.readouterr()
+        for extra in ((), ("--resume",)):
+            assert main([*args, *extra]) == 2
+            err = capsys.readouterr().err
+            assert "in use by another training run" in err and err.count("\n") == 1
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    step = torch.load(tmp_path / STATE_FILE, weights_only=True)["step"]
+    assert main([*cli(toy, tmp_path, steps=step + 2, ckpt_every=2), "--resume", "--allow-config-change"]) == 0
+    assert rows(tmp_path / "metrics.jsonl") == list(range(1, step + 3))   # each step logged once
+
+
+def test_a_fresh_run_does_not_append_to_the_logs_of_a_run_that_saved_no_state(toy, tmp_path):
+    """A run killed before its first state.pt leaves logged rows no state covers; a fresh run in that directory
+    used to append to them (every step logged twice)."""
+    with pytest.raises(Killed):
+        trainer = Trainer(tiny(toy, tmp_path, steps=6, ckpt_every=4))
+        trainer._save_state = lambda finished=False: (_ for _ in ()).throw(Killed())
+        trainer.fit()
+    assert rows(tmp_path / "metrics.jsonl") == [1, 2, 3, 4] and not (tmp_path / STATE_FILE).exists()
+    train(tiny(toy, tmp_path, steps=6, ckpt_every=4))
+    assert rows(tmp_path / "metrics.jsonl") == list(range(1, 7))

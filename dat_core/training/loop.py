@@ -10,6 +10,7 @@ save once and exit with the same code (see `distributed`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -35,15 +36,20 @@ from .optim import EMA, lr_factor, make_optimizer
 from .stage1 import AdversarialTraining
 from .stage2 import DualAdversarialTraining
 from .state import (
+    LOGS,
     STATE_FILE,
     alternative,
     atomic_save,
     check_resume_config,
+    claim_run_dir,
     log_sizes,
     prepare_run_dir,
     read_state,
+    rng_state,
+    set_rng_state,
     storage_error,
     truncate_logs,
+    writes,
 )
 from .tracking import Mirror, check_tracker
 
@@ -95,29 +101,6 @@ def _initial_model(cfg: TrainConfig, class_names: list[str], device: torch.devic
     return model
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _writes(fn: Any, where: Path) -> Any:
-    """Run `fn` (rank 0's writes), turning an OSError into one StorageError line with path and cause."""
-    def run():
-        try:
-            return fn()
-        except OSError as e:
-            raise storage_error(Path(e.filename) if e.filename else where, e) from e
-    return run
-
-
 class Trainer:
     """Owns one run directory: `state.pt` (resumable), `metrics.jsonl`, `eval.jsonl`, `final/`, `best/`, PNGs."""
 
@@ -131,6 +114,17 @@ class Trainer:
         if self.world > 1 and cfg.stage == "stage2" and not cfg.fused_forward:
             raise ConfigError("fused_forward=false (the official-order reference) runs single-process only")
         self.out = Path(cfg.out_dir)
+        self.held = contextlib.ExitStack()   # the run directory, claimed by rank 0 until fit() ends
+        if not resume or self.out.is_dir():
+            distributed.rank0(lambda: claim_run_dir(self.out, self.held), self.rank, self.world)
+        try:
+            self._setup(cfg, resume, allow_config_change, track, local_rank)
+        except BaseException:
+            self.held.close()
+            raise
+
+    def _setup(self, cfg: TrainConfig, resume: bool, allow_config_change: bool, track: str | None,
+               local_rank: int) -> None:
         saved = None
         if resume:
             saved = read_state(self.out)
@@ -177,7 +171,8 @@ class Trainer:
         self.streams = build_streams(cfg, self.train_set, self.device, self.rank, self.world, data_seed)
         self.stage = STAGES[cfg.stage](cfg, self.module, self.model, self.streams, self.autocast)
         self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "step": None}
-        self.log_sizes: dict[str, int] = {}
+        self.log_sizes = dict.fromkeys(LOGS, 0)   # a fresh run's logs start empty (a run killed before its
+        # first state.pt left rows no state covers); a resumed one's are cut back to its saved step (_restore)
         self.log_file = None
         self.mirror = Mirror(None)  # rank 0 opens the tracker with the logs
         self.pending_error: StorageError | None = None
@@ -187,7 +182,7 @@ class Trainer:
 
     # -- resumable state
     def _save_state(self, finished: bool = False) -> None:
-        mine = {"rng": _rng_state(), "streams": {k: s.state_dict() for k, s in self.streams.items()},
+        mine = {"rng": rng_state(), "streams": {k: s.state_dict() for k, s in self.streams.items()},
                 "buffers": {n: b.detach().cpu().clone() for n, b in self.module.named_buffers()},
                 "stage": getattr(self.stage, "rank_state_dict", dict)()}
         ranks = distributed.gather(mine, self.world)  # each rank's own RNG, data position and BN statistics
@@ -215,7 +210,7 @@ class Trainer:
             self.best = dict(saved["best"])
             if saved["world_size"] == self.world:
                 mine = saved["ranks"][self.rank]
-                _set_rng_state(mine["rng"])
+                set_rng_state(mine["rng"])
                 for k, s in self.streams.items():
                     s.load_state_dict(mine["streams"][k])
                 with torch.no_grad():
@@ -234,6 +229,12 @@ class Trainer:
 
     # -- the loop
     def fit(self) -> Path:
+        try:
+            return self._fit()
+        finally:
+            self.held.close()
+
+    def _fit(self) -> Path:
         cfg = self.cfg
         if self.finished:
             logger.info("the run in %s is finished (step %d of %d); nothing to do. Its EMA weights are in %s; to "
@@ -247,7 +248,7 @@ class Trainer:
                            desc=cfg.stage, dynamic_ncols=True)
         self._timer = (time.perf_counter(), self.step)
         try:
-            distributed.rank0(_writes(self._open_logs, self.out), self.rank, self.world)
+            distributed.rank0(writes(self._open_logs, self.out), self.rank, self.world)
             while self.step < cfg.steps:
                 self._set_lr()
                 log = (self.step + 1) % cfg.log_every == 0 or self.step == 0
@@ -372,7 +373,7 @@ class Trainer:
                 from .curves import plot_curves
                 plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
             return metrics
-        return distributed.rank0(_writes(work, self.out), self.rank, self.world)
+        return distributed.rank0(writes(work, self.out), self.rank, self.world)
 
     def export(self, name: str, metrics: dict[str, Any] | None = None) -> Path:
         """Save the EMA model as a checkpoint dir (config.json + model.safetensors) with its energy quantiles

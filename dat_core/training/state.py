@@ -7,6 +7,7 @@ Nothing here is ever unpickled beyond tensors and plain data (`torch.load(weight
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..files import claimed
 from .config import ConfigError, TrainConfig, flat
 from .errors import StateError, StorageError
 
@@ -106,7 +108,7 @@ def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
     except TypeError as e:
         raise StorageError(f"cannot write {path}: it would hold an object that cannot be resumed "
                            f"(only tensors and plain data are read back): {e}") from None
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # its own, should two processes ever write
     writer = None
     try:
         with open(tmp, "wb", buffering=0) as f:
@@ -134,8 +136,42 @@ def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
         raise storage_error(path, e) from e
 
 
-def prepare_run_dir(out: Path) -> None:
-    """Create `out` and check, before any training, that everything a run writes can go there."""
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def claim_run_dir(out: Path, held: contextlib.ExitStack) -> None:
+    """Hold `out` for this process while `held` is open: a second run on it (resumed or fresh) is refused at once;
+    two would write one state.pt and cut each other's logs."""
+    _make_run_dir(out)
+    try:
+        held.enter_context(claimed(out, "training run"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    except OSError as e:
+        raise storage_error(out, e) from e
+
+
+def writes(fn: Any, where: Path) -> Any:
+    """Run `fn` (rank 0's writes), turning an OSError into one StorageError line with path and cause."""
+    def run():
+        try:
+            return fn()
+        except OSError as e:
+            raise storage_error(Path(e.filename) if e.filename else where, e) from e
+    return run
+
+
+def _make_run_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -143,6 +179,11 @@ def prepare_run_dir(out: Path) -> None:
         if blocker is not None:
             raise StorageError(f"cannot create the run directory {out}: {blocker} is a file") from e
         raise storage_error(out, e) from e
+
+
+def prepare_run_dir(out: Path) -> None:
+    """Create `out` and check, before any training, that everything a run writes can go there."""
+    _make_run_dir(out)
     for name, is_dir in RUN_FILES.items():
         p = out / name
         if p.exists() and p.is_dir() != is_dir:
