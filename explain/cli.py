@@ -390,6 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
     return refuse_blank_values(parser)
 
 
+def _check_inputs_outside_out(args: argparse.Namespace) -> None:
+    """An input file inside --out could be overwritten by what the command writes there (strip.png, grid.png…)."""
+    if getattr(args, "out", None) is None:
+        return
+    out = Path(args.out).resolve()
+    for option in ("image", "mask", "seeds", "pairs"):
+        value = getattr(args, option, None)
+        if isinstance(value, str) and Path(value).is_file() and out in Path(value).resolve().parents:
+            raise ValueError(f"--{option} lies inside --out, where this command writes its files: choose "
+                             "another --out, or move the input")
+
+
 def main(argv: list[str] | None = None) -> int:
     from dat_core.logs import setup_logging
 
@@ -398,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from dat_core.files import check_writable
         check_writable(getattr(args, "out", None), "--out", folder=True)   # before any work, not after it
+        _check_inputs_outside_out(args)
         return args.func(args)
     except (ValueError, OSError) as e:  # bad input: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)

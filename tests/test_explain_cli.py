@@ -131,6 +131,26 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(files, tmp_path, capsy
     assert capsys.readouterr().err.strip() == f"error: --out {tmp_path / 'taken'} is a file: give a folder"
 
 
+@pytest.mark.parametrize("command, option, name", [
+    ("counterfactual", "--image", "strip.png"), ("counterfactual", "--mask", "mask.png"),
+    ("attribute", "--image", "attributions.png"), ("generate", "--seeds", "grid.png"),
+])
+def test_an_input_inside_out_is_refused_before_it_could_be_overwritten(files, tmp_path, capsys, command, option,
+                                                                        name):
+    """`--image out/strip.png --out out` used to overwrite the input with the strip of its own counterfactual."""
+    out = tmp_path / "out"
+    out.mkdir()
+    inside = out / name
+    inside.write_bytes((files / "img.png").read_bytes())
+    before = inside.read_bytes()
+    image = [] if command == "generate" else ["--image", str(inside if option == "--image" else files / "img.png")]
+    extra = {"--mask": ["--mask", str(inside)], "--seeds": ["--seeds", str(inside)]}.get(option, [])
+    assert main([command, "--model", str(files / "ckpt"), "--target", "cat", *image, *extra, "--steps", "2",
+                 "--out", str(out)]) == 2
+    assert f"{option} lies inside --out" in capsys.readouterr().err
+    assert inside.read_bytes() == before and sorted(p.name for p in out.iterdir()) == [name]
+
+
 @pytest.mark.parametrize("command, extra, says", [
     ("attribute", ["--step", "5"], "--step 5 out of range for a path of 3 frames"),
     ("attribute", ["--frame", "-4"], "--frame -4 out of range for a path of 3 frames"),
