@@ -143,3 +143,15 @@ def test_a_tampered_card_is_one_line_naming_the_field(setup, capsys, tamper, nee
     assert main(["replay", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
+
+
+def test_a_card_made_with_relative_paths_replays_from_another_folder(setup, monkeypatch):
+    """A card stored `--model model` as given: replayed from another working folder it named a missing model."""
+    tmp, _, _ = setup
+    (tmp / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp)
+    assert main(["counterfactual", "--model", "model", "--image", "img.png", "--target", "4", "--steps", "4",
+                 "--autocast", "off", "--guide", "guide", "--card", "--out", "cf"]) == 0
+    monkeypatch.chdir(tmp / "elsewhere")
+    result = replay(tmp / "cf" / "card.json")
+    assert result.identical
