@@ -115,6 +115,21 @@ def test_push_then_load_from_the_loopback_hub(tiny_dir, tmp_path):
         torch.testing.assert_close(model(x), load_model(tiny_dir)(x))
 
 
+@pytest.mark.parametrize("before", ["# old title\n\nHand-written notes stay.\n", None])
+def test_a_failed_push_leaves_the_local_card_as_it_was(tiny_dir, tmp_path, capsys, before):
+    """The card was rewritten before the upload: a push that never reached the Hub still changed README.md."""
+    readme = tiny_dir / "README.md"
+    readme.unlink(missing_ok=True)
+    if before is not None:
+        readme.write_text(before)
+    with FakeHub() as dead:
+        url = dead.url
+    assert main(["push", "--model", str(tiny_dir), "--repo-id", "me/tiny", "--endpoint", url,
+                 "--token", "hf_test"]) == 2
+    assert "could not reach the Hub" in capsys.readouterr().err
+    assert (readme.read_text() if readme.exists() else None) == before
+
+
 @pytest.mark.parametrize("report, says", [
     ("[1, 2]", "expected a JSON object, got a list"),
     ('{"clean_accuracy": "high"}', "clean_accuracy is 'high', not a finite number"),

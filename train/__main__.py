@@ -57,9 +57,18 @@ def _push(args: argparse.Namespace) -> int:
     config = read_config(directory / "config.json")
     metrics = read_eval_report(args.eval_json, f"--eval-json {args.eval_json}") if args.eval_json else None
     card = update_card(model_card(directory), config, metrics, repo_id=args.repo_id, dataset=args.dataset)
-    write_text(directory / "README.md", card)
-    url = push(directory, args.repo_id, revision=args.revision, token=args.token, endpoint=args.endpoint,
-               private=args.private)
+    readme = directory / "README.md"
+    before = readme.read_text(encoding="utf-8") if readme.is_file() else None
+    write_text(readme, card)   # the folder is uploaded as it is: the new card goes in first
+    try:
+        url = push(directory, args.repo_id, revision=args.revision, token=args.token, endpoint=args.endpoint,
+                   private=args.private)
+    except BaseException:   # nothing was published: the local card stays as it was
+        if before is None:
+            readme.unlink(missing_ok=True)
+        else:
+            write_text(readme, before)
+        raise
     print(f"pushed {directory} to {args.repo_id}: {url}")
     return 0
 
