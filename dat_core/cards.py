@@ -115,7 +115,9 @@ def build_card(config: dict[str, Any], metrics: dict[str, Any] | None = None, *,
     table = ""
     if results:
         rows = {r.metric_name: r.metric_value for r in eval_results(metrics, dataset)}
-        split = f" on the {metrics['split']} split" if metrics.get("split") else ""
+        n = metrics.get("n")   # a --limit subset says so where the numbers are read
+        split = (f" on {f'{n} images of ' if isinstance(n, int) else ''}the {metrics['split']} split"
+                 if metrics.get("split") else "")
         table = (f"\n| metric{split} (`{SOURCE}`) | value |\n|---|---|\n"
                  + "".join(f"| {name} | {value:.4f} |\n" for name, value in rows.items()))
     written = config.get("code_version") or code_version()

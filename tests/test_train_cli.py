@@ -206,6 +206,11 @@ def test_eval_update_card_puts_autoattack_into_the_model_index(toy, tiny_dir, ca
                               "eps": 2.0, "seed": 0, "n": 24}
     assert results["PGD robust accuracy (L2 eps=2)"].metric_args["steps"] == 2
     assert card.data.base_model == "someone/base" and "My notes." in card.text  # what a person wrote stays
+    (tiny_dir / "README.md").unlink()
+    assert main([*base, "--limit", "10", "--update-card"]) == 0      # a subset is named as one, where it is read
+    card = ModelCard((tiny_dir / "README.md").read_text())
+    assert "| metric on 10 images of the test split" in card.text
+    assert {r.metric_args.get("n") for r in card.data.eval_results} == {10}
     assert main(["eval", "--model", "default", "--data", str(toy), "--update-card"]) == 2
     assert "checkpoint folder" in capsys.readouterr().err
 
