@@ -33,6 +33,8 @@ from .params import MAX_STEPS, resolve_targets, validate_params
 from .trajectory import model_info
 
 MAX_SAMPLES = 1024
+MAX_PIXELS = MAX_SAMPLES * 64 * 64   # samples x H x W in one call: bounds PGD's batch memory at any resolution
+MAX_FRAME_BYTES = 2 * 2**30          # recorded frames (float32 while PGD runs)
 
 
 @dataclass
@@ -92,8 +94,10 @@ def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all",
     tgt = resolve_targets(targets, names)
     if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
         raise ValueError(f"n_per_class must be an integer >= 1; got {n_per_class!r}")
-    if n_per_class * len(tgt) > MAX_SAMPLES:
-        raise ValueError(f"at most {MAX_SAMPLES} samples per call; asked for {n_per_class} x {len(tgt)}")
+    n = n_per_class * len(tgt)
+    if n > MAX_SAMPLES or n * size * size > MAX_PIXELS:
+        raise ValueError(f"at most {min(MAX_SAMPLES, MAX_PIXELS // (size * size))} samples of {size} px per call; "
+                         f"asked for {n_per_class} x {len(tgt)}")
     seed = check_seed(seed)
     if isinstance(record_every, bool) or not isinstance(record_every, int) or not 0 <= record_every <= MAX_STEPS:
         raise ValueError(f"record_every must be an integer in 0..{MAX_STEPS}; got {record_every!r}")
@@ -105,6 +109,11 @@ def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all",
                          "per class would repeat the first: ask for 1 per class, or use a seed kind")
     p = validate_params("L2", math.inf, default_step_size(size) if step_size is None else step_size,
                         default_steps(size) if steps is None else steps)
+    frames = p["steps"] // record_every + 2 if record_every else 0
+    if frames * n * 3 * size * size * 4 > MAX_FRAME_BYTES:
+        raise ValueError(f"recording every {record_every} step(s) of {p['steps']} for {n} samples would hold "
+                         f"{frames * n * 3 * size * size * 4 / 2**30:.1f} GB of frames (at most "
+                         f"{MAX_FRAME_BYTES >> 30} GB): record less often, or ask for fewer samples or steps")
     y = torch.tensor(tgt, device=device).repeat_interleave(n_per_class)
     x = make_seeds(seeds, y.tolist(), size, seed, names).to(device)
     res = sample(model, x, y, steps=p["steps"], step_size=p["step_size"],

@@ -355,6 +355,18 @@ def test_generation_seeds_and_recorded_frames(tiny_model):
         generate(tiny_model, 0, seeds="photos")
 
 
+def test_generation_memory_is_bounded_before_any_step(tiny_model):
+    """A call's batch and recorded frames grew without bound (1,024 ImageNet-size samples, or every step of 1,000
+    kept for 1,024 samples: 12 GB of float frames): both are refused by what they would need, before PGD runs."""
+    big = build_model("wrn-10-1", image_size=224).eval()
+    with pytest.raises(ValueError, match="at most 83 samples of 224 px per call"):
+        generate(big, "all", n_per_class=9, steps=1)
+    assert generate(big, [0], n_per_class=2, steps=1).images.shape == (2, 3, 224, 224)
+    with pytest.raises(ValueError, match=r"would hold 11\.5 GB of frames"):
+        generate(tiny_model, "all", n_per_class=100, steps=1000, record_every=1)
+    assert generate(tiny_model, [0], steps=2, record_every=1).trajectory.shape[0] == 3
+
+
 # ---------------------------------------------------------------- exports
 
 def test_gif_and_apng_hold_every_frame_even_when_frames_repeat(tiny_model, tmp_path):
