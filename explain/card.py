@@ -73,7 +73,7 @@ SHA256 = r"^[0-9a-f]{64}$"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)   # JSON's NaN/Infinity are no card values
 
 
 class ModelIdentity(_Section):

@@ -43,6 +43,10 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"reproduced bit for bit: {card['metrics']['source_name']} -> {card['target_name']}, "
               f"p = {float(t.confidence[-1]):.4f}{where}")
         return 0
+    if result.max_abs_diff == 0:
+        print(f"differs from the card: x_T equals the card's, but the frames' sha256 does not (an intermediate frame "
+              f"differs, or the card's frames_sha256 was edited){where}")
+        return 1
     print(f"differs from the card: max |x_T - card x_T| = {result.max_abs_diff:.3g}, p = {float(t.confidence[-1]):.4f} "
           f"(card {card['metrics']['confidence_target']:.4f}){where}")
     return 1
