@@ -9,6 +9,9 @@ import argparse
 from collections.abc import Iterable
 from typing import Any, Callable
 
+MAX_SEED = 2**63 - 1
+"""Seeds are 0..2**63-1: what torch's and numpy's generators both take (`dat_core.runtime.check_seed`)."""
+
 
 def int_in(lo: int, hi: int = 10**9) -> Callable[[str], int]:
     """An integer in lo..hi."""

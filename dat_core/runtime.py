@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .cli_types import MAX_SEED
+
 # ---------------------------------------------------------------- devices
 
 def resolve_device(spec: str | torch.device | None = None, local_rank: int = 0) -> torch.device:
@@ -128,7 +130,7 @@ def memory_format(model: nn.Module) -> torch.memory_format:
 def check_seed(seed: Any) -> int:
     """A seed is an integer in 0..2**63-1: what every generator here accepts alike (torch's and numpy's took
     different ranges, and a too-large one failed deep inside with "Overflow when unpacking long long")."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 63:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
         raise ValueError(f"seed must be an integer in 0..2**63-1; got {seed!r}")
     return int(seed)
 

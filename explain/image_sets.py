@@ -18,7 +18,7 @@ DATA_DEFAULTS = {"split": "train", "val_size": 2000, "seed": 0}
 
 def image_set_options(p: argparse.ArgumentParser, limit: int, split_help: str = "") -> None:
     """--images | --data ARCHIVE --split --val-size --seed, and --limit (out-of-range numbers: a usage error)."""
-    from dat_core.cli_types import int_in
+    from dat_core.cli_types import MAX_SEED, int_in
 
     source = p.add_mutually_exclusive_group()   # both given: one would be silently ignored
     source.add_argument("--images", default=str(EXAMPLES_DIR),
@@ -30,7 +30,7 @@ def image_set_options(p: argparse.ArgumentParser, limit: int, split_help: str = 
     p.add_argument("--val-size", type=int_in(0), default=None,
                    help=f"validation images of --data carved as training does (data.val_size; default: "
                         f"{DATA_DEFAULTS['val_size']}); 0 = every image of --split")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=None,
                    help=f"training's seed (the carve-out's of --data; default: {DATA_DEFAULTS['seed']})")
     p.add_argument("--limit", type=int_in(1), default=limit, help="at most this many images (default: %(default)s)")
 

@@ -415,7 +415,8 @@ def test_stop_at_on_the_command_line(setup, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, says", [(("--data", "nowhere.tar.gz"), "not allowed with argument --images"),
                                          (("--val-size", "-1"), "--val-size: expected an integer in 0.."),
-                                         (("--limit", "0"), "--limit: expected an integer in 1..")])
+                                         (("--limit", "0"), "--limit: expected an integer in 1.."),
+                                         (("--seed", "-1"), "--seed: expected an integer in 0..")])
 def test_image_set_options_refuse_what_they_would_ignore_or_misread(setup, tmp_path, capsys, extra, says):
     """--images with --data used to run on --data alone, a negative --val-size on the whole split."""
     with pytest.raises(SystemExit) as exit_:

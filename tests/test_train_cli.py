@@ -79,7 +79,8 @@ def test_eval_rejects_bad_values_with_one_line(toy, tiny_dir, capsys):
 @pytest.mark.parametrize("option, value, lo", [("--batch-size", "0", 1), ("--limit", "-4", 1), ("--limit", "0", 1),
                                                ("--val-size", "-1", 0), ("--steps", "-2", 0), ("--restarts", "-1", 0),
                                                ("--ood-limit", "0", 1), ("--samples", "-3", 0),
-                                               ("--sample-steps", "0", 1), ("--batch-size", "two", 1)])
+                                               ("--sample-steps", "0", 1), ("--batch-size", "two", 1),
+                                               ("--seed", "-1", 0), ("--seed", str(2**63), 0)])
 def test_eval_refuses_out_of_range_counts_before_it_loads_anything(toy, tiny_dir, capsys, option, value, lo):
     """--batch-size 0 used to end in a ZeroDivisionError traceback, --limit -4 in a run over the whole split."""
     with pytest.raises(SystemExit) as e:
@@ -90,7 +91,10 @@ def test_eval_refuses_out_of_range_counts_before_it_loads_anything(toy, tiny_dir
 
 @pytest.mark.parametrize("command", [["seeds", "--config", "c.toml", "--resolution", "0"],
                                      ["import", "--checkpoint", "c.pth", "--num-classes", "-10", "--out", "o"],
-                                     ["import", "--checkpoint", "c.pth", "--image-size", "0", "--out", "o"]])
+                                     ["import", "--checkpoint", "c.pth", "--image-size", "0", "--out", "o"],
+                                     ["calibrate", "--model", "m", "--seed", "-1"],
+                                     ["calibrate", "--model", "m", "--val-size", "0"],
+                                     ["calibrate", "--model", "m", "--batch-size", "0"]])
 def test_other_commands_refuse_out_of_range_counts(command, capsys):
     with pytest.raises(SystemExit) as e:
         main(command)

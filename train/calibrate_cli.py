@@ -22,6 +22,7 @@ EXAMPLES = """examples:
 
 
 def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    from dat_core.cli_types import MAX_SEED, int_in
     from train.eval_cli import CIFAR_ROOT
 
     p = sub.add_parser("calibrate", help="fit the temperature that makes p(y|x) calibrated (validation data)",
@@ -32,11 +33,13 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | class-folder dir or .tar(.gz)")
     p.add_argument("--root", default=None, help=f"where the official CIFAR archives live (default: {CIFAR_ROOT})")
     p.add_argument("--split", default="train", help="split holding the validation carve-out (never test)")
-    p.add_argument("--val-size", type=int, default=2000,
-                   help="the N images training's data.val_size=N held out of --split (same train_val_split)")
-    p.add_argument("--seed", type=int, default=0, help="training's seed (it fixes which images were held out)")
+    p.add_argument("--val-size", type=int_in(1), default=2000,
+                   help="the N images training's data.val_size=N held out of --split (same train_val_split; "
+                        "default: %(default)s)")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
+                   help="training's seed (it fixes which images were held out; default: %(default)s)")
     p.add_argument("--off", action="store_true", help="remove the temperature (back to the raw logits)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int_in(1), default=256, help="images per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--autocast", nargs="?", const="on", default="off", choices=("auto", "on", "off"),
                    help="bf16 autocast for the forward passes (off: the fit sees fp32 logits, like `train eval`)")

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from dat_core.cli_types import comma_list, int_in, refuse_unused
+from dat_core.cli_types import MAX_SEED, comma_list, int_in, refuse_unused
 from dat_core.data import CIFAR_SOURCES, NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
@@ -89,8 +89,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                         "of the noise seed)")
     p.add_argument("--sample-step-size", type=float, default=None, help="L2 step per sample step (default: 0.2 at "
                    "32 px, scaled by image_size/32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --limit's subset, the carve-outs, the attacks' "
-                   "random starts and the samples")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
+                   help="seed of --limit's subset, the carve-outs, the attacks' random starts and the samples")
     p.add_argument("--out", default=None, help="dir for reliability.png / samples.png")
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
