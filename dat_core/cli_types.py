@@ -6,6 +6,7 @@ and an empty item of a comma-separated list. `--help` names real defaults only."
 from __future__ import annotations
 
 import argparse
+import errno
 from collections.abc import Iterable
 from typing import Any, Callable
 
@@ -108,3 +109,16 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text or nothing:   # (`is`: a default of 0 is named, though 0 == False)
             return text
         return super()._get_help_string(action)
+
+
+_OS_ERRORS = {errno.ENOENT: "does not exist", errno.EISDIR: "is a folder, not a file",
+              errno.ENOTDIR: "is not a folder (or a part of its path is a file)", errno.EACCES: "cannot be read: "
+              "permission denied", errno.ENOSPC: "cannot be written: the disk is full"}
+
+
+def error_line(error: BaseException) -> str:
+    """The one line a CLI prints for a refused input: an OSError names its file and says what is wrong in words
+    (not "[Errno 21] Is a directory: 'x'")."""
+    if isinstance(error, OSError) and error.filename is not None and error.errno in _OS_ERRORS:
+        return f"error: {error.filename} {_OS_ERRORS[error.errno]}"
+    return f"error: {error}"

@@ -48,11 +48,12 @@ def import_official(checkpoint_path: str | Path, arch: str = "wrn-34-10", num_cl
     path = Path(checkpoint_path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
+    except OSError:   # missing, a folder, unreadable: the CLI words it
         raise
     except Exception as e:  # UnpicklingError and friends: the file holds more than tensors and containers
-        raise ValueError(f"could not read {path} with torch.load(weights_only=True): {e}. Only plain "
-                         "state dicts (tensors in dicts) are accepted; nothing else is ever unpickled") from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]   # torch's own text runs to 7 lines
+        raise ValueError(f"could not read {path} with torch.load(weights_only=True) ({first}): only plain "
+                         "state dicts (tensors in dicts) are accepted; nothing else is ever unpickled") from None
     state_dict = official_state_dict(obj, source=str(path))
     model = build_model(arch, num_classes=num_classes, **config)
     validate_model_config(model.config, source=f"the config for {path.name}")  # so the result loads again
@@ -149,6 +150,8 @@ def read_official_config(path: str | Path) -> dict[str, Any]:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ValueError(f"{path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file: not an official DAT model config") from None
     if not (isinstance(doc, dict) and isinstance(doc.get("model_type"), str) and isinstance(doc.get("dataset"), str)):
         raise ValueError(f"{path} is not an official DAT model config (it needs model_type and dataset)")
     dataset = doc["dataset"].lower()

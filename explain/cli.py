@@ -413,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         _check_inputs_outside_out(args)
         return args.func(args)
     except (ValueError, OSError) as e:  # bad input: one clear line, no traceback
-        print(f"error: {e}", file=sys.stderr)
+        from dat_core.cli_types import error_line
+        print(error_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

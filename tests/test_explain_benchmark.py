@@ -568,3 +568,11 @@ def test_out_may_not_be_the_images_folder(setup, capsys):
     assert main(command(setup, setup / "imgs")) == 2
     assert "--out is the --images folder" in capsys.readouterr().err
     assert not (setup / "imgs" / "run.json").exists()
+
+
+@pytest.mark.parametrize("make, says", [(lambda d: d / "nope.csv", "does not exist"),
+                                        (lambda d: d, "is a folder, not a file")])
+def test_a_pairs_path_that_is_no_file_is_named_in_words(setup, tmp_path, capsys, make, says):
+    assert main(command(setup, tmp_path / "out", "--pairs", str(make(tmp_path)))) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Errno" not in err and err.count("\n") == 1

@@ -334,3 +334,23 @@ def test_ctrl_c_in_eval_exits_130_without_a_traceback(toy, tiny_dir, tmp_path):
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "interrupted" in out
     assert not (tmp_path / "r.json").exists()
+
+
+def test_missing_or_wrong_kind_of_inputs_are_named_in_words(tmp_path, capsys):
+    """A missing checkpoint, a folder where a file goes or a binary YAML printed errno text or a codec error."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "bin.yaml").write_bytes(bytes(range(256)))
+    cases = [(["import", "--checkpoint", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "o")],
+              f"error: {tmp_path / 'nope.pth'} does not exist"),
+             (["import", "--checkpoint", str(tmp_path / "folder"), "--out", str(tmp_path / "o")],
+              f"error: {tmp_path / 'folder'} is a folder, not a file"),
+             (["push", "--model", str(tmp_path / "nope"), "--repo-id", "me/x"],
+              f"error: {tmp_path / 'nope' / 'config.json'} does not exist"),
+             (["import", "--checkpoint", str(tmp_path / "nope.pth"), "--official-config", str(tmp_path / "bin.yaml"),
+               "--out", str(tmp_path / "o")], "bin.yaml is not a text file"),
+             (["import", "--checkpoint", str(tmp_path / "bin.yaml"), "--out", str(tmp_path / "o")],
+              "only plain state dicts (tensors in dicts) are accepted")]
+    for argv, says in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Errno" not in err and "codec" not in err and err.count("\n") == 1, err

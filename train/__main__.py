@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 def _say(error: BaseException) -> None:
     if getattr(error, "shared", False) and os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports an error that every rank raised
-    print(f"error: {error}", file=sys.stderr)
+    from dat_core.cli_types import error_line
+
+    print(error_line(error), file=sys.stderr)
 
 
 if __name__ == "__main__":
