@@ -16,6 +16,7 @@ from typing import Any
 from dat_core.cli_types import comma_list, int_in, refuse_blank_values, refuse_unused
 
 from .cli_options import (
+    check_inputs_outside_out,
     check_one_path_options,
     common_options,
     cone_angle,
@@ -136,6 +137,9 @@ def _model_and_trajectory(args: argparse.Namespace):
     model = _load(args)
     size, _, _ = model_info(model)
     frames = resolve_request(size, **params)["steps"] + 1
+    if getattr(args, "span", None) is not None:   # landscape's plane: checked before the path runs
+        from .landscape import check_span
+        check_span(args.span, 3 * size * size)
     for option in ("step", "frame"):   # frame indices into the path: checked before it runs, not after
         value = getattr(args, option, None)
         if value is not None and not -frames <= value < frames:
@@ -390,18 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
     return refuse_blank_values(parser)
 
 
-def _check_inputs_outside_out(args: argparse.Namespace) -> None:
-    """An input file inside --out could be overwritten by what the command writes there (strip.png, grid.png…)."""
-    if getattr(args, "out", None) is None:
-        return
-    out = Path(args.out).resolve()
-    for option in ("image", "mask", "seeds", "pairs"):
-        value = getattr(args, option, None)
-        if isinstance(value, str) and Path(value).is_file() and out in Path(value).resolve().parents:
-            raise ValueError(f"--{option} lies inside --out, where this command writes its files: choose "
-                             "another --out, or move the input")
-
-
 def main(argv: list[str] | None = None) -> int:
     from dat_core.logs import setup_logging
 
@@ -410,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from dat_core.files import check_writable
         check_writable(getattr(args, "out", None), "--out", folder=True)   # before any work, not after it
-        _check_inputs_outside_out(args)
+        check_inputs_outside_out(args)
         return args.func(args)
     except (ValueError, OSError) as e:  # bad input: one clear line, no traceback
         from dat_core.cli_types import error_line

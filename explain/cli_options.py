@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Any
 
 from dat_core.cli_types import comma_list, float_in, refuse_unused
@@ -148,3 +149,15 @@ def minimal_confidences(text: str) -> list[float]:
     if not all(0 < v < 1 for v in values):
         raise ValueError(f"--minimal confidences must lie in (0, 1); got {text!r}")
     return values
+
+
+def check_inputs_outside_out(args: argparse.Namespace) -> None:
+    """An input file inside --out could be overwritten by what the command writes there (strip.png, grid.png…)."""
+    if getattr(args, "out", None) is None:
+        return
+    out = Path(args.out).resolve()
+    for option in ("image", "mask", "seeds", "pairs"):
+        value = getattr(args, option, None)
+        if isinstance(value, str) and Path(value).is_file() and out in Path(value).resolve().parents:
+            raise ValueError(f"--{option} lies inside --out, where this command writes its files: choose "
+                             "another --out, or move the input")

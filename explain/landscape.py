@@ -129,6 +129,20 @@ def _batched_energy(model: nn.Module, images: torch.Tensor, fn, batch_size: int,
     return torch.cat(out).cpu().numpy().astype(np.float32)
 
 
+def check_span(span: float | tuple[float, float], numel: int) -> tuple[float, float]:
+    """(along u, along v) half-widths, each > 0 and at most the L2 diameter of [0,1]^numel: a wider plane only
+    clamps to the cube's corners (and 1e300 overflowed float32 into NaN energies)."""
+    try:
+        span_a, span_b = (float(span), float(span)) if np.isscalar(span) else map(float, span)
+    except (TypeError, ValueError):
+        raise ValueError(f"span must be one number or two, got {span!r}") from None
+    diameter = math.sqrt(numel)
+    if not (0 < span_a <= diameter and 0 < span_b <= diameter):
+        raise ValueError(f"span must be > 0 and at most {diameter:.4g} (the L2 diameter of the image space), "
+                         f"got {span!r}")
+    return span_a, span_b
+
+
 def energy_landscape(model: nn.Module, trajectory: Any, *, direction: str | int = "random", grid: int = 33,
                      span: float | tuple[float, float] | None = None, energy: str = "marginal",
                      target: int | None = None, seed: int = 0, batch_size: int | None = None,
@@ -209,9 +223,7 @@ def energy_landscape(model: nn.Module, trajectory: Any, *, direction: str | int 
         s = max(MIN_SPAN, 1.25 * float(np.abs(path_xy).max()))
         span_a = span_b = s
     else:
-        span_a, span_b = (float(span), float(span)) if np.isscalar(span) else map(float, span)
-        if not (span_a > 0 and span_b > 0 and np.isfinite(span_a) and np.isfinite(span_b)):
-            raise ValueError(f"span must be positive and finite, got {span!r}")
+        span_a, span_b = check_span(span, x0.numel())
     half = grid // 2
     ticks = np.arange(-half, half + 1, dtype=np.float64) / half  # exact 0 in the middle
     alphas, betas = span_a * ticks, span_b * ticks

@@ -131,6 +131,15 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(files, tmp_path, capsy
     assert capsys.readouterr().err.strip() == f"error: --out {tmp_path / 'taken'} is a file: give a folder"
 
 
+def test_a_landscape_span_past_the_image_space_is_refused_before_the_path_runs(files, tmp_path, capsys, monkeypatch):
+    import explain.trajectory
+
+    monkeypatch.setattr(explain.trajectory, "pgd", lambda *a, **k: pytest.fail("the path ran"))
+    assert main(["landscape", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "cat",
+                 "--span", "1e300", "--out", str(tmp_path / "o")]) == 2
+    assert "span must be > 0 and at most 55.43" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command, option, name", [
     ("counterfactual", "--image", "strip.png"), ("counterfactual", "--mask", "mask.png"),
     ("attribute", "--image", "attributions.png"), ("generate", "--seeds", "grid.png"),

@@ -152,6 +152,8 @@ def test_to_dict_is_strict_json_to_six_digits(model, traj):
                                           ({"direction": "up"}, "direction"), ({"direction": 10}, "direction"),
                                           ({"direction": True}, "direction"), ({"target": 99}, "target"),
                                           ({"target": "zebra"}, "target"), ({"span": -1.0}, "span"),
+                                          ({"span": 1e300}, "at most 55.43"), ({"span": (1.0, 60.0)}, "diameter"),
+                                          ({"span": "wide"}, "one number or two"),
                                           ({"seed": -1}, "seed"), ({"seed": 2 ** 70}, "seed")])
 def test_rejects_bad_arguments(model, traj, kwargs, match):
     with pytest.raises(ValueError, match=match):
