@@ -25,7 +25,12 @@ def mask_image(args: argparse.Namespace, image):
     mask = open_image(args.mask)
     if mask.size != image.size:
         raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is {image.size[0]}x{image.size[1]}")
-    return ImageOps.invert(to_rgb(mask)) if args.mask_invert else mask
+    if not args.mask_invert:
+        return mask
+    inverted = ImageOps.invert(to_rgb(mask))
+    if max(inverted.convert("L").getextrema()) <= 127:
+        raise ValueError("with --mask-invert black marks what may change, and the mask has no black pixel")
+    return inverted
 
 
 def common_options(p: argparse.ArgumentParser) -> None:

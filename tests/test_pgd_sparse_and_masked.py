@@ -111,6 +111,10 @@ def test_masked_counterfactual_and_cli(tiny_model, tmp_path, capsys):
     assert main([*base, "--mask", str(tmp_path / "small.png"), "--out", str(tmp_path / "o")]) == 2
     assert "the mask is 32x20 but the image is 32x32" in capsys.readouterr().err
     assert main([*base, "--mask-invert", "--out", str(tmp_path / "o")]) == 2
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(tmp_path / "white.png")   # inverted: nothing may change
+    capsys.readouterr()
+    assert main([*base, "--mask", str(tmp_path / "white.png"), "--mask-invert", "--out", str(tmp_path / "o")]) == 2
+    assert "with --mask-invert black marks what may change" in capsys.readouterr().err   # was "(white = may change)"
 
 
 def test_l1_defaults_scale_with_the_pixel_count():
