@@ -214,6 +214,9 @@ def _with_config(tmp_path, **changes):
     ({"num_classes": True}, "num_classes"),
     ({"class_names": ["a", "b"]}, "class_names"), ({"class_names": [1] * 10}, "class_names"),
     ({"class_names": ["x" * 300] * 10}, "class_names"),
+    ({"class_names": [*"abcdefghi", "A"]}, "'A' appears twice"),
+    ({"class_names": [*"abcdefghi", "a"]}, "appears twice"),
+    ({"class_names": [*"abcdefghi", " "]}, "blank"),
     ({"arch": "wrn-16-64"}, "parameters"), ({"arch": "no-such-net"}, "arch"), ({"arch": 7}, "arch"),
     ({"arch": "resnet50", "num_classes": 10, "image_size": 512, "class_names": None}, None),  # allowed: under budget
 ])

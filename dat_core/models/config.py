@@ -74,6 +74,12 @@ class ModelConfig(BaseModel):
     def _names(cls, v: list[str] | None) -> list[str] | None:
         if v is not None and any(len(n) > 200 for n in v):
             raise ValueError("class names must be at most 200 characters")
+        if v is not None and any(not n.strip() for n in v):
+            raise ValueError("class names must not be blank")
+        seen: dict[str, str] = {}
+        for n in v or ():   # a target is named case-insensitively: two names alike would pick the first silently
+            if seen.setdefault(n.strip().lower(), n) != n or list(v).count(n) > 1:
+                raise ValueError(f"class names must be distinct (ignoring case); {n!r} appears twice")
         return v
 
     @model_validator(mode="after")
