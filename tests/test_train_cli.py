@@ -354,3 +354,9 @@ def test_missing_or_wrong_kind_of_inputs_are_named_in_words(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert says in err and "Errno" not in err and "codec" not in err and err.count("\n") == 1, err
+
+
+def test_seeds_with_both_outputs_skipped_says_so(capsys):
+    """It loaded the config and printed {} (exit 0): a command that writes nothing is a mistake worth naming."""
+    assert main(["seeds", "--config", "no-such.toml", "--bank-out", "", "--gaussians-out", ""]) == 2
+    assert "nothing would be written" in capsys.readouterr().err

@@ -43,6 +43,8 @@ def run_seeds(args: argparse.Namespace) -> int:
     from dat_core.training.data import load_train_val, ood_parts
     from dat_core.zoo import weights_sha256
 
+    if not args.bank_out and not args.gaussians_out:
+        raise ValueError('--bank-out "" and --gaussians-out "" skip both files: nothing would be written')
     cfg = load_config(args.config, args.overrides)
     d = cfg.data
     written = {}
