@@ -223,6 +223,7 @@ def test_torchrun_two_process_gloo(toy, tmp_path):
     ("data.image_size=64", "data.image_size"), ("attack.step_size=0", "attack.step_size"),
     ("attack.eps=0", "attack.eps"),
     ("attack.norm=Linf", None),
+    ('steps="2"', "write it without quotes"), ('optim.lr="0.1"', "optim.lr"),   # a quoted number is text
 ])
 def test_bad_config_keys_and_values_are_named(override, match):
     if match is None:  # a good value next to the bad ones: accepted
@@ -230,6 +231,13 @@ def test_bad_config_keys_and_values_are_named(override, match):
         return
     with pytest.raises(ConfigError, match=match):
         load_config(None, [override, "steps=1000"] if not override.startswith("steps") else [override])
+
+
+def test_numbers_a_shell_user_writes_are_numbers_and_quoted_toml_numbers_are_refused(tmp_path):
+    assert load_config(None, ["optim.lr=.05", "steps=1000"]).optim.lr == 0.05
+    (tmp_path / "c.toml").write_text('steps = "2"\n')
+    with pytest.raises(ConfigError, match="steps.*without quotes"):
+        load_config(tmp_path / "c.toml")
 
 
 def test_config_is_pydantic_with_a_json_schema(capsys):

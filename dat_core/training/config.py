@@ -28,6 +28,8 @@ class ConfigError(ValueError):
 def _not_bool(value: Any) -> Any:
     if isinstance(value, bool):  # pydantic's lax mode would read true as 1
         raise ValueError("must be a number, not true/false")
+    if isinstance(value, str):   # and "2" as 2: a quoted number in TOML is text, most likely a slip
+        raise ValueError(f"must be a number, not the text {value[:40]!r} (write it without quotes)")
     return value
 
 
@@ -260,6 +262,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+        for number in (int, float):   # what TOML does not read as a number but a shell user means as one: .1
+            try:
+                return key, number(raw)
+            except ValueError:
+                pass
     return key, value
 
 
