@@ -7,12 +7,14 @@ with evaluation defaults (CIFAR step 0.2, ~33 steps).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
 
+from .files import replacing
 from .pgd import OnStep, PGDResult, pgd, threat_model
 
 # METHOD §4: eval step size 0.2 at 32x32 and 8.0 at ImageNet sizes (224/256), 13-24 steps there.
@@ -70,4 +72,6 @@ def make_grid(images: torch.Tensor | np.ndarray, nrow: int, pad: int = 2, scale:
 
 
 def save_png(array: np.ndarray, path) -> None:
-    Image.fromarray(array).save(path)
+    """Whole or not at all (`dat_core.files.replacing`): a stop mid-write keeps the previous image."""
+    with replacing(Path(path)) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dat_core.files import write_text
+from dat_core.files import replacing, write_text
 from dat_core.sampling import save_png
 
 from .trajectory import Trajectory
@@ -94,8 +94,9 @@ def save_gif(traj_or_frames: Trajectory | np.ndarray, path: str | Path, scale: i
     (fast octree 0.2 ms). `save_apng` is lossless."""
     paletted = _paletted_frames(traj_or_frames, scale, progress)
     path = Path(path)
-    paletted[0].save(path, format="GIF", save_all=True, append_images=paletted[1:], loop=0,
-                     duration=_durations(len(paletted), duration_ms, last_ms), optimize=False)
+    with replacing(path) as tmp:   # whole or not at all: a stop mid-write keeps the previous file
+        paletted[0].save(tmp, format="GIF", save_all=True, append_images=paletted[1:], loop=0,
+                         duration=_durations(len(paletted), duration_ms, last_ms), optimize=False)
     return path
 
 
@@ -104,8 +105,9 @@ def save_apng(traj_or_frames: Trajectory | np.ndarray, path: str | Path, scale: 
     """Animated PNG (lossless, full colour) of every frame, looping."""
     images = _animation_frames(traj_or_frames, scale, progress)
     path = Path(path)
-    images[0].save(path, format="PNG", save_all=True, append_images=images[1:], loop=0,
-                   duration=_durations(len(images), duration_ms, last_ms))
+    with replacing(path) as tmp:
+        images[0].save(tmp, format="PNG", save_all=True, append_images=images[1:], loop=0,
+                       duration=_durations(len(images), duration_ms, last_ms))
     return path
 
 
@@ -167,7 +169,8 @@ def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
 
     path = Path(path)
     try:
-        fig.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
+        with replacing(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         close_figure(fig)
     return path

@@ -51,3 +51,38 @@ def test_a_claimed_folder_refuses_a_second_process_until_the_first_ends_or_is_ki
                 pass
     with claimed(folder, "benchmark"):   # released when the block ended
         pass
+
+
+def test_image_writers_keep_the_previous_file_when_a_write_fails(tmp_path, monkeypatch):
+    """GIF, APNG, PNG and figure writers wrote straight into the target: a stop or a full disk mid-write left half
+    an image where the previous one was."""
+    import numpy as np
+    from PIL import Image
+
+    from dat_core.sampling import save_png
+    from explain.export import save_apng, save_figure, save_gif
+    from explain.plots import new_figure
+
+    frames = np.zeros((3, 4, 4, 3), np.uint8)
+    real_save = Image.Image.save
+
+    def half_then_fail(self, fp, *args, **kwargs):
+        real_save(self, fp, *args, **kwargs)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", half_then_fail)
+    writers = {"a.gif": lambda p: save_gif(frames, p, scale=1, progress=False),
+               "a.png": lambda p: save_apng(frames, p, scale=1, progress=False),
+               "b.png": lambda p: save_png(frames[0], p)}
+    for name, write in writers.items():
+        (tmp_path / name).write_bytes(b"previous")
+        with pytest.raises(OSError):
+            write(tmp_path / name)
+        assert (tmp_path / name).read_bytes() == b"previous"
+    fig = new_figure(2, 2)
+    monkeypatch.setattr(type(fig), "savefig", lambda self, fp, **k: (open(fp, "wb").write(b"half"), 1 / 0))
+    (tmp_path / "f.png").write_bytes(b"previous")
+    with pytest.raises(ZeroDivisionError):
+        save_figure(fig, tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif", "a.png", "b.png", "f.png"]   # no temporaries

@@ -33,7 +33,7 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | class-folder dir or .tar(.gz)")
     p.add_argument("--root", default=None, help=f"where the official CIFAR archives live (default: {CIFAR_ROOT})")
     p.add_argument("--split", default="train", help="split holding the validation carve-out (never test)")
-    p.add_argument("--val-size", type=int_in(1), default=2000,
+    p.add_argument("--val-size", type=int, default=2000,
                    help="the N images training's data.val_size=N held out of --split (same train_val_split; "
                         "default: %(default)s)")
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from ..data.seeds import DEFAULT_SEED_KIND, check_seeds, noise_seeds, seeds_for
 from ..energy import marginal_energy
+from ..files import replacing
 from ..pgd import attack_mode
 from ..runtime import model_device, seeded
 from ..sampling import (
@@ -73,7 +74,8 @@ def plot_reliability(bins: Mapping[str, list], path: str | Path | None = None,
     ax_n.bar(lower, [c / total for c in count], width=width, align="edge", color="#8c8c8c", edgecolor="white")
     ax_n.set(xlabel="confidence", ylabel="fraction")
     if path is not None:
-        fig.savefig(path, dpi=120)
+        with replacing(Path(path)) as tmp:   # whole or not at all
+            fig.savefig(tmp, format="png", dpi=120)
     return fig
 
 

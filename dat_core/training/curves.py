@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..files import replacing  # noqa: E402
+
 PANELS = (("loss", "loss_ce", "loss_bce"), ("T",), ("adv_auc", "clean_auc"),
           ("energy_real", "energy_contrastive", "energy_ood"), ("adv_train_accuracy",), ("lr",), ("images_per_s",))
 
@@ -35,6 +37,7 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    with replacing(Path(out_path)) as tmp:   # a kill mid-write keeps the previous curves
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return Path(out_path)
