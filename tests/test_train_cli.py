@@ -92,8 +92,7 @@ def test_eval_refuses_out_of_range_counts_before_it_loads_anything(toy, tiny_dir
 @pytest.mark.parametrize("command", [["seeds", "--config", "c.toml", "--resolution", "0"],
                                      ["import", "--checkpoint", "c.pth", "--num-classes", "-10", "--out", "o"],
                                      ["import", "--checkpoint", "c.pth", "--image-size", "0", "--out", "o"],
-                                     ["calibrate", "--model", "m", "--seed", "-1"],
-                                     ["calibrate", "--model", "m", "--batch-size", "0"]])
+                                     ["calibrate", "--model", "m", "--seed", "-1"]])
 def test_other_commands_refuse_out_of_range_counts(command, capsys):
     with pytest.raises(SystemExit) as e:
         main(command)

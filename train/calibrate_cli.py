@@ -39,7 +39,7 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
                    help="training's seed (it fixes which images were held out; default: %(default)s)")
     p.add_argument("--off", action="store_true", help="remove the temperature (back to the raw logits)")
-    p.add_argument("--batch-size", type=int_in(1), default=256, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--autocast", nargs="?", const="on", default="off", choices=("auto", "on", "off"),
                    help="bf16 autocast for the forward passes (off: the fit sees fp32 logits, like `train eval`)")
