@@ -557,3 +557,30 @@ def test_a_fresh_run_does_not_append_to_the_logs_of_a_run_that_saved_no_state(to
     assert rows(tmp_path / "metrics.jsonl") == [1, 2, 3, 4] and not (tmp_path / STATE_FILE).exists()
     train(tiny(toy, tmp_path, steps=6, ckpt_every=4))
     assert rows(tmp_path / "metrics.jsonl") == list(range(1, 7))
+
+
+def test_a_signal_during_the_final_evaluation_stops_it_and_resume_finishes(toy, tmp_path, monkeypatch):
+    """SIGTERM/SIGINT were only noted during the final evaluation (minutes on a real validation split): the run
+    went on to the end. The last step is saved by then: it stops at once, and --resume evaluates again."""
+    from dat_core.training import periodic_eval
+
+    real, calls = periodic_eval.evaluate_run, []
+
+    def interrupted_eval(*args, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)   # a long evaluation: the signal must cut it short
+            pytest.fail("the final evaluation ran on after SIGINT")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(periodic_eval, "evaluate_run", interrupted_eval)
+    started = time.time()
+    with pytest.raises(SystemExit) as e:
+        train(tiny(toy, tmp_path))
+    assert e.value.code == 128 + signal.SIGINT and time.time() - started < 25
+    assert not torch.load(tmp_path / STATE_FILE, weights_only=True)["finished"] and not (tmp_path / "final").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler          # the caller's handler is back
+    train(tiny(toy, tmp_path), resume=True)
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["finished"] and (tmp_path / "final").is_dir()
+    assert rows(tmp_path / "eval.jsonl") == [6]

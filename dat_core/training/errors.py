@@ -36,6 +36,11 @@ class Interrupted(SystemExit):
     """SIGTERM/SIGINT: the state was saved at the end of the current step; exit code 128 + signal."""
 
 
+def interrupt_now(signum: int, frame: object) -> None:
+    """A signal handler for work after the last saved state (the final evaluation): stop at once."""
+    raise Interrupted(128 + signum)
+
+
 EXIT_CODES = {
     0: "the run finished (or had already finished: `--resume` of a finished run changes nothing)",
     1: "another training error",

@@ -31,7 +31,7 @@ from ..runtime import resolve_device, use_autocast
 from . import distributed
 from .config import ConfigError, TrainConfig
 from .data import build_streams, load_train_val
-from .errors import Interrupted, NonFiniteError, StateError, StorageError, TrainingError
+from .errors import Interrupted, NonFiniteError, StateError, StorageError, TrainingError, interrupt_now
 from .optim import EMA, lr_factor, make_optimizer
 from .stage1 import AdversarialTraining
 from .stage2 import DualAdversarialTraining
@@ -243,7 +243,7 @@ class Trainer:
             return self.out / "final"
         stop = self.stop_signals
         handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
-                    for s in (signal.SIGTERM, signal.SIGINT)} if self._main_thread() else {}
+                    for s in (signal.SIGTERM, signal.SIGINT)} if distributed.is_main_thread() else {}
         bar = progress_bar(total=cfg.steps, initial=self.step, disable=self.rank != 0, unit="step",
                            desc=cfg.stage, dynamic_ncols=True)
         self._timer = (time.perf_counter(), self.step)
@@ -335,15 +335,16 @@ class Trainer:
         bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "T", "adv_auc", "images_per_s") if k in record})
 
     def _finish(self) -> Path:
-        """Final evaluation and export of the EMA weights; then the state says the run is finished."""
+        """Final evaluation and export of the EMA weights; then the state says the run is finished. The last step
+        is saved: a SIGTERM/SIGINT now stops at once (one process; fit() puts the caller's handlers back)."""
+        if self.world == 1 and distributed.is_main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(s, interrupt_now)
+            if self.stop_signals:
+                raise Interrupted(128 + max(self.stop_signals))
         self.evaluate(final=True)
         self._save_state(finished=True)
         return self.out / "final"
-
-    @staticmethod
-    def _main_thread() -> bool:
-        import threading
-        return threading.current_thread() is threading.main_thread()
 
     def _set_lr(self) -> None:
         lr = self.cfg.optim.lr * lr_factor(self.cfg, self.step)
@@ -401,7 +402,7 @@ def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = Fa
     run is being set up (data loading can take minutes) stops it after its first step."""
     stop: list[int] = []
     handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
-                for s in (signal.SIGTERM, signal.SIGINT)} if Trainer._main_thread() else {}
+                for s in (signal.SIGTERM, signal.SIGINT)} if distributed.is_main_thread() else {}
     try:
         trainer = Trainer(cfg, resume, allow_config_change, track)
         trainer.stop_signals = stop
