@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import errno
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 MAX_SEED = 2**63 - 1
@@ -122,3 +125,25 @@ def error_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.filename is not None and error.errno in _OS_ERRORS:
         return f"error: {error.filename} {_OS_ERRORS[error.errno]}"
     return f"error: {error}"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is (a CLI exits 143): `finally` blocks run, so no temporary file is left."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block SIGTERM stops the command like Ctrl-C does (the default handler kills the process on the
+    spot: half-written temporaries stay behind); the previous handler is back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -399,14 +399,16 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     setup_logging()  # library warnings (e.g. a compile that stays eager) as one stderr line each
+    from dat_core.cli_types import Terminated, error_line, sigterm_as_interrupt
     try:
-        from dat_core.files import check_writable
-        check_writable(getattr(args, "out", None), "--out", folder=True)   # before any work, not after it
-        check_inputs_outside_out(args)
-        return args.func(args)
+        with sigterm_as_interrupt():
+            from dat_core.files import check_writable
+            check_writable(getattr(args, "out", None), "--out", folder=True)   # before any work, not after it
+            check_inputs_outside_out(args)
+            return args.func(args)
     except (ValueError, OSError) as e:  # bad input: one clear line, no traceback
-        from dat_core.cli_types import error_line
         print(error_line(e), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:   # Ctrl-C or SIGTERM: what is saved stays (benchmark parts), nothing half
+        print("interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130

@@ -576,3 +576,28 @@ def test_a_pairs_path_that_is_no_file_is_named_in_words(setup, tmp_path, capsys,
     assert main(command(setup, tmp_path / "out", "--pairs", str(make(tmp_path)))) == 2
     err = capsys.readouterr().err
     assert says in err and "Errno" not in err and err.count("\n") == 1
+
+
+def test_sigterm_stops_a_benchmark_cleanly_and_the_same_command_resumes(setup, tmp_path):
+    """SIGTERM (a job scheduler, `timeout`) killed the process where it stood, traceback-free but with any
+    half-written temporary left in parts/: it now stops like Ctrl-C, exit 143, nothing half-written behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = command(setup, tmp_path, "--feature-model", "none", "--steps", "150", "--batch-size", "1")
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "explain", *args], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "parts").glob("*.npz")) and run.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGTERM)
+    err = run.communicate(timeout=60)[1]
+    assert run.returncode == 143 and "Traceback" not in err and "interrupted" in err
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert main(args) == 0 and (tmp_path / "benchmark.json").is_file()

@@ -150,19 +150,20 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     setup_logging()
+    from dat_core.cli_types import Terminated, sigterm_as_interrupt
     from dat_core.training.errors import TrainingError
-
     try:
-        return args.func(args)
+        with sigterm_as_interrupt():   # training sets its own handlers (it saves its state first)
+            return args.func(args)
     except (ValueError, OSError) as e:  # bad config, input or path (missing, unreadable, a folder): one clear line
         _say(e)
         return 2
     except TrainingError as e:  # the exception names its exit code (dat_core.training.errors)
         _say(e)
         return e.exit_code
-    except KeyboardInterrupt:  # Ctrl-C in eval, calibrate, import... (training saves its state and exits 130)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM in eval, calibrate, import... (training saves its state)
         print("interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
 
 
 def _say(error: BaseException) -> None:
