@@ -130,7 +130,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
 
     from . import benchmark as bm
     from . import benchmark_report as rep
-    from .benchmark_parts import check_run_folder
+    from .benchmark_parts import SpentTime, check_run_folder
     from .cli_options import guidance
     from .image import to_model_input
     from .image_sets import load_image_set, resolve_data_options
@@ -178,19 +178,23 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     check_run_folder(out, {**_settings(args, radii, request, pairs), **_fingerprints(
         x, labels, {"model": model, "feature_model": feature_model, "transfer_model": transfer,
                     "guide": extra.get("guide")})})
+    spent = SpentTime(out)
     real_features = None if feature_model is None else features_of(feature_model, x).numpy()
     band = bm.energy_band(getattr(model, "config", {}))
     minimal_jobs = jobs[bm.spread(len(jobs), args.minimal)]
     entries, results = [], []
     with tqdm(total=len(jobs) * len(radii) + len(minimal_jobs), desc="pairs", unit="pair") as bar:
+        def advance(n: int) -> None:
+            bar.update(n)
+            spent.tick()
         for k, eps in enumerate(radii):
             res = bm.run_radius(model, x, jobs, out / "parts", f"r{k}", batch_size=args.batch_size,
-                                progress=bar.update, eps=eps, judges=judges, **extra, **request)
+                                progress=advance, eps=eps, judges=judges, **extra, **request)
             results.append(res)
             entries.append(bm.summarize(eps, res, jobs, real_features, labels, band=band,
                                         feature_space=judges.features_name))
         minimal = bm.minimal_radii(model, x, minimal_jobs, out / "parts" / f"minimal-{args.minimal}",
-                                   autocast=request["autocast"], progress=bar.update) if len(minimal_jobs) else None
+                                   autocast=request["autocast"], progress=advance) if len(minimal_jobs) else None
     report: dict[str, Any] = {
         "model": str(args.model), "image_source": args.data or args.images, "split": args.split if args.data else None,
         "images": len(x), "pairs": len(jobs), "pairs_from": pairs if isinstance(pairs, str) else Path(args.pairs).name,
@@ -198,7 +202,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
         "feature_model": judges.features_name or None, "transfer_model": tr_name or None,
         "guide": args.guide and Path(args.guide).name, "cone_angle": cone_angle(args),
         "stop_at": args.stop_at,
-        "seconds": time.perf_counter() - started, "radii": entries,
+        "seconds": spent.tick(), "seconds_this_process": time.perf_counter() - started, "radii": entries,
         "minimal_radius": None if minimal is None else bm.minimal_summary(minimal, minimal_jobs, class_names)}
     write_text(out / "benchmark.json", json.dumps(report, indent=2))
     wrote = [out / "benchmark.json", rep.plot_curves(entries, args.norm, out / "curves.png")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -94,3 +95,20 @@ def save_radii(path: Path, radii: np.ndarray) -> None:
 def read_radii(path: Path) -> np.ndarray | None:
     """Minimal radii saved at `path`; None when there are none yet, or they were damaged (and set aside)."""
     return _read_saved(path, lambda p: np.load(p, allow_pickle=False)) if path.is_file() else None
+
+
+class SpentTime:
+    """Seconds a run folder's benchmark has taken over all the processes that worked on it (a resumed run's
+    report counts the stopped ones too): out/seconds.json, added to at every `tick`."""
+
+    def __init__(self, out: Path):
+        self.path, self.last = out / "seconds.json", time.perf_counter()
+        saved = _read_saved(self.path, lambda p: float(read_json(p, 1024, p.name, "seconds"))) \
+            if self.path.is_file() else None
+        self.total = saved if saved is not None and saved >= 0 else 0.0
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        self.total, self.last = self.total + now - self.last, now
+        write_text(self.path, json.dumps(self.total))
+        return self.total

@@ -128,7 +128,9 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
              + (f", guided by {report['guide']} (cone of {report['cone_angle']:g}°)" if report.get("guide") else "")
              + (f"; each counterfactual is the first iterate of its path with p(target) >= {report['stop_at']:g}"
                 if report.get("stop_at") else "")
-             + f"; {report['seconds']:.0f} s.", "",
+             + f"; {report['seconds']:.0f} s" + (f" over several sessions ({report['seconds_this_process']:.0f} s in "
+                                                 "the last)" if report.get("seconds_this_process", report["seconds"])
+                                                 < report["seconds"] - 1 else "") + ".", "",
              "Validity: p(target) >= 0.5 and argmax = target at the counterfactual. Changed: share of pixel values "
              "moved by more than 2/255. Transfer: share that " + (report["transfer_model"] or "(no transfer model)") +
              " also classifies as the target. " + (
