@@ -358,3 +358,14 @@ def test_seeds_with_both_outputs_skipped_says_so(capsys):
     """It loaded the config and printed {} (exit 0): a command that writes nothing is a mistake worth naming."""
     assert main(["seeds", "--config", "no-such.toml", "--bank-out", "", "--gaussians-out", ""]) == 2
     assert "nothing would be written" in capsys.readouterr().err
+
+
+def test_a_stage_command_refuses_a_config_of_the_other_stage(capsys):
+    """`python -m train stage1 --config ...-stage2.toml` ran stage 1 with the stage-2 config's settings."""
+    root = Path(__file__).resolve().parents[1]
+    stage2 = root / "train" / "configs" / "cifar10-wrn16-2-cpu-stage2.toml"
+    assert main(["stage1", "--config", str(stage2)]) == 2
+    assert "cifar10-wrn16-2-cpu-stage2.toml says stage = 'stage2': run `python -m train stage2`" in \
+        capsys.readouterr().err
+    assert main(["stage1", "stage=stage2"]) == 2
+    assert "the overrides say stage = 'stage2'" in capsys.readouterr().err

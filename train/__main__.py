@@ -25,10 +25,33 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.allow_config_change and not args.resume:
         raise ValueError("--allow-config-change goes with --resume")
+    declared = _declared_stage(args)
+    if declared not in (None, args.command):   # the command used to win silently over the file's stage
+        where = "the overrides say" if "stage" in _override_keys(args) else f"{Path(args.config).name} says"
+        raise ValueError(f"{where} stage = {declared!r}: run `python -m train {declared}`, or change the stage")
     cfg = load_config(args.config, args.overrides, stage=args.command)
     final = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change, track=args.track)
     logging.getLogger("train").info("final EMA checkpoint: %s", final)
     return 0
+
+
+def _override_keys(args: argparse.Namespace) -> dict[str, object]:
+    from dat_core.training.config import parse_override
+
+    return dict(parse_override(o) for o in args.overrides if "=" in o)
+
+
+def _declared_stage(args: argparse.Namespace) -> object:
+    """The stage the overrides or the TOML file name, if any (an unreadable file is load_config's to report)."""
+    import tomllib
+
+    overrides = _override_keys(args)
+    if "stage" in overrides:
+        return overrides["stage"]
+    try:
+        return tomllib.loads(Path(args.config).read_text(encoding="utf-8")).get("stage") if args.config else None
+    except (OSError, ValueError):
+        return None
 
 
 def _schema(args: argparse.Namespace) -> int:
