@@ -37,7 +37,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="split to evaluate (never tune on test)")
     p.add_argument("--limit", type=int_in(1), default=None,
                    help="evaluate a fixed random subset of N images (drawn with --seed; class-sorted folders "
-                        "make the first N a poor sample)")
+                        "make the first N a poor sample; default: every image of the split)")
     p.add_argument("--val-size", type=int_in(0), default=0,
                    help="evaluate only the validation carve-out of --split: the N images training's data.val_size=N "
                         "held out (same train_val_split, --seed = training's seed). Choose settings here, not on test")
