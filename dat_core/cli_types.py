@@ -145,5 +145,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:   # a handler the command chose on its way out stays (a torchrun rank ignores the SIGTERM that
+        if signal.getsignal(signal.SIGTERM) is _terminate:   # stops its peers: its own exit code must stand)
+            signal.signal(signal.SIGTERM, previous)

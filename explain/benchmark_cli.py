@@ -178,7 +178,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     check_run_folder(out, {**_settings(args, radii, request, pairs), **_fingerprints(
         x, labels, {"model": model, "feature_model": feature_model, "transfer_model": transfer,
                     "guide": extra.get("guide")})})
-    spent = SpentTime(out)
+    spent = SpentTime(out, since=started)
     real_features = None if feature_model is None else features_of(feature_model, x).numpy()
     band = bm.energy_band(getattr(model, "config", {}))
     minimal_jobs = jobs[bm.spread(len(jobs), args.minimal)]

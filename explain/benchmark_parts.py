@@ -101,8 +101,9 @@ class SpentTime:
     """Seconds a run folder's benchmark has taken over all the processes that worked on it (a resumed run's
     report counts the stopped ones too): out/seconds.json, added to at every `tick`."""
 
-    def __init__(self, out: Path):
-        self.path, self.last = out / "seconds.json", time.perf_counter()
+    def __init__(self, out: Path, since: float):
+        """`since`: when this process started on the run (`time.perf_counter()`)."""
+        self.path, self.last = out / "seconds.json", since
         saved = _read_saved(self.path, lambda p: float(read_json(p, 1024, p.name, "seconds"))) \
             if self.path.is_file() else None
         self.total = saved if saved is not None and saved >= 0 else 0.0

@@ -369,3 +369,22 @@ def test_a_stage_command_refuses_a_config_of_the_other_stage(capsys):
         capsys.readouterr().err
     assert main(["stage1", "stage=stage2"]) == 2
     assert "the overrides say stage = 'stage2'" in capsys.readouterr().err
+
+
+def test_the_sigterm_guard_restores_the_handler_unless_the_command_chose_one():
+    """A torchrun rank on its way out ignores the SIGTERM that stops its peers; the guard restored the default
+    over that choice, and one CI run saw rank 0 exit 143 instead of its own error code."""
+    from dat_core.cli_types import Terminated, sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with sigterm_as_interrupt():
+            with pytest.raises(Terminated):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+        assert signal.getsignal(signal.SIGTERM) is before
+        with sigterm_as_interrupt():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
