@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import argparse
 import errno
-import signal
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any, Callable
 
 MAX_SEED = 2**63 - 1
@@ -125,26 +122,3 @@ def error_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.filename is not None and error.errno in _OS_ERRORS:
         return f"error: {error.filename} {_OS_ERRORS[error.errno]}"
     return f"error: {error}"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the command is (a CLI exits 143): `finally` blocks run, so no temporary file is left."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside the block SIGTERM stops the command like Ctrl-C does (the default handler kills the process on the
-    spot: half-written temporaries stay behind); the previous handler is back afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:   # a handler the command chose on its way out stays (a torchrun rank ignores the SIGTERM that
-        if signal.getsignal(signal.SIGTERM) is _terminate:   # stops its peers: its own exit code must stand)
-            signal.signal(signal.SIGTERM, previous)

@@ -117,6 +117,12 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _sessions(report: dict[str, Any]) -> str:
+    """How much of a resumed run's time its last process took (nothing when one process did it all)."""
+    last = report.get("seconds_this_process", report["seconds"])
+    return f" over several sessions ({last:.0f} s in the last)" if last < report["seconds"] - 1 else ""
+
+
 def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[str]]], path: Path) -> Path:
     """report.md: settings, one table row per radius, the plots and the galleries with their captions."""
     fs = next((r["realism"]["feature_space"] for r in report["radii"] if r["realism"]), None)
@@ -128,9 +134,7 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
              + (f", guided by {report['guide']} (cone of {report['cone_angle']:g}°)" if report.get("guide") else "")
              + (f"; each counterfactual is the first iterate of its path with p(target) >= {report['stop_at']:g}"
                 if report.get("stop_at") else "")
-             + f"; {report['seconds']:.0f} s" + (f" over several sessions ({report['seconds_this_process']:.0f} s in "
-                                                 "the last)" if report.get("seconds_this_process", report["seconds"])
-                                                 < report["seconds"] - 1 else "") + ".", "",
+             + f"; {report['seconds']:.0f} s{_sessions(report)}.", "",
              "Validity: p(target) >= 0.5 and argmax = target at the counterfactual. Changed: share of pixel values "
              "moved by more than 2/255. Transfer: share that " + (report["transfer_model"] or "(no transfer model)") +
              " also classifies as the target. " + (

@@ -374,7 +374,7 @@ def test_a_stage_command_refuses_a_config_of_the_other_stage(capsys):
 def test_the_sigterm_guard_restores_the_handler_unless_the_command_chose_one():
     """A torchrun rank on its way out ignores the SIGTERM that stops its peers; the guard restored the default
     over that choice, and one CI run saw rank 0 exit 143 instead of its own error code."""
-    from dat_core.cli_types import Terminated, sigterm_as_interrupt
+    from dat_core.signals import Terminated, sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     try:

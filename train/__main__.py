@@ -25,9 +25,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.allow_config_change and not args.resume:
         raise ValueError("--allow-config-change goes with --resume")
-    declared = _declared_stage(args)
+    declared, where = _declared_stage(args)
     if declared not in (None, args.command):   # the command used to win silently over the file's stage
-        where = "the overrides say" if "stage" in _override_keys(args) else f"{Path(args.config).name} says"
         raise ValueError(f"{where} stage = {declared!r}: run `python -m train {declared}`, or change the stage")
     cfg = load_config(args.config, args.overrides, stage=args.command)
     final = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change, track=args.track)
@@ -35,23 +34,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _override_keys(args: argparse.Namespace) -> dict[str, object]:
-    from dat_core.training.config import parse_override
-
-    return dict(parse_override(o) for o in args.overrides if "=" in o)
-
-
-def _declared_stage(args: argparse.Namespace) -> object:
-    """The stage the overrides or the TOML file name, if any (an unreadable file is load_config's to report)."""
+def _declared_stage(args: argparse.Namespace) -> tuple[object, str]:
+    """(the stage the overrides or the TOML file name, or None; who names it). An unreadable file or a malformed
+    override is load_config's to report."""
     import tomllib
 
-    overrides = _override_keys(args)
+    from dat_core.training.config import parse_override
+
+    overrides = dict(parse_override(o) for o in args.overrides if "=" in o)
     if "stage" in overrides:
-        return overrides["stage"]
+        return overrides["stage"], "the overrides say"
     try:
-        return tomllib.loads(Path(args.config).read_text(encoding="utf-8")).get("stage") if args.config else None
+        stage = tomllib.loads(Path(args.config).read_text(encoding="utf-8")).get("stage") if args.config else None
     except (OSError, ValueError):
-        return None
+        stage = None
+    return stage, f"{Path(args.config).name} says" if args.config else ""
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -173,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     setup_logging()
-    from dat_core.cli_types import Terminated, sigterm_as_interrupt
+    from dat_core.signals import Terminated, sigterm_as_interrupt
     from dat_core.training.errors import TrainingError
     try:
         with sigterm_as_interrupt():   # training sets its own handlers (it saves its state first)

@@ -76,10 +76,11 @@ class ModelConfig(BaseModel):
             raise ValueError("class names must be at most 200 characters")
         if v is not None and any(not n.strip() for n in v):
             raise ValueError("class names must not be blank")
-        seen: dict[str, str] = {}
+        seen: set[str] = set()
         for n in v or ():   # a target is named case-insensitively: two names alike would pick the first silently
-            if seen.setdefault(n.strip().lower(), n) != n or list(v).count(n) > 1:
+            if n.strip().lower() in seen:
                 raise ValueError(f"class names must be distinct (ignoring case); {n!r} appears twice")
+            seen.add(n.strip().lower())
         return v
 
     @model_validator(mode="after")

@@ -9,7 +9,6 @@ rank (`rank0`), which then all raise the same error or all continue.
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any, Callable, TypeVar
 
 import torch
@@ -79,8 +78,3 @@ def rank0(fn: Callable[[], T], rank: int, world: int) -> T | None:
     if error is not None:
         raise error
     return result
-
-
-def is_main_thread() -> bool:
-    """Signal handlers can only be set from the main thread (a run started from a UI worker has none)."""
-    return threading.current_thread() is threading.main_thread()

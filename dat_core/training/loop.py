@@ -28,6 +28,7 @@ from ..loading import load_model
 from ..logs import get_logger, progress_bar
 from ..models import Classifier, build_model
 from ..runtime import resolve_device, use_autocast
+from ..signals import is_main_thread
 from . import distributed
 from .config import ConfigError, TrainConfig
 from .data import build_streams, load_train_val
@@ -243,7 +244,7 @@ class Trainer:
             return self.out / "final"
         stop = self.stop_signals
         handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
-                    for s in (signal.SIGTERM, signal.SIGINT)} if distributed.is_main_thread() else {}
+                    for s in (signal.SIGTERM, signal.SIGINT)} if is_main_thread() else {}
         bar = progress_bar(total=cfg.steps, initial=self.step, disable=self.rank != 0, unit="step",
                            desc=cfg.stage, dynamic_ncols=True)
         self._timer = (time.perf_counter(), self.step)
@@ -337,7 +338,7 @@ class Trainer:
     def _finish(self) -> Path:
         """Final evaluation and export of the EMA weights; then the state says the run is finished. The last step
         is saved: a SIGTERM/SIGINT now stops at once (one process; fit() puts the caller's handlers back)."""
-        if self.world == 1 and distributed.is_main_thread():
+        if self.world == 1 and is_main_thread():
             for s in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(s, interrupt_now)
             if self.stop_signals:
@@ -402,7 +403,7 @@ def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = Fa
     run is being set up (data loading can take minutes) stops it after its first step."""
     stop: list[int] = []
     handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
-                for s in (signal.SIGTERM, signal.SIGINT)} if distributed.is_main_thread() else {}
+                for s in (signal.SIGTERM, signal.SIGINT)} if is_main_thread() else {}
     try:
         trainer = Trainer(cfg, resume, allow_config_change, track)
         trainer.stop_signals = stop
