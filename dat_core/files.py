@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,44 @@ def replacing(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def replacing_dir(path: Path) -> Iterator[Path]:
+    """A private temporary folder beside the folder `path`: fill it inside the block; on success it takes the place
+    of `path` (files of an earlier tree never mix with the new ones), on any error it is removed and `path` is left
+    as it was. Temporary folders that a killed process left beside `path` are removed first."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path.name} is a file, not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        if not _alive(stale.name[len(path.name) + 2:].split(".")[0]):
+            shutil.rmtree(stale, ignore_errors=True)
+    tag = f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    tmp, old = path.with_name(tag + ".tmp"), path.with_name(tag + ".old.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)   # two renames: a stop between them leaves no `path`, never a mixed one
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process `pid` (a decimal string from a temporary name) still runs."""
+    if not pid.isdigit():
+        return True   # not one of ours: leave it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

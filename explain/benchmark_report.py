@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from dat_core.files import write_text
+from dat_core.files import replacing_dir, write_text
 from dat_core.sampling import make_grid, save_png
 
 from .export import save_figure
@@ -174,17 +174,19 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
 
 def write_ace_layout(root: Path, originals: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
                      result: dict[str, np.ndarray], jobs: np.ndarray, valid: np.ndarray) -> int:
-    """The DiME/ACE tree for one radius (module docstring); returns the number of pairs written."""
-    for n, (i, _, target) in enumerate(jobs):
-        correct = predictions[i] == labels[i]
-        orig = root / "Original" / ("Correct" if correct else "Incorrect")
-        res = root / "Results" / "benchmark" / ("CC" if correct else "IC") / ("CCF" if valid[n] else "ICF")
-        for d in (orig, res / "CF", res / "Info"):
-            d.mkdir(parents=True, exist_ok=True)
-        name = f"{n:07d}"
-        Image.fromarray(originals[i].transpose(1, 2, 0)).save(orig / f"{name}.png")
-        Image.fromarray(result["images"][n].transpose(1, 2, 0)).save(res / "CF" / f"{name}.png")
-        (res / "Info" / f"{name}.txt").write_text(
-            f"label: {labels[i]}\npred: {predictions[i]}\ntarget: {target}\ncf pred: {result['prediction'][n]}\n",
-            encoding="utf-8")
+    """The DiME/ACE tree for one radius (module docstring), whole or not at all: it replaces an earlier tree at
+    `root` only once every file is written. Returns the number of pairs written."""
+    with replacing_dir(root) as tree:
+        for n, (i, _, target) in enumerate(jobs):
+            correct = predictions[i] == labels[i]
+            orig = tree / "Original" / ("Correct" if correct else "Incorrect")
+            res = tree / "Results" / "benchmark" / ("CC" if correct else "IC") / ("CCF" if valid[n] else "ICF")
+            for d in (orig, res / "CF", res / "Info"):
+                d.mkdir(parents=True, exist_ok=True)
+            name = f"{n:07d}"
+            Image.fromarray(originals[i].transpose(1, 2, 0)).save(orig / f"{name}.png")
+            Image.fromarray(result["images"][n].transpose(1, 2, 0)).save(res / "CF" / f"{name}.png")
+            (res / "Info" / f"{name}.txt").write_text(
+                f"label: {labels[i]}\npred: {predictions[i]}\ntarget: {target}\ncf pred: {result['prediction'][n]}\n",
+                encoding="utf-8")
     return len(jobs)

@@ -603,3 +603,38 @@ def test_sigterm_stops_a_benchmark_cleanly_and_the_same_command_resumes(setup, t
     assert main(args) == 0
     report = json.loads((tmp_path / "benchmark.json").read_text())   # the stopped process's time counts too
     assert report["seconds"] > report["seconds_this_process"]
+
+
+def test_the_ace_tree_is_replaced_whole_and_never_mixes_two_runs(tmp_path, monkeypatch):
+    """write_ace_layout wrote into ace/eps_<r>/ file by file: a stop mid-export left half a tree, and a rerun whose
+    counterfactuals fell on the other side (CCF vs ICF) left both files, so FID scripts read the old one too."""
+    from PIL import Image
+
+    from explain import benchmark_report as rep
+
+    originals = np.zeros((2, 3, 4, 4), np.uint8)
+    result = {"images": np.full((2, 3, 4, 4), 255, np.uint8), "prediction": np.array([1, 0])}
+    jobs, labels, predictions = np.array([[0, 0, 1], [1, 1, 0]]), np.array([0, 1]), np.array([0, 1])
+    root = tmp_path / "ace" / "eps_0.5"
+
+    def tree():
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    rep.write_ace_layout(root, originals, labels, predictions, result, jobs, np.array([True, True]))
+    first = tree()
+    assert len(first) == 6 and all("/CCF/" in p for p in first if p.startswith("Results"))
+    saved, calls = Image.Image.save, []
+
+    def stop_on_third(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return saved(self, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", stop_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        rep.write_ace_layout(root, originals, labels, predictions, result, jobs, np.array([False, False]))
+    monkeypatch.setattr(Image.Image, "save", saved)
+    assert tree() == first and [p.name for p in root.parent.iterdir()] == ["eps_0.5"]
+    rep.write_ace_layout(root, originals, labels, predictions, result, jobs, np.array([False, False]))
+    assert len(tree()) == 6 and not any("/CCF/" in p for p in tree())

@@ -86,3 +86,41 @@ def test_image_writers_keep_the_previous_file_when_a_write_fails(tmp_path, monke
         save_figure(fig, tmp_path / "f.png")
     assert (tmp_path / "f.png").read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif", "a.png", "b.png", "f.png"]   # no temporaries
+
+
+def test_replacing_dir_swaps_a_whole_tree_and_keeps_the_old_one_when_filling_fails(tmp_path):
+    """The ACE export wrote its files straight into the tree: a stop mid-export left half a tree, and a rerun
+    left files of the earlier tree beside the new ones."""
+    from dat_core.files import replacing_dir
+
+    root = tmp_path / "eps_0.5"
+    with replacing_dir(root) as tree:
+        (tree / "a.png").write_bytes(b"first")
+        (tree / "stale.png").write_bytes(b"first")
+    with pytest.raises(RuntimeError), replacing_dir(root) as tree:
+        (tree / "a.png").write_bytes(b"half")
+        raise RuntimeError("stopped")
+    assert sorted(p.name for p in root.iterdir()) == ["a.png", "stale.png"]
+    assert (root / "a.png").read_bytes() == b"first"
+    with replacing_dir(root) as tree:
+        (tree / "a.png").write_bytes(b"second")
+    assert [p.name for p in root.iterdir()] == ["a.png"] and (root / "a.png").read_bytes() == b"second"
+    assert [p.name for p in tmp_path.iterdir()] == ["eps_0.5"]
+
+
+def test_replacing_dir_removes_what_a_killed_writer_left_but_not_a_live_one(tmp_path):
+    import os
+
+    from dat_core.files import replacing_dir
+
+    dead = tmp_path / ".eps_1.999999999.0badc0de.tmp"       # no such pid
+    live = tmp_path / f".eps_1.{os.getppid()}.0badc0de.tmp"
+    for d in (dead, live):
+        d.mkdir()
+        (d / "x.png").write_bytes(b"half")
+    with replacing_dir(tmp_path / "eps_1") as tree:
+        (tree / "x.png").write_bytes(b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["eps_1", live.name])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="file is a file, not a folder"), replacing_dir(tmp_path / "file"):
+        pass
