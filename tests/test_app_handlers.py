@@ -393,7 +393,8 @@ def test_generate_from_noise_and_from_an_image(ex, dirs):
     with pytest.raises(gr.Error, match="Random seed"):
         generate.run(ex, "cat", "Random noise", None, -1, 1, 1, 0.2, state)
     # every sample's frames are kept: 10 classes x 10 samples x 500 steps was budgeted as one path (1.1 GB)
-    with pytest.raises(gr.Error, match="100 paths of 500 steps"):
+    with pytest.raises(gr.Error, match="100 paths of 500 steps .* one request may keep 256 MB of results. Ask for "
+                                       "fewer steps, samples per class or classes"):
         generate.run(ex, "every class", "Random noise", None, 0, 10, 500, 0.2, state)
 
 

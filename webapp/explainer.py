@@ -130,13 +130,15 @@ class Explainer:
 
     # ------------------------------------------------------------ computing
 
-    def check_budget(self, n_paths: int, steps: int, size: int) -> None:
-        """Refuse a request whose frames could not stay in the result cache (before computing anything)."""
+    def check_budget(self, n_paths: int, steps: int, size: int, fewer: str = "steps or targets") -> None:
+        """Refuse a request whose frames could not stay in the result cache (before computing anything): one
+        request may fill half of it. `fewer` names what the visitor can lower."""
         need = n_paths * (steps + 1) * 3 * size * size * 7  # float32 frames + uint8 frames + uint8 differences
         if need > self.cache.max_bytes // 2:
-            raise ValueError(f"{n_paths} paths of {steps} steps at {size}×{size} px need about {need / 2**20:.0f} MB; "
-                             f"the server keeps {self.cache.max_bytes / 2**20:.0f} MB of results. "
-                             "Ask for fewer steps or targets.")
+            paths = f"{n_paths} path{'s' if n_paths > 1 else ''}"
+            raise ValueError(f"The frames of {paths} of {steps} steps at {size}×{size} px need about "
+                             f"{need / 2**20:.0f} MB; one request may keep {self.cache.max_bytes / 2**21:.0f} MB of "
+                             f"results. Ask for fewer {fewer}.")
 
     def trajectory(self, loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict, progress: Any = None,
                    desc: str = "Running PGD", cancel: threading.Event | None = None,
@@ -145,7 +147,7 @@ class Explainer:
         """One counterfactual path, memoized by content (model, image, target, parameters; `guide` and
         `cone_angle`: steered by a DAT model, `dat_core.guidance`; `mask`: the (S, S) region it may change). A set
         `cancel` ends PGD at its next step (`Cancelled`); a cut path is never memoized."""
-        self.check_budget(1, req["steps"], loaded.image_size)
+        self.check_budget(1, req["steps"], loaded.image_size, "steps")
         guided = {} if guide is None else {"guide": guide.model, "cone_angle": float(cone_angle)}
         memo = _memo_key(loaded, x, target, req if guide is None else {**req, "guide": guide.key,
                                                                          "cone_angle": float(cone_angle)}, mask)
@@ -166,7 +168,7 @@ class Explainer:
 
         Closing the generator (Gradio cancels the event, the browser left) stops PGD at its next step; the
         worker is joined before the generator ends, so the model serves one computation at a time still."""
-        self.check_budget(1, req["steps"], loaded.image_size)
+        self.check_budget(1, req["steps"], loaded.image_size, "steps")
         memo = _memo_key(loaded, x, target, req, mask)
         traj = self.cache.get(memo)
         if traj is not None:
