@@ -380,3 +380,26 @@ def test_copy_link_opens_the_same_run(tiny):
         expect(page.locator("#cf-target input")).to_have_value(names[7])
         expect(page.locator("#cf-summary")).to_contain_text(names[7])
         expect(page.locator("#cf-input img")).to_have_count(1)
+
+
+def test_a_failed_run_gives_its_run_button_back(tiny):
+    """A computation that failed on a bad request left its Cancel button up and its Run button gone until the page
+    was reloaded (Gradio 6 runs no `.then` after a failure): every cancellable run is checked."""
+    _, url, _ = tiny
+    with browser_page(url) as page:
+        def fails_and_recovers(run: str, cancel: str, message: str) -> None:
+            page.click(run)
+            expect(page.locator(".toast-body").last).to_contain_text(message)
+            expect(page.locator(run)).to_be_visible()
+            expect(page.locator(cancel)).to_be_hidden()
+            for close in page.locator(".toast-body .toast-close").all():
+                close.click()
+
+        fails_and_recovers("#cf-run", "#cf-cancel", "Upload an image first")
+        page.locator("#cf-alternatives").get_by_text("Alternatives: other paths").click()
+        fails_and_recovers("#alt-run", "#alt-cancel", "Upload an image first")
+        open_tab(page, "All targets")
+        fails_and_recovers("#all-run", "#all-cancel", "Upload an image first")
+        open_tab(page, "Generate")
+        page.locator("#gen-seed-kind").get_by_text("My image").click()
+        fails_and_recovers("#gen-run", "#gen-cancel", "Upload an image")

@@ -71,7 +71,8 @@ def cancellable(trigger: Callable[..., Any], fn: Callable[..., Any], inputs: lis
     busy = trigger(lambda: busy_buttons(len(run)), None, [*run, cancel], queue=False, show_progress="hidden",
                    **PRIVATE)
     work = busy.then(fn, inputs, outputs, show_progress_on=progress_on, **COMPUTE)
-    work.then(lambda: idle_buttons(len(run)), None, [*run, cancel], queue=False, show_progress="hidden", **PRIVATE)
+    for ended in (work.success, work.failure):   # Gradio 6 runs no `.then` after a failure: Run would stay hidden
+        ended(lambda: idle_buttons(len(run)), None, [*run, cancel], queue=False, show_progress="hidden", **PRIVATE)
     no_error_badge(work, progress_on)
     return work
 
