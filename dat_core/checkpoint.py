@@ -76,8 +76,8 @@ def load_checkpoint_dir(directory: str | Path, label: str | None = None) -> Clas
                                  f"({' + '.join(CHECKPOINT_FILES)}){hint}")
     missing = [name for name in CHECKPOINT_FILES if not (directory / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"checkpoint directory {label} is missing {' and '.join(missing)}; a checkpoint "
-                                f"needs {' + '.join(CHECKPOINT_FILES)}")
+        raise FileNotFoundError(f"{label} is missing {' and '.join(missing)}: a checkpoint directory needs "
+                                f"{' + '.join(CHECKPOINT_FILES)}")
     config = read_config(directory / CONFIG_NAME, label=f"{label}/{CONFIG_NAME}")
     model = build_model(**config)
     state_dict = read_weights(directory / WEIGHTS_NAME, label=f"{label}/{WEIGHTS_NAME}")

@@ -159,11 +159,16 @@ def resolve_targets(targets: int | str | Sequence[int | str], class_names: Seque
     return out
 
 
+def _got(value: Any) -> str:
+    """What a message says it got: an empty box (None, blank text) is "nothing", not "None" or "''"."""
+    return "nothing" if value is None or (isinstance(value, str) and not value.strip()) else repr(value)
+
+
 def parse_eps(value: Any, name: str = "ε") -> float:
     """A radius >= 0: a number, a fraction like "8/255", or inf / ∞ / "infinity" for no limit."""
     hint = f"{name} must be >= 0: a number, a fraction like 8/255, or inf (∞) for no limit"
     if isinstance(value, bool):
-        raise ValueError(f"{hint}; got {value!r}")
+        raise ValueError(f"{hint}; got {_got(value)}")
     if isinstance(value, (int, float, np.integer, np.floating)):
         eps = float(value)
     elif isinstance(value, str):
@@ -177,11 +182,11 @@ def parse_eps(value: Any, name: str = "ε") -> float:
             else:
                 eps = float(text)
         except ValueError:
-            raise ValueError(f"{hint}; got {value!r}") from None
+            raise ValueError(f"{hint}; got {_got(value)}") from None
     else:
-        raise ValueError(f"{hint}; got {value!r}")
+        raise ValueError(f"{hint}; got {_got(value)}")
     if math.isnan(eps) or eps < 0:
-        raise ValueError(f"{hint}; got {value!r}")
+        raise ValueError(f"{hint}; got {_got(value)}")
     return eps
 
 
@@ -197,7 +202,7 @@ def _number(value: Any, msg: str) -> float:
 
 def parse_int(name: str, value: Any, lo: int, hi: int) -> int:
     """An integer in lo..hi (a whole float or a numeric string is fine)."""
-    msg = f"{name} must be a whole number from {lo} to {hi}; got {value!r}"
+    msg = f"{name} must be a whole number from {lo} to {hi}; got {_got(value)}"
     f = _number(value, msg)
     if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
         raise ValueError(msg)
@@ -206,7 +211,7 @@ def parse_int(name: str, value: Any, lo: int, hi: int) -> int:
 
 def parse_positive(name: str, value: Any, hi: float = 1e6) -> float:
     """A finite number > 0 (and <= hi)."""
-    msg = f"{name} must be a finite number > 0; got {value!r}"
+    msg = f"{name} must be a finite number > 0; got {_got(value)}"
     f = _number(value, msg)
     if not (math.isfinite(f) and f > 0):
         raise ValueError(msg)

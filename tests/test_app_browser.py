@@ -402,4 +402,24 @@ def test_a_failed_run_gives_its_run_button_back(tiny):
         fails_and_recovers("#all-run", "#all-cancel", "Upload an image first")
         open_tab(page, "Generate")
         page.locator("#gen-seed-kind").get_by_text("My image").click()
-        fails_and_recovers("#gen-run", "#gen-cancel", "Upload an image")
+        fails_and_recovers("#gen-run", "#gen-cancel", "Upload the image to start from")
+
+
+def test_what_a_visitor_types_comes_back_as_text_and_every_refusal_is_shown(tiny):
+    """A toast renders HTML: a target typed as "<b>zebra</b>" came back bold, an <img> as an image.
+    Copy link with a bad request answered nothing at all: an unqueued event shows no toast."""
+    _, url, _ = tiny
+    with browser_page(url) as page:
+        pick_example(page, 0)
+        type_into(page, "#cf-target input", "<b>zebra<img src=x>", check=False)
+        page.click("#cf-run")
+        toast = page.locator(".toast-body").last
+        expect(toast).to_contain_text("Unknown class '<b>zebra<img src=x>'")
+        assert page.locator(".toast-body b, .toast-body img").count() == 0
+        expect(page.locator("#cf-run")).to_be_visible()
+        for close in page.locator(".toast-body .toast-close").all():
+            close.click()
+        expect(page.locator(".toast-body")).to_have_count(0)
+        page.click("#cf-share")
+        expect(page.locator(".toast-body").last).to_contain_text("Unknown class '<b>zebra<img src=x>'")
+        expect(page.locator("#cf-link")).to_be_hidden()

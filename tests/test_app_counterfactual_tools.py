@@ -245,6 +245,10 @@ def test_a_painted_region_keeps_every_other_pixel_bit_identical(served, tmp_path
         files = page.locator("#cf-card-files")
         expect(files.get_by_role("row").filter(has_text=".json")).to_be_visible(timeout=60_000)
         card_json = _download(page, files, "card.json", tmp_path)
+        page.click("#cf-region-clear")                    # Whole image: the strokes go too, not only the region
+        expect(page.locator("#cf-region-info")).to_contain_text("No region")
+        page.click("#cf-region-use")                      # (they stayed: Use this region brought it back)
+        expect(page.locator(".toast-body")).to_contain_text("Nothing is painted")
         pick_example(page, 1)                                                 # a new image: the region is gone
         expect(page.locator("#cf-region-info")).to_contain_text("No region")
     card = read_card(card_json)

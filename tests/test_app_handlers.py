@@ -22,7 +22,7 @@ from explain.params import parse_eps
 from webapp.explainer import Explainer
 from webapp.inputs import ATTR_FRAMES
 from webapp.state import TrajectoryCache
-from webapp.tabs import all_targets, attributions, compare, counterfactual, generate, landscape
+from webapp.tabs import all_targets, attributions, compare, counterfactual, generate, landscape, scrubber
 from webapp.tabs import model as model_tab
 
 STEPS = 3
@@ -151,6 +151,11 @@ def test_landscape_marker_follows_the_slider(ex, dirs):
     assert b["cf_step"]["value"] == 2
     with pytest.raises(gr.Error, match="odd"):
         landscape.run(ex, state, 1, "E(x)", 6)
+    # a new path empties the landscape tab: the old path's map and chart stayed there under "Press Compute"
+    fresh = run_cf(ex, state, dirs, steps=3)
+    empty_map, empty_path = scrubber.empty_landscape()
+    assert (fresh["land_map"], fresh["land_path"]) == (empty_map, empty_path) and "Energy on the plane" in empty_map
+    assert named(counterfactual.scrub(ex, state, 1))["land_map"] == empty_map
 
 
 def test_play_advances_and_stops_at_the_end(ex, dirs):
@@ -326,8 +331,23 @@ def test_bad_model_sources_are_clear_errors_and_the_model_stays(ex, kind, path, 
 
 
 def test_a_folder_without_a_checkpoint_is_a_clear_error(ex, tmp_path):
-    with pytest.raises(gr.Error, match="missing"):
+    # it read "Checkpoint directory the folder you entered is missing ..." once the path was taken out
+    with pytest.raises(gr.Error, match="The folder you entered is missing config.json and model.safetensors: a "
+                                       "checkpoint directory needs config.json"):
         model_tab.load(ex, "Local folder", str(tmp_path), "", "", None, ex.new_session())
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_an_empty_box_is_named_as_empty(ex, dirs, value):
+    """An empty Steps box said "got None" (and a blank ε "got ''")."""
+    state = ex.new_session()
+    with pytest.raises(gr.Error, match="Steps must be a whole number from 1 to 500; got nothing'"):
+        counterfactual.run(ex, dirs["photo"], "cat", "L2", "3", value, 0.1, state)
+    with pytest.raises(gr.Error, match="; got nothing'"):
+        counterfactual.run(ex, dirs["photo"], "cat", "L2", value, 3, 0.1, state)
+    run_cf(ex, state, dirs, steps=1)
+    with pytest.raises(gr.Error, match="Choose at least one attribution method"):    # not "unknown method(s)"
+        attributions.run(ex, state, [], ATTR_FRAMES[2], 0)
 
 
 def test_switching_the_model_is_per_session(ex, dirs):
@@ -353,6 +373,8 @@ def test_all_targets_grid_opens_a_path_in_the_scrubber(ex, dirs):
     out = all_targets.open_target(ex, state, Select())
     shown = named(out)
     assert shown["cf_target"]["value"] == names[4] and shown["cf_step"]["maximum"] == 2
+    # the settings boxes show the opened path's own (they kept whatever was typed since, so Run ran another path)
+    assert (shown["cf_norm"], shown["cf_eps"]["value"], shown["cf_steps"], shown["cf_step_size"]) == ("L2", "3", 2, 0.1)
     assert f"p({names[4]})" in named(counterfactual.scrub(ex, state, 1))["cf_caption"]
 
 
@@ -388,7 +410,7 @@ def test_generate_from_noise_and_from_an_image(ex, dirs):
     assert np.array_equal(hidden["gen_grid"], seeded["gen_grid"])
     assert [u["visible"] for u in generate.seed_fields("My image")] == [True, False, False]
     assert [u["visible"] for u in generate.seed_fields("Random noise")] == [False, True, True]
-    with pytest.raises(gr.Error, match="Upload an image"):
+    with pytest.raises(gr.Error, match="Upload the image to start from"):   # not "(or click an example)"
         generate.run(ex, "cat", "My image", None, 0, 1, 1, 0.2, state)
     with pytest.raises(gr.Error, match="Random seed"):
         generate.run(ex, "cat", "Random noise", None, -1, 1, 1, 0.2, state)
@@ -448,3 +470,10 @@ def test_attribution_methods_of_another_type_are_a_clear_error(ex, dirs, methods
 
     with pytest.raises(gr.Error, match="(?i)methods: give comma-separated names or a list"):
         api.attribute(ex, dirs["photo"], "dog", methods, "3", 1, 0.1, progress=None)
+
+
+def test_a_linf_radius_is_said_as_it_was_typed(ex, dirs):
+    """The summary and the distance chart said "ε = 0.0627" for a radius typed and shown in its box as 16/255."""
+    out = named(counterfactual.run(ex, dirs["photo"], "cat", "Linf", "16/255", 2, 0.004, ex.new_session()))
+    assert "ε = 16/255" in out["cf_summary"] and "ε = 16/255" in out["cf_distance_plot"]
+    assert "0.0627" not in out["cf_summary"] + out["cf_distance_plot"]

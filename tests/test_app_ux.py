@@ -15,7 +15,7 @@ from PIL import Image
 from dat_core import build_model, save_model
 from webapp import links, opening, sources
 from webapp.explainer import Cancelled, Explainer
-from webapp.tabs import all_targets, counterfactual, generate
+from webapp.tabs import all_targets, counterfactual, generate, share
 from webapp.tabs import model as model_tab
 from webapp.views import AllTargetsView, CounterfactualView, retry_for
 
@@ -118,6 +118,26 @@ def test_cancel_stops_pgd_early_and_nothing_is_kept(ex, dirs):
     assert out["cf_step"]["maximum"] == 3                                  # a fresh, complete path
 
 
+def test_cancel_puts_the_stored_path_back_where_the_run_streamed_its_frames(ex, dirs):
+    """A run streams its frames into tab 1's frame, difference, bars and caption; Cancel left the cancelled run's
+    last frame and "Running: step t of T" beside the stored path's slider, summary and charts."""
+    state = ex.new_session()
+    old = named(counterfactual.run(ex, dirs["photo"], "dog", "L2", "3", 4, 0.1, state))
+    live = counterfactual.run_live(ex, dirs["photo"], "cat", "L2", "inf", 400, 0.05, state)
+    streamed = named(next(live))
+    assert "Running" in streamed["cf_caption"]
+    stopped = named(counterfactual.cancel(ex, state, 2))
+    live.close()
+    assert stopped["cf_run"]["visible"] is True and stopped["cf_cancel"]["visible"] is False
+    at_2 = named(counterfactual.scrub(ex, state, 2))
+    assert stopped["cf_caption"] == at_2["cf_caption"] and "Running" not in stopped["cf_caption"]
+    assert np.array_equal(stopped["cf_frame"], at_2["cf_frame"]) and stopped["cf_probs"] == at_2["cf_probs"]
+    assert old["cf_step"]["maximum"] == 4
+    nothing = named(counterfactual.cancel(ex, ex.new_session(), 0))        # no stored path: the empty view
+    assert nothing["cf_frame"] is None and nothing["cf_caption"] == ""
+    assert "Probabilities at step t" in nothing["cf_probs"] and "Probabilities at step t" not in at_2["cf_probs"]
+
+
 def test_cancel_from_another_thread_stops_all_targets_and_generate(ex, dirs):
     for start in (lambda s: all_targets.run(ex, dirs["photo"], "L2", "inf", 400, 0.05, s),
                   lambda s: generate.run(ex, "every class", "Random noise", None, 0, 1, 400, 0.05, s)):
@@ -169,11 +189,11 @@ def test_a_link_names_the_example_target_and_settings(ex, dirs, tmp_path):
     copy = tmp_path / "copy.jpg"                          # the page holds a copy of the example, not its path
     copy.write_bytes(ex.examples.paths[name].read_bytes())
     state = ex.new_session()
-    query = counterfactual.share(ex, {"path": uploaded(copy)}, "dog", "Linf", "8/255", 7, 0.004, state)["value"]
+    query = share.share(ex, {"path": uploaded(copy)}, "dog", "Linf", "8/255", 7, 0.004, state)["value"]
     fields = {k: v[0] for k, v in parse_qs(query[1:]).items()}
     assert fields == {"example": name, "target": "dog", "norm": "Linf", "eps": "8/255", "steps": "7",
                       "step_size": "0.004"}
-    upload = counterfactual.share(ex, dirs["photo"], "dog", "L2", "3", 7, 0.1, state)["value"]
+    upload = share.share(ex, dirs["photo"], "dog", "L2", "3", 7, 0.1, state)["value"]
     assert not upload.startswith("?") and "uploaded image" in upload
 
 

@@ -26,3 +26,21 @@ def test_flip_and_reference_line_labels_never_overlap(flip):
     (a0, a1), (b0, b1) = _label_span(svg, "flips at"), _label_span(svg, "ε = 3")
     assert a1 <= b0 or b1 <= a0, f"flip label {a0:.0f}..{a1:.0f} overlaps the eps label {b0:.0f}..{b1:.0f}"
     assert 0 <= min(a0, b0) and max(a1, b1) <= chart.width  # both inside the chart
+
+
+def test_long_titles_and_legends_are_fitted_inside_the_chart():
+    """The compare tab's "Probability of the target class p(automobile)" and its three-entry legend ran past the
+    chart's right edge and were cut off."""
+    import re
+
+    x = [0, 1, 2]
+    series = [Series(f"{name}: p(automobile)", [0.1, 0.5, 0.9], "#000") for name in ("robust", "standard", "guided")]
+    chart = LineChart(x, series, title="Probability of the target class p(automobile)", width=300)
+    svg = chart.svg(1)
+    fitted = [float(v) for v in re.findall(r'textLength="([\d.]+)"', svg)]
+    assert fitted and max(fitted) <= 292
+    ends = [float(a) + float(b) for a, b in re.findall(r'<text x="([\d.]+)" y="34" font-size="10.5" '
+                                                      r'textLength="([\d.]+)"', svg)]
+    assert len(ends) == 3 and max(ends) <= 300
+    short = LineChart(x, [Series("energy", [1.0, 2.0, 3.0], "#000")], title="Energy", width=300).svg(1)
+    assert "textLength" not in short

@@ -27,6 +27,23 @@ DISPLAY_SIZE = 256
 """Frames are upscaled by an integer factor (nearest neighbour) to about this many pixels."""
 
 
+def eps_text(eps: float, norm: str) -> str:
+    """A radius as the ε box shows it: ∞, k/255 for Linf budgets, else a short number (summaries and charts say
+    it the same way, so "16/255" typed does not come back as 0.0627)."""
+    if math.isinf(eps):
+        return "∞"
+    if norm == "Linf" and abs(eps * 255 - round(eps * 255)) < 1e-6:
+        return f"{round(eps * 255)}/255"
+    return f"{eps:g}"
+
+
+def fitted_text(x: float, y: float, text: str, size: float, room: float, attrs: str = "") -> str:
+    """An SVG <text> squeezed into `room` px when its estimated width (0.58 em a character) would not fit: a long
+    class name in a title or a legend was cut off at the chart's edge."""
+    fit = f' textLength="{room:.0f}" lengthAdjust="spacingAndGlyphs"' if len(text) * size * 0.58 > room else ""
+    return f'<text x="{x:.1f}" y="{y}" font-size="{size}"{fit} {attrs}>{esc(text)}</text>'
+
+
 def fmt(v: float, digits: int = 3) -> str:
     """Short number with a real minus sign; inf/nan spelled out."""
     v = float(v)
@@ -111,7 +128,7 @@ class LineChart:
 
         p = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{esc(title)}" '
              f'style="{FONT};max-width:{int(width * 1.4)}px;background:#fff">',
-             f'<text x="4" y="15" font-size="12.5" font-weight="600" fill="#111827">{esc(title)}</text>']
+             fitted_text(4, 15, title, 12.5, width - 8, 'font-weight="600" fill="#111827"')]
         for t in nice_ticks(y0, y1, 5):
             yy = self._sy(t)
             p.append(f'<line x1="{self.left}" x2="{width - self.right}" y1="{yy:.1f}" y2="{yy:.1f}" '
@@ -185,11 +202,15 @@ class LineChart:
                 if math.isfinite(v) and self._y0 <= v <= self._y1:
                     parts.append(f'<circle cx="{xx:.1f}" cy="{self._sy(v):.1f}" r="4.5" fill="#fff" '
                                  f'stroke="{s.color}" stroke-width="2.5"/>')
-        for s in self.series:
-            text = s.label if index is None else f"{s.label}: {fmt(s.y[index])}"
-            parts.append(f'<rect x="{lx:.1f}" y="28" width="10" height="4" fill="{s.color}"/><text x="{lx + 13:.1f}" '
-                         f'y="34" font-size="10.5" fill="#374151">{esc(text)}</text>')
-            lx += 22 + 5.6 * len(text)
+        texts = [s.label if index is None else f"{s.label}: {fmt(s.y[index])}" for s in self.series]
+        # each entry: a swatch and a gap (22 px), then its text at ~5.6 px a character, squeezed to fit the width
+        room_for_text = self.width - 8 - 22 * len(texts)
+        squeeze = min(1.0, room_for_text / max(1.0, sum(5.6 * len(t) for t in texts)))
+        for s, text in zip(self.series, texts):
+            room = 5.6 * len(text) * squeeze
+            parts.append(f'<rect x="{lx:.1f}" y="28" width="10" height="4" fill="{s.color}"/>'
+                         + fitted_text(lx + 13, 34, text, 10.5, room if squeeze < 1 else math.inf, 'fill="#374151"'))
+            lx += 22 + room
         parts.append("</svg>")
         return "".join(parts)
 
@@ -211,7 +232,7 @@ def probability_bars(probs: np.ndarray, class_names: Sequence[str], *, k: int = 
     bar_w = width - label_w - value_w - 10
     p = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{esc(title)}" '
          f'style="{FONT};max-width:{int(width * 1.6)}px;background:#fff">',
-         f'<text x="4" y="15" font-size="12.5" font-weight="600" fill="#111827">{esc(title)}</text>']
+         fitted_text(4, 15, title, 12.5, width - 8, 'font-weight="600" fill="#111827"')]
     for r, c in enumerate(order):
         y = top + r * row
         color = ORANGE if c == target else BLUE if c == source else "#9ca3af"

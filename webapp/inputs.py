@@ -8,7 +8,6 @@ import base64
 import contextlib
 import functools
 import inspect
-import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -24,6 +23,7 @@ from explain import params
 from explain.attribution import METHODS
 from explain.image import open_image, to_rgb
 
+from .charts import eps_text
 from .state import LoadedModel, TempFiles
 
 # A server time budget, not a library limit: explain.params.MAX_STEPS (1000) bounds what PGD accepts, while one
@@ -188,11 +188,13 @@ def browser_copy(image: Any, files: TempFiles) -> Path | None:
     return out
 
 
-def model_input(image: Any, loaded: LoadedModel) -> torch.Tensor:
-    """The image as the model's (1, 3, H, W) input; errors name the file as the person knows it."""
+def model_input(image: Any, loaded: LoadedModel, missing: str = "Upload an image first (or click an example).",
+                ) -> torch.Tensor:
+    """The image as the model's (1, 3, H, W) input; errors name the file as the person knows it, and `missing`
+    says where the image should come from when there is none."""
     image = image_source(image)
     if image is None or (isinstance(image, str) and not image.strip()):
-        raise gr.Error("Upload an image first (or click an example).", print_exception=False)
+        raise gr.Error(missing, print_exception=False)
     try:
         return explain.to_model_input(image, loaded.image_size)
     except explain.ImageError as e:  # name the file as the person knows it, not by its server path
@@ -233,19 +235,12 @@ def parse_methods(methods: Any) -> tuple[str, ...]:
     items = methods.split(",") if isinstance(methods, str) else list(methods or [])
     chosen = tuple(dict.fromkeys(str(m).strip() for m in items if str(m).strip()))
     unknown = [m for m in chosen if m not in METHODS]
-    if unknown or not chosen:
+    if not chosen:
+        raise ValueError(f"choose at least one attribution method (by name: {', '.join(METHODS)})")
+    if unknown:
         named = ", ".join(echo(m) for m in unknown[:3]) + (", …" if len(unknown) > 3 else "")
-        raise ValueError(f"unknown attribution method(s) {named or '(none chosen)'}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown attribution method(s) {named}; choose from {', '.join(METHODS)}")
     return chosen
-
-
-def eps_text(eps: float, norm: str) -> str:
-    """A radius as the ε box shows it: ∞, k/255 for Linf budgets, else a short number."""
-    if math.isinf(eps):
-        return "∞"
-    if norm == "Linf" and abs(eps * 255 - round(eps * 255)) < 1e-6:
-        return f"{round(eps * 255)}/255"
-    return f"{eps:g}"
 
 
 def eps_choices(norm: str, image_size: int) -> list[str]:

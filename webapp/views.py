@@ -27,6 +27,7 @@ from .charts import (
     Series,
     difference_frames,
     display_scale,
+    eps_text,
     fmt,
     labelled_grid,
     probability_bars,
@@ -102,7 +103,7 @@ class CounterfactualView:
                                     ylim=(0.0, 1.0), flip=flip, hlines=[COMPARED_AT]),
             "distance": LineChart(x, [Series("‖x_t − x_0‖₂" if norm == "L2" else "‖x_t − x_0‖∞", dist, PURPLE)],
                                   title="Distance from the start image", ylabel=f"{norm} distance", flip=flip,
-                                  hlines=[(eps, f"ε = {fmt(eps)}")] if math.isfinite(eps) else ()),
+                                  hlines=[(eps, f"ε = {eps_text(eps, norm)}")] if math.isfinite(eps) else ()),
         }
         diffs, diff_scale = difference_frames(traj.images)
         return cls(trajectory=traj, model_key=model_key, frames=traj.frames, diffs=diffs, diff_scale=diff_scale,
@@ -150,7 +151,8 @@ class CounterfactualView:
         names = tr.class_names
         p = tr.params
         start = f"Started as **{names[tr.source]}** ({tr.probs[0, tr.source]:.0%})"
-        req = (f"{p.get('norm')} threat model, ε = {fmt(p.get('eps', math.inf))}, {p.get('steps')} steps of "
+        req = (f"{p.get('norm')} threat model, ε = {eps_text(float(p.get('eps', math.inf)), p.get('norm'))}, "
+               f"{p.get('steps')} steps of "
                f"{fmt(p.get('step_size', 0))}")
         if "mask_fraction" in p:
             req += f"; only the painted region ({p['mask_fraction']:.0%} of the pixels) could change"
@@ -229,11 +231,11 @@ def retry_for(tr: Trajectory, max_steps: int = 500) -> Retry | None:
     if math.isfinite(eps) and dist >= 0.95 * eps:
         new_eps = 2 * eps if eps > 0 else default_params(tr.frames.shape[1], norm)["eps"]
         new_steps = min(max_steps, max(steps, math.ceil(2 * new_eps / step_size)))
-        why = (f"the change used its whole budget (ε = {fmt(eps)}) and the model still sees {sees}: turning it "
-               f"into {target} takes a larger change than ε allows")
+        why = (f"the change used its whole budget (ε = {eps_text(eps, norm)}) and the model still sees {sees}: "
+               f"turning it into {target} takes a larger change than ε allows")
         return Retry(new_eps, new_steps, step_size, why)
     why = (f"PGD ran out of steps: after {steps} steps of {fmt(step_size)} the change is {fmt(dist)}"
-           + (f", below the allowed ε = {fmt(eps)}" if math.isfinite(eps) else "")
+           + (f", below the allowed ε = {eps_text(eps, norm)}" if math.isfinite(eps) else "")
            + f", and the model still sees {sees}")
     if steps < max_steps:
         return Retry(eps, min(max_steps, 2 * steps), step_size, why)

@@ -4,9 +4,10 @@ outputs found by the field names of a handler's result type (a NamedTuple), so n
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import gradio as gr
 
@@ -22,6 +23,9 @@ RAW = {"preprocess": False}
 COMPUTE = {"concurrency_id": "model", "concurrency_limit": 1, **RAW, **PRIVATE}
 # slider moves and animation ticks: answered at once, only the latest position counts
 INSTANT = {"queue": False, "show_progress": "hidden", "trigger_mode": "always_last", **RAW, **PRIVATE}
+# a quick answer without the model that may refuse the request: queued, because only a queued event shows the
+# refusal's toast (an INSTANT one fails silently)
+CHECKED = {"show_progress": "hidden", **RAW, **PRIVATE}
 
 
 def bind(handler: Callable[..., Any], ex: Explainer) -> Callable[..., Any]:
@@ -35,16 +39,32 @@ def bind(handler: Callable[..., Any], ex: Explainer) -> Callable[..., Any]:
 
     @functools.wraps(handler)
     def bound(*args, **kwargs):
-        return handler(ex, *args, **kwargs)
+        with _shown_as_text():
+            return handler(ex, *args, **kwargs)
 
     @functools.wraps(handler)
     def streaming(*args, **kwargs):  # Gradio streams the outputs of a generator function only
-        yield from handler(ex, *args, **kwargs)
+        with _shown_as_text():
+            yield from handler(ex, *args, **kwargs)
     bound = streaming if inspect.isgeneratorfunction(handler) else bound
     signature = inspect.signature(handler)
     bound.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=list(signature.parameters.values())[1:])
     return bound
+
+
+@contextlib.contextmanager
+def _shown_as_text() -> Iterator[None]:
+    """A toast renders its message as HTML, and a refusal may quote what a visitor typed ("Unknown class
+    '<img ...>'"): < and > go as entities, so the quote reads as typed and adds no markup. Escaping only these two
+    is idempotent: a message passed on by two handlers is not escaped twice."""
+    try:
+        yield
+    except gr.Error as e:
+        text = str(e.message).replace("<", "&lt;").replace(">", "&gt;")
+        if text != e.message:
+            e.message = text
+        raise
 
 
 def outputs(result: type[NamedTuple], *groups: object, **named: gr.components.Component) -> list[Any]:

@@ -15,7 +15,7 @@ import explain
 
 from .. import charts
 from ..explainer import Cancelled, Explainer, progress_steps
-from ..inputs import MAX_ALL_TARGETS, model_input, pgd_params, user_errors
+from ..inputs import MAX_ALL_TARGETS, eps_choices, eps_text, model_input, pgd_params, user_errors
 from ..views import AllTargetsView, CounterfactualView
 from ..wiring import COMPUTE, INSTANT, bind, cancellable, idle_buttons, no_error_badge, outputs
 from . import counterfactual
@@ -37,8 +37,9 @@ class Grid(NamedTuple):
     all_table: str
 
 
-# tab 1 showing the clicked path, switched to, with the path's target picked
-Opened = NamedTuple("Opened", [*counterfactual.Shown.__annotations__.items(), ("tabs", Any), ("cf_target", Any)])
+# tab 1 showing the clicked path, switched to, with the path's target and settings in its boxes (Run repeats it)
+Opened = NamedTuple("Opened", [*counterfactual.Shown.__annotations__.items(), ("tabs", Any), ("cf_target", Any),
+                               ("cf_norm", Any), ("cf_eps", Any), ("cf_steps", Any), ("cf_step_size", Any)])
 
 
 def layout() -> Components:
@@ -97,7 +98,10 @@ def open_target(ex: Explainer, state, evt: gr.SelectData) -> Opened:
         raise gr.Error(f"No grid cell {evt.index!r}.", print_exception=False)
     traj = view.trajectories[i]
     shown = counterfactual.show(ex, state, CounterfactualView.build(traj, view.model_key))
-    return Opened(*shown, gr.Tabs(selected="counterfactual"), gr.update(value=traj.class_names[traj.target]))
+    norm, size = traj.params["norm"], ex.session_model(state).image_size
+    eps = gr.update(choices=eps_choices(norm, size), value=eps_text(traj.params["eps"], norm))
+    return Opened(*shown, gr.Tabs(selected="counterfactual"), gr.update(value=traj.class_names[traj.target]), norm,
+                  eps, traj.params["steps"], traj.params["step_size"])
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, tabs: gr.Tabs, cf: counterfactual.Components,

@@ -20,7 +20,7 @@ from dat_core.energy import marginal_energy, probabilities
 from explain.export import upscale
 from explain.params import IMAGENET_MIN_SIZE, NORMS
 
-from .. import charts, links, page, sources
+from .. import charts, links, page
 from ..describe import typicality
 from ..explainer import Explainer, Running
 from ..inputs import (
@@ -37,7 +37,7 @@ from ..inputs import (
 from ..state import LoadedModel
 from ..views import CounterfactualView, RunningView, retry_for
 from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, no_error_badge, outputs
-from . import card_export, cf_tools, region
+from . import card_export, cf_tools, region, share
 from .scrubber import PLAY, STEP_VIEW, Frame, frame_at, play, play_start, play_tick, running_view, scrub, step_view
 
 __all__ = ["Frame", "frame_at", "play", "play_start", "play_tick", "scrub", "step_view"]  # the scrubber's, here too
@@ -122,6 +122,9 @@ Shown = NamedTuple("Shown", [("state", dict), ("cf_step", Any), *STEP_VIEW, ("cf
 Retried = NamedTuple("Retried", [*Shown.__annotations__.items(), ("cf_eps", Any), ("cf_steps", Any),
                                  ("cf_step_size", Any)])
 Exports = NamedTuple("Exports", [("cf_gif", Any), ("cf_json", Any)])  # the downloads of the path shown
+# Cancel: the buttons idle, and what a streamed frame showed back to the stored path
+Stopped = NamedTuple("Stopped", [("cf_run", Any), ("cf_retry", Any), ("cf_cancel", Any), ("cf_frame", Any),
+                                 ("cf_diff", Any), ("cf_probs", str), ("cf_caption", str)])
 
 
 # ---------------------------------------------------------------- layout
@@ -351,11 +354,18 @@ def retry_live(ex: Explainer, image, target, norm, eps, steps, step_size, state)
                                  suggested.step_size) if done else (gr.skip(),) * 3))
 
 
-def cancel(ex: Explainer, state) -> list[Any]:
+def cancel(ex: Explainer, state, step) -> Stopped:
     """The Cancel button: this session's PGD run stops at its next step (the event itself is cancelled too);
-    Run and Try again are back on."""
+    Run and Try again are back on, and the streamed frame gives way to the stored path at the slider's step
+    (or to the empty view when there is none): the cancelled run's last frame would sit beside the old path."""
     ex.cancel(state)
-    return idle_buttons(2)
+    view = ex.get(state, "cf")
+    if view is None:
+        shown = {"cf_frame": None, "cf_diff": None, "cf_probs": charts.placeholder("Probabilities at step t"),
+                 "cf_caption": ""}
+    else:
+        shown = {k: v for k, v in step_view(view, view.index(step)).items() if k in Stopped._fields}
+    return Stopped(*idle_buttons(2), **shown)
 
 
 @user_errors
@@ -364,24 +374,6 @@ def export(ex: Explainer, state) -> Exports:
     view = ex.view(state, "cf", "counterfactual")
     gif, js = ex.exports(view.trajectory, view.scale)
     return Exports(gr.update(value=gif, interactive=True), gr.update(value=js, interactive=True))
-
-
-@user_errors
-def share(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> Any:
-    """The link to this run (examples only: an upload never leaves this server), shown to copy."""
-    state = ex.session(state)
-    example = ex.examples.which(image_source(image))
-    if example is None:
-        return gr.update(visible=True, label="Link to this run", value=(
-            "Links can only name the example images: an uploaded image stays on this server, in your session. "
-            "Pick an example to share a run."))
-    loaded = ex.session_model(state)
-    target = loaded.class_names[target_index(target, loaded)]
-    req = pgd_params(norm, eps, steps, step_size)
-    fields = {"example": example, "target": target, "norm": req["norm"], "eps": eps_text(req["eps"], req["norm"]),
-              "steps": req["steps"], "step_size": f"{req['step_size']:g}",
-              **sources.link_fields(ex.models.source(loaded.key), loaded.key == ex.default.key)}
-    return gr.update(visible=True, label="Link to this run (copied)", value=links.query(fields))
 
 
 # ---------------------------------------------------------------- events
@@ -408,7 +400,7 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers
                       **buttons)
     retried = cancellable(ui.cf_retry.click, bind(retry_live, ex), request,
                           outputs(Retried, ui, followers, state=state), **buttons)
-    ui.cf_cancel.click(bind(cancel, ex), [state], [ui.cf_run, ui.cf_retry, ui.cf_cancel], cancels=[ran, retried],
+    ui.cf_cancel.click(bind(cancel, ex), [state, ui.cf_step], outputs(Stopped, ui), cancels=[ran, retried],
                        **INSTANT)
     chain_exports(ran, ex, ui, state)
     chain_exports(retried, ex, ui, state)
@@ -416,5 +408,4 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers
     ui.cf_step.input(bind(scrub, ex), [state, ui.cf_step], frame, **INSTANT)
     ui.cf_play.click(bind(play, ex), [state, ui.cf_step, ui.cf_play], frame, **INSTANT)
     ui.cf_timer.tick(bind(play_tick, ex), [state, ui.cf_step], frame, **INSTANT)
-    shared = ui.cf_share.click(bind(share, ex), [*request], ui.cf_link, **INSTANT)
-    shared.success(None, [ui.cf_link], None, js=page.COPY_LINK_JS)
+    share.wire(ex, ui.cf_share, request, ui.cf_link)

@@ -135,7 +135,8 @@ def samples(ex: Explainer, loaded: LoadedModel, target, seed_kind, seed_image, s
     if k * n > MAX_ALL_TARGETS:
         raise gr.Error(f"{k} classes × {n} samples is more than {MAX_ALL_TARGETS} samples; pick one class or fewer "
                        "samples per class.", print_exception=False)
-    seeds = model_input(seed_image, loaded) if kind == "image" else kind
+    seeds = model_input(seed_image, loaded, "Upload the image to start from (the examples of the first tab do not "
+                        "count here), or pick another start.") if kind == "image" else kind
     ex.check_budget(k * n, steps, loaded.image_size,   # every sample's frames are kept
                     "steps, samples per class or classes" if k > 1 else "steps or samples")
     result = explain.generate(loaded.model, targets, n, seed=seed, seeds=seeds, steps=steps, step_size=step_size,

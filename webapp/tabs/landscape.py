@@ -18,12 +18,12 @@ from explain.landscape import (
     seconds_per_image,
 )
 
-from .. import charts
 from ..explainer import Explainer
 from ..inputs import user_errors
 from ..views import LandscapeView
 from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual
+from .scrubber import empty_landscape
 
 ENERGIES = ("E(x) — how typical the image is", "E(x, y) — how typical it is as the target class")
 
@@ -59,8 +59,9 @@ def layout() -> Components:
         land_step = gr.Slider(0, 1, value=0, step=1, label="PGD step t (linked to the first tab)", interactive=False,
                               elem_id="land-step")
         with gr.Row(equal_height=False):
-            land_map = gr.HTML(charts.placeholder("Energy on the plane", 440, 200), elem_id="land-map")
-            land_path = gr.HTML(charts.placeholder("Energy along the path"), elem_id="land-path")
+            empty_map, empty_path = empty_landscape()
+            land_map = gr.HTML(empty_map, elem_id="land-map")
+            land_path = gr.HTML(empty_path, elem_id="land-path")
         land_info = gr.Markdown("Run a counterfactual first, then press **Compute landscape**.", elem_id="land-info")
     return Components(land_energy=land_energy, land_grid=land_grid, land_run=land_run, land_step=land_step,
                       land_map=land_map, land_path=land_path, land_info=land_info)

@@ -22,7 +22,7 @@ from explain.image import open_image
 from ..explainer import Explainer
 from ..inputs import image_source, user_errors
 from ..state import LoadedModel
-from ..wiring import INSTANT, PRIVATE, RAW, bind, no_error_badge, outputs
+from ..wiring import CHECKED, INSTANT, bind, no_error_badge, outputs
 
 SLOT = "region"
 MAX_SIDE = 2048  # the editor shows the model's view (at most 256 px x its display scale); a larger layer is forged
@@ -119,7 +119,8 @@ def clear(ex: Explainer, state) -> Region:
 
 
 def fresh(ex: Explainer, view, state) -> Fresh:
-    """After tab 1 showed a new image (`view`: what the model sees): the editor shows it, no region is kept."""
+    """After tab 1 showed a new image (`view`: what the model sees), or Whole image was pressed: the editor shows
+    the image without strokes, no region is kept."""
     state, info = clear(ex, state)
     path = image_source(view)
     background = str(path) if isinstance(path, (str, Path)) else None
@@ -129,9 +130,8 @@ def fresh(ex: Explainer, view, state) -> Fresh:
 def wire(ex: Explainer, ui: Components, *, state: gr.State, view: gr.Image) -> None:
     """`view`: tab 1's "what the model sees" image, the editor's background."""
     region = outputs(Region, ui, state=state)
-    # queued (not INSTANT): a refused region's message is a toast, which only queued events show
-    used = ui.cf_region_use.click(bind(use, ex), [ui.cf_region, state], region, show_progress="hidden", **RAW,
-                                  **PRIVATE)
+    used = ui.cf_region_use.click(bind(use, ex), [ui.cf_region, state], region, **CHECKED)
     no_error_badge(used, ui.cf_region_info)
-    ui.cf_region_clear.click(bind(clear, ex), [state], region, **INSTANT)
-    view.change(bind(fresh, ex), [view, state], outputs(Fresh, ui, state=state), **INSTANT)
+    # Whole image: the strokes go too (pressing Use this region again would bring the old region back)
+    for event in (ui.cf_region_clear.click, view.change):
+        event(bind(fresh, ex), [view, state], outputs(Fresh, ui, state=state), **INSTANT)

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import gradio as gr
 import numpy as np
 
+from .. import charts
 from ..explainer import Explainer
 from ..inputs import user_errors
 from ..views import CounterfactualView, RunningView
@@ -25,13 +26,20 @@ STEP_VIEW = [("cf_frame", np.ndarray), ("cf_diff", np.ndarray), ("cf_probs", str
 Frame = NamedTuple("Frame", [("cf_step", Any), *STEP_VIEW, ("land_step", Any), ("cf_play", Any), ("cf_timer", Any)])
 
 
+def empty_landscape() -> tuple[str, str]:
+    """The landscape tab's map and path chart before a landscape of the path shown was computed."""
+    return charts.placeholder("Energy on the plane", 440, 200), charts.placeholder("Energy along the path")
+
+
 def step_view(view: CounterfactualView, i: int) -> dict[str, Any]:
-    """What step i of a stored path shows: frame, difference, bars, charts, caption, landscape marker."""
+    """What step i of a stored path shows: frame, difference, bars, charts, caption, landscape marker (the
+    landscape tab empty when this path has none: another path's would stay there otherwise)."""
     land = view.landscape
+    land_map, land_path = (land.map(i), land.path(i)) if land else empty_landscape()
     return {"cf_frame": view.frame(i), "cf_diff": view.diff(i), "cf_probs": view.bars(i),
             "cf_energy_plot": view.chart("energy", i), "cf_prob_plot": view.chart("confidence", i),
             "cf_distance_plot": view.chart("distance", i), "cf_caption": view.caption(i),
-            "land_map": land.map(i) if land else gr.skip(), "land_path": land.path(i) if land else gr.skip()}
+            "land_map": land_map, "land_path": land_path}
 
 
 def running_view(live: RunningView) -> dict[str, Any]:
