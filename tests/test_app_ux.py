@@ -327,3 +327,22 @@ def test_the_first_frame_at_the_compared_confidence_is_marked():
     assert ">p = 0.9</text>" in chart and ">p = 0.9</text>" not in view.chart("energy", 0)
     tr.confidence = tr.probs[:, 3] * 0.5                    # never gets there: nothing marked
     assert not any("first frame at p" in CounterfactualView.build(tr, "").caption(i) for i in range(4))
+
+
+def test_a_cancel_is_said_as_information_not_as_an_error(ex, capsys):
+    """A visitor's own Cancel came up as a red "Error" toast (Gradio 6 shows no custom title on errors): it is
+    sent as an Info toast, and the failed event's own error toast is hidden; the run still ends as failed."""
+    from webapp.wiring import bind
+
+    def cancelled(ex, state):
+        raise Cancelled(3, 10)
+
+    def refused(ex, state):
+        raise gr.Error("Unknown class 'x'")
+    with pytest.raises(Cancelled) as stopped:
+        bind(cancelled, ex)(ex.new_session())
+    assert stopped.value.visible is False
+    assert "Cancelled at step 3 of 10" in capsys.readouterr().out    # gr.Info, printed outside a request
+    with pytest.raises(gr.Error) as failed:
+        bind(refused, ex)(ex.new_session())
+    assert failed.value.visible is True

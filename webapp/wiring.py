@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import gradio as gr
 
-from .explainer import Explainer
+from .explainer import Cancelled, Explainer
 from .inputs import user_errors
 
 PRIVATE = {"api_visibility": "private"}  # UI events are not API endpoints; the API is webapp/api.py
@@ -39,12 +39,12 @@ def bind(handler: Callable[..., Any], ex: Explainer) -> Callable[..., Any]:
 
     @functools.wraps(handler)
     def bound(*args, **kwargs):
-        with _shown_as_text():
+        with _toasts():
             return handler(ex, *args, **kwargs)
 
     @functools.wraps(handler)
     def streaming(*args, **kwargs):  # Gradio streams the outputs of a generator function only
-        with _shown_as_text():
+        with _toasts():
             yield from handler(ex, *args, **kwargs)
     bound = streaming if inspect.isgeneratorfunction(handler) else bound
     signature = inspect.signature(handler)
@@ -54,12 +54,17 @@ def bind(handler: Callable[..., Any], ex: Explainer) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def _shown_as_text() -> Iterator[None]:
-    """A toast renders its message as HTML, and a refusal may quote what a visitor typed ("Unknown class
-    '<img ...>'"): < and > go as entities, so the quote reads as typed and adds no markup. Escaping only these two
-    is idempotent: a message passed on by two handlers is not escaped twice."""
+def _toasts() -> Iterator[None]:
+    """How a UI event's refusal is shown. A toast renders its message as HTML, and a refusal may quote what a
+    visitor typed ("Unknown class '<img ...>'"): < and > go as entities, so the quote reads as typed and adds no
+    markup (escaping only these two is idempotent: a message passed on by two handlers is not escaped twice).
+    A Cancel is said as information: a red Error toast for one's own Cancel alarmed."""
     try:
         yield
+    except Cancelled as e:  # the visitor's own Cancel: information, not an error (the event still fails)
+        gr.Info(e.message, duration=e.duration, title=e.title)
+        e.visible = False
+        raise
     except gr.Error as e:
         text = str(e.message).replace("<", "&lt;").replace(">", "&gt;")
         if text != e.message:
