@@ -147,8 +147,9 @@ def test_alternatives_are_bounded_and_need_a_finite_radius(served):
         alternatives_tab.run(ex, image, "cat", "L2", "3", STEPS, 0.1, 5, 0, state)
     with pytest.raises(gr.Error, match="seed must be a whole number"):
         alternatives_tab.run(ex, image, "cat", "L2", "3", STEPS, 0.1, 2, -1, state)
-    with pytest.raises(gr.Error, match="eps must be finite"):
-        alternatives_tab.run(ex, image, "cat", "L2", "∞", STEPS, 0.1, 2, 0, state)
+    for eps in ("∞", "0"):    # in the app's words: it said "eps-ball: eps must be finite and > 0"
+        with pytest.raises(gr.Error, match="set a finite ε > 0 in the settings"):
+            alternatives_tab.run(ex, image, "cat", "L2", eps, STEPS, 0.1, 2, 0, state)
 
 
 def test_all_targets_ranks_the_targets_by_the_radius_they_need(served):

@@ -72,8 +72,7 @@ def hub_source(repo_id: str, revision: str | None = None) -> ModelSource:
     repo_id = str(repo_id or "").strip()
     problem = repo_id_problem(repo_id)
     if problem:
-        raise ValueError(f"that is neither an existing checkpoint folder nor a valid Hub repo id ({problem}; "
-                         "expected owner/name)")
+        raise ValueError(f"that is not a valid Hub repo id ({problem}; expected owner/name)")
     return ModelSource("hub", repo_id, canonical_revision(revision))
 
 

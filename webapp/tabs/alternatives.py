@@ -8,6 +8,7 @@ queue with the other computations; Cancel (tab 1's) stops them at the next step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -94,6 +95,9 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, n, seed, stat
     state = ex.session(state)
     loaded = ex.session_model(state)
     req = pgd_params(norm, eps, steps, step_size)
+    if not 0 < req["eps"] < math.inf:   # said in the app's words (ε, the settings), not the library's "eps-ball"
+        raise ValueError("alternatives start at random points inside the ε-ball: set a finite ε > 0 in the "
+                         "settings (∞ has no ball to draw from)")
     n, seed = parse_int("the number of paths", n, 2, MAX_PATHS), parse_int("the seed", seed, 0, MAX_SEED)
     x, t = model_input(image, loaded), target_index(target, loaded)
     reached = [0]
