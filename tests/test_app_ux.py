@@ -286,6 +286,9 @@ def test_views_of_the_start_class_say_so(ex, dirs):
     counterfactual.run(ex, dirs["photo"], str(source), "L2", "1", 1, 0.1, state)
     view: CounterfactualView = ex.get(state, "cf")
     assert "already is the target" in view.summary()
+    # the caption and the charts said "flipped to the target" and "flips at t=0" for a path that never left it
+    assert all("flipped" not in view.caption(i) for i in range(len(view)))
+    assert all("flips at" not in view.chart(name, 0) for name in ("energy", "confidence", "distance"))
 
 
 def test_a_path_that_reaches_the_target_and_loses_it_says_so():

@@ -89,7 +89,7 @@ class CounterfactualView:
     @classmethod
     def build(cls, traj: Trajectory, model_key: str) -> "CounterfactualView":
         names, s, t = traj.class_names, traj.source, traj.target
-        x, flip = traj.steps, traj.flip_step
+        x, flip = traj.steps, traj.flip_step if s != t else None   # a path toward its own class flips nowhere
         norm, eps = traj.params.get("norm", "L2"), float(traj.params.get("eps", math.inf))
         dist = traj.l2 if norm == "L2" else traj.linf
         conf = [Series(f"p({names[t]})", traj.confidence, ORANGE)]
@@ -134,7 +134,9 @@ class CounterfactualView:
         names, t = tr.class_names, int(tr.steps[i])
         pred = int(tr.probs[i].argmax())
         dist = tr.l2[i] if tr.params.get("norm", "L2") == "L2" else tr.linf[i]
-        if pred == tr.target and tr.flip_step is not None and t >= tr.flip_step:
+        if tr.source == tr.target:   # the summary says it already was the target
+            flipped = ""
+        elif pred == tr.target and tr.flip_step is not None and t >= tr.flip_step:
             flipped = " · **flipped to the target**"
         elif tr.flip_step is not None and t >= tr.flip_step:  # a non-robust model can lose it again
             flipped = f" · reached the target at step {tr.flip_step}, **lost it since**"
