@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from webapp.charts import LineChart, Series
+from webapp.charts import LandscapeSVG, LineChart, Series
 
 
 def _label_span(svg: str, startswith: str) -> tuple[float, float]:
@@ -44,3 +44,23 @@ def test_long_titles_and_legends_are_fitted_inside_the_chart():
     assert len(ends) == 3 and max(ends) <= 300
     short = LineChart(x, [Series("energy", [1.0, 2.0, 3.0], "#000")], title="Energy", width=300).svg(1)
     assert "textLength" not in short
+
+
+def test_the_landscape_legend_keeps_long_class_names_apart():
+    """"end (toward automobile)" ran into the step marker, and a long start class into the end's star."""
+    import re
+    from types import SimpleNamespace
+
+    n = 5
+    grid = np.linspace(-1, 1, n)
+    landscape = SimpleNamespace(alphas=grid, betas=grid, values=np.random.default_rng(0).normal(size=(n, n)),
+                                path_xy=np.array([[0.0, 0.0], [0.5, 0.1]]), path_steps=np.array([0, 1]),
+                                energy_label="E(x)", v_label="a random direction", source=0, target=1,
+                                class_names=["tiger shark, Galeocerdo cuvieri", "automobile"])
+    svg = LandscapeSVG(landscape).svg(1)
+    legend = {m.group(3): (float(m.group(1)), float(m.group(2))) for m in re.finditer(
+        r'<text x="([\d.]+)" y="\d+" font-size="10" textLength="(\d+)" [^>]*>([^<]+)</text>', svg)}
+    start, end = legend["start (tiger shark, Galeocerdo cuvieri)"], legend["end (toward automobile)"]
+    star_x = 52 + 112 - 6                                    # the end's star, 6 px wide each side
+    marker_x = float(re.search(r'<circle cx="([\d.]+)" cy="\d+" r="4.5"', svg).group(1)) - 4.5
+    assert start[0] + start[1] <= star_x and end[0] + end[1] <= marker_x

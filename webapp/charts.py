@@ -367,12 +367,12 @@ class LandscapeSVG:
         p.append(f'<path d="{_star(ex, ey, 9)}" fill="{ORANGE}" stroke="#000"><title>end x_T (toward '
                  f'{esc(names[L.target])})</title></path>')
         ly = top + side + 46
+        # the legend's three places (start, end, the step marker of `svg`): long class names are squeezed into
+        # theirs (the markers' tooltips hold them whole), so they never run into the next one
         p.append(f'<circle cx="{left + 4}" cy="{ly - 3}" r="4" fill="{GREEN}" stroke="#000"/>'
-                 f'<text x="{left + 11}" y="{ly}" font-size="10" fill="#374151">start '
-                 f'({esc(names[L.source])})</text>'
-                 f'<path d="{_star(left + 112, ly - 3, 6)}" fill="{ORANGE}" stroke="#000"/>'
-                 f'<text x="{left + 121}" y="{ly}" font-size="10" fill="#374151">end (toward '
-                 f'{esc(names[L.target])})</text>')
+                 + fitted_text(left + 11, ly, f"start ({names[L.source]})", 10, 92, 'fill="#374151"')
+                 + f'<path d="{_star(left + 112, ly - 3, 6)}" fill="{ORANGE}" stroke="#000"/>'
+                 + fitted_text(left + 121, ly, f"end (toward {names[L.target]})", 10, side - 190, 'fill="#374151"'))
         self._static = "".join(p)
 
     def svg(self, index: int | None = None) -> str:
