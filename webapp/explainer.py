@@ -124,8 +124,7 @@ class Explainer:
         """A session's stored result; a clear error when there is none to show."""
         view = self.get(state, slot)
         if view is None:
-            raise gr.Error(f"No {what} to show yet (or it was dropped from memory): run it first.",
-                           print_exception=False)
+            raise gr.Error(missing(what), print_exception=False)
         return view
 
     # ------------------------------------------------------------ computing
@@ -282,6 +281,12 @@ class Running:
     image: np.ndarray
     probs: np.ndarray
     source: int
+
+
+def missing(what: str) -> str:
+    """Why there is no `what` to show. A slider (an unqueued event, which shows no toast) says it in its caption:
+    on a busy server a visitor's result can be dropped from memory between two moves."""
+    return f"No {what} to show yet (or it was dropped from memory): run it first."
 
 
 class Cancelled(gr.Error):

@@ -19,6 +19,7 @@ from ..inputs import echo, model_input, pgd_params, target_index, user_errors
 from ..views import CompareView
 from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual
+from .scrubber import gone
 
 
 @dataclass
@@ -140,7 +141,9 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, cone=C
 
 @user_errors
 def scrub(ex: Explainer, state, step) -> Frame:
-    view = ex.view(state, "cmp", "comparison")
+    view = ex.get(state, "cmp")
+    if view is None:
+        return gone("cmp_caption", "comparison", Frame)
     return frame_at(view, view.index(step))
 
 

@@ -32,6 +32,7 @@ from ..inputs import (
 from ..state import LoadedModel
 from ..views import SamplingView
 from ..wiring import INSTANT, bind, cancellable, idle_buttons, outputs
+from .scrubber import gone
 
 
 @dataclass
@@ -170,7 +171,9 @@ def cancel(ex: Explainer, state) -> list[Any]:
 
 @user_errors
 def scrub(ex: Explainer, state, step) -> Frame:
-    view = ex.view(state, "gen", "sampling run")
+    view = ex.get(state, "gen")
+    if view is None:
+        return gone("gen_caption", "sampling run", Frame)
     i = view.index(step)
     return Frame(view.grid(i), view.chart.svg(i), view.caption(i))
 

@@ -23,7 +23,7 @@ from ..inputs import user_errors
 from ..views import LandscapeView
 from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual
-from .scrubber import empty_landscape
+from .scrubber import empty_landscape, gone
 
 ENERGIES = ("E(x) — how typical the image is", "E(x, y) — how typical it is as the target class")
 
@@ -101,7 +101,9 @@ def sized(plan: LandscapePlan) -> str:
 @user_errors
 def scrub(ex: Explainer, state, step) -> counterfactual.Frame:
     """This tab's slider moves tab 1's scrubber (and so the marker on the landscape)."""
-    view = ex.view(state, "cf", "counterfactual")
+    view = ex.get(state, "cf")
+    if view is None:
+        return gone("cf_caption", "counterfactual")
     i = view.index(step)
     return counterfactual.frame_at(view, i, cf_step=gr.update(value=i))
 

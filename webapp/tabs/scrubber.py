@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 
 from .. import charts
-from ..explainer import Explainer
+from ..explainer import Explainer, missing
 from ..inputs import user_errors
 from ..views import CounterfactualView, RunningView
 
@@ -59,9 +59,17 @@ def frame_at(view: CounterfactualView, i: int, *, cf_step: Any = None, land_step
 @user_errors
 def scrub(ex: Explainer, state, step) -> Frame:
     """A slider move: index the cached frames and move the chart markers (no model call)."""
-    view = ex.view(state, "cf", "counterfactual")
+    view = ex.get(state, "cf")
+    if view is None:
+        return gone("cf_caption", "counterfactual")
     i = view.index(step)
     return frame_at(view, i, land_step=gr.update(value=i))
+
+
+def gone(caption: str, what: str, frame: type[NamedTuple] = Frame) -> Any:
+    """A slider move with no stored result: the `caption` field says so, the rest stays (a slider's event is
+    unqueued, and a refusal there shows no toast)."""
+    return frame(**{**dict.fromkeys(frame._fields, gr.skip()), caption: f"_{missing(what)}_"})
 
 
 def _stopped() -> Frame:
