@@ -221,6 +221,8 @@ def test_app_cache_evicts_old_sessions(dirs):
     for i, s in enumerate(states):
         run_cf(small, s, dirs, steps=1 + i % 2, target=str(i))
     assert small.cache.total_bytes <= 300_000
+    with pytest.raises(gr.Error, match=r"need about 0.84 MB; one request may keep 0.14 MB"):   # not "0 MB"
+        run_cf(small, small.new_session(), dirs, steps=40)
     # sliders are unqueued events, which show no toast: a move on a dropped result raised an error nobody saw
     for scrub, caption, what in ((counterfactual.scrub, "cf_caption", "counterfactual"),
                                  (landscape.scrub, "cf_caption", "counterfactual"),

@@ -136,7 +136,7 @@ class Explainer:
         if need > self.cache.max_bytes // 2:
             paths = f"{n_paths} path{'s' if n_paths > 1 else ''}"
             raise ValueError(f"The frames of {paths} of {steps} steps at {size}×{size} px need about "
-                             f"{need / 2**20:.0f} MB; one request may keep {self.cache.max_bytes / 2**21:.0f} MB of "
+                             f"{_mb(need)}; one request may keep {_mb(self.cache.max_bytes // 2)} of "
                              f"results. Ask for fewer {fewer}.")
 
     def trajectory(self, loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict, progress: Any = None,
@@ -281,6 +281,11 @@ class Running:
     image: np.ndarray
     probs: np.ndarray
     source: int
+
+
+def _mb(n: int) -> str:
+    """Bytes in MB for a message: whole MB, or two decimals below one (a small result cache said "0 MB")."""
+    return f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{n / 2**20:.2f} MB"
 
 
 def missing(what: str) -> str:
