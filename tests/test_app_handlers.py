@@ -485,3 +485,19 @@ def test_a_linf_radius_is_said_as_it_was_typed(ex, dirs):
     assert "ε = 16/255" in out["cf_summary"] and "ε = 16/255" in out["cf_distance_plot"]
     assert "0.0627" not in out["cf_summary"] + out["cf_distance_plot"]
 
+
+
+def test_the_shown_path_is_noted_as_old_after_a_new_image_or_model(ex, dirs, tmp_path):
+    """After another image (or model) was chosen, tab 1 kept showing the earlier path and its summary with nothing
+    saying they were not of the image and model now shown."""
+    state = ex.new_session()
+    assert named(counterfactual.preview(ex, dirs["photo"], state))["cf_summary"] == gr.skip()   # no path yet
+    ran = run_cf(ex, state, dirs, steps=2)
+    same = named(counterfactual.preview(ex, dirs["photo"], state))["cf_summary"]
+    assert same == ran["cf_summary"]                                        # the path is of this image
+    other_image = tmp_path / "other.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(other_image)
+    other = named(counterfactual.preview(ex, uploaded(other_image), state))["cf_summary"]
+    assert other.startswith("_Below: the path of the previous image;") and other.endswith(ran["cf_summary"])
+    switched = named(model_tab.load(ex, "Local folder", str(dirs["standard"]), "", "", dirs["photo"], state))
+    assert switched["cf_summary"].startswith("_Below: the path of the previous model;")

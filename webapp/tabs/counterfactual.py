@@ -37,7 +37,7 @@ from ..inputs import (
 from ..state import LoadedModel
 from ..views import CounterfactualView, RunningView, retry_for
 from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, no_error_badge, outputs
-from . import card_export, cf_tools, region, share
+from . import card_export, cf_tools, region, scrubber, share
 from .scrubber import PLAY, STEP_VIEW, Frame, frame_at, play, play_start, play_tick, running_view, scrub, step_view
 
 __all__ = ["Frame", "frame_at", "play", "play_start", "play_tick", "scrub", "step_view"]  # the scrubber's, here too
@@ -106,6 +106,7 @@ class Preview(NamedTuple):
     cf_prediction: str
     cf_energy: str
     cf_target: Any
+    cf_summary: Any = gr.skip()   # the stored path's, with a note when it is of another image or model
 
 
 Settings = NamedTuple("Settings", [("cf_eps", Any), ("cf_step_size", float)])  # a threat model's defaults
@@ -235,7 +236,7 @@ def preview(ex: Explainer, image, state) -> Preview:
             f"{typicality(energy, loaded.config.get('energy_quantiles'))}.")
     image_u8 = (x[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     return Preview(state, shown if shown else gr.skip(), upscale(image_u8, charts.display_scale(loaded.image_size)),
-                   bars, text, gr.update(value=names[runner_up]))
+                   bars, text, gr.update(value=names[runner_up]), scrubber.summary_for(ex, state, loaded.key, x))
 
 
 def cleared(message: str = NO_IMAGE) -> Preview:

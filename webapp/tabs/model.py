@@ -51,6 +51,7 @@ class Loaded(NamedTuple):
     cf_input: np.ndarray | None
     cf_prediction: str
     cf_energy: str
+    cf_summary: Any = gr.skip()   # tab 1's stored path, noted as made by the previous model
     saved_model: Any = gr.skip()  # what this browser remembers (a BrowserState): the choice as typed
 
 
@@ -134,7 +135,8 @@ def switched(ex: Explainer, loaded: LoadedModel, image: Any, state: dict) -> Loa
     return Loaded(new_state, describe.banner(loaded), describe_model(loaded), card_text(loaded),
                   cf_target=gr.update(choices=names, value=preview.cf_target.get("value", names[0])),
                   gen_target=gr.update(choices=[EVERY_CLASS, *names], value=EVERY_CLASS),
-                  cf_input=preview.cf_input, cf_prediction=preview.cf_prediction, cf_energy=preview.cf_energy)
+                  cf_input=preview.cf_input, cf_prediction=preview.cf_prediction, cf_energy=preview.cf_energy,
+                  cf_summary=preview.cf_summary)
 
 
 def restore(ex: Explainer, saved: Any, state: dict) -> LoadedModel | None:
