@@ -1,5 +1,6 @@
 """Tab 1's scrubber: what step t of a stored path shows (frame, difference, bars, charts, caption, the landscape
-marker), the slider, and the Play/Stop animation. A move indexes cached frames and moves chart markers only."""
+marker), the slider, and the Play/Stop animation. A move indexes cached frames and moves chart markers only; a
+move with no stored result says so in the caption, and the summary notes a path of another image or model."""
 
 from __future__ import annotations
 
@@ -118,4 +119,3 @@ def summary_for(ex: Explainer, state: Any, key: str, x: Any) -> Any:
              ["image"]) + ([] if view.model_key == key else ["model"])
     note = f"_Below: the path of the previous {' and '.join(other)}; press **Run** for this one._\n\n" if other else ""
     return note + view.summary()
-
