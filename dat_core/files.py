@@ -62,8 +62,8 @@ def _alive(pid: str) -> bool:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:   # another user's process: alive
+        pass
     return True
 
 

@@ -66,9 +66,7 @@ def _toasts() -> Iterator[None]:
         e.visible = False
         raise
     except gr.Error as e:
-        text = str(e.message).replace("<", "&lt;").replace(">", "&gt;")
-        if text != e.message:
-            e.message = text
+        e.message = str(e.message).replace("<", "&lt;").replace(">", "&gt;")
         raise
 
 

@@ -187,7 +187,7 @@ def layout(loaded: LoadedModel) -> Components:
                     cf_diff = gr.Image(label="What changed: x_t − x_0 (grey = nothing)", interactive=False,
                                        format="png", height=frame_h, elem_id="cf-diff", buttons=[], scale=2)
                     with gr.Column(scale=2, min_width=220):  # gr.HTML ignores scale
-                        cf_probs = gr.HTML(charts.placeholder("Probabilities at step t"), elem_id="cf-probs")
+                        cf_probs = gr.HTML(scrubber.empty_step()["cf_probs"], elem_id="cf-probs")
                 with gr.Row(equal_height=False):
                     cf_energy_plot = gr.HTML(charts.placeholder("Energy vs step"), elem_id="cf-energy-plot",
                                              min_width=220)
@@ -361,12 +361,8 @@ def cancel(ex: Explainer, state, step) -> Stopped:
     (or to the empty view when there is none): the cancelled run's last frame would sit beside the old path."""
     ex.cancel(state)
     view = ex.get(state, "cf")
-    if view is None:
-        shown = {"cf_frame": None, "cf_diff": None, "cf_probs": charts.placeholder("Probabilities at step t"),
-                 "cf_caption": ""}
-    else:
-        shown = {k: v for k, v in step_view(view, view.index(step)).items() if k in Stopped._fields}
-    return Stopped(*idle_buttons(2), **shown)
+    shown = scrubber.empty_step() if view is None else step_view(view, view.index(step))
+    return Stopped(*idle_buttons(2), **{k: shown[k] for k in Stopped._fields[3:]})
 
 
 @user_errors

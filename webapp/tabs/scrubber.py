@@ -27,6 +27,12 @@ STEP_VIEW = [("cf_frame", np.ndarray), ("cf_diff", np.ndarray), ("cf_probs", str
 Frame = NamedTuple("Frame", [("cf_step", Any), *STEP_VIEW, ("land_step", Any), ("cf_play", Any), ("cf_timer", Any)])
 
 
+def empty_step() -> dict[str, Any]:
+    """What tab 1's frame, difference, bars and caption show before any path (and after a first run's Cancel)."""
+    return {"cf_frame": None, "cf_diff": None, "cf_probs": charts.placeholder("Probabilities at step t"),
+            "cf_caption": ""}
+
+
 def empty_landscape() -> tuple[str, str]:
     """The landscape tab's map and path chart before a landscape of the path shown was computed."""
     return charts.placeholder("Energy on the plane", 440, 200), charts.placeholder("Energy along the path")
