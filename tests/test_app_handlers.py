@@ -501,3 +501,28 @@ def test_the_shown_path_is_noted_as_old_after_a_new_image_or_model(ex, dirs, tmp
     assert other.startswith("_Below: the path of the previous image;") and other.endswith(ran["cf_summary"])
     switched = named(model_tab.load(ex, "Local folder", str(dirs["standard"]), "", "", dirs["photo"], state))
     assert switched["cf_summary"].startswith("_Below: the path of the previous model;")
+
+
+def test_try_again_reruns_only_the_path_shown(ex, dirs, tmp_path):
+    """Try again stayed on after another image or model was chosen, and ran the old path's larger ε on the new
+    image, model or target: a path nobody asked for. It now hides with the old path's note and refuses any
+    request that is not for the path shown (a forged click, a changed target)."""
+    state = ex.new_session()
+    ran = run_cf(ex, state, dirs, steps=2, eps="0.02")
+    assert ran["cf_retry"]["visible"] is True                                    # fell short: retry offered
+    assert named(counterfactual.preview(ex, dirs["photo"], state))["cf_retry"] == ran["cf_retry"]   # same image
+    other_image = tmp_path / "other.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(other_image)
+    assert named(counterfactual.preview(ex, uploaded(other_image), state))["cf_retry"]["visible"] is False
+    assert named(counterfactual.preview(ex, dirs["photo"], state))["cf_retry"] == ran["cf_retry"]   # back again
+    request = ("L2", "0.02", 2, 0.1, state)
+    with pytest.raises(gr.Error, match="Try again reruns the path shown, which is of another image: press Run"):
+        counterfactual.retry(ex, uploaded(other_image), "cat", *request)
+    with pytest.raises(gr.Error, match="of another target"):
+        counterfactual.retry(ex, dirs["photo"], "dog", *request)
+    switched = named(model_tab.load(ex, "Local folder", str(dirs["standard"]), "", "", dirs["photo"], state))
+    assert switched["cf_retry"]["visible"] is False
+    with pytest.raises(gr.Error, match="of another model"):
+        counterfactual.retry(ex, dirs["photo"], "cat", *request[:-1], switched["state"])
+    again = named(counterfactual.retry(ex, dirs["photo"], "cat", *request))   # the path shown: it reruns
+    assert ex.get(state, "cf").trajectory.params["eps"] > 0.02 and again["cf_eps"]["value"] != "0.02"

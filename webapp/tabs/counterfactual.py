@@ -1,6 +1,6 @@
 """Tab 1, Counterfactual: pick an example (or upload an image), pick a target, run targeted PGD (Cancel stops it),
 scrub the path step by step (tabs/scrubber.py); a path that falls short says why and offers a retry with a
-larger ε or more steps; Copy link shares the run (webapp/links.py).
+larger ε or more steps (tabs/try_again.py); Copy link shares the run (webapp/links.py).
 
 The other tabs build on the path this tab stores (slot "cf"): the landscape and attribution tabs explain it,
 the all-targets grid opens a path here. A slider move indexes cached frames and moves chart markers only.
@@ -35,9 +35,9 @@ from ..inputs import (
     user_errors,
 )
 from ..state import LoadedModel
-from ..views import CounterfactualView, RunningView, retry_for
+from ..views import CounterfactualView, RunningView
 from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, no_error_badge, outputs
-from . import card_export, cf_tools, region, scrubber, share
+from . import card_export, cf_tools, region, scrubber, share, try_again
 from .scrubber import PLAY, STEP_VIEW, Frame, frame_at, play, play_start, play_tick, running_view, scrub, step_view
 
 __all__ = ["Frame", "frame_at", "play", "play_start", "play_tick", "scrub", "step_view"]  # the scrubber's, here too
@@ -107,6 +107,7 @@ class Preview(NamedTuple):
     cf_energy: str
     cf_target: Any
     cf_summary: Any = gr.skip()   # the stored path's, with a note when it is of another image or model
+    cf_retry: Any = gr.skip()     # hidden when the stored path is of another image or model
 
 
 Settings = NamedTuple("Settings", [("cf_eps", Any), ("cf_step_size", float)])  # a threat model's defaults
@@ -236,7 +237,7 @@ def preview(ex: Explainer, image, state) -> Preview:
             f"{typicality(energy, loaded.config.get('energy_quantiles'))}.")
     image_u8 = (x[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     return Preview(state, shown if shown else gr.skip(), upscale(image_u8, charts.display_scale(loaded.image_size)),
-                   bars, text, gr.update(value=names[runner_up]), scrubber.summary_for(ex, state, loaded.key, x))
+                   bars, text, gr.update(value=names[runner_up]), *try_again.after_choice(ex, state, loaded.key, x))
 
 
 def cleared(message: str = NO_IMAGE) -> Preview:
@@ -268,19 +269,6 @@ def norm_defaults(ex: Explainer, norm, state) -> Settings:
                     d["step_size"])
 
 
-def retry_button(view: CounterfactualView) -> Any:
-    """The one-click retry under a path that did not reach its target (hidden otherwise)."""
-    retry = retry_for(view.trajectory, MAX_REQUEST_STEPS)
-    if retry is None:
-        return gr.update(visible=False)
-    norm = view.trajectory.params.get("norm", "L2")
-    what = [f"ε = {eps_text(retry.eps, norm)}"] if retry.eps != view.trajectory.params.get("eps") else []
-    what += [f"{retry.steps} steps"] if retry.steps != view.trajectory.params.get("steps") else []
-    what += [f"step size {charts.fmt(retry.step_size)}"] if retry.step_size != view.trajectory.params.get(
-        "step_size") else []
-    return gr.update(visible=True, value=f"↻ Try again with {' and '.join(what)}")
-
-
 def show(ex: Explainer, state: dict, view: CounterfactualView) -> Shown:
     """Store a path for this session and return everything tab 1 shows for it.
 
@@ -291,7 +279,7 @@ def show(ex: Explainer, state: dict, view: CounterfactualView) -> Shown:
     last = len(view) - 1
     pending = gr.update(value=None, interactive=False)
     return Shown(state=state, cf_step=gr.update(maximum=last, value=last, interactive=True), **step_view(view, last),
-                 cf_summary=view.summary(), cf_retry=retry_button(view), cf_gif=pending, cf_json=pending,
+                 cf_summary=view.summary(), cf_retry=try_again.button(view), cf_gif=pending, cf_json=pending,
                  land_step=gr.update(value=0, maximum=last, interactive=False),
                  land_info="Press **Compute landscape** to see the energy around this path.", attr_figure=None,
                  attr_info="Press **Compute attributions** to explain this counterfactual.")
@@ -331,15 +319,6 @@ def run_live(ex: Explainer, image, target, norm, eps, steps, step_size, state) -
                 yield show(ex, state, CounterfactualView.build(seen, loaded.key))
 
 
-def _suggested(ex: Explainer, state) -> Any:
-    """The larger ε / more steps suggested under the last path (`views.retry_for`)."""
-    view = ex.view(state, "cf", "counterfactual")
-    suggested = retry_for(view.trajectory, MAX_REQUEST_STEPS)
-    if suggested is None:
-        raise gr.Error("The last path reached its target: there is nothing to retry.", print_exception=False)
-    return view.trajectory.params.get("norm", "L2"), suggested
-
-
 def retry(ex: Explainer, *request: Any) -> Retried:
     """`retry_live`'s finished result, without the frames on the way."""
     return list(retry_live(ex, *request))[-1]
@@ -348,7 +327,7 @@ def retry(ex: Explainer, *request: Any) -> Retried:
 @user_errors
 def retry_live(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> Iterator[Retried]:
     """`retry` as the Try again button calls it: streamed like `run_live`, the new settings shown at the end."""
-    norm, suggested = _suggested(ex, state)
+    norm, suggested = try_again.suggested(ex, state, image, target)
     for shown in run_live(ex, image, target, norm, suggested.eps, suggested.steps, suggested.step_size, state):
         done = isinstance(shown.cf_summary, str)  # a streamed frame leaves the summary as it is (a skip)
         yield Retried(*shown, *((gr.update(value=eps_text(suggested.eps, norm)), suggested.steps,

@@ -52,6 +52,7 @@ class Loaded(NamedTuple):
     cf_prediction: str
     cf_energy: str
     cf_summary: Any = gr.skip()   # tab 1's stored path, noted as made by the previous model
+    cf_retry: Any = gr.skip()     # Try again, hidden with that note
     saved_model: Any = gr.skip()  # what this browser remembers (a BrowserState): the choice as typed
 
 
@@ -136,7 +137,7 @@ def switched(ex: Explainer, loaded: LoadedModel, image: Any, state: dict) -> Loa
                   cf_target=gr.update(choices=names, value=preview.cf_target.get("value", names[0])),
                   gen_target=gr.update(choices=[EVERY_CLASS, *names], value=EVERY_CLASS),
                   cf_input=preview.cf_input, cf_prediction=preview.cf_prediction, cf_energy=preview.cf_energy,
-                  cf_summary=preview.cf_summary)
+                  cf_summary=preview.cf_summary, cf_retry=preview.cf_retry)
 
 
 def restore(ex: Explainer, saved: Any, state: dict) -> LoadedModel | None:

@@ -1,6 +1,6 @@
 """Tab 1's scrubber: what step t of a stored path shows (frame, difference, bars, charts, caption, the landscape
 marker), the slider, and the Play/Stop animation. A move indexes cached frames and moves chart markers only; a
-move with no stored result says so in the caption, and the summary notes a path of another image or model."""
+move with no stored result says so in the caption."""
 
 from __future__ import annotations
 
@@ -112,16 +112,3 @@ def play_tick(ex: Explainer, state, step) -> Frame:
                         cf_play=gr.update(value=PLAY))
     # only ever switch the timer off here: answering "active" would undo a Stop pressed meanwhile
     return frame_at(view, i, cf_step=gr.update(value=i))
-
-
-def summary_for(ex: Explainer, state: Any, key: str, x: Any) -> Any:
-    """Tab 1's summary once the image `x` (1, 3, H, W) on the model `key` is chosen: the stored path's own,
-    headed by a note when it was made from another image or model (its frames and downloads stay until Run)."""
-    view = ex.get(state, "cf")
-    if view is None:
-        return gr.skip()
-    start = view.trajectory.images[0]
-    other = ([] if start.shape == tuple(x.shape[1:]) and np.abs(start - x[0].numpy()).max() < 1 / 255 else
-             ["image"]) + ([] if view.model_key == key else ["model"])
-    note = f"_Below: the path of the previous {' and '.join(other)}; press **Run** for this one._\n\n" if other else ""
-    return note + view.summary()

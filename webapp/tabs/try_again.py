@@ -1,0 +1,66 @@
+"""Tab 1's Try again: the one-click retry under a path that fell short, with the larger ε, more steps or larger
+step size `views.retry_for` suggests. It reruns the path shown and nothing else: once another image or model is
+chosen the summary says the path below is the previous one's and Try again hides, and a retry whose image,
+model or target is not the path's is refused (a click sent anyway, or one after the target box changed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from .. import charts
+from ..explainer import Explainer
+from ..inputs import MAX_REQUEST_STEPS, eps_text, model_input, target_index
+from ..views import CounterfactualView, Retry, retry_for
+
+
+def button(view: CounterfactualView) -> Any:
+    """Try again under a path that did not reach its target, naming what it changes (hidden otherwise)."""
+    retry = retry_for(view.trajectory, MAX_REQUEST_STEPS)
+    if retry is None:
+        return gr.update(visible=False)
+    params, norm = view.trajectory.params, view.trajectory.params.get("norm", "L2")
+    what = [f"ε = {eps_text(retry.eps, norm)}"] if retry.eps != params.get("eps") else []
+    what += [f"{retry.steps} steps"] if retry.steps != params.get("steps") else []
+    what += [f"step size {charts.fmt(retry.step_size)}"] if retry.step_size != params.get("step_size") else []
+    return gr.update(visible=True, value=f"↻ Try again with {' and '.join(what)}")
+
+
+def made_for_another(view: CounterfactualView, key: str, x: Any) -> list[str]:
+    """What the stored path was made from that differs from the image `x` (1, 3, H, W) and the model `key`
+    now chosen: [], or "image" and/or "model"."""
+    start = view.trajectory.images[0]
+    same = start.shape == tuple(x.shape[1:]) and np.abs(start - x[0].numpy()).max() < 1 / 255
+    return ([] if same else ["image"]) + ([] if view.model_key == key else ["model"])
+
+
+def after_choice(ex: Explainer, state: Any, key: str, x: Any) -> tuple[Any, Any]:
+    """Tab 1's summary and Try again once the image `x` on the model `key` is chosen: the stored path's summary,
+    headed by a note when it was made from another image or model (its frames and downloads stay until Run),
+    and Try again only for a path of this image and model."""
+    view = ex.get(state, "cf")
+    if view is None:
+        return gr.skip(), gr.skip()
+    other = made_for_another(view, key, x)
+    if not other:
+        return view.summary(), button(view)
+    note = f"_Below: the path of the previous {' and '.join(other)}; press **Run** for this one._\n\n"
+    return note + view.summary(), gr.update(visible=False)
+
+
+def suggested(ex: Explainer, state: Any, image: Any, target: Any) -> tuple[str, Retry]:
+    """The norm and the settings to rerun the path shown with; a request for another image, model or target,
+    or under a path that reached its target, is refused."""
+    view = ex.view(state, "cf", "counterfactual")
+    loaded = ex.session_model(ex.session(state))
+    other = made_for_another(view, loaded.key, model_input(image, loaded))
+    other += [] if target_index(target, loaded) == view.trajectory.target else ["target"]
+    if other:
+        raise gr.Error(f"Try again reruns the path shown, which is of another {' and '.join(other)}: press Run "
+                       "for this one.", print_exception=False)
+    retry = retry_for(view.trajectory, MAX_REQUEST_STEPS)
+    if retry is None:
+        raise gr.Error("The last path reached its target: there is nothing to retry.", print_exception=False)
+    return view.trajectory.params.get("norm", "L2"), retry
