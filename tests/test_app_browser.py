@@ -255,6 +255,11 @@ def test_a_path_that_falls_short_offers_a_retry_and_says_why(tiny):
         retry = page.locator("#cf-retry")
         expect(retry).to_be_visible()
         expect(retry).to_contain_text("ε = 0.02")
+        target = page.locator("#cf-target input").input_value()
+        pick_target(page, next(n for n in ("dog", "cat") if n != target))   # not the path's target: no retry
+        expect(retry).to_be_hidden()
+        pick_target(page, target)
+        expect(retry).to_be_visible()
         old = page.locator("#cf-caption").inner_text()
         retry.click()
         expect(page.locator("#cf-eps input")).to_have_value("0.02")        # the settings it ran with

@@ -22,7 +22,7 @@ from explain.params import parse_eps
 from webapp.explainer import Explainer
 from webapp.inputs import ATTR_FRAMES
 from webapp.state import TrajectoryCache
-from webapp.tabs import all_targets, attributions, compare, counterfactual, generate, landscape, scrubber
+from webapp.tabs import all_targets, attributions, compare, counterfactual, generate, landscape, scrubber, try_again
 from webapp.tabs import model as model_tab
 
 STEPS = 3
@@ -526,3 +526,21 @@ def test_try_again_reruns_only_the_path_shown(ex, dirs, tmp_path):
         counterfactual.retry(ex, dirs["photo"], "cat", *request[:-1], switched["state"])
     again = named(counterfactual.retry(ex, dirs["photo"], "cat", *request))   # the path shown: it reruns
     assert ex.get(state, "cf").trajectory.params["eps"] > 0.02 and again["cf_eps"]["value"] != "0.02"
+
+
+def test_try_again_puts_the_paths_own_norm_in_the_settings(ex, dirs):
+    """Try again reruns the path shown with its own norm, but set only ε, steps and step size in the boxes: after
+    the norm box was switched to Linf, the boxes read Linf beside the L2 radius the retry ran with."""
+    state = ex.new_session()
+    assert run_cf(ex, state, dirs, steps=2, eps="0.02")["cf_retry"]["visible"] is True
+    again = named(counterfactual.retry(ex, dirs["photo"], "cat", "Linf", "8/255", 2, 0.1, state))
+    assert ex.get(state, "cf").trajectory.params["norm"] == "L2" and again["cf_norm"] == "L2"
+
+
+def test_try_again_follows_the_target_box(ex, dirs):
+    """Try again stayed offered after the target box moved to another class, where it can only be refused."""
+    state = ex.new_session()
+    ran = run_cf(ex, state, dirs, steps=2, eps="0.02")
+    assert try_again.on_target(ex, state, dirs["photo"], "dog")["visible"] is False
+    assert try_again.on_target(ex, state, dirs["photo"], "cat") == ran["cf_retry"]
+    assert try_again.on_target(ex, ex.new_session(), dirs["photo"], "cat") == gr.skip()   # no path

@@ -121,8 +121,8 @@ Shown = NamedTuple("Shown", [("state", dict), ("cf_step", Any), *STEP_VIEW, ("cf
 
 
 # a retry: the new path, and the settings it ran with
-Retried = NamedTuple("Retried", [*Shown.__annotations__.items(), ("cf_eps", Any), ("cf_steps", Any),
-                                 ("cf_step_size", Any)])
+Retried = NamedTuple("Retried", [*Shown.__annotations__.items(), ("cf_norm", Any), ("cf_eps", Any),
+                                 ("cf_steps", Any), ("cf_step_size", Any)])
 Exports = NamedTuple("Exports", [("cf_gif", Any), ("cf_json", Any)])  # the downloads of the path shown
 # Cancel: the buttons idle, and what a streamed frame showed back to the stored path
 Stopped = NamedTuple("Stopped", [("cf_run", Any), ("cf_retry", Any), ("cf_cancel", Any), ("cf_frame", Any),
@@ -330,8 +330,8 @@ def retry_live(ex: Explainer, image, target, norm, eps, steps, step_size, state)
     norm, suggested = try_again.suggested(ex, state, image, target)
     for shown in run_live(ex, image, target, norm, suggested.eps, suggested.steps, suggested.step_size, state):
         done = isinstance(shown.cf_summary, str)  # a streamed frame leaves the summary as it is (a skip)
-        yield Retried(*shown, *((gr.update(value=eps_text(suggested.eps, norm)), suggested.steps,
-                                 suggested.step_size) if done else (gr.skip(),) * 3))
+        yield Retried(*shown, *((norm, gr.update(value=eps_text(suggested.eps, norm)), suggested.steps,
+                                 suggested.step_size) if done else (gr.skip(),) * 4))
 
 
 def cancel(ex: Explainer, state, step) -> Stopped:
@@ -370,6 +370,7 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers
                                    show_progress_on=[ui.cf_input], **COMPUTE)
     no_error_badge(picked, ui.cf_input)
     ui.cf_norm.input(bind(norm_defaults, ex), [ui.cf_norm, state], outputs(Settings, ui), **RAW, **PRIVATE)
+    ui.cf_target.input(bind(try_again.on_target, ex), [state, ui.cf_image, ui.cf_target], [ui.cf_retry], **INSTANT)
     request = [ui.cf_image, ui.cf_target, *ui.settings, state]
     buttons = {"run": [ui.cf_run, ui.cf_retry], "cancel": ui.cf_cancel, "progress_on": ui.cf_summary}
     ran = cancellable(ui.cf_run.click, bind(run_live, ex), request, outputs(Shown, ui, followers, state=state),

@@ -50,16 +50,35 @@ def after_choice(ex: Explainer, state: Any, key: str, x: Any) -> tuple[Any, Any]
     return note + view.summary(), gr.update(visible=False)
 
 
-def suggested(ex: Explainer, state: Any, image: Any, target: Any) -> tuple[str, Retry]:
-    """The norm and the settings to rerun the path shown with; a request for another image, model or target,
-    or under a path that reached its target, is refused."""
+def _not_shown(ex: Explainer, state: Any, image: Any, target: Any) -> list[str]:
+    """What of a request (image, the session's model, target) is not the path shown's: [] when all is."""
     view = ex.view(state, "cf", "counterfactual")
     loaded = ex.session_model(ex.session(state))
     other = made_for_another(view, loaded.key, model_input(image, loaded))
-    other += [] if target_index(target, loaded) == view.trajectory.target else ["target"]
+    return other + ([] if target_index(target, loaded) == view.trajectory.target else ["target"])
+
+
+def on_target(ex: Explainer, state: Any, image: Any, target: Any) -> Any:
+    """Try again as the target box changes: offered only while the box (and image) are the path shown's. An
+    unqueued event, so it answers with the button and never raises (an unusable choice hides it)."""
+    view = ex.get(state, "cf")
+    if view is None:
+        return gr.skip()
+    try:
+        other = _not_shown(ex, state, image, target)
+    except (gr.Error, ValueError):
+        other = ["choice"]
+    return gr.update(visible=False) if other else button(view)
+
+
+def suggested(ex: Explainer, state: Any, image: Any, target: Any) -> tuple[str, Retry]:
+    """The norm and the settings to rerun the path shown with; a request for another image, model or target,
+    or under a path that reached its target, is refused."""
+    other = _not_shown(ex, state, image, target)
     if other:
         raise gr.Error(f"Try again reruns the path shown, which is of another {' and '.join(other)}: press Run "
                        "for this one.", print_exception=False)
+    view = ex.view(state, "cf", "counterfactual")
     retry = retry_for(view.trajectory, MAX_REQUEST_STEPS)
     if retry is None:
         raise gr.Error("The last path reached its target: there is nothing to retry.", print_exception=False)
