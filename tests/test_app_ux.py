@@ -333,9 +333,10 @@ def test_the_first_frame_at_the_compared_confidence_is_marked():
 
 
 def test_a_cancel_is_said_as_information_not_as_an_error(ex, capsys):
-    """A visitor's own Cancel came up as a red "Error" toast (Gradio 6 shows no custom title on errors): it is
-    sent as an Info toast, and the failed event's own error toast is hidden; the run still ends as failed."""
-    from webapp.wiring import bind
+    """A visitor's own Cancel came up as a red "Error" toast (Gradio 6 shows no custom title on errors): the
+    Cancel button says it as an Info toast, once, only when a run was in flight; the cancelled run's own error
+    toast is hidden, and the run still ends as failed."""
+    from webapp.wiring import CANCELLED, bind, stop
 
     def cancelled(ex, state):
         raise Cancelled(3, 10)
@@ -344,8 +345,13 @@ def test_a_cancel_is_said_as_information_not_as_an_error(ex, capsys):
         raise gr.Error("Unknown class 'x'")
     with pytest.raises(Cancelled) as stopped:
         bind(cancelled, ex)(ex.new_session())
-    assert stopped.value.visible is False
-    assert "Cancelled at step 3 of 10" in capsys.readouterr().out    # gr.Info, printed outside a request
+    assert stopped.value.visible is False and "Cancelled" not in capsys.readouterr().out
+    state = ex.new_session()
+    stop(ex, state)
+    assert CANCELLED not in capsys.readouterr().out                 # nothing in flight: nothing to say
+    with ex.cancellable(state) as event:
+        stop(ex, state)
+        assert event.is_set() and CANCELLED in capsys.readouterr().out   # gr.Info, printed outside a request
     with pytest.raises(gr.Error) as failed:
         bind(refused, ex)(ex.new_session())
     assert failed.value.visible is True

@@ -26,6 +26,9 @@ INSTANT = {"queue": False, "show_progress": "hidden", "trigger_mode": "always_la
 # a quick answer without the model that may refuse the request: queued, because only a queued event shows the
 # refusal's toast (an INSTANT one fails silently)
 CHECKED = {"show_progress": "hidden", **RAW, **PRIVATE}
+# a Cancel button: queued too, for its toast (`stop`), in a queue of its own with no limit, so it never waits
+STOP = {"concurrency_limit": None, **CHECKED}
+CANCELLED = "Cancelled: the run stops at its next step; nothing was changed."
 
 
 def bind(handler: Callable[..., Any], ex: Explainer) -> Callable[..., Any]:
@@ -58,11 +61,10 @@ def _toasts() -> Iterator[None]:
     """How a UI event's refusal is shown. A toast renders its message as HTML, and a refusal may quote what a
     visitor typed ("Unknown class '<img ...>'"): < and > go as entities, so the quote reads as typed and adds no
     markup (escaping only these two is idempotent: a message passed on by two handlers is not escaped twice).
-    A Cancel is said as information: a red Error toast for one's own Cancel alarmed."""
+    A run ended by its Cancel shows nothing: the Cancel button said so (`stop`)."""
     try:
         yield
-    except Cancelled as e:  # the visitor's own Cancel: information, not an error (the event still fails)
-        gr.Info(e.message, duration=e.duration, title=e.title)
+    except Cancelled as e:  # the visitor's own Cancel: no error toast (the event still fails: no success chains)
         e.visible = False
         raise
     except gr.Error as e:
@@ -104,6 +106,15 @@ def no_error_badge(event: Any, shown_on: gr.components.Component) -> None:
     """After `event` failed, its one message is the toast: take Gradio's red "Error" badge off the component
     its progress showed on (`shown_on`), which keeps what it showed before."""
     event.failure(lambda: gr.skip(), None, shown_on, queue=False, show_progress="hidden", **PRIVATE)
+
+
+def stop(ex: Explainer, state: Any) -> None:
+    """What every Cancel button does first: this session's run in flight ends at its next PGD step, and an Info
+    toast says so (one's own Cancel is no error). The toast comes from here, not from the run's `Cancelled`:
+    the button's `cancels=` also cancels the run's event, and whether that came before the run's own stop was a
+    race that often left no toast at all."""
+    if ex.cancel(state):
+        gr.Info(CANCELLED, title="Cancelled", duration=4)
 
 
 def busy_buttons(n_run: int) -> list[Any]:

@@ -17,7 +17,7 @@ from .. import charts
 from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import MAX_ALL_TARGETS, eps_choices, eps_text, model_input, pgd_params, user_errors
 from ..views import AllTargetsView, CounterfactualView
-from ..wiring import COMPUTE, INSTANT, bind, cancellable, idle_buttons, no_error_badge, outputs
+from ..wiring import COMPUTE, STOP, bind, cancellable, idle_buttons, no_error_badge, outputs, stop
 from . import counterfactual
 
 BATCH = 64  # paths per PGD batch (explain.counterfactuals' max_batch); the progress bar counts the batches' steps
@@ -84,7 +84,7 @@ def run(ex: Explainer, image, norm, eps, steps, step_size, state, progress=gr.Pr
 
 def cancel(ex: Explainer, state) -> list[Any]:
     """The Cancel button: the run stops at its next PGD step; Run is back on."""
-    ex.cancel(state)
+    stop(ex, state)
     return idle_buttons(1)
 
 
@@ -109,7 +109,7 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, tabs: gr.Tabs, cf: c
     ran = cancellable(ui.all_run.click, bind(run, ex), [cf.cf_image, *cf.settings, state],
                       outputs(Grid, ui, state=state), run=[ui.all_run], cancel=ui.all_cancel,
                       progress_on=ui.all_grid)
-    ui.all_cancel.click(bind(cancel, ex), [state], [ui.all_run, ui.all_cancel], cancels=[ran], **INSTANT)
+    ui.all_cancel.click(bind(cancel, ex), [state], [ui.all_run, ui.all_cancel], cancels=[ran], **STOP)
     opened = ui.all_grid.select(bind(open_target, ex), [state],
                                 outputs(Opened, cf, followers, state=state, tabs=tabs),
                                 show_progress_on=cf.cf_summary, **COMPUTE)

@@ -23,7 +23,7 @@ from explain.params import parse_int
 from .. import charts
 from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import model_input, pgd_params, target_index, user_errors
-from ..wiring import INSTANT, bind, cancellable, idle_buttons, outputs
+from ..wiring import STOP, bind, cancellable, idle_buttons, outputs, stop
 from . import region
 
 MAX_PATHS = 4
@@ -117,7 +117,7 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, n, seed, stat
 
 def cancel(ex: Explainer, state) -> list[Any]:
     """The Cancel button: the paths stop at their next PGD step; the button is back."""
-    ex.cancel(state)
+    stop(ex, state)
     return idle_buttons(1)
 
 
@@ -126,4 +126,4 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, request: list[Any]) 
     shown = cancellable(ui.alt_run.click, bind(run, ex), [*request, ui.alt_n, ui.alt_seed, state],
                         outputs(Shown, ui, state=state), run=[ui.alt_run], cancel=ui.alt_cancel,
                         progress_on=ui.alt_info)
-    ui.alt_cancel.click(bind(cancel, ex), [state], [ui.alt_run, ui.alt_cancel], cancels=[shown], **INSTANT)
+    ui.alt_cancel.click(bind(cancel, ex), [state], [ui.alt_run, ui.alt_cancel], cancels=[shown], **STOP)

@@ -36,7 +36,19 @@ from ..inputs import (
 )
 from ..state import LoadedModel
 from ..views import CounterfactualView, RunningView
-from ..wiring import COMPUTE, INSTANT, PRIVATE, RAW, bind, cancellable, idle_buttons, no_error_badge, outputs
+from ..wiring import (
+    COMPUTE,
+    INSTANT,
+    PRIVATE,
+    RAW,
+    STOP,
+    bind,
+    cancellable,
+    idle_buttons,
+    no_error_badge,
+    outputs,
+    stop,
+)
 from . import card_export, cf_tools, region, scrubber, share, try_again
 from .scrubber import PLAY, STEP_VIEW, Frame, frame_at, play, play_start, play_tick, running_view, scrub, step_view
 
@@ -338,7 +350,7 @@ def cancel(ex: Explainer, state, step) -> Stopped:
     """The Cancel button: this session's PGD run stops at its next step (the event itself is cancelled too);
     Run and Try again are back on, and the streamed frame gives way to the stored path at the slider's step
     (or to the empty view when there is none): the cancelled run's last frame would sit beside the old path."""
-    ex.cancel(state)
+    stop(ex, state)
     view = ex.get(state, "cf")
     shown = scrubber.empty_step() if view is None else step_view(view, view.index(step))
     return Stopped(*idle_buttons(2), **{k: shown[k] for k in Stopped._fields[3:]})
@@ -378,7 +390,7 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers
     retried = cancellable(ui.cf_retry.click, bind(retry_live, ex), request,
                           outputs(Retried, ui, followers, state=state), **buttons)
     ui.cf_cancel.click(bind(cancel, ex), [state, ui.cf_step], outputs(Stopped, ui), cancels=[ran, retried],
-                       **INSTANT)
+                       **STOP)
     chain_exports(ran, ex, ui, state)
     chain_exports(retried, ex, ui, state)
     frame = outputs(Frame, ui, followers)
