@@ -32,6 +32,7 @@ from dat_core.version import code_version
 from dat_core.zoo import weights_sha256
 
 from .export import save_json
+from .image import to_model_input
 from .trajectory import Trajectory, counterfactual
 
 CARD_FORMAT = "dat-explainer/explanation-card/1"
@@ -225,6 +226,23 @@ def _replay_device(card: dict[str, Any], device: str | torch.device | None) -> t
     except ValueError as e:
         raise ValueError(f"the card was made on {card['device']!r}, which is not here ({e.args[0].split(';')[0]}): "
                          f"pass --device cpu to replay it (approximately: another device rounds differently)") from None
+
+
+def check_image(card: dict[str, Any], image: str | Path) -> str:
+    """Say whether the file `image` is the one the card explains: its sha256 when the card holds one, else (an
+    app upload not hashed) whether it gives the card's exact x_0. A ValueError when it is not."""
+    path = Path(image).expanduser()
+    want = card["image"].get("sha256")
+    if want is not None:
+        with open(path, "rb") as f:
+            found = hashlib.file_digest(f, "sha256").hexdigest()
+        if found != want:
+            raise ValueError(f"{path.name} is not the card's image (its sha256 differs from the card's)")
+        return f"{path.name} is the card's image (sha256)"
+    x0 = _unpack(card["image"]["x0"])
+    if not np.array_equal(to_model_input(path, int(x0.shape[-1]))[0].numpy(), x0):
+        raise ValueError(f"{path.name} is not the card's image (it does not give the card's x_0)")
+    return f"{path.name} gives the card's exact x_0 (the card holds no sha256 of its file)"
 
 
 def replay(path: str | Path, device: str | torch.device | None = None) -> Replay:

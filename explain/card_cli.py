@@ -10,9 +10,10 @@ from typing import Any
 EPILOG = """examples:
   python -m explain counterfactual --image cat.png --target dog --card --out out/cf   # writes out/cf/card.json
   python -m explain replay out/cf/card.json --out out/replay
+  python -m explain replay out/cf/card.json --image cat.png   # and check that cat.png is the card's image
 
 Exit status 0 when every frame is reproduced bit for bit, 1 when the path differs (another device or dtype,
-another PyTorch build), 2 on bad input or when the model's weights are not the card's."""
+another PyTorch build), 2 on bad input or when the model's weights (or --image) are not the card's."""
 
 
 def add_replay_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,14 +24,19 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("card", help="card.json written by `python -m explain counterfactual --card`")
     p.add_argument("--device", default=None, help="run on this device instead of the card's")
     p.add_argument("--out", default=None, help="also write the replayed trajectory here")
+    p.add_argument("--image", default=None, metavar="FILE",
+                   help="also check that FILE is the image the card explains (its sha256; for a card without one, "
+                        "that it gives the card's exact x_0); exit 2 when it is not")
     p.set_defaults(func=run_replay)
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from .card import read_card, replay
+    from .card import check_image, read_card, replay
     from .export import save_gif, save_metrics_json
 
     card = read_card(args.card)
+    if args.image:
+        print(check_image(card, args.image))
     result = replay(args.card, device=args.device)
     t = result.trajectory
     if args.out:

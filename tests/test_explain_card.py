@@ -60,6 +60,31 @@ def test_card_with_mask_and_guide_replays(setup):
         replay(tmp / "cf" / "card.json")
 
 
+def test_replay_checks_the_image_it_is_given(setup, capsys):
+    """A card records its image's sha256, but replay could not check it: nothing said whether a file at hand is
+    the image the card explains. `--image FILE` checks the hash (or, in a card without one, the exact x_0)."""
+    tmp, model_dir, _ = setup
+    assert _cf(tmp, model_dir, tmp / "cf") == 0
+    path = tmp / "cf" / "card.json"
+    capsys.readouterr()
+    assert main(["replay", str(path), "--image", str(tmp / "img.png")]) == 0
+    assert "img.png is the card's image (sha256)" in capsys.readouterr().out
+    other = np.asarray(Image.open(tmp / "img.png")).copy()
+    other[0, 0] ^= 1
+    Image.fromarray(other).save(tmp / "other.png")
+    assert main(["replay", str(path), "--image", str(tmp / "other.png")]) == 2
+    assert "other.png is not the card's image" in capsys.readouterr().err
+    card = json.loads(path.read_text())
+    card["image"]["sha256"] = None                                          # e.g. an app upload not hashed
+    path.write_text(json.dumps(card))
+    assert main(["replay", str(path), "--image", str(tmp / "img.png")]) == 0
+    assert "img.png gives the card's exact x_0" in capsys.readouterr().out
+    Image.fromarray(np.full((40, 48, 3), 9, np.uint8)).save(tmp / "flat.png")
+    assert main(["replay", str(path), "--image", str(tmp / "flat.png")]) == 2
+    assert "flat.png is not the card's image" in capsys.readouterr().err
+    assert main(["replay", str(path), "--image", str(tmp / "nowhere.png")]) == 2
+
+
 def test_other_weights_or_frames_are_caught(setup, capsys):
     tmp, model_dir, _ = setup
     assert _cf(tmp, model_dir, tmp / "cf") == 0
