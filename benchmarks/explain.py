@@ -54,7 +54,7 @@ from dat_core.models import find_arch
 from dat_core.models.class_names import dataset_class_names
 from dat_core.pgd import pgd
 from dat_core.runtime import native_bf16, use_autocast
-from explain.generate import generate
+from explain.generation import generate
 from explain.params import IMAGENET_MIN_SIZE
 from explain.trajectory import counterfactuals, minimal_counterfactual
 

@@ -238,7 +238,7 @@ def _generate(args: argparse.Namespace) -> int:
     from dat_core.sampling import make_grid, save_png
 
     from .export import save_gif, save_json
-    from .generate import generate
+    from .generation import generate
 
     refuse_unused(args, ("seed",), args.seeds in SEED_KINDS, "a seed kind (--seeds bank, gaussian, ...): an image "
                   "file is its own start")

@@ -335,3 +335,23 @@ def test_compile_falls_back_to_eager_and_still_writes_everything(files, tmp_path
     first = json.loads((tmp_path / "cf" / "metrics.json").read_text())
     assert main([*args, "--compile", "off"]) == 0
     assert json.loads((tmp_path / "cf" / "metrics.json").read_text()) == first
+
+
+@pytest.mark.parametrize("package", ["explain", "train"])
+def test_ctrl_c_while_torch_still_loads_is_one_line(package):
+    """Ctrl-C in the first seconds, while `python -m explain` (or `train`) was still importing torch, printed a
+    traceback through the package's imports; it is the same "interrupted" line and exit 130 as later on. The
+    Ctrl-C is made to land exactly there: an import hook raises it when torch is imported."""
+    script = f"""
+import runpy, sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["{package}", "--help"]
+runpy.run_module("{package}", run_name="__main__", alter_sys=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert (done.returncode, done.stderr) == (130, "interrupted\n"), done.stderr[-2000:]

@@ -195,4 +195,8 @@ def _say(error: BaseException) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C while torch still loads: the same one line as later (main), no traceback
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

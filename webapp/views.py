@@ -364,7 +364,7 @@ class CompareView:
 class SamplingView:
     """A generation run (explain.generate with record_every=1) as a grid per sampling step."""
 
-    samples: Any                      # explain.generate.Samples
+    samples: Any                      # explain.Samples (explain/generation.py)
     nrow: int
     scale: int
     chart: LineChart
