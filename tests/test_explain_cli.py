@@ -355,3 +355,20 @@ runpy.run_module("{package}", run_name="__main__", alter_sys=True)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
     assert (done.returncode, done.stderr) == (130, "interrupted\n"), done.stderr[-2000:]
+
+
+def test_explains_names_are_never_shadowed_by_its_submodules():
+    """explain's names load on first use; a submodule of the same name (explain/generate.py) imported first
+    would make `explain.generate` that module. Every submodule is imported before any name is used."""
+    script = """
+import importlib, pkgutil, types, explain
+for m in pkgutil.iter_modules(explain.__path__):
+    if m.name != "__main__":
+        importlib.import_module("explain." + m.name)
+bad = [n for n in explain.__all__ if isinstance(getattr(explain, n), types.ModuleType)]
+assert not bad and sorted(explain.__all__) == sorted(set(explain.__all__)), bad
+print(len(explain.__all__))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and int(done.stdout) >= 20, done.stderr[-2000:]
