@@ -45,7 +45,7 @@ def tiny_model():
 
 def test_save_load_round_trip_keeps_logits_config_and_card(tmp_path):
     model = random_model(1, num_classes=3, class_names=["a", "b", "c"], mean=(0.5, 0.4, 0.3),
-                         std=(0.2, 0.25, 0.3), energy_quantiles=[-3.5, 1.25])
+                         std=(0.2, 0.25, 0.3), energy_quantiles={"0.05": -3.5, "0.95": 1.25})
     card = "---\nlicense: mit\ntags: [adversarial-robustness]\n---\n# tiny\n"
     out = save_model(model, tmp_path / "ckpt", card=card)
 
@@ -218,6 +218,14 @@ def _with_config(tmp_path, **changes):
     ({"class_names": [*"abcdefghi", "a"]}, "appears twice"),
     ({"class_names": [*"abcdefghi", " "]}, "blank"),
     ({"arch": "wrn-16-64"}, "parameters"), ({"arch": "no-such-net"}, "arch"), ({"arch": 7}, "arch"),
+    # fields the tools read beyond the model's own: checked on every load, not only by the app (a null
+    # quantile was a TypeError traceback in `explain benchmark`, a string code_version one in model cards)
+    ({"energy_quantiles": {"0.05": None, "0.95": 1}}, "energy_quantiles"),
+    ({"energy_quantiles": "lots"}, "energy_quantiles"), ({"energy_quantiles": {"1.5": 0.0}}, "energy_quantiles"),
+    ({"energy_quantiles": {"half": 0.0}}, "energy_quantiles"),
+    ({"energy_quantiles": {"0.5": True}}, "energy_quantiles"),
+    ({"energy_quantiles": {"0.5": float("inf")}}, "energy_quantiles"), ({"energy_quantiles": {}}, "energy_quantiles"),
+    ({"code_version": "0.1.0"}, "code_version"), ({"code_version": {"version": 3}}, "code_version"),
     ({"arch": "resnet50", "num_classes": 10, "image_size": 512, "class_names": None}, None),  # allowed: under budget
 ])
 def test_hostile_configs_are_refused_naming_the_field(tmp_path, changes, field):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -122,30 +121,12 @@ def load(source: ModelSource, *, visitor: bool = True, **hub_options: Any) -> tu
         errors_label = ENTERED_FOLDER if visitor else str(directory)
     try:
         model = load_checkpoint_dir(directory, label=errors_label)
-        check_app_fields(model.config, f"{errors_label}/config.json")
         return model, directory
     except (OSError, ValueError) as e:
         raise ValueError(str(e)) from e
     except Exception as e:  # noqa: BLE001 (the boundary to untrusted files; see the docstring)
         LOG.exception("loading %s failed", name)
         raise ValueError(f"{name} could not be loaded: it is not a valid checkpoint ({type(e).__name__})") from e
-
-
-def check_app_fields(config: dict, where: str) -> None:
-    """The config fields the app reads beyond those `dat_core` checks: `energy_quantiles` must map quantile
-    levels in (0, 1) to finite energies (typicality is computed from them)."""
-    q = config.get("energy_quantiles")
-    if q is None:
-        return
-    try:
-        ok = isinstance(q, dict) and 0 < len(q) <= 1000 and all(
-            0 < float(k) < 1 and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for k, v in q.items())
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{where}: energy_quantiles must map quantile levels in (0, 1) to finite energies, "
-                         'like {"0.5": -3.1}')
 
 
 def hub_failure(source: ModelSource, error: BaseException) -> str:

@@ -39,6 +39,9 @@ class ModelConfig(BaseModel):
     std: list[float] | None = Field(default=None, min_length=3, max_length=3)
     temperature: float | None = Field(default=None, ge=TEMPERATURE_RANGE[0], le=TEMPERATURE_RANGE[1],
                                       allow_inf_nan=False)
+    # read by the tools beyond the model itself: typicality, the benchmark's energy band, model cards
+    energy_quantiles: dict[str, float] | None = Field(default=None, min_length=1, max_length=1000)
+    code_version: dict[str, str | None] | None = Field(default=None, max_length=10)
 
     @field_validator("arch")
     @classmethod
@@ -67,6 +70,26 @@ class ModelConfig(BaseModel):
     def _positive(cls, v: list[float] | None) -> list[float] | None:
         if v is not None and not all(x > 0 for x in v):
             raise ValueError("must be > 0 in every channel")
+        return v
+
+    @field_validator("energy_quantiles")
+    @classmethod
+    def _quantiles(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for level, energy in (v or {}).items():
+            try:
+                ok = 0 < float(level) < 1 and math.isfinite(energy)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError('must map quantile levels in (0, 1) to finite energies, like {"0.5": -3.1}; '
+                                 f"got {level[:20]!r}: {energy!r}")
+        return v
+
+    @field_validator("code_version")
+    @classmethod
+    def _short(cls, v: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        if v is not None and any(len(k) > 64 or len(x or "") > 200 for k, x in v.items()):
+            raise ValueError("keys of at most 64 and values of at most 200 characters")
         return v
 
     @field_validator("class_names")
