@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,10 @@ def replacing(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if str(tmp) not in (e.filename, e.filename2):   # not the write itself (e.g. a download feeding it)
+            raise
+        raise OSError(f"cannot write {path}: {e.strerror or e}") from e   # named as asked, not its twin
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -122,5 +127,9 @@ def check_writable(path: str | Path | None, option: str, folder: bool = False) -
         raise ValueError(f"{option} {path} is {'a file: give a folder' if folder else 'a folder: give a file name'}")
     where = (target if folder else target.parent).absolute()
     existing = next(p for p in (where, *where.parents) if p.exists())   # the folder, or what will hold it
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise ValueError(f"{option}: cannot write {path} ({existing} is not a writable folder)")
+    try:   # a file tried, not os.access: that says yes to root everywhere, /proc included
+        if not existing.is_dir():
+            raise NotADirectoryError
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError:
+        raise ValueError(f"{option}: cannot write {path} ({existing} is not a writable folder)") from None

@@ -179,6 +179,8 @@ def test_calibrate_refuses_a_temperature_no_config_may_hold(toy, tmp_path, capsy
     (["--val-size", "0"], "--val-size must be in"),
     (["--batch-size", "0"], "--batch-size"),
     (["--device", "nonsense"], "unknown device"),
+    # an --out that cannot be written was found after the fit ("[Errno 17] File exists"), now before it
+    (["--out", __file__], "is a file: give a folder"), (["--out", "/proc/calibrated"], "cannot write"),
 ])
 def test_calibrate_refuses_in_one_line(overlapping, overconfident, extra, message, capsys):
     assert main(["calibrate", "--model", str(overconfident), "--data", str(overlapping), *extra]) == 2

@@ -124,3 +124,24 @@ def test_replacing_dir_removes_what_a_killed_writer_left_but_not_a_live_one(tmp_
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="file is a file, not a folder"), replacing_dir(tmp_path / "file"):
         pass
+
+
+def test_an_unwritable_place_is_refused_before_the_work(tmp_path):
+    """`check_writable` asked `os.access`, which says yes to root everywhere: `--out /proc/x` passed the early
+    check, the work ran, and the end failed. It now tries a file in the folder that would hold the output."""
+    from dat_core.files import check_writable
+
+    for path, folder in (("/proc/x", True), ("/proc/x.json", False), ("/proc/sys/x/y", True)):
+        with pytest.raises(ValueError, match="cannot write"):
+            check_writable(path, "--out", folder=folder)
+    check_writable(tmp_path / "new" / "deeper", "--out", folder=True)
+    check_writable(tmp_path / "x.json", "--json")
+    assert list(tmp_path.iterdir()) == []                                   # the probe leaves nothing
+
+
+def test_a_failed_write_names_the_file_not_its_temporary_twin(tmp_path):
+    """A write that failed said "error: /proc/.x.json.14876.e74b0dba.tmp does not exist"."""
+    for target in (tmp_path / "missing" / "x.json", tmp_path):             # no folder to hold it; a folder
+        with pytest.raises(OSError) as failed, replacing(target) as tmp:
+            tmp.write_bytes(b"{}")
+        assert f"cannot write {target}" in str(failed.value) and ".tmp" not in str(failed.value)

@@ -431,3 +431,15 @@ def test_cli_import_with_an_official_config(tiny_archs, monkeypatch, tmp_path, c
                  "--num-classes", "10", "--class-names", "cifar10", "--out", "bad"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "shape mismatch" in err and "head.fc.weight" in err
+
+
+def test_cli_import_checks_out_before_it_reads_the_checkpoint(tmp_path, capsys):
+    """`train import --out FILE` converted the whole checkpoint and then said "[Errno 17] File exists"."""
+    from train.__main__ import main
+
+    torch.save(wrapped(build_model("wrn-10-1", num_classes=3).state_dict(), "ema"), tmp_path / "m.pth")
+    (tmp_path / "taken").write_text("x")
+    for out, said in ((tmp_path / "taken", "is a file: give a folder"), ("/proc/ours", "cannot write")):
+        assert main(["import", "--checkpoint", str(tmp_path / "m.pth"), "--arch", "wrn-10-1", "--num-classes", "3",
+                     "--out", str(out)]) == 2
+        assert said in capsys.readouterr().err

@@ -153,15 +153,14 @@ def test_seed_files_are_never_unpickled(tmp_path):
 def test_a_write_that_fails_midway_keeps_the_old_file(tmp_path, monkeypatch):
     """`train seeds` rewrites the shipped assets/seeds files in place: a write cut short (a full disk, a kill)
     used to leave a truncated bank that no sampling could read. Now the old file stays whole."""
-    import safetensors.torch
-
     path = write_seed_bank(tmp_path / "bank.safetensors", torch.full((2, 3, 4, 4), 7, dtype=torch.uint8), {"v": 1})
     before = path.read_bytes()
 
-    def cut_short(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"\x00" * 10)   # the first bytes reached the disk, then it filled up
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(safetensors.torch, "save_file", cut_short)
+    def cut_short(self, data):
+        with open(self, "wb") as f:
+            f.write(data[:10])                     # the first bytes reached the disk, then it filled up
+        raise OSError(28, "No space left on device", str(self))
+    monkeypatch.setattr(Path, "write_bytes", cut_short)
     with pytest.raises(OSError, match="No space left"):
         write_seed_bank(path, torch.zeros(2, 3, 4, 4, dtype=torch.uint8), {"v": 2})
     assert path.read_bytes() == before and load_seed_bank(path).metadata["v"] == "1"
@@ -190,3 +189,29 @@ def test_noise_mixed_into_the_ood_seeds_is_a_fixed_share_and_resumes_exactly(toy
     after = next(mixed)
     mixed.load_state_dict(state)
     assert torch.equal(next(mixed), after)
+
+
+def test_train_seeds_checks_everything_before_it_writes_a_file(toy, tmp_path, capsys):
+    """`train seeds` wrote the bank and only then found the dataset missing (one file of the pair replaced); took
+    one path for both files (the bank silently overwritten), a path of spaces as a file name, an unwritable place
+    as a SafetensorError traceback, and --resolution 64 as a 46 GB allocation traceback."""
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f'stage = "stage2"\nseed = 3\n[model]\ninit = "s1"\n'
+                   f'[data]\ndataset = "{toy}"\nimage_size = 16\nval_size = 12\n'
+                   f'ood = "{toy / "ood"}"\nood_holdout = 6\nood_seed_bank = 10\n')
+    bank, gauss = tmp_path / "out" / "bank.safetensors", tmp_path / "out" / "g.safetensors"
+
+    def seeds(*args):
+        return train_main(["seeds", "--config", str(cfg), "--resolution", "4", *args])
+    assert seeds("--bank-out", str(bank), "--gaussians-out", str(gauss), f"data.dataset={tmp_path / 'none'}") == 2
+    assert "does not exist" in capsys.readouterr().err and not bank.exists()
+    assert seeds("--bank-out", str(bank), "--gaussians-out", str(bank)) == 2
+    assert "the same file" in capsys.readouterr().err and not bank.exists()
+    assert seeds("--bank-out", " ", "--gaussians-out", "") == 2
+    assert "--bank-out" in capsys.readouterr().err and not (Path.cwd() / " ").exists()
+    assert seeds("--bank-out", "/proc/y.safetensors", "--gaussians-out", "") == 2
+    assert "cannot write" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        train_main(["seeds", "--config", str(cfg), "--bank-out", "", "--gaussians-out", str(gauss),
+                    "--resolution", "64"])
+    assert "--resolution: expected an integer in 1..32" in capsys.readouterr().err and not gauss.exists()

@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     from dat_core.training.errors import TrainingError
     try:
         with sigterm_as_interrupt():   # training sets its own handlers (it saves its state first)
+            from dat_core.files import check_writable
+            check_writable(getattr(args, "out", None), "--out", folder=True)   # before any work, not after it
             return args.func(args)
     except (ValueError, OSError) as e:  # bad config, input or path (missing, unreadable, a folder): one clear line
         _say(e)

@@ -164,7 +164,6 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         refuse_unused(args, options, bool(getattr(args, part)), needs)
     check_data_options(args)
     check_writable(args.json, "--json")
-    check_writable(args.out, "--out", folder=True)
     args.restarts, args.ood_holdout = args.restarts or 0, args.ood_holdout or 0
     args.ood_limit, args.sample_seeds = args.ood_limit or OOD_LIMIT, args.sample_seeds or SEED_KINDS[0]
     run_autoattack = args.autoattack or attacks is not None

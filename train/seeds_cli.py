@@ -13,6 +13,8 @@ from pathlib import Path
 
 from dat_core.cli_types import int_in
 
+MAX_RESOLUTION = 32
+
 EXAMPLES = """examples:
   python -m train seeds --config train/configs/cifar10-wrn16-2-cpu-stage2.toml
   python -m train seeds --config CFG.toml --bank-out my-bank.safetensors --gaussians-out ""
@@ -31,8 +33,9 @@ def add_seeds_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bank-out", type=str, default=str(SEED_BANK), help='seed bank file (.safetensors; "": skip)')
     p.add_argument("--gaussians-out", type=str, default=str(CLASS_GAUSSIANS),
                    help='class Gaussians file (.safetensors; "": skip)')
-    p.add_argument("--resolution", type=int_in(1, 4096), default=8,
-                   help="side of the images the Gaussians are fitted at")
+    p.add_argument("--resolution", type=int_in(1, MAX_RESOLUTION), default=8,
+                   help=f"side of the images the Gaussians are fitted at (1-{MAX_RESOLUTION}: a full covariance of "
+                        f"3*side^2 pixels per class; {MAX_RESOLUTION} px is 3,072)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=run_seeds)
 
@@ -43,11 +46,10 @@ def run_seeds(args: argparse.Namespace) -> int:
     from dat_core.training.data import load_train_val, ood_parts
     from dat_core.zoo import weights_sha256
 
-    if not args.bank_out and not args.gaussians_out:
-        raise ValueError('--bank-out "" and --gaussians-out "" skip both files: nothing would be written')
+    _check_outputs(args.bank_out, args.gaussians_out)
     cfg = load_config(args.config, args.overrides)
     d = cfg.data
-    written = {}
+    tensors = {}   # everything is computed before the first file is written: a failure replaces neither
     if args.bank_out:
         if not d.ood_seed_bank:
             raise ValueError("data.ood_seed_bank is 0 in this config: set it (e.g. data.ood_seed_bank=1000)")
@@ -60,13 +62,29 @@ def run_seeds(args: argparse.Namespace) -> int:
             "config": Path(args.config).name}
         if source.is_file():
             meta["source_sha256"] = weights_sha256(source)  # the zoo's file hasher: any file
-        written["bank"] = str(write_seed_bank(args.bank_out, bank.images[:], meta))
+        tensors["bank"] = (write_seed_bank, args.bank_out, bank.images[:], meta)
     if args.gaussians_out:
         train_set, _ = load_train_val(cfg)
         g = fit_class_gaussians(train_set, args.resolution)
         meta = {"source": Path(d.dataset).name, "how": (
             f"per-class mean and covariance of the {len(train_set)} training images (validation carved out) "
             f"area-pooled to {args.resolution}x{args.resolution}, + 1e-3 x mean variance on the diagonal")}
-        written["gaussians"] = str(write_class_gaussians(args.gaussians_out, g, meta))
+        tensors["gaussians"] = (write_class_gaussians, args.gaussians_out, g, meta)
+    written = {name: str(write(path, data, meta)) for name, (write, path, data, meta) in tensors.items()}
     print(json.dumps(written, indent=2))
     return 0
+
+
+def _check_outputs(bank_out: str, gaussians_out: str) -> None:
+    """Both output paths usable, before any work: "" skips a file, a blank one is a mistake, one file for both
+    would hold only the Gaussians."""
+    from dat_core.files import check_writable
+
+    if not bank_out and not gaussians_out:
+        raise ValueError('--bank-out "" and --gaussians-out "" skip both files: nothing would be written')
+    for option, value in (("--bank-out", bank_out), ("--gaussians-out", gaussians_out)):
+        if value and not value.strip():
+            raise ValueError(f'{option} is blank: give a file name, or "" to skip that file')
+        check_writable(value or None, option)
+    if bank_out and gaussians_out and Path(bank_out).resolve() == Path(gaussians_out).resolve():
+        raise ValueError("--bank-out and --gaussians-out name the same file: give each its own")

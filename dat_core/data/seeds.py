@@ -88,13 +88,14 @@ def _cached_read(name: str, mtime_ns: int, what: str) -> tuple[dict[str, torch.T
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, object]) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = save({k: v.contiguous() for k, v in tensors.items()},
+                metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     with replacing(path) as tmp:   # the shipped file is rewritten in place: a stop mid-write keeps the old one
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+        tmp.write_bytes(data)
     return path
 
 
@@ -169,7 +170,9 @@ def fit_class_gaussians(dataset: ImageDataset, resolution: int = 8, shrinkage: f
         x = F.adaptive_avg_pool2d(x, resolution).flatten(1).double()
         y = dataset.labels[idx]
         sums.index_add_(0, y, x)
-        outer.index_add_(0, y, x[:, :, None] * x[:, None, :])
+        for c in y.unique().tolist():   # x^T x per class: d x d at a time, never batch x d x d
+            xc = x[y == c]
+            outer[c] += xc.T @ xc
         counts.index_add_(0, y, torch.ones(len(y), dtype=torch.float64))
     if (counts < 2).any():
         raise ValueError("every class needs at least 2 images to fit a Gaussian")
