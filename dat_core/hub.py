@@ -16,7 +16,7 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, HfApi, constants, snapshot_download
 from huggingface_hub import errors as hf_errors
 
-from .checkpoint import CARD_NAME, CHECKPOINT_FILES, read_config
+from .checkpoint import CARD_NAME, CHECKPOINT_FILES, load_checkpoint_dir
 
 HUB_FILES = [*CHECKPOINT_FILES, CARD_NAME]
 """What is downloaded and pushed: nothing else in a repo is ever fetched."""
@@ -115,7 +115,10 @@ def push(directory: str | Path, repo_id: str, revision: str | None = None, *, to
     missing = [name for name in CHECKPOINT_FILES if not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(f"cannot push {directory}: it is missing {' and '.join(missing)}")
-    read_config(directory / CHECKPOINT_FILES[0])  # refuse to publish a config that cannot be loaded back
+    try:   # refuse to publish a checkpoint that cannot be loaded back: config and weights, as a download would
+        load_checkpoint_dir(directory)
+    except ValueError as e:
+        raise ValueError(f"cannot push {directory}: {e}") from None
     hub_url = endpoint or constants.ENDPOINT
     api = HfApi(endpoint=endpoint, token=token)
     try:

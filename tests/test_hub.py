@@ -162,6 +162,26 @@ def test_push_refuses_an_incomplete_dir(fake_hub, models, tmp_path):
     assert fake_hub.requests == []
 
 
+@pytest.mark.parametrize("damage", ["empty", "truncated", "other arch"])
+def test_push_refuses_weights_that_cannot_be_loaded_back(fake_hub, models, tmp_path, damage):
+    """`train push` read only config.json: a zero-byte, truncated or mismatched model.safetensors went up."""
+    import shutil
+
+    d = tmp_path / "ckpt"
+    shutil.copytree(models["A"][1], d)
+    weights = d / "model.safetensors"
+    if damage == "empty":
+        weights.write_bytes(b"")
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        config = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**config, "arch": "wrn-16-2"}))
+    with pytest.raises(ValueError, match="cannot push"):
+        hub.push(d, "someone/broken", endpoint=fake_hub.url, token="hf_fake")
+    assert fake_hub.requests == []
+
+
 def test_push_to_an_unreachable_hub(models):
     with FakeHub() as dead:
         url = dead.url
