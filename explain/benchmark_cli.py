@@ -132,7 +132,6 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     from . import benchmark_report as rep
     from .benchmark_parts import SpentTime, check_run_folder
     from .cli_options import guidance
-    from .image import to_model_input
     from .image_sets import load_image_set, resolve_data_options
     from .params import default_params, parse_eps, validate_params
     from .success_cli import comma_values
@@ -162,7 +161,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     pair_set = None if kind == "all-others" else bm.RANDOM_OTHER if kind == bm.RANDOM_OTHER else \
         bm.read_pairs(args.pairs, class_names)
     images, labels, names = load_image_set(args, class_names, size)   # after every cheap check: it decodes
-    x = torch.cat([to_model_input(im, size) for im in images])
+    x = torch.cat(images)
     with torch.no_grad():
         predictions = torch.cat([model(x[i:i + 256].to(device)).argmax(1).cpu() for i in range(0, len(x), 256)])
     labels = np.asarray([int(p) if lab is None else lab for lab, p in zip(labels, predictions)], dtype=np.int64)

@@ -11,6 +11,8 @@ from typing import Any
 from dat_core.assets import ASSETS_DIR
 from dat_core.cli_types import refuse_unused
 
+from .image import to_model_input
+
 EXAMPLES_DIR = ASSETS_DIR / "examples"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DATA_DEFAULTS = {"split": "train", "val_size": 2000, "seed": 0}
@@ -48,8 +50,9 @@ def resolve_data_options(args: argparse.Namespace) -> None:
 
 def load_image_set(args: argparse.Namespace, class_names: list[str], size: int) -> tuple[list[Any],
                                                                                         list[int | None], list[str]]:
-    """(images, labels, names) from `image_set_options`: images are (1,3,H,W) float tensors (--data) or file
-    paths (--images); a label is None where a file name does not name a class."""
+    """(images, labels, names) from `image_set_options`: images are (1,3,H,W) float tensors, every file decoded
+    here, before any work (a bad file found midway would throw away the work before it); a label is None where
+    a file name does not name a class."""
     if not 0 < args.limit:
         raise ValueError(f"--limit must be >= 1; got {args.limit}")
     resolve_data_options(args)
@@ -74,4 +77,5 @@ def load_image_set(args: argparse.Namespace, class_names: list[str], size: int) 
         raise ValueError(f"--images {folder.name} holds no images")
     files = files[:args.limit]
     index = {n.lower(): i for i, n in enumerate(class_names)}
-    return files, [index.get(f.stem.rsplit("-", 1)[0].lower()) for f in files], [f.name for f in files]
+    images = [to_model_input(f, size) for f in files]
+    return images, [index.get(f.stem.rsplit("-", 1)[0].lower()) for f in files], [f.name for f in files]

@@ -105,3 +105,19 @@ def test_norm_and_threshold_are_checked_before_anything_loads(tmp_path, capsys, 
     with pytest.raises(SystemExit) as e:
         main(["success", "--model", "no-such-model-folder", "--images", str(tmp_path), *extra])
     assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_an_unreadable_image_is_found_before_the_sweep(setup, tmp_path, capsys, monkeypatch):
+    """`success` decoded each file when the sweep reached it: a bad file sorted last threw away the work done on
+    every image before it. Every image is decoded before the first path (as `benchmark` does)."""
+    import shutil
+
+    import explain.success
+    _, d = setup
+    shutil.copytree(d / "imgs", tmp_path / "imgs")
+    (tmp_path / "imgs" / "zebra-0000.png").write_bytes(b"")                # sorted last
+    swept = []
+    monkeypatch.setattr(explain.success, "sweep", lambda *a, **k: swept.append(1))
+    assert main(["success", "--model", str(d / "ckpt"), "--images", str(tmp_path / "imgs"), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "zebra-0000.png" in capsys.readouterr().err and swept == []
