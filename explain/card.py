@@ -33,7 +33,7 @@ from dat_core.zoo import weights_sha256
 
 from .export import save_json
 from .image import to_model_input
-from .trajectory import Trajectory, counterfactual
+from .trajectory import Trajectory, counterfactual, model_info
 
 CARD_FORMAT = "dat-explainer/explanation-card/1"
 MAX_CARD_BYTES = 64 * 2 ** 20
@@ -259,9 +259,15 @@ def replay(path: str | Path, device: str | torch.device | None = None) -> Replay
     if card.get("memory_format") == "channels_last":
         model = channels_last(model)
     guide = _load_checked(card["guide"], model_device(model)) if card.get("guide") else None
+    names = model_info(model)[1]
+    if not card["target"] < len(names) or names[card["target"]] != card["target_name"]:
+        raise ValueError(f"target_name {card['target_name'][:40]!r} is not the model's class {card['target']}")
     p = dict(card["params"])
     autocast = card["dtype"] != "float32"
     traj = _run(model, x0, card["target"], p, autocast, mask, guide)
+    if names[traj.source] != card["metrics"]["source_name"]:
+        raise ValueError(f"metrics.source_name {card['metrics']['source_name'][:40]!r} is not the class the model "
+                         f"predicts at x_0 ({names[traj.source]})")
     same = str(model_device(model)) == card["device"]
     identical = frames_sha256(traj) == card["frames_sha256"]
     return Replay(traj, identical, 0.0 if identical else _diff(card, traj), same)

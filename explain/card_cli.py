@@ -46,7 +46,7 @@ def run_replay(args: argparse.Namespace) -> int:
         save_metrics_json(t, out / "metrics.json")
     where = "" if result.same_setting else f" (card: {card['device']}, here: another device)"
     if result.identical:
-        print(f"reproduced bit for bit: {card['metrics']['source_name']} -> {card['target_name']}, "
+        print(f"reproduced bit for bit: {t.class_names[t.source]} -> {t.class_names[t.target]}, "
               f"p = {float(t.confidence[-1]):.4f}{where}")
         return 0
     if result.max_abs_diff == 0:

@@ -157,6 +157,9 @@ def test_hostile_arrays_in_a_card_are_refused_before_inflating(setup, capsys):
     (lambda c: c.__setitem__("mask", c["image"]["x0"]), "mask"),
     (lambda c: c["metrics"].__setitem__("confidence_target", float("nan")), "metrics.confidence_target"),
     (lambda c: c["params"].__setitem__("step_size", float("inf")), "params.step_size"),
+    # names that are not the model's: replay printed them ("frog -> cat" for a path that ran toward class 4)
+    (lambda c: c.__setitem__("target_name", "cat"), "target_name"),
+    (lambda c: c["metrics"].__setitem__("source_name", "cat"), "source_name"),
 ])
 def test_a_tampered_card_is_one_line_naming_the_field(setup, capsys, tamper, needle):
     """Every field of a card (it may come from anyone) is checked before anything runs: exit 2 and one line that
