@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -78,21 +79,27 @@ def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argpar
     p.set_defaults(func=lambda args: run_benchmark(args, load))
 
 
-def _judge(source: str, model, device) -> tuple[Any, str, bool]:
-    """(judge model or None, its name, whether it has the explained model's classes)."""
+def _judge(source: str, model, device) -> tuple[Any, str, bool, bool]:
+    """(judge model or None, its name, whether it has the explained model's classes, whether it is the explained
+    model: the same weights, from whatever folder)."""
+    import torch
+
     from dat_core.loading import load_model
 
     from .trajectory import model_info
 
     if source.strip().lower() == "none":
-        return None, "", True
+        return None, "", True, False
     judge = load_model(source, device=device).eval()
+    ours, theirs = model.state_dict(), judge.state_dict()
+    itself = ours.keys() == theirs.keys() and all(
+        ours[k].shape == theirs[k].shape and torch.equal(ours[k].cpu(), theirs[k].cpu()) for k in ours)
     size, names, _ = model_info(model)
     j_size, j_names, _ = model_info(judge)
     if j_size != size:
         raise ValueError(f"{Path(source).name} takes {j_size}px images, the explained model {size}px")
     arch = (getattr(judge, "config", {}) or {}).get("arch", "")
-    return judge, (f"{Path(source).name} ({arch})" if arch else Path(source).name), j_names == names
+    return judge, (f"{Path(source).name} ({arch})" if arch else Path(source).name), j_names == names, itself
 
 
 def _settings(args: argparse.Namespace, radii: list[float], request: dict[str, Any], pairs: Any) -> dict[str, Any]:
@@ -166,10 +173,17 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
         predictions = torch.cat([model(x[i:i + 256].to(device)).argmax(1).cpu() for i in range(0, len(x), 256)])
     labels = np.asarray([int(p) if lab is None else lab for lab, p in zip(labels, predictions)], dtype=np.int64)
     jobs = bm.make_jobs(labels, len(class_names), pair_set)
-    feature_model, fs_name, _ = _judge(args.feature_model, model, device)
-    transfer, tr_name, same_classes = _judge(args.transfer_model, model, device)
+    transfer, tr_name, same_classes, itself = _judge(args.transfer_model, model, device)
+    if itself:
+        raise ValueError("--transfer-model has the explained model's weights: its transfer would be the validity; "
+                         "choose an independent classifier (default: the bundled standard model) or none")
     if not same_classes:
         raise ValueError("the transfer model has other classes than the explained model")
+    feature_model, fs_name, _, own_features = _judge(args.feature_model, model, device)
+    if own_features:   # the documented --model standard runs use the default (standard) features: allowed, said
+        logging.getLogger(__name__).warning(
+            "--feature-model has the explained model's weights: realism is measured in the features its own "
+            "counterfactuals attack, not comparable with another model's (README: Counterfactual benchmark)")
     judges = bm.Judges(feature_model, f"penultimate features of {fs_name}" if fs_name else "", transfer, tr_name)
     out = Path(args.out)
     pairs = [list(p) for p in sorted(pair_set)] if isinstance(pair_set, set) else pair_set or "all-others"  # as JSON
@@ -198,7 +212,8 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
         "model": str(args.model), "image_source": args.data or args.images, "split": args.split if args.data else None,
         "images": len(x), "pairs": len(jobs), "pairs_from": pairs if isinstance(pairs, str) else Path(args.pairs).name,
         "class_names": class_names, **request, "threshold": 0.5,
-        "feature_model": judges.features_name or None, "transfer_model": tr_name or None,
+        "feature_model": judges.features_name or None, "feature_model_is_explained_model": own_features,
+        "transfer_model": tr_name or None,
         "guide": args.guide and Path(args.guide).name, "cone_angle": cone_angle(args),
         "stop_at": args.stop_at,
         "seconds": spent.tick(), "seconds_this_process": time.perf_counter() - started, "radii": entries,

@@ -136,8 +136,11 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
                 if report.get("stop_at") else "")
              + f"; {report['seconds']:.0f} s{_sessions(report)}.", "",
              "Validity: p(target) >= 0.5 and argmax = target at the counterfactual. Changed: share of pixel values "
-             "moved by more than 2/255. Transfer: share that " + (report["transfer_model"] or "(no transfer model)") +
-             " also classifies as the target. " + (
+             "moved by more than 2/255. " + (f"Transfer: share that {report['transfer_model']} also classifies "
+                                              "as the target. " if report["transfer_model"] else "") + (
+                 "The feature model is the explained model: its counterfactuals attack these features, so realism "
+                 "here is not comparable with another model's. " if report.get("feature_model_is_explained_model")
+                 else "") + (
                  f"Realism: Fréchet distance in {fs} (not FID) to real images of the target classes, pooled over "
                  "all pairs and per target class (averaged); originals: the unchanged x_0 (pooled ~0 when every "
                  "class is as often source as target; per class, how far the paths started). \"of which means\": "

@@ -638,3 +638,30 @@ def test_the_ace_tree_is_replaced_whole_and_never_mixes_two_runs(tmp_path, monke
     assert tree() == first and [p.name for p in root.parent.iterdir()] == ["eps_0.5"]
     rep.write_ace_layout(root, originals, labels, predictions, result, jobs, np.array([False, False]))
     assert len(tree()) == 6 and not any("/CCF/" in p for p in tree())
+
+
+def test_the_explained_model_as_its_own_judge_is_refused_or_said(setup, tmp_path, capsys):
+    """The README says the feature model must not be the explained model (its counterfactuals attack its own
+    features) and transfer asks an independent model; both were taken without a word. Judged by the weights, so a
+    copy in another folder is the same model. Transfer to itself is refused; its own features (the documented
+    `--model standard` runs use them, then recompute realism elsewhere) are said in the log and the report."""
+    import shutil
+
+    shutil.copytree(setup / "model", tmp_path / "copy")
+    for judge in (setup / "model", tmp_path / "copy"):
+        args = command(setup, tmp_path / "out", "--feature-model", "none", "--transfer-model", str(judge))
+        assert main(args) == 2
+        assert "--transfer-model has the explained model's weights" in capsys.readouterr().err
+    out = tmp_path / "own"
+    assert main(command(setup, out, "--feature-model", str(tmp_path / "copy"), "--transfer-model", "none",
+                        "--eps", "inf")) == 0
+    assert "--feature-model has the explained model's weights" in capsys.readouterr().err
+    assert json.loads((out / "benchmark.json").read_text())["feature_model_is_explained_model"] is True
+    assert "The feature model is the explained model" in (out / "report.md").read_text()
+
+
+def test_a_report_without_a_transfer_model_says_nothing_of_transfer(setup, tmp_path):
+    """With --transfer-model none, report.md read "Transfer: share that (no transfer model) also classifies..."."""
+    assert main(command(setup, tmp_path, "--feature-model", "none", "--transfer-model", "none", "--eps", "inf")) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "no transfer model" not in report and "Transfer:" not in report
