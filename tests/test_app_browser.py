@@ -254,6 +254,39 @@ def test_every_cancel_says_so_once(tiny):
         hook.remove()
 
 
+def test_a_page_that_leaves_stops_its_computation(tiny):
+    """A reload (or a closed tab) mid-run left All targets, Compare and Generate computing for a page nobody
+    had any more: reloading and starting again held every worker (only tab 1's streamed run stopped). The
+    page's unload now stops its run at the next PGD step."""
+    demo, url, files = tiny
+    calls = []
+
+    def slow_and_counted(*_):
+        calls.append(1)
+        time.sleep(0.02)
+    hook = demo.explainer.default.model.register_forward_hook(slow_and_counted)
+    try:
+        with browser_page(url) as page:
+            upload(page, files["photo"])
+            settings(page, steps=500, step_size=0.01, eps=3)
+            for tab, run in (("All targets", "#all-run"), ("Generate", "#gen-run")):
+                open_tab(page, tab)
+                if tab == "Generate":
+                    type_into(page, "#gen-steps input", 500)
+                before = len(calls)
+                page.click(run)
+                deadline = time.monotonic() + 20
+                while len(calls) < before + 5 and time.monotonic() < deadline:   # PGD is running
+                    page.wait_for_timeout(50)
+                page.reload()
+                page.wait_for_timeout(3000)                                 # unload, then the next PGD step
+                stopped_at = len(calls)
+                page.wait_for_timeout(1500)
+                assert len(calls) == stopped_at < before + 400, tab         # no PGD for the page that left
+    finally:
+        hook.remove()
+
+
 def _words_broken_across_lines(page, selector: str) -> list[str]:
     """Words inside `selector`'s cells that the browser wrapped in the middle (more than one line box)."""
     return page.evaluate("""(sel) => {

@@ -69,5 +69,6 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
         if fn.concurrency_id == "model":
             fn.concurrency_limit = workers
             fn.fn = visitors.one_at_a_time(fn.fn)  # and a visitor holds at most one of its workers
+    demo.unload(visitors.leave)   # a page that goes (reload, closed tab) stops its computation
     demo.explainer = ex  # handy for tests and benchmarks
     return demo

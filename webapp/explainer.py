@@ -30,7 +30,7 @@ from dat_core.runtime import use_autocast, use_compile
 from explain.export import save_gif, save_metrics_json
 from explain.trajectory import Trajectory
 
-from . import links
+from . import fairness, links
 from . import state as st
 from .fastpath import fast_path
 
@@ -304,12 +304,14 @@ class Cancelled(gr.Error):
 
 def progress_steps(progress: Any, desc: str, total: int, cancel: threading.Event | None = None) -> OnStep | None:
     """A `dat_core.pgd` on_step hook that moves a Gradio progress bar by one per PGD step, and ends the run
-    (STOP) once `cancel` is set.
+    (STOP) once `cancel` is set or the visitor's page has gone.
 
     `total` counts the steps of every PGD run the hook serves (the all-targets tab runs several batches),
     so the bar fills once across all of them.
     """
-    if progress is None and cancel is None:
+    left = fairness.LEFT.get()   # set when the visitor's page has gone (fairness.Visitors.leave)
+    stops = [e for e in (cancel, left) if e is not None]
+    if progress is None and not stops:
         return None
     done = 0
 
@@ -318,5 +320,5 @@ def progress_steps(progress: Any, desc: str, total: int, cancel: threading.Event
         done += 1
         if progress is not None:
             progress((min(done, total), total), desc=desc, unit="steps")
-        return STOP if cancel is not None and cancel.is_set() else None
+        return STOP if any(e.is_set() for e in stops) else None
     return on_step

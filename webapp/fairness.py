@@ -5,6 +5,10 @@ API calls in parallel, a script) would hold every worker while everyone else wai
 that starts while the same visitor's previous one still runs is refused at once, without work, and its worker goes
 to the next request in the queue. A visitor is a page session (Gradio's `session_hash`; a `gradio_client.Client`
 has one too), not an address: a class of students behind one NAT address must not block each other.
+
+A visitor who leaves (a reload, a closed tab: Gradio's unload event) stops their computation in flight at its
+next PGD step (`LEFT`, read by `explainer.progress_steps`): a reloaded page is a new visitor, and the lost page's
+run would otherwise hold a worker to the end. A streamed run (tab 1) is also closed by Gradio itself.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ import contextlib
 import functools
 import inspect
 import threading
+from contextvars import ContextVar
 from typing import Any, Callable, Iterator
 
 import gradio as gr
 
 BUSY = "Your previous computation is still running: wait for it to finish (or cancel it), then try again."
+
+LEFT: ContextVar[threading.Event | None] = ContextVar("visitor_left", default=None)
+"""Set while a visitor's computation runs in this context: `Visitors.leave` sets the event when their page goes."""
 
 
 class Visitors:
@@ -25,23 +33,30 @@ class Visitors:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._busy: set[str] = set()
+        self._busy: dict[str, threading.Event] = {}   # visitor -> set when their page has gone
 
     @contextlib.contextmanager
-    def _slot(self, key: str | None) -> Iterator[None]:
-        """Hold `key`'s one slot while the block runs; refuse when it is held. No key (a handler called without a
-        request: a test, a benchmark): nothing to count."""
+    def _slot(self, key: str | None) -> Iterator[threading.Event | None]:
+        """Hold `key`'s one slot while the block runs (yielding the event `leave` sets); refuse when it is held.
+        No key (a handler called without a request: a test, a benchmark): nothing to count."""
         if key is not None:
             with self._lock:
                 if key in self._busy:
                     raise gr.Error(BUSY, print_exception=False)
-                self._busy.add(key)
+                self._busy[key] = threading.Event()
         try:
-            yield
+            yield None if key is None else self._busy[key]
         finally:
             if key is not None:
                 with self._lock:
-                    self._busy.discard(key)
+                    self._busy.pop(key, None)
+
+    def leave(self, request: gr.Request) -> None:
+        """The unload event of a page: its computation in flight, if any, stops at its next PGD step."""
+        with self._lock:
+            left = self._busy.get(getattr(request, "session_hash", None))
+        if left is not None:
+            left.set()
 
     def one_at_a_time(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """`fn` (an event handler) refused for a visitor whose previous computation still runs. Gradio passes the
@@ -66,8 +81,12 @@ class Visitors:
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 args, key = split(args, kwargs)
-                with self._slot(key):
-                    return fn(*args, **kwargs)
+                with self._slot(key) as left:
+                    token = LEFT.set(left)   # this thread's context: the handler and the workers it copies it to
+                    try:
+                        return fn(*args, **kwargs)
+                    finally:
+                        LEFT.reset(token)
         request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                                     annotation=gr.Request)
         wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
