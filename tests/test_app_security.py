@@ -205,6 +205,7 @@ def test_hostile_configs_are_one_clear_message(world, ex, tmp_path, name):
     with pytest.raises(gr.Error, match=field) as info:
         model_tab.load(ex, LOCAL, str(d), "", "", None, state)
     assert_clean(info.value.message, world)
+    assert "entered/" not in info.value.message     # read "The folder you entered/config.json is not valid JSON"
     assert str(tmp_path) not in info.value.message and ex.session_model(state) is ex.default
 
 

@@ -123,7 +123,10 @@ def load(source: ModelSource, *, visitor: bool = True, **hub_options: Any) -> tu
         model = load_checkpoint_dir(directory, label=errors_label)
         return model, directory
     except (OSError, ValueError) as e:
-        raise ValueError(str(e)) from e
+        said = str(e)
+        for name in CHECKPOINT_FILES:   # "the folder you entered/config.json" -> "the config.json in the folder ..."
+            said = said.replace(f"{ENTERED_FOLDER}/{name}", f"the {name} in {ENTERED_FOLDER}")
+        raise ValueError(said) from e
     except Exception as e:  # noqa: BLE001 (the boundary to untrusted files; see the docstring)
         LOG.exception("loading %s failed", name)
         raise ValueError(f"{name} could not be loaded: it is not a valid checkpoint ({type(e).__name__})") from e
