@@ -544,3 +544,14 @@ def test_try_again_follows_the_target_box(ex, dirs):
     assert try_again.on_target(ex, state, dirs["photo"], "dog")["visible"] is False
     assert try_again.on_target(ex, state, dirs["photo"], "cat") == ran["cf_retry"]
     assert try_again.on_target(ex, ex.new_session(), dirs["photo"], "cat") == gr.skip()   # no path
+
+
+def test_the_landscape_slider_offers_what_the_server_takes(ex, dirs):
+    """Typing 20.5 in "Grid points per side" said "from 5 to 65" beside a slider of 9 to 41."""
+    with gr.Blocks():
+        ui = landscape.layout()
+    assert (ui.land_grid.minimum, ui.land_grid.maximum) == landscape.GRID_SIDE
+    state = ex.new_session()
+    run_cf(ex, state, dirs, steps=2)
+    with pytest.raises(gr.Error, match=f"from {landscape.GRID_SIDE[0]} to {landscape.GRID_SIDE[1]}"):
+        landscape.run(ex, state, 1, "E(x)", 20.5)

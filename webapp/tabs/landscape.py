@@ -26,6 +26,7 @@ from . import counterfactual
 from .scrubber import empty_landscape, gone
 
 ENERGIES = ("E(x) — how typical the image is", "E(x, y) — how typical it is as the target class")
+GRID_SIDE = (5, 65)  # grid points per side the slider offers and a request may ask for (a large grid is shrunk by time)
 
 
 @dataclass
@@ -53,7 +54,7 @@ def layout() -> Components:
                     "result of the first tab.")
         with gr.Row(equal_height=True):
             land_energy = gr.Radio(list(ENERGIES), value=ENERGIES[0], label="Energy", elem_id="land-energy", scale=3)
-            land_grid = gr.Slider(9, 41, value=21, step=2, label="Grid points per side", elem_id="land-grid",
+            land_grid = gr.Slider(*GRID_SIDE, value=21, step=2, label="Grid points per side", elem_id="land-grid",
                                   scale=2)
             land_run = gr.Button("Compute landscape", variant="primary", elem_id="land-run", scale=1)
         land_step = gr.Slider(0, 1, value=0, step=1, label="PGD step t (linked to the first tab)", interactive=False,
@@ -72,7 +73,7 @@ def run(ex: Explainer, state, step, energy, grid, progress=gr.Progress()) -> Lan
     """The energy on a plane through x_0 containing the counterfactual direction."""
     state = ex.session(state)
     view = ex.view(state, "cf", "counterfactual (run one in the first tab)")
-    grid = params.parse_int("grid size", grid, 5, 65)
+    grid = params.parse_int("grid size", grid, *GRID_SIDE)
     if grid % 2 == 0:
         raise gr.Error("The grid size must be odd (so the start image is a grid point).", print_exception=False)
     loaded = ex.model_by_key(view.model_key)
