@@ -396,6 +396,15 @@ def test_compare_scrubs_both_models_with_one_slider(ex, dirs):
     assert a["cmp_prob_plot"] != b["cmp_prob_plot"]
 
 
+def test_compare_refuses_the_standard_model_against_itself(ex, dirs):
+    """With the standard model loaded as the session's model, Compare ran it three times under the titles
+    "Robust (DAT)", "Standard" and "Guided by DAT"."""
+    switched = named(model_tab.load(ex, "Local folder", str(dirs["standard"]), "", "", dirs["photo"],
+                                    ex.new_session()))
+    with pytest.raises(gr.Error, match="is the standard model itself"):
+        compare.run(ex, dirs["photo"], "dog", "L2", "3", 2, 0.1, switched["state"])
+
+
 def test_compare_without_a_standard_model_says_so(dirs):
     alone = Explainer(str(dirs["robust"]), standard_model=None)
     with pytest.raises(gr.Error, match="standard"):

@@ -121,6 +121,9 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, cone=C
     state = ex.session(state)
     loaded = ex.session_model(state)
     std = ex.standard
+    if loaded.key == std.key:
+        raise gr.Error("The model loaded is the standard model itself: load a robust (DAT) model in the Model tab "
+                       "to compare the two.", print_exception=False)
     if std.class_names != loaded.class_names:
         raise gr.Error("The standard model has different classes than the current model; load a model with the "
                        "same classes to compare.", print_exception=False)
