@@ -355,3 +355,19 @@ def test_a_cancel_is_said_as_information_not_as_an_error(ex, capsys):
     with pytest.raises(gr.Error) as failed:
         bind(refused, ex)(ex.new_session())
     assert failed.value.visible is True
+
+
+def test_one_class_of_many_samples_is_a_square_not_a_strip():
+    """Generate with one class and 12 samples laid them out 1 x 12 (1178 x 116 px, unreadable once scaled to
+    the page); several classes keep one row per class."""
+    from webapp.views import SamplingView
+
+    def samples(classes: int, per_class: int) -> SimpleNamespace:
+        n = classes * per_class
+        return SimpleNamespace(targets=np.repeat(np.arange(classes), per_class), n_per_class=per_class,
+                               trajectory_confidences=np.zeros((2, n)), steps=np.arange(2),
+                               trajectory=np.zeros((2, n, 32, 32, 3), np.uint8), class_names=list("abcdefghij"))
+    one = SamplingView.build(samples(1, 12))
+    h, w, _ = one.grid(1).shape
+    assert one.nrow == 4 and w < 2 * h
+    assert SamplingView.build(samples(3, 4)).nrow == 4                     # a row per class

@@ -372,7 +372,8 @@ class SamplingView:
     @classmethod
     def build(cls, samples: Any) -> "SamplingView":
         n = len(samples.targets)
-        nrow = samples.n_per_class if samples.n_per_class > 1 else math.ceil(math.sqrt(n))
+        # a row per class; one class alone (or one sample each) as a square, not a strip
+        nrow = samples.n_per_class if 1 < samples.n_per_class < n else math.ceil(math.sqrt(n))
         conf = samples.trajectory_confidences
         series = [Series("mean p(target)", conf.mean(axis=1), ORANGE)]
         if n > 1:
