@@ -322,6 +322,11 @@ def test_all_targets_reads_whole_words_in_one_order(tiny):
         assert clipped == []                                                 # captions shown whole
         table = page.locator("#all-table").inner_text()
         assert "flips at step 0" not in table and "start class" in table
+        open_tab(page, "Counterfactual")                                     # another image: the grid is gone
+        pick_example(page, 3)
+        open_tab(page, "All targets")
+        expect(page.locator("#all-table")).to_contain_text("for this image")
+        expect(page.locator("#all-grid .caption-label")).to_have_count(0)
 
 
 def test_a_path_that_falls_short_offers_a_retry_and_says_why(tiny):

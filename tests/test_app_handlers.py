@@ -564,3 +564,21 @@ def test_the_landscape_slider_offers_what_the_server_takes(ex, dirs):
     run_cf(ex, state, dirs, steps=2)
     with pytest.raises(gr.Error, match=f"from {landscape.GRID_SIDE[0]} to {landscape.GRID_SIDE[1]}"):
         landscape.run(ex, state, 1, "E(x)", 20.5)
+
+
+def test_other_tabs_forget_their_results_when_the_image_or_model_changes(ex, dirs):
+    """After another image or model, All targets and Robust vs standard kept their old grid and comparison as if
+    current (a grid cell then opened the old image's path in tab 1, its target maybe no class of the new model),
+    and Generate kept the old model's samples."""
+    state = ex.new_session()
+    all_targets.run(ex, dirs["photo"], "L2", "3", 2, 0.1, state)
+    compare.run(ex, dirs["photo"], "dog", "L2", "3", 2, 0.1, state)
+    generate.run(ex, "cat", "Random noise", None, 0, 2, 2, 0.2, state)
+    grid = named(all_targets.forget(ex, state))
+    assert grid["all_grid"] == [] and "this image" in grid["all_table"] and ex.get(state, "all") is None
+    cmp = named(compare.forget(ex, state))
+    assert cmp["cmp_robust_frame"] is None and cmp["cmp_summary"] == "" and ex.get(state, "cmp") is None
+    assert cmp["cmp_step"]["interactive"] is False
+    gen = named(generate.forget(ex, state))
+    assert gen["gen_grid"] is None and ex.get(state, "gen") is None
+    assert all(v == gr.skip() for v in named(all_targets.forget(ex, state)).values())   # nothing left to forget

@@ -116,6 +116,14 @@ class Explainer:
     def put(self, state: dict, slot: str, value: Any) -> None:
         self.cache.put(f"{state['id']}/{slot}", value)
 
+    def forget(self, state: Any, slot: str) -> bool:
+        """Drop a session's stored result (made stale by another image or model); True if there was one."""
+        key = f"{self.session(state)['id']}/{slot}"
+        if self.cache.get(key) is None:
+            return False
+        self.cache.discard(key)
+        return True
+
     def get(self, state: Any, slot: str) -> Any:
         """A session's stored result, or None (never run, or dropped from memory)."""
         return self.cache.get(f"{self.session(state)['id']}/{slot}")

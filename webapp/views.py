@@ -279,8 +279,8 @@ class AllTargetsView:
         norm = tr0.params.get("norm", "L2")
         rank = {tr.target: i + 1 for i, tr in enumerate(self.ranked())}
         rows = [f"Start image predicted as **{tr0.class_names[tr0.source]}** ({tr0.probs[0, tr0.source]:.0%}). "
-                "Each row is one target, in the grid's order; *flips at step* is the first PGD step at which the "
-                f"model predicts the target, *radius needed* the {norm} distance from the image there (an upper "
+                "Each row is one target, in the grid's order; *outcome* says at which PGD step the model first "
+                f"predicts the target (it flips), *radius needed* the {norm} distance from the image there (an upper "
                 "bound on the smallest change that flips it); *rank* orders the targets by it, easiest first.\n",
                 f"| target class | final p(target) | outcome | radius needed ({norm}) | rank | L2 change ‖x_T − x_0‖ |",
                 "|---|---|---|---|---|---|"]

@@ -17,7 +17,7 @@ from .. import charts
 from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import MAX_ALL_TARGETS, eps_choices, eps_text, model_input, pgd_params, user_errors
 from ..views import AllTargetsView, CounterfactualView
-from ..wiring import COMPUTE, STOP, bind, cancellable, idle_buttons, no_error_badge, outputs, stop
+from ..wiring import COMPUTE, INSTANT, STOP, bind, cancellable, idle_buttons, no_error_badge, outputs, stop
 from . import counterfactual
 
 BATCH = 64  # paths per PGD batch (explain.counterfactuals' max_batch); the progress bar counts the batches' steps
@@ -82,6 +82,15 @@ def run(ex: Explainer, image, norm, eps, steps, step_size, state, progress=gr.Pr
     return Grid(state, view.gallery(), view.table() + note)
 
 
+def forget(ex: Explainer, state) -> Grid:
+    """After another image or model is chosen: the grid was of the previous one, and a click on it would open
+    that path in tab 1 beside the new image (its target perhaps no class of the new model). Gone, and said."""
+    if not ex.forget(state, "all"):
+        return Grid(*(gr.skip(),) * len(Grid._fields))
+    return Grid(state, [], "_Press **Run toward every class** for this image (the grid shown was of the previous "
+                           "image or model)._")
+
+
 def cancel(ex: Explainer, state) -> list[Any]:
     """The Cancel button: the run stops at its next PGD step; Run is back on."""
     stop(ex, state)
@@ -110,6 +119,7 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, tabs: gr.Tabs, cf: c
                       outputs(Grid, ui, state=state), run=[ui.all_run], cancel=ui.all_cancel,
                       progress_on=ui.all_grid)
     ui.all_cancel.click(bind(cancel, ex), [state], [ui.all_run, ui.all_cancel], cancels=[ran], **STOP)
+    cf.cf_input.change(bind(forget, ex), [state], outputs(Grid, ui, state=state), **INSTANT)   # image or model
     opened = ui.all_grid.select(bind(open_target, ex), [state],
                                 outputs(Opened, cf, followers, state=state, tabs=tabs),
                                 show_progress_on=cf.cf_summary, **COMPUTE)

@@ -142,6 +142,15 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, cone=C
                     **frame_at(view, last)._asdict(), cmp_summary=view.summary())
 
 
+def forget(ex: Explainer, state) -> Compared:
+    """After another image or model is chosen the comparison shown was of the previous one: gone."""
+    if not ex.forget(state, "cmp"):
+        return Compared(*(gr.skip(),) * len(Compared._fields))
+    return Compared(state, gr.update(value=0, maximum=1, interactive=False), *(None,) * 6,
+                    charts.placeholder("Target probability, every model"), charts.placeholder("Energy, every model"),
+                    "", "")
+
+
 @user_errors
 def scrub(ex: Explainer, state, step) -> Frame:
     view = ex.get(state, "cmp")
@@ -155,3 +164,4 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, cf: counterfactual.C
                                 outputs(Compared, ui, state=state), show_progress_on=ui.cmp_summary, **COMPUTE)
     no_error_badge(compared, ui.cmp_summary)
     ui.cmp_step.input(bind(scrub, ex), [state, ui.cmp_step], outputs(Frame, ui), **INSTANT)
+    cf.cf_input.change(bind(forget, ex), [state], outputs(Compared, ui, state=state), **INSTANT)   # image or model

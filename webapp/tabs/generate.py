@@ -178,6 +178,14 @@ def scrub(ex: Explainer, state, step) -> Frame:
     return Frame(view.grid(i), view.chart.svg(i), view.caption(i))
 
 
+def forget(ex: Explainer, state) -> Generated:
+    """After another model is loaded the samples shown were the previous model's: gone."""
+    if not ex.forget(state, "gen"):
+        return Generated(*(gr.skip(),) * len(Generated._fields))
+    return Generated(state, gr.update(value=0, maximum=1, interactive=False), None,
+                     charts.placeholder("Class probability vs step"), "", gr.update(value=None, interactive=False))
+
+
 def wire(ex: Explainer, ui: Components, *, state: gr.State) -> None:
     ran = cancellable(ui.gen_run.click, bind(run, ex), [ui.gen_target, ui.gen_seed_kind, ui.gen_seed_image,
                                                        ui.gen_seed, ui.gen_n, ui.gen_steps, ui.gen_step_size, state],

@@ -161,3 +161,4 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, banner: gr.Markdown,
                                   outputs(Loaded, ui, cf, gen, state=state, banner=banner, saved_model=saved_model),
                                   show_progress_on=ui.model_info, **COMPUTE)
     no_error_badge(loading, ui.model_info)
+    loading.success(bind(generate.forget, ex), [state], outputs(generate.Generated, gen, state=state), **INSTANT)
