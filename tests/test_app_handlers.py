@@ -372,7 +372,7 @@ def test_all_targets_grid_opens_a_path_in_the_scrubber(ex, dirs):
     state = ex.new_session()
     _, gallery, table = all_targets.run(ex, dirs["photo"], "L2", "3", 2, 0.1, state)
     names = ex.default.class_names
-    assert len(gallery) == len(names) and "flips at step" in table
+    assert len(gallery) == len(names) and "*outcome* says at which PGD step" in table
     assert all(img.shape == (256, 256, 3) for img, _ in gallery)
 
     class Select:
