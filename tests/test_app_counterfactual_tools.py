@@ -201,6 +201,27 @@ def test_compare_shows_the_standard_model_guided_by_dat(served):
     assert not np.array_equal(guided, standard)                               # and not the unguided one
 
 
+def test_a_comparison_shows_its_progress_and_can_be_cancelled(served):
+    """Compare drew its progress bar in an empty, 0 px high summary (the page looked idle for half a minute)
+    and had no Cancel, while a second run was refused with "...or cancel it"."""
+    demo, url = served
+    if demo.explainer.standard is None:
+        pytest.skip("no bundled standard model")
+    with browser_page(url) as page:
+        pick_example(page, 4)
+        settings(page, steps=500, step_size=0.01, eps=3)
+        page.get_by_role("tab", name="Robust vs standard", exact=True).click()
+        expect(page.locator("#cmp-summary")).to_contain_text("Press Compare")
+        page.click("#cmp-run")
+        expect(page.locator("#cmp-summary .progress-text, #cmp-summary .eta-bar").first).to_be_visible(
+            timeout=30_000)
+        assert page.locator("#cmp-summary").bounding_box()["height"] > 20
+        page.click("#cmp-cancel")
+        expect(page.locator("#cmp-run")).to_be_visible()
+        expect(page.locator(".toast-body").filter(has_text="Cancelled")).to_have_count(1)
+        assert page.locator(".toast-body.error").count() == 0
+
+
 def test_the_cone_angle_is_checked_on_the_server(served):
     demo, _ = served
     ex = demo.explainer

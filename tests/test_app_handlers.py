@@ -577,7 +577,7 @@ def test_other_tabs_forget_their_results_when_the_image_or_model_changes(ex, dir
     grid = named(all_targets.forget(ex, state))
     assert grid["all_grid"] == [] and "this image" in grid["all_table"] and ex.get(state, "all") is None
     cmp = named(compare.forget(ex, state))
-    assert cmp["cmp_robust_frame"] is None and cmp["cmp_summary"] == "" and ex.get(state, "cmp") is None
+    assert cmp["cmp_robust_frame"] is None and cmp["cmp_summary"] == compare.PRESS and ex.get(state, "cmp") is None
     assert cmp["cmp_step"]["interactive"] is False
     gen = named(generate.forget(ex, state))
     assert gen["gen_grid"] is None and ex.get(state, "gen") is None

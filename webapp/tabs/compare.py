@@ -17,14 +17,17 @@ from .. import charts
 from ..explainer import Explainer
 from ..inputs import echo, model_input, pgd_params, target_index, user_errors
 from ..views import CompareView
-from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
+from ..wiring import INSTANT, STOP, bind, cancellable, idle_buttons, outputs, stop
 from . import counterfactual
 from .scrubber import gone
+
+PRESS = "Press **Compare** to run the first tab's image, target and settings on every model."
 
 
 @dataclass
 class Components:
     cmp_run: gr.Button
+    cmp_cancel: gr.Button
     cmp_summary: gr.Markdown
     cmp_step: gr.Slider
     cmp_caption: gr.Markdown
@@ -67,10 +70,12 @@ def layout(ex: Explainer) -> Components:
         with gr.Row(equal_height=False):
             cmp_run = gr.Button("Compare", variant="primary", elem_id="cmp-run", interactive=ex.standard is not None,
                                 scale=2)
+            cmp_cancel = gr.Button("■ Cancel the comparison", variant="stop", visible=False, elem_id="cmp-cancel",
+                                   scale=2)
             cmp_cone = gr.Slider(0, 180, value=CONE_ANGLE, step=1, label="Cone angle α of the guided path (degrees)",
                                  info="0: follow the DAT model's gradient only; 180: no guidance", elem_id="cmp-cone",
                                  scale=3)
-        cmp_summary = gr.Markdown("", elem_id="cmp-summary")
+        cmp_summary = gr.Markdown(PRESS, elem_id="cmp-summary")   # never empty: the progress bar shows here
         cmp_step = gr.Slider(0, 1, value=0, step=1, label="PGD step t (every model)", interactive=False,
                              elem_id="cmp-step")
         cmp_caption = gr.Markdown("", elem_id="cmp-caption")
@@ -86,7 +91,8 @@ def layout(ex: Explainer) -> Components:
         with gr.Row(equal_height=False):
             cmp_prob_plot = gr.HTML(charts.placeholder("Target probability, every model"), elem_id="cmp-prob-plot")
             cmp_energy_plot = gr.HTML(charts.placeholder("Energy, every model"), elem_id="cmp-energy-plot")
-    return Components(cmp_run=cmp_run, cmp_summary=cmp_summary, cmp_step=cmp_step, cmp_caption=cmp_caption,
+    return Components(cmp_run=cmp_run, cmp_cancel=cmp_cancel, cmp_summary=cmp_summary, cmp_step=cmp_step,
+                      cmp_caption=cmp_caption,
                       cmp_robust_frame=columns["robust"][0], cmp_robust_diff=columns["robust"][1],
                       cmp_standard_frame=columns["standard"][0], cmp_standard_diff=columns["standard"][1],
                       cmp_guided_frame=columns["guided"][0], cmp_guided_diff=columns["guided"][1], cmp_cone=cmp_cone,
@@ -131,10 +137,12 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, cone=C
     angle = cone_angle(cone)
     target = target_index(target, loaded)
     x_std = model_input(image, std)
-    robust = ex.trajectory(loaded, model_input(image, loaded), target, req, progress, "PGD on the robust model")
-    standard = ex.trajectory(std, x_std, target, req, progress, "PGD on the standard model")
-    guided = ex.trajectory(std, x_std, target, req, progress, "PGD on the standard model, guided by DAT",
-                           guide=loaded, cone_angle=angle)
+    with ex.cancellable(state) as cancel:
+        robust = ex.trajectory(loaded, model_input(image, loaded), target, req, progress, "PGD on the robust model",
+                               cancel=cancel)
+        standard = ex.trajectory(std, x_std, target, req, progress, "PGD on the standard model", cancel=cancel)
+        guided = ex.trajectory(std, x_std, target, req, progress, "PGD on the standard model, guided by DAT",
+                               cancel=cancel, guide=loaded, cone_angle=angle)
     view = CompareView.build(robust, standard, loaded.key, std.key, guided)
     ex.put(state, "cmp", view)
     last = len(view) - 1
@@ -148,7 +156,13 @@ def forget(ex: Explainer, state) -> Compared:
         return Compared(*(gr.skip(),) * len(Compared._fields))
     return Compared(state, gr.update(value=0, maximum=1, interactive=False), *(None,) * 6,
                     charts.placeholder("Target probability, every model"), charts.placeholder("Energy, every model"),
-                    "", "")
+                    "", PRESS)
+
+
+def cancel(ex: Explainer, state) -> list[Any]:
+    """The Cancel button: the comparison stops at its next PGD step; Compare is back on."""
+    stop(ex, state)
+    return idle_buttons(1)
 
 
 @user_errors
@@ -160,8 +174,10 @@ def scrub(ex: Explainer, state, step) -> Frame:
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, cf: counterfactual.Components) -> None:
-    compared = ui.cmp_run.click(bind(run, ex), [cf.cf_image, cf.cf_target, *cf.settings, state, ui.cmp_cone],
-                                outputs(Compared, ui, state=state), show_progress_on=ui.cmp_summary, **COMPUTE)
-    no_error_badge(compared, ui.cmp_summary)
+    compared = cancellable(ui.cmp_run.click, bind(run, ex), [cf.cf_image, cf.cf_target, *cf.settings, state,
+                                                            ui.cmp_cone],
+                           outputs(Compared, ui, state=state), run=[ui.cmp_run], cancel=ui.cmp_cancel,
+                           progress_on=ui.cmp_summary)
+    ui.cmp_cancel.click(bind(cancel, ex), [state], [ui.cmp_run, ui.cmp_cancel], cancels=[compared], **STOP)
     ui.cmp_step.input(bind(scrub, ex), [state, ui.cmp_step], outputs(Frame, ui), **INSTANT)
     cf.cf_input.change(bind(forget, ex), [state], outputs(Compared, ui, state=state), **INSTANT)   # image or model
