@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dat_core.cli_types import comma_list, int_in, refuse_blank_values, refuse_unused
+from dat_core.files import replacing
 
 from .cli_options import (
     check_inputs_outside_out,
@@ -294,8 +295,9 @@ def _attribute(args: argparse.Namespace) -> int:
     out = _out_dir(args.out)
     arrays = {f"{who}_{m}": maps[m] for who, maps in (("source", result.source_maps), ("target", result.target_maps))
               for m in result.methods}
-    np.savez_compressed(out / "attributions.npz", start=result.start, counterfactual=result.counterfactual,
-                        difference=result.difference, source=result.source, target=result.target, **arrays)
+    with replacing(out / "attributions.npz") as tmp, open(tmp, "wb") as f:   # whole or not at all
+        np.savez_compressed(f, start=result.start, counterfactual=result.counterfactual,
+                            difference=result.difference, source=result.source, target=result.target, **arrays)
     wrote = [save_figure(plot_attributions(result), out / "attributions.png"), out / "attributions.npz"]
     print(_summary(traj))
     print("seconds per method: " + ", ".join(f"{m} {s:.2f}" for m, s in result.seconds.items()))

@@ -372,3 +372,19 @@ print(len(explain.__all__))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0 and int(done.stdout) >= 20, done.stderr[-2000:]
+
+
+def test_attributions_npz_is_replaced_whole(files, tmp_path, monkeypatch):
+    """`attribute` wrote attributions.npz in place: a stop or a full disk mid-write left a truncated file where
+    the previous run's was (every other output is written beside and renamed)."""
+    args = ["attribute", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "cat",
+            "--steps", "2", "--methods", "saliency", "--device", "cpu", "--out", str(tmp_path)]
+    assert main(args) == 0
+    before = (tmp_path / "attributions.npz").read_bytes()
+
+    def cut_short(f, **arrays):
+        f.write(b"PK\x03\x04 half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(np, "savez_compressed", cut_short)
+    assert main(args) == 2
+    assert (tmp_path / "attributions.npz").read_bytes() == before

@@ -236,7 +236,8 @@ def parse_methods(methods: Any) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(str(m).strip() for m in items if str(m).strip()))
     unknown = [m for m in chosen if m not in METHODS]
     if not chosen:
-        raise ValueError(f"choose at least one attribution method (by name: {', '.join(METHODS)})")
+        raise ValueError(f"choose at least one attribution method: tick one (the API takes their names: "
+                         f"{', '.join(METHODS)})")
     if unknown:
         named = ", ".join(echo(m) for m in unknown[:3]) + (", …" if len(unknown) > 3 else "")
         raise ValueError(f"unknown attribution method(s) {named}; choose from {', '.join(METHODS)}")
