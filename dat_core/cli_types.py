@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 from collections.abc import Iterable
 from typing import Any, Callable
+
+import numpy as np
 
 MAX_SEED = 2**63 - 1
 """Seeds are 0..2**63-1: what torch's and numpy's generators both take (`dat_core.runtime.check_seed`)."""
@@ -114,6 +117,44 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 _OS_ERRORS = {errno.ENOENT: "does not exist", errno.EISDIR: "is a folder, not a file",
               errno.ENOTDIR: "is not a folder (or a part of its path is a file)", errno.EACCES: "cannot be read: "
               "permission denied", errno.ENOSPC: "cannot be written: the disk is full"}
+
+
+def _got(value: Any) -> str:
+    """What a message says it got: an empty box (None, blank text) is "nothing", not "None" or "''"."""
+    return "nothing" if value is None or (isinstance(value, str) and not value.strip()) else repr(value)
+
+
+def parse_eps(value: Any, name: str = "ε") -> float:
+    """A radius >= 0: a number, a fraction like "8/255", or inf / ∞ / "infinity" for no limit."""
+    hint = f"{name} must be >= 0: a number, a fraction like 8/255, or inf (∞) for no limit"
+    if isinstance(value, bool):
+        raise ValueError(f"{hint}; got {_got(value)}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        eps = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if text in ("∞", "inf", "+inf", "infinity", "none", "unbounded"):
+            return math.inf
+        try:
+            if text.count("/") == 1:
+                a, b = (float(s) for s in text.split("/"))
+                eps = a / b if b != 0 else math.nan
+            else:
+                eps = float(text)
+        except ValueError:
+            raise ValueError(f"{hint}; got {_got(value)}") from None
+    else:
+        raise ValueError(f"{hint}; got {_got(value)}")
+    if math.isnan(eps) or eps < 0:
+        raise ValueError(f"{hint}; got {_got(value)}")
+    return eps
+
+
+def norm_name(text: str) -> str:
+    """A threat model as typed in any case ("linf" -> "Linf"); argparse's `choices=` then checks it."""
+    from .pgd import NORMS
+
+    return {n.lower(): n for n in NORMS}.get(text.lower(), text)
 
 
 def error_line(error: BaseException) -> str:

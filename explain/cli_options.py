@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dat_core.cli_types import comma_list, float_in, refuse_unused
+from dat_core.cli_types import comma_list, float_in, norm_name, refuse_unused
 from dat_core.guidance import CONE_ANGLE
 
 
@@ -87,12 +87,6 @@ def guide_options(p: argparse.ArgumentParser) -> None:
                         "--model's gradient projected into a cone around the guide's (same classes and size)")
     p.add_argument("--cone-angle", type=float_in(0, 180), default=None,
                    help=f"with --guide: the cone's half-angle in degrees, 0..180 (default: {CONE_ANGLE:g})")
-
-
-def norm_name(text: str) -> str:
-    from .params import NORMS
-
-    return {n.lower(): n for n in NORMS}.get(text.lower(), text)
 
 
 def compiled_for_cli(model, spec: str):

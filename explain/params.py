@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dat_core.cli_types import _got, parse_eps  # noqa: F401  (parse_eps re-exported: explain.parse_eps)
 from dat_core.pgd import NORMS
 from dat_core.pgd import OBJECTIVES as PGD_OBJECTIVES
 from dat_core.sampling import IMAGENET_MIN_SIZE  # noqa: F401  (re-exported: the app and CLI read it here)
@@ -157,37 +158,6 @@ def resolve_targets(targets: int | str | Sequence[int | str], class_names: Seque
     if not out:
         raise ValueError("no target classes given")
     return out
-
-
-def _got(value: Any) -> str:
-    """What a message says it got: an empty box (None, blank text) is "nothing", not "None" or "''"."""
-    return "nothing" if value is None or (isinstance(value, str) and not value.strip()) else repr(value)
-
-
-def parse_eps(value: Any, name: str = "ε") -> float:
-    """A radius >= 0: a number, a fraction like "8/255", or inf / ∞ / "infinity" for no limit."""
-    hint = f"{name} must be >= 0: a number, a fraction like 8/255, or inf (∞) for no limit"
-    if isinstance(value, bool):
-        raise ValueError(f"{hint}; got {_got(value)}")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        eps = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        if text in ("∞", "inf", "+inf", "infinity", "none", "unbounded"):
-            return math.inf
-        try:
-            if text.count("/") == 1:
-                a, b = (float(s) for s in text.split("/"))
-                eps = a / b if b != 0 else math.nan
-            else:
-                eps = float(text)
-        except ValueError:
-            raise ValueError(f"{hint}; got {_got(value)}") from None
-    else:
-        raise ValueError(f"{hint}; got {_got(value)}")
-    if math.isnan(eps) or eps < 0:
-        raise ValueError(f"{hint}; got {_got(value)}")
-    return eps
 
 
 def _number(value: Any, msg: str) -> float:

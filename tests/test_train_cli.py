@@ -69,7 +69,8 @@ def test_eval_limit_draws_a_fixed_subset_across_classes(toy):
 
 
 def test_eval_rejects_bad_values_with_one_line(toy, tiny_dir, capsys):
-    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--eps", "nan"]) == 2
+    with pytest.raises(SystemExit, match="2"):   # a usage error now, as in `explain`
+        main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--eps", "nan"])
     assert "--eps" in capsys.readouterr().err
     assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--step-size", "-1"]) == 2
     assert "--step-size" in capsys.readouterr().err
@@ -388,3 +389,16 @@ def test_the_sigterm_guard_restores_the_handler_unless_the_command_chose_one():
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_eval_takes_a_radius_and_a_norm_as_explain_does(capsys):
+    """`train eval --eps 8/255 --norm linf` was refused ("invalid float value"; "invalid choice: 'linf'"), though
+    `python -m explain` takes both."""
+    from train.__main__ import build_parser
+
+    args = build_parser().parse_args(["eval", "--model", "default", "--norm", "linf", "--eps", "8/255"])
+    assert args.norm == "Linf" and args.eps == pytest.approx(8 / 255)
+    for bad in ("inf", "-1", "8/0"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["eval", "--model", "default", "--eps", bad])
+        assert "--eps: expected a finite radius >= 0" in capsys.readouterr().err

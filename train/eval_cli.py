@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from dat_core.cli_types import MAX_SEED, comma_list, int_in, refuse_unused
+from dat_core.cli_types import MAX_SEED, comma_list, int_in, norm_name, parse_eps, refuse_unused
 from dat_core.data import CIFAR_SOURCES, NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
@@ -29,6 +29,18 @@ PARTS = ((("judge", "sample_seeds", "feature_model", "sample_steps", "sample_ste
 """Options that shape one part of the report, the argument that makes that part run, and how to ask for it."""
 
 
+def radius(text: str) -> float:
+    """--eps as `explain` takes it (8/255 works), finite: an attack needs a radius."""
+    try:
+        eps = parse_eps(text, "--eps")
+    except ValueError:
+        eps = math.nan
+    if not math.isfinite(eps):
+        raise argparse.ArgumentTypeError(f"expected a finite radius >= 0 (a number or a fraction like 8/255), "
+                                         f"got {text!r}")
+    return eps
+
+
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint: 'default', a dir, or a Hub repo id")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit sha)")
@@ -42,8 +54,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate only the validation carve-out of --split: the N images training's data.val_size=N "
                         "held out (same train_val_split, --seed = training's seed). Choose settings here, not on test")
     p.add_argument("--batch-size", type=int_in(1), default=256, help="images per forward/attack batch")
-    p.add_argument("--norm", default="L2", choices=NORMS, help="threat model of the attack")
-    p.add_argument("--eps", type=float, default=0.5, help="attack radius in --norm (0: clean images)")
+    p.add_argument("--norm", default="L2", choices=NORMS, type=norm_name, help="threat model of the attack")
+    p.add_argument("--eps", type=radius, default=0.5,
+                   help="attack radius in --norm, a number or a fraction like 8/255 (0: clean images)")
     p.add_argument("--steps", type=int_in(0), default=20, help="PGD steps (0 skips the attack)")
     p.add_argument("--step-size", type=float, default=0.1, help="PGD step length in --norm")
     p.add_argument("--restarts", type=int_in(0), default=None, help="extra random-start restarts (default: 0)")
