@@ -5,6 +5,7 @@ Screenshots land in tests/artifacts/screenshots/ (gitignored). `DAT_SCREENSHOT_M
 model and the first example image instead of a tiny random checkpoint (for README screenshots).
 """
 
+import contextlib
 import io
 import os
 import re
@@ -208,50 +209,61 @@ def test_progress_shows_in_one_place_and_cancel_stops_pgd(tiny):
         hook.remove()
 
 
+@contextlib.contextmanager
+def slow_pgd(demo, seconds: float = 0.02):
+    """Every forward of the app's model takes `seconds` and is counted (the list yielded): long runs to stop."""
+    calls = []
+
+    def slow_and_counted(*_):
+        calls.append(1)
+        time.sleep(seconds)
+    hook = demo.explainer.default.model.register_forward_hook(slow_and_counted)
+    try:
+        yield calls
+    finally:
+        hook.remove()
+
+
+def start_and_wait(page, run: str, calls: list) -> int:
+    """Press `run` and return once PGD is running (5 forwards seen); the forward count before it."""
+    before = len(calls)
+    page.click(run)
+    deadline = time.monotonic() + 20
+    while len(calls) < before + 5 and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    return before
+
+
 def test_every_cancel_says_so_once(tiny):
     """Whether a Cancel showed its toast depended on a race: Gradio's cancel of the event against the handler's
     own stop, and the toast came from the handler. All targets and Generate often said nothing. Each Cancel of a
     run in flight now says "Cancelled" exactly once, as information."""
     demo, url, files = tiny
-    calls = []
+    with slow_pgd(demo) as calls, browser_page(url) as page:
+        upload(page, files["photo"])
+        settings(page, steps=500, step_size=0.01, eps="inf")
 
-    def slow_and_counted(*_):
-        calls.append(1)
-        time.sleep(0.02)
-    hook = demo.explainer.default.model.register_forward_hook(slow_and_counted)
-    try:
-        with browser_page(url) as page:
-            upload(page, files["photo"])
-            settings(page, steps=500, step_size=0.01, eps="inf")
+        def cancelled_once(run: str, cancel: str) -> None:
+            for close in page.locator(".toast-body .toast-close").all():
+                close.click()
+            start_and_wait(page, run, calls)
+            page.click(cancel)
+            expect(page.locator(run)).to_be_visible()
+            expect(page.locator(".toast-body").filter(has_text="Cancelled")).to_have_count(1)
+            page.wait_for_timeout(1500)                                     # a second one would be here by now
+            said = toasts(page)
+            assert sum("Cancelled" in t for t in said) == 1, (run, said)
+            assert page.locator(".toast-body.error").count() == 0, (run, said)
 
-            def cancelled_once(run: str, cancel: str) -> None:
-                for close in page.locator(".toast-body .toast-close").all():
-                    close.click()
-                before = len(calls)
-                page.click(run)
-                expect(page.locator(cancel)).to_be_visible()
-                deadline = time.monotonic() + 20
-                while len(calls) < before + 5 and time.monotonic() < deadline:   # PGD is running
-                    page.wait_for_timeout(50)
-                page.click(cancel)
-                expect(page.locator(run)).to_be_visible()
-                expect(page.locator(".toast-body").filter(has_text="Cancelled")).to_have_count(1)
-                page.wait_for_timeout(1500)                                 # a second one would be here by now
-                said = toasts(page)
-                assert sum("Cancelled" in t for t in said) == 1, (run, said)
-                assert page.locator(".toast-body.error").count() == 0, (run, said)
-
-            cancelled_once("#cf-run", "#cf-cancel")
-            settings(page, steps=500, step_size=0.01, eps=3)               # alternatives need a finite ε
-            page.locator("#cf-alternatives").get_by_text("Alternatives: other paths").click()
-            cancelled_once("#alt-run", "#alt-cancel")
-            open_tab(page, "All targets")
-            cancelled_once("#all-run", "#all-cancel")
-            open_tab(page, "Generate")
-            type_into(page, "#gen-steps input", 500)
-            cancelled_once("#gen-run", "#gen-cancel")
-    finally:
-        hook.remove()
+        cancelled_once("#cf-run", "#cf-cancel")
+        settings(page, steps=500, step_size=0.01, eps=3)                   # alternatives need a finite ε
+        page.locator("#cf-alternatives").get_by_text("Alternatives: other paths").click()
+        cancelled_once("#alt-run", "#alt-cancel")
+        open_tab(page, "All targets")
+        cancelled_once("#all-run", "#all-cancel")
+        open_tab(page, "Generate")
+        type_into(page, "#gen-steps input", 500)
+        cancelled_once("#gen-run", "#gen-cancel")
 
 
 def test_a_page_that_leaves_stops_its_computation(tiny):
@@ -259,32 +271,19 @@ def test_a_page_that_leaves_stops_its_computation(tiny):
     had any more: reloading and starting again held every worker (only tab 1's streamed run stopped). The
     page's unload now stops its run at the next PGD step."""
     demo, url, files = tiny
-    calls = []
-
-    def slow_and_counted(*_):
-        calls.append(1)
-        time.sleep(0.02)
-    hook = demo.explainer.default.model.register_forward_hook(slow_and_counted)
-    try:
-        with browser_page(url) as page:
-            upload(page, files["photo"])
-            settings(page, steps=500, step_size=0.01, eps=3)
-            for tab, run in (("All targets", "#all-run"), ("Generate", "#gen-run")):
-                open_tab(page, tab)
-                if tab == "Generate":
-                    type_into(page, "#gen-steps input", 500)
-                before = len(calls)
-                page.click(run)
-                deadline = time.monotonic() + 20
-                while len(calls) < before + 5 and time.monotonic() < deadline:   # PGD is running
-                    page.wait_for_timeout(50)
-                page.reload()
-                page.wait_for_timeout(3000)                                 # unload, then the next PGD step
-                stopped_at = len(calls)
-                page.wait_for_timeout(1500)
-                assert len(calls) == stopped_at < before + 400, tab         # no PGD for the page that left
-    finally:
-        hook.remove()
+    with slow_pgd(demo) as calls, browser_page(url) as page:
+        upload(page, files["photo"])
+        settings(page, steps=500, step_size=0.01, eps=3)
+        for tab, run in (("All targets", "#all-run"), ("Generate", "#gen-run")):
+            open_tab(page, tab)
+            if tab == "Generate":
+                type_into(page, "#gen-steps input", 500)
+            before = start_and_wait(page, run, calls)
+            page.reload()
+            page.wait_for_timeout(3000)                                     # unload, then the next PGD step
+            stopped_at = len(calls)
+            page.wait_for_timeout(1500)
+            assert len(calls) == stopped_at < before + 400, tab             # no PGD for the page that left
 
 
 def _words_broken_across_lines(page, selector: str) -> list[str]:
