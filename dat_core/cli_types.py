@@ -65,7 +65,7 @@ def comma_list(text: str, option: str, parse: Callable[[str], Any] = str) -> lis
         raise ValueError(f"{option} takes a comma-separated list without empty items; got {text!r}")
     try:
         return list(dict.fromkeys(parse(t) for t in items))
-    except ValueError as e:
+    except (ValueError, argparse.ArgumentTypeError) as e:   # a parse of its own, or one of these types
         raise ValueError(f"{option}: {e}") from None
 
 

@@ -51,7 +51,8 @@ def import_official(checkpoint_path: str | Path, arch: str = "wrn-34-10", num_cl
     except OSError:   # missing, a folder, unreadable: the CLI words it
         raise
     except Exception as e:  # UnpicklingError and friends: the file holds more than tensors and containers
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]   # torch's own text runs to 7 lines
+        said = re.sub(r"\x1b\[[0-9;]*m", "", str(e))   # torch's message carries terminal colour codes
+        first = (said.strip().splitlines() or [type(e).__name__])[0][:200]   # and runs to 7 lines
         raise ValueError(f"could not read {path} with torch.load(weights_only=True) ({first}): only plain "
                          "state dicts (tensors in dicts) are accepted; nothing else is ever unpickled") from None
     state_dict = official_state_dict(obj, source=str(path))

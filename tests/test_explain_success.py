@@ -121,3 +121,11 @@ def test_an_unreadable_image_is_found_before_the_sweep(setup, tmp_path, capsys, 
     assert main(["success", "--model", str(d / "ckpt"), "--images", str(tmp_path / "imgs"), "--out",
                  str(tmp_path / "out")]) == 2
     assert "zebra-0000.png" in capsys.readouterr().err and swept == []
+
+
+def test_steps_that_are_not_whole_say_so(setup, tmp_path, capsys):
+    """`success --steps 2.5` said "invalid literal for int() with base 10: '2.5'"."""
+    _, d = setup
+    assert main(["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--steps", "2,2.5",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "--steps: expected an integer in 1..1000, got '2.5'" in capsys.readouterr().err

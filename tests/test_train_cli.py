@@ -1,5 +1,6 @@
 """`python -m train eval | push | import` end to end on tiny checkpoints and a loopback Hub."""
 
+import argparse
 import json
 import os
 import signal
@@ -348,11 +349,18 @@ def test_missing_or_wrong_kind_of_inputs_are_named_in_words(tmp_path, capsys):
              (["import", "--checkpoint", str(tmp_path / "nope.pth"), "--official-config", str(tmp_path / "bin.yaml"),
                "--out", str(tmp_path / "o")], "bin.yaml is not a text file"),
              (["import", "--checkpoint", str(tmp_path / "bin.yaml"), "--out", str(tmp_path / "o")],
+              "only plain state dicts (tensors in dicts) are accepted"),
+             (["import", "--checkpoint", str(tmp_path / "obj.pth"), "--out", str(tmp_path / "o")],
               "only plain state dicts (tensors in dicts) are accepted")]
+    torch.save({"args": argparse.Namespace(lr=0.1)}, tmp_path / "obj.pth")   # a pickled object: refused
     for argv, says in cases:
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert says in err and "Errno" not in err and "codec" not in err and err.count("\n") == 1, err
+        assert "\x1b" not in err                                            # torch's terminal colour codes
+    with pytest.raises(SystemExit, match="2"):   # the sizes a config may hold, not 1..4096 refused after the load
+        main(["import", "--checkpoint", str(tmp_path / "obj.pth"), "--image-size", "1024", "--out", str(tmp_path)])
+    assert "--image-size: expected an integer in 8..512" in capsys.readouterr().err
 
 
 def test_seeds_with_both_outputs_skipped_says_so(capsys):

@@ -21,6 +21,7 @@ def add_import_parser(sub: argparse._SubParsersAction) -> None:
     """The `import` subcommand of `python -m train`."""
     from dat_core.models import NORMALIZATIONS, known_archs
     from dat_core.models.class_names import CLASS_NAME_SETS
+    from dat_core.models.config import IMAGE_SIZE, NUM_CLASSES
 
     p = sub.add_parser(
         "import", help="convert an official DAT .pth checkpoint to our format", epilog=EXAMPLES,
@@ -33,9 +34,10 @@ def add_import_parser(sub: argparse._SubParsersAction) -> None:
                    help="a model config of the official repo (model_configs/*.yaml): sets arch, classes, "
                         "class names, image size and normalization")
     p.add_argument("--arch", help=f"architecture ({', '.join(known_archs())}; default wrn-34-10)")
-    p.add_argument("--num-classes", type=int_in(2, 100_000),
+    p.add_argument("--num-classes", type=int_in(*NUM_CLASSES),
                    help="10 (CIFAR-10, the default), 100 (CIFAR-100), 1000 (ImageNet)")
-    p.add_argument("--image-size", type=int_in(1, 4096), help="input resolution (default: the architecture's)")
+    p.add_argument("--image-size", type=int_in(*IMAGE_SIZE),
+                   help="input resolution (default: the architecture's)")
     p.add_argument("--normalization", choices=sorted(NORMALIZATIONS),
                    help="input normalization inside the model (default: the architecture's). The official "
                         "CIFAR-100 WRNs use cifar10; the ConvNeXt-CvSt models none; ResNet-50/WRN-50 imagenet")

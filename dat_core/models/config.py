@@ -21,6 +21,12 @@ MAX_PARAMETERS = 400_000_000
 TEMPERATURE_RANGE = (0.01, 100.0)
 """Calibration temperatures a config may hold: beyond them the logits say (almost) nothing or everything."""
 
+NUM_CLASSES = (1, 22_000)
+"""The class counts a config may hold (ImageNet-21k has 21,843)."""
+
+IMAGE_SIZE = (8, 512)
+"""The input sides a config may hold, in pixels."""
+
 MAX_ACTIVATION_BYTES = 2 * 2**30
 """Largest fp32 activation memory of one image's forward pass (a PGD step keeps about this for backward);
 the paper's largest, ConvNeXt-L-CvSt at 256 px, needs about 0.4 GiB by this count."""
@@ -32,8 +38,8 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     arch: str = Field(min_length=1, max_length=64)
-    num_classes: int = Field(ge=1, le=22_000)
-    image_size: int | None = Field(default=None, ge=8, le=512)
+    num_classes: int = Field(ge=NUM_CLASSES[0], le=NUM_CLASSES[1])
+    image_size: int | None = Field(default=None, ge=IMAGE_SIZE[0], le=IMAGE_SIZE[1])
     class_names: list[str] | None = None
     mean: list[float] | None = Field(default=None, min_length=3, max_length=3)
     std: list[float] | None = Field(default=None, min_length=3, max_length=3)
