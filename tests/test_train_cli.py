@@ -410,3 +410,11 @@ def test_eval_takes_a_radius_and_a_norm_as_explain_does(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["eval", "--model", "default", "--eps", bad])
         assert "--eps: expected a finite radius >= 0" in capsys.readouterr().err
+
+
+def test_eval_names_a_missing_ood_folder_before_loading_anything(tmp_path, capsys):
+    """`train eval --ood /nonexistent` decoded the data and loaded the model first, then said so."""
+    missing = tmp_path / "no-such-ood"
+    assert main(["eval", "--model", str(tmp_path / "no-such-model"), "--data", str(tmp_path / "no-data"),
+                 "--ood", "uniform", "--ood", str(missing)]) == 2
+    assert f"error: {missing} does not exist" in capsys.readouterr().err

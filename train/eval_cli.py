@@ -142,6 +142,9 @@ def check_data_options(args: argparse.Namespace) -> None:
     such input is read they would be silently ignored, so they are refused (before the model loads). Unset,
     --root is CIFAR_ROOT."""
     refuse_unused(args, ("root",), args.data in CIFAR_SOURCES, f"--data {' or '.join(CIFAR_SOURCES)}")
+    for spec in getattr(args, "ood", []):   # an OOD folder that is not there: said now, not after the data and model
+        if spec not in NOISE_KINDS and not Path(spec).exists():
+            raise FileNotFoundError(2, "No such file or directory", spec)
     archives = [spec for spec in (args.data, *getattr(args, "ood", [])) if Path(spec).is_file()]
     refuse_unused(args, ("cache_dir",), bool(archives), "an archive (.tar/.tar.gz) as --data"
                   + (" or --ood" if hasattr(args, "ood") else ""))
