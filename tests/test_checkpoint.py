@@ -217,6 +217,7 @@ def _with_config(tmp_path, **changes):
     ({"class_names": [*"abcdefghi", "A"]}, "'A' appears twice"),
     ({"class_names": [*"abcdefghi", "a"]}, "appears twice"),
     ({"class_names": [*"abcdefghi", " "]}, "blank"),
+    ({"class_names": [*"abcdefghi", "dog,cat"]}, "no comma"), ({"class_names": [*"abcdefghi", "All"]}, "not be 'all'"),
     ({"arch": "wrn-16-64"}, "parameters"), ({"arch": "no-such-net"}, "arch"), ({"arch": 7}, "arch"),
     # fields the tools read beyond the model's own: checked on every load, not only by the app (a null
     # quantile was a TypeError traceback in `explain benchmark`, a string code_version one in model cards)

@@ -105,6 +105,10 @@ class ModelConfig(BaseModel):
             raise ValueError("class names must be at most 200 characters")
         if v is not None and any(not n.strip() for n in v):
             raise ValueError("class names must not be blank")
+        for n in v or ():   # a target is named by these: "--target cat,dog" lists classes, "all" means every class
+            if "," in n or n.strip().lower() == "all":
+                raise ValueError(f"class names must hold no comma and not be 'all' (targets are named by them); "
+                                 f"got {n[:40]!r}")
         seen: set[str] = set()
         for n in v or ():   # a target is named case-insensitively: two names alike would pick the first silently
             if n.strip().lower() in seen:
