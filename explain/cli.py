@@ -157,7 +157,7 @@ def _counterfactual(args: argparse.Namespace) -> int:
 
     from dat_core.sampling import make_grid, save_png
 
-    from .export import save_json
+    from .export import drop_earlier, save_json
     from .image import open_image, to_model_input
     from .params import resolve_targets
     from .trajectory import counterfactuals, minimal_counterfactual, model_info
@@ -210,6 +210,7 @@ def _counterfactual(args: argparse.Namespace) -> int:
             save_png(make_grid(np.stack([trajs[0].frames[0], r.frame]), nrow=2, scale=args.scale), p)
             wrote.append(p)
             print(f"p(target) >= {r.confidence:g}: L2 radius {r.radius:.3f} (p = {r.achieved:.3f})")
+    drop_earlier(out, wrote)   # an earlier run's outputs this one did not write would read as its own
     _wrote(wrote)
     return 0
 

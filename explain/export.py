@@ -8,6 +8,7 @@ frame (on by default) keeps every step distinct, so the file holds all T+1 frame
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -174,3 +175,27 @@ def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
     finally:
         close_figure(fig)
     return path
+
+
+COUNTERFACTUAL_OUTPUTS = ("trajectory.gif", "trajectory.png", "strip.png", "metrics.json", "grid.png", "summary.json",
+                          "alternatives.png", "alternatives.json", "card.json", "card.png", "minimal.json",
+                          "minimal_*.png")
+"""What `python -m explain counterfactual` may write at the top of its --out; with several targets, also one
+folder per target named NN-class."""
+
+
+def drop_earlier(out: Path, wrote: Sequence[Path]) -> list[Path]:
+    """Remove what an earlier `counterfactual` run into `out` wrote and this one (`wrote`) did not: an old
+    minimal.json beside a run without --minimal would read as this run's. Only the command's own names are
+    touched, a target folder only when it holds a metrics.json; a user's own files stay."""
+    kept = {Path(p).resolve() for p in wrote}
+    stale = [p for pattern in COUNTERFACTUAL_OUTPUTS for p in out.glob(pattern) if p.is_file()
+             and p.resolve() not in kept]
+    stale += [d for d in out.glob("[0-9][0-9]*-*") if d.is_dir() and (d / "metrics.json").is_file()
+              and d.resolve() not in {p.parent for p in kept}]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return stale

@@ -388,3 +388,21 @@ def test_attributions_npz_is_replaced_whole(files, tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez_compressed", cut_short)
     assert main(args) == 2
     assert (tmp_path / "attributions.npz").read_bytes() == before
+
+
+def test_a_rerun_into_the_same_folder_leaves_no_earlier_outputs(files, tmp_path):
+    """Rerunning `counterfactual` into a used --out kept the earlier run's minimal.json beside the new run's
+    files (read as this run's), and its per-target folders after a one-target run. A file of the user's stays."""
+    out = tmp_path / "out"
+    base = ["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--steps", "2",
+            "--out", str(out)]
+    assert main([*base, "--target", "cat,dog"]) == 0
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert len(folders) == 2 and (out / "summary.json").is_file()
+    (out / "notes.txt").write_text("mine")
+    assert main([*base, "--target", "3", "--minimal", "0.5"]) == 0
+    assert not any(p.is_dir() for p in out.iterdir()) and not (out / "summary.json").exists()
+    assert (out / "minimal.json").is_file() and (out / "metrics.json").is_file()
+    assert main([*base, "--target", "3"]) == 0
+    assert not (out / "minimal.json").exists() and not list(out.glob("minimal_*.png"))
+    assert (out / "metrics.json").is_file() and (out / "notes.txt").read_text() == "mine"
