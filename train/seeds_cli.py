@@ -14,6 +14,7 @@ from pathlib import Path
 from dat_core.cli_types import int_in
 
 MAX_RESOLUTION = 32
+"""Largest side the Gaussians are fitted at: a full covariance of 3 * 32^2 = 3,072 pixels per class."""
 
 EXAMPLES = """examples:
   python -m train seeds --config train/configs/cifar10-wrn16-2-cpu-stage2.toml
@@ -49,7 +50,7 @@ def run_seeds(args: argparse.Namespace) -> int:
     _check_outputs(args.bank_out, args.gaussians_out)
     cfg = load_config(args.config, args.overrides)
     d = cfg.data
-    tensors = {}   # everything is computed before the first file is written: a failure replaces neither
+    pending = {}   # everything is computed before the first file is written: a failure replaces neither
     if args.bank_out:
         if not d.ood_seed_bank:
             raise ValueError("data.ood_seed_bank is 0 in this config: set it (e.g. data.ood_seed_bank=1000)")
@@ -62,15 +63,15 @@ def run_seeds(args: argparse.Namespace) -> int:
             "config": Path(args.config).name}
         if source.is_file():
             meta["source_sha256"] = weights_sha256(source)  # the zoo's file hasher: any file
-        tensors["bank"] = (write_seed_bank, args.bank_out, bank.images[:], meta)
+        pending["bank"] = (write_seed_bank, args.bank_out, bank.images[:], meta)
     if args.gaussians_out:
         train_set, _ = load_train_val(cfg)
         g = fit_class_gaussians(train_set, args.resolution)
         meta = {"source": Path(d.dataset).name, "how": (
             f"per-class mean and covariance of the {len(train_set)} training images (validation carved out) "
             f"area-pooled to {args.resolution}x{args.resolution}, + 1e-3 x mean variance on the diagonal")}
-        tensors["gaussians"] = (write_class_gaussians, args.gaussians_out, g, meta)
-    written = {name: str(write(path, data, meta)) for name, (write, path, data, meta) in tensors.items()}
+        pending["gaussians"] = (write_class_gaussians, args.gaussians_out, g, meta)
+    written = {name: str(write(path, data, meta)) for name, (write, path, data, meta) in pending.items()}
     print(json.dumps(written, indent=2))
     return 0
 
