@@ -128,8 +128,6 @@ def check_writable(path: str | Path | None, option: str, folder: bool = False) -
     where = (target if folder else target.parent).absolute()
     existing = next(p for p in (where, *where.parents) if p.exists())   # the folder, or what will hold it
     try:   # a file tried, not os.access: that says yes to root everywhere, /proc included
-        if not existing.is_dir():
-            raise NotADirectoryError
         tempfile.TemporaryFile(dir=existing).close()
-    except OSError:
+    except OSError:   # a file where the folder should be is NotADirectoryError
         raise ValueError(f"{option}: cannot write {path} ({existing} is not a writable folder)") from None

@@ -117,6 +117,13 @@ def stop(ex: Explainer, state: Any) -> None:
         gr.Info(CANCELLED, title="Cancelled", duration=4)
 
 
+def stop_run(ex: Explainer, state: Any) -> list[Any]:
+    """The Cancel button beside one Run button (all targets, alternatives, compare, generate): `stop`, and Run
+    is back."""
+    stop(ex, state)
+    return idle_buttons(1)
+
+
 def busy_buttons(n_run: int) -> list[Any]:
     return [gr.update(visible=False), *[gr.update(interactive=False)] * (n_run - 1), gr.update(visible=True)]
 

@@ -17,7 +17,7 @@ from .. import charts
 from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import MAX_ALL_TARGETS, eps_choices, eps_text, model_input, pgd_params, user_errors
 from ..views import AllTargetsView, CounterfactualView
-from ..wiring import COMPUTE, INSTANT, STOP, bind, cancellable, idle_buttons, no_error_badge, outputs, stop
+from ..wiring import COMPUTE, INSTANT, STOP, bind, cancellable, no_error_badge, outputs, stop_run
 from . import counterfactual
 
 BATCH = 64  # paths per PGD batch (explain.counterfactuals' max_batch); the progress bar counts the batches' steps
@@ -91,11 +91,6 @@ def forget(ex: Explainer, state) -> Grid:
                            "image or model)._")
 
 
-def cancel(ex: Explainer, state) -> list[Any]:
-    """The Cancel button: the run stops at its next PGD step; Run is back on."""
-    stop(ex, state)
-    return idle_buttons(1)
-
 
 @user_errors
 def open_target(ex: Explainer, state, evt: gr.SelectData) -> Opened:
@@ -118,7 +113,7 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, tabs: gr.Tabs, cf: c
     ran = cancellable(ui.all_run.click, bind(run, ex), [cf.cf_image, *cf.settings, state],
                       outputs(Grid, ui, state=state), run=[ui.all_run], cancel=ui.all_cancel,
                       progress_on=ui.all_grid)
-    ui.all_cancel.click(bind(cancel, ex), [state], [ui.all_run, ui.all_cancel], cancels=[ran], **STOP)
+    ui.all_cancel.click(bind(stop_run, ex), [state], [ui.all_run, ui.all_cancel], cancels=[ran], **STOP)
     cf.cf_input.change(bind(forget, ex), [state], outputs(Grid, ui, state=state), **INSTANT)   # image or model
     opened = ui.all_grid.select(bind(open_target, ex), [state],
                                 outputs(Opened, cf, followers, state=state, tabs=tabs),

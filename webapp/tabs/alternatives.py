@@ -23,7 +23,7 @@ from explain.params import parse_int
 from .. import charts
 from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import model_input, pgd_params, target_index, user_errors
-from ..wiring import STOP, bind, cancellable, idle_buttons, outputs, stop
+from ..wiring import STOP, bind, cancellable, outputs, stop_run
 from . import region
 
 MAX_PATHS = 4
@@ -115,15 +115,10 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, n, seed, stat
                  info(alts))
 
 
-def cancel(ex: Explainer, state) -> list[Any]:
-    """The Cancel button: the paths stop at their next PGD step; the button is back."""
-    stop(ex, state)
-    return idle_buttons(1)
-
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, request: list[Any]) -> None:
     """`request`: tab 1's image, target and settings (threat model, ε, steps, step size)."""
     shown = cancellable(ui.alt_run.click, bind(run, ex), [*request, ui.alt_n, ui.alt_seed, state],
                         outputs(Shown, ui, state=state), run=[ui.alt_run], cancel=ui.alt_cancel,
                         progress_on=ui.alt_info)
-    ui.alt_cancel.click(bind(cancel, ex), [state], [ui.alt_run, ui.alt_cancel], cancels=[shown], **STOP)
+    ui.alt_cancel.click(bind(stop_run, ex), [state], [ui.alt_run, ui.alt_cancel], cancels=[shown], **STOP)

@@ -17,7 +17,7 @@ from .. import charts
 from ..explainer import Explainer
 from ..inputs import echo, model_input, pgd_params, target_index, user_errors
 from ..views import CompareView
-from ..wiring import INSTANT, STOP, bind, cancellable, idle_buttons, outputs, stop
+from ..wiring import INSTANT, STOP, bind, cancellable, outputs, stop_run
 from . import counterfactual
 from .scrubber import gone
 
@@ -159,11 +159,6 @@ def forget(ex: Explainer, state) -> Compared:
                     "", PRESS)
 
 
-def cancel(ex: Explainer, state) -> list[Any]:
-    """The Cancel button: the comparison stops at its next PGD step; Compare is back on."""
-    stop(ex, state)
-    return idle_buttons(1)
-
 
 @user_errors
 def scrub(ex: Explainer, state, step) -> Frame:
@@ -178,6 +173,6 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, cf: counterfactual.C
                                                             ui.cmp_cone],
                            outputs(Compared, ui, state=state), run=[ui.cmp_run], cancel=ui.cmp_cancel,
                            progress_on=ui.cmp_summary)
-    ui.cmp_cancel.click(bind(cancel, ex), [state], [ui.cmp_run, ui.cmp_cancel], cancels=[compared], **STOP)
+    ui.cmp_cancel.click(bind(stop_run, ex), [state], [ui.cmp_run, ui.cmp_cancel], cancels=[compared], **STOP)
     ui.cmp_step.input(bind(scrub, ex), [state, ui.cmp_step], outputs(Frame, ui), **INSTANT)
     cf.cf_input.change(bind(forget, ex), [state], outputs(Compared, ui, state=state), **INSTANT)   # image or model

@@ -31,7 +31,7 @@ from ..inputs import (
 )
 from ..state import LoadedModel
 from ..views import SamplingView
-from ..wiring import INSTANT, STOP, bind, cancellable, idle_buttons, outputs, stop
+from ..wiring import INSTANT, STOP, bind, cancellable, outputs, stop_run
 from .scrubber import gone
 
 
@@ -163,11 +163,6 @@ def run(ex: Explainer, target, seed_kind, seed_image, seed, n_per_class, steps, 
                      view.chart.svg(last), view.caption(last), gr.update(value=str(gif), interactive=True))
 
 
-def cancel(ex: Explainer, state) -> list[Any]:
-    """The Cancel button: sampling stops at its next PGD step; Generate is back on."""
-    stop(ex, state)
-    return idle_buttons(1)
-
 
 @user_errors
 def scrub(ex: Explainer, state, step) -> Frame:
@@ -191,6 +186,6 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State) -> None:
                                                        ui.gen_seed, ui.gen_n, ui.gen_steps, ui.gen_step_size, state],
                       outputs(Generated, ui, state=state), run=[ui.gen_run], cancel=ui.gen_cancel,
                       progress_on=ui.gen_grid)
-    ui.gen_cancel.click(bind(cancel, ex), [state], [ui.gen_run, ui.gen_cancel], cancels=[ran], **STOP)
+    ui.gen_cancel.click(bind(stop_run, ex), [state], [ui.gen_run, ui.gen_cancel], cancels=[ran], **STOP)
     ui.gen_seed_kind.change(seed_fields, ui.gen_seed_kind, [ui.gen_seed_image, ui.gen_seed, ui.gen_n], **INSTANT)
     ui.gen_step.input(bind(scrub, ex), [state, ui.gen_step], outputs(Frame, ui), **INSTANT)
