@@ -266,6 +266,35 @@ def test_every_cancel_says_so_once(tiny):
         cancelled_once("#gen-run", "#gen-cancel")
 
 
+def test_a_running_path_holds_the_old_paths_controls(tiny):
+    """While a new path streamed, the old path's slider, Play, downloads and card stayed usable: a scrub showed
+    the old path between the new frames, and a download saved the old path beside the new one on screen. They
+    are off while PGD runs, back on for the old path after a Cancel, and on for the new path once it is done."""
+    demo, url, files = tiny
+    controls = ["#cf-step input[type=range]", "#cf-play", "#cf-gif", "#cf-json", "#cf-card"]
+    with slow_pgd(demo) as calls, browser_page(url) as page:
+        upload(page, files["photo"])
+        settings(page, steps=3, step_size=0.1, eps=3)
+        run_counterfactual(page)
+        for c in controls:
+            expect(page.locator(c)).to_be_enabled(timeout=30_000)
+        settings(page, steps=500, step_size=0.01, eps="inf")
+        start_and_wait(page, "#cf-run", calls)
+        expect(page.locator("#cf-caption")).to_contain_text("Running: step", timeout=20_000)
+        for c in controls:
+            expect(page.locator(c)).to_be_disabled()
+        page.click("#cf-cancel")
+        expect(page.locator("#cf-run")).to_be_visible()
+        for c in controls:                                                  # the old path is still the one shown
+            expect(page.locator(c)).to_be_enabled()
+        assert slider_value(page) == 3
+        settings(page, steps=4, step_size=0.1, eps=3)
+        run_counterfactual(page)
+        for c in controls:
+            expect(page.locator(c)).to_be_enabled(timeout=30_000)
+        assert slider_value(page) == 4
+
+
 def test_a_page_that_leaves_stops_its_computation(tiny):
     """A reload (or a closed tab) mid-run left All targets, Compare and Generate computing for a page nobody
     had any more: reloading and starting again held every worker (only tab 1's streamed run stopped). The

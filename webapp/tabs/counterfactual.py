@@ -128,17 +128,18 @@ Settings = NamedTuple("Settings", [("cf_eps", Any), ("cf_step_size", float)])  #
 # A new path at its last step: the downloads pending, the other tabs' results of the old path reset, and the
 # one-click retry offered when the path did not reach its target.
 Shown = NamedTuple("Shown", [("state", dict), ("cf_step", Any), *STEP_VIEW, ("cf_summary", str), ("cf_retry", Any),
-                             ("cf_gif", Any), ("cf_json", Any), ("land_step", Any), ("land_info", str),
-                             ("attr_figure", None), ("attr_info", str)])
+                             ("cf_play", Any), ("cf_gif", Any), ("cf_json", Any), ("land_step", Any),
+                             ("land_info", str), ("attr_figure", None), ("attr_info", str)])
 
 
 # a retry: the new path, and the settings it ran with
 Retried = NamedTuple("Retried", [*Shown.__annotations__.items(), ("cf_norm", Any), ("cf_eps", Any),
                                  ("cf_steps", Any), ("cf_step_size", Any)])
 Exports = NamedTuple("Exports", [("cf_gif", Any), ("cf_json", Any)])  # the downloads of the path shown
-# Cancel: the buttons idle, and what a streamed frame showed back to the stored path
+# Cancel: the buttons idle, and what a streamed frame showed back to the stored path, its controls on again
 Stopped = NamedTuple("Stopped", [("cf_run", Any), ("cf_retry", Any), ("cf_cancel", Any), ("cf_frame", Any),
-                                 ("cf_diff", Any), ("cf_probs", str), ("cf_caption", str)])
+                                 ("cf_diff", Any), ("cf_probs", str), ("cf_caption", str),
+                                 *scrubber.Held.__annotations__.items()])
 
 
 # ---------------------------------------------------------------- layout
@@ -291,7 +292,8 @@ def show(ex: Explainer, state: dict, view: CounterfactualView) -> Shown:
     last = len(view) - 1
     pending = gr.update(value=None, interactive=False)
     return Shown(state=state, cf_step=gr.update(maximum=last, value=last, interactive=True), **step_view(view, last),
-                 cf_summary=view.summary(), cf_retry=try_again.button(view), cf_gif=pending, cf_json=pending,
+                 cf_summary=view.summary(), cf_retry=try_again.button(view),
+                 cf_play=gr.update(interactive=True), cf_gif=pending, cf_json=pending,
                  land_step=gr.update(value=0, maximum=last, interactive=False),
                  land_info="Press **Compute landscape** to see the energy around this path.", attr_figure=None,
                  attr_info="Press **Compute attributions** to explain this counterfactual.")
@@ -353,7 +355,8 @@ def cancel(ex: Explainer, state, step) -> Stopped:
     stop(ex, state)
     view = ex.get(state, "cf")
     shown = scrubber.empty_step() if view is None else step_view(view, view.index(step))
-    return Stopped(*idle_buttons(2), **{k: shown[k] for k in Stopped._fields[3:]})
+    return Stopped(*idle_buttons(2), **{k: shown[k] for k in Stopped._fields[3:7]},
+                   **scrubber.released(ex, state)._asdict())
 
 
 @user_errors
@@ -389,8 +392,12 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers
                       **buttons)
     retried = cancellable(ui.cf_retry.click, bind(retry_live, ex), request,
                           outputs(Retried, ui, followers, state=state), **buttons)
-    ui.cf_cancel.click(bind(cancel, ex), [state, ui.cf_step], outputs(Stopped, ui), cancels=[ran, retried],
-                       **STOP)
+    ui.cf_cancel.click(bind(cancel, ex), [state, ui.cf_step], outputs(Stopped, ui, ui.tools.card),
+                       cancels=[ran, retried], **STOP)
+    controls = outputs(scrubber.Held, ui, ui.tools.card)  # the stored path's, off while a new one runs
+    for button, event in ((ui.cf_run, ran), (ui.cf_retry, retried)):
+        button.click(scrubber.held, None, controls, **INSTANT)
+        event.failure(bind(scrubber.released, ex), [state], controls, **INSTANT)
     chain_exports(ran, ex, ui, state)
     chain_exports(retried, ex, ui, state)
     frame = outputs(Frame, ui, followers)

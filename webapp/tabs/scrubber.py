@@ -27,6 +27,25 @@ STEP_VIEW = [("cf_frame", np.ndarray), ("cf_diff", np.ndarray), ("cf_probs", str
 Frame = NamedTuple("Frame", [("cf_step", Any), *STEP_VIEW, ("land_step", Any), ("cf_play", Any), ("cf_timer", Any)])
 
 
+# The stored path's controls: its slider, Play and timer, its downloads and its card's button.
+Held = NamedTuple("Held", [("cf_step", Any), ("cf_play", Any), ("cf_timer", Any), ("cf_gif", Any), ("cf_json", Any),
+                           ("cf_card", Any)])
+
+
+def held() -> Held:
+    """While a new path runs: the stored path's controls off and its animation stopped. A scrub would show the old
+    path between the new frames, and a download would save the old path beside the new one on screen."""
+    off = gr.update(interactive=False)
+    return Held(off, gr.update(value=PLAY, interactive=False), gr.Timer(active=False), off, off, off)
+
+
+def released(ex: Explainer, state) -> Held:
+    """After a run that stored no path (cancelled, refused, failed): the stored path's controls back on, when
+    there is one; Play is always on (with nothing stored it says so)."""
+    on = gr.update(interactive=ex.get(state, "cf") is not None)
+    return Held(on, gr.update(interactive=True), gr.skip(), on, on, on)
+
+
 def empty_step() -> dict[str, Any]:
     """What tab 1's frame, difference, bars and caption show before any path (and after a first run's Cancel)."""
     return {"cf_frame": None, "cf_diff": None, "cf_probs": charts.placeholder("Probabilities at step t"),
