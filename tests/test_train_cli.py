@@ -48,7 +48,8 @@ def test_eval_help_names_real_defaults_only(capsys):
 def test_eval_writes_json_with_fractions(toy, tiny_dir, tmp_path):
     out = tmp_path / "report.json"
     code = main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "2",
-                 "--ood", "uniform", "--samples", "3", "--sample-steps", "4", "--out", str(tmp_path / "figs"),
+                 "--ood", "uniform", "--ood", "lowfreq", "--samples", "3", "--sample-steps", "4",
+                 "--out", str(tmp_path / "figs"),
                  "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
@@ -56,6 +57,8 @@ def test_eval_writes_json_with_fractions(toy, tiny_dir, tmp_path):
     assert 0 <= report["robust_accuracy"] <= report["clean_accuracy"] <= 1
     assert 0 <= report["ood_auroc"]["uniform"] <= 1 and 0 <= report["ece"] <= 1
     assert 0 <= report["ood_auroc_adversarial"]["uniform"] <= 1 and report["ood_adversarial"]["eps"] == 1.0
+    # the clean and the adversarial AUROC score the same OOD images by default, as the official MAX_OOD_SAMPLES
+    assert report["ood_n"]["lowfreq"] == report["ood_adversarial_n"]["lowfreq"] == 1024
     assert report["sample_fidelity"]["steps"] == 4 and report["sample_fidelity"]["n"] == 3
     assert (tmp_path / "figs" / "reliability.png").is_file() and (tmp_path / "figs" / "samples.png").is_file()
 

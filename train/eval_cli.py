@@ -15,13 +15,14 @@ from dat_core.data import CIFAR_SOURCES, NOISE_KINDS, SEED_KINDS, ImageDataset, 
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
 from dat_core.evaluation.autoattack import ATTACKS
+from dat_core.evaluation.ood import MAX_ADVERSARIAL_OOD
 from dat_core.files import check_writable, write_text
 from dat_core.loading import load_model
 from dat_core.pgd import NORMS
 from dat_core.runtime import resolve_device, use_autocast
 from dat_core.training.data import load_dataset
 
-OOD_LIMIT = 2000
+OOD_LIMIT = MAX_ADVERSARIAL_OOD  # the official MAX_OOD_SAMPLES: clean and adversarial AUROC on the same images
 CIFAR_ROOT = "data"   # where the official CIFAR archives are looked for (and downloaded to)
 PARTS = ((("judge", "sample_seeds", "feature_model", "sample_steps", "sample_step_size"), "samples", "--samples N"),
          (("ood_holdout", "ood_limit", "ood_clean_only"), "ood", "--ood SET"),
@@ -82,10 +83,12 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="use only the N held-out images of an OOD archive (same split as training's "
                         "data.ood_holdout with --seed; default: all)")
     p.add_argument("--ood-limit", type=int_in(1), default=None,
-                   help=f"at most this many OOD images per set (default: {OOD_LIMIT})")
+                   help=f"at most this many OOD images per set (default: {OOD_LIMIT}, the official evaluation's "
+                        "cap; uniform noise has as many images as the data, at most 1024)")
     p.add_argument("--ood-clean-only", action="store_true",
-                   help="skip the adversarial OOD AUROC (by default each set's first 1024 images are also attacked "
-                        "to look in-distribution, L2 eps 1, 20 steps of 0.1 at 32 px, as the official evaluation)")
+                   help=f"skip the adversarial OOD AUROC (by default each set's first {MAX_ADVERSARIAL_OOD} images "
+                        "are also attacked to look in-distribution, L2 eps 1, 20 steps of 0.1 at 32 px, as the "
+                        "official evaluation)")
     p.add_argument("--judge", default=None, help="standard model that judges class-conditional samples")
     p.add_argument("--samples", type=int_in(0), default=0,
                    help="class-conditional samples (PGD on f(x)[y] from seeds)")
