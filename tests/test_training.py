@@ -13,7 +13,7 @@ from conftest import sigterm_after_rows
 
 from dat_core.loading import load_model
 from dat_core.runtime import native_bf16, use_autocast
-from dat_core.training.config import ConfigError, load_config
+from dat_core.training.config import ConfigError, load_config, validate
 from dat_core.training.loop import STATE_FILE, Trainer, TrainingError, lr_factor, train
 from dat_core.training.stage2 import Curriculum, bce_loss, contrastive_samples
 
@@ -257,6 +257,20 @@ def test_config_is_pydantic_with_a_json_schema(capsys):
     assert json.loads(capsys.readouterr().out) == schema
     assert main(["stage1", "optim.momentum=5"]) == 2
     assert "optim.momentum" in capsys.readouterr().err
+
+
+def test_stage2_defaults_are_the_papers_fine_tuning_not_stage1s(tmp_path):
+    """A stage-2 config that names no optimizer schedule trained at stage 1's cosine from lr 0.1, 100 times the
+    paper's constant 1e-3 (METHOD §3.5; the official code refuses anything but a fixed lr)."""
+    cfg = load_config(None, ["stage=stage2", "model.init=s1"])
+    assert (cfg.optim.lr, cfg.optim.schedule) == (1e-3, "constant")
+    toml = tmp_path / "s2.toml"
+    toml.write_text('stage = "stage2"\n[model]\ninit = "s1"\n[optim]\nlr = 0.01\n')
+    assert (load_config(toml).optim.lr, load_config(toml).optim.schedule) == (0.01, "constant")  # one key set
+    assert load_config(toml, ["optim.schedule=cosine"]).optim.schedule == "cosine"               # both named
+    assert validate(load_config(toml, ["optim.schedule=cosine"])).optim.schedule == "cosine"     # kept on re-check
+    stage1 = load_config(None)
+    assert (stage1.optim.lr, stage1.optim.schedule) == (0.1, "cosine")
 
 
 def test_stage2_requires_init_and_config_file_errors(tmp_path):

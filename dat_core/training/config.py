@@ -108,7 +108,7 @@ class ContrastiveConfig(_Table):
 
 class OptimConfig(_Table):
     name: Literal["sgd", "adamw"] = Field("sgd", description="sgd (momentum, Nesterov) | adamw")
-    lr: Float = Field(0.1, gt=0)
+    lr: Float = Field(0.1, gt=0, description="stage 2 without one: 1e-3 (STAGE2_OPTIM)")
     momentum: Float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     betas: list[Annotated[Float, Field(ge=0, lt=1)]] = Field([0.9, 0.95], min_length=2, max_length=2,
@@ -117,7 +117,8 @@ class OptimConfig(_Table):
     decay_norm_and_bias: bool = Field(True, description="weight decay on every parameter, as the official code; "
                                                         "false exempts BatchNorm/LayerNorm affine parameters and "
                                                         "biases (every parameter with one dimension)")
-    schedule: Literal["cosine", "constant", "step", "onecycle"] = "cosine"
+    schedule: Literal["cosine", "constant", "step", "onecycle"] = Field(
+        "cosine", description="stage 2 without one: constant (STAGE2_OPTIM)")
     warmup_steps: Count = Field(0, description="linear warm-up steps (fewer than `steps`)")
     step_milestones: list[Annotated[Float, Field(gt=0, lt=1)]] = Field(
         [0.5, 0.75], description='fractions of training, increasing, where "step" divides the lr by 10')
@@ -133,6 +134,11 @@ class OptimConfig(_Table):
 
 def _autocast(value: Any) -> Any:
     return str(value).lower() if isinstance(value, bool) else value  # TOML `autocast = true`
+
+
+STAGE2_OPTIM = {"lr": 1e-3, "schedule": "constant"}
+"""Stage 2's optimizer defaults where its config names none: the paper fine-tunes at a constant 1e-3 (METHOD §3.5;
+the official code refuses any other schedule), not at stage 1's cosine from 0.1."""
 
 
 class TrainConfig(_Table):
@@ -163,6 +169,14 @@ class TrainConfig(_Table):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     contrastive: ContrastiveConfig = Field(default_factory=ContrastiveConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_defaults(cls, values: Any) -> Any:
+        """`STAGE2_OPTIM` under whatever the tables set themselves."""
+        if isinstance(values, dict) and values.get("stage") == "stage2" and isinstance(values.get("optim", {}), dict):
+            values = {**values, "optim": {**STAGE2_OPTIM, **values.get("optim", {})}}
+        return values
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
