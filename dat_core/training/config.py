@@ -91,6 +91,10 @@ class AttackConfig(_Table):
     step_size: Float = Field(0.1, ge=0)
     steps: Count = Field(10, description="PGD steps (0 = standard, non-adversarial training)")
     random_start: bool = False
+    pgd: Literal["pgd", "argmin"] = Field("pgd", description='pgd: the last iterate | argmin: InNOut\'s default '
+                                          "(the authors' stage-1 code): momentum on L1-normalized gradients, the "
+                                          "highest-loss iterate (training/attack.py)")
+    momentum: Float = Field(0.9, ge=0, lt=1, description="argmin: the velocity's momentum")
 
 
 class ContrastiveConfig(_Table):
@@ -198,6 +202,8 @@ class TrainConfig(_Table):
             raise ValueError("attack.step_size must be > 0 when attack.steps > 0")
         if self.attack.steps and not self.attack.eps:  # PGD in a ball of radius 0 returns x: standard training
             raise ValueError("attack.eps must be > 0 when attack.steps > 0 (attack.steps=0 trains without an attack)")
+        if self.attack.pgd == "argmin" and self.attack.random_start:
+            raise ValueError("attack.random_start: the argmin attack starts at the image, as InNOut's default")
         if self.attack.norm == "Linf" and self.attack.eps > 1:
             raise ValueError(f"attack.eps: an Linf radius above 1 covers the whole [0,1] image space, got "
                              f"{self.attack.eps}")

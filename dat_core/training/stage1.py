@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..pgd import pgd, threat_model
+from ..pgd import threat_model
+from .attack import adversarial_examples
 from .config import TrainConfig
 
 
@@ -30,7 +31,7 @@ class AdversarialTraining:
     def loss(self, log: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         x, y = next(self.clf)
         a = self.cfg.attack
-        x_adv = pgd(self.module, x, y, self.threat, a.steps, "ce", a.random_start, autocast=self.autocast).x
+        x_adv = adversarial_examples(self.module, x, y, a, self.threat, self.autocast)
         self.model.train()
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self.model(x_adv)

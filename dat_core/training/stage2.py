@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ..energy import marginal_energy
 from ..evaluation.metrics import roc_auc
 from ..pgd import pgd, threat_model
+from .attack import adversarial_examples
 from .chains import ContrastiveChains
 from .config import TrainConfig
 
@@ -111,8 +112,7 @@ class DualAdversarialTraining:
             self.chains.keep(x_con, y_con)
         # 5 (attack part). untargeted PGD on CE; parameters are unchanged since step 1, so doing it
         # before the loss forward is the same computation as the official order
-        x_adv = pgd(self.module, x_clf, y_clf, self.attack_threat, a.steps, "ce", a.random_start,
-                    autocast=self.autocast).x
+        x_adv = adversarial_examples(self.module, x_clf, y_clf, a, self.attack_threat, self.autocast)
         self.model.train()  # BN frozen: same function as eval mode
         b = len(x_real)
         if self.cfg.fused_forward:
