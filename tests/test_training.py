@@ -273,6 +273,16 @@ def test_stage2_defaults_are_the_papers_fine_tuning_not_stage1s(tmp_path):
     assert (stage1.optim.lr, stage1.optim.schedule) == (0.1, "cosine")
 
 
+def test_training_takes_only_image_sizes_a_checkpoint_can_hold():
+    """data.image_size took up to 1024, checkpoints up to 512: a 600 px run saved best/ and final/ that no load
+    could read. One range serves both."""
+    from dat_core.models.config import IMAGE_SIZE
+    assert load_config(None, **{"data.dataset": "folder", "data.image_size": IMAGE_SIZE[1]}).data.image_size == 512
+    for size in (IMAGE_SIZE[0] - 1, IMAGE_SIZE[1] + 1, 1024):
+        with pytest.raises(ConfigError, match="data.image_size"):
+            load_config(None, **{"data.dataset": "folder", "data.image_size": size})
+
+
 def test_stage2_requires_init_and_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="model.init"):
         load_config(None, stage="stage2")

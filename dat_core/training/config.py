@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from ..data.augment import AUGMENTATIONS
 from ..data.seeds import SEED_KINDS
 from ..models import find_arch
+from ..models.config import IMAGE_SIZE
 from ..pgd import NORMS
 from ..runtime import AUTOCAST_CHOICES
 
@@ -52,7 +53,8 @@ class DataConfig(_Table):
                          description="cifar10 | cifar100 (official archives) | class-folder dir / .tar(.gz)")
     root: str = Field("data", description="where official archives live (downloaded if missing)")
     train_split: str = Field("train", description='split folder of a class-folder dataset ("" = no split level)')
-    image_size: Int = Field(32, ge=8, le=1024, description="side of the square training images, pixels")
+    image_size: Int = Field(32, ge=IMAGE_SIZE[0], le=IMAGE_SIZE[1],  # what a checkpoint's config can hold
+                            description="side of the square training images, pixels")
     val_size: Count = Field(1000, description="images carved from train for validation, deterministic (never tune "
                                               "on test); 0 trains on all of them and selects the last EMA weights")
     ood: str = Field("uniform", min_length=1,
