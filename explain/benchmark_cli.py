@@ -69,8 +69,8 @@ def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argpar
                         "pairs spread over all (one search per pair: slow; default: 0 = off)")
     p.add_argument("--stop-at", type=probability, default=None, metavar="P",
                    help="each counterfactual is the first iterate of its path with p(target) >= P (compare models "
-                        "at equal confidence, as the DAT paper does at ~0.89; a batch ends once all its pairs "
-                        "got there); default: off, x_T after every step as in the app")
+                        "at equal confidence, as the DAT paper does at ~0.89; its row of the batch then takes the "
+                        "next pair at once); default: off, x_T after every step as in the app")
     guide_options(p)
     p.add_argument("--gallery", type=int_in(1, 64), default=8, help="rows in each of the best/worst galleries "
                                                                     "(default: %(default)s)")

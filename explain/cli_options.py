@@ -64,8 +64,8 @@ def trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
                         f"scales with image_size/32 and L1 with its square below {IMAGENET_MIN_SIZE} px; from "
                         f"{IMAGENET_MIN_SIZE} px the paper's ImageNet budgets, L2 {big['eps']:g})")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"PGD steps T, 0..{MAX_STEPS} (default: {int(l2['steps'])}; {int(big['steps'])} from "
-                        f"{IMAGENET_MIN_SIZE} px)")
+                   help=f"PGD steps T, 0..{MAX_STEPS} (default at 32 px: L2 {int(l2['steps'])}, Linf "
+                        f"{int(li['steps'])}, L1 {int(l1['steps'])}; {int(big['steps'])} from {IMAGENET_MIN_SIZE} px)")
     p.add_argument("--step-size", type=float, default=None,
                    help=f"step length, finite > 0 (default at 32 px: L2 {l2['step_size']:g}, Linf "
                         f"{li['step_size']:.4g}, L1 {l1['step_size']:g}, scaled like --eps; L2 {big['step_size']:g} "

@@ -320,6 +320,19 @@ def test_help_for_each_command(command, capsys):
     assert "examples:" in text and f"python -m explain {command}" in text and "--model" in text
 
 
+def test_help_states_each_norms_own_default_steps(capsys):
+    """--steps said "default: 100" for every norm; Linf and L1 run 60 (explain/params.py)."""
+    from explain.params import IMAGENET_MIN_SIZE, NORMS, default_params
+
+    with pytest.raises(SystemExit):
+        main(["counterfactual", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    steps_help = text[text.index("--steps STEPS PGD"):text.index("--step-size STEP_SIZE step")]
+    for norm in NORMS:
+        assert f"{norm} {int(default_params(32, norm)['steps'])}" in steps_help, (norm, steps_help)
+    assert f"{int(default_params(IMAGENET_MIN_SIZE)['steps'])} from {IMAGENET_MIN_SIZE} px" in steps_help
+
+
 def test_compile_falls_back_to_eager_and_still_writes_everything(files, tmp_path, monkeypatch, caplog):
     import logging
 
