@@ -5,6 +5,7 @@ the test split unless asked for with `--split test`)."""
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ def image_set_options(p: argparse.ArgumentParser, limit: int, split_help: str = 
                         f"{DATA_DEFAULTS['val_size']}); 0 = every image of --split")
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=None,
                    help=f"training's seed (the carve-out's of --data; default: {DATA_DEFAULTS['seed']})")
-    p.add_argument("--limit", type=int_in(1), default=limit, help="at most this many images (default: %(default)s)")
+    p.add_argument("--limit", type=int_in(1), default=limit,
+                   help="at most this many images, spread over the classes (default: %(default)s)")
 
 
 def resolve_data_options(args: argparse.Namespace) -> None:
@@ -75,7 +77,12 @@ def load_image_set(args: argparse.Namespace, class_names: list[str], size: int) 
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"--images {folder.name} holds no images")
-    files = files[:args.limit]
     index = {n.lower(): i for i, n in enumerate(class_names)}
-    images = [to_model_input(f, size) for f in files]
-    return images, [index.get(f.stem.rsplit("-", 1)[0].lower()) for f in files], [f.name for f in files]
+    label = {f: index.get(f.stem.rsplit("-", 1)[0].lower()) for f in files}
+    by_label: dict[int | None, list[Path]] = {}
+    for f in files:
+        by_label.setdefault(label[f], []).append(f)
+    # --limit takes the classes in turn (the unlabelled files as one more), as --data's carve-out spreads
+    in_turn = [f for turn in itertools.zip_longest(*by_label.values()) for f in turn if f is not None]
+    files = sorted(in_turn[:args.limit])
+    return [to_model_input(f, size) for f in files], [label[f] for f in files], [f.name for f in files]

@@ -276,6 +276,21 @@ def test_a_limited_carve_out_spreads_over_the_classes(toy):
     assert sorted(labels) == [0, 0, 1, 1, 2, 2] and len(set(names)) == 6 and images[0].shape == (1, 3, 16, 16)
 
 
+def test_a_limited_folder_spreads_over_the_classes_its_names_give(tmp_path):
+    """--images with --limit took the first N files by name: --limit 2 on the bundled examples ran two airplanes.
+    It now takes the classes in turn (file names CLASS-*.ext), unlabelled files as one more group."""
+    from PIL import Image
+    for name in ("cat-0", "cat-1", "cat-2", "dog-0", "dog-1", "ship-0", "photo"):
+        Image.new("RGB", (8, 8), (len(name) * 20, 40, 90)).save(tmp_path / f"{name}.png")
+    args = argparse.Namespace(data=None, split=None, val_size=None, seed=None, images=str(tmp_path), limit=4)
+    _, labels, names = load_image_set(args, ["cat", "dog", "ship"], 8)
+    assert sorted(labels, key=str) == sorted([0, 1, 2, None], key=str)
+    assert names == sorted(names)                                       # still in name order
+    args.limit = 6
+    _, labels, _ = load_image_set(args, ["cat", "dog", "ship"], 8)
+    assert sorted(labels, key=str) == sorted([0, 0, 1, 1, 2, None], key=str)
+
+
 def test_guide_steers_the_explained_model_and_a_full_cone_changes_nothing(setup, tmp_path, capsys):
     """--guide: each step follows the explained model's gradient turned toward the guide's; a 180° cone is
     no guidance (bit-identical counterfactuals), a 0° cone follows the guide's direction only."""
