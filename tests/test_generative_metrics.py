@@ -108,7 +108,29 @@ def test_evaluate_reports_sample_realism_in_a_fixed_feature_space(tiny_model):
         realism["within_class_diversity_samples"] / realism["within_class_diversity_real"])
     one_shot = iter([(images[:20], labels[:20]), (images[20:], labels[20:])])
     with pytest.raises(ValueError, match="second time"):
-        evaluate(tiny_model, one_shot, robust=None, samples=10, feature_model=judge, progress=False, sample_steps=1)
+        evaluate(tiny_model, one_shot, robust=None, samples=12, feature_model=judge, progress=False, sample_steps=1)
+
+
+def test_sample_realism_that_cannot_be_measured_is_refused_before_the_work(tiny_model):
+    """`train eval --samples 2 --feature-model M` ran the whole evaluation and sampling, then failed: samples
+    cycle over the classes, and within-class diversity needs two of one class. Too few samples are refused
+    before anything runs; too few real images of any class, before the sampling and the feature model."""
+    from dat_core import build_model
+    from dat_core.evaluation import evaluate
+
+    judge = build_model("wrn-10-1").eval()
+    calls = {"model": 0, "judge": 0}
+    tiny_model.register_forward_hook(lambda *_: calls.__setitem__("model", calls["model"] + 1))
+    judge.register_forward_hook(lambda *_: calls.__setitem__("judge", calls["judge"] + 1))
+    images = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match="at least 11 samples"):
+        evaluate(tiny_model, (images, torch.arange(20) % 10), robust=None, samples=10, feature_model=judge,
+                 progress=False, sample_steps=1)
+    assert calls == {"model": 0, "judge": 0}
+    with pytest.raises(ValueError, match="two real images of one class"):
+        evaluate(tiny_model, (images[:10], torch.arange(10)), robust=None, samples=12, feature_model=judge,
+                 progress=False, sample_steps=1)
+    assert calls["judge"] == 0 and calls["model"] <= 1               # the clean pass only: no sampling
 
 
 def test_train_eval_feature_model_needs_samples(tmp_path, capsys):

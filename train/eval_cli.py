@@ -91,7 +91,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                         "official evaluation)")
     p.add_argument("--judge", default=None, help="standard model that judges class-conditional samples")
     p.add_argument("--samples", type=int_in(0), default=0,
-                   help="class-conditional samples (PGD on f(x)[y] from seeds)")
+                   help="class-conditional samples in all, cycling over the classes (PGD on f(x)[y] from seeds); "
+                        "with --feature-model more than the number of classes (default: 0 = none)")
     p.add_argument("--sample-seeds", default=None, choices=SEED_KINDS,
                    help="seeds of the samples: bank = out-of-distribution photos (assets/seeds/, how DAT samples), "
                         f"gaussian = class-conditional Gaussian fitted on CIFAR-10 train, or noise (default: "

@@ -168,6 +168,11 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
     start = time.perf_counter()
     if samples > 0:  # the samples come last: a seed kind that cannot serve this model fails before the attacks
         check_seeds(sample_seeds, getattr(model, "config", {}).get("class_names"))
+    realism = samples > 0 and feature_model is not None   # within-class diversity: two images of one class
+    k = getattr(model, "config", {}).get("num_classes")
+    if realism and isinstance(k, int) and samples <= k:
+        raise ValueError(f"sample realism needs at least {k + 1} samples: they cycle over the {k} classes, and "
+                         f"within-class diversity needs two of one class (got {samples})")
     device = model_device(model)
     settings = None if robust is None else robust_settings(robust)
     strong = None if robust_strong is None or settings is None else robust_settings(settings, **robust_strong)
@@ -189,6 +194,9 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
     if not logits:
         raise ValueError("no data: the batches were empty")
     logits, labels = torch.cat(logits), torch.cat(labels)
+    if realism and not bool((torch.bincount(labels) >= 2).any()):
+        raise ValueError(f"sample realism needs two real images of one class (within-class diversity), and the "
+                         f"{labels.numel()} evaluated images are of {labels.numel()} classes: evaluate more")
     n, num_classes = labels.numel(), logits.shape[1]
     ece, bins = expected_calibration_error(torch.softmax(logits, 1), labels, n_bins)
     energies = marginal_energy(logits)
