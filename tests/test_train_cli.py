@@ -59,6 +59,9 @@ def test_eval_writes_json_with_fractions(toy, tiny_dir, tmp_path):
     assert 0 <= report["ood_auroc_adversarial"]["uniform"] <= 1 and report["ood_adversarial"]["eps"] == 1.0
     # the clean and the adversarial AUROC score the same OOD images by default, as the official MAX_OOD_SAMPLES
     assert report["ood_n"]["lowfreq"] == report["ood_adversarial_n"]["lowfreq"] == 1024
+    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "0",
+                 "--ood", "uniform", "--ood", "lowfreq", "--ood-limit", "8", "--ood-clean-only", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["ood_n"] == {"uniform": 8, "lowfreq": 8}   # uniform noise too
     assert report["sample_fidelity"]["steps"] == 4 and report["sample_fidelity"]["n"] == 3
     assert (tmp_path / "figs" / "reliability.png").is_file() and (tmp_path / "figs" / "samples.png").is_file()
 

@@ -84,7 +84,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                         "data.ood_holdout with --seed; default: all)")
     p.add_argument("--ood-limit", type=int_in(1), default=None,
                    help=f"at most this many OOD images per set (default: {OOD_LIMIT}, the official evaluation's "
-                        "cap; uniform noise has as many images as the data, at most 1024)")
+                        "cap; uniform noise: also at most as many as the data and 1024)")
     p.add_argument("--ood-clean-only", action="store_true",
                    help=f"skip the adversarial OOD AUROC (by default each set's first {MAX_ADVERSARIAL_OOD} images "
                         "are also attacked to look in-distribution, L2 eps 1, 20 steps of 0.1 at 32 px, as the "
@@ -117,13 +117,14 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="decoded-image cache for archives (.npz)")
 
 
-def _ood_sets(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
+def _ood_sets(args: argparse.Namespace, image_size: int, n_data: int) -> dict[str, Any]:
     from dat_core.data import load_image_folder
 
     sets: dict[str, Any] = {}
     for spec in args.ood:
-        if spec == "uniform":  # `evaluate` draws uniform noise itself, sized like the data
-            sets[spec] = spec
+        if spec == "uniform":  # `evaluate`'s own "uniform" set (sized like the data, at most 1024), --ood-limit too
+            n = min(n_data, MAX_ADVERSARIAL_OOD, args.ood_limit)
+            sets[spec] = noise_seeds(n, image_size, spec, seed=args.seed + 1)
             continue
         if spec in NOISE_KINDS:
             sets[spec] = noise_seeds(args.ood_limit, image_size, spec, seed=args.seed)
@@ -202,7 +203,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     feature_model = load_model(args.feature_model, device=device) if args.feature_model else None
     robust = None if args.steps == 0 else {"norm": args.norm, "eps": args.eps, "steps": args.steps,
                                             "step_size": args.step_size, "restarts": args.restarts}
-    report = evaluate(model, data, ood=_ood_sets(args, size) or None, robust=robust,
+    report = evaluate(model, data, ood=_ood_sets(args, size, len(data)) or None, robust=robust,
                       robust_strong=ROBUST_STRONG if args.strong and robust else None, judge=judge,
                       samples=args.samples, out_dir=args.out, autocast=autocast, seed=args.seed,
                       batch_size=args.batch_size, sample_steps=args.sample_steps,
