@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 
-from dat_core.cli_types import int_in, refuse_blank_values
+from dat_core.cli_types import OneLineParser, int_in, refuse_blank_values
 from dat_core.loading import default_model_dir
 from webapp import scheduling
 from webapp.demo import build_demo
@@ -30,7 +30,7 @@ NO_MODEL_MESSAGE = ("no bundled model yet; pass --model DIR or a Hub repo id (ow
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, with `--allow-local-models` resolved to True or False."""
-    parser = argparse.ArgumentParser(description="DAT Explainer web app (Gradio).")
+    parser = OneLineParser(description="DAT Explainer web app (Gradio).")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="interface to listen on (default 127.0.0.1; 0.0.0.0 to serve the network)")
     parser.add_argument("--port", type=int_in(1, 65535), default=os.environ.get("GRADIO_SERVER_PORT", "7860"),

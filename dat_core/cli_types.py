@@ -9,7 +9,7 @@ import argparse
 import errno
 import math
 from collections.abc import Iterable
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 
@@ -99,6 +99,14 @@ def _nonblank(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a value, got a blank one (an unset shell variable?)")
     return text
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error as the one `error:` line every other refusal is, with where to read more; argparse printed
+    the whole usage (a screenful for the bigger commands) above it. Subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dat_core.cli_types import comma_list, int_in, refuse_blank_values, refuse_unused
+from dat_core.cli_types import OneLineParser, comma_list, int_in, refuse_blank_values, refuse_unused
 from dat_core.files import replacing
 
 from .cli_options import (
@@ -324,7 +324,7 @@ def _command(sub, name: str, func, help: str, description: str,
 def build_parser() -> argparse.ArgumentParser:
     from dat_core.data.seeds import DEFAULT_SEED_KIND, SEED_KINDS
 
-    parser = argparse.ArgumentParser(prog="python -m explain", description="Explain a DAT classifier: "
+    parser = OneLineParser(prog="python -m explain", description="Explain a DAT classifier: "
                                      "counterfactual PGD trajectories, energy landscapes, attributions, generation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     seed = int_in(0, 2 ** 63 - 1)

@@ -320,6 +320,17 @@ def test_help_for_each_command(command, capsys):
     assert "examples:" in text and f"python -m explain {command}" in text and "--model" in text
 
 
+@pytest.mark.parametrize("argv", [["counterfactual", "--scale", "0"], ["landscape", "--grid", "x"],
+                                  ["nonsense"], ["generate", "--n"]])
+def test_a_usage_error_is_one_error_line(argv, capsys):
+    """The README promises one `error:` line on bad input; argparse's own refusals printed the whole usage first."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err and err.startswith("python -m explain"), err
+    assert "error:" in err and "--help" in err
+
+
 def test_help_states_each_norms_own_default_steps(capsys):
     """--steps said "default: 100" for every norm; Linf and L1 run 60 (explain/params.py)."""
     from explain.params import IMAGENET_MIN_SIZE, NORMS, default_params

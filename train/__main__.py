@@ -94,10 +94,10 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dat_core.cli_types import DefaultsHelpFormatter, refuse_blank_values
+    from dat_core.cli_types import DefaultsHelpFormatter, OneLineParser, refuse_blank_values
     from dat_core.training.tracking import TRACKERS
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m train", description="Train, evaluate, import and publish DAT models.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
