@@ -60,7 +60,8 @@ def test_eval_writes_json_with_fractions(toy, tiny_dir, tmp_path):
     # the clean and the adversarial AUROC score the same OOD images by default, as the official MAX_OOD_SAMPLES
     assert report["ood_n"]["lowfreq"] == report["ood_adversarial_n"]["lowfreq"] == 1024
     assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "0",
-                 "--ood", "uniform", "--ood", "lowfreq", "--ood-limit", "8", "--ood-clean-only", "--json", str(out)]) == 0
+                 "--ood", "uniform", "--ood", "lowfreq", "--ood-limit", "8", "--ood-clean-only",
+                 "--json", str(out)]) == 0
     assert json.loads(out.read_text())["ood_n"] == {"uniform": 8, "lowfreq": 8}   # uniform noise too
     assert report["sample_fidelity"]["steps"] == 4 and report["sample_fidelity"]["n"] == 3
     assert (tmp_path / "figs" / "reliability.png").is_file() and (tmp_path / "figs" / "samples.png").is_file()
@@ -424,3 +425,18 @@ def test_eval_names_a_missing_ood_folder_before_loading_anything(tmp_path, capsy
     assert main(["eval", "--model", str(tmp_path / "no-such-model"), "--data", str(tmp_path / "no-data"),
                  "--ood", "uniform", "--ood", str(missing)]) == 2
     assert f"error: {missing} does not exist" in capsys.readouterr().err
+
+
+def test_overrides_may_sit_on_both_sides_of_an_option(capsys):
+    """`stage1 --config C steps=5 --resume seed=1` was "unrecognized arguments: seed=1": argparse fills a
+    positional list once. Every key=value of the command line is an override; anything else is still refused."""
+    from train.__main__ import parse
+
+    args = parse(["stage1", "steps=5", "--resume", "seed=3", "--track", "tensorboard", "optim.lr=0.1"])
+    assert args.overrides == ["steps=5", "seed=3", "optim.lr=0.1"] and args.resume and args.track == "tensorboard"
+    for bad in (["stage1", "steps=5", "--bogus"], ["stage1", "steps=5", "--resume", "stray"],
+                ["eval", "--model", "m", "steps=5"]):
+        with pytest.raises(SystemExit) as e:
+            parse(bad)
+        assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+

@@ -165,10 +165,23 @@ def _exit_codes() -> str:
     return "\n".join(f"  {code:<6} {what}" for code, what in EXIT_CODES.items())
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; a stage's key=value overrides may sit on both sides of its options (argparse alone fills
+    a positional list once: `--config C steps=5 --resume seed=1` lost `seed=1` to "unrecognized arguments")."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and (getattr(args, "overrides", None) is None
+                  or not all("=" in e and not e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides += extra
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     from dat_core.logs import setup_logging
 
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     setup_logging()
     from dat_core.signals import Terminated, sigterm_as_interrupt
     from dat_core.training.errors import TrainingError
