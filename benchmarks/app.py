@@ -45,6 +45,7 @@ from app_harness import (
     run_counterfactual,
     serve,
     upload,
+    upload_file,
     write_image,
     write_model,
 )
@@ -67,16 +68,18 @@ def browser_figures(url: str, image: Path, targets: list[str], moves: int) -> di
             "browser_slider_move_s": statistics.median(slider), "slider_moves": moves}
 
 
-def server_figures(ex: Any, image: Path, targets: list[str], scrubs: int) -> dict[str, Any]:
-    """The handlers called directly, with the app's default settings; one Run per target."""
+def server_figures(ex: Any, url: str, image: Path, targets: list[str], scrubs: int) -> dict[str, Any]:
+    """The handlers called directly, with the app's default settings; one Run per target. The image reaches
+    them as a visitor's does: uploaded to the app served at `url`, then named by its file payload (the app
+    refuses a path that no upload made)."""
     d = explain.default_params(ex.default.image_size)
     bf16 = ex.uses_bf16(ex.default)  # the app's own autocast choice (bf16 where native)
     recompute = median_time(lambda: explain.counterfactual(ex.default.model, str(image), targets[0], autocast=bf16),
                             len(targets))
     state = ex.new_session()
     settings = ("L2", str(d["eps"]), d["steps"], d["step_size"])
-    left = iter(targets)
-    run = median_time(lambda: counterfactual.run(ex, str(image), next(left), *settings, state), len(targets),
+    left, sent = iter(targets), upload_file(url, image)
+    run = median_time(lambda: counterfactual.run(ex, sent, next(left), *settings, state), len(targets),
                       warmup=0)
     exports = median_time(lambda: counterfactual.export(ex, state), len(targets))
     frames = itertools.cycle(range(d["steps"] + 1))
@@ -102,8 +105,8 @@ def main() -> None:
         # browser and server runs use different images: the trajectory memo is shared, keyed by content
         result: dict[str, Any] = {"benchmark": "app", "machine": machine(), "quick": args.quick,
                                   "model": ex.default.label, "arch": ex.default.config.get("arch")}
-        result.update(server_figures(ex, images[1], names[:runs], scrubs))
         with serve(demo) as url:
+            result.update(server_figures(ex, url, images[1], names[:runs], scrubs))
             if CHROMIUM.exists() and importlib.util.find_spec("playwright"):
                 result.update(browser_figures(url, images[0], names[-runs:], moves))
             else:

@@ -132,6 +132,19 @@ def serve(demo: Any) -> Iterator[str]:
 
 # ---------------------------------------------------------------- raw events, as a browser sends them
 
+def upload_file(url: str, path: str | Path) -> dict[str, Any]:
+    """`path` as a browser hands it to the app: uploaded (POST to the app's upload route, as the page and
+    gradio_client's `handle_file` do), then named in an event by the file payload of the server's copy. The app
+    refuses an image path that did not come from an upload (webapp.inputs.uploaded): a handler called directly
+    gets this payload, not a path of this machine."""
+    path = Path(path)
+    with path.open("rb") as f:
+        reply = httpx.post(f"{url.rstrip('/')}/gradio_api/upload", files={"files": (path.name, f)}, timeout=60)
+    reply.raise_for_status()
+    return {"path": reply.json()[0], "orig_name": path.name, "size": path.stat().st_size,
+            "meta": {"_type": "gradio.FileData"}}
+
+
 def queue_join(url: str, fn_index: int, data: list, session: str, event_data: dict | None = None) -> None:
     """Put one event of page session `session` in the app's queue (what the page's JavaScript posts)."""
     body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": event_data, "trigger_id": None}

@@ -239,7 +239,16 @@ def _app_first_frame(ctx: Context) -> dict[str, Any]:
     import tempfile
     from pathlib import Path
 
-    from app_harness import CHROMIUM, browser_page, first_streamed_frame, serve, settings, upload, write_image
+    from app_harness import (
+        CHROMIUM,
+        browser_page,
+        first_streamed_frame,
+        serve,
+        settings,
+        upload,
+        upload_file,
+        write_image,
+    )
 
     from dat_core import save_model
     from webapp.demo import build_demo
@@ -251,20 +260,23 @@ def _app_first_frame(ctx: Context) -> dict[str, Any]:
         ex, photo = demo.explainer, str(write_image(Path(tmp) / "photo.png"))
         names = ex.default.class_names
         handler = []
-        for i in range(ctx.repeats + 1):  # the first call warms up
-            state, start = ex.new_session(), time.perf_counter()
-            live = counterfactual.run_live(ex, photo, names[2 + i], "L2", "18", T, 2.0, state)
-            next(live)
-            handler.append(time.perf_counter() - start)
-            live.close()  # stops PGD, as Cancel does
-        row = {"steps": T, "handler_first_frame_s": statistics.median(handler[1:]), "browser_first_frame_s": None}
-        if CHROMIUM.exists() and importlib.util.find_spec("playwright"):
-            with serve(demo) as url, browser_page(url) as page:
-                upload(page, photo)
-                settings(page, steps=T)
-                row["browser_first_frame_s"] = first_streamed_frame(page, timeout_s=600)
-                if page.locator("#cf-cancel").is_visible():  # a small model may have finished meanwhile
-                    page.locator("#cf-cancel").click(timeout=5000)
+        with serve(demo) as url:
+            sent = upload_file(url, photo)  # the handler takes an uploaded image, as a visitor's Run does
+            for i in range(ctx.repeats + 1):  # the first call warms up
+                state, start = ex.new_session(), time.perf_counter()
+                live = counterfactual.run_live(ex, sent, names[2 + i], "L2", "18", T, 2.0, state)
+                next(live)
+                handler.append(time.perf_counter() - start)
+                live.close()  # stops PGD, as Cancel does
+            row = {"steps": T, "handler_first_frame_s": statistics.median(handler[1:]),
+                   "browser_first_frame_s": None}
+            if CHROMIUM.exists() and importlib.util.find_spec("playwright"):
+                with browser_page(url) as page:
+                    upload(page, photo)
+                    settings(page, steps=T)
+                    row["browser_first_frame_s"] = first_streamed_frame(page, timeout_s=600)
+                    if page.locator("#cf-cancel").is_visible():  # a small model may have finished meanwhile
+                        page.locator("#cf-cancel").click(timeout=5000)
         for thread in threading.enumerate():  # the cancelled run ends at its next step: let it, before exiting
             if thread.name == STREAM_THREAD:
                 thread.join()

@@ -7,6 +7,7 @@ import gradio as gr
 
 from . import api, describe, fairness, opening, page
 from .explainer import Explainer
+from .inputs import CheckedBlocks
 from .tabs import all_targets, attributions, cf_tools, compare, counterfactual, generate, landscape
 from .tabs import model as model_tab  # `model` is build_demo's model source
 from .wiring import PRIVATE, RAW, bind, outputs
@@ -26,7 +27,7 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
     ex = explainer or Explainer(model, standard_model=standard_model, revision=revision, autocast=autocast,
                                 allow_local_models=allow_local_models, compile=compile)
     loaded = ex.default
-    with gr.Blocks(title="DAT Explainer", delete_cache=(900, 3600)) as demo:
+    with CheckedBlocks(title="DAT Explainer", delete_cache=(900, 3600)) as demo:
         state = gr.State(None)
         saved_model = gr.BrowserState(None, storage_key="dat-explainer-model")  # the Model tab's last choice
         autorun = gr.Checkbox(False, visible=False)                           # a shared link starts its run

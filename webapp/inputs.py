@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import gradio as gr
 import gradio.utils as gr_utils
+import pydantic
 import torch
+from gradio.exceptions import InvalidPathError
 from PIL import Image as PILImage
 
 import explain
@@ -40,6 +42,9 @@ ATTR_FRAMES = ("start x₀", "current step t", "end x_T")
 
 # user-caused failures become a readable toast; anything else is a bug and keeps its traceback
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError, OSError)
+
+NOT_UPLOADED = "That image did not come from an upload: upload it again."
+NOT_TAKEN = "This request sends a value in a form this app does not take."
 
 ECHO_LIMIT = 60
 """At most this many characters of a visitor's input come back in a message."""
@@ -160,8 +165,25 @@ def uploaded(path: Any) -> str:
     except (OSError, ValueError, RuntimeError):
         inside = False
     if not inside:
-        raise gr.Error("That image did not come from an upload: upload it again.", print_exception=False)
+        raise gr.Error(NOT_UPLOADED, print_exception=False)
     return path
+
+
+class CheckedBlocks(gr.Blocks):
+    """The app's page: what Gradio itself refuses in an event's payload is answered as `uploaded` answers, with a
+    message. With `preprocess=False` Gradio still checks a file payload before any handler runs: a payload marked
+    as a file (its `meta`) whose path no upload made raises InvalidPathError, and a value that is no file payload
+    at all (a path sent as a plain string, as gradio_client sends a str) fails its data model's validation. Both
+    raise outside the handler, where `user_errors` cannot see them: the caller got `"error": null`, the log a
+    traceback per request, and Gradio's own text would name the server path. The app's only inputs with such
+    checks are images (gr.Image, gr.ImageEditor)."""
+
+    async def preprocess_data(self, block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().preprocess_data(block_fn, inputs, *args, **kwargs)
+        except (InvalidPathError, pydantic.ValidationError):
+            images = any(isinstance(c, (gr.Image, gr.ImageEditor)) for c in block_fn.inputs)
+            raise gr.Error(NOT_UPLOADED if images else NOT_TAKEN, print_exception=False) from None
 
 
 BROWSER_FORMATS = {"PNG", "JPEG", "GIF", "WEBP", "BMP"}

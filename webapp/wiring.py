@@ -31,23 +31,26 @@ STOP = {"concurrency_limit": None, **CHECKED}
 CANCELLED = "Cancelled: the run stops at its next step; nothing was changed."
 
 
-def bind(handler: Callable[..., Any], ex: Explainer) -> Callable[..., Any]:
+def bind(handler: Callable[..., Any], ex: Explainer, *, toasts: bool = True) -> Callable[..., Any]:
     """`handler` with `ex` as its first argument, as Gradio wants to see it, its errors shown safely
-    (`user_errors`: every event's handler, so a new one cannot forget it).
+    (`user_errors`: every event's handler, so a new one cannot forget it; what Gradio refuses before any
+    handler runs: `inputs.CheckedBlocks`). `toasts`: its refusals are shown as the page's toasts (`_toasts`);
+    False for the API endpoints, whose callers read the message as text.
 
     Gradio reads the handler's signature: a `gr.Progress()` default asks for a progress bar, a `gr.SelectData`
     hint for the click, the parameter names name API inputs. `functools.partial` would hide the hints.
     """
     handler = user_errors(handler)
+    shown = _toasts if toasts else contextlib.nullcontext
 
     @functools.wraps(handler)
     def bound(*args, **kwargs):
-        with _toasts():
+        with shown():
             return handler(ex, *args, **kwargs)
 
     @functools.wraps(handler)
     def streaming(*args, **kwargs):  # Gradio streams the outputs of a generator function only
-        with _toasts():
+        with shown():
             yield from handler(ex, *args, **kwargs)
     bound = streaming if inspect.isgeneratorfunction(handler) else bound
     signature = inspect.signature(handler)
@@ -61,6 +64,7 @@ def _toasts() -> Iterator[None]:
     """How a UI event's refusal is shown. A toast renders its message as HTML, and a refusal may quote what a
     visitor typed ("Unknown class '<img ...>'"): < and > go as entities, so the quote reads as typed and adds no
     markup (escaping only these two is idempotent: a message passed on by two handlers is not escaped twice).
+    An API endpoint's caller gets the message as text, unescaped (`bind(..., toasts=False)`).
     A run ended by its Cancel shows nothing: the Cancel button said so (`stop`)."""
     try:
         yield
