@@ -73,6 +73,12 @@ def resolve_source(source: str | Path, revision: str | None = None) -> ModelSour
         return ModelSource("local", str(path.resolve()))
     if source.startswith(("/", ".", "~")) or "\\" in source:
         raise ValueError(f"checkpoint folder {source} does not exist")
+    if "/" not in source:   # no owner: meant as a zoo name
+        import difflib
+        close = difflib.get_close_matches(source, list(ZOO), n=1)
+        raise ValueError(f"{source!r} is no zoo model" + (f" (did you mean {close[0]!r}?)" if close else "")
+                         + ", existing checkpoint folder or Hub repo id owner/name; the zoo's names: "
+                         "dat_core.list_models(), and 'default' is the bundled model")
     from .hub import repo_id_problem  # lazily: local loads never import huggingface_hub
 
     problem = repo_id_problem(source)

@@ -44,6 +44,17 @@ def test_zoo_name_resolves_offline_to_the_bundled_copy(monkeypatch):
         resolve_source("dat-cifar10-wrn16-2", revision="main")
 
 
+def test_a_mistyped_zoo_name_is_answered_with_the_zoo():
+    """`--model dat-cifar10-wrn16-3` said only "not a valid Hub repo id": a name without an owner is meant for
+    the zoo, so the answer names the closest zoo name and where the list is."""
+    with pytest.raises(ValueError, match="did you mean 'dat-cifar10-wrn16-2'") as e:
+        resolve_source("dat-cifar10-wrn16-3")
+    assert "list_models" in str(e.value) and "'default'" in str(e.value)
+    with pytest.raises(ValueError, match="owner/name") as e:
+        resolve_source("nothing-like-it")
+    assert "did you mean" not in str(e.value) and "zoo" in str(e.value)
+
+
 def test_zoo_entries_must_be_pinned():
     sha = "0" * 64
     with pytest.raises(ValueError, match="40-hex commit sha"):
