@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int_in(1, 65535), default=os.environ.get("GRADIO_SERVER_PORT", "7860"),
                         help="port, 1..65535 (default 7860)")
     parser.add_argument("--model", default="default",
-                        help="'default' (bundled), a checkpoint dir, or a Hub repo id owner/name")
+                        help="'default' (bundled), a zoo name (dat_core.list_models()), a checkpoint dir, or a Hub "
+                             "repo id owner/name (default: default)")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit sha) for --model")
     parser.add_argument("--standard-model", default="auto",
                         help="non-robust model for the 'Robust vs standard' tab: a dir or repo id "

@@ -336,12 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also search the smallest L2 radius reaching these target confidences, e.g. 0.5,0.9 "
                         "(writes minimal.json and minimal_C.png)")
     p.add_argument("--alternatives", type=int_in(2, 16), default=None, metavar="N",
-                   help="also run N paths toward the (single) target from seeded random starts in the eps-ball "
+                   help="also run N (2..16) paths toward the (single) target from seeded random starts in the eps-ball "
                         "(writes alternatives.png: x_0 then each x_T, and alternatives.json with their diversity)")
     p.add_argument("--card", action="store_true",
                    help="also write an explanation card (card.json + card.png: model source and weights hash, "
                         "exact x_0, every parameter, metrics) that `python -m explain replay` reproduces")
-    p.add_argument("--scale", type=int_in(1, 64), default=8, help="GIF/APNG upscale factor (default: 8)")
+    p.add_argument("--scale", type=int_in(1, 64), default=8, help="GIF/APNG upscale factor, 1..64 (default: 8)")
     p.add_argument("--duration-ms", type=int_in(1, 60_000), default=80,
                    help="milliseconds per animation frame (default: 80)")
 
@@ -364,14 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write sampling.gif with every K-th step (default: 0 = off)")
     p.add_argument("--nrow", type=int_in(1, 1024), default=None,
                    help="images per grid row (default: --n, or ~square when --n is 1)")
-    p.add_argument("--scale", type=int_in(1, 64), default=4, help="grid upscale factor (default: 4)")
+    p.add_argument("--scale", type=int_in(1, 64), default=4, help="grid upscale factor, 1..64 (default: 4)")
 
     p = _command(sub, "landscape", _landscape, "energy on a 2-D plane through the image and its counterfactual",
                  "Run a counterfactual, then plot the energy on the plane spanned by the counterfactual "
                  "direction and a second direction, with the path projected.", "target class: name or index")
     p.add_argument("--direction", default="random",
                    help="second axis: 'random' (seeded) or a class whose logit gradient is used (default: random)")
-    p.add_argument("--grid", type=int_in(3, 257), default=33, help="odd grid size N (default: 33)")
+    p.add_argument("--grid", type=int_in(3, 257), default=33, help="odd grid size N, 3..257 (default: 33)")
     p.add_argument("--span", type=float, default=None, help="half-width of the grid in L2 units "
                                                             "(default: 1.25 x the path's extent)")
     p.add_argument("--energy", default="marginal", choices=("marginal", "joint"),

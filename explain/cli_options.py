@@ -35,13 +35,16 @@ def mask_image(args: argparse.Namespace, image):
 
 def common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default",
-                   help="'default' (bundled), a checkpoint dir, or a Hub repo id owner/name (default: %(default)s)")
+                   help="'default' (bundled), a zoo name (dat_core.list_models()), a checkpoint dir, or a Hub repo "
+                        "id owner/name (default: %(default)s)")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) for a repo id")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None,
+                   help="auto, cpu, cuda or cuda:N (default: auto = cuda if available, else cpu)")
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--autocast", choices=("auto", "on", "off"), nargs="?", const="on", default="auto",
                    help="bf16 forward/backward: auto = where the hardware has native bf16 (CUDA, AVX512-BF16/AMX "
-                        "CPUs: ~2x faster; values carry bf16 rounding), on, off = fp32 (default: %(default)s)")
+                        "CPUs: ~2x faster; values carry bf16 rounding), on (also a bare --autocast; emulated and "
+                        "slower where bf16 is not native), off = fp32 (default: %(default)s)")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="off",
                    help="torch.compile the model (and --guide's): auto = where a C++ compiler or CUDA is present. "
                         "Each input shape (batch size) compiles when first met, 5-40 s on a CPU (less with a warm "

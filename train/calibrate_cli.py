@@ -30,9 +30,11 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="checkpoint folder (config.json + model.safetensors)")
     p.add_argument("--out", default=None, help="write the calibrated checkpoint here (default: into --model)")
-    p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | class-folder dir or .tar(.gz)")
+    p.add_argument("--data", default="cifar10",
+                   help="cifar10 | cifar100 | class-folder dir or .tar(.gz) (default: %(default)s)")
     p.add_argument("--root", default=None, help=f"where the official CIFAR archives live (default: {CIFAR_ROOT})")
-    p.add_argument("--split", default="train", help="split holding the validation carve-out (never test)")
+    p.add_argument("--split", default="train",
+                   help="split holding the validation carve-out, never test (default: %(default)s)")
     p.add_argument("--val-size", type=int, default=2000,
                    help="the N images training's data.val_size=N held out of --split (same train_val_split; "
                         "default: %(default)s)")
@@ -40,9 +42,10 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
                    help="training's seed (it fixes which images were held out; default: %(default)s)")
     p.add_argument("--off", action="store_true", help="remove the temperature (back to the raw logits)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--autocast", nargs="?", const="on", default="off", choices=("auto", "on", "off"),
-                   help="bf16 autocast for the forward passes (off: the fit sees fp32 logits, like `train eval`)")
+                   help="bf16 autocast for the forward passes: auto, on (also a bare --autocast), off (the fit sees "
+                        "fp32 logits, like `train eval`) (default: %(default)s)")
     p.add_argument("--cache-dir", default=None, help="cache decoded archives here (.npz)")
     p.set_defaults(func=run_calibrate)
 

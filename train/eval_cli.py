@@ -110,7 +110,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of --limit's subset, the carve-outs, the attacks' random starts and the samples")
     p.add_argument("--out", default=None, help="dir for reliability.png / samples.png")
     p.add_argument("--json", default=None, help="write the report here")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--autocast", choices=("auto", "on", "off"), nargs="?", const="on", default="off",
                    help="bf16 autocast for forwards and attacks: auto = where the hardware has native bf16, on "
                         "(also a bare --autocast), off = fp32, the numbers papers report")
