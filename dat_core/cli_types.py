@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
+import sys
 from collections.abc import Iterable
 from typing import Any, Callable, NoReturn
 
@@ -99,6 +101,42 @@ def _nonblank(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a value, got a blank one (an unset shell variable?)")
     return text
+
+
+class _StdoutWithoutReader:
+    """sys.stdout, whose reader may go away (`python -m explain ... | head -1`): from then on what is printed goes
+    to /dev/null and the work goes on; its files are the result. It stopped at the next line with "Broken pipe"."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _guarded(self, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())   # also for the interpreter's last flush of the buffer
+            os.close(devnull)
+            return call(*args)
+
+    def write(self, text: str) -> int:
+        return self._guarded(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def outlive_the_reader() -> None:
+    """A CLI's output may lose its reader without the CLI losing its work (`_StdoutWithoutReader`)."""
+    if not isinstance(sys.stdout, _StdoutWithoutReader) and hasattr(sys.stdout, "fileno"):
+        try:
+            sys.stdout.fileno()
+        except (OSError, ValueError):   # not a real stream (a test's capture): nothing to guard
+            return
+        sys.stdout = _StdoutWithoutReader(sys.stdout)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     setup_logging()  # library warnings (e.g. a compile that stays eager) as one stderr line each
-    from dat_core.cli_types import error_line
+    from dat_core.cli_types import error_line, outlive_the_reader
+    outlive_the_reader()
     from dat_core.signals import Terminated, sigterm_as_interrupt
     try:
         with sigterm_as_interrupt():

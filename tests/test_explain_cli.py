@@ -34,6 +34,22 @@ def _run(*args):
                           env=env, timeout=300)
 
 
+def test_a_reader_that_goes_away_does_not_stop_the_work(files, tmp_path):
+    """`python -m explain counterfactual --target all | head -1` stopped at the next line it printed with
+    "error: [Errno 32] Broken pipe" (exit 2), two of ten targets written. The files are the result: the run
+    goes on without its reader and ends as it would have."""
+    out = tmp_path / "cf"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    run = subprocess.Popen([sys.executable, "-m", "explain", "counterfactual", "--model", str(files / "ckpt"),
+                            "--image", str(files / "img.png"), "--target", "all", "--steps", "2", "--device", "cpu",
+                            "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    assert run.stdout.readline()                                    # the first line, then the reader is gone
+    run.stdout.close()
+    err = run.stderr.read().decode()
+    assert run.wait(timeout=300) == 0 and "Broken pipe" not in err, err
+    assert len([d for d in out.iterdir() if d.is_dir()]) == 10    # every class: all targets written
+
+
 def test_counterfactual_end_to_end_subprocess(files, tmp_path):
     out = tmp_path / "cf"
     r = _run("counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"),

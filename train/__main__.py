@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse(argv)
     setup_logging()
+    from dat_core.cli_types import outlive_the_reader
+    outlive_the_reader()
     from dat_core.signals import Terminated, sigterm_as_interrupt
     from dat_core.training.errors import TrainingError
     try:
