@@ -24,6 +24,7 @@ from .cli_options import (
     guidance,
     mask_image,
     minimal_confidences,
+    read_by_guide,
     trajectory_options,
 )
 
@@ -103,14 +104,6 @@ def _wrote(paths: list[Path]) -> None:
         print(f"wrote {p}")
 
 
-def _summary(traj) -> str:
-    names = traj.class_names
-    flip = "never" if traj.flip_step is None else f"at step {traj.flip_step}"
-    return (f"{names[traj.source]} -> {names[traj.target]}: p(target) {traj.confidence[0]:.3f} -> "
-            f"{traj.confidence[-1]:.3f}, prediction flips {flip}, ||x_T - x_0||_2 = {traj.l2[-1]:.3f}, "
-            f"E(x) {traj.energy[0]:.2f} -> {traj.energy[-1]:.2f}")
-
-
 def _write_trajectory(traj, out: Path, scale: int, duration_ms: int) -> list[Path]:
     from dat_core.sampling import save_png
 
@@ -146,8 +139,9 @@ def _model_and_trajectory(args: argparse.Namespace):
         if value is not None and not -frames <= value < frames:
             raise ValueError(f"--{option} {value} out of range for a path of {frames} frames "
                              f"(0..{frames - 1}; negative counts from the end)")
-    return model, counterfactual(model, image, args.target, autocast=args.autocast, mask=mask,
-                                 **guidance(args, model), **params)
+    guided = guidance(args, model)
+    traj = counterfactual(model, image, args.target, autocast=args.autocast, mask=mask, **guided, **params)
+    return model, read_by_guide(args, guided, [traj])[0]
 
 
 # ---------------------------------------------------------------- commands
@@ -174,18 +168,19 @@ def _counterfactual(args: argparse.Namespace) -> int:
         if getattr(args, option) and len(resolve_targets(targets, names)) != 1:
             raise ValueError(f"--{option} needs exactly one --target class")
     image = to_model_input(source, size)
-    trajs = counterfactuals(model, image, targets, autocast=args.autocast, mask=mask, **guidance(args, model),
-                            **params)
+    guided = guidance(args, model)
+    trajs = read_by_guide(args, guided, counterfactuals(model, image, targets, autocast=args.autocast, mask=mask,
+                                                        **guided, **params))
     out = _out_dir(args.out)
     wrote: list[Path] = []
     if len(trajs) == 1:
         wrote += _write_trajectory(trajs[0], out, args.scale, args.duration_ms)
-        print(_summary(trajs[0]))
+        print(trajs[0].summary())
     else:
         for t in trajs:
             sub = _out_dir(str(out / f"{t.target:02d}-{_safe(t.class_names[t.target])}"))
             wrote += _write_trajectory(t, sub, args.scale, args.duration_ms)
-            print(_summary(t))
+            print(t.summary())
         # row 1: x_0 then x_T for every target
         finals = np.stack([trajs[0].frames[0]] + [t.frames[-1] for t in trajs])
         save_png(make_grid(finals, nrow=len(finals), scale=4), out / "grid.png")
@@ -275,7 +270,7 @@ def _landscape(args: argparse.Namespace) -> int:
     out = _out_dir(args.out)
     wrote = [save_figure(plot_landscape(land, step=args.step), out / "landscape.png"),
              save_json(land.to_dict(), out / "landscape.json")]
-    print(_summary(traj))
+    print(traj.summary())
     _wrote(wrote)
     return 0
 
@@ -300,7 +295,7 @@ def _attribute(args: argparse.Namespace) -> int:
         np.savez_compressed(f, start=result.start, counterfactual=result.counterfactual,
                             difference=result.difference, source=result.source, target=result.target, **arrays)
     wrote = [save_figure(plot_attributions(result), out / "attributions.png"), out / "attributions.npz"]
-    print(_summary(traj))
+    print(traj.summary())
     print("seconds per method: " + ", ".join(f"{m} {s:.2f}" for m, s in result.seconds.items()))
     _wrote(wrote)
     return 0

@@ -126,6 +126,27 @@ def guidance(args: argparse.Namespace, model) -> dict:
             "cone_angle": angle}
 
 
+def read_by_guide(args: argparse.Namespace, guided: dict, trajs: list) -> list:
+    """A --guide run's paths as their guide sees where they end: the guide (as named) and its p(target | x_T) go
+    into each path's params (metrics.json, the card) and its summary line, so whether the DAT model
+    agrees with the change is read off the run itself."""
+    if not guided:
+        return trajs
+    import numpy as np
+    import torch
+
+    from dat_core.pgd import attack_mode
+    from dat_core.runtime import model_device
+
+    guide = guided["guide"]
+    x = torch.from_numpy(np.stack([t.images[-1] for t in trajs])).to(model_device(guide))
+    with attack_mode(guide), torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=args.autocast):
+        p = torch.softmax(guide(x).float(), 1).cpu().numpy()
+    for t, row in zip(trajs, p):
+        t.params.update(guide=Path(str(args.guide)).name, guide_p_target=round(float(row[t.target]), 6))
+    return trajs
+
+
 def check_one_path_options(args: argparse.Namespace, params: dict[str, Any]) -> None:
     """--minimal and --alternatives explain --model on its own (no --guide): with it they would silently run
     unguided. --minimal searches L2 radii on the whole image (no --mask; a --step-size of another --norm would be

@@ -82,6 +82,17 @@ class Trajectory:
         """p(target | x_t) per step."""
         return self.probs[:, self.target]
 
+    def summary(self) -> str:
+        """One line for a terminal: the classes, p(target) from x_0 to x_T, the flip, distance and energy (and a
+        guided path's guide's p(target) at x_T, where it was read: `explain.cli_options.read_by_guide`)."""
+        names = self.class_names
+        flip = "never" if self.flip_step is None else f"at step {self.flip_step}"
+        guide = self.params.get("guide_p_target")
+        return (f"{names[self.source]} -> {names[self.target]}: p(target) {self.confidence[0]:.3f} -> "
+                f"{self.confidence[-1]:.3f}, prediction flips {flip}, ||x_T - x_0||_2 = {self.l2[-1]:.3f}, "
+                f"E(x) {self.energy[0]:.2f} -> {self.energy[-1]:.2f}"
+                + ("" if guide is None else f"; the guide {self.params['guide']} gives p(target) {guide:.3f}"))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe metrics (no images); an infinite eps is written as the string "inf"."""
         def col(a: np.ndarray) -> list:

@@ -87,8 +87,14 @@ def test_cli_guide_and_bad_angle(pair, tmp_path, capsys):
     base = ["counterfactual", "--model", str(a), "--image", str(tmp_path / "i.png"), "--target", "3", "--steps", "3",
             "--autocast", "off", "--guide", str(b)]
     assert main([*base, "--cone-angle", "45", "--out", str(tmp_path / "o")]) == 0
-    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["params"]["cone_angle"] == 45.0
-    capsys.readouterr()
+    params = json.loads((tmp_path / "o" / "metrics.json").read_text())["params"]
+    assert params["cone_angle"] == 45.0
+    # the run says which model guided it and how that model reads x_T (it said neither)
+    path, = counterfactuals(explained, tmp_path / "i.png", [3], steps=3, guide=guide, cone_angle=45)
+    with torch.no_grad():
+        expected = torch.softmax(guide.eval()(torch.from_numpy(path.images[-1:])), 1)[0, 3].item()
+    assert params["guide"] == "b" and params["guide_p_target"] == pytest.approx(expected, abs=5e-3)
+    assert f"the guide b gives p(target) {params['guide_p_target']:.3f}" in capsys.readouterr().out
     for bad in ("270", "-1", "nan", "x"):
         with pytest.raises(SystemExit) as exit_:
             main([*base, "--cone-angle", bad, "--out", str(tmp_path / "bad")])
