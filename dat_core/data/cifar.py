@@ -95,7 +95,8 @@ class DownloadError(FileNotFoundError, RuntimeError):
 
 def _download(url: str, dest: Path, hint: str) -> None:
     """Download to a private file beside `dest` with a progress bar, then rename (no half files under the real
-    name; ranks or runs downloading at once do not clash)."""
+    name; ranks or runs downloading at once do not clash). A failed download leaves no folder it made."""
+    made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]   # deepest first
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         with replacing(dest) as tmp, urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
@@ -105,6 +106,11 @@ def _download(url: str, dest: Path, hint: str) -> None:
                     f.write(chunk)
                     bar.update(len(chunk))
     except (urllib.error.URLError, OSError) as e:
+        for folder in made:
+            try:
+                folder.rmdir()   # only while empty: another run may be downloading there too
+            except OSError:
+                break
         raise DownloadError(f"could not download {url} ({e}). {hint}") from e
 
 
