@@ -440,3 +440,13 @@ def test_overrides_may_sit_on_both_sides_of_an_option(capsys):
             parse(bad)
         assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
+
+def test_the_launcher_help_says_what_it_adds_to_torchrun(capsys):
+    """`python -m train.launch --help` was torchrun's page alone, silent about the exit-code line."""
+    from train.launch import main as launch
+
+    with pytest.raises(SystemExit) as e:
+        launch(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "exits with the workers' code" in out and "--nproc_per_node" in out
+

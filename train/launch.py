@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):   # what this adds to torchrun, then torchrun's own page
+        print(__doc__.strip() + "\n\ntorchrun's options (all taken as they are):\n")
     args = parse_args(argv)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the line below says it
     try:
