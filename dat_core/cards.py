@@ -162,6 +162,14 @@ def _from_yaml_keys(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def card_sample_count(text: str | None) -> int | None:
+    """The most images any of a card's model-index results was measured on (their `n`), or None."""
+    if not text or not text.startswith("---"):
+        return None
+    counts = [(r.metric_args or {}).get("n") for r in ModelCard(text).data.eval_results or []]
+    return max((n for n in counts if isinstance(n, int)), default=None)
+
+
 def split_card(text: str) -> tuple[str, str]:
     """(front matter, body) of an existing card; body keeps whatever a person wrote."""
     if text.startswith("---"):

@@ -224,6 +224,14 @@ def test_eval_update_card_puts_autoattack_into_the_model_index(toy, tiny_dir, ca
     assert {r.metric_args.get("n") for r in card.data.eval_results} == {10}
     assert main(["eval", "--model", "default", "--data", str(toy), "--update-card"]) == 2
     assert "checkpoint folder" in capsys.readouterr().err
+    # a subset does not replace the card's numbers on more images (it did, silently); refused before the work
+    assert main([*base[:-4], "--steps", "0", "--update-card"]) == 0                 # 24 images
+    before = (tiny_dir / "README.md").read_text()
+    capsys.readouterr()
+    assert main([*base, "--limit", "5", "--update-card"]) == 2
+    err = capsys.readouterr().err
+    assert "results on 24 images" in err and "evaluates 5" in err and "evaluate:" not in err
+    assert (tiny_dir / "README.md").read_text() == before
 
 
 def _readme_section(title: str) -> str:

@@ -199,6 +199,13 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     data = split_images(args, model.config)
     if args.limit:
         data = random_subset(data, args.limit, args.seed)
+    if args.update_card:   # a subset does not replace numbers measured on more images: refused before the work
+        from dat_core.cards import card_sample_count
+        from dat_core.checkpoint import model_card
+        held = card_sample_count(model_card(args.model))
+        if held and held > len(data):
+            raise ValueError(f"--update-card: the card's results on {held} images would be replaced by this run's, "
+                             f"which evaluates {len(data)}; evaluate as many, or remove the card's model-index")
     judge = load_model(args.judge, device=device) if args.judge else None
     feature_model = load_model(args.feature_model, device=device) if args.feature_model else None
     robust = None if args.steps == 0 else {"norm": args.norm, "eps": args.eps, "steps": args.steps,
