@@ -1,6 +1,7 @@
 """The first-impression features as plain handlers (no server, no browser): retry after a path that fell short,
 Cancel through the PGD hook, labelled samples, example picking, shareable links, the model kept per browser."""
 
+import math
 import threading
 from types import SimpleNamespace
 from urllib.parse import parse_qs
@@ -15,9 +16,10 @@ from PIL import Image
 from dat_core import build_model, save_model
 from webapp import links, opening, sources
 from webapp.explainer import Cancelled, Explainer
-from webapp.tabs import all_targets, counterfactual, generate, share
+from webapp.retry import retry_for
+from webapp.tabs import all_targets, counterfactual, generate, share, try_again
 from webapp.tabs import model as model_tab
-from webapp.views import AllTargetsView, CounterfactualView, retry_for
+from webapp.views import AllTargetsView, CounterfactualView
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +58,45 @@ def test_a_path_that_used_its_budget_is_retried_with_a_larger_eps(ex, dirs):
 
 
 def test_a_path_that_ran_out_of_steps_gets_more_steps():
-    tr = SimpleNamespace(flip_step=None, source=0, target=3, params={"norm": "L2", "eps": 3.0, "steps": 60,
-                                                                     "step_size": 0.01},
-                         l2=np.array([0.0, 0.6]), linf=np.array([0.0, 0.1]), class_names=list("abcd"),
-                         probs=np.array([[0.7, 0.1, 0.1, 0.1]] * 2), frames=np.zeros((2, 32, 32, 3)))
+    tr = _short(10, 0.1)
     retry = retry_for(tr, max_steps=500)
-    assert (retry.eps, retry.steps, retry.step_size) == (3.0, 120, 0.01) and "ran out of steps" in retry.why
-    tr.params["steps"] = 500
-    assert retry_for(tr, max_steps=500).step_size == pytest.approx(0.02)   # at the step cap: larger steps
+    assert (retry.eps, retry.steps, retry.step_size) == (3.0, 60, 0.1) and "ran out of steps" in retry.why
+    assert "10 steps of 0.1" in retry.why                                   # 60 steps walk 2 eps
+    tr.params["steps"], tr.l2 = 500, np.array([0.0, 0.6])                  # stuck short of eps at the cap
+    assert retry_for(tr, max_steps=500).step_size == pytest.approx(0.2)    # at the step cap: larger steps
     tr.l2 = np.array([0.0, 3.0])
     retry = retry_for(tr, max_steps=500)
     assert retry.eps == 6.0 and "whole budget" in retry.why
     tr.flip_step = 4
     assert retry_for(tr) is None                                            # reached: nothing to retry
+
+
+def _short(steps: int, step_size: float, eps: float = 3.0, **params) -> SimpleNamespace:
+    """A path that did not reach class 3 and walked its whole length steps x step_size."""
+    walked = min(steps * step_size, eps)
+    return SimpleNamespace(flip_step=None, source=0, target=3, l2=np.array([0.0, walked]),
+                           linf=np.array([0.0, walked]), class_names=list("abcd"),
+                           params={"norm": "L2", "eps": eps, "steps": steps, "step_size": step_size, **params},
+                           probs=np.array([[0.7, 0.1, 0.1, 0.1]] * 2), confidence=np.array([0.1, 0.1]),
+                           frames=np.zeros((2, 32, 32, 3)))
+
+
+def test_a_retry_fixes_what_stopped_the_path():
+    """Try again offered retries that could not work: 1 step -> "2 steps" (a path 0.2 long inside ε = 3), steps
+    of 1e-12 -> "20 steps" (still nothing moves), a painted region that did not move p(target) -> more steps,
+    again and again. The suggestion now covers the distance to ε, takes the default step size where the steps
+    were too small to get anywhere, and a region that changes nothing gets a reason but no retry."""
+    one = retry_for(_short(1, 0.1), max_steps=500)
+    assert (one.steps, one.step_size) == (60, 0.1) and "1 step of 0.1" in one.why     # 2 eps / step size
+    tiny = retry_for(_short(100, 1e-12), max_steps=500)
+    assert tiny.step_size == 0.1 and tiny.steps == 100                              # 100 x 0.1 covers 2 eps
+    unbounded = retry_for(_short(20, 1e-12, eps=math.inf), max_steps=500)
+    assert unbounded.step_size == 0.1 and unbounded.steps == 20
+    region = retry_for(_short(500, 0.1, eps=math.inf, mask_fraction=0.1), max_steps=500)
+    assert (region.eps, region.steps, region.step_size) == (math.inf, 500, 0.1) and "painted region" in region.why
+    tr = _short(500, 0.1, eps=math.inf, mask_fraction=0.1)
+    view = SimpleNamespace(trajectory=tr)
+    assert try_again.button(view)["visible"] is False                              # nothing to change: no button
 
 
 def test_a_path_that_reached_its_target_offers_no_retry(ex, dirs):

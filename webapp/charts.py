@@ -13,7 +13,7 @@ import html
 import io
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from matplotlib import colormaps
@@ -42,6 +42,11 @@ def fitted_text(x: float, y: float, text: str, size: float, room: float, attrs: 
     class name in a title or a legend was cut off at the chart's edge."""
     fit = f' textLength="{room:.0f}" lengthAdjust="spacingAndGlyphs"' if len(text) * size * 0.58 > room else ""
     return f'<text x="{x:.1f}" y="{y}" font-size="{size}"{fit} {attrs}>{esc(text)}</text>'
+
+
+def plural(n: Any, word: str) -> str:
+    """ "1 step", "2 steps" (a count in words a person reads)."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def fmt(v: float, digits: int = 3) -> str:

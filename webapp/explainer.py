@@ -32,6 +32,7 @@ from explain.trajectory import Trajectory
 
 from . import fairness, links
 from . import state as st
+from .charts import plural
 from .fastpath import fast_path
 
 STREAM_THREAD = "pgd-stream"  # the worker threads' name
@@ -142,7 +143,7 @@ class Explainer:
         request may fill half of it. `fewer` names what the visitor can lower."""
         need = n_paths * (steps + 1) * 3 * size * size * 7  # float32 frames + uint8 frames + uint8 differences
         if need > self.cache.max_bytes // 2:
-            paths = f"{n_paths} path{'s' if n_paths > 1 else ''}"
+            paths = plural(n_paths, "path")
             raise ValueError(f"The frames of {paths} of {steps} steps at {size}×{size} px need about "
                              f"{_mb(need)}; one request may keep {_mb(self.cache.max_bytes // 2)} of "
                              f"results. Ask for fewer {fewer}.")

@@ -14,7 +14,7 @@ import torch
 
 from dat_core.sampling import make_grid, to_uint8
 from explain.export import upscale
-from explain.params import EQUAL_CONFIDENCE, default_params, parse_int
+from explain.params import EQUAL_CONFIDENCE, parse_int
 from explain.trajectory import Trajectory
 
 from .charts import (
@@ -30,8 +30,10 @@ from .charts import (
     eps_text,
     fmt,
     labelled_grid,
+    plural,
     probability_bars,
 )
+from .retry import retry_for
 
 
 def _index(step: Any, n: int) -> int:
@@ -154,7 +156,7 @@ class CounterfactualView:
         p = tr.params
         start = f"Started as **{names[tr.source]}** ({tr.probs[0, tr.source]:.0%})"
         req = (f"{p.get('norm')} threat model, ε = {eps_text(float(p.get('eps', math.inf)), p.get('norm'))}, "
-               f"{p.get('steps')} steps of "
+               f"{plural(p.get('steps'), 'step')} of "
                f"{fmt(p.get('step_size', 0))}")
         if "mask_fraction" in p:
             req += f"; only the painted region ({p['mask_fraction']:.0%} of the pixels) could change"
@@ -167,9 +169,10 @@ class CounterfactualView:
             return (f"{start}; the prediction did **not** reach **{names[tr.target]}** "
                     f"(p = {tr.confidence[-1]:.0%} at the end; {req}).{why}")
         end = int(tr.probs[-1].argmax())
-        lost = "" if end == tr.target else f", but ends as **{names[end]}**"
-        return (f"{start}; the prediction flips to **{names[tr.target]}** at step **{tr.flip_step}**{lost} "
-                f"and ends at p = {tr.confidence[-1]:.0%} ({req}).")
+        ends = (f" and ends at p = {tr.confidence[-1]:.0%}" if end == tr.target
+                else f", but ends as **{names[end]}**, at p = {tr.confidence[-1]:.0%}")
+        return (f"{start}; the prediction flips to **{names[tr.target]}** at step **{tr.flip_step}**{ends} "
+                f"({req}).")
 
 
 @dataclass
@@ -207,41 +210,6 @@ class RunningView:
         return (f"**Running: step {r.step} of {r.steps}** (Cancel stops it) · at step {r.step - 1} the model sees "
                 f"**{names[seen]}** ({r.probs[seen]:.0%}) · p({names[self.target]}) = {r.probs[self.target]:.0%} · "
                 f"distance {fmt(dist)}")
-
-
-@dataclass(frozen=True)
-class Retry:
-    """Settings worth a second try when a path did not reach its target, and why it did not."""
-
-    eps: float
-    steps: int
-    step_size: float
-    why: str
-
-
-def retry_for(tr: Trajectory, max_steps: int = 500) -> Retry | None:
-    """What to try after a path that did not reach its target (None if it did): a path that used its whole
-    budget ε needs a larger ε (twice, with steps enough to walk there); one that ran out of steps needs more
-    steps (or, at `max_steps`, larger ones)."""
-    if tr.flip_step is not None or tr.source == tr.target:
-        return None
-    p = tr.params  # explain's validated request: norm, eps, steps, step_size
-    norm, eps, steps, step_size = p["norm"], float(p["eps"]), int(p["steps"]), float(p["step_size"])
-    dist = float((tr.l2 if norm == "L2" else tr.linf)[-1])
-    names = tr.class_names
-    sees, target = names[int(tr.probs[-1].argmax())], names[tr.target]
-    if math.isfinite(eps) and dist >= 0.95 * eps:
-        new_eps = 2 * eps if eps > 0 else default_params(tr.frames.shape[1], norm)["eps"]
-        new_steps = min(max_steps, max(steps, math.ceil(2 * new_eps / step_size)))
-        why = (f"the change used its whole budget (ε = {eps_text(eps, norm)}) and the model still sees {sees}: "
-               f"turning it into {target} takes a larger change than ε allows")
-        return Retry(new_eps, new_steps, step_size, why)
-    why = (f"PGD ran out of steps: after {steps} steps of {fmt(step_size)} the change is {fmt(dist)}"
-           + (f", below the allowed ε = {eps_text(eps, norm)}" if math.isfinite(eps) else "")
-           + f", and the model still sees {sees}")
-    if steps < max_steps:
-        return Retry(eps, min(max_steps, 2 * steps), step_size, why)
-    return Retry(eps, steps, 2 * step_size, why)
 
 
 @dataclass

@@ -13,7 +13,8 @@ import numpy as np
 from .. import charts
 from ..explainer import Explainer
 from ..inputs import MAX_REQUEST_STEPS, eps_text, model_input, target_index
-from ..views import CounterfactualView, Retry, retry_for
+from ..retry import Retry, retry_for
+from ..views import CounterfactualView
 
 
 def button(view: CounterfactualView) -> Any:
@@ -25,6 +26,8 @@ def button(view: CounterfactualView) -> Any:
     what = [f"ε = {eps_text(retry.eps, norm)}"] if retry.eps != params.get("eps") else []
     what += [f"{retry.steps} steps"] if retry.steps != params.get("steps") else []
     what += [f"step size {charts.fmt(retry.step_size)}"] if retry.step_size != params.get("step_size") else []
+    if not what:   # the summary says why; other settings would not help (a painted region that changes nothing)
+        return gr.update(visible=False)
     return gr.update(visible=True, value=f"↻ Try again with {' and '.join(what)}")
 
 
@@ -82,4 +85,7 @@ def suggested(ex: Explainer, state: Any, image: Any, target: Any) -> tuple[str, 
     retry = retry_for(view.trajectory, MAX_REQUEST_STEPS)
     if retry is None:
         raise gr.Error("The last path reached its target: there is nothing to retry.", print_exception=False)
+    p = view.trajectory.params
+    if (retry.eps, retry.steps, retry.step_size) == (float(p["eps"]), int(p["steps"]), float(p["step_size"])):
+        raise gr.Error(f"Other settings would not help: {retry.why}.", print_exception=False)
     return view.trajectory.params.get("norm", "L2"), retry
