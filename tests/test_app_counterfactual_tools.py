@@ -152,6 +152,20 @@ def test_alternatives_are_bounded_and_need_a_finite_radius(served):
             alternatives_tab.run(ex, image, "cat", "L2", eps, STEPS, 0.1, 2, 0, state)
 
 
+def test_alternatives_of_another_image_or_model_are_dropped(served):
+    """After another image or model, the alternatives of the previous one stayed, with their diversity line and
+    no word that they were of the previous image. They are dropped, and said so once."""
+    demo, _ = served
+    ex, state = demo.explainer, demo.explainer.new_session()
+    image = uploaded(ex.examples.paths[ex.examples.strip()[0]])
+    shown = alternatives_tab.run(ex, image, "cat", "L2", "3", STEPS, 0.1, 2, 0, state)
+    assert len(shown.alt_gallery["value"]) == 6 and "Diversity" in shown.alt_info
+    dropped = alternatives_tab.forget(ex, state)
+    assert dropped.alt_gallery["value"] == [] and "previous image or model" in dropped.alt_info
+    again = alternatives_tab.forget(ex, state)                       # nothing shown: nothing to say
+    assert all(v == gr.skip() for v in again)
+
+
 def test_all_targets_ranks_the_targets_by_the_radius_they_need(served):
     demo, url = served
     names = demo.explainer.default.class_names

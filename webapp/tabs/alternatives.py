@@ -23,7 +23,7 @@ from explain.params import parse_int
 from .. import charts
 from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import model_input, pgd_params, target_index, user_errors
-from ..wiring import STOP, bind, cancellable, outputs, stop_run
+from ..wiring import INSTANT, STOP, bind, cancellable, outputs, stop_run
 from . import region
 
 MAX_PATHS = 4
@@ -111,14 +111,25 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, n, seed, stat
                                     on_step=on_step, mask=region.for_model(ex, state, loaded), **req)
     if reached[0] < req["steps"]:
         raise Cancelled(reached[0], req["steps"])
+    ex.put(state, "alts", t)   # shown: what `forget` drops after another image or model
     return Shown(state, gr.update(value=gallery(alts, charts.display_scale(loaded.image_size)), columns=n + 1),
                  info(alts))
 
 
 
-def wire(ex: Explainer, ui: Components, *, state: gr.State, request: list[Any]) -> None:
-    """`request`: tab 1's image, target and settings (threat model, ε, steps, step size)."""
+def forget(ex: Explainer, state) -> Shown:
+    """After another image or model is chosen: the alternatives shown were of the previous one. Gone, and said."""
+    if not ex.forget(state, "alts"):
+        return Shown(*(gr.skip(),) * len(Shown._fields))
+    return Shown(state, gr.update(value=[]), "_Press **Show alternatives** for this image (those shown were of the "
+                                             "previous image or model)._")
+
+
+def wire(ex: Explainer, ui: Components, *, state: gr.State, request: list[Any], view: gr.Image) -> None:
+    """`request`: tab 1's image, target and settings (threat model, ε, steps, step size); `view`: what the model
+    sees of the image (it changes with the image and the model)."""
     shown = cancellable(ui.alt_run.click, bind(run, ex), [*request, ui.alt_n, ui.alt_seed, state],
                         outputs(Shown, ui, state=state), run=[ui.alt_run], cancel=ui.alt_cancel,
                         progress_on=ui.alt_info)
     ui.alt_cancel.click(bind(stop_run, ex), [state], [ui.alt_run, ui.alt_cancel], cancels=[shown], **STOP)
+    view.change(bind(forget, ex), [state], outputs(Shown, ui, state=state), **INSTANT)

@@ -35,5 +35,5 @@ def wire(ex: Explainer, tools: Tools, *, state: gr.State, request: list[Any], vi
     """`request`: tab 1's image, target and settings (threat model, ε, steps, step size); `view`: what the
     model sees of the image (the region's brush paints on it)."""
     card_export.wire(ex, tools.card, state=state, image=request[0])
-    alternatives.wire(ex, tools.alts, state=state, request=request)
+    alternatives.wire(ex, tools.alts, state=state, request=request, view=view)
     region.wire(ex, tools.region, state=state, view=view)
