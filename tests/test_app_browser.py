@@ -486,12 +486,15 @@ def test_copy_link_opens_the_same_run(tiny):
         page.click("#cf-share")
         expect(page.locator("#cf-link textarea")).to_have_value(re.compile("uploaded image stays on this server"))
         pick_example(page, 3)
+        expect(page.locator("#cf-link")).to_be_hidden()          # it was of the upload: it went with it
         pick_target(page, names[7])
         settings(page, steps=3)
         page.click("#cf-share")
         link = page.locator("#cf-link textarea")
         expect(link).to_have_value(re.compile(r"^http://.*\?example=.*target="))
         shared = link.input_value()
+        pick_target(page, names[5])
+        expect(page.locator("#cf-link")).to_be_hidden()          # the link named target 7: it goes
     assert f"target={names[7]}" in shared and "&steps=3&" in shared
     with browser_page(shared) as page:                                       # a colleague opens it
         expect(page.locator("#cf-caption")).to_contain_text("Step 3 of 3", timeout=60_000)

@@ -225,6 +225,24 @@ def test_a_link_names_the_example_target_and_settings(ex, dirs, tmp_path):
     assert not upload.startswith("?") and "uploaded image" in upload
 
 
+def test_a_link_says_what_it_cannot_carry(ex, dirs, tmp_path):
+    """On a folder model, or with a painted region, the link silently opened something else (the app's model, the
+    whole image) while labelled "Link to this run (copied)". Its label now says what the link leaves out."""
+    if not len(ex.examples):
+        pytest.skip("no example images")
+    example = {"path": uploaded(ex.examples.paths[ex.examples.names[0]])}
+    state = ex.new_session()
+    plain = share.share(ex, example, "dog", "L2", "3", 7, 0.1, state)
+    assert plain["label"] == "Link to this run (copied)"
+    out = named(model_tab.load(ex, model_tab.LOCAL, str(dirs["other"]), "", "", None, state))
+    state = out["state"]
+    folder = share.share(ex, example, "dog", "L2", "3", 7, 0.1, state)
+    assert "opens on this app's own model" in folder["label"] and "model=" not in folder["value"]
+    ex.put(state, "region", np.ones((32, 32), dtype=bool))
+    painted = share.share(ex, example, "dog", "L2", "3", 7, 0.1, state)
+    assert "painted region" in painted["label"] and "opens on this app's own model" in painted["label"]
+
+
 def _request(query: str):
     return SimpleNamespace(query_params={k: v[0] for k, v in parse_qs(query.lstrip("?")).items()})
 

@@ -183,7 +183,7 @@ def layout(loaded: LoadedModel) -> Components:
                 with gr.Row(equal_height=True):
                     cf_share = gr.Button("Copy link to this run", size="sm", elem_id="cf-share", scale=1)
                 cf_link = gr.Textbox("", label="Link to this run", interactive=False, visible=False, lines=1,
-                                     max_lines=2, elem_id="cf-link", buttons=["copy"])
+                                     max_lines=4, elem_id="cf-link", buttons=["copy"])
             with gr.Column(scale=8):
                 cf_summary = gr.Markdown("Results appear here: pick an example (or upload an image), choose a "
                                          "target and press **Run**.", elem_id="cf-summary")
@@ -404,4 +404,4 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers
     ui.cf_step.input(bind(scrub, ex), [state, ui.cf_step], frame, **INSTANT)
     ui.cf_play.click(bind(play, ex), [state, ui.cf_step, ui.cf_play], frame, **INSTANT)
     ui.cf_timer.tick(bind(play_tick, ex), [state, ui.cf_step], frame, **INSTANT)
-    share.wire(ex, ui.cf_share, request, ui.cf_link)
+    share.wire(ex, ui.cf_share, request, ui.cf_link, ui.cf_input)

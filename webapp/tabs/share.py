@@ -11,7 +11,8 @@ import gradio as gr
 from .. import links, page, sources
 from ..explainer import Explainer
 from ..inputs import eps_text, image_source, pgd_params, target_index, user_errors
-from ..wiring import CHECKED, bind
+from ..wiring import CHECKED, INSTANT, bind
+from . import region
 
 
 @user_errors
@@ -26,13 +27,22 @@ def share(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> A
     loaded = ex.session_model(state)
     target = loaded.class_names[target_index(target, loaded)]
     req = pgd_params(norm, eps, steps, step_size)
+    model = sources.link_fields(ex.models.source(loaded.key), loaded.key == ex.default.key)
     fields = {"example": example, "target": target, "norm": req["norm"], "eps": eps_text(req["eps"], req["norm"]),
-              "steps": req["steps"], "step_size": f"{req['step_size']:g}",
-              **sources.link_fields(ex.models.source(loaded.key), loaded.key == ex.default.key)}
-    return gr.update(visible=True, label="Link to this run (copied)", value=links.query(fields))
+              "steps": req["steps"], "step_size": f"{req['step_size']:g}", **model}
+    left_out = ([] if model or loaded.key == ex.default.key else
+                ["it opens on this app's own model (a folder on this server is never named in a link)"])
+    if ex.get(state, region.SLOT) is not None:
+        left_out.append("it runs on the whole image (a painted region is not in links)")
+    return gr.update(visible=True, label="Link to this run (copied)" + "".join(f"; {w}" for w in left_out),
+                     value=links.query(fields))
 
 
-def wire(ex: Explainer, button: gr.Button, request: list[Any], link: gr.Textbox) -> None:
-    """`request`: tab 1's image, target, settings and session state, as its Run button reads them."""
+def wire(ex: Explainer, button: gr.Button, request: list[Any], link: gr.Textbox, view: gr.Image) -> None:
+    """`request`: tab 1's image, target, settings and session state, as its Run button reads them; `view`: what
+    the model sees of the image (it changes with the image and the model). A link shown goes once any of them
+    changes: it named the run as it was."""
     shared = button.click(bind(share, ex), request, link, **CHECKED)
     shared.success(None, [link], None, js=page.COPY_LINK_JS)
+    for changed in [view, *request[1:-1]]:
+        changed.change(lambda: gr.update(visible=False, value=""), None, link, **INSTANT)
