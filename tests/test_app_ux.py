@@ -99,6 +99,19 @@ def test_a_retry_fixes_what_stopped_the_path():
     assert try_again.button(view)["visible"] is False                              # nothing to change: no button
 
 
+def test_without_an_image_the_stored_path_is_named_the_previous_images(ex, dirs):
+    """A failed upload (or the image box's clear) after a choice left "Below: the path of the previous image;
+    press Run for this one." with no image to run. The path stays, named as the previous image's."""
+    state = ex.new_session()
+    counterfactual.run(ex, dirs["photo"], "cat", "L2", "0.01", 2, 0.1, state)
+    for handler in (counterfactual.failed_upload, counterfactual.cleared):
+        out = named(handler(ex, state))
+        assert out["cf_summary"].startswith("_Below: the path of the previous image; choose an image")
+        assert "press **Run** for this one" not in out["cf_summary"] and out["cf_retry"]["visible"] is False
+        assert out["cf_input"] is None
+    assert named(counterfactual.cleared(ex, ex.new_session()))["cf_summary"] == gr.skip()   # no path: no note
+
+
 def test_a_path_that_reached_its_target_offers_no_retry(ex, dirs):
     state = ex.new_session()
     out = named(counterfactual.run(ex, dirs["photo"], "cat", "L2", "inf", 30, 2.0, state))

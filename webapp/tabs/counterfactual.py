@@ -253,14 +253,25 @@ def preview(ex: Explainer, image, state) -> Preview:
                    bars, text, gr.update(value=names[runner_up]), *try_again.after_choice(ex, state, loaded.key, x))
 
 
-def cleared(message: str = NO_IMAGE) -> Preview:
-    """Tab 1 with no image: the image box empty and everything that depends on the image at its placeholder."""
-    return Preview(gr.skip(), None, None, charts.placeholder(message, 300, 80), "", gr.skip())
+def _without_image(ex: Explainer, state, message: str) -> Preview:
+    """Tab 1 with no image: the image box empty and everything that depends on the image at its placeholder; a
+    stored path stays below, headed by a note that it is of the previous image (a note asking to press Run for
+    "this one" could stay from an earlier choice)."""
+    view = ex.get(state, "cf")
+    note = f"_Below: the path of the previous image; choose an image to run another._\n\n{view.summary()}" if view \
+        else gr.skip()
+    return Preview(gr.skip(), None, None, charts.placeholder(message, 300, 80), "", gr.skip(), note,
+                   gr.update(visible=False) if view else gr.skip())
 
 
-def failed_upload() -> Preview:
+def cleared(ex: Explainer, state) -> Preview:
+    """The image box's clear button."""
+    return _without_image(ex, state, NO_IMAGE)
+
+
+def failed_upload(ex: Explainer, state) -> Preview:
     """After an upload that could not be used (its one message was the failed event's toast)."""
-    return cleared("That file could not be used: try another image")
+    return _without_image(ex, state, "That file could not be used: try another image")
 
 
 @user_errors
@@ -379,8 +390,8 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers
     preview_out = outputs(Preview, ui, state=state)
     uploaded = ui.cf_image.upload(bind(preview, ex), [ui.cf_image, state], preview_out, show_progress="minimal",
                                   show_progress_on=[ui.cf_input], **COMPUTE)
-    uploaded.failure(failed_upload, None, preview_out, **INSTANT)
-    ui.cf_image.clear(cleared, None, preview_out, **INSTANT)
+    uploaded.failure(bind(failed_upload, ex), [state], preview_out, **INSTANT)
+    ui.cf_image.clear(bind(cleared, ex), [state], preview_out, **INSTANT)
     picked = ui.cf_examples.select(bind(pick_example, ex), [state], preview_out, show_progress="minimal",
                                    show_progress_on=[ui.cf_input], **COMPUTE)
     no_error_badge(picked, ui.cf_input)
