@@ -15,7 +15,7 @@ from dat_core.data import CIFAR_SOURCES, NOISE_KINDS, SEED_KINDS, ImageDataset, 
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
 from dat_core.evaluation.autoattack import ATTACKS
-from dat_core.evaluation.ood import MAX_ADVERSARIAL_OOD
+from dat_core.evaluation.ood import MAX_ADVERSARIAL_OOD, uniform_ood
 from dat_core.files import check_writable, write_text
 from dat_core.loading import load_model
 from dat_core.pgd import NORMS
@@ -122,9 +122,8 @@ def _ood_sets(args: argparse.Namespace, image_size: int, n_data: int) -> dict[st
 
     sets: dict[str, Any] = {}
     for spec in args.ood:
-        if spec == "uniform":  # `evaluate`'s own "uniform" set (sized like the data, at most 1024), --ood-limit too
-            n = min(n_data, MAX_ADVERSARIAL_OOD, args.ood_limit)
-            sets[spec] = noise_seeds(n, image_size, spec, seed=args.seed + 1)
+        if spec == "uniform":  # `evaluate`'s own "uniform" set, capped by --ood-limit too
+            sets[spec] = uniform_ood(n_data, image_size, args.seed, args.ood_limit)
             continue
         if spec in NOISE_KINDS:
             sets[spec] = noise_seeds(args.ood_limit, image_size, spec, seed=args.seed)

@@ -21,6 +21,11 @@ class Retry:
     step_size: float
     why: str
 
+    def changes(self, params: dict) -> bool:
+        """Whether this retry runs other settings than `params` (a painted region that changes nothing: no)."""
+        return (self.eps, self.steps, self.step_size) != (float(params["eps"]), int(params["steps"]),
+                                                          float(params["step_size"]))
+
 
 def retry_for(tr: Trajectory, max_steps: int = 500) -> Retry | None:
     """What to try after a path that did not reach its target (None if it did), the fix for what stopped it:

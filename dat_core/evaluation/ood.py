@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..data.seeds import noise_seeds
 from ..energy import marginal_energy
 from ..pgd import attack_mode, pgd, threat_model
 from ..runtime import model_device
@@ -20,6 +21,12 @@ ATTACK_OBJECTIVE = {"energy": "energy", "msp": "kl_uniform"}
 softmax away from uniform), as the official code does for its two scores."""
 MAX_ADVERSARIAL_OOD = 1024
 """OOD images attacked per set: the official MAX_OOD_SAMPLES."""
+
+
+def uniform_ood(n_data: int, image_size: int, seed: int, limit: int = MAX_ADVERSARIAL_OOD) -> torch.Tensor:
+    """The uniform-noise OOD set: as many images as the data, at most `limit` and the official 1024, drawn from
+    `seed` + 1 (one draw wherever a report names "uniform")."""
+    return noise_seeds(min(n_data, MAX_ADVERSARIAL_OOD, limit), image_size, "uniform", seed=seed + 1)
 
 
 def ood_scores(logits: torch.Tensor, score: str = "energy") -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from ..data.seeds import DEFAULT_SEED_KIND, check_seeds, noise_seeds, seeds_for
+from ..data.seeds import DEFAULT_SEED_KIND, check_seeds, seeds_for
 from ..energy import marginal_energy
 from ..files import replacing
 from ..pgd import attack_mode
@@ -30,7 +30,7 @@ from .accuracy import ROBUST, robust_correct, robust_settings
 from .batches import _bar, _collect, _forward, _unpack
 from .generative import features_of, frechet_from_features, kernel_distance_from_features, within_class_diversity
 from .metrics import energy_quantiles, expected_calibration_error, roc_auc
-from .ood import ATTACK_OBJECTIVE, OOD_SCORES, adversarial_ood_settings, ood_logits, ood_scores
+from .ood import ATTACK_OBJECTIVE, OOD_SCORES, adversarial_ood_settings, ood_logits, ood_scores, uniform_ood
 
 # --------------------------------------------------------------------------- calibration
 
@@ -213,7 +213,7 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
         if isinstance(data, str):
             if data != "uniform":
                 raise ValueError(f"OOD set {name!r}: the only named set is 'uniform', got {data!r}")
-            data = noise_seeds(min(n, 1024), int(image_size), kind="uniform", seed=seed + 1)
+            data = uniform_ood(n, int(image_size), seed)
         out_logits, attacked = ood_logits(model, data, OOD_SCORES if ood_adversarial else (), autocast, progress,
                                           batch_size)
         result["ood_n"][name] = out_logits.shape[0]

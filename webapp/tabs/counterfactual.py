@@ -366,7 +366,7 @@ def cancel(ex: Explainer, state, step) -> Stopped:
     stop(ex, state)
     view = ex.get(state, "cf")
     shown = scrubber.empty_step() if view is None else step_view(view, view.index(step))
-    return Stopped(*idle_buttons(2), **{k: shown[k] for k in Stopped._fields[3:7]},
+    return Stopped(*idle_buttons(2), **{k: shown[k] for k in Stopped._fields if k in shown},
                    **scrubber.released(ex, state)._asdict())
 
 

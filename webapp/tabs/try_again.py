@@ -20,14 +20,12 @@ from ..views import CounterfactualView
 def button(view: CounterfactualView) -> Any:
     """Try again under a path that did not reach its target, naming what it changes (hidden otherwise)."""
     retry = retry_for(view.trajectory, MAX_REQUEST_STEPS)
-    if retry is None:
+    if retry is None or not retry.changes(view.trajectory.params):   # the summary says why: nothing to change
         return gr.update(visible=False)
     params, norm = view.trajectory.params, view.trajectory.params.get("norm", "L2")
     what = [f"ε = {eps_text(retry.eps, norm)}"] if retry.eps != params.get("eps") else []
     what += [f"{retry.steps} steps"] if retry.steps != params.get("steps") else []
     what += [f"step size {charts.fmt(retry.step_size)}"] if retry.step_size != params.get("step_size") else []
-    if not what:   # the summary says why; other settings would not help (a painted region that changes nothing)
-        return gr.update(visible=False)
     return gr.update(visible=True, value=f"↻ Try again with {' and '.join(what)}")
 
 
@@ -85,7 +83,6 @@ def suggested(ex: Explainer, state: Any, image: Any, target: Any) -> tuple[str, 
     retry = retry_for(view.trajectory, MAX_REQUEST_STEPS)
     if retry is None:
         raise gr.Error("The last path reached its target: there is nothing to retry.", print_exception=False)
-    p = view.trajectory.params
-    if (retry.eps, retry.steps, retry.step_size) == (float(p["eps"]), int(p["steps"]), float(p["step_size"])):
+    if not retry.changes(view.trajectory.params):
         raise gr.Error(f"Other settings would not help: {retry.why}.", print_exception=False)
     return view.trajectory.params.get("norm", "L2"), retry
