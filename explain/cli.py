@@ -104,6 +104,13 @@ def _wrote(paths: list[Path]) -> None:
         print(f"wrote {p}")
 
 
+def _summary_row(t) -> dict:
+    """One target's line in summary.json: where its path ends (and, for a --guide run, the guide's reading)."""
+    return ({"target": t.target, "target_name": t.class_names[t.target], "flip_step": t.flip_step,
+             "confidence": float(t.confidence[-1]), "l2": float(t.l2[-1])}
+            | {k: t.params[k] for k in ("guide", "guide_p_target") if k in t.params})
+
+
 def _write_trajectory(traj, out: Path, scale: int, duration_ms: int) -> list[Path]:
     from dat_core.sampling import save_png
 
@@ -184,10 +191,7 @@ def _counterfactual(args: argparse.Namespace) -> int:
         # row 1: x_0 then x_T for every target
         finals = np.stack([trajs[0].frames[0]] + [t.frames[-1] for t in trajs])
         save_png(make_grid(finals, nrow=len(finals), scale=4), out / "grid.png")
-        wrote += [out / "grid.png", save_json([{"target": t.target, "target_name": t.class_names[t.target],
-                                                "flip_step": t.flip_step,
-                                                "confidence": float(t.confidence[-1]),
-                                                "l2": float(t.l2[-1])} for t in trajs], out / "summary.json")]
+        wrote += [out / "grid.png", save_json([_summary_row(t) for t in trajs], out / "summary.json")]
     if args.alternatives:
         wrote += _write_alternatives(args, model, image, trajs[0].target, params, out, mask)
     if args.card:

@@ -95,6 +95,14 @@ def test_cli_guide_and_bad_angle(pair, tmp_path, capsys):
         expected = torch.softmax(guide.eval()(torch.from_numpy(path.images[-1:])), 1)[0, 3].item()
     assert params["guide"] == "b" and params["guide_p_target"] == pytest.approx(expected, abs=5e-3)
     assert f"the guide b gives p(target) {params['guide_p_target']:.3f}" in capsys.readouterr().out
+    # several targets: summary.json says it too, per target, as each path's metrics.json does (it said neither)
+    assert main([*base[:-3], "--target", "3,5", "--guide", str(b), "--out", str(tmp_path / "m")]) == 0
+    rows = json.loads((tmp_path / "m" / "summary.json").read_text())
+    for row in rows:
+        sub, = (tmp_path / "m").glob(f"{row['target']:02d}-*")
+        each = json.loads((sub / "metrics.json").read_text())["params"]
+        assert row["guide"] == "b" and row["guide_p_target"] == each["guide_p_target"]
+    capsys.readouterr()
     for bad in ("270", "-1", "nan", "x"):
         with pytest.raises(SystemExit) as exit_:
             main([*base, "--cone-angle", bad, "--out", str(tmp_path / "bad")])
