@@ -196,6 +196,29 @@ def parse_eps(value: Any, name: str = "ε") -> float:
     return eps
 
 
+def parse_step(value: Any, name: str = "step size", hi: float = 1e6) -> float:
+    """A step length, finite and > 0, written as `parse_eps` reads a radius: an Linf step is 1/255 as its
+    radius is 16/255 (a box or flag taking only decimals showed and took 0.00392156862745098)."""
+    hint = f"{name} must be a finite number > 0 (a fraction like 1/255 is fine)"
+    try:
+        step = parse_eps(value, name)
+    except ValueError:
+        step = math.nan
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"{hint}; got {_got(value)}")
+    if step > hi:
+        raise ValueError(f"{name} must be at most {hi:g}; got {_got(value)}")
+    return step
+
+
+def step_size(text: str) -> float:
+    """argparse type of --step-size (`parse_step`)."""
+    try:
+        return parse_step(text, "a step")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("a step must be", "expected")) from None
+
+
 def norm_name(text: str) -> str:
     """A threat model as typed in any case ("linf" -> "Linf"); argparse's `choices=` then checks it."""
     from .pgd import NORMS

@@ -35,7 +35,7 @@ JUDGE = "standard-cifar10-wrn16-2"
 
 def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argparse.Namespace], Any]) -> None:
     """The `benchmark` subcommand; `load` loads the model as the other commands do."""
-    from dat_core.cli_types import int_in, probability
+    from dat_core.cli_types import int_in, probability, step_size
 
     from .cli_options import common_options, guide_options, norm_name
     from .image_sets import image_set_options
@@ -56,7 +56,7 @@ def add_benchmark_parser(sub: argparse._SubParsersAction, load: Callable[[argpar
     p.add_argument("--eps", default=None, help="radii, comma-separated, e.g. 1,2,3,4 or 4/255,8/255 "
                                              "(default: the app's default radius)")
     p.add_argument("--steps", type=int_in(1, 1000), default=None, help="PGD steps (default: the app's)")
-    p.add_argument("--step-size", type=float, default=None, help="step length (default: the app's)")
+    p.add_argument("--step-size", type=step_size, default=None, help="step length (default: the app's)")
     p.add_argument("--batch-size", type=int_in(1, 65536), default=256,
                    help="PGD paths run at once, (image, target) pairs as the rows of one batch; also the pairs "
                    "saved per part (default: %(default)s)")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dat_core.cli_types import OneLineParser, comma_list, int_in, refuse_blank_values, refuse_unused
+from dat_core.cli_types import OneLineParser, comma_list, int_in, refuse_blank_values, refuse_unused, step_size
 from dat_core.files import replacing
 
 from .cli_options import (
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "out-of-distribution photos from assets/seeds/, how DAT samples; gaussian = a class-"
                         "conditional Gaussian fitted on CIFAR-10 training images; lowfreq = smooth noise)")
     p.add_argument("--steps", type=int, default=None, help="PGD steps (default: 33 at 32 px, 20 at 224/256 px)")
-    p.add_argument("--step-size", type=float, default=None, help="L2 step (default: 0.2 at 32 px, scaled by "
+    p.add_argument("--step-size", type=step_size, default=None, help="L2 step (default: 0.2 at 32 px, scaled by "
                                                                  "image_size/32; 8 from 128 px, the paper's ImageNet "
                                                                  "sampling step)")
     p.add_argument("--record-every", type=int_in(0, 1000), default=0,

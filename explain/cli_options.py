@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dat_core.cli_types import comma_list, float_in, norm_name, refuse_unused
+from dat_core.cli_types import comma_list, float_in, norm_name, refuse_unused, step_size
 from dat_core.guidance import CONE_ANGLE
 
 
@@ -53,7 +53,7 @@ def common_options(p: argparse.ArgumentParser) -> None:
 
 
 def trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
-    from .params import DEFAULTS, IMAGENET_DEFAULTS, IMAGENET_MIN_SIZE, MAX_STEPS, NORMS, OBJECTIVES
+    from .params import DEFAULTS, IMAGENET_DEFAULTS, IMAGENET_MIN_SIZE, MAX_STEPS, NORMS, OBJECTIVES, eps_text
 
     l2, li, l1, big = DEFAULTS["L2"], DEFAULTS["Linf"], DEFAULTS["L1"], IMAGENET_DEFAULTS["L2"]
     p.add_argument("--image", required=True, help="input image (any size/mode; shorter side resized to the "
@@ -61,18 +61,19 @@ def trajectory_options(p: argparse.ArgumentParser, target_help: str) -> None:
     p.add_argument("--target", required=True, help=target_help)
     p.add_argument("--norm", default="L2", choices=NORMS, type=norm_name,
                    help="threat model: L2, Linf, or L1 (sparse: few pixels change) (default: L2)")
+    li_eps, li_step = eps_text(li["eps"], "Linf"), eps_text(li["step_size"], "Linf")
     p.add_argument("--eps", default=None,
                    help=f"radius of the ball around the image: a number >= 0, a fraction like 8/255, or 'inf' for "
-                        f"unbounded (default at 32 px: L2 {l2['eps']:g}, Linf {li['eps']:.4g}, L1 {l1['eps']:g}; L2 "
+                        f"unbounded (default at 32 px: L2 {l2['eps']:g}, Linf {li_eps}, L1 {l1['eps']:g}; L2 "
                         f"scales with image_size/32 and L1 with its square below {IMAGENET_MIN_SIZE} px; from "
                         f"{IMAGENET_MIN_SIZE} px the paper's ImageNet budgets, L2 {big['eps']:g})")
     p.add_argument("--steps", type=int, default=None,
                    help=f"PGD steps T, 0..{MAX_STEPS} (default at 32 px: L2 {int(l2['steps'])}, Linf "
                         f"{int(li['steps'])}, L1 {int(l1['steps'])}; {int(big['steps'])} from {IMAGENET_MIN_SIZE} px)")
-    p.add_argument("--step-size", type=float, default=None,
-                   help=f"step length, finite > 0 (default at 32 px: L2 {l2['step_size']:g}, Linf "
-                        f"{li['step_size']:.4g}, L1 {l1['step_size']:g}, scaled like --eps; L2 {big['step_size']:g} "
-                        f"from {IMAGENET_MIN_SIZE} px)")
+    p.add_argument("--step-size", type=step_size, default=None,
+                   help=f"step length, finite > 0, a number or a fraction like 1/255 (default at 32 px: L2 "
+                        f"{l2['step_size']:g}, Linf {li_step}, L1 {l1['step_size']:g}, scaled like --eps; L2 "
+                        f"{big['step_size']:g} from {IMAGENET_MIN_SIZE} px)")
     p.add_argument("--mask", default=None, metavar="PNG",
                    help="the region the path may change: an image of the same size as --image, white = may change "
                         "(pixels outside stay exactly as they are)")

@@ -1,7 +1,7 @@
 """Explanation parameters, one home for the CLI, the app and the library: threat-model norms, PGD
 objectives, step limits, the defaults per resolution, target classes, and parsing of typed values.
 
-`python -m explain --eps 8/255` and the app's ε box read the same `parse_eps`.
+`python -m explain --eps 8/255 --step-size 1/255` and the app's boxes read the same `parse_eps` and `parse_step`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dat_core.cli_types import _got, parse_eps  # noqa: F401  (parse_eps re-exported: explain.parse_eps)
+from dat_core.cli_types import _got, parse_eps, parse_step  # noqa: F401  (re-exported: explain.parse_eps)
 from dat_core.pgd import NORMS
 from dat_core.pgd import OBJECTIVES as PGD_OBJECTIVES
 from dat_core.sampling import IMAGENET_MIN_SIZE  # noqa: F401  (re-exported: the app and CLI read it here)
@@ -78,6 +78,24 @@ def eps_suggestions(norm: str, image_size: int) -> list[float]:
     if d["norm"] == "Linf":
         return [k / 255 for k in (2, 4, 8, 16, 32)] + [math.inf]
     return sorted({_readable(d["eps"] * f) for f in (1 / 6, 1 / 3, 2 / 3, 1, 4 / 3, 2)}) + [math.inf]
+
+
+def eps_text(eps: float, norm: str) -> str:
+    """A radius or step length as people write it: ∞, k/255 for Linf budgets, else a short number (the app's
+    boxes, summaries and charts and the CLI's help say it the same way, so "16/255" typed does not come back
+    as 0.0627)."""
+    if math.isinf(eps):
+        return "∞"
+    if norm == "Linf" and abs(eps * 255 - round(eps * 255)) < 1e-6:
+        return f"{round(eps * 255)}/255"
+    return f"{eps:g}"
+
+
+def exact_text(value: float, norm: str) -> str:
+    """`eps_text` where `parse_eps` reads it back as `value` itself, else every digit: what a settings box or a
+    link holds, so the run it starts is the run it came from (1/3 as "0.333333" was another radius)."""
+    short = eps_text(value, norm)
+    return short if parse_eps(short) == value else repr(float(value))
 
 
 def _readable(v: float) -> float:
@@ -177,16 +195,3 @@ def parse_int(name: str, value: Any, lo: int, hi: int) -> int:
     if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
         raise ValueError(msg)
     return int(f)
-
-
-def parse_positive(name: str, value: Any, hi: float = 1e6) -> float:
-    """A finite number > 0 (and <= hi)."""
-    msg = f"{name} must be a finite number > 0; got {_got(value)}"
-    f = _number(value, msg)
-    if not (math.isfinite(f) and f > 0):
-        raise ValueError(msg)
-    if f > hi:
-        raise ValueError(f"{name} must be at most {hi:g}; got {value!r}")
-    return f
-
-

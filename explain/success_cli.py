@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from dat_core.cli_types import comma_list, int_in, probability
+from dat_core.cli_types import comma_list, int_in, probability, step_size
 from dat_core.files import write_text
 
 EPILOG = """examples:
@@ -60,7 +60,7 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
 
     grid = {"eps": comma_values(args.eps, "--eps", parse_eps),
             "steps": comma_values(args.steps, "--steps", int_in(1, 1000)),
-            "step_size": comma_values(args.step_size, "--step-size", float)}
+            "step_size": comma_values(args.step_size, "--step-size", step_size)}
     resolve_data_options(args)   # before the model loads
     out = Path(args.out)   # checked by explain's main before any work; made only when there is a result
     model = load(args)

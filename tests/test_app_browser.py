@@ -489,15 +489,19 @@ def test_copy_link_opens_the_same_run(tiny):
         expect(page.locator("#cf-link")).to_be_hidden()          # it was of the upload: it went with it
         pick_target(page, names[7])
         settings(page, steps=3)
+        page.get_by_test_id("Linf-radio-label").click()          # Linf budgets read as written, k/255
+        expect(page.locator("#cf-step-size input")).to_have_value("1/255")   # (it showed 0.00392156862745098)
+        expect(page.locator("#cf-eps input")).to_have_value("16/255")
         page.click("#cf-share")
         link = page.locator("#cf-link textarea")
         expect(link).to_have_value(re.compile(r"^http://.*\?example=.*target="))
         shared = link.input_value()
         pick_target(page, names[5])
         expect(page.locator("#cf-link")).to_be_hidden()          # the link named target 7: it goes
-    assert f"target={names[7]}" in shared and "&steps=3&" in shared
+    assert f"target={names[7]}" in shared and "&steps=3&" in shared and "step_size=1%2F255" in shared
     with browser_page(shared) as page:                                       # a colleague opens it
         expect(page.locator("#cf-caption")).to_contain_text("Step 3 of 3", timeout=60_000)
+        expect(page.locator("#cf-summary")).to_contain_text("3 steps of 1/255")
         expect(page.locator("#cf-target input")).to_have_value(names[7])
         expect(page.locator("#cf-summary")).to_contain_text(names[7])
         expect(page.locator("#cf-input img")).to_have_count(1)

@@ -381,7 +381,8 @@ def test_all_targets_grid_opens_a_path_in_the_scrubber(ex, dirs):
     shown = named(out)
     assert shown["cf_target"]["value"] == names[4] and shown["cf_step"]["maximum"] == 2
     # the settings boxes show the opened path's own (they kept whatever was typed since, so Run ran another path)
-    assert (shown["cf_norm"], shown["cf_eps"]["value"], shown["cf_steps"], shown["cf_step_size"]) == ("L2", "3", 2, 0.1)
+    boxes = (shown["cf_norm"], shown["cf_eps"]["value"], shown["cf_steps"], shown["cf_step_size"])
+    assert boxes == ("L2", "3", 2, "0.1")
     assert f"p({names[4]})" in named(counterfactual.scrub(ex, state, 1))["cf_caption"]
 
 

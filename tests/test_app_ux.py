@@ -16,6 +16,7 @@ from PIL import Image
 from dat_core import build_model, save_model
 from webapp import links, opening, sources
 from webapp.explainer import Cancelled, Explainer
+from webapp.inputs import pgd_params
 from webapp.retry import retry_for
 from webapp.tabs import all_targets, counterfactual, generate, share, try_again
 from webapp.tabs import model as model_tab
@@ -69,6 +70,10 @@ def test_a_path_that_ran_out_of_steps_gets_more_steps():
     assert retry.eps == 6.0 and "whole budget" in retry.why
     tr.flip_step = 4
     assert retry_for(tr) is None                                            # reached: nothing to retry
+    linf = _short(500, 1 / 255, eps=16 / 255, norm="Linf")                 # Linf steps as written: k/255
+    linf.linf = np.array([0.0, 4 / 255])                                    # short of ε at the step cap
+    assert "500 steps of 1/255" in retry_for(linf, max_steps=500).why      # (it said "of 0.00392")
+    assert "step size 2/255" in try_again.button(SimpleNamespace(trajectory=linf))["value"]
 
 
 def _short(steps: int, step_size: float, eps: float = 3.0, **params) -> SimpleNamespace:
@@ -236,6 +241,27 @@ def test_a_link_names_the_example_target_and_settings(ex, dirs, tmp_path):
                       "step_size": "0.004"}
     upload = share.share(ex, dirs["photo"], "dog", "L2", "3", 7, 0.1, state)["value"]
     assert not upload.startswith("?") and "uploaded image" in upload
+
+
+@pytest.mark.parametrize("norm, eps, step_size", [("Linf", "16/255", "1/255"), ("L2", "1/3", "0.123456789"),
+                                                   ("L2", "5", 0.1)])
+def test_a_link_opens_exactly_the_run_it_names(ex, norm, eps, step_size):
+    """A link wrote the step size with 6 digits (1/255 came back as 0.00392157, 1/3 as 0.333333): the run it
+    opened was not the run it came from. Now link and settings boxes hold each number exactly, in the form typed
+    where it reads back the same (16/255 and 1/255 for Linf)."""
+    if not len(ex.examples):
+        pytest.skip("no example images")
+    example = {"path": uploaded(ex.examples.paths[ex.examples.names[0]])}
+    asked = pgd_params(norm, eps, 7, step_size)
+    query = share.share(ex, example, "dog", norm, eps, 7, step_size, ex.new_session())["value"]
+    out = named(opening.open_page(ex, None, _request(query)))
+    assert out["cf_autorun"] is True
+    opened = pgd_params(out["cf_norm"], out["cf_eps"]["value"], out["cf_steps"], out["cf_step_size"])
+    assert opened == asked                                    # the same floats, bit for bit
+    if norm == "Linf":
+        assert (out["cf_eps"]["value"], out["cf_step_size"]) == ("16/255", "1/255")
+    else:
+        assert str(step_size) in query
 
 
 def test_a_link_says_what_it_cannot_carry(ex, dirs, tmp_path):

@@ -210,8 +210,10 @@ def test_a_stopped_run_resumes_from_its_saved_batches(setup, tmp_path, capsys):
     capsys.readouterr()
     assert main(command(setup, tmp_path, "--feature-model", "none", "--steps", "5")) == 2
     assert "other settings (steps differ)" in capsys.readouterr().err
-    assert main(command(setup, tmp_path / "new", "--step-size", "-1")) == 2
-    assert "step_size must be a finite number > 0" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    with pytest.raises(SystemExit) as refused:   # a usage error, before anything is made
+        main(command(setup, tmp_path / "new", "--step-size", "-1"))
+    assert refused.value.code == 2 and "expected a finite number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("compiled", ["off", "on"])

@@ -89,8 +89,37 @@ def test_unreadable_image_exits_2_naming_the_file(files, tmp_path, capsys):
 def test_out_of_range_parameters_exit_2(files, tmp_path, capsys, extra, needle):
     args = ["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"),
             "--target", "cat", "--out", str(tmp_path / "x"), *extra]
-    assert main(args) == 2
-    assert needle in capsys.readouterr().err
+    try:   # explain's own check, or argparse's (a --step-size that does not parse)
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    assert code == 2 and needle in capsys.readouterr().err
+
+
+def test_a_step_size_is_written_like_a_radius(files, tmp_path, capsys):
+    """--eps took 8/255 but --step-size only decimals: an Linf step of 1/255 had to be typed as
+    0.00392156862745098 (the help said 0.003922, another step). Both read fractions now, and the path runs
+    with exactly 1/255."""
+    args = ["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "cat",
+            "--norm", "Linf", "--eps", "8/255", "--steps", "2", "--autocast", "off"]
+    assert main([*args, "--step-size", "1/255", "--out", str(tmp_path / "o")]) == 0
+    params = json.loads((tmp_path / "o" / "metrics.json").read_text())["params"]
+    assert (params["eps"], params["step_size"]) == pytest.approx((8 / 255, 1 / 255), abs=1e-8)  # JSON keeps 7 digits
+    for bad in ("0/255", "1/0", "inf", "1/2/3", "-1/255"):
+        with pytest.raises(SystemExit) as e:
+            main([*args, f"--step-size={bad}", "--out", str(tmp_path / "bad")])
+        assert e.value.code == 2 and "expected a finite number > 0" in capsys.readouterr().err
+    for command, where in (("success", ["--images", str(tmp_path)]), ("benchmark", ["--images", str(tmp_path)]),
+                           ("generate", ["--target", "cat"])):
+        try:   # argparse's usage error, or (a comma list: success) explain's own error line
+            code = main([command, "--model", str(files / "ckpt"), *where, "--step-size", "1/0", "--out",
+                         str(tmp_path / "b")])
+        except SystemExit as e:
+            code = e.code
+        assert code == 2 and "finite number > 0" in capsys.readouterr().err, command
+    shown = subprocess.run([sys.executable, "-m", "explain", "counterfactual", "--help"], cwd=ROOT,
+                           capture_output=True, text=True).stdout
+    assert "Linf 16/255" in " ".join(shown.split()) and "Linf 1/255" in " ".join(shown.split())
 
 
 @pytest.mark.parametrize("command, option, value", [

@@ -19,22 +19,13 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
+from explain.params import eps_text  # noqa: F401  (re-exported: the app says radii as explain does)
 from explain.plots import ENERGY_CMAP
 
 BLUE, ORANGE, GREEN, RED, GREY, PURPLE = "#2563eb", "#ea580c", "#16a34a", "#dc2626", "#6b7280", "#7c3aed"
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif"
 DISPLAY_SIZE = 256
 """Frames are upscaled by an integer factor (nearest neighbour) to about this many pixels."""
-
-
-def eps_text(eps: float, norm: str) -> str:
-    """A radius as the ε box shows it: ∞, k/255 for Linf budgets, else a short number (summaries and charts say
-    it the same way, so "16/255" typed does not come back as 0.0627)."""
-    if math.isinf(eps):
-        return "∞"
-    if norm == "Linf" and abs(eps * 255 - round(eps * 255)) < 1e-6:
-        return f"{round(eps * 255)}/255"
-    return f"{eps:g}"
 
 
 def fitted_text(x: float, y: float, text: str, size: float, room: float, attrs: str = "") -> str:

@@ -246,7 +246,7 @@ def target_index(target: Any, loaded: LoadedModel) -> int:
 def pgd_params(norm: Any, eps: Any, steps: Any, step_size: Any) -> dict[str, Any]:
     """The PGD settings of a request, canonicalized, with at most MAX_REQUEST_STEPS steps."""
     return explain.validate_params(norm or "L2", params.parse_eps(eps),
-                                   params.parse_positive("step size", step_size),
+                                   params.parse_step(step_size),
                                    params.parse_int("steps", steps, 1, MAX_REQUEST_STEPS))
 
 
@@ -269,3 +269,12 @@ def parse_methods(methods: Any) -> tuple[str, ...]:
 def eps_choices(norm: str, image_size: int) -> list[str]:
     """The ε dropdown's suggestions around the resolution's default (`explain.params.eps_suggestions`)."""
     return [eps_text(e, norm) for e in params.eps_suggestions(norm, image_size)]
+
+
+def settings_shown(req: dict[str, Any], image_size: int) -> tuple[Any, Any, Any, Any]:
+    """Tab 1's settings boxes (norm, ε, steps, step size) showing a request as written and exactly: a link,
+    a grid cell or a retry opened there runs the same path again (16/255 and 1/255, not 0.0627 and
+    0.00392156862745098; 1/3 with every digit, as "0.333333" is another radius)."""
+    norm = req["norm"]
+    return (norm, gr.update(choices=eps_choices(norm, image_size), value=params.exact_text(req["eps"], norm)),
+            int(req["steps"]), params.exact_text(req["step_size"], norm))

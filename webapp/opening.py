@@ -14,7 +14,7 @@ from explain.params import NORMS
 
 from . import charts, links, sources
 from .explainer import Explainer
-from .inputs import eps_choices, eps_text, pgd_params, target_index
+from .inputs import pgd_params, settings_shown, target_index
 from .tabs import counterfactual
 from .tabs import model as model_tab
 
@@ -103,9 +103,7 @@ def _link_run(ex: Explainer, state: dict, asked: dict[str, str], notes: list[str
                 raise ValueError("norm")
             req = pgd_params(d["norm"], asked.get("eps", d["eps"]), asked.get("steps", d["steps"]),
                              asked.get("step_size", d["step_size"]))
-            out.update(cf_norm=req["norm"], cf_steps=req["steps"], cf_step_size=req["step_size"],
-                       cf_eps=gr.update(choices=eps_choices(req["norm"], loaded.image_size),
-                                        value=eps_text(req["eps"], req["norm"])))
+            out.update(zip(("cf_norm", "cf_eps", "cf_steps", "cf_step_size"), settings_shown(req, loaded.image_size)))
         except (gr.Error, ValueError):
             notes.append("its settings are not valid here, so the defaults are used")
     out["cf_autorun"] = example is not None and target_ok and not notes

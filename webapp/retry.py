@@ -51,7 +51,8 @@ def retry_for(tr: Trajectory, max_steps: int = 500) -> Retry | None:
         why = (f"the change used its whole budget (ε = {eps_text(eps, norm)}) and the model still sees {sees}: "
                f"turning it into {target} takes a larger change than ε allows")
         return Retry(new_eps, new_steps, step_size, why)
-    why = (f"PGD ran out of steps: after {plural(steps, 'step')} of {fmt(step_size)} the change is {fmt(dist)}"
+    why = (f"PGD ran out of steps: after {plural(steps, 'step')} of {eps_text(step_size, norm)} the change is "
+           f"{fmt(dist)}"
            + (f", below the allowed ε = {eps_text(eps, norm)}" if math.isfinite(eps) else "")
            + f", and the model still sees {sees}")
     to_walk = 2 * eps if math.isfinite(eps) else 0.0   # far enough to reach the ball's surface and move along it

@@ -157,7 +157,7 @@ class CounterfactualView:
         start = f"Started as **{names[tr.source]}** ({tr.probs[0, tr.source]:.0%})"
         req = (f"{p.get('norm')} threat model, ε = {eps_text(float(p.get('eps', math.inf)), p.get('norm'))}, "
                f"{plural(p.get('steps'), 'step')} of "
-               f"{fmt(p.get('step_size', 0))}")
+               f"{eps_text(float(p.get('step_size', 0)), p.get('norm'))}")
         if "mask_fraction" in p:
             req += f"; only the painted region ({p['mask_fraction']:.0%} of the pixels) could change"
         if tr.source == tr.target:

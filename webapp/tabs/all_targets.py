@@ -15,7 +15,7 @@ import explain
 
 from .. import charts
 from ..explainer import Cancelled, Explainer, progress_steps
-from ..inputs import MAX_ALL_TARGETS, eps_choices, eps_text, model_input, pgd_params, user_errors
+from ..inputs import MAX_ALL_TARGETS, model_input, pgd_params, settings_shown, user_errors
 from ..views import AllTargetsView, CounterfactualView
 from ..wiring import COMPUTE, INSTANT, STOP, bind, cancellable, no_error_badge, outputs, stop_run
 from . import counterfactual
@@ -102,10 +102,8 @@ def open_target(ex: Explainer, state, evt: gr.SelectData) -> Opened:
         raise gr.Error(f"No grid cell {evt.index!r}.", print_exception=False)
     traj = view.trajectories[i]
     shown = counterfactual.show(ex, state, CounterfactualView.build(traj, view.model_key))
-    norm, size = traj.params["norm"], ex.session_model(state).image_size
-    eps = gr.update(choices=eps_choices(norm, size), value=eps_text(traj.params["eps"], norm))
-    return Opened(*shown, gr.Tabs(selected="counterfactual"), gr.update(value=traj.class_names[traj.target]), norm,
-                  eps, traj.params["steps"], traj.params["step_size"])
+    return Opened(*shown, gr.Tabs(selected="counterfactual"), gr.update(value=traj.class_names[traj.target]),
+                  *settings_shown(traj.params, ex.session_model(state).image_size))
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, tabs: gr.Tabs, cf: counterfactual.Components,

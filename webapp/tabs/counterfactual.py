@@ -18,7 +18,7 @@ import torch
 import explain
 from dat_core.energy import marginal_energy, probabilities
 from explain.export import upscale
-from explain.params import IMAGENET_MIN_SIZE, NORMS
+from explain.params import IMAGENET_MIN_SIZE, NORMS, exact_text
 
 from .. import charts, links, page
 from ..describe import typicality
@@ -31,6 +31,7 @@ from ..inputs import (
     image_source,
     model_input,
     pgd_params,
+    settings_shown,
     target_index,
     user_errors,
 )
@@ -69,7 +70,7 @@ class Components:
     cf_norm: gr.Radio
     cf_eps: gr.Dropdown
     cf_steps: gr.Number
-    cf_step_size: gr.Number
+    cf_step_size: gr.Textbox
     cf_prediction: gr.HTML
     cf_energy: gr.Markdown
     cf_share: gr.Button
@@ -122,7 +123,7 @@ class Preview(NamedTuple):
     cf_retry: Any = gr.skip()     # hidden when the stored path is of another image or model
 
 
-Settings = NamedTuple("Settings", [("cf_eps", Any), ("cf_step_size", float)])  # a threat model's defaults
+Settings = NamedTuple("Settings", [("cf_eps", Any), ("cf_step_size", str)])  # a threat model's defaults
 
 
 # A new path at its last step: the downloads pending, the other tabs' results of the old path reset, and the
@@ -175,8 +176,8 @@ def layout(loaded: LoadedModel) -> Components:
                     with gr.Row():
                         cf_steps = gr.Number(d["steps"], label=f"Steps (1–{MAX_REQUEST_STEPS})", precision=0,
                                              elem_id="cf-steps", min_width=100, info=page.TIPS["steps"])
-                        cf_step_size = gr.Number(d["step_size"], label="Step size", elem_id="cf-step-size",
-                                                 min_width=100, info=page.TIPS["step_size"])
+                        cf_step_size = gr.Textbox(exact_text(d["step_size"], "L2"), label="Step size", max_lines=1,
+                                                  elem_id="cf-step-size", min_width=100, info=page.TIPS["step_size"])
                 painted = region.layout()
                 cf_prediction = gr.HTML(charts.placeholder(NO_IMAGE, 300, 80), elem_id="cf-prediction")
                 cf_energy = gr.Markdown("", elem_id="cf-energy")
@@ -289,8 +290,8 @@ def norm_defaults(ex: Explainer, norm, state) -> Settings:
     """Default radius and step size for a threat model at the session model's resolution."""
     loaded = ex.session_model(ex.session(state))
     d = explain.default_params(loaded.image_size, norm if norm in NORMS else "L2")
-    return Settings(gr.update(choices=eps_choices(d["norm"], loaded.image_size), value=eps_text(d["eps"], d["norm"])),
-                    d["step_size"])
+    _, eps, _, step_size = settings_shown(d, loaded.image_size)
+    return Settings(eps, step_size)
 
 
 def show(ex: Explainer, state: dict, view: CounterfactualView) -> Shown:
@@ -355,8 +356,9 @@ def retry_live(ex: Explainer, image, target, norm, eps, steps, step_size, state)
     norm, suggested = try_again.suggested(ex, state, image, target)
     for shown in run_live(ex, image, target, norm, suggested.eps, suggested.steps, suggested.step_size, state):
         done = isinstance(shown.cf_summary, str)  # a streamed frame leaves the summary as it is (a skip)
-        yield Retried(*shown, *((norm, gr.update(value=eps_text(suggested.eps, norm)), suggested.steps,
-                                 suggested.step_size) if done else (gr.skip(),) * 4))
+        req = {"norm": norm, "eps": suggested.eps, "steps": suggested.steps, "step_size": suggested.step_size}
+        yield Retried(*shown, *(settings_shown(req, ex.session_model(ex.session(state)).image_size) if done
+                                else (gr.skip(),) * 4))
 
 
 def cancel(ex: Explainer, state, step) -> Stopped:

@@ -130,7 +130,7 @@ def samples(ex: Explainer, loaded: LoadedModel, target, seed_kind, seed_image, s
         seed = params.parse_int("random seed", seed, 0, 2**63 - 1)
         n = params.parse_int("samples per class", n_per_class, 1, MAX_SAMPLES_PER_CLASS)
     steps = params.parse_int("steps", steps, 1, MAX_REQUEST_STEPS)
-    step_size = params.parse_positive("step size", step_size)
+    step_size = params.parse_step(step_size)
     targets = "all" if str(target).strip().lower() in (EVERY_CLASS, "all") else target_index(target, loaded)
     k = len(loaded.class_names) if targets == "all" else 1
     if k * n > MAX_ALL_TARGETS:

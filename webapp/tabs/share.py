@@ -8,9 +8,11 @@ from typing import Any
 
 import gradio as gr
 
+from explain.params import exact_text
+
 from .. import links, page, sources
 from ..explainer import Explainer
-from ..inputs import eps_text, image_source, pgd_params, target_index, user_errors
+from ..inputs import image_source, pgd_params, target_index, user_errors
 from ..wiring import CHECKED, INSTANT, bind
 from . import region
 
@@ -28,8 +30,9 @@ def share(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> A
     target = loaded.class_names[target_index(target, loaded)]
     req = pgd_params(norm, eps, steps, step_size)
     model = sources.link_fields(ex.models.source(loaded.key), loaded.key == ex.default.key)
-    fields = {"example": example, "target": target, "norm": req["norm"], "eps": eps_text(req["eps"], req["norm"]),
-              "steps": req["steps"], "step_size": f"{req['step_size']:g}", **model}
+    norm = req["norm"]
+    fields = {"example": example, "target": target, "norm": norm, "eps": exact_text(req["eps"], norm),
+              "steps": req["steps"], "step_size": exact_text(req["step_size"], norm), **model}
     left_out = ([] if model or loaded.key == ex.default.key else
                 ["it opens on this app's own model (a folder on this server is never named in a link)"])
     if ex.get(state, region.SLOT) is not None:

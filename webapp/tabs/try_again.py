@@ -10,7 +10,6 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from .. import charts
 from ..explainer import Explainer
 from ..inputs import MAX_REQUEST_STEPS, eps_text, model_input, target_index
 from ..retry import Retry, retry_for
@@ -25,7 +24,7 @@ def button(view: CounterfactualView) -> Any:
     params, norm = view.trajectory.params, view.trajectory.params.get("norm", "L2")
     what = [f"ε = {eps_text(retry.eps, norm)}"] if retry.eps != params.get("eps") else []
     what += [f"{retry.steps} steps"] if retry.steps != params.get("steps") else []
-    what += [f"step size {charts.fmt(retry.step_size)}"] if retry.step_size != params.get("step_size") else []
+    what += [f"step size {eps_text(retry.step_size, norm)}"] if retry.step_size != params.get("step_size") else []
     return gr.update(visible=True, value=f"↻ Try again with {' and '.join(what)}")
 
 
