@@ -28,6 +28,33 @@ def test_flip_and_reference_line_labels_never_overlap(flip):
     assert 0 <= min(a0, b0) and max(a1, b1) <= chart.width  # both inside the chart
 
 
+def _label_box(svg: str, startswith: str) -> tuple[float, float, float, float]:
+    """x0, x1, y0, y1 of a 10 px <text> label: its span, and from a cap height above its baseline to 2 px below."""
+    for el in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text"):
+        if (el.text or "").startswith(startswith):
+            y = float(el.get("y"))
+            return (*_label_span(svg, startswith), y - 9, y + 2)
+    raise AssertionError(f"no label {startswith!r} in the chart")
+
+
+@pytest.mark.parametrize("flip", [2, 5, 6, 9])
+@pytest.mark.parametrize("line, label", [(16 / 255, "ε = 16/255"), (0.9, "p = 0.9")])
+def test_the_flip_label_stays_clear_of_a_reference_line_and_its_label(flip, line, label):
+    """At a flip in the middle the label "flips at t=5" ran into "ε = 16/255" (Linf) and "p = 0.9", and at any
+    flip its text crossed the dotted reference line near the top of the plot."""
+    steps = np.arange(11)
+    y = np.minimum(steps / 10, 1.0) * line
+    chart = LineChart(steps, [Series("y", y, "#7c3aed")], title="Chart", flip=flip, hlines=[(line, label)])
+    svg = chart.svg(10).replace('<svg ', '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+    fx0, fx1, fy0, fy1 = _label_box(svg, "flips at")
+    lx0, lx1, ly0, ly1 = _label_box(svg, label)
+    assert fx1 <= lx0 or lx1 <= fx0 or fy1 <= ly0 or ly1 <= fy0, "the two labels overlap"
+    line_y = next(float(el.get("y1")) for el in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}line")
+                  if el.get("stroke-dasharray") == "2 3")
+    assert not fy0 <= line_y <= fy1, "the flip label crosses the reference line"
+    assert chart.top <= fy0 and fy1 <= chart.height - chart.bottom     # inside the plot
+
+
 def test_long_titles_and_legends_are_fitted_inside_the_chart():
     """The compare tab's "Probability of the target class p(automobile)" and its three-entry legend ran past the
     chart's right edge and were cut off."""

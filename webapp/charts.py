@@ -154,9 +154,13 @@ class LineChart:
                          f'text-anchor="{anchor}" fill="{GREY}">{esc(label)}</text>')
         if flip_x is not None:
             lx, anchor = (flip_x - 3, "end") if flip_right_half else (flip_x + 3, "start")
+            # at the top of the plot, or at its bottom where a reference line runs along the top: the label
+            # crossed the ε or p = 0.9 line there (and ran into its label when the flip is near the middle)
+            lines = [self._sy(v) for v, _ in hlines if math.isfinite(v) and y0 <= v <= y1]
+            ly = max((self.top + 11, self.top + ph - 4), key=lambda y: min([abs(y - 4 - h) for h in lines] + [ph]))
             p.append(f'<line x1="{flip_x:.1f}" x2="{flip_x:.1f}" y1="{self.top}" y2="{self.top + ph}" '
                      f'stroke="{GREEN}" stroke-dasharray="5 3" stroke-width="1.5"/><text x="{lx:.1f}" '
-                     f'y="{self.top + 11}" font-size="10" text-anchor="{anchor}" fill="{GREEN}">'
+                     f'y="{ly:.1f}" font-size="10" text-anchor="{anchor}" fill="{GREEN}">'
                      f'flips at t={fmt(flip)}</text>')
         for s in self.series:
             dash = ' stroke-dasharray="6 3"' if s.dash else ""
