@@ -151,6 +151,23 @@ def test_the_examples_are_labelled_and_above_the_fold(tiny):
         expect(page.locator("#cf-prediction")).to_contain_text("What the model predicts")
 
 
+def test_on_a_phone_each_chart_takes_the_screen_width(tiny):
+    """At 390 px the three charts of tab 1 stayed side by side, ~100 px each, their numbers unreadable (gr.HTML
+    takes no min_width), and the step slider was squeezed beside Play. A row of charts now wraps, one chart a
+    line, and Play goes under the slider."""
+    _, url, _ = tiny
+    with browser_page(url) as page:
+        page.set_viewport_size({"width": 390, "height": 844})
+        for chart in ("#cf-energy-plot", "#cf-prob-plot", "#cf-distance-plot"):
+            box = visible_box(page, chart)
+            assert box["width"] >= 240 and box["x"] + box["width"] <= 390 + 1, (chart, box)
+        assert visible_box(page, "#cf-step")["width"] >= 280                # Play goes under the slider
+        tops = [visible_box(page, c)["y"] for c in ("#cf-energy-plot", "#cf-prob-plot", "#cf-distance-plot")]
+        assert tops == sorted(tops) and len(set(tops)) == 3                  # one under another
+        page.set_viewport_size(VIEWPORT)                                     # a laptop keeps them in one row
+        assert len({round(visible_box(page, c)["y"]) for c in ("#cf-energy-plot", "#cf-prob-plot")}) == 1
+
+
 def test_a_failed_upload_clears_the_preview_and_says_so_once(tiny):
     _, url, files = tiny
     with browser_page(url) as page:

@@ -58,7 +58,12 @@ TOOLTIPS = {
 CLASS_PICKERS = ("cf-target", "gen-target")
 """The class dropdowns (elem ids): typing in one filters the model's classes."""
 
+CHART = "chart"
+"""The class of an SVG chart's block: a row of them wraps on a narrow screen instead of shrinking each to ~100 px
+(gr.HTML takes no min_width)."""
+
 CSS = """
+.chart { min-width: min(240px, 100%) !important; }
 .dl-button:disabled, .dl-button[disabled] { opacity: .45; cursor: not-allowed; border-style: dashed !important;
   background: transparent !important; box-shadow: none !important; }
 .dl-button:not(:disabled) { background: #fff !important; color: #c2410c !important;

@@ -13,7 +13,7 @@ import numpy as np
 
 from dat_core.guidance import CONE_ANGLE
 
-from .. import charts
+from .. import charts, page
 from ..explainer import Explainer
 from ..inputs import echo, model_input, pgd_params, target_index, user_errors
 from ..views import CompareView
@@ -89,8 +89,10 @@ def layout(ex: Explainer) -> Components:
                                         gr.Image(label="change", interactive=False, format="png", height=200,
                                                  elem_id=f"cmp-{key}-diff", buttons=[], min_width=120))
         with gr.Row(equal_height=False):
-            cmp_prob_plot = gr.HTML(charts.placeholder("Target probability, every model"), elem_id="cmp-prob-plot")
-            cmp_energy_plot = gr.HTML(charts.placeholder("Energy, every model"), elem_id="cmp-energy-plot")
+            cmp_prob_plot = gr.HTML(charts.placeholder("Target probability, every model"), elem_id="cmp-prob-plot",
+                                    elem_classes=[page.CHART])
+            cmp_energy_plot = gr.HTML(charts.placeholder("Energy, every model"), elem_id="cmp-energy-plot",
+                                      elem_classes=[page.CHART])
     return Components(cmp_run=cmp_run, cmp_cancel=cmp_cancel, cmp_summary=cmp_summary, cmp_step=cmp_step,
                       cmp_caption=cmp_caption,
                       cmp_robust_frame=columns["robust"][0], cmp_robust_diff=columns["robust"][1],

@@ -193,7 +193,7 @@ def layout(loaded: LoadedModel) -> Components:
                                          scale=0, min_width=340)
                 with gr.Row(equal_height=False):
                     cf_step = gr.Slider(0, 1, value=0, step=1, label="PGD step t: drag to scrub", interactive=False,
-                                        info=page.TIPS["step"], elem_id="cf-step", scale=8)
+                                        info=page.TIPS["step"], elem_id="cf-step", scale=8, min_width=280)
                     cf_play = gr.Button(PLAY, size="sm", elem_id="cf-play", scale=1, min_width=90)
                 cf_caption = gr.Markdown("", elem_id="cf-caption")
                 with gr.Row(equal_height=False):
@@ -205,11 +205,11 @@ def layout(loaded: LoadedModel) -> Components:
                         cf_probs = gr.HTML(scrubber.empty_step()["cf_probs"], elem_id="cf-probs")
                 with gr.Row(equal_height=False):
                     cf_energy_plot = gr.HTML(charts.placeholder("Energy vs step"), elem_id="cf-energy-plot",
-                                             min_width=220)
+                                             elem_classes=[page.CHART])
                     cf_prob_plot = gr.HTML(charts.placeholder("Target probability vs step"), elem_id="cf-prob-plot",
-                                           min_width=220)
+                                           elem_classes=[page.CHART])
                     cf_distance_plot = gr.HTML(charts.placeholder("Distance vs step"), elem_id="cf-distance-plot",
-                                               min_width=220)
+                                               elem_classes=[page.CHART])
                 with gr.Row():
                     cf_gif = gr.DownloadButton("Download animation (GIF)", interactive=False, size="sm",
                                                elem_id="cf-gif", elem_classes=["dl-button"])

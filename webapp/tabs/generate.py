@@ -16,7 +16,7 @@ from dat_core.sampling import default_step_size, default_steps
 from explain import params
 from explain.export import save_gif
 
-from .. import charts
+from .. import charts, page
 from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import (
     EVERY_CLASS,
@@ -100,7 +100,8 @@ def layout(loaded: LoadedModel) -> Components:
                 with gr.Row(equal_height=False):
                     gen_grid = gr.Image(label="Samples at step t", interactive=False, format="png", height=320,
                                         elem_id="gen-grid", buttons=["download"])
-                    gen_plot = gr.HTML(charts.placeholder("Class probability vs step"), elem_id="gen-plot")
+                    gen_plot = gr.HTML(charts.placeholder("Class probability vs step"), elem_id="gen-plot",
+                                       elem_classes=[page.CHART])
                 gen_gif = gr.DownloadButton("Download sampling animation (GIF)", interactive=False, size="sm",
                                             elem_id="gen-gif", elem_classes=["dl-button"])
     return Components(gen_target=gen_target, gen_seed_kind=gen_seed_kind, gen_seed_image=gen_seed_image,
