@@ -168,6 +168,18 @@ def test_on_a_phone_each_chart_takes_the_screen_width(tiny):
         assert len({round(visible_box(page, c)["y"]) for c in ("#cf-energy-plot", "#cf-prob-plot")}) == 1
 
 
+def test_enter_keeps_the_radius_typed(tiny):
+    """Typing 1 in the ε box and pressing Enter ran ε = 1.5, and 0 ran 0.8: the dropdown took the first
+    suggestion holding the text. A value typed in full is kept."""
+    _, url, files = tiny
+    with browser_page(url) as page:
+        upload(page, files["photo"])
+        settings(page, steps=2, eps="1")                                    # typed, then Enter
+        expect(page.locator("#cf-eps input")).to_have_value("1")
+        run_counterfactual(page)
+        expect(page.locator("#cf-summary")).to_contain_text("ε = 1,")
+
+
 def test_a_failed_upload_clears_the_preview_and_says_so_once(tiny):
     _, url, files = tiny
     with browser_page(url) as page:

@@ -58,6 +58,11 @@ TOOLTIPS = {
 CLASS_PICKERS = ("cf-target", "gen-target")
 """The class dropdowns (elem ids): typing in one filters the model's classes."""
 
+NUMBER_PICKERS = ("cf-eps",)
+"""Dropdowns of numbers that also take any typed value (elem ids): Enter keeps what was typed."""
+NUMBER_TEXT = r"^(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?(?:\s*/\s*(?:\d+\.?\d*|\.\d+))?|inf|infinity|∞)$"
+"""A value typed in full (a number, a fraction like 8/255, inf): `dat_core.cli_types.parse_eps` still judges it."""
+
 CHART = "chart"
 """The class of an SVG chart's block: a row of them wraps on a narrow screen instead of shrinking each to ~100 px
 (gr.HTML takes no min_width)."""
@@ -90,7 +95,16 @@ ON_LOAD_JS = """() => {
   new MutationObserver(apply).observe(document.body, {childList: true, subtree: true});
   // a class picker selects its text when focused, so typing filters (1000 ImageNet names) instead of appending
   document.addEventListener('focusin', e => { if (e.target.matches && e.target.matches(%s)) e.target.select(); });
-}""" % (json.dumps(CSS), json.dumps(TOOLTIPS), json.dumps(", ".join(f"#{c} input" for c in CLASS_PICKERS)))
+  // Enter in a number box with suggestions keeps a value typed in full: the dropdown took the first suggestion
+  // holding the text ("1" became 1.5, "0" became 0.8); leaving the box is what keeps typed text
+  const typedInFull = %s;
+  document.addEventListener('keydown', e => {
+    if (e.key === 'Enter' && e.target.matches && e.target.matches(%s)
+        && new RegExp(typedInFull, 'i').test(e.target.value.trim())) {
+      e.preventDefault(); e.stopPropagation(); e.target.blur(); }
+  }, true);
+}""" % (json.dumps(CSS), json.dumps(TOOLTIPS), json.dumps(", ".join(f"#{c} input" for c in CLASS_PICKERS)),
+       json.dumps(NUMBER_TEXT), json.dumps(", ".join(f"#{c} input" for c in NUMBER_PICKERS)))
 
 # the link box holds "?example=..."; make it the whole address and copy it (where the browser lets us)
 COPY_LINK_JS = """(query) => {
