@@ -180,6 +180,38 @@ def test_enter_keeps_the_radius_typed(tiny):
         expect(page.locator("#cf-summary")).to_contain_text("ε = 1,")
 
 
+def test_enter_keeps_a_class_named_in_full(tmp_path):
+    """Typing "tiger" and Enter in the target box ran "tiger shark", the first class holding the text (ImageNet
+    lists tiger shark, 3, before tiger, 292), in tab 1 and in Generate. A class named in full (in any case) is
+    picked; part of a name still completes to the first class holding it."""
+    from dat_core import build_model, save_model
+
+    names = ["tiger shark", "tiger", "tiger cat", "cat", "dog", "ship", "truck", "frog", "horse", "deer"]
+    torch.manual_seed(0)
+    model = save_model(build_model("wrn-10-1", num_classes=10, class_names=names), tmp_path / "model")
+    demo = app.build_demo(str(model), standard_model=None)
+    with serve(demo) as url, browser_page(url) as page:
+        upload(page, write_image(tmp_path / "photo.png"))
+        settings(page, steps=1)
+        box = page.locator("#cf-target input")
+        for typed, kept in (("tiger", "tiger"), ("Tiger cat", "tiger cat"), ("shar", "tiger shark"),
+                            ("tiger", "tiger")):
+            box.click(), box.fill(typed), box.press("Enter")
+            page.wait_for_timeout(600)            # the box shows the typed text at first, whatever it then takes
+            expect(box).to_have_value(kept)
+        box.click(), box.fill("tiger"), box.press("Enter")
+        run_counterfactual(page)
+        expect(page.locator("#cf-summary")).to_contain_text(re.compile(r"(flips to|reach) tiger (at|\()"))
+        open_tab(page, "Generate")                   # a picker without typed values: Enter picks the class named
+        box = page.locator("#gen-target input")
+        box.click(), box.fill("tiger"), box.press("Enter")
+        type_into(page, "#gen-steps input", 1)
+        page.click("#gen-run")
+        expect(page.locator("#gen-gif")).to_be_enabled(timeout=60_000)
+        view = demo.explainer.cache.get(next(k for k in demo.explainer.cache._items if k.endswith("/gen")))
+        assert [int(t) for t in view.samples.targets] == [names.index("tiger")]
+
+
 def test_a_failed_upload_clears_the_preview_and_says_so_once(tiny):
     _, url, files = tiny
     with browser_page(url) as page:

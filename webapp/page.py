@@ -95,16 +95,25 @@ ON_LOAD_JS = """() => {
   new MutationObserver(apply).observe(document.body, {childList: true, subtree: true});
   // a class picker selects its text when focused, so typing filters (1000 ImageNet names) instead of appending
   document.addEventListener('focusin', e => { if (e.target.matches && e.target.matches(%s)) e.target.select(); });
-  // Enter in a number box with suggestions keeps a value typed in full: the dropdown took the first suggestion
-  // holding the text ("1" became 1.5, "0" became 0.8); leaving the box is what keeps typed text
-  const typedInFull = %s;
+  // Enter keeps a value typed in full, where the dropdown took the first suggestion holding the text ("1" ran
+  // ε = 1.5, "tiger" ran tiger shark): a number in a number box, a class's whole name in a class picker.
+  // Leaving the box is what keeps typed text; a part of a name still completes.
+  const typedInFull = new RegExp(%s, 'i');
+  const option = (box, text) => [...(document.getElementById(box.getAttribute('aria-controls'))
+    ?.querySelectorAll('li[aria-label]') ?? [])].find(li => li.getAttribute('aria-label').toLowerCase()
+                                                          === text.toLowerCase());
   document.addEventListener('keydown', e => {
-    if (e.key === 'Enter' && e.target.matches && e.target.matches(%s)
-        && new RegExp(typedInFull, 'i').test(e.target.value.trim())) {
-      e.preventDefault(); e.stopPropagation(); e.target.blur(); }
+    const box = e.target, text = (box.value || '').trim();
+    if (e.key !== 'Enter' || !box.matches) return;
+    const named = box.matches(%s) && text ? option(box, text) : undefined;
+    if (named === undefined && !(box.matches(%s) && typedInFull.test(text))) return;
+    e.preventDefault(); e.stopPropagation();
+    if (named) named.dispatchEvent(new MouseEvent('mousedown', {bubbles: true}));   // picked as by a click
+    box.blur();
   }, true);
 }""" % (json.dumps(CSS), json.dumps(TOOLTIPS), json.dumps(", ".join(f"#{c} input" for c in CLASS_PICKERS)),
-       json.dumps(NUMBER_TEXT), json.dumps(", ".join(f"#{c} input" for c in NUMBER_PICKERS)))
+       json.dumps(NUMBER_TEXT), json.dumps(", ".join(f"#{c} input" for c in CLASS_PICKERS)),
+       json.dumps(", ".join(f"#{c} input" for c in NUMBER_PICKERS)))
 
 # the link box holds "?example=..."; make it the whole address and copy it (where the browser lets us)
 COPY_LINK_JS = """(query) => {
