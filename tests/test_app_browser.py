@@ -151,10 +151,16 @@ def test_the_examples_are_labelled_and_above_the_fold(tiny):
         expect(page.locator("#cf-prediction")).to_contain_text("What the model predicts")
 
 
+def _overlap(a: dict, b: dict) -> bool:
+    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and a["y"] < b["y"] + b["height"]
+            and b["y"] < a["y"] + a["height"])
+
+
 def test_on_a_phone_each_chart_takes_the_screen_width(tiny):
     """At 390 px the three charts of tab 1 stayed side by side, ~100 px each, their numbers unreadable (gr.HTML
-    takes no min_width), and the step slider was squeezed beside Play. A row of charts now wraps, one chart a
-    line, and Play goes under the slider."""
+    takes no min_width), the step slider was squeezed beside Play, and the region editor's label ran under its
+    toolbar. A row of charts now wraps, one chart a line, Play goes under the slider, and the editor is named
+    by its panel alone."""
     _, url, _ = tiny
     with browser_page(url) as page:
         page.set_viewport_size({"width": 390, "height": 844})
@@ -164,6 +170,12 @@ def test_on_a_phone_each_chart_takes_the_screen_width(tiny):
         assert visible_box(page, "#cf-step")["width"] >= 280                # Play goes under the slider
         tops = [visible_box(page, c)["y"] for c in ("#cf-energy-plot", "#cf-prob-plot", "#cf-distance-plot")]
         assert tops == sorted(tops) and len(set(tops)) == 3                  # one under another
+        page.get_by_text("Region: paint where it may change").click()       # its label ran under the toolbar
+        expect(page.locator("#cf-region button").first).to_be_visible()
+        labels = [b for b in (lb.bounding_box() for lb in page.locator('#cf-region [data-testid="block-label"]').all())
+                  if b]
+        buttons = [b for b in (bt.bounding_box() for bt in page.locator("#cf-region button").all()) if b]
+        assert buttons and not any(_overlap(a, b) for a in labels for b in buttons)
         page.set_viewport_size(VIEWPORT)                                     # a laptop keeps them in one row
         assert len({round(visible_box(page, c)["y"]) for c in ("#cf-energy-plot", "#cf-prob-plot")}) == 1
 

@@ -52,7 +52,9 @@ class Fresh(NamedTuple):
 
 def layout() -> Components:
     with gr.Accordion("Region: paint where it may change (optional)", open=False, elem_id="cf-region-panel"):
-        cf_region = gr.ImageEditor(label="Paint the region the path may change", sources=[], type="filepath",
+        # the accordion names it; the editor's own label ran under its toolbar on a narrow screen
+        cf_region = gr.ImageEditor(label="Paint the region the path may change", show_label=False, sources=[],
+                                   type="filepath",
                                    image_mode="RGBA", layers=False, transforms=[], format="png", height=260,
                                    brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=12),
                                    elem_id="cf-region", buttons=[])
