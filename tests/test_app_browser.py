@@ -178,6 +178,10 @@ def test_on_a_phone_each_chart_takes_the_screen_width(tiny):
         assert buttons and not any(_overlap(a, b) for a in labels for b in buttons)
         page.set_viewport_size(VIEWPORT)                                     # a laptop keeps them in one row
         assert len({round(visible_box(page, c)["y"]) for c in ("#cf-energy-plot", "#cf-prob-plot")}) == 1
+        open_tab(page, "Energy landscape")                                   # the landscape's two as well
+        page.set_viewport_size({"width": 390, "height": 844})
+        for chart in ("#land-map", "#land-path"):
+            assert visible_box(page, chart)["width"] >= 240, chart
 
 
 def test_enter_keeps_the_radius_typed(tiny):

@@ -18,6 +18,7 @@ from explain.landscape import (
     seconds_per_image,
 )
 
+from .. import page
 from ..explainer import Explainer
 from ..inputs import user_errors
 from ..views import LandscapeView
@@ -61,8 +62,8 @@ def layout() -> Components:
                               elem_id="land-step")
         with gr.Row(equal_height=False):
             empty_map, empty_path = empty_landscape()
-            land_map = gr.HTML(empty_map, elem_id="land-map")
-            land_path = gr.HTML(empty_path, elem_id="land-path")
+            land_map = gr.HTML(empty_map, elem_id="land-map", elem_classes=[page.CHART])
+            land_path = gr.HTML(empty_path, elem_id="land-path", elem_classes=[page.CHART])
         land_info = gr.Markdown("Run a counterfactual first, then press **Compute landscape**.", elem_id="land-info")
     return Components(land_energy=land_energy, land_grid=land_grid, land_run=land_run, land_step=land_step,
                       land_map=land_map, land_path=land_path, land_info=land_info)
