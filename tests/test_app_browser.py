@@ -159,8 +159,8 @@ def _overlap(a: dict, b: dict) -> bool:
 def test_on_a_phone_each_chart_takes_the_screen_width(tiny):
     """At 390 px the three charts of tab 1 stayed side by side, ~100 px each, their numbers unreadable (gr.HTML
     takes no min_width), the step slider was squeezed beside Play, and the region editor's label ran under its
-    toolbar. A row of charts now wraps, one chart a line, Play goes under the slider, and the editor is named
-    by its panel alone."""
+    toolbar; the model table split its words ("Archite|cture"). A row of charts now wraps, one chart a line, Play
+    goes under the slider, the editor is named by its panel alone, and table cells break between words."""
     _, url, _ = tiny
     with browser_page(url) as page:
         page.set_viewport_size({"width": 390, "height": 844})
@@ -182,6 +182,17 @@ def test_on_a_phone_each_chart_takes_the_screen_width(tiny):
         page.set_viewport_size({"width": 390, "height": 844})
         for chart in ("#land-map", "#land-path"):
             assert visible_box(page, chart)["width"] >= 240, chart
+        page.set_viewport_size(VIEWPORT)
+        open_tab(page, "Model")                                              # "Archite|cture", "Validati|on"
+        page.set_viewport_size({"width": 390, "height": 844})
+        broken = page.evaluate("""() => [...document.querySelectorAll('#model-info td, #model-info th')]
+          .flatMap(cell => {
+            const text = cell.firstChild && cell.firstChild.nodeType === 3 ? cell.firstChild : null;
+            if (!text) return [];
+            return [...text.data.matchAll(/[A-Za-z]{4,}/g)].filter(m => {
+              const r = document.createRange(); r.setStart(text, m.index); r.setEnd(text, m.index + m[0].length);
+              return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size > 1; }).map(m => m[0]); })""")
+        assert broken == [], f"words split across lines: {broken}"
 
 
 def test_enter_keeps_the_radius_typed(tiny):

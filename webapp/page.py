@@ -81,6 +81,8 @@ CSS = """
 #cf-examples .caption-label, #cf-examples figcaption { font-size: 11px; }
 #cf-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 #cf-link textarea { font-family: ui-monospace, monospace; font-size: 12px; }
+#model-info td, #model-info th, #model-card td, #model-card th { word-break: normal !important;
+  overflow-wrap: break-word !important; }
 """
 
 ON_LOAD_JS = """() => {
