@@ -237,6 +237,14 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
+@torch.no_grad()
+def logits_at(model: nn.Module, x: torch.Tensor, autocast: bool = False) -> torch.Tensor:
+    """fp32 logits at x as PGD saw the model (`attack_mode`): the read-out after a run, which in the model's own
+    mode (train) used batch statistics and moved its BatchNorm running statistics."""
+    with attack_mode(model), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+        return model(x).float()
+
+
 def check_images(x: torch.Tensor) -> None:
     """Images as every pass here takes them: a non-empty float NCHW tensor, finite, in [0,1]."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():

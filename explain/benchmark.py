@@ -25,7 +25,7 @@ import torch.nn as nn
 from dat_core.energy import marginal_energy, probabilities
 from dat_core.evaluation.generative import features_of, frechet_from_features
 from dat_core.guidance import CONE_ANGLE, ConeGuide
-from dat_core.pgd import attack_mode, pgd_step, threat_model
+from dat_core.pgd import attack_mode, logits_at, pgd_step, threat_model
 
 from .benchmark_parts import read_parts, read_radii, save_part, save_radii
 from .params import resolve_class
@@ -152,22 +152,17 @@ def run_paths(model: nn.Module, images: torch.Tensor, image_index: np.ndarray, t
             xt, age = x_next, age + 1
 
 
-@torch.no_grad()
-def _fp32_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).float()
-
-
 def judge(model: nn.Module, x0: torch.Tensor, xt: torch.Tensor, targets: torch.Tensor, step: torch.Tensor,
           judges: Judges) -> dict[str, np.ndarray]:
     """Per-pair metrics of counterfactuals xt of x0 (validity etc. judged in fp32) and the images as uint8."""
-    logits = _fp32_logits(model, xt)
+    logits = logits_at(model, xt)
     delta = (xt - x0).flatten(1)
     out = {"p_target": probabilities(logits).gather(1, targets[:, None]).squeeze(1),
            "prediction": logits.argmax(1), "energy": marginal_energy(logits),
            "l1": delta.abs().sum(1), "l2": delta.norm(dim=1), "linf": delta.abs().amax(1),
            "changed": (delta.abs() > CHANGED).float().mean(1), "step": step}
     if judges.transfer is not None:
-        out["transfer_prediction"] = _fp32_logits(judges.transfer, xt).argmax(1)
+        out["transfer_prediction"] = logits_at(judges.transfer, xt).argmax(1)
     if judges.features is not None:
         out["features"] = features_of(judges.features, xt).float()
     out = {k: v.detach().cpu().numpy() for k, v in out.items()}

@@ -136,13 +136,12 @@ def read_by_guide(args: argparse.Namespace, guided: dict, trajs: list) -> list:
     import numpy as np
     import torch
 
-    from dat_core.pgd import attack_mode
+    from dat_core.pgd import logits_at
     from dat_core.runtime import model_device
 
     guide = guided["guide"]
     x = torch.from_numpy(np.stack([t.images[-1] for t in trajs])).to(model_device(guide))
-    with attack_mode(guide), torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=args.autocast):
-        p = torch.softmax(guide(x).float(), 1).cpu().numpy()
+    p = torch.softmax(logits_at(guide, x, args.autocast), 1).cpu().numpy()
     for t, row in zip(trajs, p):
         t.params.update(guide=Path(str(args.guide)).name, guide_p_target=round(float(row[t.target]), 6))
     return trajs

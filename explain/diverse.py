@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from dat_core.energy import probabilities
-from dat_core.pgd import OnStep, pgd, threat_model
+from dat_core.pgd import OnStep, logits_at, pgd, threat_model
 from dat_core.runtime import check_seed, seeded
 
 from .image import ImageLike, to_mask, to_model_input
@@ -82,8 +82,7 @@ def alternatives(model: nn.Module, image: ImageLike, target: int | str, n: int =
         res = pgd(model, x0.expand(n, -1, -1, -1).contiguous(), y, threat_model(p["norm"], p["eps"],
                   p["step_size"]), p["steps"], objective=p["objective"], random_start=True, autocast=autocast,
                   on_step=on_step, mask=m)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        conf = probabilities(model(res.x).float())[:, t]
+    conf = probabilities(logits_at(model, res.x, autocast))[:, t]
     return Alternatives(image=x0[0].cpu().numpy(), images=res.x.cpu().numpy(), confidence=conf.cpu().numpy(),
                         l2=(res.x - x0).flatten(1).norm(dim=1).cpu().numpy(), target=t, class_names=names,
                         params={**p, "seed": seed, "n": n})

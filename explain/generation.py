@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from dat_core.data.seeds import DEFAULT_SEED_KIND, SEED_KINDS, seeds_for
 from dat_core.energy import probabilities
-from dat_core.pgd import OnStep
+from dat_core.pgd import OnStep, logits_at
 from dat_core.runtime import check_seed
 from dat_core.sampling import (
     default_step_size,
@@ -118,11 +118,7 @@ def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all",
     x = make_seeds(seeds, y.tolist(), size, seed, names).to(device)
     res = sample(model, x, y, steps=p["steps"], step_size=p["step_size"],
                  record_every=record_every, autocast=autocast, on_step=on_step)
-    if res.logits is not None:
-        final_logits = res.logits[-1]
-    else:
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            final_logits = model(res.x).float()
+    final_logits = res.logits[-1] if res.logits is not None else logits_at(model, res.x, autocast)
     conf = probabilities(final_logits).gather(1, y[:, None]).squeeze(1).cpu().numpy()
     traj = traj_conf = rec_steps = None
     if res.frames is not None:
