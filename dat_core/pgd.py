@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -169,7 +170,9 @@ def threat_model(norm: str, eps: float, step_size: float) -> ThreatModel:
     kinds = {name.lower(): cls for name, cls in THREAT_MODELS.items()}
     if not isinstance(norm, str) or norm.lower() not in kinds:
         raise ValueError(f"unknown norm {norm!r}; use {' or '.join(map(repr, NORMS))}")
-    return kinds[norm.lower()](float(eps), float(step_size))
+    from .cli_types import parse_eps, parse_step  # "8/255" too; a step of 0 or NaN ran PGD that moves nothing
+
+    return kinds[norm.lower()](parse_eps(eps, "eps"), parse_step(step_size, "step_size"))
 
 
 @dataclass
@@ -263,8 +266,10 @@ def check_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     """One integer class index per image, inside the model's classes (from its config, where it has one).
     Checked here, not left to a gather or cross-entropy: out of range, that is an IndexError on the CPU but a
     device-side assert on a GPU, which ends the process's CUDA context."""
-    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(getattr(y, 'shape', ()))}")
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"labels must be a torch tensor of class indices, one per image, got {type(y).__name__}")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"labels must have shape ({x.shape[0]},), one per image, got {tuple(y.shape)}")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise ValueError(f"labels must be integer class indices, got {y.dtype}")
     config = getattr(model, "config", None)
@@ -276,11 +281,13 @@ def check_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, steps: int,
-                  record_every: int) -> None:
+                  record_every: int, autocast: bool = False) -> None:
     check_images(x)
     for name, value in (("steps", steps), ("record_every", record_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if not isinstance(autocast, bool):   # torch's own error came from inside the first step, naming no option
+        raise ValueError(f"autocast must be True or False, got {autocast!r}")
     if y is not None:
         check_labels(model, x, y)
 
@@ -340,7 +347,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
-    _check_inputs(model, x, y, steps, record_every)
+    _check_inputs(model, x, y, steps, record_every, autocast)
+    steps, record_every = int(steps), int(record_every)
     mask = _check_mask(mask, x)
     if y is not None:
         y = y.to(x.device).long()

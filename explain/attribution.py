@@ -30,7 +30,8 @@ from dat_core.models import class_names_of
 from dat_core.pgd import attack_mode
 from dat_core.runtime import check_seed, memory_format, model_device, seeded
 
-from .params import resolve_class
+from .image import check_frames
+from .params import parse_int, resolve_class
 from .plots import SIGNED_CMAP, new_figure, normalize_map, to_hwc
 
 METHODS = ("saliency", "integrated_gradients", "smoothgrad", "gradient_shap", "occlusion")
@@ -82,22 +83,27 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int | str, method: str,
     """
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; use one of {METHODS}")
+    config = getattr(model, "config", None) or {}
+    size = config.get("image_size")
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch tensor (1, 3, H, W), got {type(x).__name__} (explain.to_model_input "
+                         "makes one from a path, an array or a PIL image)")
+    shape = tuple(x.shape)
     if x.dim() == 3:
         x = x.unsqueeze(0)
-    if x.dim() != 4 or x.shape[0] != 1:
-        raise ValueError(f"x must be one image (1, C, H, W), got {tuple(x.shape)}")
+    if x.dim() != 4 or tuple(x.shape[:2]) != (1, 3) or (size is not None and tuple(x.shape[2:]) != (size, size)):
+        raise ValueError(f"x must be one RGB image (1, 3, {size or 'H'}, {size or 'W'}), got {shape} "
+                         "(explain.to_model_input resizes and crops one)")
     if not x.is_floating_point() or not bool(torch.isfinite(x).all()) or x.min() < 0 or x.max() > 1:
         raise ValueError("x must be a float image with finite values in [0,1] (explain.to_model_input makes one)")
-    if internal_batch_size < 1:
-        raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
+    internal_batch_size = parse_int("internal_batch_size", internal_batch_size, 1, 1 << 20)
+    if not isinstance(abs, bool):
+        raise ValueError(f"abs must be True or False, got {abs!r}")
     seed = check_seed(seed)
-    n = DEFAULT_SAMPLES.get(method, 1) if n_samples is None else int(n_samples)
-    if n < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n}")
+    n = DEFAULT_SAMPLES.get(method, 1) if n_samples is None else parse_int("n_samples", n_samples, 1, 1 << 20)
     device = model_device(model)
     x = x.detach().float().to(device).clone().requires_grad_(True)  # Captum wants a leaf needing grad
     f = _forward_fn(model, autocast)
-    config = getattr(model, "config", None) or {}
     if "num_classes" in config:
         names = class_names_of(config)
     else:  # any classifier: one forward tells how many classes it has
@@ -163,7 +169,7 @@ class AttributionResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per method (both classes)
 
 
-def attribute_trajectory(model: nn.Module, trajectory: Any, methods: tuple[str, ...] | list[str] = METHODS,
+def attribute_trajectory(model: nn.Module, trajectory: Any, methods: tuple[str, ...] | list[str] | str = METHODS,
                          step: int = -1, frame: int = 0, **kwargs: Any) -> AttributionResult:
     """Run `methods` at trajectory frame `frame` for the source and the target class.
 
@@ -171,15 +177,16 @@ def attribute_trajectory(model: nn.Module, trajectory: Any, methods: tuple[str, 
     `class_names`. `step` picks the frame of the difference x_step - x_0 (default: x_T).
     `kwargs` go to `attribute` (abs, internal_batch_size, n_samples, seed, autocast).
     """
-    methods = tuple(methods)
+    names = methods.split(",") if isinstance(methods, str) else list(methods)   # "saliency" is one method
+    methods = tuple(dict.fromkeys(str(m).strip() for m in names if str(m).strip()))
+    if not methods:
+        raise ValueError(f"methods: name at least one of {METHODS}")
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown attribution method {m!r}; use one of {METHODS}")
-    images = np.asarray(trajectory.images, dtype=np.float32)
+    images = check_frames(trajectory.images, (getattr(model, "config", None) or {}).get("image_size"))
     n = images.shape[0]
-    for name, i in (("step", step), ("frame", frame)):
-        if not -n <= i < n:
-            raise ValueError(f"{name} {i} out of range for a trajectory of {n} frames")
+    step, frame = (parse_int(name, i, -n, n - 1) for name, i in (("step", step), ("frame", frame)))
     step, frame = step % n, frame % n
     source, target = int(trajectory.source), int(trajectory.target)
     x = torch.from_numpy(images[frame:frame + 1])

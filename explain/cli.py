@@ -74,13 +74,13 @@ def _load(args: argparse.Namespace):
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     """The trajectory parameters given on the command line (unset ones take the model-scaled defaults)."""
-    from .params import parse_eps, validate_params
+    from .params import parse_eps, resolve_request
 
     if args.eps is not None:
         args.eps = parse_eps(args.eps, name="eps")
     given = {k: v for k, v in (("norm", args.norm), ("eps", args.eps), ("step_size", args.step_size),
                                ("steps", args.steps), ("objective", args.objective)) if v is not None}
-    validate_params(**given)  # fail fast, before the model is loaded
+    resolve_request(32, **given)  # fail fast, before the model is loaded (unset ones: the norm's defaults)
     cone_angle(args)          # likewise a --cone-angle without --guide
     return given
 

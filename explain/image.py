@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -159,17 +159,18 @@ def _array_to_input(a: np.ndarray, size: int) -> torch.Tensor:
 
 
 def _tensor_to_input(x: torch.Tensor, size: int) -> torch.Tensor:
+    shape = tuple(x.shape)
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[:2] != (1, 3):
-        raise ImageError(f"image tensors must be 3xHxW or 1x3xHxW, got {tuple(x.shape)}")
+        raise ImageError(f"image tensors must be 3xHxW or 1x3xHxW, got {shape}")
     _check_size(x.shape[3], x.shape[2])
     if not x.is_floating_point():
         raise ImageError(f"image tensors must be float in [0,1], got dtype {x.dtype}")
     x = x.detach().float()
     if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise ImageError("image tensors must be finite and lie in [0,1]")
-    return _resize_crop_tensor(x.cpu(), size)
+    return _resize_crop_tensor(x.cpu().clone(), size)   # a copy: the input is never the caller's own tensor
 
 
 def to_model_input(image: ImageLike, image_size: int) -> torch.Tensor:
@@ -193,14 +194,35 @@ def to_model_input(image: ImageLike, image_size: int) -> torch.Tensor:
     return _pil_to_tensor(_resize_crop_pil(rgb, image_size)).contiguous()
 
 
+def check_frames(images: Any, image_size: int | None = None) -> np.ndarray:
+    """A path's frames as the explanations take them, (T+1, 3, S, S) float32 in [0,1] at the model's side S:
+    NaN frames gave a NaN landscape, [0,255] frames one clamped flat, another size a map of nothing."""
+    a = np.asarray(images, dtype=np.float32)
+    if a.ndim != 4 or a.shape[0] < 1 or a.shape[1] != 3 or a.shape[2] != a.shape[3]:
+        raise ImageError(f"trajectory.images must be (T+1, 3, S, S) frames, got shape {a.shape}")
+    if image_size is not None and a.shape[2] != image_size:
+        raise ImageError(f"trajectory.images are {a.shape[2]} px; the model takes {image_size} px")
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        raise ImageError("trajectory.images must be finite and lie in [0,1]")
+    return a
+
+
 def to_mask(mask: ImageLike, image_size: int) -> torch.Tensor:
     """A (1, 1, S, S) bool mask (True = the path may change this pixel) from an image where white means
     "may change": resized and centre-cropped exactly like the image (`to_model_input`), so it lines up with
-    it; grey counts as white above 0.5. A 2-D array or tensor (H, W) of {0,1} / bools is accepted too."""
-    if isinstance(mask, (np.ndarray, torch.Tensor)) and mask.ndim == 2:
-        m = torch.as_tensor(np.asarray(mask, dtype=np.float32) if isinstance(mask, np.ndarray) else mask.float())
-        mask = m.clamp(0, 1)[None].expand(3, -1, -1)
-    m = to_model_input(mask, image_size).mean(1, keepdim=True) > 0.5
+    it; grey counts as white above 0.5. An array or tensor of {0,1} / bools shaped HxW, 1xHxW or 1x1xHxW (the
+    form this returns and `dat_core.pgd` takes) is accepted too."""
+    if isinstance(mask, (np.ndarray, torch.Tensor)):
+        while mask.ndim > 2 and mask.shape[0] == 1:
+            mask = mask[0]
+        if mask.ndim == 2:
+            m = torch.as_tensor(np.asarray(mask, dtype=np.float32) if isinstance(mask, np.ndarray) else mask.float())
+            mask = m.clamp(0, 1)[None].expand(3, -1, -1)
+    try:
+        m = to_model_input(mask, image_size).mean(1, keepdim=True) > 0.5
+    except ImageError as e:
+        raise ImageError(f"a mask is an image (white = may change) or an array or tensor of bools or 0/1 shaped HxW, "
+                         f"1xHxW or 1x1xHxW; this one: {e}") from None
     if not bool(m.any()):
         raise ImageError("the mask allows no pixel to change (white = may change)")
     return m

@@ -24,7 +24,8 @@ from dat_core.energy import joint_energy, marginal_energy
 from dat_core.pgd import attack_mode
 from dat_core.runtime import check_seed, model_device
 
-from .params import resolve_class
+from .image import check_frames
+from .params import parse_int, resolve_class
 from .plots import ENERGY_CMAP, close_figure, new_figure
 
 ENERGIES = ("marginal", "joint")
@@ -170,13 +171,9 @@ def energy_landscape(model: nn.Module, trajectory: Any, *, direction: str | int 
         raise ValueError(f"unknown energy {energy!r}; use one of {ENERGIES}")
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 3 or grid % 2 == 0:
         raise ValueError(f"grid must be an odd integer >= 3 (so 0 is a grid point), got {grid!r}")
-    images_np = np.asarray(trajectory.images, dtype=np.float32)
-    if images_np.ndim != 4 or images_np.shape[0] < 1:
-        raise ValueError(f"trajectory.images must be (T+1, C, H, W), got {images_np.shape}")
-    if batch_size is None:
-        batch_size = default_batch_size(images_np.shape[2], images_np.shape[3])
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    images_np = check_frames(trajectory.images, (getattr(model, "config", None) or {}).get("image_size"))
+    batch_size = (default_batch_size(images_np.shape[2], images_np.shape[3]) if batch_size is None
+                  else parse_int("batch_size", batch_size, 1, 1 << 20))
     class_names = list(trajectory.class_names)
     source, target_cf = int(trajectory.source), int(trajectory.target)
     target = target_cf if target is None else _class("target", target, class_names)

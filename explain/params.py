@@ -130,6 +130,12 @@ def validate_params(norm: str = "L2", eps: float = 3.0, step_size: float = 0.1, 
         raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}") from None
     if not (math.isfinite(step_size) and step_size > 0):
         raise ValueError(f"step_size must be a finite number > 0; got {step_size}")
+    if norm == "Linf" and 1 < eps < math.inf:   # pixel units typed for a [0,1] image: the path saturated at once
+        raise ValueError(f"a Linf radius is per pixel of a [0,1] image: eps {eps:g} bounds nothing (did you mean "
+                         f"{eps:g}/255?); use inf for no limit")
+    if norm == "Linf" and step_size > 1:
+        raise ValueError(f"a Linf step is per pixel of a [0,1] image: step_size {step_size:g} sets every pixel to 0 "
+                         f"or 1 at once (did you mean {step_size:g}/255?)")
     if isinstance(steps, float) and steps.is_integer():
         steps = int(steps)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= MAX_STEPS:

@@ -20,19 +20,26 @@ import torch.nn as nn
 from dat_core.energy import joint_energy, marginal_energy, probabilities
 from dat_core.guidance import CONE_ANGLE, ConeGuide
 from dat_core.models import class_names_of
-from dat_core.pgd import L2, OnStep, PGDResult, attack_mode, pgd, threat_model
+from dat_core.pgd import L2, OnStep, PGDResult, attack_mode, logits_at, pgd, threat_model
 from dat_core.runtime import model_device
 from dat_core.sampling import to_uint8
 
 from .image import ImageLike, to_mask, to_model_input
-from .params import DEFAULT_OBJECTIVE, MAX_STEPS, resolve_request, resolve_targets
+from .params import DEFAULT_OBJECTIVE, MAX_STEPS, parse_int, resolve_request, resolve_targets
 
 
 def model_info(model: nn.Module) -> tuple[int, list[str], torch.device]:
-    """(image_size, class_names, device) of a classifier (`.config` as in dat_core.models)."""
-    cfg = getattr(model, "config", {}) or {}
-    names = class_names_of(cfg)
-    return int(cfg.get("image_size", 32)), names, model_device(model)
+    """(image_size, class_names, device) of a classifier (`.config` as in dat_core.models). A model without
+    one (a plain nn.Module, a wrapper) is taken as 32 px, its classes counted from one forward pass: they were
+    taken as CIFAR-10's ten, so a 5-class model's target 7 failed deep in PGD (on a GPU, a device-side assert)."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"the model must be a torch nn.Module, got {type(model).__name__} (dat_core.load_model "
+                         "loads one from a name, a folder or a Hub repo)")
+    cfg = getattr(model, "config", None) or {}
+    size, device = int(cfg.get("image_size", 32)), model_device(model)
+    if "class_names" not in cfg and "num_classes" not in cfg:
+        cfg = {**cfg, "num_classes": logits_at(model, torch.zeros(1, 3, size, size, device=device)).shape[1]}
+    return size, class_names_of(cfg), device
 
 
 def _json_float(v: float) -> float | str:
@@ -118,6 +125,9 @@ def trajectories_from_pgd(res: PGDResult, y: torch.Tensor, class_names: Sequence
                           params: dict[str, Any]) -> list[Trajectory]:
     """Split a recorded batched PGD result into per-sample trajectories (metrics vectorized over F x N)."""
     frames, logits = res.frames, res.logits.float()           # (F,N,C,H,W), (F,N,K)
+    if not bool(torch.isfinite(logits).all()):   # NaN logits give NaN gradients, and NaN frames past the clamp
+        raise ValueError("the model gave NaN or infinite logits on this path: check its weights, and whether "
+                         "it takes [0,1] images of this size")
     n_frames, n = logits.shape[:2]
     flat = logits.reshape(n_frames * n, -1)
     y = y.to(logits.device).long()
@@ -153,6 +163,9 @@ def _request(model: nn.Module, norm: str, eps: float | None, step_size: float | 
 
 def check_guide(model: nn.Module, guide: nn.Module) -> None:
     """A guide's gradient is taken on the explained model's inputs and labels: same classes, same image size."""
+    if not isinstance(guide, nn.Module):
+        raise ValueError(f"guide must be a torch nn.Module (a DAT model), got {type(guide).__name__}: "
+                         "dat_core.load_model('default') loads the bundled one")
     if model_info(guide)[:2] != model_info(model)[:2]:
         raise ValueError("the guide must have the explained model's classes and image size")
 
@@ -177,6 +190,7 @@ def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Seq
     params = _request(model, norm, eps, step_size, steps, objective)
     size, names, device = model_info(model)
     tgt = resolve_targets(targets, names)
+    max_batch = parse_int("max_batch", max_batch, 1, 1 << 20)
     x0 = to_model_input(image, size).to(device)
     threat = threat_model(params["norm"], params["eps"], params["step_size"])
     m = None if mask is None else to_mask(mask, size).to(device)

@@ -41,3 +41,117 @@ def test_no_call_moves_a_train_mode_models_batchnorm_statistics(train_mode_model
     recorded = explain.generate(model, [3, 5], steps=2, record_every=1, autocast=False)
     assert _same_state(model, before) and model.training
     np.testing.assert_allclose(plain.confidences, recorded.confidences, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("wrn-10-1").eval()
+
+
+def test_a_mask_in_the_form_to_mask_returns_is_taken(model):
+    """explain.to_mask returns (1, 1, S, S) bools and dat_core.pgd takes them, but counterfactual(mask=) refused
+    that form (and 1xHxW) with a message about image tensors."""
+    image = torch.rand(3, 32, 32)
+    left = torch.zeros(32, 32, dtype=torch.bool)
+    left[:, :16] = True
+    paths = [explain.counterfactual(model, image, 3, steps=2, autocast=False, mask=m).images
+             for m in (left, left[None], left[None, None], explain.to_mask(left.numpy(), 32))]
+    for p in paths:
+        np.testing.assert_array_equal(p, paths[0])
+        assert np.array_equal(p[-1][:, :, 16:], p[0][:, :, 16:])          # outside the mask: untouched
+    with pytest.raises(ValueError, match="a mask is an image .* or an array or tensor of bools"):
+        explain.counterfactual(model, image, 3, steps=1, mask=torch.ones(2, 5, 32, 32, dtype=torch.bool))
+
+
+def test_a_model_without_a_config_has_the_classes_it_outputs():
+    """A plain nn.Module was taken as CIFAR-10's ten classes: a 5-class model's target 7 failed deep in PGD
+    (a device-side assert on a GPU) and its paths were labelled airplane..truck."""
+    class Net(torch.nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.lin = torch.nn.Linear(3 * 32 * 32, k)
+
+        def forward(self, x):
+            return self.lin(x.flatten(1))
+
+    torch.manual_seed(0)
+    path = explain.counterfactual(Net(5), torch.rand(3, 32, 32), 4, steps=1)
+    assert path.class_names == ["0", "1", "2", "3", "4"]
+    with pytest.raises(ValueError, match="out of range 0..4"):
+        explain.counterfactual(Net(5), torch.rand(3, 32, 32), 7, steps=1)
+
+
+def test_a_model_that_gives_nan_is_an_error_not_a_nan_path(model):
+    class NaNNet(torch.nn.Module):
+        config = {"num_classes": 10, "image_size": 32}
+
+        def forward(self, x):
+            return model(x) * float("nan")
+
+    with pytest.raises(ValueError, match="NaN or infinite logits"):
+        explain.counterfactual(NaNNet(), torch.rand(3, 32, 32), 3, steps=2)
+
+
+def test_attributions_take_what_they_document_and_refuse_the_rest(model):
+    path = explain.counterfactual(model, torch.rand(3, 32, 32), 3, steps=2, autocast=False)
+    one = explain.attribute_trajectory(model, path, methods="saliency")       # was split into 's', 'a', ...
+    assert one.methods == ("saliency",)
+    assert explain.attribute_trajectory(model, path, methods=["saliency", "saliency"]).methods == ("saliency",)
+    with pytest.raises(ValueError, match="step"):
+        explain.attribute_trajectory(model, path, methods="saliency", step=1.5)
+    for x, says in ((torch.rand(1, 1, 32, 32), "one RGB image"), (torch.rand(1, 3, 64, 64), r"\(1, 3, 32, 32\)"),
+                    (np.random.rand(32, 32, 3), "torch tensor")):
+        with pytest.raises(ValueError, match=says):
+            explain.attribute(model, x, 3, "saliency")
+    for option, value in (("n_samples", 2.5), ("n_samples", True), ("internal_batch_size", 0), ("abs", "yes")):
+        with pytest.raises(ValueError, match=option):
+            explain.attribute(model, torch.rand(1, 3, 32, 32), 3, "smoothgrad", **{option: value})
+
+
+@pytest.mark.parametrize("frames, says", [
+    (lambda f: f * np.nan, "finite"), (lambda f: f * 255, r"\[0,1\]"), (lambda f: f[:, :, :16, :16], "16 px"),
+    (lambda f: f.transpose(0, 2, 3, 1), "shape")])
+def test_a_landscape_refuses_frames_the_model_cannot_take(model, frames, says):
+    """NaN frames gave a NaN landscape, [0,255] frames a clamped flat one, 16-px frames a map of a 32-px model."""
+    path = explain.counterfactual(model, torch.rand(3, 32, 32), 3, steps=2, autocast=False)
+    path.images = frames(path.images)
+    with pytest.raises(ValueError, match=says):
+        explain.energy_landscape(model, path, grid=3)
+
+
+def test_numbers_and_switches_are_checked_by_name(model):
+    image = torch.rand(3, 32, 32)
+    with pytest.raises(ValueError, match="max_batch"):
+        explain.counterfactuals(model, image, [1, 2], steps=1, max_batch=0)
+    with pytest.raises(ValueError, match="autocast must be True or False"):
+        explain.counterfactual(model, image, 3, steps=1, autocast=1)
+    with pytest.raises(ValueError, match="did you mean 8/255"):     # pixel units on a [0,1] image: no bound
+        explain.counterfactual(model, image, 3, norm="Linf", eps=8, steps=1)
+    with pytest.raises(ValueError, match="did you mean 2/255"):
+        explain.counterfactual(model, image, 3, norm="Linf", eps=8 / 255, step_size=2, steps=1)
+    with pytest.raises(ValueError, match="guide must be a torch nn.Module"):
+        explain.counterfactual(model, image, 3, steps=1, guide="default")
+    with pytest.raises(ValueError, match="the model must be a torch nn.Module"):
+        explain.counterfactual("default", image, 3, steps=1)
+
+
+def test_pgd_says_what_is_wrong_with_its_labels_and_budget(model):
+    from dat_core.pgd import pgd, threat_model
+
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="labels must be a torch tensor"):         # said "shape (2,), got (2,)"
+        pgd(model, x, np.array([3, 5]), threat_model("L2", 1, 0.1), 1, objective="target_logit")
+    assert pgd(model, x, torch.tensor([3, 5]), threat_model("L2", "1/2", 0.1), np.int64(1),
+               objective="target_logit").x.shape == x.shape
+    with pytest.raises(ValueError, match="step_size must be a finite number > 0"):   # PGD that moves nothing
+        threat_model("L2", 1.0, 0)
+
+
+def test_an_input_tensor_is_never_the_callers_own():
+    x = torch.rand(1, 3, 32, 32)
+    y = explain.to_model_input(x, 32)
+    y.zero_()
+    assert x.sum() > 0
+    with pytest.raises(ValueError, match=r"got \(32, 32, 3\)"):                  # the shape passed, as passed
+        explain.to_model_input(torch.rand(32, 32, 3), 32)
