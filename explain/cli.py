@@ -159,7 +159,7 @@ def _counterfactual(args: argparse.Namespace) -> int:
     from dat_core.sampling import make_grid, save_png
 
     from .export import drop_earlier, save_json
-    from .image import open_image, to_model_input
+    from .image import open_image, to_mask, to_model_input
     from .params import resolve_targets
     from .trajectory import counterfactuals, minimal_counterfactual, model_info
 
@@ -174,7 +174,7 @@ def _counterfactual(args: argparse.Namespace) -> int:
     for option in ("card", "minimal", "alternatives"):   # before any path runs, not after all of them
         if getattr(args, option) and len(resolve_targets(targets, names)) != 1:
             raise ValueError(f"--{option} needs exactly one --target class")
-    image = to_model_input(source, size)
+    image, mask = to_model_input(source, size), None if mask is None else to_mask(mask, size)   # both model-size
     guided = guidance(args, model)
     trajs = read_by_guide(args, guided, counterfactuals(model, image, targets, autocast=args.autocast, mask=mask,
                                                         **guided, **params))

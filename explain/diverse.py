@@ -75,7 +75,7 @@ def alternatives(model: nn.Module, image: ImageLike, target: int | str, n: int =
     (t,) = resolve_targets([target], names)
     x0 = to_model_input(image, size).to(device)
     y = torch.full((n,), t, device=device)
-    m = None if mask is None else to_mask(mask, size).to(device)
+    m = None if mask is None else to_mask(mask, size, image).to(device)
     if m is not None:
         p["mask_fraction"] = round(float(m.float().mean()), 6)
     with seeded(seed, device):

@@ -207,14 +207,38 @@ def check_frames(images: Any, image_size: int | None = None) -> np.ndarray:
     return a
 
 
-def to_mask(mask: ImageLike, image_size: int) -> torch.Tensor:
+def _hw(image: Any) -> tuple[int, int] | None:
+    """(height, width) of an image as `to_model_input` reads it (upright), or None where it cannot tell."""
+    try:
+        if isinstance(image, torch.Tensor):
+            return tuple(image.shape[-2:]) if image.dim() in (2, 3, 4) else None
+        if isinstance(image, np.ndarray):
+            return tuple(image.shape[:2]) if image.ndim in (2, 3) else None
+        if isinstance(image, (str, Path, bytes, bytearray)):
+            image = open_image(image)
+        if isinstance(image, Image.Image):
+            w, h = ImageOps.exif_transpose(image).size
+            return h, w
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def to_mask(mask: ImageLike, image_size: int, image: ImageLike | None = None) -> torch.Tensor:
     """A (1, 1, S, S) bool mask (True = the path may change this pixel) from an image where white means
     "may change": resized and centre-cropped exactly like the image (`to_model_input`), so it lines up with
     it; grey counts as white above 0.5. An array or tensor of {0,1} / bools shaped HxW, 1xHxW or 1x1xHxW (the
-    form this returns and `dat_core.pgd` takes) is accepted too."""
+    form this returns and `dat_core.pgd` takes) is accepted too. Given the `image`, a mask of another shape
+    (neither the image's proportions nor the model's S x S) is refused: cropped on its own, it would not line
+    up with the image."""
     if isinstance(mask, (np.ndarray, torch.Tensor)):
         while mask.ndim > 2 and mask.shape[0] == 1:
             mask = mask[0]
+    mh, ih = _hw(mask), None if image is None else _hw(image)
+    if mh and ih and mh != (image_size, image_size) and mh[0] * ih[1] != mh[1] * ih[0]:
+        raise ImageError(f"the mask is {mh[1]}x{mh[0]} px and the image {ih[1]}x{ih[0]}: give the mask the image's "
+                         f"size (or the model's {image_size}x{image_size}), or it would not line up with the image")
+    if isinstance(mask, (np.ndarray, torch.Tensor)):
         if mask.ndim == 2:
             m = torch.as_tensor(np.asarray(mask, dtype=np.float32) if isinstance(mask, np.ndarray) else mask.float())
             mask = m.clamp(0, 1)[None].expand(3, -1, -1)

@@ -193,7 +193,7 @@ def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Seq
     max_batch = parse_int("max_batch", max_batch, 1, 1 << 20)
     x0 = to_model_input(image, size).to(device)
     threat = threat_model(params["norm"], params["eps"], params["step_size"])
-    m = None if mask is None else to_mask(mask, size).to(device)
+    m = None if mask is None else to_mask(mask, size, image).to(device)
     if m is not None:
         params["mask_fraction"] = round(float(m.float().mean()), 6)
     if guide is not None:

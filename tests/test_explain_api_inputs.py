@@ -155,3 +155,19 @@ def test_an_input_tensor_is_never_the_callers_own():
     assert x.sum() > 0
     with pytest.raises(ValueError, match=r"got \(32, 32, 3\)"):                  # the shape passed, as passed
         explain.to_model_input(torch.rand(32, 32, 3), 32)
+
+
+def test_a_mask_of_other_proportions_than_its_image_is_refused(model):
+    """Each was resized and centre-cropped on its own: for a 64x32 image, a 64x64 mask of its left 16 columns
+    let the path change image columns 16-23 instead."""
+    image = np.random.default_rng(0).integers(0, 256, (32, 64, 3), dtype=np.uint8)     # H 32, W 64
+    square = np.zeros((64, 64), dtype=bool)
+    square[:, :16] = True
+    with pytest.raises(ValueError, match="the mask is 64x64 px and the image 64x32"):
+        explain.counterfactual(model, image, 3, steps=1, mask=square)
+    with pytest.raises(ValueError, match="the mask is 64x64 px"):
+        explain.alternatives(model, image, 3, 2, steps=1, eps=1.0, mask=square)
+    same = np.zeros((32, 64), dtype=bool)
+    same[:, 16:48] = True                                                    # the image's size: fine
+    explain.counterfactual(model, image, 3, steps=1, mask=same)
+    explain.counterfactual(model, image, 3, steps=1, mask=explain.to_mask(same, 32))   # the model's size: fine
