@@ -22,7 +22,7 @@ from dat_core.pgd import OnStep, logits_at, pgd, threat_model
 from dat_core.runtime import check_seed, seeded
 
 from .image import ImageLike, to_mask, to_model_input
-from .params import DEFAULT_OBJECTIVE, resolve_request, resolve_targets
+from .params import DEFAULT_OBJECTIVE, resolve_request, resolve_targets, whole
 from .trajectory import model_info
 
 MAX_ALTERNATIVES = 16
@@ -65,8 +65,7 @@ def alternatives(model: nn.Module, image: ImageLike, target: int | str, n: int =
     """`n` paths toward `target` from seeded random starts in the eps-ball (eps must be finite). `on_step`:
     `dat_core.pgd`'s hook (progress; STOP ends every path there); `mask`: the region the paths may change, as in
     `counterfactuals` (starts and steps alike stay inside it)."""
-    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_ALTERNATIVES:
-        raise ValueError(f"n must be an integer in 2..{MAX_ALTERNATIVES}; got {n!r}")
+    n = whole("n", n, 2, MAX_ALTERNATIVES)
     seed = check_seed(seed)
     size, names, device = model_info(model)
     p = resolve_request(size, norm, eps, step_size, steps, objective)

@@ -29,7 +29,7 @@ from dat_core.sampling import (
 )
 
 from .image import ImageLike, to_model_input
-from .params import MAX_STEPS, resolve_targets, validate_params
+from .params import MAX_STEPS, resolve_targets, validate_params, whole
 from .trajectory import model_info
 
 MAX_SAMPLES = 1024
@@ -92,8 +92,7 @@ def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all",
     """
     size, names, device = model_info(model)
     tgt = resolve_targets(targets, names)
-    if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
-        raise ValueError(f"n_per_class must be an integer >= 1; got {n_per_class!r}")
+    n_per_class = whole("n_per_class", n_per_class, 1)
     n = n_per_class * len(tgt)
     if n > MAX_SAMPLES or n * size * size > MAX_PIXELS:
         raise ValueError(f"at most {min(MAX_SAMPLES, MAX_PIXELS // (size * size))} samples of {size} px per call; "

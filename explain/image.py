@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .params import whole
+
 MAX_PIXELS = 40_000_000
 """Largest accepted image (width x height) before decoding: ~40 MP covers any camera photo."""
 
@@ -175,8 +177,7 @@ def _tensor_to_input(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def to_model_input(image: ImageLike, image_size: int) -> torch.Tensor:
     """Convert `image` to a (1, 3, image_size, image_size) float CPU tensor in [0,1] (policy: module docstring)."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    image_size = whole("image_size", image_size, 1)
     if isinstance(image, torch.Tensor):
         return _tensor_to_input(image, image_size).contiguous()
     if isinstance(image, np.ndarray):

@@ -194,6 +194,16 @@ def _number(value: Any, msg: str) -> float:
         raise ValueError(msg) from None
 
 
+def whole(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """An integer of the Python API (int or numpy integer, not bool) in lo..hi (hi None: no upper bound):
+    np.int64 passed for some counts and not others."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < lo or (hi is not None and value > hi):
+        span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an integer {'in ' if hi is not None else ''}{span}; got {value!r}")
+    return int(value)
+
+
 def parse_int(name: str, value: Any, lo: int, hi: int) -> int:
     """An integer in lo..hi (a whole float or a numeric string is fine)."""
     msg = f"{name} must be a whole number from {lo} to {hi}; got {_got(value)}"

@@ -25,7 +25,7 @@ from dat_core.runtime import model_device
 from dat_core.sampling import to_uint8
 
 from .image import ImageLike, to_mask, to_model_input
-from .params import DEFAULT_OBJECTIVE, MAX_STEPS, parse_int, resolve_request, resolve_targets
+from .params import DEFAULT_OBJECTIVE, MAX_STEPS, parse_int, resolve_request, resolve_targets, whole
 
 
 def model_info(model: nn.Module) -> tuple[int, list[str], torch.device]:
@@ -296,8 +296,7 @@ def minimal_counterfactual(model: nn.Module, image: ImageLike, target: int | str
             raise ValueError(f"confidences must lie in (0, 1); got {c!r}")
     for name, v, lo, hi in (("rounds", rounds, 0, 20), ("candidates", candidates, 1, 32),
                             ("refine_steps", refine_steps, 1, MAX_STEPS)):
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ValueError(f"{name} must be an integer in {lo}..{hi}; got {v!r}")
+        whole(name, v, lo, hi)
     path = counterfactual(model, image, target, norm="L2", eps=math.inf, step_size=step_size, steps=steps,
                           objective=objective, autocast=autocast)
     _, _, device = model_info(model)

@@ -171,3 +171,21 @@ def test_a_mask_of_other_proportions_than_its_image_is_refused(model):
     same[:, 16:48] = True                                                    # the image's size: fine
     explain.counterfactual(model, image, 3, steps=1, mask=same)
     explain.counterfactual(model, image, 3, steps=1, mask=explain.to_mask(same, 32))   # the model's size: fine
+
+
+def test_every_count_takes_a_numpy_integer_and_refuses_a_fraction(model):
+    """np.int64 worked for steps and targets but not for n_per_class, n, grid, rounds or image_size; n=0 or
+    2.5 frames went through contact_strip; scale=-1 said "negative dimensions are not allowed"."""
+    image = torch.rand(3, 32, 32)
+    assert explain.to_model_input(image, np.int64(32)).shape == (1, 3, 32, 32)
+    assert len(explain.generate(model, [3], n_per_class=np.int64(2), steps=1).images) == 2
+    assert len(explain.alternatives(model, image, 3, np.int64(2), steps=1, eps=1.0).images) == 2
+    path = explain.counterfactual(model, image, 3, steps=2)
+    assert explain.energy_landscape(model, path, grid=np.int64(3)).values.shape == (3, 3)
+    for call, name in ((lambda: explain.contact_strip(path, n=0), "n must be"),
+                       (lambda: explain.contact_strip(path, n=2.5), "n must be"),
+                       (lambda: explain.contact_strip(path, scale=-1), "scale must be an integer in 1..64"),
+                       (lambda: explain.generate(model, [3], n_per_class=1.5, steps=1), "n_per_class"),
+                       (lambda: explain.energy_landscape(model, path, grid=4), "odd integer")):
+        with pytest.raises(ValueError, match=name):
+            call()
