@@ -259,7 +259,9 @@ def replay(path: str | Path, device: str | torch.device | None = None) -> Replay
     if card.get("memory_format") == "channels_last":
         model = channels_last(model)
     guide = _load_checked(card["guide"], model_device(model)) if card.get("guide") else None
-    names = model_info(model)[1]
+    size, names, _ = model_info(model)
+    if tuple(x0.shape[2:]) != (size, size):   # it was resized, and the failure then blamed the source class
+        raise ValueError(f"image.x0 is {x0.shape[3]}x{x0.shape[2]} px; the card's model takes {size}x{size}")
     if not card["target"] < len(names) or names[card["target"]] != card["target_name"]:
         raise ValueError(f"target_name {card['target_name'][:40]!r} is not the model's class {card['target']}")
     p = dict(card["params"])
@@ -268,7 +270,8 @@ def replay(path: str | Path, device: str | torch.device | None = None) -> Replay
     if names[traj.source] != card["metrics"]["source_name"]:
         raise ValueError(f"metrics.source_name {card['metrics']['source_name'][:40]!r} is not the class the model "
                          f"predicts at x_0 ({names[traj.source]})")
-    same = str(model_device(model)) == card["device"]
+    here, made = model_device(model), torch.device(card["device"])   # "cpu:0" is "cpu", "cuda" is "cuda:0"
+    same = here.type == made.type and (here.index or 0) == (made.index or 0)
     identical = frames_sha256(traj) == card["frames_sha256"]
     return Replay(traj, identical, 0.0 if identical else _diff(card, traj), same)
 

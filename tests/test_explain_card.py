@@ -10,7 +10,7 @@ from PIL import Image
 
 from dat_core import build_model
 from dat_core.checkpoint import save_model
-from explain.card import read_card, replay
+from explain.card import _pack, read_card, replay
 from explain.cli import main
 
 
@@ -44,6 +44,18 @@ def test_card_replays_bit_for_bit(setup, capsys):
     assert "reproduced bit for bit" in capsys.readouterr().out
     metrics = json.loads((tmp / "again" / "metrics.json").read_text())
     assert metrics["confidence_target"][-1] == pytest.approx(card["metrics"]["confidence_target"])
+
+
+def test_a_device_named_another_way_is_the_same_device(setup):
+    """A card made on "cpu:0" replayed on "cpu" said it ran on another device (while reproducing it exactly)."""
+    tmp, model_dir, _ = setup
+    assert _cf(tmp, model_dir, tmp / "cf") == 0
+    path = tmp / "cf" / "card.json"
+    card = json.loads(path.read_text())
+    card["device"] = "cpu:0"
+    path.write_text(json.dumps(card))
+    result = replay(path)
+    assert result.identical and result.same_setting
 
 
 def test_card_with_mask_and_guide_replays(setup):
@@ -160,6 +172,8 @@ def test_hostile_arrays_in_a_card_are_refused_before_inflating(setup, capsys):
     # names that are not the model's: replay printed them ("frog -> cat" for a path that ran toward class 4)
     (lambda c: c.__setitem__("target_name", "cat"), "target_name"),
     (lambda c: c["metrics"].__setitem__("source_name", "cat"), "source_name"),
+    # an x_0 of another size was resized, and the failure blamed the source class
+    (lambda c: c["image"].__setitem__("x0", _pack(np.zeros((3, 16, 16), np.float32))), "image.x0 is 16x16"),
 ])
 def test_a_tampered_card_is_one_line_naming_the_field(setup, capsys, tamper, needle):
     """Every field of a card (it may come from anyone) is checked before anything runs: exit 2 and one line that
