@@ -21,12 +21,18 @@ CONE_ANGLE = 30.0
 bundled pair: narrower cones follow DAT more closely and cost more steps and some validity."""
 
 
+def check_angle(angle_deg: float) -> float:
+    """A cone half-angle in degrees, 0..180 (a string or None failed inside a comparison, naming nothing)."""
+    if isinstance(angle_deg, bool) or not isinstance(angle_deg, (int, float)) or not 0 <= angle_deg <= 180:
+        raise ValueError(f"cone angle must be a number in 0..180 degrees, got {angle_deg!r}")
+    return float(angle_deg)
+
+
 def cone_project(g: torch.Tensor, d: torch.Tensor, angle_deg: float) -> torch.Tensor:
     """Per sample: g when its angle to d is at most `angle_deg`, else the direction on the cone's boundary
     nearest to g (g rotated toward d until the angle is `angle_deg`), with g's norm. Where d is 0, g; where g is
     exactly opposite d (no nearest side of the cone), along d."""
-    if not 0 <= angle_deg <= 180:
-        raise ValueError(f"cone angle must be in 0..180 degrees, got {angle_deg}")
+    angle_deg = check_angle(angle_deg)
     gf, df = g.flatten(1), d.flatten(1)
     g_norm, d_norm = gf.norm(dim=1, keepdim=True), df.norm(dim=1, keepdim=True)
     d_hat = df / d_norm.clamp_min(1e-30)
@@ -45,8 +51,7 @@ class ConeGuide:
     model's gradient of the same objective toward the same labels."""
 
     def __init__(self, guide: nn.Module, y: torch.Tensor, objective: str, angle_deg: float, autocast: bool = False):
-        if not 0 <= angle_deg <= 180:
-            raise ValueError(f"cone angle must be in 0..180 degrees, got {angle_deg}")
+        angle_deg = check_angle(angle_deg)
         self.guide, self.y, self.objective, self.angle, self.autocast = guide, y, objective, angle_deg, autocast
 
     def __call__(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,8 @@ def open_image(source: str | Path | bytes, max_side: int | None = None) -> Image
     """Open a file path or encoded bytes as a PIL image, checking the pixel count (and, given `max_side`, the
     longer side) before decoding."""
     name = "the uploaded bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+    if isinstance(source, (str, Path)) and not str(source).strip():   # Path("") is this folder: "is a directory"
+        raise ImageError("no image given: the path is empty")
     try:
         fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source).expanduser()
         with warnings.catch_warnings():

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from dat_core.energy import joint_energy, marginal_energy, probabilities
-from dat_core.guidance import CONE_ANGLE, ConeGuide
+from dat_core.guidance import CONE_ANGLE, ConeGuide, check_angle
 from dat_core.models import class_names_of
 from dat_core.pgd import L2, OnStep, PGDResult, attack_mode, logits_at, pgd, threat_model
 from dat_core.runtime import model_device
@@ -198,7 +198,7 @@ def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Seq
         params["mask_fraction"] = round(float(m.float().mean()), 6)
     if guide is not None:
         check_guide(model, guide)
-        params["cone_angle"] = float(cone_angle)
+        params["cone_angle"] = cone_angle = check_angle(cone_angle)
     out: list[Trajectory] = []
     with attack_mode(guide) if guide is not None else nullcontext():
         for i in range(0, len(tgt), max_batch):

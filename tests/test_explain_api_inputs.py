@@ -134,6 +134,9 @@ def test_numbers_and_switches_are_checked_by_name(model):
         explain.counterfactual(model, image, 3, steps=1, guide="default")
     with pytest.raises(ValueError, match="the model must be a torch nn.Module"):
         explain.counterfactual("default", image, 3, steps=1)
+    for angle in ("30", None, True, 200):
+        with pytest.raises(ValueError, match="cone angle must be a number in 0..180"):
+            explain.counterfactual(model, image, 3, steps=1, guide=model, cone_angle=angle)
 
 
 def test_pgd_says_what_is_wrong_with_its_labels_and_budget(model):
@@ -155,6 +158,8 @@ def test_an_input_tensor_is_never_the_callers_own():
     assert x.sum() > 0
     with pytest.raises(ValueError, match=r"got \(32, 32, 3\)"):                  # the shape passed, as passed
         explain.to_model_input(torch.rand(32, 32, 3), 32)
+    with pytest.raises(ValueError, match="the path is empty"):                   # said " is a directory"
+        explain.to_model_input("", 32)
 
 
 def test_a_mask_of_other_proportions_than_its_image_is_refused(model):
