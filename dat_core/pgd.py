@@ -25,8 +25,13 @@ def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
 
 
 def _column(v: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor:
-    """A scalar, or a per-sample (N,) tensor shaped to broadcast over x."""
-    return v.to(x).view(-1, *([1] * (x.dim() - 1))) if isinstance(v, torch.Tensor) else v
+    """A scalar, or a per-sample (N,) tensor shaped to broadcast over x (another length broadcast 2 radii over
+    1 image into 2 images, or failed deep in a step)."""
+    if not isinstance(v, torch.Tensor):
+        return v
+    if v.numel() not in (1, x.shape[0]):
+        raise ValueError(f"a per-sample eps or step_size needs one value per image: {v.numel()} for {x.shape[0]}")
+    return v.to(x).reshape(-1, *([1] * (x.dim() - 1)))
 
 
 @dataclass(frozen=True, eq=False)

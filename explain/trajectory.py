@@ -35,6 +35,10 @@ def model_info(model: nn.Module) -> tuple[int, list[str], torch.device]:
     if not isinstance(model, nn.Module):
         raise ValueError(f"the model must be a torch nn.Module, got {type(model).__name__} (dat_core.load_model "
                          "loads one from a name, a folder or a Hub repo)")
+    weights = next(model.parameters(), None)
+    if weights is not None and weights.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"the model's weights are {weights.dtype}: explanations run float32 weights (model.float();"
+                         " autocast=True computes in bfloat16)")
     cfg = getattr(model, "config", None) or {}
     size, device = int(cfg.get("image_size", 32)), model_device(model)
     if "class_names" not in cfg and "num_classes" not in cfg:

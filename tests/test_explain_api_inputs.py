@@ -149,6 +149,11 @@ def test_pgd_says_what_is_wrong_with_its_labels_and_budget(model):
                objective="target_logit").x.shape == x.shape
     with pytest.raises(ValueError, match="step_size must be a finite number > 0"):   # PGD that moves nothing
         threat_model("L2", 1.0, 0)
+    from dat_core.pgd import L2
+    with pytest.raises(ValueError, match="one value per image: 2 for 1"):         # made 2 images of 1
+        pgd(model, x[:1], torch.tensor([3]), L2(torch.tensor([1.0, 2.0]), 0.1), 1, objective="target_logit")
+    with pytest.raises(ValueError, match="weights are torch.bfloat16"):          # failed deep in a conv
+        explain.counterfactual(copy.deepcopy(model).bfloat16(), torch.rand(3, 32, 32), 3, steps=1)
 
 
 def test_an_input_tensor_is_never_the_callers_own():
