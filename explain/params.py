@@ -114,10 +114,14 @@ def _canonical_norm(norm: str) -> str:
     raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
 
 
-def validate_params(norm: str = "L2", eps: float = 3.0, step_size: float = 0.1, steps: int = 60,
-                    objective: str = DEFAULT_OBJECTIVE) -> dict[str, Any]:
-    """Check a request and return it canonicalized; ValueError states the allowed range."""
+def validate_params(norm: str = "L2", eps: float | None = None, step_size: float | None = None,
+                    steps: int | None = None, objective: str = DEFAULT_OBJECTIVE) -> dict[str, Any]:
+    """Check a request and return it canonicalized; ValueError states the allowed range. Unset values take
+    the norm's 32-px defaults (they were L2's for every norm: Linf got ε 3, which bounds nothing)."""
     norm = _canonical_norm(norm)
+    d = DEFAULTS[norm]
+    eps, step_size = d["eps"] if eps is None else eps, d["step_size"] if step_size is None else step_size
+    steps = int(d["steps"]) if steps is None else steps
     try:
         eps = float(eps)
     except (TypeError, ValueError):

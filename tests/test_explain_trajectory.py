@@ -209,6 +209,7 @@ def test_validate_params_rejects_with_allowed_range(kw, match):
 def test_validate_params_canonicalizes():
     assert validate_params(norm="linf", eps="inf", steps=60.0)["norm"] == "Linf"
     assert validate_params(eps=math.inf)["eps"] == math.inf
+    assert validate_params(norm="Linf", steps=5)["eps"] == 16 / 255      # the norm's defaults (was ε 3: refused)
 
 
 def test_resolve_class_names_and_indices():
