@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -175,9 +175,19 @@ def threat_model(norm: str, eps: float, step_size: float) -> ThreatModel:
     kinds = {name.lower(): cls for name, cls in THREAT_MODELS.items()}
     if not isinstance(norm, str) or norm.lower() not in kinds:
         raise ValueError(f"unknown norm {norm!r}; use {' or '.join(map(repr, NORMS))}")
-    from .cli_types import parse_eps, parse_step  # "8/255" too; a step of 0 or NaN ran PGD that moves nothing
+    eps, step_size = _number("eps", eps), _number("step_size", step_size)
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0 (inf: no limit), got {eps}")
+    if not (math.isfinite(step_size) and step_size > 0):   # a step of 0 or NaN ran a PGD that moves nothing
+        raise ValueError(f"step_size must be a finite number > 0, got {step_size}")
+    return kinds[norm.lower()](eps, step_size)
 
-    return kinds[norm.lower()](parse_eps(eps, "eps"), parse_step(step_size, "step_size"))
+
+def _number(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
 @dataclass

@@ -145,10 +145,12 @@ def test_pgd_says_what_is_wrong_with_its_labels_and_budget(model):
     x = torch.rand(2, 3, 32, 32)
     with pytest.raises(ValueError, match="labels must be a torch tensor"):         # said "shape (2,), got (2,)"
         pgd(model, x, np.array([3, 5]), threat_model("L2", 1, 0.1), 1, objective="target_logit")
-    assert pgd(model, x, torch.tensor([3, 5]), threat_model("L2", "1/2", 0.1), np.int64(1),
+    assert pgd(model, x, torch.tensor([3, 5]), threat_model("L2", 0.5, 0.1), np.int64(1),
                objective="target_logit").x.shape == x.shape
     with pytest.raises(ValueError, match="step_size must be a finite number > 0"):   # PGD that moves nothing
         threat_model("L2", 1.0, 0)
+    with pytest.raises(ValueError, match="eps must be a number"):                # said "could not convert"
+        threat_model("L2", "8/255", 0.1)
     from dat_core.pgd import L2
     with pytest.raises(ValueError, match="one value per image: 2 for 1"):         # made 2 images of 1
         pgd(model, x[:1], torch.tensor([3]), L2(torch.tensor([1.0, 2.0]), 0.1), 1, objective="target_logit")
