@@ -60,7 +60,8 @@ def default_params(image_size: int = 32, norm: str = "L2") -> dict[str, Any]:
     imagenet = image_size >= IMAGENET_MIN_SIZE
     d = (IMAGENET_DEFAULTS if imagenet else DEFAULTS)[norm]
     scale = 1.0 if imagenet else {"L2": image_size / 32, "L1": (image_size / 32) ** 2}.get(norm, 1.0)
-    return {"norm": norm, "eps": d["eps"] * scale, "step_size": d["step_size"] * scale,
+    scaled = (lambda v: v) if scale == 1.0 else (lambda v: float(f"{v * scale:.12g}"))  # 0.3, not 0.30000000000000004
+    return {"norm": norm, "eps": scaled(d["eps"]), "step_size": scaled(d["step_size"]),
             "steps": int(d["steps"]), "objective": DEFAULT_OBJECTIVE}
 
 

@@ -28,7 +28,7 @@ from dat_core import build_model
 from dat_core.models.class_names import dataset_class_names
 from dat_core.official import import_official
 from explain.landscape import plan_landscape
-from explain.params import default_params, eps_suggestions
+from explain.params import default_params, eps_suggestions, exact_text
 from webapp import explainer as explainer_module
 from webapp.demo import build_demo
 from webapp.describe import NO_REFERENCE, describe_model
@@ -89,6 +89,8 @@ def test_defaults_are_the_papers_imagenet_budgets_at_224_and_256(ex):
         assert 18.0 in eps_suggestions("L2", size)
     assert default_params(32) == {**default_params(224), "eps": 5.0, "step_size": 0.1, "steps": 100}  # CIFAR kept
     assert default_params(64)["eps"] == pytest.approx(10.0)           # small resolutions still scale from 32 px
+    # written as a person would type them, so the settings boxes show 0.15 and 0.3, not 0.30000000000000004
+    assert [exact_text(default_params(s)["step_size"], "L2") for s in (48, 96, 112)] == ["0.15", "0.3", "0.35"]
     state = ex.new_session()
     l2, linf = counterfactual.norm_defaults(ex, "L2", state), counterfactual.norm_defaults(ex, "Linf", state)
     assert (l2.cf_eps["value"], l2.cf_step_size) == ("18", "2")
