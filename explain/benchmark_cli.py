@@ -118,11 +118,18 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
 
 def _fingerprints(x: Any, labels: Any, models: dict[str, Any]) -> dict[str, str]:
     """sha256 of what a resumed run must find unchanged behind the same paths: the decoded images with their
-    labels, and the weights of each model."""
+    labels, and each model's weights and config (a calibration's temperature, the energy band, the input
+    normalization change the results as much as the weights do)."""
+    import numpy as np
+
     from .benchmark_parts import sha256_of
 
+    def model_print(m: Any) -> str:
+        config = json.dumps(getattr(m, "config", None) or {}, sort_keys=True, default=str).encode()
+        return sha256_of([*m.state_dict().values(), np.frombuffer(config, dtype=np.uint8)])
+
     return {"images_sha256": sha256_of([x, labels]),
-            **{f"{k}_sha256": sha256_of(list(m.state_dict().values())) for k, m in models.items() if m is not None}}
+            **{f"{k}_sha256": model_print(m) for k, m in models.items() if m is not None}}
 
 
 def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any],

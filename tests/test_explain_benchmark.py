@@ -557,7 +557,7 @@ def test_a_pair_saved_twice_counts_once(setup, tmp_path):
     assert json.loads((tmp_path / "benchmark.json").read_text())["radii"] == first["radii"]
 
 
-@pytest.mark.parametrize("change", ["image", "model", "transfer"])
+@pytest.mark.parametrize("change", ["image", "model", "transfer", "config"])
 def test_a_resume_refuses_images_or_weights_that_changed_behind_the_same_paths(setup, tmp_path_factory, capsys,
                                                                                 change):
     """The settings a resume checks are paths; what lies behind them is now checked too (stale parts of other
@@ -572,12 +572,15 @@ def test_a_resume_refuses_images_or_weights_that_changed_behind_the_same_paths(s
     assert main(command(d, out, "--feature-model", "none")) == 0
     if change == "image":
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(d / "imgs" / NAMES[1])
+    elif change == "config":   # the same weights, calibrated (`train calibrate` writes into the model's folder)
+        config = json.loads((d / "model" / "config.json").read_text())
+        (d / "model" / "config.json").write_text(json.dumps({**config, "temperature": 0.1}))
     else:
         torch.manual_seed(7)
         save_model(build_model("wrn-10-1").eval(), d / ("model" if change == "model" else "judge"))
     capsys.readouterr()
     assert main(command(d, out, "--feature-model", "none")) == 2
-    key = {"image": "images", "model": "model", "transfer": "transfer_model"}[change]
+    key = {"image": "images", "model": "model", "transfer": "transfer_model", "config": "model"}[change]
     assert f"{key}_sha256" in capsys.readouterr().err
 
 
