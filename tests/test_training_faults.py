@@ -126,6 +126,22 @@ def test_resume_refuses_a_changed_model_data_or_batch(toy, finished_run, tmp_pat
         Trainer(tiny(toy, out, **{"steps": 4, **change}), resume=True, allow_config_change=True)
 
 
+def test_resume_refuses_other_images_behind_the_same_dataset_path(toy, tmp_path):
+    """Images added or removed behind the same data.dataset were accepted: the validation carve-out was redrawn
+    over them, 10 of 12 validation images then being images the run had trained on."""
+    import shutil
+
+    data = Path(shutil.copytree(toy, tmp_path / "data"))
+    out = tmp_path / "run"
+    train(tiny(data, out, steps=2))
+    shutil.copy(data / "train" / "class0" / "000.png", data / "train" / "class0" / "new.png")
+    with pytest.raises(ConfigError, match="images behind data.dataset are not the ones the run .* began with"):
+        Trainer(tiny(data, out, steps=4), resume=True, allow_config_change=True)
+    (data / "train" / "class0" / "new.png").unlink()                      # the same images again: it resumes
+    train(tiny(data, out, steps=4), resume=True, allow_config_change=True)
+    assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 4
+
+
 @pytest.mark.parametrize("change", [{"seed": 1}, {"optim.lr": 0.05}, {"attack.eps": 0.25}, {"ema_decay": 0.9}])
 def test_resume_with_other_values_needs_allow_config_change(toy, finished_run, tmp_path, change):
     out = copy_run(finished_run, tmp_path / "run")

@@ -42,7 +42,9 @@ from .state import (
     alternative,
     atomic_save,
     check_resume_config,
+    check_resume_data,
     claim_run_dir,
+    data_fingerprint,
     log_sizes,
     prepare_run_dir,
     read_state,
@@ -146,6 +148,9 @@ class Trainer:
         # a seed changed on resume changes the data order, never which images are held out
         data_seed = int(saved["config"].get("seed", cfg.seed)) if saved else cfg.seed
         self.train_set, self.val_set = load_train_val(cfg, seed=data_seed)
+        self.data_sha256 = data_fingerprint(self.train_set, self.val_set)
+        if saved:
+            check_resume_data(saved, self.data_sha256, self.out)
         self.class_names = list(self.train_set.class_names)
         if cfg.sample_grid:  # the first grid is drawn at the first evaluation: a bad seed kind fails now
             try:
@@ -195,7 +200,7 @@ class Trainer:
                 "step": self.step, "finished": finished, "config": self.cfg.to_dict(), "world_size": self.world,
                 "model_config": self.module.config, "model": self.module.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "stage": self.stage.state_dict(), "best": self.best,
-                "ranks": ranks, "logs": log_sizes(self.out),
+                "ranks": ranks, "logs": log_sizes(self.out), "data_sha256": self.data_sha256,
             }, self.out / STATE_FILE, keep_previous=True)
         distributed.rank0(write, self.rank, self.world)
         self.saved_step = self.step

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -267,6 +268,26 @@ def read_state(out: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- resuming
+
+def data_fingerprint(*sets: Any) -> str:
+    """sha256 of what the data give a run, cheap at any size: each set's size, labels and class names. The same
+    `data.dataset` path over other images redrew the validation carve-out on resume, from images it trained on."""
+    digest = hashlib.sha256()
+    for s in sets:
+        digest.update(f"{len(s)}|{list(getattr(s, 'class_names', []))}|".encode())
+        labels = getattr(s, "labels", None)
+        if labels is not None:
+            digest.update(labels.detach().cpu().numpy().astype("int64").tobytes())
+    return digest.hexdigest()
+
+
+def check_resume_data(saved: dict[str, Any], fingerprint: str, out: Path) -> None:
+    """A resumed run must find the data it began with (states written before the check carry none)."""
+    if saved.get("data_sha256", fingerprint) != fingerprint:
+        raise ConfigError(f"--resume: the images behind data.dataset are not the ones the run in {out} began with "
+                          "(other images, classes or counts): its validation images would be redrawn from images it "
+                          "trained on; start a new run in another out_dir")
+
 
 def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, world: int, allow_change: bool,
                         out: Path) -> list[str]:
