@@ -21,7 +21,8 @@ from typing import Any
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """A private temporary path beside `path`: write it inside the block; on success it replaces `path`,
-    on any error it is removed and `path` is left as it was."""
+    on any error it is removed and `path` is left as it was. Temporaries a killed process left are removed first."""
+    remove_stale(path.parent, f".{path.name}.")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
@@ -43,9 +44,7 @@ def replacing_dir(path: Path) -> Iterator[Path]:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path.name} is a file, not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        if not _alive(stale.name[len(path.name) + 2:].split(".")[0]):
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_stale(path.parent, f".{path.name}.")
     tag = f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp, old = path.with_name(tag + ".tmp"), path.with_name(tag + ".old.tmp")
     tmp.mkdir()
@@ -57,6 +56,14 @@ def replacing_dir(path: Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale(folder: Path, prefix: str) -> None:
+    """Remove the temporaries `<prefix><pid>...tmp` in `folder` whose process is gone: a SIGKILL mid-write left
+    one (a full-size state.pt copy per kill) that nothing else ever removed."""
+    for stale in Path(folder).glob(f"{prefix}*.tmp"):
+        if not _alive(stale.name[len(prefix):].split(".")[0]):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 def _alive(pid: str) -> bool:

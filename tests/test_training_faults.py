@@ -126,6 +126,26 @@ def test_resume_refuses_a_changed_model_data_or_batch(toy, finished_run, tmp_pat
         Trainer(tiny(toy, out, **{"steps": 4, **change}), resume=True, allow_config_change=True)
 
 
+def test_a_write_killed_midway_leaves_no_temporary_behind(toy, tmp_path):
+    """A SIGKILL while state.pt (or a file of best/, final/, parts/) was written left its full-size temporary,
+    one per kill, never removed. The next write removes those of processes that are gone."""
+    from dat_core.files import replacing
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()              # a pid that has exited
+    out = tmp_path / "run"
+    out.mkdir()
+    left = [out / f"state.pt.{dead}.tmp", out / f".model.safetensors.{dead}.abcd1234.tmp"]
+    mine = out / f"state.pt.{os.getpid()}.tmp.keep"             # not a temporary of this pattern: kept
+    for p in (*left, mine):
+        p.write_bytes(b"x" * 1000)
+    state.atomic_save({"step": 1}, out / "state.pt")
+    with replacing(out / "model.safetensors") as tmp:
+        tmp.write_bytes(b"weights")
+    assert not any(p.exists() for p in left) and mine.exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(["state.pt", "model.safetensors", mine.name])
+
+
 def test_resume_refuses_other_images_behind_the_same_dataset_path(toy, tmp_path):
     """Images added or removed behind the same data.dataset were accepted: the validation carve-out was redrawn
     over them, 10 of 12 validation images then being images the run had trained on."""

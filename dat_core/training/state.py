@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..files import claimed
+from ..files import claimed, remove_stale
 from .config import ConfigError, TrainConfig, flat
 from .errors import StateError, StorageError
 
@@ -109,6 +109,7 @@ def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
     except TypeError as e:
         raise StorageError(f"cannot write {path}: it would hold an object that cannot be resumed "
                            f"(only tensors and plain data are read back): {e}") from None
+    remove_stale(path.parent, f"{path.name}.")                # left by a process killed while writing
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # its own, should two processes ever write
     writer = None
     try:
