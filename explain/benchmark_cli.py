@@ -225,11 +225,13 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
         "stop_at": args.stop_at,
         "seconds": spent.tick(), "seconds_this_process": time.perf_counter() - started, "radii": entries,
         "minimal_radius": None if minimal is None else bm.minimal_summary(minimal, minimal_jobs, class_names)}
-    write_text(out / "benchmark.json", json.dumps(report, indent=2))
+    (out / "benchmark.json").unlink(missing_ok=True)   # written last: when it is there, the whole report is
     wrote = [out / "benchmark.json", rep.plot_curves(entries, args.norm, out / "curves.png")]
     if report["minimal_radius"]:
         wrote.append(rep.plot_minimal_heatmap(report["minimal_radius"]["per_class_pair"], class_names,
                                               out / "minimal_radius.png"))
+    else:   # an earlier run's, beside a report without one
+        (out / "minimal_radius.png").unlink(missing_ok=True)
     originals = to_uint8(x).transpose(0, 3, 1, 2)
     best, worst = rep.best_and_worst(results[-1], args.gallery)
     galleries = {f"{title} at radius {rep.eps_name(entries[-1]['eps'])}": (
@@ -242,6 +244,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
             root = out / "ace" / f"eps_{rep.eps_name(eps['eps'])}"
             rep.write_ace_layout(root, originals, labels, predictions.numpy(), res, jobs, bm.is_valid(res, jobs))
             wrote.append(root)
+    write_text(out / "benchmark.json", json.dumps(report, indent=2))
     for e in entries:
         fd = e["realism"] and e["realism"]["frechet_distance"]
         cc = e["realism"] and e["realism"].get("class_conditional")

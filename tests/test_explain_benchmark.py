@@ -685,3 +685,24 @@ def test_a_report_without_a_transfer_model_says_nothing_of_transfer(setup, tmp_p
     assert main(command(setup, tmp_path, "--feature-model", "none", "--transfer-model", "none", "--eps", "inf")) == 0
     report = (tmp_path / "report.md").read_text()
     assert "no transfer model" not in report and "Transfer:" not in report
+
+
+def test_benchmark_json_means_the_whole_report_was_written(setup, tmp_path, monkeypatch, capsys):
+    """benchmark.json was written first: a stop while the plots, report.md or ace/ were written left it beside
+    no report (or an earlier run's), and a rerun without --minimal kept the earlier minimal_radius.png."""
+    import explain.benchmark_report as rep
+
+    out = tmp_path / "out"
+    assert main(command(setup, out, "--feature-model", "none", "--minimal", "2")) == 0
+    assert (out / "minimal_radius.png").is_file()
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt   # as a stop while report.md is written
+    monkeypatch.setattr(rep, "write_markdown", stopped)
+    assert main(command(setup, out, "--feature-model", "none")) == 130   # explain's exit for a stop
+    assert not (out / "benchmark.json").exists()
+    monkeypatch.undo()
+    assert main(command(setup, out, "--feature-model", "none")) == 0
+    done = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    assert done["benchmark.json"] == max(done.values()) and "minimal_radius.png" not in done
+    capsys.readouterr()
