@@ -146,6 +146,35 @@ def test_a_write_killed_midway_leaves_no_temporary_behind(toy, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(["state.pt", "model.safetensors", mine.name])
 
 
+def test_an_export_changes_weights_and_config_together(toy, tmp_path, monkeypatch):
+    """best/ and final/ were written file by file: a stop after model.safetensors left new weights beside the
+    config (step, validation metrics, energy band) of the earlier export, and load_model took the pair."""
+    from dat_core import checkpoint
+
+    out = tmp_path / "run"
+    trainer = Trainer(tiny(toy, out, steps=2))
+    trainer.step = 1
+    trainer.export("best")
+    before = {p.name: p.read_bytes() for p in (out / "best").iterdir()}
+    writes = []
+
+    def stop_after_the_weights(path, data):
+        writes.append(path.name)
+        if path.name == "config.json":
+            raise KeyboardInterrupt
+        real(path, data)
+    real = checkpoint._write_atomic
+    monkeypatch.setattr(checkpoint, "_write_atomic", stop_after_the_weights)
+    trainer.step = 2
+    with torch.no_grad():
+        next(trainer.ema.model.parameters()).add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.export("best")
+    assert writes == ["model.safetensors", "config.json"]
+    assert {p.name: p.read_bytes() for p in (out / "best").iterdir()} == before   # the earlier export, whole
+    trainer.held.close()
+
+
 def test_resume_refuses_other_images_behind_the_same_dataset_path(toy, tmp_path):
     """Images added or removed behind the same data.dataset were accepted: the validation carve-out was redrawn
     over them, 10 of 12 validation images then being images the run had trained on."""

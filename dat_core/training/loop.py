@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from ..checkpoint import save_model
 from ..data.seeds import check_seeds
-from ..files import write_text
+from ..files import replacing_dir, write_text
 from ..loading import load_model
 from ..logs import get_logger, progress_bar
 from ..models import Classifier, build_model
@@ -394,7 +394,9 @@ class Trainer:
         model.config["training"] = {"stage": self.cfg.stage, "step": self.step, "selection": selection,
                                     **({"T": self.stage.curriculum.T} if self.cfg.stage == "stage2" else {}),
                                     **({"validation": metrics} if metrics else {})}
-        return save_model(model, self.out / name)
+        with replacing_dir(self.out / name) as folder:   # weights and config change together: a stop between
+            save_model(model, folder)                     # the two files left new weights beside an old config
+        return self.out / name
 
 
 def _scalar(v: Any) -> Any:
