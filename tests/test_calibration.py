@@ -191,14 +191,14 @@ def test_calibrate_refuses_in_one_line(overlapping, overconfident, extra, messag
 
 def test_training_from_a_calibrated_checkpoint_starts_from_the_raw_logits(toy, tmp_path):
     """A temperature belongs to the weights it was fitted for: training moves them, so model.init drops it."""
-    from dat_core.training.loop import _initial_model
+    from dat_core.training.initial import initial_model
 
     model = _model()
     model.config.update(temperature=0.5, calibration={"n": 30})
     init = save_model(model.eval(), tmp_path / "calibrated")
     cfg = load_config(None, stage="stage2", **{"data.dataset": str(toy), "data.image_size": 16,
                                                "model.init": str(init)})
-    started = _initial_model(cfg, ["class0", "class1", "class2"], torch.device("cpu"))
+    started = initial_model(cfg, ["class0", "class1", "class2"], torch.device("cpu"))
     assert "temperature" not in started.config and "calibration" not in started.config
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():

@@ -24,15 +24,14 @@ import torch.nn as nn
 from ..checkpoint import save_model
 from ..data.seeds import check_seeds
 from ..files import replacing_dir, write_text
-from ..loading import load_model
 from ..logs import get_logger, progress_bar
-from ..models import Classifier, build_model
-from ..runtime import resolve_device, use_autocast
+from ..runtime import use_autocast
 from ..signals import is_main_thread
 from . import distributed
 from .config import ConfigError, TrainConfig
 from .data import build_streams, load_train_val
 from .errors import Interrupted, NonFiniteError, StateError, StorageError, TrainingError, interrupt_now
+from .initial import initial_model, training_device
 from .optim import EMA, lr_factor, make_optimizer
 from .stage1 import AdversarialTraining
 from .stage2 import DualAdversarialTraining
@@ -60,48 +59,6 @@ logger = get_logger(__name__)
 STAGES = {"stage1": AdversarialTraining, "stage2": DualAdversarialTraining}
 __all__ = ["Trainer", "train", "lr_factor", "EMA", "STATE_FILE", "TrainingError", "NonFiniteError",
            "StorageError", "StateError", "Interrupted"]
-
-
-# ---------------------------------------------------------------- setup
-
-def _device(spec: str, local_rank: int) -> torch.device:
-    try:
-        device = resolve_device(spec, local_rank)
-    except ValueError as e:  # unknown, or not on this machine (CUDA, MPS)
-        raise ConfigError(f"device={spec}: {e}") from None
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    return device
-
-
-def _initial_model(cfg: TrainConfig, class_names: list[str], device: torch.device,
-                   saved_config: dict[str, Any] | None = None) -> Classifier:
-    """A resumed run rebuilds its architecture from the state (model.init is not read again)."""
-    if saved_config is not None:
-        c = dict(saved_config)
-        model = build_model(c.pop("arch"), c.pop("num_classes"), c.pop("image_size"), c.pop("class_names"),
-                            c.pop("mean", None), c.pop("std", None), **c)
-    elif cfg.model.init:
-        try:
-            model = load_model(cfg.model.init, device="cpu")
-        except Exception as e:  # a missing, truncated or foreign checkpoint: one line naming the key
-            text = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ConfigError(f"model.init={cfg.model.init}: cannot load the checkpoint ({text})") from None
-        if model.config["num_classes"] != len(class_names):
-            raise ConfigError(f"model.init has {model.config['num_classes']} classes, the data {len(class_names)}")
-        model.config["class_names"] = list(class_names)
-        for key in ("temperature", "calibration"):  # fitted for the init's weights; training moves them
-            model.config.pop(key, None)
-    else:
-        model = build_model(cfg.model.arch, num_classes=len(class_names), image_size=cfg.data.image_size,
-                            class_names=list(class_names))
-    model.freeze_bn(cfg.stage == "stage2")
-    model = model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 class Trainer:
@@ -140,7 +97,7 @@ class Trainer:
         self.finished = bool(saved and saved.get("finished") and saved["step"] >= cfg.steps)
         if self.finished:
             return
-        self.device = _device(cfg.device, local_rank)  # before any collective: NCCL talks through this GPU
+        self.device = training_device(cfg.device, local_rank)  # before any collective: NCCL talks through this GPU
         distributed.rank0(lambda: prepare_run_dir(self.out), self.rank, self.world)
         self.autocast = use_autocast(cfg.autocast, self.device)
         torch.manual_seed(cfg.seed + self.rank)
@@ -158,7 +115,7 @@ class Trainer:
             except (ValueError, FileNotFoundError) as e:
                 raise ConfigError(f"sample_seeds={cfg.sample_seeds}: {e}") from None
         try:
-            self.module = _initial_model(cfg, self.class_names, self.device, saved and saved.get("model_config"))
+            self.module = initial_model(cfg, self.class_names, self.device, saved and saved.get("model_config"))
         except (KeyError, TypeError, AttributeError) as e:  # only a malformed saved model_config gets here
             raise StateError(f"--resume: the model in {self.out / STATE_FILE} cannot be rebuilt ({e!r}); "
                              f"{alternative(self.out)}") from None

@@ -1,0 +1,54 @@
+"""What a training run starts from: the device of each rank and the initial model (fresh, from
+`model.init`, or rebuilt from a saved state's architecture)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..loading import load_model
+from ..models import Classifier, build_model
+from ..runtime import resolve_device
+from .config import ConfigError, TrainConfig
+
+
+def training_device(spec: str, local_rank: int) -> torch.device:
+    """The device of this rank, with the CUDA switches training wants (cuDNN autotuning, TF32)."""
+    try:
+        device = resolve_device(spec, local_rank)
+    except ValueError as e:  # unknown, or not on this machine (CUDA, MPS)
+        raise ConfigError(f"device={spec}: {e}") from None
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def initial_model(cfg: TrainConfig, class_names: list[str], device: torch.device,
+                  saved_config: dict[str, Any] | None = None) -> Classifier:
+    """A resumed run rebuilds its architecture from the state (model.init is not read again)."""
+    if saved_config is not None:
+        c = dict(saved_config)
+        model = build_model(c.pop("arch"), c.pop("num_classes"), c.pop("image_size"), c.pop("class_names"),
+                            c.pop("mean", None), c.pop("std", None), **c)
+    elif cfg.model.init:
+        try:
+            model = load_model(cfg.model.init, device="cpu")
+        except Exception as e:  # a missing, truncated or foreign checkpoint: one line naming the key
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"model.init={cfg.model.init}: cannot load the checkpoint ({text})") from None
+        if model.config["num_classes"] != len(class_names):
+            raise ConfigError(f"model.init has {model.config['num_classes']} classes, the data {len(class_names)}")
+        model.config["class_names"] = list(class_names)
+        for key in ("temperature", "calibration"):  # fitted for the init's weights; training moves them
+            model.config.pop(key, None)
+    else:
+        model = build_model(cfg.model.arch, num_classes=len(class_names), image_size=cfg.data.image_size,
+                            class_names=list(class_names))
+    model.freeze_bn(cfg.stage == "stage2")
+    model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
