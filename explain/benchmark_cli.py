@@ -102,6 +102,10 @@ def _judge(source: str, model, device) -> tuple[Any, str, bool, bool]:
     return judge, (f"{Path(source).name} ({arch})" if arch else Path(source).name), j_names == names, itself
 
 
+LOCATED = ("model", "revision", "images", "data", "feature_model", "transfer_model", "guide")
+"""Settings that say where the images and models were read: their contents are compared instead (`_fingerprints`)."""
+
+
 def _settings(args: argparse.Namespace, radii: list[float], request: dict[str, Any], pairs: Any) -> dict[str, Any]:
     keys = ("model", "revision", "images", "data", "split", "val_size", "seed", "limit", "batch_size",
             "feature_model", "transfer_model", "autocast", "guide") + \
@@ -197,7 +201,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     held.enter_context(claimed(out, "benchmark"))
     check_run_folder(out, {**_settings(args, radii, request, pairs), **_fingerprints(
         x, labels, {"model": model, "feature_model": feature_model, "transfer_model": transfer,
-                    "guide": extra.get("guide")})})
+                    "guide": extra.get("guide")})}, located=LOCATED)
     spent = SpentTime(out, since=started)
     real_features = None if feature_model is None else features_of(feature_model, x).numpy()
     band = bm.energy_band(getattr(model, "config", {}))

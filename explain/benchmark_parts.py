@@ -26,8 +26,10 @@ DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 """What reading a saved file cut short or overwritten raises (numpy, zipfile, zlib)."""
 
 
-def check_run_folder(out: Path, settings: dict[str, Any]) -> None:
-    """Record `settings` in out/run.json, or check that a previous run there used the same ones."""
+def check_run_folder(out: Path, settings: dict[str, Any], located: tuple[str, ...] = ()) -> None:
+    """Record `settings` in out/run.json, or check that a previous run there used the same ones. The `located`
+    settings say where something was read (a path, a Hub id): recorded, not compared, since `settings` holds a
+    sha256 of what was read there (a relative path, a symlink or a moved copy continues the run)."""
     path = out / "run.json"
     if path.is_file():
         try:
@@ -36,7 +38,7 @@ def check_run_folder(out: Path, settings: dict[str, Any]) -> None:
                 raise ValueError(f"{out.name}/run.json holds no benchmark settings")
         except ValueError as e:
             raise ValueError(f"{e} (delete the folder to start over)") from None
-        differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        differ = sorted(k for k in set(old) | set(settings) if k not in located and old.get(k) != settings.get(k))
         if differ:
             raise ValueError(f"{out.name} holds a benchmark with other settings ({', '.join(differ)} differ): "
                              "re-run the same command to continue it, or choose another --out")

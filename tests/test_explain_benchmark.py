@@ -5,6 +5,7 @@ features, a stopped run resumes from its saved batches, and --layout ace writes 
 import argparse
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -214,6 +215,29 @@ def test_a_stopped_run_resumes_from_its_saved_batches(setup, tmp_path, capsys):
         main(command(setup, tmp_path / "new", "--step-size", "-1"))
     assert refused.value.code == 2 and "expected a finite number > 0" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_a_run_resumes_under_other_spellings_of_the_same_paths(setup, tmp_path, monkeypatch, capsys):
+    """The images and models are recognised by their contents (run.json's sha256s), not by how their paths are
+    written: a relative path, a symlink or a copy continues the run; other contents are still refused."""
+    out = tmp_path / "out"
+    assert main(command(setup, out, "--feature-model", "none")) == 0
+    parts = {p: p.stat().st_mtime_ns for p in (out / "parts").glob("*.npz")}
+    (tmp_path / "linked").symlink_to(setup / "imgs")
+    shutil.copytree(setup / "model", tmp_path / "copied")
+    monkeypatch.chdir(setup)
+    again = command(setup, out, "--feature-model", "none")
+    for flag, where in (("--model", "../" + setup.name + "/model"), ("--images", str(tmp_path / "linked")),
+                        ("--transfer-model", "judge")):
+        again[again.index(flag) + 1] = where
+    assert main(again) == 0, capsys.readouterr().err
+    again[again.index("--model") + 1] = str(tmp_path / "copied")
+    assert main(again) == 0, capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in (out / "parts").glob("*.npz")} == parts   # nothing ran again
+    torch.manual_seed(2)
+    save_model(build_model("wrn-10-1").eval(), tmp_path / "other")
+    again[again.index("--model") + 1] = str(tmp_path / "other")
+    assert main(again) == 2 and "other settings (model_sha256 differ)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("compiled", ["off", "on"])
@@ -548,7 +572,6 @@ def test_a_second_run_on_a_busy_folder_is_refused_and_leaves_the_first_intact(se
 
 def test_a_pair_saved_twice_counts_once(setup, tmp_path):
     """Saved work a run wrote twice (two runs at once, before folders were claimed) resumes to the same report."""
-    import shutil
 
     assert main(command(setup, tmp_path, "--feature-model", "none")) == 0
     first = json.loads((tmp_path / "benchmark.json").read_text())
@@ -562,7 +585,6 @@ def test_a_resume_refuses_images_or_weights_that_changed_behind_the_same_paths(s
                                                                                 change):
     """The settings a resume checks are paths; what lies behind them is now checked too (stale parts of other
     images or weights used to be mixed into the report)."""
-    import shutil
 
     d = tmp_path_factory.mktemp("changed")
     for name in ("model", "judge", "imgs"):
@@ -665,7 +687,6 @@ def test_the_explained_model_as_its_own_judge_is_refused_or_said(setup, tmp_path
     features) and transfer asks an independent model; both were taken without a word. Judged by the weights, so a
     copy in another folder is the same model. Transfer to itself is refused; its own features (the documented
     `--model standard` runs use them, then recompute realism elsewhere) are said in the log and the report."""
-    import shutil
 
     shutil.copytree(setup / "model", tmp_path / "copy")
     for judge in (setup / "model", tmp_path / "copy"):
