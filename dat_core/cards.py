@@ -11,6 +11,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .cli_types import eps_text
 from .files import read_json
 from .version import code_version
 
@@ -83,7 +84,8 @@ def eval_results(metrics: dict[str, Any], dataset: str = "cifar10", repo_id: str
         n = (metrics.get(attack_key) or {}).get("n") if attack_key == "autoattack" else metrics.get("n")
         if isinstance(n, int):
             args = {**(args or {}), "n": n}
-        threat = f" ({args['norm']} eps={args['eps']:g})" if args and "norm" in args and "eps" in args else ""
+        threat = f" ({args['norm']} eps={eps_text(args['eps'], args['norm'])})" \
+            if args and "norm" in args and "eps" in args else ""
         out.append(EvalResult(task_type="image-classification", task_name="Image Classification",
                               dataset_type=dataset, dataset_name=dataset, dataset_split=split,
                               metric_type=kind, metric_name=human + threat, metric_value=round(value, 4),

@@ -196,6 +196,17 @@ def parse_eps(value: Any, name: str = "ε") -> float:
     return eps
 
 
+def eps_text(eps: float, norm: str) -> str:
+    """A radius or step length as people write it: ∞, k/255 for Linf budgets, else a short number (the app's
+    boxes, summaries and charts and the CLI's help say it the same way, so "16/255" typed does not come back
+    as 0.0627)."""
+    if math.isinf(eps):
+        return "∞"
+    if norm == "Linf" and abs(eps * 255 - round(eps * 255)) < 1e-6:
+        return f"{round(eps * 255)}/255"
+    return f"{eps:g}"
+
+
 def parse_step(value: Any, name: str = "step size", hi: float = 1e6) -> float:
     """A step length, finite and > 0, written as `parse_eps` reads a radius: an Linf step is 1/255 as its
     radius is 16/255 (a box or flag taking only decimals showed and took 0.00392156862745098)."""

@@ -25,11 +25,13 @@ from dat_core.files import replacing_dir, write_text
 from dat_core.sampling import make_grid, save_png
 
 from .export import save_figure
+from .params import eps_text
 from .plots import new_figure
 
 
-def eps_name(eps: Any) -> str:
-    return "inf" if eps == "inf" else f"{float(eps):g}"
+def eps_name(eps: Any, norm: str = "L2") -> str:
+    """A radius of benchmark.json in lines and reports: inf, or as typed (k/255 for Linf budgets, `eps_text`)."""
+    return "inf" if eps == "inf" else eps_text(float(eps), norm)
 
 
 def plot_curves(radii: Sequence[dict[str, Any]], norm: str, path: Path) -> Path:
@@ -129,8 +131,8 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
     lines = [f"# Counterfactual benchmark: {report['model']}", "",
              f"{report['images']} images ({report['image_source']}), {report['pairs']} (image, target) pairs "
              f"({report.get('pairs_from', 'all-others')}), "
-             f"norm {report['norm']}, {report['steps']} steps of {report['step_size']:g}, objective "
-             f"{report['objective']}, bf16 autocast {'on' if report['autocast'] else 'off'}"
+             f"norm {report['norm']}, {report['steps']} steps of {eps_text(report['step_size'], report['norm'])}, "
+             f"objective {report['objective']}, bf16 autocast {'on' if report['autocast'] else 'off'}"
              + (f", guided by {report['guide']} (cone of {report['cone_angle']:g}°)" if report.get("guide") else "")
              + (f"; each counterfactual is the first iterate of its path with p(target) >= {report['stop_at']:g}"
                 if report.get("stop_at") else "")
@@ -155,8 +157,9 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
     for r in report["radii"]:
         c, re = r["closeness"], r["realism"] or {}
         cc = re.get("class_conditional") or {}
-        lines.append(f"| {eps_name(r['eps'])} | {_fmt(r['validity'])} | {_fmt(r['mean_target_confidence'])} | "
-                     f"{_fmt(r.get('mean_steps'), '.1f')} | {_fmt(c['mean_l2'])} | {_fmt(c['mean_l1'])} | "
+        lines.append(f"| {eps_name(r['eps'], report['norm'])} | {_fmt(r['validity'])} | "
+                     f"{_fmt(r['mean_target_confidence'])} | {_fmt(r.get('mean_steps'), '.1f')} | "
+                     f"{_fmt(c['mean_l2'])} | {_fmt(c['mean_l1'])} | "
                      f"{_fmt(c['mean_linf'])} | "
                      f"{_fmt(c['fraction_changed'])} | {_fmt(r['transfer'] and r['transfer']['fraction'])} | "
                      f"{_fmt(r['energy_band'] and r['energy_band']['fraction_inside'])} | "

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dat_core.cli_types import _got, parse_eps, parse_step  # noqa: F401  (re-exported: explain.parse_eps)
+from dat_core.cli_types import _got, eps_text, parse_eps, parse_step  # noqa: F401  (re-exported: explain.parse_eps)
 from dat_core.pgd import NORMS
 from dat_core.pgd import OBJECTIVES as PGD_OBJECTIVES
 from dat_core.sampling import IMAGENET_MIN_SIZE  # noqa: F401  (re-exported: the app and CLI read it here)
@@ -79,17 +79,6 @@ def eps_suggestions(norm: str, image_size: int) -> list[float]:
     if d["norm"] == "Linf":
         return [k / 255 for k in (2, 4, 8, 16, 32)] + [math.inf]
     return sorted({_readable(d["eps"] * f) for f in (1 / 6, 1 / 3, 2 / 3, 1, 4 / 3, 2)}) + [math.inf]
-
-
-def eps_text(eps: float, norm: str) -> str:
-    """A radius or step length as people write it: ∞, k/255 for Linf budgets, else a short number (the app's
-    boxes, summaries and charts and the CLI's help say it the same way, so "16/255" typed does not come back
-    as 0.0627)."""
-    if math.isinf(eps):
-        return "∞"
-    if norm == "Linf" and abs(eps * 255 - round(eps * 255)) < 1e-6:
-        return f"{round(eps * 255)}/255"
-    return f"{eps:g}"
 
 
 def exact_text(value: float, norm: str) -> str:

@@ -359,3 +359,17 @@ def test_the_samples_picture_stays_a_picture_however_many_samples_are_measured(t
     width, height = Image.open(tmp_path / "samples.png").size
     size = tiny_model.config["image_size"]
     assert (width, height) == (classes * (size + 2) + 2, MAX_GRID_ROWS * (size + 2) + 2)
+
+
+def test_linf_budgets_are_written_as_robustbench_and_cards_say_them():
+    """RobustBench's model_info writes a Linf radius as "8/255", and a card's metric name should read the same:
+    0.0313725 is a number nobody typed. L2 radii stay short numbers."""
+    from dat_core.cards import eval_results
+
+    result = {"norm": "Linf", "eps": 8 / 255, "clean_accuracy": 0.9, "autoattack_accuracy": 0.5, "n": 10,
+              "version": "standard", "attacks": ["apgd-ce"], "seed": 0}
+    assert model_info(result, name="m", architecture="a", dataset="cifar10")["eps"] == "8/255"
+    assert model_info({**result, "norm": "L2", "eps": 0.5}, name="m", architecture="a", dataset="c")["eps"] == "0.5"
+    names = {r.metric_name for r in eval_results({"clean_accuracy": 0.9, "autoattack_accuracy": 0.5,
+                                                  "autoattack": {"norm": "Linf", "eps": 8 / 255}})}
+    assert "AutoAttack robust accuracy (Linf eps=8/255)" in names

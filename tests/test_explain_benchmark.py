@@ -259,6 +259,19 @@ def test_a_pairs_counterfactual_does_not_depend_on_its_batch(setup, tmp_path, co
     np.testing.assert_allclose(one["l2"], six["l2"], atol=1e-4)
 
 
+def test_linf_radii_are_said_as_typed(setup, tmp_path, capsys):
+    """Lines, report.md and gallery titles say 8/255 (as --eps was typed), not 0.0313725; the ACE folders keep
+    names without a slash."""
+    out = tmp_path / "linf"
+    args = command(setup, out, "--feature-model", "none", "--norm", "Linf", "--eps", "8/255", "--layout", "ace")
+    args[args.index("--step-size") + 1] = "2/255"
+    assert main(args) == 0
+    assert "eps 8/255: validity" in capsys.readouterr().out
+    report = (out / "report.md").read_text()
+    assert "| 8/255 |" in report and "at radius 8/255" in report and "0.0313725" not in report
+    assert (out / "ace" / "eps_0.0313725").is_dir()
+
+
 def test_jobs_are_image_major_and_follow_the_pairs():
     assert bm.make_jobs([0, 2], 3).tolist() == [[0, 0, 1], [0, 0, 2], [1, 2, 0], [1, 2, 1]]
     assert bm.make_jobs([0, 2], 3, {(2, 1)}).tolist() == [[1, 2, 1]]

@@ -72,6 +72,15 @@ def test_cli_sweeps_a_folder_and_labels_by_file_name(setup, tmp_path, capsys):
     assert capsys.readouterr().out.count("pairs reach p >= 0.5") == 4
 
 
+def test_cli_lines_say_linf_budgets_as_typed(setup, tmp_path, capsys):
+    """--norm Linf --eps 8/255 --step-size 1/255 comes back as 8/255 and 1/255, not 0.0313725 and 0.00392157."""
+    _, d = setup
+    assert main(["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--steps", "2", "--limit", "2",
+                 "--norm", "Linf", "--eps", "8/255", "--step-size", "1/255", "--autocast", "off",
+                 "--out", str(tmp_path)]) == 0
+    assert "eps 8/255 steps 2 step 1/255:" in capsys.readouterr().out
+
+
 def test_cli_bad_input_is_one_line(setup, tmp_path, capsys):
     _, d = setup
     assert main(["success", "--model", str(d / "ckpt"), "--images", str(tmp_path / "none"), "--out",

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from ..cli_types import eps_text
 from ..pgd import attack_mode
 from ..runtime import model_device, seeded
 from .batches import _bar, _forward, _unpack
@@ -86,7 +87,7 @@ def autoattack_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: f
 def model_info(result: dict[str, Any], name: str, architecture: str, dataset: str) -> dict[str, Any]:
     """A RobustBench-style model_info.json entry (accuracies as percent strings, as RobustBench keeps them)."""
     return {"name": name, "architecture": architecture, "dataset": dataset, "threat_model": result["norm"],
-            "eps": f"{result['eps']:g}", "clean_acc": f"{100 * result['clean_accuracy']:.2f}",
+            "eps": eps_text(result["eps"], result["norm"]), "clean_acc": f"{100 * result['clean_accuracy']:.2f}",
             "autoattack_acc": f"{100 * result['autoattack_accuracy']:.2f}", "additional_data": False,
             "number_forward_passes": 1, "n_examples": result["n"], "autoattack_version": result["version"],
             "attacks": result["attacks"], "link": "", "authors": "", "venue": "", "reported": "",
