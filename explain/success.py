@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dat_core.pgd import logits_at
+
 from .image import ImageLike, to_model_input
 from .trajectory import counterfactuals, model_info
 
@@ -90,8 +92,8 @@ def counterfactual_success(model: nn.Module, images: Sequence[ImageLike], labels
 
 def _prediction(model: nn.Module, image: ImageLike) -> int:
     size, _, device = model_info(model)
-    with torch.no_grad():
-        return int(model(to_model_input(image, size).to(device)).argmax(1))
+    with torch.no_grad():   # as PGD sees the model (eval mode), whatever mode the caller left it in
+        return int(logits_at(model, to_model_input(image, size).to(device)).argmax(1))
 
 
 def sweep(model: nn.Module, images: Sequence[ImageLike], labels: Sequence[int | None] | None = None,

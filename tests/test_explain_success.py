@@ -44,6 +44,21 @@ def test_every_other_class_is_a_pair_and_reached_matches_the_trajectories(setup)
     assert all(m["image"] in ("cat", "mystery") for m in s["missed"])
 
 
+def test_an_unlabelled_image_is_read_by_the_model_in_eval_mode(setup):
+    """The source class of an image without a label is the model's prediction as PGD sees the model (eval mode,
+    `logits_at`): a model left in train mode used to predict from one image's batch statistics and move its
+    BatchNorm running statistics."""
+    model, d = setup
+    image = d / "imgs" / "mystery.png"
+    expected = counterfactual_success(model, [image], steps=1).sources[0]
+    trained = build_model("wrn-10-1")
+    trained.load_state_dict(model.state_dict())
+    trained.train()
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    assert counterfactual_success(trained, [image], steps=1).sources[0] == expected
+    assert trained.training and all(torch.equal(v, before[k]) for k, v in trained.state_dict().items())
+
+
 def test_more_steps_and_a_larger_radius_never_reach_less(setup):
     model, d = setup
     short, long = sweep(model, [d / "imgs" / "cat-0000.png"], [3], eps=[3.0], steps=[2, 30], step_size=[0.2])
