@@ -10,6 +10,7 @@ keeps every direction that does not oppose the guide; alpha = 180° is no guidan
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -23,8 +24,8 @@ bundled pair: narrower cones follow DAT more closely and cost more steps and som
 
 def check_angle(angle_deg: float) -> float:
     """A cone half-angle in degrees, 0..180 (a string or None failed inside a comparison, naming nothing)."""
-    if isinstance(angle_deg, bool) or not isinstance(angle_deg, (int, float)) or not 0 <= angle_deg <= 180:
-        raise ValueError(f"cone angle must be a number in 0..180 degrees, got {angle_deg!r}")
+    if isinstance(angle_deg, bool) or not isinstance(angle_deg, numbers.Real) or not 0 <= angle_deg <= 180:
+        raise ValueError(f"cone angle must be a number in 0..180 degrees, got {angle_deg!r}")   # NaN too
     return float(angle_deg)
 
 

@@ -180,7 +180,24 @@ def threat_model(norm: str, eps: float, step_size: float) -> ThreatModel:
         raise ValueError(f"eps must be >= 0 (inf: no limit), got {eps}")
     if not (math.isfinite(step_size) and step_size > 0):   # a step of 0 or NaN ran a PGD that moves nothing
         raise ValueError(f"step_size must be a finite number > 0, got {step_size}")
+    check_pixel_units(norm, eps, step_size)
     return kinds[norm.lower()](eps, step_size)
+
+
+def check_pixel_units(norm: str, eps: float | None = None, step_size: float | None = None) -> None:
+    """Refuse a Linf radius in (1, inf) or a Linf step above 1: on [0,1] images such a number is a budget in pixel
+    units (8 for 8/255), and the path saturates every pixel at its first step, so it bounds nothing."""
+    if not isinstance(norm, str) or norm.lower() != "linf":
+        return
+
+    def hint(v: float) -> str:   # k/255 only where it reads the number back as a budget
+        return f" (did you mean {v:g}/255?)" if float(v).is_integer() and v <= 255 else ""
+    if eps is not None and 1 < eps < math.inf:
+        raise ValueError(f"a Linf radius is per pixel of a [0,1] image, at most 1: eps {eps:g} bounds "
+                         f"nothing{hint(eps)}; use inf for no limit")
+    if step_size is not None and step_size > 1:
+        raise ValueError(f"a Linf step is per pixel of a [0,1] image, at most 1: step_size {step_size:g} sets every "
+                         f"pixel to 0 or 1 at once{hint(step_size)}")
 
 
 def _number(name: str, value: Any) -> float:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dat_core.cli_types import _got, eps_text, parse_eps, parse_step  # noqa: F401  (re-exported: explain.parse_eps)
-from dat_core.pgd import NORMS
+from dat_core.pgd import NORMS, check_pixel_units
 from dat_core.pgd import OBJECTIVES as PGD_OBJECTIVES
 from dat_core.sampling import IMAGENET_MIN_SIZE  # noqa: F401  (re-exported: the app and CLI read it here)
 
@@ -104,6 +104,16 @@ def _canonical_norm(norm: str) -> str:
     raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
 
 
+def _typed(value: Any, parse: Any, name: str, says: str) -> float:
+    """A number of the Python API: a number as it is, text as the CLI and the app read it ("8/255", "inf")."""
+    if isinstance(value, str):
+        return parse(value, name)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{says}; got {value!r}") from None
+
+
 def validate_params(norm: str = "L2", eps: float | None = None, step_size: float | None = None,
                     steps: int | None = None, objective: str = DEFAULT_OBJECTIVE) -> dict[str, Any]:
     """Check a request and return it canonicalized; ValueError states the allowed range. Unset values take
@@ -112,24 +122,13 @@ def validate_params(norm: str = "L2", eps: float | None = None, step_size: float
     d = DEFAULTS[norm]
     eps, step_size = d["eps"] if eps is None else eps, d["step_size"] if step_size is None else step_size
     steps = int(d["steps"]) if steps is None else steps
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise ValueError(f"eps must be a number >= 0 (or inf for an unbounded path); got {eps!r}") from None
+    eps = _typed(eps, parse_eps, "eps", "eps must be a number >= 0 (or inf for an unbounded path)")
     if not eps >= 0:  # also rejects NaN
         raise ValueError(f"eps must be >= 0 (or inf for an unbounded path); got {eps}")
-    try:
-        step_size = float(step_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}") from None
+    step_size = _typed(step_size, parse_step, "step_size", "step_size must be a finite number > 0")
     if not (math.isfinite(step_size) and step_size > 0):
         raise ValueError(f"step_size must be a finite number > 0; got {step_size}")
-    if norm == "Linf" and 1 < eps < math.inf:   # pixel units typed for a [0,1] image: the path saturated at once
-        raise ValueError(f"a Linf radius is per pixel of a [0,1] image: eps {eps:g} bounds nothing (did you mean "
-                         f"{eps:g}/255?); use inf for no limit")
-    if norm == "Linf" and step_size > 1:
-        raise ValueError(f"a Linf step is per pixel of a [0,1] image: step_size {step_size:g} sets every pixel to 0 "
-                         f"or 1 at once (did you mean {step_size:g}/255?)")
+    check_pixel_units(norm, eps, step_size)
     if isinstance(steps, float) and steps.is_integer():
         steps = int(steps)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= MAX_STEPS:

@@ -120,6 +120,22 @@ def test_a_landscape_refuses_frames_the_model_cannot_take(model, frames, says):
         explain.energy_landscape(model, path, grid=3)
 
 
+def test_numbers_come_as_the_cli_and_the_app_take_them(model):
+    """Numpy scalars, and radii and steps written as fractions ("8/255"), as the CLI and the app read them."""
+    image = torch.rand(3, 32, 32)
+    typed = explain.counterfactual(model, image, 3, norm="Linf", eps="8/255", step_size="1/255", steps=2)
+    number = explain.counterfactual(model, image, 3, norm="Linf", eps=8 / 255, step_size=1 / 255, steps=2)
+    assert typed.params == number.params and np.array_equal(typed.frames, number.frames)
+    for angle in (np.float32(30), np.int64(30)):
+        guided = explain.counterfactual(model, image, 3, steps=1, guide=model, cone_angle=angle)
+        assert guided.params["cone_angle"] == 30.0
+    with pytest.raises(ValueError, match="cone angle"):
+        explain.counterfactual(model, image, 3, steps=1, guide=model, cone_angle=np.float64("nan"))
+    with pytest.raises(ValueError, match="a Linf radius.*1.17647 bounds nothing") as refused:
+        explain.counterfactual(model, image, 3, norm="Linf", eps="300/255", steps=1)
+    assert "did you mean" not in str(refused.value)     # no k/255 reads back 300/255 as a budget
+
+
 def test_numbers_and_switches_are_checked_by_name(model):
     image = torch.rand(3, 32, 32)
     with pytest.raises(ValueError, match="max_batch"):

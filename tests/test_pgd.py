@@ -339,3 +339,17 @@ def test_steps_equal_the_official_pgd_loop(tiny_model, norm, eps, step_size, obj
         for t in range(1, 10):
             ours, _ = pgd_step(tiny_model, path[t], x, labels, threat, objective)
             torch.testing.assert_close(ours, path[t + 1], atol=1e-5, rtol=0, msg=f"step {t + 1}")
+
+
+def test_a_linf_budget_in_pixel_units_is_refused_wherever_a_threat_model_is_made():
+    """Every PGD (explain, training, evaluation) builds its threat model here: a Linf radius in (1, inf) or a step
+    above 1 on [0,1] images saturates every pixel at once. The hint offers k/255 only for a whole k <= 255."""
+    with pytest.raises(ValueError, match="did you mean 8/255"):
+        threat_model("linf", 8, 0.01)
+    with pytest.raises(ValueError, match="did you mean 2/255"):
+        threat_model("Linf", 8 / 255, 2)
+    with pytest.raises(ValueError, match="bounds nothing") as refused:
+        threat_model("Linf", 300 / 255, 0.01)
+    assert "did you mean" not in str(refused.value)
+    assert threat_model("Linf", math.inf, 0.01).eps == math.inf and threat_model("Linf", 1.0, 1.0).eps == 1.0
+    assert threat_model("L2", 8, 2).eps == 8

@@ -80,7 +80,8 @@ def test_eval_rejects_bad_values_with_one_line(toy, tiny_dir, capsys):
     with pytest.raises(SystemExit, match="2"):   # a usage error now, as in `explain`
         main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--eps", "nan"])
     assert "--eps" in capsys.readouterr().err
-    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--step-size", "-1"]) == 2
+    with pytest.raises(SystemExit, match="2"):
+        main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--step-size", "-1"])
     assert "--step-size" in capsys.readouterr().err
     assert main(["eval", "--model", "not a repo", "--data", str(toy)]) == 2
 
@@ -284,13 +285,29 @@ def test_eval_refuses_options_of_a_part_that_does_not_run(toy, tiny_dir, capsys,
 
 
 @pytest.mark.parametrize("extra, says", [
-    (("--step-size", "0"), "--step-size must be finite and > 0"),
-    (("--samples", "2", "--sample-step-size", "0"), "--sample-step-size must be finite and > 0")])
+    (("--step-size", "0"), "--step-size: expected a finite number > 0"),
+    (("--samples", "2", "--sample-step-size", "0"), "--sample-step-size: expected a finite number > 0")])
 def test_eval_refuses_a_step_that_does_not_move(toy, tiny_dir, capsys, extra, says):
     """--step-size 0 ran an "attack" that never left the images: robust accuracy = clean accuracy, reported as
     robust."""
-    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), *extra]) == 2
+    with pytest.raises(SystemExit, match="2"):   # a usage error, as `explain` says it
+        main(["eval", "--model", str(tiny_dir), "--data", str(toy), *extra])
     assert says in capsys.readouterr().err
+
+
+def test_eval_takes_linf_budgets_as_fractions_and_refuses_pixel_units(toy, tiny_dir, tmp_path, capsys):
+    """--eps and --step-size read 8/255 as `explain` does; 8 or a step of 2 on a [0,1] image bounds nothing (the
+    attack saturates every pixel at once) and is refused as `explain` refuses it, before anything loads."""
+    out = tmp_path / "linf.json"
+    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "1", "--norm",
+                 "Linf", "--eps", "8/255", "--step-size", "2/255", "--json", str(out)]) == 0
+    robust = json.loads(out.read_text())["robust"]
+    assert robust["eps"] == pytest.approx(8 / 255) and robust["step_size"] == pytest.approx(2 / 255)
+    for extra, says in ((("--eps", "8"), "did you mean 8/255"), (("--eps", "8/255", "--step-size", "2"),
+                                                                  "did you mean 2/255")):
+        assert main(["eval", "--model", str(tiny_dir / "missing"), "--data", str(toy), "--norm", "linf",
+                     *extra]) == 2
+        assert says in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option, make, says", [("--json", "mkdir", "is a folder"), ("--out", "touch", "is a file"),

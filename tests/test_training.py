@@ -233,6 +233,13 @@ def test_bad_config_keys_and_values_are_named(override, match):
         load_config(None, [override, "steps=1000"] if not override.startswith("steps") else [override])
 
 
+def test_linf_attack_budgets_in_pixel_units_are_refused():
+    """A Linf radius or step above 1 on [0,1] images (8 for 8/255) saturates every pixel: refused by key."""
+    for override, key in (("attack.eps=8", "attack.eps"), ("attack.step_size=2", "attack.step_size")):
+        with pytest.raises(ConfigError, match=f"{key}.*did you mean"):
+            load_config(None, ["attack.norm=Linf", override, "steps=1000"])
+
+
 def test_numbers_a_shell_user_writes_are_numbers_and_quoted_toml_numbers_are_refused(tmp_path):
     assert load_config(None, ["optim.lr=.05", "steps=1000"]).optim.lr == 0.05
     (tmp_path / "c.toml").write_text('steps = "2"\n')

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from dat_core.cli_types import MAX_SEED, comma_list, int_in, norm_name, parse_eps, refuse_unused
+from dat_core.cli_types import MAX_SEED, comma_list, int_in, norm_name, parse_eps, refuse_unused, step_size
 from dat_core.data import CIFAR_SOURCES, NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
@@ -18,7 +18,7 @@ from dat_core.evaluation.autoattack import ATTACKS
 from dat_core.evaluation.ood import MAX_ADVERSARIAL_OOD, uniform_ood
 from dat_core.files import check_writable, write_text
 from dat_core.loading import load_model
-from dat_core.pgd import NORMS
+from dat_core.pgd import NORMS, check_pixel_units
 from dat_core.runtime import resolve_device, use_autocast
 from dat_core.training.data import load_dataset
 
@@ -59,7 +59,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=radius, default=0.5,
                    help="attack radius in --norm, a number or a fraction like 8/255 (0: clean images)")
     p.add_argument("--steps", type=int_in(0), default=20, help="PGD steps (0 skips the attack)")
-    p.add_argument("--step-size", type=float, default=0.1, help="PGD step length in --norm")
+    p.add_argument("--step-size", type=step_size, default=0.1,
+                   help="PGD step length in --norm, a number or a fraction like 2/255 (default: %(default)s)")
     p.add_argument("--restarts", type=int_in(0), default=None, help="extra random-start restarts (default: 0)")
     p.add_argument("--strong", action="store_true", help="also run 50 steps with 2 random restarts")
     p.add_argument("--autoattack", action="store_true",
@@ -104,7 +105,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-steps", type=int_in(1), default=None,
                    help="PGD steps per sample (default: 33 at 32 px, METHOD §4's base; more steps wash out more "
                         "of the noise seed)")
-    p.add_argument("--sample-step-size", type=float, default=None, help="L2 step per sample step (default: 0.2 at "
+    p.add_argument("--sample-step-size", type=step_size, default=None, help="L2 step per sample step (default: 0.2 at "
                    "32 px, scaled by image_size/32)")
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
                    help="seed of --limit's subset, the carve-outs, the attacks' random starts and the samples")
@@ -173,10 +174,7 @@ def split_images(args: argparse.Namespace, config: dict[str, Any]) -> ImageDatas
 
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
-    for name, low in (("eps", 0), ("step_size", 1e-12), ("sample_step_size", 1e-12)):
-        value = getattr(args, name)   # a step of 0 would "attack" without moving: robust = clean accuracy
-        if value is not None and (not math.isfinite(value) or value < low):
-            raise ValueError(f"--{name.replace('_', '-')} must be finite and {'>= 0' if low == 0 else '> 0'}")
+    check_pixel_units(args.norm, args.eps, args.step_size)   # 8 for 8/255: an attack that bounds nothing
     attacks = None if args.autoattack_attacks is None else comma_list(args.autoattack_attacks, "--autoattack-attacks")
     if attacks is not None and set(attacks) - set(ATTACKS):
         raise ValueError(f"--autoattack-attacks: choose from {', '.join(ATTACKS)}, got {args.autoattack_attacks!r}")

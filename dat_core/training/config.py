@@ -18,7 +18,7 @@ from ..data.augment import AUGMENTATIONS
 from ..data.seeds import SEED_KINDS
 from ..models import find_arch
 from ..models.config import IMAGE_SIZE
-from ..pgd import NORMS
+from ..pgd import NORMS, check_pixel_units
 from ..runtime import AUTOCAST_CHOICES
 
 
@@ -206,9 +206,11 @@ class TrainConfig(_Table):
             raise ValueError("attack.eps must be > 0 when attack.steps > 0 (attack.steps=0 trains without an attack)")
         if self.attack.pgd == "argmin" and self.attack.random_start:
             raise ValueError("attack.random_start: the argmin attack starts at the image, as InNOut's default")
-        if self.attack.norm == "Linf" and self.attack.eps > 1:
-            raise ValueError(f"attack.eps: an Linf radius above 1 covers the whole [0,1] image space, got "
-                             f"{self.attack.eps}")
+        for key, value in (("eps", {"eps": self.attack.eps}), ("step_size", {"step_size": self.attack.step_size})):
+            try:
+                check_pixel_units(self.attack.norm, **value)
+            except ValueError as e:
+                raise ValueError(f"attack.{key}: {e}") from None
         return self
 
     def to_dict(self) -> dict[str, Any]:
