@@ -130,7 +130,10 @@ class _StdoutWithoutReader:
 
 
 def outlive_the_reader() -> None:
-    """A CLI's output may lose its reader without the CLI losing its work (`_StdoutWithoutReader`)."""
+    """A CLI's output may lose its reader without the CLI losing its work (`_StdoutWithoutReader`), and may be
+    unable to encode a character ("Fréchet", "∞" on an ASCII redirect): escaped, as stderr does, not an error."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     if not isinstance(sys.stdout, _StdoutWithoutReader) and hasattr(sys.stdout, "fileno"):
         try:
             sys.stdout.fileno()

@@ -25,13 +25,8 @@ from dat_core.files import replacing_dir, write_text
 from dat_core.sampling import make_grid, save_png
 
 from .export import save_figure
-from .params import eps_text
+from .params import eps_name, eps_text
 from .plots import new_figure
-
-
-def eps_name(eps: Any, norm: str = "L2") -> str:
-    """A radius of benchmark.json in lines and reports: inf, or as typed (k/255 for Linf budgets, `eps_text`)."""
-    return "inf" if eps == "inf" else eps_text(float(eps), norm)
 
 
 def plot_curves(radii: Sequence[dict[str, Any]], norm: str, path: Path) -> Path:

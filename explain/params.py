@@ -81,6 +81,12 @@ def eps_suggestions(norm: str, image_size: int) -> list[float]:
     return sorted({_readable(d["eps"] * f) for f in (1 / 6, 1 / 3, 2 / 3, 1, 4 / 3, 2)}) + [math.inf]
 
 
+def eps_name(eps: float | str, norm: str = "L2") -> str:
+    """A radius in CLI lines and reports, in ASCII: inf (also JSON's "inf"), or as typed (k/255 for Linf budgets,
+    `eps_text`): a terminal or a redirect that cannot encode ∞ must not end the command."""
+    return "inf" if eps == "inf" or math.isinf(float(eps)) else eps_text(float(eps), norm)
+
+
 def exact_text(value: float, norm: str) -> str:
     """`eps_text` where `parse_eps` reads it back as `value` itself, else every digit: what a settings box or a
     link holds, so the run it starts is the run it came from (1/3 as "0.333333" was another radius)."""

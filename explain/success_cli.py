@@ -54,7 +54,7 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
     from tqdm import tqdm
 
     from .image_sets import load_image_set, resolve_data_options
-    from .params import eps_text, parse_eps
+    from .params import eps_name, eps_text, parse_eps
     from .success import sweep
     from .trajectory import model_info
 
@@ -76,7 +76,7 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
                                                  "settings": summaries}, indent=2))
     for s in summaries:
         p = s["params"]
-        print(f"eps {eps_text(float(p['eps']), args.norm)} steps {p['steps']} step "
+        print(f"eps {eps_name(p['eps'], args.norm)} steps {p['steps']} step "
               f"{eps_text(p['step_size'], args.norm)}: {s['success_rate']:.1%} of "
               f"{s['pairs']} pairs reach p >= {s['threshold']:g} (final step {s['final_success_rate']:.1%}, "
               f"mean final p {s['mean_final_confidence']:.3f}, median L2 {s['median_l2']:.2f})")

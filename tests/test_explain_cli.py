@@ -50,6 +50,16 @@ def test_a_reader_that_goes_away_does_not_stop_the_work(files, tmp_path):
     assert len([d for d in out.iterdir() if d.is_dir()]) == 10    # every class: all targets written
 
 
+def test_an_output_that_cannot_encode_a_character_does_not_stop_the_work():
+    """`benchmark` printed "Fréchet" and `success` "∞" as their last lines: on an ASCII stdout (a redirect with
+    PYTHONIOENCODING=ascii, a C locale) the command exited 2 after its work. The CLIs' stdout now escapes what
+    it cannot encode."""
+    code = "from dat_core.cli_types import outlive_the_reader; outlive_the_reader(); print('Fréchet, eps ∞')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONIOENCODING="ascii"))
+    assert r.returncode == 0 and r.stdout == b"Fr\\xe9chet, eps \\u221e\n", r.stderr
+
+
 def test_counterfactual_end_to_end_subprocess(files, tmp_path):
     out = tmp_path / "cf"
     r = _run("counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"),

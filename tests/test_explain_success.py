@@ -84,7 +84,8 @@ def test_cli_sweeps_a_folder_and_labels_by_file_name(setup, tmp_path, capsys):
         (1.0, 2), (1.0, 4), ("inf", 2), ("inf", 4)}
     for s in report["settings"]:       # cat-0000 is labelled cat (index 3): no pair goes from cat to cat
         assert not any(m["image"] == "cat-0000.png" and m["target"] == "cat" for m in s["missed"])
-    assert capsys.readouterr().out.count("pairs reach p >= 0.5") == 4
+    out = capsys.readouterr().out
+    assert out.count("pairs reach p >= 0.5") == 4 and "eps inf steps 2 step" in out and out.isascii()
 
 
 def test_cli_lines_say_linf_budgets_as_typed(setup, tmp_path, capsys):
