@@ -11,11 +11,28 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+GRACE = 600.0
+"""Seconds a temporary must sit unchanged before `remove_stale` takes it for one a killed writer left: a writer
+in another container (another PID namespace) on a shared folder has a pid that is not running here."""
+
+_WRITING: set[str] = set()
+"""The temporaries this process is writing now (its threads share its pid)."""
+
+
+@contextmanager
+def _writing(*paths: Path) -> Iterator[None]:
+    _WRITING.update(map(str, paths))
+    try:
+        yield
+    finally:
+        _WRITING.difference_update(map(str, paths))
 
 
 @contextmanager
@@ -25,7 +42,8 @@ def replacing(path: Path) -> Iterator[Path]:
     remove_stale(path.parent, f".{path.name}.")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        yield tmp
+        with _writing(tmp):
+            yield tmp
         os.replace(tmp, path)
     except OSError as e:
         if str(tmp) not in (e.filename, e.filename2):   # not the write itself (e.g. a download feeding it)
@@ -49,27 +67,46 @@ def replacing_dir(path: Path) -> Iterator[Path]:
     tmp, old = path.with_name(tag + ".tmp"), path.with_name(tag + ".old.tmp")
     tmp.mkdir()
     try:
-        yield tmp
-        if path.exists():
-            os.replace(path, old)   # two renames: a stop between them leaves no `path`, never a mixed one
-        os.replace(tmp, path)
+        with _writing(tmp, old):
+            yield tmp
+            if path.exists():
+                os.replace(path, old)   # two renames: a stop between them leaves the whole new tree as `tmp`
+            os.replace(tmp, path)       # beside `old`, which `remove_stale` puts in place
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_stale(folder: Path, prefix: str) -> None:
-    """Remove the temporaries `<prefix><pid>...tmp` in `folder` whose process is gone: a SIGKILL mid-write left
-    one (a full-size state.pt copy per kill) that nothing else ever removed."""
-    for stale in Path(folder).glob(f"{prefix}*.tmp"):
-        if not _alive(stale.name[len(prefix):].split(".")[0]):
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+def remove_stale(folder: Path, prefix: str, grace: float = GRACE) -> None:
+    """Remove the temporaries `<prefix><pid>...tmp` in `folder` that a killed writer left (a SIGKILL mid-write left
+    one, a full-size state.pt copy per kill, that nothing else ever removed): of a process not running here, or of
+    this pid but not being written by this process, and unchanged for `grace` seconds (0 where the folder is
+    claimed: no other writer). A new tree that `replacing_dir` had not yet renamed into place is put there."""
+    folder, cutoff = Path(folder), time.time() - grace
+    left = [p for p in folder.glob(f"{prefix}*.tmp") if _left_behind(p, prefix, cutoff)]
+    target = folder / (prefix[1:-1] if prefix.startswith(".") else prefix[:-1])
+    for old in left:
+        new = old.with_name(old.name[:-len("old.tmp")] + "tmp")
+        if old.name.endswith(".old.tmp") and new in left and new.is_dir() and not target.exists():
+            os.replace(new, target)   # killed between replacing_dir's two renames: its new tree was whole
+    for p in left:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _left_behind(p: Path, prefix: str, cutoff: float) -> bool:
+    pid = p.name[len(prefix):].split(".")[0]
+    if str(p) in _WRITING or not pid.isdigit():   # ours at work, or not one of ours at all
+        return False
+    if int(pid) != os.getpid() and _alive(pid):
+        return False
+    try:
+        return p.stat().st_mtime <= cutoff
+    except OSError:   # gone meanwhile
+        return False
 
 
 def _alive(pid: str) -> bool:
-    """Whether the process `pid` (a decimal string from a temporary name) still runs."""
-    if not pid.isdigit():
-        return True   # not one of ours: leave it
+    """Whether the process `pid` (a decimal string from a temporary name) runs here."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

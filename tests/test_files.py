@@ -118,12 +118,59 @@ def test_replacing_dir_removes_what_a_killed_writer_left_but_not_a_live_one(tmp_
     for d in (dead, live):
         d.mkdir()
         (d / "x.png").write_bytes(b"half")
+        os.utime(d, (1, 1))                                   # unchanged for long: not a writer at work
     with replacing_dir(tmp_path / "eps_1") as tree:
         (tree / "x.png").write_bytes(b"whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["eps_1", live.name])
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="file is a file, not a folder"), replacing_dir(tmp_path / "file"):
         pass
+
+
+def test_a_temporary_is_left_behind_only_when_no_writer_can_be_at_work(tmp_path):
+    """A pid that is not running here may be a writer in another container (another PID namespace) on a shared
+    folder: its temporary is removed only after GRACE seconds unchanged. A temporary of this very pid that this
+    process is not writing (a container's PID 1 restarted) is left behind too, and one it is writing is not."""
+    import os
+
+    from dat_core.files import GRACE, replacing
+
+    target = tmp_path / "cache.npz"
+    fresh = tmp_path / ".cache.npz.999999999.0badc0de.tmp"     # another namespace's writer, at work
+    old = tmp_path / ".cache.npz.999999998.0badc0de.tmp"       # a writer killed long ago
+    mine = tmp_path / f".cache.npz.{os.getpid()}.0badc0de.tmp"  # this pid, not this process's
+    for p in (fresh, old, mine):
+        p.write_bytes(b"half")
+    for p in (old, mine):
+        os.utime(p, (1, 1))
+    os.utime(fresh, None)
+    with replacing(target) as first:
+        first.write_bytes(b"one")
+        os.utime(first, (1, 1))
+        with replacing(target) as second:                       # this process's own write in flight: kept
+            second.write_bytes(b"two")
+        assert first.exists()
+    assert target.read_bytes() == b"one" and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["cache.npz", fresh.name])
+    assert GRACE >= 60
+
+
+def test_a_stop_between_replacing_dirs_two_renames_keeps_the_new_tree(tmp_path):
+    """replacing_dir renames the old tree away, then the new one in: a SIGKILL between the two left no folder,
+    and the next write removed both trees. The whole new tree is put in place instead."""
+    import os
+
+    from dat_core.files import remove_stale
+
+    new = tmp_path / ".best.999999999.0badc0de.tmp"
+    old = tmp_path / ".best.999999999.0badc0de.old.tmp"
+    for d, text in ((new, b"new"), (old, b"old")):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(text)
+        os.utime(d, (1, 1))
+    remove_stale(tmp_path, ".best.")
+    assert [p.name for p in tmp_path.iterdir()] == ["best"]
+    assert (tmp_path / "best" / "model.safetensors").read_bytes() == b"new"
 
 
 def test_an_unwritable_place_is_refused_before_the_work(tmp_path):

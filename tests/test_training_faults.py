@@ -139,11 +139,27 @@ def test_a_write_killed_midway_leaves_no_temporary_behind(toy, tmp_path):
     mine = out / f"state.pt.{os.getpid()}.tmp.keep"             # not a temporary of this pattern: kept
     for p in (*left, mine):
         p.write_bytes(b"x" * 1000)
+        os.utime(p, (1, 1))                                      # unchanged for long (files.GRACE)
     state.atomic_save({"step": 1}, out / "state.pt")
     with replacing(out / "model.safetensors") as tmp:
         tmp.write_bytes(b"weights")
     assert not any(p.exists() for p in left) and mine.exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(["state.pt", "model.safetensors", mine.name])
+
+
+def test_a_run_killed_between_an_exports_two_renames_finds_its_export_on_resume(tmp_path):
+    """best/ is replaced by two renames (old tree away, new tree in): a SIGKILL between them left neither, and best/
+    is written again only on a better metric. The run directory is claimed, so the dead writer's whole new tree is
+    put in place when the run starts again, however recent."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    out = tmp_path / "run"
+    for suffix, text in ((".tmp", b"new"), (".old.tmp", b"old")):
+        (out / f".best.{dead}.0badc0de{suffix}").mkdir(parents=True)
+        (out / f".best.{dead}.0badc0de{suffix}" / "model.safetensors").write_bytes(text)
+    state.prepare_run_dir(out)
+    assert (out / "best" / "model.safetensors").read_bytes() == b"new"
+    assert sorted(p.name for p in out.iterdir()) == ["best"]
 
 
 def test_an_export_changes_weights_and_config_together(toy, tmp_path, monkeypatch):

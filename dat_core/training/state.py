@@ -109,7 +109,7 @@ def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
     except TypeError as e:
         raise StorageError(f"cannot write {path}: it would hold an object that cannot be resumed "
                            f"(only tensors and plain data are read back): {e}") from None
-    remove_stale(path.parent, f"{path.name}.")                # left by a process killed while writing
+    remove_stale(path.parent, f"{path.name}.", grace=0)       # killed while writing (the run dir is claimed)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # its own, should two processes ever write
     writer = None
     try:
@@ -184,8 +184,12 @@ def _make_run_dir(out: Path) -> None:
 
 
 def prepare_run_dir(out: Path) -> None:
-    """Create `out` and check, before any training, that everything a run writes can go there."""
+    """Create `out` and check, before any training, that everything a run writes can go there. An export that a
+    killed run had not yet renamed into place is put there (the directory is claimed: no other writer)."""
     _make_run_dir(out)
+    for name, is_dir in RUN_FILES.items():
+        if is_dir:
+            remove_stale(out, f".{name}.", grace=0)
     for name, is_dir in RUN_FILES.items():
         p = out / name
         if p.exists() and p.is_dir() != is_dir:
