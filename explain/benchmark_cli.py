@@ -120,10 +120,11 @@ def run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace],
         return _run_benchmark(args, load, held)
 
 
-def _fingerprints(x: Any, labels: Any, models: dict[str, Any]) -> dict[str, str]:
+def _fingerprints(x: Any, labels: Any, models: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
     """sha256 of what a resumed run must find unchanged behind the same paths: the decoded images with their
     labels, and each model's weights and config (a calibration's temperature, the energy band, the input
-    normalization change the results as much as the weights do)."""
+    normalization change the results as much as the weights do); and the weights-only sha256 that run.json held
+    before configs counted, so that a run started then still resumes."""
     import numpy as np
 
     from .benchmark_parts import sha256_of
@@ -132,8 +133,9 @@ def _fingerprints(x: Any, labels: Any, models: dict[str, Any]) -> dict[str, str]
         config = json.dumps(getattr(m, "config", None) or {}, sort_keys=True, default=str).encode()
         return sha256_of([*m.state_dict().values(), np.frombuffer(config, dtype=np.uint8)])
 
-    return {"images_sha256": sha256_of([x, labels]),
-            **{f"{k}_sha256": model_print(m) for k, m in models.items() if m is not None}}
+    present = {k: m for k, m in models.items() if m is not None}
+    return ({"images_sha256": sha256_of([x, labels]), **{f"{k}_sha256": model_print(m) for k, m in present.items()}},
+            {f"{k}_sha256": sha256_of(list(m.state_dict().values())) for k, m in present.items()})
 
 
 def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any],
@@ -199,9 +201,10 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     out = Path(args.out)
     pairs = [list(p) for p in sorted(pair_set)] if isinstance(pair_set, set) else pair_set or "all-others"  # as JSON
     held.enter_context(claimed(out, "benchmark"))
-    check_run_folder(out, {**_settings(args, radii, request, pairs), **_fingerprints(
-        x, labels, {"model": model, "feature_model": feature_model, "transfer_model": transfer,
-                    "guide": extra.get("guide")})}, located=LOCATED)
+    prints, weights_only = _fingerprints(x, labels, {"model": model, "feature_model": feature_model,
+                                                     "transfer_model": transfer, "guide": extra.get("guide")})
+    check_run_folder(out, {**_settings(args, radii, request, pairs), **prints}, located=LOCATED,
+                     earlier=weights_only)
     spent = SpentTime(out, since=started)
     real_features = None if feature_model is None else features_of(feature_model, x).numpy()
     band = bm.energy_band(getattr(model, "config", {}))

@@ -26,10 +26,13 @@ DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 """What reading a saved file cut short or overwritten raises (numpy, zipfile, zlib)."""
 
 
-def check_run_folder(out: Path, settings: dict[str, Any], located: tuple[str, ...] = ()) -> None:
+def check_run_folder(out: Path, settings: dict[str, Any], located: tuple[str, ...] = (),
+                     earlier: dict[str, str] | None = None) -> None:
     """Record `settings` in out/run.json, or check that a previous run there used the same ones. The `located`
     settings say where something was read (a path, a Hub id): recorded, not compared, since `settings` holds a
-    sha256 of what was read there (a relative path, a symlink or a moved copy continues the run)."""
+    sha256 of what was read there (a relative path, a symlink or a moved copy continues the run). `earlier`:
+    the value an earlier version recorded for a key whose fingerprint has changed since (accepted, then the
+    record is brought up to date)."""
     path = out / "run.json"
     if path.is_file():
         try:
@@ -38,10 +41,14 @@ def check_run_folder(out: Path, settings: dict[str, Any], located: tuple[str, ..
                 raise ValueError(f"{out.name}/run.json holds no benchmark settings")
         except ValueError as e:
             raise ValueError(f"{e} (delete the folder to start over)") from None
+        earlier = earlier or {}
         differ = sorted(k for k in set(old) | set(settings) if k not in located and old.get(k) != settings.get(k))
-        if differ:
-            raise ValueError(f"{out.name} holds a benchmark with other settings ({', '.join(differ)} differ): "
+        refused = [k for k in differ if not (k in earlier and old.get(k) == earlier[k])]
+        if refused:
+            raise ValueError(f"{out.name} holds a benchmark with other settings ({', '.join(refused)} differ): "
                              "re-run the same command to continue it, or choose another --out")
+        if differ:
+            write_text(path, json.dumps({**old, **{k: settings[k] for k in differ}}, indent=2))
     else:
         out.mkdir(parents=True, exist_ok=True)
         write_text(path, json.dumps(settings, indent=2))

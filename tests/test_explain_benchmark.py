@@ -240,6 +240,28 @@ def test_a_run_resumes_under_other_spellings_of_the_same_paths(setup, tmp_path, 
     assert main(again) == 2 and "other settings (model_sha256 differ)" in capsys.readouterr().err
 
 
+def test_a_run_started_before_model_configs_were_fingerprinted_resumes(setup, tmp_path, capsys):
+    """run.json of earlier versions holds each model's sha256 of its weights alone: a resume after the upgrade
+    continues such a run when the weights match (and records the new fingerprints), and still refuses other
+    weights."""
+    from explain.benchmark_parts import sha256_of
+
+    out = tmp_path / "out"
+    assert main(command(setup, out, "--feature-model", "none")) == 0
+    parts = {p: p.stat().st_mtime_ns for p in (out / "parts").glob("*.npz")}
+    settings = json.loads((out / "run.json").read_text())
+    current = {k: settings[k] for k in ("model_sha256", "transfer_model_sha256")}
+    weights_only = {k: sha256_of(list(load_model(str(setup / name)).state_dict().values()))
+                    for k, name in (("model_sha256", "model"), ("transfer_model_sha256", "judge"))}
+    (out / "run.json").write_text(json.dumps({**settings, **weights_only}))
+    assert main(command(setup, out, "--feature-model", "none")) == 0, capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in (out / "parts").glob("*.npz")} == parts
+    assert {k: json.loads((out / "run.json").read_text())[k] for k in current} == current
+    (out / "run.json").write_text(json.dumps({**settings, **weights_only, "model_sha256": "0" * 64}))
+    assert main(command(setup, out, "--feature-model", "none")) == 2
+    assert "other settings (model_sha256 differ)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("compiled", ["off", "on"])
 def test_a_pairs_counterfactual_does_not_depend_on_its_batch(setup, tmp_path, compiled):
     """Seen on an H200 (compiled, bf16): validity fell as batches grew (95.5 % at 256 pairs a batch, 92.8 % at
