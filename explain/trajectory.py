@@ -72,6 +72,7 @@ class Trajectory:
     energy_source: np.ndarray   # (T+1,) E(x, source)
     l2: np.ndarray              # (T+1,) ||x_t - x_0||_2
     linf: np.ndarray            # (T+1,) ||x_t - x_0||_inf
+    l1: np.ndarray              # (T+1,) ||x_t - x_0||_1
     source: int                 # predicted class at x_0
     target: int
     flip_step: int | None       # first step predicted as `target` (None: never)
@@ -94,6 +95,11 @@ class Trajectory:
     def confidence(self) -> np.ndarray:
         """p(target | x_t) per step."""
         return self.probs[:, self.target]
+
+    @property
+    def distance(self) -> np.ndarray:
+        """||x_t - x_0|| per step in the path's own norm (the one its ε bounds)."""
+        return {"L2": self.l2, "Linf": self.linf, "L1": self.l1}[self.params.get("norm", "L2")]
 
     def summary(self) -> str:
         """One line for a terminal: the classes, p(target) from x_0 to x_T, the flip, distance and energy (and a
@@ -120,7 +126,7 @@ class Trajectory:
             "confidence_target": col(self.confidence),
             "energy": col(self.energy), "energy_target": col(self.energy_target),
             "energy_source": col(self.energy_source),
-            "l2": col(self.l2), "linf": col(self.linf),
+            "l2": col(self.l2), "linf": col(self.linf), "l1": col(self.l1),
             "probs": [col(p) for p in self.probs], "logits": [col(z) for z in self.logits],
         }
 
@@ -141,19 +147,20 @@ def trajectories_from_pgd(res: PGDResult, y: torch.Tensor, class_names: Sequence
     e_target = joint_energy(flat, y.repeat(n_frames)).view(n_frames, n)
     e_source = joint_energy(flat, source.repeat(n_frames)).view(n_frames, n)
     delta = (frames - frames[:1]).flatten(2)
-    l2, linf = delta.norm(dim=2), delta.abs().amax(dim=2)
+    l2, linf, l1 = delta.norm(dim=2), delta.abs().amax(dim=2), delta.abs().sum(dim=2)
     hit = logits.argmax(dim=2) == y                            # (F,N)
     first = torch.where(hit.any(0), hit.float().argmax(0), torch.full_like(y, -1))
 
     cpu = lambda t: t.detach().cpu().numpy()  # noqa: E731
     images, logits_np, probs_np = cpu(frames.float()), cpu(logits), cpu(probs)
-    energy, e_target, e_source, l2, linf = map(cpu, (energy, e_target, e_source, l2, linf))
+    energy, e_target, e_source, l2, linf, l1 = map(cpu, (energy, e_target, e_source, l2, linf, l1))
     steps = np.asarray(res.steps, dtype=np.int64)
     source, first, y_np = source.tolist(), first.tolist(), y.tolist()
     return [Trajectory(images=np.ascontiguousarray(images[:, i]), steps=steps,
                        logits=np.ascontiguousarray(logits_np[:, i]), probs=np.ascontiguousarray(probs_np[:, i]),
                        energy=energy[:, i].copy(), energy_target=e_target[:, i].copy(),
                        energy_source=e_source[:, i].copy(), l2=l2[:, i].copy(), linf=linf[:, i].copy(),
+                       l1=l1[:, i].copy(),
                        source=source[i], target=y_np[i],
                        flip_step=int(steps[first[i]]) if first[i] >= 0 else None,
                        class_names=list(class_names), params=dict(params))

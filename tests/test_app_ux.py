@@ -63,24 +63,24 @@ def test_a_path_that_ran_out_of_steps_gets_more_steps():
     retry = retry_for(tr, max_steps=500)
     assert (retry.eps, retry.steps, retry.step_size) == (3.0, 60, 0.1) and "ran out of steps" in retry.why
     assert "10 steps of 0.1" in retry.why                                   # 60 steps walk 2 eps
-    tr.params["steps"], tr.l2 = 500, np.array([0.0, 0.6])                  # stuck short of eps at the cap
+    tr.params["steps"], tr.distance = 500, np.array([0.0, 0.6])            # stuck short of eps at the cap
     assert retry_for(tr, max_steps=500).step_size == pytest.approx(0.2)    # at the step cap: larger steps
-    tr.l2 = np.array([0.0, 3.0])
+    tr.distance = np.array([0.0, 3.0])
     retry = retry_for(tr, max_steps=500)
     assert retry.eps == 6.0 and "whole budget" in retry.why
     tr.flip_step = 4
     assert retry_for(tr) is None                                            # reached: nothing to retry
     linf = _short(500, 1 / 255, eps=16 / 255, norm="Linf")                 # Linf steps as written: k/255
-    linf.linf = np.array([0.0, 4 / 255])                                    # short of ε at the step cap
+    linf.linf = linf.distance = np.array([0.0, 4 / 255])                    # short of ε at the step cap
     assert "500 steps of 1/255" in retry_for(linf, max_steps=500).why      # (it said "of 0.00392")
     assert "step size 2/255" in try_again.button(SimpleNamespace(trajectory=linf))["value"]
 
 
 def _short(steps: int, step_size: float, eps: float = 3.0, **params) -> SimpleNamespace:
     """A path that did not reach class 3 and walked its whole length steps x step_size."""
-    walked = min(steps * step_size, eps)
-    return SimpleNamespace(flip_step=None, source=0, target=3, l2=np.array([0.0, walked]),
-                           linf=np.array([0.0, walked]), class_names=list("abcd"),
+    walked = np.array([0.0, min(steps * step_size, eps)])
+    return SimpleNamespace(flip_step=None, source=0, target=3, l2=walked, linf=walked, distance=walked,
+                           class_names=list("abcd"),
                            params={"norm": "L2", "eps": eps, "steps": steps, "step_size": step_size, **params},
                            probs=np.array([[0.7, 0.1, 0.1, 0.1]] * 2), confidence=np.array([0.1, 0.1]),
                            frames=np.zeros((2, 32, 32, 3)))
@@ -382,6 +382,7 @@ def test_a_path_that_reaches_the_target_and_loses_it_says_so():
     probs = np.array([[0.7, 0.1, 0.1, 0.1], [0.2, 0.1, 0.1, 0.6], [0.6, 0.1, 0.1, 0.2]])
     tr = SimpleNamespace(flip_step=1, source=0, target=3, steps=np.array([0, 1, 2]), probs=probs,
                          confidence=probs[:, 3], l2=np.array([0.0, 0.1, 0.2]), linf=np.zeros(3),
+                         distance=np.array([0.0, 0.1, 0.2]),
                          images=np.zeros((3, 2, 2, 3)),
                          class_names=list("abcd"), params={"norm": "L2", "eps": 3.0, "steps": 2, "step_size": 0.1})
     view = CounterfactualView(trajectory=tr, model_key="", frames=None, diffs=None, diff_scale=1.0, scale=1,
@@ -405,6 +406,7 @@ def test_the_first_frame_at_the_compared_confidence_is_marked():
     probs = np.array([[0.7, 0.1, 0.1, 0.1], [0.2, 0.1, 0.1, 0.6], [0.02, 0.02, 0.01, 0.95], [0.0, 0.0, 0.01, 0.99]])
     tr = SimpleNamespace(flip_step=1, source=0, target=3, steps=np.array([0, 5, 10, 15]), probs=probs,
                          confidence=probs[:, 3], l2=np.array([0.0, 0.1, 0.2, 0.3]), linf=np.zeros(4),
+                         distance=np.array([0.0, 0.1, 0.2, 0.3]),
                          images=np.zeros((4, 2, 2, 3)), energy=np.zeros(4), energy_target=np.zeros(4),
                          frames=np.zeros((4, 2, 2, 3), np.uint8),
                          class_names=list("abcd"), params={"norm": "L2", "eps": 3.0, "steps": 15, "step_size": 0.1})

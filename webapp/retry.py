@@ -37,7 +37,7 @@ def retry_for(tr: Trajectory, max_steps: int = 500) -> Retry | None:
         return None
     p = tr.params  # explain's validated request: norm, eps, steps, step_size
     norm, eps, steps, step_size = p["norm"], float(p["eps"]), int(p["steps"]), float(p["step_size"])
-    dist = float((tr.l2 if norm == "L2" else tr.linf)[-1])
+    dist = float(tr.distance[-1])
     names = tr.class_names
     sees, target = names[int(tr.probs[-1].argmax())], names[tr.target]
     defaults = default_params(tr.frames.shape[1], norm)

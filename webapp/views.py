@@ -42,6 +42,8 @@ def _index(step: Any, n: int) -> int:
 
 
 COMPARED_AT = (EQUAL_CONFIDENCE, f"p = {EQUAL_CONFIDENCE:g}")
+NORM_MARKS = {"L2": "₂", "Linf": "∞", "L1": "₁"}
+"""The subscript of ‖x_t − x_0‖ in each norm."""
 """The confidence charts' reference line: where counterfactuals are compared (`EQUAL_CONFIDENCE`)."""
 
 
@@ -93,7 +95,6 @@ class CounterfactualView:
         names, s, t = traj.class_names, traj.source, traj.target
         x, flip = traj.steps, traj.flip_step if s != t else None   # a path toward its own class flips nowhere
         norm, eps = traj.params.get("norm", "L2"), float(traj.params.get("eps", math.inf))
-        dist = traj.l2 if norm == "L2" else traj.linf
         conf = [Series(f"p({names[t]})", traj.confidence, ORANGE)]
         if s != t:
             conf.append(Series(f"p({names[s]})", traj.probs[:, s], BLUE, dash=True))
@@ -103,7 +104,7 @@ class CounterfactualView:
                                 title="Energy — lower is more typical", ylabel="energy", flip=flip),
             "confidence": LineChart(x, conf, title="Probability of the target class", ylabel="probability",
                                     ylim=(0.0, 1.0), flip=flip, hlines=[COMPARED_AT]),
-            "distance": LineChart(x, [Series("‖x_t − x_0‖₂" if norm == "L2" else "‖x_t − x_0‖∞", dist, PURPLE)],
+            "distance": LineChart(x, [Series(f"‖x_t − x_0‖{NORM_MARKS[norm]}", traj.distance, PURPLE)],
                                   title="Distance from the start image", ylabel=f"{norm} distance", flip=flip,
                                   hlines=[(eps, f"ε = {eps_text(eps, norm)}")] if math.isfinite(eps) else ()),
         }
@@ -135,7 +136,7 @@ class CounterfactualView:
         tr = self.trajectory
         names, t = tr.class_names, int(tr.steps[i])
         pred = int(tr.probs[i].argmax())
-        dist = tr.l2[i] if tr.params.get("norm", "L2") == "L2" else tr.linf[i]
+        dist = tr.distance[i]
         if tr.source == tr.target:   # the summary says it already was the target
             flipped = ""
         elif pred == tr.target and tr.flip_step is not None and t >= tr.flip_step:
@@ -271,8 +272,7 @@ def radius_needed(tr: Trajectory) -> float | None:
     if tr.flip_step is None:
         return None
     i = int(np.flatnonzero(tr.steps == tr.flip_step)[0])
-    d = (tr.images[i] - tr.images[0]).ravel()
-    return float(np.linalg.norm(d, ord={"L2": 2, "Linf": np.inf, "L1": 1}.get(tr.params.get("norm", "L2"), 2)))
+    return float(tr.distance[i])
 
 
 @dataclass
