@@ -22,7 +22,7 @@ from dat_core.pgd import OnStep, logits_at, pgd, threat_model
 from dat_core.runtime import check_seed, seeded
 
 from .image import ImageLike, to_mask, to_model_input
-from .params import DEFAULT_OBJECTIVE, resolve_request, resolve_targets, whole
+from .params import DEFAULT_OBJECTIVE, parse_int, resolve_request, resolve_targets
 from .trajectory import model_info
 
 MAX_ALTERNATIVES = 16
@@ -65,7 +65,7 @@ def alternatives(model: nn.Module, image: ImageLike, target: int | str, n: int =
     """`n` paths toward `target` from seeded random starts in the eps-ball (eps must be finite). `on_step`:
     `dat_core.pgd`'s hook (progress; STOP ends every path there); `mask`: the region the paths may change, as in
     `counterfactuals` (starts and steps alike stay inside it)."""
-    n = whole("n", n, 2, MAX_ALTERNATIVES)
+    n = parse_int("n", n, 2, MAX_ALTERNATIVES)
     seed = check_seed(seed)
     size, names, device = model_info(model)
     p = resolve_request(size, norm, eps, step_size, steps, objective)

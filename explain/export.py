@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from dat_core.files import replacing, write_text
 from dat_core.sampling import save_png
 
-from .params import whole
+from .params import parse_int
 from .trajectory import Trajectory
 
 __all__ = ["save_gif", "save_apng", "contact_strip", "save_metrics_json", "save_json", "save_figure",
@@ -27,7 +27,7 @@ __all__ = ["save_gif", "save_apng", "contact_strip", "save_metrics_json", "save_
 
 def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
     """Nearest-neighbour upscale of (..., H, W, C) by an integer factor (crisp pixels, no blur)."""
-    scale = whole("scale", scale, 1, 64)
+    scale = parse_int("scale", scale, 1, 64)
     return frames if scale == 1 else frames.repeat(scale, axis=-3).repeat(scale, axis=-2)
 
 
@@ -121,7 +121,7 @@ def contact_strip(traj_or_frames: Trajectory | np.ndarray, n: int = 10, scale: i
     """One row of `n` evenly spaced frames (first and last included), labelled with the step and,
     for a Trajectory, p(target); returns a uint8 (H, W, 3) image."""
     frames = _frames(traj_or_frames)
-    idx = _pick(len(frames), whole("n", n, 1))
+    idx = _pick(len(frames), parse_int("n", n, 1))
     tiles = upscale(frames[idx], scale)
     _, h, w, _ = tiles.shape
     font = ImageFont.load_default()

@@ -29,7 +29,7 @@ from dat_core.sampling import (
 )
 
 from .image import ImageLike, to_model_input
-from .params import MAX_STEPS, resolve_targets, validate_params, whole
+from .params import MAX_STEPS, parse_int, resolve_targets, validate_params
 from .trajectory import model_info
 
 MAX_SAMPLES = 1024
@@ -92,7 +92,7 @@ def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all",
     """
     size, names, device = model_info(model)
     tgt = resolve_targets(targets, names)
-    n_per_class = whole("n_per_class", n_per_class, 1)
+    n_per_class = parse_int("n_per_class", n_per_class, 1)
     n = n_per_class * len(tgt)
     if n > MAX_SAMPLES or n * size * size > MAX_PIXELS:
         raise ValueError(f"at most {min(MAX_SAMPLES, MAX_PIXELS // (size * size))} samples of {size} px per call; "

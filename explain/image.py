@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .params import whole
+from .params import parse_int
 
 MAX_PIXELS = 40_000_000
 """Largest accepted image (width x height) before decoding: ~40 MP covers any camera photo."""
@@ -179,7 +179,7 @@ def _tensor_to_input(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def to_model_input(image: ImageLike, image_size: int) -> torch.Tensor:
     """Convert `image` to a (1, 3, image_size, image_size) float CPU tensor in [0,1] (policy: module docstring)."""
-    image_size = whole("image_size", image_size, 1)
+    image_size = parse_int("image_size", image_size, 1)
     if isinstance(image, torch.Tensor):
         return _tensor_to_input(image, image_size).contiguous()
     if isinstance(image, np.ndarray):

@@ -25,7 +25,7 @@ from dat_core.pgd import attack_mode
 from dat_core.runtime import check_seed, model_device
 
 from .image import check_frames
-from .params import parse_int, resolve_class, whole
+from .params import parse_int, resolve_class
 from .plots import ENERGY_CMAP, close_figure, new_figure
 
 ENERGIES = ("marginal", "joint")
@@ -169,7 +169,7 @@ def energy_landscape(model: nn.Module, trajectory: Any, *, direction: str | int 
     """
     if energy not in ENERGIES:
         raise ValueError(f"unknown energy {energy!r}; use one of {ENERGIES}")
-    if whole("grid", grid, 3) % 2 == 0:
+    if parse_int("grid", grid, 3) % 2 == 0:
         raise ValueError(f"grid must be an odd integer >= 3 (so 0 is a grid point), got {grid!r}")
     grid = int(grid)
     images_np = check_frames(trajectory.images, (getattr(model, "config", None) or {}).get("image_size"))

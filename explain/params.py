@@ -135,10 +135,7 @@ def validate_params(norm: str = "L2", eps: float | None = None, step_size: float
     if not (math.isfinite(step_size) and step_size > 0):
         raise ValueError(f"step_size must be a finite number > 0; got {step_size}")
     check_pixel_units(norm, eps, step_size)
-    if isinstance(steps, float) and steps.is_integer():
-        steps = int(steps)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= MAX_STEPS:
-        raise ValueError(f"steps must be an integer in 0..{MAX_STEPS}; got {steps!r}")
+    steps = parse_int("steps", steps, 0, MAX_STEPS)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
     return {"norm": norm, "eps": eps, "step_size": step_size, "steps": int(steps), "objective": objective}
@@ -193,20 +190,21 @@ def _number(value: Any, msg: str) -> float:
         raise ValueError(msg) from None
 
 
-def whole(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    """An integer of the Python API (int or numpy integer, not bool) in lo..hi (hi None: no upper bound):
-    np.int64 passed for some counts and not others."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or value < lo or (hi is not None and value > hi):
-        span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be an integer {'in ' if hi is not None else ''}{span}; got {value!r}")
-    return int(value)
-
-
-def parse_int(name: str, value: Any, lo: int, hi: int) -> int:
-    """An integer in lo..hi (a whole float or a numeric string is fine)."""
-    msg = f"{name} must be a whole number from {lo} to {hi}; got {_got(value)}"
-    f = _number(value, msg)
-    if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
+def parse_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """An integer in lo..hi (hi None: no upper bound), as every count of the API, the CLI and the app takes it: an int
+    or numpy integer, a whole float, or a numeric string; never a bool. Integers and digit strings stay exact."""
+    span = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+    msg = f"{name} must be a whole number {span}; got {_got(value)}"
+    text = value.strip() if isinstance(value, str) else None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        n = int(value)
+    elif text is not None and text.lstrip("+-").isdigit():
+        n = int(text)
+    else:
+        f = _number(value, msg)
+        if not math.isfinite(f) or f != int(f):
+            raise ValueError(msg)
+        n = int(f)
+    if n < lo or (hi is not None and n > hi):
         raise ValueError(msg)
-    return int(f)
+    return n

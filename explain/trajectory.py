@@ -25,7 +25,7 @@ from dat_core.runtime import model_device
 from dat_core.sampling import to_uint8
 
 from .image import ImageLike, to_mask, to_model_input
-from .params import DEFAULT_OBJECTIVE, MAX_STEPS, parse_int, resolve_request, resolve_targets, whole
+from .params import DEFAULT_OBJECTIVE, MAX_STEPS, parse_int, resolve_request, resolve_targets
 
 
 def model_info(model: nn.Module) -> tuple[int, list[str], torch.device]:
@@ -305,9 +305,8 @@ def minimal_counterfactual(model: nn.Module, image: ImageLike, target: int | str
     for c in confidences:
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < float(c) < 1:
             raise ValueError(f"confidences must lie in (0, 1); got {c!r}")
-    for name, v, lo, hi in (("rounds", rounds, 0, 20), ("candidates", candidates, 1, 32),
-                            ("refine_steps", refine_steps, 1, MAX_STEPS)):
-        whole(name, v, lo, hi)
+    rounds, candidates, refine_steps = (parse_int(name, v, lo, hi) for name, v, lo, hi in (
+        ("rounds", rounds, 0, 20), ("candidates", candidates, 1, 32), ("refine_steps", refine_steps, 1, MAX_STEPS)))
     path = counterfactual(model, image, target, norm="L2", eps=math.inf, step_size=step_size, steps=steps,
                           objective=objective, autocast=autocast)
     _, _, device = model_info(model)

@@ -201,6 +201,26 @@ def test_a_mask_of_other_proportions_than_its_image_is_refused(model):
     explain.counterfactual(model, image, 3, steps=1, mask=explain.to_mask(same, 32))   # the model's size: fine
 
 
+def test_every_count_takes_the_same_forms(model):
+    """One integer check: max_batch took 5.0 and "5" while n, grid, scale and n_per_class refused them; every count
+    now takes an int, a numpy integer, a whole float or a numeric string, and refuses bools and fractions. Large
+    values stay exact (a float round trip turned 2**60 + 1 into 2**60)."""
+    from explain.params import parse_int
+
+    image = torch.rand(3, 32, 32)
+    for n in (2.0, "2", np.int64(2)):
+        assert len(explain.alternatives(model, image, 3, n, steps=1, eps=1.0).images) == 2
+    path = explain.counterfactual(model, image, 3, steps="2")
+    assert len(path.steps) == 3
+    assert explain.energy_landscape(model, path, grid=3.0).values.shape == (3, 3)
+    assert explain.minimal_counterfactual(model, image, 3, rounds=1.0, candidates="2", refine_steps=2.0,
+                                          steps=2).results
+    assert parse_int("seed", 2**60 + 1, 0, 2**63 - 1) == parse_int("seed", str(2**60 + 1), 0, 2**63 - 1) == 2**60 + 1
+    for bad in (True, 2.5, "2.5", None, float("nan"), "two"):
+        with pytest.raises(ValueError, match="n must be a whole number from 2 to"):
+            explain.alternatives(model, image, 3, bad, steps=1, eps=1.0)
+
+
 def test_every_count_takes_a_numpy_integer_and_refuses_a_fraction(model):
     """np.int64 worked for steps and targets but not for n_per_class, n, grid, rounds or image_size; n=0 or
     2.5 frames went through contact_strip; scale=-1 said "negative dimensions are not allowed"."""
@@ -212,7 +232,7 @@ def test_every_count_takes_a_numpy_integer_and_refuses_a_fraction(model):
     assert explain.energy_landscape(model, path, grid=np.int64(3)).values.shape == (3, 3)
     for call, name in ((lambda: explain.contact_strip(path, n=0), "n must be"),
                        (lambda: explain.contact_strip(path, n=2.5), "n must be"),
-                       (lambda: explain.contact_strip(path, scale=-1), "scale must be an integer in 1..64"),
+                       (lambda: explain.contact_strip(path, scale=-1), "scale must be a whole number from 1 to 64"),
                        (lambda: explain.generate(model, [3], n_per_class=1.5, steps=1), "n_per_class"),
                        (lambda: explain.energy_landscape(model, path, grid=4), "odd integer")):
         with pytest.raises(ValueError, match=name):

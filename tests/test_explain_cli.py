@@ -93,7 +93,7 @@ def test_unreadable_image_exits_2_naming_the_file(files, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (["--eps", "nan"], "eps must be >= 0"), (["--steps", "5000"], "0..1000"),
+    (["--eps", "nan"], "eps must be >= 0"), (["--steps", "5000"], "from 0 to 1000"),
     (["--step-size", "-1"], "finite number > 0"), (["--target", "42"], "out of range 0..9"),
     (["--norm", "Linf", "--eps", "8"], "did you mean 8/255"),    # pixel units: a radius that bounds nothing
 ])

@@ -30,7 +30,7 @@ def test_alternatives_need_a_finite_ball_and_a_sane_n(tiny_model):
     image = np.zeros((32, 32, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="finite"):
         alternatives(tiny_model, image, 1, eps=float("inf"))
-    with pytest.raises(ValueError, match="2..16"):
+    with pytest.raises(ValueError, match="from 2 to 16"):
         alternatives(tiny_model, image, 1, n=1)
 
 

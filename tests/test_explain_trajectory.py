@@ -197,7 +197,7 @@ def test_channels_last_model_gives_the_same_trajectory_step(tiny_model):
 
 @pytest.mark.parametrize("kw,match", [
     ({"eps": float("nan")}, r"eps must be >= 0"), ({"eps": -1}, r"eps must be >= 0"),
-    ({"steps": 1001}, r"0\.\.1000"), ({"steps": 2.5}, r"0\.\.1000"), ({"steps": True}, r"0\.\.1000"),
+    ({"steps": 1001}, "from 0 to 1000"), ({"steps": 2.5}, "from 0 to 1000"), ({"steps": True}, "from 0 to 1000"),
     ({"step_size": 0}, r"finite number > 0"), ({"step_size": math.inf}, r"finite number > 0"),
     ({"norm": "L3"}, r"L2, Linf, L1"), ({"objective": "ce"}, r"target_logit, target_ce, energy"),
 ])
