@@ -210,7 +210,11 @@ def eps_text(eps: float, norm: str) -> str:
     return f"{eps:g}"
 
 
-def parse_step(value: Any, name: str = "step size", hi: float = 1e6) -> float:
+MAX_STEP_SIZE = 1e6
+"""The longest PGD step any entry point takes (the API, the CLIs, the app): past it a number is a typo."""
+
+
+def parse_step(value: Any, name: str = "step size", hi: float = MAX_STEP_SIZE) -> float:
     """A step length, finite and > 0, written as `parse_eps` reads a radius: an Linf step is 1/255 as its
     radius is 16/255 (a box or flag taking only decimals showed and took 0.00392156862745098)."""
     hint = f"{name} must be a finite number > 0 (a fraction like 1/255 is fine)"

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dat_core.cli_types import _got, eps_text, parse_eps, parse_step  # noqa: F401  (re-exported: explain.parse_eps)
+from dat_core.cli_types import MAX_STEP_SIZE, _got, eps_text, parse_eps, parse_step  # noqa: F401  (re-exported: explain.parse_eps)
 from dat_core.pgd import NORMS, check_pixel_units
 from dat_core.pgd import OBJECTIVES as PGD_OBJECTIVES
 from dat_core.sampling import IMAGENET_MIN_SIZE  # noqa: F401  (re-exported: the app and CLI read it here)
@@ -134,6 +134,8 @@ def validate_params(norm: str = "L2", eps: float | None = None, step_size: float
     step_size = _typed(step_size, parse_step, "step_size", "step_size must be a finite number > 0")
     if not (math.isfinite(step_size) and step_size > 0):
         raise ValueError(f"step_size must be a finite number > 0; got {step_size}")
+    if step_size > MAX_STEP_SIZE:   # as the CLI and the app refuse it
+        raise ValueError(f"step_size must be at most {MAX_STEP_SIZE:g}; got {step_size:g}")
     check_pixel_units(norm, eps, step_size)
     steps = parse_int("steps", steps, 0, MAX_STEPS)
     if objective not in OBJECTIVES:

@@ -134,6 +134,9 @@ def test_numbers_come_as_the_cli_and_the_app_take_them(model):
     with pytest.raises(ValueError, match="a Linf radius.*1.17647 bounds nothing") as refused:
         explain.counterfactual(model, image, 3, norm="Linf", eps="300/255", steps=1)
     assert "did you mean" not in str(refused.value)     # no k/255 reads back 300/255 as a budget
+    for step in (1e7, "1e7"):                          # the CLI's and the app's bound, whatever the form
+        with pytest.raises(ValueError, match="at most 1e\\+06"):
+            explain.counterfactual(model, image, 3, step_size=step, steps=1)
 
 
 def test_numbers_and_switches_are_checked_by_name(model):
