@@ -59,6 +59,15 @@ def _json_params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: (v if math.isfinite(v) else _json_float(v)) if isinstance(v, float) else v for k, v in params.items()}
 
 
+NORM_ORDERS = {"L2": 2, "Linf": math.inf, "L1": 1}
+"""The order of each threat model's norm (`np.linalg.norm`'s `ord`)."""
+
+
+def distance(delta: np.ndarray, norm: str) -> float:
+    """||delta|| in `norm` (an image's change in the norm its path's ε bounds)."""
+    return float(np.linalg.norm(np.asarray(delta, dtype=np.float64).ravel(), ord=NORM_ORDERS[norm]))
+
+
 @dataclass
 class Trajectory:
     """One PGD path x_0..x_T toward `target`, with metrics per recorded step (arrays indexed like `steps`)."""

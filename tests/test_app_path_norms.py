@@ -38,3 +38,21 @@ def test_an_l1_path_that_used_its_budget_is_told_so(model):
     assert "used its whole budget" in retry.why and retry.eps == 1.0
     assert "below the allowed" not in retry.why
     assert radius_needed(tr) is None
+
+
+@pytest.mark.parametrize("norm, order", [("L1", 1), ("L2", 2), ("Linf", np.inf)])
+def test_a_running_path_says_its_distance_in_its_own_norm(norm, order):
+    from webapp.explainer import Running
+    from webapp.views import RunningView
+
+    rng = np.random.default_rng(0)
+    start = rng.random((3, 8, 8)).astype(np.float32)
+    now = np.clip(start + rng.normal(0, 0.05, start.shape), 0, 1).astype(np.float32)
+    view = RunningView(Running(3, 10, now, np.full(4, 0.25), 0), start, list("abcd"), 2, norm)
+    expected = np.linalg.norm((now - start).ravel(), ord=order)
+    assert f"distance {view_fmt(expected)}" in view.caption()
+
+
+def view_fmt(v: float) -> str:
+    from webapp.charts import fmt
+    return fmt(v)

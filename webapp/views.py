@@ -15,7 +15,7 @@ import torch
 from dat_core.sampling import make_grid, to_uint8
 from explain.export import upscale
 from explain.params import EQUAL_CONFIDENCE, parse_int
-from explain.trajectory import Trajectory
+from explain.trajectory import Trajectory, distance
 
 from .charts import (
     BLUE,
@@ -205,8 +205,7 @@ class RunningView:
 
     def caption(self) -> str:
         r, names = self.running, self.class_names
-        delta = (r.image - self.start).ravel()
-        dist = float(np.linalg.norm(delta)) if self.norm == "L2" else float(np.abs(delta).max())
+        dist = distance(r.image - self.start, self.norm)
         seen = int(np.argmax(r.probs))
         return (f"**Running: step {r.step} of {r.steps}** (Cancel stops it) · at step {r.step - 1} the model sees "
                 f"**{names[seen]}** ({r.probs[seen]:.0%}) · p({names[self.target]}) = {r.probs[self.target]:.0%} · "
