@@ -7,8 +7,11 @@ system), so no reader sees half a file and no writer removes another's temporary
 
 from __future__ import annotations
 
+import glob
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -65,53 +68,85 @@ def replacing_dir(path: Path) -> Iterator[Path]:
     remove_stale(path.parent, f".{path.name}.")
     tag = f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp, old = path.with_name(tag + ".tmp"), path.with_name(tag + ".old.tmp")
-    tmp.mkdir()
-    try:
-        with _writing(tmp, old):
+    swapped = False
+    with _writing(tmp, old):
+        try:
+            tmp.mkdir()
             yield tmp
             if path.exists():
-                os.replace(path, old)   # two renames: a stop between them leaves the whole new tree as `tmp`
-            os.replace(tmp, path)       # beside `old`, which `remove_stale` puts in place
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)   # two renames: a SIGKILL between them leaves the whole new tree as `tmp`
+                swapped = True          # beside `old`, which `remove_stale` puts in place
+            os.replace(tmp, path)
+        finally:
+            if swapped and not path.exists():   # stopped between the renames here (Ctrl-C, SIGTERM, an error)
+                os.replace(tmp if tmp.is_dir() else old, path)
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_stale(folder: Path, prefix: str, grace: float = GRACE) -> None:
-    """Remove the temporaries `<prefix><pid>...tmp` in `folder` that a killed writer left (a SIGKILL mid-write left
-    one, a full-size state.pt copy per kill, that nothing else ever removed): of a process not running here, or of
-    this pid but not being written by this process, and unchanged for `grace` seconds (0 where the folder is
-    claimed: no other writer). A new tree that `replacing_dir` had not yet renamed into place is put there."""
-    folder, cutoff = Path(folder), time.time() - grace
-    left = [p for p in folder.glob(f"{prefix}*.tmp") if _left_behind(p, prefix, cutoff)]
-    target = folder / (prefix[1:-1] if prefix.startswith(".") else prefix[:-1])
-    for old in left:
-        new = old.with_name(old.name[:-len("old.tmp")] + "tmp")
-        if old.name.endswith(".old.tmp") and new in left and new.is_dir() and not target.exists():
-            os.replace(new, target)   # killed between replacing_dir's two renames: its new tree was whole
-    for p in left:
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+_TEMPORARY = r"(?P<pid>\d+)\.[0-9a-f]{8}(?P<old>\.old)?\.tmp"
+"""What follows `.<target>.` in the name of a temporary of `replacing` or `replacing_dir`."""
 
 
-def _left_behind(p: Path, prefix: str, cutoff: float) -> bool:
-    pid = p.name[len(prefix):].split(".")[0]
-    if str(p) in _WRITING or not pid.isdigit():   # ours at work, or not one of ours at all
+def remove_stale(folder: Path, prefix: str | None = None, grace: float = GRACE) -> None:
+    """Remove the temporaries that killed writers left in `folder` (a SIGKILL mid-write left one, a full-size
+    state.pt copy per kill, that nothing else ever removed): those of `prefix` (`.<target>.` for `replacing` and
+    `replacing_dir`, `<target>.` for `atomic_save`), or of every target (None). A temporary is left behind when its
+    process is not running here, or has this pid but is not being written by this process, and when it (every file
+    in it, with its twin) has sat unchanged for `grace` seconds: 0 where the folder is claimed (no other writer).
+    A new tree that `replacing_dir` had not yet renamed into place is put there."""
+    folder = Path(folder)
+    if prefix is None:
+        pattern, found = re.compile(r"\.(?P<target>.+)\." + _TEMPORARY), folder.glob(".*.tmp")
+    else:
+        rest = _TEMPORARY if prefix.startswith(".") else r"(?P<pid>\d+)\.tmp"
+        pattern, found = re.compile(re.escape(prefix) + rest), folder.glob(glob.escape(prefix) + "*.tmp")
+    pairs: dict[str, tuple[int, str, list[Path]]] = {}
+    for p in found:
+        m = pattern.fullmatch(p.name)
+        if m:
+            target = m.group("target") if prefix is None else prefix.strip(".") if prefix.startswith(".") \
+                else prefix[:-1]
+            tag = p.name[:-len(".old.tmp")] if m.groupdict().get("old") else p.name[:-len(".tmp")]
+            pairs.setdefault(tag, (int(m.group("pid")), target, []))[2].append(p)
+    cutoff = time.time() - grace
+    for tag, (pid, target, members) in pairs.items():
+        if not _left_behind(members, pid, cutoff if grace > 0 else None):
+            continue
+        new, old = folder / (tag + ".tmp"), folder / (tag + ".old.tmp")
+        if new.is_dir() and old.is_dir() and not (folder / target).exists():
+            os.replace(new, folder / target)   # killed between replacing_dir's two renames: its new tree was whole
+        for p in members:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _left_behind(members: list[Path], pid: int, cutoff: float | None) -> bool:
+    if any(str(p) in _WRITING for p in members):   # ours, at work
         return False
-    if int(pid) != os.getpid() and _alive(pid):
+    if pid != os.getpid() and _alive(pid):
         return False
+    return cutoff is None or all(_newest(p) <= cutoff for p in members)
+
+
+def _newest(path: Path) -> float:
+    """The latest mtime in `path` (a folder's own mtime misses writes into its subfolders); inf while it changes."""
     try:
-        return p.stat().st_mtime <= cutoff
-    except OSError:   # gone meanwhile
-        return False
+        newest = path.stat().st_mtime
+        for root, dirs, names in os.walk(path):
+            for name in dirs + names:
+                newest = max(newest, os.stat(os.path.join(root, name), follow_symlinks=False).st_mtime)
+        return newest
+    except OSError:
+        return math.inf
 
 
-def _alive(pid: str) -> bool:
-    """Whether the process `pid` (a decimal string from a temporary name) runs here."""
+def _alive(pid: int) -> bool:
+    """Whether the process `pid` runs here."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:   # another user's process: alive
+    except (PermissionError, OverflowError):   # another user's process; a number no pid can be: not ours to judge
         pass
     return True
 

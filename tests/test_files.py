@@ -118,7 +118,7 @@ def test_replacing_dir_removes_what_a_killed_writer_left_but_not_a_live_one(tmp_
     for d in (dead, live):
         d.mkdir()
         (d / "x.png").write_bytes(b"half")
-        os.utime(d, (1, 1))                                   # unchanged for long: not a writer at work
+        age(d)                                                # unchanged for long: not a writer at work
     with replacing_dir(tmp_path / "eps_1") as tree:
         (tree / "x.png").write_bytes(b"whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["eps_1", live.name])
@@ -158,7 +158,6 @@ def test_a_temporary_is_left_behind_only_when_no_writer_can_be_at_work(tmp_path)
 def test_a_stop_between_replacing_dirs_two_renames_keeps_the_new_tree(tmp_path):
     """replacing_dir renames the old tree away, then the new one in: a SIGKILL between the two left no folder,
     and the next write removed both trees. The whole new tree is put in place instead."""
-    import os
 
     from dat_core.files import remove_stale
 
@@ -167,7 +166,7 @@ def test_a_stop_between_replacing_dirs_two_renames_keeps_the_new_tree(tmp_path):
     for d, text in ((new, b"new"), (old, b"old")):
         d.mkdir()
         (d / "model.safetensors").write_bytes(text)
-        os.utime(d, (1, 1))
+        age(d)
     remove_stale(tmp_path, ".best.")
     assert [p.name for p in tmp_path.iterdir()] == ["best"]
     assert (tmp_path / "best" / "model.safetensors").read_bytes() == b"new"
@@ -192,3 +191,89 @@ def test_a_failed_write_names_the_file_not_its_temporary_twin(tmp_path):
         with pytest.raises(OSError) as failed, replacing(target) as tmp:
             tmp.write_bytes(b"{}")
         assert f"cannot write {target}" in str(failed.value) and ".tmp" not in str(failed.value)
+
+
+def test_only_a_targets_own_temporaries_are_its_own(tmp_path):
+    """`.eps_1.` is also the start of the ACE folder eps_1.9's temporaries, and a dated file's temporary held a
+    14-digit number where a pid stands: the one was put in place as eps_1, the other crashed os.kill. A name with
+    glob characters never matched its own temporaries."""
+    import os
+
+    from dat_core.files import remove_stale, replacing, replacing_dir, write_text
+
+    other = [tmp_path / ".eps_1.9.999999999.0badc0de.tmp", tmp_path / ".eps_1.9.999999999.0badc0de.old.tmp"]
+    for d in other:
+        d.mkdir()
+        (d / "x.png").write_bytes(b"eps 1.9")
+        age(d)
+    with replacing_dir(tmp_path / "eps_1") as tree:
+        (tree / "x.png").write_bytes(b"eps 1")
+    assert (tmp_path / "eps_1" / "x.png").read_bytes() == b"eps 1" and all(d.exists() for d in other)
+    dated = tmp_path / ".report.20251207103000.0badc0de.tmp"
+    dated.write_text("x")
+    os.utime(dated, (1, 1))
+    write_text(tmp_path / "report", "{}")
+    assert dated.exists()
+    glob_name = tmp_path / ".eval[1].json.999999999.0badc0de.tmp"
+    glob_name.write_text("half")
+    os.utime(glob_name, (1, 1))
+    with replacing(tmp_path / "eval[1].json") as tmp:
+        tmp.write_text("{}")
+    assert not glob_name.exists()
+    remove_stale(tmp_path, None)                          # every target's own, each put back where it belongs
+    assert not any(d.exists() for d in other)
+    assert (tmp_path / "eps_1.9" / "x.png").read_bytes() == b"eps 1.9"
+
+
+def test_a_stop_between_the_two_renames_in_this_process_keeps_a_tree(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM (training turns them into KeyboardInterrupt) between replacing_dir's two renames removed
+    both the old tree and the new one."""
+    import os
+
+    from dat_core import files
+
+    root = tmp_path / "best"
+    root.mkdir()
+    (root / "a").write_bytes(b"old")
+    real, calls = os.replace, []
+
+    def stopped(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", stopped)
+    with pytest.raises(KeyboardInterrupt), files.replacing_dir(root) as tree:
+        (tree / "a").write_bytes(b"new")
+    monkeypatch.setattr(files.os, "replace", real)
+    assert [p.name for p in tmp_path.iterdir()] == ["best"] and (root / "a").read_bytes() == b"new"
+
+
+def test_a_pair_is_left_behind_together(tmp_path):
+    """A tree's mtime does not change while files are written in its subfolders, and the old tree of a pair may be
+    older than the new one: the newest file of the pair decides, and a pair is restored or kept together."""
+    import os
+
+    from dat_core.files import remove_stale
+
+    new, old = tmp_path / ".best.999999999.0badc0de.tmp", tmp_path / ".best.999999999.0badc0de.old.tmp"
+    for d in (new, old):
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "f").write_bytes(d.name.encode())
+    age(old)
+    for p in (new, new / "sub"):
+        os.utime(p, (1, 1))
+    remove_stale(tmp_path, ".best.")                      # new/sub/f was written just now: both kept
+    assert new.exists() and old.exists()
+    os.utime(new / "sub" / "f", (1, 1))
+    remove_stale(tmp_path, ".best.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"] and (tmp_path / "best" / "sub" / "f").exists()
+
+
+def age(path):
+    """Every file of `path` last changed long ago (files.GRACE): what a writer killed long ago left."""
+    import os
+
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (1, 1))

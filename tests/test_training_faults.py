@@ -665,3 +665,18 @@ def test_a_signal_during_the_final_evaluation_stops_it_and_resume_finishes(toy, 
     train(tiny(toy, tmp_path), resume=True)
     assert torch.load(tmp_path / STATE_FILE, weights_only=True)["finished"] and (tmp_path / "final").is_dir()
     assert rows(tmp_path / "eval.jsonl") == [6]
+
+
+def test_a_restart_clears_every_temporary_a_killed_run_left(tmp_path):
+    """A restart minutes after a SIGKILL kept the temporaries of run_config.json and samples/stepN.png (each
+    written once, so never removed by a later write of the same name)."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    out = tmp_path / "run"
+    left = [out / f".run_config.json.{dead}.0badc0de.tmp", out / "samples" / f".step0000100.png.{dead}.0badc0de.tmp",
+            out / f"state.pt.{dead}.tmp"]
+    for p in left:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+    state.prepare_run_dir(out)
+    assert not any(p.exists() for p in left)

@@ -184,12 +184,13 @@ def _make_run_dir(out: Path) -> None:
 
 
 def prepare_run_dir(out: Path) -> None:
-    """Create `out` and check, before any training, that everything a run writes can go there. An export that a
-    killed run had not yet renamed into place is put there (the directory is claimed: no other writer)."""
+    """Create `out` and check, before any training, that everything a run writes can go there. What a killed run
+    left half-written is removed, and an export it had not yet renamed into place is put there (the directory is
+    claimed: no other writer)."""
     _make_run_dir(out)
-    for name, is_dir in RUN_FILES.items():
-        if is_dir:
-            remove_stale(out, f".{name}.", grace=0)
+    remove_stale(out, f"{STATE_FILE}.", grace=0)
+    for folder in (out, out / "samples"):
+        remove_stale(folder, None, grace=0)
     for name, is_dir in RUN_FILES.items():
         p = out / name
         if p.exists() and p.is_dir() != is_dir:
