@@ -51,6 +51,8 @@ class ThreatModel:
             raise ValueError(f"eps must be >= 0 (inf allowed), got {self.eps}")
         if not bool((torch.isfinite(step) & (step >= 0)).all()):
             raise ValueError(f"step_size must be finite and >= 0, got {self.step_size}")
+        finite = eps[torch.isfinite(eps)]
+        check_pixel_units(self.norm, float(finite.max()) if finite.numel() else None, float(step.max()))
 
     @property
     def bounded(self) -> bool:
@@ -180,18 +182,16 @@ def threat_model(norm: str, eps: float, step_size: float) -> ThreatModel:
         raise ValueError(f"eps must be >= 0 (inf: no limit), got {eps}")
     if not (math.isfinite(step_size) and step_size > 0):   # a step of 0 or NaN ran a PGD that moves nothing
         raise ValueError(f"step_size must be a finite number > 0, got {step_size}")
-    check_pixel_units(norm, eps, step_size)
-    return kinds[norm.lower()](eps, step_size)
+    return kinds[norm.lower()](eps, step_size)   # the ball checks its own units (`check_pixel_units`)
 
 
 def check_pixel_units(norm: str, eps: float | None = None, step_size: float | None = None) -> None:
     """Refuse a Linf radius in (1, inf) or a Linf step above 1: on [0,1] images such a number is a budget in pixel
     units (8 for 8/255), and the path saturates every pixel at its first step, so it bounds nothing."""
-    if not isinstance(norm, str) or norm.lower() != "linf":
-        return
-
     def hint(v: float) -> str:   # k/255 only where it reads the number back as a budget
         return f" (did you mean {v:g}/255?)" if float(v).is_integer() and v <= 255 else ""
+    if not isinstance(norm, str) or norm.lower() != "linf":
+        return
     if eps is not None and 1 < eps < math.inf:
         raise ValueError(f"a Linf radius is per pixel of a [0,1] image, at most 1: eps {eps:g} bounds "
                          f"nothing{hint(eps)}; use inf for no limit")

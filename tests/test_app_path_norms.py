@@ -56,3 +56,20 @@ def test_a_running_path_says_its_distance_in_its_own_norm(norm, order):
 def view_fmt(v: float) -> str:
     from webapp.charts import fmt
     return fmt(v)
+
+
+def test_a_linf_retry_never_offers_a_budget_above_1(model):
+    """Doubling a Linf ε of 0.6 offered 1.2, which the request check then refused; 1 already covers [0,1]."""
+    torch.manual_seed(3)
+    tr = explain.counterfactual(model, torch.rand(3, 32, 32), 3, norm="Linf", eps=0.6, step_size=0.6, steps=2)
+    if tr.flip_step is None:
+        retry = retry_for(tr)
+        assert retry.eps <= 1 and retry.step_size <= 1
+    from types import SimpleNamespace
+    stuck = SimpleNamespace(flip_step=None, source=0, target=3, distance=np.array([0.0, 0.6]), class_names=list("abcd"),
+                            params={"norm": "Linf", "eps": 0.6, "steps": 2, "step_size": 0.6},
+                            probs=np.array([[0.7, 0.1, 0.1, 0.1]] * 2), confidence=np.array([0.1, 0.1]),
+                            frames=np.zeros((2, 32, 32, 3)))
+    retry = retry_for(stuck)
+    assert retry.eps == 1.0 and retry.step_size <= 1
+    explain.params.validate_params("Linf", retry.eps, retry.step_size, retry.steps)

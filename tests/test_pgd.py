@@ -353,3 +353,16 @@ def test_a_linf_budget_in_pixel_units_is_refused_wherever_a_threat_model_is_made
     assert "did you mean" not in str(refused.value)
     assert threat_model("Linf", math.inf, 0.01).eps == math.inf and threat_model("Linf", 1.0, 1.0).eps == 1.0
     assert threat_model("L2", 8, 2).eps == 8
+
+
+def test_a_linf_ball_in_pixel_units_is_refused_however_it_is_made():
+    """Linf(8.0, 2.0) built directly, and AutoAttack's own norm/eps, skipped the check `threat_model` makes."""
+    from dat_core import Linf
+    from dat_core.evaluation import autoattack_accuracy
+
+    with pytest.raises(ValueError, match="did you mean 8/255"):
+        Linf(8.0, 0.01)
+    with pytest.raises(ValueError, match="bounds nothing"):
+        Linf(torch.tensor([8 / 255, 3.0]), 0.01)           # per-sample radii too
+    with pytest.raises(ValueError, match="did you mean 8/255"):
+        autoattack_accuracy(torch.nn.Linear(2, 2), [], norm="Linf", eps=8)

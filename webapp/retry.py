@@ -45,8 +45,12 @@ def retry_for(tr: Trajectory, max_steps: int = 500) -> Retry | None:
         why = (f"inside the painted region ({p['mask_fraction']:.0%} of the pixels) no change moved p({target}): "
                f"paint a larger region, or one where a {target} would differ")
         return Retry(eps, steps, step_size, why)
+    cap = 1.0 if norm == "Linf" else math.inf   # a Linf budget or step of 1 already spans [0,1]
+    if math.isfinite(eps) and dist >= 0.95 * eps and eps >= cap:
+        return Retry(eps, steps, step_size, f"the change used the whole [0,1] range (ε = {eps_text(eps, norm)}) and "
+                                            f"the model still sees {sees}: no larger Linf budget exists")
     if math.isfinite(eps) and dist >= 0.95 * eps:
-        new_eps = 2 * eps if eps > 0 else defaults["eps"]
+        new_eps = min(cap, 2 * eps if eps > 0 else defaults["eps"])
         new_steps = min(max_steps, max(steps, math.ceil(2 * new_eps / step_size)))
         why = (f"the change used its whole budget (ε = {eps_text(eps, norm)}) and the model still sees {sees}: "
                f"turning it into {target} takes a larger change than ε allows")
@@ -61,4 +65,4 @@ def retry_for(tr: Trajectory, max_steps: int = 500) -> Retry | None:
         return Retry(eps, min(max_steps, max(steps, math.ceil(to_walk / size))), size, why)
     if steps < max_steps:
         return Retry(eps, min(max_steps, max(2 * steps, math.ceil(to_walk / step_size))), step_size, why)
-    return Retry(eps, steps, 2 * step_size, why)
+    return Retry(eps, steps, min(cap, 2 * step_size), why)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..cli_types import eps_text
-from ..pgd import attack_mode
+from ..pgd import attack_mode, check_pixel_units
 from ..runtime import model_device, seeded
 from .batches import _bar, _forward, _unpack
 
@@ -48,6 +48,7 @@ def autoattack_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: f
         raise ValueError(f"AutoAttack norm must be L2 or Linf, got {norm!r}")
     if not eps > 0:
         raise ValueError(f"AutoAttack eps must be > 0, got {eps}")
+    check_pixel_units(norm, eps)
     chosen = list(STANDARD_ATTACKS if attacks is None else attacks)
     unknown = sorted(set(chosen) - set(ATTACKS))
     if unknown or not chosen:
