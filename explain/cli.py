@@ -397,12 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dat_core.cli_types import error_line, outlive_the_reader
     from dat_core.logs import setup_logging
 
+    outlive_the_reader()   # before --help is printed too
     args = build_parser().parse_args(argv)
     setup_logging()  # library warnings (e.g. a compile that stays eager) as one stderr line each
-    from dat_core.cli_types import error_line, outlive_the_reader
-    outlive_the_reader()
     from dat_core.signals import Terminated, sigterm_as_interrupt
     try:
         with sigterm_as_interrupt():

@@ -169,9 +169,9 @@ def energy_landscape(model: nn.Module, trajectory: Any, *, direction: str | int 
     """
     if energy not in ENERGIES:
         raise ValueError(f"unknown energy {energy!r}; use one of {ENERGIES}")
-    if parse_int("grid", grid, 3) % 2 == 0:
+    grid = parse_int("grid", grid, 3)
+    if grid % 2 == 0:
         raise ValueError(f"grid must be an odd integer >= 3 (so 0 is a grid point), got {grid!r}")
-    grid = int(grid)
     images_np = check_frames(trajectory.images, (getattr(model, "config", None) or {}).get("image_size"))
     batch_size = (default_batch_size(images_np.shape[2], images_np.shape[3]) if batch_size is None
                   else parse_int("batch_size", batch_size, 1, 1 << 20))

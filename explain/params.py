@@ -7,6 +7,7 @@ objectives, step limits, the defaults per resolution, target classes, and parsin
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -115,6 +116,8 @@ def _typed(value: Any, parse: Any, name: str, says: str) -> float:
     if isinstance(value, str):
         return parse(value, name)
     try:
+        if isinstance(value, (bool, np.bool_)):   # True is not a radius of 1
+            raise TypeError
         return float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{says}; got {value!r}") from None
@@ -184,7 +187,7 @@ def resolve_targets(targets: int | str | Sequence[int | str], class_names: Seque
 
 def _number(value: Any, msg: str) -> float:
     """`value` as a float (a number or a numeric string); ValueError(msg) for anything else."""
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, (bool, np.bool_)) or value is None:
         raise ValueError(msg)
     try:
         return float(value.strip()) if isinstance(value, str) else float(value)
@@ -200,7 +203,7 @@ def parse_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     text = value.strip() if isinstance(value, str) else None
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         n = int(value)
-    elif text is not None and text.lstrip("+-").isdigit():
+    elif text is not None and re.fullmatch(r"[+-]?[0-9]+", text):
         n = int(text)
     else:
         f = _number(value, msg)

@@ -240,3 +240,18 @@ def test_every_count_takes_a_numpy_integer_and_refuses_a_fraction(model):
                        (lambda: explain.energy_landscape(model, path, grid=4), "odd integer")):
         with pytest.raises(ValueError, match=name):
             call()
+
+
+def test_a_count_or_radius_that_is_not_a_number_is_refused_by_name(model):
+    """np.True_ passed as a count and True as a radius; "5.0" passed the grid check and failed int("5.0"); "--5"
+    passed the digits shortcut and failed with int()'s own message."""
+    from explain.params import parse_int, validate_params
+
+    for bad in (np.True_, "--5", "+-3", "²"):
+        with pytest.raises(ValueError, match="steps must be a whole number"):
+            parse_int("steps", bad, 0, 10)
+    for key in ("eps", "step_size"):
+        with pytest.raises(ValueError, match=key):
+            validate_params("L2", **{key: True})
+    path = explain.counterfactual(model, torch.rand(3, 32, 32), 3, steps=2)
+    assert explain.energy_landscape(model, path, grid="5.0").values.shape == (5, 5)

@@ -486,3 +486,12 @@ def test_a_rerun_into_the_same_folder_leaves_no_earlier_outputs(files, tmp_path)
     assert main([*base, "--target", "3"]) == 0
     assert not (out / "minimal.json").exists() and not list(out.glob("minimal_*.png"))
     assert (out / "metrics.json").is_file() and (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("module, args", [("explain", ["benchmark", "--help"]), ("train", ["eval", "--help"])])
+def test_help_on_an_ascii_output(module, args):
+    """--help printed before the CLIs set their stdout to escape what it cannot encode: "Fréchet" in the help ended
+    it with a UnicodeEncodeError on an ASCII stdout."""
+    r = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, cwd=ROOT, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONIOENCODING="ascii"))
+    assert r.returncode == 0 and b"usage:" in r.stdout, r.stderr

@@ -179,12 +179,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dat_core.cli_types import outlive_the_reader
     from dat_core.logs import setup_logging
 
+    outlive_the_reader()   # before --help is printed too
     args = parse(argv)
     setup_logging()
-    from dat_core.cli_types import outlive_the_reader
-    outlive_the_reader()
     from dat_core.signals import Terminated, sigterm_as_interrupt
     from dat_core.training.errors import TrainingError
     try:

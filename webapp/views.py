@@ -42,9 +42,9 @@ def _index(step: Any, n: int) -> int:
 
 
 COMPARED_AT = (EQUAL_CONFIDENCE, f"p = {EQUAL_CONFIDENCE:g}")
+"""The confidence charts' reference line: where counterfactuals are compared (`EQUAL_CONFIDENCE`)."""
 NORM_MARKS = {"L2": "₂", "Linf": "∞", "L1": "₁"}
 """The subscript of ‖x_t − x_0‖ in each norm."""
-"""The confidence charts' reference line: where counterfactuals are compared (`EQUAL_CONFIDENCE`)."""
 
 
 @dataclass
