@@ -200,10 +200,31 @@ def test_resume_refuses_other_images_behind_the_same_dataset_path(toy, tmp_path)
     out = tmp_path / "run"
     train(tiny(data, out, steps=2))
     shutil.copy(data / "train" / "class0" / "000.png", data / "train" / "class0" / "new.png")
-    with pytest.raises(ConfigError, match="images behind data.dataset are not the ones the run .* began with"):
+    with pytest.raises(ConfigError, match="images behind data.dataset .*are not the ones the run .* began with"):
         Trainer(tiny(data, out, steps=4), resume=True, allow_config_change=True)
     (data / "train" / "class0" / "new.png").unlink()                      # the same images again: it resumes
     train(tiny(data, out, steps=4), resume=True, allow_config_change=True)
+    assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 4
+
+
+def test_resume_refuses_other_ood_images_behind_the_same_path(toy, init_ckpt, tmp_path):
+    """Stage 2 draws its OOD seeds, and holds out data.ood_holdout of them for OOD evaluation, from data.ood: other
+    images behind that path redrew the held-out ones over seeds the run had trained from (and the seeds' stream
+    resumed into another permutation)."""
+    import shutil
+
+    ood = tmp_path / "ood"
+    ood.mkdir()
+    for i, p in enumerate(sorted((toy / "train").rglob("*.png"))[:20]):
+        shutil.copy(p, ood / f"{i:03d}.png")
+    out = tmp_path / "run"
+    ood_run = {"data.ood": str(ood), "data.ood_holdout": 4, "model.init": str(init_ckpt)}
+    train(tiny(toy, out, "stage2", steps=2, **ood_run))
+    shutil.copy(ood / "000.png", ood / "new.png")
+    with pytest.raises(ConfigError, match="are not the ones the run .* began with"):
+        Trainer(tiny(toy, out, "stage2", steps=4, **ood_run), resume=True, allow_config_change=True)
+    (ood / "new.png").unlink()                                             # the same images again: it resumes
+    train(tiny(toy, out, "stage2", steps=4, **ood_run), resume=True, allow_config_change=True)
     assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 4
 
 

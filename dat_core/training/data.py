@@ -171,10 +171,17 @@ class ChannelsLast(Wrapped):
         return item.contiguous(memory_format=torch.channels_last)
 
 
+def stage_ood_seeds(cfg: TrainConfig, data_seed: int | None = None) -> ImageDataset | None:
+    """The OOD seed images a stage-2 run draws from data.ood (None: stage 1, or noise seeds)."""
+    if cfg.stage != "stage2" or cfg.data.ood in NOISE_KINDS:
+        return None
+    return ood_split(cfg, data_seed)[0]
+
+
 def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.device, rank: int,
-                  world: int, data_seed: int | None = None) -> dict[str, Any]:
+                  world: int, data_seed: int | None = None, ood_seeds: ImageDataset | None = None) -> dict[str, Any]:
     """Per-rank streams; each holds batch_size // world images of the global batch (`data_seed`: the
-    seed of the OOD hold-out split, default cfg.seed)."""
+    seed of the OOD hold-out split, default cfg.seed; `ood_seeds`: `stage_ood_seeds`, when already loaded)."""
     d, b = cfg.data, cfg.batch_size
     if len(train_set) < b:
         raise ValueError(f"batch_size={b} is larger than the {len(train_set)} training images of {d.dataset}")
@@ -185,7 +192,7 @@ def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.devic
         if d.ood in NOISE_KINDS:
             streams["ood"] = NoiseStream(d.ood, b // world, d.image_size, cfg.seed * 1000 + rank, device)
         else:
-            seeds, _ = ood_split(cfg, data_seed)
+            seeds = ood_seeds if ood_seeds is not None else stage_ood_seeds(cfg, data_seed)
             if len(seeds) < b:
                 raise ValueError(f"batch_size={b} is larger than the {len(seeds)} OOD seed images of data.ood={d.ood}")
             streams["ood"] = ImagesOnly(BatchStream(seeds, b, seed=cfg.seed * 3 + 3, augment=d.ood_augment, **common))

@@ -29,7 +29,7 @@ from ..runtime import use_autocast
 from ..signals import is_main_thread
 from . import distributed
 from .config import ConfigError, TrainConfig
-from .data import build_streams, load_train_val
+from .data import build_streams, load_train_val, stage_ood_seeds
 from .errors import Interrupted, NonFiniteError, StateError, StorageError, TrainingError, interrupt_now
 from .initial import initial_model, training_device
 from .optim import EMA, lr_factor, make_optimizer
@@ -105,7 +105,8 @@ class Trainer:
         # a seed changed on resume changes the data order, never which images are held out
         data_seed = int(saved["config"].get("seed", cfg.seed)) if saved else cfg.seed
         self.train_set, self.val_set = load_train_val(cfg, seed=data_seed)
-        self.data_sha256 = data_fingerprint(self.train_set, self.val_set)
+        ood = stage_ood_seeds(cfg, data_seed)   # stage 2's OOD seeds: their hold-out is drawn from data.ood too
+        self.data_sha256 = data_fingerprint(self.train_set, self.val_set, *([ood] if ood is not None else []))
         if saved:
             check_resume_data(saved, self.data_sha256, self.out)
         self.class_names = list(self.train_set.class_names)
@@ -131,7 +132,7 @@ class Trainer:
                     broadcast_buffers=False)
         self.model = model
         self.optimizer = make_optimizer(cfg, self.module)
-        self.streams = build_streams(cfg, self.train_set, self.device, self.rank, self.world, data_seed)
+        self.streams = build_streams(cfg, self.train_set, self.device, self.rank, self.world, data_seed, ood)
         self.stage = STAGES[cfg.stage](cfg, self.module, self.model, self.streams, self.autocast)
         self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "step": None}
         self.log_sizes = dict.fromkeys(LOGS, 0)   # a fresh run's logs start empty (a run killed before its

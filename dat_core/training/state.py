@@ -290,9 +290,9 @@ def data_fingerprint(*sets: Any) -> str:
 def check_resume_data(saved: dict[str, Any], fingerprint: str, out: Path) -> None:
     """A resumed run must find the data it began with (states written before the check carry none)."""
     if saved.get("data_sha256", fingerprint) != fingerprint:
-        raise ConfigError(f"--resume: the images behind data.dataset are not the ones the run in {out} began with "
-                          "(other images, classes or counts): its validation images would be redrawn from images it "
-                          "trained on; start a new run in another out_dir")
+        raise ConfigError(f"--resume: the images behind data.dataset (or data.ood) are not the ones the run in {out} "
+                          "began with (other images, classes or counts): its held-out images would be redrawn from "
+                          "images it trained on; start a new run in another out_dir")
 
 
 def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, world: int, allow_change: bool,
