@@ -125,16 +125,10 @@ def _fingerprints(x: Any, labels: Any, models: dict[str, Any]) -> tuple[dict[str
     labels, and each model's weights and config (a calibration's temperature, the energy band, the input
     normalization change the results as much as the weights do); and the weights-only sha256 that run.json held
     before configs counted, so that a run started then still resumes."""
-    import numpy as np
-
-    from .benchmark_parts import sha256_of
-
-    def model_print(m: Any) -> str:
-        config = json.dumps(getattr(m, "config", None) or {}, sort_keys=True, default=str).encode()
-        return sha256_of([*m.state_dict().values(), np.frombuffer(config, dtype=np.uint8)])
+    from .benchmark_parts import model_sha256, sha256_of
 
     present = {k: m for k, m in models.items() if m is not None}
-    return ({"images_sha256": sha256_of([x, labels]), **{f"{k}_sha256": model_print(m) for k, m in present.items()}},
+    return ({"images_sha256": sha256_of([x, labels]), **{f"{k}_sha256": model_sha256(m) for k, m in present.items()}},
             {f"{k}_sha256": sha256_of(list(m.state_dict().values())) for k, m in present.items()})
 
 

@@ -64,6 +64,13 @@ def sha256_of(arrays: list[Any]) -> str:
     return digest.hexdigest()
 
 
+def model_sha256(model: Any) -> str:
+    """sha256 of a model's weights and config (a calibration's temperature, the energy band, the input
+    normalization change results as much as the weights do)."""
+    config = json.dumps(getattr(model, "config", None) or {}, sort_keys=True, default=str).encode()
+    return sha256_of([*model.state_dict().values(), np.frombuffer(config, dtype=np.uint8)])
+
+
 def _read_saved(path: Path, read: Callable[[Path], Any]) -> Any | None:
     """`read(path)`, or None when the file is damaged: it is set aside as *.damaged, kept for a look."""
     try:

@@ -21,7 +21,8 @@ EPILOG = """examples:
       --eps 2,3,4 --steps 60,100 --out out/tune                                  # a sweep on validation images
 
 writes success.json (one entry per setting: success rate, final-step rate, mean final confidence, median L2,
-the pairs that fell short) and prints one line per setting"""
+the pairs that fell short) as each setting ends, and prints one line per setting; the same command into the same
+--out continues a stopped sweep (settings finished with the same model, images and options are not run again)"""
 
 
 def add_success_parser(sub: argparse._SubParsersAction, load: Callable[[argparse.Namespace], Any]) -> None:
@@ -51,29 +52,43 @@ def comma_values(text: str | None, option: str, parse: Callable[[str], Any]) -> 
 
 
 def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
+    import itertools
+
     from tqdm import tqdm
 
+    from dat_core.files import claimed
+
+    from . import success
     from .image_sets import load_image_set, resolve_data_options
     from .params import eps_name, eps_text, parse_eps
-    from .success import sweep
     from .trajectory import model_info
 
     grid = {"eps": comma_values(args.eps, "--eps", parse_eps),
             "steps": comma_values(args.steps, "--steps", int_in(1, 1000)),
             "step_size": comma_values(args.step_size, "--step-size", step_size)}
     resolve_data_options(args)   # before the model loads
-    out = Path(args.out)   # checked by explain's main before any work; made only when there is a result
+    out = Path(args.out)   # checked by explain's main before any work; made once the inputs are read
     model = load(args)
     size, class_names, _ = model_info(model)
     images, labels, names = load_image_set(args, class_names, size)
-    with tqdm(total=len(images) * len(grid["eps"]) * len(grid["steps"]) * len(grid["step_size"]),
-              desc="images", unit="img") as bar:
-        results = sweep(model, images, labels, names, norm=args.norm, threshold=args.threshold,
-                        autocast=args.autocast, progress=lambda _: bar.update(1), **grid)
-    summaries = [r.summary() for r in results]
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "success.json", json.dumps({"model": str(args.model), "images": args.data or args.images,
-                                                 "settings": summaries}, indent=2))
+    settings = list(itertools.product(grid["eps"], grid["steps"], grid["step_size"]))
+    run = _run_print(args, model, images, labels, names)
+    with claimed(out, "success sweep"), tqdm(total=len(images) * len(settings), desc="images", unit="img") as bar:
+        done = _finished(out / "success.json", run)
+        summaries, keys = [], []
+        for e, s, a in settings:
+            key = json.dumps([e, s, a])   # as asked (None: the default), not as resolved
+            if key in done:
+                summaries.append(done[key])
+                bar.update(len(images))
+            else:
+                summaries.append(success.counterfactual_success(
+                    model, images, labels, names, eps=e, steps=s, step_size=a, norm=args.norm,
+                    threshold=args.threshold, autocast=args.autocast, progress=lambda _: bar.update(1)).summary())
+            keys.append(key)
+            write_text(out / "success.json", json.dumps({
+                "model": str(args.model), "images": args.data or args.images, "settings": summaries,
+                "complete": len(summaries) == len(settings), "run": run, "asked": keys}, indent=2))
     for s in summaries:
         p = s["params"]
         print(f"eps {eps_name(p['eps'], args.norm)} steps {p['steps']} step "
@@ -82,3 +97,26 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
               f"mean final p {s['mean_final_confidence']:.3f}, median L2 {s['median_l2']:.2f})")
     print(f"wrote {out / 'success.json'}")
     return 0
+
+
+def _run_print(args: argparse.Namespace, model: Any, images: list[Any], labels: list[Any], names: list[str]) -> dict:
+    """What a saved setting's result depends on besides the setting: the model, the images, their labels and
+    names, the norm, the threshold and the autocast (a setting saved under other ones is done again)."""
+    from .benchmark_parts import model_sha256, sha256_of
+
+    return {"model_sha256": model_sha256(model), "images_sha256": sha256_of(list(images)),
+            "labels": [None if lab is None else int(lab) for lab in labels], "names": list(names),
+            "norm": args.norm, "threshold": args.threshold, "autocast": bool(args.autocast)}
+
+
+def _finished(path: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """The settings an earlier sweep into the same folder finished under the same `run`: asked -> summary."""
+    from dat_core.files import read_json
+
+    try:
+        old = read_json(path, 64 << 20, path.name, "a success sweep") if path.is_file() else {}
+    except ValueError:   # unreadable: its settings run again
+        return {}
+    if not isinstance(old, dict) or old.get("run") != run:
+        return {}
+    return dict(zip(old.get("asked") or [], old.get("settings") or []))

@@ -97,6 +97,38 @@ def test_cli_lines_say_linf_budgets_as_typed(setup, tmp_path, capsys):
     assert "eps 8/255 steps 2 step 1/255:" in capsys.readouterr().out
 
 
+def test_a_stopped_sweep_keeps_its_finished_settings_and_resumes(setup, tmp_path, monkeypatch):
+    """success.json was written only after the whole sweep: a stop lost every finished setting. Each setting is
+    now saved as it ends, and the same command continues with the ones left (the same images and model only)."""
+    import explain.success as success
+
+    _, d = setup
+    real, calls = success.counterfactual_success, []
+
+    def stopped_at_second(*args, **kw):
+        calls.append(kw["steps"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    args = ["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--steps", "2,4", "--autocast", "off"]
+    monkeypatch.setattr(success, "counterfactual_success", stopped_at_second)
+    assert main([*args, "--out", str(tmp_path / "a")]) == 130
+    partial = json.loads((tmp_path / "a" / "success.json").read_text())
+    assert [s["params"]["steps"] for s in partial["settings"]] == [2] and partial["complete"] is False
+    calls.clear()
+    monkeypatch.setattr(success, "counterfactual_success", lambda *a, **kw: calls.append(kw["steps"]) or real(*a, **kw))
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0 and calls == [4]        # only the setting left
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0                          # uninterrupted, for reference
+    resumed, whole = (json.loads((tmp_path / k / "success.json").read_text()) for k in ("a", "b"))
+    assert resumed["settings"] == whole["settings"] and resumed["complete"] is True
+    calls.clear()
+    other = tmp_path / "imgs"
+    other.mkdir()
+    (other / "dog-0000.png").write_bytes((d / "imgs" / "cat-0000.png").read_bytes())
+    assert main([*args[:4], str(other), *args[5:], "--out", str(tmp_path / "a")]) == 0 and calls == [2, 4]
+
+
 def test_cli_bad_input_is_one_line(setup, tmp_path, capsys):
     _, d = setup
     assert main(["success", "--model", str(d / "ckpt"), "--images", str(tmp_path / "none"), "--out",
