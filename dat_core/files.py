@@ -47,7 +47,7 @@ def replacing(path: Path) -> Iterator[Path]:
     try:
         with _writing(tmp):
             yield tmp
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     except OSError as e:
         if str(tmp) not in (e.filename, e.filename2):   # not the write itself (e.g. a download feeding it)
             raise
@@ -68,18 +68,16 @@ def replacing_dir(path: Path) -> Iterator[Path]:
     remove_stale(path.parent, f".{path.name}.")
     tag = f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp, old = path.with_name(tag + ".tmp"), path.with_name(tag + ".old.tmp")
-    swapped = False
     with _writing(tmp, old):
         try:
             tmp.mkdir()
             yield tmp
             if path.exists():
                 os.replace(path, old)   # two renames: a SIGKILL between them leaves the whole new tree as `tmp`
-                swapped = True          # beside `old`, which `remove_stale` puts in place
-            os.replace(tmp, path)
+            os.replace(tmp, path)       # beside `old`, which `remove_stale` puts in place
         finally:
-            if swapped and not path.exists():   # stopped between the renames here (Ctrl-C, SIGTERM, an error)
-                os.replace(tmp if tmp.is_dir() else old, path)
+            if old.is_dir() and not path.exists():   # stopped between the renames here (Ctrl-C, SIGTERM, an error;
+                os.replace(tmp if tmp.is_dir() else old, path)   # a signal is raised as a call returns, too)
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
 
@@ -105,7 +103,7 @@ def remove_stale(folder: Path, prefix: str | None = None, grace: float = GRACE) 
     for p in found:
         m = pattern.fullmatch(p.name)
         if m:
-            target = m.group("target") if prefix is None else prefix.strip(".") if prefix.startswith(".") \
+            target = m.group("target") if prefix is None else prefix[1:-1] if prefix.startswith(".") \
                 else prefix[:-1]
             tag = p.name[:-len(".old.tmp")] if m.groupdict().get("old") else p.name[:-len(".tmp")]
             pairs.setdefault(tag, (int(m.group("pid")), target, []))[2].append(p)

@@ -51,8 +51,8 @@ class ThreatModel:
             raise ValueError(f"eps must be >= 0 (inf allowed), got {self.eps}")
         if not bool((torch.isfinite(step) & (step >= 0)).all()):
             raise ValueError(f"step_size must be finite and >= 0, got {self.step_size}")
-        finite = eps[torch.isfinite(eps)]
-        check_pixel_units(self.norm, float(finite.max()) if finite.numel() else None, float(step.max()))
+        top = [float(t[torch.isfinite(t)].max()) if torch.isfinite(t).any() else None for t in (eps, step)]
+        check_pixel_units(self.norm, *top)   # the largest finite radius and step (per-sample tensors too)
 
     @property
     def bounded(self) -> bool:

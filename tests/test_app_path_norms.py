@@ -73,3 +73,6 @@ def test_a_linf_retry_never_offers_a_budget_above_1(model):
     retry = retry_for(stuck)
     assert retry.eps == 1.0 and retry.step_size <= 1
     explain.params.validate_params("Linf", retry.eps, retry.step_size, retry.steps)
+    stuck.params, stuck.distance = {"norm": "Linf", "eps": 1.0, "steps": 100, "step_size": 0.01}, np.array([0, .97])
+    retry = retry_for(stuck, max_steps=500)             # ε = 1 bounds nothing: more steps are the fix
+    assert retry.changes(stuck.params) and retry.eps == 1.0 and retry.steps > 100

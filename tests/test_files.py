@@ -225,7 +225,8 @@ def test_only_a_targets_own_temporaries_are_its_own(tmp_path):
     assert (tmp_path / "eps_1.9" / "x.png").read_bytes() == b"eps 1.9"
 
 
-def test_a_stop_between_the_two_renames_in_this_process_keeps_a_tree(tmp_path, monkeypatch):
+@pytest.mark.parametrize("when", ["after the first rename returned", "before the second"])
+def test_a_stop_between_the_two_renames_in_this_process_keeps_a_tree(tmp_path, monkeypatch, when):
     """Ctrl-C or SIGTERM (training turns them into KeyboardInterrupt) between replacing_dir's two renames removed
     both the old tree and the new one."""
     import os
@@ -239,9 +240,12 @@ def test_a_stop_between_the_two_renames_in_this_process_keeps_a_tree(tmp_path, m
 
     def stopped(src, dst):
         calls.append(src)
-        if len(calls) == 2:
+        if when == "before the second" and len(calls) == 2:
             raise KeyboardInterrupt
-        return real(src, dst)
+        result = real(src, dst)
+        if when == "after the first rename returned" and len(calls) == 1:
+            raise KeyboardInterrupt          # a signal checked as the call returns
+        return result
 
     monkeypatch.setattr(files.os, "replace", stopped)
     with pytest.raises(KeyboardInterrupt), files.replacing_dir(root) as tree:
@@ -277,3 +281,12 @@ def age(path):
 
     for p in [path, *path.rglob("*")]:
         os.utime(p, (1, 1))
+
+
+def test_a_dotted_target_is_restored_under_its_own_name(tmp_path):
+    from dat_core.files import remove_stale
+
+    for suffix in (".tmp", ".old.tmp"):
+        (tmp_path / f"..cache.999999999.0badc0de{suffix}").mkdir()
+    remove_stale(tmp_path, "..cache.", grace=0)
+    assert [p.name for p in tmp_path.iterdir()] == [".cache"]

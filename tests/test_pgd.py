@@ -366,3 +366,4 @@ def test_a_linf_ball_in_pixel_units_is_refused_however_it_is_made():
         Linf(torch.tensor([8 / 255, 3.0]), 0.01)           # per-sample radii too
     with pytest.raises(ValueError, match="did you mean 8/255"):
         autoattack_accuracy(torch.nn.Linear(2, 2), [], norm="Linf", eps=8)
+    assert Linf(torch.tensor([]), torch.tensor([])).norm == "Linf"     # no samples: nothing to check

@@ -45,11 +45,8 @@ def retry_for(tr: Trajectory, max_steps: int = 500) -> Retry | None:
         why = (f"inside the painted region ({p['mask_fraction']:.0%} of the pixels) no change moved p({target}): "
                f"paint a larger region, or one where a {target} would differ")
         return Retry(eps, steps, step_size, why)
-    cap = 1.0 if norm == "Linf" else math.inf   # a Linf budget or step of 1 already spans [0,1]
-    if math.isfinite(eps) and dist >= 0.95 * eps and eps >= cap:
-        return Retry(eps, steps, step_size, f"the change used the whole [0,1] range (ε = {eps_text(eps, norm)}) and "
-                                            f"the model still sees {sees}: no larger Linf budget exists")
-    if math.isfinite(eps) and dist >= 0.95 * eps:
+    cap = 1.0 if norm == "Linf" else math.inf   # a Linf budget or step of 1 already spans [0,1]: then more
+    if math.isfinite(eps) and dist >= 0.95 * eps and eps < cap:   # steps, not a larger budget, are the fix
         new_eps = min(cap, 2 * eps if eps > 0 else defaults["eps"])
         new_steps = min(max_steps, max(steps, math.ceil(2 * new_eps / step_size)))
         why = (f"the change used its whole budget (ε = {eps_text(eps, norm)}) and the model still sees {sees}: "

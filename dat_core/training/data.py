@@ -171,11 +171,13 @@ class ChannelsLast(Wrapped):
         return item.contiguous(memory_format=torch.channels_last)
 
 
-def stage_ood_seeds(cfg: TrainConfig, data_seed: int | None = None) -> ImageDataset | None:
-    """The OOD seed images a stage-2 run draws from data.ood (None: stage 1, or noise seeds)."""
+def stage_ood_seeds(cfg: TrainConfig, data_seed: int | None = None) -> tuple[ImageDataset | None, int]:
+    """The OOD seed images a stage-2 run draws from data.ood, and how many images data.ood holds (the hold-out and
+    the seed bank are drawn from them); (None, 0) for stage 1 or noise seeds."""
     if cfg.stage != "stage2" or cfg.data.ood in NOISE_KINDS:
-        return None
-    return ood_split(cfg, data_seed)[0]
+        return None, 0
+    parts = ood_parts(cfg, data_seed)
+    return parts[0], sum(len(p) for p in parts if p is not None)
 
 
 def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.device, rank: int,
@@ -192,7 +194,7 @@ def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.devic
         if d.ood in NOISE_KINDS:
             streams["ood"] = NoiseStream(d.ood, b // world, d.image_size, cfg.seed * 1000 + rank, device)
         else:
-            seeds = ood_seeds if ood_seeds is not None else stage_ood_seeds(cfg, data_seed)
+            seeds = ood_seeds if ood_seeds is not None else stage_ood_seeds(cfg, data_seed)[0]
             if len(seeds) < b:
                 raise ValueError(f"batch_size={b} is larger than the {len(seeds)} OOD seed images of data.ood={d.ood}")
             streams["ood"] = ImagesOnly(BatchStream(seeds, b, seed=cfg.seed * 3 + 3, augment=d.ood_augment, **common))

@@ -105,10 +105,10 @@ class Trainer:
         # a seed changed on resume changes the data order, never which images are held out
         data_seed = int(saved["config"].get("seed", cfg.seed)) if saved else cfg.seed
         self.train_set, self.val_set = load_train_val(cfg, seed=data_seed)
-        ood = stage_ood_seeds(cfg, data_seed)   # stage 2's OOD seeds: their hold-out is drawn from data.ood too
-        self.data_sha256 = data_fingerprint(self.train_set, self.val_set, *([ood] if ood is not None else []))
+        self.data_sha256 = data_fingerprint(self.train_set, self.val_set)
+        ood, self.ood_images = stage_ood_seeds(cfg, data_seed)   # the OOD hold-out is drawn from data.ood
         if saved:
-            check_resume_data(saved, self.data_sha256, self.out)
+            check_resume_data(saved, self.data_sha256, self.ood_images, self.out)
         self.class_names = list(self.train_set.class_names)
         if cfg.sample_grid:  # the first grid is drawn at the first evaluation: a bad seed kind fails now
             try:
@@ -159,6 +159,7 @@ class Trainer:
                 "model_config": self.module.config, "model": self.module.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "stage": self.stage.state_dict(), "best": self.best,
                 "ranks": ranks, "logs": log_sizes(self.out), "data_sha256": self.data_sha256,
+                "ood_images": self.ood_images,
             }, self.out / STATE_FILE, keep_previous=True)
         distributed.rank0(write, self.rank, self.world)
         self.saved_step = self.step

@@ -287,9 +287,10 @@ def data_fingerprint(*sets: Any) -> str:
     return digest.hexdigest()
 
 
-def check_resume_data(saved: dict[str, Any], fingerprint: str, out: Path) -> None:
-    """A resumed run must find the data it began with (states written before the check carry none)."""
-    if saved.get("data_sha256", fingerprint) != fingerprint:
+def check_resume_data(saved: dict[str, Any], fingerprint: str, ood_images: int, out: Path) -> None:
+    """A resumed run must find the data it began with: `data_fingerprint` of its splits and the count of images
+    behind data.ood (states written before either check carry none)."""
+    if saved.get("data_sha256", fingerprint) != fingerprint or saved.get("ood_images", ood_images) != ood_images:
         raise ConfigError(f"--resume: the images behind data.dataset (or data.ood) are not the ones the run in {out} "
                           "began with (other images, classes or counts): its held-out images would be redrawn from "
                           "images it trained on; start a new run in another out_dir")
