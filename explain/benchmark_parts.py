@@ -71,7 +71,7 @@ def model_sha256(model: Any) -> str:
     return sha256_of([*model.state_dict().values(), np.frombuffer(config, dtype=np.uint8)])
 
 
-def _read_saved(path: Path, read: Callable[[Path], Any]) -> Any | None:
+def read_saved(path: Path, read: Callable[[Path], Any]) -> Any | None:
     """`read(path)`, or None when the file is damaged: it is set aside as *.damaged, kept for a look."""
     try:
         return read(path)
@@ -95,7 +95,7 @@ def save_part(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def read_parts(parts: Path, tag: str) -> dict[str, np.ndarray]:
     """What a radius saved so far under `parts` (`{tag}-p*.npz`): per-pair arrays in job order, with `job`
     (a damaged part is set aside: its pairs count as not done)."""
-    chunks = [c for path in sorted(parts.glob(f"{tag}-p*.npz")) if (c := _read_saved(path, _read_npz)) is not None]
+    chunks = [c for path in sorted(parts.glob(f"{tag}-p*.npz")) if (c := read_saved(path, _read_npz)) is not None]
     if not chunks:
         return {"job": np.zeros(0, dtype=np.int64)}
     saved = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
@@ -110,7 +110,7 @@ def save_radii(path: Path, radii: np.ndarray) -> None:
 
 def read_radii(path: Path) -> np.ndarray | None:
     """Minimal radii saved at `path`; None when there are none yet, or they were damaged (and set aside)."""
-    return _read_saved(path, lambda p: np.load(p, allow_pickle=False)) if path.is_file() else None
+    return read_saved(path, lambda p: np.load(p, allow_pickle=False)) if path.is_file() else None
 
 
 class SpentTime:
@@ -120,7 +120,7 @@ class SpentTime:
     def __init__(self, out: Path, since: float):
         """`since`: when this process started on the run (`time.perf_counter()`)."""
         self.path, self.last = out / "seconds.json", since
-        saved = _read_saved(self.path, lambda p: float(read_json(p, 1024, p.name, "seconds"))) \
+        saved = read_saved(self.path, lambda p: float(read_json(p, 1024, p.name, "seconds"))) \
             if self.path.is_file() else None
         self.total = saved if saved is not None and saved >= 0 else 0.0
 

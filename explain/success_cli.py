@@ -113,10 +113,12 @@ def _finished(path: Path, run: dict[str, Any]) -> dict[str, Any]:
     """The settings an earlier sweep into the same folder finished under the same `run`: asked -> summary."""
     from dat_core.files import read_json
 
-    try:
-        old = read_json(path, 64 << 20, path.name, "a success sweep") if path.is_file() else {}
-    except ValueError:   # unreadable: its settings run again
+    from .benchmark_parts import read_saved
+
+    old = read_saved(path, lambda p: read_json(p, 64 << 20, p.name, "a success sweep")) if path.is_file() else None
+    if not isinstance(old, dict) or old.get("run") != run:   # damaged (set aside as .damaged), or another sweep's
         return {}
-    if not isinstance(old, dict) or old.get("run") != run:
+    asked, settings = old.get("asked"), old.get("settings")
+    if not (isinstance(asked, list) and isinstance(settings, list) and all(isinstance(a, str) for a in asked)):
         return {}
-    return dict(zip(old.get("asked") or [], old.get("settings") or []))
+    return dict(zip(asked, settings))

@@ -127,6 +127,10 @@ def test_a_stopped_sweep_keeps_its_finished_settings_and_resumes(setup, tmp_path
     other.mkdir()
     (other / "dog-0000.png").write_bytes((d / "imgs" / "cat-0000.png").read_bytes())
     assert main([*args[:4], str(other), *args[5:], "--out", str(tmp_path / "a")]) == 0 and calls == [2, 4]
+    calls.clear()
+    (tmp_path / "a" / "success.json").write_text('{"settings": [')                  # cut short: set aside, run again
+    assert main([*args[:4], str(other), *args[5:], "--out", str(tmp_path / "a")]) == 0 and calls == [2, 4]
+    assert (tmp_path / "a" / "success.json.damaged").read_text() == '{"settings": ['
 
 
 def test_cli_bad_input_is_one_line(setup, tmp_path, capsys):
