@@ -147,7 +147,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     from .benchmark_parts import SpentTime, check_run_folder
     from .cli_options import guidance
     from .image_sets import load_image_set, resolve_data_options
-    from .params import default_params, parse_eps, validate_params
+    from .params import default_params, eps_name, parse_eps, validate_params
     from .success_cli import comma_values
     from .trajectory import check_guide, model_info
 
@@ -235,21 +235,21 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
         (out / "minimal_radius.png").unlink(missing_ok=True)
     originals = to_uint8(x).transpose(0, 3, 1, 2)
     best, worst = rep.best_and_worst(results[-1], args.gallery)
-    galleries = {f"{title} at radius {rep.eps_name(entries[-1]['eps'], args.norm)}": (
+    galleries = {f"{title} at radius {eps_name(entries[-1]['eps'], args.norm)}": (
         rep.gallery(originals, results[-1], jobs, picked, out / f"gallery_{key}.png").name,
         rep.gallery_rows(picked, results[-1], jobs, names, class_names)) for key, title, picked in
         (("best", "Best cases", best), ("worst", "Worst cases", worst))}
     wrote.append(rep.write_markdown(report, galleries, out / "report.md"))
     if args.layout == "ace":
         for eps, res in zip(entries, results):
-            root = out / "ace" / f"eps_{rep.eps_name(eps['eps'])}"   # L2-style: a folder name holds no slash
+            root = out / "ace" / f"eps_{eps_name(eps['eps'])}"   # L2-style: a folder name holds no slash
             rep.write_ace_layout(root, originals, labels, predictions.numpy(), res, jobs, bm.is_valid(res, jobs))
             wrote.append(root)
     write_text(out / "benchmark.json", json.dumps(report, indent=2))
     for e in entries:
         fd = e["realism"] and e["realism"]["frechet_distance"]
         cc = e["realism"] and e["realism"].get("class_conditional")
-        print(f"eps {rep.eps_name(e['eps'], args.norm)}: validity {e['validity']:.1%}, mean p(target) "
+        print(f"eps {eps_name(e['eps'], args.norm)}: validity {e['validity']:.1%}, mean p(target) "
               f"{e['mean_target_confidence']:.3f}, mean L2 {e['closeness']['mean_l2']:.2f}"
               + ("" if args.stop_at is None else f", mean steps {e['mean_steps']:.1f}")
               + ("" if e["transfer"] is None else f", transfer {e['transfer']['fraction']:.1%}")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from dat_core.cli_types import MAX_STEP_SIZE, _got, eps_text, parse_eps, parse_step  # noqa: F401  (re-exported: explain.parse_eps)
+from dat_core.cli_types import MAX_STEP_SIZE, _got, eps_text, parse_eps, parse_step  # noqa: F401  (re-exported: explain.parse_eps, the app)
 from dat_core.pgd import NORMS, check_pixel_units
 from dat_core.pgd import OBJECTIVES as PGD_OBJECTIVES
 from dat_core.sampling import IMAGENET_MIN_SIZE  # noqa: F401  (re-exported: the app and CLI read it here)
@@ -111,13 +111,13 @@ def _canonical_norm(norm: str) -> str:
     raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
 
 
-def _typed(value: Any, parse: Any, name: str, says: str) -> float:
+def _typed(value: Any, parse: Callable[[Any, str], float], name: str, says: str) -> float:
     """A number of the Python API: a number as it is, text as the CLI and the app read it ("8/255", "inf")."""
     if isinstance(value, str):
         return parse(value, name)
+    if isinstance(value, (bool, np.bool_)):   # True is not a radius of 1
+        raise ValueError(f"{says}; got {value!r}")
     try:
-        if isinstance(value, (bool, np.bool_)):   # True is not a radius of 1
-            raise TypeError
         return float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{says}; got {value!r}") from None
@@ -143,7 +143,7 @@ def validate_params(norm: str = "L2", eps: float | None = None, step_size: float
     steps = parse_int("steps", steps, 0, MAX_STEPS)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
-    return {"norm": norm, "eps": eps, "step_size": step_size, "steps": int(steps), "objective": objective}
+    return {"norm": norm, "eps": eps, "step_size": step_size, "steps": steps, "objective": objective}
 
 
 def _listing(class_names: Sequence[str]) -> str:

@@ -206,9 +206,9 @@ class TrainConfig(_Table):
             raise ValueError("attack.eps must be > 0 when attack.steps > 0 (attack.steps=0 trains without an attack)")
         if self.attack.pgd == "argmin" and self.attack.random_start:
             raise ValueError("attack.random_start: the argmin attack starts at the image, as InNOut's default")
-        for key, value in (("eps", {"eps": self.attack.eps}), ("step_size", {"step_size": self.attack.step_size})):
+        for key in ("eps", "step_size"):
             try:
-                check_pixel_units(self.attack.norm, **value)
+                check_pixel_units(self.attack.norm, **{key: getattr(self.attack, key)})
             except ValueError as e:
                 raise ValueError(f"attack.{key}: {e}") from None
         return self
