@@ -50,7 +50,8 @@ def test_a_running_path_says_its_distance_in_its_own_norm(norm, order):
     now = np.clip(start + rng.normal(0, 0.05, start.shape), 0, 1).astype(np.float32)
     view = RunningView(Running(3, 10, now, np.full(4, 0.25), 0), start, list("abcd"), 2, norm)
     expected = np.linalg.norm((now - start).ravel(), ord=order)
-    assert f"distance {view_fmt(expected)}" in view.caption()
+    shown = f"{view_fmt(expected * 255)}/255" if norm == "Linf" else view_fmt(expected)
+    assert f"distance {shown}" in view.caption()
 
 
 def view_fmt(v: float) -> str:
@@ -58,21 +59,20 @@ def view_fmt(v: float) -> str:
     return fmt(v)
 
 
-def test_a_linf_retry_never_offers_a_budget_above_1(model):
-    """Doubling a Linf ε of 0.6 offered 1.2, which the request check then refused; 1 already covers [0,1]."""
+def test_a_linf_distance_is_said_in_the_units_of_its_budget(model):
+    """A Linf caption read "distance 0.00784" beside "ε = 2/255"; the retry and the all-targets table the same."""
+    from dataclasses import replace
+
+    from webapp.views import AllTargetsView
+
     torch.manual_seed(3)
-    tr = explain.counterfactual(model, torch.rand(3, 32, 32), 3, norm="Linf", eps=0.6, step_size=0.6, steps=2)
-    if tr.flip_step is None:
-        retry = retry_for(tr)
-        assert retry.eps <= 1 and retry.step_size <= 1
-    from types import SimpleNamespace
-    stuck = SimpleNamespace(flip_step=None, source=0, target=3, distance=np.array([0.0, 0.6]), class_names=list("abcd"),
-                            params={"norm": "Linf", "eps": 0.6, "steps": 2, "step_size": 0.6},
-                            probs=np.array([[0.7, 0.1, 0.1, 0.1]] * 2), confidence=np.array([0.1, 0.1]),
-                            frames=np.zeros((2, 32, 32, 3)))
-    retry = retry_for(stuck)
-    assert retry.eps == 1.0 and retry.step_size <= 1
-    explain.params.validate_params("Linf", retry.eps, retry.step_size, retry.steps)
-    stuck.params, stuck.distance = {"norm": "Linf", "eps": 1.0, "steps": 100, "step_size": 0.01}, np.array([0, .97])
-    retry = retry_for(stuck, max_steps=500)             # ε = 1 bounds nothing: more steps are the fix
-    assert retry.changes(stuck.params) and retry.eps == 1.0 and retry.steps > 100
+    image = torch.rand(3, 32, 32) * 0.5 + 0.25          # inside [0,1] after any 2 steps of 1/255
+    target = (int(model(image[None]).argmax()) + 1) % 10
+    tr = explain.counterfactual(model, image, target, norm="Linf", eps="2/255", step_size="1/255", steps=2)
+    last = len(tr.steps) - 1
+    view = CounterfactualView.build(tr, "m")
+    assert "distance 2/255" in view.caption(last) and "ε = 2/255" in view.summary()
+    short = replace(tr, flip_step=None, params={**tr.params, "eps": "inf"})
+    assert "the change is 2/255" in retry_for(short).why
+    flipped = replace(tr, flip_step=int(tr.steps[last]))
+    assert "| 2/255 |" in AllTargetsView([flipped], "m", 1).table()

@@ -40,6 +40,12 @@ def plural(n: Any, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def distance_text(d: float, norm: str | None) -> str:
+    """A path's distance in its own norm, in the units its ε is typed in: Linf in k/255 (a caption read
+    "distance 0.00784" beside "ε = 2/255"), L1 and L2 as short numbers."""
+    return f"{fmt(float(d) * 255)}/255" if norm == "Linf" and math.isfinite(d) else fmt(d)
+
+
 def fmt(v: float, digits: int = 3) -> str:
     """Short number with a real minus sign; inf/nan spelled out."""
     v = float(v)

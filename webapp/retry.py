@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from explain.params import default_params
 from explain.trajectory import Trajectory
 
-from .charts import eps_text, fmt, plural
+from .charts import distance_text, eps_text, plural
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def retry_for(tr: Trajectory, max_steps: int = 500) -> Retry | None:
                f"turning it into {target} takes a larger change than ε allows")
         return Retry(new_eps, new_steps, step_size, why)
     why = (f"PGD ran out of steps: after {plural(steps, 'step')} of {eps_text(step_size, norm)} the change is "
-           f"{fmt(dist)}"
+           f"{distance_text(dist, norm)}"
            + (f", below the allowed ε = {eps_text(eps, norm)}" if math.isfinite(eps) else "")
            + f", and the model still sees {sees}")
     to_walk = 2 * eps if math.isfinite(eps) else 0.0   # far enough to reach the ball's surface and move along it

@@ -27,6 +27,7 @@ from .charts import (
     Series,
     difference_frames,
     display_scale,
+    distance_text,
     eps_text,
     fmt,
     labelled_grid,
@@ -136,7 +137,7 @@ class CounterfactualView:
         tr = self.trajectory
         names, t = tr.class_names, int(tr.steps[i])
         pred = int(tr.probs[i].argmax())
-        dist = tr.distance[i]
+        dist = distance_text(tr.distance[i], tr.params.get("norm"))
         if tr.source == tr.target:   # the summary says it already was the target
             flipped = ""
         elif pred == tr.target and tr.flip_step is not None and t >= tr.flip_step:
@@ -149,7 +150,7 @@ class CounterfactualView:
         if len(reached) and i == reached[0] and tr.source != tr.target:
             flipped += f" · **first frame at p ≥ {EQUAL_CONFIDENCE:g}**, where counterfactuals are compared"
         return (f"**Step {t} of {int(tr.steps[-1])}** · the model sees **{names[pred]}** ({tr.probs[i, pred]:.0%})"
-                f" · p({names[tr.target]}) = {tr.confidence[i]:.0%} · distance {fmt(dist)}{flipped}")
+                f" · p({names[tr.target]}) = {tr.confidence[i]:.0%} · distance {dist}{flipped}")
 
     def summary(self) -> str:
         tr = self.trajectory
@@ -209,7 +210,7 @@ class RunningView:
         seen = int(np.argmax(r.probs))
         return (f"**Running: step {r.step} of {r.steps}** (Cancel stops it) · at step {r.step - 1} the model sees "
                 f"**{names[seen]}** ({r.probs[seen]:.0%}) · p({names[self.target]}) = {r.probs[self.target]:.0%} · "
-                f"distance {fmt(dist)}")
+                f"distance {distance_text(dist, self.norm)}")
 
 
 @dataclass
@@ -254,8 +255,9 @@ class AllTargetsView:
                 "|---|---|---|---|---|---|"]
         for tr in self.trajectories:
             r = radius_needed(tr)
+            needed = "—" if r is None or tr.target == tr.source else distance_text(r, norm)
             rows.append(f"| {tr.class_names[tr.target]} | {tr.confidence[-1]:.0%} | {self.outcome(tr)} | "
-                        f"{'—' if r is None or tr.target == tr.source else fmt(r)} | {rank.get(tr.target, '—')} | "
+                        f"{needed} | {rank.get(tr.target, '—')} | "
                         f"{fmt(tr.l2[-1])} |")
         order = [tr.class_names[tr.target] for tr in self.ranked()]
         rows.append(f"\n**Easiest to hardest:** {', '.join(order)}.")
