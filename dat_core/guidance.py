@@ -32,19 +32,23 @@ def check_angle(angle_deg: float) -> float:
 def cone_project(g: torch.Tensor, d: torch.Tensor, angle_deg: float) -> torch.Tensor:
     """Per sample: g when its angle to d is at most `angle_deg`, else the direction on the cone's boundary
     nearest to g (g rotated toward d until the angle is `angle_deg`), with g's norm. Where d is 0, g; where g is
-    exactly opposite d (no nearest side of the cone), along d."""
+    opposite d (no nearest side of the cone: g's part orthogonal to d is round-off), along d with g's norm.
+    Computed in at least fp32 and returned in g's dtype."""
     angle_deg = check_angle(angle_deg)
-    gf, df = g.flatten(1), d.flatten(1)
+    work = torch.promote_types(g.dtype, torch.float32)
+    gf, df = g.flatten(1).to(work), d.flatten(1).to(work)
     g_norm, d_norm = gf.norm(dim=1, keepdim=True), df.norm(dim=1, keepdim=True)
     d_hat = df / d_norm.clamp_min(1e-30)
     cos = (gf * d_hat).sum(1, keepdim=True) / g_norm.clamp_min(1e-30)
     alpha = math.radians(angle_deg)
     inside = (cos >= math.cos(alpha) - 1e-7) | (d_norm == 0) | (g_norm == 0)
     ortho = gf - (gf * d_hat).sum(1, keepdim=True) * d_hat
+    ortho = ortho - (ortho * d_hat).sum(1, keepdim=True) * d_hat      # twice: the first pass leaves some d behind
     o_norm = ortho.norm(dim=1, keepdim=True)
-    e_hat = torch.where(o_norm > 1e-12 * g_norm.clamp_min(1e-30), ortho / o_norm.clamp_min(1e-30), torch.zeros_like(gf))
-    boundary = (math.cos(alpha) * d_hat + math.sin(alpha) * e_hat) * g_norm
-    return torch.where(inside, gf, boundary).view_as(g)
+    sideways = o_norm > 1e3 * torch.finfo(work).eps * g_norm            # else round-off: no side to rotate from
+    e_hat = ortho / o_norm.clamp_min(1e-30)
+    boundary = torch.where(sideways, math.cos(alpha) * d_hat + math.sin(alpha) * e_hat, d_hat) * g_norm
+    return torch.where(inside, gf, boundary).view_as(g).to(g.dtype)
 
 
 class ConeGuide:

@@ -116,9 +116,9 @@ class Linf(ThreatModel):
 
 
 def project_l1(delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
-    """Euclidean projection of each sample of `delta` onto the L1 ball of radius eps (sort-based, Duchi et
-    al. 2008): soft-threshold |delta| at the theta that makes the L1 norm exactly eps; inside stays put."""
-    flat = delta.flatten(1)
+    """Euclidean projection of each sample of `delta` onto the L1 ball of radius eps (sort-based, Duchi et al.
+    2008): soft-threshold |delta| at the theta giving L1 norm eps, summed in >= fp32; inside stays put."""
+    flat = delta.flatten(1).to(torch.promote_types(delta.dtype, torch.float32))
     a = flat.abs()
     r = torch.as_tensor(eps, dtype=a.dtype, device=a.device).expand(len(a)).reshape(-1, 1)
     outside = (a.sum(1, keepdim=True) > r).squeeze(1)
@@ -130,7 +130,7 @@ def project_l1(delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
     rho = (u * k > cumulative).sum(1, keepdim=True).clamp(min=1)       # the count of coordinates kept
     theta = (cumulative.gather(1, rho - 1) / rho.to(a.dtype)).clamp(min=0)
     shrunk = flat.sign() * (a - theta).clamp(min=0)
-    return torch.where(outside[:, None], shrunk, flat).view_as(delta)
+    return torch.where(outside[:, None], shrunk, flat).view_as(delta).to(delta.dtype)
 
 
 @dataclass(frozen=True, eq=False)

@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seed images: {', '.join(SEED_KINDS)} or an image file (default: {DEFAULT_SEED_KIND} = "
                         "out-of-distribution photos from assets/seeds/, how DAT samples; gaussian = a class-"
                         "conditional Gaussian fitted on CIFAR-10 training images; lowfreq = smooth noise)")
-    p.add_argument("--steps", type=int, default=None, help="PGD steps (default: 33 at 32 px, 20 at 224/256 px)")
+    p.add_argument("--steps", type=int, default=None, help="PGD steps (default: 33 below 128 px, 20 from 128 px)")
     p.add_argument("--step-size", type=step_size, default=None, help="L2 step (default: 0.2 at 32 px, scaled by "
                                                                  "image_size/32; 8 from 128 px, the paper's ImageNet "
                                                                  "sampling step)")

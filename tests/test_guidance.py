@@ -44,6 +44,25 @@ def test_cone_projection_geometry():
     assert math.isclose(float(_angle(cone_project(v[:1], d[:1], 0.0), d[:1])), 0.0, abs_tol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(4, 3, 32, 32), (2, 3, 224, 224)])
+def test_an_opposed_gradient_in_low_precision_goes_along_the_guide(dtype, shape):
+    """In fp32, g = -2d left round-off in g's part orthogonal to d, which was normalised into a direction: at 90°
+    the result pointed at d (cos 0.97), at 120° at cos 0.83, with a norm other than g's."""
+    d = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    g = -2 * d
+    for angle in (30.0, 90.0, 120.0):
+        out = cone_project(g, d, angle)
+        assert out.dtype == dtype
+        torch.testing.assert_close(_angle(out.double(), d.double()), torch.zeros(len(d), dtype=torch.float64),
+                                   atol=0.5, rtol=0)                           # along d, as the docstring says
+        torch.testing.assert_close(out.double().flatten(1).norm(dim=1), g.double().flatten(1).norm(dim=1),
+                                   rtol=1e-2, atol=0)                          # with g's norm
+    near = g + 1e-2 * torch.randn(shape, generator=torch.Generator().manual_seed(2)).to(dtype) * d.abs().mean()
+    torch.testing.assert_close(_angle(cone_project(near, d, 120.0).double(), d.double()),
+                               torch.full((len(d),), 120.0, dtype=torch.float64), atol=1.0, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def pair():
     torch.manual_seed(0)

@@ -37,6 +37,18 @@ def test_l1_projection_equals_the_sort_based_reference():
     assert torch.equal(project_l1(delta, 1.0)[0], project_l1(delta[:1], torch.tensor([1.0], dtype=torch.float64))[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_l1_projection_of_low_precision_deltas_lands_in_the_ball(dtype):
+    """Sorting and summing in bf16 put the result at L1 norm 4.92 or 5.06 for eps 5: computed in fp32 now."""
+    delta = (torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.1).to(dtype)
+    out = project_l1(delta, 5.0)
+    assert out.dtype == dtype
+    norms = out.double().flatten(1).abs().sum(1)
+    torch.testing.assert_close(norms, torch.full((4,), 5.0, dtype=torch.float64), rtol=2e-3, atol=0)
+    ref = reference_l1_projection(delta[0].double().flatten().numpy(), 5.0)
+    np.testing.assert_allclose(out[0].double().flatten().numpy(), ref, atol=2e-3)
+
+
 def test_every_l1_iterate_lies_in_the_ball_and_the_box(tiny_model):
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     eps = 6.0

@@ -215,3 +215,13 @@ def test_train_seeds_checks_everything_before_it_writes_a_file(toy, tmp_path, ca
         train_main(["seeds", "--config", str(cfg), "--bank-out", "", "--gaussians-out", str(gauss),
                     "--resolution", "64"])
     assert "--resolution: expected an integer in 1..32" in capsys.readouterr().err and not gauss.exists()
+
+
+def test_imagenet_size_models_take_the_imagenet_sampling_budget_at_every_size():
+    """From 128 px the step is the paper's 8.0, but only 224 and 256 px took its 20 steps: a 128, 192 or 288 px
+    model walked 33 steps of 8.0, a path 65 % longer than at 224 px."""
+    from dat_core.sampling import IMAGENET_MIN_SIZE, default_step_size, default_steps
+
+    budgets = {size: (default_steps(size), default_step_size(size)) for size in (128, 160, 192, 224, 256, 288, 384)}
+    assert set(budgets.values()) == {(20, 8.0)}, budgets
+    assert default_steps(32) == 33 and default_steps(IMAGENET_MIN_SIZE - 1) == 33

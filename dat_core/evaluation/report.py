@@ -156,8 +156,8 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
       images). AUROC with in-distribution = positive, energy score (`ood_auroc`) and MSP (`ood_auroc_msp`); with
       `ood_adversarial` also after each score's attack on the first 1024 OOD images of each set, as the official
       code reports (`ood_auroc_adversarial`, `ood_auroc_msp_adversarial`; settings in `ood_adversarial`).
-    - `samples` > 0: class-conditional samples from uniform noise judged by `judge` (None: the
-      model judges itself, reported as judge "self").
+    - `samples` > 0: class-conditional samples from `sample_seeds` (the seed bank by default) judged by `judge`
+      (None: the model judges itself, reported as judge "self").
     - `feature_model` with `samples` > 0: how real the samples look in that fixed classifier's penultimate
       features (e.g. a standard model): Fréchet distance to the evaluated images (not FID: no Inception) and
       within-class diversity of samples vs real images (`sample_realism`); needs data that can be read twice.
