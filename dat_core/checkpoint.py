@@ -122,16 +122,32 @@ def read_weights(path: str | Path, label: str | None = None) -> dict[str, torch.
         raise ValueError(f"{label} is not a safetensors file ({type(e).__name__}: {e})") from None
 
 
+MAX_CARD_BYTES = 2**20
+"""A model card is prose plus Hub metadata (ours are a few kB): a larger README.md is refused unread."""
+
+
 def model_card(directory: str | Path) -> str | None:
-    """The README.md model card of a checkpoint dir, or None if it has none."""
+    """The README.md model card of a checkpoint dir, or None if it has none. One larger than `MAX_CARD_BYTES`
+    (cards come from downloads) is a ValueError before anything is read, not cut or skipped: `train eval
+    --update-card` and `train push` rewrite the card from what this returns."""
     path = Path(directory) / CARD_NAME
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+    if not path.is_file():
+        return None
+    if path.stat().st_size > MAX_CARD_BYTES:
+        raise ValueError(f"{CARD_NAME} is larger than {MAX_CARD_BYTES >> 20} MB, more than a model card holds")
+    return path.read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------- state-dict checks
 
+WEIGHT_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.float64})
+"""What a float tensor of the model may be stored as: the formats checkpoints are published in, cast to the model's
+dtype on load. float8 is refused: its range (about +-448) needs scales that a plain state dict does not carry."""
+
+
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Raise ValueError naming the missing / unexpected keys and shape mismatches of `state_dict` vs `model`."""
+    """Raise ValueError naming the missing / unexpected keys and shape mismatches of `state_dict` vs `model`, or
+    the first tensor of a dtype the model cannot take (`load_state_dict` casts silently: bool weights, int8 ...)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -145,6 +161,19 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
                   ("shape mismatch", "shape mismatches", mismatched)) if items]
         raise ValueError(f"{source} does not match {what}: " + "; ".join(parts)
                          + ". Is it a checkpoint for another architecture or number of classes?")
+    _check_dtypes(expected, state_dict, source)
+
+
+def _check_dtypes(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Float tensors of the model take `WEIGHT_DTYPES`; others (BatchNorm's int64 num_batches_tracked) only their own.
+    Called once the keys match."""
+    for key, mine in expected.items():
+        dtype = state_dict[key].dtype
+        if mine.is_floating_point() and dtype not in WEIGHT_DTYPES:
+            allowed = ", ".join(sorted(str(d) for d in WEIGHT_DTYPES))
+            raise ValueError(f"{source}: {key} is {dtype}, not a floating dtype the model takes ({allowed})")
+        if not mine.is_floating_point() and dtype != mine.dtype:
+            raise ValueError(f"{source}: {key} is {dtype}; the model stores {mine.dtype}")
 
 
 def _listing(one: str, many: str, items: list[str], shown: int = 5) -> str:

@@ -191,6 +191,8 @@ def read_json(path: Path, max_bytes: int, label: str, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{label} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{label} is not valid JSON: nested too deeply") from None
 
 
 def check_writable(path: str | Path | None, option: str, folder: bool = False) -> None:

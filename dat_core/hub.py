@@ -26,6 +26,9 @@ _REMOTE_ENTRY_NOT_FOUND = getattr(hf_errors, "RemoteEntryNotFoundError", hf_erro
 _PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
 _REPO_ID = re.compile(rf"{_PART}/{_PART}")
 MAX_REPO_ID_LENGTH = 96
+_REF_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+_REVISION = re.compile(rf"{_REF_PART}(?:/{_REF_PART})*")
+MAX_REVISION_LENGTH = 200
 
 
 # ---------------------------------------------------------------- repo ids
@@ -58,6 +61,21 @@ def validate_repo_id(repo_id: object) -> str:
     return repo_id
 
 
+def validate_revision(revision: object) -> str | None:
+    """None (blank: the default branch) or the stripped revision when it is spelled like a git branch, tag or
+    commit sha (`git check-ref-format`: no absolute path, empty or dot-led part, '..' or '.lock'); else ValueError,
+    which does not repeat it. huggingface_hub joins a revision to its cache folder when the Hub cannot answer,
+    so "/dev/zero" would be read there."""
+    text = str(revision).strip() if revision is not None else ""
+    if not text:
+        return None
+    parts = text.split("/")
+    if (len(text) > MAX_REVISION_LENGTH or not _REVISION.fullmatch(text) or ".." in text or text.endswith(".")
+            or any(p.endswith(".lock") for p in parts)):
+        raise ValueError("that revision is not a branch, tag or commit sha")
+    return text
+
+
 # ---------------------------------------------------------------- download
 
 def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None,
@@ -70,6 +88,7 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
     only the cache is used.
     """
     validate_repo_id(repo_id)
+    revision = validate_revision(revision)
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     hub_url = endpoint or constants.ENDPOINT
     try:
@@ -111,6 +130,7 @@ def push(directory: str | Path, repo_id: str, revision: str | None = None, *, to
     `huggingface_hub.CommitInfo`: a str (the commit url) with `.oid` (the commit sha) and `.commit_url`.
     """
     validate_repo_id(repo_id)
+    revision = validate_revision(revision)
     directory = Path(directory)
     missing = [name for name in CHECKPOINT_FILES if not (directory / name).is_file()]
     if missing:

@@ -8,7 +8,6 @@ anything; `locate` finds (or downloads) its directory; `load_model` does both.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,18 +23,16 @@ from .zoo import ZOO, ZooModel, bundled_copy, weights_sha256
 DEFAULT_MODEL_DIR = ASSETS_DIR / "models"
 """Bundled checkpoints; `assets/models/DEFAULT` (one line) names the default, else the first `dat-*` dir."""
 
-_REVISION = re.compile(r"[A-Za-z0-9_.\-/]{1,200}")
 
 
 def canonical_revision(revision: object) -> str | None:
     """A Hub revision as typed -> None (blank) or the stripped text; ValueError unless it is spelled like a
-    branch, tag or commit sha (nothing is looked up, and the message does not repeat it)."""
-    text = str(revision).strip() if revision is not None else ""
-    if not text:
+    branch, tag or commit sha (`dat_core.hub.validate_revision`: nothing is looked up)."""
+    if revision is None or not str(revision).strip():
         return None
-    if not _REVISION.fullmatch(text) or ".." in text:
-        raise ValueError("that revision is not a branch, tag or commit sha")
-    return text
+    from .hub import validate_revision  # lazily: local loads never import huggingface_hub
+
+    return validate_revision(revision)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ def import_official(checkpoint_path: str | Path, arch: str = "wrn-34-10", num_cl
     `out_dir` when given. A ValueError lists missing / unexpected keys.
     """
     path = Path(checkpoint_path)
+    as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}   # as config.json holds it
+    validate_model_config({"arch": arch, "num_classes": num_classes, **as_json},   # sized before it is built
+                          source=f"the config for {path.name}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:   # missing, a folder, unreadable: the CLI words it

@@ -20,7 +20,6 @@ from .checkpoint import load_checkpoint_dir, save_model
 from .loading import locate, resolve_source
 from .models import Classifier, build_model
 from .models.config import validate_model_config
-from .zoo import ZOO
 
 
 class DATModel(nn.Module, PyTorchModelHubMixin, library_name="dat-explainer", license="mit",
@@ -45,30 +44,25 @@ class DATModel(nn.Module, PyTorchModelHubMixin, library_name="dat-explainer", li
         return self.classifier(x)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None,
-                        **kwargs) -> "DATModel":
-        """The mixin's `from_pretrained`, with zoo names (`dat_core.list_models()`) and "default" resolved
-        first: to their bundled copy, or to their Hub repo at the pinned commit."""
-        name = str(pretrained_model_name_or_path)
-        if name in ZOO or name == "default":
-            source = resolve_source(name, revision)
-            name, revision = (source.name, source.revision) if source.kind == "hub" else (str(locate(source)), None)
-        return super().from_pretrained(name, revision=revision, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, force_download: bool = False,
+                        token: str | bool | None = None, cache_dir: str | Path | None = None,
+                        local_files_only: bool = False, revision: str | None = None,
+                        map_location: str | torch.device = "cpu") -> "DATModel":
+        """A zoo name (`dat_core.list_models()`), "default", a checkpoint dir or a Hub repo id, loaded through the
+        one checked path of `load_model` (`dat_core.loading`). The mixin's own `from_pretrained` is not called: it
+        parses config.json whole, unbounded and unchecked, and hands its keys to `__init__` before any hook of ours."""
+        return cls._from_pretrained(model_id=pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download, local_files_only=local_files_only, token=token,
+                                    map_location=map_location)
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,
+    def _from_pretrained(cls, *, model_id: str | Path, revision: str | None, cache_dir: str | Path | None,
                          force_download: bool, local_files_only: bool, token: str | bool | None,
-                         config: dict[str, Any] | None = None, map_location: str = "cpu") -> "DATModel":
+                         map_location: str | torch.device = "cpu") -> "DATModel":
         """Our loader, not the mixin's: only config.json + model.safetensors (+ README.md) are fetched, every
-        field is checked before anything is built, and nothing is ever unpickled. (`config` is the mixin's
-        unchecked read of config.json; the checked one is used.)"""
-        if Path(model_id).is_dir():
-            directory = Path(model_id)
-        else:
-            from .hub import download
-
-            directory = download(model_id, revision=revision, cache_dir=cache_dir, token=token,
-                                 local_files_only=local_files_only, force_download=force_download)
+        field is checked before anything is built, and nothing is ever unpickled."""
+        directory = locate(resolve_source(model_id, revision), cache_dir=cache_dir, token=token,
+                           local_files_only=local_files_only, force_download=force_download)
         return cls.wrap(load_checkpoint_dir(directory).to(map_location))
 
     def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs) -> str:

@@ -218,7 +218,8 @@ def _with_config(tmp_path, **changes):
     ({"class_names": [*"abcdefghi", "a"]}, "appears twice"),
     ({"class_names": [*"abcdefghi", " "]}, "blank"),
     ({"class_names": [*"abcdefghi", "dog,cat"]}, "no comma"), ({"class_names": [*"abcdefghi", "All"]}, "not be 'all'"),
-    ({"arch": "wrn-16-64"}, "parameters"), ({"arch": "no-such-net"}, "arch"), ({"arch": 7}, "arch"),
+    ({"arch": "wrn-34-32"}, "parameters"), ({"arch": "wrn-16-64"}, "widen"), ({"arch": "no-such-net"}, "arch"),
+    ({"arch": 7}, "arch"),
     # fields the tools read beyond the model's own: checked on every load, not only by the app (a null
     # quantile was a TypeError traceback in `explain benchmark`, a string code_version one in model cards)
     ({"energy_quantiles": {"0.05": None, "0.95": 1}}, "energy_quantiles"),
@@ -285,3 +286,63 @@ def test_missing_files_do_not_list_the_directory(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         load_checkpoint_dir(tmp_path, label="the folder you chose")
     assert str(tmp_path) not in str(info.value) and "the folder you chose" in str(info.value)
+
+
+def test_an_oversized_model_card_is_refused_unread(tiny_model, tmp_path):
+    """A card over the 1 MB cap is refused by its size (a 400 MB README.md used to be read whole); up to the cap
+    it is read as before."""
+    directory = save_model(tiny_model, tmp_path / "ckpt")
+    card = directory / "README.md"
+    card.write_text("# tiny\n" + "x" * (2**20 - 8) + "\n")
+    assert model_card(directory) == card.read_text()
+    with card.open("a") as f:   # one byte over, then a sparse 400 MB: neither is read
+        f.write("y")
+    for size in (2**20 + 1, 400 * 2**20):
+        os.truncate(card, size)
+        with pytest.raises(ValueError, match=r"README\.md is larger than 1 MB"):
+            model_card(directory)
+    assert torch.equal(logits(load_model(directory)), logits(tiny_model))   # the card is optional to loading
+
+
+def _with_weights(tmp_path, tiny_model, **dtypes):
+    """A checkpoint of `tiny_model` with the named tensors stored in other dtypes (`fc__weight` is fc.weight)."""
+    from safetensors.torch import save_file
+
+    directory = save_model(tiny_model, tmp_path / "ckpt")
+    sd = {k: v.contiguous() for k, v in tiny_model.state_dict().items()}
+    for key, dtype in dtypes.items():
+        sd[key.replace("__", ".")] = sd[key.replace("__", ".")].to(dtype)
+    save_file(sd, directory / "model.safetensors")
+    return directory
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int8, torch.uint8, torch.int64, torch.complex64,
+                                   torch.float8_e4m3fn, torch.float8_e5m2])
+def test_weights_of_a_non_float_dtype_are_refused_naming_the_key(tiny_model, tmp_path, dtype):
+    """bool weights gave logits of 6e34 and int8 ones zeros, silently; the first offending key is named."""
+    directory = _with_weights(tmp_path, tiny_model, fc__weight=dtype, fc__bias=dtype)
+    with pytest.raises(ValueError, match=rf"fc\.weight is {dtype}, not a floating dtype"):
+        load_model(directory)
+
+
+def test_a_float_batch_count_is_refused(tiny_model, tmp_path):
+    key = "bn1.num_batches_tracked"
+    directory = _with_weights(tmp_path, tiny_model, bn1__num_batches_tracked=torch.float32)
+    assert key in tiny_model.state_dict()
+    with pytest.raises(ValueError, match=rf"{key} is torch\.float32; the model stores torch\.int64"):
+        load_model(directory)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_half_and_double_weights_still_load(tiny_model, tmp_path, dtype):
+    """Common float checkpoints (fp16/bf16 as published, fp64) load, cast to the model's float32."""
+    directory = _with_weights(tmp_path, tiny_model, **{k.replace(".", "__"): dtype for k, v in
+                                                       tiny_model.state_dict().items() if v.is_floating_point()})
+    model = load_model(directory)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    torch.testing.assert_close(logits(model), logits(tiny_model), rtol=0.05, atol=0.05)
+
+
+def test_bundled_checkpoints_pass_the_weight_checks():
+    for directory in sorted(p for p in loading.DEFAULT_MODEL_DIR.iterdir() if p.is_dir()):
+        assert not load_checkpoint_dir(directory).training

@@ -66,8 +66,11 @@ def card_text(loaded: LoadedModel) -> str:
     """The model card's prose for the Model tab (its Hub YAML metadata left out)."""
     try:
         text = model_card(loaded.directory)
-    except (OSError, ValueError):  # not UTF-8, unreadable: a card is optional
-        text = None
+    except UnicodeDecodeError:
+        return "_The model card (README.md) is not shown: it is not UTF-8 text._"
+    except (OSError, ValueError) as e:  # larger than MAX_CARD_BYTES (unread), unreadable: a card is optional
+        said = str(e) if isinstance(e, ValueError) else "it could not be read"
+        return f"_The model card is not shown: {said}._"
     if text and len(text) > MAX_CARD_CHARS:
         text = text[:MAX_CARD_CHARS] + "\n\n_… (the rest of the model card is not shown)_"
     if not text:

@@ -180,7 +180,8 @@ class ModelRegistry:
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._sources: dict[str, ModelSource] = {}  # every source loaded once, by key (to reload a dropped one)
         self._pinned: set[str] = set()
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()          # held only to look up and update the dicts, never while loading
+        self._loading: dict[str, threading.Lock] = {}   # a lock per source being loaded
 
     def load(self, source: str | ModelSource, revision: str | None = None, *, pin: bool = False) -> LoadedModel:
         """The model for (source, revision), loading (and downloading) it on first use.
@@ -191,24 +192,39 @@ class ModelRegistry:
         visitor = isinstance(source, ModelSource)
         src = source if visitor else resolve_source(source, revision)
         with self._lock:
-            if src.key in self._models:
-                self._models.move_to_end(src.key)
-                if pin:
-                    self._pinned.add(src.key)
-                return self._models[src.key]
-            model, directory = sources.load(src, visitor=visitor, **self.hub_options)
-            self._sources[src.key] = src
-            model = channels_last(model if self.device is None else model.to(self.device))
-            label = sources.label(src, directory)
-            loaded = LoadedModel(key=src.key, fast=self.fast_path(model, label), source=src.name,
-                                 revision=src.revision, directory=directory, label=label)
-            self._models[src.key] = loaded
-            if pin:
-                self._pinned.add(src.key)
-            unpinned = [k for k in self._models if k not in self._pinned]
-            for k in unpinned[:max(0, len(unpinned) - self.max_models)]:
-                del self._models[k]
-            return loaded
+            if (hit := self._hit(src.key, pin)) is not None:
+                return hit
+            loading = self._loading.setdefault(src.key, threading.Lock())
+        with loading:   # one load per source; other sources' visitors never wait for it (a download, a build)
+            with self._lock:
+                if (hit := self._hit(src.key, pin)) is not None:
+                    return hit
+            try:
+                model, directory = sources.load(src, visitor=visitor, **self.hub_options)
+                model = channels_last(model if self.device is None else model.to(self.device))
+                label = sources.label(src, directory)
+                loaded = LoadedModel(key=src.key, fast=self.fast_path(model, label), source=src.name,
+                                     revision=src.revision, directory=directory, label=label)
+                with self._lock:
+                    self._sources[src.key] = src
+                    self._models[src.key] = loaded
+                    self._hit(src.key, pin)
+                    unpinned = [k for k in self._models if k not in self._pinned]
+                    for k in unpinned[:max(0, len(unpinned) - self.max_models)]:
+                        del self._models[k]
+                return loaded
+            finally:
+                with self._lock:
+                    self._loading.pop(src.key, None)
+
+    def _hit(self, key: str, pin: bool) -> LoadedModel | None:
+        """The loaded model for `key`, marked most recently used (and pinned), or None; under `_lock`."""
+        if key not in self._models:
+            return None
+        self._models.move_to_end(key)
+        if pin:
+            self._pinned.add(key)
+        return self._models[key]
 
     def get(self, key: str) -> LoadedModel | None:
         with self._lock:

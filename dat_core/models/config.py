@@ -141,7 +141,14 @@ def validate_model_config(config: Any, source: str = "config.json") -> dict[str,
         ModelConfig.model_validate(config)
     except ValidationError as e:
         raise ValueError(f"{source} is not a valid model config: {field_errors(e)}") from None
-    params, activations = model_cost(config)
+    try:
+        params, activations = model_cost(config)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    except Exception as e:  # noqa: BLE001 (PyTorch's own refusals: a kernel larger than the image, 0 channels)
+        said = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"{source}: arch {config['arch']!r} cannot be built at image_size="
+                         f"{config.get('image_size')} ({said})") from None
     if params > MAX_PARAMETERS:
         raise ValueError(f"{source}: arch {config['arch']!r} with num_classes={config['num_classes']} has "
                          f"{params / 1e6:.0f}M parameters, more than the {MAX_PARAMETERS / 1e6:.0f}M we load")

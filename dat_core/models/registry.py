@@ -75,7 +75,7 @@ def find_arch(arch: str) -> tuple[ArchSpec, dict[str, Any]]:
         if m is not None:
             return spec, spec.parse(m)
     raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(known_archs())} "
-                     "(any wrn-<6n+4>-<k> works)")
+                     "(and wrn-<depth>-<widen> for depth 6n+4 from 10 to 202, widen 1 to 32)")
 
 
 def build_model(arch: str, num_classes: int = 10, image_size: int | None = None,

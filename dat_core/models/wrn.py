@@ -3,6 +3,7 @@ layout (InNOutRobustness / xternalz): the paper's CIFAR models are `wrn-34-10`; 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -70,7 +71,19 @@ class WideResNet(Classifier):
         return F.adaptive_avg_pool2d(o, 1).flatten(1)
 
 
-register_family(r"wrn-(?P<depth>\d+)-(?P<widen>\d+)", WideResNet,
+MAX_DEPTH, MAX_WIDEN = 202, 32
+"""WRN-202 and a widen of 32 are beyond any published WRN (the largest RobustBench ones are 106-16); the
+bound comes before building, since a config's depth is built block by block before its size is known."""
+
+
+def _depth_and_widen(m: re.Match) -> dict[str, int]:
+    depth, widen = int(m["depth"]), int(m["widen"])
+    if not (10 <= depth <= MAX_DEPTH and (depth - 4) % 6 == 0) or not 1 <= widen <= MAX_WIDEN:
+        raise ValueError(f"architecture wrn-{depth}-{widen}: WRN depth must be 6n+4 from 10 to {MAX_DEPTH} and "
+                         f"widen from 1 to {MAX_WIDEN}")
+    return {"depth": depth, "widen": widen}
+
+
+register_family(r"wrn-(?P<depth>\d{1,6})-(?P<widen>\d{1,6})", WideResNet,
                 examples=("wrn-16-2", "wrn-16-4", "wrn-28-10", "wrn-34-10"), image_size=32,
-                normalization=CIFAR10_NORMALIZATION,
-                parse=lambda m: {"depth": int(m["depth"]), "widen": int(m["widen"])})
+                normalization=CIFAR10_NORMALIZATION, parse=_depth_and_widen)

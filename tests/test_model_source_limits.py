@@ -1,0 +1,140 @@
+"""Bounds on what a model source may name before anything is built, read or locked (a public app loads what
+visitors type): Hub revisions spelled as git refs only, architecture numbers within a range, configs that
+cannot be built refused as ValueErrors, and one visitor's slow load not holding up the others."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from dat_core import build_model
+from dat_core.files import read_json
+from dat_core.loading import canonical_revision, resolve_source
+from dat_core.models.config import validate_model_config
+
+NOT_REFS = ["/dev/zero", "/etc", "/", "a//b", "main/", "/main", ".hidden", "refs/.x", "v1.lock", "refs/x.lock/y",
+            "a..b", "refs/../x", "a/./b", "main.", "a  b", "x\\y", "~main"]
+
+
+@pytest.mark.parametrize("revision", NOT_REFS)
+def test_a_revision_that_is_not_a_git_ref_is_refused_before_the_hub_is_asked(revision):
+    """`/dev/zero` passed the old check; huggingface_hub joined it to the cache's refs/ folder when the repo
+    was not found and read the device to exhaustion (or a folder's existence was told apart by the message)."""
+    with pytest.raises(ValueError, match="not a branch, tag or commit sha") as e:
+        canonical_revision(revision)
+    assert revision.strip() not in str(e.value)
+    with pytest.raises(ValueError, match="not a branch, tag or commit sha"):
+        resolve_source("nobody/nothing", revision)
+
+
+def test_a_revision_is_checked_by_the_hub_client_wrapper_too():
+    from dat_core.hub import download
+
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="not a branch, tag or commit sha"):
+        download("nobody/nothing", revision="/etc", endpoint="http://127.0.0.1:9", local_files_only=True)
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "a" * 40, "my_branch-2", "release/2026.12",
+                                      "0123456789abcdef0123456789abcdef01234567"])
+def test_git_refs_and_shas_are_kept(revision):
+    assert canonical_revision(f"  {revision} ") == revision
+
+
+@pytest.mark.parametrize("arch", ["wrn-" + "9" * 60 + "-1", "wrn-24004-1", "wrn-1000-1", "wrn-16-0", "wrn-4-1",
+                                  "wrn-15-2", "wrn-16-99999", "wrn-16-" + "1" * 30])
+def test_an_architecture_number_out_of_range_is_refused_before_building(arch):
+    """wrn-<60 digits>-1 built block after block on the meta device for as long as memory lasted (a visitor's
+    config.json held the whole app's model lock meanwhile); wrn-16-0 and wrn-4-1 ended in IndexError and
+    RuntimeError tracebacks."""
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="arch|architecture|WRN"):
+        validate_model_config({"arch": arch, "num_classes": 10})
+    with pytest.raises(ValueError):
+        build_model(arch)
+    assert time.monotonic() - t0 < 2
+
+
+def test_a_config_that_cannot_be_built_is_a_value_error():
+    """ConvNeXt at image_size 8 raised PyTorch's RuntimeError out of the config check."""
+    with pytest.raises(ValueError, match="image_size=8"):
+        validate_model_config({"arch": "convnext-small-convstem", "num_classes": 10, "image_size": 8})
+
+
+def test_the_largest_allowed_wrn_still_builds():
+    assert validate_model_config({"arch": "wrn-70-16", "num_classes": 10})["arch"] == "wrn-70-16"
+    assert build_model("wrn-10-1").config["arch"] == "wrn-10-1"
+
+
+def test_json_nested_past_the_recursion_limit_is_not_json_we_read(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        read_json(path, 4 << 20, "config.json", "a model config")
+
+
+def test_an_official_import_is_sized_before_the_model_is_built(tmp_path):
+    """`train import --arch wrn-16-56` built its 536M parameters (2.4 GB, 10 s) before refusing them."""
+    pth = tmp_path / "tiny.pth"
+    torch.save({"conv1.weight": torch.zeros(16, 3, 3, 3)}, pth)
+    code = ("import resource, sys\nfrom dat_core.official import import_official\n"
+            f"try:\n    import_official({str(pth)!r}, 'wrn-34-32')\n"
+            "except ValueError as e:\n    print('REFUSED', e)\n"
+            "print('MAXRSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert "REFUSED" in out and "parameters" in out, out
+    assert int(out.split("MAXRSS_MB")[1]) < 1500, out
+
+
+def test_one_visitors_slow_load_does_not_hold_up_the_others(monkeypatch):
+    """ModelRegistry.load held its lock while reading a checkpoint, and every request takes that lock to find its
+    model: one visitor's slow download or build stalled every other visitor."""
+    from webapp import sources
+    from webapp.state import ModelRegistry
+
+    started, release, calls = threading.Event(), threading.Event(), []
+    real = sources.load
+
+    def load(source, **kw):
+        calls.append(source.key)
+        if source.kind == "hub":
+            started.set()
+            assert release.wait(30)
+            return build_model("wrn-10-1").eval(), None
+        return real(source, **kw)
+
+    monkeypatch.setattr(sources, "load", load)
+    monkeypatch.setattr(sources, "label", lambda src, directory=None: src.name)
+    registry = ModelRegistry()
+    default = registry.load("default")
+    slow = resolve_source("nobody/slow")
+    threads = [threading.Thread(target=registry.load, args=(slow,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    assert started.wait(30)
+    t0 = time.monotonic()
+    assert registry.get(default.key) is default
+    assert registry.load("default") is default
+    assert time.monotonic() - t0 < 1.0
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert calls.count(slow.key) == 1          # the second visitor waited for the first one's load
+    assert registry.get(slow.key) is not None
+
+
+@pytest.mark.parametrize("content, said", [(b"x" * (2**20 + 1), "larger than 1 MB"), (b"\xff\xfe card", "not UTF-8")])
+def test_the_model_tab_says_why_a_card_is_not_shown_without_a_path(tmp_path, content, said):
+    """An oversized or undecodable README.md was shown as "This checkpoint has no model card"."""
+    from webapp.describe import card_text
+    from webapp.fastpath import FastPath
+    from webapp.state import LoadedModel
+
+    (tmp_path / "README.md").write_bytes(content)
+    loaded = LoadedModel("k", FastPath(build_model("wrn-10-1"), enabled=False), "hub/x", None, tmp_path, "x")
+    text = card_text(loaded)
+    assert said in text and "no model card" not in text and str(tmp_path) not in text
