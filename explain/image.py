@@ -11,7 +11,8 @@ Policy, applied identically to files, bytes, PIL images, numpy arrays and tensor
    0..255; bilevel, CMYK, YCbCr, LAB and HSV use PIL's own conversion.
 3. Geometry: the shorter side is resized to S with antialiased bicubic filtering, then the centre
    S x S square is cropped (the usual "resize + centre crop" of image classifiers; nothing is
-   stretched). An image that already is S x S is passed through untouched.
+   stretched). An image that already is S x S is passed through untouched; one whose sides differ by more
+   than 8:1 (`MAX_ASPECT`) has its centre square cut first, so a thin strip never grows to gigabytes.
 
 numpy arrays may be HxW, HxWx{1,3,4} (uint8, uint16 or float in [0,1]); tensors must be 3xHxW or
 1x3xHxW floats in [0,1].
@@ -103,7 +104,23 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+MAX_ASPECT = 8
+"""Beyond this ratio of sides the centre square is cut before resizing: a 1 x 1,000,000 strip resized whole
+first was 32 x 32,000,000 (6.6 GB) on its way to a 32 x 32 input. Up to it, resize-then-crop as always."""
+
+
+def _square_offsets(w: int, h: int) -> tuple[int, int, int] | None:
+    """(left, top, side) of the centre square when the sides differ by more than `MAX_ASPECT`, else None."""
+    side = min(w, h)
+    if max(w, h) <= MAX_ASPECT * side:
+        return None
+    return (w - side) // 2, (h - side) // 2, side
+
+
 def _resize_crop_pil(im: Image.Image, size: int) -> Image.Image:
+    if (square := _square_offsets(*im.size)) is not None:
+        left, top, side = square
+        im = im.crop((left, top, left + side, top + side))
     w, h = im.size
     if (w, h) == (size, size):
         return im
@@ -115,6 +132,9 @@ def _resize_crop_pil(im: Image.Image, size: int) -> Image.Image:
 
 
 def _resize_crop_tensor(x: torch.Tensor, size: int) -> torch.Tensor:
+    if (square := _square_offsets(x.shape[-1], x.shape[-2])) is not None:
+        left, top, side = square
+        x = x[..., top:top + side, left:left + side]
     h, w = x.shape[-2:]
     if (h, w) == (size, size):
         return x

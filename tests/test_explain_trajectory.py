@@ -2,7 +2,10 @@ import io
 import json
 import math
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -402,3 +405,43 @@ def test_16_bit_images_map_every_value_to_the_nearest_byte():
     expected = np.floor(values.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)
     assert rgb.shape == (256, 256, 3)
     assert all(np.array_equal(rgb[..., c], expected) for c in range(3))
+
+
+@pytest.mark.parametrize("kind", ["png", "array", "tensor"])
+def test_an_image_of_extreme_proportions_is_cropped_before_it_is_resized(tmp_path, kind):
+    """A 1 x 1,000,000 PNG (4 KB) was resized whole to 32 x 32,000,000 before its centre was cropped: 6.6 GB and
+    27 s in the app (1 x 4,000,000 raised MemoryError). The centre square is cut first beyond 8:1."""
+    code = f"""
+import resource, sys, time
+import numpy as np, torch
+from PIL import Image
+from explain.image import to_model_input
+a = np.zeros((1_000_000, 1, 3), np.uint8)
+a[499_999:500_001] = 255                                   # the centre row pair: what the crop keeps
+kind = {kind!r}
+t0 = time.monotonic()
+if kind == "png":
+    Image.fromarray(a).save(sys.argv[1])
+    x = to_model_input(sys.argv[1], 32)
+elif kind == "array":
+    x = to_model_input(a, 32)
+else:
+    x = to_model_input(torch.from_numpy(a).permute(2, 0, 1).float() / 255, 32)
+print("SHAPE", tuple(x.shape), "MEAN", round(float(x.mean()), 3), "SECONDS", time.monotonic() - t0)
+print("MAXRSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tall.png")], capture_output=True, text=True,
+                         timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert "SHAPE (1, 3, 32, 32)" in out.stdout, out.stdout + out.stderr
+    assert float(out.stdout.split("MEAN ")[1].split()[0]) > 0.5          # the centre, not a black edge
+    assert float(out.stdout.split("SECONDS ")[1].split()[0]) < 5, out.stdout
+    assert int(out.stdout.split("MAXRSS_MB ")[1]) < 1000, out.stdout
+
+
+def test_moderate_proportions_keep_the_resize_then_crop_result():
+    """Below 8:1 the image is resized whole, then cropped, exactly as before (cards replay bit for bit)."""
+    rng = np.random.default_rng(0)
+    a = (rng.random((375, 500, 3)) * 255).astype(np.uint8)
+    im = Image.fromarray(a).resize((43, 32), Image.Resampling.BICUBIC, reducing_gap=3.0)   # round(500 * 32/375)
+    expected = np.asarray(im.crop((5, 0, 37, 32)), np.float32).transpose(2, 0, 1) / 255
+    np.testing.assert_array_equal(to_model_input(a, 32)[0].numpy(), expected)
