@@ -138,3 +138,30 @@ def test_the_model_tab_says_why_a_card_is_not_shown_without_a_path(tmp_path, con
     loaded = LoadedModel("k", FastPath(build_model("wrn-10-1"), enabled=False), "hub/x", None, tmp_path, "x")
     text = card_text(loaded)
     assert said in text and "no model card" not in text and str(tmp_path) not in text
+
+
+@pytest.mark.parametrize("name", ["<img src=x onerror=alert(1)>", "![x](http://e.vil/t.png)", "[link](javascript:x)",
+                                  "a|b", "`code`", "back\\slash", "www.e.vil", "see http://e.vil", "me@e.vil",
+                                  "tab\there", "new\nline", "nul\x00"])
+def test_class_names_that_would_be_markup_are_refused_when_checked_and_when_built(tmp_path, name):
+    """A checkpoint's class names went into the app's Markdown as they were: a shared link to a Hub model named
+    `<img ...>` put external images and links into every visitor's page (banner, summary, captions)."""
+    names = [name] + [f"class {i}" for i in range(1, 10)]
+    with pytest.raises(ValueError, match="class names"):
+        validate_model_config({"arch": "wrn-10-1", "num_classes": 10, "class_names": names})
+    with pytest.raises(ValueError, match="class names"):
+        build_model("wrn-10-1", class_names=names)
+
+
+def test_everyday_class_names_are_kept():
+    from dat_core.models import class_names_of
+
+    kept = ["T-shirt/top", "jack-o'-lantern", "aquarium_fish", "Shih-Tzu", "bird (small)", "R&B", "c++", "café",
+            "水獭", "no. 5", "10"]
+    assert build_model("wrn-10-1", num_classes=len(kept), class_names=kept).config["class_names"] == kept
+    from dat_core.models.class_names import dataset_class_names
+
+    for dataset in ("cifar10", "cifar100", "imagenet"):
+        names = dataset_class_names(dataset)
+        validate_model_config({"arch": "wrn-10-1", "num_classes": len(names), "class_names": names})
+    assert class_names_of({"num_classes": 10})[0] == "airplane"

@@ -7,6 +7,7 @@ non-persistent buffers, so state-dict keys match the official checkpoints exactl
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -19,6 +20,29 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 def default_class_names(num_classes: int) -> list[str]:
     """The class names a config without `class_names` gets: CIFAR-10's for 10 classes, else "0".."K-1"."""
     return list(CIFAR10_CLASSES) if num_classes == 10 else [str(i) for i in range(num_classes)]
+
+
+MARKUP = re.compile(r"[<>\[\]`\\|@\x00-\x1f\x7f]|://|www\.", re.IGNORECASE)
+"""What a class name may not hold: they come with checkpoints from anyone and are shown in the app's Markdown
+(HTML, links, images, table cells, web and mail addresses that become links) and written into file names."""
+
+
+def check_class_names(names: list[str]) -> list[str]:
+    """`names` if every name can name a target and be shown as it is; ValueError says which rule one breaks."""
+    seen: set[str] = set()
+    for n in names:
+        if not isinstance(n, str) or not n.strip() or len(n) > 200:
+            raise ValueError(f"class names must be text of 1 to 200 characters, not blank; got {str(n)[:40]!r}")
+        if "," in n or n.strip().lower() == "all":   # "--target cat,dog" lists classes, "all" means every class
+            raise ValueError(f"class names must hold no comma and not be 'all' (targets are named by them); "
+                             f"got {n[:40]!r}")
+        if MARKUP.search(n):
+            raise ValueError("class names must not hold < > [ ] ` \\ | @, control characters or a web address "
+                             f"(they are shown as text); got {n[:40]!r}")
+        if n.strip().lower() in seen:   # a target is named case-insensitively: the first of two would win silently
+            raise ValueError(f"class names must be distinct (ignoring case); {n[:40]!r} appears twice")
+        seen.add(n.strip().lower())
+    return names
 
 
 def class_names_of(config: dict[str, Any]) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .base import check_class_names
 from .registry import find_arch
 
 MAX_PARAMETERS = 400_000_000
@@ -101,20 +102,7 @@ class ModelConfig(BaseModel):
     @field_validator("class_names")
     @classmethod
     def _names(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and any(len(n) > 200 for n in v):
-            raise ValueError("class names must be at most 200 characters")
-        if v is not None and any(not n.strip() for n in v):
-            raise ValueError("class names must not be blank")
-        for n in v or ():   # a target is named by these: "--target cat,dog" lists classes, "all" means every class
-            if "," in n or n.strip().lower() == "all":
-                raise ValueError(f"class names must hold no comma and not be 'all' (targets are named by them); "
-                                 f"got {n[:40]!r}")
-        seen: set[str] = set()
-        for n in v or ():   # a target is named case-insensitively: two names alike would pick the first silently
-            if n.strip().lower() in seen:
-                raise ValueError(f"class names must be distinct (ignoring case); {n!r} appears twice")
-            seen.add(n.strip().lower())
-        return v
+        return v if v is None else check_class_names(v)
 
     @model_validator(mode="after")
     def _one_name_per_class(self) -> "ModelConfig":

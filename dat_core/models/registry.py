@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from .base import Classifier, default_class_names
+from .base import Classifier, check_class_names, default_class_names
 
 # the official statistics to the digit (InNOutRobustness model_normalization.Cifar10Wrapper, rebm WideResNet): imported
 # official checkpoints then give the official logits; rounded values moved them by ~1e-4 (a checkpoint keeps its own)
@@ -94,6 +94,7 @@ def build_model(arch: str, num_classes: int = 10, image_size: int | None = None,
         class_names = default_class_names(num_classes)
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+    check_class_names(list(class_names))
     config = dict(extra, arch=arch, num_classes=num_classes, image_size=image_size or spec.image_size,
                   class_names=list(class_names), mean=list(mean or spec.normalization[0]),
                   std=list(std or spec.normalization[1]))
