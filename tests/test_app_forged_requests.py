@@ -133,6 +133,22 @@ def test_every_event_answers_any_value_with_a_result_or_a_message(served, value,
     assert "Traceback" not in caplog.text
 
 
+def test_every_event_answers_too_few_inputs_with_a_message(served, caplog):
+    """Gradio's own count check raised a ValueError outside the handler: `"error": null` for the caller, and a
+    traceback in the log that repeats what was sent."""
+    demo, url, _ = served
+    events = 0
+    for index, fn in demo.fns.items():
+        if fn.fn is None or not fn.inputs:
+            continue
+        for payload in ([], [None] * (len(fn.inputs) - 1)):
+            reply = _send(url, index, payload, queued=fn.queue)
+            assert _answered(reply) and "takes" in reply, (fn.name, len(payload), reply[-300:])
+        events += 1
+    assert events >= 30
+    assert "Traceback" not in caplog.text and "didn't receive enough input values" not in caplog.text
+
+
 def test_every_event_handler_shows_its_errors_safely(served):
     """The class of the defect above: each handler with inputs is wrapped by `user_errors` (webapp.wiring.bind
     does it for every bound handler)."""

@@ -176,9 +176,12 @@ class CheckedBlocks(gr.Blocks):
     at all (a path sent as a plain string, as gradio_client sends a str) fails its data model's validation. Both
     raise outside the handler, where `user_errors` cannot see them: the caller got `"error": null`, the log a
     traceback per request, and Gradio's own text would name the server path. The app's only inputs with such
-    checks are images (gr.Image, gr.ImageEditor)."""
+    checks are images (gr.Image, gr.ImageEditor). Too few input values (Gradio's count check) get a message too."""
 
     async def preprocess_data(self, block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> Any:
+        if len(inputs) < len(block_fn.inputs):   # Gradio's own check raises ValueError, repeating what was sent
+            raise gr.Error(f"This request sends {len(inputs)} input values; this event takes {len(block_fn.inputs)}.",
+                           print_exception=False)
         try:
             return await super().preprocess_data(block_fn, inputs, *args, **kwargs)
         except (InvalidPathError, pydantic.ValidationError):
