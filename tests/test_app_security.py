@@ -317,3 +317,24 @@ def test_messages_never_hold_absolute_paths():
     kept = "eps must be 8/255 or owner/name or L2/Linf"
     assert safe_message(kept, []) == kept
     assert re.search("https://huggingface.co", safe_message("see https://huggingface.co/docs", []))
+
+
+def test_download_files_are_bounded_in_bytes_not_only_in_age():
+    """Each run wrote fresh GIF/JSON downloads kept for an hour with no size cap: ten 500-step calls added 89 MB,
+    about 7 GB an hour for one scripted client."""
+    import os
+    import time
+
+    from webapp.state import TempFiles
+
+    files = TempFiles(max_bytes=10_000)
+    written = []
+    for i in range(8):
+        path = files.path(f"run{i}.gif")
+        path.write_bytes(b"x" * 3_000)
+        os.utime(path.parent, (time.time() - 100 + i, time.time() - 100 + i))   # oldest first
+        written.append(path)
+    files.path("next.json")
+    kept = [p for p in written if p.exists()]
+    assert sum(p.stat().st_size for p in kept) <= 10_000
+    assert kept == written[-len(kept):] and len(kept) >= 3          # the newest stay

@@ -249,21 +249,35 @@ def request_hash(*parts: Any) -> str:
 
 
 class TempFiles:
-    """Download files (GIF, JSON, PNG) in one private temp dir; old ones are pruned, all removed at exit."""
+    """Download files (GIF, JSON, PNG) in one private temp dir; those older than `max_age_s`, and the oldest beyond
+    `max_bytes` in all, are pruned as new ones are made (every run writes fresh ones: an hour of scripted calls
+    was gigabytes); all are removed at exit."""
 
-    def __init__(self, max_age_s: float = 3600.0):
+    def __init__(self, max_age_s: float = 3600.0, max_bytes: int = 1 << 30):
         self.dir = Path(tempfile.mkdtemp(prefix="dat-explainer-"))
-        self.max_age_s = max_age_s
+        self.max_age_s, self.max_bytes = max_age_s, max_bytes
         atexit.register(shutil.rmtree, self.dir, True)
 
-    def path(self, name: str) -> Path:
-        now = time.time()
+    def _prune(self) -> None:
+        now, sized = time.time(), []
         for d in self.dir.iterdir():
             try:
-                if now - d.stat().st_mtime > self.max_age_s:
+                age = now - d.stat().st_mtime
+                if age > self.max_age_s:
                     shutil.rmtree(d, ignore_errors=True)
+                else:
+                    sized.append((age, sum(f.stat().st_size for f in d.rglob("*") if f.is_file()), d))
             except FileNotFoundError:
                 pass
+        total = sum(size for _, size, _ in sized)
+        for _, size, d in sorted(sized, key=lambda t: t[0], reverse=True):   # oldest first
+            if total <= self.max_bytes:
+                break
+            shutil.rmtree(d, ignore_errors=True)
+            total -= size
+
+    def path(self, name: str) -> Path:
+        self._prune()
         sub = self.dir / new_key()[:16]
         sub.mkdir()
         return sub / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
