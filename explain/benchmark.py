@@ -95,6 +95,12 @@ class Judges:
     transfer_name: str = ""
 
 
+def pool_rows(pairs: int, batch_size: int) -> int:
+    """The rows of a path pool for `pairs` pairs at most `batch_size` at once: equal batches where paths run in
+    step (10 pairs at 4: 4 rows, then 4, then 2 of 4)."""
+    return math.ceil(pairs / math.ceil(pairs / min(batch_size, pairs))) if pairs else 1
+
+
 def run_paths(model: nn.Module, images: torch.Tensor, image_index: np.ndarray, targets: np.ndarray, *, rows: int,
               norm: str, eps: float, step_size: float, steps: int, objective: str, autocast: bool,
               guide: nn.Module | None = None, cone_angle: float = CONE_ANGLE, stop_at: float | None = None,
@@ -107,7 +113,9 @@ def run_paths(model: nn.Module, images: torch.Tensor, image_index: np.ndarray, t
     runs every step). Its row then takes the next pair, so every step is one batch of one shape (one compiled
     graph) and a path that ends early frees its row for new work instead of idling until its batch ends.
     Rows are independent (eval-mode BatchNorm): a pair's path is the one a lone `pgd` call gives, up to float
-    rounding. `guide`: each step follows `model`'s gradient turned to within `cone_angle` of this DAT model's.
+    rounding; `rows` is the batch of every step, as given (`pool_rows`: a resume must run the shape the first
+    run ran, or its gradients round differently). `guide`: each step follows `model`'s gradient turned to
+    within `cone_angle` of this DAT model's.
     """
     if stop_at is not None and not 0 < stop_at < 1:
         raise ValueError(f"the confidence to stop at must lie in (0, 1), got {stop_at:g}")
@@ -115,7 +123,6 @@ def run_paths(model: nn.Module, images: torch.Tensor, image_index: np.ndarray, t
     if n == 0:
         return
     _, _, device = model_info(model)
-    rows = math.ceil(n / math.ceil(n / min(rows, n)))   # equal batches where paths run in step
     threat = threat_model(norm, eps, step_size)
     owner = torch.full((rows,), -1, dtype=torch.long, device=device)   # each row's pair (-1: none, it idles)
     age = torch.zeros(rows, dtype=torch.long, device=device)
@@ -202,7 +209,8 @@ def run_radius(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, parts: 
         save_part(next(names), {**arrays, "job": todo[pos]})
         ended.clear()
 
-    for e in run_paths(model, images, jobs[todo, 0], jobs[todo, 2], rows=batch_size, **request):
+    rows = pool_rows(len(jobs), batch_size)   # of all the radius' pairs, not of those left: a resume runs alike
+    for e in run_paths(model, images, jobs[todo, 0], jobs[todo, 2], rows=rows, **request):
         ended.append(e)
         if sum(len(p) for p, *_ in ended) >= batch_size:
             save()
