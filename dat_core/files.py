@@ -149,11 +149,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def sweep(folder: Path) -> None:
+    """`remove_stale(..., grace=0)` in `folder` and every folder below it (not into the temporaries themselves)."""
+    for root, dirs, _ in os.walk(folder):
+        remove_stale(Path(root), None, grace=0)
+        dirs[:] = [d for d in dirs if not d.endswith(".tmp") and (Path(root) / d).is_dir()]
+
+
 @contextmanager
 def claimed(folder: Path, what: str) -> Iterator[None]:
     """Hold `folder` for one process while the block runs (an advisory lock on folder/.lock, released when the
     block ends or the process dies, even by SIGKILL): two runs writing one folder would interleave their saved
-    work. A second claimant is refused at once, with a ValueError naming the folder and what holds it."""
+    work. A second claimant is refused at once, with a ValueError naming the folder and what holds it. Once held,
+    what killed writers left anywhere in it is removed at once (`sweep`): no other writer can be at work there."""
     folder.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
@@ -167,6 +175,7 @@ def claimed(folder: Path, what: str) -> Iterator[None]:
             raise ValueError(f"{folder.name} is in use by another {what} (wait for it to end, or choose another "
                              "folder)") from None
         try:
+            sweep(folder)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -290,3 +290,24 @@ def test_a_dotted_target_is_restored_under_its_own_name(tmp_path):
         (tmp_path / f"..cache.999999999.0badc0de{suffix}").mkdir()
     remove_stale(tmp_path, "..cache.", grace=0)
     assert [p.name for p in tmp_path.iterdir()] == [".cache"]
+
+
+def test_claiming_a_folder_sweeps_what_killed_writers_left_anywhere_in_it(tmp_path):
+    """A benchmark killed while writing its ACE tree left ace/.eps_1.<pid>.<hex>.tmp (220 KB, partial) beside the
+    finished eps_1 after a successful resume: replacing_dir waited GRACE (600 s) for it although the folder was
+    claimed, so no other writer could be at work."""
+    import os
+
+    from dat_core.files import claimed
+
+    (tmp_path / "ace" / "eps_1").mkdir(parents=True)
+    left = [tmp_path / "ace" / ".eps_1.999999999.0badc0de.tmp", tmp_path / ".report.md.999999999.0badc0de.tmp",
+            tmp_path / "parts" / ".r0-p00000.npz.999999999.0badc0de.tmp"]
+    for p in left:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.mkdir() if "eps" in p.name else p.write_bytes(b"half")   # fresh: written a moment ago
+    ours = tmp_path / "ace" / f".eps_2.{os.getppid()}.0badc0de.tmp"   # a live pid's: not touched
+    ours.mkdir()
+    with claimed(tmp_path, "benchmark"):
+        assert not any(p.exists() for p in left) and ours.exists()
+        assert (tmp_path / "ace" / "eps_1").is_dir()
