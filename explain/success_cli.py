@@ -86,9 +86,11 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
                     model, images, labels, names, eps=e, steps=s, step_size=a, norm=args.norm,
                     threshold=args.threshold, autocast=args.autocast, progress=lambda _: bar.update(1)).summary())
             keys.append(key)
+            rest = [k for k in done if k not in keys]   # settings of earlier sweeps of this run, not asked now: kept
             write_text(out / "success.json", json.dumps({
-                "model": str(args.model), "images": args.data or args.images, "settings": summaries,
-                "complete": len(summaries) == len(settings), "run": run, "asked": keys}, indent=2))
+                "model": str(args.model), "images": args.data or args.images,
+                "settings": summaries + [done[k] for k in rest], "complete": len(summaries) == len(settings),
+                "run": run, "asked": keys + rest}, indent=2))
     for s in summaries:
         p = s["params"]
         print(f"eps {eps_name(p['eps'], args.norm)} steps {p['steps']} step "
@@ -109,16 +111,26 @@ def _run_print(args: argparse.Namespace, model: Any, images: list[Any], labels: 
             "norm": args.norm, "threshold": args.threshold, "autocast": bool(args.autocast)}
 
 
+RUN_NAMES = {"model_sha256": "model weights", "images_sha256": "images", "labels": "labels", "names": "image names",
+             "norm": "--norm", "threshold": "--threshold", "autocast": "--autocast"}
+
+
 def _finished(path: Path, run: dict[str, Any]) -> dict[str, Any]:
-    """The settings an earlier sweep into the same folder finished under the same `run`: asked -> summary."""
+    """The settings an earlier sweep into the same folder finished under the same `run`: asked -> summary, in
+    its order. ValueError when it was a sweep under another run (other images, model, ...): never overwritten."""
     from dat_core.files import read_json
 
     from .benchmark_parts import read_saved
 
     old = read_saved(path, lambda p: read_json(p, 64 << 20, p.name, "a success sweep")) if path.is_file() else None
-    if not isinstance(old, dict) or old.get("run") != run:   # damaged (set aside as .damaged), or another sweep's
+    if not isinstance(old, dict):   # none, or damaged (set aside as .damaged)
         return {}
+    if isinstance(old.get("run"), dict) and old["run"] != run:
+        differ = [RUN_NAMES.get(k, k) for k in sorted(set(old["run"]) | set(run)) if old["run"].get(k) != run.get(k)]
+        raise ValueError(f"{path.parent.name}/{path.name} holds another sweep ({', '.join(differ)} differ): re-run "
+                         "its command to continue or extend it, or choose another --out")
     asked, settings = old.get("asked"), old.get("settings")
-    if not (isinstance(asked, list) and isinstance(settings, list) and all(isinstance(a, str) for a in asked)):
+    if old.get("run") != run or not (isinstance(asked, list) and isinstance(settings, list)
+                                     and all(isinstance(a, str) for a in asked)):
         return {}
     return dict(zip(asked, settings))

@@ -123,14 +123,40 @@ def test_a_stopped_sweep_keeps_its_finished_settings_and_resumes(setup, tmp_path
     resumed, whole = (json.loads((tmp_path / k / "success.json").read_text()) for k in ("a", "b"))
     assert resumed["settings"] == whole["settings"] and resumed["complete"] is True
     calls.clear()
+    (tmp_path / "a" / "success.json").write_text('{"settings": [')                  # cut short: set aside, run again
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0 and calls == [2, 4]
+    assert (tmp_path / "a" / "success.json.damaged").read_text() == '{"settings": ['
+
+
+def test_a_sweep_into_a_folder_of_another_sweep_is_refused_and_one_of_more_settings_extends_it(setup, tmp_path,
+                                                                                                 monkeypatch, capsys):
+    """Other images, or another model, into the same --out overwrote success.json without a word, and a sweep of
+    other settings under the same run dropped the settings saved before."""
+    import explain.success as success
+
+    _, d = setup
+    real, calls = success.counterfactual_success, []
+    monkeypatch.setattr(success, "counterfactual_success", lambda *a, **kw: calls.append(kw["steps"]) or real(*a, **kw))
+    args = ["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--autocast", "off",
+            "--out", str(tmp_path / "a")]
+    assert main([*args, "--steps", "2"]) == 0
+    first = json.loads((tmp_path / "a" / "success.json").read_text())
+    assert main([*args, "--steps", "4,2"]) == 0 and calls == [2, 4]                  # 2 was read back
+    both = json.loads((tmp_path / "a" / "success.json").read_text())
+    assert [s["params"]["steps"] for s in both["settings"]] == [4, 2] and both["settings"][1] == first["settings"][0]
+    assert main([*args, "--steps", "8"]) == 0
+    kept = json.loads((tmp_path / "a" / "success.json").read_text())
+    assert [s["params"]["steps"] for s in kept["settings"]] == [8, 4, 2] and kept["complete"] is True
+    assert "steps 8 " in capsys.readouterr().out
     other = tmp_path / "imgs"
     other.mkdir()
     (other / "dog-0000.png").write_bytes((d / "imgs" / "cat-0000.png").read_bytes())
-    assert main([*args[:4], str(other), *args[5:], "--out", str(tmp_path / "a")]) == 0 and calls == [2, 4]
     calls.clear()
-    (tmp_path / "a" / "success.json").write_text('{"settings": [')                  # cut short: set aside, run again
-    assert main([*args[:4], str(other), *args[5:], "--out", str(tmp_path / "a")]) == 0 and calls == [2, 4]
-    assert (tmp_path / "a" / "success.json.damaged").read_text() == '{"settings": ['
+    saved = (tmp_path / "a" / "success.json").read_bytes()
+    assert main([*args[:4], str(other), *args[5:], "--steps", "2"]) == 2 and calls == []
+    err = capsys.readouterr().err
+    assert "another sweep" in err and "images" in err and "--out" in err, err
+    assert (tmp_path / "a" / "success.json").read_bytes() == saved
 
 
 def test_cli_bad_input_is_one_line(setup, tmp_path, capsys):
