@@ -38,26 +38,34 @@ CHANGED = 2 / 255
 # ---------------------------------------------------------------- pairs
 
 def read_pairs(path: str | Path, class_names: Sequence[str]) -> set[tuple[int, int]]:
-    """Class pairs from a CSV of `source,target` lines (names or indices; '#' comments and a
-    `source,target` header are skipped)."""
+    """Class pairs from a CSV of `source,target` lines (names or indices, quoted or not; '#' comments, a
+    `source,target` header and a spreadsheet's byte-order mark are skipped). Errors name the file and line."""
+    import csv
+
+    name = Path(path).name
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError(f"{Path(path).name} is not UTF-8 text of 'source,target' lines") from None
+        raise ValueError(f"{name} is not UTF-8 text of 'source,target' lines") from None
     pairs = set()
     for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
-        if not line or line.replace(" ", "").lower() == "source,target":
+        if not line:
             continue
-        cells = [c.strip() for c in line.split(",")]
+        cells = [c.strip() for c in next(csv.reader([line], skipinitialspace=True))]
+        if [c.lower() for c in cells] == ["source", "target"]:
+            continue
         if len(cells) != 2:
-            raise ValueError(f"{Path(path).name} line {n}: expected 'source,target', got {line!r}")
-        s, t = (resolve_class(c, class_names) for c in cells)
+            raise ValueError(f"{name} line {n}: expected 'source,target', got {line!r}")
+        try:
+            s, t = (resolve_class(c, class_names) for c in cells)
+        except ValueError as e:
+            raise ValueError(f"{name} line {n}: {e}") from None
         if s == t:
-            raise ValueError(f"{Path(path).name} line {n}: source and target are the same class")
+            raise ValueError(f"{name} line {n}: source and target are the same class")
         pairs.add((s, t))
     if not pairs:
-        raise ValueError(f"{Path(path).name} holds no class pairs")
+        raise ValueError(f"{name} holds no class pairs")
     return pairs
 
 

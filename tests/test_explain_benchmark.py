@@ -323,12 +323,23 @@ def test_random_other_on_the_command_line(setup, tmp_path):
 
 
 @pytest.mark.parametrize("text, match", [("cat;dog\n", "expected 'source,target'"), ("cat,cat\n", "same class"),
-                                         ("# nothing\n", "no class pairs"), ("cat,horse\n", "unknown class"),
+                                         ("# nothing\n", "no class pairs"),
+                                         ("cat,dog\ncat,horse\n", "p.csv line 2: unknown class"),
                                          (b"\xfa\x00\x81", "p.csv is not UTF-8 text")])
 def test_bad_pairs_files_say_what_is_wrong(tmp_path, text, match):
     (tmp_path / "p.csv").write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ValueError, match=match):
         bm.read_pairs(tmp_path / "p.csv", ["cat", "dog", "ship"])
+
+
+@pytest.mark.parametrize("data", [b"\xef\xbb\xbfcat,dog\r\nship,cat\r\n",
+                                  b"\xef\xbb\xbfsource,target\ncat,dog\nship,cat\n",
+                                  b'"cat","dog"\n"ship", "cat"\n',
+                                  b"source , target\n cat , dog # a comment\nship,cat"])
+def test_pairs_files_as_spreadsheets_save_them_are_read(tmp_path, data):
+    """Excel's "CSV UTF-8" starts with a byte-order mark: 'unknown class '\\ufeffcat''; quoted cells were refused."""
+    (tmp_path / "p.csv").write_bytes(data)
+    assert bm.read_pairs(tmp_path / "p.csv", ["cat", "dog", "ship"]) == {(0, 1), (2, 0)}
 
 
 def test_a_limited_carve_out_spreads_over_the_classes(toy):
