@@ -184,18 +184,46 @@ COUNTERFACTUAL_OUTPUTS = ("trajectory.gif", "trajectory.png", "strip.png", "metr
 folder per target named NN-class."""
 
 
+MANIFEST = ".counterfactual.json"
+"""What the last `counterfactual` run into a folder wrote (paths relative to it): all that the next one removes."""
+
+
 def drop_earlier(out: Path, wrote: Sequence[Path]) -> list[Path]:
     """Remove what an earlier `counterfactual` run into `out` wrote and this one (`wrote`) did not: an old
-    minimal.json beside a run without --minimal would read as this run's. Only the command's own names are
-    touched, a target folder only when it holds a metrics.json; a user's own files stay."""
+    minimal.json beside a run without --minimal would read as this run's. Only what its `MANIFEST` lists is
+    touched (`generate` writes a grid.png too), then this run's list is recorded. A folder from before the
+    manifest: the command's own names, grid.png only beside its summary.json, and a target folder only when it
+    holds a metrics.json; a user's own files stay."""
+    from dat_core.files import write_text
+
     kept = {Path(p).resolve() for p in wrote}
-    stale = [p for pattern in COUNTERFACTUAL_OUTPUTS for p in out.glob(pattern) if p.is_file()
-             and p.resolve() not in kept]
-    stale += [d for d in out.glob("[0-9][0-9]*-*") if d.is_dir() and (d / "metrics.json").is_file()
-              and d.resolve() not in {p.parent for p in kept}]
+    listed = _manifest(out / MANIFEST)
+    if listed is not None:
+        stale = [p for p in (out / name for name in listed) if p.is_file() and p.resolve() not in kept]
+    else:
+        names = [n for n in COUNTERFACTUAL_OUTPUTS if n != "grid.png" or (out / "summary.json").is_file()]
+        stale = [p for pattern in names for p in out.glob(pattern) if p.is_file() and p.resolve() not in kept]
+        stale += [d for d in out.glob("[0-9][0-9]*-*") if d.is_dir() and (d / "metrics.json").is_file()
+                  and d.resolve() not in {p.parent for p in kept}]
     for p in stale:
         if p.is_dir():
             shutil.rmtree(p)
         else:
             p.unlink()
+            if p.parent != out and not any(p.parent.iterdir()):   # a target folder it emptied
+                p.parent.rmdir()
+    root = out.resolve()
+    write_text(out / MANIFEST, json.dumps(sorted(str(p.relative_to(root)) for p in kept if p.is_relative_to(root))))
     return stale
+
+
+def _manifest(path: Path) -> list[str] | None:
+    """The names a manifest lists, each inside its folder; None when there is none (or it is not one)."""
+    try:
+        names = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and path.stat().st_size < 2**20 \
+            else None
+    except (ValueError, OSError):
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return None
+    return [n for n in names if n and not Path(n).is_absolute() and ".." not in Path(n).parts]

@@ -488,6 +488,23 @@ def test_a_rerun_into_the_same_folder_leaves_no_earlier_outputs(files, tmp_path)
     assert (out / "metrics.json").is_file() and (out / "notes.txt").read_text() == "mine"
 
 
+def test_a_counterfactual_removes_only_what_an_earlier_counterfactual_wrote(files, tmp_path):
+    """`generate --out X` then `counterfactual --out X` deleted generate's grid.png (a name both write), leaving
+    samples.json without its grid."""
+    out = tmp_path / "out"
+    assert main(["generate", "--model", str(files / "ckpt"), "--target", "cat", "--n", "2", "--steps", "2",
+                 "--out", str(out)]) == 0
+    grid = (out / "grid.png").read_bytes()
+    base = ["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--steps", "2",
+            "--out", str(out)]
+    assert main([*base, "--target", "3"]) == 0
+    assert (out / "grid.png").read_bytes() == grid and (out / "samples.json").is_file()
+    assert main([*base, "--target", "cat,dog"]) == 0 and (out / "summary.json").is_file()   # its own grid now
+    assert main([*base, "--target", "3"]) == 0
+    assert not (out / "grid.png").exists() and not (out / "summary.json").exists()   # that one was its own
+    assert (out / "samples.json").is_file()
+
+
 @pytest.mark.parametrize("module, args", [("explain", ["benchmark", "--help"]), ("train", ["eval", "--help"])])
 def test_help_on_an_ascii_output(module, args):
     """--help printed before the CLIs set their stdout to escape what it cannot encode: "Fréchet" in the help ended
