@@ -35,6 +35,9 @@ def run_replay(args: argparse.Namespace) -> int:
     from .export import save_gif, save_metrics_json
 
     card = read_card(args.card)
+    if args.out and _holds_a_run(Path(args.out), Path(args.card)):
+        raise ValueError("--out holds the card's run (or another counterfactual's): a replay written there would mix "
+                         "two runs in one folder; choose another --out")
     if args.image:
         print(check_image(card, args.image))
     result = replay(args.card, device=args.device)
@@ -70,3 +73,11 @@ def write_card_for(args: argparse.Namespace, model: Any, traj: Any, out: Path, m
     card = make_card(traj, model, args.model, args.revision, image_sha256=image_sha, autocast=bool(args.autocast),
                      device=model_device(model), mask=mask, guide=args.guide)
     return write_card(card, traj, out, scale=args.scale)
+
+
+def _holds_a_run(out: Path, card: Path) -> bool:
+    """Whether `out` is the card's folder or holds a counterfactual's outputs (its card, its list of outputs)."""
+    from .export import MANIFEST
+
+    return out.is_dir() and (out.resolve() == card.resolve().parent or (out / "card.json").is_file()
+                             or (out / MANIFEST).is_file())

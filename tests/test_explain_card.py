@@ -200,3 +200,16 @@ def test_a_card_made_with_relative_paths_replays_from_another_folder(setup, monk
     monkeypatch.chdir(tmp / "elsewhere")
     result = replay(tmp / "cf" / "card.json")
     assert result.identical
+
+
+def test_a_replay_is_not_written_over_the_run_it_replays(setup, capsys):
+    """`replay cf/card.json --out cf` replaced the card's metrics.json and trajectory.gif with the replay's (one
+    that did not match the card), beside the card run's own trajectory.png: two runs in one folder."""
+    tmp, model_dir, _ = setup
+    assert _cf(tmp, model_dir, tmp / "cf") == 0
+    before = {p.name: p.read_bytes() for p in (tmp / "cf").iterdir() if p.is_file()}
+    capsys.readouterr()
+    for out in (tmp / "cf", tmp / "cf" / "."):
+        assert main(["replay", str(tmp / "cf" / "card.json"), "--out", str(out)]) == 2
+        assert "--out" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp / "cf").iterdir() if p.is_file()} == before
