@@ -19,15 +19,17 @@ MAX_SEED = 2**63 - 1
 """Seeds are 0..2**63-1: what torch's and numpy's generators both take (`dat_core.runtime.check_seed`)."""
 
 
-def int_in(lo: int, hi: int = 10**9) -> Callable[[str], int]:
-    """An integer in lo..hi."""
+def int_in(lo: int, hi: int = 10**9, odd: bool = False) -> Callable[[str], int]:
+    """An integer in lo..hi (and odd, with `odd`)."""
+    what = f"an {'odd ' if odd else ''}integer in {lo}..{hi}"
+
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {text!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {v}")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not lo <= v <= hi or (odd and v % 2 == 0):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
         return v
     return parse
 

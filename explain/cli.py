@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "direction and a second direction, with the path projected.", "target class: name or index")
     p.add_argument("--direction", default="random",
                    help="second axis: 'random' (seeded) or a class whose logit gradient is used (default: random)")
-    p.add_argument("--grid", type=int_in(3, 257), default=33, help="odd grid size N, 3..257 (default: 33)")
+    p.add_argument("--grid", type=int_in(3, 257, odd=True), default=33, help="odd grid size N, 3..257 (default: 33)")
     p.add_argument("--span", type=float, default=None, help="half-width of the grid in L2 units "
                                                             "(default: 1.25 x the path's extent)")
     p.add_argument("--energy", default="marginal", choices=("marginal", "joint"),

@@ -512,3 +512,14 @@ def test_help_on_an_ascii_output(module, args):
     r = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, cwd=ROOT, timeout=120,
                        env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONIOENCODING="ascii"))
     assert r.returncode == 0 and b"usage:" in r.stdout, r.stderr
+
+
+def test_an_even_landscape_grid_is_a_usage_error(files, tmp_path, capsys, monkeypatch):
+    """`landscape --grid 4` passed argument checking, loaded the model and ran the path before it was refused."""
+    import explain.cli as cli
+
+    monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model loaded before the grid was checked"))
+    with pytest.raises(SystemExit) as e:
+        main(["landscape", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "cat",
+              "--grid", "4", "--out", str(tmp_path / "land")])
+    assert e.value.code == 2 and "argument --grid: expected an odd integer in 3..257, got 4" in capsys.readouterr().err
