@@ -166,6 +166,12 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
                "autocast": bool(args.autocast)}
     for eps in radii:  # fail before the images load and the folder is claimed
         validate_params(args.norm, eps, request["step_size"], request["steps"], request["objective"])
+    for name in (lambda r: eps_name(r, args.norm), eps_name):   # a report row; an ACE folder (no slash)
+        shown = [name(r) for r in radii]
+        if len(set(shown)) < len(shown):
+            same = next(n for n in shown if shown.count(n) > 1)
+            raise ValueError(f"--eps: {shown.count(same)} radii go under one name, {same}, in the report and the "
+                             "ACE folders: give radii that differ in their first 6 digits")
     extra = guidance(args, model)
     if extra:
         check_guide(model, extra["guide"])

@@ -294,6 +294,16 @@ def test_linf_radii_are_said_as_typed(setup, tmp_path, capsys):
     assert (out / "ace" / "eps_0.0313725").is_dir()
 
 
+@pytest.mark.parametrize("norm, radii", [("L2", "1,1.0000001"), ("Linf", "8/255,0.03137255")])
+def test_radii_that_would_share_a_name_are_refused_before_any_work(setup, tmp_path, capsys, norm, radii):
+    """--eps 1,1.0000001 wrote "wrote ace/eps_1" twice (the second tree replaced the first) and gave two "1" rows."""
+    out = tmp_path / "same"
+    args = command(setup, out, "--norm", norm, "--eps", radii, "--layout", "ace", "--feature-model", "none")
+    args[args.index("--step-size") + 1] = "0.01"
+    assert main(args) == 2
+    assert "one name" in capsys.readouterr().err and not out.exists()
+
+
 def test_jobs_are_image_major_and_follow_the_pairs():
     assert bm.make_jobs([0, 2], 3).tolist() == [[0, 0, 1], [0, 0, 2], [1, 2, 0], [1, 2, 1]]
     assert bm.make_jobs([0, 2], 3, {(2, 1)}).tolist() == [[1, 2, 1]]
