@@ -224,6 +224,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
                                    autocast=request["autocast"], progress=advance) if len(minimal_jobs) else None
     report: dict[str, Any] = {
         "model": str(args.model), "image_source": args.data or args.images, "split": args.split if args.data else None,
+        "val_size": args.val_size if args.data else None, "seed": args.seed if args.data else None,
         "images": len(x), "pairs": len(jobs), "pairs_from": pairs if isinstance(pairs, str) else Path(args.pairs).name,
         "class_names": class_names, **request, "threshold": 0.5,
         "feature_model": judges.features_name or None, "feature_model_is_explained_model": own_features,

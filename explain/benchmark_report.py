@@ -120,11 +120,22 @@ def _sessions(report: dict[str, Any]) -> str:
     return f" over several sessions ({last:.0f} s in the last)" if last < report["seconds"] - 1 else ""
 
 
+def _subset(report: dict[str, Any]) -> str:
+    """Which images of a dataset archive: its validation carve-out (as training carves it) or a whole split."""
+    split, val = report.get("split"), report.get("val_size")
+    if split is None:
+        return ""
+    if not val:
+        return f", {split} split"
+    return f", validation carve-out of {split} (val-size {val}, seed {report.get('seed')})"
+
+
 def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[str]]], path: Path) -> Path:
     """report.md: settings, one table row per radius, the plots and the galleries with their captions."""
     fs = next((r["realism"]["feature_space"] for r in report["radii"] if r["realism"]), None)
     lines = [f"# Counterfactual benchmark: {report['model']}", "",
-             f"{report['images']} images ({report['image_source']}), {report['pairs']} (image, target) pairs "
+             f"{report['images']} images ({report['image_source']}{_subset(report)}), "
+             f"{report['pairs']} (image, target) pairs "
              f"({report.get('pairs_from', 'all-others')}), "
              f"norm {report['norm']}, {report['steps']} steps of {eps_text(report['step_size'], report['norm'])}, "
              f"objective {report['objective']}, bf16 autocast {'on' if report['autocast'] else 'off'}"

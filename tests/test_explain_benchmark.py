@@ -805,3 +805,23 @@ def test_benchmark_json_means_the_whole_report_was_written(setup, tmp_path, monk
     done = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
     assert done["benchmark.json"] == max(done.values()) and "minimal_radius.png" not in done
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("extra, says", [((), "validation carve-out of train (val-size 30, seed 0)"),
+                                         (("--split", "test", "--val-size", "0"), "test split")])
+def test_a_report_says_which_images_of_the_data_it_ran_on(toy, tmp_path, extra, says):
+    """report.md said "6 images (toy)" for the test split and for a validation carve-out alike, and
+    benchmark.json held neither the carve-out's size nor its seed."""
+    model = save_model(build_model("wrn-10-1", num_classes=3, image_size=16,
+                                   class_names=["class0", "class1", "class2"]).eval(), tmp_path / "m")
+    out = tmp_path / "out"
+    args = ["benchmark", "--model", str(model), "--data", str(toy), "--limit", "3", "--steps", "2",
+            "--feature-model", "none", "--transfer-model", "none", "--compile", "off", "--autocast", "off",
+            "--out", str(out)]
+    if not extra:
+        extra = ("--val-size", "30")
+    assert main([*args, *extra]) == 0
+    report = json.loads((out / "benchmark.json").read_text())
+    assert says in (out / "report.md").read_text()
+    assert report["split"] == ("test" if "test" in extra else "train")
+    assert report["val_size"] == (0 if "test" in extra else 30) and report["seed"] == 0
