@@ -206,6 +206,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     check_run_folder(out, {**_settings(args, radii, request, pairs), **prints}, located=LOCATED,
                      earlier=weights_only)
     spent = SpentTime(out, since=started)
+    held.callback(spent.tick)   # a stop (Ctrl-C, SIGTERM) counts this process's time too: the resume's report adds it
     real_features = None if feature_model is None else features_of(feature_model, x).numpy()
     band = bm.energy_band(getattr(model, "config", {}))
     minimal_jobs = jobs[bm.spread(len(jobs), args.minimal)]
