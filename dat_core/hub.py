@@ -16,10 +16,16 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, HfApi, constants, snapshot_download
 from huggingface_hub import errors as hf_errors
 
-from .checkpoint import CARD_NAME, CHECKPOINT_FILES, load_checkpoint_dir
+from .checkpoint import CARD_NAME, CHECKPOINT_FILES, MAX_CARD_BYTES, MAX_CONFIG_BYTES, WEIGHTS_NAME, load_checkpoint_dir
+from .models.config import MAX_PARAMETERS
 
 HUB_FILES = [*CHECKPOINT_FILES, CARD_NAME]
 """What is downloaded and pushed: nothing else in a repo is ever fetched."""
+
+MAX_DOWNLOAD_BYTES = {"config.json": MAX_CONFIG_BYTES, CARD_NAME: MAX_CARD_BYTES,
+                      WEIGHTS_NAME: 8 * MAX_PARAMETERS + (64 << 20)}
+"""The largest file of each name that is downloaded: what loading would accept (fp64 weights of the largest model
+we load, plus a header), checked against the sizes the Hub lists before anything is fetched."""
 
 _REMOTE_ENTRY_NOT_FOUND = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)
 
@@ -92,6 +98,8 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     hub_url = endpoint or constants.ENDPOINT
     try:
+        if not (local_files_only or constants.HF_HUB_OFFLINE):
+            _check_sizes(HfApi(endpoint=endpoint, token=token), repo_id, revision)
         path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES, cache_dir=cache_dir,
                                       endpoint=endpoint, token=token, local_files_only=bool(local_files_only),
                                       force_download=force_download))
@@ -117,6 +125,20 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
         raise FileNotFoundError(f"Hub repo {where} (commit {path.name}) has no {' and '.join(missing)}; "
                                 f"a checkpoint repo needs {' + '.join(CHECKPOINT_FILES)}")
     return path
+
+
+def _check_sizes(api: HfApi, repo_id: str, revision: str | None) -> None:
+    """ValueError when the repo lists a file larger than `MAX_DOWNLOAD_BYTES` allows; an unreachable Hub is left
+    to `snapshot_download` (which then serves the cache)."""
+    try:
+        entries = list(api.list_repo_tree(repo_id, revision=revision))
+    except _network_errors():
+        return
+    for entry in entries:
+        size, cap = getattr(entry, "size", None), MAX_DOWNLOAD_BYTES.get(entry.path)
+        if cap is not None and isinstance(size, int) and size > cap:
+            raise ValueError(f"{entry.path} is larger than {cap >> 20} MB ({size >> 20} MB): more than a checkpoint "
+                             "we load holds, so it is not downloaded")
 
 
 # ---------------------------------------------------------------- push

@@ -256,3 +256,24 @@ def test_mixin_never_unpickles(tmp_path):
     (directory / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="missing model.safetensors"):
         DATModel.from_pretrained(directory)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "README.md", "config.json"])
+def test_a_file_too_large_to_be_a_checkpoints_is_not_downloaded(fake_hub, tmp_path, monkeypatch, name):
+    """A Hub repo named by a visitor was downloaded whole before any check: a 50 GB model.safetensors would have
+    filled the Space's disk. The sizes the Hub lists are checked first (here against lowered caps)."""
+    monkeypatch.setitem(hub.MAX_DOWNLOAD_BYTES, name, 10)
+    before = fake_hub.count("GET", "/resolve/")
+    with pytest.raises(ValueError, match=f"{name} is larger than") as e:
+        hub.download(REPO, endpoint=fake_hub.url, cache_dir=tmp_path)
+    assert fake_hub.count("GET", "/resolve/") == before          # nothing fetched
+    assert str(tmp_path) not in str(e.value)
+
+
+def test_the_download_caps_hold_the_largest_checkpoint_we_load():
+    from dat_core.checkpoint import MAX_CARD_BYTES, MAX_CONFIG_BYTES
+    from dat_core.models.config import MAX_PARAMETERS
+
+    assert hub.MAX_DOWNLOAD_BYTES["model.safetensors"] >= 8 * MAX_PARAMETERS     # fp64 weights at the limit
+    assert hub.MAX_DOWNLOAD_BYTES["config.json"] == MAX_CONFIG_BYTES
+    assert hub.MAX_DOWNLOAD_BYTES["README.md"] == MAX_CARD_BYTES
