@@ -72,6 +72,7 @@ def test_a_linf_distance_is_said_in_the_units_of_its_budget(model):
     last = len(tr.steps) - 1
     view = CounterfactualView.build(tr, "m")
     assert "distance 2/255" in view.caption(last) and "ε = 2/255" in view.summary()
+    assert "‖x_t − x_0‖∞: 2/255" in view.chart("distance", last)                  # the chart's value at the marker
     short = replace(tr, flip_step=None, params={**tr.params, "eps": "inf"})
     assert "the change is 2/255" in retry_for(short).why
     flipped = replace(tr, flip_step=int(tr.steps[last]))

@@ -13,7 +13,7 @@ import html
 import io
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from matplotlib import colormaps
@@ -94,6 +94,7 @@ class Series:
     y: np.ndarray
     color: str
     dash: bool = False
+    shown: Callable[[float], str] | None = None   # how its value at the marker is written (None: `fmt`)
 
 
 class LineChart:
@@ -107,7 +108,7 @@ class LineChart:
                  xlabel: str = "PGD step t", ylim: tuple[float, float] | None = None, flip: float | None = None,
                  hlines: Sequence[tuple[float, str]] = (), width: int = 300, height: int = 210):
         self.x = np.asarray(x, dtype=np.float64)
-        self.series = [Series(s.label, np.asarray(s.y, dtype=np.float64), s.color, s.dash) for s in series]
+        self.series = [Series(s.label, np.asarray(s.y, dtype=np.float64), s.color, s.dash, s.shown) for s in series]
         self.width, self.height = width, height
         self.left, self.right, self.top, self.bottom = 46, 10, 48, 34
         pw, ph = width - self.left - self.right, height - self.top - self.bottom
@@ -208,7 +209,7 @@ class LineChart:
                 if math.isfinite(v) and self._y0 <= v <= self._y1:
                     parts.append(f'<circle cx="{xx:.1f}" cy="{self._sy(v):.1f}" r="4.5" fill="#fff" '
                                  f'stroke="{s.color}" stroke-width="2.5"/>')
-        texts = [s.label if index is None else f"{s.label}: {fmt(s.y[index])}" for s in self.series]
+        texts = [s.label if index is None else f"{s.label}: {(s.shown or fmt)(s.y[index])}" for s in self.series]
         # each entry: a swatch and a gap (22 px), then its text at ~5.6 px a character, squeezed to fit the width
         room_for_text = self.width - 8 - 22 * len(texts)
         squeeze = min(1.0, room_for_text / max(1.0, sum(5.6 * len(t) for t in texts)))

@@ -105,7 +105,8 @@ class CounterfactualView:
                                 title="Energy — lower is more typical", ylabel="energy", flip=flip),
             "confidence": LineChart(x, conf, title="Probability of the target class", ylabel="probability",
                                     ylim=(0.0, 1.0), flip=flip, hlines=[COMPARED_AT]),
-            "distance": LineChart(x, [Series(f"‖x_t − x_0‖{NORM_MARKS[norm]}", traj.distance, PURPLE)],
+            "distance": LineChart(x, [Series(f"‖x_t − x_0‖{NORM_MARKS[norm]}", traj.distance, PURPLE,
+                                             shown=lambda d: distance_text(d, norm))],
                                   title="Distance from the start image", ylabel=f"{norm} distance", flip=flip,
                                   hlines=[(eps, f"ε = {eps_text(eps, norm)}")] if math.isfinite(eps) else ()),
         }
