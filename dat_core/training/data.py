@@ -58,7 +58,17 @@ def load_train_val(cfg: TrainConfig, seed: int | None = None) -> tuple[ImageData
     if d.val_size >= len(full):
         raise ValueError(f"data.val_size={d.val_size} leaves no training images of the {len(full)} in {d.dataset}")
     seed = cfg.seed if seed is None else seed
-    return train_val_split(full, d.val_size, seed=seed) if d.val_size else (full, full.subset([]))
+    if not d.val_size:
+        return full, full.subset([])
+    train, val = train_val_split(full, d.val_size, seed=seed)
+    if full.labeled and not d.allow_empty_classes:   # the folder check saw images that the carve-out then took
+        had = torch.bincount(full.labels, minlength=len(full.class_names))
+        kept = torch.bincount(train.labels, minlength=len(full.class_names))
+        lost = [f"{full.class_names[c]} ({int(had[c])})" for c in range(len(had)) if had[c] and not kept[c]]
+        if lost:
+            raise EmptyClassError(f"data.val_size={d.val_size} carves every training image of {', '.join(lost)}: "
+                                  "lower data.val_size, add images, or set data.allow_empty_classes=true")
+    return train, val
 
 
 def ood_split(cfg: TrainConfig, seed: int | None = None) -> tuple[ImageDataset, ImageDataset | None]:

@@ -9,6 +9,7 @@ import torch
 
 from ..loading import load_model
 from ..models import Classifier, build_model
+from ..models.base import check_class_names
 from ..runtime import resolve_device
 from .config import ConfigError, TrainConfig
 
@@ -26,6 +27,29 @@ def training_device(spec: str, local_rank: int) -> torch.device:
     return device
 
 
+def _check_init(cfg: TrainConfig, init: dict[str, Any], class_names: list[str]) -> None:
+    """`model.init` continues as it is: the config may not ask for another architecture or input size (it was
+    ignored), nor the data have other classes (they were renamed: the outputs got other meanings). An init with
+    generic names ("0".."K-1") takes the data's, which must be names a checkpoint can hold."""
+    try:
+        check_class_names(list(class_names))
+    except ValueError as e:
+        raise ConfigError(f"data.dataset: its class folders cannot name a model's classes: {e}") from None
+    if init["num_classes"] != len(class_names):
+        raise ConfigError(f"model.init has {init['num_classes']} classes, the data {len(class_names)}")
+    if "arch" in cfg.model.model_fields_set and cfg.model.arch.lower() != init["arch"]:
+        raise ConfigError(f"model.arch={cfg.model.arch}, but model.init is a {init['arch']}: stage 2 continues the "
+                          "init's architecture (leave model.arch out, or set it to that)")
+    if cfg.data.image_size != init["image_size"]:
+        raise ConfigError(f"data.image_size={cfg.data.image_size}, but model.init takes {init['image_size']} px "
+                          f"images: set data.image_size={init['image_size']}")
+    names = list(init["class_names"])
+    if names != list(class_names) and names != [str(i) for i in range(len(names))]:
+        raise ConfigError(f"model.init's classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}) "
+                          f"are not the data's ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''})"
+                          ": its outputs would be given other meanings")
+
+
 def initial_model(cfg: TrainConfig, class_names: list[str], device: torch.device,
                   saved_config: dict[str, Any] | None = None) -> Classifier:
     """A resumed run rebuilds its architecture from the state (model.init is not read again)."""
@@ -39,8 +63,7 @@ def initial_model(cfg: TrainConfig, class_names: list[str], device: torch.device
         except Exception as e:  # a missing, truncated or foreign checkpoint: one line naming the key
             text = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConfigError(f"model.init={cfg.model.init}: cannot load the checkpoint ({text})") from None
-        if model.config["num_classes"] != len(class_names):
-            raise ConfigError(f"model.init has {model.config['num_classes']} classes, the data {len(class_names)}")
+        _check_init(cfg, model.config, class_names)
         model.config["class_names"] = list(class_names)
         for key in ("temperature", "calibration"):  # fitted for the init's weights; training moves them
             model.config.pop(key, None)

@@ -1,0 +1,79 @@
+"""What stage 2 starts from (`model.init`) must be the model the run's config and data describe: its
+architecture, input size and classes are checked, not overwritten or ignored."""
+
+import pytest
+import torch
+
+from dat_core import build_model, save_model
+from dat_core.training.config import ConfigError, load_config
+from dat_core.training.initial import initial_model
+
+NAMES = ["class0", "class1", "class2"]
+
+
+@pytest.fixture(scope="module")
+def init(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_model(build_model("wrn-10-1", num_classes=3, image_size=16, class_names=NAMES).eval(),
+                      tmp_path_factory.mktemp("init") / "stage1")
+
+
+def _cfg(toy, init, **kw):
+    return load_config(None, stage="stage2", **{"data.dataset": str(toy), "data.image_size": 16,
+                                                "model.init": str(init), **kw})
+
+
+def test_the_init_checkpoint_is_continued_when_the_config_agrees(toy, init):
+    model = initial_model(_cfg(toy, init, **{"model.arch": "wrn-10-1"}), NAMES, torch.device("cpu"))
+    assert model.config["arch"] == "wrn-10-1" and model.config["class_names"] == NAMES
+    assert initial_model(_cfg(toy, init), NAMES, torch.device("cpu")).config["arch"] == "wrn-10-1"   # arch unset
+
+
+@pytest.mark.parametrize("kw, says", [({"model.arch": "wrn-16-4"}, "model.arch=wrn-16-4"),
+                                      ({"data.image_size": 32}, "data.image_size=32")])
+def test_an_architecture_or_input_size_other_than_the_inits_is_refused(toy, init, kw, says):
+    """stage2 model.arch=wrn-16-4 data.image_size=32 trained the init's wrn-10-1 on 32 px images and exported
+    it as a 16 px model, while run_config.json said wrn-16-4."""
+    with pytest.raises(ConfigError, match=says):
+        initial_model(_cfg(toy, init, **kw), NAMES, torch.device("cpu"))
+
+
+def test_classes_other_than_the_inits_are_refused_not_renamed(toy, init):
+    """A class0..2 checkpoint on folders x, y, z became x, y, z: its outputs were silently given other meanings."""
+    with pytest.raises(ConfigError, match="model.init's classes"):
+        initial_model(_cfg(toy, init), ["x", "y", "z"], torch.device("cpu"))
+
+
+def test_generic_class_names_of_an_init_take_the_datas(toy, tmp_path):
+    generic = save_model(build_model("wrn-10-1", num_classes=3, image_size=16).eval(), tmp_path / "generic")
+    assert initial_model(_cfg(toy, generic), ["x", "y", "z"], torch.device("cpu")).config["class_names"] == \
+        ["x", "y", "z"]
+
+
+def test_class_folder_names_that_no_checkpoint_may_hold_are_refused_at_the_start(toy, tmp_path):
+    """Stage 2 trained to the end on folders cat, dog|x, frog and wrote a final/ that nothing could load."""
+    generic = save_model(build_model("wrn-10-1", num_classes=3, image_size=16).eval(), tmp_path / "generic")
+    with pytest.raises(ConfigError, match="class names must not hold"):
+        initial_model(_cfg(toy, generic), ["cat", "dog|x", "frog"], torch.device("cpu"))
+
+
+def test_a_carve_out_that_takes_a_class_s_every_image_is_refused(tmp_path):
+    """A class of one image among two of 20 lost that image to data.val_size=30: it trained on zero images,
+    past the check that refuses empty class folders."""
+    import numpy as np
+    from PIL import Image
+
+    from dat_core.training.data import load_train_val
+
+    rng = np.random.default_rng(0)
+    for c, n in (("class0", 20), ("class1", 1), ("class2", 20)):
+        (tmp_path / "d" / "train" / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "d" / "train" / c /
+                                                                                    f"{i}.png")
+    cfg = load_config(None, **{"data.dataset": str(tmp_path / "d"), "data.image_size": 16, "data.val_size": 30})
+    with pytest.raises(ValueError, match="class1"):
+        load_train_val(cfg)
+    train, val = load_train_val(load_config(None, **{"data.dataset": str(tmp_path / "d"), "data.image_size": 16,
+                                                     "data.val_size": 30, "data.allow_empty_classes": True}))
+    assert len(train) + len(val) == 41
