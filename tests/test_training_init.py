@@ -77,3 +77,47 @@ def test_a_carve_out_that_takes_a_class_s_every_image_is_refused(tmp_path):
     train, val = load_train_val(load_config(None, **{"data.dataset": str(tmp_path / "d"), "data.image_size": 16,
                                                      "data.val_size": 30, "data.allow_empty_classes": True}))
     assert len(train) + len(val) == 41
+
+
+def test_a_seed_changed_on_one_resume_keeps_the_held_out_images_on_the_next(toy, tmp_path):
+    """The state saved the new seed in its config and the next resume drew the carve-out from it: the validation
+    images changed (a stratified split keeps the labels, so the data check could not see it)."""
+    from dat_core.training.loop import Trainer, train
+
+    values = {"out_dir": str(tmp_path / "run"), "data.dataset": str(toy), "data.image_size": 16,
+              "data.val_size": 12, "model.arch": "wrn-10-1", "batch_size": 8, "eval_every": 0, "ckpt_every": 100,
+              "sample_grid": False, "attack.steps": 1, "autocast": "false", "channels_last": False}
+    train(load_config(None, **values, steps=2))
+    train(load_config(None, **values, steps=3, seed=1), resume=True, allow_config_change=True)
+    held = []
+    for steps in (4, 5):
+        trainer = Trainer(load_config(None, **values, steps=steps, seed=1), resume=True, allow_config_change=True)
+        held.append(trainer.val_set.images.clone())
+        trainer.fit()
+    from dat_core.training.data import load_train_val
+
+    _, val = load_train_val(load_config(None, **values, steps=2))   # seed 0: the run's first carve-out
+    assert torch.equal(held[0], val.images) and torch.equal(held[1], val.images)
+
+
+@pytest.mark.parametrize("key, value", [("data.ood_noise_fraction", 0.25), ("contrastive.buffer_size", 16)])
+def test_a_resume_may_not_change_the_shape_of_saved_streams_or_chains(toy, tmp_path, key, value):
+    """With --allow-config-change the change was listed as accepted, then the saved state did not fit (exit 5, and
+    advice to move state.prev.pt over a good state.pt)."""
+    from dat_core.training.loop import train
+
+    values = {"out_dir": str(tmp_path / "run"), "data.dataset": str(toy), "data.image_size": 16,
+              "data.val_size": 12, "model.arch": "wrn-10-1", "batch_size": 8, "eval_every": 0, "ckpt_every": 100,
+              "sample_grid": False, "attack.steps": 1, "autocast": "false", "channels_last": False}
+    train(load_config(None, **values, steps=1))
+    with pytest.raises(ConfigError, match=f"cannot change {key}"):
+        train(load_config(None, **values, steps=2, **{key: value}), resume=True, allow_config_change=True)
+
+
+def test_persistent_chains_too_large_to_hold_are_refused_with_the_config():
+    """contrastive.buffer_size=200000000 passed the config check and failed allocating 614 GB after the data
+    loaded, with a traceback."""
+    with pytest.raises(ConfigError, match="contrastive.buffer_size"):
+        load_config(None, stage="stage2", **{"model.init": "x", "contrastive.buffer_size": 200_000_000})
+    official = {"model.init": "x", "contrastive.buffer_size": 10_000, "data.dataset": "d", "data.image_size": 224}
+    assert load_config(None, stage="stage2", **official).contrastive.buffer_size == 10_000

@@ -99,6 +99,11 @@ class AttackConfig(_Table):
     momentum: Float = Field(0.9, ge=0, lt=1, description="argmin: the velocity's momentum")
 
 
+MAX_CHAIN_BYTES = 16 << 30
+"""Persistent contrastive chains per rank, in bytes: the official 10,000 at 224 px is 6 GiB; a typo's 200 million
+was a 614 GB allocation that failed, with a traceback, after the data had loaded."""
+
+
 class ContrastiveConfig(_Table):
     """Stage-2 contrastive samples and the T curriculum (METHOD §3.3 step 2, §3.4)."""
 
@@ -198,6 +203,11 @@ class TrainConfig(_Table):
         if 0 < self.contrastive.buffer_size < self.batch_size:
             raise ValueError(f"contrastive.buffer_size ({self.contrastive.buffer_size}) must be 0 (restarts) or at "
                              f"least batch_size ({self.batch_size})")
+        chains = self.contrastive.buffer_size * 3 * self.data.image_size ** 2 * 4   # fp32 samples, per rank
+        if chains > MAX_CHAIN_BYTES:
+            raise ValueError(f"contrastive.buffer_size ({self.contrastive.buffer_size}) at {self.data.image_size} px "
+                             f"holds {chains / 2**30:.0f} GiB of chains per rank, more than the "
+                             f"{MAX_CHAIN_BYTES >> 30} GiB allowed")
         if self.data.dataset in ("cifar10", "cifar100") and self.data.image_size != 32:
             raise ValueError(f"data.image_size: {self.data.dataset} images are 32 px, got {self.data.image_size}")
         if self.attack.steps and not self.attack.step_size:

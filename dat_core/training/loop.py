@@ -103,7 +103,8 @@ class Trainer:
         torch.manual_seed(cfg.seed + self.rank)
 
         # a seed changed on resume changes the data order, never which images are held out
-        data_seed = int(saved["config"].get("seed", cfg.seed)) if saved else cfg.seed
+        data_seed = int(saved.get("data_seed", saved["config"].get("seed", cfg.seed))) if saved else cfg.seed
+        self.data_seed = data_seed   # saved with every state: the next resume draws the same, whatever seed is
         self.train_set, self.val_set = load_train_val(cfg, seed=data_seed)
         self.data_sha256 = data_fingerprint(self.train_set, self.val_set)
         ood, self.ood_images = stage_ood_seeds(cfg, data_seed)   # the OOD hold-out is drawn from data.ood
@@ -159,7 +160,7 @@ class Trainer:
                 "model_config": self.module.config, "model": self.module.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "stage": self.stage.state_dict(), "best": self.best,
                 "ranks": ranks, "logs": log_sizes(self.out), "data_sha256": self.data_sha256,
-                "ood_images": self.ood_images,
+                "ood_images": self.ood_images, "data_seed": self.data_seed,
             }, self.out / STATE_FILE, keep_previous=True)
         distributed.rank0(write, self.rank, self.world)
         self.saved_step = self.step

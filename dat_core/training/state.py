@@ -34,8 +34,10 @@ RUN_FILES = {"run_config.json": False, STATE_FILE: False, PREVIOUS_FILE: False, 
 REQUIRED = ("step", "config", "world_size", "model", "ema", "optimizer", "stage", "best", "ranks")
 
 REFUSED_ON_RESUME = ("stage", "batch_size", "model.arch", "data.dataset", "data.train_split", "data.image_size",
-                     "data.val_size", "data.ood", "data.ood_holdout", "data.allow_empty_classes")
-"""They define the model, the data or the batch of a run: a resumed run keeps them."""
+                     "data.val_size", "data.ood", "data.ood_holdout", "data.allow_empty_classes",
+                     "data.ood_noise_fraction", "contrastive.buffer_size")
+"""They define the model, the data or the batch of a run, or the shape of its saved streams and chains: a resumed
+run keeps them (the last two were accepted, then the saved state did not fit)."""
 
 FREE_ON_RESUME = ("out_dir", "device", "compile", "log_every", "ckpt_every", "model.init", "data.root",
                   "data.cache_dir", "data.lazy")
