@@ -111,8 +111,8 @@ def test_other_commands_refuse_out_of_range_counts(command, capsys):
 
 def test_push_then_load_from_the_loopback_hub(tiny_dir, tmp_path):
     metrics = tmp_path / "eval.json"
-    metrics.write_text(json.dumps({"clean_accuracy": 0.75, "robust_accuracy": 0.5, "ece": 0.03,
-                                   "robust": {"norm": "L2", "eps": 0.5}}))
+    metrics.write_text(json.dumps({"clean_accuracy": 0.75, "robust_accuracy": 0.5, "ece": 0.03,   # of this model
+                                   "robust": {"norm": "L2", "eps": 0.5}, "num_classes": 3, "image_size": 16}))
     (tiny_dir / "README.md").write_text("# old title\n\nHand-written notes stay.\n")
     with FakeHub() as hub:
         assert main(["push", "--model", str(tiny_dir), "--repo-id", "me/tiny", "--endpoint", hub.url,

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from dat_core.checkpoint import WEIGHTS_NAME
 from dat_core.cli_types import MAX_SEED, comma_list, int_in, norm_name, parse_eps, refuse_unused, step_size
 from dat_core.data import CIFAR_SOURCES, NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
 from dat_core.data.folders import EmptyClassError
@@ -17,10 +18,11 @@ from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, mo
 from dat_core.evaluation.autoattack import ATTACKS
 from dat_core.evaluation.ood import MAX_ADVERSARIAL_OOD, uniform_ood
 from dat_core.files import check_writable, write_text
-from dat_core.loading import load_model
+from dat_core.loading import load_model, locate, resolve_source
 from dat_core.pgd import NORMS, check_pixel_units
 from dat_core.runtime import resolve_device, use_autocast
 from dat_core.training.data import load_dataset
+from dat_core.zoo import weights_sha256
 
 OOD_LIMIT = MAX_ADVERSARIAL_OOD  # the official MAX_OOD_SAMPLES: clean and adversarial AUROC on the same images
 CIFAR_ROOT = "data"   # where the official CIFAR archives are looked for (and downloaded to)
@@ -28,6 +30,9 @@ PARTS = ((("judge", "sample_seeds", "feature_model", "sample_steps", "sample_ste
          (("ood_holdout", "ood_limit", "ood_clean_only"), "ood", "--ood SET"),
          (("restarts", "strong"), "steps", "--steps N > 0"))
 """Options that shape one part of the report, the argument that makes that part run, and how to ask for it."""
+MODEL_INFO_NAME = "model_info.json"   # RobustBench's name for the summary --model-info writes beside --json
+MODEL_FIELDS = ("arch", "num_classes", "image_size", "class_names")
+"""What a report records about the model it evaluated (from its config), beside its weights' `weights_sha256`."""
 
 
 def radius(text: str) -> float:
@@ -70,7 +75,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"run only these AutoAttack attacks (its 'custom' version; implies --autoattack): "
                         f"{', '.join(ATTACKS)}")
     p.add_argument("--model-info", action="store_true",
-                   help="with --autoattack and --json: also write a RobustBench-style model_info.json beside the "
+                   help=f"with --autoattack and --json: also write a RobustBench-style {MODEL_INFO_NAME} beside the "
                         "JSON (clean_acc, autoattack_acc, eps, threat_model)")
     p.add_argument("--update-card", action="store_true",
                    help="write the report's numbers (AutoAttack's too) into the model-index of the README.md card of "
@@ -189,8 +194,15 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--update-card writes into the card of a checkpoint folder: pass --model DIR")
     if args.model_info and not (run_autoattack and args.json):
         raise ValueError("--model-info writes AutoAttack results beside the report: pass --autoattack and --json")
+    info_path = Path(args.json).parent / MODEL_INFO_NAME if args.model_info else None
+    if info_path is not None:
+        if Path(args.json).resolve() == info_path.resolve():
+            raise ValueError(f"--json {args.json} is where --model-info writes {MODEL_INFO_NAME}, which would replace "
+                             "the report: give the report another name")
+        check_writable(info_path, "--model-info's")
     device = resolve_device(args.device)
-    model = load_model(args.model, revision=args.revision, device=device)
+    directory = locate(resolve_source(args.model, args.revision))   # once: its weights' sha256 goes in the report
+    model = load_model(directory, device=device)
     autocast = use_autocast(args.autocast, next(model.parameters()).device)
     size = model.config["image_size"]
     data = split_images(args, model.config)
@@ -217,14 +229,17 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         aa = autoattack_accuracy(model, data, norm=args.norm, eps=args.eps, attacks=attacks, seed=args.seed,
                                  batch_size=args.batch_size, progress=True)
         report.update(autoattack=aa, autoattack_accuracy=aa["autoattack_accuracy"])
-    report.update(model=str(args.model), data=str(args.data), split=args.split, autocast=autocast)
+    report.update(model=str(args.model), weights_sha256=weights_sha256(directory / WEIGHTS_NAME),
+                  **{key: model.config.get(key) for key in MODEL_FIELDS},
+                  data=str(args.data), split=args.split, val_size=args.val_size or None, limit=args.limit,
+                  autocast=autocast)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_text(Path(args.json), json.dumps(report, indent=2))
-        if args.model_info:
+        if info_path is not None:
             info = model_info(report["autoattack"], name=str(args.model), architecture=model.config["arch"],
                               dataset=Path(str(args.data)).name)
-            write_text(Path(args.json).parent / "model_info.json", json.dumps(info, indent=2) + "\n")
+            write_text(info_path, json.dumps(info, indent=2) + "\n")
     if args.update_card:
         from dat_core.cards import update_card
         from dat_core.checkpoint import CARD_NAME, model_card
@@ -232,3 +247,38 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         card = update_card(model_card(args.model), model.config, report, dataset=Path(str(args.data)).name)
         write_text(Path(args.model) / CARD_NAME, card)
     return report
+
+
+def check_report_of(report: dict[str, Any], directory: Path, config: dict[str, Any], label: str) -> None:
+    """ValueError naming the field unless `report` (`python -m train eval --json`) is of the checkpoint in
+    `directory`: the sha256 of its weights where the report records one (an older report: that of the checkpoint
+    folder it names, where that is here), and the config fields it records (`MODEL_FIELDS`). A report that records
+    none of these cannot be checked, and is refused too."""
+    other = f"{label} is the report of another model"
+    compared = [key for key in MODEL_FIELDS if key in report]
+    for key in compared:
+        if report[key] != config.get(key):
+            raise ValueError(f"{other}: its {key} is {report[key]!r}, {directory}'s is {config.get(key)!r}")
+    theirs = report.get("weights_sha256")
+    if theirs is None:
+        theirs = _weights_named(report.get("model"))
+    ours = weights_sha256(directory / WEIGHTS_NAME)
+    if theirs is not None and theirs != ours:
+        raise ValueError(f"{other}: its weights (weights_sha256 {str(theirs)[:12]}...) are not those of {directory} "
+                         f"({ours[:12]}...); evaluate this one: python -m train eval --model {directory} --json ...")
+    if theirs is None and not compared:
+        raise ValueError(f"{label} records nothing about its model (weights_sha256, {', '.join(MODEL_FIELDS)}), so "
+                         f"it cannot be checked against {directory}: use the --json of `python -m train eval`")
+
+
+def _weights_named(model: object) -> str | None:
+    """The sha256 of the weights of the checkpoint folder (or bundled model) a report names, where that is on this
+    machine; None for a Hub repo (nothing is downloaded to check a report) or a folder that is gone."""
+    try:
+        source = resolve_source(str(model))
+        if source.kind == "hub":
+            return None
+        weights = locate(source) / WEIGHTS_NAME
+        return weights_sha256(weights) if weights.is_file() else None
+    except (ValueError, OSError):
+        return None

@@ -42,7 +42,7 @@ def add_seeds_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_seeds(args: argparse.Namespace) -> int:
-    from dat_core.data.seeds import fit_class_gaussians, write_class_gaussians, write_seed_bank
+    from dat_core.data.seeds import NOISE_KINDS, fit_class_gaussians, write_class_gaussians, write_seed_bank
     from dat_core.training.config import load_config
     from dat_core.training.data import load_train_val, ood_parts
     from dat_core.zoo import weights_sha256
@@ -52,6 +52,9 @@ def run_seeds(args: argparse.Namespace) -> int:
     d = cfg.data
     pending = {}   # everything is computed before the first file is written: a failure replaces neither
     if args.bank_out:
+        if d.ood in NOISE_KINDS:   # said before any data loads; it was "error: uniform does not exist"
+            raise ValueError(f"the seed bank is carved from OOD images, and data.ood = {d.ood} is noise with none: "
+                             "set data.ood to an image folder or archive, or skip the bank with --bank-out \"\"")
         if not d.ood_seed_bank:
             raise ValueError("data.ood_seed_bank is 0 in this config: set it (e.g. data.ood_seed_bank=1000)")
         _, _, bank = ood_parts(cfg)
