@@ -84,6 +84,8 @@ def eval_results(metrics: dict[str, Any], dataset: str = "cifar10", repo_id: str
         n = (metrics.get(attack_key) or {}).get("n") if attack_key == "autoattack" else metrics.get("n")
         if isinstance(n, int):
             args = {**(args or {}), "n": n}
+        if metrics.get("val_size"):   # held-out images of the split, not the split: the model-index says so too
+            args = {**(args or {}), "val_size": metrics["val_size"]}
         threat = f" ({args['norm']} eps={eps_text(args['eps'], args['norm'])})" \
             if args and "norm" in args and "eps" in args else ""
         out.append(EvalResult(task_type="image-classification", task_name="Image Classification",
@@ -118,8 +120,9 @@ def build_card(config: dict[str, Any], metrics: dict[str, Any] | None = None, *,
     if results:
         rows = {r.metric_name: r.metric_value for r in eval_results(metrics, dataset)}
         n = metrics.get("n")   # a --limit subset says so where the numbers are read
-        split = (f" on {f'{n} images of ' if isinstance(n, int) else ''}the {metrics['split']} split"
-                 if metrics.get("split") else "")
+        held = (f"the validation carve-out of the {metrics['split']} split (val-size {metrics['val_size']}, seed "
+                f"{metrics.get('seed')})" if metrics.get("val_size") else f"the {metrics.get('split')} split")
+        split = f" on {f'{n} images of ' if isinstance(n, int) else ''}{held}" if metrics.get("split") else ""
         table = (f"\n| metric{split} (`{SOURCE}`) | value |\n|---|---|\n"
                  + "".join(f"| {name} | {value:.4f} |\n" for name, value in rows.items()))
     written = config.get("code_version") or code_version()

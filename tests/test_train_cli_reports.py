@@ -107,3 +107,17 @@ def test_seeds_says_the_bank_needs_images_not_noise(toy, tmp_path, capsys, noise
     err = capsys.readouterr().err.strip()
     assert f"data.ood = {noise}" in err and "image folder or archive" in err and "does not exist" not in err
     assert len(err.splitlines()) == 1 and not list(tmp_path.glob("*.safetensors"))
+
+
+def test_a_card_says_its_numbers_come_from_a_validation_carve_out():
+    """A report on `--val-size 30` of train read "on 30 images of the train split" in the card and its
+    model-index: the held-out images training chose settings on, not the split."""
+    from dat_core.cards import build_card
+
+    config = {"arch": "wrn-10-1", "num_classes": 3, "image_size": 16}
+    report = {"clean_accuracy": 0.5, "n": 30, "split": "train", "val_size": 30, "seed": 0}
+    card = str(build_card(config, report))
+    assert "on 30 images of the validation carve-out of the train split (val-size 30, seed 0)" in card
+    assert "val_size: 30" in card
+    whole = str(build_card(config, {**report, "val_size": None}))
+    assert "on 30 images of the train split" in whole and "carve-out" not in whole
