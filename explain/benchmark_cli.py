@@ -206,7 +206,8 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     check_run_folder(out, {**_settings(args, radii, request, pairs), **prints}, located=LOCATED,
                      earlier=weights_only)
     spent = SpentTime(out, since=started)
-    held.callback(spent.tick)   # a stop (Ctrl-C, SIGTERM) counts this process's time too: the resume's report adds it
+    reported: list[bool] = []   # a stop (Ctrl-C, SIGTERM) before the report counts this process's time too
+    held.callback(lambda: reported or spent.tick())
     real_features = None if feature_model is None else features_of(feature_model, x).numpy()
     band = bm.energy_band(getattr(model, "config", {}))
     minimal_jobs = jobs[bm.spread(len(jobs), args.minimal)]
@@ -234,6 +235,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
         "stop_at": args.stop_at,
         "seconds": spent.tick(), "seconds_this_process": time.perf_counter() - started, "radii": entries,
         "minimal_radius": None if minimal is None else bm.minimal_summary(minimal, minimal_jobs, class_names)}
+    reported.append(True)   # its time is in the report's "seconds" (seconds.json): no later file may follow it
     (out / "benchmark.json").unlink(missing_ok=True)   # written last: when it is there, the whole report is
     wrote = [out / "benchmark.json", rep.plot_curves(entries, args.norm, out / "curves.png")]
     if report["minimal_radius"]:
