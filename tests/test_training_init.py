@@ -121,3 +121,28 @@ def test_persistent_chains_too_large_to_hold_are_refused_with_the_config():
         load_config(None, stage="stage2", **{"model.init": "x", "contrastive.buffer_size": 200_000_000})
     official = {"model.init": "x", "contrastive.buffer_size": 10_000, "data.dataset": "d", "data.image_size": 224}
     assert load_config(None, stage="stage2", **official).contrastive.buffer_size == 10_000
+
+
+def test_a_best_export_no_state_recorded_is_not_kept_on_resume(toy, tmp_path):
+    """A run killed after an evaluation exported best/ but before its next state.pt resumed with the state's best
+    (step 4) beside the killed attempt's best/ (step 8, whose claimed accuracy the resumed run never saw): with a
+    changed attack, best/ held weights and numbers of a path the run no longer took."""
+    import json
+
+    from dat_core.training.loop import Trainer, train
+
+    values = {"out_dir": str(tmp_path / "run"), "data.dataset": str(toy), "data.image_size": 16,
+              "data.val_size": 12, "model.arch": "wrn-10-1", "batch_size": 8, "eval_every": 2, "ckpt_every": 100,
+              "eval_size": 12, "eval_attack_steps": 1, "sample_grid": False, "attack.steps": 1, "autocast": "false",
+              "channels_last": False}
+    train(load_config(None, **values, steps=4))
+    best = tmp_path / "run" / "best" / "config.json"
+    config = json.loads(best.read_text())
+    config["training"]["step"] = 6      # as an export after the state: the state never recorded it
+    best.write_text(json.dumps(config))
+    trainer = Trainer(load_config(None, **values, steps=6), resume=True, allow_config_change=True)
+    assert not best.parent.exists() and trainer.best["step"] is None
+    trainer.fit()
+    exported = json.loads(best.read_text())["training"]
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
+    assert exported["step"] == state["best"]["step"] and exported["step"] in (6,)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import time
 import warnings
@@ -44,6 +45,7 @@ from .state import (
     check_resume_data,
     claim_run_dir,
     data_fingerprint,
+    export_step,
     log_sizes,
     prepare_run_dir,
     read_state,
@@ -144,6 +146,11 @@ class Trainer:
         self.stop_signals: list[int] = []  # SIGTERM/SIGINT received (train() hands in those of the set-up)
         if saved:
             self._restore(saved)
+            if self.best.get("step") != export_step(self.out / "best"):   # exported after the state was saved
+                logger.warning("best/ is not the one %s records (a stop after an evaluation): the best weights "
+                               "are chosen again from here on", STATE_FILE)
+                distributed.rank0(lambda: shutil.rmtree(self.out / "best", ignore_errors=True), self.rank, self.world)
+                self.best.update(value=None, step=None)
 
     # -- resumable state
     def _save_state(self, finished: bool = False) -> None:

@@ -332,3 +332,11 @@ def truncate_logs(out: Path, sizes: dict[str, int]) -> None:
                 os.truncate(path, size)
         except OSError as e:
             raise storage_error(path, e) from e
+
+
+def export_step(folder: Path) -> int | None:
+    """The step an export (best/, final/) was written at, from its config.json; None without one."""
+    try:
+        return int(json.loads((folder / "config.json").read_text(encoding="utf-8"))["training"]["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
