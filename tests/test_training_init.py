@@ -146,3 +146,14 @@ def test_a_best_export_no_state_recorded_is_not_kept_on_resume(toy, tmp_path):
     exported = json.loads(best.read_text())["training"]
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
     assert exported["step"] == state["best"]["step"] and exported["step"] in (6,)
+
+
+@pytest.mark.parametrize("key, value", [("data.ood_holdout", 10), ("data.ood_seed_bank", 10),
+                                        ("data.ood_noise_fraction", 0.1)])
+def test_ood_image_settings_with_noise_seeds_are_refused(key, value):
+    """With data.ood = uniform (the default) these were accepted and did nothing: no hold-out to evaluate OOD
+    detection on, no seed bank, no mixing."""
+    with pytest.raises(ConfigError, match=f"{key}: it needs OOD images, and data.ood = uniform is noise"):
+        load_config(None, stage="stage2", **{"model.init": "x", key: value})
+    assert getattr(load_config(None, stage="stage2", **{"model.init": "x", "data.ood": "some/folder", key: value}
+                               ).data, key.split(".")[1]) == value

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..data.augment import AUGMENTATIONS
-from ..data.seeds import SEED_KINDS
+from ..data.seeds import NOISE_KINDS, SEED_KINDS
 from ..models import find_arch
 from ..models.config import IMAGE_SIZE
 from ..pgd import NORMS, check_pixel_units
@@ -203,6 +203,12 @@ class TrainConfig(_Table):
         if 0 < self.contrastive.buffer_size < self.batch_size:
             raise ValueError(f"contrastive.buffer_size ({self.contrastive.buffer_size}) must be 0 (restarts) or at "
                              f"least batch_size ({self.batch_size})")
+        if self.stage == "stage2" and self.data.ood in NOISE_KINDS:   # noise seeds: no images to carve or mix
+            given = [k for k in ("ood_holdout", "ood_seed_bank", "ood_noise_fraction") if getattr(self.data, k)]
+            if given:
+                raise ValueError(f"data.{', data.'.join(given)}: {'it needs' if len(given) == 1 else 'they need'} "
+                                 f"OOD images, and data.ood = {self.data.ood} is noise: set data.ood to an image "
+                                 "folder or archive")
         chains = self.contrastive.buffer_size * 3 * self.data.image_size ** 2 * 4   # fp32 samples, per rank
         if chains > MAX_CHAIN_BYTES:
             raise ValueError(f"contrastive.buffer_size ({self.contrastive.buffer_size}) at {self.data.image_size} px "
