@@ -166,3 +166,43 @@ def test_everyday_class_names_are_kept():
         names = dataset_class_names(dataset)
         validate_model_config({"arch": "wrn-10-1", "num_classes": len(names), "class_names": names})
     assert class_names_of({"num_classes": 10})[0] == "airplane"
+
+
+def test_visitors_waiting_on_a_load_that_fails_share_its_error_and_a_later_request_tries_again(monkeypatch):
+    """The per-source lock was dropped when a load failed while others waited on it: a newcomer made a new one and
+    two loads of one source ran at once (3 loads for 4 requests)."""
+    from webapp import sources
+    from webapp.state import ModelRegistry
+
+    calls, running, peak = [], [0], [0]
+
+    def load(source, **kw):
+        calls.append(source.key)
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        deadline = time.monotonic() + 30
+        while len(calls) == 1 and registry._loading[slow.key].users < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)                      # the first load ends once all four requests wait on it
+        running[0] -= 1
+        if len(calls) == 1:
+            raise ValueError("hub timeout")
+        return build_model("wrn-10-1").eval(), None
+
+    monkeypatch.setattr(sources, "load", load)
+    monkeypatch.setattr(sources, "label", lambda src, directory=None: src.name)
+    registry, slow, outcomes = ModelRegistry(), resolve_source("nobody/slow"), []
+
+    def visit():
+        try:
+            registry.load(slow)
+            outcomes.append("loaded")
+        except ValueError as e:
+            outcomes.append(str(e))
+
+    threads = [threading.Thread(target=visit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(calls) == 1 and peak[0] == 1 and outcomes == ["hub timeout"] * 4
+    assert registry.load(slow) is registry.get(slow.key) and len(calls) == 2      # tried again, afresh

@@ -29,13 +29,28 @@ def test_the_init_checkpoint_is_continued_when_the_config_agrees(toy, init):
     assert initial_model(_cfg(toy, init), NAMES, torch.device("cpu")).config["arch"] == "wrn-10-1"   # arch unset
 
 
-@pytest.mark.parametrize("kw, says", [({"model.arch": "wrn-16-4"}, "model.arch=wrn-16-4"),
-                                      ({"data.image_size": 32}, "data.image_size=32")])
-def test_an_architecture_or_input_size_other_than_the_inits_is_refused(toy, init, kw, says):
-    """stage2 model.arch=wrn-16-4 data.image_size=32 trained the init's wrn-10-1 on 32 px images and exported
-    it as a 16 px model, while run_config.json said wrn-16-4."""
-    with pytest.raises(ConfigError, match=says):
-        initial_model(_cfg(toy, init, **kw), NAMES, torch.device("cpu"))
+def test_another_architecture_than_the_inits_is_refused(toy, init):
+    """stage2 model.arch=wrn-16-4 trained the init's wrn-10-1, while run_config.json said wrn-16-4."""
+    with pytest.raises(ConfigError, match="model.arch=wrn-16-4"):
+        initial_model(_cfg(toy, init, **{"model.arch": "wrn-16-4"}), NAMES, torch.device("cpu"))
+
+
+def test_an_init_trained_at_another_size_is_exported_at_the_size_it_trains_at(toy, init):
+    """The paper fine-tunes a 224 px robust ResNet-50 at 256 px: the model trains on data.image_size images, and
+    its config said the init's 16 px where it trained on 32 px ones."""
+    model = initial_model(_cfg(toy, init, **{"data.image_size": 32}), NAMES, torch.device("cpu"))
+    assert model.config["image_size"] == 32
+
+
+def test_an_init_with_a_shipped_name_set_takes_the_datas_folder_names(toy, tmp_path):
+    """The documented ImageNet recipe: an import named with --class-names imagenet, train/<wnid>/ folders."""
+    from dat_core.models.class_names import dataset_class_names
+
+    cifar = save_model(build_model("wrn-10-1", num_classes=10, image_size=16).eval(), tmp_path / "cifar")
+    wnids = [f"n0{i}" for i in range(10)]
+    assert build_model("wrn-10-1").config["class_names"] == dataset_class_names("cifar10")
+    model = initial_model(_cfg(toy, cifar), wnids, torch.device("cpu"))
+    assert model.config["class_names"] == wnids
 
 
 def test_classes_other_than_the_inits_are_refused_not_renamed(toy, init):

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -163,6 +163,15 @@ class LoadedModel:
         return model_device(self.model)
 
 
+@dataclass
+class _Loading:
+    """The lock of one source's load and how many requests hold or wait on it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+    error: Exception | None = None   # why the load failed, for the requests that waited on it
+
+
 class ModelRegistry:
     """Loaded models by (source, revision); at most `max_models` unpinned ones stay loaded (LRU).
 
@@ -181,7 +190,7 @@ class ModelRegistry:
         self._sources: dict[str, ModelSource] = {}  # every source loaded once, by key (to reload a dropped one)
         self._pinned: set[str] = set()
         self._lock = threading.RLock()          # held only to look up and update the dicts, never while loading
-        self._loading: dict[str, threading.Lock] = {}   # a lock per source being loaded
+        self._loading: dict[str, _Loading] = {}   # a lock per source being loaded
 
     def load(self, source: str | ModelSource, revision: str | None = None, *, pin: bool = False) -> LoadedModel:
         """The model for (source, revision), loading (and downloading) it on first use.
@@ -194,28 +203,41 @@ class ModelRegistry:
         with self._lock:
             if (hit := self._hit(src.key, pin)) is not None:
                 return hit
-            loading = self._loading.setdefault(src.key, threading.Lock())
-        with loading:   # one load per source; other sources' visitors never wait for it (a download, a build)
+            loading = self._loading.setdefault(src.key, _Loading())
+            loading.users += 1
+        try:
+            return self._load(src, visitor, pin, loading)
+        finally:
+            with self._lock:   # kept while anyone waits on it: a load that failed is retried by one waiter at a time
+                loading.users -= 1
+                if not loading.users and self._loading.get(src.key) is loading:
+                    del self._loading[src.key]
+
+    def _load(self, src: ModelSource, visitor: bool, pin: bool, loading: "_Loading") -> LoadedModel:
+        """Under the source's own lock: one load per source; other sources' visitors never wait for it."""
+        with loading.lock:
             with self._lock:
                 if (hit := self._hit(src.key, pin)) is not None:
                     return hit
+            if loading.error is not None:   # the load they waited on failed: each is told so, none retries it
+                raise loading.error
             try:
                 model, directory = sources.load(src, visitor=visitor, **self.hub_options)
-                model = channels_last(model if self.device is None else model.to(self.device))
-                label = sources.label(src, directory)
-                loaded = LoadedModel(key=src.key, fast=self.fast_path(model, label), source=src.name,
-                                     revision=src.revision, directory=directory, label=label)
-                with self._lock:
-                    self._sources[src.key] = src
-                    self._models[src.key] = loaded
-                    self._hit(src.key, pin)
-                    unpinned = [k for k in self._models if k not in self._pinned]
-                    for k in unpinned[:max(0, len(unpinned) - self.max_models)]:
-                        del self._models[k]
-                return loaded
-            finally:
-                with self._lock:
-                    self._loading.pop(src.key, None)
+            except Exception as e:
+                loading.error = e
+                raise
+            model = channels_last(model if self.device is None else model.to(self.device))
+            label = sources.label(src, directory)
+            loaded = LoadedModel(key=src.key, fast=self.fast_path(model, label), source=src.name,
+                                 revision=src.revision, directory=directory, label=label)
+            with self._lock:
+                self._sources[src.key] = src
+                self._models[src.key] = loaded
+                self._hit(src.key, pin)
+                unpinned = [k for k in self._models if k not in self._pinned]
+                for k in unpinned[:max(0, len(unpinned) - self.max_models)]:
+                    del self._models[k]
+            return loaded
 
     def _hit(self, key: str, pin: bool) -> LoadedModel | None:
         """The loaded model for `key`, marked most recently used (and pinned), or None; under `_lock`."""

@@ -10,6 +10,7 @@ import torch
 from ..loading import load_model
 from ..models import Classifier, build_model
 from ..models.base import check_class_names
+from ..models.class_names import CLASS_NAME_SETS, dataset_class_names
 from ..runtime import resolve_device
 from .config import ConfigError, TrainConfig
 
@@ -28,9 +29,10 @@ def training_device(spec: str, local_rank: int) -> torch.device:
 
 
 def _check_init(cfg: TrainConfig, init: dict[str, Any], class_names: list[str]) -> None:
-    """`model.init` continues as it is: the config may not ask for another architecture or input size (it was
-    ignored), nor the data have other classes (they were renamed: the outputs got other meanings). An init with
-    generic names ("0".."K-1") takes the data's, which must be names a checkpoint can hold."""
+    """`model.init` continues as it is: the config may not ask for another architecture (it was ignored), nor the
+    data have other classes (they were renamed: the outputs got other meanings). An init whose names are generic
+    ("0".."K-1") or a shipped set in its standard order (ImageNet's names for `train/<wnid>/` folders, CIFAR's)
+    takes the data's; those must be names a checkpoint can hold."""
     try:
         check_class_names(list(class_names))
     except ValueError as e:
@@ -40,11 +42,9 @@ def _check_init(cfg: TrainConfig, init: dict[str, Any], class_names: list[str]) 
     if "arch" in cfg.model.model_fields_set and cfg.model.arch.lower() != init["arch"]:
         raise ConfigError(f"model.arch={cfg.model.arch}, but model.init is a {init['arch']}: stage 2 continues the "
                           "init's architecture (leave model.arch out, or set it to that)")
-    if cfg.data.image_size != init["image_size"]:
-        raise ConfigError(f"data.image_size={cfg.data.image_size}, but model.init takes {init['image_size']} px "
-                          f"images: set data.image_size={init['image_size']}")
     names = list(init["class_names"])
-    if names != list(class_names) and names != [str(i) for i in range(len(names))]:
+    standard = [[str(i) for i in range(len(names))]] + [dataset_class_names(d) for d in CLASS_NAME_SETS]
+    if names != list(class_names) and names not in standard:
         raise ConfigError(f"model.init's classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}) "
                           f"are not the data's ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''})"
                           ": its outputs would be given other meanings")
@@ -65,6 +65,7 @@ def initial_model(cfg: TrainConfig, class_names: list[str], device: torch.device
             raise ConfigError(f"model.init={cfg.model.init}: cannot load the checkpoint ({text})") from None
         _check_init(cfg, model.config, class_names)
         model.config["class_names"] = list(class_names)
+        model.config["image_size"] = cfg.data.image_size   # trained (e.g. fine-tuned at 256 px) and exported so
         for key in ("temperature", "calibration"):  # fitted for the init's weights; training moves them
             model.config.pop(key, None)
     else:
