@@ -8,7 +8,6 @@ frame (on by default) keeps every step distinct, so the file holds all T+1 frame
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -192,27 +191,27 @@ def drop_earlier(out: Path, wrote: Sequence[Path]) -> list[Path]:
     """Remove what an earlier `counterfactual` run into `out` wrote and this one (`wrote`) did not: an old
     minimal.json beside a run without --minimal would read as this run's. Only what its `MANIFEST` lists is
     touched (`generate` writes a grid.png too), then this run's list is recorded. A folder from before the
-    manifest: the command's own names, grid.png only beside its summary.json, and a target folder only when it
-    holds a metrics.json; a user's own files stay."""
+    manifest: the command's own names, grid.png only beside its summary.json, also in a target folder that holds
+    a metrics.json. A user's own files stay, and nothing behind a link is touched."""
     from dat_core.files import write_text
 
+    root = out.resolve()
     kept = {Path(p).resolve() for p in wrote}
+
+    def ours(p: Path) -> bool:   # a file of this folder (no link on its way: nothing outside is ever touched)
+        return p.is_file() and p.resolve() == root / p.relative_to(out) and p.resolve() not in kept
+
     listed = _manifest(out / MANIFEST)
     if listed is not None:
-        stale = [p for p in (out / name for name in listed) if p.is_file() and p.resolve() not in kept]
+        stale = [p for p in (out / name for name in listed) if ours(p)]
     else:
         names = [n for n in COUNTERFACTUAL_OUTPUTS if n != "grid.png" or (out / "summary.json").is_file()]
-        stale = [p for pattern in names for p in out.glob(pattern) if p.is_file() and p.resolve() not in kept]
-        stale += [d for d in out.glob("[0-9][0-9]*-*") if d.is_dir() and (d / "metrics.json").is_file()
-                  and d.resolve() not in {p.parent for p in kept}]
+        targets = [d for d in out.glob("[0-9][0-9]*-*") if (d / "metrics.json").is_file()]
+        stale = [p for folder in (out, *targets) for pattern in names for p in folder.glob(pattern) if ours(p)]
     for p in stale:
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-            if p.parent != out and not any(p.parent.iterdir()):   # a target folder it emptied
-                p.parent.rmdir()
-    root = out.resolve()
+        p.unlink()
+        if p.parent != out and not any(p.parent.iterdir()):   # a target folder it emptied
+            p.parent.rmdir()
     write_text(out / MANIFEST, json.dumps(sorted(str(p.relative_to(root)) for p in kept if p.is_relative_to(root))))
     return stale
 

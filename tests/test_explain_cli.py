@@ -523,3 +523,28 @@ def test_an_even_landscape_grid_is_a_usage_error(files, tmp_path, capsys, monkey
         main(["landscape", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "cat",
               "--grid", "4", "--out", str(tmp_path / "land")])
     assert e.value.code == 2 and "argument --grid: expected an odd integer in 3..257, got 4" in capsys.readouterr().err
+
+
+def test_an_earlier_runs_outputs_are_removed_only_inside_the_folder_and_never_a_users_file(tmp_path):
+    """A manifest entry under a linked target folder unlinked a file outside --out (then a traceback); a folder
+    from before the manifest lost a target folder whole, with the user's file in it."""
+    import json
+
+    from explain.export import MANIFEST, drop_earlier
+
+    out, home = tmp_path / "out", tmp_path / "home"
+    out.mkdir()
+    home.mkdir()
+    (home / "thesis.pdf").write_text("mine")
+    (out / "03-cat").symlink_to(home)
+    (out / MANIFEST).write_text(json.dumps(["03-cat/thesis.pdf", "../home/thesis.pdf"]))
+    assert drop_earlier(out, []) == [] and (home / "thesis.pdf").read_text() == "mine"
+    (out / "03-cat").unlink()
+    (out / MANIFEST).unlink()
+    target = out / "05-dog"
+    target.mkdir()
+    for name in ("metrics.json", "trajectory.gif", "notes.txt"):
+        (target / name).write_text("x")
+    removed = drop_earlier(out, [])
+    assert sorted(p.name for p in removed) == ["metrics.json", "trajectory.gif"]
+    assert (target / "notes.txt").read_text() == "x"
