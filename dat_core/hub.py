@@ -32,7 +32,7 @@ _REMOTE_ENTRY_NOT_FOUND = getattr(hf_errors, "RemoteEntryNotFoundError", hf_erro
 _PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
 _REPO_ID = re.compile(rf"{_PART}/{_PART}")
 MAX_REPO_ID_LENGTH = 96
-_REF_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+_REF_PART = r"[A-Za-z0-9_][A-Za-z0-9_.+@-]*"
 _REVISION = re.compile(rf"{_REF_PART}(?:/{_REF_PART})*")
 MAX_REVISION_LENGTH = 200
 
@@ -69,15 +69,16 @@ def validate_repo_id(repo_id: object) -> str:
 
 def validate_revision(revision: object) -> str | None:
     """None (blank: the default branch) or the stripped revision when it is spelled like a git branch, tag or
-    commit sha (`git check-ref-format`: no absolute path, empty or dot-led part, '..' or '.lock'); else ValueError,
+    commit sha (ASCII letters, digits and `_ . - + @ /` under `git check-ref-format`'s rules: no absolute path,
+    empty or dot-led part, '..', '@{' or '.lock'); else ValueError,
     which does not repeat it. huggingface_hub joins a revision to its cache folder when the Hub cannot answer,
     so "/dev/zero" would be read there."""
     text = str(revision).strip() if revision is not None else ""
     if not text:
         return None
     parts = text.split("/")
-    if (len(text) > MAX_REVISION_LENGTH or not _REVISION.fullmatch(text) or ".." in text or text.endswith(".")
-            or any(p.endswith(".lock") for p in parts)):
+    if (len(text) > MAX_REVISION_LENGTH or not _REVISION.fullmatch(text) or ".." in text or "@{" in text
+            or text.endswith(".") or any(p.endswith(".lock") for p in parts)):
         raise ValueError("that revision is not a branch, tag or commit sha")
     return text
 

@@ -16,7 +16,7 @@ from dat_core.loading import canonical_revision, resolve_source
 from dat_core.models.config import validate_model_config
 
 NOT_REFS = ["/dev/zero", "/etc", "/", "a//b", "main/", "/main", ".hidden", "refs/.x", "v1.lock", "refs/x.lock/y",
-            "a..b", "refs/../x", "a/./b", "main.", "a  b", "x\\y", "~main"]
+            "a..b", "refs/../x", "a/./b", "main.", "a  b", "x\\y", "~main", "a@{1}", "+x", "@"]
 
 
 @pytest.mark.parametrize("revision", NOT_REFS)
@@ -40,7 +40,7 @@ def test_a_revision_is_checked_by_the_hub_client_wrapper_too():
 
 
 @pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "a" * 40, "my_branch-2", "release/2026.12",
-                                      "0123456789abcdef0123456789abcdef01234567"])
+                                      "0123456789abcdef0123456789abcdef01234567", "v1.0+build", "user@fix"])
 def test_git_refs_and_shas_are_kept(revision):
     assert canonical_revision(f"  {revision} ") == revision
 

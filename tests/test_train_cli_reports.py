@@ -121,3 +121,18 @@ def test_a_card_says_its_numbers_come_from_a_validation_carve_out():
     assert "val_size: 30" in card
     whole = str(build_card(config, {**report, "val_size": None}))
     assert "on 30 images of the train split" in whole and "carve-out" not in whole
+
+
+def test_push_takes_the_report_of_a_checkpoint_whose_config_leaves_fields_to_their_defaults(toy, tmp_path):
+    """A config.json without image_size (filled in from the architecture when loaded) was compared raw: its own
+    report was 'the report of another model: its image_size is 32, ...'s is None'."""
+    folder = save_model(build_model("wrn-10-1", num_classes=3, class_names=CLASSES).eval(), tmp_path / "sparse")
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("image_size")
+    (folder / "config.json").write_text(json.dumps(config))
+    report = tmp_path / "report.json"
+    assert main(["eval", "--model", str(folder), "--data", str(toy), "--split", "test", "--steps", "0",
+                 "--json", str(report)]) == 0
+    with FakeHub() as hub:
+        assert main(["push", "--model", str(folder), "--repo-id", "me/sparse", "--endpoint", hub.url,
+                     "--token", "hf_test", "--eval-json", str(report)]) == 0

@@ -68,7 +68,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     from dat_core.cards import read_eval_report, update_card
-    from dat_core.checkpoint import model_card, read_config
+    from dat_core.checkpoint import load_checkpoint_dir, model_card, read_config
     from dat_core.files import write_text
     from dat_core.hub import push, validate_repo_id
     from train.eval_cli import check_report_of
@@ -80,7 +80,7 @@ def _push(args: argparse.Namespace) -> int:
     if args.eval_json:   # the numbers of this model only: a report of another checkpoint is refused by its field
         label = f"--eval-json {args.eval_json}"
         metrics = read_eval_report(args.eval_json, label)
-        check_report_of(metrics, directory, config, label)
+        check_report_of(metrics, directory, load_checkpoint_dir(directory).config, label)   # defaults filled in
     card = update_card(model_card(directory), config, metrics, repo_id=args.repo_id, dataset=args.dataset)
     readme = directory / "README.md"
     before = readme.read_text(encoding="utf-8") if readme.is_file() else None

@@ -253,11 +253,8 @@ def alternative(out: Path) -> str:
         note = ""
     exported = []
     for name in ("best", "final"):
-        try:
-            config = json.loads((out / name / "config.json").read_text())
-            exported.append(f"{out / name} (EMA weights of step {config['training']['step']})")
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+        if (step := export_step(out / name)) is not None:
+            exported.append(f"{out / name} (EMA weights of step {step})")
     if exported:
         return (note + f"no resumable state is left; {' and '.join(exported)} can start a new run "
                 f"(model.init=DIR), or delete {out / STATE_FILE} to start over")
