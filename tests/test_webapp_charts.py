@@ -91,3 +91,17 @@ def test_the_landscape_legend_keeps_long_class_names_apart():
     star_x = 52 + 112 - 6                                    # the end's star, 6 px wide each side
     marker_x = float(re.search(r'<circle cx="([\d.]+)" cy="\d+" r="4.5"', svg).group(1)) - 4.5
     assert start[0] + start[1] <= star_x and end[0] + end[1] <= marker_x
+
+
+def test_long_tick_labels_leave_room_for_the_axis_title():
+    """A Linf distance chart's ticks ("0.0075") ran into the rotated "Linf distance" title at the left edge."""
+    import re
+
+    from webapp.charts import TICK_CHAR_PX, LineChart, Series
+
+    chart = LineChart([0, 1, 2], [Series("d", [0.0, 0.0078, 0.0078], "#000")], title="t", ylabel="Linf distance")
+    svg = chart.svg(1)
+    ticks = re.findall(r'<text x="([\d.]+)" y="[\d.]+" font-size="10" text-anchor="end"[^>]*>([^<]+)</text>', svg)
+    assert ticks and max(len(t) for _, t in ticks) >= 6
+    title_right = 11 + 10.5 / 2 + 2                                   # the rotated title's extent, plus a gap
+    assert all(float(x) - TICK_CHAR_PX * len(t) >= title_right for x, t in ticks), ticks

@@ -97,6 +97,10 @@ class Series:
     shown: Callable[[float], str] | None = None   # how its value at the marker is written (None: `fmt`)
 
 
+TICK_CHAR_PX = 6
+"""About how wide one character of a 10 px tick label is (for laying out margins, not measured)."""
+
+
 class LineChart:
     """Lines over PGD steps, laid out once; `svg(i)` adds a marker (and the values) at frame i.
 
@@ -110,8 +114,8 @@ class LineChart:
         self.x = np.asarray(x, dtype=np.float64)
         self.series = [Series(s.label, np.asarray(s.y, dtype=np.float64), s.color, s.dash, s.shown) for s in series]
         self.width, self.height = width, height
-        self.left, self.right, self.top, self.bottom = 46, 10, 48, 34
-        pw, ph = width - self.left - self.right, height - self.top - self.bottom
+        self.right, self.top, self.bottom = 10, 48, 34
+        ph = height - self.top - self.bottom
         x0, x1 = (float(self.x[0]), float(self.x[-1])) if len(self.x) else (0.0, 1.0)
         if x1 <= x0:
             x1 = x0 + 1
@@ -125,6 +129,9 @@ class LineChart:
             y0, y1 = y0 - pad, y1 + pad
         else:
             y0, y1 = 0.0, 1.0
+        yticks = nice_ticks(y0, y1, 5)   # the margin fits the widest tick label beside the rotated axis title
+        self.left = max(46, 24 + TICK_CHAR_PX * max((len(fmt(t)) for t in yticks), default=0))
+        pw = width - self.left - self.right
         self._sx = lambda v: self.left + (v - x0) / (x1 - x0) * pw  # noqa: E731
         self._sy = lambda v: self.top + (1 - (v - y0) / (y1 - y0)) * ph  # noqa: E731
         self._y0, self._y1 = y0, y1
@@ -132,7 +139,7 @@ class LineChart:
         p = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{esc(title)}" '
              f'style="{FONT};max-width:{int(width * 1.4)}px;background:#fff">',
              fitted_text(4, 15, title, 12.5, width - 8, 'font-weight="600" fill="#111827"')]
-        for t in nice_ticks(y0, y1, 5):
+        for t in yticks:
             yy = self._sy(t)
             p.append(f'<line x1="{self.left}" x2="{width - self.right}" y1="{yy:.1f}" y2="{yy:.1f}" '
                      f'stroke="#eef0f3"/><text x="{self.left - 5}" y="{yy + 3.5:.1f}" font-size="10" '
