@@ -98,8 +98,7 @@ def generate(model: nn.Module, targets: int | str | Sequence[int | str] = "all",
         raise ValueError(f"at most {min(MAX_SAMPLES, MAX_PIXELS // (size * size))} samples of {size} px per call; "
                          f"asked for {n_per_class} x {len(tgt)}")
     seed = check_seed(seed)
-    if isinstance(record_every, bool) or not isinstance(record_every, int) or not 0 <= record_every <= MAX_STEPS:
-        raise ValueError(f"record_every must be an integer in 0..{MAX_STEPS}; got {record_every!r}")
+    record_every = parse_int("record_every", record_every, 0, MAX_STEPS)
     if isinstance(seeds, str) and seeds not in SEED_KINDS and not Path(seeds).expanduser().exists():
         raise ValueError(f"seeds must be one of {', '.join(SEED_KINDS)} or an existing image file; "
                          f"got {seeds[:60]!r}")

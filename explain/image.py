@@ -95,6 +95,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
         a += 0.5
         np.clip(a, 0, 255, out=a)
         return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+    if mode == "La":   # premultiplied: PIL converts it to RGBA only by way of LA
+        im = im.convert("LA")
     if mode in ("P", "PA", "LA", "La", "RGBa") or (mode in ("L", "RGB") and "transparency" in im.info):
         im = im.convert("RGBA")
         mode = "RGBA"
@@ -164,6 +166,8 @@ def _array_to_input(a: np.ndarray, size: int) -> torch.Tensor:
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
         raise ImageError(f"numpy images must be HxW or HxWx{{1,3,4}}, got shape {a.shape}")
     _check_size(a.shape[1], a.shape[0])
+    if a.dtype.kind == "u" and a.dtype.byteorder not in ("=", "|"):   # big-endian: the same numbers, native order
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.dtype == np.uint8:
         mode = {2: "L", 3: "RGB", 4: "RGBA"}[a.shape[-1] if a.ndim == 3 else 2]
         return _pil_to_tensor(_resize_crop_pil(to_rgb(Image.fromarray(a, mode)), size))

@@ -75,6 +75,18 @@ def test_the_counterfactual_endpoint_refuses_a_server_image(served):
         assert "not found" not in reply and "directory" not in reply and "secret" not in reply
 
 
+@pytest.mark.parametrize("where", ["http://127.0.0.1:9/cat.png", "https://no-such-host.invalid/cat.png"])
+def test_an_image_address_that_cannot_be_fetched_gets_a_message(served, caplog, where):
+    """Gradio fetched an image URL (MCP clients send them) before the handler ran: a failed fetch answered with
+    `"error": null` and left a traceback in the log."""
+    demo, url, _ = served
+    index = next(i for i, fn in demo.fns.items() if fn.api_name == "counterfactual")
+    reply = _send(url, index, [{"path": where, "url": where, "meta": {"_type": "gradio.FileData"}}, "cat", "3", 1,
+                               0.1], queued=True)
+    assert _answered(reply) and "could not be fetched" in reply, reply[-500:]
+    assert "Traceback" not in caplog.text
+
+
 @pytest.mark.parametrize("what", ["secret.png", "secret.txt", "app.py"])
 def test_no_event_reads_a_file_it_was_not_sent_by_upload(served, what):
     demo, url, root = served

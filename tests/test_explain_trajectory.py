@@ -446,3 +446,29 @@ def test_moderate_proportions_keep_the_resize_then_crop_result():
     im = Image.fromarray(a).resize((43, 32), Image.Resampling.BICUBIC, reducing_gap=3.0)   # round(500 * 32/375)
     expected = np.asarray(im.crop((5, 0, 37, 32)), np.float32).transpose(2, 0, 1) / 255
     np.testing.assert_array_equal(to_model_input(a, 32)[0].numpy(), expected)
+
+
+def test_la_images_and_arrays_of_either_byte_order_are_read():
+    """PIL's "La" (premultiplied alpha) was refused though listed as handled; a big-endian uint16 array was
+    "unsupported dtype >u2 (use uint8, uint16 ...)"."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    grey = Image.fromarray(rgb).convert("L")
+    la = Image.merge("LA", (grey, Image.new("L", grey.size, 255))).convert("La")
+    np.testing.assert_array_equal(to_model_input(la, 16).numpy(), to_model_input(grey, 16).numpy())
+    wide = rgb.astype(np.uint16) * 257
+    for order in (">u2", "<u2"):
+        np.testing.assert_allclose(to_model_input(wide.astype(order), 16).numpy(),
+                                   to_model_input(rgb, 16).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(to_model_input(rgb.astype(">u1"), 16).numpy(), to_model_input(rgb, 16).numpy())
+
+
+def test_generate_takes_record_every_as_every_other_count():
+    """record_every refused np.int64(1), which n_per_class, steps and grid all take."""
+    from dat_core import build_model
+    from explain import generate
+
+    torch.manual_seed(0)
+    model = build_model("wrn-10-1", num_classes=2, class_names=["red", "blue"], image_size=16).eval()
+    samples = generate(model, "red", n_per_class=1, steps=2, record_every=np.int64(1), seeds="uniform")
+    assert samples.to_dict() is not None

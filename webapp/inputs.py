@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import gradio as gr
 import gradio.utils as gr_utils
+import httpx
 import pydantic
 import torch
 from gradio.exceptions import InvalidPathError
@@ -45,6 +46,8 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionErro
 
 NOT_UPLOADED = "That image did not come from an upload: upload it again."
 NOT_TAKEN = "This request sends a value in a form this app does not take."
+NOT_FETCHED = ("The image could not be fetched from that address: upload it, or send it as a data: URL "
+               "(data:image/png;base64,...).")
 
 ECHO_LIMIT = 60
 """At most this many characters of a visitor's input come back in a message."""
@@ -176,7 +179,8 @@ class CheckedBlocks(gr.Blocks):
     at all (a path sent as a plain string, as gradio_client sends a str) fails its data model's validation. Both
     raise outside the handler, where `user_errors` cannot see them: the caller got `"error": null`, the log a
     traceback per request, and Gradio's own text would name the server path. The app's only inputs with such
-    checks are images (gr.Image, gr.ImageEditor). Too few input values (Gradio's count check) get a message too."""
+    checks are images (gr.Image, gr.ImageEditor). Too few input values (Gradio's count check), and an image URL that
+    cannot be fetched (Gradio fetches it first), get a message too."""
 
     async def preprocess_data(self, block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> Any:
         if len(inputs) < len(block_fn.inputs):   # Gradio's own check raises ValueError, repeating what was sent
@@ -187,6 +191,9 @@ class CheckedBlocks(gr.Blocks):
         except (InvalidPathError, pydantic.ValidationError):
             images = any(isinstance(c, (gr.Image, gr.ImageEditor)) for c in block_fn.inputs)
             raise gr.Error(NOT_UPLOADED if images else NOT_TAKEN, print_exception=False) from None
+        except (ValueError, OSError, httpx.HTTPError):   # Gradio fetches an image URL (MCP clients send them) first
+            images = any(isinstance(c, (gr.Image, gr.ImageEditor)) for c in block_fn.inputs)
+            raise gr.Error(NOT_FETCHED if images else NOT_TAKEN, print_exception=False) from None
 
 
 BROWSER_FORMATS = {"PNG", "JPEG", "GIF", "WEBP", "BMP"}
