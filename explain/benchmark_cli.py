@@ -233,7 +233,8 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
         "transfer_model": tr_name or None,
         "guide": args.guide and Path(args.guide).name, "cone_angle": cone_angle(args),
         "stop_at": args.stop_at,
-        "seconds": spent.tick(), "seconds_this_process": time.perf_counter() - started, "radii": entries,
+        "seconds": spent.tick(), "seconds_this_process": time.perf_counter() - started, "device": str(device),
+        "radii": entries,
         "minimal_radius": None if minimal is None else bm.minimal_summary(minimal, minimal_jobs, class_names)}
     reported.append(True)   # its time is in the report's "seconds" (seconds.json): no later file may follow it
     (out / "benchmark.json").unlink(missing_ok=True)   # written last: when it is there, the whole report is

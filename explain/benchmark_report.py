@@ -139,6 +139,7 @@ def write_markdown(report: dict[str, Any], galleries: dict[str, tuple[str, list[
              f"({report.get('pairs_from', 'all-others')}), "
              f"norm {report['norm']}, {report['steps']} steps of {eps_text(report['step_size'], report['norm'])}, "
              f"objective {report['objective']}, bf16 autocast {'on' if report['autocast'] else 'off'}"
+             + (f", on {report['device']}" if report.get("device") else "")
              + (f", guided by {report['guide']} (cone of {report['cone_angle']:g}°)" if report.get("guide") else "")
              + (f"; each counterfactual is the first iterate of its path with p(target) >= {report['stop_at']:g}"
                 if report.get("stop_at") else "")

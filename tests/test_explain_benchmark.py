@@ -62,6 +62,8 @@ def test_pairs_follow_the_file_and_metrics_match_a_recomputation(run):
     report = json.loads((out / "benchmark.json").read_text())
     # cats go to ship and dog (2 x 2), ships to cat (2 x 1)
     assert report["pairs"] == 6 and report["images"] == 4 and [r["eps"] for r in report["radii"]] == [0.5, "inf"]
+    assert report["device"] == "cpu"   # where its seconds were spent (a timing says on which device)
+    assert "bf16 autocast off, on cpu" in (out / "report.md").read_text()
     model = load_model(str(d / "model")).eval()
     x = torch.cat([to_model_input(d / "imgs" / n, 32) for n in NAMES])
     jobs = bm.make_jobs([3, 3, 8, 8], 10, bm.read_pairs(d / "pairs.csv", model.config["class_names"]))
