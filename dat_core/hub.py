@@ -70,9 +70,8 @@ def validate_repo_id(repo_id: object) -> str:
 def validate_revision(revision: object) -> str | None:
     """None (blank: the default branch) or the stripped revision when it is spelled like a git branch, tag or
     commit sha (ASCII letters, digits and `_ . - + @ /` under `git check-ref-format`'s rules: no absolute path,
-    empty or dot-led part, '..', '@{' or '.lock'); else ValueError,
-    which does not repeat it. huggingface_hub joins a revision to its cache folder when the Hub cannot answer,
-    so "/dev/zero" would be read there."""
+    empty or dot-led part, '..', '@{' or '.lock'); else a ValueError that does not repeat it. huggingface_hub
+    joins a revision to its cache folder when the Hub cannot answer, so "/dev/zero" would be read there."""
     text = str(revision).strip() if revision is not None else ""
     if not text:
         return None
