@@ -16,13 +16,21 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, HfApi, constants, snapshot_download
 from huggingface_hub import errors as hf_errors
 
-from .checkpoint import CARD_NAME, CHECKPOINT_FILES, MAX_CARD_BYTES, MAX_CONFIG_BYTES, WEIGHTS_NAME, load_checkpoint_dir
+from .checkpoint import (
+    CARD_NAME,
+    CHECKPOINT_FILES,
+    CONFIG_NAME,
+    MAX_CARD_BYTES,
+    MAX_CONFIG_BYTES,
+    WEIGHTS_NAME,
+    load_checkpoint_dir,
+)
 from .models.config import MAX_PARAMETERS
 
 HUB_FILES = [*CHECKPOINT_FILES, CARD_NAME]
 """What is downloaded and pushed: nothing else in a repo is ever fetched."""
 
-MAX_DOWNLOAD_BYTES = {"config.json": MAX_CONFIG_BYTES, CARD_NAME: MAX_CARD_BYTES,
+MAX_DOWNLOAD_BYTES = {CONFIG_NAME: MAX_CONFIG_BYTES, CARD_NAME: MAX_CARD_BYTES,
                       WEIGHTS_NAME: 8 * MAX_PARAMETERS + (64 << 20)}
 """The largest file of each name that is downloaded: what loading would accept (fp64 weights of the largest model
 we load, plus a header), checked against the sizes the Hub lists before anything is fetched."""

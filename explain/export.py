@@ -218,9 +218,10 @@ def drop_earlier(out: Path, wrote: Sequence[Path]) -> list[Path]:
 
 def _manifest(path: Path) -> list[str] | None:
     """The names a manifest lists, each inside its folder; None when there is none (or it is not one)."""
+    from dat_core.files import read_json
+
     try:
-        names = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and path.stat().st_size < 2**20 \
-            else None
+        names = read_json(path, 1 << 20, path.name, "a list of outputs") if path.is_file() else None
     except (ValueError, OSError):
         return None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

@@ -192,8 +192,14 @@ class CheckedBlocks(gr.Blocks):
             images = any(isinstance(c, (gr.Image, gr.ImageEditor)) for c in block_fn.inputs)
             raise gr.Error(NOT_UPLOADED if images else NOT_TAKEN, print_exception=False) from None
         except (ValueError, OSError, httpx.HTTPError):   # Gradio fetches an image URL (MCP clients send them) first
-            images = any(isinstance(c, (gr.Image, gr.ImageEditor)) for c in block_fn.inputs)
-            raise gr.Error(NOT_FETCHED if images else NOT_TAKEN, print_exception=False) from None
+            raise gr.Error(NOT_FETCHED if _sends_url(inputs) else NOT_TAKEN, print_exception=False) from None
+
+
+def _sends_url(inputs: list[Any]) -> bool:
+    """Whether a payload names a file by an http(s) address, which Gradio fetches before any handler runs."""
+    def url(v: Any) -> bool:
+        return isinstance(v, str) and v.lower().startswith(("http://", "https://"))
+    return any(url(v) or (isinstance(v, dict) and (url(v.get("url")) or url(v.get("path")))) for v in inputs)
 
 
 BROWSER_FORMATS = {"PNG", "JPEG", "GIF", "WEBP", "BMP"}

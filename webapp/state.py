@@ -208,12 +208,12 @@ class ModelRegistry:
         try:
             return self._load(src, visitor, pin, loading)
         finally:
-            with self._lock:   # kept while anyone waits on it: a load that failed is retried by one waiter at a time
+            with self._lock:   # kept while anyone waits on it (they share its result or error); then a fresh try
                 loading.users -= 1
                 if not loading.users and self._loading.get(src.key) is loading:
                     del self._loading[src.key]
 
-    def _load(self, src: ModelSource, visitor: bool, pin: bool, loading: "_Loading") -> LoadedModel:
+    def _load(self, src: ModelSource, visitor: bool, pin: bool, loading: _Loading) -> LoadedModel:
         """Under the source's own lock: one load per source; other sources' visitors never wait for it."""
         with loading.lock:
             with self._lock:

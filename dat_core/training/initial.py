@@ -45,9 +45,12 @@ def _check_init(cfg: TrainConfig, init: dict[str, Any], class_names: list[str]) 
     names = list(init["class_names"])
     standard = [[str(i) for i in range(len(names))]] + [dataset_class_names(d) for d in CLASS_NAME_SETS]
     if names != list(class_names) and names not in standard:
-        raise ConfigError(f"model.init's classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}) "
-                          f"are not the data's ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''})"
-                          ": its outputs would be given other meanings")
+        raise ConfigError(f"model.init's classes ({_few(names)}) are not the data's ({_few(class_names)}): its "
+                          "outputs would be given other meanings")
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
 
 
 def initial_model(cfg: TrainConfig, class_names: list[str], device: torch.device,
