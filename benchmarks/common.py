@@ -16,16 +16,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 
+def sync() -> None:
+    """Wait for queued GPU work (CUDA calls return before their kernels finish); nothing on a CPU."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of `fn()` in seconds (after `warmup` untimed calls)."""
+    """Median wall time of `fn()` in seconds (after `warmup` untimed calls). Each timing starts on an idle
+    device, so it holds its own call's work, not what a warm-up or an earlier benchmark left queued."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
