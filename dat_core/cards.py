@@ -86,11 +86,15 @@ def eval_results(metrics: dict[str, Any], dataset: str = "cifar10", repo_id: str
             args = {**(args or {}), "n": n}
         if metrics.get("val_size"):   # held-out images of the split, not the split: the model-index says so too
             args = {**(args or {}), "val_size": metrics["val_size"]}
+        bf16 = metrics.get("autocast") is True and attack_key != "autoattack"   # AutoAttack always runs fp32
+        if bf16:   # not the fp32 number papers report: the name and the model-index say so
+            args = {**(args or {}), "precision": "bf16"}
         threat = f" ({args['norm']} eps={eps_text(args['eps'], args['norm'])})" \
             if args and "norm" in args and "eps" in args else ""
         out.append(EvalResult(task_type="image-classification", task_name="Image Classification",
                               dataset_type=dataset, dataset_name=dataset, dataset_split=split,
-                              metric_type=kind, metric_name=human + threat, metric_value=round(value, 4),
+                              metric_type=kind, metric_name=human + threat + (" [bf16]" if bf16 else ""),
+                              metric_value=round(value, 4),
                               metric_args=args, **source))
     return out
 

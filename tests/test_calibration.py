@@ -220,3 +220,14 @@ def test_the_model_tab_says_a_model_is_calibrated_and_how():
     model.config["calibration"] = {"ece_before": "<b>", "n": True}  # passed-through metadata: shown only if numbers
     row = next(line for line in describe_model(loaded).splitlines() if line.startswith("| Calibration"))
     assert "T = 0.683 fitted:" in row and "<b>" not in row
+
+
+def test_calibrate_defaults_to_the_carve_out_training_recorded(overlapping, overconfident, capsys):
+    """The default was 2000 images and seed 0 whatever training held out: with training's 30 at seed 5 it fitted on
+    images the model trained on. The checkpoint records its carve-out, and calibrate takes it."""
+    config = json.loads((overconfident / "config.json").read_text())
+    config["training"] = {"carve_out": {"split": "train", "val_size": 30, "seed": 5}}
+    (overconfident / "config.json").write_text(json.dumps(config))
+    assert main(["calibrate", "--model", str(overconfident), "--data", str(overlapping)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["val_size"], report["seed"], report["n"]) == (30, 5, 30)

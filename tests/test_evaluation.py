@@ -324,7 +324,7 @@ def test_autoattack_is_the_reference_package_standard_version(tiny_model, images
     pgd_acc = robust_accuracy(tiny_model, (x, y), eps=1.0, steps=20, step_size=0.25)
     assert result["autoattack_accuracy"] <= pgd_acc < 1.0  # at least as strong as our PGD here
     assert autoattack_accuracy(tiny_model, (x, y), eps=1.0) == result  # deterministic for a seed
-    info = model_info(result, name="tiny", architecture="wrn-10-1", dataset="cifar10")
+    info = model_info(result, name="tiny", architecture="wrn-10-1", dataset="cifar10", additional_data=False)
     assert info["threat_model"] == "L2" and info["eps"] == "1" and info["clean_acc"] == "100.00"
     assert info["autoattack_acc"] == f"{100 * result['autoattack_accuracy']:.2f}"
 
@@ -368,8 +368,9 @@ def test_linf_budgets_are_written_as_robustbench_and_cards_say_them():
 
     result = {"norm": "Linf", "eps": 8 / 255, "clean_accuracy": 0.9, "autoattack_accuracy": 0.5, "n": 10,
               "version": "standard", "attacks": ["apgd-ce"], "seed": 0}
-    assert model_info(result, name="m", architecture="a", dataset="cifar10")["eps"] == "8/255"
-    assert model_info({**result, "norm": "L2", "eps": 0.5}, name="m", architecture="a", dataset="c")["eps"] == "0.5"
+    assert model_info(result, name="m", architecture="a", dataset="cifar10", additional_data=False)["eps"] == "8/255"
+    l2 = {**result, "norm": "L2", "eps": 0.5}
+    assert model_info(l2, name="m", architecture="a", dataset="c", additional_data=False)["eps"] == "0.5"
     names = {r.metric_name for r in eval_results({"clean_accuracy": 0.9, "autoattack_accuracy": 0.5,
                                                   "autoattack": {"norm": "Linf", "eps": 8 / 255}})}
     assert "AutoAttack robust accuracy (Linf eps=8/255)" in names

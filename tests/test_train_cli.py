@@ -185,7 +185,8 @@ def test_import_official_checkpoint(tmp_path):
 def test_eval_autoattack_writes_report_and_model_info(toy, tiny_dir, tmp_path, capsys):
     out = tmp_path / "reports" / "report.json"
     base = ["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "0", "--eps", "2"]
-    assert main([*base, "--autoattack-attacks", "apgd-ce", "--model-info", "--json", str(out)]) == 0
+    assert main([*base, "--autoattack-attacks", "apgd-ce", "--model-info", "--additional-data", "no",
+                 "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     aa = report["autoattack"]
     assert aa["version"] == "custom" and aa["attacks"] == ["apgd-ce"] and aa["n"] == 24 and aa["eps"] == 2.0

@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+DEFAULT_VAL_SIZE = 2000   # for a checkpoint that does not record its carve-out (imports, older runs)
+
 EXAMPLES = """examples:
   python -m train calibrate --model runs/s2/final --data cifar10 --val-size 2000
   python -m train calibrate --model runs/s2/final --data ../shared/data/cifar10-jpg.tar.gz --out runs/s2/calibrated
@@ -35,11 +37,11 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default=None, help=f"where the official CIFAR archives live (default: {CIFAR_ROOT})")
     p.add_argument("--split", default="train",
                    help="split holding the validation carve-out, never test (default: %(default)s)")
-    p.add_argument("--val-size", type=int, default=2000,
+    p.add_argument("--val-size", type=int, default=None,
                    help="the N images training's data.val_size=N held out of --split (same train_val_split; "
-                        "default: %(default)s)")
-    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
-                   help="training's seed (it fixes which images were held out; default: %(default)s)")
+                        f"default: the carve-out training recorded in the checkpoint, else {DEFAULT_VAL_SIZE})")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=None,
+                   help="training's seed (it fixes which images were held out; default: the recorded one, else 0)")
     p.add_argument("--off", action="store_true", help="remove the temperature (back to the raw logits)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
@@ -57,12 +59,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from dat_core.evaluation import as_batches, energy_quantiles, fit_temperature, predict
     from dat_core.models.config import TEMPERATURE_RANGE
     from dat_core.runtime import resolve_device, use_autocast
-    from train.eval_cli import check_data_options, split_images
+    from train.eval_cli import carve_out, check_data_options, split_images
 
     if args.split == "test":
         raise ValueError("calibrate fits on validation data: a temperature fitted on the test split would make "
                          "every test metric after it optimistic (use --split train --val-size N)")
-    if args.val_size < 1:
+    if args.val_size is not None and args.val_size < 1:
         raise ValueError("--val-size must be in 1..(images of --split - 1): calibrate fits on the validation "
                          "carve-out, never on images the model trained on")
     if args.batch_size < 1:
@@ -73,6 +75,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not source.is_dir():
         raise ValueError("--model must be a checkpoint folder (calibrate writes its config.json)")
     model = load_checkpoint_dir(source, label=str(args.model)).to(device)
+    record = carve_out(model.config) or {}
+    recorded = record.get("split") == args.split
+    if args.val_size is None:   # the held-out images training recorded (none held out: refused by split_images)
+        args.val_size = record.get("val_size") or DEFAULT_VAL_SIZE if recorded else DEFAULT_VAL_SIZE
+    if args.seed is None:
+        args.seed = record.get("seed", 0) if recorded else 0
     autocast = use_autocast(args.autocast, device)
     val = split_images(args, model.config)
 

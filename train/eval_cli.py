@@ -15,8 +15,10 @@ from dat_core.cli_types import MAX_SEED, comma_list, int_in, norm_name, parse_ep
 from dat_core.data import CIFAR_SOURCES, NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
-from dat_core.evaluation.autoattack import ATTACKS
+from dat_core.evaluation.accuracy import check_radius
+from dat_core.evaluation.autoattack import ATTACKS, check_autoattack
 from dat_core.evaluation.ood import MAX_ADVERSARIAL_OOD, uniform_ood
+from dat_core.evaluation.report import check_judge
 from dat_core.files import check_writable, write_text
 from dat_core.loading import load_model, locate, resolve_source
 from dat_core.pgd import NORMS, check_pixel_units
@@ -31,8 +33,9 @@ PARTS = ((("judge", "sample_seeds", "feature_model", "sample_steps", "sample_ste
          (("restarts", "strong"), "steps", "--steps N > 0"))
 """Options that shape one part of the report, the argument that makes that part run, and how to ask for it."""
 MODEL_INFO_NAME = "model_info.json"   # RobustBench's name for the summary --model-info writes beside --json
-MODEL_FIELDS = ("arch", "num_classes", "image_size", "class_names")
-"""What a report records about the model it evaluated (from its config), beside its weights' `weights_sha256`."""
+MODEL_FIELDS = ("arch", "num_classes", "image_size", "class_names", "temperature")
+"""What a report records about the model it evaluated (from its config), beside its weights' `weights_sha256`:
+`train calibrate` changes the temperature (and with it ECE and energies) and not the weights."""
 
 
 def radius(text: str) -> float:
@@ -77,6 +80,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-info", action="store_true",
                    help=f"with --autoattack and --json: also write a RobustBench-style {MODEL_INFO_NAME} beside the "
                         "JSON (clean_acc, autoattack_acc, eps, threat_model)")
+    p.add_argument("--additional-data", choices=("yes", "no"), default=None,
+                   help="with --model-info: whether training used images beyond the dataset's, RobustBench's "
+                        "additional_data (DAT's CIFAR models: OOD images; default: what training recorded)")
     p.add_argument("--update-card", action="store_true",
                    help="write the report's numbers (AutoAttack's too) into the model-index of the README.md card of "
                         "the checkpoint dir given as --model, keeping the prose below its metadata")
@@ -123,21 +129,37 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="decoded-image cache for archives (.npz)")
 
 
+def ood_names(specs: list[str]) -> list[str]:
+    """The report's name of each --ood set: its folder or archive name, with as many parent folders as it takes to
+    tell sets of one name apart (svhn/test, cifar100/test). The same set twice is refused."""
+    keys = [spec if spec in NOISE_KINDS else str(Path(spec).resolve()) for spec in specs]
+    if len(set(keys)) < len(keys):
+        raise ValueError("an --ood set is given twice: each set is one entry of the report")
+    parts = [Path(key).parts if key not in NOISE_KINDS else (key,) for key in keys]
+    for depth in range(1, max(map(len, parts), default=1) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return keys
+
+
 def _ood_sets(args: argparse.Namespace, image_size: int, n_data: int) -> dict[str, Any]:
     from dat_core.data import load_image_folder
 
     sets: dict[str, Any] = {}
-    for spec in args.ood:
+    for spec, name in zip(args.ood, ood_names(args.ood)):
         if spec == "uniform":  # `evaluate`'s own "uniform" set, capped by --ood-limit too
-            sets[spec] = uniform_ood(n_data, image_size, args.seed, args.ood_limit)
+            sets[name] = uniform_ood(n_data, image_size, args.seed, args.ood_limit)
             continue
         if spec in NOISE_KINDS:
-            sets[spec] = noise_seeds(args.ood_limit, image_size, spec, seed=args.seed)
+            sets[name] = noise_seeds(args.ood_limit, image_size, spec, seed=args.seed)
             continue
         ds = load_image_folder(spec, labeled=False, image_size=image_size, cache_dir=args.cache_dir or None)
         if args.ood_holdout:
             _, ds = train_val_split(ds, args.ood_holdout, seed=args.seed)
-        sets[Path(spec).name] = ds.images[: args.ood_limit]
+        if len(ds) > args.ood_limit:   # a fixed random draw: sorted class folders make the first N one folder
+            ds = random_subset(ds, args.ood_limit, args.seed)
+        sets[name] = ds.images
     return sets
 
 
@@ -172,10 +194,35 @@ def split_images(args: argparse.Namespace, config: dict[str, Any]) -> ImageDatas
     if data.class_names and list(data.class_names) != list(config["class_names"]):
         raise ValueError(f"the data's classes {data.class_names} differ from the model's {config['class_names']}")
     if args.val_size:
+        check_carve_out(args, config)
         if not 0 < args.val_size < len(data):
             raise ValueError(f"--val-size must be in 1..{len(data) - 1} for the {len(data)} images of --split")
         data = train_val_split(data, args.val_size, seed=args.seed)[1]
     return data
+
+
+def carve_out(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The validation carve-out training recorded in the checkpoint (split, val_size, seed), or None."""
+    record = (config.get("training") or {}).get("carve_out") if isinstance(config.get("training"), dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def check_carve_out(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """ValueError when `--val-size`/`--seed` would take images the model trained on, by the carve-out training
+    recorded (`carve_out`): none held out, more than were held out, or another seed's draw."""
+    record = carve_out(config)
+    if record is None or record.get("split") != args.split:
+        return
+    held, seed = record.get("val_size"), record.get("seed")
+    if held == 0:
+        raise ValueError(f"training held out no images of the {args.split} split (data.val_size = 0): the model "
+                         "trained on every one, so a carve-out of it is not validation data")
+    if isinstance(held, int) and args.val_size > held:
+        raise ValueError(f"training held out only {held} images of the {args.split} split: --val-size "
+                         f"{args.val_size} would take images the model trained on (use --val-size {held} or fewer)")
+    if isinstance(seed, int) and args.seed != seed:
+        raise ValueError(f"training drew its carve-out with seed {seed}: pass --seed {seed} (with --seed "
+                         f"{args.seed} the carve-out holds images the model trained on)")
 
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
@@ -185,6 +232,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--autoattack-attacks: choose from {', '.join(ATTACKS)}, got {args.autoattack_attacks!r}")
     for options, part, needs in PARTS:
         refuse_unused(args, options, bool(getattr(args, part)), needs)
+    refuse_unused(args, ("additional_data",), args.model_info, "--model-info")
     check_data_options(args)
     check_writable(args.json, "--json")
     args.restarts, args.ood_holdout = args.restarts or 0, args.ood_holdout or 0
@@ -205,6 +253,10 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(directory, device=device)
     autocast = use_autocast(args.autocast, next(model.parameters()).device)
     size = model.config["image_size"]
+    check_radius(args.norm, args.eps, (3, size, size))
+    if run_autoattack:   # before the work below, which AutoAttack's refusal would otherwise throw away
+        check_autoattack(args.norm, args.eps, attacks, model.config["num_classes"], (3, size, size))
+    additional_data = _additional_data(args, model.config) if info_path is not None else None
     data = split_images(args, model.config)
     if args.limit:
         data = random_subset(data, args.limit, args.seed)
@@ -216,6 +268,11 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--update-card: the card's results on {held} images would be replaced by this run's, "
                              f"which evaluates {len(data)}; evaluate as many, or remove the card's model-index")
     judge = load_model(args.judge, device=device) if args.judge else None
+    if judge is not None:
+        try:
+            check_judge(model, judge)
+        except ValueError as e:
+            raise ValueError(f"--judge {args.judge}: {e}") from None
     feature_model = load_model(args.feature_model, device=device) if args.feature_model else None
     robust = None if args.steps == 0 else {"norm": args.norm, "eps": args.eps, "steps": args.steps,
                                             "step_size": args.step_size, "restarts": args.restarts}
@@ -238,7 +295,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         write_text(Path(args.json), json.dumps(report, indent=2))
         if info_path is not None:
             info = model_info(report["autoattack"], name=str(args.model), architecture=model.config["arch"],
-                              dataset=Path(str(args.data)).name)
+                              dataset=Path(str(args.data)).name, additional_data=additional_data)
             write_text(info_path, json.dumps(info, indent=2) + "\n")
     if args.update_card:
         from dat_core.cards import update_card
@@ -247,6 +304,19 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         card = update_card(model_card(args.model), model.config, report, dataset=Path(str(args.data)).name)
         write_text(Path(args.model) / CARD_NAME, card)
     return report
+
+
+def _additional_data(args: argparse.Namespace, config: dict[str, Any]) -> bool:
+    """RobustBench's `additional_data`: --additional-data, else what training recorded, else refused (a guess
+    would be published as a fact)."""
+    if args.additional_data is not None:
+        return args.additional_data == "yes"
+    recorded = (config.get("training") or {}).get("additional_data") if isinstance(config.get("training"), dict) \
+        else None
+    if isinstance(recorded, bool):
+        return recorded
+    raise ValueError("--model-info: say whether training used images beyond the dataset's (DAT's CIFAR models train "
+                     "on 80M Tiny Images as OOD seeds): --additional-data yes|no; the checkpoint does not record it")
 
 
 def check_report_of(report: dict[str, Any], directory: Path, config: dict[str, Any], label: str) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -44,6 +45,17 @@ def robust_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_pre
                   random_start=run > 0, autocast=autocast).x
         alive[idx] = _forward(model, adv, autocast).argmax(1) == y[idx]
     return alive
+
+
+def check_radius(norm: str, eps: float, image_shape: Sequence[int]) -> None:
+    """ValueError for a finite L2 or L1 radius beyond the largest distance between two [0,1] images of this shape
+    (sqrt(C*H*W), C*H*W): that ball holds every image, so the attack bounds nothing (a budget in 0..255 units,
+    mostly). Linf radii above 1 are `check_pixel_units`' to refuse."""
+    size = math.prod(int(d) for d in image_shape)
+    largest = {"l2": math.sqrt(size), "l1": float(size)}.get(str(norm).lower())
+    if largest is not None and math.isfinite(eps) and eps > largest:
+        raise ValueError(f"an {norm} radius of {eps:g} bounds nothing: no two {'x'.join(map(str, image_shape))} "
+                         f"images in [0,1] are more than {largest:.4g} apart (a budget in 0..255 units?)")
 
 
 def robust_settings(base: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch.nn as nn
 from ..cli_types import eps_text
 from ..pgd import attack_mode, check_pixel_units
 from ..runtime import model_device, seeded
+from .accuracy import check_radius
 from .batches import _bar, _forward, _unpack
 
 STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -35,6 +36,27 @@ def _autoattack_class() -> Any:
     return AutoAttack
 
 
+def check_autoattack(norm: str, eps: float, attacks: Sequence[str] | None = None, num_classes: int | None = None,
+                     image_shape: Sequence[int] | None = None) -> list[str]:
+    """The attacks AutoAttack will run, or ValueError for settings it cannot take; callers with a model at hand
+    check before their own long work (`python -m train eval` runs this before PGD, OOD and samples)."""
+    if norm not in ("L2", "Linf"):
+        raise ValueError(f"AutoAttack norm must be L2 or Linf, got {norm!r}")
+    if not eps > 0:
+        raise ValueError(f"AutoAttack eps must be > 0, got {eps}")
+    check_pixel_units(norm, eps)
+    if image_shape is not None:
+        check_radius(norm, eps, image_shape)
+    chosen = list(STANDARD_ATTACKS if attacks is None else attacks)
+    unknown = sorted(set(chosen) - set(ATTACKS))
+    if unknown or not chosen:
+        raise ValueError(f"unknown AutoAttack attacks {unknown or chosen}; choose from {', '.join(ATTACKS)}")
+    if num_classes is not None and num_classes < 4 and any(a in TARGETED for a in chosen):
+        raise ValueError(f"AutoAttack's targeted attacks ({', '.join(TARGETED)}) need at least 4 classes, the "
+                         f"model has {num_classes}: choose attacks among apgd-ce, fab, square")
+    return chosen
+
+
 def autoattack_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: float = 0.5,
                         attacks: Sequence[str] | None = None, seed: int = 0, batch_size: int = 250,
                         progress: bool = False) -> dict[str, Any]:
@@ -44,15 +66,7 @@ def autoattack_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: f
     Returns clean_accuracy, autoattack_accuracy, n, norm, eps, version, attacks, seed and the largest
     perturbation norm found (never above eps). Deterministic for a seed; the caller's RNG is untouched.
     """
-    if norm not in ("L2", "Linf"):
-        raise ValueError(f"AutoAttack norm must be L2 or Linf, got {norm!r}")
-    if not eps > 0:
-        raise ValueError(f"AutoAttack eps must be > 0, got {eps}")
-    check_pixel_units(norm, eps)
-    chosen = list(STANDARD_ATTACKS if attacks is None else attacks)
-    unknown = sorted(set(chosen) - set(ATTACKS))
-    if unknown or not chosen:
-        raise ValueError(f"unknown AutoAttack attacks {unknown or chosen}; choose from {', '.join(ATTACKS)}")
+    chosen = check_autoattack(norm, eps, attacks)
     AutoAttack = _autoattack_class()
     device = model_device(model)
     xs, ys = [], []
@@ -67,9 +81,7 @@ def autoattack_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: f
     x, y = torch.cat(xs), torch.cat(ys)
     with attack_mode(model), seeded(seed, device):
         num_classes = _forward(model, x[:1].to(device), False).shape[1]
-        if num_classes < 4 and any(a in TARGETED for a in chosen):
-            raise ValueError(f"AutoAttack's targeted attacks ({', '.join(TARGETED)}) need at least 4 classes, the "
-                             f"model has {num_classes}: choose attacks among apgd-ce, fab, square")
+        check_autoattack(norm, eps, attacks, num_classes, x.shape[1:])
         version = "standard" if attacks is None else "custom"
         aa = AutoAttack(model, norm=norm, eps=eps, version=version, attacks=None if attacks is None else chosen,
                         seed=seed, device=device)
@@ -85,11 +97,14 @@ def autoattack_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: f
             "seed": seed, "max_perturbation": float(size.max())}
 
 
-def model_info(result: dict[str, Any], name: str, architecture: str, dataset: str) -> dict[str, Any]:
-    """A RobustBench-style model_info.json entry (accuracies as percent strings, as RobustBench keeps them)."""
+def model_info(result: dict[str, Any], name: str, architecture: str, dataset: str,
+               additional_data: bool) -> dict[str, Any]:
+    """A RobustBench-style model_info.json entry (accuracies as percent strings, as RobustBench keeps them).
+    `additional_data`: whether training saw images beyond the dataset's (DAT's CIFAR models: 80M Tiny Images as
+    OOD seeds, as RATIO's entry says)."""
     return {"name": name, "architecture": architecture, "dataset": dataset, "threat_model": result["norm"],
             "eps": eps_text(result["eps"], result["norm"]), "clean_acc": f"{100 * result['clean_accuracy']:.2f}",
-            "autoattack_acc": f"{100 * result['autoattack_accuracy']:.2f}", "additional_data": False,
+            "autoattack_acc": f"{100 * result['autoattack_accuracy']:.2f}", "additional_data": bool(additional_data),
             "number_forward_passes": 1, "n_examples": result["n"], "autoattack_version": result["version"],
             "attacks": result["attacks"], "link": "", "authors": "", "venue": "", "reported": "",
             "footnote": f"AutoAttack ({result['version']}: {', '.join(result['attacks'])}) on {result['n']} "

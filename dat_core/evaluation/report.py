@@ -81,6 +81,23 @@ def plot_reliability(bins: Mapping[str, list], path: str | Path | None = None,
 
 # --------------------------------------------------------------------------- samples
 
+def check_judge(model: nn.Module, judge: nn.Module) -> None:
+    """ValueError unless `judge` (its config, where it has one) classifies the model's classes, in the model's order,
+    at its image size: its verdict on target i is read at index i."""
+    mine, theirs = getattr(model, "config", {}), getattr(judge, "config", {})
+    for key, what in (("num_classes", "classes"), ("class_names", "classes"), ("image_size", "image size")):
+        a, b = mine.get(key), theirs.get(key)
+        if a is None or b is None or a == b:
+            continue
+        if key == "class_names" and len(a) == len(b):
+            i = next(i for i, (u, v) in enumerate(zip(a, b)) if u != v)
+            raise ValueError(f"the judge's classes are not the model's: class {i} is {b[i]!r} for the judge, "
+                             f"{a[i]!r} for the model")
+        shown = (len(b), len(a)) if key == "class_names" else (b, a)
+        raise ValueError(f"the judge's {what} ({shown[0]}) are not the model's ({shown[1]}): it must judge the "
+                         "model's classes on the model's images")
+
+
 def sample_fidelity(model: nn.Module, judge: nn.Module, n: int, image_size: int, num_classes: int,
                     seed: int = 0, steps: int | None = None, step_size: float | None = None,
                     seeds_kind: str = DEFAULT_SEED_KIND, autocast: bool = False, batch_size: int = 128,
@@ -94,6 +111,7 @@ def sample_fidelity(model: nn.Module, judge: nn.Module, n: int, image_size: int,
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    check_judge(model, judge)
     targets = balanced_targets(n, num_classes)
     seeds = seeds_for(seeds_kind, targets, image_size, torch.Generator().manual_seed(seed), class_names)
     device, judge_device = model_device(model), model_device(judge)
@@ -104,6 +122,9 @@ def sample_fidelity(model: nn.Module, judge: nn.Module, n: int, image_size: int,
             x = sample(model, seeds[i:i + batch_size].to(device), t.to(device), steps=steps,
                        step_size=step_size, autocast=autocast).x
             p = torch.softmax(_forward(judge, x.to(judge_device), autocast), 1).cpu()
+            if p.shape[1] != num_classes:
+                raise ValueError(f"the judge has {p.shape[1]} classes, the model {num_classes}: it must judge the "
+                                 "model's classes")
             images.append(x.cpu())
             hit.append(p.argmax(1) == t)
             conf.append(p.gather(1, t.view(-1, 1)).squeeze(1))
@@ -150,8 +171,8 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
     """Evaluate a classifier on labeled `batches` in one pass; returns a JSON-safe dict.
 
     - `robust`: PGD settings (keys of `ROBUST`, missing ones defaulted); None skips the attack.
-    - `robust_strong`: overrides applied on top of `robust` (e.g. `ROBUST_STRONG`), reported
-      separately as `robust_strong_accuracy`.
+    - `robust_strong`: overrides applied on top of `robust` (e.g. `ROBUST_STRONG`; steps and restarts never
+      below `robust`'s), reported separately as `robust_strong_accuracy`: the images that survive both attacks.
     - `ood`: {name: batches}; the value "uniform" means uniform noise like the data (at most 1024
       images). AUROC with in-distribution = positive, energy score (`ood_auroc`) and MSP (`ood_auroc_msp`); with
       `ood_adversarial` also after each score's attack on the first 1024 OOD images of each set, as the official
@@ -175,7 +196,8 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
                          f"within-class diversity needs two of one class (got {samples})")
     device = model_device(model)
     settings = None if robust is None else robust_settings(robust)
-    strong = None if robust_strong is None or settings is None else robust_settings(settings, **robust_strong)
+    strong = None if robust_strong is None or settings is None else robust_settings(
+        settings, **{k: max(v, settings[k]) if k in ("steps", "restarts") else v for k, v in robust_strong.items()})
     logits, labels, hits, strong_hits = [], [], 0, 0
     with attack_mode(model), seeded(seed, device):
         for batch in _bar(batches, "evaluate", progress, batch_size):
@@ -185,9 +207,10 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
             out = _forward(model, x, autocast)
             pred = out.argmax(1)
             if settings is not None:
-                hits += int(robust_correct(model, x, y, pred, settings, autocast).sum())
-            if strong is not None:
-                strong_hits += int(robust_correct(model, x, y, pred, strong, autocast).sum())
+                held = robust_correct(model, x, y, pred, settings, autocast)
+                hits += int(held.sum())
+            if strong is not None:   # the worst case of both attacks (only survivors are attacked again)
+                strong_hits += int(robust_correct(model, x, y, pred.where(held, -1), strong, autocast).sum())
             logits.append(out.cpu())
             labels.append(y.cpu())
             image_size = x.shape[-1]

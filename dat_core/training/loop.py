@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import save_model
-from ..data.seeds import check_seeds
+from ..data.seeds import NOISE_KINDS, check_seeds
 from ..files import replacing_dir, write_text
 from ..logs import get_logger, progress_bar
 from ..runtime import use_autocast
@@ -358,7 +358,11 @@ class Trainer:
             list(range(min(len(self.train_set), max(self.cfg.eval_size, 100)))))
         model.config["energy_quantiles"] = energy_statistics(model, reference, self.autocast)
         selection = f"best {self.cfg.best_metric} on validation" if len(self.val_set) else "last (no validation)"
+        d = self.cfg.data   # which images the model never trained on, and whether it saw images beyond the dataset
         model.config["training"] = {"stage": self.cfg.stage, "step": self.step, "selection": selection,
+                                    "carve_out": {"split": d.train_split, "val_size": d.val_size,
+                                                  "seed": self.data_seed},
+                                    "additional_data": self.cfg.stage == "stage2" and d.ood not in NOISE_KINDS,
                                     **({"T": self.stage.curriculum.T} if self.cfg.stage == "stage2" else {}),
                                     **({"validation": metrics} if metrics else {})}
         with replacing_dir(self.out / name) as folder:   # weights and config change together: a stop between
