@@ -228,3 +228,45 @@ def test_messages_and_progress_bars_come_from_rank_0_only(toy, tmp_path):
     assert text.count("warning: skipped 1 unreadable image(s)") == 1, text
     assert len(re.findall(r"decoding data:\s+0%", text)) == 1, text
     assert text.count("final EMA checkpoint") == 1, text
+
+
+BEST_RACE = '''
+import os, time
+from dat_core.training import loop
+if os.environ.get("DAT_KILL_AFTER_EVAL"):   # every rank dies right after the evaluation of that step
+    at, real_evaluate = int(os.environ["DAT_KILL_AFTER_EVAL"]), loop.Trainer.evaluate
+    def evaluate(self, final=False):
+        result = real_evaluate(self, final)
+        if self.step == at:
+            os._exit(9)
+        return result
+    loop.Trainer.evaluate = evaluate
+if os.environ.get("DAT_LATE_RANK") == os.environ.get("RANK"):   # this rank reads best/ late: after rank 0's delete
+    real_export_step = loop.export_step
+    def export_step(folder):
+        deadline = time.monotonic() + 20
+        while os.path.isdir(folder) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return real_export_step(folder)
+    loop.export_step = export_step
+'''
+
+
+def test_resume_after_a_stop_between_evaluation_and_state_agrees_on_best_across_ranks(toy, tmp_path):
+    """Each rank decided alone whether best/ was stale; rank 0 deleted it inside a collective, and a rank that looked
+    afterwards saw nothing stale, skipped the collective, and every rank hung (SIGTERM could not end them)."""
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(BEST_RACE)
+    run = overrides(toy, tmp_path / "run", 6, "ckpt_every=1", "eval_every=2")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path / 'inject'}:{ROOT}")
+
+    def launch(*extra, **more):
+        return subprocess.Popen([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "train", "stage1", *run,
+                                 *extra], cwd=ROOT, env={**env, **more}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    code, text = finish(launch(DAT_KILL_AFTER_EVAL="2"), 180)
+    assert code != 0 and (tmp_path / "run" / "best").is_dir(), text   # best/ of step 2, state.pt of step 1
+    code, text = finish(launch("--resume", DAT_LATE_RANK="1"), 180)
+    assert code == 0, text
+    assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["step"] == 6

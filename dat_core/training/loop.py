@@ -146,7 +146,10 @@ class Trainer:
         self.stop_signals: list[int] = []  # SIGTERM/SIGINT received (train() hands in those of the set-up)
         if saved:
             self._restore(saved)
-            if self.best.get("step") != export_step(self.out / "best"):   # exported after the state was saved
+            # exported after the state was saved? Rank 0 decides for all, before anything is deleted: a rank that
+            # looked on its own after rank 0's delete saw nothing stale and skipped the collective below (a hang)
+            stale = self.rank == 0 and self.best.get("step") != export_step(self.out / "best")
+            if distributed.gather(stale, self.world)[0]:
                 logger.warning("best/ is not the one %s records (a stop after an evaluation): the best weights "
                                "are chosen again from here on", STATE_FILE)
                 distributed.rank0(lambda: shutil.rmtree(self.out / "best", ignore_errors=True), self.rank, self.world)
