@@ -270,3 +270,41 @@ def test_resume_after_a_stop_between_evaluation_and_state_agrees_on_best_across_
     code, text = finish(launch("--resume", DAT_LATE_RANK="1"), 180)
     assert code == 0, text
     assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["step"] == 6
+
+
+RANK_LOSSES = '''
+import json, os
+from dat_core.training import stage1
+real_loss = stage1.AdversarialTraining.loss
+def loss(self, log, calls=[]):
+    value, logs = real_loss(self, log)
+    calls.append(1)
+    with open(os.path.join(os.environ["DAT_RANK_LOG"], f"rank{os.environ['RANK']}.jsonl"), "a") as f:
+        f.write(json.dumps({"step": len(calls), "loss": value.item(),
+                            "adv_train_accuracy": float(logs.get("adv_train_accuracy", -1))}) + "\\n")
+    return value, logs
+stage1.AdversarialTraining.loss = loss
+'''
+
+
+def test_the_log_holds_the_global_batch_not_rank_0s_share(toy, tmp_path):
+    """metrics.jsonl (and the tracker, and curves.png) held rank 0's own loss and accuracy: half the batch, while the
+    gradient step (and stage 2's curriculum) used the average over the ranks."""
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(RANK_LOSSES)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path / 'inject'}:{ROOT}",
+               DAT_RANK_LOG=str(tmp_path))
+    proc = subprocess.Popen([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "train", "stage1",
+                             *overrides(toy, tmp_path / "run", 4)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    code, text = finish(proc, 180)
+    assert code == 0, text
+    ranks = [{r["step"]: r for r in map(json.loads, (tmp_path / f"rank{i}.jsonl").read_text().splitlines())}
+             for i in (0, 1)]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for row in rows:
+        for key in ("loss", "adv_train_accuracy"):
+            mean = (ranks[0][row["step"]][key] + ranks[1][row["step"]][key]) / 2
+            assert row[key] == pytest.approx(mean, rel=1e-6, abs=1e-7), (row, key)
+    assert any(row["loss"] != pytest.approx(ranks[0][row["step"]]["loss"], rel=1e-6) for row in rows)

@@ -57,6 +57,18 @@ def agree(flags: list[float | torch.Tensor], world: int, device: torch.device) -
     return t.tolist()
 
 
+def mean(values: dict[str, Any], world: int, device: torch.device) -> dict[str, Any]:
+    """`values` with each float and one-element tensor replaced by its mean over the ranks (ints and flags as they
+    are): what the global batch gave, not one rank's share of it. Every rank calls it with the same keys."""
+    keys = [k for k, v in values.items()
+            if (isinstance(v, float) or (isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_floating_point()))]
+    if world == 1 or not keys:
+        return values
+    t = torch.stack([torch.as_tensor(values[k], dtype=torch.float64, device=device).reshape(()) for k in keys])
+    dist.all_reduce(t)
+    return {**values, **dict(zip(keys, (t / world).tolist()))}
+
+
 def rank0(fn: Callable[[], T], rank: int, world: int) -> T | None:
     """Run `fn` on rank 0 only; if it raises, every rank raises (rank 0 its own error, the others a
     TrainingError of the same kind saying so), so no rank waits for one that has left."""

@@ -247,8 +247,8 @@ class Trainer:
                     distributed.rank0(self._raise_pending, self.rank, self.world)
                 self.step += 1
                 bar.update(1)
-                if log:
-                    self._log(loss, logs, bar)
+                if log:   # the global batch's numbers (every rank takes part in the mean)
+                    self._log(distributed.mean({"loss": loss.detach(), **logs}, self.world, self.device), bar)
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                     self.evaluate()
                 if self.step % cfg.ckpt_every == 0 or flags[0] or self.step == cfg.steps:
@@ -293,14 +293,15 @@ class Trainer:
         self.log_file = (self.out / "metrics.jsonl").open("a")
         self.mirror = Mirror.open(self.track, self.out, self.cfg.to_dict())
 
-    def _log(self, loss: torch.Tensor, logs: dict[str, Any], bar: Any) -> None:
+    def _log(self, logs: dict[str, Any], bar: Any) -> None:
         if self.log_file is None or self.pending_error is not None:
             return
         now, (t_last, step_last) = time.perf_counter(), self._timer
         ips = self.cfg.batch_size * (self.step - step_last) / max(now - t_last, 1e-9)
         self._timer = (now, self.step)
-        record = {"step": self.step, "loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"],
-                  "images_per_s": ips, **{k: _scalar(v) for k, v in logs.items()}}
+        logs = {k: _scalar(v) for k, v in logs.items()}
+        record = {"step": self.step, "loss": logs.pop("loss"), "lr": self.optimizer.param_groups[0]["lr"],
+                  "images_per_s": ips, **logs}
         try:
             self.log_file.write(json.dumps(record) + "\n")
             self.log_file.flush()
