@@ -308,3 +308,36 @@ def test_the_log_holds_the_global_batch_not_rank_0s_share(toy, tmp_path):
             mean = (ranks[0][row["step"]][key] + ranks[1][row["step"]][key]) / 2
             assert row[key] == pytest.approx(mean, rel=1e-6, abs=1e-7), (row, key)
     assert any(row["loss"] != pytest.approx(ranks[0][row["step"]]["loss"], rel=1e-6) for row in rows)
+
+
+KILL_AFTER_SAVE = '''
+import os
+from dat_core.training import loop
+at, real_save = int(os.environ["DAT_KILL_AFTER_SAVE"]), loop.Trainer._save_state
+def save(self, finished=False):
+    real_save(self, finished)
+    if self.step == at:
+        os._exit(9)
+loop.Trainer._save_state = save
+'''
+
+
+def test_a_resume_on_another_number_of_ranks_continues_the_data_where_it_stopped(toy, tmp_path):
+    """The saved positions were dropped with the per-rank state: a 2-rank run resumed on one process started every
+    stream at epoch 0, batch 0 again, and trained on the run's first batches twice."""
+    from train.__main__ import main
+
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(KILL_AFTER_SAVE)
+    run = overrides(toy, tmp_path / "run", 8, "ckpt_every=2")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path / 'inject'}:{ROOT}", DAT_KILL_AFTER_SAVE="4")
+    proc = subprocess.Popen([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "train", "stage1", *run],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    code, text = finish(proc, 180)
+    saved = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)
+    assert saved["step"] == 4 and saved["world_size"] == 2, text
+    assert {k: saved["ranks"][0]["streams"]["clf"][k] for k in ("epoch", "index")} == {"epoch": 0, "index": 4}
+    assert main(["stage1", *run, "--resume", "--allow-config-change"]) == 0
+    final = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)
+    clf = final["ranks"][0]["streams"]["clf"]
+    assert final["step"] == 8 and (clf["epoch"], clf["index"]) == (0, 8)

@@ -195,9 +195,12 @@ class Trainer:
                             buf.copy_(mine["buffers"][name])
                 if hasattr(self.stage, "load_rank_state_dict"):
                     self.stage.load_rank_state_dict(mine.get("stage", {}))
-            else:
-                logger.warning("resuming %d-rank state on %d ranks: data order and RNG continue from fresh seeds",
-                               saved["world_size"], self.world)
+            else:   # positions are global (every rank's is the same); generators, chains, BN statistics per rank
+                for k, s in self.streams.items():
+                    s.load_state_dict(keep_position(saved["ranks"][0]["streams"][k], s.state_dict()))
+                logger.warning("resuming a %d-rank state on %d ranks: the data continue from the saved batch; the "
+                               "augmentation and noise RNGs, per-rank BatchNorm statistics and persistent chains "
+                               "start afresh", saved["world_size"], self.world)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
             cause = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
             raise StateError(f"--resume: {path} does not fit this run ({cause}); {alternative(self.out)}") from None
@@ -372,6 +375,15 @@ class Trainer:
         with replacing_dir(self.out / name) as folder:   # weights and config change together: a stop between
             save_model(model, folder)                     # the two files left new weights beside an old config
         return self.out / name
+
+
+def keep_position(saved: Any, fresh: Any) -> Any:
+    """A stream state with `saved`'s position (epoch and batch, the same on every rank) and `fresh`'s generators
+    (one per rank: they do not carry over to another number of ranks)."""
+    if isinstance(saved, dict) and isinstance(fresh, dict):
+        return {k: fresh[k] if k == "generator" and k in fresh else keep_position(v, fresh.get(k))
+                for k, v in saved.items()}
+    return saved
 
 
 def _scalar(v: Any) -> Any:
