@@ -535,3 +535,31 @@ def test_train_eval_offline_without_the_archive_is_one_line(tmp_path, monkeypatc
     assert main(["eval", "--model", str(tmp_path / "m"), "--data", "cifar10", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "could not download" in err and "Traceback" not in err
+
+
+def _orders(stream: BatchStream, epochs: int) -> list[list[int]]:
+    """The image order of each of the first `epochs` epochs (labels hold each image's index)."""
+    return [[int(i) for i in torch.cat([next(stream)[1] for _ in range(stream.batches_per_epoch)])]
+            for _ in range(epochs)]
+
+
+def test_streams_of_neighbouring_seeds_do_not_replay_each_others_epochs():
+    """Each epoch was shuffled with `seed + epoch`, and stage 2's streams have seeds 3s+1 (clf) and 3s+2 (real): the
+    clf stream's epoch e+1 was the real stream's epoch e, and run seed 1's clf epoch 0 was seed 0's clf epoch 3."""
+    n = 40
+    ds = data.ImageDataset(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), torch.arange(n), [str(i) for i in range(n)])
+    orders = {seed: _orders(BatchStream(ds, 8, seed=seed), 4) for seed in (1, 2, 4)}
+    seen = [tuple(o) for epochs in orders.values() for o in epochs]
+    assert len(set(seen)) == len(seen)
+
+
+def test_a_stream_state_saved_before_the_new_shuffle_resumes_with_the_old_one():
+    """States written by earlier versions (no "order" key) keep their shuffle, so their runs resume exactly."""
+    n = 40
+    ds = data.ImageDataset(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), torch.arange(n), [str(i) for i in range(n)])
+    stream = BatchStream(ds, 8, seed=3)
+    old = {k: v for k, v in stream.state_dict().items() if k != "order"}
+    stream.load_state_dict({**old, "epoch": 2})
+    legacy = torch.randperm(n, generator=torch.Generator().manual_seed(3 + 2)).tolist()
+    assert _orders(stream, 1)[0] == legacy
+    assert "order" not in stream.state_dict()   # and it is saved as such again

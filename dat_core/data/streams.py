@@ -7,6 +7,7 @@ import queue
 import threading
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from .augment import AUGMENTATIONS
@@ -20,12 +21,23 @@ a daemon thread still inside a torch op when the interpreter exits aborts the pr
 without an active exception"), which failed a finished DDP rank once."""
 
 
+ORDER = 2
+"""The shuffle a stream's state records: 2 = `epoch_seed`. States without it (saved before) keep `seed + epoch`, so
+their runs resume exactly."""
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's permutation, mixed from (seed, epoch): with `seed + epoch`, streams of seeds s and
+    s+1 (stage 2's clf and real streams) replayed each other's epochs one apart, and so did runs of nearby seeds."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
+
+
 class BatchStream:
     """Infinite, resumable stream of `(x, labels)` batches: x float [0,1] NCHW on `device`.
 
-    Global-batch semantics: each epoch's permutation is seeded by `seed + epoch` (all DDP ranks
-    agree); global batch b is `perm[b*B:(b+1)*B]` and rank r takes every world_size-th sample of it,
-    so ranks see B // world_size distinct images that together make the global batch.
+    Global-batch semantics: each epoch's permutation is seeded by the pair (seed, epoch), mixed
+    (`epoch_seed`; all DDP ranks agree); global batch b is `perm[b*B:(b+1)*B]` and rank r takes every
+    world_size-th sample of it, so ranks see B // world_size distinct images that together make the global batch.
     `state_dict()` holds the next batch's position (`epoch`, `index` = batch within the epoch) and
     the augmentation RNG, so a stream restored from it yields exactly the batches that would have
     followed. With `num_workers > 0` a background thread assembles up to that many batches ahead
@@ -55,6 +67,7 @@ class BatchStream:
             raise ValueError(f"dataset of {n} images is smaller than one batch of {batch_size}")
         generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)  # rank-distinct augmentations
         self._state = {"epoch": start_epoch, "index": start_index, "generator": generator.get_state()}
+        self.order: int | None = ORDER   # None: a state saved before `epoch_seed` (its run keeps `seed + epoch`)
         self._perm: tuple[int, torch.Tensor] | None = None
         self._thread: threading.Thread | None = None
 
@@ -63,19 +76,25 @@ class BatchStream:
         return self._state["epoch"]
 
     def state_dict(self) -> dict:
-        """Position of the next batch: {"epoch", "index", "generator" (uint8 RNG state tensor)}."""
-        return {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self._state.items()}
+        """Position of the next batch: {"epoch", "index", "generator" (uint8 RNG state tensor), "order" (the
+        shuffle, `ORDER`)}."""
+        state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self._state.items()}
+        return state if self.order is None else {**state, "order": self.order}
 
     def load_state_dict(self, state: dict) -> None:
         self.close()
         self._state = {"epoch": int(state["epoch"]), "index": int(state["index"]),
                        "generator": state["generator"].clone()}
+        self.order = int(state["order"]) if "order" in state else None
+        if self.order not in (None, ORDER):
+            raise ValueError(f"a stream state of shuffle {self.order} (this version has {ORDER})")
+        self._perm = None
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if self._perm is None or self._perm[0] != epoch:
             n = len(self.dataset)
-            perm = (torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
-                    if self.shuffle else torch.arange(n))
+            seed = self.seed + epoch if self.order is None else epoch_seed(self.seed, epoch)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if self.shuffle else torch.arange(n)
             self._perm = (epoch, perm)
         return self._perm[1]
 
@@ -97,7 +116,7 @@ class BatchStream:
 
     def _snapshot_after(self, cursor: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict]:
         x, y = self._produce(cursor, generator)
-        return x, y, {"epoch": cursor["epoch"], "index": cursor["index"], "generator": generator.get_state()}
+        return x, y, {**cursor, "generator": generator.get_state()}
 
     def _worker(self, cursor: dict, generator: torch.Generator, out: queue.Queue, stop: threading.Event) -> None:
         while not stop.is_set():
