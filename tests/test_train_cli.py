@@ -476,3 +476,23 @@ def test_the_launcher_help_says_what_it_adds_to_torchrun(capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0 and "exits with the workers' code" in out and "--nproc_per_node" in out
 
+
+
+@pytest.mark.parametrize("key", ["contrastive.window_images", "steps", "contrastive.max_steps", "log_every"])
+def test_a_config_integer_too_large_to_mean_anything_is_refused_in_one_line(toy, tmp_path, capsys, key):
+    """contrastive.window_images=10**20 passed the schema and ended in an OverflowError traceback after the data
+    had loaded (a C size); every integer of the config is bounded now."""
+    assert main(["stage2", f"data.dataset={toy}", "data.image_size=16", "data.val_size=12", "model.arch=wrn-10-1",
+                 "model.init=unused", f"out_dir={tmp_path / 'run'}", f"{key}={10 ** 20}"]) == 2
+    err = capsys.readouterr().err
+    assert key in err and "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "foo"])
+def test_the_launcher_refuses_a_bad_process_count_in_one_line(value):
+    """`--nproc_per_node=0` ended in a bare AssertionError traceback, `foo` in a ValueError one (exit 1)."""
+    run = subprocess.run([sys.executable, "-m", "train.launch", "--standalone", f"--nproc_per_node={value}", "-m",
+                          "train", "stage1"], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr and "--nproc_per_node" in run.stderr.strip().splitlines()[-1]

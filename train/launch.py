@@ -20,6 +20,17 @@ def exit_code(code: int) -> int:
     return code if code >= 0 else 128 - code
 
 
+def process_count_problem(value: str) -> str | None:
+    """Why `--nproc_per_node` cannot be taken, or None: a positive count or one of torchrun's words."""
+    if value in ("auto", "cpu", "gpu", "xpu"):
+        return None
+    try:
+        ok = int(value) >= 1
+    except ValueError:
+        ok = False
+    return None if ok else f"--nproc_per_node must be a number of processes >= 1 or auto|cpu|gpu, got {value!r}"
+
+
 def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -29,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["-h"], ["--help"]):   # what this adds to torchrun, then torchrun's own page
         print(__doc__.strip() + "\n\ntorchrun's options (all taken as they are):\n")
     args = parse_args(argv)
+    problem = process_count_problem(str(args.nproc_per_node))
+    if problem:   # torchrun took it and failed later with a traceback (an AssertionError for 0)
+        print(f"train.launch: error: {problem}", file=sys.stderr)
+        return 2
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the line below says it
     try:
         run(args)

@@ -34,7 +34,10 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
-Int = Annotated[int, BeforeValidator(_not_bool)]
+MAX_INT = 2 ** 53
+"""The largest integer a config takes: beyond it a count means nothing here and overflows C sizes (a window of
+10**20 steps ended in an OverflowError after the data had loaded)."""
+Int = Annotated[int, BeforeValidator(_not_bool), Field(le=MAX_INT)]
 Float = Annotated[float, BeforeValidator(_not_bool)]
 PositiveInt = Annotated[Int, Field(ge=1)]
 Count = Annotated[Int, Field(ge=0)]
