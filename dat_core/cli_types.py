@@ -170,9 +170,18 @@ _OS_ERRORS = {errno.ENOENT: "does not exist", errno.EISDIR: "is a folder, not a 
               "permission denied", errno.ENOSPC: "cannot be written: the disk is full"}
 
 
+GOT_LIMIT = 80
+"""The most characters of a value an error message quotes (a 5000-character box is not repeated back whole)."""
+
+
 def _got(value: Any) -> str:
     """What a message says it got: an empty box (None, blank text) is "nothing", not "None" or "''"."""
-    return "nothing" if value is None or (isinstance(value, str) and not value.strip()) else repr(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "nothing"
+    if isinstance(value, int) and abs(value) >= 10 ** 30:   # repr of 4300+ digits raises; none is worth quoting
+        return "a number of 30 digits or more"
+    text = repr(value)
+    return text if len(text) <= GOT_LIMIT else f"{text[:GOT_LIMIT - 1]}… ({len(text)} characters)"
 
 
 def parse_eps(value: Any, name: str = "ε") -> float:
@@ -181,7 +190,10 @@ def parse_eps(value: Any, name: str = "ε") -> float:
     if isinstance(value, bool):
         raise ValueError(f"{hint}; got {_got(value)}")
     if isinstance(value, (int, float, np.integer, np.floating)):
-        eps = float(value)
+        try:
+            eps = float(value)
+        except OverflowError:   # an int beyond any float (10**400): no radius anyone means
+            raise ValueError(f"{hint}; got a number beyond any float") from None
     elif isinstance(value, str):
         text = value.strip().lower().replace(" ", "")
         if text in ("∞", "inf", "+inf", "infinity", "none", "unbounded"):

@@ -119,8 +119,8 @@ def _typed(value: Any, parse: Callable[[Any, str], float], name: str, says: str)
         raise ValueError(f"{says}; got {value!r}")
     try:
         return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{says}; got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):   # OverflowError: an int beyond any float (10**400)
+        raise ValueError(f"{says}; got {_got(value)}") from None
 
 
 def validate_params(norm: str = "L2", eps: float | None = None, step_size: float | None = None,
@@ -191,7 +191,7 @@ def _number(value: Any, msg: str) -> float:
         raise ValueError(msg)
     try:
         return float(value.strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(msg) from None
 
 
@@ -204,6 +204,8 @@ def parse_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         n = int(value)
     elif text is not None and re.fullmatch(r"[+-]?[0-9]+", text):
+        if len(text) > 30:   # no count of 30 digits is in range; int() of 4300+ digits says "Exceeds the limit"
+            raise ValueError(f"{name} must be a whole number {span}; got a number of {len(text)} digits")
         n = int(text)
     else:
         f = _number(value, msg)

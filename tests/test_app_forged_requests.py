@@ -126,7 +126,8 @@ def _answered(reply: str) -> bool:
     return '"error":null' not in compact and "Traceback" not in reply
 
 
-@pytest.mark.parametrize("value", ["x", -1, {"a": 1}, [1, 2], True, "1" * 5000], ids=repr)
+@pytest.mark.parametrize("value", ["x", -1, {"a": 1}, [1, 2], True, "1" * 5000, 10 ** 400],
+                         ids=lambda v: repr(v)[:20])
 def test_every_event_answers_any_value_with_a_result_or_a_message(served, value, caplog):
     demo, url, root = served
     events = 0

@@ -255,3 +255,22 @@ def test_a_count_or_radius_that_is_not_a_number_is_refused_by_name(model):
             validate_params("L2", **{key: True})
     path = explain.counterfactual(model, torch.rand(3, 32, 32), 3, steps=2)
     assert explain.energy_landscape(model, path, grid="5.0").values.shape == (5, 5)
+
+
+@pytest.mark.parametrize("value", [10 ** 400, -(10 ** 400), "9" * 5000])
+def test_a_number_beyond_any_float_is_refused_by_name_not_with_an_overflow(value):
+    """A JSON integer of 400 digits as ε, step size, cone angle or count raised OverflowError from float(): the app
+    answered "error": null with a traceback in its log; a 5000-digit count said Python's "Exceeds the limit"."""
+    from dat_core.cli_types import parse_eps, parse_step
+    from webapp.tabs.compare import cone_angle
+
+    checks = [(parse_eps, "ε"), (parse_step, "step size"), (cone_angle, "cone angle"),
+              (lambda v: explain.validate_params("L2", eps=v), "eps"),
+              (lambda v: explain.validate_params("L2", step_size=v), "step_size"),
+              (lambda v: explain.validate_params("L2", steps=v), "steps")]
+    if isinstance(value, str):   # as text it reads as a float, inf: a radius without limit, which ε may be
+        checks = [c for c in checks if c[1] not in ("ε", "eps")]
+    for check, name in checks:
+        with pytest.raises(ValueError, match=name) as caught:
+            check(value)
+        assert "Exceeds the limit" not in str(caught.value) and len(str(caught.value)) < 300, str(caught.value)

@@ -42,7 +42,9 @@ EVERY_CLASS = "every class"
 ATTR_FRAMES = ("start x₀", "current step t", "end x_T")
 
 # user-caused failures become a readable toast; anything else is a bug and keeps its traceback
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError, OSError)
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError, OSError,
+               OverflowError)
+"""What a handler turns into a message; OverflowError as a backstop for numbers beyond any float (10**400)."""
 
 NOT_UPLOADED = "That image did not come from an upload: upload it again."
 NOT_TAKEN = "This request sends a value in a form this app does not take."

@@ -54,10 +54,12 @@ def layout() -> Components:
 @user_errors
 def run(ex: Explainer, state, methods, at, step, progress=gr.Progress()) -> Attributions:
     """Captum maps for the predicted and the target class beside the counterfactual difference."""
+    if not isinstance(at, str) or at not in ATTR_FRAMES:   # a forged list was a TypeError (unhashable) below
+        raise ValueError(f"explain the image at: choose one of {', '.join(ATTR_FRAMES)}")
     state = ex.session(state)
     view = ex.view(state, "cf", "counterfactual (run one in the first tab)")
     methods = parse_methods(methods)
-    frame = {ATTR_FRAMES[0]: 0, ATTR_FRAMES[2]: len(view) - 1}.get(at, None)
+    frame = {ATTR_FRAMES[0]: 0, ATTR_FRAMES[2]: len(view) - 1}.get(at)
     frame = view.index(step) if frame is None else frame
     progress(None, desc="Computing attributions")
     result = attribute_trajectory(ex.model_by_key(view.model_key).model, view.trajectory, methods, step=-1,

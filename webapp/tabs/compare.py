@@ -112,7 +112,7 @@ def cone_angle(value: Any) -> float:
     """The guided path's cone angle in degrees, 0..180."""
     try:
         angle = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         angle = math.nan
     if isinstance(value, bool) or not 0 <= angle <= 180:
         raise ValueError(f"the cone angle must be a number of degrees from 0 to 180; got {echo(value)}")
