@@ -420,3 +420,24 @@ def test_a_painted_layer_larger_than_the_editor_is_refused_from_its_header(serve
         with pytest.raises(gr.Error, match=r"3000x3000 px; at most 2048 px a side"):
             region.use(ex, {"background": {"path": uploaded(background)}, "layers": [{"path": uploaded(layer)}]},
                        state)
+
+
+def test_a_region_dropped_from_memory_is_said_not_silently_ignored(served, tmp_path):
+    """The painted region lives in the shared result cache: other visitors' paths evicted it, and the next Run
+    changed the whole image while the page still said "Region set"."""
+    demo, _ = served
+    ex, state = demo.explainer, demo.explainer.new_session()
+    image = uploaded(ex.examples.paths[ex.examples.strip()[0]])
+    layer = np.zeros((192, 192, 4), dtype=np.uint8)
+    layer[48:144, 96:160] = 255
+    Image.fromarray(layer).save(tmp_path / "layer.png")
+    Image.fromarray(layer).save(tmp_path / "bg.png")
+    painted = {"background": {"path": uploaded(tmp_path / "bg.png")},
+               "layers": [{"path": uploaded(tmp_path / "layer.png")}]}
+    state = region.use(ex, painted, state).state
+    assert region.for_model(ex, state, ex.default) is not None
+    ex.cache.discard(f"{state['id']}/{region.SLOT}")   # as the LRU does when other sessions fill it
+    with pytest.raises(gr.Error, match="paint it again"):
+        alternatives_tab.run(ex, image, "cat", "L2", "3", STEPS, 0.1, 3, 0, state)
+    state = region.clear(ex, state).state   # Whole image: runs on the whole image again, without a word
+    assert region.for_model(ex, state, ex.default) is None

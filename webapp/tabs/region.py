@@ -91,9 +91,14 @@ def painted(editor: Any) -> np.ndarray:
 
 
 def for_model(ex: Explainer, state: Any, loaded: LoadedModel) -> torch.Tensor | None:
-    """The session's region at `loaded`'s resolution as the (S, S) {0, 1} mask a run takes, or None."""
+    """The session's region at `loaded`'s resolution as the (S, S) {0, 1} mask a run takes, or None. The region
+    lives in the shared, bounded result cache; the session remembers that it set one (`is_set`), so a region
+    other visitors' results pushed out is an error to repaint, never a silent run on the whole image."""
     region = ex.get(state, SLOT)
     if region is None:
+        if is_set(state):
+            raise ValueError("the painted region was dropped from the server's memory (many visitors' results "
+                             "since): paint it again and press Use region, or press Whole image")
         return None
     return explain.to_mask(region.astype(np.float32), loaded.image_size)[0, 0].float()
 
@@ -110,12 +115,19 @@ def use(ex: Explainer, editor, state) -> Region:
         raise ValueError(f"the strokes are too thin to cover a whole pixel of the model's {loaded.image_size}×"
                          f"{loaded.image_size} input: paint with a wider brush") from None
     ex.put(state, SLOT, region)
+    state[SLOT] = True   # the session's own record that a region is set (see `for_model`)
     return Region(state, f"**Region set:** {share:.0%} of the pixels may change; the rest stays exactly as it is "
                          "in every run of this tab until you press **Whole image** or pick another image.")
 
 
+def is_set(state: Any) -> bool:
+    """Whether this session painted a region it has not cleared (kept or not)."""
+    return isinstance(state, dict) and state.get(SLOT) is True
+
+
 def clear(ex: Explainer, state) -> Region:
     state = ex.session(state)
+    state.pop(SLOT, None)
     ex.cache.discard(f"{state['id']}/{SLOT}")
     return Region(state, NO_REGION)
 

@@ -35,7 +35,7 @@ def share(ex: Explainer, image, target, norm, eps, steps, step_size, state) -> A
               "steps": req["steps"], "step_size": exact_text(req["step_size"], norm), **model}
     left_out = ([] if model or loaded.key == ex.default.key else
                 ["it opens on this app's own model (a folder on this server is never named in a link)"])
-    if ex.get(state, region.SLOT) is not None:
+    if region.is_set(state):
         left_out.append("it runs on the whole image (a painted region is not in links)")
     return gr.update(visible=True, label="Link to this run (copied)" + "".join(f"; {w}" for w in left_out),
                      value=links.query(fields))
