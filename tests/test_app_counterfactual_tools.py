@@ -14,6 +14,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+import torch
 from conftest import uploaded
 from PIL import Image
 
@@ -441,3 +442,36 @@ def test_a_region_dropped_from_memory_is_said_not_silently_ignored(served, tmp_p
         alternatives_tab.run(ex, image, "cat", "L2", "3", STEPS, 0.1, 3, 0, state)
     state = region.clear(ex, state).state   # Whole image: runs on the whole image again, without a word
     assert region.for_model(ex, state, ex.default) is None
+
+
+class _RoundsOtherwise(torch.nn.Module):
+    """Stands in for the compiled model (compiling takes minutes here): the function up to float rounding, as a
+    fused graph rounds otherwise."""
+
+    def __init__(self, eager):
+        super().__init__()
+        self.eager, self.ready, self.lazy = eager, True, False
+
+    def forward(self, x):
+        return self.eager(x * (1 + 2 ** -20))
+
+
+def test_a_card_of_a_compiled_app_replays_bit_for_bit(tmp_path, monkeypatch):
+    """The card's frames came from the compiled model requests run (once compiling finished), but the card names
+    the eager model, which replay runs: it said "bit for bit" and replay found 1.2e-07."""
+    monkeypatch.chdir(ROOT)
+    image = write_image(tmp_path / "photo.png")
+    ex = Explainer("default", standard_model=None)
+    loaded = ex.default
+    loaded.fast._dispatch = _RoundsOtherwise(loaded.fast.eager)
+    assert loaded.model is loaded.fast._dispatch
+    state = ex.new_session()
+    counterfactual.run(ex, uploaded(image), "cat", "L2", "3", 6, 0.1, state)
+    served = ex.get(state, "cf").trajectory
+    eager = counterfactual_path(loaded.fast.eager, torch.from_numpy(served.images[0].copy()), served.target,
+                                eps=3.0, step_size=0.1, steps=6, autocast=ex.uses_bf16(loaded))
+    assert not np.array_equal(served.images, eager.images)   # the stand-in does change the path
+    card_json = next(Path(f) for f in card_export.export_card(ex, uploaded(image), state)["value"]
+                     if f.endswith(".json"))
+    again = replay(card_json)
+    assert again.identical and again.max_abs_diff == 0.0

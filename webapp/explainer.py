@@ -151,17 +151,20 @@ class Explainer:
     def trajectory(self, loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict, progress: Any = None,
                    desc: str = "Running PGD", cancel: threading.Event | None = None,
                    guide: st.LoadedModel | None = None, cone_angle: float = CONE_ANGLE,
-                   mask: torch.Tensor | None = None) -> Trajectory:
+                   mask: torch.Tensor | None = None, eager: bool = False) -> Trajectory:
         """One counterfactual path, memoized by content (model, image, target, parameters; `guide` and
-        `cone_angle`: steered by a DAT model, `dat_core.guidance`; `mask`: the (S, S) region it may change). A set
+        `cone_angle`: steered by a DAT model, `dat_core.guidance`; `mask`: the (S, S) region it may change;
+        `eager`: on the eager model even where the app compiled it, as `python -m explain replay` runs it). A set
         `cancel` ends PGD at its next step (`Cancelled`); a cut path is never memoized."""
         self.check_budget(1, req["steps"], loaded.image_size, "steps")
         guided = {} if guide is None else {"guide": guide.model, "cone_angle": float(cone_angle)}
-        memo = _memo_key(loaded, x, target, req if guide is None else {**req, "guide": guide.key,
-                                                                         "cone_angle": float(cone_angle)}, mask)
+        model = loaded.fast.eager if eager else loaded.model
+        memo = _memo_key(loaded, x, target, {**req, **({"guide": guide.key, "cone_angle": float(cone_angle)}
+                                                       if guide is not None else {}),
+                                             **({"eager": True} if model is not loaded.model else {})}, mask)
         traj = self.cache.get(memo)
         if traj is None:
-            traj = explain.counterfactual(loaded.model, x, target, autocast=self.uses_bf16(loaded),
+            traj = explain.counterfactual(model, x, target, autocast=self.uses_bf16(loaded),
                                           on_step=progress_steps(progress, desc, req["steps"], cancel), **guided,
                                           mask=mask, **req)
             self._keep(memo, traj, req)

@@ -93,9 +93,11 @@ def export_card(ex: Explainer, image, state) -> Any:
     changed = ValueError("the painted region changed since this path ran: run it again to export its card")
     if masked and mask is None:
         raise changed
-    traj = ex.trajectory(loaded, x0, shown.target, req, desc="Running the path alone for its card", mask=mask)
-    if masked and not np.array_equal(traj.images, shown.images):
-        raise changed
+    if masked and not np.array_equal(ex.trajectory(loaded, x0, shown.target, req, mask=mask).images, shown.images):
+        raise changed   # (memoized: the path as tab 1 ran it, with the region kept now)
+    # on the eager model, which the card names and replay runs (a compiled graph rounds otherwise)
+    traj = ex.trajectory(loaded, x0, shown.target, req, desc="Running the path alone for its card", mask=mask,
+                         eager=True)
     identity = card_source(ex, loaded)
     card = make_card(traj, loaded.fast.eager, identity["source"], model_id=identity, autocast=ex.uses_bf16(loaded),
                      image_sha256=image_sha256(image, shown.images[0], loaded), device=loaded.device,
