@@ -145,3 +145,17 @@ def test_answers_quote_at_most_a_short_piece_of_the_input(client, files):
             client.predict(**kwargs)
         message = str(info.value)
         assert len(message) < 400 and "…" in message, message[:200]
+
+
+def test_the_landscape_endpoint_keeps_the_tabs_time_budget(client, files, monkeypatch):
+    """The tab shrinks its grid to fit 60 s of forwards; the API computed 33x33 whatever the model cost, holding the
+    one model worker past the budget (an ImageNet model: 84 s where the tab took 55)."""
+    import webapp.tabs.landscape as landscape_tab
+
+    monkeypatch.setattr(landscape_tab, "seconds_per_image", lambda *a, **k: 0.1)   # a model 0.1 s an image
+    _, data = client.predict(image=handle_file(files["photo"]), target="dog", eps="3", steps=STEPS, step_size=0.1,
+                             api_name="/landscape")
+    grid = np.array(data["values"]).shape[0]
+    assert grid < 33 and (grid * grid + STEPS + 1) * 0.1 <= 60
+    assert data["grid"] == {"points_per_side": grid, "requested": 33,
+                            "reason": "the time budget of one request (60 s)"}

@@ -36,7 +36,11 @@ from .inputs import (
 )
 from .state import LoadedModel
 from .tabs import generate as generate_tab
+from .tabs import landscape as landscape_tab
 from .wiring import RAW, bind
+
+GRID = 33
+"""Points per side of the /landscape grid, where the model is quick enough (`landscape_tab.plan_for`)."""
 
 
 def _trajectory(ex: Explainer, image, target, eps, steps, step_size, progress) -> tuple[LoadedModel, Trajectory]:
@@ -100,7 +104,8 @@ def generate(ex: Explainer, target, seed, steps, step_size, progress=gr.Progress
 def landscape(ex: Explainer, image, target, eps, steps, step_size, progress=gr.Progress()):
     """Energy landscape around an image: the model's marginal energy E(x) = -logsumexp f(x) on a 33x33 grid of the
     plane through the image that contains its counterfactual path toward the target (lower energy = more typical
-    of the data the model was trained on).
+    of the data the model was trained on). A model slow enough that 33x33 forwards would pass 60 s gets a smaller
+    odd grid, as the Energy landscape tab does; the JSON's `grid` says which and why.
 
     Args:
         image: the image (PNG, JPEG, WebP, GIF, BMP or TIFF).
@@ -114,8 +119,10 @@ def landscape(ex: Explainer, image, target, eps, steps, step_size, progress=gr.P
         landscape: JSON with the grid's energies and the path's coordinates and energies
     """
     loaded, traj = _trajectory(ex, image, target, eps, steps, step_size, progress)
-    land = energy_landscape(loaded.model, traj, autocast=ex.uses_bf16(loaded))
-    return figure_to_array(plot_landscape(land, step=-1)), land.to_dict()
+    plan = landscape_tab.plan_for(ex, loaded, len(traj), GRID)   # the tab's budget: one request, bounded time
+    land = energy_landscape(loaded.model, traj, grid=plan.grid, batch_size=plan.batch_size,
+                            autocast=ex.uses_bf16(loaded))
+    return figure_to_array(plot_landscape(land, step=-1)), {**land.to_dict(), "grid": landscape_tab.grid_note(plan)}
 
 
 @user_errors

@@ -79,8 +79,7 @@ def run(ex: Explainer, state, step, energy, grid, progress=gr.Progress()) -> Lan
         raise gr.Error("The grid size must be odd (so the start image is a grid point).", print_exception=False)
     loaded = ex.model_by_key(view.model_key)
     bf16 = ex.uses_bf16(loaded)
-    plan = plan_landscape(grid, len(view), seconds_per_image(loaded.model, loaded.image_size, bf16),
-                          model_cost(loaded.config)[1])
+    plan = plan_for(ex, loaded, len(view), grid)
     progress(None, desc=f"Evaluating the energy on {plan.grid}×{plan.grid} points (about {plan.seconds:.0f} s)")
     land = energy_landscape(loaded.model, view.trajectory, grid=plan.grid, autocast=bf16, batch_size=plan.batch_size,
                             energy="joint" if str(energy).startswith("E(x, ") else "marginal")
@@ -90,6 +89,19 @@ def run(ex: Explainer, state, step, energy, grid, progress=gr.Progress()) -> Lan
     return Landscape(view.landscape.map(i), view.landscape.path(i),
                      gr.update(value=i, maximum=len(view) - 1, interactive=True),
                      sized(plan) + view.landscape.info())
+
+
+def plan_for(ex: Explainer, loaded: Any, frames: int, grid: int) -> LandscapePlan:
+    """The grid (at most `grid` a side) and batch that fit one request's time and memory budget on `loaded`, for a
+    path of `frames` frames: what this tab and the /landscape API compute."""
+    return plan_landscape(grid, frames, seconds_per_image(loaded.model, loaded.image_size, ex.uses_bf16(loaded)),
+                          model_cost(loaded.config)[1])
+
+
+def grid_note(plan: LandscapePlan) -> dict[str, Any]:
+    """The grid a landscape was computed on, for the API's JSON."""
+    return {"points_per_side": plan.grid, "requested": plan.requested,
+            "reason": f"the time budget of one request ({LANDSCAPE_BUDGET_S:.0f} s)" if plan.reduced else None}
 
 
 def sized(plan: LandscapePlan) -> str:
