@@ -391,3 +391,26 @@ def test_ema_equals_the_official_averaged_model():
             reference[k] = p.clone() if n == 0 else decay * reference[k] + (1 - decay) * p
         for k in averaged:
             torch.testing.assert_close(ema.model.state_dict()[k], reference[k], rtol=1e-6, atol=1e-6)
+
+
+def test_every_random_stream_of_every_rank_has_its_own_seed(toy, tmp_path):
+    """The noise seeds (seed*1000 + rank) of rank 7 were the persistent chains' (seed*1000 + 7 + rank) of rank 0: at
+    8 ranks, the official setting, two streams drew the same numbers."""
+    from dat_core.training.data import build_streams, load_train_val, rank_seed
+
+    seen: dict[bytes, tuple] = {}
+
+    def once(generator, *where):
+        state = bytes(generator.get_state().numpy())
+        assert state not in seen, (where, seen.get(state))
+        seen[state] = where
+
+    for seed in range(2):
+        noise = tiny(toy, tmp_path, "stage2", seed=seed, batch_size=16, **{"data.ood": "uniform", "model.init": "x"})
+        mixed = tiny(toy, tmp_path, "stage2", seed=seed, batch_size=16,
+                     **{"data.ood": str(toy / "ood"), "data.ood_noise_fraction": 0.5, "model.init": "x"})
+        train_set = load_train_val(noise)[0]
+        for rank in range(16):
+            once(build_streams(noise, train_set, torch.device("cpu"), rank, 16)["ood"].generator, "noise", seed, rank)
+            once(build_streams(mixed, train_set, torch.device("cpu"), rank, 16)["ood"].generator, "mix", seed, rank)
+            once(torch.Generator().manual_seed(rank_seed(seed, "chains", rank)), "chains", seed, rank)

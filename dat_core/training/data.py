@@ -10,6 +10,7 @@ import tarfile
 import zlib
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..data import (
@@ -190,6 +191,14 @@ def stage_ood_seeds(cfg: TrainConfig, data_seed: int | None = None) -> tuple[Ima
     return parts[0], sum(len(p) for p in parts if p is not None)
 
 
+def rank_seed(seed: int, stream: str, rank: int) -> int:
+    """The seed of one random stream (`stream`: its name) of one rank, mixed from (seed, stream, rank) through
+    SeedSequence: with seed*1000 + rank for the OOD noise and seed*1000 + 7 + rank for the chains, rank 7's noise
+    drew rank 0's chain numbers (8 ranks, the official setting). A resumed run restores its generators' states."""
+    name = int.from_bytes(stream.encode(), "little")
+    return int(np.random.SeedSequence([seed, name, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.device, rank: int,
                   world: int, data_seed: int | None = None, ood_seeds: ImageDataset | None = None) -> dict[str, Any]:
     """Per-rank streams; each holds batch_size // world images of the global batch (`data_seed`: the
@@ -202,14 +211,15 @@ def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.devic
     if cfg.stage == "stage2":
         streams["real"] = BatchStream(train_set, b, seed=cfg.seed * 3 + 2, augment=d.gen_augment, **common)
         if d.ood in NOISE_KINDS:
-            streams["ood"] = NoiseStream(d.ood, b // world, d.image_size, cfg.seed * 1000 + rank, device)
+            noise_seed = rank_seed(cfg.seed, "ood-noise", rank)
+            streams["ood"] = NoiseStream(d.ood, b // world, d.image_size, noise_seed, device)
         else:
             seeds = ood_seeds if ood_seeds is not None else stage_ood_seeds(cfg, data_seed)[0]
             if len(seeds) < b:
                 raise ValueError(f"batch_size={b} is larger than the {len(seeds)} OOD seed images of data.ood={d.ood}")
             streams["ood"] = ImagesOnly(BatchStream(seeds, b, seed=cfg.seed * 3 + 3, augment=d.ood_augment, **common))
             if d.ood_noise_fraction:
-                streams["ood"] = WithNoise(streams["ood"], d.ood_noise_fraction, cfg.seed * 1000 + 500 + rank)
+                streams["ood"] = WithNoise(streams["ood"], d.ood_noise_fraction, rank_seed(cfg.seed, "ood-mix", rank))
     if cfg.channels_last:
         streams = {k: ChannelsLast(s) for k, s in streams.items()}
     return streams

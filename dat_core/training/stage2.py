@@ -29,6 +29,7 @@ from ..pgd import pgd, threat_model
 from .attack import adversarial_examples
 from .chains import ContrastiveChains
 from .config import TrainConfig
+from .data import rank_seed
 
 
 class Curriculum:
@@ -92,7 +93,7 @@ class DualAdversarialTraining:
         self.curriculum = Curriculum(c.start_steps, c.max_steps, c.auc_threshold, window)
         self.watch: dict[str, torch.Tensor] = {}  # checked for non-finite values by the trainer
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        self.chains = ContrastiveChains(c.buffer_size, c.reinit, cfg.seed * 1000 + 7 + rank) if c.buffer_size \
+        self.chains = ContrastiveChains(c.buffer_size, c.reinit, rank_seed(cfg.seed, "chains", rank)) if c.buffer_size \
             else None
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
