@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -120,19 +121,33 @@ def build_card(config: dict[str, Any], metrics: dict[str, Any] | None = None, *,
                f"{config.get('image_size')}px inputs in [0,1]) for DAT Explainer. Load it with "
                f"`dat_core.load_model({json.dumps(repo_id or 'DIR')})` or "
                f"`dat_core.DATModel.from_pretrained({json.dumps(repo_id or 'DIR')})`.\n")
-    table = ""
-    if results:
-        rows = {r.metric_name: r.metric_value for r in eval_results(metrics, dataset)}
-        n = metrics.get("n")   # a --limit subset says so where the numbers are read
-        held = (f"the validation carve-out of the {metrics['split']} split (val-size {metrics['val_size']}, seed "
-                f"{metrics.get('seed')})" if metrics.get("val_size") else f"the {metrics.get('split')} split")
-        split = f" on {f'{n} images of ' if isinstance(n, int) else ''}{held}" if metrics.get("split") else ""
-        table = (f"\n| metric{split} (`{SOURCE}`) | value |\n|---|---|\n"
-                 + "".join(f"| {name} | {value:.4f} |\n" for name, value in rows.items()))
+    table = "\n" + _table(metrics, dataset) if results else ""
     written = config.get("code_version") or code_version()
     provenance = (f"\nWritten by dat-explainer {written.get('version')} (git {written.get('git_sha') or 'unknown'}).\n")
     text = title + summary + table + (f"\n{body.strip()}\n" if body.strip() else "") + provenance
     return _card(card_data(config, metrics, repo_id=repo_id, dataset=dataset), text)
+
+
+TABLE = re.compile(r"^\| metric[^\n]*\(`" + re.escape(SOURCE) + r"`\) \| value \|\n\|---\|---\|\n(?:\|[^\n]*\|\n)*",
+                   re.MULTILINE)
+"""The metrics table `build_card` writes into a card's body (rewritten by `update_card`)."""
+
+
+def _table(metrics: dict[str, Any], dataset: str, kept: list[EvalResult] = ()) -> str:
+    """The body's table of a report's numbers; `kept`: model-index results of an earlier report it did not
+    measure again, each row saying where it came from."""
+    rows = [(r.metric_name, r.metric_value) for r in eval_results(metrics, dataset)]
+    for r in kept:
+        n = (r.metric_args or {}).get("n")
+        where = f"{f'{n} images of ' if isinstance(n, int) else ''}the {r.dataset_split or 'same'} split"
+        if isinstance(r.metric_value, (int, float)):
+            rows.append((f"{r.metric_name} (an earlier run, on {where})", r.metric_value))
+    n = metrics.get("n")   # a --limit subset says so where the numbers are read
+    held = (f"the validation carve-out of the {metrics['split']} split (val-size {metrics['val_size']}, seed "
+            f"{metrics.get('seed')})" if metrics.get("val_size") else f"the {metrics.get('split')} split")
+    split = f" on {f'{n} images of ' if isinstance(n, int) else ''}{held}" if metrics.get("split") else ""
+    return (f"| metric{split} (`{SOURCE}`) | value |\n|---|---|\n"
+            + "".join(f"| {name} | {value:.4f} |\n" for name, value in rows))
 
 
 def _card(data: ModelCardData, text: str) -> ModelCard:
@@ -148,12 +163,22 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any] | None = None, *
 def update_card(existing: str | None, config: dict[str, Any], metrics: dict[str, Any] | None = None, *,
                 repo_id: str | None = None, dataset: str = "cifar10") -> str:
     """New metadata for a card, keeping the prose a person wrote below it and their own extra YAML keys.
-    Without `metrics`, the card's existing model-index stays."""
+    Without `metrics`, the card's existing model-index stays; with them, its results of numbers the new report
+    does not measure (an AutoAttack number, say) stay beside the new ones, and the body's metrics table is
+    rewritten to match."""
     if not existing:
         return render_card(config, metrics, repo_id=repo_id, dataset=dataset)
     front, body = split_card(existing)
     theirs = ModelCard(existing).data.to_dict() if front else {}
-    ours = card_data(config, metrics, repo_id=repo_id, dataset=dataset).to_dict()
+    data = card_data(config, metrics, repo_id=repo_id, dataset=dataset)
+    if metrics:
+        new = {r.metric_name for r in data.eval_results or []}
+        kept = [r for r in (ModelCard(existing).data.eval_results or [] if front else []) if r.metric_name not in new]
+        data.eval_results = [*(data.eval_results or []), *kept] or None
+        data.metrics = sorted({r.metric_type for r in data.eval_results or []}) or None
+        if data.eval_results and TABLE.search(body):
+            body = TABLE.sub(lambda _: _table(metrics, dataset, kept), body, count=1)
+    ours = data.to_dict()
     if not metrics:  # nothing new to report: keep what the card says
         ours = {k: v for k, v in ours.items() if k not in ("model-index", "metrics")}
     merged = {**theirs, **ours, "tags": sorted(set(theirs.get("tags") or []) | set(TAGS))}

@@ -231,3 +231,4 @@ def test_calibrate_defaults_to_the_carve_out_training_recorded(overlapping, over
     assert main(["calibrate", "--model", str(overconfident), "--data", str(overlapping)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["val_size"], report["seed"], report["n"]) == (30, 5, 30)
+    assert "fitted on" in report["scored_on"]   # its ECE after is measured on the images it was fitted on

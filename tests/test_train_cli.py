@@ -496,3 +496,18 @@ def test_the_launcher_refuses_a_bad_process_count_in_one_line(value):
                          cwd=Path(__file__).resolve().parents[1])
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr and "--nproc_per_node" in run.stderr.strip().splitlines()[-1]
+
+
+def test_update_card_keeps_the_numbers_a_later_run_does_not_measure(toy, tiny_dir, capsys):
+    """A later `--update-card` without --autoattack replaced the whole model-index: the card's AutoAttack number,
+    measured on as many images, was gone."""
+    base = ["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--eps", "2", "--update-card"]
+    assert main([*base, "--steps", "0", "--autoattack-attacks", "apgd-ce"]) == 0
+    assert main([*base, "--steps", "2"]) == 0
+    names = {r.metric_name for r in ModelCard((tiny_dir / "README.md").read_text()).data.eval_results}
+    assert {"AutoAttack robust accuracy (L2 eps=2)", "PGD robust accuracy (L2 eps=2)", "Clean accuracy"} <= names
+    text = (tiny_dir / "README.md").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ")]   # the body's table says it too
+    assert any(line.startswith("| AutoAttack robust accuracy (L2 eps=2) (an earlier run, on 24 images of the test "
+                               "split) |") for line in table), table
+    assert any(line.startswith("| PGD robust accuracy (L2 eps=2) |") for line in table), table
