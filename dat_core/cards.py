@@ -30,6 +30,9 @@ METRIC_NAMES = {  # eval JSON key -> (model-index type, human name, the key of i
 }
 
 
+BF16 = " [bf16]"
+"""The mark of a number measured under bf16 autocast (`--autocast`), on its model-index name and table row."""
+
 EVAL_REPORT_BYTES = 64 << 20
 
 
@@ -94,7 +97,7 @@ def eval_results(metrics: dict[str, Any], dataset: str = "cifar10", repo_id: str
             if args and "norm" in args and "eps" in args else ""
         out.append(EvalResult(task_type="image-classification", task_name="Image Classification",
                               dataset_type=dataset, dataset_name=dataset, dataset_split=split,
-                              metric_type=kind, metric_name=human + threat + (" [bf16]" if bf16 else ""),
+                              metric_type=kind, metric_name=human + threat + (BF16 if bf16 else ""),
                               metric_value=round(value, 4),
                               metric_args=args, **source))
     return out
@@ -150,6 +153,11 @@ def _table(metrics: dict[str, Any], dataset: str, kept: list[EvalResult] = ()) -
             + "".join(f"| {name} | {value:.4f} |\n" for name, value in rows))
 
 
+def _measure(result: EvalResult) -> str:
+    """What a model-index result measures, whatever the precision it was measured in."""
+    return result.metric_name.removesuffix(BF16)
+
+
 def _card(data: ModelCardData, text: str) -> ModelCard:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{text}")
 
@@ -164,7 +172,8 @@ def update_card(existing: str | None, config: dict[str, Any], metrics: dict[str,
                 repo_id: str | None = None, dataset: str = "cifar10") -> str:
     """New metadata for a card, keeping the prose a person wrote below it and their own extra YAML keys.
     Without `metrics`, the card's existing model-index stays; with them, its results of numbers the new report
-    does not measure (an AutoAttack number, say) stay beside the new ones, and the body's metrics table is
+    does not measure (an AutoAttack number, say; a number measured again replaces the old one, in fp32 or bf16)
+    stay beside the new ones, and the body's metrics table, where it has the one `build_card` writes, is
     rewritten to match."""
     if not existing:
         return render_card(config, metrics, repo_id=repo_id, dataset=dataset)
@@ -172,10 +181,13 @@ def update_card(existing: str | None, config: dict[str, Any], metrics: dict[str,
     theirs = ModelCard(existing).data.to_dict() if front else {}
     data = card_data(config, metrics, repo_id=repo_id, dataset=dataset)
     if metrics:
-        new = {r.metric_name for r in data.eval_results or []}
-        kept = [r for r in (ModelCard(existing).data.eval_results or [] if front else []) if r.metric_name not in new]
+        old = ModelCard(existing).data if front else None
+        new = {_measure(r) for r in data.eval_results or []}
+        kept = [r for r in (old.eval_results or [] if old else []) if _measure(r) not in new]
         data.eval_results = [*(data.eval_results or []), *kept] or None
         data.metrics = sorted({r.metric_type for r in data.eval_results or []}) or None
+        if data.eval_results:
+            data.model_name = data.model_name or (old.model_name if old else None) or config.get("arch", "model")
         if data.eval_results and TABLE.search(body):
             body = TABLE.sub(lambda _: _table(metrics, dataset, kept), body, count=1)
     ours = data.to_dict()

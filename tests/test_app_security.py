@@ -338,3 +338,32 @@ def test_download_files_are_bounded_in_bytes_not_only_in_age():
     kept = [p for p in written if p.exists()]
     assert sum(p.stat().st_size for p in kept) <= 10_000
     assert kept == written[-len(kept):] and len(kept) >= 3          # the newest stay
+
+
+def test_opening_a_page_never_downloads_a_model(world, tmp_path):
+    """A link (model=hf:owner/name) or a remembered Hub choice made the page-load event download and load the model:
+    four at a time, outside the model queue and the one-computation-per-visitor rule. Now the Model tab is set to
+    it and the visitor presses Load; a model already loaded here opens at once."""
+    from starlette.datastructures import QueryParams
+
+    from webapp import opening
+
+    class Request:
+        def __init__(self, query):
+            self.query_params = QueryParams(query)
+
+    base = json.loads((world["robust"] / "config.json").read_text())
+    weights = (world["robust"] / "model.safetensors").read_bytes()
+    with FakeHub() as hub:
+        hub.commit("owner/model", {"config.json": json.dumps(base).encode(), "model.safetensors": weights})
+        ex = Explainer(str(world["robust"]), standard_model=None, allow_local_models=False,
+                       hub_options={"endpoint": hub.url, "cache_dir": str(tmp_path / "hf-cache")})
+        before = hub.count()
+        for saved, query in ((None, "model=hf:owner/model"), ({"kind": HUB, "repo": "owner/model"}, "")):
+            page = opening.open_page(ex, saved, Request(query))._asdict()
+            assert page["state"]["key"] == ex.default.key and hub.count() == before, saved
+            assert page["model_repo"] == "owner/model" and page["model_kind"] == HUB
+            assert "press Load" in (page["cf_summary"] if query else page["model_info"])
+        loaded = model_tab.load(ex, HUB, "", "owner/model", "", None, ex.new_session())   # the visitor's click
+        page = opening.open_page(ex, None, Request("model=hf:owner/model"))._asdict()
+        assert page["state"]["key"] == loaded.state["key"] != ex.default.key   # loaded here already: opens on it

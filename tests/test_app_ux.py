@@ -277,7 +277,8 @@ def test_a_link_says_what_it_cannot_carry(ex, dirs, tmp_path):
     state = out["state"]
     folder = share.share(ex, example, "dog", "L2", "3", 7, 0.1, state)
     assert "opens on this app's own model" in folder["label"] and "model=" not in folder["value"]
-    ex.put(state, "region", np.ones((32, 32), dtype=bool))
+    ex.put(state, "region", np.ones((32, 32), dtype=bool))   # as region.use keeps one, and records it
+    state["region"] = True
     painted = share.share(ex, example, "dog", "L2", "3", 7, 0.1, state)
     assert "painted region" in painted["label"] and "opens on this app's own model" in painted["label"]
 

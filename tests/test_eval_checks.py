@@ -212,3 +212,19 @@ def test_model_info_says_whether_extra_data_was_used(tiny_model):
     result = autoattack_accuracy(tiny_model, (x, y), eps=0.1, attacks=["apgd-ce"], batch_size=4)
     assert model_info(result, "m", "wrn", "cifar10", additional_data=True)["additional_data"] is True
     assert model_info(result, "m", "wrn", "cifar10", additional_data=False)["additional_data"] is False
+
+
+def test_update_card_with_a_report_of_no_card_numbers_keeps_the_card_and_precision_replaces():
+    """A report without a number a card takes (a hand-edited clean_accuracy: null) ended in KeyError('name') once
+    the card's results were kept; a bf16 rerun kept the fp32 number beside it under another name."""
+    from dat_core.cards import update_card
+
+    config = {"arch": "wrn-10-1", "num_classes": 3, "image_size": 16}
+    first = {"clean_accuracy": 0.5, "n": 30, "split": "test",
+             "autoattack": {"norm": "L2", "eps": 0.5, "version": "standard", "n": 30}, "autoattack_accuracy": 0.2}
+    card = str(build_card(config, first))
+    out = update_card(card, config, {"split": "test", "n": 30, "clean_accuracy": None})
+    assert "AutoAttack robust accuracy (L2 eps=0.5)" in out and "Clean accuracy" in out
+    again = update_card(card, config, {"clean_accuracy": 0.6, "n": 30, "split": "test", "autocast": True})
+    names = [r.metric_name for r in __import__("huggingface_hub").ModelCard(again).data.eval_results]
+    assert names.count("Clean accuracy [bf16]") == 1 and "Clean accuracy" not in names, names

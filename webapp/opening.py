@@ -49,26 +49,39 @@ def open_page(ex: Explainer, saved: Any, request: gr.Request | None = None) -> O
     state = ex.new_session()
     asked = links.read(dict(request.query_params) if request is not None else {})
     notes: list[str] = []
-    loaded, choice = None, {}
+    loaded, choice, waiting = None, {}, None
     if "model" in asked:
         try:
-            loaded = ex.models.load(sources.link_source(asked["model"], asked.get("revision")))
+            source = sources.link_source(asked["model"], asked.get("revision"))
             model = asked["model"]
             choice = ({"kind": model_tab.HUB, "repo": model[len(sources.HUB_PREFIX):],
                        "revision": asked.get("revision", "")} if model.startswith(sources.HUB_PREFIX)
                       else {"kind": model_tab.BUNDLED, "bundled": model})
+            loaded = model_tab.open_source(ex, source)
+            if loaded is None:   # a download is the visitor's Load, in the model queue, not this page load's
+                waiting = f"its model {model_tab.NOT_LOADED}, then Run"
+                notes.append(waiting)
         except (ValueError, OSError):
             notes.append("the model it names could not be loaded here, so it opens on this app's model")
-    elif isinstance(saved, dict):
-        loaded = model_tab.restore(ex, saved, state)
-        choice = saved if loaded is not None else {}
+    elif isinstance(saved, dict) and (source := model_tab.remembered(ex, saved)) is not None:
+        try:
+            loaded = model_tab.open_source(ex, source)
+        except (ValueError, OSError):
+            loaded = None
+        else:
+            choice = saved
+            if loaded is None:
+                waiting = f"**The model this browser used last ({source.name})** {model_tab.NOT_LOADED}."
     keep = gr.skip()
     out = dict.fromkeys(Opened._fields, keep)
     out.update(state=state, cf_autorun=False)
-    if loaded is not None and loaded.key != ex.default.key:
-        switched = model_tab.switched(ex, loaded, None, state)._asdict()
-        out.update({k: v for k, v in switched.items() if k in Opened._fields})
-        state = out["state"]
+    if waiting is not None and "model" not in asked:   # the remembered one; a link's says so in tab 1
+        out["model_info"] = waiting
+    if waiting is not None or (loaded is not None and loaded.key != ex.default.key):
+        if loaded is not None:
+            switched = model_tab.switched(ex, loaded, None, state)._asdict()
+            out.update({k: v for k, v in switched.items() if k in Opened._fields})
+            state = out["state"]
         out.update(model_kind=choice.get("kind", keep), model_bundled=choice.get("bundled", keep),
                    model_repo=choice.get("repo", keep), model_revision=choice.get("revision", keep),
                    model_path=choice.get("path", keep))

@@ -248,6 +248,11 @@ class ModelRegistry:
             self._pinned.add(key)
         return self._models[key]
 
+    def loaded(self, source: ModelSource) -> LoadedModel | None:
+        """The model for `source` if it is loaded here now; nothing is loaded or downloaded."""
+        with self._lock:
+            return self._hit(source.key, False)
+
     def get(self, key: str) -> LoadedModel | None:
         with self._lock:
             return self._models.get(key)

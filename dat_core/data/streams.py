@@ -29,7 +29,7 @@ their runs resume exactly."""
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of one epoch's permutation, mixed from (seed, epoch): with `seed + epoch`, streams of seeds s and
     s+1 (stage 2's clf and real streams) replayed each other's epochs one apart, and so did runs of nearby seeds."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0]) >> 1   # int first: numpy 1.x
 
 
 class BatchStream:

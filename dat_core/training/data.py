@@ -196,7 +196,7 @@ def rank_seed(seed: int, stream: str, rank: int) -> int:
     SeedSequence: with seed*1000 + rank for the OOD noise and seed*1000 + 7 + rank for the chains, rank 7's noise
     drew rank 0's chain numbers (8 ranks, the official setting). A resumed run restores its generators' states."""
     name = int.from_bytes(stream.encode(), "little")
-    return int(np.random.SeedSequence([seed, name, rank]).generate_state(1, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, name, rank]).generate_state(1, np.uint64)[0]) >> 1
 
 
 def build_streams(cfg: TrainConfig, train_set: ImageDataset, device: torch.device, rank: int,

@@ -140,18 +140,27 @@ def switched(ex: Explainer, loaded: LoadedModel, image: Any, state: dict) -> Loa
                   cf_summary=preview.cf_summary, cf_retry=preview.cf_retry)
 
 
-def restore(ex: Explainer, saved: Any, state: dict) -> LoadedModel | None:
-    """The model this browser used last (its `saved_model`), checked like a new choice; None when there is
-    none or it cannot be loaded any more (the session then stays on the app's model)."""
+def remembered(ex: Explainer, saved: Any) -> ModelSource | None:
+    """The model this browser used last (its `saved_model`), checked like a new choice; None when there is none
+    or it does not check."""
     if not isinstance(saved, dict) or not saved.get("kind"):
         return None
     text = {k: v if isinstance(v, str) else "" for k, v in saved.items()}
     try:
-        source = choose(ex, text.get("kind"), text.get("path"), text.get("repo"), text.get("revision"),
-                        text.get("bundled") or None)
-        return ex.models.load(source)
-    except (gr.Error, ValueError, OSError):
+        return choose(ex, text.get("kind"), text.get("path"), text.get("repo"), text.get("revision"),
+                      text.get("bundled") or None)
+    except (gr.Error, ValueError):
         return None
+
+
+def open_source(ex: Explainer, source: ModelSource) -> LoadedModel | None:
+    """The model a page may open on without waiting in the model queue: a Hub model only when it is loaded here
+    already (a download waits for the visitor's Load, queued like any computation; page loads run four at a time
+    outside that queue), a bundled model or server folder as it loads. OSError/ValueError when it cannot load."""
+    return ex.models.loaded(source) if source.kind == "hub" else ex.models.load(source)
+
+
+NOT_LOADED = "is on the Hugging Face Hub and not loaded here yet: press Load on the Model tab to download it"
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, banner: gr.Markdown, cf: counterfactual.Components,
