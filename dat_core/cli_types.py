@@ -180,7 +180,10 @@ def _got(value: Any) -> str:
         return "nothing"
     if isinstance(value, int) and abs(value) >= 10 ** 30:   # repr of 4300+ digits raises; none is worth quoting
         return "a number of 30 digits or more"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:   # a container holding an int of 4300+ digits
+        return f"a {type(value).__name__} holding a number too long to quote"
     return text if len(text) <= GOT_LIMIT else f"{text[:GOT_LIMIT - 1]}… ({len(text)} characters)"
 
 

@@ -204,8 +204,9 @@ def parse_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         n = int(value)
     elif text is not None and re.fullmatch(r"[+-]?[0-9]+", text):
-        if len(text) > 30:   # no count of 30 digits is in range; int() of 4300+ digits says "Exceeds the limit"
-            raise ValueError(f"{name} must be a whole number {span}; got a number of {len(text)} digits")
+        digits = text.lstrip("+-").lstrip("0")
+        if len(digits) > 30:   # no count of 30 digits is in range; int() of 4300+ digits says "Exceeds the limit"
+            raise ValueError(f"{name} must be a whole number {span}; got a number of {len(digits)} digits")
         n = int(text)
     else:
         f = _number(value, msg)

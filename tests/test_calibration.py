@@ -226,7 +226,7 @@ def test_calibrate_defaults_to_the_carve_out_training_recorded(overlapping, over
     """The default was 2000 images and seed 0 whatever training held out: with training's 30 at seed 5 it fitted on
     images the model trained on. The checkpoint records its carve-out, and calibrate takes it."""
     config = json.loads((overconfident / "config.json").read_text())
-    config["training"] = {"carve_out": {"split": "train", "val_size": 30, "seed": 5}}
+    config["training"] = {"carve_outs": [{"split": "train", "val_size": 30, "seed": 5}]}
     (overconfident / "config.json").write_text(json.dumps(config))
     assert main(["calibrate", "--model", str(overconfident), "--data", str(overlapping)]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -131,6 +131,21 @@ def test_the_strong_check_is_never_weaker_than_the_standard_one(tiny_model, monk
     assert (report["robust_strong"]["steps"], report["robust_strong"]["restarts"]) == (100, 5)
     assert report["robust_strong_accuracy"] <= report["robust_accuracy"]
 
+    import dat_core.evaluation.report as report_module  # an image the standard attack breaks and the strong one
+    real = report_module.robust_correct                  # alone would miss: it is not robust under both
+
+    def attacks(model, x, y, clean_pred, settings, autocast):
+        alive = real(model, x, y, clean_pred, {**settings, "steps": 0, "restarts": 0}, autocast)
+        if settings["steps"] == 20:
+            alive[0] = False
+        return alive
+
+    monkeypatch.setattr(report_module, "robust_correct", attacks)
+    report = evaluate(tiny_model, (x, y), robust={"norm": "L2", "eps": 0.3, "steps": 20, "step_size": 0.05},
+                      robust_strong={"steps": 50})
+    assert report["robust_accuracy"] == 5 / 6 and report["robust_strong_accuracy"] == 5 / 6
+    assert "the standard attack too" in report["robust_strong"]["counts"]
+
 
 def test_a_card_marks_numbers_measured_in_bf16():
     """`--autocast` reports published clean, PGD and ECE numbers that looked like the fp32 ones papers give."""
@@ -164,7 +179,7 @@ def _trained_record(folder, val_size, seed):
     config = json.loads((folder / "config.json").read_text())
     config["training"] = {"stage": "stage1", "step": 1, "selection": "last (no validation)" if not val_size
                           else "best robust_accuracy on validation",
-                          "carve_out": {"split": "train", "val_size": val_size, "seed": seed}}
+                          "carve_outs": [{"split": "train", "val_size": val_size, "seed": seed}]}
     (folder / "config.json").write_text(json.dumps(config))
 
 
@@ -183,17 +198,70 @@ def test_a_carve_out_holding_training_images_is_refused(toy, tiny_dir, capsys, r
     assert says in _one_error(capsys)
 
 
-def test_training_records_its_carve_out(toy, tmp_path):
+def test_training_records_its_carve_out_and_its_inits(toy, tmp_path):
     from dat_core.training.config import load_config
     from dat_core.training.loop import train
 
-    cfg = load_config(None, stage="stage1", **{"data.dataset": str(toy), "data.image_size": 16, "data.val_size": 9,
-                                               "model.arch": "wrn-10-1", "batch_size": 8, "steps": 1, "seed": 2,
-                                               "eval_every": 0, "out_dir": str(tmp_path / "run"),
-                                               "attack.steps": 1})
-    final = train(cfg)
-    carve = json.loads((final / "config.json").read_text())["training"]["carve_out"]
-    assert carve == {"split": "train", "val_size": 9, "seed": 2}
+    common = {"data.dataset": str(toy), "data.image_size": 16, "model.arch": "wrn-10-1", "batch_size": 8, "steps": 1,
+              "eval_every": 0, "attack.steps": 1, "sample_grid": False}
+    first = train(load_config(None, stage="stage1", **common, **{"data.val_size": 9, "seed": 2,
+                                                                "out_dir": str(tmp_path / "one")}))
+    record = json.loads((first / "config.json").read_text())["training"]
+    (mine,) = record["carve_outs"]
+    assert {k: mine[k] for k in ("split", "val_size", "seed")} == {"split": "train", "val_size": 9, "seed": 2}
+    assert record["additional_data"] is False
+    second = train(load_config(None, stage="stage1", **common, **{"data.val_size": 12, "seed": 0,
+                                                                 "model.init": str(first),
+                                                                 "out_dir": str(tmp_path / "two")}))
+    record = json.loads((second / "config.json").read_text())["training"]
+    assert [c["val_size"] for c in record["carve_outs"]] == [12, 9]   # the init's held-out images too
+
+
+def test_a_smaller_carve_out_must_lie_inside_the_recorded_one(tmp_path, capsys):
+    """Largest-remainder rounding is not monotone: with classes of 5, 5 and 1 images, training's 6 held-out images
+    and a --val-size 5 carve-out differ, and the smaller one took an image the model trained on."""
+    from dat_core.data import ImageDataset, train_val_split
+    from dat_core.training.state import data_fingerprint
+
+    root = tmp_path / "data" / "train"
+    for c, n in enumerate((5, 5, 1)):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((16, 16, 3), 40 * c + i, np.uint8)).save(root / f"class{c}" / f"{i}.png")
+    folder = _tiny(tmp_path / "m")
+    held = train_val_split(eval_cli.load_dataset(str(tmp_path / "data"), "train", 16, None, None), 6, seed=0)[1]
+    config = json.loads((folder / "config.json").read_text())
+    config["training"] = {"carve_outs": [{"split": "train", "val_size": 6, "seed": 0,
+                                          "val_sha256": data_fingerprint(held)}]}
+    (folder / "config.json").write_text(json.dumps(config))
+    base = ["eval", "--model", str(folder), "--data", str(tmp_path / "data"), "--split", "train", "--steps", "0"]
+    assert main([*base, "--val-size", "6"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--val-size", "5"]) == 2
+    assert "images the model trained on" in _one_error(capsys)
+    assert isinstance(held, ImageDataset)
+
+
+def test_a_carve_out_of_other_data_is_refused(toy, tiny_dir, tmp_path, capsys):
+    """The record named a split, a size and a seed, not the data: --data cifar10 for a model trained from a folder
+    drew its carve-out from other images and passed."""
+    config = json.loads((tiny_dir / "config.json").read_text())
+    config["training"] = {"carve_outs": [{"split": "train", "val_size": 12, "seed": 0, "val_sha256": "0" * 64}]}
+    (tiny_dir / "config.json").write_text(json.dumps(config))
+    assert main(["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "train", "--steps", "0",
+                 "--val-size", "12"]) == 2
+    assert "not the data training held" in _one_error(capsys)
+
+
+def test_model_info_asks_when_training_did_not_record_extra_data(toy, tiny_dir, tmp_path, capsys):
+    base = ["eval", "--model", str(tiny_dir), "--data", str(toy), "--split", "test", "--steps", "0", "--eps", "2",
+            "--autoattack-attacks", "apgd-ce", "--model-info", "--json", str(tmp_path / "r.json")]
+    assert main(base) == 2
+    assert "--additional-data yes|no" in _one_error(capsys)
+    config = json.loads((tiny_dir / "config.json").read_text())
+    (tiny_dir / "config.json").write_text(json.dumps({**config, "training": {"additional_data": True}}))
+    assert main(base) == 0
+    assert json.loads((tmp_path / "model_info.json").read_text())["additional_data"] is True
 
 
 @pytest.mark.parametrize("norm, eps", [("L2", 127.5), ("L1", 1e5)])

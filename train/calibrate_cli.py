@@ -59,7 +59,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from dat_core.evaluation import as_batches, energy_quantiles, fit_temperature, predict
     from dat_core.models.config import TEMPERATURE_RANGE
     from dat_core.runtime import resolve_device, use_autocast
-    from train.eval_cli import carve_out, check_data_options, split_images
+    from train.eval_cli import carve_outs, check_data_options, split_images
 
     if args.split == "test":
         raise ValueError("calibrate fits on validation data: a temperature fitted on the test split would make "
@@ -75,12 +75,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not source.is_dir():
         raise ValueError("--model must be a checkpoint folder (calibrate writes its config.json)")
     model = load_checkpoint_dir(source, label=str(args.model)).to(device)
-    record = carve_out(model.config) or {}
-    recorded = record.get("split") == args.split
+    record = next((r for r in carve_outs(model.config) if r.get("split") == args.split), {})
     if args.val_size is None:   # the held-out images training recorded (none held out: refused by split_images)
-        args.val_size = record.get("val_size") or DEFAULT_VAL_SIZE if recorded else DEFAULT_VAL_SIZE
+        args.val_size = record.get("val_size") or DEFAULT_VAL_SIZE
     if args.seed is None:
-        args.seed = record.get("seed", 0) if recorded else 0
+        args.seed = record.get("seed", 0)
     autocast = use_autocast(args.autocast, device)
     val = split_images(args, model.config)
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dat_core.checkpoint import WEIGHTS_NAME
@@ -194,35 +195,43 @@ def split_images(args: argparse.Namespace, config: dict[str, Any]) -> ImageDatas
     if data.class_names and list(data.class_names) != list(config["class_names"]):
         raise ValueError(f"the data's classes {data.class_names} differ from the model's {config['class_names']}")
     if args.val_size:
-        check_carve_out(args, config)
         if not 0 < args.val_size < len(data):
             raise ValueError(f"--val-size must be in 1..{len(data) - 1} for the {len(data)} images of --split")
+        check_carve_out(args, config, data)
         data = train_val_split(data, args.val_size, seed=args.seed)[1]
     return data
 
 
-def carve_out(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The validation carve-out training recorded in the checkpoint (split, val_size, seed), or None."""
-    record = (config.get("training") or {}).get("carve_out") if isinstance(config.get("training"), dict) else None
-    return record if isinstance(record, dict) else None
+def carve_outs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The validation carve-outs training recorded in the checkpoint (its own first, then its init's): split,
+    val_size, seed and `val_sha256` (`data_fingerprint` of the held-out images)."""
+    training = config.get("training")
+    records = training.get("carve_outs") if isinstance(training, dict) else None
+    return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
 
 
-def check_carve_out(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """ValueError when `--val-size`/`--seed` would take images the model trained on, by the carve-out training
-    recorded (`carve_out`): none held out, more than were held out, or another seed's draw."""
-    record = carve_out(config)
-    if record is None or record.get("split") != args.split:
-        return
-    held, seed = record.get("val_size"), record.get("seed")
-    if held == 0:
-        raise ValueError(f"training held out no images of the {args.split} split (data.val_size = 0): the model "
-                         "trained on every one, so a carve-out of it is not validation data")
-    if isinstance(held, int) and args.val_size > held:
-        raise ValueError(f"training held out only {held} images of the {args.split} split: --val-size "
-                         f"{args.val_size} would take images the model trained on (use --val-size {held} or fewer)")
-    if isinstance(seed, int) and args.seed != seed:
-        raise ValueError(f"training drew its carve-out with seed {seed}: pass --seed {seed} (with --seed "
-                         f"{args.seed} the carve-out holds images the model trained on)")
+def check_carve_out(args: argparse.Namespace, config: dict[str, Any], data: ImageDataset) -> None:
+    """ValueError unless the `--val-size`/`--seed` carve-out of `data` lies inside every carve-out training (and the
+    model it started from) held out of this split: none held out, other data, more images, another seed's draw
+    or, rounding per class, another share of a class would take images the model trained on."""
+    from dat_core.data.datasets import val_indices
+    from dat_core.training.state import data_fingerprint
+
+    for record in carve_outs(config):
+        held, seed = record.get("val_size"), record.get("seed")
+        if record.get("split") != args.split or not isinstance(held, int) or not isinstance(seed, int):
+            continue
+        if held == 0:
+            raise ValueError(f"training held out no images of the {args.split} split (data.val_size = 0): the model "
+                             "trained on every one, so a carve-out of it is not validation data")
+        kept = val_indices(data, held, seed) if 0 < held < len(data) else None
+        if kept is None or record.get("val_sha256") not in (None, data_fingerprint(data.subset(np.sort(kept)))):
+            raise ValueError(f"--data is not the data training held {held} images of the {args.split} split out of "
+                             "(other images, or in another order): its carve-out would be of other images")
+        if not set(val_indices(data, args.val_size, args.seed).tolist()) <= set(kept.tolist()):
+            raise ValueError(f"training held out only {held} images of the {args.split} split (seed {seed}): "
+                             f"--val-size {args.val_size} --seed {args.seed} would take images the model trained "
+                             f"on; use --val-size {held} --seed {seed}")
 
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
@@ -311,8 +320,8 @@ def _additional_data(args: argparse.Namespace, config: dict[str, Any]) -> bool:
     would be published as a fact)."""
     if args.additional_data is not None:
         return args.additional_data == "yes"
-    recorded = (config.get("training") or {}).get("additional_data") if isinstance(config.get("training"), dict) \
-        else None
+    training = config.get("training")
+    recorded = training.get("additional_data") if isinstance(training, dict) else None
     if isinstance(recorded, bool):
         return recorded
     raise ValueError("--model-info: say whether training used images beyond the dataset's (DAT's CIFAR models train "

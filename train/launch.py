@@ -28,7 +28,7 @@ def process_count_problem(value: str) -> str | None:
         ok = int(value) >= 1
     except ValueError:
         ok = False
-    return None if ok else f"--nproc_per_node must be a number of processes >= 1 or auto|cpu|gpu, got {value!r}"
+    return None if ok else f"--nproc_per_node must be a number of processes >= 1 or auto|cpu|gpu|xpu, got {value!r}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,14 @@ def train_val_split(dataset: ImageDataset, val_size: int | float, seed: int = 0)
     Labeled data is stratified: each class gives its proportional share (largest-remainder rounding,
     so the total is exact and balanced classes are all represented). Both parts keep the original order.
     """
+    is_val = np.zeros(len(dataset), dtype=bool)
+    is_val[val_indices(dataset, val_size, seed)] = True
+    return dataset.subset(np.flatnonzero(~is_val)), dataset.subset(np.flatnonzero(is_val))
+
+
+def val_indices(dataset: ImageDataset, val_size: int | float, seed: int = 0) -> np.ndarray:
+    """The indices `train_val_split` holds out (unsorted). A smaller size is not always a subset of a larger one:
+    the per-class shares are rounded by largest remainder."""
     n = len(dataset)
     n_val = round(val_size * n) if isinstance(val_size, float) else int(val_size)
     if not 0 < n_val < n:
@@ -58,6 +66,4 @@ def train_val_split(dataset: ImageDataset, val_size: int | float, seed: int = 0)
         take = np.floor(exact).astype(int)
         take[np.argsort(-(exact - take), kind="stable")[:n_val - take.sum()]] += 1
         val = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)])
-    is_val = np.zeros(n, dtype=bool)
-    is_val[val] = True
-    return dataset.subset(np.flatnonzero(~is_val)), dataset.subset(np.flatnonzero(is_val))
+    return val

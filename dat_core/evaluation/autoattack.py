@@ -98,13 +98,15 @@ def autoattack_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: f
 
 
 def model_info(result: dict[str, Any], name: str, architecture: str, dataset: str,
-               additional_data: bool) -> dict[str, Any]:
+               additional_data: bool | None = None) -> dict[str, Any]:
     """A RobustBench-style model_info.json entry (accuracies as percent strings, as RobustBench keeps them).
     `additional_data`: whether training saw images beyond the dataset's (DAT's CIFAR models: 80M Tiny Images as
-    OOD seeds, as RATIO's entry says)."""
+    OOD seeds, as RATIO's entry says); None writes null, "not known", rather than a guess."""
+    if additional_data is not None and not isinstance(additional_data, bool):
+        raise ValueError(f"additional_data must be true, false or None (not known); got {additional_data!r}")
     return {"name": name, "architecture": architecture, "dataset": dataset, "threat_model": result["norm"],
             "eps": eps_text(result["eps"], result["norm"]), "clean_acc": f"{100 * result['clean_accuracy']:.2f}",
-            "autoattack_acc": f"{100 * result['autoattack_accuracy']:.2f}", "additional_data": bool(additional_data),
+            "autoattack_acc": f"{100 * result['autoattack_accuracy']:.2f}", "additional_data": additional_data,
             "number_forward_passes": 1, "n_examples": result["n"], "autoattack_version": result["version"],
             "attacks": result["attacks"], "link": "", "authors": "", "venue": "", "reported": "",
             "footnote": f"AutoAttack ({result['version']}: {', '.join(result['attacks'])}) on {result['n']} "

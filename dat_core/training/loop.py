@@ -46,6 +46,7 @@ from .state import (
     claim_run_dir,
     data_fingerprint,
     export_step,
+    keep_position,
     log_sizes,
     prepare_run_dir,
     read_state,
@@ -123,6 +124,8 @@ class Trainer:
         except (KeyError, TypeError, AttributeError) as e:  # only a malformed saved model_config gets here
             raise StateError(f"--resume: the model in {self.out / STATE_FILE} cannot be rebuilt ({e!r}); "
                              f"{alternative(self.out)}") from None
+        record = self.module.config.get("training")   # the init's (a resumed run: as it began)
+        self.inherited = record if isinstance(record, dict) else {}
         self.ema = EMA(self.module, cfg.ema_decay)
         model: nn.Module = self.module
         if cfg.compile:
@@ -331,6 +334,17 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 
+    def _provenance(self) -> dict[str, Any]:
+        """What a checkpoint says of its training images: the carve-outs it (and the model it started from) never
+        trained on, and whether it saw images beyond the dataset (None: its init does not say)."""
+        d = self.cfg.data
+        mine = {"split": d.train_split, "val_size": d.val_size, "seed": self.data_seed,
+                "val_sha256": data_fingerprint(self.val_set)}
+        carve_outs = [mine, *(c for c in self.inherited.get("carve_outs", []) if c != mine)]
+        own = self.cfg.stage == "stage2" and d.ood not in NOISE_KINDS
+        inherited = self.inherited.get("additional_data", False if not self.cfg.model.init else None)
+        return {"carve_outs": carve_outs, "additional_data": True if own or inherited is True else inherited}
+
     # -- evaluation and export (rank 0; EMA weights)
     def evaluate(self, final: bool = False) -> dict[str, Any] | None:
         """Validation metrics of the EMA weights into eval.jsonl; best/ when they improve; at the end final/
@@ -365,25 +379,13 @@ class Trainer:
             list(range(min(len(self.train_set), max(self.cfg.eval_size, 100)))))
         model.config["energy_quantiles"] = energy_statistics(model, reference, self.autocast)
         selection = f"best {self.cfg.best_metric} on validation" if len(self.val_set) else "last (no validation)"
-        d = self.cfg.data   # which images the model never trained on, and whether it saw images beyond the dataset
         model.config["training"] = {"stage": self.cfg.stage, "step": self.step, "selection": selection,
-                                    "carve_out": {"split": d.train_split, "val_size": d.val_size,
-                                                  "seed": self.data_seed},
-                                    "additional_data": self.cfg.stage == "stage2" and d.ood not in NOISE_KINDS,
+                                    **self._provenance(),
                                     **({"T": self.stage.curriculum.T} if self.cfg.stage == "stage2" else {}),
                                     **({"validation": metrics} if metrics else {})}
         with replacing_dir(self.out / name) as folder:   # weights and config change together: a stop between
             save_model(model, folder)                     # the two files left new weights beside an old config
         return self.out / name
-
-
-def keep_position(saved: Any, fresh: Any) -> Any:
-    """A stream state with `saved`'s position (epoch and batch, the same on every rank) and `fresh`'s generators
-    (one per rank: they do not carry over to another number of ranks)."""
-    if isinstance(saved, dict) and isinstance(fresh, dict):
-        return {k: fresh[k] if k == "generator" and k in fresh else keep_position(v, fresh.get(k))
-                for k, v in saved.items()}
-    return saved
 
 
 def _scalar(v: Any) -> Any:

@@ -337,3 +337,12 @@ def export_step(folder: Path) -> int | None:
         return int(json.loads((folder / "config.json").read_text(encoding="utf-8"))["training"]["step"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def keep_position(saved: Any, fresh: Any) -> Any:
+    """A stream state with `saved`'s position (epoch and batch, the same on every rank) and `fresh`'s generators
+    (one per rank: they do not carry over to another number of ranks)."""
+    if isinstance(saved, dict) and isinstance(fresh, dict):
+        return {k: fresh[k] if k == "generator" and k in fresh else keep_position(v, fresh.get(k))
+                for k, v in saved.items()}
+    return saved
