@@ -583,3 +583,17 @@ def test_other_tabs_forget_their_results_when_the_image_or_model_changes(ex, dir
     gen = named(generate.forget(ex, state))
     assert gen["gen_grid"] is None and ex.get(state, "gen") is None
     assert all(v == gr.skip() for v in named(all_targets.forget(ex, state)).values())   # nothing left to forget
+
+
+def test_try_again_refuses_a_path_of_another_region(ex, dirs):
+    """Try again checked image, model and target, not the painted region: a path run on the whole image was retried
+    inside a region painted since (and a region's path on the whole image once it was cleared)."""
+    from webapp.tabs import region
+
+    state = ex.new_session()
+    assert run_cf(ex, state, dirs, steps=2, eps="0.02")["cf_retry"]["visible"] is True
+    ex.put(state, region.SLOT, np.ones((32, 32), dtype=bool))   # as region.use keeps a region, and records it
+    state[region.SLOT] = True
+    with pytest.raises(gr.Error, match="of another painted region"):
+        counterfactual.retry(ex, dirs["photo"], "cat", "L2", "0.02", 2, 0.1, state)
+    assert try_again.on_target(ex, state, dirs["photo"], "cat")["visible"] is False

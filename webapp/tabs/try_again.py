@@ -14,6 +14,7 @@ from ..explainer import Explainer
 from ..inputs import MAX_REQUEST_STEPS, eps_text, model_input, target_index
 from ..retry import Retry, retry_for
 from ..views import CounterfactualView
+from . import region
 
 
 def button(view: CounterfactualView) -> Any:
@@ -51,11 +52,15 @@ def after_choice(ex: Explainer, state: Any, key: str, x: Any) -> tuple[Any, Any]
 
 
 def _not_shown(ex: Explainer, state: Any, image: Any, target: Any) -> list[str]:
-    """What of a request (image, the session's model, target) is not the path shown's: [] when all is."""
+    """What of a request (image, the session's model, target, painted region) is not the path shown's: [] when
+    all is."""
     view = ex.view(state, "cf", "counterfactual")
     loaded = ex.session_model(ex.session(state))
     other = made_for_another(view, loaded.key, model_input(image, loaded))
-    return other + ([] if target_index(target, loaded) == view.trajectory.target else ["target"])
+    other += [] if target_index(target, loaded) == view.trajectory.target else ["target"]
+    mask, then = region.for_model(ex, state, loaded), view.trajectory.params.get("mask_fraction")
+    now = None if mask is None else round(float(mask.float().mean()), 6)   # as the path records its region
+    return other + ([] if now == then else ["painted region"])
 
 
 def on_target(ex: Explainer, state: Any, image: Any, target: Any) -> Any:
