@@ -459,3 +459,12 @@ def test_one_class_of_many_samples_is_a_square_not_a_strip():
     h, w, _ = one.grid(1).shape
     assert one.nrow == 4 and w < 2 * h
     assert SamplingView.build(samples(3, 4)).nrow == 4                     # a row per class
+
+
+def test_a_link_takes_the_norm_in_any_case(ex):
+    """`norm=l2` (or linf) in a hand-written link was "settings are not valid"; the norm box and the API take it."""
+    if not len(ex.examples):
+        pytest.skip("no example images")
+    name = ex.examples.names[0]
+    out = named(opening.open_page(ex, None, _request(f"?example={name}&target=horse&norm=linf&eps=2/255&steps=9")))
+    assert out["cf_autorun"] is True and out["cf_norm"] == "Linf" and out["cf_eps"]["value"] == "2/255"

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import gradio as gr
 
 import explain
+from dat_core.cli_types import norm_name
 from explain.params import NORMS
 
 from . import charts, links, sources
@@ -109,7 +110,7 @@ def _link_run(ex: Explainer, state: dict, asked: dict[str, str], notes: list[str
         except (gr.Error, ValueError):
             notes.append("its target is not a class of this model")
     if any(k in asked for k in ("norm", "eps", "steps", "step_size")):
-        norm = asked.get("norm", "L2")
+        norm = norm_name(asked.get("norm", "L2"))   # "l2" as the norm box and the API take it
         d = explain.default_params(loaded.image_size, norm) if norm in NORMS else None
         try:
             if d is None:
