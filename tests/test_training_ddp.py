@@ -341,3 +341,11 @@ def test_a_resume_on_another_number_of_ranks_continues_the_data_where_it_stopped
     final = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)
     clf = final["ranks"][0]["streams"]["clf"]
     assert final["step"] == 8 and (clf["epoch"], clf["index"]) == (0, 8)
+
+
+def test_a_config_every_rank_refuses_is_said_once(toy, tmp_path):
+    """`batch_size=9` on 2 ranks: each rank printed the same error line."""
+    code, text = finish(torchrun(["stage1", *overrides(toy, tmp_path / "run", 2, "batch_size=9")],
+                                 launcher="train.launch"), 120)
+    assert code == 2, text
+    assert text.count("batch_size 9 is not divisible by 2 ranks") == 1, text

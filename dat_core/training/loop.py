@@ -72,10 +72,13 @@ class Trainer:
         self.cfg, self.track = cfg, track
         check_tracker(track)  # every rank, before any collective: a missing package stops them all alike
         self.rank, self.world, local_rank = distributed.init()
-        if cfg.batch_size % self.world:
-            raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by {self.world} ranks")
-        if self.world > 1 and cfg.stage == "stage2" and not cfg.fused_forward:
-            raise ConfigError("fused_forward=false (the official-order reference) runs single-process only")
+        for bad, why in ((cfg.batch_size % self.world, f"batch_size {cfg.batch_size} is not divisible by {self.world} "
+                          "ranks"), (self.world > 1 and cfg.stage == "stage2" and not cfg.fused_forward,
+                                     "fused_forward=false (the official-order reference) runs single-process only")):
+            if bad:   # every rank finds it alike: rank 0 says it for all
+                error = ConfigError(why)
+                error.shared = self.world > 1
+                raise error
         self.out = Path(cfg.out_dir)
         self.held = contextlib.ExitStack()   # the run directory, claimed by rank 0 until fit() ends
         if not resume or self.out.is_dir():
