@@ -711,3 +711,18 @@ def test_a_restart_clears_every_temporary_a_killed_run_left(tmp_path):
         p.write_bytes(b"half")
     state.prepare_run_dir(out)
     assert not any(p.exists() for p in left)
+
+
+def test_a_saved_state_is_durable_on_disk_not_only_in_the_page_cache(tmp_path, monkeypatch):
+    """The file was fsynced, its rename into place was not: after a power cut the folder could still name the old
+    state.pt (or none). The folder is fsynced after the rename too."""
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    state.atomic_save({"step": 1}, tmp_path / "state.pt")
+    assert synced[-1] == str(tmp_path) and any(p.endswith(".tmp") for p in synced[:-1])

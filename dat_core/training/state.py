@@ -138,6 +138,22 @@ def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise storage_error(path, e) from e
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so a rename into it survives a power cut (the file's own fsync does not cover it); nothing
+    where the system cannot open a folder for it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def rng_state() -> dict[str, Any]:
