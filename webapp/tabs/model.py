@@ -160,7 +160,7 @@ def open_source(ex: Explainer, source: ModelSource) -> LoadedModel | None:
     return ex.models.loaded(source) if source.kind == "hub" else ex.models.load(source)
 
 
-NOT_LOADED = "is on the Hugging Face Hub and not loaded here yet: press Load on the Model tab to download it"
+NOT_LOADED = "is on the Hugging Face Hub and not loaded here yet: press Load model on the Model tab to download it"
 
 
 def wire(ex: Explainer, ui: Components, *, state: gr.State, banner: gr.Markdown, cf: counterfactual.Components,
