@@ -374,16 +374,20 @@ def test_a_card_names_a_folder_model_without_its_server_path(tmp_path, monkeypat
             assert replay(card_json).identical
 
 
-def test_alternatives_stay_inside_the_painted_region(served, tmp_path):
-    demo, _ = served
-    ex, state = demo.explainer, demo.explainer.new_session()
-    image = uploaded(ex.examples.paths[ex.examples.strip()[0]])
+def _example_and_region(ex, tmp_path):
+    """The first example, uploaded, and an editor payload painting 17 % of it."""
     layer = np.zeros((192, 192, 4), dtype=np.uint8)
     layer[48:144, 96:160] = 255
     Image.fromarray(layer).save(tmp_path / "layer.png")
     Image.fromarray(layer).save(tmp_path / "bg.png")
-    painted = {"background": {"path": uploaded(tmp_path / "bg.png")},
-               "layers": [{"path": uploaded(tmp_path / "layer.png")}]}
+    return uploaded(ex.examples.paths[ex.examples.strip()[0]]), {
+        "background": {"path": uploaded(tmp_path / "bg.png")}, "layers": [{"path": uploaded(tmp_path / "layer.png")}]}
+
+
+def test_alternatives_stay_inside_the_painted_region(served, tmp_path):
+    demo, _ = served
+    ex, state = demo.explainer, demo.explainer.new_session()
+    image, painted = _example_and_region(ex, tmp_path)
     region.use(ex, painted, state)
     shown = alternatives_tab.run(ex, image, "cat", "L2", "3", STEPS, 0.1, 3, 0, state)
     assert "Only the painted region (17% of the pixels)" in shown.alt_info
@@ -428,13 +432,7 @@ def test_a_region_dropped_from_memory_is_said_not_silently_ignored(served, tmp_p
     changed the whole image while the page still said "Region set"."""
     demo, _ = served
     ex, state = demo.explainer, demo.explainer.new_session()
-    image = uploaded(ex.examples.paths[ex.examples.strip()[0]])
-    layer = np.zeros((192, 192, 4), dtype=np.uint8)
-    layer[48:144, 96:160] = 255
-    Image.fromarray(layer).save(tmp_path / "layer.png")
-    Image.fromarray(layer).save(tmp_path / "bg.png")
-    painted = {"background": {"path": uploaded(tmp_path / "bg.png")},
-               "layers": [{"path": uploaded(tmp_path / "layer.png")}]}
+    image, painted = _example_and_region(ex, tmp_path)
     state = region.use(ex, painted, state).state
     assert region.for_model(ex, state, ex.default) is not None
     ex.cache.discard(f"{state['id']}/{region.SLOT}")   # as the LRU does when other sessions fill it

@@ -9,20 +9,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_train_cli_reports import CLASSES, _tiny
 
 import train.eval_cli as eval_cli
-from dat_core import build_model, load_model, save_model
+from dat_core import build_model, load_model
 from dat_core.cards import build_card
 from dat_core.evaluation import autoattack_accuracy, evaluate, model_info, sample_fidelity
 from train.__main__ import main
-
-CLASSES = ["class0", "class1", "class2"]
-
-
-def _tiny(path, seed=0, **overrides):
-    torch.manual_seed(seed)
-    options = {"num_classes": 3, "image_size": 16, "class_names": CLASSES, **overrides}
-    return save_model(build_model("wrn-10-1", **options).eval(), path)
 
 
 @pytest.fixture
