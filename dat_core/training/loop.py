@@ -343,9 +343,12 @@ class Trainer:
         d = self.cfg.data
         mine = {"split": d.train_split, "val_size": d.val_size, "seed": self.data_seed,
                 "val_sha256": data_fingerprint(self.val_set)}
-        carve_outs = [mine, *(c for c in self.inherited.get("carve_outs", []) if c != mine)]
+        theirs = self.inherited.get("carve_outs")   # an init's record, read like any input
+        theirs = [c for c in theirs if isinstance(c, dict) and c != mine] if isinstance(theirs, list) else []
+        carve_outs = [mine, *theirs]
         own = self.cfg.stage == "stage2" and d.ood not in NOISE_KINDS
-        inherited = self.inherited.get("additional_data", False if not self.cfg.model.init else None)
+        inherited = self.inherited.get("additional_data") if self.cfg.model.init else False
+        inherited = inherited if isinstance(inherited, bool) else None
         return {"carve_outs": carve_outs, "additional_data": True if own or inherited is True else inherited}
 
     # -- evaluation and export (rank 0; EMA weights)
