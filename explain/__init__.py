@@ -13,7 +13,7 @@ _LAZY = {
     **dict.fromkeys(["Alternatives", "alternatives"], "diverse"),
     **dict.fromkeys(["contact_strip", "save_apng", "save_figure", "save_gif", "save_metrics_json"], "export"),
     **dict.fromkeys(["Samples", "generate"], "generation"),
-    **dict.fromkeys(["MAX_PIXELS", "ImageError", "to_mask", "to_model_input"], "image"),
+    **dict.fromkeys(["MAX_PIXELS", "ImageError", "mask_fraction", "to_mask", "to_model_input"], "image"),
     **dict.fromkeys(["DEFAULTS", "default_params", "parse_eps", "resolve_class", "validate_params"], "params"),
     **dict.fromkeys(["MinimalCounterfactual", "MinimalSearch", "Trajectory", "compare", "counterfactual",
                      "counterfactuals", "minimal_counterfactual"], "trajectory"),

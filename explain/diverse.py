@@ -21,7 +21,7 @@ from dat_core.energy import probabilities
 from dat_core.pgd import OnStep, logits_at, pgd, threat_model
 from dat_core.runtime import check_seed, seeded
 
-from .image import ImageLike, to_mask, to_model_input
+from .image import ImageLike, mask_fraction, to_mask, to_model_input
 from .params import DEFAULT_OBJECTIVE, parse_int, resolve_request, resolve_targets
 from .trajectory import model_info
 
@@ -76,7 +76,7 @@ def alternatives(model: nn.Module, image: ImageLike, target: int | str, n: int =
     y = torch.full((n,), t, device=device)
     m = None if mask is None else to_mask(mask, size, image).to(device)
     if m is not None:
-        p["mask_fraction"] = round(float(m.float().mean()), 6)
+        p["mask_fraction"] = mask_fraction(m)
     with seeded(seed, device):
         res = pgd(model, x0.expand(n, -1, -1, -1).contiguous(), y, threat_model(p["norm"], p["eps"],
                   p["step_size"]), p["steps"], objective=p["objective"], random_start=True, autocast=autocast,

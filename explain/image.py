@@ -277,3 +277,8 @@ def to_mask(mask: ImageLike, image_size: int, image: ImageLike | None = None) ->
     if not bool(m.any()):
         raise ImageError("the mask allows no pixel to change (white = may change)")
     return m
+
+
+def mask_fraction(mask: torch.Tensor) -> float:
+    """The share of pixels a mask lets change, as a path's `params["mask_fraction"]` records it (6 decimals)."""
+    return round(float(mask.float().mean()), 6)

@@ -24,7 +24,7 @@ from dat_core.pgd import L2, OnStep, PGDResult, attack_mode, logits_at, pgd, thr
 from dat_core.runtime import model_device
 from dat_core.sampling import to_uint8
 
-from .image import ImageLike, to_mask, to_model_input
+from .image import ImageLike, mask_fraction, to_mask, to_model_input
 from .params import DEFAULT_OBJECTIVE, MAX_STEPS, parse_int, resolve_request, resolve_targets
 
 
@@ -215,7 +215,7 @@ def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Seq
     threat = threat_model(params["norm"], params["eps"], params["step_size"])
     m = None if mask is None else to_mask(mask, size, image).to(device)
     if m is not None:
-        params["mask_fraction"] = round(float(m.float().mean()), 6)
+        params["mask_fraction"] = mask_fraction(m)
     if guide is not None:
         check_guide(model, guide)
         params["cone_angle"] = cone_angle = check_angle(cone_angle)

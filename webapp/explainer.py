@@ -159,9 +159,10 @@ class Explainer:
         self.check_budget(1, req["steps"], loaded.image_size, "steps")
         guided = {} if guide is None else {"guide": guide.model, "cone_angle": float(cone_angle)}
         model = loaded.fast.eager if eager else loaded.model
-        memo = _memo_key(loaded, x, target, {**req, **({"guide": guide.key, "cone_angle": float(cone_angle)}
-                                                       if guide is not None else {}),
-                                             **({"eager": True} if model is not loaded.model else {})}, mask)
+        key = {**req} if guide is None else {**req, "guide": guide.key, "cone_angle": float(cone_angle)}
+        if model is not loaded.model:   # the compiled model rounds otherwise: its paths are not the eager one's
+            key["eager"] = True
+        memo = _memo_key(loaded, x, target, key, mask)
         traj = self.cache.get(memo)
         if traj is None:
             traj = explain.counterfactual(model, x, target, autocast=self.uses_bf16(loaded),

@@ -21,6 +21,7 @@ from explain.landscape import (
 from .. import page
 from ..explainer import Explainer
 from ..inputs import user_errors
+from ..state import LoadedModel
 from ..views import LandscapeView
 from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual
@@ -91,7 +92,7 @@ def run(ex: Explainer, state, step, energy, grid, progress=gr.Progress()) -> Lan
                      sized(plan) + view.landscape.info())
 
 
-def plan_for(ex: Explainer, loaded: Any, frames: int, grid: int) -> LandscapePlan:
+def plan_for(ex: Explainer, loaded: LoadedModel, frames: int, grid: int) -> LandscapePlan:
     """The grid (at most `grid` a side) and batch that fit one request's time and memory budget on `loaded`, for a
     path of `frames` frames: what this tab and the /landscape API compute."""
     return plan_landscape(grid, frames, seconds_per_image(loaded.model, loaded.image_size, ex.uses_bf16(loaded)),

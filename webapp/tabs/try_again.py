@@ -10,6 +10,8 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+import explain
+
 from ..explainer import Explainer
 from ..inputs import MAX_REQUEST_STEPS, eps_text, model_input, target_index
 from ..retry import Retry, retry_for
@@ -59,7 +61,7 @@ def _not_shown(ex: Explainer, state: Any, image: Any, target: Any) -> list[str]:
     other = made_for_another(view, loaded.key, model_input(image, loaded))
     other += [] if target_index(target, loaded) == view.trajectory.target else ["target"]
     mask, then = region.for_model(ex, state, loaded), view.trajectory.params.get("mask_fraction")
-    now = None if mask is None else round(float(mask.float().mean()), 6)   # as the path records its region
+    now = None if mask is None else explain.mask_fraction(mask)   # as the path records its region
     return other + ([] if now == then else ["painted region"])
 
 
