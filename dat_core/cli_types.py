@@ -209,6 +209,8 @@ def parse_eps(value: Any, name: str = "ε") -> float:
                 eps = float(text)
         except ValueError:
             raise ValueError(f"{hint}; got {_got(value)}") from None
+        if eps == math.inf:   # "1e999", 400 nines: a slip, not the words that ask for no limit
+            raise ValueError(f"{hint}; got a number beyond any float") from None
     else:
         raise ValueError(f"{hint}; got {_got(value)}")
     if math.isnan(eps) or eps < 0:
