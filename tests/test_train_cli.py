@@ -488,9 +488,11 @@ def test_a_config_integer_too_large_to_mean_anything_is_refused_in_one_line(toy,
     assert key in err and "Traceback" not in err and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("value", ["0", "-2", "foo"])
+@pytest.mark.parametrize("value", ["0", "-2", "foo", *(["gpu"] if not torch.cuda.is_available() else []),
+                                   *(["xpu"] if not (hasattr(torch, "xpu") and torch.xpu.is_available()) else [])])
 def test_the_launcher_refuses_a_bad_process_count_in_one_line(value):
-    """`--nproc_per_node=0` ended in a bare AssertionError traceback, `foo` in a ValueError one (exit 1)."""
+    """`--nproc_per_node=0` ended in a bare AssertionError traceback, `foo` in a ValueError one (exit 1), `gpu` on a
+    machine without one in torchrun's "Cuda is not available." traceback."""
     run = subprocess.run([sys.executable, "-m", "train.launch", "--standalone", f"--nproc_per_node={value}", "-m",
                           "train", "stage1"], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[1])

@@ -21,9 +21,17 @@ def exit_code(code: int) -> int:
 
 
 def process_count_problem(value: str) -> str | None:
-    """Why `--nproc_per_node` cannot be taken, or None: a positive count or one of torchrun's words."""
-    if value in ("auto", "cpu", "gpu", "xpu"):
+    """Why `--nproc_per_node` cannot be taken, or None: a positive count or one of torchrun's words (gpu and xpu
+    only where there is one: torchrun otherwise failed with a ValueError traceback)."""
+    import torch
+
+    if value in ("auto", "cpu"):
         return None
+    if value in ("gpu", "xpu"):
+        backend = torch.cuda if value == "gpu" else getattr(torch, "xpu", None)
+        here = backend is not None and backend.is_available()
+        return None if here else f"--nproc_per_node={value} asks for one process per {value.upper()}, and this " \
+                                 f"machine has none (give a number of processes, or cpu)"
     try:
         ok = int(value) >= 1
     except ValueError:
