@@ -34,6 +34,7 @@ from dat_core.data import (
     train_val_split,
 )
 from dat_core.data.augment import augment, cutout, hflip, random_crop, random_resized_crop
+from dat_core.data.pickle_reader import PickleDataError, read_pickle_data
 from dat_core.data.streams import BatchStream
 from dat_core.evaluation import as_batches
 from dat_core.training.config import load_config
@@ -167,11 +168,62 @@ def test_cifar_refuses_malicious_pickle_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     evil = pickle.dumps({b"data": _Evil(str(marker))}, protocol=2)
     _, md5 = _make_cifar(tmp_path, evil=evil)
-    with pytest.raises(pickle.UnpicklingError, match="system"):
+    with pytest.raises(PickleDataError, match="system"):
         load_cifar("cifar10", tmp_path, download=False, md5=md5)
     assert not marker.exists()
-    with pytest.raises(pickle.UnpicklingError):  # and no codec trickery through _codecs.encode
-        cifar._safe_unpickle(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x03\x00\x00\x00hex\x86R.")
+    with pytest.raises(PickleDataError):  # and no codec trickery through _codecs.encode
+        read_pickle_data(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x03\x00\x00\x00hex\x86R.")
+
+
+def test_cifar_batches_are_read_as_data_never_unpickled(tmp_path):
+    """The batches went through a restricted pickle.Unpickler: it still called the functions it allowed, and a
+    BUILD on the allowed `_codecs.encode` stand-in set its __defaults__ for the rest of the process. Now no
+    unpickler runs at all, and what the reader gives equals what pickle gives for every protocol."""
+    path, md5 = _make_cifar(tmp_path)
+    assert load_cifar("cifar10", path, "test", download=False, md5=md5).images.shape == (3, 3, 32, 32)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        obj = {b"data": np.arange(24, dtype=np.uint8).reshape(2, 12), "labels": [1, 2**40, -3], "f": 1.5,
+               "t": (b"x", None, True), "be": np.arange(3, dtype=">i4"), "s": np.float32(2.5), "F": np.ones((2, 3)).T}
+        got = read_pickle_data(pickle.dumps(obj, protocol=protocol))
+        assert got.keys() == obj.keys() and got["labels"] == obj["labels"] and got["t"] == obj["t"]
+        for k in (b"data", "be", "F"):
+            assert got[k].dtype == obj[k].dtype and np.array_equal(got[k], obj[k]), (protocol, k)
+        assert got["s"] == np.float32(2.5) and got["f"] == 1.5
+    # the official batches: written by Python 2 (str keys and data as BINSTRING, I00 for False), read as bytes
+    py2 = (b"\x80\x02}q\x01(U\x04dataq\x02cnumpy.core.multiarray\n_reconstruct\nq\x03cnumpy\nndarray\nq\x04K\x00"
+           b"\x85U\x01b\x87Rq\x05(K\x01K\x01K\x03\x86cnumpy\ndtype\nq\x06U\x02u1K\x00K\x01\x87Rq\x07(K\x03U\x01|NNNJ"
+           b"\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbI00\nT\x03\x00\x00\x00\x01\x02\xfftbU\x06labelsq\x08]q\t(K\x07e"
+           b"u.")
+    assert pickle.loads(py2, encoding="bytes")[b"labels"] == [7]
+    got = read_pickle_data(py2)
+    assert got[b"labels"] == [7] and got[b"data"].tolist() == [[1, 2, 255]]
+    # BUILD on a named global (the stand-in's __defaults__), object arrays, other callables: refused
+    for bad in (b"\x80\x02c_codecs\nencode\nN}X\x0c\x00\x00\x00__defaults__X\x04\x00\x00\x00utf8\x85s\x86b.",
+                pickle.dumps(np.array([{}], dtype=object), protocol=2), pickle.dumps(print, protocol=2),
+                b"\x80\x02]q\x00h\x00a.", b"\x80\x02K\x01"):
+        with pytest.raises(PickleDataError):
+            read_pickle_data(bad)
+
+
+@pytest.mark.parametrize("fault,message", [
+    ("label", "labels must be 0–9"), ("width", "not \\(N, 3072\\) uint8"), ("names", "names 3 classes"),
+    ("count", "labels for 4 images"), ("key", "no 'labels' entry")])
+def test_cifar_contents_of_another_shape_are_refused_by_name(tmp_path, fault, message):
+    """Labels 10 or -3 for CIFAR-10 (-3 then read as "unlabeled"), 1024-wide rows (a numpy error) and 3 class
+    names were taken from an archive whose md5 the caller vouched for."""
+    batch = {b"data": np.zeros((4, 1024 if fault == "width" else 3072), np.uint8),
+             b"labels": [0, 1, 10 if fault == "label" else 2, 3][: 3 if fault == "count" else 4]}
+    if fault == "key":
+        del batch[b"labels"]
+    src = data.CIFAR_SOURCES["cifar10"]
+    path = tmp_path / src.filename
+    with tarfile.open(path, "w:gz") as tar:
+        for m in (*src.members["train"], *src.members["test"]):
+            _add(tar, f"cifar-10-batches-py/{m}", pickle.dumps(batch, protocol=2))
+        names = [f"c{k}".encode() for k in range(3 if fault == "names" else 10)]
+        _add(tar, f"cifar-10-batches-py/{src.meta}", pickle.dumps({b"label_names": names}, protocol=2))
+    with pytest.raises(ValueError, match=message):
+        load_cifar("cifar10", path, "test", download=False, md5=hashlib.md5(path.read_bytes()).hexdigest())
 
 
 # --------------------------------------------------------------------------- class-folder archives

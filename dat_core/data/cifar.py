@@ -1,12 +1,9 @@
-"""The official CIFAR-10/100 python-batch archives: download, md5 check, and a numpy-only unpickler."""
+"""The official CIFAR-10/100 python-batch archives: download, md5 check, and the batches read as data (never
+unpickled: `pickle_reader`), checked for the shape CIFAR has."""
 
 from __future__ import annotations
 
-import codecs
 import hashlib
-import importlib
-import io
-import pickle
 import tarfile
 import urllib.error
 import urllib.request
@@ -19,6 +16,7 @@ import torch
 from ..files import replacing
 from ..logs import progress_bar
 from .datasets import ImageDataset
+from .pickle_reader import read_pickle_data
 
 
 @dataclass(frozen=True)
@@ -41,44 +39,6 @@ CIFAR_SOURCES = {
                             "eb9058c3a382ffc7106e4002c42a8d85", {"train": ("train",), "test": ("test",)},
                             "meta", "fine_labels", "fine_label_names"),
 }
-
-
-def _numpy_global(module: str, name: str) -> object:
-    """numpy 2 moved numpy.core to numpy._core; resolve either spelling without a deprecation warning."""
-    for mod in (module.replace("numpy.core", "numpy._core"), module):
-        try:
-            return getattr(importlib.import_module(mod), name)
-        except (ImportError, AttributeError):
-            continue
-    raise pickle.UnpicklingError(f"cannot resolve {module}.{name}")
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    # Protocol-2 pickles of bytes call _codecs.encode(str, "latin1"); allow nothing else.
-    if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
-    return codecs.encode(text, "latin1")
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler for CIFAR batches: only the globals numpy arrays need; anything else is refused
-    before it can run (the batches come from the internet)."""
-
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-                ("numpy", "ndarray"), ("numpy", "dtype"),
-                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) == ("_codecs", "encode"):
-            return _latin1_encode
-        if (module, name) in self._ALLOWED:
-            return _numpy_global(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle global {module}.{name}")
-
-
-def _safe_unpickle(data: bytes) -> object:
-    return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
 
 
 def _md5(path: Path) -> str:
@@ -123,7 +83,8 @@ def load_cifar(name: str, root: str | Path, split: str = "train", download: bool
     """CIFAR-10/100 from the official python-batch archive (`root`: its directory or the file itself).
 
     A missing archive is downloaded from the official URL; its md5 (default: the official one) is
-    checked before anything is read, and the pickled batches go through a numpy-only unpickler.
+    checked before anything is read, and the pickled batches are read as data, never unpickled
+    (`pickle_reader`); their contents are checked for CIFAR's shape.
     CIFAR-100 uses the 100 fine labels.
     """
     if name not in CIFAR_SOURCES:
@@ -152,9 +113,35 @@ def load_cifar(name: str, root: str | Path, split: str = "train", download: bool
     for member in wanted:
         if member not in raw:
             raise ValueError(f"{archive} has no member {member!r}; is it the official {src.filename}?")
-    batches = [_safe_unpickle(raw[m]) for m in src.members[split]]
-    names = _get(_safe_unpickle(raw[src.meta]), src.names_key)
-    class_names = [n.decode() if isinstance(n, bytes) else n for n in names]
-    data = np.concatenate([np.asarray(_get(b, "data"), dtype=np.uint8) for b in batches])
-    labels = np.concatenate([np.asarray(_get(b, src.label_key), dtype=np.int64) for b in batches])
+    batches = [_batch(read_pickle_data(raw[m]), m, src) for m in src.members[split]]
+    class_names = _class_names(read_pickle_data(raw[src.meta]), name, src)
+    data = np.concatenate([d for d, _ in batches])
+    labels = np.concatenate([y for _, y in batches])
+    if labels.size and not (0 <= labels.min() and labels.max() < len(class_names)):
+        raise ValueError(f"{archive}: labels must be 0–{len(class_names) - 1}, found {labels.min()}–{labels.max()}")
     return ImageDataset(torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels), class_names)
+
+
+def _batch(d: object, member: str, src: CifarSource) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's (N, 3072) uint8 pixels and N labels, refused when it is not shaped so."""
+    try:
+        data, labels = np.asarray(_get(d, "data")), np.asarray(_get(d, src.label_key))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"CIFAR batch {member!r} has no {e} entry; is it the official {src.filename}?") from None
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"CIFAR batch {member!r} holds {data.dtype} pixels of shape {data.shape}, not (N, 3072) "
+                         f"uint8; is it the official {src.filename}?")
+    if labels.ndim != 1 or len(labels) != len(data) or labels.dtype.kind not in "iu":
+        raise ValueError(f"CIFAR batch {member!r} has {labels.shape} labels for {len(data)} images")
+    return data, labels.astype(np.int64)
+
+
+def _class_names(meta: object, name: str, src: CifarSource) -> list[str]:
+    try:
+        names = list(_get(meta, src.names_key))
+    except (KeyError, TypeError):
+        raise ValueError(f"{src.meta} has no {src.names_key!r}; is it the official {src.filename}?") from None
+    expected = 10 if name == "cifar10" else 100
+    if len(names) != expected or not all(isinstance(n, (bytes, str)) for n in names):
+        raise ValueError(f"{src.meta} names {len(names)} classes; {name} has {expected}")
+    return [n.decode() if isinstance(n, bytes) else n for n in names]
