@@ -79,9 +79,13 @@ def load_checkpoint_dir(directory: str | Path, label: str | None = None) -> Clas
         raise FileNotFoundError(f"{label} is missing {' and '.join(missing)}: a checkpoint directory needs "
                                 f"{' + '.join(CHECKPOINT_FILES)}")
     config = read_config(directory / CONFIG_NAME, label=f"{label}/{CONFIG_NAME}")
+    weights, source = directory / WEIGHTS_NAME, f"{label}/{WEIGHTS_NAME}"
+    with torch.device("meta"):   # its shape, nothing allocated: a 136-byte config naming a 400M-parameter model
+        skeleton = build_model(**config)   # cost a GiB and seconds before weights that did not fit it were read
+    check_state_dict(skeleton, read_header(weights, len(skeleton.state_dict()), label=source), source=source)
+    state_dict = read_weights(weights, label=source)
     model = build_model(**config)
-    state_dict = read_weights(directory / WEIGHTS_NAME, label=f"{label}/{WEIGHTS_NAME}")
-    check_state_dict(model, state_dict, source=f"{label}/{WEIGHTS_NAME}")
+    check_state_dict(model, state_dict, source=source)
     model.load_state_dict(state_dict)
     return model.eval()
 
@@ -109,17 +113,64 @@ def read_weights(path: str | Path, label: str | None = None) -> dict[str, torch.
     (a pickle, a truncated file, an absurd header). Nothing is ever unpickled."""
     path = Path(path)
     label = str(path) if label is None else label
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-    header = int.from_bytes(head, "little") if len(head) == 8 else -1
-    if not 2 <= header <= min(MAX_HEADER_BYTES, size - 8):
-        raise ValueError(f"{label} is not a safetensors file (its first 8 bytes do not give a plausible header "
-                         "length); checkpoints store weights as safetensors, never as pickles")
+    _header_length(path, label)
     try:
         return load_file(path, device="cpu")
     except Exception as e:  # SafetensorError and friends: a malformed header or data section
         raise ValueError(f"{label} is not a safetensors file ({type(e).__name__}: {e})") from None
+
+
+HEADER_BYTES_PER_TENSOR = 512
+"""Room in a safetensors header for one tensor's entry (ours take about 100 bytes): a header larger than the model's
+tensors need is refused before it is parsed (16 MB describing 250,000 empty tensors took 7 s and 360 MB)."""
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64, "BOOL": torch.bool, "C64": torch.complex64,
+           "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+def read_header(path: str | Path, tensors: int, label: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors a model.safetensors file declares, as meta tensors of their dtype and shape (nothing loaded), for
+    `check_state_dict` before the data is read. A header with more room than `tensors` entries need is refused
+    unparsed."""
+    path = Path(path)
+    label = str(path) if label is None else label
+    budget = min(MAX_HEADER_BYTES, 4096 + HEADER_BYTES_PER_TENSOR * tensors)
+    length = _header_length(path, label)
+    if length > budget:
+        raise ValueError(f"{label} has a header of {length} bytes; the model's {tensors} tensors need at most "
+                         f"{budget}: it is not a checkpoint of this model")
+    with path.open("rb") as f:
+        f.seek(8)
+        raw = f.read(length)
+    try:
+        header = json.loads(raw)
+        declared = {k: v for k, v in header.items() if k != "__metadata__"}
+        out = {}
+        for key, entry in declared.items():
+            shape = entry["shape"]
+            if not (isinstance(shape, list) and len(shape) <= 8 and all(type(n) is int and 0 <= n < 2**40
+                                                                         for n in shape)):
+                raise ValueError(f"{key} has shape {str(shape)[:60]}")
+            if entry["dtype"] not in _DTYPES:
+                raise ValueError(f"{key} is {str(entry['dtype'])[:20]!r}, not a dtype the model takes")
+            out[key] = torch.empty(shape, dtype=_DTYPES[entry["dtype"]], device="meta")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        said = str(e)[:120]
+        raise ValueError(f"{label} is not a safetensors file of this model (its header: {said})") from None
+    return out
+
+
+def _header_length(path: Path, label: str) -> int:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+    length = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
+        raise ValueError(f"{label} is not a safetensors file (its first 8 bytes do not give a plausible header "
+                         "length); checkpoints store weights as safetensors, never as pickles")
+    return length
 
 
 MAX_CARD_BYTES = 2**20
@@ -165,8 +216,9 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
 
 
 def _check_dtypes(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Float tensors of the model take `WEIGHT_DTYPES`; others (BatchNorm's int64 num_batches_tracked) only their own.
-    Called once the keys match."""
+    """Float tensors of the model take `WEIGHT_DTYPES` and finite values (BatchNorm variances >= 0); others
+    (BatchNorm's int64 num_batches_tracked) only their own dtype. Called once the keys match; meta tensors (a
+    header's, `read_header`) have no values to check."""
     for key, mine in expected.items():
         dtype = state_dict[key].dtype
         if mine.is_floating_point() and dtype not in WEIGHT_DTYPES:
@@ -174,6 +226,15 @@ def _check_dtypes(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str,
             raise ValueError(f"{source}: {key} is {dtype}, not a floating dtype the model takes ({allowed})")
         if not mine.is_floating_point() and dtype != mine.dtype:
             raise ValueError(f"{source}: {key} is {dtype}; the model stores {mine.dtype}")
+        value = state_dict[key]
+        if value.is_meta or not mine.is_floating_point():
+            continue
+        cast = value.to(mine.dtype)   # a float64 1e300 is inf in float32
+        if not bool(torch.isfinite(cast).all()):
+            raise ValueError(f"{source}: {key} holds NaN or infinite values (as {mine.dtype}), which make every "
+                             "logit NaN")
+        if key.endswith("running_var") and bool((cast < 0).any()):
+            raise ValueError(f"{source}: {key} holds negative variances")
 
 
 def _listing(one: str, many: str, items: list[str], shown: int = 5) -> str:

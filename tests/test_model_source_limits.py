@@ -206,3 +206,75 @@ def test_visitors_waiting_on_a_load_that_fails_share_its_error_and_a_later_reque
         t.join(60)
     assert len(calls) == 1 and peak[0] == 1 and outcomes == ["hub timeout"] * 4
     assert registry.load(slow) is registry.get(slow.key) and len(calls) == 2      # tried again, afresh
+
+
+def _checkpoint(tmp_path, config: dict, tensors: dict, name: str = "ckpt"):
+    import json
+
+    from safetensors.torch import save_file
+
+    directory = tmp_path / name
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(config))
+    save_file(tensors, directory / "model.safetensors")
+    return directory
+
+
+def test_weights_that_cannot_fit_the_config_are_refused_before_the_model_is_built(tmp_path):
+    """A 136-byte repo (a config naming a 200M-parameter model, weights of one number) cost the server a GiB and
+    seconds per attempt: the model was built for real before its weights were read."""
+    big = {"arch": "wide-resnet50-4", "num_classes": 1000, "image_size": 64}
+    directory = _checkpoint(tmp_path, big, {"x": torch.zeros(1)})
+    code = ("import time\nfrom dat_core.checkpoint import load_checkpoint_dir\nt = time.monotonic()\n"
+            f"try:\n    load_checkpoint_dir({str(directory)!r}, label='repo')\n"
+            "except ValueError as e:\n    print('REFUSED', str(e)[:200])\n"
+            "print('SECONDS', time.monotonic() - t)\n"
+            "peak = next(x for x in open('/proc/self/status') if x.startswith('VmHWM'))\n"
+            "print('MAXRSS_MB', int(peak.split()[1]) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert "REFUSED repo/model.safetensors does not match wide-resnet50-4" in out, out
+    assert int(out.split("MAXRSS_MB")[1]) < 700 and float(out.split("SECONDS")[1].split()[0]) < 2.5, out
+
+
+def test_a_header_larger_than_the_model_needs_is_refused_unparsed(tmp_path):
+    """16 MB of header describing 250,000 empty tensors (under every size cap) took 7 s and 360 MB to parse before
+    its keys were compared; a 5000-dimensional shape came back as a 15,000-character message."""
+    from dat_core.checkpoint import load_checkpoint_dir
+
+    config = {"arch": "wrn-10-1", "num_classes": 10}
+    many = _checkpoint(tmp_path, config, {f"t{i}": torch.zeros(0) for i in range(20_000)}, "many")
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="has a header of .* bytes; the model's .* tensors need at most"):
+        load_checkpoint_dir(many)
+    assert time.monotonic() - t0 < 1
+    sd = build_model("wrn-10-1").state_dict()
+    sd["fc.weight"] = torch.zeros([1] * 5000)
+    with pytest.raises(ValueError) as e:
+        load_checkpoint_dir(_checkpoint(tmp_path, config, sd, "deep"))
+    assert len(str(e.value)) < 500
+
+
+@pytest.mark.parametrize("change,field", [({"std": [5e-324, 1, 1]}, "std"), ({"mean": [1e308, 0, 0]}, "mean"),
+                                          ({"std": [1e300, 1, 1]}, "std")])
+def test_a_normalization_that_float32_cannot_hold_is_refused(change, field):
+    """A std of 5e-324 is 0 in float32 and a mean of 1e308 inf: the model loaded and every logit was NaN."""
+    with pytest.raises(ValueError, match=field):
+        validate_model_config({"arch": "wrn-10-1", "num_classes": 10, **change})
+    assert validate_model_config({"arch": "wrn-10-1", "num_classes": 10, "std": [0.229, 0.224, 0.225],
+                                  "mean": [0.5, 0.5, 0.5]})
+
+
+@pytest.mark.parametrize("key,value,said", [("fc.weight", float("nan"), "NaN or infinite"),
+                                            ("fc.bias", 1e300, "NaN or infinite"),
+                                            ("block1.layer.0.bn1.running_var", -1.0, "negative variances")])
+def test_weights_that_make_every_logit_nan_are_refused_by_name(tmp_path, key, value, said):
+    """NaN weights, float64 values beyond float32 and negative BatchNorm variances loaded silently, and every
+    explanation of the model was NaN."""
+    from dat_core.checkpoint import load_checkpoint_dir
+
+    sd = {k: v.clone() for k, v in build_model("wrn-10-1").state_dict().items()}
+    assert key in sd, sorted(sd)
+    sd[key] = sd[key].double()
+    sd[key].view(-1)[0] = value
+    with pytest.raises(ValueError, match=f"{key.replace('.', '[.]')}.*{said}"):
+        load_checkpoint_dir(_checkpoint(tmp_path, {"arch": "wrn-10-1", "num_classes": 10}, sd))

@@ -28,6 +28,10 @@ NUM_CLASSES = (1, 22_000)
 IMAGE_SIZE = (8, 512)
 """The input sides a config may hold, in pixels."""
 
+NORMALIZATION_RANGE = (1e-4, 1e4)
+"""The smallest std and largest |mean| or std a config may hold: the model keeps them as float32, where a std of
+5e-324 is 0 and a mean of 1e308 is inf, so the logits of every image were NaN."""
+
 MAX_ACTIVATION_BYTES = 2 * 2**30
 """Largest fp32 activation memory of one image's forward pass (a PGD step keeps about this for backward);
 the paper's largest, ConvNeXt-L-CvSt at 256 px, needs about 0.4 GiB by this count."""
@@ -72,11 +76,19 @@ class ModelConfig(BaseModel):
             raise ValueError("must hold finite numbers")
         return v
 
+    @field_validator("mean")
+    @classmethod
+    def _pixel_scale(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(abs(x) <= NORMALIZATION_RANGE[1] for x in v):
+            raise ValueError(f"must lie within ±{NORMALIZATION_RANGE[1]:g} (pixels are in [0, 1])")
+        return v
+
     @field_validator("std")
     @classmethod
     def _positive(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and not all(x > 0 for x in v):
-            raise ValueError("must be > 0 in every channel")
+        lo, hi = NORMALIZATION_RANGE
+        if v is not None and not all(lo <= x <= hi for x in v):
+            raise ValueError(f"must be in [{lo:g}, {hi:g}] in every channel")
         return v
 
     @field_validator("energy_quantiles")
