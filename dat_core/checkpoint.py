@@ -130,13 +130,26 @@ _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF
            "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
+def header_budget(tensors: int) -> int:
+    """The largest safetensors header a model of `tensors` state-dict entries may have."""
+    return min(MAX_HEADER_BYTES, 4096 + HEADER_BYTES_PER_TENSOR * tensors)
+
+
+def max_weights_bytes(config: dict[str, Any]) -> int:
+    """The largest model.safetensors the model `config` describes can have (every tensor in float64, the widest
+    dtype it takes, and the fullest header): a download's cap, measured on the meta device."""
+    with torch.device("meta"):
+        state = build_model(**config).state_dict()
+    return 8 + header_budget(len(state)) + sum(8 * v.numel() for v in state.values())
+
+
 def read_header(path: str | Path, tensors: int, label: str | None = None) -> dict[str, torch.Tensor]:
     """The tensors a model.safetensors file declares, as meta tensors of their dtype and shape (nothing loaded), for
     `check_state_dict` before the data is read. A header with more room than `tensors` entries need is refused
     unparsed."""
     path = Path(path)
     label = str(path) if label is None else label
-    budget = min(MAX_HEADER_BYTES, 4096 + HEADER_BYTES_PER_TENSOR * tensors)
+    budget = header_budget(tensors)
     length = _header_length(path, label)
     if length > budget:
         raise ValueError(f"{label} has a header of {length} bytes; the model's {tensors} tensors need at most "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi, constants, snapshot_download
 from huggingface_hub import errors as hf_errors
+from huggingface_hub.file_download import repo_folder_name
 
 from .checkpoint import (
     CARD_NAME,
@@ -24,7 +25,10 @@ from .checkpoint import (
     MAX_CONFIG_BYTES,
     WEIGHTS_NAME,
     load_checkpoint_dir,
+    max_weights_bytes,
+    read_config,
 )
+from .files import replacing
 from .models.config import MAX_PARAMETERS
 
 HUB_FILES = [*CHECKPOINT_FILES, CARD_NAME]
@@ -105,12 +109,23 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
     revision = validate_revision(revision)
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     hub_url = endpoint or constants.ENDPOINT
-    try:
-        if not (local_files_only or constants.HF_HUB_OFFLINE):
-            _check_sizes(HfApi(endpoint=endpoint, token=token), repo_id, revision)
-        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES, cache_dir=cache_dir,
-                                      endpoint=endpoint, token=token, local_files_only=bool(local_files_only),
+    local_only = bool(local_files_only or constants.HF_HUB_OFFLINE)
+
+    def fetch(at: str | None, files: list[str], cached_only: bool) -> Path:
+        return Path(snapshot_download(repo_id, revision=at, allow_patterns=files, cache_dir=cache_dir,
+                                      endpoint=endpoint, token=token, local_files_only=cached_only,
                                       force_download=force_download))
+
+    try:
+        listed = None if local_only else _checked_listing(HfApi(endpoint=endpoint, token=token), repo_id, revision)
+        if listed is None:   # offline, or the Hub unreachable: the cache only, never a download left unchecked
+            path = fetch(revision, HUB_FILES, True)
+        else:   # every request pinned to the one commit whose sizes were checked (a branch that moved in between
+            commit, weights = listed   # let an unchecked 5 GB file through)
+            _check_weights_size(fetch(commit, [CONFIG_NAME], False), repo_id, weights)
+            path = fetch(commit, HUB_FILES, False)
+            if revision != commit:
+                _remember_ref(cache_dir, repo_id, revision or constants.DEFAULT_REVISION, commit)
     except hf_errors.LocalEntryNotFoundError as e:  # offline / unreachable, and not (fully) cached
         offline = os.environ.get("HF_HUB_OFFLINE", "0")
         raise FileNotFoundError(
@@ -135,18 +150,45 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
     return path
 
 
-def _check_sizes(api: HfApi, repo_id: str, revision: str | None) -> None:
-    """ValueError when the repo lists a file larger than `MAX_DOWNLOAD_BYTES` allows; an unreachable Hub is left
-    to `snapshot_download` (which then serves the cache)."""
+def _checked_listing(api: HfApi, repo_id: str, revision: str | None) -> tuple[str, int | None] | None:
+    """The commit `revision` names now and the size it lists for the weights, once every file we fetch from it is
+    within `MAX_DOWNLOAD_BYTES` (ValueError otherwise); None when the Hub cannot be reached."""
     try:
-        entries = list(api.list_repo_tree(repo_id, revision=revision))
+        commit = api.repo_info(repo_id, revision=revision).sha
+        entries = list(api.list_repo_tree(repo_id, revision=commit))
     except _network_errors():
-        return
+        return None
+    weights = None
     for entry in entries:
         size, cap = getattr(entry, "size", None), MAX_DOWNLOAD_BYTES.get(entry.path)
         if cap is not None and isinstance(size, int) and size > cap:
             raise ValueError(f"{entry.path} is larger than {cap >> 20} MB ({size >> 20} MB): more than a checkpoint "
                              "we load holds, so it is not downloaded")
+        if entry.path == WEIGHTS_NAME and isinstance(size, int):
+            weights = size
+    return commit, weights
+
+
+def _check_weights_size(snapshot: Path, repo_id: str, size: int | None) -> None:
+    """ValueError when the listed weights are larger than the model its config.json (fetched alone first) describes
+    can be: a config of 78,000 parameters let 3 GB of junk be downloaded."""
+    if size is None or not (snapshot / CONFIG_NAME).is_file():
+        return   # nothing listed, or no config: `download` says what is missing before any weights are read
+    config = read_config(snapshot / CONFIG_NAME, label=f"Hub repo {repo_id} ({CONFIG_NAME})")
+    cap = max_weights_bytes(config)
+    if size > cap:
+        raise ValueError(f"{WEIGHTS_NAME} of Hub repo {repo_id} is {size / 2**20:.1f} MB, more than a "
+                         f"{config['arch']} checkpoint can be ({cap / 2**20:.1f} MB), so it is not downloaded")
+
+
+def _remember_ref(cache_dir: str | Path | None, repo_id: str, revision: str, commit: str) -> None:
+    """Point the cache's refs/<revision> at `commit`, as `snapshot_download` does when given a branch or tag (here it
+    was given the commit), so the same revision loads offline later (the cache layout of huggingface_hub's docs)."""
+    folder = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    ref = folder / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(ref) as tmp:
+        tmp.write_text(commit)
 
 
 # ---------------------------------------------------------------- push

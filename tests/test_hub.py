@@ -277,3 +277,46 @@ def test_the_download_caps_hold_the_largest_checkpoint_we_load():
     assert hub.MAX_DOWNLOAD_BYTES["model.safetensors"] >= 8 * MAX_PARAMETERS     # fp64 weights at the limit
     assert hub.MAX_DOWNLOAD_BYTES["config.json"] == MAX_CONFIG_BYTES
     assert hub.MAX_DOWNLOAD_BYTES["README.md"] == MAX_CARD_BYTES
+
+
+def test_a_branch_that_moves_after_the_size_check_cannot_slip_a_file_past_it(fake_hub, tmp_path, monkeypatch):
+    """The sizes were listed for `main`, then `main` was resolved again by the download: a commit pushed in between
+    (a 5 MB README.md here, under caps of 1 MB) was fetched unchecked. Every request now names the checked commit."""
+    from huggingface_hub import HfApi
+
+    listing = HfApi.list_repo_tree
+
+    def then_push(*args, **kwargs):
+        listed = list(listing(*args, **kwargs))
+        fake_hub.commit(REPO, {"README.md": b"x" * (5 << 20)})   # the branch moves right after its listing
+        return listed
+
+    monkeypatch.setattr(HfApi, "list_repo_tree", then_push)
+    path = hub.download(REPO, endpoint=fake_hub.url, cache_dir=tmp_path)
+    assert path.name == fake_hub.sha_a and (path / "README.md").stat().st_size < 1 << 20
+    assert (tmp_path / "models--dat-lab--dat-tiny" / "refs" / "main").read_text() == fake_hub.sha_a
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_size >= 5 << 20]
+    monkeypatch.undo()   # the next download sees the new commit, and refuses it before fetching anything
+    with pytest.raises(ValueError, match="README.md is larger than 1 MB"):
+        hub.download(REPO, endpoint=fake_hub.url, cache_dir=tmp_path)
+
+
+def test_weights_larger_than_the_config_allows_are_not_downloaded(fake_hub, models, tmp_path):
+    """Any repo could make the app download 3 GB (the cap of the largest model we load) whatever its config said:
+    a wrn-10-1 config (78,000 parameters) with 2 MB of weights is refused before the weights are fetched."""
+    config = (models["A"][1] / "config.json").read_bytes()
+    fake_hub.commit("dat-lab/padded", {"config.json": config, "model.safetensors": b"\0" * (2 << 20)})
+    with pytest.raises(ValueError, match=r"model.safetensors of Hub repo dat-lab/padded is 2.0 MB, more than a "
+                                         r"wrn-10-1 checkpoint can be \(0\.\d MB\)") as e:
+        hub.download("dat-lab/padded", endpoint=fake_hub.url, cache_dir=tmp_path)
+    assert str(tmp_path) not in str(e.value)
+    assert fake_hub.count("GET", "padded/resolve") == 1 and fake_hub.count("GET", "model.safetensors") == 0
+    fp64 = {k: v.double() if v.is_floating_point() else v for k, v in models["A"][0].state_dict().items()}
+    widest = tmp_path / "fp64"
+    widest.mkdir()
+    from safetensors.torch import save_file
+
+    save_file(fp64, widest / "model.safetensors")   # the largest the config allows is still taken
+    fake_hub.commit("dat-lab/fp64", {"config.json": config,
+                                     "model.safetensors": (widest / "model.safetensors").read_bytes()})
+    assert same(load_model("dat-lab/fp64", endpoint=fake_hub.url, cache_dir=tmp_path), models["A"][0])

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from fakehub import FakeHub
+from huggingface_hub import snapshot_download
 from test_checkpoint import logits, random_model
 
 from dat_core import DATModel, hub
@@ -59,8 +60,9 @@ def test_extra_config_keys_load_as_with_load_model(tmp_path):
 @pytest.fixture
 def cached(tmp_path, monkeypatch):
     """A Hub cache filled through the real client from the loopback Hub: `REPO` on branches named after each
-    case of MALFORMED (0, 1, ...), and a good checkpoint with an extra key on main. (The oversized configs get
-    into the cache past `hub.download`'s own size check, lifted here: a cache may hold what another client put.)"""
+    case of MALFORMED (0, 1, ...), and a good checkpoint with an extra key on main. (The malformed configs get
+    into the cache past `hub.download`'s own checks, through huggingface_hub itself: a cache may hold what another
+    client put.)"""
     monkeypatch.setitem(hub.MAX_DOWNLOAD_BYTES, "config.json", 1 << 30)
     good = _checkpoint(tmp_path / "good")
     config = json.loads((good / "config.json").read_text())
@@ -71,7 +73,8 @@ def cached(tmp_path, monkeypatch):
         hub.download(REPO, endpoint=fake.url, cache_dir=cache)
         for i, (text, _) in enumerate(MALFORMED):
             fake.commit(REPO, {"config.json": text.encode()}, branch=str(i))
-            hub.download(REPO, revision=str(i), endpoint=fake.url, cache_dir=cache)
+            snapshot_download(REPO, revision=str(i), endpoint=fake.url, cache_dir=cache,   # another client's:
+                              allow_patterns=hub.HUB_FILES)   # hub.download refuses a bad config before the weights
     return cache, good
 
 
