@@ -96,7 +96,7 @@ def official_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch
         if name == "n_averaged" or (madry and name.startswith("attacker.")):
             continue
         if name in _NORMALIZATION_KEYS or name.startswith(_NORMALIZATION_PREFIXES):
-            dropped_norm.append(f"{key}={value.flatten().tolist()}")
+            dropped_norm.append(f"{key}={_shown(value)}")
             continue
         if madry:
             name = name.removeprefix("model.")
@@ -108,6 +108,14 @@ def official_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch
         warnings.warn(f"{source}: dropped input-normalization entries {', '.join(dropped_norm)}; our models "
                       "normalize with config mean/std, so pass mean=/std= if these differ", stacklevel=3)
     return out
+
+
+def _shown(value: torch.Tensor, most: int = 6) -> str:
+    """A tensor in a message: its values when it has a few (the three channel statistics), else its shape (an 80 MB
+    "mean" was written into the warning whole: 100 million characters)."""
+    if value.numel() <= most:
+        return str(value.flatten().tolist())
+    return f"<{value.numel()} values of shape {tuple(value.shape)}>"
 
 
 # ---------------------------------------------------------------- official model configs
@@ -125,7 +133,7 @@ def official_arch(model_type: str, use_convstem: bool = True) -> tuple[str, str,
     t = model_type.lower()
     if t in _IMAGENET_RESNETS:  # timm fork: ImageNet statistics inside forward
         return _IMAGENET_RESNETS[t], "imagenet", True
-    if m := re.fullmatch(r"wideresnet(\d+)x(\d+)", t):  # InNOut WRN: CIFAR-10 statistics, for CIFAR-100 too
+    if m := re.fullmatch(r"wideresnet(\d+)x(\d+)", t, re.ASCII):  # InNOut WRN: CIFAR-10 statistics, for CIFAR-100 too
         return f"wrn-{m[1]}-{m[2]}", "cifar10", True
     if m := re.fullmatch(r"convnext_(small|base|large)", t):
         if not use_convstem:
@@ -167,10 +175,12 @@ def read_official_config(path: str | Path) -> dict[str, Any]:
         normalizes = _flag(overrides["model.normalize_input"])
     num_classes, image_size = _DATASETS[dataset]
     image_size = doc.get("image_size") or overrides.get("data.image_size") or image_size
-    try:
-        image_size = int(image_size)
-    except ValueError:
-        raise ValueError(f"{path}: image size {image_size!r} is not a number") from None
-    return {"arch": arch, "num_classes": num_classes, "image_size": image_size,
+    if not (type(image_size) is int or (isinstance(image_size, str) and image_size.isascii()
+                                        and image_size.strip().isdigit())):
+        raise ValueError(f"{path}: image size {str(image_size)[:40]!r} is not a whole number of pixels")
+    for key in ("checkpoint", "method"):
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise ValueError(f"{path}: {key} must be text, not a {type(doc[key]).__name__}")
+    return {"arch": arch, "num_classes": num_classes, "image_size": int(image_size),
             "normalization": stats if normalizes else "none", "class_names": dataset,
             "checkpoint": doc.get("checkpoint"), "method": doc.get("method")}

@@ -19,7 +19,7 @@ from dat_core.models import build_model, count_parameters, registry
 from dat_core.models.class_names import class_names_from, dataset_class_names, read_class_names
 from dat_core.models.convnext import ConvNeXt
 from dat_core.models.resnet import ResNet
-from dat_core.official import import_official, read_official_config
+from dat_core.official import import_official, official_state_dict, read_official_config
 from train.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,6 +343,14 @@ def test_official_configs_are_read(tmp_path, name, expected):
     ("dataset: svhn\nmodel_type: WideResNet34x10\n", "svhn"),
     ("- just\n- a list\n", "not an official DAT model config"),
     ("dataset: [unclosed\n", "not valid YAML"),
+    # a list, inf, a fraction or non-ASCII digits as the size: TypeError/OverflowError tracebacks or silently 32
+    ("dataset: cifar10\nmodel_type: WideResNet34x10\nimage_size: [32]\n", "image size .* not a whole number"),
+    ("dataset: cifar10\nmodel_type: WideResNet34x10\nimage_size: .inf\n", "image size .* not a whole number"),
+    ("dataset: cifar10\nmodel_type: WideResNet34x10\nimage_size: 32.9\n", "image size .* not a whole number"),
+    ("dataset: cifar10\nmodel_type: WideResNet34x10\ntrain_cmd: x data.image_size=\u0663\u0662\n",
+     "image size .* not a whole number"),
+    ("dataset: cifar10\nmodel_type: WideResNet34x10\ncheckpoint: [a, b]\n", "checkpoint must be text"),
+    ("dataset: cifar10\nmodel_type: WideResNet\u0663\u0664x10\n", "no architecture here"),
 ])
 def test_bad_official_configs_are_refused(tmp_path, text, message):
     (tmp_path / "c.yaml").write_text(text)
@@ -443,3 +451,23 @@ def test_cli_import_checks_out_before_it_reads_the_checkpoint(tmp_path, capsys):
         assert main(["import", "--checkpoint", str(tmp_path / "m.pth"), "--arch", "wrn-10-1", "--num-classes", "3",
                      "--out", str(out)]) == 2
         assert said in capsys.readouterr().err
+
+
+def test_a_large_normalization_tensor_is_described_not_written_out(tmp_path):
+    """An 80 MB `normalizer.mean` went into the warning value by value: 100 million characters and a GB of memory."""
+    sd = {f"module.{k}": v for k, v in build_model("wrn-10-1").state_dict().items()}
+    sd["module.normalizer.mean"] = torch.zeros(2_000_000)
+    sd["module.normalizer.std"] = torch.tensor([0.2, 0.2, 0.2])
+    with pytest.warns(UserWarning) as caught:
+        official_state_dict(sd, "x.pth")
+    text = str(caught[0].message)
+    assert len(text) < 600 and "<2000000 values of shape (2000000,)>" in text and "[0.2" in text, text
+
+
+def test_architecture_names_take_ascii_digits_only():
+    """"wrn-١٠-1" loaded as wrn-10-1 and was stored under that spelling in the model's config."""
+    from dat_core.models.config import validate_model_config
+
+    for arch in ("wrn-\u0661\u0660-1", "wrn-10-\u0661", "wrn-\uff11\uff10-1"):
+        with pytest.raises(ValueError, match="unknown architecture"):
+            validate_model_config({"arch": arch, "num_classes": 10})

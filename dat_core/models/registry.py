@@ -56,8 +56,9 @@ def register(name: str, builder: Callable[..., Classifier], *, image_size: int,
 def register_family(pattern: str, builder: Callable[..., Classifier], *, image_size: int,
                     normalization: tuple[tuple[float, ...], tuple[float, ...]],
                     parse: Callable[[re.Match], dict[str, Any]], examples: tuple[str, ...]) -> None:
-    """Register a parametrised family: names matching `pattern` build with `builder(config, **parse(match))`."""
-    _FAMILIES[re.compile(pattern)] = ArchSpec(builder, image_size, normalization, parse, examples)
+    """Register a parametrised family: names matching `pattern` build with `builder(config, **parse(match))`
+    (matched as ASCII: `\\d` takes 0-9 only, so "wrn-١٠-1" is not stored as a name of wrn-10-1)."""
+    _FAMILIES[re.compile(pattern, re.ASCII)] = ArchSpec(builder, image_size, normalization, parse, examples)
 
 
 def known_archs() -> tuple[str, ...]:
