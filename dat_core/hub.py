@@ -143,6 +143,8 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
         raise FileNotFoundError(f"a file of Hub repo {where} could not be found on {hub_url}: {e}") from e
     except hf_errors.HfHubHTTPError as e:
         raise OSError(f"the Hub at {hub_url} failed to serve {where}: {e}") from e
+    except _network_errors() as e:   # dropped mid-download (the client turns most of these into the above)
+        raise ConnectionError(f"the connection to the Hub at {hub_url} failed while fetching {where}: {e}") from e
     missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
     if missing:
         raise FileNotFoundError(f"Hub repo {where} (commit {path.name}) has no {' and '.join(missing)}; "
