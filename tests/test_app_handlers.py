@@ -18,6 +18,7 @@ from PIL import Image
 import app
 import explain
 from dat_core import build_model, save_model
+from dat_core.models.config import model_cost
 from explain.params import parse_eps
 from webapp.explainer import Explainer
 from webapp.inputs import ATTR_FRAMES
@@ -597,3 +598,24 @@ def test_try_again_refuses_a_path_of_another_region(ex, dirs):
     with pytest.raises(gr.Error, match="of another painted region"):
         counterfactual.retry(ex, dirs["photo"], "cat", "L2", "0.02", 2, 0.1, state)
     assert try_again.on_target(ex, state, dirs["photo"], "cat")["visible"] is False
+
+
+def test_a_batch_of_paths_is_bounded_by_its_activation_memory(ex, dirs, monkeypatch):
+    """Only the frames were budgeted: 100 samples of an ImageNet ConvNeXt-L (0.43 GiB of activations each) would have
+    asked for 43 GiB at once and taken the server down. A request's batch is bounded by the activations it needs
+    (here with the bound lowered to three paths of the test model; one path always fits)."""
+    from webapp import state as st
+
+    loaded = ex.session_model(ex.new_session())
+    each = st.activation_bytes(loaded.config)
+    assert each == model_cost(loaded.config)[1] > 0
+    assert st.activation_bytes({"arch": "convnext-large-convstem", "num_classes": 1000}) * 100 > 40 * 2**30
+    monkeypatch.setattr(st, "REQUEST_ACTIVATION_BYTES", 3 * each)
+    with pytest.raises(gr.Error, match=r"4 paths of this model at once need about .* of activations; one request may "
+                                       r"hold .* \(at most 3 paths of it\)\. Ask for fewer samples"):
+        generate.run(ex, "cat", "Random noise", None, 0, 4, 1, 0.2, ex.new_session())
+    with pytest.raises(gr.Error, match="10 paths of this model at once"):
+        all_targets.run(ex, dirs["photo"], "L2", "3", 1, "0.5", ex.new_session())
+    assert named(generate.run(ex, "cat", "Random noise", None, 0, 3, 1, 0.2, ex.new_session()))["gen_grid"] is not None
+    state = ex.new_session()
+    assert run_cf(ex, state, dirs, steps=1) is not None   # one path: never refused by this bound

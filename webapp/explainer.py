@@ -138,9 +138,17 @@ class Explainer:
 
     # ------------------------------------------------------------ computing
 
-    def check_budget(self, n_paths: int, steps: int, size: int, fewer: str = "steps or targets") -> None:
-        """Refuse a request whose frames could not stay in the result cache (before computing anything): one
-        request may fill half of it. `fewer` names what the visitor can lower."""
+    def check_budget(self, loaded: st.LoadedModel, n_paths: int, steps: int, fewer: str = "steps or targets") -> None:
+        """Refuse a request (before computing anything) whose frames could not stay in the result cache (one request
+        may fill half of it), or whose batch of paths needs more activation memory than one request may hold (100
+        samples of an ImageNet ConvNeXt-L: about 43 GiB). `fewer` names what the visitor can lower."""
+        batch = n_paths * st.activation_bytes(loaded.config)
+        if n_paths > 1 and batch > st.REQUEST_ACTIVATION_BYTES:
+            most = max(1, st.REQUEST_ACTIVATION_BYTES // st.activation_bytes(loaded.config))
+            raise ValueError(f"{plural(n_paths, 'path')} of this model at once need about {_mb(batch)} of "
+                             f"activations; one request may hold {_mb(st.REQUEST_ACTIVATION_BYTES)} (at most "
+                             f"{plural(most, 'path')} of it). Ask for fewer {fewer.replace('steps or ', '')}.")
+        size = loaded.image_size
         need = n_paths * (steps + 1) * 3 * size * size * 7  # float32 frames + uint8 frames + uint8 differences
         if need > self.cache.max_bytes // 2:
             paths = plural(n_paths, "path")
@@ -156,7 +164,7 @@ class Explainer:
         `cone_angle`: steered by a DAT model, `dat_core.guidance`; `mask`: the (S, S) region it may change;
         `eager`: on the eager model even where the app compiled it, as `python -m explain replay` runs it). A set
         `cancel` ends PGD at its next step (`Cancelled`); a cut path is never memoized."""
-        self.check_budget(1, req["steps"], loaded.image_size, "steps")
+        self.check_budget(loaded, 1, req["steps"], "steps")
         guided = {} if guide is None else {"guide": guide.model, "cone_angle": float(cone_angle)}
         model = loaded.fast.eager if eager else loaded.model
         key = {**req} if guide is None else {**req, "guide": guide.key, "cone_angle": float(cone_angle)}
@@ -180,7 +188,7 @@ class Explainer:
 
         Closing the generator (Gradio cancels the event, the browser left) stops PGD at its next step; the
         worker is joined before the generator ends, so the model serves one computation at a time still."""
-        self.check_budget(1, req["steps"], loaded.image_size, "steps")
+        self.check_budget(loaded, 1, req["steps"], "steps")
         memo = _memo_key(loaded, x, target, req, mask)
         traj = self.cache.get(memo)
         if traj is not None:

@@ -11,6 +11,7 @@ The scrub views are in `views.py`, model descriptions in words in `describe.py`.
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import re
 import shutil
@@ -29,11 +30,28 @@ import torch.nn as nn
 
 from dat_core.loading import ModelSource, resolve_source
 from dat_core.models import class_names_of
+from dat_core.models.config import model_cost
 from dat_core.runtime import FastPath, channels_last, model_device
 
 from . import sources
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
+
+REQUEST_ACTIVATION_BYTES = 2 * 2**30
+"""The fp32 activations (as `model_cost` counts them for one forward) a request's batch of paths may need at once:
+100 paths of the bundled WRN-16-2 need 0.2 GiB, of a WRN-34-10 2.3 GiB, of an ImageNet ConvNeXt-L 43 GiB (one path
+of any model we load fits: its config is refused past 2 GiB an image)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _activation_bytes(arch: str, num_classes: int, image_size: int | None) -> int:
+    return model_cost({"arch": arch, "num_classes": num_classes, "image_size": image_size})[1]
+
+
+def activation_bytes(config: dict[str, Any]) -> int:
+    """One image's forward activations in bytes for the model `config` describes (measured on the meta device once
+    per architecture, class count and size)."""
+    return _activation_bytes(config["arch"], config["num_classes"], config.get("image_size"))
 
 
 def new_key() -> str:

@@ -69,7 +69,7 @@ def run(ex: Explainer, image, norm, eps, steps, step_size, state, progress=gr.Pr
             order = loaded.model(x.to(loaded.device)).float()[0].argsort(descending=True)
         targets = sorted(int(c) for c in order[:MAX_ALL_TARGETS])
         note = f"\n\n_Showing the {MAX_ALL_TARGETS} most probable of {k} classes._"
-    ex.check_budget(len(targets), req["steps"], loaded.image_size)
+    ex.check_budget(loaded, len(targets), req["steps"])
     batches = math.ceil(len(targets) / BATCH)
     with ex.cancellable(state) as cancel:
         on_step = progress_steps(progress, f"PGD toward {len(targets)} classes", batches * req["steps"], cancel)

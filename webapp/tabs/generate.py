@@ -139,7 +139,7 @@ def samples(ex: Explainer, loaded: LoadedModel, target, seed_kind, seed_image, s
                        "samples per class.", print_exception=False)
     seeds = model_input(seed_image, loaded, "Upload the image to start from (the examples of the first tab do not "
                         "count here), or pick another start.") if kind == "image" else kind
-    ex.check_budget(k * n, steps, loaded.image_size,   # every sample's frames are kept
+    ex.check_budget(loaded, k * n, steps,   # every sample's frames are kept
                     "steps, samples per class or classes" if k > 1 else "steps or samples")
     result = explain.generate(loaded.model, targets, n, seed=seed, seeds=seeds, steps=steps, step_size=step_size,
                               record_every=1, autocast=ex.uses_bf16(loaded),

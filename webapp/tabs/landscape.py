@@ -8,7 +8,6 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
-from dat_core.models.config import model_cost
 from explain import params
 from explain.landscape import (
     LANDSCAPE_BUDGET_S,
@@ -21,7 +20,7 @@ from explain.landscape import (
 from .. import page
 from ..explainer import Explainer
 from ..inputs import user_errors
-from ..state import LoadedModel
+from ..state import LoadedModel, activation_bytes
 from ..views import LandscapeView
 from ..wiring import COMPUTE, INSTANT, bind, no_error_badge, outputs
 from . import counterfactual
@@ -96,7 +95,7 @@ def plan_for(ex: Explainer, loaded: LoadedModel, frames: int, grid: int) -> Land
     """The grid (at most `grid` a side) and batch that fit one request's time and memory budget on `loaded`, for a
     path of `frames` frames: what this tab and the /landscape API compute."""
     return plan_landscape(grid, frames, seconds_per_image(loaded.model, loaded.image_size, ex.uses_bf16(loaded)),
-                          model_cost(loaded.config)[1])
+                          activation_bytes(loaded.config))
 
 
 def grid_note(plan: LandscapePlan) -> dict[str, Any]:
