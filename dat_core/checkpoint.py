@@ -55,7 +55,7 @@ def save_model(model: Classifier, directory: str | Path, card: str | None = None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    with replacing(path) as tmp:
+    with replacing(path, durable=True) as tmp:   # a checkpoint outlives a power cut whole
         tmp.write_bytes(data)
 
 

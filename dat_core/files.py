@@ -38,16 +38,49 @@ def _writing(*paths: Path) -> Iterator[None]:
         _WRITING.difference_update(map(str, paths))
 
 
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so a rename into it survives a power cut (the file's own fsync does not cover it); nothing
+    where the system cannot open a folder for it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(path: Path) -> None:
+    """fsync every file under `path` (or `path` itself), then each folder: the data is on disk before the rename
+    that publishes it (else a power cut could leave a renamed checkpoint of empty files)."""
+    if path.is_file():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        return
+    for root, _dirs, names in os.walk(path, topdown=False):
+        for name in names:
+            _sync_tree(Path(root) / name)
+        sync_folder(Path(root))
+
+
 @contextmanager
-def replacing(path: Path) -> Iterator[Path]:
+def replacing(path: Path, durable: bool = False) -> Iterator[Path]:
     """A private temporary path beside `path`: write it inside the block; on success it replaces `path`,
-    on any error it is removed and `path` is left as it was. Temporaries a killed process left are removed first."""
+    on any error it is removed and `path` is left as it was. Temporaries a killed process left are removed first.
+    `durable`: the data and the rename are fsynced, so the new file survives a power cut whole (checkpoints)."""
     remove_stale(path.parent, f".{path.name}.")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with _writing(tmp):
             yield tmp
+            if durable:
+                _sync_tree(tmp)
             os.replace(tmp, path)
+            if durable:
+                sync_folder(path.parent)
     except OSError as e:
         if str(tmp) not in (e.filename, e.filename2):   # not the write itself (e.g. a download feeding it)
             raise
@@ -57,10 +90,11 @@ def replacing(path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def replacing_dir(path: Path) -> Iterator[Path]:
+def replacing_dir(path: Path, durable: bool = False) -> Iterator[Path]:
     """A private temporary folder beside the folder `path`: fill it inside the block; on success it takes the place
     of `path` (files of an earlier tree never mix with the new ones), on any error it is removed and `path` is left
-    as it was. Temporary folders that a killed process left beside `path` are removed first."""
+    as it was. Temporary folders that a killed process left beside `path` are removed first. `durable`: every file
+    and the renames are fsynced (a power cut keeps the old tree or the whole new one)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path.name} is a file, not a folder")
@@ -72,9 +106,13 @@ def replacing_dir(path: Path) -> Iterator[Path]:
         try:
             tmp.mkdir()
             yield tmp
+            if durable:
+                _sync_tree(tmp)
             if path.exists():
                 os.replace(path, old)   # two renames: a SIGKILL between them leaves the whole new tree as `tmp`
             os.replace(tmp, path)       # beside `old`, which `remove_stale` puts in place
+            if durable:
+                sync_folder(path.parent)
         finally:
             if old.is_dir() and not path.exists():   # stopped between the renames here (Ctrl-C, SIGTERM, an error;
                 os.replace(tmp if tmp.is_dir() else old, path)   # a signal is raised as a call returns, too)

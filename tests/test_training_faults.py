@@ -726,3 +726,30 @@ def test_a_saved_state_is_durable_on_disk_not_only_in_the_page_cache(tmp_path, m
     monkeypatch.setattr(os, "fsync", fsync)
     state.atomic_save({"step": 1}, tmp_path / "state.pt")
     assert synced[-1] == str(tmp_path) and any(p.endswith(".tmp") for p in synced[:-1])
+
+
+def test_a_saved_checkpoint_is_durable_on_disk_not_only_in_the_page_cache(tmp_path, monkeypatch):
+    """state.pt was fsynced, but the checkpoints (best/, final, `save_model`) were only renamed into place: after a
+    power cut the folder could name a config.json and model.safetensors of zero bytes. Their data, their folder and
+    the folder they were renamed into are fsynced now."""
+    from dat_core.checkpoint import save_model
+    from dat_core.files import replacing_dir
+    from dat_core.models import build_model
+
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    save_model(build_model("wrn-10-1"), tmp_path / "ckpt")
+    for name in ("model.safetensors", "config.json"):
+        written = [i for i, p in enumerate(synced) if p.startswith(str(tmp_path / "ckpt" / f".{name}."))]
+        assert written and synced[written[0] + 1] == str(tmp_path / "ckpt"), synced   # data, then the rename
+    synced.clear()
+    with replacing_dir(tmp_path / "best", durable=True) as folder:
+        save_model(build_model("wrn-10-1"), folder)
+    assert synced[-1] == str(tmp_path) and (tmp_path / "best" / "model.safetensors").is_file()
+    assert any(p.endswith(".tmp") for p in synced[:-1])   # the new tree itself, before it was renamed

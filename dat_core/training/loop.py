@@ -389,8 +389,8 @@ class Trainer:
                                     **self._provenance(),
                                     **({"T": self.stage.curriculum.T} if self.cfg.stage == "stage2" else {}),
                                     **({"validation": metrics} if metrics else {})}
-        with replacing_dir(self.out / name) as folder:   # weights and config change together: a stop between
-            save_model(model, folder)                     # the two files left new weights beside an old config
+        with replacing_dir(self.out / name, durable=True) as folder:   # weights and config change together: a
+            save_model(model, folder)   # stop between the two files left new weights beside an old config
         return self.out / name
 
 

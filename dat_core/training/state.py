@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..files import claimed, remove_stale
+from ..files import claimed, remove_stale, sync_folder
 from .config import ConfigError, TrainConfig, flat
 from .errors import StateError, StorageError
 
@@ -139,21 +139,6 @@ def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
         tmp.unlink(missing_ok=True)
         raise storage_error(path, e) from e
     sync_folder(path.parent)
-
-
-def sync_folder(folder: Path) -> None:
-    """fsync a folder, so a rename into it survives a power cut (the file's own fsync does not cover it); nothing
-    where the system cannot open a folder for it."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def rng_state() -> dict[str, Any]:
