@@ -1,140 +1,34 @@
 """Any user image -> the model's input: a (1, 3, S, S) float tensor in [0, 1].
 
-Policy, applied identically to files, bytes, PIL images, numpy arrays and tensors:
-
-1. Files/bytes: the header is read first (PIL opens lazily) and images above `MAX_PIXELS` are refused
-   before any pixel is decoded (decompression-bomb guard). Unreadable or non-image data raises
-   `ImageError` naming the source. The EXIF orientation is applied (phone photos stand upright).
-2. Mode -> RGB: transparency (RGBA, LA, palette with a transparent index) is composited on white;
-   palette images go through RGBA; 16-bit greyscale ('I;16*', 'I' holding values above 255) is scaled
-   by 255/65535 (not clipped); 32-bit float ('F') is read as [0,1] when its maximum is <= 1, else as
-   0..255; bilevel, CMYK, YCbCr, LAB and HSV use PIL's own conversion.
-3. Geometry: the shorter side is resized to S with antialiased bicubic filtering, then the centre
-   S x S square is cropped (the usual "resize + centre crop" of image classifiers; nothing is
-   stretched). An image that already is S x S is passed through untouched; one whose sides differ by more
-   than 8:1 (`MAX_ASPECT`) has its centre square cut first, so a thin strip never grows to gigabytes.
-
-numpy arrays may be HxW, HxWx{1,3,4} (uint8, uint16 or float in [0,1]); tensors must be 3xHxW or
-1x3xHxW floats in [0,1].
+Files, bytes and PIL images follow `dat_core.images` (the policy the training loader uses too: pixel cap read
+from the header, EXIF orientation, 16-bit depth as declared, transparency on white, resize + centre crop with
+extreme proportions cut to their centre square first). numpy arrays and tensors get the same limits and
+geometry: arrays may be HxW, HxWx{1,3,4} (uint8, uint16 or float in [0,1]); tensors must be 3xHxW or 1x3xHxW
+floats in [0,1].
 """
 
 from __future__ import annotations
 
-import io
-import warnings
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
+
+from dat_core.images import MAX_ASPECT, MAX_PIXELS, ImageError, open_image, resize_crop, square_offsets, to_rgb
 
 from .params import parse_int
 
-MAX_PIXELS = 40_000_000
-"""Largest accepted image (width x height) before decoding: ~40 MP covers any camera photo."""
+__all__ = ["MAX_ASPECT", "MAX_PIXELS", "ImageError", "ImageLike", "open_image", "to_rgb", "to_model_input",
+           "to_mask", "mask_fraction", "check_frames"]
 
 ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray, torch.Tensor]
 
 
-class ImageError(ValueError):
-    """The input cannot be turned into a model input (unreadable, too large, wrong shape or range)."""
-
-
-def open_image(source: str | Path | bytes, max_side: int | None = None) -> Image.Image:
-    """Open a file path or encoded bytes as a PIL image, checking the pixel count (and, given `max_side`, the
-    longer side) before decoding."""
-    name = "the uploaded bytes" if isinstance(source, (bytes, bytearray)) else str(source)
-    if isinstance(source, (str, Path)) and not str(source).strip():   # Path("") is this folder: "is a directory"
-        raise ImageError("no image given: the path is empty")
-    try:
-        fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source).expanduser()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(fp)  # lazy: only the header is read here
-        with im:
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise ImageError(f"{name} is {w}x{h} = {w * h:,} pixels; images above {MAX_PIXELS:,} pixels "
-                                 "are refused (downscale it first)")
-            if max_side is not None and max(w, h) > max_side:
-                raise ImageError(f"{name} is {w}x{h} px; at most {max_side} px a side is accepted here")
-            upright = ImageOps.exif_transpose(im)  # decodes; always a new image (the file can close)
-            upright.load()
-        return upright
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError(f"image file not found: {name}") from None
-    except IsADirectoryError:
-        raise ImageError(f"{name} is a directory, not an image file") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # Pillow's own, larger limit
-        raise ImageError(f"{name} has far more than {MAX_PIXELS:,} pixels; images above {MAX_PIXELS:,} pixels are "
-                         "refused (downscale it first)") from None
-    except UnidentifiedImageError:  # Pillow's text names its file object ("<_io.BytesIO object at 0x...>")
-        raise ImageError(f"cannot read {name} as an image (not an image, or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
-        raise ImageError(f"cannot read {name} as an image (corrupt or truncated?): {e}") from None
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB (see the module docstring for the rules)."""
-    mode = im.mode
-    if mode == "RGB":
-        return im
-    if mode.startswith("I;16") or mode == "I" or mode == "F":
-        # in place: a 40-megapixel 16-bit scan took 1 GB in float64 copies. float32 rounds every 16-bit value to
-        # the same byte as float64 (checked for all 65536); float images keep float64, where it can differ
-        a = np.array(im, dtype=np.float64 if mode == "F" else np.float32)
-        if mode == "F":
-            scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
-        else:
-            scale = 255.0 / 65535.0 if (mode.startswith("I;16") or a.max(initial=0) > 255) else 1.0
-        a *= scale
-        a += 0.5
-        np.clip(a, 0, 255, out=a)
-        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
-    if mode == "La":   # premultiplied: PIL converts it to RGBA only by way of LA
-        im = im.convert("LA")
-    if mode in ("P", "PA", "LA", "La", "RGBa") or (mode in ("L", "RGB") and "transparency" in im.info):
-        im = im.convert("RGBA")
-        mode = "RGBA"
-    if mode == "RGBA":
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, im).convert("RGB")
-    return im.convert("RGB")
-
-
-MAX_ASPECT = 8
-"""Beyond this ratio of sides the centre square is cut before resizing: a 1 x 1,000,000 strip resized whole
-first was 32 x 32,000,000 (6.6 GB) on its way to a 32 x 32 input. Up to it, resize-then-crop as always."""
-
-
-def _square_offsets(w: int, h: int) -> tuple[int, int, int] | None:
-    """(left, top, side) of the centre square when the sides differ by more than `MAX_ASPECT`, else None."""
-    side = min(w, h)
-    if max(w, h) <= MAX_ASPECT * side:
-        return None
-    return (w - side) // 2, (h - side) // 2, side
-
-
-def _resize_crop_pil(im: Image.Image, size: int) -> Image.Image:
-    if (square := _square_offsets(*im.size)) is not None:
-        left, top, side = square
-        im = im.crop((left, top, left + side, top + side))
-    w, h = im.size
-    if (w, h) == (size, size):
-        return im
-    s = size / min(w, h)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    im = im.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)  # PIL bicubic antialiases
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return im.crop((left, top, left + size, top + size))
-
-
 def _resize_crop_tensor(x: torch.Tensor, size: int) -> torch.Tensor:
-    if (square := _square_offsets(x.shape[-1], x.shape[-2])) is not None:
+    if (square := square_offsets(x.shape[-1], x.shape[-2])) is not None:
         left, top, side = square
         x = x[..., top:top + side, left:left + side]
     h, w = x.shape[-2:]
@@ -170,7 +64,7 @@ def _array_to_input(a: np.ndarray, size: int) -> torch.Tensor:
         a = a.astype(a.dtype.newbyteorder("="))
     if a.dtype == np.uint8:
         mode = {2: "L", 3: "RGB", 4: "RGBA"}[a.shape[-1] if a.ndim == 3 else 2]
-        return _pil_to_tensor(_resize_crop_pil(to_rgb(Image.fromarray(a, mode)), size))
+        return _pil_to_tensor(resize_crop(to_rgb(Image.fromarray(a, mode)), size))
     if a.dtype == np.uint16:
         a = a.astype(np.float32) / 65535.0
     elif np.issubdtype(a.dtype, np.floating):
@@ -218,7 +112,7 @@ def to_model_input(image: ImageLike, image_size: int) -> torch.Tensor:
         rgb = to_rgb(ImageOps.exif_transpose(image))  # no-op when already upright
     except (OSError, ValueError) as e:
         raise ImageError(f"cannot convert image of mode {image.mode!r} to RGB: {e}") from None
-    return _pil_to_tensor(_resize_crop_pil(rgb, image_size)).contiguous()
+    return _pil_to_tensor(resize_crop(rgb, image_size)).contiguous()
 
 
 def check_frames(images: Any, image_size: int | None = None) -> np.ndarray:

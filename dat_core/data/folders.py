@@ -8,17 +8,17 @@ float [0,1] on the device. Directories too large for memory load lazily (`FileIm
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..files import replacing
+from ..images import POLICY_VERSION, decode_rgb
 from ..logs import get_logger, progress_bar
 from .datasets import ImageDataset
 
@@ -26,27 +26,42 @@ log = get_logger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _SPLIT_NAMES = {"train", "test", "val", "valid", "validation"}
+_LISTING_VERSION = 2
+"""Bump when the rules for which files and classes a folder holds change: archive caches are keyed on it."""
+
+
+def _hidden(name: str) -> bool:
+    """A hidden or tool folder/file (.ipynb_checkpoints, .git, __MACOSX, ._x.jpg): never a class, never an image."""
+    return name.startswith((".", "__"))
+
+
+def _walk(root: Path, progress: bool) -> tuple[dict[str, Path], list[str]]:
+    """(relative NFC name -> path of every file, relative NFC names of folders) under `root`, following
+    symlinked folders (a symlinked class or split is as real as any) and entering each folder once (loops end);
+    hidden folders are not entered."""
+    files: dict[str, Path] = {}
+    dirs: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    walk = os.walk(root, followlinks=True)
+    for top, subdirs, names in progress_bar(walk, desc=f"scanning {root}", unit=" folders", disable=not progress):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen:
+            subdirs.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        subdirs[:] = [d for d in subdirs if not _hidden(d)]
+        rel = Path(top).relative_to(root).as_posix()
+        if rel != ".":
+            dirs.append(unicodedata.normalize("NFC", rel))
+        for n in names:
+            files[unicodedata.normalize("NFC", n if rel == "." else f"{rel}/{n}")] = Path(top) / n
+    return files, dirs
 
 
 def _decode(data: bytes, image_size: int | None) -> np.ndarray:
-    """Bytes -> HxWx3 uint8 RGB; 16-bit grayscale is scaled, not clipped; optional resize + center crop."""
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    if img.mode.startswith("I"):  # 16/32-bit grayscale: scale 0..65535 to 0..255
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 257.0 if img.mode.startswith("I;16") or arr.max() > 255 else 1.0
-        img = Image.fromarray(np.clip(arr / scale + 0.5, 0, 255).astype(np.uint8))
-    elif img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # avoids PIL's palette-transparency warning
-    img = img.convert("RGB")
-    if image_size is not None and img.size != (image_size, image_size):
-        w, h = img.size
-        s = image_size / min(w, h)
-        nw, nh = max(image_size, round(w * s)), max(image_size, round(h * s))
-        img = img.resize((nw, nh), Image.BICUBIC)
-        left, top = (nw - image_size) // 2, (nh - image_size) // 2
-        img = img.crop((left, top, left + image_size, top + image_size))
-    return np.asarray(img, dtype=np.uint8)
+    """Bytes -> HxWx3 uint8 RGB under `dat_core.images` (the policy explanations use): a file above the pixel
+    cap raises like a corrupt one, so it is skipped and named (or, lazily, named when read)."""
+    return decode_rgb(data, image_size, name="the file")
 
 
 # PIL releases the GIL while decoding and resizing, so threads decode a batch in parallel.
@@ -134,6 +149,11 @@ def _select(names: list[str], split: str | None, labeled: bool,
         keep = [i for i, p in enumerate(parts) if p[0] == split and len(p) > 1]
         names, parts, prefix = [names[i] for i in keep], [parts[i][1:] for i in keep], (*prefix, split)
     if not labeled:
+        splits = sorted({p[0] for p in parts if len(p) > 1} & _SPLIT_NAMES) if split is None else []
+        if len(splits) > 1:
+            raise ValueError(f"{where} holds splits {splits}, whose images would be mixed into one unlabeled set: "
+                             f"point at one split's folder ({'/'.join((*prefix, splits[-1]))}/ in it; extract an "
+                             f"archive first) or pass split=...")
         return [(n, None) for n in names], prefix
     folders = {p[0] for p in parts if len(p) > 1}
     if split is None and folders and folders <= _SPLIT_NAMES and all(len(p) > 2 for p in parts):
@@ -152,7 +172,7 @@ def _class_dirs(dirs: list[str], prefix: tuple[str, ...]) -> set[str]:
         parts = d.strip("/").split("/")
         if len(parts) > len(prefix) and tuple(parts[:len(prefix)]) == prefix:
             name = parts[len(prefix)]
-            if not name.startswith((".", "__")):
+            if not _hidden(name):
                 out.add(name)
     return out
 
@@ -191,13 +211,16 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
                       allow_empty_classes: bool = False) -> ImageDataset:
     """Images from a directory or .tar/.tar.gz archive laid out as `[top/][<split>/]<class>/*.jpg`.
 
-    `labeled=False` takes every image under `[top/][<split>/]` recursively with label -1 (OOD seeds).
-    Classes are the sorted folder names (or `class_names`, which must match them); files are sorted
-    by name. Archives are streamed, never extracted. Unreadable images are skipped and named in a
-    logged warning (rank 0) and in `.skipped`. With `cache_dir`, an archive's decoded arrays are saved as .npz keyed
-    by its path, size, mtime and the options, so a 60k-image archive decodes once (directories are
-    always re-read). `lazy=True` (directories only, needs `image_size`) decodes nothing up front and
-    returns a FileImageDataset; unreadable files then raise when read instead of being skipped.
+    `labeled=False` takes every image under `[top/][<split>/]` recursively with label -1 (OOD seeds); a folder
+    holding several splits needs `split` (their images would be mixed). Classes are the sorted folder names,
+    NFC-normalized (or `class_names`, which must match them); files are sorted by name. Symlinked folders are
+    followed (each folder read once); hidden and `__X` folders and files are ignored. Archives are streamed, never
+    extracted. Pixels follow `dat_core.images` (as explanations do). Unreadable images, and images above its
+    pixel cap, are skipped and named in a logged warning (rank 0) and in `.skipped`. With `cache_dir`, an
+    archive's decoded arrays are saved as .npz keyed by its path, size, mtime, the options and the decoding and
+    listing versions, so a 60k-image archive decodes once (directories are always re-read). `lazy=True`
+    (directories only, needs `image_size`) decodes nothing up front and returns a FileImageDataset; unreadable
+    or over-cap files then raise when read instead of being skipped.
     A class folder that is empty, or whose images are all unreadable, raises EmptyClassError unless
     `allow_empty_classes=True` (then it is a class without images, named in a logged warning).
     """
@@ -211,7 +234,9 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
         raise ValueError("lazy=True needs image_size (every image is resized to it when read)")
     exts = ",".join(e[1:] for e in IMAGE_EXTENSIONS)
     layout = f"[top/]{'[<split>/]' if split else ''}{'<class>/' if labeled else '**/'}*.{{{exts}}}"
-    options = (split, image_size, tuple(class_names or ()), labeled)
+    if class_names is not None:
+        class_names = [unicodedata.normalize("NFC", str(c)) for c in class_names]
+    options = (split, image_size, tuple(class_names or ()), labeled, POLICY_VERSION, _LISTING_VERSION)
     cache = None
     if cache_dir is not None and path.is_file():
         st = path.stat()
@@ -227,23 +252,18 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
             return cached
 
     def is_image(name: str) -> bool:
-        base = name.rsplit("/", 1)[-1]
-        return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+        return not any(map(_hidden, name.split("/"))) and name.lower().endswith(IMAGE_EXTENSIONS)
 
     tar = tarfile.open(path, "r:*") if path.is_file() else None
     try:
         if tar is not None:
             scan = list(progress_bar(tar, desc=f"scanning {path.name}", unit=" files", disable=not progress))
-            members = {m.name.removeprefix("./"): m for m in scan if m.isfile() and is_image(m.name)}
-            dirs = [m.name.removeprefix("./") for m in scan if m.isdir()]
+            named = [(unicodedata.normalize("NFC", m.name.removeprefix("./")), m) for m in scan]
+            members = {n: m for n, m in named if m.isfile() and is_image(n)}
+            dirs = [n for n, m in named if m.isdir()]
         else:
-            found = progress_bar(sorted(path.rglob("*")), desc=f"scanning {path}", unit=" files", disable=not progress)
-            members, dirs = {}, []
-            for p in found:
-                if p.is_file() and is_image(p.name):
-                    members[p.relative_to(path).as_posix()] = p
-                elif p.is_dir():
-                    dirs.append(p.relative_to(path).as_posix())
+            found, dirs = _walk(path, progress)
+            members = {n: p for n, p in found.items() if is_image(n) and p.is_file()}
         chosen, prefix = _select(sorted(members), split, labeled, str(path))
         folders = sorted({c for _, c in chosen if c is not None} | (_class_dirs(dirs, prefix) if chosen else set()))
         if class_names is not None and labeled:
@@ -270,7 +290,7 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
         skipped = []
         for i in progress_bar(order, desc=f"decoding {path.name}", unit=" img", disable=not progress):
             name = chosen[i][0]
-            where = f"{path}::{name}" if tar is not None else str(path / name)
+            where = f"{path}::{name}" if tar is not None else str(members[name])
             try:
                 data = tar.extractfile(members[name]).read() if tar is not None else members[name].read_bytes()
                 arrays[i] = _decode(data, image_size)
