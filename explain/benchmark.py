@@ -167,6 +167,14 @@ def run_paths(model: nn.Module, images: torch.Tensor, image_index: np.ndarray, t
             xt, age = x_next, age + 1
 
 
+def part_keys(judges: Judges) -> set[str]:
+    """The arrays every saved part of a radius holds (`judge`'s, and the pairs' `job`): a part without one is
+    damaged, and its pairs run again."""
+    return {"job", "p_target", "prediction", "energy", "l1", "l2", "linf", "changed", "step", "images"} \
+        | ({"transfer_prediction"} if judges.transfer is not None else set()) \
+        | ({"features"} if judges.features is not None else set())
+
+
 def judge(model: nn.Module, x0: torch.Tensor, xt: torch.Tensor, targets: torch.Tensor, step: torch.Tensor,
           judges: Judges) -> dict[str, np.ndarray]:
     """Per-pair metrics of counterfactuals xt of x0 (validity etc. judged in fp32) and the images as uint8."""
@@ -198,15 +206,19 @@ def run_batch(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, *, judg
 
 def run_radius(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, parts: Path, tag: str, *,
                batch_size: int, judges: Judges, progress: Callable[[int], None] | None = None,
-               **request: Any) -> dict[str, np.ndarray]:
+               on_work: Callable[[], None] | None = None, **request: Any) -> dict[str, np.ndarray]:
     """Every job at one radius: paths run `batch_size` at a time (`run_paths`), and each `batch_size` ended
     pairs are judged and saved as one part in `parts`; pairs already saved there are read back, not rerun (a
-    stop loses at most the pairs in flight). Returns the per-pair arrays in job order."""
+    stop loses at most the pairs in flight). `on_work` is called before pairs that are not read back run.
+    Returns the per-pair arrays in job order."""
     parts.mkdir(parents=True, exist_ok=True)
-    saved = read_parts(parts, tag)["job"]
+    keys = part_keys(judges)
+    saved = read_parts(parts, tag, keys)["job"]
     if progress is not None and len(saved):
         progress(len(saved))
     todo = np.setdiff1d(np.arange(len(jobs)), saved)
+    if len(todo) and on_work is not None:
+        on_work()
     names = iter(p for k in range(1 << 30) if not (p := parts / f"{tag}-p{k:05d}.npz").exists())
     ended: list[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -226,34 +238,36 @@ def run_radius(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, parts: 
             progress(len(e[0]))
     if ended:
         save()
-    result = read_parts(parts, tag)
+    result = read_parts(parts, tag, keys)
     if not np.array_equal(result["job"], np.arange(len(jobs))):
         raise RuntimeError(f"{parts.name}: the saved parts of {tag} do not hold each pair once")
     return result
 
 
 def minimal_radii(model: nn.Module, images: torch.Tensor, jobs: np.ndarray, parts: Path, *, autocast: bool,
-                  chunk: int = 16, progress: Callable[[int], None] | None = None) -> np.ndarray:
+                  chunk: int = 16, progress: Callable[[int], None] | None = None,
+                  on_work: Callable[[], None] | None = None) -> np.ndarray:
     """The minimal L2 radius at which p(target) >= 0.5 (`minimal_counterfactual`; NaN: never reached) of each
-    job, saved every `chunk` jobs so that it resumes too."""
+    job. Each `chunk` jobs share one file, saved again after every search, so a resume runs only the search that
+    was in flight. `on_work` is called before the first search that is not read back."""
     parts.mkdir(parents=True, exist_ok=True)
     out = []
     for b, start in enumerate(range(0, len(jobs), chunk)):
         path = parts / f"minimal-b{b:05d}.npy"
         rows = jobs[start:start + chunk]
         saved = read_radii(path)
-        if saved is None or len(saved) != len(rows):
-            radii = []
-            for i, _, t in rows:
-                r = minimal_counterfactual(model, images[i:i + 1], int(t), (0.5,), autocast=autocast).results[0].radius
-                radii.append(math.nan if r is None else r)
-                if progress is not None:
-                    progress(1)
-            saved = np.asarray(radii, dtype=np.float64)
-            save_radii(path, saved)
-        elif progress is not None:
-            progress(len(rows))
-        out.append(saved)
+        radii = [] if saved is None or len(saved) > len(rows) else list(saved)   # the searches ended so far
+        if progress is not None and radii:
+            progress(len(radii))
+        for i, _, t in rows[len(radii):]:
+            if on_work is not None:
+                on_work()
+            r = minimal_counterfactual(model, images[i:i + 1], int(t), (0.5,), autocast=autocast).results[0].radius
+            radii.append(math.nan if r is None else r)
+            save_radii(path, np.asarray(radii, dtype=np.float64))
+            if progress is not None:
+                progress(1)
+        out.append(np.asarray(radii, dtype=np.float64))
     return np.concatenate(out) if out else np.zeros(0)
 
 

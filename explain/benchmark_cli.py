@@ -97,7 +97,7 @@ def _judge(source: str, model, device) -> tuple[Any, str, bool, bool]:
     size, names, _ = model_info(model)
     j_size, j_names, _ = model_info(judge)
     if j_size != size:
-        raise ValueError(f"{Path(source).name} takes {j_size}px images, the explained model {size}px")
+        raise ValueError(f"{source} takes {j_size}px images, the explained model {size}px")
     arch = (getattr(judge, "config", {}) or {}).get("arch", "")
     return judge, (f"{Path(source).name} ({arch})" if arch else Path(source).name), j_names == names, itself
 
@@ -218,12 +218,13 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
             spent.tick()
         for k, eps in enumerate(radii):
             res = bm.run_radius(model, x, jobs, out / "parts", f"r{k}", batch_size=args.batch_size,
-                                progress=advance, eps=eps, judges=judges, **extra, **request)
+                                progress=advance, on_work=spent.work, eps=eps, judges=judges, **extra, **request)
             results.append(res)
             entries.append(bm.summarize(eps, res, jobs, real_features, labels, band=band,
                                         feature_space=judges.features_name))
         minimal = bm.minimal_radii(model, x, minimal_jobs, out / "parts" / f"minimal-{args.minimal}",
-                                   autocast=request["autocast"], progress=advance) if len(minimal_jobs) else None
+                                   autocast=request["autocast"], progress=advance, on_work=spent.work) \
+            if len(minimal_jobs) else None
     report: dict[str, Any] = {
         "model": str(args.model), "image_source": args.data or args.images, "split": args.split if args.data else None,
         "val_size": args.val_size if args.data else None, "seed": args.seed if args.data else None,
@@ -233,7 +234,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
         "transfer_model": tr_name or None,
         "guide": args.guide and Path(args.guide).name, "cone_angle": cone_angle(args),
         "stop_at": args.stop_at,
-        "seconds": spent.tick(), "seconds_this_process": time.perf_counter() - started, "device": str(device),
+        "seconds": spent.tick(), "seconds_this_process": spent.added, "device": str(device),
         "radii": entries,
         "minimal_radius": None if minimal is None else bm.minimal_summary(minimal, minimal_jobs, class_names)}
     reported.append(True)   # its time is in the report's "seconds" (seconds.json): no later file may follow it

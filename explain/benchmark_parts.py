@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import numpy as np
 
@@ -22,8 +23,9 @@ from dat_core.logs import get_logger
 
 log = get_logger(__name__)
 
-DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
-"""What reading a saved file cut short or overwritten raises (numpy, zipfile, zlib)."""
+DAMAGED = (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile)
+"""What reading a saved file cut short or overwritten raises (numpy, zipfile, zlib), or reading one that holds
+something else (a JSON object where a number belongs, a part without one of its arrays)."""
 
 
 def check_run_folder(out: Path, settings: dict[str, Any], located: tuple[str, ...] = (),
@@ -36,16 +38,16 @@ def check_run_folder(out: Path, settings: dict[str, Any], located: tuple[str, ..
     path = out / "run.json"
     if path.is_file():
         try:
-            old = read_json(path, 2**20, f"{out.name}/run.json", "a benchmark's settings")
+            old = read_json(path, 2**20, str(path), "a benchmark's settings")
             if not isinstance(old, dict):
-                raise ValueError(f"{out.name}/run.json holds no benchmark settings")
+                raise ValueError(f"{path} holds no benchmark settings")
         except ValueError as e:
             raise ValueError(f"{e} (delete the folder to start over)") from None
         earlier = earlier or {}
         differ = sorted(k for k in set(old) | set(settings) if k not in located and old.get(k) != settings.get(k))
         refused = [k for k in differ if not (k in earlier and old.get(k) == earlier[k])]
         if refused:
-            raise ValueError(f"{out.name} holds a benchmark with other settings ({', '.join(refused)} differ): "
+            raise ValueError(f"{out} holds a benchmark with other settings ({', '.join(refused)} differ): "
                              "re-run the same command to continue it, or choose another --out")
         if differ:
             write_text(path, json.dumps({**old, **{k: settings[k] for k in differ}}, indent=2))
@@ -82,9 +84,16 @@ def read_saved(path: Path, read: Callable[[Path], Any]) -> Any | None:
         return None
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+def _read_part(path: Path, keys: Collection[str]) -> dict[str, np.ndarray]:
+    """A part's arrays; KeyError when one of `keys` is missing, ValueError when they hold unequal numbers of pairs."""
     with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+        arrays = {k: f[k] for k in f.files}
+    missing = sorted({"job", *keys} - set(arrays))
+    if missing:
+        raise KeyError(f"no {', '.join(missing)}")
+    if len({len(a) for a in arrays.values()}) != 1:
+        raise ValueError("arrays of unequal length")
+    return arrays
 
 
 def save_part(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -92,13 +101,14 @@ def save_part(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-def read_parts(parts: Path, tag: str) -> dict[str, np.ndarray]:
-    """What a radius saved so far under `parts` (`{tag}-p*.npz`): per-pair arrays in job order, with `job`
-    (a damaged part is set aside: its pairs count as not done)."""
-    chunks = [c for path in sorted(parts.glob(f"{tag}-p*.npz")) if (c := read_saved(path, _read_npz)) is not None]
+def read_parts(parts: Path, tag: str, keys: Collection[str] = ("job",)) -> dict[str, np.ndarray]:
+    """What a radius saved so far under `parts` (`{tag}-p*.npz`): the per-pair arrays all its parts hold, in job
+    order, with `job` (a damaged part, or one without one of `keys`, is set aside: its pairs count as not done)."""
+    chunks = [c for path in sorted(parts.glob(f"{tag}-p*.npz"))
+              if (c := read_saved(path, lambda p: _read_part(p, keys))) is not None]
     if not chunks:
         return {"job": np.zeros(0, dtype=np.int64)}
-    saved = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    saved = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0] if all(k in c for c in chunks)}
     _, first = np.unique(saved["job"], return_index=True)   # sorted by job; a pair saved twice counts once
     return {k: v[first] for k, v in saved.items()}
 
@@ -110,22 +120,41 @@ def save_radii(path: Path, radii: np.ndarray) -> None:
 
 def read_radii(path: Path) -> np.ndarray | None:
     """Minimal radii saved at `path`; None when there are none yet, or they were damaged (and set aside)."""
-    return read_saved(path, lambda p: np.load(p, allow_pickle=False)) if path.is_file() else None
+    return read_saved(path, _read_radii) if path.is_file() else None
+
+
+def _read_radii(path: Path) -> np.ndarray:
+    radii = np.load(path, allow_pickle=False)
+    if radii.ndim != 1 or radii.dtype != np.float64:
+        raise ValueError(f"{path.name} holds no list of radii")
+    return radii
+
+
+def _read_seconds(path: Path) -> float:
+    seconds = read_json(path, 1024, path.name, "seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+        raise ValueError(f"{path.name} holds no number of seconds")
+    return float(seconds)
 
 
 class SpentTime:
     """Seconds a run folder's benchmark has taken over all the processes that worked on it (a resumed run's
-    report counts the stopped ones too): out/seconds.json, added to at every `tick`."""
+    report counts the stopped ones too; running a finished one again adds none): out/seconds.json, added to at
+    every `tick` once this process has work to do (`work`); `added`: this process's share."""
 
     def __init__(self, out: Path, since: float):
         """`since`: when this process started on the run (`time.perf_counter()`)."""
-        self.path, self.last = out / "seconds.json", since
-        saved = read_saved(self.path, lambda p: float(read_json(p, 1024, p.name, "seconds"))) \
-            if self.path.is_file() else None
-        self.total = saved if saved is not None and saved >= 0 else 0.0
+        self.path, self.last, self.working, self.added = out / "seconds.json", since, False, 0.0
+        saved = read_saved(self.path, _read_seconds) if self.path.is_file() else None
+        self.total = 0.0 if saved is None else saved
+
+    def work(self) -> None:
+        """This process runs what no earlier one saved: its time counts, from its start."""
+        self.working = True
 
     def tick(self) -> float:
-        now = time.perf_counter()
-        self.total, self.last = self.total + now - self.last, now
-        write_text(self.path, json.dumps(self.total))
+        if self.working:
+            now = time.perf_counter()
+            self.total, self.added, self.last = self.total + now - self.last, self.added + now - self.last, now
+            write_text(self.path, json.dumps(self.total))
         return self.total

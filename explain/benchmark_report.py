@@ -31,7 +31,7 @@ from .plots import new_figure
 
 def plot_curves(radii: Sequence[dict[str, Any]], norm: str, path: Path) -> Path:
     """Validity / confidence / transfer / energy band, realism, and closeness against the radius."""
-    x = [math.inf if r["eps"] == "inf" else r["eps"] for r in radii]
+    x, ticks = radius_positions([r["eps"] for r in radii], norm)
     fig = new_figure(13, 3.6)
     a, b, c = fig.subplots(1, 3)
     series = {"validity": [r["validity"] for r in radii],
@@ -62,8 +62,25 @@ def plot_curves(radii: Sequence[dict[str, Any]], norm: str, path: Path) -> Path:
     c2.set(ylabel="fraction of pixel values", ylim=(0, 1.02))
     c.legend(loc="upper left", fontsize=8)
     c2.legend(loc="lower right", fontsize=8)
+    if ticks:
+        for ax in (a, b, c):
+            ax.set_xticks(list(ticks), list(ticks.values()))
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def radius_positions(radii: Sequence[float | str], norm: str) -> tuple[list[float], dict[float, str]]:
+    """Where each radius goes on a plot's x axis, and, when one is infinite (matplotlib drops x = inf), the ticks
+    to label them by: the infinite one sits a quarter of the range past the largest finite radius, labelled ∞
+    (no ticks: the axis' own)."""
+    eps = [math.inf if r == "inf" else float(r) for r in radii]
+    finite = [e for e in eps if math.isfinite(e)]
+    if len(finite) == len(eps):
+        return eps, {}
+    top = max(finite, default=0.0)
+    place = top + (0.25 * (top - min(finite)) or 0.25 * top or 1.0) if finite else 1.0
+    ticks = {e: eps_name(e, norm) for e in finite} | {place: "∞"}
+    return [place if math.isinf(e) else e for e in eps], ticks
 
 
 def plot_minimal_heatmap(matrix: Sequence[Sequence[float | None]], class_names: Sequence[str], path: Path) -> Path:
@@ -115,9 +132,10 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
 
 
 def _sessions(report: dict[str, Any]) -> str:
-    """How much of a resumed run's time its last process took (nothing when one process did it all)."""
+    """How much of a resumed run's time its last process took (nothing when one process did it all, or when the
+    last one only read a finished run back: it added no time)."""
     last = report.get("seconds_this_process", report["seconds"])
-    return f" over several sessions ({last:.0f} s in the last)" if last < report["seconds"] - 1 else ""
+    return f" over several sessions ({last:.0f} s in the last)" if 0 < last < report["seconds"] - 1 else ""
 
 
 def _subset(report: dict[str, Any]) -> str:

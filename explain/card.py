@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from dat_core.checkpoint import WEIGHTS_NAME, load_checkpoint_dir
 from dat_core.files import read_json
@@ -125,6 +125,18 @@ class Card(_Section):
     memory_format: Literal["channels_last", "contiguous"] = "contiguous"
     metrics: CardMetrics
     frames_sha256: str = Field(pattern=SHA256)
+
+    @field_validator("device")
+    @classmethod
+    def _a_device(cls, device: str) -> str:
+        """A device name torch knows (another machine's GPU too): compared after the path runs, so a name that is
+        none would end a whole replay in a traceback."""
+        try:
+            if torch.device(device).type in ("cpu", "cuda", "mps"):
+                return device
+        except (RuntimeError, TypeError):
+            pass
+        raise ValueError(f"{device!r} is not a device (cpu, cuda, cuda:N or mps)")
 
 
 def frames_sha256(traj: Trajectory) -> str:

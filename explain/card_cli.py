@@ -32,7 +32,7 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_replay(args: argparse.Namespace) -> int:
     from .card import check_image, read_card, replay
-    from .export import save_gif, save_metrics_json
+    from .export import fixed_outputs, save_gif, save_metrics_json, staged
 
     card = read_card(args.card)
     if args.out and _holds_a_run(Path(args.out), Path(args.card)):
@@ -42,11 +42,11 @@ def run_replay(args: argparse.Namespace) -> int:
         print(check_image(card, args.image))
     result = replay(args.card, device=args.device)
     t = result.trajectory
-    if args.out:
+    if args.out:   # both files of one replay: a stop leaves the earlier replay's (`staged`)
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_gif(t, out / "trajectory.gif")
-        save_metrics_json(t, out / "metrics.json")
+        with staged(out, fixed_outputs(out, ("trajectory.gif", "metrics.json"))) as stage:
+            save_gif(t, stage / "trajectory.gif")
+            save_metrics_json(t, stage / "metrics.json")
     where = "" if result.same_setting else f" (card: {card['device']}, here: another device)"
     if result.identical:
         print(f"reproduced bit for bit: {t.class_names[t.source]} -> {t.class_names[t.target]}, "

@@ -8,13 +8,11 @@ Bad input (unreadable image, unknown class, out-of-range parameter, missing mode
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from dat_core.cli_types import OneLineParser, comma_list, int_in, refuse_blank_values, refuse_unused, step_size
-from dat_core.files import replacing
 
 from .cli_options import (
     check_inputs_outside_out,
@@ -89,10 +87,6 @@ def _targets(text: str) -> str | list[str]:
     return "all" if text.strip().lower() == "all" else comma_list(text, "--target")
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "class"
-
-
 def _out_dir(path: str) -> Path:
     out = Path(path).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -102,24 +96,6 @@ def _out_dir(path: str) -> Path:
 def _wrote(paths: list[Path]) -> None:
     for p in paths:
         print(f"wrote {p}")
-
-
-def _summary_row(t) -> dict:
-    """One target's line in summary.json: where its path ends (and, for a --guide run, the guide's reading)."""
-    return ({"target": t.target, "target_name": t.class_names[t.target], "flip_step": t.flip_step,
-             "confidence": float(t.confidence[-1]), "l2": float(t.l2[-1])}
-            | {k: t.params[k] for k in ("guide", "guide_p_target") if k in t.params})
-
-
-def _write_trajectory(traj, out: Path, scale: int, duration_ms: int) -> list[Path]:
-    from dat_core.sampling import save_png
-
-    from .export import contact_strip, save_apng, save_gif, save_metrics_json
-
-    save_png(contact_strip(traj, n=10, scale=4), out / "strip.png")
-    return [save_gif(traj, out / "trajectory.gif", scale=scale, duration_ms=duration_ms),
-            save_apng(traj, out / "trajectory.png", scale=scale, duration_ms=duration_ms),
-            out / "strip.png", save_metrics_json(traj, out / "metrics.json")]
 
 
 def _model_and_trajectory(args: argparse.Namespace):
@@ -154,14 +130,11 @@ def _model_and_trajectory(args: argparse.Namespace):
 # ---------------------------------------------------------------- commands
 
 def _counterfactual(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from dat_core.sampling import make_grid, save_png
-
-    from .export import drop_earlier, save_json
+    from .counterfactual_files import write_counterfactual
+    from .export import drop_earlier, moved, staged
     from .image import open_image, to_mask, to_model_input
     from .params import resolve_targets
-    from .trajectory import counterfactuals, minimal_counterfactual, model_info
+    from .trajectory import counterfactuals, model_info
 
     params = _request(args)
     confidences = None if args.minimal is None else minimal_confidences(args.minimal)
@@ -179,57 +152,10 @@ def _counterfactual(args: argparse.Namespace) -> int:
     trajs = read_by_guide(args, guided, counterfactuals(model, image, targets, autocast=args.autocast, mask=mask,
                                                         **guided, **params))
     out = _out_dir(args.out)
-    wrote: list[Path] = []
-    if len(trajs) == 1:
-        wrote += _write_trajectory(trajs[0], out, args.scale, args.duration_ms)
-        print(trajs[0].summary())
-    else:
-        for t in trajs:
-            sub = _out_dir(str(out / f"{t.target:02d}-{_safe(t.class_names[t.target])}"))
-            wrote += _write_trajectory(t, sub, args.scale, args.duration_ms)
-            print(t.summary())
-        # row 1: x_0 then x_T for every target
-        finals = np.stack([trajs[0].frames[0]] + [t.frames[-1] for t in trajs])
-        save_png(make_grid(finals, nrow=len(finals), scale=4), out / "grid.png")
-        wrote += [out / "grid.png", save_json([_summary_row(t) for t in trajs], out / "summary.json")]
-    if args.alternatives:
-        wrote += _write_alternatives(args, model, image, trajs[0].target, params, out, mask)
-    if args.card:
-        from .card_cli import write_card_for
-        wrote += write_card_for(args, model, trajs[0], out, mask)
-    if confidences:
-        search = minimal_counterfactual(model, image, trajs[0].target, confidences, step_size=params.get("step_size"),
-                                        objective=trajs[0].params["objective"], autocast=args.autocast)
-        wrote.append(save_json(search.to_dict(), out / "minimal.json"))
-        for r in search.results:
-            if r.frame is None:
-                print(f"p(target) >= {r.confidence:g}: not reached on the unbounded path")
-                continue
-            p = out / f"minimal_{r.confidence:g}.png"
-            save_png(make_grid(np.stack([trajs[0].frames[0], r.frame]), nrow=2, scale=args.scale), p)
-            wrote.append(p)
-            print(f"p(target) >= {r.confidence:g}: L2 radius {r.radius:.3f} (p = {r.achieved:.3f})")
-    drop_earlier(out, wrote)   # an earlier run's outputs this one did not write would read as its own
-    _wrote(wrote)
+    with staged(out, lambda new: drop_earlier(out, new)) as stage:   # a stop leaves the earlier run whole
+        wrote = write_counterfactual(args, model, image, mask, trajs, params, confidences, stage)
+    _wrote(moved(wrote, stage, out))
     return 0
-
-
-def _write_alternatives(args: argparse.Namespace, model, image, target: int, params: dict[str, Any], out: Path,
-                        mask) -> list[Path]:
-    import numpy as np
-    import torch
-
-    from dat_core.sampling import make_grid, save_png
-
-    from .diverse import alternatives
-    from .export import save_json
-
-    alt = alternatives(model, image, target, args.alternatives, autocast=args.autocast, mask=mask, **params)
-    grid = torch.from_numpy(np.concatenate([alt.image[None], alt.images]))
-    save_png(make_grid(grid, nrow=len(grid), scale=args.scale), out / "alternatives.png")
-    print(f"{args.alternatives} alternatives: diversity {alt.diversity:.2f}, p(target) "
-          + " ".join(f"{c:.2f}" for c in alt.confidence))
-    return [out / "alternatives.png", save_json(alt.to_dict(), out / "alternatives.json")]
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -238,7 +164,7 @@ def _generate(args: argparse.Namespace) -> int:
     from dat_core.data.seeds import SEED_KINDS
     from dat_core.sampling import make_grid, save_png
 
-    from .export import save_gif, save_json
+    from .export import fixed_outputs, moved, save_gif, save_json, staged
     from .generation import generate
 
     refuse_unused(args, ("seed",), args.seeds in SEED_KINDS, "a seed kind (--seeds bank, gaussian, ...): an image "
@@ -248,21 +174,22 @@ def _generate(args: argparse.Namespace) -> int:
                        steps=args.steps, step_size=args.step_size, record_every=args.record_every,
                        autocast=args.autocast)
     out = _out_dir(args.out)
-    save_png(samples.grid(nrow=args.nrow, scale=args.scale), out / "grid.png")
-    wrote = [out / "grid.png", save_json(samples.to_dict(), out / "samples.json")]
-    if samples.trajectory is not None:
-        nrow = args.nrow or (samples.n_per_class if samples.n_per_class > 1
-                             else int(np.ceil(np.sqrt(len(samples.images)))))
-        grids = np.stack([make_grid(f, nrow=nrow) for f in samples.trajectory])
-        wrote.append(save_gif(grids, out / "sampling.gif", scale=args.scale))
+    with staged(out, fixed_outputs(out, ("grid.png", "samples.json", "sampling.gif"))) as stage:
+        save_png(samples.grid(nrow=args.nrow, scale=args.scale), stage / "grid.png")
+        wrote = [stage / "grid.png", save_json(samples.to_dict(), stage / "samples.json")]
+        if samples.trajectory is not None:
+            nrow = args.nrow or (samples.n_per_class if samples.n_per_class > 1
+                                 else int(np.ceil(np.sqrt(len(samples.images)))))
+            grids = np.stack([make_grid(f, nrow=nrow) for f in samples.trajectory])
+            wrote.append(save_gif(grids, stage / "sampling.gif", scale=args.scale))
     conf = samples.confidences
     print(f"{len(conf)} samples, p(target): mean {conf.mean():.3f}, min {conf.min():.3f}, max {conf.max():.3f}")
-    _wrote(wrote)
+    _wrote(moved(wrote, stage, out))
     return 0
 
 
 def _landscape(args: argparse.Namespace) -> int:
-    from .export import save_figure, save_json
+    from .export import fixed_outputs, moved, save_figure, save_json, staged
     from .landscape import energy_landscape, plot_landscape
     from .params import resolve_class
 
@@ -272,10 +199,11 @@ def _landscape(args: argparse.Namespace) -> int:
     land = energy_landscape(model, traj, direction=direction, grid=args.grid, span=args.span,
                             energy=args.energy, seed=args.seed or 0, autocast=args.autocast)
     out = _out_dir(args.out)
-    wrote = [save_figure(plot_landscape(land, step=args.step), out / "landscape.png"),
-             save_json(land.to_dict(), out / "landscape.json")]
+    with staged(out, fixed_outputs(out, ("landscape.png", "landscape.json"))) as stage:   # both files of one run
+        wrote = [save_figure(plot_landscape(land, step=args.step), stage / "landscape.png"),
+                 save_json(land.to_dict(), stage / "landscape.json")]
     print(traj.summary())
-    _wrote(wrote)
+    _wrote(moved(wrote, stage, out))
     return 0
 
 
@@ -283,7 +211,7 @@ def _attribute(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .attribution import METHODS, attribute_trajectory, plot_attributions
-    from .export import save_figure
+    from .export import fixed_outputs, moved, save_figure, staged
 
     methods = METHODS if args.methods is None else tuple(comma_list(args.methods, "--methods"))
     unknown = [m for m in methods if m not in METHODS]
@@ -295,13 +223,14 @@ def _attribute(args: argparse.Namespace) -> int:
     out = _out_dir(args.out)
     arrays = {f"{who}_{m}": maps[m] for who, maps in (("source", result.source_maps), ("target", result.target_maps))
               for m in result.methods}
-    with replacing(out / "attributions.npz") as tmp, open(tmp, "wb") as f:   # whole or not at all
-        np.savez_compressed(f, start=result.start, counterfactual=result.counterfactual,
-                            difference=result.difference, source=result.source, target=result.target, **arrays)
-    wrote = [save_figure(plot_attributions(result), out / "attributions.png"), out / "attributions.npz"]
+    with staged(out, fixed_outputs(out, ("attributions.npz", "attributions.png"))) as stage:   # both files of one run
+        with open(stage / "attributions.npz", "wb") as f:
+            np.savez_compressed(f, start=result.start, counterfactual=result.counterfactual,
+                                difference=result.difference, source=result.source, target=result.target, **arrays)
+        wrote = [stage / "attributions.npz", save_figure(plot_attributions(result), stage / "attributions.png")]
     print(traj.summary())
     print("seconds per method: " + ", ".join(f"{m} {s:.2f}" for m, s in result.seconds.items()))
-    _wrote(wrote)
+    _wrote(moved(wrote, stage, out))
     return 0
 
 

@@ -171,7 +171,17 @@ def minimal_confidences(text: str) -> list[float]:
                          f"got {text!r}") from None
     if not all(0 < v < 1 for v in values):
         raise ValueError(f"--minimal confidences must lie in (0, 1); got {text!r}")
+    names = [minimal_png(v) for v in values]
+    same = next((n for n in names if names.count(n) > 1), None)
+    if same:   # two results, one file: the second would overwrite the first
+        raise ValueError(f"--minimal: {names.count(same)} confidences go under one file name, {same}: give "
+                         "confidences that differ in their first 6 digits")
     return values
+
+
+def minimal_png(confidence: float) -> str:
+    """The file of --minimal's witness for `confidence` (6 significant digits, as printed)."""
+    return f"minimal_{confidence:g}.png"
 
 
 def check_inputs_outside_out(args: argparse.Namespace) -> None:

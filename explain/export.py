@@ -8,13 +8,17 @@ frame (on by default) keeps every step distinct, so the file holds all T+1 frame
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dat_core.files import replacing, write_text
+from dat_core.files import remove_stale, replacing, write_text
 from dat_core.sampling import save_png
 
 from .params import parse_int
@@ -176,6 +180,14 @@ def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
     return path
 
 
+def write_trajectory(traj: Trajectory, out: Path, scale: int = 8, duration_ms: int = 80) -> list[Path]:
+    """The four files of one path in `out`, as `python -m explain counterfactual` writes them."""
+    save_png(contact_strip(traj, n=10, scale=4), out / "strip.png")
+    return [save_gif(traj, out / "trajectory.gif", scale=scale, duration_ms=duration_ms),
+            save_apng(traj, out / "trajectory.png", scale=scale, duration_ms=duration_ms),
+            out / "strip.png", save_metrics_json(traj, out / "metrics.json")]
+
+
 COUNTERFACTUAL_OUTPUTS = ("trajectory.gif", "trajectory.png", "strip.png", "metrics.json", "grid.png", "summary.json",
                           "alternatives.png", "alternatives.json", "card.json", "card.png", "minimal.json",
                           "minimal_*.png")
@@ -187,33 +199,71 @@ MANIFEST = ".counterfactual.json"
 """What the last `counterfactual` run into a folder wrote (paths relative to it): all that the next one removes."""
 
 
-def drop_earlier(out: Path, wrote: Sequence[Path]) -> list[Path]:
-    """Remove what an earlier `counterfactual` run into `out` wrote and this one (`wrote`) did not: an old
-    minimal.json beside a run without --minimal would read as this run's. Only what its `MANIFEST` lists is
-    touched (`generate` writes a grid.png too), then this run's list is recorded. A folder from before the
-    manifest: the command's own names, grid.png only beside its summary.json, also in a target folder that holds
-    a metrics.json. A user's own files stay, and nothing behind a link is touched."""
-    from dat_core.files import write_text
+@contextmanager
+def staged(out: Path, drop: Callable[[list[Path]], object]) -> Iterator[Path]:
+    """A private folder inside `out` for all of one run's outputs. When the block ends, `drop(new)` removes the
+    earlier run's outputs (`new`: this run's, as they will be named in `out`), then this run's move in. A stop or
+    an error inside the block leaves `out` as it was: a folder never holds files of two runs, which a reader
+    would take for one (files replaced one by one left a new strip.png beside an old gif, an old summary.json)."""
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale(out, ".explain-run.")   # what a killed run left (SIGKILL: no `finally`)
+    stage = out / f".explain-run.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    stage.mkdir()
+    try:
+        yield stage
+        files = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
+        drop([out / p for p in files])
+        for p in files:
+            (out / p).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(stage / p, out / p)   # a rename (another file system, behind a link: a copy)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
-    root = out.resolve()
-    kept = {Path(p).resolve() for p in wrote}
 
-    def ours(p: Path) -> bool:   # a file of this folder (no link on its way: nothing outside is ever touched)
-        return p.is_file() and p.resolve() == root / p.relative_to(out) and p.resolve() not in kept
+def moved(paths: Sequence[Path], stage: Path, out: Path) -> list[Path]:
+    """Where `staged` put `paths` written in `stage`."""
+    return [out / Path(p).relative_to(stage) for p in paths]
 
-    listed = _manifest(out / MANIFEST)
-    if listed is not None:
-        stale = [p for p in (out / name for name in listed) if ours(p)]
-    else:
-        names = [n for n in COUNTERFACTUAL_OUTPUTS if n != "grid.png" or (out / "summary.json").is_file()]
-        targets = [d for d in out.glob("[0-9][0-9]*-*") if (d / "metrics.json").is_file()]
-        stale = [p for folder in (out, *targets) for pattern in names for p in folder.glob(pattern) if ours(p)]
-    for p in stale:
+
+def _ours(out: Path, p: Path) -> bool:
+    """A file of the folder `out` with no link on its way there: nothing outside `out` is ever touched."""
+    return p.is_file() and p.resolve() == out.resolve() / p.relative_to(out)
+
+
+def remove_outputs(out: Path, paths: Sequence[Path]) -> list[Path]:
+    """Remove the files `paths` of `out` (not through a link; a folder they leave empty too); returns them."""
+    gone = [p for p in paths if _ours(out, p)]
+    for p in gone:
         p.unlink()
         if p.parent != out and not any(p.parent.iterdir()):   # a target folder it emptied
             p.parent.rmdir()
+    return gone
+
+
+def fixed_outputs(out: Path, names: Sequence[str]) -> Callable[[list[Path]], list[Path]]:
+    """`staged`'s `drop` for a command whose outputs have fixed names: all of an earlier run's go, also one this
+    run does not write again (`generate`'s sampling.gif without --record-every)."""
+    return lambda new: remove_outputs(out, [out / n for n in names])
+
+
+def drop_earlier(out: Path, wrote: Sequence[Path]) -> list[Path]:
+    """Remove what an earlier `counterfactual` run into `out` wrote, and record `wrote` (this run's outputs) in
+    `MANIFEST` for the next one: an old minimal.json beside a run without --minimal would read as this run's. Only
+    what the manifest lists is touched (`generate` writes a grid.png too). A folder from before the manifest: the
+    command's own names, grid.png only beside its summary.json, also in a target folder that holds a
+    metrics.json. A user's own files stay, and nothing behind a link is touched."""
+    listed = _manifest(out / MANIFEST)
+    if listed is not None:
+        stale = [out / name for name in listed]
+    else:
+        names = [n for n in COUNTERFACTUAL_OUTPUTS if n != "grid.png" or (out / "summary.json").is_file()]
+        targets = [d for d in out.glob("[0-9][0-9]*-*") if (d / "metrics.json").is_file()]
+        stale = [p for folder in (out, *targets) for pattern in names for p in folder.glob(pattern)]
+    gone = remove_outputs(out, stale)
+    root = out.resolve()
+    kept = (Path(p).resolve() for p in wrote)
     write_text(out / MANIFEST, json.dumps(sorted(str(p.relative_to(root)) for p in kept if p.is_relative_to(root))))
-    return stale
+    return gone
 
 
 def _manifest(path: Path) -> list[str] | None:

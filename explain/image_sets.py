@@ -25,7 +25,8 @@ def image_set_options(p: argparse.ArgumentParser, limit: int, split_help: str = 
 
     source = p.add_mutually_exclusive_group()   # both given: one would be silently ignored
     source.add_argument("--images", default=str(EXAMPLES_DIR),
-                        help="a folder of images; a file named CLASS-*.ext is labelled CLASS, others by the model's "
+                        help="a folder of images; a file named CLASS-ID.ext is labelled CLASS, the text before the "
+                             "last '-' (cat-0001.png: cat), when the model has such a class; others by the model's "
                              "prediction (default: the bundled examples)")
     source.add_argument("--data", default=None, help="a class-folder archive/dir: use its validation carve-out instead")
     p.add_argument("--split", default=None,
@@ -73,12 +74,12 @@ def load_image_set(args: argparse.Namespace, class_names: list[str], size: int) 
                 [f"{tag}[{i}]" for i in picked])
     folder = Path(args.images)
     if not folder.is_dir():
-        raise ValueError(f"--images {folder.name} is not a folder")
+        raise ValueError(f"--images {args.images} is not a folder")
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"--images {folder.name} holds no images")
+        raise ValueError(f"--images {args.images} holds no images")
     index = {n.lower(): i for i, n in enumerate(class_names)}
-    label = {f: index.get(f.stem.rsplit("-", 1)[0].lower()) for f in files}
+    label = {f: index.get(f.stem.rsplit("-", 1)[0].lower()) for f in files}   # a class name may hold a '-' too
     by_label: dict[int | None, list[Path]] = {}
     for f in files:
         by_label.setdefault(label[f], []).append(f)

@@ -127,7 +127,7 @@ def _finished(path: Path, run: dict[str, Any]) -> dict[str, Any]:
         return {}
     if isinstance(old.get("run"), dict) and old["run"] != run:
         differ = [RUN_NAMES.get(k, k) for k in sorted(set(old["run"]) | set(run)) if old["run"].get(k) != run.get(k)]
-        raise ValueError(f"{path.parent.name}/{path.name} holds another sweep ({', '.join(differ)} differ): re-run "
+        raise ValueError(f"{path} holds another sweep ({', '.join(differ)} differ): re-run "
                          "its command to continue or extend it, or choose another --out")
     asked, settings = old.get("asked"), old.get("settings")
     if old.get("run") != run or not (isinstance(asked, list) and isinstance(settings, list)
