@@ -210,7 +210,8 @@ def claimed(folder: Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"{folder.name} is in use by another {what} (wait for it to end, or choose another "
+            name = folder.resolve().name or str(folder.resolve())   # `--out .` named no folder: " is in use"
+            raise ValueError(f"{name} is in use by another {what} (wait for it to end, or choose another "
                              "folder)") from None
         try:
             sweep(folder)

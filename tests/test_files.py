@@ -1,5 +1,7 @@
 """dat_core.files: a file is replaced whole or not at all."""
 
+from pathlib import Path
+
 import pytest
 
 from dat_core.files import replacing, write_text
@@ -311,3 +313,19 @@ def test_claiming_a_folder_sweeps_what_killed_writers_left_anywhere_in_it(tmp_pa
     with claimed(tmp_path, "benchmark"):
         assert not any(p.exists() for p in left) and ours.exists()
         assert (tmp_path / "ace" / "eps_1").is_dir()
+
+
+def test_a_claimed_folder_given_as_dot_is_named(tmp_path, monkeypatch):
+    """`--out .` said " is in use by another benchmark": the folder `.` has no name of its own."""
+    from dat_core.files import claimed
+
+    folder = tmp_path / "here"
+    child = _claim_in_child(folder, 60)
+    monkeypatch.chdir(folder)
+    try:
+        with pytest.raises(ValueError, match="^here is in use by another benchmark"):
+            with claimed(Path("."), "benchmark"):
+                pass
+    finally:
+        child.kill()
+        child.wait()
