@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +31,12 @@ PAIRS = "source,target\ncat,ship  # a comment\nship,cat\ncat,dog\n"
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bench")
+    return make_setup(tmp_path_factory.mktemp("bench"))
+
+
+def make_setup(d: Path) -> Path:
+    """Two tiny checkpoints in `d` (the explained model and an independent judge), four labelled 32 px images and
+    a pairs file."""
     torch.manual_seed(0)
     save_model(build_model("wrn-10-1").eval(), d / "model")
     torch.manual_seed(1)

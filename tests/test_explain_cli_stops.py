@@ -8,30 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
+from test_explain_benchmark import NAMES, make_setup
 
-from dat_core import build_model
-from dat_core.checkpoint import save_model
 from explain.cli import main
-
-NAMES = ["cat-0000.png", "cat-0002.png", "ship-0001.png", "ship-0003.png"]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Two tiny checkpoints (the explained model and an independent judge) and four labelled 32 px images."""
-    d = tmp_path_factory.mktemp("stops")
-    torch.manual_seed(0)
-    save_model(build_model("wrn-10-1").eval(), d / "model")
-    torch.manual_seed(1)
-    save_model(build_model("wrn-10-1").eval(), d / "judge")
-    rng = np.random.default_rng(0)
-    (d / "imgs").mkdir()
-    for name in NAMES:
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / "imgs" / name)
-    (d / "pairs.csv").write_text("source,target\ncat,ship\nship,cat\ncat,dog\n")
-    return d
+    return make_setup(tmp_path_factory.mktemp("stops"))
 
 
 def _files(folder: Path) -> dict[str, bytes]:

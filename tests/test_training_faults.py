@@ -713,9 +713,8 @@ def test_a_restart_clears_every_temporary_a_killed_run_left(tmp_path):
     assert not any(p.exists() for p in left)
 
 
-def test_a_saved_state_is_durable_on_disk_not_only_in_the_page_cache(tmp_path, monkeypatch):
-    """The file was fsynced, its rename into place was not: after a power cut the folder could still name the old
-    state.pt (or none). The folder is fsynced after the rename too."""
+def _record_fsyncs(monkeypatch) -> list[str]:
+    """The paths fsynced from now on, in order (a power cut cannot be made here; what reaches the disk can be seen)."""
     synced = []
     real = os.fsync
 
@@ -724,6 +723,13 @@ def test_a_saved_state_is_durable_on_disk_not_only_in_the_page_cache(tmp_path, m
         return real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_a_saved_state_is_durable_on_disk_not_only_in_the_page_cache(tmp_path, monkeypatch):
+    """The file was fsynced, its rename into place was not: after a power cut the folder could still name the old
+    state.pt (or none). The folder is fsynced after the rename too."""
+    synced = _record_fsyncs(monkeypatch)
     state.atomic_save({"step": 1}, tmp_path / "state.pt")
     assert synced[-1] == str(tmp_path) and any(p.endswith(".tmp") for p in synced[:-1])
 
@@ -736,14 +742,7 @@ def test_a_saved_checkpoint_is_durable_on_disk_not_only_in_the_page_cache(tmp_pa
     from dat_core.files import replacing_dir
     from dat_core.models import build_model
 
-    synced = []
-    real = os.fsync
-
-    def fsync(fd):
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        return real(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced = _record_fsyncs(monkeypatch)
     save_model(build_model("wrn-10-1"), tmp_path / "ckpt")
     for name in ("model.safetensors", "config.json"):
         written = [i for i, p in enumerate(synced) if p.startswith(str(tmp_path / "ckpt" / f".{name}."))]
