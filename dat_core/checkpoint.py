@@ -21,7 +21,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from .files import read_json, replacing
+from .files import read_json, replacing, replacing_dir
 from .models import Classifier, build_model
 from .models.config import validate_model_config
 from .version import code_version
@@ -37,26 +37,39 @@ CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 def save_model(model: Classifier, directory: str | Path, card: str | None = None) -> Path:
     """Write `model` as a checkpoint dir (config.json + model.safetensors [+ README.md card]); returns the dir.
 
-    Each file is written to a temporary name beside it and renamed into place, so a reader never sees
-    a half-written checkpoint file. `model.config["code_version"]` is set to the code writing it (version and
-    git sha), so the saved config and the model in memory agree on where the file came from.
+    A folder that holds a checkpoint and nothing else is replaced whole (`replacing_dir`): its weights, config and
+    card change together, so a kill between two files never leaves new weights beside an old config, and an
+    earlier model's card (its numbers) goes unless `card` is given. Into a folder that holds other files too (a
+    git clone of a Hub repo) each file is written to a temporary name beside it and renamed into place, so a
+    reader never sees a half-written file. All is fsynced. `model.config["code_version"]` is set to the code
+    writing it (version and git sha), so the saved config and the model in memory agree on where it came from.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     model.config["code_version"] = code_version()
     config = json.dumps(model.config, indent=2) + "\n"  # fails early (TypeError) on a non-JSON config
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     # serialized in memory and written by us: file modes follow the umask (safetensors' own writer uses 0600)
-    _write_atomic(directory / WEIGHTS_NAME, safetensors_bytes(tensors, metadata={"format": "pt"}))
-    _write_atomic(directory / CONFIG_NAME, config.encode("utf-8"))
-    if card is not None:
-        _write_atomic(directory / CARD_NAME, card.encode("utf-8"))
+    files = {WEIGHTS_NAME: safetensors_bytes(tensors, metadata={"format": "pt"}), CONFIG_NAME: config.encode("utf-8"),
+             **({CARD_NAME: card.encode("utf-8")} if card is not None else {})}
+    if _a_checkpoint_alone(directory):
+        with replacing_dir(directory, durable=True) as tmp:
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        with replacing(directory / name, durable=True) as tmp:   # a checkpoint outlives a power cut whole
+            tmp.write_bytes(data)
     return directory
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    with replacing(path, durable=True) as tmp:   # a checkpoint outlives a power cut whole
-        tmp.write_bytes(data)
+def _a_checkpoint_alone(directory: Path) -> bool:
+    """Whether `directory` is a real folder (not a link, not the working folder) holding a checkpoint's files and
+    nothing else: one `save_model` may swap whole."""
+    if not directory.is_dir() or directory.is_symlink() or directory.resolve() == Path.cwd().resolve():
+        return False
+    names = {p.name for p in directory.iterdir()}
+    return bool(names & set(CHECKPOINT_FILES)) and names <= {*CHECKPOINT_FILES, CARD_NAME}
 
 
 # ---------------------------------------------------------------- reading

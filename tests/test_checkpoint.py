@@ -346,3 +346,48 @@ def test_half_and_double_weights_still_load(tiny_model, tmp_path, dtype):
 def test_bundled_checkpoints_pass_the_weight_checks():
     for directory in sorted(p for p in loading.DEFAULT_MODEL_DIR.iterdir() if p.is_dir()):
         assert not load_checkpoint_dir(directory).training
+
+
+def test_a_kill_while_saving_over_a_checkpoint_leaves_the_old_one_whole(tmp_path):
+    """save_model replaced model.safetensors, then config.json: a SIGKILL between the two (an `import` or
+    `calibrate --out` over an existing folder) left new weights beside the old config, which loaded and evaluated
+    without a word. The folder is swapped whole now: the old checkpoint, or the new one."""
+    import signal
+    import subprocess
+    import sys
+
+    old = save_model(random_model(1, image_size=32), tmp_path / "ckpt", card="# the old model\n")
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    code = f"""
+import os, signal, pathlib
+from test_checkpoint import random_model
+from dat_core.checkpoint import save_model
+write = pathlib.Path.write_bytes
+def write_then_die(self, data):
+    if "config.json" in self.name:   # the weights are written: die before the config is
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write(self, data)
+pathlib.Path.write_bytes = write_then_die
+save_model(random_model(2, image_size=16), {str(old)!r})
+"""
+    run = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before   # nothing of the new model got in
+    assert torch.equal(logits(load_model(old)), logits(random_model(1, image_size=32)))
+
+
+def test_saving_over_a_checkpoint_drops_the_earlier_models_card(tmp_path):
+    """`import --out` or `calibrate --out` into a folder with a card kept the earlier model's README.md and its
+    numbers beside the new weights (`push` would have published them). A card is the model's own or none; a folder
+    holding other files (a git clone of a Hub repo) keeps them."""
+    directory = save_model(random_model(1), tmp_path / "ckpt", card="# model 1: accuracy 0.9\n")
+    save_model(random_model(2), directory)
+    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors"]
+    save_model(random_model(3), directory, card="# model 3\n")
+    assert model_card(directory) == "# model 3\n"
+    clone = save_model(random_model(1), tmp_path / "clone", card="# mine\n")
+    (clone / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    save_model(random_model(2), clone)
+    assert (clone / ".gitattributes").is_file() and model_card(clone) == "# mine\n"
+    assert torch.equal(logits(load_model(clone)), logits(random_model(2)))
