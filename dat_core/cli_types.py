@@ -11,6 +11,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import numpy as np
@@ -40,6 +41,23 @@ def refuse_unused(args: argparse.Namespace, options: Iterable[str], used: bool, 
     given = [f"--{o.replace('_', '-')}" for o in options if _given(getattr(args, o))]
     if given and not used:
         raise ValueError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with {needs}")
+
+
+def refuse_writing_inputs(outputs: Iterable[tuple[str, Any]], inputs: Iterable[tuple[str, Any]]) -> None:
+    """An output that resolves (symlinks followed) to an input or into an input folder would replace it (a report
+    over a checkpoint's weights) or join it (a file in a folder of images the next run reads): a ValueError naming
+    the output and the innermost such input, before any work. Outputs are (option, path) pairs, inputs (what names
+    it, e.g. "--model m1", path); a None or "" path is skipped (no such output, or an input that is no path)."""
+    held = sorted(((name, Path(path).resolve()) for name, path in inputs if path),
+                  key=lambda item: -len(item[1].parts))   # the innermost first: ood/ inside the data folder
+    for option, path in outputs:
+        if not path:
+            continue
+        target = Path(path).resolve()
+        for name, where in held:
+            if target.is_relative_to(where):
+                raise ValueError(f"{option} {path} {'is' if target == where else 'is inside'} {name}, an input: an "
+                                 "output never replaces or joins an input; write it elsewhere")
 
 
 def _given(value: object) -> bool:

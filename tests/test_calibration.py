@@ -232,3 +232,14 @@ def test_calibrate_defaults_to_the_carve_out_training_recorded(overlapping, over
     report = json.loads(capsys.readouterr().out)
     assert (report["val_size"], report["seed"], report["n"]) == (30, 5, 30)
     assert "fitted on" in report["scored_on"]   # its ECE after is measured on the images it was fitted on
+
+
+def test_calibrate_asks_for_the_carve_out_of_a_checkpoint_that_records_none(overlapping, overconfident, capsys):
+    """Without a recorded carve-out (an imported checkpoint, trained on the whole train split) calibrate took 2000
+    images of train at seed 0 without a word: it fitted the temperature on images the model trained on."""
+    config = json.loads((overconfident / "config.json").read_text())
+    assert not config.get("training", {}).get("carve_outs")
+    assert main(["calibrate", "--model", str(overconfident), "--data", str(overlapping)]) == 2
+    err = capsys.readouterr().err
+    assert "records no validation carve-out of the train split" in err and "--val-size" in err
+    assert err.count("\n") == 1 and "temperature" not in json.loads((overconfident / "config.json").read_text())

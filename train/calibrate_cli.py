@@ -15,8 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-DEFAULT_VAL_SIZE = 2000   # for a checkpoint that does not record its carve-out (imports, older runs)
-
 EXAMPLES = """examples:
   python -m train calibrate --model runs/s2/final --data cifar10 --val-size 2000
   python -m train calibrate --model runs/s2/final --data ../shared/data/cifar10-jpg.tar.gz --out runs/s2/calibrated
@@ -39,7 +37,7 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
                    help="split holding the validation carve-out, never test (default: %(default)s)")
     p.add_argument("--val-size", type=int, default=None,
                    help="the N images training's data.val_size=N held out of --split (same train_val_split; "
-                        f"default: the carve-out training recorded in the checkpoint, else {DEFAULT_VAL_SIZE})")
+                        "default: the carve-out training recorded in the checkpoint; required when it records none)")
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=None,
                    help="training's seed (it fixes which images were held out; default: the recorded one, else 0)")
     p.add_argument("--off", action="store_true", help="remove the temperature (back to the raw logits)")
@@ -76,8 +74,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise ValueError("--model must be a checkpoint folder (calibrate writes its config.json)")
     model = load_checkpoint_dir(source, label=str(args.model)).to(device)
     record = next((r for r in carve_outs(model.config) if r.get("split") == args.split), {})
+    if args.val_size is None and not record:   # 2000 images at seed 0 were taken: of an imported checkpoint, which
+        raise ValueError(f"{args.model} records no validation carve-out of the {args.split} split (an import or an "
+                         "older run), so which of its images the model never trained on is unknown: give --val-size "
+                         "N and --seed S of the images its training held out, or --data with images it never saw")
     if args.val_size is None:   # the held-out images training recorded (none held out: refused by split_images)
-        args.val_size = record.get("val_size") or DEFAULT_VAL_SIZE
+        args.val_size = record.get("val_size")
     if args.seed is None:
         args.seed = record.get("seed", 0)
     autocast = use_autocast(args.autocast, device)

@@ -12,14 +12,23 @@ import numpy as np
 import torch
 
 from dat_core.checkpoint import WEIGHTS_NAME
-from dat_core.cli_types import MAX_SEED, comma_list, int_in, norm_name, parse_eps, refuse_unused, step_size
+from dat_core.cli_types import (
+    MAX_SEED,
+    comma_list,
+    int_in,
+    norm_name,
+    parse_eps,
+    refuse_unused,
+    refuse_writing_inputs,
+    step_size,
+)
 from dat_core.data import CIFAR_SOURCES, NOISE_KINDS, SEED_KINDS, ImageDataset, noise_seeds, train_val_split
 from dat_core.data.folders import EmptyClassError
 from dat_core.evaluation import ROBUST_STRONG, autoattack_accuracy, evaluate, model_info
 from dat_core.evaluation.accuracy import check_radius
 from dat_core.evaluation.autoattack import ATTACKS, check_autoattack
 from dat_core.evaluation.ood import MAX_ADVERSARIAL_OOD, uniform_ood
-from dat_core.evaluation.report import check_judge
+from dat_core.evaluation.report import PLOT_FILES, check_judge
 from dat_core.files import check_writable, write_text
 from dat_core.loading import load_model, locate, resolve_source
 from dat_core.pgd import NORMS, check_pixel_units
@@ -108,8 +117,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                         "with --feature-model more than the number of classes (default: 0 = none)")
     p.add_argument("--sample-seeds", default=None, choices=SEED_KINDS,
                    help="seeds of the samples: bank = out-of-distribution photos (assets/seeds/, how DAT samples), "
-                        f"gaussian = class-conditional Gaussian fitted on CIFAR-10 train, or noise (default: "
-                        f"{SEED_KINDS[0]})")
+                        "gaussian = class-conditional Gaussian fitted on CIFAR-10 train, uniform = pixel noise, "
+                        f"lowfreq = smooth noise (default: {SEED_KINDS[0]})")
     p.add_argument("--feature-model", default=None, metavar="MODEL",
                    help="with --samples: a fixed classifier (e.g. the bundled standard model) whose penultimate "
                         "features give the samples' Fréchet distance to the evaluated images and their within-class "
@@ -157,6 +166,9 @@ def _ood_sets(args: argparse.Namespace, image_size: int, n_data: int) -> dict[st
             continue
         ds = load_image_folder(spec, labeled=False, image_size=image_size, cache_dir=args.cache_dir or None)
         if args.ood_holdout:
+            if not args.ood_holdout < len(ds):   # train_val_split would name its own val_size, never given here
+                raise ValueError(f"--ood-holdout {args.ood_holdout}: the OOD set {name} has {len(ds)} images; hold "
+                                 "out fewer, as training's data.ood_holdout leaves some as seeds")
             _, ds = train_val_split(ds, args.ood_holdout, seed=args.seed)
         if len(ds) > args.ood_limit:   # a fixed random draw: sorted class folders make the first N one folder
             ds = random_subset(ds, args.ood_limit, args.seed)
@@ -257,6 +269,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--json {args.json} is where --model-info writes {MODEL_INFO_NAME}, which would replace "
                              "the report: give the report another name")
         check_writable(info_path, "--model-info's")
+    refuse_writing_inputs(outputs(args, info_path), inputs(args))
     device = resolve_device(args.device)
     directory = locate(resolve_source(args.model, args.revision))   # once: its weights' sha256 goes in the report
     model = load_model(directory, device=device)
@@ -313,6 +326,30 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         card = update_card(model_card(args.model), model.config, report, dataset=Path(str(args.data)).name)
         write_text(Path(args.model) / CARD_NAME, card)
     return report
+
+
+def outputs(args: argparse.Namespace, info_path: Path | None) -> list[tuple[str, Any]]:
+    """What this run writes, by option: the report, the RobustBench summary beside it, the figure folder and the
+    figures in it (the card --update-card writes is the one file written into an input, on purpose)."""
+    figures = [] if args.out is None else [("--out", Path(args.out) / name) for name in PLOT_FILES.values()]
+    return [("--json", args.json), ("--model-info", info_path), ("--out", args.out), *figures]
+
+
+def inputs(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """What this run reads, named by option: the checkpoint folders on this machine (a Hub model is read from the
+    Hub's cache), the data (the CIFAR archives' --root) and the OOD folders or archives."""
+    def model(option: str) -> tuple[str, Path | None]:
+        given = getattr(args, option.strip("-").replace("-", "_"))
+        try:
+            source = resolve_source(given, args.revision if option == "--model" else None) if given else None
+        except ValueError:   # loading it says what is wrong, in its turn
+            source = None
+        return f"{option} {given}", locate(source) if source is not None and source.kind != "hub" else None
+    cifar = args.data in CIFAR_SOURCES
+    return [model("--model"), model("--judge"), model("--feature-model"),
+            (f"--data {args.data}", None if cifar else args.data),
+            (f"--root {args.root}", args.root if cifar else None),
+            *((f"--ood {spec}", spec) for spec in args.ood if spec not in NOISE_KINDS)]
 
 
 def _additional_data(args: argparse.Namespace, config: dict[str, Any]) -> bool:

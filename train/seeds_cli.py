@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dat_core.cli_types import int_in
+from dat_core.cli_types import int_in, refuse_writing_inputs
 
 MAX_RESOLUTION = 32
 """Largest side the Gaussians are fitted at: a full covariance of 3 * 32^2 = 3,072 pixels per class."""
@@ -42,6 +42,7 @@ def add_seeds_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_seeds(args: argparse.Namespace) -> int:
+    from dat_core.data import CIFAR_SOURCES
     from dat_core.data.seeds import NOISE_KINDS, fit_class_gaussians, write_class_gaussians, write_seed_bank
     from dat_core.training.config import load_config
     from dat_core.training.data import load_train_val, ood_parts
@@ -50,6 +51,11 @@ def run_seeds(args: argparse.Namespace) -> int:
     _check_outputs(args.bank_out, args.gaussians_out)
     cfg = load_config(args.config, args.overrides)
     d = cfg.data
+    cifar = d.dataset in CIFAR_SOURCES
+    refuse_writing_inputs((("--bank-out", args.bank_out), ("--gaussians-out", args.gaussians_out)), (
+        (f"--config {args.config}", args.config), (f"data.dataset {d.dataset}", None if cifar else d.dataset),
+        (f"data.root {d.root}", d.root if cifar else None),
+        (f"data.ood {d.ood}", None if d.ood in NOISE_KINDS else d.ood)))
     pending = {}   # everything is computed before the first file is written: a failure replaces neither
     if args.bank_out:
         if d.ood in NOISE_KINDS:   # said before any data loads; it was "error: uniform does not exist"
@@ -81,7 +87,7 @@ def run_seeds(args: argparse.Namespace) -> int:
 
 def _check_outputs(bank_out: str, gaussians_out: str) -> None:
     """Both output paths usable, before any work: "" skips a file, a blank one is a mistake, one file for both
-    would hold only the Gaussians."""
+    would hold only the Gaussians (and, once the config is read, neither may replace or join an input)."""
     from dat_core.files import check_writable
 
     if not bank_out and not gaussians_out:

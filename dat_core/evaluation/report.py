@@ -154,6 +154,23 @@ def sample_realism(feature_model: nn.Module, real: Any, real_labels: torch.Tenso
 
 # --------------------------------------------------------------------------- everything at once
 
+PLOT_FILES = {"reliability": "reliability.png", "samples": "samples.png"}
+"""The figures `evaluate` may write into its `out_dir`, by the report's `files` key."""
+
+
+def write_figures(out: Path, figures: Mapping[str, Any]) -> dict[str, str]:
+    """Write each figure (a function of its path) as its `PLOT_FILES` name in `out`; the others an earlier run
+    wrote there are removed first, so the folder never holds figures of two runs (other files stay)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for key, name in PLOT_FILES.items():
+        if key not in figures:
+            (out / name).unlink(missing_ok=True)
+    files = {key: str(out / PLOT_FILES[key]) for key in figures}
+    for key, write in figures.items():
+        write(files[key])
+    return files
+
+
 def _name(judge: nn.Module | None) -> str:
     if judge is None:
         return "self"
@@ -183,7 +200,8 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
       features (e.g. a standard model): Fréchet distance to the evaluated images (not FID: no Inception) and
       within-class diversity of samples vs real images (`sample_realism`); needs data that can be read twice.
     - `out_dir`: writes reliability.png (and samples.png when samples > 0: at most `MAX_GRID_ROWS` rows of one
-      sample per class, or `MAX_GRID_IMAGES` samples for many classes; all of them are measured).
+      sample per class, or `MAX_GRID_IMAGES` samples for many classes; all of them are measured) once all is
+      measured, and removes the one of these an earlier run left there that this run does not write.
     - `batch_size`: used where data comes as tensors or a dataset (see `as_batches`) and for samples.
     """
     start = time.perf_counter()
@@ -250,12 +268,9 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
             result.setdefault("ood_adversarial_n", {})[name] = attacked["energy"].shape[0]
             result["ood_adversarial"] = {**adversarial_ood_settings(int(image_size)), "objective": ATTACK_OBJECTIVE}
 
-    out = None if out_dir is None else Path(out_dir)
-    files = {}
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        files["reliability"] = str(out / "reliability.png")
-        plot_reliability(bins, files["reliability"], title=f"Reliability (n={n}, ECE {ece:.2%})")
+    figures = {}   # written once everything is measured
+    if out_dir is not None:
+        figures["reliability"] = lambda path: plot_reliability(bins, path, title=f"Reliability (n={n}, ECE {ece:.2%})")
     if samples > 0:
         fid = sample_fidelity(model, model if judge is None else judge, samples, int(image_size), num_classes,
                               seed=seed, steps=sample_steps, step_size=sample_step_size, seeds_kind=sample_seeds,
@@ -270,11 +285,11 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
             "seeds": sample_seeds}
         if feature_model is not None:
             result["sample_realism"] = sample_realism(feature_model, batches, labels, fid["images"], fid["targets"])
-        if out is not None:  # a picture, not an archive: the first rows of the (class-cycling) samples
-            files["samples"] = str(out / "samples.png")
+        if out_dir is not None:  # a picture, not an archive: the first rows of the (class-cycling) samples
             ncol = num_classes if num_classes <= 16 else math.ceil(math.sqrt(min(samples, MAX_GRID_IMAGES)))
             shown = fid["images"][:min(samples, ncol * MAX_GRID_ROWS, MAX_GRID_IMAGES)]
-            save_png(make_grid(shown, nrow=min(ncol, len(shown))), files["samples"])
+            figures["samples"] = lambda path: save_png(make_grid(shown, nrow=min(ncol, len(shown))), path)
+    files = {} if out_dir is None else write_figures(Path(out_dir), figures)
     result["files"] = files
     result["time_s"] = round(time.perf_counter() - start, 3)
     return result
