@@ -216,6 +216,25 @@ def card_sample_count(text: str | None) -> int | None:
     return max((n for n in counts if isinstance(n, int)), default=None)
 
 
+def without_metric(existing: str, metric_type: str) -> str:
+    """`existing` card without its results of `metric_type`, in the model-index and the body's table: calibrating
+    sets a new temperature, so an ECE measured before it is no longer the model's (`push` would publish it)."""
+    front, body = split_card(existing)
+    if not front:
+        return existing
+    data = ModelCard(existing).data
+    results = data.eval_results or []
+    kept = [r for r in results if r.metric_type != metric_type]
+    if len(kept) == len(results):
+        return existing
+    gone = {_measure(r) for r in results} - {_measure(r) for r in kept}
+    data.eval_results = kept or None
+    data.metrics = sorted({r.metric_type for r in kept}) or None
+    rows = re.compile(r"^\| (?:" + "|".join(map(re.escape, gone)) + r")(?: \[bf16\])?(?: \(an earlier run[^|]*)? "
+                      r"\|[^\n]*\n", re.MULTILINE)
+    return str(_card(data, TABLE.sub(lambda m: rows.sub("", m.group(0)), body, count=1)))
+
+
 def split_card(text: str) -> tuple[str, str]:
     """(front matter, body) of an existing card; body keeps whatever a person wrote."""
     if text.startswith("---"):

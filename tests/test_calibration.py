@@ -243,3 +243,23 @@ def test_calibrate_asks_for_the_carve_out_of_a_checkpoint_that_records_none(over
     err = capsys.readouterr().err
     assert "records no validation carve-out of the train split" in err and "--val-size" in err
     assert err.count("\n") == 1 and "temperature" not in json.loads((overconfident / "config.json").read_text())
+
+
+def test_calibrate_drops_the_cards_ece_of_the_old_temperature(overlapping, overconfident, tmp_path):
+    """The card was carried over whole: its ECE, measured before the new temperature, stayed in the model-index
+    and the table, and `push` would publish it for the calibrated model. The accuracies (which T leaves) stay."""
+    from huggingface_hub import ModelCard
+
+    from dat_core.cards import build_card
+    from dat_core.checkpoint import model_card
+
+    config = json.loads((overconfident / "config.json").read_text())
+    report = {"clean_accuracy": 0.75, "ece": 0.21, "n": 30, "split": "test"}
+    (overconfident / "README.md").write_text(str(build_card(config, report)) + "\nMy notes.\n")
+    out = tmp_path / "calibrated"
+    assert main(["calibrate", "--model", str(overconfident), "--out", str(out), "--data", str(overlapping),
+                 "--val-size", "30"]) == 0
+    card = model_card(out)
+    names = [r.metric_name for r in ModelCard(card).data.eval_results]
+    assert names == ["Clean accuracy"] and "| Clean accuracy | 0.7500 |" in card and "My notes." in card
+    assert "calibration error" not in card.lower() and "0.21" not in card

@@ -52,7 +52,8 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_calibrate(args: argparse.Namespace) -> int:
 
-    from dat_core.checkpoint import CARD_NAME, load_checkpoint_dir, save_model
+    from dat_core.cards import without_metric
+    from dat_core.checkpoint import load_checkpoint_dir, model_card, save_model
     from dat_core.energy import marginal_energy
     from dat_core.evaluation import as_batches, energy_quantiles, fit_temperature, predict
     from dat_core.models.config import TEMPERATURE_RANGE
@@ -111,8 +112,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
             **{k: v for k, v in report.items() if k != "temperature"}}
     model.config["energy_quantiles"] = energy_quantiles(marginal_energy(scaled))
     out = Path(args.out) if args.out else source
-    card = source / CARD_NAME
-    save_model(model.cpu(), out, card=card.read_text(encoding="utf-8") if card.is_file() else None)
+    card = model_card(source)   # its ECE was the old temperature's: a card keeps only numbers still the model's
+    save_model(model.cpu(), out, card=without_metric(card, "ece") if card is not None else None)
     print(json.dumps(report, indent=2))
     return 0
 
