@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from common import machine
 
+from dat_core.cli_types import int_in
 from dat_core.evaluation.generative import features_of
 from dat_core.loading import load_model
 from explain import benchmark as bm
@@ -83,8 +84,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="benchmark output folders (finished --data runs)")
     p.add_argument("--features", required=True, help="comma-separated feature models (zoo names, dirs)")
-    p.add_argument("--limit", type=int, default=None, help="only the pairs of the images a --limit N run picks")
-    p.add_argument("--real-limit", type=int, default=None,
+    p.add_argument("--limit", type=int_in(1), default=None, help="only the pairs of the images a --limit N run picks")
+    p.add_argument("--real-limit", type=int_in(1), default=None,
                    help="real images for the class-conditional distance: this many of the run's split (default: "
                         "the run's own images)")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -96,7 +97,7 @@ def main() -> None:
         settings, x, labels, jobs, per_radius = load_run(run, args.limit)
         originals = {space: features_of(judge, x).numpy() for space, judge in judges.items()}
         real_labels, real = labels, originals
-        if args.real_limit:
+        if args.real_limit is not None:
             key = tuple(settings[k] for k in ("data", "split", "val_size", "seed"))
             if key not in reals:
                 real_x, split_labels, _ = run_images(settings, args.real_limit)

@@ -18,6 +18,7 @@ import torch
 from common import emit, machine, median_time
 from torch.profiler import ProfilerActivity, profile
 
+from dat_core.cli_types import int_in
 from dat_core.loading import load_model
 from dat_core.pgd import pgd, threat_model
 from dat_core.runtime import channels_last, native_bf16
@@ -48,9 +49,9 @@ def forward_macs(model: torch.nn.Module, size: int, device: torch.device) -> int
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="default")
-    p.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
+    p.add_argument("--batches", type=int_in(1), nargs="+", default=[64, 256, 1024])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int_in(1), default=10)
     p.add_argument("--compile", default="on", choices=("on", "off", "auto"), help="the timed steps (default: on, "
                    "as the benchmark runs where a compiler exists)")
     args = p.parse_args()

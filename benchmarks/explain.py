@@ -50,6 +50,7 @@ import torch
 from common import emit, machine, median_time
 
 from dat_core import build_model, threat_model
+from dat_core.cli_types import int_in
 from dat_core.models import find_arch
 from dat_core.models.class_names import dataset_class_names
 from dat_core.pgd import pgd
@@ -416,7 +417,8 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--archs", nargs="+", default=None, help="default: wrn-16-2 (quick); wrn-16-2 wrn-34-10")
     p.add_argument("--cases", nargs="+", default=None, help=f"subset of {[c.name for c in CASES]}")
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--repeats", type=int_in(1), default=None,
+                   help="default: 1 with --quick; else 7, 3 for a big model on the CPU")
     args = p.parse_args()
     archs = args.archs or (["wrn-16-2"] if args.quick else ["wrn-16-2", "wrn-34-10"])
     unknown = set(args.cases or ()) - {c.name for c in CASES}
@@ -435,7 +437,8 @@ def main() -> None:
         model = build_model(arch, image_size=image_size, **({"num_classes": 1000, "class_names": dataset_class_names(
             "imagenet")} if imagenet else {})).to(device).eval()
         big = arch not in SMALL
-        repeats = args.repeats or (1 if args.quick else (3 if big and device.type == "cpu" else 7))
+        repeats = (args.repeats if args.repeats is not None
+                   else 1 if args.quick else 3 if big and device.type == "cpu" else 7)
         ctx = Context(arch, model, torch.rand(3, image_size, image_size, device=device), device, repeats, args.quick,
                       native_bf16(device))
         names = args.cases or (IMAGENET_CASES if imagenet else [c.name for c in CASES if c.name not in IMAGENET_CASES])
@@ -450,7 +453,8 @@ def main() -> None:
         found = [r["ratio"] for r in rows if r["case"].startswith(prefix) and isinstance(r.get("ratio"), float)
                  and math.isfinite(r["ratio"])]
         return min(found) if found else None
-    as_run = [r for r in rows if r["case"] == "as_run_by_cli_and_app" and r["arch"] in SMALL]
+    as_run = [r for r in rows if r["case"] == "as_run_by_cli_and_app"   # "wrn-16-2@32" is a small WRN too
+              and r["arch"].partition("@")[0] in SMALL]
     emit({"benchmark": "explain", "device": str(device), "machine": machine(),
           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cases": rows,
           "ratio": worst("trajectory_"), "ratio_all_cases": worst(""), "as_run": as_run[0] if as_run else None})

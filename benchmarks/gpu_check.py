@@ -140,16 +140,58 @@ def run_part(name: str, cmd: list[str], limit: float) -> dict:
     return result
 
 
+PART_NAMES = ("cuda_tests", "train_step", "cf_benchmark", "cf_batch_invariance", "torchrun", "latency")
+"""The parts, in the order `parts` runs them (--only takes these names)."""
+
+
+def budget_seconds(text: str) -> float:
+    """--budget: finite seconds in 10..86400 (a part needs 10; nan or inf would leave the run uncapped). Local, not
+    dat_core.cli_types.float_in: this orchestrator imports nothing of the project (only its parts do), so a package
+    missing on a lent machine fails the parts that need it, not the whole check."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds in 10..86400, got {text!r}") from None
+    if not 10 <= seconds <= 24 * 3600:   # nan fails this too
+        raise argparse.ArgumentTypeError(f"expected seconds in 10..86400, got {text}")
+    return seconds
+
+
+def writable_file(out: str | Path) -> str | None:
+    """Why `out` cannot take the report, or None: checked before any part runs, not after the whole budget (a probe
+    write; a file that was not there is removed again)."""
+    path = Path(out)
+    if path.is_dir() or str(out).endswith(("/", os.sep)):   # Path drops a trailing "/": "new_folder/" is a folder
+        return f"--out {out} is a folder; it takes a JSON file path"
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a"):
+            pass
+    except OSError as e:
+        return f"--out {path} cannot be written: {e.strerror}"
+    if not existed:
+        path.unlink()
+    return None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: checks the script itself (CI)")
     p.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/gpu_check[_dry_run].json)")
-    p.add_argument("--budget", type=float, default=480, help="seconds for everything (default: 480 = 8 min)")
+    p.add_argument("--budget", type=budget_seconds, default=480,
+                   help="seconds for everything, 10..86400 (default: 480 = 8 min)")
     p.add_argument("--cf-data", default=None, help="CIFAR-10 archive for the cf_benchmark part (1,000 test images "
                    "x 9 targets); without it the bundled examples")
-    p.add_argument("--only", nargs="+", default=None, help="run only these parts")
+    p.add_argument("--only", nargs="+", default=None, choices=PART_NAMES, metavar="PART",
+                   help=f"run only these parts, of {', '.join(PART_NAMES)}")
     args = p.parse_args()
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"gpu_check{'_dry_run' if args.dry_run else ''}.json")
+    out = args.out or ROOT / "benchmarks" / "results" / f"gpu_check{'_dry_run' if args.dry_run else ''}.json"
+    if (why := writable_file(out)) is not None:
+        p.error(why)
+    out = Path(out)
+    if args.cf_data is not None and not Path(args.cf_data).exists():
+        p.error(f"--cf-data {args.cf_data} does not exist")
     start = time.perf_counter()
     report: dict = {"benchmark": "gpu_check", "dry_run": args.dry_run, "parts": {}}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
@@ -162,8 +204,8 @@ def main() -> int:
                 continue
             report["parts"][name] = run_part(name, cmd, min(limit, left))
     report["wall_s"] = round(time.perf_counter() - start, 1)
-    report["ok"] = all(part["rc"] == 0 for part in report["parts"].values())
-    out.parent.mkdir(parents=True, exist_ok=True)
+    # nothing run proves nothing: an empty report is a failure, not "all parts ok"
+    report["ok"] = bool(report["parts"]) and all(part["rc"] == 0 for part in report["parts"].values())
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out} ({'all parts ok' if report['ok'] else 'some parts failed'}, {report['wall_s']} s)")
     return 0 if report["ok"] else 1

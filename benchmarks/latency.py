@@ -18,6 +18,7 @@ from common import emit, machine, median_time
 
 import explain
 from dat_core import build_model
+from dat_core.cli_types import int_in
 from dat_core.models import find_arch
 from dat_core.runtime import FastPath, channels_last, use_autocast
 
@@ -25,11 +26,11 @@ from dat_core.runtime import FastPath, channels_last, use_autocast
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", nargs="+", default=["wrn-16-2"])
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int_in(1), default=60)
     p.add_argument("--compile", choices=("both", "on", "off"), default="both")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--autocast", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int_in(1), default=5)
     args = p.parse_args()
     device = torch.device(args.device)
     autocast = use_autocast(args.autocast, device)

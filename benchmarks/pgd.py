@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from common import emit, machine, median_time
 
 from dat_core import build_model, pgd, threat_model
+from dat_core.cli_types import int_in
 
 
 def reference_pgd(model, x, y, eps, step_size, steps):
@@ -42,15 +43,14 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="small case, under a minute on a 2-core CPU")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--archs", nargs="+", default=None)
-    p.add_argument("--batches", nargs="+", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--batches", nargs="+", type=int_in(1), default=None, help="default: 1 128; 1 32 with --quick")
+    p.add_argument("--steps", type=int_in(1), default=5, help="PGD steps (default: 5)")
+    p.add_argument("--repeats", type=int_in(1), default=3, help="timings per median (default: 3)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in our engine (reference stays fp32)")
     args = p.parse_args()
     archs = args.archs or (["wrn-16-2"] if args.quick else ["wrn-16-4", "wrn-34-10"])
     batches = args.batches or ([1, 32] if args.quick else [1, 128])
-    steps = args.steps or 5
-    repeats = args.repeats or 3
+    steps, repeats = args.steps, args.repeats
     device = torch.device(args.device)
     cases = []
     for arch in archs:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from common import emit, machine, median_time
 
 from dat_core import build_model
+from dat_core.cli_types import int_in
 from dat_core.evaluation.metrics import roc_auc
 from dat_core.runtime import native_bf16
 from dat_core.training.config import load_config
@@ -110,19 +111,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small case, under a minute on a 2-core CPU")
     p.add_argument("--arch", default=None)
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--T", type=int, default=None, help="contrastive PGD steps")
-    p.add_argument("--K", type=int, default=None, help="classification PGD steps")
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--batch", type=int_in(1), default=None, help="default: 128; 32 with --quick")
+    p.add_argument("--T", type=int_in(0), default=None, help="contrastive PGD steps (default: 5; 2 with --quick)")
+    p.add_argument("--K", type=int_in(0), default=None,
+                   help="classification PGD steps (default: 10; 2 with --quick)")
+    p.add_argument("--repeats", type=int_in(1), default=None, help="default: 3; 2 with --quick")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                    help="also time bf16 autocast + channels_last; auto: where the device has native bf16")
     args = p.parse_args()
     arch = args.arch or ("wrn-16-2" if args.quick else "wrn-16-4")
-    b = args.batch or (32 if args.quick else 128)
+    b = args.batch if args.batch is not None else (32 if args.quick else 128)
     T = args.T if args.T is not None else (2 if args.quick else 5)
     K = args.K if args.K is not None else (2 if args.quick else 10)
-    repeats = args.repeats or (2 if args.quick else 3)
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
     device = torch.device(args.device)
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16(device))
 
