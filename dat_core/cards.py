@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .cli_types import eps_text
@@ -220,9 +221,12 @@ def without_metric(existing: str, metric_type: str) -> str:
     """`existing` card without its results of `metric_type`, in the model-index and the body's table: calibrating
     sets a new temperature, so an ECE measured before it is no longer the model's (`push` would publish it)."""
     front, body = split_card(existing)
-    if not front:
+    try:
+        data = ModelCard(existing).data if front else None
+    except (yaml.YAMLError, ValueError, TypeError):   # front matter a person broke: theirs to fix, copied as it is
+        data = None
+    if data is None:
         return existing
-    data = ModelCard(existing).data
     results = data.eval_results or []
     kept = [r for r in results if r.metric_type != metric_type]
     if len(kept) == len(results):

@@ -12,6 +12,7 @@ Where a checkpoint comes from (bundled, a folder, the Hub) is `dat_core.loading`
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,12 @@ def save_model(model: Classifier, directory: str | Path, card: str | None = None
 
 
 def _a_checkpoint_alone(directory: Path) -> bool:
-    """Whether `directory` is a real folder (not a link, not the working folder) holding a checkpoint's files and
-    nothing else: one `save_model` may swap whole."""
+    """Whether `directory` is a real folder holding a checkpoint's files and nothing else, that `save_model` may swap
+    whole: not a link, the working folder or a mount point (a volume cannot be renamed), and in a folder it may
+    write (the swap renames it there; file by file needs only the folder itself)."""
     if not directory.is_dir() or directory.is_symlink() or directory.resolve() == Path.cwd().resolve():
+        return False
+    if os.path.ismount(directory) or not os.access(directory.resolve().parent, os.W_OK | os.X_OK):
         return False
     names = {p.name for p in directory.iterdir()}
     return bool(names & set(CHECKPOINT_FILES)) and names <= {*CHECKPOINT_FILES, CARD_NAME}

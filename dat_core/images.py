@@ -6,7 +6,8 @@ explained on.
    decoded (decompression-bomb guard). Unreadable data raises `ImageError` naming the source. The EXIF
    orientation is applied (phone photos stand upright).
 2. Greyscale of more than 8 bits is scaled by the depth its file declares (16-bit: 255/65535, not clipped),
-   never by its pixel values: a dark 16-bit image must not read 257x brighter than one with a bright pixel.
+   never by its pixel values: a dark 16-bit image must not read 257x brighter than one with a bright pixel. An
+   in-memory 'I' image declares nothing: 16-bit when a value is above 255, else 8-bit values (`convert("I")`).
 3. Mode -> RGB: transparency (RGBA, LA, palette with a transparent index) is composited on white; 32-bit float
    ('F') is read as [0,1] when its maximum is <= 1, else as 0..255; other modes use PIL's own conversion.
 4. Geometry: the shorter side is resized to S (antialiased bicubic), then the centre S x S square is cropped; an
@@ -105,12 +106,14 @@ def open_image(source: str | Path | bytes, max_side: int | None = None, name: st
 
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB (rules: module docstring). An in-memory 'I' image has no file to declare its
-    depth: it is read as 16-bit, like 'I;16'."""
+    depth (files are read by `open_image`, which does): it is 16-bit when a value is above 255, else 8-bit values
+    as `Image.convert("I")` of an 8-bit image holds them (read as 16-bit, those turned black)."""
     mode = im.mode
     if mode == "RGB":
         return im
     if mode.startswith("I;16") or mode == "I":
-        return _grey_to_8bit(im, 65535).convert("RGB")
+        white = 65535 if mode.startswith("I;16") or np.asarray(im).max(initial=0) > 255 else 255
+        return _grey_to_8bit(im, white).convert("RGB")
     if mode == "F":  # float keeps float64, where float32 rounding can differ
         a = np.array(im, dtype=np.float64)
         a *= 255.0 if a.max(initial=0) <= 1.0 else 1.0

@@ -204,7 +204,9 @@ def staged(out: Path, drop: Callable[[list[Path]], object]) -> Iterator[Path]:
     """A private folder inside `out` for all of one run's outputs. When the block ends, `drop(new)` removes the
     earlier run's outputs (`new`: this run's, as they will be named in `out`), then this run's move in. A stop or
     an error inside the block leaves `out` as it was: a folder never holds files of two runs, which a reader
-    would take for one (files replaced one by one left a new strip.png beside an old gif, an old summary.json)."""
+    would take for one (files replaced one by one left a new strip.png beside an old gif, an old summary.json).
+    A stop during the moves themselves (renames: milliseconds) can leave part of the new run, never any of the
+    earlier one; its manifest already names the new files, so the next run removes them."""
     out.mkdir(parents=True, exist_ok=True)
     remove_stale(out, ".explain-run.")   # what a killed run left (SIGKILL: no `finally`)
     stage = out / f".explain-run.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"

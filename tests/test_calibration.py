@@ -263,3 +263,15 @@ def test_calibrate_drops_the_cards_ece_of_the_old_temperature(overlapping, overc
     names = [r.metric_name for r in ModelCard(card).data.eval_results]
     assert names == ["Clean accuracy"] and "| Clean accuracy | 0.7500 |" in card and "My notes." in card
     assert "calibration error" not in card.lower() and "0.21" not in card
+
+
+@pytest.mark.parametrize("card", ["---\nfoo: [unclosed\n---\nMy notes.\n", "---\n- a list\n---\nMy notes.\n",
+                                  "---\nmodel-index: 3\n---\nMy notes.\n"])
+def test_calibrate_copies_a_card_whose_front_matter_it_cannot_read(overlapping, overconfident, tmp_path, card):
+    """Dropping the ECE parsed the card after the fit: broken YAML ended in a traceback, a bad model-index threw the
+    finished calibration away. Such a card is the person's to fix; it is copied as it is."""
+    (overconfident / "README.md").write_text(card)
+    out = tmp_path / "calibrated"
+    assert main(["calibrate", "--model", str(overconfident), "--out", str(out), "--data", str(overlapping),
+                 "--val-size", "30"]) == 0
+    assert (out / "README.md").read_text() == card and "temperature" in json.loads((out / "config.json").read_text())

@@ -391,3 +391,18 @@ def test_saving_over_a_checkpoint_drops_the_earlier_models_card(tmp_path):
     save_model(random_model(2), clone)
     assert (clone / ".gitattributes").is_file() and model_card(clone) == "# mine\n"
     assert torch.equal(logits(load_model(clone)), logits(random_model(2)))
+
+
+def test_a_checkpoint_in_a_folder_it_cannot_rename_is_written_in_place(tmp_path, monkeypatch):
+    """The whole-folder swap renames the folder in its parent: a checkpoint folder inside a read-only parent (or a
+    mounted volume) failed where writing file by file worked, and lost its owner and mode. Such a folder is written
+    in place. (Tests run as root, for whom every folder is writable: the parent's refusal is simulated.)"""
+    directory = save_model(random_model(1), tmp_path / "ckpt", card="# one\n")
+    inode = directory.stat().st_ino
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: Path(p) != tmp_path.resolve() and real(p, mode, **k))
+    save_model(random_model(2), directory)
+    assert directory.stat().st_ino == inode and torch.equal(logits(load_model(directory)), logits(random_model(2)))
+    monkeypatch.undo()
+    save_model(random_model(3), directory)   # a parent it may write: swapped whole
+    assert directory.stat().st_ino != inode and model_card(directory) is None

@@ -176,9 +176,11 @@ def test_16_bit_greyscale_is_scaled_by_its_declared_depth_not_by_its_pixels(tmp_
         assert im.mode == "I"
     assert decode_rgb(pgm.read_bytes(), None)[1, 1, 0] == 1
     assert round(float(to_model_input(pgm, 8)[0, 0, 1, 1]) * 255) == 1
-    in_memory = np.asarray(to_rgb(Image.fromarray(dark.astype(np.int32))))
-    assert in_memory.shape == (8, 8, 3) and (in_memory == 1).all()           # no file: 16-bit, like I;16
-    assert (np.asarray(to_rgb(Image.fromarray(dark.astype(np.uint16)))) == 1).all()
+    in_memory = np.asarray(to_rgb(Image.fromarray(dark.astype(np.int32))))   # no file to declare a depth: values
+    assert in_memory.shape == (8, 8, 3) and (in_memory == 200).all()         # up to 255 are 8-bit ones, as
+    assert (np.asarray(to_rgb(Image.new("L", (4, 4), 200).convert("I"))) == 200).all()   # convert("I") holds them
+    assert (np.asarray(to_rgb(Image.fromarray(bright.astype(np.int32))))[1, 1] == 1).all()   # above 255: 16-bit
+    assert (np.asarray(to_rgb(Image.fromarray(dark.astype(np.uint16)))) == 1).all()       # I;16 is 16-bit
 
 
 # --------------------------------------------------------------------------- 5. OOD splits

@@ -2,6 +2,7 @@
 files, unwritable run directories, kills at any point, and the two official-code choices (weight decay
 on every parameter, training without a validation split). Tiny runs: wrn-10-1, 16 px, fp32, CPU."""
 
+import contextlib
 import errno
 import json
 import os
@@ -174,13 +175,15 @@ def test_an_export_changes_weights_and_config_together(toy, tmp_path, monkeypatc
     before = {p.name: p.read_bytes() for p in (out / "best").iterdir()}
     writes = []
 
-    def stop_after_the_weights(path, data):
+    @contextlib.contextmanager
+    def stop_after_the_weights(path, **options):
         writes.append(path.name)
         if path.name == "config.json":
             raise KeyboardInterrupt
-        real(path, data)
-    real = checkpoint._write_atomic
-    monkeypatch.setattr(checkpoint, "_write_atomic", stop_after_the_weights)
+        with real(path, **options) as tmp:
+            yield tmp
+    real = checkpoint.replacing
+    monkeypatch.setattr(checkpoint, "replacing", stop_after_the_weights)
     trainer.step = 2
     with torch.no_grad():
         next(trainer.ema.model.parameters()).add_(1.0)

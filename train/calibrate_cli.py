@@ -78,7 +78,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if args.val_size is None and not record:   # 2000 images at seed 0 were taken: of an imported checkpoint, which
         raise ValueError(f"{args.model} records no validation carve-out of the {args.split} split (an import or an "
                          "older run), so which of its images the model never trained on is unknown: give --val-size "
-                         "N and --seed S of the images its training held out, or --data with images it never saw")
+                         "N and --seed S of the images its training held out (of --data, which may be other data)")
     if args.val_size is None:   # the held-out images training recorded (none held out: refused by split_images)
         args.val_size = record.get("val_size")
     if args.seed is None:

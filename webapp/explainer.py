@@ -138,16 +138,19 @@ class Explainer:
 
     # ------------------------------------------------------------ computing
 
-    def check_budget(self, loaded: st.LoadedModel, n_paths: int, steps: int, fewer: str = "steps or targets") -> None:
+    def check_budget(self, loaded: st.LoadedModel, n_paths: int, steps: int, fewer: str = "steps or targets",
+                     at_once: int | None = None) -> None:
         """Refuse a request (before computing anything) whose frames could not stay in the result cache (one request
-        may fill half of it), or whose batch of paths needs more activation memory than one request may hold (100
-        samples of an ImageNet ConvNeXt-L: about 43 GiB). `fewer` names what the visitor can lower."""
-        batch = n_paths * st.activation_bytes(loaded.config)
-        if n_paths > 1 and batch > st.REQUEST_ACTIVATION_BYTES:
-            most = max(1, st.REQUEST_ACTIVATION_BYTES // st.activation_bytes(loaded.config))
-            raise ValueError(f"{plural(n_paths, 'path')} of this model at once need about {_mb(batch)} of "
+        may fill half of it), or whose batch of paths (`at_once` of them, default all) needs more activation memory
+        than one request may hold (100 samples of an ImageNet ConvNeXt-L: about 43 GiB). `fewer` names what the
+        visitor can lower."""
+        batch = min(n_paths, at_once or n_paths)
+        need = batch * st.activation_bytes(loaded.config)
+        if batch > st.paths_at_once(loaded.config):
+            raise ValueError(f"{plural(batch, 'path')} of this model at once need about {_mb(need)} of "
                              f"activations; one request may hold {_mb(st.REQUEST_ACTIVATION_BYTES)} (at most "
-                             f"{plural(most, 'path')} of it). Ask for fewer {fewer.replace('steps or ', '')}.")
+                             f"{plural(st.paths_at_once(loaded.config), 'path')} of it). Ask for fewer "
+                             f"{fewer.replace('steps or ', '')}.")
         size = loaded.image_size
         need = n_paths * (steps + 1) * 3 * size * size * 7  # float32 frames + uint8 frames + uint8 differences
         if need > self.cache.max_bytes // 2:

@@ -48,6 +48,11 @@ def _activation_bytes(arch: str, num_classes: int, image_size: int | None) -> in
     return model_cost({"arch": arch, "num_classes": num_classes, "image_size": image_size})[1]
 
 
+def paths_at_once(config: dict[str, Any]) -> int:
+    """The most paths of the model `config` describes one request may run in one batch (at least one)."""
+    return max(1, REQUEST_ACTIVATION_BYTES // activation_bytes(config))
+
+
 def activation_bytes(config: dict[str, Any]) -> int:
     """One image's forward activations in bytes for the model `config` describes (measured on the meta device once
     per architecture, class count and size)."""

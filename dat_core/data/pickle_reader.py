@@ -194,18 +194,25 @@ def _bytes(value: Any) -> bytes:
     return value
 
 
-def _resolved(value: Any) -> Any:
-    """`value` with every array placeholder replaced by its array (memo references may share them)."""
+def _resolved(value: Any, done: dict[int, Any] | None = None) -> Any:
+    """`value` with every array placeholder replaced by its array. Each object is rebuilt once and shared where the
+    file shares it (memo references): rebuilt per reference, `x = [x, x]` nested 24 deep took 40 s from 174 bytes."""
+    done = {} if done is None else done
+    if id(value) in done:
+        return done[id(value)]
     if isinstance(value, _Array):
         if value.array is None:
             raise PickleDataError("malformed pickle: an array without its data")
-        return value.array
-    if isinstance(value, (_Name, _DType)):
+        out: Any = value.array
+    elif isinstance(value, (_Name, _DType)):
         raise PickleDataError("refusing a pickle that holds a global name rather than data")
-    if type(value) is dict:
-        return {_resolved(k): _resolved(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_resolved(v) for v in value]
-    if type(value) is tuple:
-        return tuple(_resolved(v) for v in value)
-    return value
+    elif type(value) is dict:
+        out = {_resolved(k, done): _resolved(v, done) for k, v in value.items()}
+    elif type(value) is list:
+        out = [_resolved(v, done) for v in value]
+    elif type(value) is tuple:
+        out = tuple(_resolved(v, done) for v in value)
+    else:
+        return value
+    done[id(value)] = out
+    return out

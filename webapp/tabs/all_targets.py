@@ -16,11 +16,13 @@ import explain
 from .. import charts
 from ..explainer import Cancelled, Explainer, progress_steps
 from ..inputs import MAX_ALL_TARGETS, model_input, pgd_params, settings_shown, user_errors
+from ..state import paths_at_once
 from ..views import AllTargetsView, CounterfactualView
 from ..wiring import COMPUTE, INSTANT, STOP, bind, cancellable, no_error_badge, outputs, stop_run
 from . import counterfactual
 
-BATCH = 64  # paths per PGD batch (explain.counterfactuals' max_batch); the progress bar counts the batches' steps
+BATCH = 64  # most paths per PGD batch (explain.counterfactuals' max_batch; fewer for a large model,
+#            `paths_at_once`); the progress bar counts the batches' steps
 
 
 @dataclass
@@ -69,11 +71,12 @@ def run(ex: Explainer, image, norm, eps, steps, step_size, state, progress=gr.Pr
             order = loaded.model(x.to(loaded.device)).float()[0].argsort(descending=True)
         targets = sorted(int(c) for c in order[:MAX_ALL_TARGETS])
         note = f"\n\n_Showing the {MAX_ALL_TARGETS} most probable of {k} classes._"
-    ex.check_budget(loaded, len(targets), req["steps"])
-    batches = math.ceil(len(targets) / BATCH)
+    batch = min(BATCH, paths_at_once(loaded.config))   # a large model runs fewer paths a batch: the tab has no
+    ex.check_budget(loaded, len(targets), req["steps"], at_once=batch)   # control for how many targets it takes
+    batches = math.ceil(len(targets) / batch)
     with ex.cancellable(state) as cancel:
         on_step = progress_steps(progress, f"PGD toward {len(targets)} classes", batches * req["steps"], cancel)
-        trajs = explain.counterfactuals(loaded.model, x, targets, autocast=ex.uses_bf16(loaded), max_batch=BATCH,
+        trajs = explain.counterfactuals(loaded.model, x, targets, autocast=ex.uses_bf16(loaded), max_batch=batch,
                                         on_step=on_step, **req)
     if len(trajs) < len(targets) or int(trajs[-1].steps[-1]) < req["steps"]:
         raise Cancelled(int(trajs[-1].steps[-1]) if trajs else 0, req["steps"])
