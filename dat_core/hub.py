@@ -122,7 +122,12 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
             path = fetch(revision, HUB_FILES, True)
         else:   # every request pinned to the one commit whose sizes were checked (a branch that moved in between
             commit, weights = listed   # let an unchecked 5 GB file through)
-            _check_weights_size(fetch(commit, [CONFIG_NAME], False), repo_id, weights)
+            config = fetch(commit, [CONFIG_NAME], False)
+            try:
+                _check_weights_size(config, repo_id, weights)
+            except ValueError:
+                forget(config)   # refused: its config leaves the cache too
+                raise
             path = fetch(commit, HUB_FILES, False)
             if revision != commit:
                 _remember_ref(cache_dir, repo_id, revision or constants.DEFAULT_REVISION, commit)
@@ -181,6 +186,21 @@ def _check_weights_size(snapshot: Path, repo_id: str, size: int | None) -> None:
     if size > cap:
         raise ValueError(f"{WEIGHTS_NAME} of Hub repo {repo_id} is {size / 2**20:.1f} MB, more than a "
                          f"{config['arch']} checkpoint can be ({cap / 2**20:.1f} MB), so it is not downloaded")
+
+
+def forget(snapshot: str | Path) -> None:
+    """Remove a downloaded snapshot and the files only it holds from the HF cache (huggingface_hub's own
+    `delete_revisions`): a checkpoint a public app refused must not stay on its disk, or a visitor naming repo after
+    repo of junk weights would fill it. Nothing when `snapshot` is not a cached snapshot."""
+    from huggingface_hub import scan_cache_dir
+
+    snapshot = Path(snapshot)
+    if snapshot.parent.name != "snapshots":
+        return
+    try:
+        scan_cache_dir(snapshot.parent.parent.parent).delete_revisions(snapshot.name).execute()
+    except (OSError, ValueError, hf_errors.CacheNotFound):
+        pass   # not a cache, or already gone: nothing to free
 
 
 def _remember_ref(cache_dir: str | Path | None, repo_id: str, revision: str, commit: str) -> None:

@@ -244,6 +244,10 @@ def test_hostile_hub_checkpoints_are_one_clear_message(world, tmp_path):
             assert ex.session_model(state) is ex.default
         out = model_tab.load(ex, HUB, "", "good/model", "", None, ex.new_session())._asdict()
         assert "good/model" in out["banner"] and str(cache) not in out["banner"] + out["model_info"]
+    # what was refused left the server's disk (kept, every repo of junk a visitor names would stay there); the
+    # model that loaded stays cached
+    kept = sorted({p.relative_to(cache).parts[0] for p in cache.rglob("*") if p.is_file() and "blobs" in p.parts})
+    assert kept == ["models--good--model"], kept
 
 
 def test_hostile_model_on_the_command_line_is_one_line(world, tmp_path, capsys):

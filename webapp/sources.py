@@ -19,7 +19,7 @@ from typing import Any
 from huggingface_hub import errors as hf_errors
 
 from dat_core.checkpoint import CHECKPOINT_FILES, load_checkpoint_dir
-from dat_core.hub import repo_id_problem
+from dat_core.hub import forget, repo_id_problem
 from dat_core.loading import DEFAULT_MODEL_DIR, ModelSource, canonical_revision, default_model_dir, locate
 from dat_core.models import Classifier
 
@@ -123,13 +123,22 @@ def load(source: ModelSource, *, visitor: bool = True, **hub_options: Any) -> tu
         model = load_checkpoint_dir(directory, label=errors_label)
         return model, directory
     except (OSError, ValueError) as e:
+        refused(source, directory)
         said = str(e)
         for name in CHECKPOINT_FILES:   # "the folder you entered/config.json" -> "the config.json in the folder ..."
             said = said.replace(f"{ENTERED_FOLDER}/{name}", f"the {name} in {ENTERED_FOLDER}")
         raise ValueError(said) from e
     except Exception as e:  # noqa: BLE001 (the boundary to untrusted files; see the docstring)
+        refused(source, directory)
         LOG.exception("loading %s failed", name)
         raise ValueError(f"{name} could not be loaded: it is not a valid checkpoint ({type(e).__name__})") from e
+
+
+def refused(source: ModelSource, directory: Path) -> None:
+    """A Hub checkpoint that failed to load leaves the server's cache (`dat_core.hub.forget`): kept, every repo of
+    junk weights a visitor names would stay on the disk."""
+    if source.kind == "hub":
+        forget(directory)
 
 
 def hub_failure(source: ModelSource, error: BaseException) -> str:
