@@ -203,8 +203,8 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     held.enter_context(claimed(out, "benchmark"))
     prints, weights_only = _fingerprints(x, labels, {"model": model, "feature_model": feature_model,
                                                      "transfer_model": transfer, "guide": extra.get("guide")})
-    check_run_folder(out, {**_settings(args, radii, request, pairs), **prints}, located=LOCATED,
-                     earlier=weights_only)
+    check_run_folder(out, {**_settings(args, radii, request, pairs), **prints, "device_type": device.type},
+                     located=LOCATED, earlier={**weights_only, "device_type": None})   # (run.json before it: none)
     spent = SpentTime(out, since=started)
     reported: list[bool] = []   # a stop (Ctrl-C, SIGTERM) before the report counts this process's time too
     held.callback(lambda: reported or spent.tick())

@@ -269,3 +269,20 @@ def test_images_help_says_which_text_of_a_file_name_is_its_class(setup, tmp_path
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     _, labels, files = load_image_set(args, names, 32)
     assert dict(zip(files, labels)) == {"cat-0000-b.png": None, "cat-0000.png": 3, "ship-x-1.png": None}
+
+
+def test_a_benchmark_begun_on_another_device_is_not_resumed_here(setup, tmp_path, capsys):
+    """run.json did not record the device: a run begun on CUDA (TF32 convolutions, its own kernels) and resumed on
+    the CPU mixed two devices' paths in one report. (No GPU here: the CUDA start is written into run.json.)"""
+    out = tmp_path / "b"
+    assert main(_bench(setup, out)) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["device_type"] == "cpu"
+    (out / "run.json").write_text(json.dumps({**run, "device_type": "cuda"}))
+    capsys.readouterr()
+    assert main(_bench(setup, out)) == 2
+    assert "other settings (device_type differ)" in capsys.readouterr().err
+    del run["device_type"]   # a run.json from before the device was recorded: continues, and records it
+    (out / "run.json").write_text(json.dumps(run))
+    assert main(_bench(setup, out)) == 0
+    assert json.loads((out / "run.json").read_text())["device_type"] == "cpu"
