@@ -104,15 +104,18 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
 def _run_print(args: argparse.Namespace, model: Any, images: list[Any], labels: list[Any], names: list[str]) -> dict:
     """What a saved setting's result depends on besides the setting: the model, the images, their labels and
     names, the norm, the threshold and the autocast (a setting saved under other ones is done again)."""
+    from dat_core.runtime import model_device
+
     from .benchmark_parts import model_sha256, sha256_of
 
     return {"model_sha256": model_sha256(model), "images_sha256": sha256_of(list(images)),
             "labels": [None if lab is None else int(lab) for lab in labels], "names": list(names),
-            "norm": args.norm, "threshold": args.threshold, "autocast": bool(args.autocast)}
+            "norm": args.norm, "threshold": args.threshold, "autocast": bool(args.autocast),
+            "device_type": model_device(model).type}
 
 
 RUN_NAMES = {"model_sha256": "model weights", "images_sha256": "images", "labels": "labels", "names": "image names",
-             "norm": "--norm", "threshold": "--threshold", "autocast": "--autocast"}
+             "norm": "--norm", "threshold": "--threshold", "autocast": "--autocast", "device_type": "device"}
 
 
 def _finished(path: Path, run: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +128,8 @@ def _finished(path: Path, run: dict[str, Any]) -> dict[str, Any]:
     old = read_saved(path, lambda p: read_json(p, 64 << 20, p.name, "a success sweep")) if path.is_file() else None
     if not isinstance(old, dict):   # none, or damaged (set aside as .damaged)
         return {}
+    if isinstance(old.get("run"), dict) and "device_type" not in old["run"]:   # a sweep from before it was recorded
+        old["run"] = {**old["run"], "device_type": run["device_type"]}
     if isinstance(old.get("run"), dict) and old["run"] != run:
         differ = [RUN_NAMES.get(k, k) for k in sorted(set(old["run"]) | set(run)) if old["run"].get(k) != run.get(k)]
         raise ValueError(f"{path} holds another sweep ({', '.join(differ)} differ): re-run "

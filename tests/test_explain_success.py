@@ -216,3 +216,24 @@ def test_steps_that_are_not_whole_say_so(setup, tmp_path, capsys):
     assert main(["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--steps", "2,2.5",
                  "--out", str(tmp_path / "out")]) == 2
     assert "--steps: expected an integer in 1..1000, got '2.5'" in capsys.readouterr().err
+
+
+def test_a_sweep_begun_on_another_device_is_not_extended_here(setup, tmp_path, capsys):
+    """The run a sweep's saved settings belong to did not name the device: one begun on CUDA was extended on the
+    CPU into one success.json. (No GPU here: the CUDA start is written into the file.) A sweep saved before the
+    device was recorded is extended as before."""
+    _, d = setup
+    args = ["success", "--model", str(d / "ckpt"), "--images", str(d / "imgs"), "--autocast", "off",
+            "--out", str(tmp_path / "a")]
+    assert main([*args, "--steps", "2"]) == 0
+    path = tmp_path / "a" / "success.json"
+    saved = json.loads(path.read_text())
+    assert saved["run"]["device_type"] == "cpu"
+    path.write_text(json.dumps({**saved, "run": {**saved["run"], "device_type": "cuda"}}))
+    capsys.readouterr()
+    assert main([*args, "--steps", "4"]) == 2
+    assert "another sweep (device differ)" in capsys.readouterr().err
+    del saved["run"]["device_type"]
+    path.write_text(json.dumps(saved))
+    assert main([*args, "--steps", "4"]) == 0
+    assert [s["params"]["steps"] for s in json.loads(path.read_text())["settings"]] == [4, 2]
