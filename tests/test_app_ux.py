@@ -298,12 +298,15 @@ def test_opening_a_link_shows_its_run_and_starts_it(ex):
     assert out["cf_input"].shape == (256, 256, 3)
 
 
-def test_a_link_may_name_every_norm_the_engine_has(ex):
+@pytest.mark.parametrize("norm, eps, shown", [("L1", "24", "L1"), ("linf", "2/255", "Linf")])
+def test_a_link_may_name_every_norm_the_engine_has_in_any_case(ex, norm, eps, shown):
+    """Every norm of the engine (L1 too); `norm=l2` or linf in a hand-written link was "settings are not valid",
+    where the norm box and the API take it."""
     if not len(ex.examples):
         pytest.skip("no example images")
     name = ex.examples.names[0]
-    out = named(opening.open_page(ex, None, _request(f"?example={name}&target=horse&norm=L1&eps=24&steps=9")))
-    assert out["cf_autorun"] is True and out["cf_norm"] == "L1" and out["cf_eps"]["value"] == "24"
+    out = named(opening.open_page(ex, None, _request(f"?example={name}&target=horse&norm={norm}&eps={eps}&steps=9")))
+    assert out["cf_autorun"] is True and out["cf_norm"] == shown and out["cf_eps"]["value"] == eps
 
 
 @pytest.mark.parametrize("query, note", [
@@ -459,12 +462,3 @@ def test_one_class_of_many_samples_is_a_square_not_a_strip():
     h, w, _ = one.grid(1).shape
     assert one.nrow == 4 and w < 2 * h
     assert SamplingView.build(samples(3, 4)).nrow == 4                     # a row per class
-
-
-def test_a_link_takes_the_norm_in_any_case(ex):
-    """`norm=l2` (or linf) in a hand-written link was "settings are not valid"; the norm box and the API take it."""
-    if not len(ex.examples):
-        pytest.skip("no example images")
-    name = ex.examples.names[0]
-    out = named(opening.open_page(ex, None, _request(f"?example={name}&target=horse&norm=linf&eps=2/255&steps=9")))
-    assert out["cf_autorun"] is True and out["cf_norm"] == "Linf" and out["cf_eps"]["value"] == "2/255"
