@@ -38,9 +38,9 @@ CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 def save_model(model: Classifier, directory: str | Path, card: str | None = None) -> Path:
     """Write `model` as a checkpoint dir (config.json + model.safetensors [+ README.md card]); returns the dir.
 
-    A folder that holds a checkpoint and nothing else is replaced whole (`replacing_dir`): its weights, config and
-    card change together, so a kill between two files never leaves new weights beside an old config, and an
-    earlier model's card (its numbers) goes unless `card` is given. Into a folder that holds other files too (a
+    A new folder, or one that holds a checkpoint and nothing else, is written whole (`replacing_dir`): its weights,
+    config and card change together, so a kill between two files never leaves new weights beside an old config, and
+    an earlier model's card (its numbers) goes unless `card` is given. Into a folder that holds other files too (a
     git clone of a Hub repo) each file is written to a temporary name beside it and renamed into place, so a
     reader never sees a half-written file. All is fsynced. `model.config["code_version"]` is set to the code
     writing it (version and git sha), so the saved config and the model in memory agree on where it came from.
@@ -52,7 +52,7 @@ def save_model(model: Classifier, directory: str | Path, card: str | None = None
     # serialized in memory and written by us: file modes follow the umask (safetensors' own writer uses 0600)
     files = {WEIGHTS_NAME: safetensors_bytes(tensors, metadata={"format": "pt"}), CONFIG_NAME: config.encode("utf-8"),
              **({CARD_NAME: card.encode("utf-8")} if card is not None else {})}
-    if _a_checkpoint_alone(directory):
+    if _swappable(directory):
         with replacing_dir(directory, durable=True) as tmp:
             for name, data in files.items():
                 (tmp / name).write_bytes(data)
@@ -64,16 +64,17 @@ def save_model(model: Classifier, directory: str | Path, card: str | None = None
     return directory
 
 
-def _a_checkpoint_alone(directory: Path) -> bool:
-    """Whether `directory` is a real folder holding a checkpoint's files and nothing else, that `save_model` may swap
-    whole: not a link, the working folder or a mount point (a volume cannot be renamed), and in a folder it may
-    write (the swap renames it there; file by file needs only the folder itself)."""
+def _swappable(directory: Path) -> bool:
+    """Whether `save_model` may write `directory` whole: a folder that is not there yet, or a real folder holding at
+    most a checkpoint's files that is not a link, the working folder or a mount point (a volume cannot be renamed),
+    in a folder it may write (the swap renames it there; file by file needs only the folder itself)."""
+    if not directory.exists() and not directory.is_symlink():
+        return True
     if not directory.is_dir() or directory.is_symlink() or directory.resolve() == Path.cwd().resolve():
         return False
     if os.path.ismount(directory) or not os.access(directory.resolve().parent, os.W_OK | os.X_OK):
         return False
-    names = {p.name for p in directory.iterdir()}
-    return bool(names & set(CHECKPOINT_FILES)) and names <= {*CHECKPOINT_FILES, CARD_NAME}
+    return {p.name for p in directory.iterdir()} <= {*CHECKPOINT_FILES, CARD_NAME}
 
 
 # ---------------------------------------------------------------- reading

@@ -2,7 +2,6 @@
 files, unwritable run directories, kills at any point, and the two official-code choices (weight decay
 on every parameter, training without a validation split). Tiny runs: wrn-10-1, 16 px, fp32, CPU."""
 
-import contextlib
 import errno
 import json
 import os
@@ -166,7 +165,6 @@ def test_a_run_killed_between_an_exports_two_renames_finds_its_export_on_resume(
 def test_an_export_changes_weights_and_config_together(toy, tmp_path, monkeypatch):
     """best/ and final/ were written file by file: a stop after model.safetensors left new weights beside the
     config (step, validation metrics, energy band) of the earlier export, and load_model took the pair."""
-    from dat_core import checkpoint
 
     out = tmp_path / "run"
     trainer = Trainer(tiny(toy, out, steps=2))
@@ -175,15 +173,13 @@ def test_an_export_changes_weights_and_config_together(toy, tmp_path, monkeypatc
     before = {p.name: p.read_bytes() for p in (out / "best").iterdir()}
     writes = []
 
-    @contextlib.contextmanager
-    def stop_after_the_weights(path, **options):
+    def stop_after_the_weights(path, data):
         writes.append(path.name)
         if path.name == "config.json":
             raise KeyboardInterrupt
-        with real(path, **options) as tmp:
-            yield tmp
-    real = checkpoint.replacing
-    monkeypatch.setattr(checkpoint, "replacing", stop_after_the_weights)
+        return real(path, data)
+    real = Path.write_bytes
+    monkeypatch.setattr(Path, "write_bytes", stop_after_the_weights)
     trainer.step = 2
     with torch.no_grad():
         next(trainer.ema.model.parameters()).add_(1.0)
@@ -742,16 +738,16 @@ def test_a_saved_checkpoint_is_durable_on_disk_not_only_in_the_page_cache(tmp_pa
     power cut the folder could name a config.json and model.safetensors of zero bytes. Their data, their folder and
     the folder they were renamed into are fsynced now."""
     from dat_core.checkpoint import save_model
-    from dat_core.files import replacing_dir
     from dat_core.models import build_model
 
     synced = _record_fsyncs(monkeypatch)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / ".gitattributes").write_text("*.safetensors filter=lfs\n")   # written file by file
     save_model(build_model("wrn-10-1"), tmp_path / "ckpt")
     for name in ("model.safetensors", "config.json"):
         written = [i for i, p in enumerate(synced) if p.startswith(str(tmp_path / "ckpt" / f".{name}."))]
         assert written and synced[written[0] + 1] == str(tmp_path / "ckpt"), synced   # data, then the rename
     synced.clear()
-    with replacing_dir(tmp_path / "best", durable=True) as folder:
-        save_model(build_model("wrn-10-1"), folder)
+    save_model(build_model("wrn-10-1"), tmp_path / "best")   # a new folder (training's best/): written whole
     assert synced[-1] == str(tmp_path) and (tmp_path / "best" / "model.safetensors").is_file()
     assert any(p.endswith(".tmp") for p in synced[:-1])   # the new tree itself, before it was renamed

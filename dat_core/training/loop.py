@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from ..checkpoint import save_model
 from ..data.seeds import NOISE_KINDS, check_seeds
-from ..files import replacing_dir, write_text
+from ..files import write_text
 from ..logs import get_logger, progress_bar
 from ..runtime import use_autocast
 from ..signals import is_main_thread
@@ -389,9 +389,8 @@ class Trainer:
                                     **self._provenance(),
                                     **({"T": self.stage.curriculum.T} if self.cfg.stage == "stage2" else {}),
                                     **({"validation": metrics} if metrics else {})}
-        with replacing_dir(self.out / name, durable=True) as folder:   # weights and config change together: a
-            save_model(model, folder)   # stop between the two files left new weights beside an old config
-        return self.out / name
+        # written whole (`save_model`): a stop between its two files left new weights beside an old config
+        return save_model(model, self.out / name)
 
 
 def _scalar(v: Any) -> Any:
