@@ -157,6 +157,19 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
     return path
 
 
+def current_commit(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
+                   token: str | bool | None = None, local_files_only: bool | None = None, **_: object) -> str | None:
+    """The commit `revision` (a branch or tag; None: the default branch) names on the Hub now, or None when that
+    cannot be told (offline, unreachable, or the Hub answers with an error): one API call, nothing downloaded. Takes
+    `download`'s keyword arguments (a cache_dir is not needed here)."""
+    if local_files_only or constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        return HfApi(endpoint=endpoint, token=token).repo_info(repo_id, revision=validate_revision(revision)).sha
+    except (hf_errors.HfHubHTTPError, *_network_errors()):
+        return None
+
+
 def _checked_listing(api: HfApi, repo_id: str, revision: str | None) -> tuple[str, int | None] | None:
     """The commit `revision` names now and the size it lists for the weights, once every file we fetch from it is
     within `MAX_DOWNLOAD_BYTES` (ValueError otherwise); None when the Hub cannot be reached."""

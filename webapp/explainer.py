@@ -62,15 +62,15 @@ class Explainer:
             else bool(allow_local_models)
         self.models = st.ModelRegistry(max_models, hub_options=hub_options,
                                        fast_path=lambda model, name: fast_path(model, compile, autocast, name))
-        self.default = self.models.load(model, revision, pin=True)
-        self.standard, self.standard_note = self._load_standard(standard_model)
+        self._default_key = self.models.load(model, revision, pin=True).key
+        self._standard_key, self.standard_note = self._load_standard(standard_model)
         self.cache = st.TrajectoryCache(cache_bytes)
         self.files = st.TempFiles()
         self.examples = links.Examples(links.EXAMPLES_DIR)  # build_demo sets the page's own
         self._runs: dict[str, threading.Event] = {}  # session id -> its run in flight, for Cancel
         self._runs_lock = threading.Lock()
 
-    def _load_standard(self, source: str | None) -> tuple[st.LoadedModel | None, str]:
+    def _load_standard(self, source: str | None) -> tuple[str | None, str]:
         if source == "auto":
             found = sorted(p for p in DEFAULT_MODEL_DIR.glob("standard-*") if (p / "config.json").is_file())
             if not found:
@@ -80,7 +80,17 @@ class Explainer:
         if not source:
             return None, "No standard model was given (start the app with `--standard-model DIR|REPO_ID`)."
         loaded = self.models.load(source, pin=True)
-        return loaded, f"Standard model: {loaded.label}."
+        return loaded.key, f"Standard model: {loaded.label}."
+
+    @property
+    def default(self) -> st.LoadedModel:
+        """The app's model (pinned: always loaded), read per request: loading its Hub branch again may replace it."""
+        return self.models.get(self._default_key)
+
+    @property
+    def standard(self) -> st.LoadedModel | None:
+        """The standard (non-robust) model the Compare tab shows, if the app has one."""
+        return None if self._standard_key is None else self.models.get(self._standard_key)
 
     # ------------------------------------------------------------ sessions and their models
 
@@ -292,7 +302,8 @@ class Explainer:
 
 def _memo_key(loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict,
               mask: torch.Tensor | None = None) -> str:
-    return "memo/" + st.request_hash(loaded.key, x, target, sorted(req.items()), "mask", mask)
+    """By content, and by the commit or folder the model was read from: a Hub branch that moved is another model."""
+    return "memo/" + st.request_hash(loaded.key, str(loaded.directory), x, target, sorted(req.items()), "mask", mask)
 
 
 @dataclass(frozen=True)

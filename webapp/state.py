@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dat_core.hub import current_commit
 from dat_core.loading import ModelSource, resolve_source
 from dat_core.models import class_names_of
 from dat_core.models.config import model_cost
@@ -36,6 +37,7 @@ from dat_core.runtime import FastPath, channels_last, model_device
 from . import sources
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
+_COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 REQUEST_ACTIVATION_BYTES = 2 * 2**30
 """The fp32 activations (as `model_cost` counts them for one forward) a request's batch of paths may need at once:
@@ -156,6 +158,7 @@ class LoadedModel:
     revision: str | None
     directory: Path              # where config.json / model.safetensors / README.md live
     label: str = ""              # how visitors read its name (sources.label: never a server path)
+    checked: float = field(default_factory=time.monotonic)   # when its Hub branch was last looked up
 
     @property
     def model(self) -> nn.Module:
@@ -198,14 +201,19 @@ class _Loading:
 class ModelRegistry:
     """Loaded models by (source, revision); at most `max_models` unpinned ones stay loaded (LRU).
 
+    Loading a Hub branch or tag that is loaded already asks the Hub which commit it names now (at most once per
+    `recheck_s` seconds): when it moved, the new commit is loaded in its place, so a visitor who pushed new weights
+    and presses Load model again gets them. A commit sha, a folder, or a Hub that does not answer keeps the model.
+
     `fast_path(model, name)` puts each newly loaded model behind a FastPath (webapp.fastpath.fast_path: compiled
     in the background); by default a model stays eager.
     """
 
     def __init__(self, max_models: int = 4, device: str | torch.device | None = None,
                  hub_options: dict[str, Any] | None = None,
-                 fast_path: Callable[[nn.Module, str], FastPath] | None = None):
+                 fast_path: Callable[[nn.Module, str], FastPath] | None = None, recheck_s: float = 60.0):
         self.max_models = max_models
+        self.recheck_s = recheck_s
         self.device = device
         self.fast_path = fast_path or (lambda model, name: FastPath(model, enabled=False, name=name))
         self.hub_options = dict(hub_options or {})  # dat_core.hub.download's endpoint=, cache_dir=, token=
@@ -224,8 +232,12 @@ class ModelRegistry:
         visitor = isinstance(source, ModelSource)
         src = source if visitor else resolve_source(source, revision)
         with self._lock:
-            if (hit := self._hit(src.key, pin)) is not None:
-                return hit
+            hit = self._hit(src.key, pin)
+        if hit is not None and not self._moved(src, hit):
+            return hit
+        with self._lock:
+            if hit is not None and self._models.get(src.key) is hit:   # its branch moved on: load the new commit
+                del self._models[src.key]
             loading = self._loading.setdefault(src.key, _Loading())
             loading.users += 1
         try:
@@ -261,6 +273,18 @@ class ModelRegistry:
                 for k in unpinned[:max(0, len(unpinned) - self.max_models)]:
                     del self._models[k]
             return loaded
+
+    def _moved(self, src: ModelSource, loaded: LoadedModel) -> bool:
+        """Whether the Hub branch or tag `loaded` came from names another commit now (one request asks the Hub per
+        `recheck_s`; the others keep the loaded model meanwhile)."""
+        if src.kind != "hub" or _COMMIT_SHA.fullmatch(src.revision or ""):
+            return False
+        with self._lock:
+            if time.monotonic() - loaded.checked < self.recheck_s:
+                return False
+            loaded.checked = time.monotonic()
+        commit = current_commit(src.name, src.revision, **self.hub_options)
+        return commit is not None and commit != loaded.directory.name
 
     def _hit(self, key: str, pin: bool) -> LoadedModel | None:
         """The loaded model for `key`, marked most recently used (and pinned), or None; under `_lock`."""

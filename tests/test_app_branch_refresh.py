@@ -1,0 +1,89 @@
+"""A Hub branch the app loaded moves on: loading it again serves the new commit (real huggingface_hub client against
+the loopback fake Hub, tests/fakehub.py)."""
+
+import pytest
+import torch
+from fakehub import FakeHub
+from test_checkpoint import logits, random_model
+
+from dat_core.checkpoint import save_model
+from webapp import sources
+from webapp.explainer import _memo_key
+from webapp.state import ModelRegistry
+
+REPO = "dat-lab/moving"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    a, b = random_model(1), random_model(2)
+    return {"A": (a, save_model(a, root / "a")), "B": (b, save_model(b, root / "b"))}
+
+
+def same(model, reference) -> bool:
+    """The registry serves models channels-last, so the logits agree to float rounding."""
+    return torch.allclose(logits(model), logits(reference), atol=1e-5)
+
+
+@pytest.fixture
+def hub(models):
+    with FakeHub() as h:
+        h.first = h.commit_dir(REPO, models["B"][1])
+        yield h
+
+
+def registry(hub, tmp_path, recheck_s: float) -> ModelRegistry:
+    models = ModelRegistry(hub_options={"endpoint": hub.url, "cache_dir": tmp_path})
+    models.recheck_s = recheck_s
+    return models
+
+
+def test_loading_a_branch_again_after_it_moved_serves_the_new_commit(hub, models, tmp_path):
+    """The registry kept the first commit of `main` for as long as the process lived: a visitor who pushed new weights
+    and pressed Load model again got the old ones, and so did everyone else."""
+    loaded = registry(hub, tmp_path, recheck_s=0)
+    first = loaded.load(sources.hub_source(REPO))
+    assert same(first.model, models["B"][0]) and first.directory.name == hub.first
+    second_sha = hub.commit_dir(REPO, models["A"][1])
+    second = loaded.load(sources.hub_source(REPO))
+    assert second.directory.name == second_sha and same(second.model, models["A"][0])
+    assert loaded.get(first.key) is second   # every session on this key now runs the new commit
+    x = torch.rand(3, 32, 32)
+    assert _memo_key(first, x, 1, {}) != _memo_key(second, x, 1, {})   # no result of the old commit is served
+
+
+def test_a_branch_is_asked_again_only_after_the_recheck_interval(hub, models, tmp_path):
+    loaded = registry(hub, tmp_path, recheck_s=3600)
+    first = loaded.load(sources.hub_source(REPO))
+    hub.commit_dir(REPO, models["A"][1])
+    asked = len(hub.requests)
+    assert loaded.load(sources.hub_source(REPO)) is first
+    assert len(hub.requests) == asked
+
+
+def test_a_commit_sha_or_an_unreachable_hub_keeps_the_loaded_model(hub, models, tmp_path):
+    loaded = registry(hub, tmp_path, recheck_s=0)
+    pinned = loaded.load(sources.hub_source(REPO, hub.first))
+    branch = loaded.load(sources.hub_source(REPO))
+    hub.commit_dir(REPO, models["A"][1])
+    asked = len(hub.requests)
+    assert loaded.load(sources.hub_source(REPO, hub.first)) is pinned   # a sha never moves: the Hub is not asked
+    assert len(hub.requests) == asked
+    hub.stop()
+    assert loaded.load(sources.hub_source(REPO)) is branch   # cannot tell: the loaded commit stays
+
+
+def test_the_apps_own_hub_model_is_the_new_commit_for_everyone_once_reloaded(hub, models, tmp_path):
+    """The app's model (`--model owner/name`) is pinned; loading it again after its branch moved replaces it for the
+    sessions that never chose a model too, not only for the visitor who pressed Load."""
+    from webapp.explainer import Explainer
+
+    ex = Explainer(model=REPO, standard_model=None, hub_options={"endpoint": hub.url, "cache_dir": tmp_path})
+    ex.models.recheck_s = 0
+    assert ex.default.directory.name == hub.first
+    second_sha = hub.commit_dir(REPO, models["A"][1])
+    reloaded = ex.models.load(sources.hub_source(REPO))
+    assert ex.default is reloaded and reloaded.directory.name == second_sha
+    assert ex.session_model(ex.new_session()) is reloaded
+    assert ex.session_model(None) is reloaded
