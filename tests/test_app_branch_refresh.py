@@ -87,3 +87,17 @@ def test_the_apps_own_hub_model_is_the_new_commit_for_everyone_once_reloaded(hub
     assert ex.default is reloaded and reloaded.directory.name == second_sha
     assert ex.session_model(ex.new_session()) is reloaded
     assert ex.session_model(None) is reloaded
+
+
+def test_a_branch_that_moved_to_a_broken_checkpoint_keeps_the_loaded_model(hub, models, tmp_path):
+    """The moved-on entry was dropped before the new commit loaded: a failed load left the key with no model, and the
+    app's own model (pinned) with none at all."""
+    from webapp.explainer import Explainer
+
+    ex = Explainer(model=REPO, standard_model=None, hub_options={"endpoint": hub.url, "cache_dir": tmp_path})
+    ex.models.recheck_s = 0
+    first = ex.default
+    hub.commit(REPO, {"model.safetensors": b"not safetensors at all"})
+    with pytest.raises(ValueError):
+        ex.models.load(sources.hub_source(REPO))
+    assert ex.default is first and ex.models.get(first.key) is first

@@ -235,24 +235,23 @@ class ModelRegistry:
             hit = self._hit(src.key, pin)
         if hit is not None and not self._moved(src, hit):
             return hit
-        with self._lock:
-            if hit is not None and self._models.get(src.key) is hit:   # its branch moved on: load the new commit
-                del self._models[src.key]
+        with self._lock:   # none, or its branch moved on: load (the new commit); `hit` serves until that succeeds
             loading = self._loading.setdefault(src.key, _Loading())
             loading.users += 1
         try:
-            return self._load(src, visitor, pin, loading)
+            return self._load(src, visitor, pin, loading, stale=hit)
         finally:
             with self._lock:   # kept while anyone waits on it (they share its result or error); then a fresh try
                 loading.users -= 1
                 if not loading.users and self._loading.get(src.key) is loading:
                     del self._loading[src.key]
 
-    def _load(self, src: ModelSource, visitor: bool, pin: bool, loading: _Loading) -> LoadedModel:
+    def _load(self, src: ModelSource, visitor: bool, pin: bool, loading: _Loading,
+              stale: LoadedModel | None = None) -> LoadedModel:
         """Under the source's own lock: one load per source; other sources' visitors never wait for it."""
         with loading.lock:
             with self._lock:
-                if (hit := self._hit(src.key, pin)) is not None:
+                if (hit := self._hit(src.key, pin)) is not None and hit is not stale:
                     return hit
             if loading.error is not None:   # the load they waited on failed: each is told so, none retries it
                 raise loading.error
