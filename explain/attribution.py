@@ -4,14 +4,14 @@ Every method explains the logit f(x)[c] = -E(x, c) of one class c at one image. 
 (H, W) arrays: the per-channel attributions summed over the colour channels (positive = raises
 f(x)[c]); `abs=True` sums absolute values instead. Memory is bounded by `internal_batch_size`,
 the number of images in any one forward/backward, whatever the method's sample count.
-Random methods (SmoothGrad, GradientShap) are deterministic under `seed`; the global torch and
-numpy random states are left as they were.
+Random methods (SmoothGrad, GradientShap: Captum's estimators, drawn here) are deterministic under
+`seed` at any `internal_batch_size`, with the same draws on every device (one CPU generator); the
+global torch and numpy random states are left as they were.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,16 +19,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 from captum.attr import (
-    GradientShap,
     IntegratedGradients,
-    NoiseTunnel,
     Occlusion,
     Saliency,
 )
 
 from dat_core.models import class_names_of
 from dat_core.pgd import attack_mode
-from dat_core.runtime import check_seed, memory_format, model_device, seeded
+from dat_core.runtime import check_seed, memory_format, model_device
 
 from .image import check_frames
 from .params import parse_int, resolve_class
@@ -65,6 +63,46 @@ def _occlusion_geometry(size: int) -> tuple[int, int]:
     return max(1, round(4 * size / 32)), max(1, round(2 * size / 32))
 
 
+def _mean_gradient(f, x: torch.Tensor, target: int, n: int, batch: int, draw) -> torch.Tensor:
+    """Mean over n sample points of grad f(p)[target] * w, `batch` points per forward/backward; `draw(i, k)` gives
+    points i..i+k-1 as (p, w). The draws depend on the sample index only, so the chunking cannot change the map."""
+    total = torch.zeros_like(x[0])
+    for i in range(0, n, batch):
+        p, w = draw(i, min(batch, n - i))
+        p = p.requires_grad_(True)
+        (g,) = torch.autograd.grad(f(p)[:, target].sum(), p)
+        total += (g.float() * w).sum(dim=0)
+    return (total / n)[None]
+
+
+def _smoothgrad(f, x: torch.Tensor, target: int, n: int, batch: int, seed: int) -> torch.Tensor:
+    """Captum's NoiseTunnel(Saliency) smoothgrad: the mean gradient at x + N(0, SMOOTHGRAD_STDEV^2) noise. Each
+    copy's noise is its own draw of one CPU generator: NoiseTunnel draws a chunk at a time, and at odd image sizes
+    (33, 299 px) torch's normal stream then shifts with the chunk, so the map changed with internal_batch_size."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw(i: int, k: int) -> tuple[torch.Tensor, float]:
+        noise = torch.stack([torch.randn(x.shape[1:], generator=gen) for _ in range(k)]).to(x.device)
+        return x + SMOOTHGRAD_STDEV * noise, 1.0
+    return _mean_gradient(f, x, target, n, batch, draw)
+
+
+def _gradient_shap(f, x: torch.Tensor, target: int, n: int, batch: int, seed: int) -> torch.Tensor:
+    """Captum's GradientShap estimator (stdevs 0): the mean of grad f(p)[target] * (x - b) at p = b + a (x - b),
+    b drawn from {black, noise images}, a ~ U(0, 1), all drawn from one CPU generator up front: Captum draws per
+    call, so chunking its calls gave another map for every `internal_batch_size`."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.rand(SHAP_NOISE_BASELINES, *x.shape[1:], generator=gen).to(x.device)
+    baselines = torch.cat([torch.zeros_like(x), noise])
+    pick = torch.randint(len(baselines), (n,), generator=gen).to(x.device)
+    alpha = torch.rand(n, generator=gen).to(x.device).view(-1, 1, 1, 1)
+
+    def draw(i: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        b = baselines[pick[i:i + k]]
+        return b + alpha[i:i + k] * (x - b), x - b
+    return _mean_gradient(f, x, target, n, batch, draw)
+
+
 def attribute(model: nn.Module, x: torch.Tensor, target: int | str, method: str, *, abs: bool = False,
               internal_batch_size: int = 32, n_samples: int | None = None, seed: int = 0,
               autocast: bool = False) -> np.ndarray:
@@ -73,7 +111,7 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int | str, method: str,
 
     saliency              d f / dx.
     integrated_gradients  baseline black (zeros), `n_samples` Gauss-Legendre steps (default 32).
-    smoothgrad            NoiseTunnel(Saliency): mean gradient over `n_samples` (16) copies with
+    smoothgrad            as NoiseTunnel(Saliency): mean gradient over `n_samples` (16) copies with
                           N(0, 0.1^2) pixel noise.
     gradient_shap         `n_samples` (16) random points between x and a baseline drawn from
                           {black, 4 uniform-noise images} (seeded).
@@ -111,30 +149,16 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int | str, method: str,
             names = [str(i) for i in range(int(f(x).shape[1]))]
     target = resolve_class(target, names)
 
-    rng = seeded(seed, device, numpy_too=True) if method in ("smoothgrad", "gradient_shap") else nullcontext()
-    with attack_mode(model), torch.enable_grad(), rng:
+    with attack_mode(model), torch.enable_grad():
         if method == "saliency":
             a = Saliency(f).attribute(x, target=target, abs=False)
         elif method == "integrated_gradients":
             a = IntegratedGradients(f).attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=n,
                                                  internal_batch_size=internal_batch_size)
         elif method == "smoothgrad":
-            a = NoiseTunnel(Saliency(f)).attribute(x, nt_type="smoothgrad", nt_samples=n,
-                                                   nt_samples_batch_size=internal_batch_size,
-                                                   stdevs=SMOOTHGRAD_STDEV, target=target, abs=False)
+            a = _smoothgrad(f, x.detach(), target, n, internal_batch_size, seed)
         elif method == "gradient_shap":
-            gen = torch.Generator().manual_seed(seed)
-            noise = torch.rand(SHAP_NOISE_BASELINES, *x.shape[1:], generator=gen).to(device)
-            baselines = torch.cat([torch.zeros_like(x.detach()), noise])
-            shap = GradientShap(f)
-            # Captum's GradientShap has no internal batching: run it in chunks and average
-            # (it is a plain mean over samples, so the chunked mean is the same estimator)
-            a, done = torch.zeros_like(x), 0
-            while done < n:
-                k = min(internal_batch_size, n - done)
-                a = a + k * shap.attribute(x, baselines=baselines, n_samples=k, target=target)
-                done += k
-            a = a / n
+            a = _gradient_shap(f, x.detach(), target, n, internal_batch_size, seed)
         else:
             window, stride = _occlusion_geometry(x.shape[-1])
             a = Occlusion(f).attribute(x, sliding_window_shapes=(x.shape[1], window, window),

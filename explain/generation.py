@@ -57,9 +57,11 @@ class Samples:
         return to_uint8(torch.from_numpy(self.images))
 
     def grid(self, nrow: int | None = None, scale: int = 1, pad: int = 2) -> np.ndarray:
-        """uint8 grid, `nrow` images per row (default: one row per class, or ~square when n_per_class == 1)."""
+        """uint8 grid, `nrow` images per row (default: one row per class, or ~square when n_per_class == 1).
+        Checked as the CLI checks them: nrow 0 drew a column, scale 1.5 scale 1, a negative pad a broadcast error."""
         if nrow is None:
             nrow = self.n_per_class if self.n_per_class > 1 else math.ceil(math.sqrt(len(self.images)))
+        nrow, scale, pad = parse_int("nrow", nrow, 1), parse_int("scale", scale, 1, 64), parse_int("pad", pad, 0, 64)
         return make_grid(self.frames, nrow=nrow, pad=pad, scale=scale)
 
     def to_dict(self) -> dict[str, Any]:

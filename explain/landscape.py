@@ -175,8 +175,12 @@ def energy_landscape(model: nn.Module, trajectory: Any, *, direction: str | int 
     images_np = check_frames(trajectory.images, (getattr(model, "config", None) or {}).get("image_size"))
     batch_size = (default_batch_size(images_np.shape[2], images_np.shape[3]) if batch_size is None
                   else parse_int("batch_size", batch_size, 1, 1 << 20))
-    class_names = list(trajectory.class_names)
-    source, target_cf = int(trajectory.source), int(trajectory.target)
+    class_names = list(trajectory.class_names)   # a stand-in's -1 was read as the last class, silently
+    source, target_cf = (_class(f"trajectory.{k}", getattr(trajectory, k), class_names) for k in ("source", "target"))
+    steps = getattr(trajectory, "steps", None)
+    path_steps = np.arange(len(images_np)) if steps is None else np.asarray(steps)
+    if path_steps.shape != (len(images_np),):   # else the plot failed late, on "x and y" shapes
+        raise ValueError(f"trajectory.steps must give one step per frame ({len(images_np)}), got {path_steps.shape}")
     target = target_cf if target is None else _class("target", target, class_names)
     if direction != "random":
         direction = _class("direction ('random' or a class)", direction, class_names)
@@ -240,8 +244,6 @@ def energy_landscape(model: nn.Module, trajectory: Any, *, direction: str | int 
     values_np = np.concatenate(values).reshape(grid, grid)
     clamped_np = np.concatenate(clamped).reshape(grid, grid).astype(np.float32)
 
-    steps = getattr(trajectory, "steps", None)
-    path_steps = np.arange(len(images_np)) if steps is None else np.asarray(steps)
     label = "E(x)" if energy == "marginal" else f"E(x, y={class_names[target]})"
     return Landscape(
         alphas=alphas, betas=betas, values=values_np, clamped=clamped_np,
@@ -388,7 +390,7 @@ def _draw(L: Landscape, class_names: list[str] | None):
     ax.legend(loc="upper left", fontsize=8, framealpha=0.8)
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
-    ax.set_xlabel("along counterfactual direction (L2)")
+    ax.set_xlabel(f"first direction: {L.u_label} (L2)")   # not always x_T - x_0 (`u_label`)
     ax.set_ylabel("second direction (L2)")
     off_plane = float(L.residual.max()) if len(L.residual) else 0.0
     ax.set_title(f"{L.energy_label} on a plane through x_0\nsecond direction: {L.v_label}; "
