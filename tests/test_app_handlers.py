@@ -624,3 +624,22 @@ def test_a_batch_of_paths_is_bounded_by_its_activation_memory(ex, dirs, monkeypa
     assert named(generate.run(ex, "cat", "Random noise", None, 0, 3, 1, 0.2, ex.new_session()))["gen_grid"] is not None
     state = ex.new_session()
     assert run_cf(ex, state, dirs, steps=1) is not None   # one path: never refused by this bound
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
+def test_the_attributions_tab_keeps_the_requests_activation_budget(ex, dirs, monkeypatch, method):
+    """The tab ran Captum on 32 images at once whatever the model, as /attribute did: 13 GiB of activations on an
+    ImageNet ConvNeXt-L, where a request may hold 2 GiB. Here the budget is two images of this model."""
+    from webapp import state as st
+
+    state = ex.new_session()
+    run_cf(ex, state, dirs, steps=1)
+    loaded = ex.session_model(state)
+    monkeypatch.setattr(st, "REQUEST_ACTIVATION_BYTES", 2 * st.activation_bytes(loaded.config))
+    batches: list[int] = []
+    hook = loaded.model.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    try:
+        attributions.run(ex, state, [method], ATTR_FRAMES[2], 0)
+    finally:
+        hook.remove()
+    assert batches and max(batches) <= 2, max(batches)

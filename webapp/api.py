@@ -26,6 +26,7 @@ from . import charts
 from .explainer import Explainer
 from .inputs import (
     EVERY_CLASS,
+    MAX_ALL_TARGETS,
     SEED_LABELS,
     eps_text,
     model_input,
@@ -34,7 +35,7 @@ from .inputs import (
     target_index,
     user_errors,
 )
-from .state import LoadedModel
+from .state import LoadedModel, attribution_batch
 from .tabs import generate as generate_tab
 from .tabs import landscape as landscape_tab
 from .wiring import RAW, bind
@@ -84,7 +85,7 @@ def generate(ex: Explainer, target, seed, steps, step_size, progress=gr.Progress
     class looks like.
 
     Args:
-        target: the class to sample, by name or index, or "all" for one sample of every class.
+        target: the class to sample, by name or index, or "all" for one sample of every class (at most 100 classes).
         seed: random seed that picks the starting photos (whole number >= 0); the same seed gives the same samples.
         steps: number of sampling steps (whole number, e.g. 33).
         step_size: L2 length of each step (e.g. 0.2).
@@ -94,8 +95,13 @@ def generate(ex: Explainer, target, seed, steps, step_size, progress=gr.Progress
         grid: the samples side by side (PNG)
         gif: the sampling path as an animated GIF
     """
-    target = EVERY_CLASS if str(target).strip().lower() in ("all", EVERY_CLASS, "") else target
     loaded = ex.default
+    if target is None or str(target).strip().lower() in ("all", EVERY_CLASS, ""):
+        k = len(loaded.class_names)
+        if k > MAX_ALL_TARGETS:   # the tab's message names its samples-per-class box, which the API has not
+            raise ValueError(f'target "all" asks for one sample of each of the {k} classes, and one request makes '
+                             f'at most {MAX_ALL_TARGETS}: name one class (by name or index)')
+        target = EVERY_CLASS
     view, gif = generate_tab.samples(ex, loaded, target, SEED_LABELS["bank"], None, seed, 1, steps, step_size, progress)
     return {"model": loaded.label, **view.samples.to_dict()}, view.grid(len(view) - 1, labels=False), str(gif)
 
@@ -144,7 +150,7 @@ def attribute(ex: Explainer, image, target, methods, eps, steps, step_size, prog
     """
     methods = parse_methods(methods)
     loaded, traj = _trajectory(ex, image, target, eps, steps, step_size, progress)
-    result = attribute_trajectory(loaded.model, traj, methods)
+    result = attribute_trajectory(loaded.model, traj, methods, internal_batch_size=attribution_batch(loaded.config))
     names = traj.class_names
 
     def rounded(m: Any) -> list:

@@ -149,8 +149,8 @@ def image_source(image: Any) -> Any:
     if isinstance(image, dict):
         if image.get("path"):
             return uploaded(image["path"])
-        url = image.get("url") or ""
-        if url.startswith("data:"):
+        url = image.get("url")
+        if isinstance(url, str) and url[:5].lower() == "data:":   # a scheme is case-insensitive (RFC 3986)
             try:
                 return base64.b64decode(url.split(",", 1)[1])
             except (ValueError, IndexError):

@@ -14,6 +14,7 @@ from explain.plots import figure_to_array
 
 from ..explainer import Explainer
 from ..inputs import ATTR_FRAMES, parse_methods, user_errors
+from ..state import attribution_batch
 from ..wiring import COMPUTE, bind, no_error_badge, outputs
 from . import counterfactual
 
@@ -62,8 +63,9 @@ def run(ex: Explainer, state, methods, at, step, progress=gr.Progress()) -> Attr
     frame = {ATTR_FRAMES[0]: 0, ATTR_FRAMES[2]: len(view) - 1}.get(at)
     frame = view.index(step) if frame is None else frame
     progress(None, desc="Computing attributions")
-    result = attribute_trajectory(ex.model_by_key(view.model_key).model, view.trajectory, methods, step=-1,
-                                  frame=frame)
+    loaded = ex.model_by_key(view.model_key)
+    result = attribute_trajectory(loaded.model, view.trajectory, methods, step=-1, frame=frame,
+                                  internal_batch_size=attribution_batch(loaded.config))
     timing = ", ".join(f"{TITLES[m]} {s:.1f} s" for m, s in result.seconds.items())
     return Attributions(figure_to_array(plot_attributions(result)),
                         f"Explained the image at step {frame}. Time: {timing}.")
