@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"app.py: cannot load the model: {e}", file=sys.stderr)
         return 2
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="25mb",
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 mcp_server=args.mcp)
     return 0
 

@@ -26,6 +26,7 @@ from explain import params
 from explain.attribution import METHODS
 from explain.image import open_image, to_rgb
 
+from . import limits
 from .charts import eps_text
 from .state import LoadedModel, TempFiles
 
@@ -183,6 +184,10 @@ class CheckedBlocks(gr.Blocks):
     traceback per request, and Gradio's own text would name the server path. The app's only inputs with such
     checks are images (gr.Image, gr.ImageEditor). Too few input values (Gradio's count check), and an image URL that
     cannot be fetched (Gradio fetches it first), get a message too."""
+
+    def launch(self, *args: Any, **kwargs: Any) -> Any:
+        """Every launch keeps the app's request limits (webapp/limits.py), however the app is started."""
+        return super().launch(*args, **limits.launch_kwargs(kwargs))
 
     async def preprocess_data(self, block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> Any:
         if len(inputs) < len(block_fn.inputs):   # Gradio's own check raises ValueError, repeating what was sent
