@@ -64,14 +64,16 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def weights_sha256(path: str | Path) -> str:
-    """sha256 of a weights file, remembered while the file keeps its size and modification time (a server
-    resolves the same zoo name again and again)."""
+    """sha256 of a weights file, remembered while the file stays the same file (a server resolves the same zoo name
+    again and again). Size and mtime alone are not that: `cp -p`, `rsync -a` and `tar x` give other bytes the old
+    mtime, so the inode and its change time (which no user can set) are part of the key."""
     stat = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return _sha256(str(Path(path).resolve()), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
+                                               stat.st_ctime_ns))
 
 
 @functools.lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
+def _sha256(path: str, identity: tuple[int, ...]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -6,11 +6,11 @@ builds any of them with its registered defaults.
 
 from . import convnext, preact_resnet, resnet, wrn  # noqa: F401  (each family registers its architectures)
 from .base import CIFAR10_CLASSES, Classifier, class_names_of, default_class_names
+from .config import build_model
 from .registry import (
                        CIFAR10_NORMALIZATION,
                        IMAGENET_NORMALIZATION,
                        NORMALIZATIONS,
-                       build_model,
                        count_parameters,
                        find_arch,
                        known_archs,

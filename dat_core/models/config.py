@@ -1,4 +1,5 @@
-"""Checks of a model config (a checkpoint's config.json) before anything is built from it.
+"""Checks of a model config (a checkpoint's config.json) before anything is built from it, and `build_model`,
+the one constructor, which checks the config it makes the same way.
 
 A config may come from anyone (a Hub repo, an uploaded folder), so every field is checked for type,
 finiteness and range, and the model it describes must stay under a size and memory budget: one
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .base import check_class_names
+from .base import Classifier, check_class_names, default_class_names
 from .registry import find_arch
 
 MAX_PARAMETERS = 400_000_000
@@ -133,14 +134,20 @@ def field_errors(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def validate_model_config(config: Any, source: str = "config.json") -> dict[str, Any]:
-    """`config` checked field by field and against the size budget; ValueError names the field."""
-    if not isinstance(config, dict):
-        raise ValueError(f"{source} must hold a JSON object, got {type(config).__name__}")
+def check_fields(config: dict[str, Any], source: str = "config.json") -> None:
+    """ValueError naming the field unless every field of `config` is one a checkpoint may hold (no size check:
+    `build_model` calls this, so a model it builds is one `save_model` can write and `load_model` read again)."""
     try:
         ModelConfig.model_validate(config)
     except ValidationError as e:
         raise ValueError(f"{source} is not a valid model config: {field_errors(e)}") from None
+
+
+def validate_model_config(config: Any, source: str = "config.json") -> dict[str, Any]:
+    """`config` checked field by field and against the size budget; ValueError names the field."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{source} must hold a JSON object, got {type(config).__name__}")
+    check_fields(config, source)
     try:
         params, activations = model_cost(config)
     except ValueError as e:
@@ -162,8 +169,6 @@ def validate_model_config(config: Any, source: str = "config.json") -> dict[str,
 def model_cost(config: dict[str, Any]) -> tuple[int, int]:
     """(parameters, fp32 activation bytes of one image's forward) of the model `config` describes,
     measured on PyTorch's meta device: nothing is allocated and no arithmetic runs."""
-    from .registry import build_model
-
     with torch.device("meta"):
         model = build_model(**config)
         size = int(model.config["image_size"])
@@ -181,3 +186,34 @@ def model_cost(config: dict[str, Any]) -> tuple[int, int]:
             for h in hooks:
                 h.remove()
     return sum(p.numel() for p in model.parameters()), total
+
+
+def build_model(arch: str, num_classes: int = 10, image_size: int | None = None,
+                class_names: list[str] | None = None, mean: tuple[float, ...] | None = None,
+                std: tuple[float, ...] | None = None, **extra: Any) -> Classifier:
+    """Build a freshly initialised classifier; the arguments become its `.config` (and config.json).
+
+    Unset (None) image size and normalization take the architecture's registered defaults; `extra` keys
+    (e.g. stored energy quantiles) are kept in the config untouched. Every field is checked before anything
+    is built (`check_fields`): a model built here saves as a checkpoint that loads again, and a class
+    count of 10**8 is refused before its default names or its head are made.
+    """
+    arch = arch.lower()
+    spec, params = find_arch(arch)
+    if class_names is not None and not isinstance(class_names, str) and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+    config = dict(extra, arch=arch, num_classes=num_classes,
+                  image_size=spec.image_size if image_size is None else image_size,
+                  class_names=_listed(class_names), mean=_listed(spec.normalization[0] if mean is None else mean),
+                  std=_listed(spec.normalization[1] if std is None else std))
+    check_fields(config, source=f"the config of {arch}")
+    if config["class_names"] is None:
+        config["class_names"] = default_class_names(num_classes)
+    return spec.builder(config, **params)
+
+
+def _listed(values: Any) -> Any:
+    """A tuple, list or array as a list (as config.json holds it); anything else as it is, for the check to name."""
+    if hasattr(values, "tolist"):  # numpy arrays and tensors
+        return values.tolist()
+    return list(values) if isinstance(values, (tuple, list)) else values

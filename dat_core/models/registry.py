@@ -1,5 +1,6 @@
 """The architecture registry: each family registers its builders with their defaults (input size,
-normalization), the way timm names its models; `build_model` is the one constructor.
+normalization), the way timm names its models; `build_model` (in `config`, which checks what it builds) is
+the one constructor.
 
 A family module calls `register(name, builder, ...)` for fixed names or `register_family(pattern, ...)`
 for a parametrised name such as `wrn-<depth>-<widen>`; importing `dat_core.models` registers them all.
@@ -13,7 +14,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from .base import Classifier, check_class_names, default_class_names
+from .base import Classifier
 
 # the official statistics to the digit (InNOutRobustness model_normalization.Cifar10Wrapper, rebm WideResNet): imported
 # official checkpoints then give the official logits; rounded values moved them by ~1e-4 (a checkpoint keeps its own)
@@ -75,31 +76,9 @@ def find_arch(arch: str) -> tuple[ArchSpec, dict[str, Any]]:
         m = pattern.fullmatch(arch)
         if m is not None:
             return spec, spec.parse(m)
-    raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(known_archs())} "
+    shown = arch if len(arch) <= 64 else arch[:64] + "..."   # a name of any length may come from a TOML file
+    raise ValueError(f"unknown architecture {shown!r}; known: {', '.join(known_archs())} "
                      "(and wrn-<depth>-<widen> for depth 6n+4 from 10 to 202, widen 1 to 32)")
-
-
-def build_model(arch: str, num_classes: int = 10, image_size: int | None = None,
-                class_names: list[str] | None = None, mean: tuple[float, ...] | None = None,
-                std: tuple[float, ...] | None = None, **extra: Any) -> Classifier:
-    """Build a freshly initialised classifier; the arguments become its `.config` (and config.json).
-
-    Unset image size and normalization take the architecture's registered defaults; `extra` keys
-    (e.g. stored energy quantiles) are kept in the config untouched.
-    """
-    arch = arch.lower()
-    spec, params = find_arch(arch)
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if class_names is None:
-        class_names = default_class_names(num_classes)
-    if len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
-    check_class_names(list(class_names))
-    config = dict(extra, arch=arch, num_classes=num_classes, image_size=image_size or spec.image_size,
-                  class_names=list(class_names), mean=list(mean or spec.normalization[0]),
-                  std=list(std or spec.normalization[1]))
-    return spec.builder(config, **params)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -81,6 +81,8 @@ def _depth_and_widen(m: re.Match) -> dict[str, int]:
     if not (10 <= depth <= MAX_DEPTH and (depth - 4) % 6 == 0) or not 1 <= widen <= MAX_WIDEN:
         raise ValueError(f"architecture wrn-{depth}-{widen}: WRN depth must be 6n+4 from 10 to {MAX_DEPTH} and "
                          f"widen from 1 to {MAX_WIDEN}")
+    if (m["depth"], m["widen"]) != (str(depth), str(widen)):  # one name per model: the name is compared and shown
+        raise ValueError(f"architecture {m[0]!r}: write it wrn-{depth}-{widen} (no leading zeros)")
     return {"depth": depth, "widen": widen}
 
 
