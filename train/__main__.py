@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue the run in out_dir from its state.pt")
         p.add_argument("--allow-config-change", action="store_true",
                        help="with --resume: accept config values that differ from the run's (they are listed); "
-                            "the model, data and batch size of a run never change")
+                            "the model, data, batch size and optimizer kind of a run never change")
         p.add_argument("--track", default=None, metavar="NAME",
                        help=f"also mirror metrics.jsonl and eval.jsonl rows to a tracker: {', '.join(TRACKERS)} "
                             "(its package must be installed; metrics.jsonl stays the record)")

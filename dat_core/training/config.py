@@ -93,7 +93,7 @@ class AttackConfig(_Table):
 
     norm: Literal[tuple(NORMS)] = "L2"  # type: ignore[valid-type]
     eps: Float = Field(0.5, ge=0, description="radius of the threat model in [0,1] pixel space")
-    step_size: Float = Field(0.1, ge=0)
+    step_size: Float = Field(0.1, gt=0, description="PGD step (the periodic evaluation's attack too)")
     steps: Count = Field(10, description="PGD steps (0 = standard, non-adversarial training)")
     random_start: bool = False
     pgd: Literal["pgd", "argmin"] = Field("pgd", description='pgd: the last iterate | argmin: InNOut\'s default '
@@ -171,7 +171,8 @@ class TrainConfig(_Table):
     log_every: PositiveInt = 10
     ckpt_every: PositiveInt = Field(100, description="state.pt every this many steps (and on SIGTERM/SIGINT)")
     eval_every: Count = Field(500, description="0 = only at the end")
-    eval_size: Count = Field(1000, description="validation images used by periodic evaluation")
+    eval_size: Count = Field(1000, description="validation images used by periodic evaluation "
+                                               "(0 only with data.val_size = 0)")
     eval_attack_steps: Count = 10
     best_metric: Literal["robust_accuracy", "clean_accuracy"] = "robust_accuracy"
     sample_grid: bool = Field(True, description="class-conditional sample grid PNG at each evaluation")
@@ -219,8 +220,9 @@ class TrainConfig(_Table):
                              f"{MAX_CHAIN_BYTES >> 30} GiB allowed")
         if self.data.dataset in ("cifar10", "cifar100") and self.data.image_size != 32:
             raise ValueError(f"data.image_size: {self.data.dataset} images are 32 px, got {self.data.image_size}")
-        if self.attack.steps and not self.attack.step_size:
-            raise ValueError("attack.step_size must be > 0 when attack.steps > 0")
+        if self.data.val_size and not self.eval_size:   # no metric: best/ would never be chosen, nor written
+            raise ValueError(f"eval_size: 0 measures nothing on the {self.data.val_size} validation images, so best/ "
+                             "is never chosen; set eval_size > 0, or data.val_size=0 (best/ = the last weights)")
         if self.attack.steps and not self.attack.eps:  # PGD in a ball of radius 0 returns x: standard training
             raise ValueError("attack.eps must be > 0 when attack.steps > 0 (attack.steps=0 trains without an attack)")
         if self.attack.pgd == "argmin" and self.attack.random_start:

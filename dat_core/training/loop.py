@@ -33,7 +33,7 @@ from .config import ConfigError, TrainConfig
 from .data import build_streams, load_train_val, stage_ood_seeds
 from .errors import Interrupted, NonFiniteError, StateError, StorageError, TrainingError, interrupt_now
 from .initial import initial_model, training_device
-from .optim import EMA, lr_factor, make_optimizer
+from .optim import EMA, load_optimizer_state, lr_factor, make_optimizer
 from .stage1 import AdversarialTraining
 from .stage2 import DualAdversarialTraining
 from .state import (
@@ -50,6 +50,7 @@ from .state import (
     log_sizes,
     prepare_run_dir,
     read_state,
+    restored_best,
     rng_state,
     set_rng_state,
     storage_error,
@@ -187,9 +188,9 @@ class Trainer:
         try:
             self.module.load_state_dict(saved["model"])
             self.ema.load_state_dict(saved["ema"])
-            self.optimizer.load_state_dict(saved["optimizer"])
+            load_optimizer_state(self.optimizer, saved["optimizer"])
             self.stage.load_state_dict(saved["stage"])
-            self.best = dict(saved["best"])
+            self.best = restored_best(saved["best"], self.cfg.best_metric)
             if saved["world_size"] == self.world:
                 mine = saved["ranks"][self.rank]
                 set_rng_state(mine["rng"])
@@ -379,10 +380,9 @@ class Trainer:
     def export(self, name: str, metrics: dict[str, Any] | None = None) -> Path:
         """Save the EMA model as a checkpoint dir (config.json + model.safetensors) with its energy quantiles
         (of the validation split; of training images when there is none). Rank 0 only."""
-        from .periodic_eval import energy_statistics
+        from .periodic_eval import energy_statistics, spread_subset
         model = self.ema.model
-        reference = self.val_set if len(self.val_set) else self.train_set.subset(
-            list(range(min(len(self.train_set), max(self.cfg.eval_size, 100)))))
+        reference = self.val_set if len(self.val_set) else spread_subset(self.train_set, max(self.cfg.eval_size, 100))
         model.config["energy_quantiles"] = energy_statistics(model, reference, self.autocast)
         selection = f"best {self.cfg.best_metric} on validation" if len(self.val_set) else "last (no validation)"
         model.config["training"] = {"stage": self.cfg.stage, "step": self.step, "selection": selection,

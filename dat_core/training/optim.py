@@ -49,6 +49,15 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """The saved moments and step counts with this config's values (weight decay, momentum, Nesterov, betas): torch's
+    load_state_dict puts the saved groups' values back, so a change accepted on resume never trained."""
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, values in zip(optimizer.param_groups, configured):
+        group.update(values)
+
+
 class EMA:
     """Exponential moving average of weights, decay min(decay, (1+n)/(10+n)) (METHOD §3.5), BN buffers included.
 

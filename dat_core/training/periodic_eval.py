@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..data import ImageDataset, seeds_for
+from ..data import ImageDataset, seeds_for, train_val_split
 from ..energy import marginal_energy
 from ..evaluation.accuracy import clean_accuracy, predict, robust_accuracy
 from ..evaluation.metrics import energy_quantiles
@@ -21,7 +21,7 @@ def evaluate_run(cfg: TrainConfig, model: torch.nn.Module, val: ImageDataset, ou
     metrics: dict[str, Any] = {}
     n = min(cfg.eval_size, len(val))
     if n:
-        part = val.subset(list(range(n)))
+        part = spread_subset(val, n)
         a = cfg.attack
         metrics["clean_accuracy"] = clean_accuracy(model, part, autocast=autocast)
         metrics["robust_accuracy"] = robust_accuracy(model, part, norm=a.norm, eps=a.eps, steps=cfg.eval_attack_steps,
@@ -39,6 +39,12 @@ def evaluate_run(cfg: TrainConfig, model: torch.nn.Module, val: ImageDataset, ou
         (out / "samples").mkdir(parents=True, exist_ok=True)
         save_png(make_grid(x, nrow=k, scale=2), out / "samples" / f"step{step:07d}.png")
     return metrics
+
+
+def spread_subset(data: ImageDataset, n: int) -> ImageDataset:
+    """`n` images drawn across the classes of `data`, the same at every evaluation of a run: the first n of a
+    class-sorted folder dataset were its first classes only (and best/ was chosen on them)."""
+    return data if n >= len(data) else train_val_split(data, n, seed=0)[1]
 
 
 def energy_statistics(model: torch.nn.Module, val: ImageDataset, autocast: bool) -> dict[str, float]:

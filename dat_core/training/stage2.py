@@ -53,9 +53,12 @@ class Curriculum:
         return {"T": self.T, "window": list(self.window)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.T = int(state["T"])
+        """A `max_steps` lowered on resume caps the saved T (and, T changing, empties the window)."""
+        saved = int(state["T"])
+        self.T = min(saved, self.max_steps)
         self.window.clear()
-        self.window.extend(float(v) for v in state["window"])
+        if self.T == saved:
+            self.window.extend(float(v) for v in state["window"])
 
 
 def bce_loss(real_logits: torch.Tensor, contrastive_logits: torch.Tensor) -> torch.Tensor:

@@ -35,9 +35,9 @@ REQUIRED = ("step", "config", "world_size", "model", "ema", "optimizer", "stage"
 
 REFUSED_ON_RESUME = ("stage", "batch_size", "model.arch", "data.dataset", "data.train_split", "data.image_size",
                      "data.val_size", "data.ood", "data.ood_holdout", "data.allow_empty_classes",
-                     "data.ood_noise_fraction", "contrastive.buffer_size")
-"""They define the model, the data or the batch of a run, or the shape of its saved streams and chains: a resumed
-run keeps them (the last two were accepted, then the saved state did not fit)."""
+                     "data.ood_noise_fraction", "contrastive.buffer_size", "optim.name", "optim.decay_norm_and_bias")
+"""They define the model, the data or the batch of a run, or the shape of its saved streams, chains and optimizer
+state: a resumed run keeps them (the last four were accepted, then the saved state did not fit)."""
 
 FREE_ON_RESUME = ("out_dir", "device", "compile", "log_every", "ckpt_every", "model.init", "data.root",
                   "data.cache_dir", "data.lazy")
@@ -310,11 +310,20 @@ def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, world: int, all
     refused = [listing[k] for k in REFUSED_ON_RESUME if k in changed]
     if refused:
         raise ConfigError(f"--resume: the run in {out} cannot change {'; '.join(refused)} (they define its "
-                          f"model, data or batch); start a new run in another out_dir instead")
+                          f"model, data, batch or optimizer); start a new run in another out_dir instead")
     if changed and not allow_change:
         raise ConfigError(f"--resume: the config differs from the run in {out}: {'; '.join(listing.values())}; "
                           "pass --allow-config-change to continue with the new values")
     return list(listing.values())
+
+
+def restored_best(saved: dict[str, Any], metric: str) -> dict[str, Any]:
+    """The saved record of best/, without its value when `best_metric` changed on resume: a value of another metric
+    is no bar for this one (best/ stayed the old metric's choice), so the best is chosen again from here on."""
+    best = dict(saved)
+    if best.get("metric") != metric:
+        best.update(metric=metric, value=None)
+    return best
 
 
 def log_sizes(out: Path) -> dict[str, int]:
