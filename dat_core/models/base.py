@@ -8,6 +8,7 @@ non-persistent buffers, so state-dict keys match the official checkpoints exactl
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 import torch
@@ -27,6 +28,18 @@ MARKUP = re.compile(r"[<>\[\]`\\|@\x00-\x1f\x7f]|://|www\.", re.IGNORECASE)
 (HTML, links, images, table cells, web and mail addresses that become links) and written into file names."""
 
 
+_UNSHOWABLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+"""Unicode categories a name may not use: controls, format characters (bidi overrides make "tac" read as "cat";
+zero-width ones make look-alikes), lone surrogates (no UTF-8 file name or JSON reply can hold them), private use,
+unassigned code points and line breaks. The zero-width (non-)joiners stay: Persian, Indic scripts and emoji use them."""
+_JOINERS = {"\u200c", "\u200d"}
+
+
+def _unshowable(name: str) -> str | None:
+    """The first character of `name` that is not shown as text, or None."""
+    return next((c for c in name if c not in _JOINERS and unicodedata.category(c) in _UNSHOWABLE), None)
+
+
 def check_class_names(names: list[str]) -> list[str]:
     """`names` if every name can name a target and be shown as it is; ValueError says which rule one breaks."""
     seen: set[str] = set()
@@ -36,6 +49,10 @@ def check_class_names(names: list[str]) -> list[str]:
         if "," in n or n.strip().lower() == "all":   # "--target cat,dog" lists classes, "all" means every class
             raise ValueError(f"class names must hold no comma and not be 'all' (targets are named by them); "
                              f"got {n[:40]!r}")
+        if (bad := _unshowable(n)) is not None:
+            shown = n[:40].encode("ascii", "backslashreplace").decode()
+            raise ValueError(f"class names must be plain visible text (no control, format, bidi or private-use "
+                             f"character); got U+{ord(bad):04X} in {shown!r}")
         if MARKUP.search(n):
             raise ValueError("class names must not hold < > [ ] ` \\ | @, control characters or a web address "
                              f"(they are shown as text); got {n[:40]!r}")
