@@ -30,7 +30,10 @@ class ImageDataset(torch.utils.data.Dataset):
         return bool((self.labels >= 0).all())
 
     def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> ImageDataset:
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        """The images at `indices`, or where a boolean mask is True (as `FileImageDataset.subset`: cast to long,
+        a mask read as the indices 0 and 1)."""
+        idx = torch.as_tensor(indices)
+        idx = idx if idx.dtype == torch.bool else idx.long()
         return ImageDataset(self.images[idx], self.labels[idx], self.class_names)
 
     def __repr__(self) -> str:

@@ -68,6 +68,15 @@ def _decode(data: bytes, image_size: int | None) -> np.ndarray:
 _DECODE_POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="dat-decode")
 
 
+def check_image_size(image_size: object) -> None:
+    """Refuse a size of no pixels before any file is read: image_size=0 decoded every file, then named each one
+    unreadable (or, lazily, at the first batch)."""
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer))
+                                   or image_size < 1):
+        raise ValueError(f"image_size must be a whole number of pixels >= 1 (or None: the files' own size), "
+                         f"got {image_size!r}")
+
+
 class LazyImages:
     """Image files that index like a uint8 Nx3xSxS tensor: `images[idx]` reads and decodes just
     those files (in a small thread pool), resized on the shorter side to S and center-cropped.
@@ -79,7 +88,8 @@ class LazyImages:
     ndim = 4
 
     def __init__(self, files: list[Path], image_size: int):
-        self.files, self.image_size = list(files), image_size
+        check_image_size(image_size)
+        self.files, self.image_size = list(files), int(image_size)
 
     @property
     def shape(self) -> torch.Size:
@@ -93,6 +103,8 @@ class LazyImages:
         if isinstance(index, slice):
             return list(range(len(self.files))[index])
         idx = torch.as_tensor(index)
+        if idx.dtype == torch.bool and idx.shape != (len(self.files),):   # as a tensor's mask: no silent prefix
+            raise IndexError(f"a mask of shape {tuple(idx.shape)} for {len(self.files)} images")
         return (idx.nonzero() if idx.dtype == torch.bool else idx.long()).flatten().tolist()
 
     def _read(self, path: Path) -> np.ndarray:
@@ -232,6 +244,8 @@ def load_image_folder(path: str | Path, split: str | None = None, image_size: in
                          f"or load it into memory with lazy=False")
     if lazy and image_size is None:
         raise ValueError("lazy=True needs image_size (every image is resized to it when read)")
+    check_image_size(image_size)
+    image_size = None if image_size is None else int(image_size)   # np.int64(32) keys the same cache as 32
     exts = ",".join(e[1:] for e in IMAGE_EXTENSIONS)
     layout = f"[top/]{'[<split>/]' if split else ''}{'<class>/' if labeled else '**/'}*.{{{exts}}}"
     if class_names is not None:

@@ -40,6 +40,8 @@ def noise_seeds(n: int, image_size: int, kind: str = "uniform", seed: int = 0,
                 generator: torch.Generator | None = None, low_res: int = 8) -> torch.Tensor:
     """n x 3 x S x S float seeds in [0,1]: `uniform` pixel noise, or `lowfreq` = uniform noise at
     low_res x low_res upsampled bilinearly (smooth blobs, closer to natural image statistics)."""
+    if n < 0 or image_size < 1 or low_res < 1:   # image_size 0 gave n images of no pixels
+        raise ValueError(f"need n >= 0, image_size >= 1 and low_res >= 1, got {n}, {image_size}, {low_res}")
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     if kind == "uniform":
         return torch.rand(n, 3, image_size, image_size, generator=g)
@@ -113,6 +115,10 @@ class SeedBank:
 
     def draw(self, n: int, image_size: int, generator: torch.Generator) -> torch.Tensor:
         """n float seeds in [0,1] at `image_size`: distinct images while n <= len(bank), then repeats."""
+        if n < 0:
+            raise ValueError(f"cannot draw {n} seeds")
+        if n == 0:   # as the other kinds: an empty batch (torch.cat of no permutation raised)
+            return torch.empty(0, 3, image_size, image_size)
         order = torch.cat([torch.randperm(len(self), generator=generator)
                            for _ in range(-(-n // len(self)))])[:n]
         return _resize(self.images[order].float().div_(255), image_size)
@@ -148,8 +154,9 @@ class ClassGaussians:
 
     def draw(self, targets: torch.Tensor, image_size: int, generator: torch.Generator) -> torch.Tensor:
         """One float seed in [0,1] per target class index, upsampled to `image_size`."""
-        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= len(self.mean)):
-            raise ValueError(f"gaussian seeds know {len(self.mean)} classes; got class {int(targets.max())}")
+        bad = targets[(targets < 0) | (targets >= len(self.mean))]
+        if bad.numel():   # name the class that is out of range (the largest was named, even for class -1)
+            raise ValueError(f"gaussian seeds know {len(self.mean)} classes; got class {int(bad[0])}")
         z = torch.randn(len(targets), self.mean.shape[1], 1, generator=generator)
         x = self.mean[targets] + (self.scale_tril[targets] @ z).squeeze(-1)
         return _resize(x.view(-1, 3, self.resolution, self.resolution).clamp(0, 1), image_size)

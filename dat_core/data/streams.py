@@ -50,9 +50,11 @@ class BatchStream:
                  device: str | torch.device = "cpu",
                  augment: str | Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
                  start_epoch: int = 0, start_index: int = 0):
-        if batch_size % world_size or not 0 <= rank < world_size:
-            raise ValueError(f"need batch_size % world_size == 0 and 0 <= rank < world_size, "
+        if batch_size < 1 or world_size < 1 or batch_size % world_size or not 0 <= rank < world_size:
+            raise ValueError(f"need batch_size >= 1 divisible by world_size >= 1 and 0 <= rank < world_size, "
                              f"got {batch_size}, {world_size}, rank {rank}")
+        if seed < 0:   # the shuffle's SeedSequence takes no negative seed: it failed at the first batch
+            raise ValueError(f"seed must be >= 0, got {seed}")
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.device = torch.device(device)
@@ -65,6 +67,12 @@ class BatchStream:
         self.batches_per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
         if self.batches_per_epoch == 0:
             raise ValueError(f"dataset of {n} images is smaller than one batch of {batch_size}")
+        if not drop_last and world_size > 1 and n % batch_size:
+            raise ValueError(f"drop_last=False with {world_size} ranks: the last batch of {n % batch_size} images "
+                             f"cannot be split into {world_size} equal parts (some ranks would get none)")
+        if start_epoch < 0 or not 0 <= start_index < self.batches_per_epoch:
+            raise ValueError(f"start_epoch {start_epoch} and start_index {start_index}: need start_epoch >= 0 and "
+                             f"0 <= start_index < {self.batches_per_epoch} (batches per epoch)")
         generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)  # rank-distinct augmentations
         self._state = {"epoch": start_epoch, "index": start_index, "generator": generator.get_state()}
         self.order: int | None = ORDER   # None: a state saved before `epoch_seed` (its run keeps `seed + epoch`)
@@ -82,9 +90,15 @@ class BatchStream:
         return state if self.order is None else {**state, "order": self.order}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`; a position past this stream's epoch (saved when an epoch held more
+        batches) starts the next epoch."""
         self.close()
-        self._state = {"epoch": int(state["epoch"]), "index": int(state["index"]),
-                       "generator": state["generator"].clone()}
+        epoch, index = int(state["epoch"]), int(state["index"])
+        if epoch < 0 or index < 0:
+            raise ValueError(f"a stream state at epoch {epoch}, batch {index}: neither may be negative")
+        if index >= self.batches_per_epoch:   # saved with more batches per epoch: an empty batch, so start the next
+            epoch, index = epoch + 1, 0
+        self._state = {"epoch": epoch, "index": index, "generator": state["generator"].clone()}
         self.order = int(state["order"]) if "order" in state else None
         if self.order not in (None, ORDER):
             raise ValueError(f"a stream state of shuffle {self.order} (this version has {ORDER})")

@@ -171,13 +171,6 @@ class ImagesOnly(Wrapped):
     def __next__(self) -> torch.Tensor:
         return next(self.stream)[0]
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """A saved position past the end of an epoch starts the next one: a data.ood_seed_bank raised on resume
-        leaves fewer seeds per epoch, and the stream drew empty batches ('images must hold at least one image')."""
-        if state["index"] >= self.stream.batches_per_epoch:
-            state = {**state, "epoch": state["epoch"] + 1, "index": 0}
-        self.stream.load_state_dict(state)
-
 
 class ChannelsLast(Wrapped):
     """Hands batches over in channels_last memory format (faster convolutions)."""
