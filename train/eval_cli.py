@@ -170,9 +170,10 @@ def _ood_sets(args: argparse.Namespace, image_size: int, n_data: int) -> dict[st
                 raise ValueError(f"--ood-holdout {args.ood_holdout}: the OOD set {name} has {len(ds)} images; hold "
                                  "out fewer, as training's data.ood_holdout leaves some as seeds")
             _, ds = train_val_split(ds, args.ood_holdout, seed=args.seed)
-        if len(ds) > args.ood_limit:   # a fixed random draw: sorted class folders make the first N one folder
-            ds = random_subset(ds, args.ood_limit, args.seed)
-        sets[name] = ds.images
+        # a fixed random draw, shuffled as the official loader: the attack takes the first MAX_ADVERSARIAL_OOD, and
+        # sorted class folders made the first N (of the set or of a sorted draw) one folder
+        pick = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed))[:args.ood_limit]
+        sets[name] = ds.subset(pick).images
     return sets
 
 
@@ -254,6 +255,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     for options, part, needs in PARTS:
         refuse_unused(args, options, bool(getattr(args, part)), needs)
     refuse_unused(args, ("additional_data",), args.model_info, "--model-info")
+    refuse_unused(args, ("ood_holdout",), any(spec not in NOISE_KINDS for spec in args.ood),
+                  "an --ood folder or archive (noise holds no images out)")
     check_data_options(args)
     check_writable(args.json, "--json")
     args.restarts, args.ood_holdout = args.restarts or 0, args.ood_holdout or 0
@@ -311,7 +314,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     report.update(model=str(args.model), weights_sha256=weights_sha256(directory / WEIGHTS_NAME),
                   **{key: model.config.get(key) for key in MODEL_FIELDS},
                   data=str(args.data), split=args.split, val_size=args.val_size or None, limit=args.limit,
-                  autocast=autocast)
+                  autocast=autocast, **({"ood_holdout": args.ood_holdout or None, "ood_limit": args.ood_limit}
+                                        if args.ood else {}))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_text(Path(args.json), json.dumps(report, indent=2))

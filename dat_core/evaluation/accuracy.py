@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -47,6 +48,28 @@ def robust_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_pre
     return alive
 
 
+@contextmanager
+def rng_stream(state: dict[str, Any], seed: int | None, device: torch.device) -> Iterator[None]:
+    """Run the block on a torch RNG stream of its own, seeded from `seed` on first use and continued from `state`
+    afterwards, leaving the caller's stream where it was: a second attack in one pass (the strong check) drew its
+    random starts from the first one's stream and so changed the first one's numbers on every later batch."""
+    devices = [device] if device.type == "cuda" else []
+    if not state:   # a stream apart from `seed`'s own (None: a fresh random one; the caller's RNG is not drawn)
+        start = torch.Generator().seed() if seed is None else int(
+            torch.randint(2**62, (), generator=torch.Generator().manual_seed(seed)))
+    with torch.random.fork_rng(devices=devices):
+        if state:
+            torch.set_rng_state(state["cpu"])
+            if devices:
+                torch.cuda.set_rng_state(state["cuda"], device)
+        else:
+            torch.manual_seed(start)
+        yield
+        state["cpu"] = torch.get_rng_state()
+        if devices:
+            state["cuda"] = torch.cuda.get_rng_state(device)
+
+
 def check_radius(norm: str, eps: float, image_shape: Sequence[int]) -> None:
     """ValueError for a finite L2 or L1 radius beyond the largest distance between two [0,1] images of this shape
     (sqrt(C*H*W), C*H*W): that ball holds every image, so the attack bounds nothing (a budget in 0..255 units,
@@ -85,7 +108,7 @@ def robust_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: float
             x, y = _unpack(batch, device, model)
             if y is None:
                 raise ValueError("robust_accuracy needs labels")
-            pred = _forward(model, x, autocast).argmax(1)
+            pred = _forward(model, x, autocast, y).argmax(1)
             hits += int(robust_correct(model, x, y, pred, settings, autocast).sum())
             n += y.numel()
     if n == 0:

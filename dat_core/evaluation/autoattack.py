@@ -18,7 +18,7 @@ from ..cli_types import eps_text
 from ..pgd import attack_mode, check_pixel_units
 from ..runtime import model_device, seeded
 from .accuracy import check_radius
-from .batches import _bar, _forward, _unpack
+from .batches import _bar, _forward, _unpack, check_classes
 
 STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 """The standard version, in the order AutoAttack runs them."""
@@ -81,6 +81,7 @@ def autoattack_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: f
     x, y = torch.cat(xs), torch.cat(ys)
     with attack_mode(model), seeded(seed, device):
         num_classes = _forward(model, x[:1].to(device), False).shape[1]
+        check_classes(num_classes, y)
         check_autoattack(norm, eps, attacks, num_classes, x.shape[1:])
         version = "standard" if attacks is None else "custom"
         aa = AutoAttack(model, norm=norm, eps=eps, version=version, attacks=None if attacks is None else chosen,

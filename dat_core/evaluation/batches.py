@@ -69,9 +69,19 @@ def _bar(data: Any, desc: str, progress: bool, batch_size: int = 256) -> Iterabl
     return tqdm(batches, desc=desc, total=total, disable=not progress, leave=False, unit="batch")
 
 
-def _forward(model: nn.Module, x: torch.Tensor, autocast: bool) -> torch.Tensor:
+def _forward(model: nn.Module, x: torch.Tensor, autocast: bool, y: torch.Tensor | None = None) -> torch.Tensor:
+    """fp32 logits, no grad; with labels `y`, checked against the logits' classes (`check_classes`)."""
     with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-        return model(x).float()
+        logits = model(x).float()
+    check_classes(logits.shape[1], y)
+    return logits
+
+
+def check_classes(num_classes: int, y: torch.Tensor | None) -> None:
+    """Labels inside the model's outputs: `_unpack` reads the classes from a config, which a bare nn.Module has not,
+    and a label past its outputs counted as a wrong answer, silently."""
+    if y is not None and y.numel() and int(y.max()) >= num_classes:
+        raise ValueError(f"labels out of range: got {int(y.max())} for {num_classes} classes (the model's outputs)")
 
 
 def _collect(model: nn.Module, data: Any, autocast: bool, progress: bool, desc: str,
@@ -81,7 +91,7 @@ def _collect(model: nn.Module, data: Any, autocast: bool, progress: bool, desc: 
     with attack_mode(model):
         for batch in _bar(data, desc, progress, batch_size):
             x, y = _unpack(batch, device, model)
-            logits.append(_forward(model, x, autocast).cpu())
+            logits.append(_forward(model, x, autocast, y).cpu())
             if y is not None:
                 labels.append(y.cpu())
     if not logits:

@@ -14,17 +14,19 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..pgd import attack_mode
+from ..pgd import attack_mode, check_images
 from ..runtime import model_device
 from .batches import as_batches
 
 
 def _images(data: Any) -> torch.Tensor:
-    """Every image of `data` (the forms of `dat_core.evaluation.batches`) as one float [0,1] CPU tensor."""
+    """Every image of `data` (the forms of `dat_core.evaluation.batches`) as one float [0,1] CPU tensor, checked as
+    every other pass checks its images: 0..255 as floats gave features of saturated noise, silently."""
     out = []
     for batch in as_batches(data):
         x = batch if isinstance(batch, torch.Tensor) else batch[0]
         out.append(x.float().div(255) if x.dtype == torch.uint8 else x.float())
+        check_images(out[-1])
     if not out:
         raise ValueError("no images: the data was empty (or a one-shot iterator read a second time)")
     return torch.cat([x.cpu() for x in out])

@@ -52,7 +52,9 @@ def _confidence_and_correct(probs_or_conf: Any, correct: Any) -> tuple[torch.Ten
         conf, pred = probs.max(dim=1)
         if target.dtype == torch.bool:
             hit = target
-        else:  # integer class labels
+        else:  # integer class labels; one past the classes was a wrong prediction, silently
+            if target.numel() and (target.min() < 0 or target.max() >= probs.shape[1]):
+                raise ValueError(f"labels out of range: expected 0..{probs.shape[1] - 1}")
             hit = pred == target.long()
     elif probs.dim() == 1:
         conf, hit = probs, target.bool() if target.dtype == torch.bool else target != 0
@@ -60,6 +62,8 @@ def _confidence_and_correct(probs_or_conf: Any, correct: Any) -> tuple[torch.Ten
         raise ValueError(f"expected (N,) confidences or (N, K) probabilities, got {tuple(probs.shape)}")
     if hit.shape != conf.shape:
         raise ValueError(f"{conf.numel()} confidences but {hit.numel()} correctness values / labels")
+    if conf.numel() == 0:   # an ECE of nothing read as perfectly calibrated
+        raise ValueError("calibration needs at least one confidence")
     if conf.numel() and (conf.min() < 0 or conf.max() > 1 or torch.isnan(conf).any()):
         raise ValueError("confidences must lie in [0, 1]")
     return conf, hit.to(torch.float64)

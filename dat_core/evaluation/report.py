@@ -26,7 +26,7 @@ from ..sampling import (
     sample,
     save_png,
 )
-from .accuracy import ROBUST, robust_correct, robust_settings
+from .accuracy import ROBUST, rng_stream, robust_correct, robust_settings
 from .batches import _bar, _collect, _forward, _unpack
 from .generative import features_of, frechet_from_features, kernel_distance_from_features, within_class_diversity
 from .metrics import energy_quantiles, expected_calibration_error, roc_auc
@@ -216,19 +216,20 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
     settings = None if robust is None else robust_settings(robust)
     strong = None if robust_strong is None or settings is None else robust_settings(
         settings, **{k: max(v, settings[k]) if k in ("steps", "restarts") else v for k, v in robust_strong.items()})
-    logits, labels, hits, strong_hits = [], [], 0, 0
+    logits, labels, hits, strong_hits, strong_rng = [], [], 0, 0, {}
     with attack_mode(model), seeded(seed, device):
         for batch in _bar(batches, "evaluate", progress, batch_size):
             x, y = _unpack(batch, device, model)
             if y is None:
                 raise ValueError("evaluate needs labeled batches")
-            out = _forward(model, x, autocast)
+            out = _forward(model, x, autocast, y)
             pred = out.argmax(1)
             if settings is not None:
                 held = robust_correct(model, x, y, pred, settings, autocast)
                 hits += int(held.sum())
             if strong is not None:   # the worst case of both attacks (only survivors are attacked again)
-                strong_hits += int(robust_correct(model, x, y, pred.where(held, -1), strong, autocast).sum())
+                with rng_stream(strong_rng, seed, device):   # its random starts leave the standard check's alone
+                    strong_hits += int(robust_correct(model, x, y, pred.where(held, -1), strong, autocast).sum())
             logits.append(out.cpu())
             labels.append(y.cpu())
             image_size = x.shape[-1]
