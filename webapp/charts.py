@@ -361,8 +361,9 @@ class LandscapeSVG:
             yy = self._sy(t)
             p.append(f'<text x="{left - 5}" y="{yy + 3.5:.1f}" font-size="10" text-anchor="end" '
                      f'fill="{GREY}">{fmt(t, 2)}</text>')
-        p.append(f'<text x="{left + side / 2}" y="{top + side + 28}" font-size="11" text-anchor="middle" '
-                 f'fill="#374151">toward the counterfactual (L2 distance)</text>')
+        u_label = getattr(L, "u_label", "toward the counterfactual")   # the gradient where the path stays at x_0
+        p.append(fitted_text(left + side / 2, top + side + 28, f"{u_label} (L2 distance)", 11, side,
+                             'text-anchor="middle" fill="#374151"'))
         p.append(f'<text transform="translate(13,{top + side / 2}) rotate(-90)" font-size="11" '
                  f'text-anchor="middle" fill="#374151">second direction (L2)</text>')
         cx = left + side + 16

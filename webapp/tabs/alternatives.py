@@ -99,6 +99,7 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, n, seed, stat
         raise ValueError("alternatives start at random points inside the ε-ball: set a finite ε > 0 in the "
                          "settings (∞ has no ball to draw from)")
     n, seed = parse_int("the number of paths", n, 2, MAX_PATHS), parse_int("the seed", seed, 0, MAX_SEED)
+    ex.check_budget(loaded, n, 0, "paths")   # one batch of n paths, bounded by its activations (no frames are kept)
     x, t = model_input(image, loaded), target_index(target, loaded)
     reached = [0]
     with ex.cancellable(state) as cancel:

@@ -135,10 +135,16 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, cone=C
     if std.class_names != loaded.class_names:
         raise gr.Error("The standard model has different classes than the current model; load a model with the "
                        "same classes to compare.", print_exception=False)
+    if std.image_size != loaded.image_size:   # the guided path steps on both models' gradients of one image
+        raise gr.Error(f"The standard model takes {std.image_size}×{std.image_size} px images, the current model "
+                       f"{loaded.image_size}×{loaded.image_size}: load a model of the standard model's size to "
+                       "compare.", print_exception=False)
     req = pgd_params(norm, eps, steps, step_size)
     angle = cone_angle(cone)
     target = target_index(target, loaded)
     x_std = model_input(image, std)
+    for model in (loaded, std):   # the three paths' frames are kept together (each path runs alone)
+        ex.check_budget(model, 3, req["steps"], "steps", at_once=1)
     with ex.cancellable(state) as cancel:
         robust = ex.trajectory(loaded, model_input(image, loaded), target, req, progress, "PGD on the robust model",
                                cancel=cancel)

@@ -128,13 +128,16 @@ def switched(ex: Explainer, loaded: LoadedModel, image: Any, state: dict) -> Loa
     """The session on `loaded`: its description, tab 1's preview and both class pickers redone for it."""
     new_state = {**state, "source": loaded.source, "revision": loaded.revision, "key": loaded.key}
     names = loaded.class_names
-    if image_source(image) is not None:
-        preview = counterfactual.preview(ex, image, new_state)
-    else:
+    runner_up = names[min(1, len(names) - 1)]
+    try:
+        preview = counterfactual.preview(ex, image, new_state) if image_source(image) is not None else None
+    except gr.Error:   # the image is gone (Gradio prunes uploads after an hour) or unusable: the model still switches
+        preview = counterfactual.failed_upload(ex, new_state)
+    if preview is None:
         preview = counterfactual.Preview(new_state, gr.skip(), None, charts.placeholder(counterfactual.NO_IMAGE),
-                                         "", gr.update(value=names[min(1, len(names) - 1)]))
+                                         "", gr.update(value=runner_up))
     return Loaded(new_state, describe.banner(loaded), describe_model(loaded), card_text(loaded),
-                  cf_target=gr.update(choices=names, value=preview.cf_target.get("value", names[0])),
+                  cf_target=gr.update(choices=names, value=preview.cf_target.get("value", runner_up)),
                   gen_target=gr.update(choices=[EVERY_CLASS, *names], value=EVERY_CLASS),
                   cf_input=preview.cf_input, cf_prediction=preview.cf_prediction, cf_energy=preview.cf_energy,
                   cf_summary=preview.cf_summary, cf_retry=preview.cf_retry)
