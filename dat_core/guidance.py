@@ -37,31 +37,40 @@ def cone_project(g: torch.Tensor, d: torch.Tensor, angle_deg: float) -> torch.Te
     angle_deg = check_angle(angle_deg)
     work = torch.promote_types(g.dtype, torch.float32)
     gf, df = g.flatten(1).to(work), d.flatten(1).to(work)
-    g_norm, d_norm = gf.norm(dim=1, keepdim=True), df.norm(dim=1, keepdim=True)
-    d_hat = df / d_norm.clamp_min(1e-30)
-    cos = (gf * d_hat).sum(1, keepdim=True) / g_norm.clamp_min(1e-30)
+    # both over their largest |entry| first: squared norms underflowed to 0 below |entry| ~ 1e-22 (a confident model's
+    # cross-entropy; read as "no gradient", g went unguided) and overflowed to inf above ~1e19 (NaN)
+    g_top, d_top = (t.abs().amax(1, keepdim=True).clamp_min(torch.finfo(work).tiny) for t in (gf, df))
+    gs, ds = gf / g_top, df / d_top
+    g_norm, d_norm = gs.norm(dim=1, keepdim=True), ds.norm(dim=1, keepdim=True)
+    d_hat = ds / d_norm.clamp_min(1e-30)
+    cos = (gs * d_hat).sum(1, keepdim=True) / g_norm.clamp_min(1e-30)
     alpha = math.radians(angle_deg)
     inside = (cos >= math.cos(alpha) - 1e-7) | (d_norm == 0) | (g_norm == 0)
-    ortho = gf - (gf * d_hat).sum(1, keepdim=True) * d_hat
+    ortho = gs - (gs * d_hat).sum(1, keepdim=True) * d_hat
     ortho = ortho - (ortho * d_hat).sum(1, keepdim=True) * d_hat      # twice: the first pass leaves some d behind
     o_norm = ortho.norm(dim=1, keepdim=True)
     sideways = o_norm > 1e3 * torch.finfo(work).eps * g_norm            # else round-off: no side to rotate from
     e_hat = ortho / o_norm.clamp_min(1e-30)
-    boundary = torch.where(sideways, math.cos(alpha) * d_hat + math.sin(alpha) * e_hat, d_hat) * g_norm
+    boundary = torch.where(sideways, math.cos(alpha) * d_hat + math.sin(alpha) * e_hat, d_hat) * (g_norm * g_top)
     return torch.where(inside, gf, boundary).view_as(g).to(g.dtype)
 
 
 class ConeGuide:
     """A `pgd(direction=...)` hook: the explained model's gradient projected into the cone around the guide
-    model's gradient of the same objective toward the same labels."""
+    model's gradient of the same objective toward the same labels. With `mask` (pgd's: True where the path may
+    change) both gradients are masked first, so the step that is left is within the angle of the guide there."""
 
-    def __init__(self, guide: nn.Module, y: torch.Tensor, objective: str, angle_deg: float, autocast: bool = False):
+    def __init__(self, guide: nn.Module, y: torch.Tensor, objective: str, angle_deg: float, autocast: bool = False,
+                 mask: torch.Tensor | None = None):
         angle_deg = check_angle(angle_deg)
         self.guide, self.y, self.objective, self.angle, self.autocast = guide, y, objective, angle_deg, autocast
+        self.mask = mask
 
     def __call__(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         x = x.detach().requires_grad_(True)
         with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             value = objective_value(self.guide(x).float(), self.y.to(x.device), self.objective).sum()
         (d,) = torch.autograd.grad(value, x)
+        if self.mask is not None:
+            grad, d = grad * self.mask, d * self.mask
         return cone_project(grad, d.float(), self.angle)

@@ -223,7 +223,7 @@ def counterfactuals(model: nn.Module, image: ImageLike, targets: int | str | Seq
     with attack_mode(guide) if guide is not None else nullcontext():
         for i in range(0, len(tgt), max_batch):
             y = torch.tensor(tgt[i:i + max_batch], device=device)
-            steer = None if guide is None else ConeGuide(guide, y, params["objective"], cone_angle, autocast)
+            steer = None if guide is None else ConeGuide(guide, y, params["objective"], cone_angle, autocast, mask=m)
             res = pgd(model, x0.expand(len(y), -1, -1, -1).contiguous(), y, threat, params["steps"],
                       objective=params["objective"], record_every=1, autocast=autocast, on_step=on_step, mask=m,
                       direction=steer)
