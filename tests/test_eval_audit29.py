@@ -121,3 +121,27 @@ def test_the_attacked_ood_images_are_a_random_draw_not_the_first_folder(tmp_path
         assert len(images) == int(limit)
         attacked = images[:MAX_ADVERSARIAL_OOD].flatten(1).float().mean(1)
         assert 0.4 <= float((attacked > 127).float().mean()) <= 0.6
+
+
+def test_a_subset_of_autoattack_runs_with_the_standard_settings():
+    """`--autoattack-attacks apgd-ce` ran AutoAttack's "custom" version with its constructor's defaults: APGD and FAB
+    with 5 restarts each, against 1 in the standard version, so the "quicker, weaker" subset was five times slower."""
+    from dat_core.evaluation.autoattack import autoattack_accuracy
+
+    class Still(torch.nn.Module):
+        """Logits that ignore the image: every point stays standing, so every restart runs all its iterations."""
+
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.tensor([3.0, 0.0, 0.0, 0.0, 0.0]))
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.bias.expand(len(x), -1) + 0 * x.flatten(1)[:, :1]
+
+    model = Still()
+    x, y = torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)
+    result = autoattack_accuracy(model, [(x, y)], eps=0.5, attacks=["apgd-ce"])
+    assert result["autoattack_accuracy"] == 1.0
+    assert model.calls < 2 * 110, model.calls   # one restart of 100 iterations (5 restarts: ~500)
