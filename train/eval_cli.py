@@ -85,9 +85,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="also run standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; pyautoattack) at --norm/--eps: "
                         "the robust accuracy the paper reports (slow: use --limit for a first look)")
     p.add_argument("--autoattack-attacks", default=None, metavar="A,B",
-                   help=f"run only these AutoAttack attacks (its 'custom' version with the standard settings, one restart "
-                        f"each; implies --autoattack): "
-                        f"{', '.join(ATTACKS)}")
+                   help=f"run only these AutoAttack attacks (its 'custom' version with the standard settings, one "
+                        f"restart each; implies --autoattack): {', '.join(ATTACKS)}")
     p.add_argument("--model-info", action="store_true",
                    help=f"with --autoattack and --json: also write a RobustBench-style {MODEL_INFO_NAME} beside the "
                         "JSON (clean_acc, autoattack_acc, eps, threat_model)")
