@@ -69,10 +69,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
     check_data_options(args)
-    device = resolve_device(args.device)
     source = Path(args.model)
     if not source.is_dir():
         raise ValueError("--model must be a checkpoint folder (calibrate writes its config.json)")
+    _refuse_writing_inputs(args, source)
+    device = resolve_device(args.device)
     model = load_checkpoint_dir(source, label=str(args.model)).to(device)
     record = next((r for r in carve_outs(model.config) if r.get("split") == args.split), {})
     if args.val_size is None and not record:   # 2000 images at seed 0 were taken: of an imported checkpoint, which
@@ -116,6 +117,21 @@ def run_calibrate(args: argparse.Namespace) -> int:
     save_model(model.cpu(), out, card=without_metric(card, "ece") if card is not None else None)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _refuse_writing_inputs(args: argparse.Namespace, source: Path) -> None:
+    """--out inside the class-folder data became one more (empty) class that every later run on it refused, and
+    inside --model a second checkpoint pushed with it; --out at --model itself is the default, and allowed."""
+    from dat_core.cli_types import refuse_writing_inputs
+    from dat_core.data import CIFAR_SOURCES
+
+    if not args.out:
+        return
+    cifar = args.data in CIFAR_SOURCES
+    model = None if Path(args.out).resolve() == source.resolve() else source
+    refuse_writing_inputs([("--out", args.out)], [(f"--model {args.model}", model),
+                                                  (f"--data {args.data}", None if cifar else args.data),
+                                                  (f"--root {args.root}", args.root if cifar else None)])
 
 
 def _scores(logits: Any, labels: Any, when: str) -> dict[str, float]:

@@ -3,6 +3,8 @@
 The bank is the config's `data.ood_seed_bank` carve-out of the OOD images (after `data.ood_holdout`), so a
 model trained with that config never saw a bank image as a contrastive seed, and the OOD-detection holdout
 stays disjoint from it. The Gaussians are fitted on the config's training split (validation carved out).
+Where out_dir holds the config's run, its carve-outs are the ones its state records (a seed changed on resume
+changes the data order, never which images were held out).
 """
 
 from __future__ import annotations
@@ -10,8 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dat_core.cli_types import int_in, refuse_writing_inputs
+from dat_core.logs import get_logger
+
+if TYPE_CHECKING:
+    from dat_core.training.config import TrainConfig
+
+log = get_logger("train")
 
 MAX_RESOLUTION = 32
 """Largest side the Gaussians are fitted at: a full covariance of 3 * 32^2 = 3,072 pixels per class."""
@@ -46,6 +55,7 @@ def run_seeds(args: argparse.Namespace) -> int:
     from dat_core.data.seeds import NOISE_KINDS, fit_class_gaussians, write_class_gaussians, write_seed_bank
     from dat_core.training.config import load_config
     from dat_core.training.data import load_train_val, ood_parts
+    from dat_core.training.state import STATE_FILE
     from dat_core.zoo import weights_sha256
 
     _check_outputs(args.bank_out, args.gaussians_out)
@@ -55,7 +65,9 @@ def run_seeds(args: argparse.Namespace) -> int:
     refuse_writing_inputs((("--bank-out", args.bank_out), ("--gaussians-out", args.gaussians_out)), (
         (f"--config {args.config}", args.config), (f"data.dataset {d.dataset}", None if cifar else d.dataset),
         (f"data.root {d.root}", d.root if cifar else None),
-        (f"data.ood {d.ood}", None if d.ood in NOISE_KINDS else d.ood)))
+        (f"data.ood {d.ood}", None if d.ood in NOISE_KINDS else d.ood),
+        (f"the run's {STATE_FILE}", Path(cfg.out_dir) / STATE_FILE)))   # read for its carve-outs' seed
+    seed = run_data_seed(cfg)
     pending = {}   # everything is computed before the first file is written: a failure replaces neither
     if args.bank_out:
         if d.ood in NOISE_KINDS:   # said before any data loads; it was "error: uniform does not exist"
@@ -63,26 +75,51 @@ def run_seeds(args: argparse.Namespace) -> int:
                              "set data.ood to an image folder or archive, or skip the bank with --bank-out \"\"")
         if not d.ood_seed_bank:
             raise ValueError("data.ood_seed_bank is 0 in this config: set it (e.g. data.ood_seed_bank=1000)")
-        _, _, bank = ood_parts(cfg)
+        _, _, bank = ood_parts(cfg, seed)
         source = Path(d.ood)
         meta = {"source": source.name, "how": (
-            f"data.ood_seed_bank={d.ood_seed_bank} images carved (train_val_split, seed {cfg.seed + 1}) from the "
+            f"data.ood_seed_bank={d.ood_seed_bank} images carved (train_val_split, seed {seed + 1}) from the "
             f"{source.name} images left after the data.ood_holdout={d.ood_holdout} OOD-evaluation holdout "
-            f"(seed {cfg.seed}); disjoint from both the contrastive seeds and the holdout of this config"),
+            f"(seed {seed}); disjoint from both the contrastive seeds and the holdout of this config"),
             "config": Path(args.config).name}
         if source.is_file():
             meta["source_sha256"] = weights_sha256(source)  # the zoo's file hasher: any file
         pending["bank"] = (write_seed_bank, args.bank_out, bank.images[:], meta)
     if args.gaussians_out:
-        train_set, _ = load_train_val(cfg)
+        train_set, _ = load_train_val(cfg, seed)
         g = fit_class_gaussians(train_set, args.resolution)
         meta = {"source": Path(d.dataset).name, "how": (
-            f"per-class mean and covariance of the {len(train_set)} training images (validation carved out) "
+            f"per-class mean and covariance of the {len(train_set)} training images (validation carved out, "
+            f"seed {seed}) "
             f"area-pooled to {args.resolution}x{args.resolution}, + 1e-3 x mean variance on the diagonal")}
         pending["gaussians"] = (write_class_gaussians, args.gaussians_out, g, meta)
     written = {name: str(write(path, data, meta)) for name, (write, path, data, meta) in pending.items()}
     print(json.dumps(written, indent=2))
     return 0
+
+
+def run_data_seed(cfg: "TrainConfig") -> int:
+    """The seed the run in out_dir carved its validation split, OOD holdout and bank with (its state saves it:
+    a resume with another seed keeps them); the config's seed where no run is there yet. The bank carved with
+    another seed would hold images that run drew as contrastive seeds."""
+    from dat_core.training.errors import StateError
+    from dat_core.training.state import STATE_FILE, load_state_file
+
+    path = Path(cfg.out_dir) / STATE_FILE
+    if not path.is_file():
+        return cfg.seed
+    try:
+        saved = load_state_file(path)
+    except StateError as e:
+        raise ValueError(f"{e}: which images the run in out_dir held out is unknown (point out_dir at a run "
+                         "folder, or at a new one)") from None
+    seed = saved.get("data_seed", saved["config"].get("seed", cfg.seed))
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"{path} records no usable data seed ({seed!r}): give another out_dir")
+    if seed != cfg.seed:
+        log.warning("the run in %s held its images out with seed %d (its state says; the config says %d): the "
+                    "files are carved and fitted with seed %d", cfg.out_dir, seed, cfg.seed, seed)
+    return seed
 
 
 def _check_outputs(bank_out: str, gaussians_out: str) -> None:

@@ -6,17 +6,22 @@ steps): a tracker cannot take back rows, so rows a kill loses from the state (th
 after --resume) must never have reached it. Each backend is a small adapter with the same
 three calls (`log`, `close`), its package imported lazily: none of them is a dependency, and a
 missing one is a ConfigError naming the package before training starts. A tracker that fails
-mid-run is logged once and dropped; training goes on.
+mid-run is logged once and dropped; training goes on. A `--resume` continues the tracker run its run
+began (wandb's run id, trackio's run name: kept in the run folder's tracker_run.json); a new run opens a new one.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import secrets
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from ..files import write_text
 from ..logs import get_logger
 from .config import ConfigError
+from .state import PREVIOUS_FILE, STATE_FILE
 
 log = get_logger(__name__)
 
@@ -38,12 +43,41 @@ def _numbers(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
+IDENTITY_FILE = "tracker_run.json"
+"""{backend: the tracker's run id or name} of the run in a run folder."""
+
+
+def _recorded(out: Path, backend: str) -> str | None:
+    """The tracker run that the run in `out` mirrors to, when this is a resume of it (a state is there); None for
+    a new run, which must never continue another's tracker run, or when none was recorded."""
+    if not ((out / STATE_FILE).exists() or (out / PREVIOUS_FILE).exists()):
+        return None
+    try:
+        value = json.loads((out / IDENTITY_FILE).read_text(encoding="utf-8")).get(backend)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _record(out: Path, backend: str, identity: str) -> None:
+    """Keep `identity` for the next --resume of the run in `out`."""
+    try:
+        table = json.loads((out / IDENTITY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        table = {}
+    table = table if isinstance(table, dict) else {}
+    write_text(out / IDENTITY_FILE, json.dumps({**table, backend: identity}, indent=2))
+
+
 class TrackioTracker:
     def __init__(self, out: Path, config: dict[str, Any]):
         import trackio
 
         self.trackio = trackio
-        trackio.init(project=out.parent.name or "dat", name=out.name, config=config, resume="allow")
+        name = _recorded(out, "trackio")   # trackio knows runs by name: "allow" on a new run joined an old one
+        run = trackio.init(project=out.parent.name or "dat", name=name or out.name, config=config,
+                           resume="allow" if name else "never")
+        _record(out, "trackio", str(getattr(run, "name", None) or name or out.name))
 
     def log(self, row: dict[str, Any], step: int) -> None:
         self.trackio.log(_numbers(row), step=step)
@@ -71,8 +105,10 @@ class WandbTracker:
     def __init__(self, out: Path, config: dict[str, Any]):
         import wandb
 
-        self.run = wandb.init(project=out.parent.name or "dat", name=out.name, dir=str(out), config=config,
-                              resume="allow")
+        run_id = _recorded(out, "wandb") or secrets.token_hex(8)   # resume="allow" without an id: a new run
+        self.run = wandb.init(project=out.parent.name or "dat", name=out.name, id=run_id, dir=str(out),
+                              config=config, resume="allow")
+        _record(out, "wandb", str(getattr(self.run, "id", None) or run_id))
 
     def log(self, row: dict[str, Any], step: int) -> None:
         self.run.log(_numbers(row), step=step)
