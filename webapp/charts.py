@@ -61,13 +61,13 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """About `n` round tick values covering [lo, hi]."""
+def nice_ticks(lo: float, hi: float, n: int = 5, whole: bool = False) -> list[float]:
+    """About `n` round tick values covering [lo, hi]; `whole`: whole numbers only (a step of 1, 2, 5, 10, …)."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [lo] if math.isfinite(lo) else []
     raw = (hi - lo) / max(1, n - 1)
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    step = max(float(whole), next(m * mag for m in ((1, 2, 5, 10) if whole else (1, 2, 2.5, 5, 10)) if m * mag >= raw))
     first = math.ceil(lo / step - 1e-9) * step
     ticks, t = [], first
     while t <= hi + 1e-9 * step:
@@ -105,12 +105,14 @@ class LineChart:
     """Lines over PGD steps, laid out once; `svg(i)` adds a marker (and the values) at frame i.
 
     `flip` draws a dashed vertical line where the prediction flips; `hlines` are labelled
-    horizontal reference lines (e.g. the eps radius).
+    horizontal reference lines (e.g. the eps radius). `yunit` (unit, suffix): the y ticks at whole multiples of
+    1/unit, written "k{suffix}" (a Linf distance, data in [0,1], ticks "2/255" beside a value and an ε in k/255).
     """
 
     def __init__(self, x: Sequence[float], series: Sequence[Series], *, title: str, ylabel: str = "",
                  xlabel: str = "PGD step t", ylim: tuple[float, float] | None = None, flip: float | None = None,
-                 hlines: Sequence[tuple[float, str]] = (), width: int = 300, height: int = 210):
+                 hlines: Sequence[tuple[float, str]] = (), width: int = 300, height: int = 210,
+                 yunit: tuple[float, str] | None = None):
         self.x = np.asarray(x, dtype=np.float64)
         self.series = [Series(s.label, np.asarray(s.y, dtype=np.float64), s.color, s.dash, s.shown) for s in series]
         self.width, self.height = width, height
@@ -129,8 +131,10 @@ class LineChart:
             y0, y1 = y0 - pad, y1 + pad
         else:
             y0, y1 = 0.0, 1.0
-        yticks = nice_ticks(y0, y1, 5)   # the margin fits the widest tick label beside the rotated axis title
-        self.left = max(46, 24 + TICK_CHAR_PX * max((len(fmt(t)) for t in yticks), default=0))
+        unit, suffix = yunit or (1.0, "")
+        yticks = [(k / unit, fmt(k) + (suffix if k else "")) for k in nice_ticks(y0 * unit, y1 * unit, 5, bool(yunit))]
+        # the margin fits the widest tick label beside the rotated axis title
+        self.left = max(46, 24 + TICK_CHAR_PX * max((len(text) for _, text in yticks), default=0))
         pw = width - self.left - self.right
         self._sx = lambda v: self.left + (v - x0) / (x1 - x0) * pw  # noqa: E731
         self._sy = lambda v: self.top + (1 - (v - y0) / (y1 - y0)) * ph  # noqa: E731
@@ -139,11 +143,11 @@ class LineChart:
         p = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{esc(title)}" '
              f'style="{FONT};max-width:{int(width * 1.4)}px;background:#fff">',
              fitted_text(4, 15, title, 12.5, width - 8, 'font-weight="600" fill="#111827"')]
-        for t in yticks:
+        for t, text in yticks:
             yy = self._sy(t)
             p.append(f'<line x1="{self.left}" x2="{width - self.right}" y1="{yy:.1f}" y2="{yy:.1f}" '
                      f'stroke="#eef0f3"/><text x="{self.left - 5}" y="{yy + 3.5:.1f}" font-size="10" '
-                     f'text-anchor="end" fill="{GREY}">{fmt(t)}</text>')
+                     f'text-anchor="end" fill="{GREY}">{text}</text>')
         for t in nice_ticks(x0, x1, 6):
             xx = self._sx(t)
             p.append(f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{self.top + ph}" y2="{self.top + ph + 4}" '
