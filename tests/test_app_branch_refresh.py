@@ -8,7 +8,7 @@ from test_checkpoint import logits, random_model
 
 from dat_core.checkpoint import save_model
 from webapp import sources
-from webapp.explainer import _memo_key
+from webapp.explainer import Explainer, _memo_key
 from webapp.state import ModelRegistry
 
 REPO = "dat-lab/moving"
@@ -77,8 +77,6 @@ def test_a_commit_sha_or_an_unreachable_hub_keeps_the_loaded_model(hub, models, 
 def test_the_apps_own_hub_model_is_the_new_commit_for_everyone_once_reloaded(hub, models, tmp_path):
     """The app's model (`--model owner/name`) is pinned; loading it again after its branch moved replaces it for the
     sessions that never chose a model too, not only for the visitor who pressed Load."""
-    from webapp.explainer import Explainer
-
     ex = Explainer(model=REPO, standard_model=None, hub_options={"endpoint": hub.url, "cache_dir": tmp_path})
     ex.models.recheck_s = 0
     assert ex.default.directory.name == hub.first
@@ -92,8 +90,6 @@ def test_the_apps_own_hub_model_is_the_new_commit_for_everyone_once_reloaded(hub
 def test_a_branch_that_moved_to_a_broken_checkpoint_keeps_the_loaded_model(hub, models, tmp_path):
     """The moved-on entry was dropped before the new commit loaded: a failed load left the key with no model, and the
     app's own model (pinned) with none at all."""
-    from webapp.explainer import Explainer
-
     ex = Explainer(model=REPO, standard_model=None, hub_options={"endpoint": hub.url, "cache_dir": tmp_path})
     ex.models.recheck_s = 0
     first = ex.default
@@ -101,3 +97,30 @@ def test_a_branch_that_moved_to_a_broken_checkpoint_keeps_the_loaded_model(hub, 
     with pytest.raises(ValueError):
         ex.models.load(sources.hub_source(REPO))
     assert ex.default is first and ex.models.get(first.key) is first
+
+
+def test_a_path_made_before_its_branch_moved_is_not_explained_with_the_new_weights(hub, models, tmp_path):
+    """Views keep the model's key, and the key stays when a moved branch loads its new commit: the landscape,
+    attributions and card of a path made on the old commit ran on the new weights, and Try again offered itself as if
+    the path were the current model's."""
+    import gradio as gr
+
+    from explain import counterfactual
+    from webapp.tabs import landscape, try_again
+    from webapp.views import CounterfactualView
+
+    ex = Explainer(model=REPO, standard_model=None, hub_options={"endpoint": hub.url, "cache_dir": tmp_path})
+    ex.models.recheck_s = 0
+    old, state = ex.default, ex.new_session()
+    x = torch.rand(1, 3, 32, 32)
+    view = CounterfactualView.build(counterfactual(old.model, x, 3, steps=1), old.key, old.version)
+    ex.put(state, "cf", view)
+    assert ex.view_model(view) is old and try_again.made_for_another(view, old, x) == []
+    hub.commit_dir(REPO, models["A"][1])
+    new = ex.models.load(sources.hub_source(REPO))
+    assert new is not old and new.key == old.key
+    assert try_again.made_for_another(view, new, x) == ["model"]
+    with pytest.raises(ValueError, match="changed since"):
+        ex.view_model(view)
+    with pytest.raises(gr.Error, match="changed since"):
+        landscape.run(ex, state, 0, "E(x)", 5)

@@ -118,6 +118,15 @@ class Explainer:
             loaded = self.models.load(source) if source is not None else self.default
         return loaded
 
+    def view_model(self, view: Any) -> st.LoadedModel:
+        """The model a stored path was made with (`view.model_key`, `view.model_version`); ValueError when its key
+        now serves other weights (a Hub branch that moved on), so no path is explained with a model it is not of."""
+        loaded = self.model_by_key(view.model_key)
+        if view.model_version and loaded.version != view.model_version:
+            raise ValueError("The model this path was made with has changed since (its Hub branch moved on to a new "
+                             "commit): run the counterfactual again.")
+        return loaded
+
     def uses_bf16(self, loaded: st.LoadedModel) -> bool:
         """bf16 autocast for PGD and landscapes on this model's device (`auto`: where native)."""
         return use_autocast(self.autocast, loaded.device)

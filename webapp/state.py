@@ -182,6 +182,12 @@ class LoadedModel:
         self.fast = FastPath(model, enabled=False, name=self.label)
 
     @property
+    def version(self) -> str:
+        """Which weights: the folder read (a Hub snapshot is named by its commit). A moved branch loads a new
+        version under the same key, so what was made with a model records both."""
+        return self.directory.name
+
+    @property
     def config(self) -> dict[str, Any]:
         return self.fast.eager.config
 

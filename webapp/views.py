@@ -91,9 +91,10 @@ class CounterfactualView:
     scale: int                      # display upscale factor
     charts: dict[str, LineChart]
     landscape: LandscapeView | None = None
+    model_version: str = ""         # LoadedModel.version of the weights the path was made with
 
     @classmethod
-    def build(cls, traj: Trajectory, model_key: str) -> "CounterfactualView":
+    def build(cls, traj: Trajectory, model_key: str, model_version: str = "") -> "CounterfactualView":
         names, s, t = traj.class_names, traj.source, traj.target
         x, flip = traj.steps, traj.flip_step if s != t else None   # a path toward its own class flips nowhere
         norm, eps = traj.params.get("norm", "L2"), float(traj.params.get("eps", math.inf))
@@ -114,7 +115,7 @@ class CounterfactualView:
         }
         diffs, diff_scale = difference_frames(traj.images)
         return cls(trajectory=traj, model_key=model_key, frames=traj.frames, diffs=diffs, diff_scale=diff_scale,
-                   scale=display_scale(traj.frames.shape[1]), charts=charts)
+                   scale=display_scale(traj.frames.shape[1]), charts=charts, model_version=model_version)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -221,6 +222,7 @@ class AllTargetsView:
     trajectories: list[Trajectory]
     model_key: str
     scale: int
+    model_version: str = ""
 
     @staticmethod
     def outcome(tr: Trajectory) -> str:

@@ -80,7 +80,7 @@ def run(ex: Explainer, image, norm, eps, steps, step_size, state, progress=gr.Pr
                                         on_step=on_step, **req)
     if len(trajs) < len(targets) or int(trajs[-1].steps[-1]) < req["steps"]:
         raise Cancelled(int(trajs[-1].steps[-1]) if trajs else 0, req["steps"])
-    view = AllTargetsView(trajs, loaded.key, charts.display_scale(loaded.image_size))
+    view = AllTargetsView(trajs, loaded.key, charts.display_scale(loaded.image_size), loaded.version)
     ex.put(state, "all", view)
     return Grid(state, view.gallery(), view.table() + note)
 
@@ -104,7 +104,7 @@ def open_target(ex: Explainer, state, evt: gr.SelectData) -> Opened:
     if not isinstance(i, int) or not 0 <= i < len(view.trajectories):
         raise gr.Error(f"No grid cell {evt.index!r}.", print_exception=False)
     traj = view.trajectories[i]
-    shown = counterfactual.show(ex, state, CounterfactualView.build(traj, view.model_key))
+    shown = counterfactual.show(ex, state, CounterfactualView.build(traj, view.model_key, view.model_version))
     return Opened(*shown, gr.Tabs(selected="counterfactual"), gr.update(value=traj.class_names[traj.target]),
                   *settings_shown(traj.params, ex.session_model(state).image_size))
 

@@ -63,7 +63,7 @@ def run(ex: Explainer, state, methods, at, step, progress=gr.Progress()) -> Attr
     frame = {ATTR_FRAMES[0]: 0, ATTR_FRAMES[2]: len(view) - 1}.get(at)
     frame = view.index(step) if frame is None else frame
     progress(None, desc="Computing attributions")
-    loaded = ex.model_by_key(view.model_key)
+    loaded = ex.view_model(view)
     result = attribute_trajectory(loaded.model, view.trajectory, methods, step=-1, frame=frame,
                                   internal_batch_size=attribution_batch(loaded.config))
     timing = ", ".join(f"{TITLES[m]} {s:.1f} s" for m, s in result.seconds.items())

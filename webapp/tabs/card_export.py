@@ -82,7 +82,7 @@ def export_card(ex: Explainer, image, state) -> Any:
     """The card of the path tab 1 shows, written to a fresh download folder."""
     view = ex.view(state, "cf", "counterfactual")
     shown = view.trajectory
-    loaded = ex.model_by_key(view.model_key)
+    loaded = ex.view_model(view)
     p = shown.params
     if "cone_angle" in p:
         raise ValueError("cards of guided paths are written by `python -m explain counterfactual --guide ... --card`")

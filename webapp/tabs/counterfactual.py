@@ -251,7 +251,7 @@ def preview(ex: Explainer, image, state) -> Preview:
             f"{typicality(energy, loaded.config.get('energy_quantiles'))}.")
     image_u8 = (x[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     return Preview(state, shown if shown else gr.skip(), upscale(image_u8, charts.display_scale(loaded.image_size)),
-                   bars, text, gr.update(value=names[runner_up]), *try_again.after_choice(ex, state, loaded.key, x))
+                   bars, text, gr.update(value=names[runner_up]), *try_again.after_choice(ex, state, loaded, x))
 
 
 def _without_image(ex: Explainer, state, message: str) -> Preview:
@@ -326,7 +326,7 @@ def run(ex: Explainer, image, target, norm, eps, steps, step_size, state, progre
     state, loaded, req, x, target, mask = _request(ex, image, target, norm, eps, steps, step_size, state)
     with ex.cancellable(state) as cancel:
         traj = ex.trajectory(loaded, x, target, req, progress, cancel=cancel, mask=mask)
-    return show(ex, state, CounterfactualView.build(traj, loaded.key))
+    return show(ex, state, CounterfactualView.build(traj, loaded.key, loaded.version))
 
 
 @user_errors
@@ -342,7 +342,7 @@ def run_live(ex: Explainer, image, target, norm, eps, steps, step_size, state) -
                 live = running_view(RunningView(seen, start, loaded.class_names, target, req["norm"]))
                 yield Shown(**{**dict.fromkeys(Shown._fields, gr.skip()), **live})
             else:
-                yield show(ex, state, CounterfactualView.build(seen, loaded.key))
+                yield show(ex, state, CounterfactualView.build(seen, loaded.key, loaded.version))
 
 
 def retry(ex: Explainer, *request: Any) -> Retried:

@@ -77,7 +77,7 @@ def run(ex: Explainer, state, step, energy, grid, progress=gr.Progress()) -> Lan
     grid = params.parse_int("grid size", grid, *GRID_SIDE)
     if grid % 2 == 0:
         raise gr.Error("The grid size must be odd (so the start image is a grid point).", print_exception=False)
-    loaded = ex.model_by_key(view.model_key)
+    loaded = ex.view_model(view)
     bf16 = ex.uses_bf16(loaded)
     plan = plan_for(ex, loaded, len(view), grid)
     progress(None, desc=f"Evaluating the energy on {plan.grid}×{plan.grid} points (about {plan.seconds:.0f} s)")

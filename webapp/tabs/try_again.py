@@ -15,6 +15,7 @@ import explain
 from ..explainer import Explainer
 from ..inputs import MAX_REQUEST_STEPS, eps_text, model_input, target_index
 from ..retry import Retry, retry_for
+from ..state import LoadedModel
 from ..views import CounterfactualView
 from . import region
 
@@ -31,22 +32,23 @@ def button(view: CounterfactualView) -> Any:
     return gr.update(visible=True, value=f"↻ Try again with {' and '.join(what)}")
 
 
-def made_for_another(view: CounterfactualView, key: str, x: Any) -> list[str]:
-    """What the stored path was made from that differs from the image `x` (1, 3, H, W) and the model `key`
-    now chosen: [], or "image" and/or "model"."""
+def made_for_another(view: CounterfactualView, loaded: LoadedModel, x: Any) -> list[str]:
+    """What the stored path was made from that differs from the image `x` (1, 3, H, W) and the model `loaded`
+    now chosen (its key and, a Hub branch moving on, its weights): [], or "image" and/or "model"."""
     start = view.trajectory.images[0]
     same = start.shape == tuple(x.shape[1:]) and np.abs(start - x[0].numpy()).max() < 1 / 255
-    return ([] if same else ["image"]) + ([] if view.model_key == key else ["model"])
+    model = view.model_key == loaded.key and view.model_version in ("", loaded.version)
+    return ([] if same else ["image"]) + ([] if model else ["model"])
 
 
-def after_choice(ex: Explainer, state: Any, key: str, x: Any) -> tuple[Any, Any]:
-    """Tab 1's summary and Try again once the image `x` on the model `key` is chosen: the stored path's summary,
+def after_choice(ex: Explainer, state: Any, loaded: LoadedModel, x: Any) -> tuple[Any, Any]:
+    """Tab 1's summary and Try again once the image `x` on the model `loaded` is chosen: the stored path's summary,
     headed by a note when it was made from another image or model (its frames and downloads stay until Run),
     and Try again only for a path of this image and model."""
     view = ex.get(state, "cf")
     if view is None:
         return gr.skip(), gr.skip()
-    other = made_for_another(view, key, x)
+    other = made_for_another(view, loaded, x)
     if not other:
         return view.summary(), button(view)
     note = f"_Below: the path of the previous {' and '.join(other)}; press **Run** for this one._\n\n"
@@ -58,7 +60,7 @@ def _not_shown(ex: Explainer, state: Any, image: Any, target: Any) -> list[str]:
     all is."""
     view = ex.view(state, "cf", "counterfactual")
     loaded = ex.session_model(ex.session(state))
-    other = made_for_another(view, loaded.key, model_input(image, loaded))
+    other = made_for_another(view, loaded, model_input(image, loaded))
     other += [] if target_index(target, loaded) == view.trajectory.target else ["target"]
     mask, then = region.for_model(ex, state, loaded), view.trajectory.params.get("mask_fraction")
     now = None if mask is None else explain.mask_fraction(mask)   # as the path records its region
