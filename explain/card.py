@@ -148,8 +148,8 @@ def _located(source: str, revision: str | None = None) -> tuple[dict[str, Any], 
     the checkpoint directory it was read from (resolved and downloaded once)."""
     resolved = resolve_source(source, revision)
     directory = locate(resolved)
-    if resolved.kind == "local":   # named absolute: the card replays from any working folder
-        source = str(Path(source).resolve())
+    if resolved.kind == "local":   # named absolute ("~" expanded, as it was loaded): it replays from any folder
+        source = str(Path(source).expanduser().resolve())
     return located_identity(resolved, directory, str(source)), directory
 
 

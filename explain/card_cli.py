@@ -68,7 +68,7 @@ def write_card_for(args: argparse.Namespace, model: Any, traj: Any, out: Path, m
     from .card import make_card, write_card
     from .image import to_mask
 
-    image_sha = hashlib.sha256(Path(args.image).read_bytes()).hexdigest()
+    image_sha = hashlib.sha256(Path(args.image).expanduser().read_bytes()).hexdigest()   # "~/cat.png", as it was read
     mask = None if mask is None else to_mask(mask, int(model.config["image_size"]))
     card = make_card(traj, model, args.model, args.revision, image_sha256=image_sha, autocast=bool(args.autocast),
                      device=model_device(model), mask=mask, guide=args.guide)

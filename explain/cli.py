@@ -8,6 +8,7 @@ Bad input (unreadable image, unknown class, out-of-range parameter, missing mode
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def _model_and_trajectory(args: argparse.Namespace):
     """For landscape/attribute: check the request and read the image (fast failures first), then load the
     model and run the one counterfactual the command explains."""
     from .image import open_image
-    from .params import resolve_request
+    from .params import resolve_class, resolve_request
     from .trajectory import counterfactual, model_info
 
     params = _request(args)
@@ -112,7 +113,9 @@ def _model_and_trajectory(args: argparse.Namespace):
     image = open_image(args.image)
     mask = mask_image(args, image)
     model = _load(args)
-    size, _, _ = model_info(model)
+    size, names, _ = model_info(model)
+    if getattr(args, "direction", "random") != "random":   # landscape's second axis: a class known before the path
+        resolve_class(args.direction, names)
     frames = resolve_request(size, **params)["steps"] + 1
     if getattr(args, "span", None) is not None:   # landscape's plane: checked before the path runs
         from .landscape import check_span
@@ -169,6 +172,12 @@ def _generate(args: argparse.Namespace) -> int:
 
     refuse_unused(args, ("seed",), args.seeds in SEED_KINDS, "a seed kind (--seeds bank, gaussian, ...): an image "
                   "file is its own start")
+    if args.seeds not in SEED_KINDS:   # a seed image that cannot be read fails before the model loads
+        from .image import open_image
+        if not Path(args.seeds).expanduser().exists():   # "bnak" is a misspelt kind more often than a file
+            raise ValueError(f"--seeds must be one of {', '.join(SEED_KINDS)} or an existing image file; "
+                             f"got {args.seeds[:60]!r}")
+        open_image(args.seeds)
     model = _load(args)
     samples = generate(model, _targets(args.target), n_per_class=args.n, seed=args.seed or 0, seeds=args.seeds,
                        steps=args.steps, step_size=args.step_size, record_every=args.record_every,
@@ -336,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             from dat_core.files import check_writable
+            if getattr(args, "out", None):   # "~/out" as every input is read: not a folder named ~ (success, replay)
+                args.out = os.path.expanduser(args.out)
             check_writable(getattr(args, "out", None), "--out", folder=True)   # before any work, not after it
             check_inputs_outside_out(args)
             return args.func(args)

@@ -188,9 +188,10 @@ def check_inputs_outside_out(args: argparse.Namespace) -> None:
     """An input file inside --out could be overwritten by what the command writes there (strip.png, grid.png…)."""
     if getattr(args, "out", None) is None:
         return
-    out = Path(args.out).resolve()
+    out = Path(args.out).expanduser().resolve()
     for option in ("image", "mask", "seeds", "pairs"):
         value = getattr(args, option, None)
-        if isinstance(value, str) and Path(value).is_file() and out in Path(value).resolve().parents:
+        path = Path(value).expanduser() if isinstance(value, str) else None   # "~/o/cat.png", as it is read
+        if path is not None and path.is_file() and out in path.resolve().parents:
             raise ValueError(f"--{option} lies inside --out, where this command writes its files: choose "
                              "another --out, or move the input")

@@ -51,6 +51,15 @@ def resolve_data_options(args: argparse.Namespace) -> None:
             setattr(args, k, v)
 
 
+def check_image_source(args: argparse.Namespace) -> None:
+    """A --images folder that is none (or holds no image) or a --data that does not exist, refused before the model
+    loads (a Hub model downloads first)."""
+    if args.data is None:
+        _image_files(args.images)
+    elif args.data not in ("cifar10", "cifar100") and not Path(args.data).expanduser().exists():
+        raise ValueError(f"--data {args.data} does not exist")
+
+
 def load_image_set(args: argparse.Namespace, class_names: list[str], size: int) -> tuple[list[Any],
                                                                                         list[int | None], list[str]]:
     """(images, labels, names) from `image_set_options`: images are (1,3,H,W) float tensors, every file decoded
@@ -72,12 +81,7 @@ def load_image_set(args: argparse.Namespace, class_names: list[str], size: int) 
         tag = "val" if args.val_size > 0 else args.split
         return ([val.images[i].float().div(255)[None] for i in picked], [int(val.labels[i]) for i in picked],
                 [f"{tag}[{i}]" for i in picked])
-    folder = Path(args.images)
-    if not folder.is_dir():
-        raise ValueError(f"--images {args.images} is not a folder")
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"--images {args.images} holds no images")
+    files = _image_files(args.images)
     index = {n.lower(): i for i, n in enumerate(class_names)}
     label = {f: index.get(f.stem.rsplit("-", 1)[0].lower()) for f in files}   # a class name may hold a '-' too
     by_label: dict[int | None, list[Path]] = {}
@@ -87,3 +91,14 @@ def load_image_set(args: argparse.Namespace, class_names: list[str], size: int) 
     in_turn = [f for turn in itertools.zip_longest(*by_label.values()) for f in turn if f is not None]
     files = sorted(in_turn[:args.limit])
     return [to_model_input(f, size) for f in files], [label[f] for f in files], [f.name for f in files]
+
+
+def _image_files(images: str) -> list[Path]:
+    """The image files of the --images folder, sorted; ValueError when it is no folder or holds none."""
+    folder = Path(images).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"--images {images} is not a folder")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"--images {images} holds no images")
+    return files

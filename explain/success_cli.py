@@ -59,19 +59,22 @@ def run_success(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
     from dat_core.files import claimed
 
     from . import success
-    from .image_sets import load_image_set, resolve_data_options
-    from .params import eps_name, eps_text, parse_eps
+    from .image_sets import check_image_source, load_image_set, resolve_data_options
+    from .params import eps_name, eps_text, parse_eps, resolve_request
     from .trajectory import model_info
 
     grid = {"eps": comma_values(args.eps, "--eps", parse_eps),
             "steps": comma_values(args.steps, "--steps", int_in(1, 1000)),
             "step_size": comma_values(args.step_size, "--step-size", step_size)}
+    settings = list(itertools.product(grid["eps"], grid["steps"], grid["step_size"]))
+    for e, s, a in settings:   # every setting, before the first runs: an Linf eps 8 ended a sweep halfway
+        resolve_request(32, args.norm, eps=e, step_size=a, steps=s)
     resolve_data_options(args)   # before the model loads
+    check_image_source(args)
     out = Path(args.out)   # checked by explain's main before any work; made once the inputs are read
     model = load(args)
     size, class_names, _ = model_info(model)
     images, labels, names = load_image_set(args, class_names, size)
-    settings = list(itertools.product(grid["eps"], grid["steps"], grid["step_size"]))
     run = _run_print(args, model, images, labels, names)
     with claimed(out, "success sweep"), tqdm(total=len(images) * len(settings), desc="images", unit="img") as bar:
         done = _finished(out / "success.json", run)
