@@ -134,9 +134,9 @@ def _model_and_trajectory(args: argparse.Namespace):
 
 def _counterfactual(args: argparse.Namespace) -> int:
     from .counterfactual_files import write_counterfactual
-    from .export import drop_earlier, moved, staged
+    from .export import check_animation, drop_earlier, moved, staged
     from .image import open_image, to_mask, to_model_input
-    from .params import resolve_targets
+    from .params import resolve_request, resolve_targets
     from .trajectory import counterfactuals, model_info
 
     params = _request(args)
@@ -150,6 +150,7 @@ def _counterfactual(args: argparse.Namespace) -> int:
     for option in ("card", "minimal", "alternatives"):   # before any path runs, not after all of them
         if getattr(args, option) and len(resolve_targets(targets, names)) != 1:
             raise ValueError(f"--{option} needs exactly one --target class")
+    check_animation(resolve_request(size, **params)["steps"] + 1, size, size, args.scale)   # the APNG, before the path
     image, mask = to_model_input(source, size), None if mask is None else to_mask(mask, size)   # both model-size
     guided = guidance(args, model)
     trajs = read_by_guide(args, guided, counterfactuals(model, image, targets, autocast=args.autocast, mask=mask,

@@ -43,6 +43,20 @@ def _frames(traj_or_frames: Trajectory | np.ndarray) -> np.ndarray:
 
 BAR_BACKGROUND, BAR_FILL = (224, 224, 224), (40, 90, 200)
 
+MAX_ANIMATION_BYTES = 2 * 2**30
+"""What the frames of one GIF or APNG may hold while it is written: Pillow's writers keep every frame until the end
+(a palette byte a pixel for GIF, three for APNG), so 1000 steps of a 224 px path at scale 8 asked for 10 GB."""
+
+
+def check_animation(frames: int, height: int, width: int, scale: int, bytes_per_pixel: int = 3) -> None:
+    """ValueError, before anything is drawn, when `frames` frames of height x width upscaled by `scale` pass
+    `MAX_ANIMATION_BYTES`."""
+    need = frames * height * width * scale * scale * bytes_per_pixel
+    if need > MAX_ANIMATION_BYTES:
+        raise ValueError(f"an animation of {frames} frames of {width * scale}x{height * scale} px would hold "
+                         f"{need / 2**30:.1f} GB while it is written (at most {MAX_ANIMATION_BYTES >> 30} GB): ask "
+                         "for a smaller --scale or fewer steps")
+
 
 def _progress_bar(n: int, width: int, scale: int) -> np.ndarray:
     """(n, rows, width) uint8: 0 background, 1 filled; frame i fills i / (n - 1) of the width."""
@@ -102,6 +116,8 @@ def save_gif(traj_or_frames: Trajectory | np.ndarray | Sequence[np.ndarray], pat
     as they are read (the app's labelled sampling grids): only the writer's palette frames are held, a byte a pixel."""
     lazy = isinstance(traj_or_frames, Sequence) and len(traj_or_frames) > 0
     frames = traj_or_frames if lazy else _frames(traj_or_frames)
+    height, width = (*np.shape(frames[0]), 0, 0)[:2]   # a frame of another shape is refused as it is read
+    check_animation(len(frames), height, width, parse_int("scale", scale, 1, 64), bytes_per_pixel=1)
     durations = _durations(len(frames), duration_ms, last_ms)
     paletted = _paletted_frames(frames, scale, progress)
     path = Path(path)
@@ -114,7 +130,9 @@ def save_gif(traj_or_frames: Trajectory | np.ndarray | Sequence[np.ndarray], pat
 def save_apng(traj_or_frames: Trajectory | np.ndarray, path: str | Path, scale: int = 8, duration_ms: int = 80,
               last_ms: int = 1000, progress: bool = True) -> Path:
     """Animated PNG (lossless, full colour) of every frame, looping."""
-    images = _animation_frames(traj_or_frames, scale, progress)
+    frames = _frames(traj_or_frames)
+    check_animation(len(frames), *frames.shape[1:3], parse_int("scale", scale, 1, 64))
+    images = _animation_frames(frames, scale, progress)
     path = Path(path)
     with replacing(path) as tmp:
         images[0].save(tmp, format="PNG", save_all=True, append_images=images[1:], loop=0,

@@ -128,3 +128,32 @@ def test_a_landscape_direction_that_is_no_class_is_refused_before_the_path_runs(
     assert main(["landscape", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "cat",
                  "--direction", "kitten", "--device", "cpu", "--out", str(tmp_path / "o")]) == 2
     assert "unknown class 'kitten'" in capsys.readouterr().err
+
+
+def test_an_animation_too_large_to_hold_is_refused_before_the_path_runs(files, tmp_path, capsys, monkeypatch):
+    """Pillow's GIF and APNG writers keep every frame until the file is written: 1000 steps of a 224 px path at the
+    default scale 8 asked for 10 GB (a MemoryError, or the kernel's OOM kill) after the whole path had run."""
+    import explain.export
+    import explain.trajectory
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("the path ran")
+    monkeypatch.setattr(explain.export, "MAX_ANIMATION_BYTES", 40 * 32 * 32 * 64 * 3, raising=False)
+    monkeypatch.setattr(explain.trajectory, "counterfactual", tripwire)
+    assert main(["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "cat",
+                 "--steps", "50", "--scale", "8", "--out", str(tmp_path / "x")]) == 2
+    assert "animation of 51 frames of 256x256 px" in capsys.readouterr().err
+
+
+def test_the_animation_writers_refuse_frames_they_cannot_hold(tmp_path, monkeypatch):
+    import explain.export
+    from explain.export import save_apng, save_gif
+
+    frames = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    monkeypatch.setattr(explain.export, "MAX_ANIMATION_BYTES", 4 * 32 * 32 * 3 * 9, raising=False)
+    save_apng(frames, tmp_path / "ok.png", scale=3)   # 9 pixels a pixel: just fits
+    save_gif(frames, tmp_path / "ok.gif", scale=5)    # a palette byte a pixel: 25 bytes
+    for save, name in ((save_apng, "a.png"), (save_gif, "a.gif")):
+        with pytest.raises(ValueError, match="would hold"):
+            save(frames, tmp_path / name, scale=8)
+        assert not (tmp_path / name).exists()
