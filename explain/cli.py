@@ -211,7 +211,9 @@ def _landscape(args: argparse.Namespace) -> int:
     out = _out_dir(args.out)
     with staged(out, fixed_outputs(out, ("landscape.png", "landscape.json"))) as stage:   # both files of one run
         wrote = [save_figure(plot_landscape(land, step=args.step), stage / "landscape.png"),
-                 save_json(land.to_dict(), stage / "landscape.json")]
+                 save_json({**land.to_dict(), "settings": {   # what it was computed with, to tell runs apart
+                     "path": traj.params, "direction": args.direction, "grid": args.grid, "span": args.span,
+                     **({"seed": args.seed or 0} if args.direction == "random" else {})}}, stage / "landscape.json")]
     print(traj.summary())
     _wrote(moved(wrote, stage, out))
     return 0

@@ -69,7 +69,7 @@ class Landscape:
         """JSON-safe data (grid, energies, projected path; not u, v): floats to 6 significant digits,
         non-finite values as None."""
         keys = ("alphas", "betas", "values", "clamped", "path_xy", "path_energy", "path_steps", "residual",
-                "energy", "energy_label", "u_label", "v_label", "target", "source", "class_names")
+                "energy", "energy_label", "energy_class", "u_label", "v_label", "target", "source", "class_names")
         return {k: _json_value(getattr(self, k)) for k in keys}
 
 

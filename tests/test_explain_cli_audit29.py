@@ -157,3 +157,14 @@ def test_the_animation_writers_refuse_frames_they_cannot_hold(tmp_path, monkeypa
         with pytest.raises(ValueError, match="would hold"):
             save(frames, tmp_path / name, scale=8)
         assert not (tmp_path / name).exists()
+
+
+def test_landscape_json_records_what_it_was_computed_with(files, tmp_path):
+    """landscape.json held the grid and the path but not the path's settings, the random direction's seed or the
+    class of the joint energy: a reader could not tell two runs apart, nor redo one."""
+    assert main(["landscape", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "dog",
+                 "--steps", "2", "--eps", "3", "--grid", "3", "--seed", "7", "--energy", "joint",
+                 "--out", str(tmp_path / "land")]) == 0
+    land = json.loads((tmp_path / "land" / "landscape.json").read_text())
+    assert land["energy_class"] == 5 and land["settings"]["seed"] == 7 and land["settings"]["direction"] == "random"
+    assert land["settings"]["path"]["steps"] == 2 and land["settings"]["path"]["eps"] == 3.0
