@@ -291,7 +291,8 @@ class MinimalSearch:
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.path.target, "target_name": self.path.class_names[self.path.target],
-                "source": self.path.source, "results": [r.to_dict() for r in self.results]}
+                "source": self.path.source, "path_params": _json_params(self.path.params),
+                "results": [r.to_dict() for r in self.results]}
 
 
 def minimal_counterfactual(model: nn.Module, image: ImageLike, target: int | str,

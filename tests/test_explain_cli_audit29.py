@@ -168,3 +168,13 @@ def test_landscape_json_records_what_it_was_computed_with(files, tmp_path):
     land = json.loads((tmp_path / "land" / "landscape.json").read_text())
     assert land["energy_class"] == 5 and land["settings"]["seed"] == 7 and land["settings"]["direction"] == "random"
     assert land["settings"]["path"]["steps"] == 2 and land["settings"]["path"]["eps"] == 3.0
+
+
+def test_the_minimal_search_records_the_path_it_searched_from(files, tmp_path):
+    """minimal.json did not say which path its search started from: it runs its own 100 steps (a short --steps for a
+    quick look must not starve the search), with the path's step size and objective."""
+    assert main(["counterfactual", "--model", str(files / "ckpt"), "--image", str(files / "img.png"), "--target", "dog",
+                 "--steps", "7", "--step-size", "0.3", "--minimal", "0.5", "--out", str(tmp_path / "min")]) == 0
+    search = json.loads((tmp_path / "min" / "minimal.json").read_text())
+    assert search["path_params"]["steps"] == 100 and search["path_params"]["step_size"] == 0.3
+    assert search["path_params"]["eps"] is None or search["path_params"]["eps"] in ("inf", "Infinity")
