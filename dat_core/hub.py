@@ -157,6 +157,11 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
     return path
 
 
+RECHECK_TIMEOUT_S = 10.0
+"""How long `current_commit` waits for the Hub: the client waits without a limit, and a Hub that took the connection
+and never answered held a Load-model press on a model that was loaded already."""
+
+
 def current_commit(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
                    token: str | bool | None = None, local_files_only: bool | None = None, **_: object) -> str | None:
     """The commit `revision` (a branch or tag; None: the default branch) names on the Hub now, or None when that
@@ -165,7 +170,8 @@ def current_commit(repo_id: str, revision: str | None = None, *, endpoint: str |
     if local_files_only or constants.HF_HUB_OFFLINE:
         return None
     try:
-        return HfApi(endpoint=endpoint, token=token).repo_info(repo_id, revision=validate_revision(revision)).sha
+        return HfApi(endpoint=endpoint, token=token).repo_info(repo_id, revision=validate_revision(revision),
+                                                               timeout=RECHECK_TIMEOUT_S).sha
     except (hf_errors.HfHubHTTPError, *_network_errors()):
         return None
 

@@ -29,7 +29,7 @@ def _event(size: int) -> bytes:
 def test_an_event_body_past_the_cap_is_refused_unread(url):
     reply = httpx.post(f"{url}/gradio_api/queue/join", content=_event(limits.MAX_BODY_BYTES + 1024),
                        headers={"content-type": "application/json"}, timeout=60)
-    assert reply.status_code == 413 and "at most 32 MB" in reply.text
+    assert reply.status_code == 413 and "at most 36 MB" in reply.text
 
 
 def test_a_streamed_body_without_a_length_is_cut_off_at_the_cap(url):
@@ -70,3 +70,32 @@ def test_a_declared_length_that_is_no_number_is_refused():
     scope = {"type": "http", "headers": [(b"content-length", b"-5")]}
     asyncio.run(limits.BodyLimit(app_)(scope, receive, send))
     assert sent[0]["status"] == 413
+
+
+def test_a_streamed_mcp_call_past_the_cap_is_answered_413(tmp_path_factory):
+    """The MCP transport catches every error while it reads a body: the cut-off chunked call was its 500 (and a
+    traceback in the log), not the 413 every other route answers."""
+    from benchmarks.app_harness import HOST, free_port
+
+    demo = app.build_demo(str(write_model(tmp_path_factory.mktemp("mcp") / "model")), standard_model=None)
+    demo.launch(prevent_thread_lock=True, server_name=HOST, server_port=free_port(), quiet=True, mcp_server=True)
+    try:
+        body = b'{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"x": "' + b"a" * (
+            limits.MAX_BODY_BYTES + 2**20) + b'"}}'
+
+        def chunks():
+            for i in range(0, len(body), 2**20):
+                yield body[i:i + 2**20]
+        reply = httpx.post(demo.local_url.rstrip("/") + "/gradio_api/mcp/", content=chunks(), timeout=60,
+                           headers={"content-type": "application/json",
+                                    "accept": "application/json, text/event-stream"})
+        assert reply.status_code == 413, (reply.status_code, reply.text[:200])
+    finally:
+        demo.close()
+
+
+def test_the_largest_upload_fits_as_a_data_url_too(url):
+    """The cap let a 25 MB upload through but not the same image sent inside an event as a data URL (4/3 larger)."""
+    reply = httpx.post(f"{url}/gradio_api/queue/join", content=_event(25 * 2**20 * 4 // 3 + 4096),
+                       headers={"content-type": "application/json"}, timeout=60)
+    assert reply.status_code != 413

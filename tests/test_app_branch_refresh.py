@@ -124,3 +124,28 @@ def test_a_path_made_before_its_branch_moved_is_not_explained_with_the_new_weigh
         ex.view_model(view)
     with pytest.raises(gr.Error, match="changed since"):
         landscape.run(ex, state, 0, "E(x)", 5)
+
+
+def test_a_hub_that_never_answers_the_recheck_does_not_hold_the_load(monkeypatch):
+    """huggingface_hub waits without a limit by default: a Hub that took the connection and never answered held a
+    Load model press on a model loaded already, which before the re-check returned at once."""
+    import socket
+    import threading
+    import time
+
+    from dat_core import hub as hub_module
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+    monkeypatch.setattr(hub_module, "RECHECK_TIMEOUT_S", 0.5, raising=False)
+    started = time.monotonic()
+    try:
+        assert hub_module.current_commit(REPO, endpoint=f"http://127.0.0.1:{silent.getsockname()[1]}") is None
+    finally:
+        silent.close()
+        for s in held:
+            s.close()
+    assert time.monotonic() - started < 5

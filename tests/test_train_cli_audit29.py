@@ -149,3 +149,14 @@ def test_seeds_never_writes_over_the_state_it_reads(toy, init, tmp_path, capsys)
     before = (out / "state.pt").read_bytes()
     assert main(["seeds", "--config", str(cfg), "--bank-out", str(out / "state.pt"), "--gaussians-out", ""]) == 2
     assert "an input" in capsys.readouterr().err and (out / "state.pt").read_bytes() == before
+
+
+def test_a_run_begun_before_tracker_runs_were_recorded_still_continues_its_trackio_run(toy, tmp_path, fake_trackers):
+    """A run whose folder has a state but no tracker_run.json (begun by an earlier version) resumed with
+    resume="never": trackio opened a new run instead of the one it had been charting."""
+    out = tmp_path / "runs" / "old"
+    assert main([*_run(toy, out), "--track", "trackio"]) == 0
+    (out / "tracker_run.json").unlink()
+    assert main([*_run(toy, out, steps=3), "--resume", "--allow-config-change", "--track", "trackio"]) == 0
+    resumed = fake_trackers["trackio"][1]
+    assert resumed["name"] == "old" and resumed["resume"] == "allow"

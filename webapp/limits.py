@@ -14,8 +14,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 MAX_UPLOAD = "25mb"
-MAX_BODY_BYTES = 32 * 2**20
-"""A 25 MB upload with its multipart framing fits; an event's JSON (a data-URL image is 4/3 of its file) too."""
+MAX_BODY_BYTES = 36 * 2**20
+"""A 25 MB (MiB, as Gradio reads "25mb") upload with its multipart framing fits, and so does an event's JSON or an MCP
+call holding that file as a data URL or base64 (4/3 of its size: 33.3 MiB). A caller's larger `max_file_size` is
+still cut here."""
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

@@ -28,10 +28,11 @@ MARKUP = re.compile(r"[<>\[\]`\\|@\x00-\x1f\x7f]|://|www\.", re.IGNORECASE)
 (HTML, links, images, table cells, web and mail addresses that become links) and written into file names."""
 
 
-_UNSHOWABLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+_UNSHOWABLE = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
 """Unicode categories a name may not use: controls, format characters (bidi overrides make "tac" read as "cat";
-zero-width ones make look-alikes), lone surrogates (no UTF-8 file name or JSON reply can hold them), private use,
-unassigned code points and line breaks. The zero-width (non-)joiners stay: Persian, Indic scripts and emoji use them."""
+zero-width ones make look-alikes), lone surrogates (no UTF-8 file name or JSON reply can hold them), private use
+and line breaks. Unassigned code points pass: which are depends on Python's Unicode version (a new emoji would load
+on one Python and not another). The zero-width (non-)joiners stay: Persian, Indic scripts and emoji use them."""
 _JOINERS = {"\u200c", "\u200d"}
 
 

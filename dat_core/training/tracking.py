@@ -50,13 +50,18 @@ IDENTITY_FILE = "tracker_run.json"
 def _recorded(out: Path, backend: str) -> str | None:
     """The tracker run that the run in `out` mirrors to, when this is a resume of it (a state is there); None for
     a new run, which must never continue another's tracker run, or when none was recorded."""
-    if not ((out / STATE_FILE).exists() or (out / PREVIOUS_FILE).exists()):
+    if not _resuming(out):
         return None
     try:
         value = json.loads((out / IDENTITY_FILE).read_text(encoding="utf-8")).get(backend)
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) and value else None
+
+
+def _resuming(out: Path) -> bool:
+    """Whether a run is in `out` already (this start continues it)."""
+    return (out / STATE_FILE).exists() or (out / PREVIOUS_FILE).exists()
 
 
 def _record(out: Path, backend: str, identity: str) -> None:
@@ -74,7 +79,9 @@ class TrackioTracker:
         import trackio
 
         self.trackio = trackio
-        name = _recorded(out, "trackio")   # trackio knows runs by name: "allow" on a new run joined an old one
+        # trackio knows runs by name: "allow" on a new run joined an old one; a run begun before names were recorded
+        # charted under its folder's name
+        name = _recorded(out, "trackio") or (out.name if _resuming(out) else None)
         run = trackio.init(project=out.parent.name or "dat", name=name or out.name, config=config,
                            resume="allow" if name else "never")
         _record(out, "trackio", str(getattr(run, "name", None) or name or out.name))
