@@ -61,6 +61,17 @@ def toy(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def init(tmp_path_factory):
+    """A checkpoint of the toy data's three classes (wrn-10-1 at 16 px) for stage-2 runs to start from."""
+    from dat_core import build_model, save_model
+
+    torch.manual_seed(0)
+    names = ["class0", "class1", "class2"]
+    return save_model(build_model("wrn-10-1", num_classes=3, image_size=16, class_names=names).eval(),
+                      tmp_path_factory.mktemp("init") / "stage1")
+
+
 def uploaded(path: str | Path) -> str:
     """A file as a browser upload reaches an app handler: a copy in a fresh folder of Gradio's upload folder
     (the app refuses image paths anywhere else: webapp.inputs.uploaded)."""

@@ -81,13 +81,6 @@ def test_a_resumed_run_continues_its_tracker_run(toy, tmp_path, fake_trackers, t
 
 # ---------------------------------------------------------------- seeds: the run's carve-out, not the config's seed
 
-@pytest.fixture(scope="module")
-def init(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_model(build_model("wrn-10-1", num_classes=3, image_size=16, class_names=NAMES).eval(),
-                      tmp_path_factory.mktemp("init") / "stage1")
-
-
 def _stage2_toml(toy, init, out, seed: int) -> str:
     return (f'stage = "stage2"\nseed = {seed}\nout_dir = "{out}"\nsteps = 2\nbatch_size = 8\nlog_every = 1\n'
             f'eval_every = 0\neval_size = 12\nsample_grid = false\nautocast = "false"\n'

@@ -7,18 +7,11 @@ import json
 import pytest
 import torch
 
-from dat_core import build_model, save_model
+from dat_core import build_model
 from dat_core.training.config import ConfigError, load_config
 from dat_core.training.loop import STATE_FILE, Trainer, train
 
 NAMES = ["class0", "class1", "class2"]
-
-
-@pytest.fixture(scope="module")
-def init(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_model(build_model("wrn-10-1", num_classes=3, image_size=16, class_names=NAMES).eval(),
-                      tmp_path_factory.mktemp("init") / "stage1")
 
 
 def _values(toy, out, **kw):

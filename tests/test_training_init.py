@@ -11,13 +11,6 @@ from dat_core.training.initial import initial_model
 NAMES = ["class0", "class1", "class2"]
 
 
-@pytest.fixture(scope="module")
-def init(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_model(build_model("wrn-10-1", num_classes=3, image_size=16, class_names=NAMES).eval(),
-                      tmp_path_factory.mktemp("init") / "stage1")
-
-
 def _cfg(toy, init, **kw):
     return load_config(None, stage="stage2", **{"data.dataset": str(toy), "data.image_size": 16,
                                                 "model.init": str(init), **kw})
