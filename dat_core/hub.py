@@ -30,6 +30,7 @@ from .checkpoint import (
 )
 from .files import replacing
 from .models.config import MAX_PARAMETERS
+from .zoo import is_commit_sha
 
 HUB_FILES = [*CHECKPOINT_FILES, CARD_NAME]
 """What is downloaded and pushed: nothing else in a repo is ever fetched."""
@@ -164,9 +165,11 @@ and never answered held a Load-model press on a model that was loaded already.""
 
 def current_commit(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
                    token: str | bool | None = None, local_files_only: bool | None = None, **_: object) -> str | None:
-    """The commit `revision` (a branch or tag; None: the default branch) names on the Hub now, or None when that
-    cannot be told (offline, unreachable, or the Hub answers with an error): one API call, nothing downloaded. Takes
-    `download`'s keyword arguments (a cache_dir is not needed here)."""
+    """The commit `revision` (a branch or tag; None: the default branch; a 40-hex sha names itself, unasked) names on
+    the Hub now, or None when that cannot be told (offline, unreachable, or the Hub answers with an error): one API
+    call, nothing downloaded. Takes `download`'s keyword arguments (a cache_dir is not needed here)."""
+    if is_commit_sha(revision):   # names itself: nothing to ask
+        return revision
     if local_files_only or constants.HF_HUB_OFFLINE:
         return None
     try:

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def is_commit_sha(revision: str | None) -> bool:
+    """Whether a Hub revision names one commit for good (a 40-hex sha), not a branch or tag that can move."""
+    return isinstance(revision, str) and _COMMIT_SHA.fullmatch(revision) is not None
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -39,7 +44,7 @@ class ZooModel:
             raise ValueError(f"{self.name}: weights_sha256 must be 64 lowercase hex digits")
         if (self.repo_id is None) != (self.revision is None):
             raise ValueError(f"{self.name}: a Hub copy needs both repo_id and a pinned revision")
-        if self.revision is not None and not _COMMIT_SHA.fullmatch(self.revision):
+        if self.revision is not None and not is_commit_sha(self.revision):
             raise ValueError(f"{self.name}: revision must be a 40-hex commit sha, got {self.revision!r}")
         if not self.bundled and self.repo_id is None:
             raise ValueError(f"{self.name}: a zoo model needs a bundled copy or a pinned Hub copy")

@@ -190,7 +190,7 @@ def _generate(args: argparse.Namespace) -> int:
         if samples.trajectory is not None:
             nrow = args.nrow or (samples.n_per_class if samples.n_per_class > 1
                                  else int(np.ceil(np.sqrt(len(samples.images)))))
-            grids = np.stack([make_grid(f, nrow=nrow) for f in samples.trajectory])
+            grids = [make_grid(f, nrow=nrow) for f in samples.trajectory]   # one palette frame each is kept
             wrote.append(save_gif(grids, stage / "sampling.gif", scale=args.scale))
     conf = samples.confidences
     print(f"{len(conf)} samples, p(target): mean {conf.mean():.3f}, min {conf.min():.3f}, max {conf.max():.3f}")

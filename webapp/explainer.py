@@ -312,7 +312,7 @@ class Explainer:
 def _memo_key(loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict,
               mask: torch.Tensor | None = None) -> str:
     """By content, and by the commit or folder the model was read from: a Hub branch that moved is another model."""
-    return "memo/" + st.request_hash(loaded.key, str(loaded.directory), x, target, sorted(req.items()), "mask", mask)
+    return "memo/" + st.request_hash(loaded.key, loaded.version, x, target, sorted(req.items()), "mask", mask)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ from dat_core.runtime import FastPath, channels_last, model_device
 from . import sources
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
-_COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 REQUEST_ACTIVATION_BYTES = 2 * 2**30
 """The fp32 activations (as `model_cost` counts them for one forward) a request's batch of paths may need at once:
@@ -292,7 +291,7 @@ class ModelRegistry:
     def _moved(self, src: ModelSource, loaded: LoadedModel) -> bool:
         """Whether the Hub branch or tag `loaded` came from names another commit now (one request asks the Hub per
         `recheck_s`; the others keep the loaded model meanwhile)."""
-        if src.kind != "hub" or _COMMIT_SHA.fullmatch(src.revision or ""):
+        if src.kind != "hub":
             return False
         with self._lock:
             if time.monotonic() - loaded.checked < self.recheck_s:
