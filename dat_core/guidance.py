@@ -15,7 +15,7 @@ import numbers
 import torch
 import torch.nn as nn
 
-from .pgd import objective_value
+from .pgd import attack_mode, objective_value
 
 CONE_ANGLE = 30.0
 """Default half-angle in degrees, for the CLIs, the API and the app. BENCHMARKS.md measures 30, 10 and 0 on the
@@ -58,7 +58,9 @@ def cone_project(g: torch.Tensor, d: torch.Tensor, angle_deg: float) -> torch.Te
 class ConeGuide:
     """A `pgd(direction=...)` hook: the explained model's gradient projected into the cone around the guide
     model's gradient of the same objective toward the same labels. With `mask` (pgd's: True where the path may
-    change) both gradients are masked first, so the step that is left is within the angle of the guide there."""
+    change) both gradients are masked first, so the step that is left is within the angle of the guide there.
+    The guide runs as `pgd` runs the explained model (`attack_mode`): in train mode its BatchNorm steered with
+    batch statistics and rewrote its running statistics at every step."""
 
     def __init__(self, guide: nn.Module, y: torch.Tensor, objective: str, angle_deg: float, autocast: bool = False,
                  mask: torch.Tensor | None = None):
@@ -68,9 +70,10 @@ class ConeGuide:
 
     def __call__(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         x = x.detach().requires_grad_(True)
-        with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            value = objective_value(self.guide(x).float(), self.y.to(x.device), self.objective).sum()
-        (d,) = torch.autograd.grad(value, x)
+        with attack_mode(self.guide), torch.enable_grad():
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                value = objective_value(self.guide(x).float(), self.y.to(x.device), self.objective).sum()
+            (d,) = torch.autograd.grad(value, x)
         if self.mask is not None:
             grad, d = grad * self.mask, d * self.mask
         return cone_project(grad, d.float(), self.angle)

@@ -67,8 +67,24 @@ class ThreatModel:
     def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def random_perturb(self, x: torch.Tensor) -> torch.Tensor:
+    def random_perturb(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x plus a point drawn uniformly from the ball (finite eps) of the coordinates `mask` allows (all without
+        one): drawn over the whole image and masked after, an L2 start shrank to ~eps * sqrt(the mask's share)."""
+        if not bool(torch.isfinite(torch.as_tensor(self.eps)).all()):
+            raise ValueError("a random start needs a finite eps")
+        free = torch.ones_like(x, dtype=torch.bool) if mask is None else mask.expand_as(x)
+        return x + _column(self.eps, x) * self._unit_draw(x, free)
+
+    def _unit_draw(self, x: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _in_unit_ball(d: torch.Tensor, p: int, free: torch.Tensor) -> torch.Tensor:
+    """Noise `d` on the free coordinates (Gaussian for L2, Laplace for L1: normalized, uniform on the L_p sphere)
+    scaled to a uniform point of the unit L_p ball: radius u^(1/k) for k free coordinates, per sample."""
+    k = _column(free.flatten(1).sum(1).clamp(min=1), d)
+    r = torch.rand(k.shape, device=d.device) ** (1.0 / k)
+    return r * d / (_column(d.flatten(1).norm(p=p, dim=1), d) + 1e-12)
 
 
 class L2(ThreatModel):
@@ -88,13 +104,8 @@ class L2(ThreatModel):
         scale = (_column(self.eps, x) / (_per_sample_norm(delta) + 1e-12)).clamp(max=1.0)
         return x0 + delta * scale
 
-    def random_perturb(self, x: torch.Tensor) -> torch.Tensor:
-        if not bool(torch.isfinite(torch.as_tensor(self.eps)).all()):
-            raise ValueError("a random start needs a finite eps")
-        d = torch.randn_like(x)
-        d = d / (_per_sample_norm(d) + 1e-12)
-        r = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) ** (1.0 / x[0].numel())
-        return x + _column(self.eps, x) * r * d  # uniform in the ball
+    def _unit_draw(self, x: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        return _in_unit_ball(torch.randn_like(x) * free, 2, free)
 
 
 class Linf(ThreatModel):
@@ -106,15 +117,11 @@ class Linf(ThreatModel):
         return x + _column(self.step_size, x) * grad.sign()
 
     def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        if not self.bounded:
-            return x
-        eps = _column(self.eps, x)
+        eps = _column(self.eps, x)   # inf: min(x, inf) and max(x, -inf) are x itself
         return torch.max(torch.min(x, x0 + eps), x0 - eps)
 
-    def random_perturb(self, x: torch.Tensor) -> torch.Tensor:
-        if not bool(torch.isfinite(torch.as_tensor(self.eps)).all()):
-            raise ValueError("a random start needs a finite eps")
-        return x + _column(self.eps, x) * torch.empty_like(x).uniform_(-1, 1)
+    def _unit_draw(self, x: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(x).uniform_(-1, 1) * free   # a box: every coordinate on its own
 
 
 def project_l1(delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
@@ -144,6 +151,12 @@ class L1(ThreatModel):
     sparsity: float = 0.01
     norm = "L1"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float, np.floating)) \
+                or not 0 < self.sparsity <= 1:   # NaN too
+            raise ValueError(f"sparsity is the share of coordinates an L1 step moves, in (0, 1], got {self.sparsity!r}")
+
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         g = grad.flatten(1)
         movable = ((g > 0) & (x.flatten(1) < 1)) | ((g < 0) & (x.flatten(1) > 0))
@@ -159,13 +172,8 @@ class L1(ThreatModel):
             return x
         return x0 + project_l1(x - x0, self.eps)
 
-    def random_perturb(self, x: torch.Tensor) -> torch.Tensor:
-        if not bool(torch.isfinite(torch.as_tensor(self.eps)).all()):
-            raise ValueError("a random start needs a finite eps")
-        d = torch.distributions.Laplace(0.0, 1.0).sample(x.shape).to(x)   # uniform direction on the L1 sphere
-        d = d / (d.flatten(1).abs().sum(1).view(-1, *([1] * (x.dim() - 1))) + 1e-12)
-        r = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) ** (1.0 / x[0].numel())
-        return x + _column(self.eps, x) * r * d
+    def _unit_draw(self, x: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        return _in_unit_ball(torch.distributions.Laplace(0.0, 1.0).sample(x.shape).to(x) * free, 1, free)
 
 
 THREAT_MODELS: dict[str, type[ThreatModel]] = {"L2": L2, "Linf": Linf, "L1": L1}
@@ -326,11 +334,11 @@ def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, ste
 
 
 def _check_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
-    """A mask as a bool tensor that broadcasts over x (True = may change), or None."""
+    """A mask (a tensor or array) as a bool tensor that broadcasts over x (True = may change), or None."""
     if mask is None:
         return None
-    if mask.dim() != 4 or mask.shape[0] not in (1, x.shape[0]) or mask.shape[1] not in (1, x.shape[1]) \
-            or mask.shape[2:] != x.shape[2:]:
+    if (mask := torch.as_tensor(mask)).dim() != 4 or mask.shape[0] not in (1, x.shape[0]) \
+            or mask.shape[1] not in (1, x.shape[1]) or mask.shape[2:] != x.shape[2:]:
         raise ValueError(f"mask must have shape (1 or N, 1 or C, H, W) matching images {tuple(x.shape)}, "
                          f"got {tuple(mask.shape)}")
     if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
@@ -373,28 +381,22 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
     `on_step(PGDStep)` is called after every step, outside autograd and autocast (progress bars, the
     app's progress, streamed frames); returning `STOP` ends the run there (Cancel): the result then holds
     x_t as its last frame and `stopped_at = t`.
-    `mask` (bool or {0,1}, shape (1 or N, 1 or C, H, W)): where the path may change; the gradient is masked
-    before each step (the budget is spent inside) and pixels outside stay bit-identical to x at every step.
+    `mask` (bool or {0,1}, shape (1 or N, 1 or C, H, W)): where the path may change; the random start and every
+    step spend the whole budget inside it (masked gradient) and pixels outside stay bit-identical to x.
     `direction(x_t, grad) -> grad` may replace the ascent direction before the step (e.g. `guidance.ConeGuide`:
     another model's gradient steers it); it runs with gradients enabled, outside autocast.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
     _check_inputs(model, x, y, steps, record_every, autocast)
-    steps, record_every = int(steps), int(record_every)
-    mask = _check_mask(mask, x)
-    if y is not None:
-        y = y.to(x.device).long()
+    steps, record_every, mask = int(steps), int(record_every), _check_mask(mask, x)
+    y = None if y is None else y.to(x.device).long()
     x0 = x.detach().float()
     xt = x0.clone()
     if random_start and steps > 0 and bool((torch.as_tensor(threat.eps) > 0).any()):
-        xt = _keep_outside(threat.project(_keep_outside(threat.random_perturb(xt), x0, mask), x0).clamp_(0, 1),
-                           x0, mask)
-    record = record_every > 0
-    rec_steps: list[int] = []
-    rec_frames: list[torch.Tensor] = []
-    rec_logits: list[torch.Tensor] = []
-    stopped_at = None
+        xt = _keep_outside(threat.project(threat.random_perturb(xt, mask), x0).clamp_(0, 1), x0, mask)
+    record, stopped_at = record_every > 0, None
+    rec_steps, rec_frames, rec_logits = [], [], []   # type: list[int], list[torch.Tensor], list[torch.Tensor]
 
     with attack_mode(model):
         for t in range(steps):
@@ -414,7 +416,5 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, threat: Threa
             rec_frames.append(xt.clone())
             rec_logits.append(logits.float())
 
-    if not record:
-        return PGDResult(x=xt, stopped_at=stopped_at)
-    return PGDResult(x=xt, steps=rec_steps, frames=torch.stack(rec_frames), logits=torch.stack(rec_logits),
-                     stopped_at=stopped_at)
+    stacked = (rec_steps, torch.stack(rec_frames), torch.stack(rec_logits)) if record else (None, None, None)
+    return PGDResult(xt, *stacked, stopped_at=stopped_at)
