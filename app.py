@@ -19,6 +19,7 @@ import socket
 import sys
 
 from dat_core.cli_types import OneLineParser, int_in, refuse_blank_values
+from dat_core.hub import cache_cap
 from dat_core.loading import default_model_dir
 from webapp import scheduling
 from webapp.demo import build_demo
@@ -66,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = refuse_blank_values(parser).parse_args(argv)
     try:
         args.workers, args.threads = scheduling.plan(args.workers, args.threads)
+        cache_cap()   # a bad $DAT_HUB_CACHE_GB ends here, not in a visitor's first download
     except ValueError as e:
         parser.error(str(e))
     try:

@@ -187,6 +187,8 @@ def read_header(path: str | Path, tensors: int, label: str | None = None) -> dic
             if entry["dtype"] not in _DTYPES:
                 raise ValueError(f"{key} is {str(entry['dtype'])[:20]!r}, not a dtype the model takes")
             out[key] = torch.empty(shape, dtype=_DTYPES[entry["dtype"]], device="meta")
+    except RecursionError:   # JSON nested deeper than the parser goes: no header of ours
+        raise ValueError(f"{label} is not a safetensors file of this model (its header is nested too deeply)") from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         said = str(e)[:120]
         raise ValueError(f"{label} is not a safetensors file of this model (its header: {said})") from None

@@ -24,7 +24,6 @@ DEFAULT_MODEL_DIR = ASSETS_DIR / "models"
 """Bundled checkpoints; `assets/models/DEFAULT` (one line) names the default, else the first `dat-*` dir."""
 
 
-
 def canonical_revision(revision: object) -> str | None:
     """A Hub revision as typed -> None (blank) or the stripped text; ValueError unless it is spelled like a
     branch, tag or commit sha (`dat_core.hub.validate_revision`: nothing is looked up)."""
@@ -45,7 +44,11 @@ class ModelSource:
 
     @property
     def key(self) -> str:
-        return f"{self.name}@{self.revision or ''}"
+        """Names one model: the Hub looks repo ids up whatever their case and a blank revision is its default branch
+        `main`, so `User/Model` and `user/model@main` are one key (the app loaded and kept such twins twice)."""
+        if self.kind != "hub":
+            return f"{self.name}@{self.revision or ''}"
+        return f"{self.name.lower()}@{'' if self.revision == 'main' else self.revision or ''}"
 
 
 def resolve_source(source: str | Path, revision: str | None = None) -> ModelSource:
@@ -109,7 +112,7 @@ def locate(source: ModelSource, **hub_options) -> Path:
     from .hub import download
 
     directory = download(source.name, revision=source.revision, **hub_options)
-    pinned = [m for m in ZOO.values() if (m.repo_id, m.revision) == (source.name, source.revision)]
+    pinned = [m for m in ZOO.values() if m.repo_id and ModelSource("hub", m.repo_id, m.revision).key == source.key]
     if pinned and weights_sha256(directory / WEIGHTS_NAME) != pinned[0].weights_sha256:
         raise ValueError(f"the weights of zoo model {pinned[0].name} ({source.key}) differ from the pinned sha256")
     return directory

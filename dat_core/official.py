@@ -149,6 +149,9 @@ def _flag(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
 
 
+MAX_OFFICIAL_CONFIG_BYTES = 2**20
+
+
 def read_official_config(path: str | Path) -> dict[str, Any]:
     """What an official model config (`model_configs/*.yaml`) says about its checkpoint.
 
@@ -158,12 +161,17 @@ def read_official_config(path: str | Path) -> dict[str, Any]:
     dataset's; `model.normalize_input=` and `model.use_convstem=` overrides in `train_cmd` are honoured.
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size > MAX_OFFICIAL_CONFIG_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_OFFICIAL_CONFIG_BYTES >> 20} MB: not an official DAT model "
+                         "config (those are about 1 kB)")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ValueError(f"{path} is not valid YAML: {e}") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a text file: not an official DAT model config") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not an official DAT model config: its YAML is nested too deeply") from None
     if not (isinstance(doc, dict) and isinstance(doc.get("model_type"), str) and isinstance(doc.get("dataset"), str)):
         raise ValueError(f"{path} is not an official DAT model config (it needs model_type and dataset)")
     dataset = doc["dataset"].lower()
