@@ -105,6 +105,19 @@ def test_the_app_loads_one_model_for_case_and_main_variants(case_hub, checkpoint
     assert case_hub.count("GET", "model.safetensors") == 1
 
 
+def test_a_branch_and_its_commit_sha_share_one_loaded_model(case_hub, checkpoints, tmp_path):
+    """`owner/name` and `owner/name@<the sha main names>` are one commit's weights (one snapshot folder): they were
+    loaded, kept and compiled twice. Each keeps its own key; they share the model."""
+    from webapp import sources
+    from webapp.state import ModelRegistry
+
+    registry = ModelRegistry(hub_options={"endpoint": case_hub.url, "cache_dir": tmp_path})
+    branch = registry.load(sources.hub_source("Dat-Lab/Model-2"))
+    pinned = registry.load(sources.hub_source("Dat-Lab/Model-2", branch.directory.name))
+    assert pinned.key != branch.key and pinned.revision == branch.directory.name
+    assert pinned.fast is branch.fast and pinned.model is branch.model
+
+
 # ---------------------------------------------------------------- the cache's total bound
 
 def _repo_dirs(cache) -> list[str]:

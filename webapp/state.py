@@ -214,7 +214,8 @@ class _Loading:
 
 
 class ModelRegistry:
-    """Loaded models by (source, revision); at most `max_models` unpinned ones stay loaded (LRU).
+    """Loaded models by (source, revision); at most `max_models` unpinned ones stay loaded (LRU). A Hub branch and
+    the commit sha it names share one model.
 
     Loading a Hub branch or tag that is loaded already asks the Hub which commit it names now (at most once per
     `recheck_s` seconds): when it moved, the new commit is loaded in its place, so a visitor who pushed new weights
@@ -275,10 +276,14 @@ class ModelRegistry:
             except Exception as e:
                 loading.error = e
                 raise
-            model = channels_last(model if self.device is None else model.to(self.device))
             label = sources.label(src, directory)
-            loaded = LoadedModel(key=src.key, fast=self.fast_path(model, label), source=src.name,
-                                 revision=src.revision, directory=directory, label=label)
+            with self._lock:   # a Hub snapshot is one commit's weights: a branch and its sha share one model
+                twin = next((m for k, m in self._models.items() if src.kind == "hub" and m.directory == directory
+                             and self._sources[k].kind == "hub"), None)
+            fast = twin.fast if twin is not None else self.fast_path(
+                channels_last(model if self.device is None else model.to(self.device)), label)
+            loaded = LoadedModel(key=src.key, fast=fast, source=src.name, revision=src.revision,
+                                 directory=directory, label=label)
             with self._lock:
                 self._sources[src.key] = src
                 self._models[src.key] = loaded
