@@ -33,6 +33,21 @@ def torch_requirement(path: Path) -> Requirement:
     return next(Requirement(line) for line in requirement_lines(path) if Requirement(line).name == "torch")
 
 
+def test_every_requirement_is_in_the_package_metadata():
+    """requirements.txt (the checkout's install) needs kornia for AutoAugment, but `pip install .` knew no kornia in
+    its dependencies or any extra: a packaged install's `data.clf_augment=autoaugment_cutout` ended in an
+    ImportError. Each requirement is a dependency or in an extra, with the same version bounds."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(r) for r in project["dependencies"]]
+    declared += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    for line in requirement_lines(ROOT / "requirements.txt"):
+        wanted = Requirement(line)
+        assert any(r.name == wanted.name and r.specifier == wanted.specifier for r in declared), \
+            f"{line} is in requirements.txt but not in pyproject.toml's dependencies or extras"
+
+
 def test_pre_requirements_pin_a_cpu_torch_that_requirements_accept():
     pre = (ROOT / "pre-requirements.txt").read_text()
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in pre.splitlines()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import huggingface_hub.constants  # noqa: F401  (reads $HF_HUB_OFFLINE once, at import: not in a test that sets it)
 import pytest
 import torch
 from fakehub import FakeHub
