@@ -61,7 +61,8 @@ def radius(text: str) -> float:
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint: 'default' (bundled), a zoo name (dat_core.list_models()), a dir, or a Hub repo id owner/name")
+    p.add_argument("--model", required=True, help="checkpoint: 'default' (bundled), a zoo name "
+                   "(dat_core.list_models()), a dir, or a Hub repo id owner/name")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit sha)")
     p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | class-folder dir or .tar(.gz)")
     p.add_argument("--root", default=None, help=f"where the official CIFAR archives live (default: {CIFAR_ROOT})")
