@@ -53,16 +53,17 @@ def test_a_resume_may_not_change_the_shape_of_the_optimizer_state(toy, tmp_path,
         train(load_config(None, **{**values, "steps": 3, key: value}), resume=True, allow_config_change=True)
 
 
-def test_a_seed_bank_raised_on_resume_does_not_leave_the_seed_stream_past_its_end(toy, tmp_path, init):
+def test_a_seed_bank_raised_on_resume_is_refused_before_the_seed_stream_resumes(toy, tmp_path, init):
     """The bank is carved out of the seeds: 24 of 40 left 2 batches an epoch, and the seed stream resumed at batch 4
-    of its epoch, past the end ('images must hold at least one image' mid-run)."""
+    of its epoch, past the end ('images must hold at least one image' mid-run). Audit 30: a bank resized on resume
+    is refused (it would hold seeds the run drew), so the stream always resumes over the seeds it left."""
     values = _stage2(toy, tmp_path / "run", init, steps=4)
     train(load_config(None, **values))
     assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["ranks"][0]["streams"]["ood"]["index"] == 4
-    train(load_config(None, **{**values, "steps": 6, "data.ood_seed_bank": 24}), resume=True,
-          allow_config_change=True)
-    saved = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)
-    assert saved["step"] == 6 and saved["ranks"][0]["streams"]["ood"]["epoch"] == 2
+    with pytest.raises(ConfigError, match="cannot change data.ood_seed_bank: 0 -> 24"):
+        train(load_config(None, **{**values, "steps": 6, "data.ood_seed_bank": 24}), resume=True,
+              allow_config_change=True)
+    assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["step"] == 4
 
 
 def test_a_best_metric_changed_on_resume_chooses_best_by_the_new_metric(toy, tmp_path):

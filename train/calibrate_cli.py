@@ -15,6 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+MAX_VAL_SIZE = 10 ** 9
+"""More images than any --data holds (as many as `train eval --val-size` takes): a larger --val-size is refused
+before the model and every image of --data load, not after."""
+
 EXAMPLES = """examples:
   python -m train calibrate --model runs/s2/final --data cifar10 --val-size 2000
   python -m train calibrate --model runs/s2/final --data ../shared/data/cifar10-jpg.tar.gz --out runs/s2/calibrated
@@ -63,7 +67,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if args.split == "test":
         raise ValueError("calibrate fits on validation data: a temperature fitted on the test split would make "
                          "every test metric after it optimistic (use --split train --val-size N)")
-    if args.val_size is not None and args.val_size < 1:
+    if args.val_size is not None and not 1 <= args.val_size <= MAX_VAL_SIZE:
         raise ValueError("--val-size must be in 1..(images of --split - 1): calibrate fits on the validation "
                          "carve-out, never on images the model trained on")
     if args.batch_size < 1:
@@ -80,10 +84,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} records no validation carve-out of the {args.split} split (an import or an "
                          "older run), so which of its images the model never trained on is unknown: give --val-size "
                          "N and --seed S of the images its training held out (of --data, which may be other data)")
-    if args.val_size is None:   # the held-out images training recorded (none held out: refused by split_images)
-        args.val_size = record.get("val_size")
-    if args.seed is None:
-        args.seed = record.get("seed", 0)
+    _take_recorded(args, record)
     autocast = use_autocast(args.autocast, device)
     val = split_images(args, model.config)
 
@@ -117,6 +118,25 @@ def run_calibrate(args: argparse.Namespace) -> int:
     save_model(model.cpu(), out, card=without_metric(card, "ece") if card is not None else None)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _take_recorded(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    """--val-size and --seed not given: the carve-out training recorded, read like any input. A run with
+    data.val_size=0 records 0, which split_images took as "the whole split": every image the model trained on."""
+    from dat_core.cli_types import MAX_SEED
+
+    taken = {"val_size": (args.val_size, MAX_VAL_SIZE), "seed": (args.seed, MAX_SEED)}
+    for key, (given, high) in taken.items():
+        value = record.get(key, 0 if key == "seed" else None)   # an older record has no seed: training's default
+        if given is None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high):
+            raise ValueError(f"{args.model} records a malformed carve-out of the {args.split} split ({key} "
+                             f"{value!r:.40}): give --val-size N and --seed S of the images its training held out")
+    if args.val_size is None and record.get("val_size") == 0:
+        raise ValueError(f"training held out no images of the {args.split} split (data.val_size = 0): the model "
+                         "trained on every one, so none can fit its temperature; give a split it never trained on "
+                         "(--split NAME --val-size N)")
+    args.val_size = record.get("val_size") if args.val_size is None else args.val_size
+    args.seed = record.get("seed", 0) if args.seed is None else args.seed
 
 
 def _refuse_writing_inputs(args: argparse.Namespace, source: Path) -> None:

@@ -55,7 +55,7 @@ def run_seeds(args: argparse.Namespace) -> int:
     from dat_core.data.seeds import NOISE_KINDS, fit_class_gaussians, write_class_gaussians, write_seed_bank
     from dat_core.training.config import load_config
     from dat_core.training.data import load_train_val, ood_parts
-    from dat_core.training.state import STATE_FILE
+    from dat_core.training.state import PREVIOUS_FILE, STATE_FILE
     from dat_core.zoo import weights_sha256
 
     _check_outputs(args.bank_out, args.gaussians_out)
@@ -66,8 +66,9 @@ def run_seeds(args: argparse.Namespace) -> int:
         (f"--config {args.config}", args.config), (f"data.dataset {d.dataset}", None if cifar else d.dataset),
         (f"data.root {d.root}", d.root if cifar else None),
         (f"data.ood {d.ood}", None if d.ood in NOISE_KINDS else d.ood),
-        (f"the run's {STATE_FILE}", Path(cfg.out_dir) / STATE_FILE)))   # read for its carve-outs' seed
-    seed = run_data_seed(cfg)
+        *((f"the run's {name}", Path(cfg.out_dir) / name) for name in (STATE_FILE, PREVIOUS_FILE))))   # read
+    seed = run_data_seed(cfg, (("data.ood_holdout", "data.ood_seed_bank") if args.bank_out else ())
+                         + (("data.val_size",) if args.gaussians_out else ()))
     pending = {}   # everything is computed before the first file is written: a failure replaces neither
     if args.bank_out:
         if d.ood in NOISE_KINDS:   # said before any data loads; it was "error: uniform does not exist"
@@ -98,21 +99,23 @@ def run_seeds(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_data_seed(cfg: "TrainConfig") -> int:
+def run_data_seed(cfg: "TrainConfig", carve_outs: tuple[str, ...] = ()) -> int:
     """The seed the run in out_dir carved its validation split, OOD holdout and bank with (its state saves it:
     a resume with another seed keeps them); the config's seed where no run is there yet. The bank carved with
-    another seed would hold images that run drew as contrastive seeds."""
-    from dat_core.training.errors import StateError
-    from dat_core.training.state import STATE_FILE, load_state_file
+    another seed, or of other `carve_outs` sizes (dotted keys) than the run's, would hold images that run drew as
+    contrastive seeds: those sizes are refused."""
+    from dat_core.training.config import flat
 
-    path = Path(cfg.out_dir) / STATE_FILE
-    if not path.is_file():
+    saved, path = _run_state(Path(cfg.out_dir))
+    if saved is None:
         return cfg.seed
-    try:
-        saved = load_state_file(path)
-    except StateError as e:
-        raise ValueError(f"{e}: which images the run in out_dir held out is unknown (point out_dir at a run "
-                         "folder, or at a new one)") from None
+    old, new = flat(saved["config"]), flat(cfg)
+    differ = [k for k in carve_outs if k in old and old[k] != new[k]]
+    if differ:
+        raise ValueError(f"the run in {cfg.out_dir} carved {', '.join(f'{k}={old[k]!r}' for k in differ)} (its "
+                         f"{path.name} says), this config {', '.join(f'{k}={new[k]!r}' for k in differ)}: the files "
+                         "would not be carved as that run's images were (a bank of seeds it trained from, Gaussians "
+                         "of its validation images); give the run's values, or another out_dir")
     seed = saved.get("data_seed", saved["config"].get("seed", cfg.seed))
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"{path} records no usable data seed ({seed!r}): give another out_dir")
@@ -120,6 +123,32 @@ def run_data_seed(cfg: "TrainConfig") -> int:
         log.warning("the run in %s held its images out with seed %d (its state says; the config says %d): the "
                     "files are carved and fitted with seed %d", cfg.out_dir, seed, cfg.seed, seed)
     return seed
+
+
+def _run_state(out: Path) -> tuple[dict | None, Path | None]:
+    """(state, its file) of the run in `out`, or (None, None) where none is. A run is there when state.pt or
+    state.prev.pt is (as --resume sees it); every state of a run records the same carve-outs, so state.prev.pt
+    stands in for a state.pt that is gone or unusable. Memory-mapped: its weights are never read."""
+    from dat_core.training.errors import StateError
+    from dat_core.training.state import PREVIOUS_FILE, STATE_FILE, load_state_file
+
+    problems = []
+    for path in (out / STATE_FILE, out / PREVIOUS_FILE):
+        if not path.exists():
+            continue
+        try:
+            saved = load_state_file(path, mmap=True)
+        except StateError as e:
+            problems.append(str(e))
+            continue
+        if problems or path.name == PREVIOUS_FILE:
+            log.warning("%s; the carve-outs are read from %s", problems[0] if problems else
+                        f"{out / STATE_FILE} does not exist", path)
+        return saved, path
+    if problems:
+        raise ValueError(f"{'; '.join(problems)}: which images the run in out_dir held out is unknown (point "
+                         "out_dir at a run folder, or at a new one)")
+    return None, None
 
 
 def _check_outputs(bank_out: str, gaussians_out: str) -> None:

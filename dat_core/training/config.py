@@ -8,11 +8,21 @@ silently trains the wrong thing. `config_schema()` is the JSON schema of it all 
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..data.augment import AUGMENTATIONS
 from ..data.seeds import NOISE_KINDS, SEED_KINDS
@@ -43,6 +53,24 @@ PositiveInt = Annotated[Int, Field(ge=1)]
 Count = Annotated[Int, Field(ge=0)]
 Fraction = Annotated[Float, Field(ge=0, le=1)]
 Augment = Literal[tuple(AUGMENTATIONS)]  # type: ignore[valid-type]
+
+
+def _path(value: str) -> str:
+    """A path that is blank meant the current folder (`data.root=` downloaded CIFAR into it) or one named "  "."""
+    if not value.strip():
+        raise ValueError("is blank: give a file or folder")
+    return value
+
+
+def _optional_path(value: str) -> str:
+    """A path where "" means none: only "  " (a slip, an unset variable) is blank."""
+    if value and not value.strip():
+        raise ValueError('is blank: give a file or folder, or "" for none')
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_path)]
+OptionalPath = Annotated[str, AfterValidator(_optional_path)]
 _DEVICE = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 
 
@@ -52,16 +80,17 @@ class _Table(BaseModel):
 
 
 class DataConfig(_Table):
-    dataset: str = Field("cifar10", min_length=1,
-                         description="cifar10 | cifar100 (official archives) | class-folder dir / .tar(.gz)")
-    root: str = Field("data", description="where official archives live (downloaded if missing)")
-    train_split: str = Field("train", description='split folder of a class-folder dataset ("" = no split level)')
+    dataset: PathText = Field("cifar10",
+                              description="cifar10 | cifar100 (official archives) | class-folder dir / .tar(.gz)")
+    root: PathText = Field("data", description="where official archives live (downloaded if missing)")
+    train_split: OptionalPath = Field("train",
+                                      description='split folder of a class-folder dataset ("" = no split level)')
     image_size: Int = Field(32, ge=IMAGE_SIZE[0], le=IMAGE_SIZE[1],  # what a checkpoint's config can hold
                             description="side of the square training images, pixels")
     val_size: Count = Field(1000, description="images carved from train for validation, deterministic (never tune "
                                               "on test); 0 trains on all of them and selects the last EMA weights")
-    ood: str = Field("uniform", min_length=1,
-                     description="OOD seeds of stage 2: uniform | lowfreq | image dir / archive")
+    ood: PathText = Field("uniform",
+                          description="OOD seeds of stage 2: uniform | lowfreq | image dir / archive")
     ood_holdout: Count = Field(0, description="OOD images kept out of the seeds (for OOD-detection evaluation)")
     ood_noise_fraction: Fraction = Field(0.0, description="share of each OOD seed batch replaced by noise seeds "
                                                           "(half uniform, half lowfreq) when data.ood is an image set")
@@ -71,15 +100,23 @@ class DataConfig(_Table):
     clf_augment: Augment = Field("crop_flip_cutout", description='classification batch; "autoaugment_cutout" is '
                                  "the paper's CIFAR pipeline (crop, flip, AutoAugment CIFAR-10 policy, Cutout)")
     ood_augment: Augment = Field("crop_flip", description="OOD seed batch")
-    cache_dir: str = Field("", description='decoded-image cache for archives ("" = none)')
+    cache_dir: OptionalPath = Field("", description='decoded-image cache for archives ("" = none)')
     lazy: bool = Field(False, description="directories: decode each batch's files on demand, not all up front")
     allow_empty_classes: bool = Field(False, description="keep a class folder that is empty or whose images are "
                                                         "all unreadable (it trains with zero images)")
 
+    @field_validator("gen_augment", "clf_augment", "ood_augment")
+    @classmethod
+    def _installed(cls, name: str) -> str:
+        """AutoAugment's equalize is kornia's, imported at its first draw: without kornia a run failed there."""
+        if "autoaugment" in name and importlib.util.find_spec("kornia") is None:
+            raise ValueError(f"{name} needs kornia: pip install kornia (or pip install '.[train]')")
+        return name
+
 
 class ModelConfig(_Table):
     arch: str = Field("wrn-16-4", description="architecture name from the registry (e.g. wrn-34-10, resnet50)")
-    init: str = Field("", description='checkpoint to start from: dir, Hub id, or "" (random init)')
+    init: OptionalPath = Field("", description='checkpoint to start from: dir, Hub id, or "" (random init)')
 
     @field_validator("arch")
     @classmethod
@@ -157,7 +194,7 @@ the official code refuses any other schedule), not at stage 1's cosine from 0.1.
 
 class TrainConfig(_Table):
     stage: Literal["stage1", "stage2"] = "stage1"
-    out_dir: str = Field("runs/default", min_length=1)
+    out_dir: PathText = "runs/default"
     seed: Int = Field(0, ge=0, lt=2 ** 32)
     steps: PositiveInt = Field(1000, description="optimizer steps")
     batch_size: PositiveInt = Field(128, description="global batch (split across DDP ranks), same for all loaders")

@@ -50,6 +50,7 @@ from .state import (
     log_sizes,
     prepare_run_dir,
     read_state,
+    refuse_fresh_run,
     restored_best,
     rng_state,
     set_rng_state,
@@ -98,8 +99,8 @@ class Trainer:
             self.changes = check_resume_config(saved, cfg, self.world, allow_config_change, self.out)
             if self.changes:
                 logger.warning("resuming %s with a changed config: %s", self.out, "; ".join(self.changes))
-        elif (self.out / STATE_FILE).is_file():
-            raise ConfigError(f"{self.out} already holds a run; pass --resume to continue it or pick another out_dir")
+        else:
+            refuse_fresh_run(self.out)
         self.step, self.saved_step = (saved["step"], saved["step"]) if saved else (0, None)
         self.finished = bool(saved and saved.get("finished") and saved["step"] >= cfg.steps)
         if self.finished:
@@ -309,7 +310,7 @@ class Trainer:
         now, (t_last, step_last) = time.perf_counter(), self._timer
         ips = self.cfg.batch_size * (self.step - step_last) / max(now - t_last, 1e-9)
         self._timer = (now, self.step)
-        logs = {k: _scalar(v) for k, v in logs.items()}
+        logs = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
         record = {"step": self.step, "loss": logs.pop("loss"), "lr": self.optimizer.param_groups[0]["lr"],
                   "images_per_s": ips, **logs}
         try:
@@ -391,10 +392,6 @@ class Trainer:
                                     **({"validation": metrics} if metrics else {})}
         # written whole (`save_model`): a stop between its two files left new weights beside an old config
         return save_model(model, self.out / name)
-
-
-def _scalar(v: Any) -> Any:
-    return v.item() if isinstance(v, torch.Tensor) else v
 
 
 def train(cfg: TrainConfig, resume: bool = False, allow_config_change: bool = False,

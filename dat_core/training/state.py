@@ -34,10 +34,11 @@ RUN_FILES = {"run_config.json": False, STATE_FILE: False, PREVIOUS_FILE: False, 
 REQUIRED = ("step", "config", "world_size", "model", "ema", "optimizer", "stage", "best", "ranks")
 
 REFUSED_ON_RESUME = ("stage", "batch_size", "model.arch", "data.dataset", "data.train_split", "data.image_size",
-                     "data.val_size", "data.ood", "data.ood_holdout", "data.allow_empty_classes",
+                     "data.val_size", "data.ood", "data.ood_holdout", "data.ood_seed_bank", "data.allow_empty_classes",
                      "data.ood_noise_fraction", "contrastive.buffer_size", "optim.name", "optim.decay_norm_and_bias")
 """They define the model, the data or the batch of a run, or the shape of its saved streams, chains and optimizer
-state: a resumed run keeps them (the last four were accepted, then the saved state did not fit)."""
+state: a resumed run keeps them (the last four were accepted, then the saved state did not fit). The carve-outs
+stay as they began: a seed bank resized on resume held images the run had drawn as contrastive seeds."""
 
 FREE_ON_RESUME = ("out_dir", "device", "compile", "log_every", "ckpt_every", "model.init", "data.root",
                   "data.cache_dir", "data.lazy")
@@ -219,12 +220,13 @@ def _cause(error: BaseException, path: Path) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else 'unreadable'}"
 
 
-def load_state_file(path: Path) -> dict[str, Any]:
-    """The state at `path`, checked to be a training state; StateError (without the alternatives) if not."""
+def load_state_file(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """The state at `path`, checked to be a training state; StateError (without the alternatives) if not. `mmap`:
+    tensors stay in the file until read (a reader of its config only, not of GBs of weights and chains)."""
     if path.is_dir():
         raise StateError(f"{path} is a directory, not a state file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise StateError(f"{path} does not exist") from None
     except Exception as e:
@@ -260,6 +262,15 @@ def alternative(out: Path) -> str:
         return (note + f"no resumable state is left; {' and '.join(exported)} can start a new run "
                 f"(model.init=DIR), or delete {out / STATE_FILE} to start over")
     return note + f"no earlier state or checkpoint exists: delete {out / STATE_FILE} (or pick another out_dir)"
+
+
+def refuse_fresh_run(out: Path) -> None:
+    """A run started without --resume where one is (its state.pt, or only the state.prev.pt that --resume names as
+    the last good state) trained over it: it cut the logs and, at its second save, replaced state.prev.pt."""
+    held = [name for name in (STATE_FILE, PREVIOUS_FILE) if (out / name).is_file()]
+    if held:
+        raise ConfigError(f"{out} already holds a run ({held[0]}); pass --resume to continue it or pick another "
+                          "out_dir")
 
 
 def read_state(out: Path) -> dict[str, Any]:
