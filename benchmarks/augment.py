@@ -25,9 +25,10 @@ from dat_core.data.augment import augment
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int_in(1), default=128)
+    p.add_argument("--batch", type=int_in(1), default=128, help="images per batch (default: %(default)s)")
     p.add_argument("--size", type=int_in(3), default=32, help="image side (AutoAugment's 3x3 filters need 3+)")
-    p.add_argument("--repeats", type=int_in(1), default=20)
+    p.add_argument("--repeats", type=int_in(1), default=20,
+                   help="timed rounds per median, after 3 untimed ones (default: %(default)s)")
     p.add_argument("--step", action="store_true", help="also time one stage-1 step of the CPU recipe")
     args = p.parse_args()
     from kornia.augmentation.auto import AutoAugment

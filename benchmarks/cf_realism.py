@@ -33,9 +33,10 @@ from common import machine
 
 from dat_core.cli_types import int_in
 from dat_core.evaluation.generative import features_of
+from dat_core.files import check_writable, read_json, write_text
 from dat_core.loading import load_model
 from explain import benchmark as bm
-from explain.image_sets import load_image_set
+from explain.image_sets import check_image_source, load_image_set
 from explain.trajectory import model_info
 
 
@@ -48,15 +49,29 @@ def run_images(settings: dict, limit: int) -> tuple[torch.Tensor, np.ndarray, in
     return torch.cat(images), np.asarray(labels, dtype=np.int64), len(class_names)
 
 
-def load_run(run: Path, limit: int | None) -> tuple[dict, torch.Tensor, np.ndarray, np.ndarray, list[dict]]:
-    """(settings, originals x, their labels, the jobs, per radius the saved per-pair arrays) of a run, restricted
-    to the images a `--limit limit` run of the same settings picks (each must be among the run's own)."""
-    settings = json.loads((run / "run.json").read_text(encoding="utf-8"))
+def run_settings(run: Path) -> dict:
+    """A finished --data run's settings (run.json), checked before any model loads: its folder, its labelled
+    images' source. ValueError says what is wrong."""
+    path = run / "run.json"
+    if not path.is_file():
+        raise ValueError(f"{run} holds no run.json: not a `python -m explain benchmark` output folder")
+    settings = read_json(path, 2**20, str(path), "a benchmark's settings")
+    if not isinstance(settings, dict) or "pairs" not in settings or "radii" not in settings:
+        raise ValueError(f"{path} holds no benchmark settings")
     if not settings.get("data"):
-        raise SystemExit(f"{run.name}: only --data runs (labelled images) are supported")
+        raise ValueError(f"{run.name}: only --data runs (labelled images) are supported")
+    check_image_source(argparse.Namespace(data=settings["data"], images=None))
+    return settings
+
+
+def load_run(run: Path, settings: dict, limit: int | None) -> tuple[torch.Tensor, np.ndarray, np.ndarray,
+                                                                    list[dict]]:
+    """(originals x, their labels, the jobs, per radius the saved per-pair arrays) of a run, restricted to the
+    images a `--limit limit` run of the same settings picks (each must be among the run's own)."""
     x, labels, classes = run_images(settings, settings["limit"])
-    pairs = settings["pairs"]
-    jobs = bm.make_jobs(labels, classes, None if pairs == "all-others" else {tuple(p) for p in pairs})
+    pairs = settings["pairs"]   # "all-others", "random-other" (drawn again, as the run drew them) or class pairs
+    jobs = bm.make_jobs(labels, classes, None if pairs == "all-others" else pairs if isinstance(pairs, str)
+                        else {tuple(p) for p in pairs})
     chosen = np.arange(len(x))
     if limit is not None:
         where = {im.numpy().tobytes(): i for i, im in enumerate(x)}
@@ -77,7 +92,7 @@ def load_run(run: Path, limit: int | None) -> tuple[dict, torch.Tensor, np.ndarr
     jobs = jobs[keep]
     jobs[:, 0] = renumber[jobs[:, 0]]
     order = np.sort(chosen)
-    return settings, x[order], labels[order], jobs, per_radius
+    return x[order], labels[order], jobs, per_radius
 
 
 def main() -> None:
@@ -88,13 +103,20 @@ def main() -> None:
     p.add_argument("--real-limit", type=int_in(1), default=None,
                    help="real images for the class-conditional distance: this many of the run's split (default: "
                         "the run's own images)")
-    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--json", default=None, help="also write the results here (one JSON with the command)")
     args = p.parse_args()
     spaces = [s.strip() for s in args.features.split(",") if s.strip()]
+    if not spaces:
+        p.error("--features names no feature model")
+    try:   # every input before the first model loads, the output before the work
+        check_writable(args.json, "--json")
+        runs = {run: run_settings(run) for run in map(Path, args.runs)}
+    except ValueError as e:
+        p.error(str(e))
     judges = {s: load_model(s).eval() for s in spaces}
     rows, reals = [], {}  # real images' labels and features per split (runs of one split share them)
-    for run in map(Path, args.runs):
-        settings, x, labels, jobs, per_radius = load_run(run, args.limit)
+    for run, settings in runs.items():
+        x, labels, jobs, per_radius = load_run(run, settings, args.limit)
         originals = {space: features_of(judge, x).numpy() for space, judge in judges.items()}
         real_labels, real = labels, originals
         if args.real_limit is not None:
@@ -124,9 +146,9 @@ def main() -> None:
             row["real_images"] = len(real_labels)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "machine": machine(),
-                                               "rows": rows}, indent=2), encoding="utf-8")
+    if args.json:   # whole or not at all
+        write_text(Path(args.json), json.dumps({"command": " ".join(["python", *sys.argv]), "machine": machine(),
+                                                "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

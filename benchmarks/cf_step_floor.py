@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import emit, machine, median_time
+from common import device_name, emit, machine, median_time
 from torch.profiler import ProfilerActivity, profile
 
 from dat_core.cli_types import int_in
@@ -48,10 +48,11 @@ def forward_macs(model: torch.nn.Module, size: int, device: torch.device) -> int
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="default")
-    p.add_argument("--batches", type=int_in(1), nargs="+", default=[64, 256, 1024])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=int_in(1), default=10)
+    p.add_argument("--model", default="default", help="default|zoo name|DIR|REPO_ID (default: %(default)s)")
+    p.add_argument("--batches", type=int_in(1), nargs="+", default=[64, 256, 1024],
+                   help="pairs per PGD batch, one timing each; the middle one is profiled (default: 64 256 1024)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--steps", type=int_in(1), default=10, help="PGD steps per timing (default: %(default)s)")
     p.add_argument("--compile", default="on", choices=("on", "off", "auto"), help="the timed steps (default: on, "
                    "as the benchmark runs where a compiler exists)")
     args = p.parse_args()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -14,6 +15,37 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+
+
+def device_name(text: str) -> str:
+    """--device: a name `torch.device` takes, of a device this machine has (`resolve_device`'s check), as typed; a
+    usage error at once, not a traceback from the first model move."""
+    from dat_core.runtime import resolve_device
+
+    try:
+        resolve_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def arch_spec(text: str, sized: bool = True, known: bool = True) -> str:
+    """An architecture (`known`: one the registry has) with, where `sized`, an optional `@SIZE` in pixels, checked
+    for every name before the first runs: a misspelt second one failed after the first one's whole run."""
+    from dat_core.models import find_arch
+    from dat_core.models.config import IMAGE_SIZE
+
+    arch, at, size = text.partition("@")
+    lo, hi = IMAGE_SIZE   # what a model's config may hold
+    if at and (not sized or not size.isdigit() or not lo <= int(size) <= hi):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ARCH@SIZE with SIZE in {lo}..{hi} pixels" if sized
+                                         else f"{text!r}: expected an architecture name (no @SIZE here)")
+    if known:
+        try:
+            find_arch(arch)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def sync() -> None:

@@ -149,20 +149,26 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="default|DIR|REPO_ID (default: a random wrn-16-2)")
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), metavar="CONFIG",
+                   help=f"configurations to run, of {', '.join(CONFIGS)} (default: all)")
     p.add_argument("--new", default="fast_1t_2w", choices=list(CONFIGS), help="the app's new default settings")
-    p.add_argument("--neighbours", nargs="+", type=int_in(0), default=[0, 1])
-    p.add_argument("--steps", type=int_in(1), default=60)
-    p.add_argument("--repeats", type=int_in(1), default=5)
+    p.add_argument("--neighbours", nargs="+", type=int_in(0), default=[0, 1],
+                   help="CPU-burning neighbour processes, one run per count (default: 0 1)")
+    p.add_argument("--steps", type=int_in(1), default=60, help="PGD steps per counterfactual (default: %(default)s)")
+    p.add_argument("--repeats", type=int_in(1), default=5,
+                   help="timed single counterfactuals per median, after one untimed (default: %(default)s)")
     p.add_argument("--single-budget", type=float_in(1, 24 * 3600), default=60.0,
                    help="stop single runs after this many seconds")
-    p.add_argument("--clients", type=int_in(1), default=8)
-    p.add_argument("--requests", type=int_in(1), default=5)
-    p.add_argument("--load-timeout", type=float_in(1, 24 * 3600), default=180.0)
+    p.add_argument("--clients", type=int_in(1), default=8, help="concurrent clients of the load test "
+                   "(default: %(default)s)")
+    p.add_argument("--requests", type=int_in(1), default=5, help="requests per client (default: %(default)s)")
+    p.add_argument("--load-timeout", type=float_in(1, 24 * 3600), default=180.0,
+                   help="seconds after which the load test stops (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="2 configs, quiet only, 2 clients x 2 requests, 5 steps")
     p.add_argument("--interleaved", action="store_true",
                    help="only: eager and compiled single requests alternated in one process, per --threads")
-    p.add_argument("--threads", nargs="+", type=int_in(1), default=[1, CORES])
+    p.add_argument("--threads", nargs="+", type=int_in(1), default=[1, CORES],
+                   help=f"with --interleaved: torch threads, one run per count (default: 1 {CORES})")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:

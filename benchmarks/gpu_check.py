@@ -175,6 +175,17 @@ def writable_file(out: str | Path) -> str | None:
     return None
 
 
+def write_whole(path: Path, text: str) -> None:
+    """`path.write_text(text)` whole or not at all: a full disk or a stop mid-write keeps the earlier report (what
+    dat_core.files.write_text does; not imported, see `budget_seconds`)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: checks the script itself (CI)")
@@ -206,7 +217,7 @@ def main() -> int:
     report["wall_s"] = round(time.perf_counter() - start, 1)
     # nothing run proves nothing: an empty report is a failure, not "all parts ok"
     report["ok"] = bool(report["parts"]) and all(part["rc"] == 0 for part in report["parts"].values())
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    write_whole(out, json.dumps(report, indent=1) + "\n")
     print(f"wrote {out} ({'all parts ok' if report['ok'] else 'some parts failed'}, {report['wall_s']} s)")
     return 0 if report["ok"] else 1
 

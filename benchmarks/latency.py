@@ -14,7 +14,7 @@ import argparse
 import time
 
 import torch
-from common import emit, machine, median_time
+from common import arch_spec, device_name, emit, machine, median_time
 
 import explain
 from dat_core import build_model
@@ -25,13 +25,22 @@ from dat_core.runtime import FastPath, channels_last, use_autocast
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--archs", nargs="+", default=["wrn-16-2"])
-    p.add_argument("--steps", type=int_in(1), default=60)
-    p.add_argument("--compile", choices=("both", "on", "off"), default="both")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--autocast", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--repeats", type=int_in(1), default=5)
+    p.add_argument("--archs", nargs="+", default=["wrn-16-2"],
+                   help="ARCH or ARCH@SIZE; one the registry does not know is reported as skipped (default: wrn-16-2)")
+    p.add_argument("--steps", type=int_in(1), default=60, help="PGD steps of the trajectory (default: %(default)s)")
+    p.add_argument("--compile", choices=("both", "on", "off"), default="both",
+                   help="time eager (off), torch.compile (on) or both and their ratio (default: %(default)s)")
+    p.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda or cuda:N (default: cuda where there is one)")
+    p.add_argument("--autocast", choices=("auto", "on", "off"), default="auto",
+                   help="bf16 autocast: auto = where the device has native bf16 (default: %(default)s)")
+    p.add_argument("--repeats", type=int_in(1), default=5, help="timings per median (default: %(default)s)")
     args = p.parse_args()
+    for spec in args.archs:   # every size before the first runs (an unknown name is skipped, as documented)
+        try:
+            arch_spec(spec, known=False)
+        except argparse.ArgumentTypeError as e:
+            p.error(f"argument --archs: {e}")
     device = torch.device(args.device)
     autocast = use_autocast(args.autocast, device)
     rows = {}

@@ -15,7 +15,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from common import emit, machine, median_time
+from common import arch_spec, device_name, emit, machine, median_time
 
 from dat_core import build_model, pgd, threat_model
 from dat_core.cli_types import int_in
@@ -41,8 +41,10 @@ def reference_pgd(model, x, y, eps, step_size, steps):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small case, under a minute on a 2-core CPU")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--archs", nargs="+", default=None)
+    p.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda or cuda:N (default: cuda where there is one)")
+    p.add_argument("--archs", nargs="+", type=lambda a: arch_spec(a, sized=False), default=None,
+                   help="architectures at 32 px (default: wrn-16-4 wrn-34-10; wrn-16-2 with --quick)")
     p.add_argument("--batches", nargs="+", type=int_in(1), default=None, help="default: 1 128; 1 32 with --quick")
     p.add_argument("--steps", type=int_in(1), default=5, help="PGD steps (default: 5)")
     p.add_argument("--repeats", type=int_in(1), default=3, help="timings per median (default: 3)")

@@ -21,7 +21,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from common import emit, machine, median_time
+from common import arch_spec, device_name, emit, machine, median_time
 
 from dat_core import build_model
 from dat_core.cli_types import int_in
@@ -110,13 +110,15 @@ def ours(stage_cls, cfg, model, streams, channels_last):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small case, under a minute on a 2-core CPU")
-    p.add_argument("--arch", default=None)
+    p.add_argument("--arch", type=lambda a: arch_spec(a, sized=False), default=None,
+                   help="architecture at 32 px (default: wrn-16-4; wrn-16-2 with --quick)")
     p.add_argument("--batch", type=int_in(1), default=None, help="default: 128; 32 with --quick")
     p.add_argument("--T", type=int_in(0), default=None, help="contrastive PGD steps (default: 5; 2 with --quick)")
     p.add_argument("--K", type=int_in(0), default=None,
                    help="classification PGD steps (default: 10; 2 with --quick)")
     p.add_argument("--repeats", type=int_in(1), default=None, help="default: 3; 2 with --quick")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda or cuda:N (default: cuda where there is one)")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                    help="also time bf16 autocast + channels_last; auto: where the device has native bf16")
     args = p.parse_args()

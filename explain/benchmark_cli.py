@@ -146,7 +146,7 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     from . import benchmark_report as rep
     from .benchmark_parts import SpentTime, check_run_folder
     from .cli_options import guidance
-    from .image_sets import load_image_set, resolve_data_options
+    from .image_sets import check_image_source, load_image_set, resolve_data_options
     from .params import default_params, eps_name, parse_eps, validate_params
     from .success_cli import comma_values
     from .trajectory import check_guide, model_info
@@ -154,7 +154,8 @@ def _run_benchmark(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     started = time.perf_counter()
     radii = comma_values(args.eps, "--eps", parse_eps)
     cone_angle(args)             # a --cone-angle without --guide fails before anything loads,
-    resolve_data_options(args)   # and a --split, --val-size or --seed without --data
+    resolve_data_options(args)   # and a --split, --val-size or --seed without --data,
+    check_image_source(args)     # and a missing --images folder or --data (a Hub model downloads first)
     if args.images and Path(args.out).resolve() == Path(args.images).resolve():
         raise ValueError("--out is the --images folder: the report's images would join the images next time")
     model = load(args)

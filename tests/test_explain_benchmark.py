@@ -554,11 +554,13 @@ def test_image_set_options_refuse_what_they_would_ignore_or_misread(setup, tmp_p
 
 def test_a_bad_pairs_file_is_refused_before_any_image_is_read(setup, tmp_path, capsys):
     (tmp_path / "p.csv").write_text("cat,unicorn\n")
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "cat-9.png").write_bytes(b"no png")   # decoded first, it would be the error
     args = command(setup, tmp_path / "bad", "--pairs", str(tmp_path / "p.csv"))
-    args[args.index("--images") + 1] = str(tmp_path / "no-such-folder")   # read first, it would be the error
+    args[args.index("--images") + 1] = str(tmp_path / "imgs")
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "unknown class 'unicorn'" in err and "no-such-folder" not in err
+    assert "unknown class 'unicorn'" in err and "cat-9.png" not in err
 
 
 @pytest.mark.parametrize("extra, says", [(("--split", "test"), "--split goes with --data"),
