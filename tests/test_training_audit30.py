@@ -158,6 +158,15 @@ def test_autoaugment_without_kornia_is_refused_with_the_config(monkeypatch, key)
     assert flat(load_config(None, **{key: "crop_flip"}))[key] == "crop_flip"
 
 
+@pytest.mark.parametrize("split", ["test", "TEST", " test "])
+def test_training_on_the_test_split_is_refused(split):
+    """`data.train_split=test` trained on the test split (CIFAR's test archive or a test/ folder) without a word, and
+    `train eval --split test` then reported training accuracy."""
+    with pytest.raises(ConfigError, match="data.train_split: .*test split"):
+        load_config(None, **{"data.train_split": split})
+    assert flat(load_config(None, **{"data.train_split": "train2"}))["data.train_split"] == "train2"
+
+
 # ---------------------------------------------------------------- calibrate: impossible sizes before any work
 
 @pytest.mark.parametrize("value", [str(10 ** 12), str(2 ** 64)])

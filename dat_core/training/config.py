@@ -105,6 +105,15 @@ class DataConfig(_Table):
     allow_empty_classes: bool = Field(False, description="keep a class folder that is empty or whose images are "
                                                         "all unreadable (it trains with zero images)")
 
+    @field_validator("train_split")
+    @classmethod
+    def _not_test(cls, split: str) -> str:
+        """Never train (nor tune) on a test split: `train eval --split test` would then report training accuracy."""
+        if split.strip().lower() == "test":
+            raise ValueError("is the test split: training never reads it (evaluate on it with `train eval`); "
+                             "use the training split, e.g. train")
+        return split
+
     @field_validator("gen_augment", "clf_augment", "ood_augment")
     @classmethod
     def _installed(cls, name: str) -> str:
