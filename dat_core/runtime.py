@@ -30,23 +30,32 @@ def resolve_device(spec: str | torch.device | None = None, local_rank: int = 0) 
     "cuda" also means this process's GPU, cuda:<local_rank> (under torchrun each rank its own; set_device and
     DDP's device_ids need the index).
 
-    ValueError (not a traceback) for a malformed name or for CUDA asked for where there is none.
+    ValueError (not a traceback) for a malformed name, for CUDA or MPS asked for where there is none, and for a
+    GPU index, named or this rank's, that the machine does not have.
     """
     if spec is None or spec == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} requested but CUDA is not available here; use cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {spec!r} requested but this machine has {torch.cuda.device_count()} GPU(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {spec!r} requested but MPS is not available here; use cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {spec!r}; use auto, cpu, cuda or cuda:N")
-    return torch.device("cuda", local_rank) if device.type == "cuda" and device.index is None else device
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(spec)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} requested but CUDA is not available here; use cpu")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {spec!r} requested but MPS is not available here; use cpu")
+        if device.type == "mps" and device.index not in (None, 0):
+            raise ValueError(f"device {spec!r} requested but MPS has one device; use mps")
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"unsupported device {spec!r}; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        index = local_rank if device.index is None else device.index
+        if not 0 <= index < torch.cuda.device_count():   # set_device would fail with "invalid device ordinal"
+            rank = "" if device.index is not None else f" for local rank {local_rank} (cuda:{index})"
+            raise ValueError(f"device {spec!r}{rank} requested but this machine has {torch.cuda.device_count()} "
+                             "GPU(s); run at most one process per GPU")
+        device = torch.device("cuda", index)
+    return device
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -241,6 +250,10 @@ class CompiledDispatch(nn.Module):
             return self.eager(x, *args, **kwargs)
         try:
             out = self._compiled(x, *args, **kwargs)
+            # the backward graph is lowered at its first use, in the caller's PGD step: lower it here, where an
+            # error can still fall back to eager (one extra backward per compiled shape)
+            if isinstance(out, torch.Tensor) and out.requires_grad and x.requires_grad:
+                torch.autograd.grad(out, x, torch.zeros_like(out), retain_graph=True, allow_unused=True)
         except Exception as e:  # compile errors surface at the first call of a shape
             self.__dict__["lazy"] = False
             log.warning("torch.compile failed for input %s, running eager from now on: %s: %s", tuple(x.shape),
@@ -257,6 +270,13 @@ class CompiledDispatch(nn.Module):
             self.__dict__["ready"] = self.ready | self._warming.seen
         finally:
             self._warming.seen = None
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The eager model's, under its own key names (not `eager.*`): compared with a checkpoint's, and loaded."""
+        return self.eager.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.eager.load_state_dict(state_dict, strict=strict, assign=assign)
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -120,7 +120,8 @@ class ModelConfig(BaseModel):
     @model_validator(mode="after")
     def _one_name_per_class(self) -> "ModelConfig":
         if self.class_names is not None and len(self.class_names) != self.num_classes:
-            raise ValueError(f"class_names has {len(self.class_names)} names for num_classes={self.num_classes}")
+            raise ValueError(f"class_names holds {len(self.class_names)} class names for num_classes="
+                             f"{self.num_classes}")
         return self
 
 
@@ -198,10 +199,10 @@ def build_model(arch: str, num_classes: int = 10, image_size: int | None = None,
     is built (`check_fields`): a model built here saves as a checkpoint that loads again, and a class
     count of 10**8 is refused before its default names or its head are made.
     """
+    if not isinstance(arch, str):   # the one field read before the check: it picks the defaults the check sees
+        raise ValueError(f"arch must be the name of an architecture, not a {type(arch).__name__}")
     arch = arch.lower()
     spec, params = find_arch(arch)
-    if class_names is not None and not isinstance(class_names, str) and len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
     config = dict(extra, arch=arch, num_classes=num_classes,
                   image_size=spec.image_size if image_size is None else image_size,
                   class_names=_listed(class_names), mean=_listed(spec.normalization[0] if mean is None else mean),
