@@ -352,6 +352,13 @@ def test_every_cancel_says_so_once(tiny):
         open_tab(page, "Generate")
         type_into(page, "#gen-steps input", 500)
         cancelled_once("#gen-run", "#gen-cancel")
+        open_tab(page, "Counterfactual")                                   # attributions explain a finished path
+        settings(page, steps=3, step_size=0.1, eps=3)
+        run_counterfactual(page)
+        open_tab(page, "Attributions")                                     # Captum has no PGD hook: its forwards stop
+        with slow_pgd(demo, 0.3):                                          # its few batched forwards outlast a click
+            cancelled_once("#attr-run", "#attr-cancel")
+        expect(page.locator("#attr-cancel")).to_be_hidden()
 
 
 def test_a_running_path_holds_the_old_paths_controls(tiny):

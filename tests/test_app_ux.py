@@ -16,7 +16,7 @@ from PIL import Image
 from dat_core import build_model, save_model
 from webapp import links, opening, sources
 from webapp.explainer import Cancelled, Explainer
-from webapp.inputs import pgd_params
+from webapp.inputs import model_input, pgd_params
 from webapp.retry import retry_for
 from webapp.tabs import all_targets, counterfactual, generate, share, try_again
 from webapp.tabs import model as model_tab
@@ -369,7 +369,7 @@ def test_a_remembered_server_folder_is_refused_where_folders_are_off(dirs):
 def test_views_of_the_start_class_say_so(ex, dirs):
     state = ex.new_session()
     loaded = ex.default
-    x = counterfactual.model_input(dirs["photo"], loaded)
+    x = model_input(dirs["photo"], loaded)
     with torch.no_grad():
         source = int(loaded.model(x).argmax())
     counterfactual.run(ex, dirs["photo"], str(source), "L2", "1", 1, 0.1, state)

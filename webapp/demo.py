@@ -16,6 +16,8 @@ from .wiring import PRIVATE, RAW, bind, outputs
 # small inputs (an upload is at most 25 MB and already on disk), so a long queue costs little memory; past it a
 # visitor reads "queue is full". 256 covers a class of students pressing Run together (benchmarks/app.py).
 QUEUE_SIZE = 256
+PREVIEWS = {counterfactual.preview.__name__, counterfactual.pick_example.__name__}
+"""Tab 1's previews of a new image: a visitor may have one beside their computation in flight."""
 
 def build_demo(model: str = "default", *, standard_model: str | None = "auto", revision: str | None = None,
                explainer: Explainer | None = None, autocast: str = "auto",
@@ -65,11 +67,13 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
         model_tab.wire(ex, mdl, state=state, banner=banner, cf=cf, gen=gen, saved_model=saved_model)
         api.build(ex)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
-    visitors = fairness.Visitors()
+    visitors, previews = fairness.Visitors(), fairness.Visitors()
     for fn in demo.fns.values():  # every model computation shares one limit (concurrency_id "model")
         if fn.concurrency_id == "model":
             fn.concurrency_limit = workers
-            fn.fn = visitors.one_at_a_time(fn.fn)  # and a visitor holds at most one of its workers
+            # and a visitor holds at most one of its workers, and one more for the preview of an image chosen
+            # meanwhile (one forward): refused as a second computation, the upload was dropped
+            fn.fn = (previews if fn.name in PREVIEWS else visitors).one_at_a_time(fn.fn)
     demo.unload(visitors.leave)   # a page that goes (reload, closed tab) stops its computation
     demo.explainer = ex  # handy for tests and benchmarks
     return demo

@@ -308,6 +308,14 @@ class Explainer:
         js = save_metrics_json(traj, self.files.path(stem + ".json"))
         return str(gif), str(js)
 
+    def view_exports(self, view: Any) -> tuple[str, str]:
+        """The downloads of a stored path (`exports`), written once and again only when the server pruned them: tab
+        1's chained export, an event any visitor may send again and again (one at a time for the whole server),
+        encoded the GIF anew each time, seconds of a 500-step path."""
+        if view.exported is None or not all(os.path.isfile(f) for f in view.exported):
+            view.exported = self.exports(view.trajectory, view.scale)
+        return view.exported
+
 
 def _memo_key(loaded: st.LoadedModel, x: torch.Tensor, target: int, req: dict,
               mask: torch.Tensor | None = None) -> str:
@@ -339,11 +347,32 @@ def missing(what: str) -> str:
 
 
 class Cancelled(gr.Error):
-    """A run stopped by its Cancel button (the PGD hook answered STOP)."""
+    """A run stopped by its Cancel button (the PGD hook answered STOP, or a `stoppable` model refused a forward)."""
 
-    def __init__(self, step: int, steps: int):
-        super().__init__(f"Cancelled at step {step} of {steps}; nothing was changed.", title="Cancelled",
-                         duration=4, print_exception=False)
+    def __init__(self, step: int | None = None, steps: int | None = None):
+        at = "" if step is None else f" at step {step} of {steps}"
+        super().__init__(f"Cancelled{at}; nothing was changed.", title="Cancelled", duration=4, print_exception=False)
+
+
+class _Stoppable(torch.nn.Module):
+    """`model`, whose every forward first looks at the events that end a run (`stoppable`)."""
+
+    def __init__(self, model: torch.nn.Module, stops: list[threading.Event]):
+        super().__init__()
+        self.model, self.stops, self.config = model, stops, getattr(model, "config", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(e.is_set() for e in self.stops):
+            raise Cancelled()
+        return self.model(x)
+
+
+def stoppable(model: torch.nn.Module, cancel: threading.Event | None = None) -> torch.nn.Module:
+    """`model` for a computation without a PGD hook (Captum's attributions, a landscape's batches): its next forward
+    raises `Cancelled` once `cancel` is set or the visitor's page has gone (`fairness.LEFT`), as PGD stops at its
+    next step; they ran to the end for a page nobody had any more, holding a model worker for minutes."""
+    stops = [e for e in (cancel, fairness.LEFT.get()) if e is not None]
+    return _Stoppable(model, stops) if stops else model
 
 
 def progress_steps(progress: Any, desc: str, total: int, cancel: threading.Event | None = None) -> OnStep | None:

@@ -92,6 +92,7 @@ class CounterfactualView:
     charts: dict[str, LineChart]
     landscape: LandscapeView | None = None
     model_version: str = ""         # LoadedModel.version of the weights the path was made with
+    exported: tuple[str, str] | None = None   # its downloads (GIF, JSON) once written: `Explainer.view_exports`
 
     @classmethod
     def build(cls, traj: Trajectory, model_key: str, model_version: str = "") -> "CounterfactualView":

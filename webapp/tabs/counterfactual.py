@@ -29,7 +29,6 @@ from ..inputs import (
     eps_choices,
     eps_text,
     image_source,
-    model_input,
     pgd_params,
     settings_shown,
     target_index,
@@ -238,7 +237,7 @@ def preview(ex: Explainer, image, state) -> Preview:
     if image_source(image) is None:
         return Preview(state, gr.skip(), None, charts.placeholder(NO_IMAGE), "", gr.update())
     shown = browser_copy(image, ex.files)
-    x = model_input(shown or image, loaded)
+    x = try_again.read_image(ex, state, loaded, shown or image)
     with torch.no_grad():
         logits = loaded.model(x.to(loaded.device)).float()
     probs = probabilities(logits)[0].cpu().numpy()
@@ -316,7 +315,7 @@ def _request(ex: Explainer, image, target, norm, eps, steps, step_size, state) -
     state = ex.session(state)
     loaded = ex.session_model(state)
     req = pgd_params(norm, eps, steps, step_size)
-    x, target = model_input(image, loaded), target_index(target, loaded)
+    x, target = try_again.read_image(ex, state, loaded, image), target_index(target, loaded)
     return state, loaded, req, x, target, region.for_model(ex, state, loaded)
 
 
@@ -376,7 +375,7 @@ def cancel(ex: Explainer, state, step) -> Stopped:
 def export(ex: Explainer, state) -> Exports:
     """The GIF and JSON downloads of the path the session shows now."""
     view = ex.view(state, "cf", "counterfactual")
-    gif, js = ex.exports(view.trajectory, view.scale)
+    gif, js = ex.view_exports(view)
     return Exports(gr.update(value=gif, interactive=True), gr.update(value=js, interactive=True))
 
 

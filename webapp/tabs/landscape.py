@@ -18,7 +18,7 @@ from explain.landscape import (
 )
 
 from .. import page
-from ..explainer import Explainer
+from ..explainer import Explainer, stoppable
 from ..inputs import user_errors
 from ..state import LoadedModel, activation_bytes
 from ..views import LandscapeView
@@ -81,8 +81,9 @@ def run(ex: Explainer, state, step, energy, grid, progress=gr.Progress()) -> Lan
     bf16 = ex.uses_bf16(loaded)
     plan = plan_for(ex, loaded, len(view), grid)
     progress(None, desc=f"Evaluating the energy on {plan.grid}×{plan.grid} points (about {plan.seconds:.0f} s)")
-    land = energy_landscape(loaded.model, view.trajectory, grid=plan.grid, autocast=bf16, batch_size=plan.batch_size,
-                            energy="joint" if str(energy).startswith("E(x, ") else "marginal")
+    joint = str(energy).startswith("E(x, ")
+    land = energy_landscape(stoppable(loaded.model), view.trajectory, grid=plan.grid, autocast=bf16,  # leaving stops it
+                            batch_size=plan.batch_size, energy="joint" if joint else "marginal")
     view.landscape = LandscapeView.build(land)
     ex.put(state, "cf", view)  # re-measured: the landscape is part of the view now
     i = view.index(step)

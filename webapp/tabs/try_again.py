@@ -5,19 +5,27 @@ model or target is not the path's is refused (a click sent anyway, or one after 
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
+import torch
 
 import explain
 
 from ..explainer import Explainer
-from ..inputs import MAX_REQUEST_STEPS, eps_text, model_input, target_index
+from ..inputs import MAX_REQUEST_STEPS, eps_text, image_source, model_input, target_index
 from ..retry import Retry, retry_for
 from ..state import LoadedModel
 from ..views import CounterfactualView
 from . import region
+
+SEEN = "seen"
+"""The slot of the image tab 1 read last (its digest, the model it was read for, its model input): the target box's
+check finds it there. Decoding the image again on every change of the box, an unqueued event, was up to 40 MP and
+~360 MB a request outside the model queue, however many at once."""
 
 
 def button(view: CounterfactualView) -> Any:
@@ -55,12 +63,44 @@ def after_choice(ex: Explainer, state: Any, loaded: LoadedModel, x: Any) -> tupl
     return note + view.summary(), gr.update(visible=False)
 
 
-def _not_shown(ex: Explainer, state: Any, image: Any, target: Any) -> list[str]:
+def digest(image: Any) -> str | None:
+    """sha256 of an image payload's bytes, read in chunks: which image it is, without decoding it (None: unreadable)."""
+    source = image_source(image)
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            return hashlib.sha256(source).hexdigest()
+        if isinstance(source, (str, Path)):
+            with open(source, "rb") as f:
+                return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        pass
+    return None
+
+
+def read_image(ex: Explainer, state: dict, loaded: LoadedModel, image: Any) -> torch.Tensor:
+    """`image` as `loaded`'s model input (tab 1's preview and runs), remembered for the target box (`SEEN`)."""
+    x = model_input(image, loaded)
+    ex.put(state, SEEN, (digest(image), loaded.key, x))
+    return x
+
+
+def _seen(ex: Explainer, state: Any, loaded: LoadedModel, image: Any) -> torch.Tensor | None:
+    """The model input tab 1 last read, if `image` is that image and `loaded` the model it was read for."""
+    seen = ex.get(state, SEEN)
+    if seen is None or seen[1] != loaded.key or seen[0] is None:
+        return None
+    return seen[2] if digest(image) == seen[0] else None
+
+
+def _not_shown(ex: Explainer, state: Any, image: Any, target: Any, known: bool = False) -> list[str]:
     """What of a request (image, the session's model, target, painted region) is not the path shown's: [] when
-    all is."""
+    all is. `known`: the image only as tab 1 last read it (`_seen`), never decoded again (another: "image")."""
     view = ex.view(state, "cf", "counterfactual")
     loaded = ex.session_model(ex.session(state))
-    other = made_for_another(view, loaded, model_input(image, loaded))
+    x = _seen(ex, state, loaded, image) if known else model_input(image, loaded)
+    if x is None:
+        return ["image"]
+    other = made_for_another(view, loaded, x)
     other += [] if target_index(target, loaded) == view.trajectory.target else ["target"]
     mask, then = region.for_model(ex, state, loaded), view.trajectory.params.get("mask_fraction")
     now = None if mask is None else explain.mask_fraction(mask)   # as the path records its region
@@ -69,12 +109,13 @@ def _not_shown(ex: Explainer, state: Any, image: Any, target: Any) -> list[str]:
 
 def on_target(ex: Explainer, state: Any, image: Any, target: Any) -> Any:
     """Try again as the target box changes: offered only while the box (and image) are the path shown's. An
-    unqueued event, so it answers with the button and never raises (an unusable choice hides it)."""
+    unqueued event, so it answers with the button and never raises (an unusable choice hides it), and decodes no
+    image: it compares the image tab 1 read last (`read_image`)."""
     view = ex.get(state, "cf")
     if view is None:
         return gr.skip()
     try:
-        other = _not_shown(ex, state, image, target)
+        other = _not_shown(ex, state, image, target, known=True)
     except (gr.Error, ValueError):
         other = ["choice"]
     return gr.update(visible=False) if other else button(view)
