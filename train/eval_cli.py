@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dat_core.checkpoint import WEIGHTS_NAME
+from dat_core.checkpoint import CARD_NAME, WEIGHTS_NAME, model_card
 from dat_core.cli_types import (
     MAX_SEED,
     comma_list,
@@ -288,7 +288,6 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         data = random_subset(data, args.limit, args.seed)
     if args.update_card:   # a subset does not replace numbers measured on more images: refused before the work
         from dat_core.cards import card_sample_count
-        from dat_core.checkpoint import model_card
         held = card_sample_count(model_card(args.model))
         if held and held > len(data):
             raise ValueError(f"--update-card: the card's results on {held} images would be replaced by this run's, "
@@ -308,6 +307,11 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
                       batch_size=args.batch_size, sample_steps=args.sample_steps,
                       sample_step_size=args.sample_step_size, feature_model=feature_model,
                       sample_seeds=args.sample_seeds, ood_adversarial=not args.ood_clean_only)
+    for part, key, given in (("sample_fidelity", "judge_model", args.judge),
+                             ("sample_realism", "feature_model", args.feature_model)):
+        if given and part in report:   # an arch name alone: two checkpoints of one arch, two numbers under one name
+            weights = locate(resolve_source(given)) / WEIGHTS_NAME
+            report[part][key] = {"source": given, "weights_sha256": weights_sha256(weights)}
     if run_autoattack:
         aa = autoattack_accuracy(model, data, norm=args.norm, eps=args.eps, attacks=attacks, seed=args.seed,
                                  batch_size=args.batch_size, progress=True)
@@ -326,8 +330,6 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
             write_text(info_path, json.dumps(info, indent=2) + "\n")
     if args.update_card:
         from dat_core.cards import update_card
-        from dat_core.checkpoint import CARD_NAME, model_card
-
         card = update_card(model_card(args.model), model.config, report, dataset=Path(str(args.data)).name)
         write_text(Path(args.model) / CARD_NAME, card)
     return report

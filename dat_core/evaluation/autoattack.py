@@ -64,9 +64,10 @@ def autoattack_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: f
     """Clean and AutoAttack accuracy (fractions) of `model` on labeled `batches` (fp32, eval mode).
 
     `attacks=None` runs the standard version; a subset of ATTACKS runs AutoAttack's "custom" version.
-    Returns clean_accuracy, autoattack_accuracy, n, norm, eps, version, attacks, seed and the largest
-    perturbation norm found (never above eps). Deterministic for a seed; the caller's RNG is untouched.
-    """
+    Returns clean_accuracy, autoattack_accuracy, n, norm, eps, version, attacks, seed, batch_size (APGD's random
+    starts and Square's queries are drawn per batch of the points still standing, so the number depends on it) and
+    the largest perturbation norm found (never above eps). Deterministic for a seed and batch size; the caller's RNG
+    is untouched."""
     chosen = check_autoattack(norm, eps, attacks)
     AutoAttack = _autoattack_class()
     device = model_device(model)
@@ -99,7 +100,7 @@ def autoattack_accuracy(model: nn.Module, batches: Any, norm: str = "L2", eps: f
     return {"clean_accuracy": float((clean == y).float().mean()),
             "autoattack_accuracy": float((y_adv.cpu() == y).float().mean()),
             "n": int(y.numel()), "norm": norm, "eps": float(eps), "version": version, "attacks": chosen,
-            "seed": seed, "max_perturbation": float(size.max())}
+            "seed": seed, "batch_size": batch_size, "max_perturbation": float(size.max())}
 
 
 def model_info(result: dict[str, Any], name: str, architecture: str, dataset: str,

@@ -4,6 +4,11 @@ The feature space is another classifier's penultimate layer (`Classifier.feature
 standard model): offline, fixed, and the same for every model compared. A Fréchet distance there is
 *not* FID (that needs Inception-v3 features) and is never called so; `inception_fid` computes real FID
 when the optional Inception weights are present. The Fréchet math is torchmetrics' (the kept library).
+
+Deliberately not the official FID (pytorch-fid: Inception pool features of 50K generated images saved as 8-bit PNGs,
+against precomputed training-set statistics): here the samples are measured as generated (floats), against the
+evaluated images (the evaluated split, e.g. test), with both set sizes reported (`n_real`, `n_samples`); the
+Fréchet distance is biased upward for small sets, which the kernel distance is not.
 """
 
 from __future__ import annotations
@@ -32,13 +37,23 @@ def _images(data: Any) -> torch.Tensor:
     return torch.cat([x.cpu() for x in out])
 
 
+def check_feature_size(feature_model: nn.Module, image_size: int | None) -> None:
+    """ValueError unless the feature model (its config, where it has one) takes images of `image_size`: its pooling
+    takes any size, so another size gave features the model never learned, and a distance in them, silently."""
+    own = getattr(feature_model, "config", {}).get("image_size")
+    if own is not None and image_size is not None and int(own) != int(image_size):
+        raise ValueError(f"the feature model takes {own} px images, these are {image_size} px: use a feature model "
+                         "of the evaluated images' size")
+
+
 @torch.no_grad()
 def features_of(feature_model: nn.Module, data: Any, batch_size: int = 256) -> torch.Tensor:
     """(N, D) float64 CPU features of every image in `data`: `feature_model.features` (a dat_core Classifier's
-    penultimate layer), in eval mode."""
+    penultimate layer), in eval mode, at the feature model's own image size (`check_feature_size`)."""
     if not hasattr(feature_model, "features"):
         raise ValueError("the feature model must have .features(x) (a dat_core Classifier)")
     images, device = _images(data), model_device(feature_model)
+    check_feature_size(feature_model, images.shape[-1])
     with attack_mode(feature_model):
         return torch.cat([feature_model.features(images[i:i + batch_size].to(device)).double().cpu()
                           for i in range(0, len(images), batch_size)])
@@ -84,8 +99,12 @@ def frechet_from_features(real: torch.Tensor, generated: torch.Tensor) -> float:
     return float(metric.compute())
 
 
-def kernel_distance_from_features(real: torch.Tensor, generated: torch.Tensor, subsets: int = 10,
-                                  subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+KID_SUBSETS, KID_SUBSET_SIZE = 10, 1000
+"""The kernel distance's random subsets: how many, and at most how many images each (torchmetrics: 100 of 1000)."""
+
+
+def kernel_distance_from_features(real: torch.Tensor, generated: torch.Tensor, subsets: int = KID_SUBSETS,
+                                  subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> tuple[float, float]:
     """The kernel distance (KID's unbiased MMD² with the cubic polynomial kernel) of two (N, D) feature sets:
     torchmetrics' KernelInceptionDistance over them, mean and std over `subsets` random subsets of
     min(subset_size, N) images each. Unbiased for small N, where the Fréchet distance is biased upward."""

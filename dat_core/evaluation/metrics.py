@@ -79,6 +79,8 @@ def expected_calibration_error(probs_or_conf: Any, correct: Any, n_bins: int = 1
     torchmetrics `CalibrationError(norm="l1")` except that torchmetrics gives confidence == 1.0 a
     bin of its own. Returns (ece, bins) with JSON-safe per-bin lists `lower`, `upper`,
     `confidence`, `accuracy` (0.0 for empty bins) and `count`, ready for `plot_reliability`.
+    Differs on purpose from the InNOutRobustness code DAT builds on (`TemperatureWrapper._get_ece_inner`: 20
+    bins of (lower, upper]; DAT's own calibration script is not released): 15 bins, as Guo et al. and torchmetrics.
     """
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
@@ -102,7 +104,9 @@ def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = (1e-
     held-out labels (temperature scaling, Guo et al. 2017). One positive scale cannot change which class
     wins, so accuracy stays as it is; only the confidence is corrected. The NLL is convex in 1/T, hence
     unimodal in log T: a golden-section search finds its minimum to float precision, with no gradient to
-    vanish where the model is already (nearly) certain. A result at a bound means the optimum lies beyond."""
+    vanish where the model is already (nearly) certain. A result at a bound means the optimum lies beyond.
+    Differs on purpose from InNOutRobustness's `compute_temperature`, which picks the T of least 20-bin ECE on a grid
+    of log T in [-3, 1]: the NLL is the standard criterion, has no bins to overfit and no grid to bound T."""
     z = _as_cpu_tensor(logits)
     y = _as_cpu_tensor(labels, torch.long).flatten()
     if z.dim() != 2 or z.shape[0] == 0 or z.shape[0] != y.numel():

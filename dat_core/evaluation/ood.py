@@ -1,5 +1,9 @@
 """Out-of-distribution detection by the energy score (or max softmax): AUROC of in- vs out-of-distribution, on
-clean OOD images and on OOD images attacked to look in-distribution (METHOD §6, the official `ood_detection`)."""
+clean OOD images and on OOD images attacked to look in-distribution (METHOD §6, the official `ood_detection`).
+
+The official code scores by max softmax unless `ood_detection_logsumexp` (default False): its default number is
+our `msp` one (`evaluate`'s `ood_auroc_msp`); `energy` (`ood_auroc`) is its logsumexp option. In-distribution is the
+positive class and higher scores say "in-distribution"; ties count one half (`roc_auc`, equal to sklearn's)."""
 
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ def ood_scores(logits: torch.Tensor, score: str = "energy") -> torch.Tensor:
 
 def adversarial_ood_settings(image_size: int) -> dict[str, Any]:
     """The official attack on OOD images: L2, no random start; 10 steps of 1.0 inside eps 3 at ImageNet sizes
-    (224 px and up), else 20 steps of 0.1 inside eps 1."""
+    (224 px and up), else 20 steps of 0.1 inside eps 1. The official code takes eps 3 at exactly 224 px, and resizes
+    ImageNet OOD images to 224 whatever the model's size; we attack at the model's size, 256 px with eps 3 too."""
     if image_size >= 224:
         return {"norm": "L2", "eps": 3.0, "step_size": 1.0, "steps": 10}
     return {"norm": "L2", "eps": 1.0, "step_size": 0.1, "steps": 20}
@@ -59,7 +64,8 @@ def ood_logits(model: nn.Module, data: Any, scores: tuple[str, ...] = (), autoca
     left = limit
     with attack_mode(model):
         for batch in _bar(data, "ood", progress, batch_size):
-            x, _ = _unpack(batch, device, model)
+            # its images only: an OOD set's own labels (CIFAR-100's 0..99 beside a 10-class model) are no measure's
+            x, _ = _unpack(batch if isinstance(batch, torch.Tensor) else batch[0], device, model)
             clean.append(_forward(model, x, autocast).cpu())
             if scores and left > 0:
                 x = x[:left]

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..data.seeds import DEFAULT_SEED_KIND, check_seeds, seeds_for
 from ..energy import marginal_energy
 from ..files import replacing
-from ..pgd import attack_mode
+from ..pgd import attack_mode, threat_model
 from ..runtime import model_device, seeded
 from ..sampling import (
     balanced_targets,
@@ -28,7 +28,15 @@ from ..sampling import (
 )
 from .accuracy import ROBUST, rng_stream, robust_correct, robust_settings
 from .batches import _bar, _collect, _forward, _unpack
-from .generative import features_of, frechet_from_features, kernel_distance_from_features, within_class_diversity
+from .generative import (
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    check_feature_size,
+    features_of,
+    frechet_from_features,
+    kernel_distance_from_features,
+    within_class_diversity,
+)
 from .metrics import energy_quantiles, expected_calibration_error, roc_auc
 from .ood import ATTACK_OBJECTIVE, OOD_SCORES, adversarial_ood_settings, ood_logits, ood_scores, uniform_ood
 
@@ -143,10 +151,12 @@ def sample_realism(feature_model: nn.Module, real: Any, real_labels: torch.Tenso
                          "iterator")
     real_div = within_class_diversity(real_f, real_labels)
     gen_div = within_class_diversity(gen_f, targets)
-    kid, kid_std = kernel_distance_from_features(real_f, gen_f)
+    size = min(KID_SUBSET_SIZE, len(real_f), len(gen_f))   # a mean over random subsets: the report says which
+    kid, kid_std = kernel_distance_from_features(real_f, gen_f, KID_SUBSETS, size, seed=0)
     return {"feature_space": f"penultimate features of {_name(feature_model)}",
             "frechet_distance": frechet_from_features(real_f, gen_f),
-            "kernel_distance": kid, "kernel_distance_std": kid_std,
+            "kernel_distance": kid, "kernel_distance_std": kid_std, "kernel_distance_subsets": KID_SUBSETS,
+            "kernel_distance_subset_size": size, "kernel_distance_seed": 0,
             "within_class_diversity_samples": gen_div, "within_class_diversity_real": real_div,
             "diversity_ratio": gen_div / real_div if real_div > 0 else None,
             "n_real": len(real_f), "n_samples": len(gen_f)}
@@ -178,6 +188,36 @@ def _name(judge: nn.Module | None) -> str:
     return str(config.get("arch", type(judge).__name__)) if isinstance(config, dict) else type(judge).__name__
 
 
+def check_options(model: nn.Module, *, ood: Mapping[str, Any] | None, robust: Mapping[str, Any] | None,
+                  robust_strong: Mapping[str, Any] | None, n_bins: int, samples: int, judge: nn.Module | None,
+                  feature_model: nn.Module | None, sample_seeds: str, sample_step_size: float | None) -> None:
+    """ValueError for options `evaluate` cannot honour, before its pass over the data: each of these was refused only
+    after PGD had run on every image (hours on a full test split), and a strong check without the standard one it
+    builds on was dropped without a word. The samples come last, so their options are checked here too."""
+    config = getattr(model, "config", {})
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    if robust_strong is not None and robust is None:
+        raise ValueError("robust_strong builds on robust (its settings, and the images that survive it): pass robust")
+    for name, data in (ood or {}).items():
+        if isinstance(data, str) and data != "uniform":
+            raise ValueError(f"OOD set {name!r}: the only named set is 'uniform' (else pass images or a dataset), "
+                             f"got {data!r}")
+    if samples <= 0:
+        return
+    check_seeds(sample_seeds, config.get("class_names"))
+    if judge is not None:
+        check_judge(model, judge)
+    if sample_step_size is not None:
+        threat_model("L2", math.inf, sample_step_size)   # its step check
+    k = config.get("num_classes")
+    if feature_model is not None and isinstance(k, int) and samples <= k:
+        raise ValueError(f"sample realism needs at least {k + 1} samples: they cycle over the {k} classes, and "
+                         f"within-class diversity needs two of one class (got {samples})")
+    if feature_model is not None:   # a bare model says its size with its first batch: `evaluate` checks it again then
+        check_feature_size(feature_model, config.get("image_size"))
+
+
 def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = None,
              robust: Mapping[str, Any] | None = ROBUST, robust_strong: Mapping[str, Any] | None = None,
              judge: nn.Module | None = None, samples: int = 0, out_dir: str | Path | None = None,
@@ -202,21 +242,19 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
     - `out_dir`: writes reliability.png (and samples.png when samples > 0: at most `MAX_GRID_ROWS` rows of one
       sample per class, or `MAX_GRID_IMAGES` samples for many classes; all of them are measured) once all is
       measured, and removes the one of these an earlier run left there that this run does not write.
-    - `batch_size`: used where data comes as tensors or a dataset (see `as_batches`) and for samples.
+    - `batch_size`: used where data comes as tensors or a dataset (see `as_batches`) and for samples. The report's
+      `batch_size` is the largest batch the attacks ran on: restarts draw their random starts per batch.
     """
     start = time.perf_counter()
-    if samples > 0:  # the samples come last: a seed kind that cannot serve this model fails before the attacks
-        check_seeds(sample_seeds, getattr(model, "config", {}).get("class_names"))
+    check_options(model, ood=ood, robust=robust, robust_strong=robust_strong, n_bins=n_bins, samples=samples,
+                  judge=judge, feature_model=feature_model, sample_seeds=sample_seeds,
+                  sample_step_size=sample_step_size)
     realism = samples > 0 and feature_model is not None   # within-class diversity: two images of one class
-    k = getattr(model, "config", {}).get("num_classes")
-    if realism and isinstance(k, int) and samples <= k:
-        raise ValueError(f"sample realism needs at least {k + 1} samples: they cycle over the {k} classes, and "
-                         f"within-class diversity needs two of one class (got {samples})")
     device = model_device(model)
     settings = None if robust is None else robust_settings(robust)
     strong = None if robust_strong is None or settings is None else robust_settings(
         settings, **{k: max(v, settings[k]) if k in ("steps", "restarts") else v for k, v in robust_strong.items()})
-    logits, labels, hits, strong_hits, strong_rng = [], [], 0, 0, {}
+    logits, labels, hits, strong_hits, strong_rng, largest = [], [], 0, 0, {}, 0
     with attack_mode(model), seeded(seed, device):
         for batch in _bar(batches, "evaluate", progress, batch_size):
             x, y = _unpack(batch, device, model)
@@ -232,10 +270,12 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
                     strong_hits += int(robust_correct(model, x, y, pred.where(held, -1), strong, autocast).sum())
             logits.append(out.cpu())
             labels.append(y.cpu())
-            image_size = x.shape[-1]
+            image_size, largest = x.shape[-1], max(largest, len(x))
     if not logits:
         raise ValueError("no data: the batches were empty")
     logits, labels = torch.cat(logits), torch.cat(labels)
+    if realism:
+        check_feature_size(feature_model, image_size)
     if realism and not bool((torch.bincount(labels) >= 2).any()):
         raise ValueError(f"sample realism needs two real images of one class (within-class diversity), and the "
                          f"{labels.numel()} evaluated images are of {labels.numel()} classes: evaluate more")
@@ -244,6 +284,7 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
     energies = marginal_energy(logits)
     result: dict[str, Any] = {
         "n": n, "num_classes": num_classes, "image_size": int(image_size), "autocast": autocast, "seed": seed,
+        "batch_size": largest,
         "clean_accuracy": float((logits.argmax(1) == labels).float().mean()),
         "robust_accuracy": None if settings is None else hits / n, "robust": settings,
         "robust_strong_accuracy": None if strong is None else strong_hits / n,
@@ -253,9 +294,7 @@ def evaluate(model: nn.Module, batches: Any, *, ood: Mapping[str, Any] | None = 
         "ood_auroc": {}, "ood_auroc_msp": {}, "ood_n": {},
     }
     for name, data in (ood or {}).items():
-        if isinstance(data, str):
-            if data != "uniform":
-                raise ValueError(f"OOD set {name!r}: the only named set is 'uniform', got {data!r}")
+        if isinstance(data, str):   # "uniform" (`check_options`)
             data = uniform_ood(n, int(image_size), seed)
         out_logits, attacked = ood_logits(model, data, OOD_SCORES if ood_adversarial else (), autocast, progress,
                                           batch_size)
