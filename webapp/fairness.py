@@ -4,10 +4,12 @@
 API calls in parallel, a script) would hold every worker while everyone else waits behind them; so a computation
 that starts while the same visitor's previous one still runs is refused at once, without work, and its worker goes
 to the next request in the queue. A visitor is a page session (Gradio's `session_hash`; a `gradio_client.Client`
-has one too), not an address: a class of students behind one NAT address must not block each other.
+has one too), not an address: a class of students behind one NAT address must not block each other. (webapp.demo
+gives tab 1's previews of a newly chosen image, one forward each, a `Visitors` of their own.)
 
 A visitor who leaves (a reload, a closed tab: Gradio's unload event) stops their computation in flight at its
-next PGD step (`LEFT`, read by `explainer.progress_steps`): a reloaded page is a new visitor, and the lost page's
+next PGD step or model forward (`LEFT`, read by `explainer.progress_steps` and `explainer.stoppable`): a reloaded
+page is a new visitor, and the lost page's
 run would otherwise hold a worker to the end. A streamed run (tab 1) is also closed by Gradio itself.
 """
 
