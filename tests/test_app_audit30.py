@@ -183,3 +183,26 @@ def test_an_image_chosen_during_ones_own_run_is_previewed(tmp_path):
         slow.remove()
     assert all('"success":true' in r.replace(" ", "") for r in replies), [r[-300:] for r in replies]
     assert not any(fairness.BUSY[:40] in r for r in replies)
+
+
+def test_the_model_tab_shows_only_a_training_record_it_can_vouch_for():
+    """A checkpoint's `training` record (stage, step, T, validation keys) went into the Model tab's Markdown table as
+    it was: a downloaded checkpoint could put a link, or a `|` that breaks the table, on the page in the app's voice.
+    Only what training writes is shown: a known stage, whole numbers, plain metric names."""
+    from types import SimpleNamespace
+
+    from dat_core import build_model
+    from webapp.describe import describe_model
+
+    model = build_model("wrn-10-1", num_classes=3, class_names=["a", "b", "c"])
+    loaded = SimpleNamespace(config=model.config, class_names=["a", "b", "c"], label="m", model=model, image_size=32)
+    model.config["training"] = {"stage": "stage2", "step": 1500, "T": 40, "validation": {"clean_accuracy": 0.81}}
+    table = describe_model(loaded)
+    assert "stage2, 1500 steps, final contrastive steps T = 40" in table and "Validation clean accuracy" in table
+    forged = "[Claim your prize](https://evil.example) |x|"
+    model.config["training"] = {"stage": forged, "step": forged, "T": forged,
+                                "validation": {forged: 0.5, "accuracy": 0.7}}
+    table = describe_model(loaded)
+    assert "evil.example" not in table and "|x|" not in table
+    assert all(line.count("|") == 3 for line in table.splitlines()), table
+    assert "Validation accuracy" in table and "?, ? steps" in table

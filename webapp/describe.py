@@ -5,6 +5,8 @@ Kept apart from `state.py` (which holds models, not their descriptions) so both 
 
 from __future__ import annotations
 
+import re
+
 from dat_core.cards import split_card
 from dat_core.checkpoint import model_card
 from dat_core.evaluation.metrics import energy_percentile
@@ -16,6 +18,12 @@ from .state import LoadedModel
 MAX_CARD_CHARS = 100_000
 NO_REFERENCE = "no reference statistics"
 """What a checkpoint without stored in-distribution energy quantiles (`energy_quantiles`) is said to lack."""
+STAGES = ("stage1", "stage2")
+
+
+def _whole(value: object) -> str:
+    """A count from a checkpoint's record, or "?" (text there would be Markdown in the app's voice)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "?"
 
 
 def banner(loaded: LoadedModel) -> str:
@@ -35,14 +43,15 @@ def describe_model(loaded: LoadedModel) -> str:
                                                        f"({count_parameters(loaded.model) / 1e6:.2f} M parameters)"),
             ("Classes", shown), ("Input size", f"{loaded.image_size} × {loaded.image_size} px")]
     training = cfg.get("training")
-    if isinstance(training, dict) and training:
-        text = f"{training.get('stage', '?')}, {training.get('step', '?')} steps"
+    if isinstance(training, dict) and training:   # a checkpoint's own words: only what training writes is shown
+        stage = training.get("stage") if training.get("stage") in STAGES else "?"
+        text = f"{stage}, {_whole(training.get('step'))} steps"
         if "T" in training:
-            text += f", final contrastive steps T = {training['T']}"
+            text += f", final contrastive steps T = {_whole(training['T'])}"
         rows.append(("Training", text))
         validation = training.get("validation")
         for k, v in (validation.items() if isinstance(validation, dict) else ()):
-            if isinstance(v, (int, float)) and isinstance(k, str):
+            if isinstance(v, (int, float)) and isinstance(k, str) and re.fullmatch(r"[a-z0-9_]{1,40}", k):
                 rows.append((f"Validation {k.replace('_', ' ')}", fmt(v, 4)))
     if cfg.get("temperature") is not None:  # validated on load: a number in TEMPERATURE_RANGE
         cal = cfg.get("calibration") if isinstance(cfg.get("calibration"), dict) else {}
