@@ -106,10 +106,11 @@ def eval_results(metrics: dict[str, Any], dataset: str = "cifar10", repo_id: str
 
 def card_data(config: dict[str, Any], metrics: dict[str, Any] | None = None, *, repo_id: str | None = None,
               dataset: str = "cifar10") -> ModelCardData:
-    """The YAML metadata: license, library, tags, dataset, metric types and the model-index."""
+    """The YAML metadata: license, library, tags (sorted, as `update_card` keeps them: a second push of the same card
+    changed their order), dataset, metric types and the model-index."""
     results = eval_results(metrics or {}, dataset, repo_id)
     return ModelCardData(
-        license="mit", library_name="dat-explainer", pipeline_tag="image-classification", tags=list(TAGS),
+        license="mit", library_name="dat-explainer", pipeline_tag="image-classification", tags=sorted(TAGS),
         datasets=[dataset], metrics=sorted({r.metric_type for r in results}) or None,
         model_name=(repo_id.split("/")[-1] if repo_id else config.get("arch", "model")) if results else None,
         eval_results=results or None)

@@ -364,24 +364,32 @@ def _touch(repo_folder: Path) -> None:
 
 # ---------------------------------------------------------------- push
 
-def push(directory: str | Path, repo_id: str, revision: str | None = None, *, token: str | bool | None = None,
-         endpoint: str | None = None, private: bool = False,
-         commit_message: str = "Upload DAT checkpoint") -> CommitInfo:
-    """Upload a checkpoint dir (config.json, model.safetensors, README.md) to a Hub model repo.
-
-    Creates the repo (and the branch `revision`, when given and not main) if needed. Returns the
-    `huggingface_hub.CommitInfo`: a str (the commit url) with `.oid` (the commit sha) and `.commit_url`.
-    """
-    validate_repo_id(repo_id)
-    revision = validate_revision(revision)
+def check_pushable(directory: str | Path) -> dict:
+    """The config of checkpoint dir `directory` once it may be published: its files there, none a link out of it (a
+    README.md linked elsewhere had that file's text published as the card), loadable as a download would be."""
     directory = Path(directory)
     missing = [name for name in CHECKPOINT_FILES if not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(f"cannot push {directory}: it is missing {' and '.join(missing)}")
-    try:   # refuse to publish a checkpoint that cannot be loaded back: config and weights, as a download would
-        load_checkpoint_dir(directory)
+    linked = [n for n in HUB_FILES if (directory / n).is_symlink() and not
+              (directory / n).resolve().is_relative_to(directory.resolve())]
+    if linked:
+        raise ValueError(f"cannot push {directory}: {' and '.join(linked)} is a link to a file outside the folder "
+                         "(push uploads the folder's own files: copy it in)")
+    try:
+        return load_checkpoint_dir(directory).config
     except ValueError as e:
         raise ValueError(f"cannot push {directory}: {e}") from None
+
+
+def push(directory: str | Path, repo_id: str, revision: str | None = None, *, token: str | bool | None = None,
+         endpoint: str | None = None, private: bool = False,
+         commit_message: str = "Upload DAT checkpoint") -> CommitInfo:
+    """Upload a checkpoint dir (`check_pushable`) to a Hub model repo, creating it (and the branch `revision`, when
+    not main) if needed. Returns the `CommitInfo`: a str (the commit url) with `.oid` and `.commit_url`."""
+    validate_repo_id(repo_id)
+    revision = validate_revision(revision)
+    check_pushable(directory)
     hub_url = endpoint or constants.ENDPOINT
     api = HfApi(endpoint=endpoint, token=token)
     try:
@@ -390,8 +398,12 @@ def push(directory: str | Path, repo_id: str, revision: str | None = None, *, to
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         return api.upload_folder(folder_path=directory, repo_id=repo_id, revision=revision,
                                  commit_message=commit_message, allow_patterns=HUB_FILES)
-    except hf_errors.HfHubHTTPError as e:
-        raise OSError(f"pushing {directory} to Hub repo {repo_id!r} on {hub_url} failed: {e}") from e
+    except hf_errors.HfHubHTTPError as e:   # one line (the client's ran to four, with a link on HTTP statuses)
+        said = " ".join((e.server_message or str(e)).split())[:300]
+        hint = ("; pushing needs a token that may write there (token=, --token, HF_TOKEN or `hf auth login`)"
+                if e.response.status_code in (401, 403) else "")
+        raise OSError(f"pushing {directory} to Hub repo {repo_id!r} on {hub_url} failed: the Hub answered "
+                      f"{e.response.status_code} {e.response.reason_phrase}: {said}{hint}") from e
     except _network_errors() as e:
         raise ConnectionError(f"could not reach the Hub at {hub_url} to push {repo_id!r}: {e}") from e
 

@@ -50,14 +50,14 @@ def import_official(checkpoint_path: str | Path, arch: str = "wrn-34-10", num_cl
     validate_model_config({"arch": arch, "num_classes": num_classes, **as_json},   # sized before it is built
                           source=f"the config for {path.name}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # a pickle protocol torch does not write: two lines above the one error
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:   # missing, a folder, unreadable: the CLI words it
         raise
     except Exception as e:  # UnpicklingError and friends: the file holds more than tensors and containers
-        said = re.sub(r"\x1b\[[0-9;]*m", "", str(e))   # torch's message carries terminal colour codes
-        first = (said.strip().splitlines() or [type(e).__name__])[0][:200]   # and runs to 7 lines
-        raise ValueError(f"could not read {path} with torch.load(weights_only=True) ({first}): only plain "
-                         "state dicts (tensors in dicts) are accepted; nothing else is ever unpickled") from None
+        raise ValueError(f"could not read {path} with torch.load(weights_only=True): {_unpickling_problem(e)}; only "
+                         "plain state dicts (tensors in dicts) are accepted, nothing else is ever unpickled") from None
     state_dict = official_state_dict(obj, source=str(path))
     model = build_model(arch, num_classes=num_classes, **config)
     validate_model_config(model.config, source=f"the config for {path.name}")  # so the result loads again
@@ -70,6 +70,17 @@ def import_official(checkpoint_path: str | Path, arch: str = "wrn-34-10", num_cl
     if out_dir is not None:
         save_model(model, out_dir)
     return model
+
+
+def _unpickling_problem(error: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in words. Its own message runs to 7 lines whose first ones
+    advise loading with weights_only=False (running the file's code), and a text file fails with "KeyError: 101"."""
+    said = re.sub(r"\x1b\[[0-9;]*m", "", str(error))   # torch's message carries terminal colour codes
+    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", said):
+        return f"it holds {found.group(1)} objects, which are not tensors or containers"
+    if isinstance(error, EOFError):
+        return "the file is empty or cut short"
+    return "it is not a whole file written by torch.save"
 
 
 def _unwrapped(key: str) -> str:

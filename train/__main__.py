@@ -68,20 +68,22 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     from dat_core.cards import read_eval_report, update_card
-    from dat_core.checkpoint import load_checkpoint_dir, model_card, read_config
+    from dat_core.checkpoint import model_card, read_config
     from dat_core.files import write_text
-    from dat_core.hub import push, validate_repo_id
+    from dat_core.hub import check_pushable, push, validate_repo_id
     from train.eval_cli import check_report_of
 
     validate_repo_id(args.repo_id)
     directory = Path(args.model)
     config = read_config(directory / "config.json")
+    loaded = check_pushable(directory)   # before the card is read: a README.md linked out of the folder is refused
     metrics = None
     if args.eval_json:   # the numbers of this model only: a report of another checkpoint is refused by its field
         label = f"--eval-json {args.eval_json}"
         metrics = read_eval_report(args.eval_json, label)
-        check_report_of(metrics, directory, load_checkpoint_dir(directory).config, label)   # defaults filled in
-    card = update_card(model_card(directory), config, metrics, repo_id=args.repo_id, dataset=args.dataset)
+        check_report_of(metrics, directory, loaded, label)   # defaults filled in
+    dataset = card_dataset(args.dataset, metrics, args.eval_json)
+    card = update_card(model_card(directory), config, metrics, repo_id=args.repo_id, dataset=dataset)
     readme = directory / "README.md"
     before = readme.read_text(encoding="utf-8") if readme.is_file() else None
     write_text(readme, card)   # the folder is uploaded as it is: the new card goes in first
@@ -98,6 +100,35 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def card_dataset(given: str | None, report: dict | None, report_path: str | None) -> str:
+    """The dataset a pushed card names: --dataset, else the one the report measured (named as `eval --update-card`
+    names it), else cifar10. It defaulted to cifar10 whatever the report measured, so a CIFAR-100 model's numbers
+    went up as CIFAR-10's; a --dataset other than the built-in set a report measured is refused for that reason."""
+    from dat_core.data import CIFAR_SOURCES
+
+    data = report.get("data") if report else None
+    measured = Path(data).name if isinstance(data, str) and data.strip() else None
+    if given is not None and measured in CIFAR_SOURCES and given.rsplit("/", 1)[-1].lower() != measured:
+        raise ValueError(f"--dataset {given}, but --eval-json {report_path} measured {measured}: leave --dataset out "
+                         f"to name {measured}, or push a report of {given}")
+    return given or measured or "cifar10"
+
+
+def hub_endpoint(text: str) -> str:
+    """--endpoint: an http(s) address. `http://[::1` ended in the HTTP client's traceback, `huggingface.co` in
+    "could not reach the Hub", as if the network were down."""
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(text.strip())
+        ok = url.scheme in ("http", "https") and bool(url.hostname) and (url.port or 1) > 0
+    except ValueError:   # a malformed host or a port out of range
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected the http:// or https:// address of a Hub, got {text[:80]!r}")
+    return text.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dat_core.cli_types import DefaultsHelpFormatter, OneLineParser, refuse_blank_values
     from dat_core.training.tracking import TRACKERS
@@ -110,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ("stage2", "Dual Adversarial Training from a stage-1 checkpoint, BN frozen")):
         p = sub.add_parser(stage, help=what, description=f"Stage {stage[-1]}: {what}.",
                            epilog="examples:\n  " + EXAMPLES[stage] + "\n\nAny config key can be overridden "
-                           "as key=value (dotted for tables: optim.lr=0.05, contrastive.max_steps=20). "
+                           "as key=value (dotted for tables: optim.lr=0.05, contrastive.max_steps=20), each key once. "
                            "Unknown keys and out-of-range values are rejected by name (all keys, ranges and "
                            "choices: python -m train schema). The run directory (out_dir) gets state.pt "
                            "(resumable, saved every ckpt_every steps and on SIGTERM/SIGINT), metrics.jsonl, "
@@ -144,14 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("push", help="update the model card and upload a checkpoint dir to the Hub",
                        formatter_class=DefaultsHelpFormatter,
                        description="Write the model card's Hub metadata (with metrics from an eval JSON) "
-                                   "and upload config.json, model.safetensors and README.md.")
+                                   "and upload config.json, model.safetensors and README.md: nothing else in the "
+                                   "folder (state.pt, logs), and none of them linked from outside it.")
     p.add_argument("--model", required=True, help="checkpoint dir")
     p.add_argument("--repo-id", required=True, help="owner/name")
     p.add_argument("--revision", default=None, help="branch to push to (default: main)")
     p.add_argument("--eval-json", default=None, help="metrics from `python -m train eval --json`")
-    p.add_argument("--dataset", default="cifar10", help="dataset name for the card metadata")
-    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN / cached login)")
-    p.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset name for the card metadata (default: the dataset --eval-json measured, else cifar10)")
+    p.add_argument("--token", default=None, help="Hub token with write access (default: HF_TOKEN / cached login; "
+                                                  "prefer those: a token given here shows in the process list)")
+    p.add_argument("--endpoint", default=None, type=hub_endpoint,
+                   help="Hub endpoint, an http(s) address (default: HF_ENDPOINT or huggingface.co)")
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.set_defaults(func=_push)
 
@@ -180,7 +215,27 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides += extra
+    twice = repeated_key(getattr(args, "overrides", None) or [])
+    if twice:   # a usage error of the subcommand, as argparse's own
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(twice)
     return args
+
+
+def repeated_key(overrides: list[str]) -> str | None:
+    """Why the overrides cannot be taken as given, where one key (or a table and a key in it) is set twice: the
+    last value won without a word (`steps=5 ... steps=6` trained 6 steps)."""
+    seen: dict[str, str] = {}
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if "=" not in text or not key:
+            continue   # load_config says what is wrong with it
+        for other, said in seen.items():
+            if key == other or key.startswith(other + ".") or other.startswith(key + "."):
+                shorter = min(key, other, key=len)
+                return f"config key {shorter!r} is set twice ({said[:60]}, {text.strip()[:60]}): give each key once"
+        seen[key] = text.strip()
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ one line with every rank's exit code instead, and exits with the workers' code (
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -39,19 +40,32 @@ def process_count_problem(value: str) -> str | None:
     return None if ok else f"--nproc_per_node must be a number of processes >= 1 or auto|cpu|gpu|xpu, got {value!r}"
 
 
+def torchrun_parser() -> argparse.ArgumentParser:
+    """torchrun's own parser under this command's name, whose usage errors are one line like every other command's
+    (it printed its whole usage, about 20 lines, as `launch.py`)."""
+    from torch.distributed.run import get_args_parser
+
+    from dat_core.cli_types import OneLineParser
+
+    parser = get_args_parser()
+    parser.prog = "python -m train.launch"
+    parser.error = lambda message: OneLineParser.error(parser, message)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
+    from torch.distributed.run import run
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["-h"], ["--help"]):   # what this adds to torchrun, then torchrun's own page
         print(__doc__.strip() + "\n\ntorchrun's options (all taken as they are):\n")
-    args = parse_args(argv)
+    parser = torchrun_parser()
+    args = parser.parse_args(argv)
     problem = process_count_problem(str(args.nproc_per_node))
     if problem:   # torchrun took it and failed later with a traceback (an AssertionError for 0)
-        print(f"train.launch: error: {problem}", file=sys.stderr)
-        return 2
+        parser.error(problem)   # exit 2
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the line below says it
     try:
         run(args)
