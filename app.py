@@ -19,7 +19,7 @@ import socket
 import sys
 
 from dat_core.cli_types import OneLineParser, int_in, refuse_blank_values
-from dat_core.hub import cache_cap
+from dat_core.hub_cache import cache_cap
 from dat_core.loading import default_model_dir
 from webapp import scheduling
 from webapp.demo import build_demo

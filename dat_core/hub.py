@@ -8,21 +8,16 @@ network failures -> OSError / ConnectionError.
 
 The Hub looks repo ids up whatever their case, but the cache names a repo's folder as it was typed: a repo is
 cached under the spelling the cache already holds, else the Hub's own, so `User/Model` and `user/model` are one
-download. The checkpoints cached are bounded in total (`cache_cap`, $DAT_HUB_CACHE_GB): a public app downloads any
-repo a visitor names, so the least recently used checkpoint repos make room for a new one.
+download. The checkpoints cached are bounded in total (`hub_cache.cache_cap`, $DAT_HUB_CACHE_GB).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
-import shutil
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
-from huggingface_hub import CommitInfo, HfApi, constants, scan_cache_dir, snapshot_download
+from huggingface_hub import CommitInfo, HfApi, constants, snapshot_download
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.file_download import repo_folder_name
 
@@ -38,11 +33,9 @@ from .checkpoint import (
     read_config,
 )
 from .files import replacing
+from .hub_cache import HUB_FILES, cache_cap, cached_spelling, missing_bytes, reserve, touch
 from .models.config import MAX_PARAMETERS
 from .zoo import is_commit_sha
-
-HUB_FILES = [*CHECKPOINT_FILES, CARD_NAME]
-"""What is downloaded and pushed: nothing else in a repo is ever fetched."""
 
 MAX_DOWNLOAD_BYTES = {CONFIG_NAME: MAX_CONFIG_BYTES, CARD_NAME: MAX_CARD_BYTES,
                       WEIGHTS_NAME: 8 * MAX_PARAMETERS + (64 << 20)}
@@ -122,7 +115,7 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
     hub_url = endpoint or constants.ENDPOINT
     local_only = bool(local_files_only or constants.HF_HUB_OFFLINE)
     root = Path(cache_dir or constants.HF_HUB_CACHE)
-    spelling = _cached_spelling(root, repo_id)
+    spelling = cached_spelling(root, repo_id)
 
     def fetch(at: str | None, files: list[str], cached_only: bool) -> Path:
         return Path(snapshot_download(spelling or repo_id, revision=at, allow_patterns=files, cache_dir=cache_dir,
@@ -141,7 +134,7 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
             try:
                 _check_weights_size(config, repo_id, sizes.get(WEIGHTS_NAME))
                 cap = cache_cap() if max_cache_bytes is None else max_cache_bytes
-                release = _reserve(root, repo_id, _missing_bytes(config, sizes, force_download), cap)
+                release = reserve(root, repo_id, missing_bytes(config, sizes, force_download), cap)
             except ValueError:
                 forget(config)   # refused: its config leaves the cache too
                 raise
@@ -170,7 +163,7 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
         raise OSError(f"the Hub at {hub_url} failed to serve {where}: {e}") from e
     except _network_errors() as e:   # dropped mid-download (the client turns most of these into the above)
         raise ConnectionError(f"the connection to the Hub at {hub_url} failed while fetching {where}: {e}") from e
-    _touch(path.parent.parent)
+    touch(path.parent.parent)
     missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
     if missing:
         raise FileNotFoundError(f"Hub repo {where} (commit {path.name}) has no {' and '.join(missing)}; "
@@ -255,111 +248,6 @@ def _remember_ref(cache_dir: str | Path | None, repo_id: str, revision: str, com
     ref.parent.mkdir(parents=True, exist_ok=True)
     with replacing(ref) as tmp:
         tmp.write_text(commit)
-
-
-# ---------------------------------------------------------------- the cache: one spelling, a bounded total
-
-HUB_CACHE_ENV = "DAT_HUB_CACHE_GB"
-DEFAULT_HUB_CACHE_GB = 20.0
-"""The checkpoint repos of a Hub cache hold at most this many GiB in all by default: six of the largest checkpoint
-we load (3 GB each), hundreds of CIFAR ones."""
-
-
-def cache_cap() -> int | None:
-    """The most bytes the checkpoint repos of a Hub cache may hold together: $DAT_HUB_CACHE_GB GiB (default 20), or
-    None for no bound when it says `off`. A repo counts when it holds only the files we fetch (`HUB_FILES`): other
-    libraries' repos in a shared cache are neither counted nor ever deleted."""
-    text = os.environ.get(HUB_CACHE_ENV, "").strip()
-    if text.lower() == "off":
-        return None
-    try:
-        gib = float(text) if text else DEFAULT_HUB_CACHE_GB
-    except ValueError:
-        gib = math.nan
-    if not 0 < gib < math.inf:
-        raise ValueError(f"{HUB_CACHE_ENV}={text[:20]!r} is not a positive number of GiB (or 'off' for no bound "
-                         "on the Hub checkpoints cached)")
-    return int(gib * 2**30)
-
-
-def _cached_spelling(root: Path, repo_id: str) -> str | None:
-    """The spelling under which the cache at `root` holds `repo_id` already (its folder keeps the case it was first
-    fetched in), the typed one first; None when it holds none."""
-    typed = repo_folder_name(repo_id=repo_id, repo_type="model")
-    if (root / typed).is_dir():
-        return repo_id
-    try:
-        found = sorted(p.name for p in root.iterdir() if p.name.lower() == typed.lower() and p.is_dir())
-    except OSError:   # no cache yet
-        return None
-    return "/".join(found[0].split("--")[1:]) if found else None
-
-
-def _missing_bytes(snapshot: Path, sizes: dict[str, int], force_download: bool) -> int:
-    """What fetching the files listed with `sizes` into `snapshot` adds to the cache."""
-    return sum(size for name, size in sizes.items() if force_download or not (snapshot / name).is_file())
-
-
-_CACHE_LOCK = threading.Lock()
-_RESERVED: dict[str, int] = {}
-"""Bytes the downloads in flight in this process may still add, by repo folder (lower case)."""
-
-
-def _reserve(root: Path, repo_id: str, needed: int, cap: int | None) -> Callable[[], None]:
-    """Make room for `needed` more bytes of `repo_id` in the cache at `root` and hold it while it downloads (call the
-    returned function when done): the least recently used checkpoint repos, neither this one nor one downloading,
-    are deleted until the cached checkpoints and the downloads in flight fit `cap`; a ValueError when they cannot."""
-    folder = repo_folder_name(repo_id=repo_id, repo_type="model").lower()
-    if cap is None or needed <= 0:
-        return lambda: None
-    with _CACHE_LOCK:
-        repos = _checkpoint_repos(root)
-        total = sum(size for _, size, _ in repos) + sum(_RESERVED.values())
-        idle = sorted(r for r in repos if r[2].name.lower() != folder and r[2].name.lower() not in _RESERVED)
-        if total - sum(size for _, size, _ in idle) + needed <= cap:   # else nothing is deleted in vain
-            for _, size, path in idle:   # least recently used first
-                if total + needed <= cap:
-                    break
-                shutil.rmtree(path, ignore_errors=True)
-                total -= size
-        if total + needed > cap:
-            raise ValueError(f"the Hub download cache of this server is full: {repo_id} needs {needed / 2**20:.1f} MB "
-                             f"more, and the checkpoints cached or downloading now take {total / 2**20:.1f} MB of "
-                             f"the {cap / 2**20:.0f} MB allowed ({HUB_CACHE_ENV}); try again once the downloads in "
-                             "flight are done")
-        _RESERVED[folder] = _RESERVED.get(folder, 0) + needed
-
-    def release() -> None:
-        with _CACHE_LOCK:
-            _RESERVED[folder] -= needed
-            if not _RESERVED[folder]:
-                del _RESERVED[folder]
-    return release
-
-
-def _checkpoint_repos(root: Path) -> list[tuple[float, int, Path]]:
-    """(last use, bytes, folder) of each model repo in the cache at `root` that holds only files we fetch."""
-    try:
-        repos = scan_cache_dir(root).repos
-    except (hf_errors.CacheNotFound, OSError):
-        return []
-    ours = [r for r in repos if r.repo_type == "model" and all(
-        f.file_path.relative_to(rev.snapshot_path).as_posix() in HUB_FILES for rev in r.revisions for f in rev.files)]
-    out = []
-    for repo in ours:
-        try:
-            out.append((repo.repo_path.stat().st_mtime, repo.size_on_disk, repo.repo_path))
-        except OSError:   # deleted meanwhile
-            pass
-    return out
-
-
-def _touch(repo_folder: Path) -> None:
-    """Mark a cached repo as just used (the cache's eviction order); nothing where the cache is read-only."""
-    try:
-        os.utime(repo_folder)
-    except OSError:
-        pass
 
 
 # ---------------------------------------------------------------- push
