@@ -160,7 +160,7 @@ def download(repo_id: str, revision: str | None = None, *, cache_dir: str | Path
     except _REMOTE_ENTRY_NOT_FOUND as e:
         raise FileNotFoundError(f"a file of Hub repo {where} could not be found on {hub_url}: {e}") from e
     except hf_errors.HfHubHTTPError as e:
-        raise OSError(f"the Hub at {hub_url} failed to serve {where}: {e}") from e
+        raise OSError(f"the Hub at {hub_url} failed to serve {where}: {_answer(e)}") from e
     except _network_errors() as e:   # dropped mid-download (the client turns most of these into the above)
         raise ConnectionError(f"the connection to the Hub at {hub_url} failed while fetching {where}: {e}") from e
     touch(path.parent.parent)
@@ -286,14 +286,20 @@ def push(directory: str | Path, repo_id: str, revision: str | None = None, *, to
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         return api.upload_folder(folder_path=directory, repo_id=repo_id, revision=revision,
                                  commit_message=commit_message, allow_patterns=HUB_FILES)
-    except hf_errors.HfHubHTTPError as e:   # one line (the client's ran to four, with a link on HTTP statuses)
-        said = " ".join((e.server_message or str(e)).split())[:300]
+    except hf_errors.HfHubHTTPError as e:
         hint = ("; pushing needs a token that may write there (token=, --token, HF_TOKEN or `hf auth login`)"
-                if e.response.status_code in (401, 403) else "")
-        raise OSError(f"pushing {directory} to Hub repo {repo_id!r} on {hub_url} failed: the Hub answered "
-                      f"{e.response.status_code} {e.response.reason_phrase}: {said}{hint}") from e
+                if getattr(e.response, "status_code", None) in (401, 403) else "")
+        raise OSError(f"pushing {directory} to Hub repo {repo_id!r} on {hub_url} failed: {_answer(e)}{hint}") from e
     except _network_errors() as e:
         raise ConnectionError(f"could not reach the Hub at {hub_url} to push {repo_id!r}: {e}") from e
+
+
+def _answer(e: hf_errors.HfHubHTTPError) -> str:
+    """The Hub's answer in one line: its status and its own message (the client's text ran to several lines, with a
+    link to a page on HTTP statuses)."""
+    said = " ".join((e.server_message or str(e)).split())[:300]
+    status = getattr(e.response, "status_code", None)
+    return f"the Hub answered {status} {getattr(e.response, 'reason_phrase', '')}: {said}" if status else said
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

@@ -247,3 +247,24 @@ def test_a_zoo_models_pinned_weights_are_checked_whatever_case_its_repo_is_typed
     for typed in ("Dat-Lab/Model-1", "dat-lab/model-1"):
         with pytest.raises(ValueError, match="differ from the pinned sha256"):
             load_model(typed, revision=sha, endpoint=case_hub.url, cache_dir=tmp_path)
+
+
+class _FailingHub(FakeHub):
+    """A Hub that answers every GET with 400 and a message (a Hub-side failure that is not "not found")."""
+
+    def start(self) -> str:
+        url = super().start()
+
+        def fail(h):
+            h._error(400, None, "Bad request: the repo could not be read")
+        self._server.RequestHandlerClass.do_GET = fail
+        return url
+
+
+def test_a_hub_failure_on_download_is_said_in_one_line(tmp_path):
+    """The client's text was put in whole: several lines, with a link to MDN's page on the HTTP status."""
+    with _FailingHub() as failing, pytest.raises(OSError) as e:
+        hub.download("dat-lab/model", endpoint=failing.url, cache_dir=tmp_path)
+    said = str(e.value)
+    assert len(said.splitlines()) == 1 and "mozilla" not in said, said
+    assert "400" in said and "the repo could not be read" in said and "dat-lab/model" in said
