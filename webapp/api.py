@@ -23,7 +23,7 @@ from explain.plots import figure_to_array
 from explain.trajectory import Trajectory
 
 from . import charts
-from .explainer import Explainer
+from .explainer import Explainer, stoppable
 from .inputs import (
     EVERY_CLASS,
     MAX_ALL_TARGETS,
@@ -126,8 +126,8 @@ def landscape(ex: Explainer, image, target, eps, steps, step_size, progress=gr.P
     """
     loaded, traj = _trajectory(ex, image, target, eps, steps, step_size, progress)
     plan = landscape_tab.plan_for(ex, loaded, len(traj), GRID)   # the tab's budget: one request, bounded time
-    land = energy_landscape(loaded.model, traj, grid=plan.grid, batch_size=plan.batch_size,
-                            autocast=ex.uses_bf16(loaded))
+    land = energy_landscape(stoppable(loaded.model), traj, grid=plan.grid, batch_size=plan.batch_size,  # a caller
+                            autocast=ex.uses_bf16(loaded))   # that went (`fairness.LEFT`) stops it, as its PGD
     return figure_to_array(plot_landscape(land, step=-1)), {**land.to_dict(), "grid": landscape_tab.grid_note(plan)}
 
 
@@ -150,7 +150,8 @@ def attribute(ex: Explainer, image, target, methods, eps, steps, step_size, prog
     """
     methods = parse_methods(methods)
     loaded, traj = _trajectory(ex, image, target, eps, steps, step_size, progress)
-    result = attribute_trajectory(loaded.model, traj, methods, internal_batch_size=attribution_batch(loaded.config))
+    result = attribute_trajectory(stoppable(loaded.model), traj, methods,   # stops once the caller went, as PGD
+                                  internal_batch_size=attribution_batch(loaded.config))
     names = traj.class_names
 
     def rounded(m: Any) -> list:

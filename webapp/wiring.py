@@ -10,6 +10,7 @@ import inspect
 from typing import Any, Callable, Iterator, NamedTuple
 
 import gradio as gr
+import torch
 
 from .explainer import Cancelled, Explainer
 from .inputs import user_errors
@@ -29,13 +30,18 @@ CHECKED = {"show_progress": "hidden", **RAW, **PRIVATE}
 # a Cancel button: queued too, for its toast (`stop`), in a queue of its own with no limit, so it never waits
 STOP = {"concurrency_limit": None, **CHECKED}
 CANCELLED = "Cancelled: the run stops at its next step; nothing was changed."
+FAILED = ("Something went wrong on the server ({kind}); nothing was changed. Try again, and if it fails again, ask for "
+          "less: fewer steps, samples, paths or grid points.")
+OUT_OF_MEMORY = ("The server ran out of memory for this request; nothing was changed. Ask for less: fewer steps, "
+                 "samples, paths or grid points.")
 
 
 def bind(handler: Callable[..., Any], ex: Explainer, *, toasts: bool = True) -> Callable[..., Any]:
     """`handler` with `ex` as its first argument, as Gradio wants to see it, its errors shown safely
     (`user_errors`: every event's handler, so a new one cannot forget it; what Gradio refuses before any
-    handler runs: `inputs.CheckedBlocks`). `toasts`: its refusals are shown as the page's toasts (`_toasts`);
-    False for the API endpoints, whose callers read the message as text.
+    handler runs: `inputs.CheckedBlocks`; an unexpected error: one plain message, `_failures`). `toasts`: its
+    refusals are shown as the page's toasts (`_toasts`); False for the API endpoints, whose callers read the
+    message as text.
 
     Gradio reads the handler's signature: a `gr.Progress()` default asks for a progress bar, a `gr.SelectData`
     hint for the click, the parameter names name API inputs. `functools.partial` would hide the hints.
@@ -45,18 +51,33 @@ def bind(handler: Callable[..., Any], ex: Explainer, *, toasts: bool = True) -> 
 
     @functools.wraps(handler)
     def bound(*args, **kwargs):
-        with shown():
+        with _failures(), shown():
             return handler(ex, *args, **kwargs)
 
     @functools.wraps(handler)
     def streaming(*args, **kwargs):  # Gradio streams the outputs of a generator function only
-        with shown():
+        with _failures(), shown():
             yield from handler(ex, *args, **kwargs)
     bound = streaming if inspect.isgeneratorfunction(handler) else bound
     signature = inspect.signature(handler)
     bound.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=list(signature.parameters.values())[1:])
     return bound
+
+
+@contextlib.contextmanager
+def _failures() -> Iterator[None]:
+    """An unexpected error (a bug; the GPU out of memory partway through a run) as one message. Gradio sends none
+    for it unless the app is launched with `show_error` (which would send any exception's text, server paths
+    included), and the failed event's red badge is taken off (`no_error_badge`): the page said nothing at all.
+    The message names the error's type only; the server's log still has the traceback."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except Exception as e:
+        raise gr.Error(OUT_OF_MEMORY if isinstance(e, torch.OutOfMemoryError) else
+                       FAILED.format(kind=type(e).__name__)) from e
 
 
 @contextlib.contextmanager

@@ -44,7 +44,6 @@ from ..wiring import (
     STOP,
     bind,
     cancellable,
-    idle_buttons,
     no_error_badge,
     outputs,
     stop,
@@ -136,11 +135,6 @@ Shown = NamedTuple("Shown", [("state", dict), ("cf_step", Any), *STEP_VIEW, ("cf
 Retried = NamedTuple("Retried", [*Shown.__annotations__.items(), ("cf_norm", Any), ("cf_eps", Any),
                                  ("cf_steps", Any), ("cf_step_size", Any)])
 Exports = NamedTuple("Exports", [("cf_gif", Any), ("cf_json", Any)])  # the downloads of the path shown
-# Cancel: the buttons idle, and what a streamed frame showed back to the stored path, its controls on again
-Stopped = NamedTuple("Stopped", [("cf_run", Any), ("cf_retry", Any), ("cf_cancel", Any), ("cf_frame", Any),
-                                 ("cf_diff", Any), ("cf_probs", str), ("cf_caption", str),
-                                 *scrubber.Held.__annotations__.items()])
-
 
 # ---------------------------------------------------------------- layout
 
@@ -360,15 +354,11 @@ def retry_live(ex: Explainer, image, target, norm, eps, steps, step_size, state)
                                 else (gr.skip(),) * 4))
 
 
-def cancel(ex: Explainer, state, step) -> Stopped:
-    """The Cancel button: this session's PGD run stops at its next step (the event itself is cancelled too);
-    Run and Try again are back on, and the streamed frame gives way to the stored path at the slider's step
-    (or to the empty view when there is none): the cancelled run's last frame would sit beside the old path."""
+def cancel(ex: Explainer, state, step) -> scrubber.Stopped:
+    """The Cancel button: this session's PGD run stops at its next step (the event itself is cancelled too), and
+    the page shows the stored path again (`scrubber.restore`, as after a failure)."""
     stop(ex, state)
-    view = ex.get(state, "cf")
-    shown = scrubber.empty_step() if view is None else step_view(view, view.index(step))
-    return Stopped(*idle_buttons(2), **{k: shown[k] for k in Stopped._fields if k in shown},
-                   **scrubber.released(ex, state)._asdict())
+    return scrubber.restore(ex, state, step)
 
 
 @user_errors
@@ -404,12 +394,11 @@ def wire(ex: Explainer, ui: Components, *, state: gr.State, followers: Followers
                       **buttons)
     retried = cancellable(ui.cf_retry.click, bind(retry_live, ex), request,
                           outputs(Retried, ui, followers, state=state), **buttons)
-    ui.cf_cancel.click(bind(cancel, ex), [state, ui.cf_step], outputs(Stopped, ui, ui.tools.card),
-                       cancels=[ran, retried], **STOP)
-    controls = outputs(scrubber.Held, ui, ui.tools.card)  # the stored path's, off while a new one runs
-    for button, event in ((ui.cf_run, ran), (ui.cf_retry, retried)):
-        button.click(scrubber.held, None, controls, **INSTANT)
-        event.failure(bind(scrubber.released, ex), [state], controls, **INSTANT)
+    stopped = outputs(scrubber.Stopped, ui, ui.tools.card)
+    ui.cf_cancel.click(bind(cancel, ex), [state, ui.cf_step], stopped, cancels=[ran, retried], **STOP)
+    for button, event in ((ui.cf_run, ran), (ui.cf_retry, retried)):   # the stored path's controls: off meanwhile
+        button.click(scrubber.held, None, outputs(scrubber.Held, ui, ui.tools.card), **INSTANT)
+        event.failure(bind(scrubber.restore, ex), [state, ui.cf_step], stopped, **INSTANT)   # a failure, as a Cancel
     chain_exports(ran, ex, ui, state)
     chain_exports(retried, ex, ui, state)
     frame = outputs(Frame, ui, followers)

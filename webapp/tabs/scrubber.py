@@ -1,6 +1,7 @@
 """Tab 1's scrubber: what step t of a stored path shows (frame, difference, bars, charts, caption, the landscape
-marker), the slider, and the Play/Stop animation. A move indexes cached frames and moves chart markers only; a
-move with no stored result says so in the caption."""
+marker), the slider, and the Play/Stop animation; after a run that stored no path (Cancel, a failure), the stored
+path again (`restore`). A move indexes cached frames and moves chart markers only; a move with no stored result
+says so in the caption."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .. import charts
 from ..explainer import Explainer, missing
 from ..inputs import user_errors
 from ..views import CounterfactualView, RunningView
+from ..wiring import idle_buttons
 
 PLAY, STOP = "▶ Play", "■ Stop"
 
@@ -44,6 +46,22 @@ def released(ex: Explainer, state) -> Held:
     there is one; Play is always on (with nothing stored it says so)."""
     on = gr.update(interactive=ex.get(state, "cf") is not None)
     return Held(on, gr.update(interactive=True), gr.skip(), on, on, on)
+
+
+# Cancel or a failure: the buttons idle, and what a streamed frame showed back to the stored path, its controls on
+Stopped = NamedTuple("Stopped", [("cf_run", Any), ("cf_retry", Any), ("cf_cancel", Any), ("cf_frame", Any),
+                                 ("cf_diff", Any), ("cf_probs", str), ("cf_caption", str),
+                                 *Held.__annotations__.items()])
+
+
+def restore(ex: Explainer, state, step) -> Stopped:
+    """After a run that stored no path (Cancel, or a failure partway: one code path for both): Run and Try again
+    back on, and the streamed frame gives way to the stored path at the slider's step (or to the empty view when
+    there is none): the run's last frame and "Running: step t of T" would sit beside the old path's charts."""
+    view = ex.get(state, "cf")
+    shown = empty_step() if view is None else step_view(view, view.index(step))
+    return Stopped(*idle_buttons(2), **{k: shown[k] for k in Stopped._fields if k in shown},
+                   **released(ex, state)._asdict())
 
 
 def empty_step() -> dict[str, Any]:
