@@ -233,3 +233,17 @@ def test_an_api_request_that_fails_partway_says_so(tiny):
         Client(url, verbose=False).predict(image=handle_file(str(photo)), target="cat", eps="inf", steps=100,
                                            step_size=0.01, api_name="/counterfactual")
     assert "went wrong on the server (RuntimeError)" in str(info.value) and FAILURE not in str(info.value)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 3221225472 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError()])
+def test_running_out_of_memory_on_a_cpu_says_to_ask_for_less(error):
+    """On a CPU (a Space), torch's allocator raises a RuntimeError, not torch.OutOfMemoryError: it read "Something
+    went wrong on the server (RuntimeError)" instead of what to do."""
+    def fails(ex):
+        raise error
+    with pytest.raises(gr.Error) as info:
+        bind(fails, None)()
+    assert info.value.message == OUT_OF_MEMORY

@@ -76,8 +76,13 @@ def _failures() -> Iterator[None]:
     except gr.Error:
         raise
     except Exception as e:
-        raise gr.Error(OUT_OF_MEMORY if isinstance(e, torch.OutOfMemoryError) else
-                       FAILED.format(kind=type(e).__name__)) from e
+        raise gr.Error(OUT_OF_MEMORY if _out_of_memory(e) else FAILED.format(kind=type(e).__name__)) from e
+
+
+def _out_of_memory(e: Exception) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or torch's CPU allocator failing (a plain RuntimeError)."""
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
 
 
 @contextlib.contextmanager
