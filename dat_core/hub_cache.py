@@ -18,7 +18,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub import scan_cache_dir
 from huggingface_hub.file_download import repo_folder_name
 
-from .checkpoint import CARD_NAME, CHECKPOINT_FILES
+from .checkpoint import CARD_NAME, CHECKPOINT_FILES, CONFIG_NAME, read_config
 
 HUB_FILES = [*CHECKPOINT_FILES, CARD_NAME]
 """What is downloaded and pushed: nothing else in a repo is ever fetched."""
@@ -67,19 +67,39 @@ def missing_bytes(snapshot: Path, sizes: dict[str, int], force_download: bool) -
 _CACHE_LOCK = threading.Lock()
 _RESERVED: dict[str, int] = {}
 """Bytes the downloads in flight in this process may still add, by repo folder (lower case)."""
+_HELD: dict[str, int] = {}
+"""Repo folders (resolved paths) of the models this process has loaded (`hold`), by how many hold each: never
+evicted."""
+
+
+def hold(snapshot: Path) -> Callable[[], None]:
+    """Keep the cached repo of `snapshot` (a loaded model's folder: its card and weights are read again, for the
+    Model tab and card exports) from eviction until the returned function is called."""
+    folder = str(snapshot.parent.parent.resolve())
+    with _CACHE_LOCK:
+        _HELD[folder] = _HELD.get(folder, 0) + 1
+
+    def release() -> None:
+        with _CACHE_LOCK:
+            _HELD[folder] -= 1
+            if not _HELD[folder]:
+                del _HELD[folder]
+    return release
 
 
 def reserve(root: Path, repo_id: str, needed: int, cap: int | None) -> Callable[[], None]:
     """Make room for `needed` more bytes of `repo_id` in the cache at `root` and hold it while it downloads (call the
     returned function when done): the least recently used checkpoint repos, neither this one nor one downloading,
-    are deleted until the cached checkpoints and the downloads in flight fit `cap`; a ValueError when they cannot."""
+    are deleted until the cached checkpoints and the downloads in flight fit `cap`; a ValueError when they cannot.
+    Never deleted: a repo downloading or held by a loaded model (`hold`), or one whose folder is a link."""
     folder = repo_folder_name(repo_id=repo_id, repo_type="model").lower()
     if cap is None or needed <= 0:
         return lambda: None
     with _CACHE_LOCK:
         repos = _checkpoint_repos(root)
         total = sum(size for _, size, _ in repos) + sum(_RESERVED.values())
-        idle = sorted(r for r in repos if r[2].name.lower() != folder and r[2].name.lower() not in _RESERVED)
+        idle = sorted(r for r in repos if r[2].name.lower() not in (folder, *_RESERVED)
+                      and str(r[2].resolve()) not in _HELD and not r[2].is_symlink())
         if total - sum(size for _, size, _ in idle) + needed <= cap:   # else nothing is deleted in vain
             for _, size, path in idle:   # least recently used first
                 if total + needed <= cap:
@@ -88,9 +108,8 @@ def reserve(root: Path, repo_id: str, needed: int, cap: int | None) -> Callable[
                 total -= size
         if total + needed > cap:
             raise ValueError(f"the Hub download cache of this server is full: {repo_id} needs {needed / 2**20:.1f} MB "
-                             f"more, and the checkpoints cached or downloading now take {total / 2**20:.1f} MB of "
-                             f"the {cap / 2**20:.0f} MB allowed ({HUB_CACHE_ENV}); try again once the downloads in "
-                             "flight are done")
+                             f"more, and the checkpoints loaded or downloading now take {total / 2**20:.1f} MB of the "
+                             f"{cap / 2**20:.0f} MB allowed ({HUB_CACHE_ENV}); try again later")
         _RESERVED[folder] = _RESERVED.get(folder, 0) + needed
 
     def release() -> None:
@@ -102,13 +121,16 @@ def reserve(root: Path, repo_id: str, needed: int, cap: int | None) -> Callable[
 
 
 def _checkpoint_repos(root: Path) -> list[tuple[float, int, Path]]:
-    """(last use, bytes, folder) of each model repo in the cache at `root` that holds only files we fetch."""
+    """(last use, bytes, folder) of each model repo in the cache at `root` that holds only files we fetch, each
+    snapshot with a config.json of ours (`read_config`): a timm model fetches config.json and model.safetensors
+    too, and another library's repo is neither counted nor deleted."""
     try:
         repos = scan_cache_dir(root).repos
     except (hf_errors.CacheNotFound, OSError):
         return []
     ours = [r for r in repos if r.repo_type == "model" and all(
-        f.file_path.relative_to(rev.snapshot_path).as_posix() in HUB_FILES for rev in r.revisions for f in rev.files)]
+        f.file_path.relative_to(rev.snapshot_path).as_posix() in HUB_FILES for rev in r.revisions for f in rev.files)
+        and all(_our_config(rev.snapshot_path / CONFIG_NAME) for rev in r.revisions)]
     out = []
     for repo in ours:
         try:
@@ -116,6 +138,14 @@ def _checkpoint_repos(root: Path) -> list[tuple[float, int, Path]]:
         except OSError:   # deleted meanwhile
             pass
     return out
+
+
+def _our_config(path: Path) -> bool:
+    try:
+        read_config(path)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def touch(repo_folder: Path) -> None:

@@ -199,6 +199,42 @@ def test_the_app_refuses_a_bad_cache_cap_at_its_start(monkeypatch, capsys):
     assert app.parse_args([]).workers >= 1
 
 
+def test_a_repo_shaped_like_ours_from_another_library_is_not_evicted(case_hub, checkpoints, tmp_path):
+    """timm fetches only config.json and model.safetensors, the file names of ours: a researcher's timm checkpoints
+    in the shared cache counted against the bound and were deleted oldest first. Ours have a config of ours."""
+    from huggingface_hub import snapshot_download
+
+    case_hub.commit("timm/resnet50.a1_in1k", {"config.json": b'{"architecture": "resnet50", "num_classes": 1000}',
+                                              "model.safetensors": b"x" * 200_000})
+    snapshot_download("timm/resnet50.a1_in1k", endpoint=case_hub.url, cache_dir=tmp_path)
+    _age(tmp_path, "timm/resnet50.a1_in1k", 600)
+    cap = _size(checkpoints, 1) + 4096
+    hub.download("Dat-Lab/Model-1", endpoint=case_hub.url, cache_dir=tmp_path, max_cache_bytes=cap)
+    hub.download("Dat-Lab/Model-2", endpoint=case_hub.url, cache_dir=tmp_path, max_cache_bytes=cap)
+    assert _repo_dirs(tmp_path) == ["models--Dat-Lab--Model-2", "models--timm--resnet50.a1_in1k"]
+
+
+def test_a_model_the_app_has_loaded_is_not_evicted(case_hub, checkpoints, tmp_path):
+    """The app's Hub model (pinned at start, so never used again as far as the cache saw) was the first one evicted
+    once visitors' downloads filled the cache: its card left the Model tab and card exports failed. A loaded model's
+    repo is held; once the registry drops it, it may go."""
+    from webapp import sources
+    from webapp.state import ModelRegistry
+
+    cap = _size(checkpoints, 1) + _size(checkpoints, 2) + 4096
+    registry = ModelRegistry(max_models=1, hub_options={"endpoint": case_hub.url, "cache_dir": tmp_path,
+                                                        "max_cache_bytes": cap})
+    registry.load("Dat-Lab/Model-1", pin=True)
+    _age(tmp_path, "Dat-Lab/Model-1", 600)
+    hub.download("Dat-Lab/Model-2", endpoint=case_hub.url, cache_dir=tmp_path)   # cached, not loaded
+    _age(tmp_path, "Dat-Lab/Model-2", 300)
+    registry.load(sources.hub_source("Dat-Lab/Model-3"))   # the idle Model-2 makes room, not the older Model-1
+    assert _repo_dirs(tmp_path) == ["models--Dat-Lab--Model-1", "models--Dat-Lab--Model-3"]
+    with pytest.raises(ValueError, match="cache of this server is full"):   # Model-1 and Model-3 are both loaded
+        registry.load(sources.hub_source("Dat-Lab/Model-2"))
+    assert (registry.load("Dat-Lab/Model-1").directory / "model.safetensors").exists()
+
+
 # ---------------------------------------------------------------- forged files
 
 def test_a_safetensors_header_nested_past_the_recursion_limit_is_not_a_checkpoint(tmp_path):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dat_core import hub_cache
 from dat_core.hub import current_commit
 from dat_core.loading import ModelSource, resolve_source
 from dat_core.models import class_names_of
@@ -213,6 +214,10 @@ class _Loading:
     error: Exception | None = None   # why the load failed, for the requests that waited on it
 
 
+def _nothing() -> None:
+    """No cache hold to release (a bundled or local model)."""
+
+
 class ModelRegistry:
     """Loaded models by (source, revision); at most `max_models` unpinned ones stay loaded (LRU). A Hub branch and
     the commit sha it names share one model.
@@ -238,6 +243,7 @@ class ModelRegistry:
         self._pinned: set[str] = set()
         self._lock = threading.RLock()          # held only to look up and update the dicts, never while loading
         self._loading: dict[str, _Loading] = {}   # a lock per source being loaded
+        self._held: dict[str, Callable[[], None]] = {}   # releases a loaded Hub model's cache hold (hub_cache.hold)
 
     def load(self, source: str | ModelSource, revision: str | None = None, *, pin: bool = False) -> LoadedModel:
         """The model for (source, revision), loading (and downloading) it on first use.
@@ -284,13 +290,16 @@ class ModelRegistry:
                 channels_last(model if self.device is None else model.to(self.device)), label)
             loaded = LoadedModel(key=src.key, fast=fast, source=src.name, revision=src.revision,
                                  directory=directory, label=label)
+            held = hub_cache.hold(directory) if src.kind == "hub" else _nothing   # not evicted while loaded
             with self._lock:
                 self._sources[src.key] = src
-                self._models[src.key] = loaded
+                self._held.pop(src.key, _nothing)()   # a moved branch's previous commit
+                self._models[src.key], self._held[src.key] = loaded, held
                 self._hit(src.key, pin)
                 unpinned = [k for k in self._models if k not in self._pinned]
                 for k in unpinned[:max(0, len(unpinned) - self.max_models)]:
                     del self._models[k]
+                    self._held.pop(k, _nothing)()
             return loaded
 
     def _moved(self, src: ModelSource, loaded: LoadedModel) -> bool:
