@@ -253,17 +253,21 @@ def _remember_ref(cache_dir: str | Path | None, repo_id: str, revision: str, com
 # ---------------------------------------------------------------- push
 
 def check_pushable(directory: str | Path) -> dict:
-    """The config of checkpoint dir `directory` once it may be published: its files there, none a link out of it (a
-    README.md linked elsewhere had that file's text published as the card), loadable as a download would be."""
+    """The config of checkpoint dir `directory` once it may be published: its files there, its card not a link out
+    of it (a README.md linked elsewhere had that file's text published as the card; config and weights linked to a
+    cache's blobs must load as this checkpoint, so they publish nothing else), loadable as a download would be."""
     directory = Path(directory)
     missing = [name for name in CHECKPOINT_FILES if not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(f"cannot push {directory}: it is missing {' and '.join(missing)}")
-    linked = [n for n in HUB_FILES if (directory / n).is_symlink() and not
-              (directory / n).resolve().is_relative_to(directory.resolve())]
-    if linked:
-        raise ValueError(f"cannot push {directory}: {' and '.join(linked)} is a link to a file outside the folder "
-                         "(push uploads the folder's own files: copy it in)")
+    card = directory / CARD_NAME
+    try:
+        outside = card.is_symlink() and not card.resolve(strict=False).is_relative_to(directory.resolve())
+    except (OSError, RuntimeError):   # a loop of links
+        outside = True
+    if outside:
+        raise ValueError(f"cannot push {directory}: {CARD_NAME} is a link to a file outside the folder (push uploads "
+                         "the folder's own card: copy it in)")
     try:
         return load_checkpoint_dir(directory).config
     except ValueError as e:

@@ -34,10 +34,10 @@ def one_line(capsys) -> str:
 
 # ---------------------------------------------------------------- push: what goes up
 
-@pytest.mark.parametrize("name", ["README.md", "config.json"])
+@pytest.mark.parametrize("name", ["README.md"])
 def test_push_refuses_a_file_linked_from_outside_the_folder(tiny_dir, tmp_path, capsys, name):
     """A README.md linked to a file elsewhere (~/.ssh/..., notes) had its text published as the card's body: the card
-    keeps "the prose a person wrote", read through the link. A config.json linked out of the folder went up too."""
+    keeps "the prose a person wrote", read through the link."""
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     secret = outside / name
@@ -50,6 +50,19 @@ def test_push_refuses_a_file_linked_from_outside_the_folder(tiny_dir, tmp_path, 
     err = one_line(capsys)
     assert name in err and "link" in err and "outside" in err
     assert (tiny_dir / name).is_symlink() and secret.read_text().startswith(("TOP SECRET", "{"))
+
+
+def test_push_takes_weights_and_config_linked_from_a_cache(tiny_dir, tmp_path, capsys):
+    """A Hugging Face cache snapshot (or a git-annex / DVC folder) links its files to blobs outside the folder: they
+    must load as this checkpoint, so they publish nothing else, and such folders pushed before."""
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (tiny_dir / name).rename(blobs / name)
+        (tiny_dir / name).symlink_to(blobs / name)
+    with FakeHub() as hub:
+        assert push(tiny_dir, hub.url) == 0, capsys.readouterr().err
+        assert (blobs / "model.safetensors").read_bytes() == hub.files("me/tiny")["model.safetensors"]
 
 
 def test_push_takes_a_link_inside_the_folder(tiny_dir, capsys):
