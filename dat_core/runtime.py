@@ -271,13 +271,6 @@ class CompiledDispatch(nn.Module):
         finally:
             self._warming.seen = None
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The eager model's, under its own key names (not `eager.*`): compared with a checkpoint's, and loaded."""
-        return self.eager.state_dict(*args, **kwargs)
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        return self.eager.load_state_dict(state_dict, strict=strict, assign=assign)
-
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)

@@ -91,7 +91,7 @@ def _judge(source: str, model, device) -> tuple[Any, str, bool, bool]:
     if source.strip().lower() == "none":
         return None, "", True, False
     judge = load_model(source, device=device).eval()
-    ours, theirs = model.state_dict(), judge.state_dict()
+    ours, theirs = getattr(model, "eager", model).state_dict(), judge.state_dict()   # a compiled dispatch: `eager.*`
     itself = ours.keys() == theirs.keys() and all(
         ours[k].shape == theirs[k].shape and torch.equal(ours[k].cpu(), theirs[k].cpu()) for k in ours)
     size, names, _ = model_info(model)
