@@ -194,6 +194,17 @@ def test_an_override_given_twice_is_refused_by_name(tmp_path, capsys, command, p
     assert f"'{key}'" in err and "twice" in err and not (tmp_path / "run").exists()
 
 
+def test_load_config_refuses_an_override_given_twice():
+    """The check sat in the command line only: `load_config(None, ["steps=5", "steps=6"])` trained 6 steps."""
+    from dat_core.training.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="'steps' is set twice"):
+        load_config(None, ["steps=5", "steps=6"])
+    with pytest.raises(ConfigError, match="'optim' is set twice"):
+        load_config(None, ["optim.lr=0.1", "optim={lr=0.2}"])
+    assert load_config(None, ["steps=5", "optim.lr=0.1"]).steps == 5
+
+
 def test_distinct_overrides_are_all_taken(tmp_path):
     from train.__main__ import parse
 

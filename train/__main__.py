@@ -215,27 +215,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides += extra
-    twice = repeated_key(getattr(args, "overrides", None) or [])
-    if twice:   # a usage error of the subcommand, as argparse's own
+    if overrides := getattr(args, "overrides", None):
+        from dat_core.training.config import repeated_key
+
+        twice = repeated_key(overrides)
+    if overrides and twice:   # a usage error of the subcommand, as argparse's own
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         sub.choices[args.command].error(twice)
     return args
-
-
-def repeated_key(overrides: list[str]) -> str | None:
-    """Why the overrides cannot be taken as given, where one key (or a table and a key in it) is set twice: the
-    last value won without a word (`steps=5 ... steps=6` trained 6 steps)."""
-    seen: dict[str, str] = {}
-    for text in overrides:
-        key = text.split("=", 1)[0].strip()
-        if "=" not in text or not key:
-            continue   # load_config says what is wrong with it
-        for other, said in seen.items():
-            if key == other or key.startswith(other + ".") or other.startswith(key + "."):
-                shorter = min(key, other, key=len)
-                return f"config key {shorter!r} is set twice ({said[:60]}, {text.strip()[:60]}): give each key once"
-        seen[key] = text.strip()
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

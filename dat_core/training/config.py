@@ -361,6 +361,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def repeated_key(overrides: list[str]) -> str | None:
+    """Why the overrides cannot be taken as given, where one key (or a table and a key in it) is set twice: the
+    last value won without a word (`steps=5 ... steps=6` trained 6 steps)."""
+    seen: dict[str, str] = {}
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if "=" not in text or not key:
+            continue   # load_config says what is wrong with it
+        for other, said in seen.items():
+            if key == other or key.startswith(other + ".") or other.startswith(key + "."):
+                shorter = min(key, other, key=len)
+                return f"config key {shorter!r} is set twice ({said[:60]}, {text.strip()[:60]}): give each key once"
+        seen[key] = text.strip()
+    return None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), **values: Any) -> TrainConfig:
     """Defaults <- TOML file <- keyword values (dotted keys) <- `key=value` overrides, then validated."""
     tables: dict[str, Any] = {}
@@ -372,6 +388,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), **val
             tables = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    if twice := repeated_key(list(overrides)):
+        raise ConfigError(twice)
     for key, value in [*values.items(), *(parse_override(o) for o in overrides)]:
         _set(tables, key, value)
     try:
