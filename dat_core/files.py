@@ -228,15 +228,27 @@ def write_text(path: Path, text: str) -> Path:
     return Path(path)
 
 
-def read_json(path: Path, max_bytes: int, label: str, what: str) -> Any:
-    """The JSON value in `path`, refused unread when it is larger than `max_bytes` (configs and cards come from
-    users: no file is read whole before its size is known). ValueError names it `label`, and `what` it should be."""
+def read_text_at_most(path: Path, max_bytes: int, label: str, what: str) -> str:
+    """The UTF-8 text of `path`, refused when it is larger than `max_bytes` (configs and cards come from users): no
+    more than that is read, also from a file that says size 0 (/dev/zero, a FIFO). UnicodeDecodeError for non-text;
+    ValueError names it `label`, and `what` it should be."""
     if path.is_dir():
         raise ValueError(f"{label} is a folder, not {what}")
+    too_large = ValueError(f"{label} is larger than {max_bytes >> 20} MB: not {what}")
     if path.stat().st_size > max_bytes:
-        raise ValueError(f"{label} is larger than {max_bytes >> 20} MB: not {what}")
+        raise too_large
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise too_large
+    return data.decode("utf-8")
+
+
+def read_json(path: Path, max_bytes: int, label: str, what: str) -> Any:
+    """The JSON value in `path`, refused unread when it is larger than `max_bytes` (`read_text_at_most`). ValueError
+    names it `label`, and `what` it should be."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text_at_most(path, max_bytes, label, what))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{label} is not valid JSON: {e}") from None
     except RecursionError:

@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from .checkpoint import check_state_dict, save_model
+from .files import read_text_at_most
 from .models import Classifier, build_model
 from .models.config import validate_model_config
 
@@ -172,11 +173,9 @@ def read_official_config(path: str | Path) -> dict[str, Any]:
     dataset's; `model.normalize_input=` and `model.use_convstem=` overrides in `train_cmd` are honoured.
     """
     path = Path(path)
-    if path.is_file() and path.stat().st_size > MAX_OFFICIAL_CONFIG_BYTES:
-        raise ValueError(f"{path} is larger than {MAX_OFFICIAL_CONFIG_BYTES >> 20} MB: not an official DAT model "
-                         "config (those are about 1 kB)")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.safe_load(read_text_at_most(path, MAX_OFFICIAL_CONFIG_BYTES, str(path),
+                                               "an official DAT model config (those are about 1 kB)"))
     except yaml.YAMLError as e:
         raise ValueError(f"{path} is not valid YAML: {e}") from None
     except UnicodeDecodeError:

@@ -271,6 +271,20 @@ def test_an_official_config_larger_than_a_config_is_refused_unread(tmp_path):
         read_official_config(path)
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_file_that_says_size_zero_is_read_no_further_than_the_limit(tmp_path):
+    """/dev/zero (or a FIFO) says size 0: the size check let it through and it was read whole, until memory ran out."""
+    from dat_core.checkpoint import read_config
+    from dat_core.official import read_official_config
+
+    with pytest.raises(ValueError, match="larger than 1 MB"):
+        read_official_config("/dev/zero")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match="larger than"):
+        read_config(tmp_path / "m" / "config.json")
+
+
 def test_a_zoo_models_pinned_weights_are_checked_whatever_case_its_repo_is_typed_in(case_hub, tmp_path, monkeypatch):
     """The sha256 pin of a zoo model's Hub copy was only checked when the repo id was typed exactly as in the zoo:
     `dat-lab/model-1` at the pinned commit loaded whatever bytes the Hub served."""
