@@ -88,6 +88,26 @@ def test_the_cli_report_says_which_checkpoints_judged_and_featurized_the_samples
         "source": str(features), "weights_sha256": weights_sha256(features / "model.safetensors")}
 
 
+def test_the_report_hashes_the_judge_it_measured_with(toy, tmp_path, monkeypatch):
+    """The judge's sha256 was taken after the evaluation, from its source looked up again: weights replaced meanwhile
+    (a Hub branch moved on, a folder retrained) were recorded instead of those that judged the samples."""
+    import train.eval_cli as eval_cli
+
+    model, judge, other = _tiny(tmp_path / "m"), _tiny(tmp_path / "j", seed=1), _tiny(tmp_path / "o", seed=3)
+    measured = weights_sha256(judge / "model.safetensors")
+    evaluate = eval_cli.evaluate
+
+    def judged_then_replaced(*args, **kwargs):
+        report = evaluate(*args, **kwargs)
+        (judge / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+        return report
+    monkeypatch.setattr(eval_cli, "evaluate", judged_then_replaced)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--model", str(model), "--data", str(toy), "--split", "test", "--steps", "0",
+                 "--samples", "4", "--sample-steps", "1", "--judge", str(judge), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["sample_fidelity"]["judge_model"]["weights_sha256"] == measured
+
+
 @pytest.mark.parametrize("bad, says", [
     (dict(ood={"svhn": "data/svhn"}), "only named set is 'uniform'"),
     (dict(samples=3, judge="other"), "judge's classes"),

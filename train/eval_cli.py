@@ -292,13 +292,13 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         if held and held > len(data):
             raise ValueError(f"--update-card: the card's results on {held} images would be replaced by this run's, "
                              f"which evaluates {len(data)}; evaluate as many, or remove the card's model-index")
-    judge = load_model(args.judge, device=device) if args.judge else None
+    judge, judged_by = _checkpoint(args.judge, device)
     if judge is not None:
         try:
             check_judge(model, judge)
         except ValueError as e:
             raise ValueError(f"--judge {args.judge}: {e}") from None
-    feature_model = load_model(args.feature_model, device=device) if args.feature_model else None
+    feature_model, featurized_by = _checkpoint(args.feature_model, device)
     robust = None if args.steps == 0 else {"norm": args.norm, "eps": args.eps, "steps": args.steps,
                                             "step_size": args.step_size, "restarts": args.restarts}
     report = evaluate(model, data, ood=_ood_sets(args, size, len(data)) or None, robust=robust,
@@ -307,11 +307,10 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
                       batch_size=args.batch_size, sample_steps=args.sample_steps,
                       sample_step_size=args.sample_step_size, feature_model=feature_model,
                       sample_seeds=args.sample_seeds, ood_adversarial=not args.ood_clean_only)
-    for part, key, given in (("sample_fidelity", "judge_model", args.judge),
-                             ("sample_realism", "feature_model", args.feature_model)):
-        if given and part in report:   # an arch name alone: two checkpoints of one arch, two numbers under one name
-            weights = locate(resolve_source(given)) / WEIGHTS_NAME
-            report[part][key] = {"source": given, "weights_sha256": weights_sha256(weights)}
+    for part, key, named in (("sample_fidelity", "judge_model", judged_by),
+                             ("sample_realism", "feature_model", featurized_by)):
+        if named and part in report:   # an arch name alone: two checkpoints of one arch, two numbers under one name
+            report[part][key] = named
     if run_autoattack:
         aa = autoattack_accuracy(model, data, norm=args.norm, eps=args.eps, attacks=attacks, seed=args.seed,
                                  batch_size=args.batch_size, progress=True)
@@ -392,6 +391,16 @@ def check_report_of(report: dict[str, Any], directory: Path, config: dict[str, A
     if theirs is None and not compared:
         raise ValueError(f"{label} records nothing about its model (weights_sha256, {', '.join(MODEL_FIELDS)}), so "
                          f"it cannot be checked against {directory}: use the --json of `python -m train eval`")
+
+
+def _checkpoint(given: str | None, device: Any) -> tuple[Any, dict[str, str] | None]:
+    """(model, {"source", "weights_sha256"}) of a --judge or --feature-model, hashed as loaded (a Hub branch looked
+    up again after the run could name other weights), or (None, None)."""
+    if not given:
+        return None, None
+    directory = locate(resolve_source(given))
+    return (load_model(directory, device=device),
+            {"source": given, "weights_sha256": weights_sha256(directory / WEIGHTS_NAME)})
 
 
 def _weights_named(model: object) -> str | None:
