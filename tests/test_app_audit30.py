@@ -206,3 +206,17 @@ def test_the_model_tab_shows_only_a_training_record_it_can_vouch_for():
     assert "evil.example" not in table and "|x|" not in table
     assert all(line.count("|") == 3 for line in table.splitlines()), table
     assert "Validation accuracy" in table and "?, ? steps" in table
+
+
+def test_a_stoppable_model_says_the_mode_of_the_model_it_wraps():
+    """The wrapper said train mode around an eval model (a fresh module's flag): code that reads `.training` to keep
+    or restore a mode would have put the shared model in train mode."""
+    import threading
+
+    import torch
+
+    from webapp.explainer import stoppable
+
+    for mode in (False, True):
+        model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)).train(mode)
+        assert stoppable(model, threading.Event()).training is mode

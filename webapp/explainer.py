@@ -360,6 +360,7 @@ class _Stoppable(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, stops: list[threading.Event]):
         super().__init__()
         self.model, self.stops, self.config = model, stops, getattr(model, "config", None)
+        self.training = model.training   # the mode it wraps (a fresh module says train)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(e.is_set() for e in self.stops):
