@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import gradio as gr
 
 from . import api, describe, fairness, opening, page
@@ -16,7 +18,7 @@ from .wiring import PRIVATE, RAW, bind, outputs
 # small inputs (an upload is at most 25 MB and already on disk), so a long queue costs little memory; past it a
 # visitor reads "queue is full". 256 covers a class of students pressing Run together (benchmarks/app.py).
 QUEUE_SIZE = 256
-PREVIEWS = {counterfactual.preview.__name__, counterfactual.pick_example.__name__}
+PREVIEWS = {inspect.unwrap(counterfactual.preview), inspect.unwrap(counterfactual.pick_example)}
 """Tab 1's previews of a new image: a visitor may have one beside their computation in flight."""
 
 def build_demo(model: str = "default", *, standard_model: str | None = "auto", revision: str | None = None,
@@ -73,7 +75,7 @@ def build_demo(model: str = "default", *, standard_model: str | None = "auto", r
             fn.concurrency_limit = workers
             # and a visitor holds at most one of its workers, and one more for the preview of an image chosen
             # meanwhile (one forward): refused as a second computation, the upload was dropped
-            fn.fn = (previews if fn.name in PREVIEWS else visitors).one_at_a_time(fn.fn)
+            fn.fn = (previews if inspect.unwrap(fn.fn) in PREVIEWS else visitors).one_at_a_time(fn.fn)
     demo.unload(visitors.leave)   # a page that goes (reload, closed tab) stops its computation
     demo.explainer = ex  # handy for tests and benchmarks
     return demo
