@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import inspect
 import re
 from pathlib import Path
@@ -160,6 +161,25 @@ def image_source(image: Any) -> Any:
     if isinstance(image, str) and image.strip():
         return uploaded(image)
     return image
+
+
+def image_digest(image: Any, max_bytes: int | None = None) -> str | None:
+    """sha256 of an image payload's bytes as given (which image it is, without decoding it), read in chunks; None
+    when it cannot be read or holds more than `max_bytes`."""
+    try:
+        source = image_source(image)
+        if isinstance(source, (bytes, bytearray)):
+            data = bytes(source)
+        elif isinstance(source, (str, Path)):
+            with open(source, "rb") as f:
+                if max_bytes is None:
+                    return hashlib.file_digest(f, "sha256").hexdigest()
+                data = f.read(max_bytes + 1)
+        else:
+            return None
+    except (OSError, gr.Error):
+        return None
+    return None if max_bytes is not None and len(data) > max_bytes else hashlib.sha256(data).hexdigest()
 
 
 def uploaded(path: Any) -> str:

@@ -9,7 +9,6 @@ its resolved commit, or a checkpoint folder by its name (its weights' sha256 pin
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from explain.image import to_mask
 from explain.params import validate_params
 
 from ..explainer import Explainer
-from ..inputs import image_source, model_input, user_errors
+from ..inputs import image_digest, model_input, user_errors
 from ..state import LoadedModel
 from ..wiring import COMPUTE, INSTANT, bind, no_error_badge
 from . import region
@@ -66,15 +65,11 @@ def card_source(ex: Explainer, loaded: LoadedModel) -> dict[str, Any]:
 
 def image_sha256(image: Any, x0: np.ndarray, loaded: LoadedModel) -> str | None:
     """sha256 of the image file as given, when it is still the one the path started from (else None)."""
-    source = image_source(image)
-    if source is None:
-        return None
     try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()[:MAX_HASHED_BYTES + 1]
         same = np.array_equal(model_input(image, loaded)[0].numpy(), x0)
     except (OSError, ValueError, gr.Error):
         return None
-    return hashlib.sha256(data).hexdigest() if same and len(data) <= MAX_HASHED_BYTES else None
+    return image_digest(image, MAX_HASHED_BYTES) if same else None
 
 
 @user_errors

@@ -5,8 +5,6 @@ model or target is not the path's is refused (a click sent anyway, or one after 
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -16,7 +14,7 @@ import torch
 import explain
 
 from ..explainer import Explainer
-from ..inputs import MAX_REQUEST_STEPS, eps_text, image_source, model_input, target_index
+from ..inputs import MAX_REQUEST_STEPS, eps_text, image_digest, model_input, target_index
 from ..retry import Retry, retry_for
 from ..state import LoadedModel
 from ..views import CounterfactualView
@@ -63,24 +61,10 @@ def after_choice(ex: Explainer, state: Any, loaded: LoadedModel, x: Any) -> tupl
     return note + view.summary(), gr.update(visible=False)
 
 
-def digest(image: Any) -> str | None:
-    """sha256 of an image payload's bytes, read in chunks: which image it is, without decoding it (None: unreadable)."""
-    source = image_source(image)
-    try:
-        if isinstance(source, (bytes, bytearray)):
-            return hashlib.sha256(source).hexdigest()
-        if isinstance(source, (str, Path)):
-            with open(source, "rb") as f:
-                return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError:
-        pass
-    return None
-
-
 def read_image(ex: Explainer, state: dict, loaded: LoadedModel, image: Any) -> torch.Tensor:
     """`image` as `loaded`'s model input (tab 1's preview and runs), remembered for the target box (`SEEN`)."""
     x = model_input(image, loaded)
-    ex.put(state, SEEN, (digest(image), loaded.key, x))
+    ex.put(state, SEEN, (image_digest(image), loaded.key, x))
     return x
 
 
@@ -89,7 +73,7 @@ def _seen(ex: Explainer, state: Any, loaded: LoadedModel, image: Any) -> torch.T
     seen = ex.get(state, SEEN)
     if seen is None or seen[1] != loaded.key or seen[0] is None:
         return None
-    return seen[2] if digest(image) == seen[0] else None
+    return seen[2] if image_digest(image) == seen[0] else None
 
 
 def _not_shown(ex: Explainer, state: Any, image: Any, target: Any, known: bool = False) -> list[str]:
