@@ -38,9 +38,12 @@ class Failing(Recorder):
 
 
 def args(toy, out, *extra, steps=6):
-    return ["stage1", f"out_dir={out}", f"data.dataset={toy}", "data.image_size=16", "data.val_size=12",
-            "model.arch=wrn-10-1", f"steps={steps}", "batch_size=8", "log_every=2", "eval_every=3", "eval_size=12",
-            "eval_attack_steps=1", "attack.steps=1", "sample_grid=false", "autocast=false", *extra]
+    """The stage-1 command line; `extra` keys replace the defaults' (a key given twice is refused)."""
+    given = {o.split("=", 1)[0]: o for o in (
+        f"out_dir={out}", f"data.dataset={toy}", "data.image_size=16", "data.val_size=12", "model.arch=wrn-10-1",
+        f"steps={steps}", "batch_size=8", "log_every=2", "eval_every=3", "eval_size=12", "eval_attack_steps=1",
+        "attack.steps=1", "sample_grid=false", "autocast=false", *extra)}
+    return ["stage1", *given.values()]
 
 
 def jsonl(path):

@@ -23,10 +23,13 @@ pytestmark = pytest.mark.slow
 
 
 def overrides(toy, out, steps, *extra):
-    return [f"out_dir={out}", f"data.dataset={toy}", "data.image_size=16", "data.val_size=12",
-            "model.arch=wrn-10-1", f"steps={steps}", "batch_size=8", "log_every=1", "ckpt_every=1000",
-            "eval_every=0", "eval_size=12", "eval_attack_steps=1", "attack.steps=2", "sample_grid=false",
-            "channels_last=false", "autocast=false", *extra]
+    """Stage-1 overrides; `extra` keys replace the defaults' (a key given twice is refused)."""
+    given = {o.split("=", 1)[0]: o for o in (
+        f"out_dir={out}", f"data.dataset={toy}", "data.image_size=16", "data.val_size=12", "model.arch=wrn-10-1",
+        f"steps={steps}", "batch_size=8", "log_every=1", "ckpt_every=1000", "eval_every=0", "eval_size=12",
+        "eval_attack_steps=1", "attack.steps=2", "sample_grid=false", "channels_last=false", "autocast=false",
+        *extra)}
+    return list(given.values())
 
 
 def torchrun(args, nproc=2, launcher="torchrun"):

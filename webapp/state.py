@@ -290,7 +290,8 @@ class ModelRegistry:
                 channels_last(model if self.device is None else model.to(self.device)), label)
             loaded = LoadedModel(key=src.key, fast=fast, source=src.name, revision=src.revision,
                                  directory=directory, label=label)
-            held = hub_cache.hold(directory) if src.kind == "hub" else _nothing   # not evicted while loaded
+            held = (hub_cache.hold(directory) if src.kind == "hub" and isinstance(directory, Path)   # not evicted
+                    else _nothing)                                                                   # while loaded
             with self._lock:
                 self._sources[src.key] = src
                 self._held.pop(src.key, _nothing)()   # a moved branch's previous commit
