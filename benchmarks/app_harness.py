@@ -421,3 +421,24 @@ def _holds(page: Any, box: Any, value: str, timeout_ms: int = 5000) -> bool:
 def pick_example(page: Any, index: int = 0) -> None:
     """Click an example of tab 1's strip and wait for the model's view of it."""
     _new_model_view(page, lambda: page.locator("#cf-examples .thumbnail-item").nth(index).click())
+
+
+@contextlib.contextmanager
+def model_hooked(demo: Any, seconds: float = 0.02, slow_from: int = 1, fail_at: int | None = None,
+                 failure: str = "simulated: CUDA out of memory") -> Iterator[list]:
+    """Every forward of the served app's model from now is counted (the list yielded), takes `seconds` from the
+    `slow_from`-th on (long runs to stop), and the `fail_at`-th raises RuntimeError(`failure`), as running out of GPU
+    memory partway does."""
+    calls: list = []
+
+    def hook(*_: Any) -> None:
+        calls.append(1)
+        if len(calls) >= slow_from:
+            time.sleep(seconds)
+        if len(calls) == fail_at:
+            raise RuntimeError(failure)
+    handle = demo.explainer.default.model.register_forward_hook(hook)
+    try:
+        yield calls
+    finally:
+        handle.remove()

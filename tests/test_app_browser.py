@@ -5,7 +5,6 @@ Screenshots land in tests/artifacts/screenshots/ (gitignored). `DAT_SCREENSHOT_M
 model and the first example image instead of a tiny random checkpoint (for README screenshots).
 """
 
-import contextlib
 import io
 import os
 import re
@@ -26,6 +25,7 @@ from benchmarks.app_harness import (
     bundled_model,
     frame_src,
     marker_x,
+    model_hooked,
     move_slider,
     open_tab,
     pick_example,
@@ -297,21 +297,6 @@ def test_progress_shows_in_one_place_and_cancel_stops_pgd(tiny):
         hook.remove()
 
 
-@contextlib.contextmanager
-def slow_pgd(demo, seconds: float = 0.02):
-    """Every forward of the app's model takes `seconds` and is counted (the list yielded): long runs to stop."""
-    calls = []
-
-    def slow_and_counted(*_):
-        calls.append(1)
-        time.sleep(seconds)
-    hook = demo.explainer.default.model.register_forward_hook(slow_and_counted)
-    try:
-        yield calls
-    finally:
-        hook.remove()
-
-
 def start_and_wait(page, run: str, calls: list) -> int:
     """Press `run` and return once PGD is running (5 forwards seen); the forward count before it."""
     before = len(calls)
@@ -327,7 +312,7 @@ def test_every_cancel_says_so_once(tiny):
     own stop, and the toast came from the handler. All targets and Generate often said nothing. Each Cancel of a
     run in flight now says "Cancelled" exactly once, as information."""
     demo, url, files = tiny
-    with slow_pgd(demo) as calls, browser_page(url) as page:
+    with model_hooked(demo) as calls, browser_page(url) as page:
         upload(page, files["photo"])
         settings(page, steps=500, step_size=0.01, eps="inf")
 
@@ -356,7 +341,7 @@ def test_every_cancel_says_so_once(tiny):
         settings(page, steps=3, step_size=0.1, eps=3)
         run_counterfactual(page)
         open_tab(page, "Attributions")                                     # Captum has no PGD hook: its forwards stop
-        with slow_pgd(demo, 0.3):                                          # its few batched forwards outlast a click
+        with model_hooked(demo, 0.3):                                      # its few batched forwards outlast a click
             cancelled_once("#attr-run", "#attr-cancel")
         expect(page.locator("#attr-cancel")).to_be_hidden()
 
@@ -367,7 +352,7 @@ def test_a_running_path_holds_the_old_paths_controls(tiny):
     are off while PGD runs, back on for the old path after a Cancel, and on for the new path once it is done."""
     demo, url, files = tiny
     controls = ["#cf-step input[type=range]", "#cf-play", "#cf-gif", "#cf-json", "#cf-card"]
-    with slow_pgd(demo) as calls, browser_page(url) as page:
+    with model_hooked(demo) as calls, browser_page(url) as page:
         upload(page, files["photo"])
         settings(page, steps=3, step_size=0.1, eps=3)
         run_counterfactual(page)
@@ -395,7 +380,7 @@ def test_a_page_that_leaves_stops_its_computation(tiny):
     had any more: reloading and starting again held every worker (only tab 1's streamed run stopped). The
     page's unload now stops its run at the next PGD step."""
     demo, url, files = tiny
-    with slow_pgd(demo) as calls, browser_page(url) as page:
+    with model_hooked(demo) as calls, browser_page(url) as page:
         upload(page, files["photo"])
         settings(page, steps=500, step_size=0.01, eps=3)
         for tab, run in (("All targets", "#all-run"), ("Generate", "#gen-run")):

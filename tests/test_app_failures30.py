@@ -4,7 +4,7 @@ Cancel: no streamed frame or "Running" caption left as if it were a result, the 
 shown once. And API requests (real gradio_client): a failure is one plain message, and a caller that went stops
 its computation."""
 
-import contextlib
+import inspect
 import json
 import subprocess
 import sys
@@ -21,6 +21,7 @@ import app
 from benchmarks.app_harness import (
     browser_expect,
     browser_page,
+    model_hooked,
     move_slider,
     open_tab,
     run_counterfactual,
@@ -36,7 +37,7 @@ from benchmarks.app_harness import (
 )
 from webapp.wiring import OUT_OF_MEMORY, bind
 
-FAILURE = "simulated: CUDA out of memory"
+FAILURE = inspect.signature(model_hooked).parameters["failure"].default   # what the hooked model raises
 
 
 @pytest.fixture(scope="module")
@@ -46,25 +47,6 @@ def tiny(tmp_path_factory):
     demo = app.build_demo(str(write_model(root / "model")), standard_model=None)
     with serve(demo) as url:
         yield demo, url, write_image(root / "photo.png")
-
-
-@contextlib.contextmanager
-def model_hooked(demo, seconds: float = 0.02, slow_from: int = 1, fail_at: int | None = None):
-    """Every forward of the app's model from now is counted (the list yielded), takes `seconds` from the
-    `slow_from`-th on, and the `fail_at`-th raises a RuntimeError, as running out of GPU memory partway does."""
-    calls = []
-
-    def hook(*_):
-        calls.append(1)
-        if len(calls) >= slow_from:
-            time.sleep(seconds)
-        if len(calls) == fail_at:
-            raise RuntimeError(FAILURE)
-    handle = demo.explainer.default.model.register_forward_hook(hook)
-    try:
-        yield calls
-    finally:
-        handle.remove()
 
 
 def close_toasts(page) -> None:
